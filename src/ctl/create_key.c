@@ -1,0 +1,152 @@
+#include "autoconfig.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/audit.h"
+#include "core/keys.h"
+#include "core/scope.h"
+#include "ctl/ctl.h"
+#include "lib/db.h"
+#include "server/config.h"
+
+#define ROOT_TENANT "00000000-0000-0000-0000-000000000001"
+#define MAX_SCOPES 64
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: keygatectl create-key [--name NAME] [--scopes S,S,...]\n"
+	    "                             [--tenant UUID] [--env live|test]\n"
+	    "\n"
+	    "Creates an API key and prints it once on standard output; only\n"
+	    "its prefix and HMAC are stored.  Defaults: scopes \"*\", the root\n"
+	    "tenant %s, env live.\n", ROOT_TENANT);
+}
+
+int
+ctl_create_key(const struct config *cfg, struct db *db, int argc,
+    char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "scopes", required_argument, NULL, 's' },
+		{ "tenant", required_argument, NULL, 't' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct key_spec	 spec;
+	struct key_created out;
+	struct audit_entry audit;
+	const char	*scopes[MAX_SCOPES];
+	char		*scopelist = NULL, *tok, *save = NULL, details[256];
+	size_t		 n = 0;
+	int		 ch, code = 1;
+	enum key_result	 kr;
+
+	memset(&spec, 0, sizeof(spec));
+	spec.tenant_id = ROOT_TENANT;
+	spec.env = "live";
+	spec.name = "admin";
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "n:s:t:e:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'n':
+			spec.name = optarg;
+			break;
+		case 's':
+			free(scopelist);
+			scopelist = strdup(optarg);
+			break;
+		case 't':
+			spec.tenant_id = optarg;
+			break;
+		case 'e':
+			spec.env = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			free(scopelist);
+			return 0;
+		default:
+			usage(stderr);
+			free(scopelist);
+			return 2;
+		}
+	}
+	if (scopelist == NULL && (scopelist = strdup("*")) == NULL)
+		return 1;
+	for (tok = strtok_r(scopelist, ", ", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", ", &save)) {
+		if (!scope_valid(tok)) {
+			fprintf(stderr, "keygatectl: create-key: unknown scope "
+			    "\"%s\"\n", tok);
+			code = 2;
+			goto out;
+		}
+		if (n == MAX_SCOPES) {
+			fprintf(stderr, "keygatectl: create-key: too many "
+			    "scopes\n");
+			code = 2;
+			goto out;
+		}
+		scopes[n++] = tok;
+	}
+	if (n == 0) {
+		fprintf(stderr, "keygatectl: create-key: --scopes is empty\n");
+		code = 2;
+		goto out;
+	}
+	if (strcmp(spec.env, "live") != 0 && strcmp(spec.env, "test") != 0) {
+		fprintf(stderr, "keygatectl: create-key: --env must be live or "
+		    "test\n");
+		code = 2;
+		goto out;
+	}
+	spec.scopes = scopes;
+	spec.nscopes = n;
+
+	if (db_begin(db) == -1)
+		goto dberr;
+	kr = key_create(db, cfg->key_brand, cfg->hmac_secret, &spec, &out);
+	if (kr == KEY_NO_TENANT) {
+		fprintf(stderr, "keygatectl: create-key: tenant %s does not "
+		    "exist or is inactive\n", spec.tenant_id);
+		db_rollback(db);
+		goto out;
+	}
+	if (kr != KEY_OK) {
+		db_rollback(db);
+		goto dberr;
+	}
+	snprintf(details, sizeof(details), "{\"key_prefix\":\"%s\","
+	    "\"via\":\"keygatectl\"}", out.prefix);
+	memset(&audit, 0, sizeof(audit));
+	audit.tenant_id = spec.tenant_id;
+	audit.actor = "keygatectl";
+	audit.action = "api_key.create";
+	audit.target_type = "api_key";
+	audit.target_id = out.id;
+	audit.details = details;
+	if (audit_write(db, &audit) == -1 || db_commit(db) == -1) {
+		key_created_wipe(&out);
+		db_rollback(db);
+		goto dberr;
+	}
+	printf("%s\n", out.key);
+	fflush(stdout);
+	key_created_wipe(&out);
+	fprintf(stderr, "created key %s (%s...%s) in tenant %s; it is shown "
+	    "only this once\n", out.id, out.prefix, out.last4, spec.tenant_id);
+	code = 0;
+	goto out;
+dberr:
+	fprintf(stderr, "keygatectl: create-key: %s\n", db_errmsg(db));
+out:
+	free(scopelist);
+	return code;
+}

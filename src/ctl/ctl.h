@@ -1,0 +1,14 @@
+#ifndef KEYGATE_CTL_CTL_H
+#define KEYGATE_CTL_CTL_H
+
+struct config;
+struct db;
+
+/* Applies the pending migrations in cfg->sql_dir; the process exit status. */
+int	ctl_migrate(const struct config *, struct db *, int argc, char **argv);
+
+/* Creates an API key and prints it once; the process exit status. */
+int	ctl_create_key(const struct config *, struct db *, int argc,
+	    char **argv);
+
+#endif

@@ -1,0 +1,113 @@
+#include "autoconfig.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl/ctl.h"
+#include "lib/crypto.h"
+#include "lib/db.h"
+#include "server/config.h"
+
+static const struct command {
+	const char	*name;
+	int		(*run)(const struct config *, struct db *, int, char **);
+	const char	*help;
+} commands[] = {
+	{ "migrate", ctl_migrate, "apply the pending database migrations" },
+	{ "create-key", ctl_create_key, "create an API key and print it once" },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void
+usage(FILE *f)
+{
+	size_t	 i;
+
+	fprintf(f, "usage: keygatectl [--config PATH] COMMAND [OPTIONS]\n"
+	    "       keygatectl --help | --version\n\n"
+	    "Administers keygate directly in PostgreSQL (database_url).\n\n"
+	    "Commands:\n");
+	for (i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n`keygatectl COMMAND --help` describes a command.  Exit "
+	    "status: 0 success,\n1 failure, 2 usage or configuration error.  "
+	    "See keygatectl(8).\n");
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char	*path = NULL;
+	const struct command *cmd = NULL;
+	struct config	*cfg;
+	struct db	*db;
+	char		 err[512];
+	size_t		 i;
+	int		 a, code;
+
+	for (a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--config") == 0 ||
+		    strcmp(argv[a], "-c") == 0) {
+			if (++a == argc) {
+				usage(stderr);
+				return 2;
+			}
+			path = argv[a];
+		} else if (strncmp(argv[a], "--config=", 9) == 0)
+			path = argv[a] + 9;
+		else if (strcmp(argv[a], "--help") == 0 ||
+		    strcmp(argv[a], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[a], "--version") == 0 ||
+		    strcmp(argv[a], "-V") == 0) {
+			printf("keygatectl %s\n", PACKAGE_VERSION);
+			return 0;
+		} else
+			break;
+	}
+	if (a == argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[a], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL) {
+		fprintf(stderr, "keygatectl: unknown command \"%s\"\n", argv[a]);
+		usage(stderr);
+		return 2;
+	}
+	if (path == NULL)
+		path = getenv("KEYGATE_CONFIG");
+	/* Without a file, defaults and KEYGATE_* variables alone. */
+	if (path == NULL && access(CONFIG_DEFAULT_PATH, R_OK) == 0)
+		path = CONFIG_DEFAULT_PATH;
+	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "keygatectl: %s\n", err);
+		return 2;
+	}
+	if (crypto_init(err, sizeof(err)) == -1) {
+		fprintf(stderr, "keygatectl: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	if ((db = db_new(cfg->database_url, cfg->database_connect_timeout,
+	    "keygatectl")) == NULL) {
+		config_free(cfg);
+		return 1;
+	}
+	if (db_connect(db) == -1) {
+		fprintf(stderr, "keygatectl: connecting to PostgreSQL: %s\n",
+		    db_errmsg(db));
+		code = 1;
+	} else
+		code = cmd->run(cfg, db, argc - a, argv + a);
+	db_free(db);
+	config_free(cfg);
+	return code;
+}

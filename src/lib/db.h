@@ -1,0 +1,99 @@
+#ifndef KEYGATE_LIB_DB_H
+#define KEYGATE_LIB_DB_H
+
+#include <stdbool.h>
+
+/*
+ * The only door to PostgreSQL.  Every statement keygate runs is named here
+ * and written out once, in db.c's table; each connection prepares them.
+ */
+
+/* The highest migration in sql/ this build expects to find applied. */
+#define DB_SCHEMA_VERSION 1
+
+enum stmt {
+	STMT_SCHEMA_VERSION,	/* () -> max(version) */
+	STMT_MIGRATION_APPLIED,	/* (version) -> 1 row when applied */
+	STMT_MIGRATION_RECORD,	/* (version, name) */
+	STMT_TENANT_EXISTS,	/* (id) -> 1 row when it exists and is active */
+	STMT_KEY_INSERT,	/* (tenant, name, env, prefix, hash hex, last4,
+				    scopes, role, expires, rl max, rl window,
+				    created_by) -> id, created_at */
+	STMT_AUDIT_INSERT,	/* (tenant, actor key, actor, action,
+				    target type, target id, request id,
+				    client addr, details json) */
+	STMT__MAX
+};
+
+enum db_status {
+	DB_OK,
+	DB_UNAVAILABLE,		/* no connection: answer 503 */
+	DB_ERROR,		/* the statement failed: see db_sqlstate() */
+	DB_STATUS__MAX
+};
+
+struct db;
+struct db_res;
+
+/*
+ * Makes a handle; nothing is connected yet.  conninfo is a libpq
+ * conninfo string or URI; it is copied and wiped on db_free().
+ */
+struct db	*db_new(const char *conninfo, int connect_timeout,
+		    const char *application_name)
+		    __attribute__((warn_unused_result));
+void		 db_free(struct db *);
+
+/*
+ * Connects when not connected (at most one attempt a second while the
+ * server is unreachable).  Returns 0, or -1 with db_status() set.
+ */
+int		 db_connect(struct db *) __attribute__((warn_unused_result));
+/* Prepares every statement of the table now; 0, or -1 on the first failure. */
+int		 db_prepare_all(struct db *) __attribute__((warn_unused_result));
+/* The outcome of the last call. */
+enum db_status	 db_status(const struct db *);
+/* The SQLSTATE of the last DB_ERROR ("" when none). */
+const char	*db_sqlstate(const struct db *);
+/* The server's message for the last failure; never contains parameters. */
+const char	*db_errmsg(const struct db *);
+
+/*
+ * Runs a prepared statement with text parameters (NULL = SQL NULL).
+ * Returns a result the caller frees with db_res_free(), or NULL on failure
+ * with db_status() saying why.  Outside a transaction a lost connection is
+ * re-established and the statement retried once.
+ */
+struct db_res	*db_query(struct db *, enum stmt, int nparams,
+		    const char *const *params) __attribute__((warn_unused_result));
+/* As db_query() for a statement that returns no rows. */
+int		 db_exec(struct db *, enum stmt, int nparams,
+		    const char *const *params) __attribute__((warn_unused_result));
+/*
+ * Runs SQL text that may hold several statements and no parameters: for
+ * migrations only.  0, or -1 with db_status() set.
+ */
+int		 db_exec_script(struct db *, const char *)
+		    __attribute__((warn_unused_result));
+
+int		 db_begin(struct db *) __attribute__((warn_unused_result));
+int		 db_commit(struct db *) __attribute__((warn_unused_result));
+/* Rolls back if a transaction is open; safe to call after a failure. */
+void		 db_rollback(struct db *);
+
+int		 db_rows(const struct db_res *);
+/* A borrowed value ("" for NULL); valid until db_res_free(). */
+const char	*db_value(const struct db_res *, int row, int col);
+bool		 db_isnull(const struct db_res *, int row, int col);
+void		 db_res_free(struct db_res *);
+
+/*
+ * Reads the applied schema version: 0 and *version set (0 = no migration
+ * table at all), or -1 with db_status() set.
+ */
+int		 db_schema_version(struct db *, int *version)
+		    __attribute__((warn_unused_result));
+
+extern const char *const db_status_names[DB_STATUS__MAX];
+
+#endif

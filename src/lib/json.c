@@ -1,0 +1,154 @@
+#include "autoconfig.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lib/json.h"
+
+/* Deep enough for any chat request, shallow enough to bound the stack. */
+#define JSON_MAX_DEPTH 64
+
+int
+json_utf8_valid(const char *p, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	size_t	 i = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t len;
+		unsigned int cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			len = 2; cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			len = 3; cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			len = 4; cp = c & 0x07;
+		} else
+			return 0;
+		if (n - i < len)
+			return 0;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		i += len;
+	}
+	return 1;
+}
+
+/*
+ * json-c accepts a few things RFC 8259 does not: single-quoted strings,
+ * NaN and Infinity.  Outside strings, the only letters JSON has are the
+ * words true, false and null and a number's exponent.
+ */
+static int
+rfc8259_words_only(const char *p, size_t n)
+{
+	size_t	 i = 0, start;
+	bool	 in_str = false;
+
+	while (i < n) {
+		char c = p[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+			i++;
+			continue;
+		}
+		if (c == '"') {
+			in_str = true;
+			i++;
+			continue;
+		}
+		if (c == '\'')
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
+			i++;
+			continue;
+		}
+		start = i;
+		while (i < n && ((p[i] >= 'a' && p[i] <= 'z') ||
+		    (p[i] >= 'A' && p[i] <= 'Z')))
+			i++;
+		if ((i - start == 4 && (memcmp(p + start, "true", 4) == 0 ||
+		    memcmp(p + start, "null", 4) == 0)) ||
+		    (i - start == 5 && memcmp(p + start, "false", 5) == 0))
+			continue;
+		/* An exponent: one e or E right after a digit. */
+		if (i - start == 1 && (p[start] == 'e' || p[start] == 'E') &&
+		    start > 0 && p[start - 1] >= '0' && p[start - 1] <= '9')
+			continue;
+		return 0;
+	}
+	return 1;
+}
+
+struct json_object *
+json_parse(const char *text, size_t len, enum json_parse_error *why,
+    char *err, size_t errsz)
+{
+	struct json_tokener	*tok;
+	struct json_object	*obj = NULL;
+	enum json_tokener_error	 jerr;
+
+	*why = JSON_PARSE_OK;
+	if (!json_utf8_valid(text, len)) {
+		*why = JSON_PARSE_UTF8;
+		snprintf(err, errsz, "request body is not valid UTF-8");
+		return NULL;
+	}
+	if (!rfc8259_words_only(text, len)) {
+		*why = JSON_PARSE_SYNTAX;
+		snprintf(err, errsz, "request body is not valid JSON");
+		return NULL;
+	}
+	if (len > (size_t)INT32_MAX ||
+	    (tok = json_tokener_new_ex(JSON_MAX_DEPTH)) == NULL) {
+		*why = JSON_PARSE_SYNTAX;
+		snprintf(err, errsz, "request body could not be parsed");
+		return NULL;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+	    JSON_TOKENER_VALIDATE_UTF8);
+	obj = json_tokener_parse_ex(tok, text, (int)len);
+	jerr = json_tokener_get_error(tok);
+	if (obj == NULL || jerr != json_tokener_success ||
+	    json_tokener_get_parse_end(tok) != len) {
+		if (jerr == json_tokener_error_depth) {
+			*why = JSON_PARSE_DEPTH;
+			snprintf(err, errsz, "request body is nested too deeply");
+		} else {
+			*why = JSON_PARSE_SYNTAX;
+			snprintf(err, errsz, "request body is not valid JSON: "
+			    "%s at offset %zu", jerr == json_tokener_continue ?
+			    "unexpected end of input" :
+			    json_tokener_error_desc(jerr),
+			    json_tokener_get_parse_end(tok));
+		}
+		if (obj != NULL)
+			json_object_put(obj);
+		obj = NULL;
+	}
+	json_tokener_free(tok);
+	return obj;
+}
+
+const char *
+json_text(struct json_object *o, size_t *len)
+{
+	return json_object_to_json_string_length(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}

@@ -1,0 +1,33 @@
+#ifndef KEYGATE_LIB_JSON_H
+#define KEYGATE_LIB_JSON_H
+
+#include <stddef.h>
+
+/*
+ * json-c, and the few helpers keygate needs on top of it.  Ownership follows
+ * json-c: json_object_object_get_ex() borrows, json_object_object_add()
+ * steals, json_object_put() releases.
+ */
+#include <json-c/json.h>
+
+enum json_parse_error {
+	JSON_PARSE_OK,
+	JSON_PARSE_SYNTAX,	/* not JSON */
+	JSON_PARSE_UTF8,	/* not valid UTF-8 */
+	JSON_PARSE_DEPTH,	/* nested deeper than we accept */
+	JSON_PARSE__MAX
+};
+
+/*
+ * Parses a whole document strictly (no trailing bytes, valid UTF-8).
+ * Returns a new object the caller puts, or NULL with *why set and a short
+ * description in err.
+ */
+struct json_object *json_parse(const char *, size_t, enum json_parse_error *why,
+		    char *err, size_t errsz) __attribute__((warn_unused_result));
+/* True when the n bytes are valid UTF-8 (no overlongs, no surrogates). */
+int		 json_utf8_valid(const char *, size_t);
+/* The compact text of an object; borrowed from the object. */
+const char	*json_text(struct json_object *, size_t *len);
+
+#endif

@@ -1,0 +1,545 @@
+#include "autoconfig.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "server/config.h"
+
+const char *const config_mode_names[MODE__MAX] = {
+	"development",	/* MODE_DEVELOPMENT */
+	"production",	/* MODE_PRODUCTION */
+};
+
+/* Secrets a development setup runs with when none are configured. */
+#define DEV_HMAC_SECRET	"keygate-development-hmac-secret-not-for-production"
+#define DEV_JWT_SECRET	"keygate-development-jwt-secret-not-for-production"
+#define SECRET_MIN_LEN	32
+
+enum cf_type {
+	CF_STR,		/* any text */
+	CF_SECRET,	/* text never logged, wiped on free */
+	CF_INT,		/* int within [min, max] */
+	CF_LONG,	/* long within [min, max] */
+	CF_BOOL,	/* true/false/yes/no/on/off/1/0 */
+	CF_DOUBLE,	/* decimal within [min, max] */
+	CF_OCTAL,	/* octal permission bits */
+	CF_MODE,	/* enum config_mode */
+	CF_WINDOW,	/* "1 minute" -> seconds, within [min, max] */
+};
+
+struct cf_key {
+	const char	*name;
+	enum cf_type	 type;
+	size_t		 offset;
+	bool		 reloadable;	/* false: a change needs a restart */
+	const char	*def;
+	double		 min, max;	/* numeric range */
+};
+
+#define F(field) offsetof(struct config, field)
+
+/*
+ * Every setting, its type, where it lives and its default.  The manual
+ * keygate.conf(5) and etc/keygate.conf follow this table.
+ */
+static const struct cf_key keys[] = {
+	{ "listen", CF_STR, F(listen), false, "unix:/run/keygate/keygate.sock", 0, 0 },
+	{ "listen_backlog", CF_INT, F(listen_backlog), false, "1024", 1, 65535 },
+	{ "socket_mode", CF_OCTAL, F(socket_mode), false, "0660", 0, 0777 },
+	{ "user", CF_STR, F(user), false, "", 0, 0 },
+	{ "workers", CF_INT, F(workers), true, "0", 0, 1024 },
+	{ "max_requests", CF_LONG, F(max_requests), true, "0", 0, 1e12 },
+	{ "shutdown_timeout", CF_INT, F(shutdown_timeout), true, "30", 1, 3600 },
+	{ "database_url", CF_SECRET, F(database_url), true, "dbname=keygate", 0, 0 },
+	{ "database_connect_timeout", CF_INT, F(database_connect_timeout), true, "5", 1, 300 },
+	{ "mode", CF_MODE, F(mode), true, "development", 0, 0 },
+	{ "hmac_secret", CF_SECRET, F(hmac_secret), true, "", 0, 0 },
+	{ "jwt_secret", CF_SECRET, F(jwt_secret), true, "", 0, 0 },
+	{ "master_keys", CF_SECRET, F(master_keys), true, "", 0, 0 },
+	{ "key_brand", CF_STR, F(key_brand), true, "kg", 0, 0 },
+	{ "max_body_bytes", CF_LONG, F(max_body_bytes), true, "1048576", 1024, 67108864 },
+	{ "rate_limit_max", CF_LONG, F(rate_limit_max), true, "100", 1, 100000 },
+	{ "rate_limit_window", CF_WINDOW, F(rate_limit_window), true, "1 minute", 1, 86400 * 31 },
+	{ "max_active_keys_per_tenant", CF_LONG, F(max_active_keys_per_tenant), true, "0", 0, 1e9 },
+	{ "dormant_disable_days", CF_INT, F(dormant_disable_days), true, "0", 0, 36500 },
+	{ "validate_llm_keys", CF_BOOL, F(validate_llm_keys), true, "true", 0, 0 },
+	{ "openai_base_url", CF_STR, F(openai_base_url), true, "https://api.openai.com/v1", 0, 0 },
+	{ "anthropic_base_url", CF_STR, F(anthropic_base_url), true, "https://api.anthropic.com", 0, 0 },
+	{ "google_base_url", CF_STR, F(google_base_url), true, "https://generativelanguage.googleapis.com", 0, 0 },
+	{ "openrouter_base_url", CF_STR, F(openrouter_base_url), true, "https://openrouter.ai/api/v1", 0, 0 },
+	{ "pool_openrouter_key", CF_SECRET, F(pool_openrouter_key), true, "", 0, 0 },
+	{ "pool_markup", CF_DOUBLE, F(pool_markup), true, "0.25", 0, 10 },
+	{ "upstream_connect_timeout", CF_INT, F(upstream_connect_timeout), true, "10", 1, 600 },
+	{ "upstream_idle_timeout", CF_INT, F(upstream_idle_timeout), true, "60", 1, 3600 },
+	{ "upstream_total_timeout", CF_INT, F(upstream_total_timeout), true, "600", 1, 86400 },
+	{ "log_file", CF_STR, F(log_file), true, "", 0, 0 },
+	{ "sql_dir", CF_STR, F(sql_dir), true, KEYGATE_SQL_DIR, 0, 0 },
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+size_t
+config_key_count(void)
+{
+	return NKEYS;
+}
+
+const char *
+config_key_name(size_t i)
+{
+	return i < NKEYS ? keys[i].name : NULL;
+}
+
+static const struct cf_key *
+key_find(const char *name)
+{
+	size_t	 i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static bool
+is_secret_key(const struct cf_key *k)
+{
+	return k->type == CF_SECRET;
+}
+
+static char **
+str_field(struct config *c, const struct cf_key *k)
+{
+	return (char **)(void *)((char *)c + k->offset);
+}
+
+static void
+secret_free(char *s)
+{
+	if (s != NULL) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+int
+config_parse_window(const char *s)
+{
+	static const struct {
+		const char	*unit;
+		long		 secs;
+	} units[] = {
+		{ "s", 1 }, { "sec", 1 }, { "second", 1 }, { "seconds", 1 },
+		{ "m", 60 }, { "min", 60 }, { "minute", 60 }, { "minutes", 60 },
+		{ "h", 3600 }, { "hour", 3600 }, { "hours", 3600 },
+		{ "d", 86400 }, { "day", 86400 }, { "days", 86400 },
+	};
+	char	*end;
+	long	 n;
+	size_t	 i;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno != 0 || n <= 0 || n > 86400L * 366)
+		return -1;
+	while (isspace((unsigned char)*end))
+		end++;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		size_t ul = strlen(units[i].unit);
+		const char *rest;
+
+		if (strncasecmp(end, units[i].unit, ul) != 0)
+			continue;
+		rest = end + ul;
+		while (isspace((unsigned char)*rest))
+			rest++;
+		if (*rest != '\0')
+			continue;
+		if (n > INT_MAX / units[i].secs)
+			return -1;
+		return (int)(n * units[i].secs);
+	}
+	return -1;
+}
+
+/*
+ * Stores one value.  Returns 0, or -1 with the reason (no location) in err.
+ */
+static int
+key_set(struct config *c, const struct cf_key *k, const char *v,
+    char *err, size_t errsz)
+{
+	char	*end, *dup;
+	long	 l;
+	double	 d;
+	int	 w;
+	void	*field = (char *)c + k->offset;
+
+	switch (k->type) {
+	case CF_STR:
+	case CF_SECRET:
+		if ((dup = strdup(v)) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		if (k->type == CF_SECRET)
+			secret_free(*str_field(c, k));
+		else
+			free(*str_field(c, k));
+		*str_field(c, k) = dup;
+		return 0;
+	case CF_INT:
+	case CF_LONG:
+	case CF_OCTAL:
+		errno = 0;
+		l = strtol(v, &end, k->type == CF_OCTAL ? 8 : 10);
+		if (*v == '\0' || *end != '\0' || errno != 0) {
+			snprintf(err, errsz, "%s: expected %s, got \"%s\"",
+			    k->name, k->type == CF_OCTAL ?
+			    "an octal number" : "a whole number", v);
+			return -1;
+		}
+		if (l < (long)k->min || l > (long)k->max) {
+			snprintf(err, errsz, "%s: %ld is out of range "
+			    "(%.0f to %.0f)", k->name, l, k->min, k->max);
+			return -1;
+		}
+		if (k->type == CF_LONG)
+			*(long *)field = l;
+		else
+			*(int *)field = (int)l;
+		return 0;
+	case CF_DOUBLE:
+		errno = 0;
+		d = strtod(v, &end);
+		if (*v == '\0' || *end != '\0' || errno != 0 || d != d) {
+			snprintf(err, errsz, "%s: expected a number, got \"%s\"",
+			    k->name, v);
+			return -1;
+		}
+		if (d < k->min || d > k->max) {
+			snprintf(err, errsz, "%s: %g is out of range (%g to %g)",
+			    k->name, d, k->min, k->max);
+			return -1;
+		}
+		*(double *)field = d;
+		return 0;
+	case CF_BOOL:
+		if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+		    strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0)
+			*(bool *)field = true;
+		else if (strcasecmp(v, "false") == 0 ||
+		    strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0 ||
+		    strcmp(v, "0") == 0)
+			*(bool *)field = false;
+		else {
+			snprintf(err, errsz, "%s: expected true or false, "
+			    "got \"%s\"", k->name, v);
+			return -1;
+		}
+		return 0;
+	case CF_MODE:
+		for (w = 0; w < MODE__MAX; w++)
+			if (strcmp(v, config_mode_names[w]) == 0) {
+				*(enum config_mode *)field = (enum config_mode)w;
+				return 0;
+			}
+		snprintf(err, errsz, "%s: expected development or production, "
+		    "got \"%s\"", k->name, v);
+		return -1;
+	case CF_WINDOW:
+		w = config_parse_window(v);
+		if (w < (int)k->min || w > (int)k->max) {
+			snprintf(err, errsz, "%s: expected a window such as "
+			    "\"30 seconds\", \"1 minute\", \"1 hour\" or "
+			    "\"1 day\", got \"%s\"", k->name, v);
+			return -1;
+		}
+		*(int *)field = w;
+		return 0;
+	}
+	snprintf(err, errsz, "%s: unknown type", k->name);
+	return -1;
+}
+
+static char *
+trim(char *s)
+{
+	char	*e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * Reads "key = value" lines.  A value may be wrapped in double quotes to
+ * keep leading or trailing blanks or a '#'; outside quotes a '#' starts a
+ * comment.
+ */
+static int
+parse_file(struct config *c, const char *path, char *err, size_t errsz)
+{
+	FILE	*f;
+	char	*line = NULL, *p, *eq, *name, *val, *q;
+	size_t	 cap = 0;
+	ssize_t	 n;
+	unsigned lineno = 0;
+	char	 why[256];
+	int	 rc = -1;
+	const struct cf_key *k;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(err, errsz, "%s: cannot open: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	while ((n = getline(&line, &cap, f)) != -1) {
+		lineno++;
+		p = trim(line);
+		if (*p == '\0' || *p == '#')
+			continue;
+		if ((eq = strchr(p, '=')) == NULL) {
+			snprintf(err, errsz, "%s:%u: expected \"key = value\"",
+			    path, lineno);
+			goto out;
+		}
+		*eq = '\0';
+		name = trim(p);
+		val = trim(eq + 1);
+		if (*val == '"') {
+			if ((q = strrchr(val + 1, '"')) == NULL) {
+				snprintf(err, errsz, "%s:%u: unterminated quote",
+				    path, lineno);
+				goto out;
+			}
+			*q = '\0';
+			p = trim(q + 1);
+			if (*p != '\0' && *p != '#') {
+				snprintf(err, errsz, "%s:%u: text after the "
+				    "closing quote", path, lineno);
+				goto out;
+			}
+			val++;
+		} else if ((q = strchr(val, '#')) != NULL) {
+			*q = '\0';
+			val = trim(val);
+		}
+		if ((k = key_find(name)) == NULL) {
+			snprintf(err, errsz, "%s:%u: unknown setting \"%s\"",
+			    path, lineno, name);
+			goto out;
+		}
+		if (key_set(c, k, val, why, sizeof(why)) == -1) {
+			snprintf(err, errsz, "%s:%u: %s", path, lineno, why);
+			goto out;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, errsz, "%s: read error: %s", path,
+		    strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (line != NULL) {
+		explicit_bzero(line, cap);
+		free(line);
+	}
+	fclose(f);
+	return rc;
+}
+
+static int
+parse_env(struct config *c, char *err, size_t errsz)
+{
+	char	 var[80], why[256];
+	const char *v;
+	size_t	 i, j;
+
+	for (i = 0; i < NKEYS; i++) {
+		snprintf(var, sizeof(var), "KEYGATE_%s", keys[i].name);
+		for (j = 8; var[j] != '\0'; j++)
+			var[j] = (char)toupper((unsigned char)var[j]);
+		if ((v = getenv(var)) == NULL)
+			continue;
+		if (key_set(c, &keys[i], v, why, sizeof(why)) == -1) {
+			snprintf(err, errsz, "%s: %s", var, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static bool
+secret_is_default(const char *s)
+{
+	return strcmp(s, DEV_HMAC_SECRET) == 0 ||
+	    strcmp(s, DEV_JWT_SECRET) == 0 ||
+	    strstr(s, "change-me") != NULL || strstr(s, "changeme") != NULL ||
+	    strstr(s, "CHANGE_ME") != NULL;
+}
+
+/* Checks that need the whole config, and fills development defaults. */
+static int
+check(struct config *c, char *err, size_t errsz)
+{
+	const char *where = c->path != NULL ? c->path : "configuration";
+	size_t	 i;
+	char	 why[64];
+
+	if (strncmp(c->listen, "unix:/", 6) != 0 &&
+	    strncmp(c->listen, "tcp:", 4) != 0) {
+		snprintf(err, errsz, "%s: listen: expected unix:/PATH or "
+		    "tcp:HOST:PORT, got \"%s\"", where, c->listen);
+		return -1;
+	}
+	if (c->key_brand[0] == '\0' || strlen(c->key_brand) > 12) {
+		snprintf(err, errsz, "%s: key_brand: 1 to 12 lower-case "
+		    "letters or digits", where);
+		return -1;
+	}
+	for (i = 0; c->key_brand[i] != '\0'; i++)
+		if (!islower((unsigned char)c->key_brand[i]) &&
+		    !isdigit((unsigned char)c->key_brand[i])) {
+			snprintf(err, errsz, "%s: key_brand: 1 to 12 "
+			    "lower-case letters or digits", where);
+			return -1;
+		}
+	if (c->mode == MODE_PRODUCTION) {
+		const struct { const char *name, *val; } s[] = {
+			{ "hmac_secret", c->hmac_secret },
+			{ "jwt_secret", c->jwt_secret },
+		};
+		for (i = 0; i < 2; i++) {
+			if (strlen(s[i].val) < SECRET_MIN_LEN) {
+				snprintf(err, errsz, "%s: %s: must be at least "
+				    "%d bytes in production mode", where,
+				    s[i].name, SECRET_MIN_LEN);
+				return -1;
+			}
+			if (secret_is_default(s[i].val)) {
+				snprintf(err, errsz, "%s: %s: still the "
+				    "default; generate one (head -c 32 "
+				    "/dev/urandom | base64)", where, s[i].name);
+				return -1;
+			}
+		}
+		if (c->master_keys[0] == '\0') {
+			snprintf(err, errsz, "%s: master_keys: required in "
+			    "production mode", where);
+			return -1;
+		}
+	} else {
+		/* Development runs without configured secrets. */
+		if (c->hmac_secret[0] == '\0' &&
+		    key_set(c, key_find("hmac_secret"), DEV_HMAC_SECRET,
+		    why, sizeof(why)) == -1)
+			goto oom;
+		if (c->jwt_secret[0] == '\0' &&
+		    key_set(c, key_find("jwt_secret"), DEV_JWT_SECRET,
+		    why, sizeof(why)) == -1)
+			goto oom;
+	}
+	return 0;
+oom:
+	snprintf(err, errsz, "out of memory");
+	return -1;
+}
+
+struct config *
+config_load(const char *path, char *err, size_t errsz)
+{
+	struct config	*c;
+	size_t		 i;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	for (i = 0; i < NKEYS; i++)
+		if (key_set(c, &keys[i], keys[i].def, err, errsz) == -1)
+			goto fail;
+	if (path != NULL) {
+		if ((c->path = strdup(path)) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			goto fail;
+		}
+		if (parse_file(c, path, err, errsz) == -1)
+			goto fail;
+	}
+	if (parse_env(c, err, errsz) == -1 || check(c, err, errsz) == -1)
+		goto fail;
+	return c;
+fail:
+	config_free(c);
+	return NULL;
+}
+
+void
+config_free(struct config *c)
+{
+	size_t	 i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < NKEYS; i++) {
+		if (keys[i].type == CF_STR)
+			free(*str_field(c, &keys[i]));
+		else if (is_secret_key(&keys[i]))
+			secret_free(*str_field(c, &keys[i]));
+	}
+	free(c->path);
+	free(c);
+}
+
+const char *
+config_restart_needed(const struct config *a, const struct config *b)
+{
+	size_t	 i;
+
+	for (i = 0; i < NKEYS; i++) {
+		const struct cf_key *k = &keys[i];
+		const char *pa = (const char *)a + k->offset;
+		const char *pb = (const char *)b + k->offset;
+
+		if (k->reloadable)
+			continue;
+		if (k->type == CF_STR || k->type == CF_SECRET) {
+			if (strcmp(*(char *const *)(const void *)pa,
+			    *(char *const *)(const void *)pb) != 0)
+				return k->name;
+		} else if (memcmp(pa, pb, sizeof(int)) != 0)
+			return k->name;
+	}
+	return NULL;
+}
+
+int
+config_workers(const struct config *c)
+{
+	long	 n;
+
+	if (c->workers > 0)
+		return c->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	if (n > 512)
+		n = 512;
+	return (int)n * 2;
+}

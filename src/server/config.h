@@ -1,0 +1,90 @@
+#ifndef KEYGATE_SERVER_CONFIG_H
+#define KEYGATE_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifndef KEYGATE_SYSCONFDIR
+#define KEYGATE_SYSCONFDIR "/etc/keygate"
+#endif
+#ifndef KEYGATE_SQL_DIR
+#define KEYGATE_SQL_DIR "/usr/share/keygate/sql"
+#endif
+#define CONFIG_DEFAULT_PATH KEYGATE_SYSCONFDIR "/keygate.conf"
+
+enum config_mode {
+	MODE_DEVELOPMENT,
+	MODE_PRODUCTION,
+	MODE__MAX
+};
+
+/*
+ * The whole configuration.  Every string is owned by the struct and freed by
+ * config_free(); secrets are wiped there first.  A reload parses into a new
+ * struct and swaps it in only when the whole parse succeeded.
+ */
+struct config {
+	char		*path;			/* file it came from, NULL = none */
+	char		*listen;		/* "unix:PATH" or "tcp:HOST:PORT" */
+	int		 listen_backlog;
+	int		 socket_mode;		/* permission bits of a unix socket */
+	char		*user;			/* "" = stay as started */
+	int		 workers;		/* 0 = 2 x CPUs */
+	long		 max_requests;		/* per worker, 0 = unlimited */
+	int		 shutdown_timeout;	/* s */
+	char		*database_url;		/* libpq conninfo or URI */
+	int		 database_connect_timeout; /* s */
+	enum config_mode mode;
+	char		*hmac_secret;		/* secret */
+	char		*jwt_secret;		/* secret */
+	char		*master_keys;		/* secret: "id:base64,..." */
+	char		*key_brand;
+	long		 max_body_bytes;
+	long		 rate_limit_max;
+	int		 rate_limit_window;	/* s */
+	long		 max_active_keys_per_tenant; /* 0 = unlimited */
+	int		 dormant_disable_days;	/* 0 = never */
+	bool		 validate_llm_keys;
+	char		*openai_base_url;
+	char		*anthropic_base_url;
+	char		*google_base_url;
+	char		*openrouter_base_url;
+	char		*pool_openrouter_key;	/* secret, "" = no pool */
+	double		 pool_markup;		/* fraction, 0.25 = +25 % */
+	int		 upstream_connect_timeout; /* s */
+	int		 upstream_idle_timeout;	/* s */
+	int		 upstream_total_timeout; /* s */
+	char		*log_file;		/* "" = stderr */
+	char		*sql_dir;
+};
+
+/*
+ * Loads defaults, then the file at path (NULL = none; a missing file is an
+ * error), then KEYGATE_<KEY> variables from the environment, then checks
+ * the result as a whole.  Returns a new config, or NULL with a message of
+ * the form "file:line: message" (or "KEYGATE_X: message") in err.
+ */
+struct config	*config_load(const char *path, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+/* Frees a config and wipes its secrets; NULL is accepted. */
+void		 config_free(struct config *);
+/*
+ * Names the first setting that cannot change without a restart and differs
+ * between a and b, or NULL when there is none.
+ */
+const char	*config_restart_needed(const struct config *a,
+		    const struct config *b);
+/* The worker count after resolving 0 to 2 x CPUs. */
+int		 config_workers(const struct config *);
+/*
+ * Parses "30 seconds", "1 minute", "2 hours", "1 day" (singular or plural,
+ * also "s", "m", "h", "d" suffixes) into seconds; -1 when malformed.
+ */
+int		 config_parse_window(const char *);
+/* The number of settings and their names, for the manual and the tests. */
+size_t		 config_key_count(void);
+const char	*config_key_name(size_t);
+
+extern const char *const config_mode_names[MODE__MAX];
+
+#endif

@@ -1,0 +1,106 @@
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "lib/crypto.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/master.h"
+#include "server/worker.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: keygated [--config PATH] [--check-config]\n"
+	    "       keygated --help | --version\n"
+	    "\n"
+	    "Runs the keygate FastCGI server: a master process and its\n"
+	    "preforked workers.  It stays in the foreground and logs JSON\n"
+	    "lines to stderr (or log_file).\n"
+	    "\n"
+	    "  -c, --config PATH   configuration file (default %s)\n"
+	    "  -t, --check-config  check the configuration and exit\n"
+	    "  -h, --help          show this help\n"
+	    "  -V, --version       show the version\n"
+	    "\n"
+	    "Every setting may also come from KEYGATE_<SETTING> in the\n"
+	    "environment.  Signals: TERM/INT stop gracefully, HUP reloads.\n"
+	    "Exit status: 0 stopped cleanly, 1 failure, 2 configuration\n"
+	    "error or database not migrated.  See keygated(8).\n",
+	    CONFIG_DEFAULT_PATH);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char	*path = NULL;
+	struct config	*cfg;
+	char		 err[512];
+	int		 ch, check_only = 0;
+
+	while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("keygated %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (path == NULL && getenv("KEYGATE_CONFIG") != NULL)
+		path = getenv("KEYGATE_CONFIG");
+	if (path == NULL)
+		path = CONFIG_DEFAULT_PATH;
+
+	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "keygated: %s\n", err);
+		return 2;
+	}
+	if (check_only) {
+		printf("%s: configuration OK\n", path);
+		config_free(cfg);
+		return 0;
+	}
+	if (log_open(cfg->log_file) == -1) {
+		fprintf(stderr, "keygated: log_file %s: %s\n", cfg->log_file,
+		    strerror(errno));
+		config_free(cfg);
+		return 1;
+	}
+	if (crypto_init(err, sizeof(err)) == -1) {
+		log_error("crypto_init: starting: %s", err);
+		config_free(cfg);
+		return 1;
+	}
+	if (cfg->mode == MODE_DEVELOPMENT)
+		log_warn("mode = development: secrets may be defaults; never "
+		    "expose this instance");
+	return master_run(cfg, &api_app);
+}

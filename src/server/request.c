@@ -1,0 +1,155 @@
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fcgiapp.h>
+
+#include "lib/json.h"
+#include "server/log.h"
+#include "server/request.h"
+
+struct request_io {
+	FCGX_Request	 fcgx;
+	bool		 active;	/* a request is accepted, not finished */
+};
+
+struct request_io *
+request_io_new(int listen_fd)
+{
+	struct request_io *io;
+
+	if (FCGX_Init() != 0)
+		return NULL;
+	if ((io = calloc(1, sizeof(*io))) == NULL)
+		return NULL;
+	if (FCGX_InitRequest(&io->fcgx, listen_fd, 0) != 0) {
+		free(io);
+		return NULL;
+	}
+	return io;
+}
+
+void
+request_io_free(struct request_io *io)
+{
+	if (io == NULL)
+		return;
+	if (io->active)
+		FCGX_Finish_r(&io->fcgx);
+	FCGX_Free(&io->fcgx, 1);
+	free(io);
+}
+
+int
+request_io_accept(struct request_io *io, struct request *req)
+{
+	int	 rc;
+
+	io->active = false;
+	rc = FCGX_Accept_r(&io->fcgx);
+	if (rc < 0) {
+		/* Another worker took the connection, or it went away. */
+		if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR ||
+		    rc == -ECONNABORTED)
+			return 1;
+		log_error("FCGX_Accept_r: accepting a request: %s",
+		    strerror(-rc));
+		return -1;
+	}
+	io->active = true;
+	req->io = io;
+	return 0;
+}
+
+void
+request_io_finish(struct request_io *io, struct request *req)
+{
+	(void)req;
+	if (io->active)
+		FCGX_Finish_r(&io->fcgx);
+	io->active = false;
+}
+
+const char *
+request_param(const struct request *req, const char *name)
+{
+	return FCGX_GetParam(name, req->io->fcgx.envp);
+}
+
+int
+request_read_body(struct request *req, size_t max)
+{
+	const char	*cl = request_param(req, "CONTENT_LENGTH");
+	char		*end, chunk[8192];
+	unsigned long long declared = 0;
+	int		 n;
+
+	buf_reset(&req->body);
+	if (cl != NULL && *cl != '\0') {
+		errno = 0;
+		declared = strtoull(cl, &end, 10);
+		if (*end != '\0' || errno != 0 || declared > max)
+			return 1;
+	}
+	/*
+	 * Read what is there even without a declared length, but never
+	 * more than max: a body that keeps coming is refused, not buffered.
+	 */
+	for (;;) {
+		n = FCGX_GetStr(chunk, sizeof(chunk), req->io->fcgx.in);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		if (req->body.len + (size_t)n > max)
+			return 1;
+		if (buf_append(&req->body, chunk, (size_t)n) == -1)
+			return -1;
+	}
+	if (FCGX_GetError(req->io->fcgx.in) != 0)
+		return -1;
+	return 0;
+}
+
+int
+request_write(struct request *req, const void *p, size_t n)
+{
+	const char	*s = p;
+
+	while (n > 0) {
+		int chunk = n > 65536 ? 65536 : (int)n;
+
+		if (FCGX_PutStr(s, chunk, req->io->fcgx.out) != chunk)
+			return -1;
+		s += chunk;
+		n -= (size_t)chunk;
+	}
+	return 0;
+}
+
+int
+request_flush(struct request *req)
+{
+	return FCGX_FFlush(req->io->fcgx.out) == 0 ? 0 : -1;
+}
+
+void
+request_clear(struct request *req)
+{
+	struct buf	 body = req->body, headers = req->headers;
+
+	free(req->path);
+	/* Bodies carry secrets (provider keys, new keys): wipe them. */
+	if (body.data != NULL)
+		explicit_bzero(body.data, body.len);
+	if (req->json != NULL)
+		json_object_put(req->json);
+	buf_reset(&body);
+	buf_reset(&headers);
+	memset(req, 0, sizeof(*req));
+	/* Keep the buffers' memory for the next request. */
+	req->body = body;
+	req->headers = headers;
+}

@@ -1,0 +1,75 @@
+#ifndef KEYGATE_SERVER_REQUEST_H
+#define KEYGATE_SERVER_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+struct worker;
+struct json_object;
+struct request_io;
+
+#define REQUEST_ID_MAX	128	/* longest X-Request-Id we echo */
+#define REQUEST_PARAM_MAX 64	/* longest {id} path segment kept */
+
+/*
+ * One HTTP request as the web server handed it to us over FastCGI.  Strings
+ * marked borrowed point into libfcgi's parameter block and live until the
+ * next request_io_accept().
+ */
+struct request {
+	struct request_io *io;		/* borrowed: the worker's connection */
+	struct worker	*w;		/* borrowed: the worker serving it */
+	const char	*method;	/* borrowed */
+	char		*path;		/* owned, query string removed */
+	const char	*query;		/* borrowed, "" when none */
+	const char	*remote_addr;	/* borrowed, "" when unknown */
+	char		 request_id[REQUEST_ID_MAX + 1];
+	char		 param[REQUEST_PARAM_MAX + 1]; /* the {id} segment */
+	double		 started;	/* monotonic s */
+	struct buf	 body;		/* raw request body */
+	struct json_object *json;	/* parsed body (owned), NULL = none */
+	struct buf	 headers;	/* extra response header lines */
+	int		 status;	/* status sent, 0 = not yet */
+	bool		 client_gone;	/* a write to the client failed */
+	const char	*key_id;	/* authenticated key id, for the log */
+	char		 key_id_buf[40];
+};
+
+/*
+ * A worker's FastCGI endpoint.  request_io_new() wraps the listen socket,
+ * which must be non-blocking: a worker that loses the race for a connection
+ * to another worker gets 1 from request_io_accept() instead of blocking.
+ */
+struct request_io *request_io_new(int listen_fd)
+		    __attribute__((warn_unused_result));
+void		 request_io_free(struct request_io *);
+/*
+ * Finishes the previous request (if any) and accepts the next one into
+ * req: 0 accepted, 1 nothing to accept after all, -1 error (logged).
+ */
+int		 request_io_accept(struct request_io *, struct request *)
+		    __attribute__((warn_unused_result));
+/* Ends the current request: flushes and closes the connection. */
+void		 request_io_finish(struct request_io *, struct request *);
+
+/* A FastCGI parameter ("HTTP_X_API_KEY", "CONTENT_LENGTH", ...) or NULL. */
+const char	*request_param(const struct request *, const char *);
+/*
+ * Reads the body into req->body.  Returns 0, 1 when it is larger than max
+ * (only the declared length is looked at; nothing is read), or -1 when the
+ * connection failed.
+ */
+int		 request_read_body(struct request *, size_t max)
+		    __attribute__((warn_unused_result));
+/* Sends bytes to the client; 0, or -1 when the client has gone. */
+int		 request_write(struct request *, const void *, size_t)
+		    __attribute__((warn_unused_result));
+/* Pushes what was written so far to the web server (for streams). */
+int		 request_flush(struct request *)
+		    __attribute__((warn_unused_result));
+/* Releases what the request owns; the struct can be reused. */
+void		 request_clear(struct request *);
+
+#endif

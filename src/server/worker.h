@@ -1,0 +1,49 @@
+#ifndef KEYGATE_SERVER_WORKER_H
+#define KEYGATE_SERVER_WORKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+struct config;
+struct db;
+struct request;
+struct worker;
+
+/*
+ * What a worker runs: keygate's API, or the bare responder the benchmark
+ * measures the ceiling with.  start() runs once after fork, before the
+ * first accept; returning -1 there makes the worker exit with status 2
+ * (fatal: the master does not respawn it).  handle() answers one request.
+ */
+struct worker_app {
+	const char	*name;
+	int		(*start)(struct worker *);
+	void		(*handle)(struct worker *, struct request *);
+	void		(*stop)(struct worker *);
+};
+
+/* Everything a worker process owns.  One per process; passed explicitly. */
+struct worker {
+	const struct config	*cfg;		/* borrowed from the master */
+	const struct worker_app	*app;
+	int			 listen_fd;	/* shared, non-blocking */
+	int			 slot;		/* index in the master's table */
+	unsigned long		 served;	/* requests answered */
+	struct db		*db;		/* owned, NULL until start() */
+	void			*app_data;	/* owned by the app */
+};
+
+/* Worker exit codes the master tells apart. */
+#define WORKER_EXIT_OK		0	/* stopped or recycled: respawn */
+#define WORKER_EXIT_FAILURE	1	/* crashed: respawn with back-off */
+#define WORKER_EXIT_FATAL	2	/* configuration: stop everything */
+
+/*
+ * The body of a worker process: drops privileges, starts the app, then
+ * accepts and answers requests until told to stop or max_requests is
+ * reached.  Never returns; exits with one of the codes above.
+ */
+void	worker_main(const struct config *, const struct worker_app *,
+	    int listen_fd, int slot) __attribute__((noreturn));
+
+#endif

@@ -1,0 +1,226 @@
+/* Unit tests for src/server/config.c: parsing, ranges, env, errors. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "server/config.h"
+
+static char path[64];
+
+static void
+write_conf(const char *text)
+{
+	FILE	*f;
+
+	snprintf(path, sizeof(path), "/tmp/kg-test-config-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static struct config *
+load(const char *text, char *err, size_t errsz)
+{
+	struct config *c;
+
+	write_conf(text);
+	c = config_load(path, err, errsz);
+	unlink(path);
+	return c;
+}
+
+static void
+test_defaults(void **state)
+{
+	char		 err[256];
+	struct config	*c;
+
+	(void)state;
+	c = config_load(NULL, err, sizeof(err));
+	assert_non_null(c);
+	assert_string_equal(c->listen, "unix:/run/keygate/keygate.sock");
+	assert_int_equal(c->workers, 0);
+	assert_int_equal(c->max_body_bytes, 1048576);
+	assert_int_equal(c->rate_limit_max, 100);
+	assert_int_equal(c->rate_limit_window, 60);
+	assert_int_equal(c->mode, MODE_DEVELOPMENT);
+	assert_true(c->validate_llm_keys);
+	assert_true(c->pool_markup > 0.2499 && c->pool_markup < 0.2501);
+	assert_int_equal(c->socket_mode, 0660);
+	/* Development fills in secrets so that keys can be made at all. */
+	assert_true(strlen(c->hmac_secret) >= 32);
+	assert_true(config_workers(c) >= 2);
+	config_free(c);
+}
+
+static void
+test_file_values_and_comments(void **state)
+{
+	char		 err[256];
+	struct config	*c;
+
+	(void)state;
+	c = load("# comment\n\nworkers = 3\nlisten = tcp:127.0.0.1:9000  "
+	    "# trailing\nkey_brand = \"acme\"\nvalidate_llm_keys = off\n"
+	    "rate_limit_window = 30 seconds\npool_markup = 0.5\n"
+	    "log_file = \"/tmp/a # b.log\"\n", err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(c->workers, 3);
+	assert_string_equal(c->listen, "tcp:127.0.0.1:9000");
+	assert_string_equal(c->key_brand, "acme");
+	assert_false(c->validate_llm_keys);
+	assert_int_equal(c->rate_limit_window, 30);
+	assert_string_equal(c->log_file, "/tmp/a # b.log");
+	config_free(c);
+}
+
+static void
+test_errors_name_file_and_line(void **state)
+{
+	char		 err[256], want[128];
+	struct config	*c;
+
+	(void)state;
+	c = load("workers = 2\nworkers = banana\n", err, sizeof(err));
+	assert_null(c);
+	snprintf(want, sizeof(want), "%s:2: workers: expected a whole number, "
+	    "got \"banana\"", path);
+	assert_string_equal(err, want);
+
+	c = load("\nnot_a_key = 1\n", err, sizeof(err));
+	assert_null(c);
+	snprintf(want, sizeof(want), "%s:2: unknown setting \"not_a_key\"",
+	    path);
+	assert_string_equal(err, want);
+
+	c = load("workers = 5000\n", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, ":1: workers: 5000 is out of range"));
+
+	c = load("just words\n", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, ":1: expected \"key = value\""));
+
+	c = load("listen = http://x\n", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, "listen: expected unix:/PATH"));
+}
+
+static void
+test_env_overrides_file(void **state)
+{
+	char		 err[256];
+	struct config	*c;
+
+	(void)state;
+	setenv("KEYGATE_WORKERS", "7", 1);
+	setenv("KEYGATE_DATABASE_URL", "host=/tmp dbname=x", 1);
+	c = load("workers = 3\n", err, sizeof(err));
+	unsetenv("KEYGATE_WORKERS");
+	unsetenv("KEYGATE_DATABASE_URL");
+	assert_non_null(c);
+	assert_int_equal(c->workers, 7);
+	assert_string_equal(c->database_url, "host=/tmp dbname=x");
+	config_free(c);
+
+	setenv("KEYGATE_MAX_BODY_BYTES", "12", 1);
+	c = config_load(NULL, err, sizeof(err));
+	unsetenv("KEYGATE_MAX_BODY_BYTES");
+	assert_null(c);
+	assert_non_null(strstr(err, "KEYGATE_MAX_BODY_BYTES: max_body_bytes: "
+	    "12 is out of range"));
+}
+
+static void
+test_production_refuses_weak_secrets(void **state)
+{
+	char		 err[256];
+	struct config	*c;
+	const char *strong = "hmac_secret = 0123456789abcdef0123456789abcdefXY\n"
+	    "jwt_secret = ZYXWVUTSRQ0123456789abcdef0123456789\n"
+	    "master_keys = k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+	char text[512];
+
+	(void)state;
+	c = load("mode = production\n", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, "hmac_secret: must be at least 32 bytes"));
+
+	snprintf(text, sizeof(text), "mode = production\n%s"
+	    "jwt_secret = change-me-change-me-change-me-change-me\n", strong);
+	c = load(text, err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, "jwt_secret: still the default"));
+
+	snprintf(text, sizeof(text), "mode = production\n%s", strong);
+	c = load(text, err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(c->mode, MODE_PRODUCTION);
+	config_free(c);
+}
+
+static void
+test_windows(void **state)
+{
+	(void)state;
+	assert_int_equal(config_parse_window("30 seconds"), 30);
+	assert_int_equal(config_parse_window("1 minute"), 60);
+	assert_int_equal(config_parse_window("2 minutes"), 120);
+	assert_int_equal(config_parse_window("1 hour"), 3600);
+	assert_int_equal(config_parse_window("1 day"), 86400);
+	assert_int_equal(config_parse_window("15m"), 900);
+	assert_int_equal(config_parse_window("0 seconds"), -1);
+	assert_int_equal(config_parse_window("minute"), -1);
+	assert_int_equal(config_parse_window("1 fortnight"), -1);
+	assert_int_equal(config_parse_window("-1 minute"), -1);
+	assert_int_equal(config_parse_window("1 minute extra"), -1);
+}
+
+static void
+test_restart_needed(void **state)
+{
+	char		 err[256];
+	struct config	*a, *b;
+
+	(void)state;
+	a = load("listen = tcp:127.0.0.1:9000\nworkers = 2\n", err,
+	    sizeof(err));
+	b = load("listen = tcp:127.0.0.1:9000\nworkers = 4\n", err,
+	    sizeof(err));
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_null(config_restart_needed(a, b));
+	config_free(b);
+	b = load("listen = tcp:127.0.0.1:9001\n", err, sizeof(err));
+	assert_non_null(b);
+	assert_string_equal(config_restart_needed(a, b), "listen");
+	config_free(a);
+	config_free(b);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_file_values_and_comments),
+		cmocka_unit_test(test_errors_name_file_and_line),
+		cmocka_unit_test(test_env_overrides_file),
+		cmocka_unit_test(test_production_refuses_weak_secrets),
+		cmocka_unit_test(test_windows),
+		cmocka_unit_test(test_restart_needed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

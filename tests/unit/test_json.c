@@ -1,0 +1,111 @@
+/* Unit tests for src/lib/json.c and src/lib/buf.c. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lib/buf.h"
+#include "lib/json.h"
+
+static struct json_object *
+parse(const char *s, size_t n, enum json_parse_error *why, char *err)
+{
+	return json_parse(s, n, why, err, 160);
+}
+
+static void
+test_parse_ok(void **state)
+{
+	enum json_parse_error why;
+	char	 err[160];
+	struct json_object *o, *v;
+
+	(void)state;
+	o = parse("{\"a\":[1,2],\"b\":\"\xc3\xa9\"}", 20, &why, err);
+	assert_non_null(o);
+	assert_int_equal(why, JSON_PARSE_OK);
+	assert_true(json_object_object_get_ex(o, "b", &v));
+	assert_string_equal(json_object_get_string(v), "\xc3\xa9");
+	json_object_put(o);
+}
+
+static void
+test_parse_errors(void **state)
+{
+	enum json_parse_error why;
+	char	 err[160], deep[200];
+	size_t	 i;
+
+	(void)state;
+	assert_null(parse("{\"a\":", 5, &why, err));
+	assert_int_equal(why, JSON_PARSE_SYNTAX);
+	assert_non_null(strstr(err, "not valid JSON"));
+	assert_null(parse("{} x", 4, &why, err));
+	assert_int_equal(why, JSON_PARSE_SYNTAX);
+	assert_null(parse("{'a':1}", 7, &why, err));
+	assert_int_equal(why, JSON_PARSE_SYNTAX);
+	assert_null(parse("{\"a\":NaN}", 9, &why, err));
+	assert_null(parse("{\"a\":Infinity}", 14, &why, err));
+	assert_null(parse("{\"a\":1,}", 8, &why, err));
+	{
+		struct json_object *o = parse("{\"a\":1e5,\"b\":[true,"
+		    "false,null],\"c\":\"it's NaN\"}", 46, &why, err);
+		assert_non_null(o);
+		json_object_put(o);
+	}
+	assert_null(parse("{\"a\":\"\xff\"}", 9, &why, err));
+	assert_int_equal(why, JSON_PARSE_UTF8);
+	assert_string_equal(err, "request body is not valid UTF-8");
+	for (i = 0; i < 100; i++)
+		deep[i] = '[';
+	for (i = 100; i < 200; i++)
+		deep[i] = ']';
+	assert_null(parse(deep, 200, &why, err));
+	assert_int_equal(why, JSON_PARSE_DEPTH);
+}
+
+static void
+test_utf8(void **state)
+{
+	(void)state;
+	assert_true(json_utf8_valid("plain", 5));
+	assert_true(json_utf8_valid("\xe2\x82\xac", 3));
+	assert_true(json_utf8_valid("\xf0\x9f\x98\x80", 4));
+	assert_false(json_utf8_valid("\xc0\xaf", 2));		/* overlong */
+	assert_false(json_utf8_valid("\xed\xa0\x80", 3));	/* surrogate */
+	assert_false(json_utf8_valid("\xe2\x82", 2));		/* truncated */
+	assert_false(json_utf8_valid("\xf5\x80\x80\x80", 4));	/* > U+10FFFF */
+}
+
+static void
+test_buf_escape(void **state)
+{
+	struct buf b = { 0 };
+
+	(void)state;
+	assert_int_equal(buf_json_escape(&b, "a\"b\\c\n\x01", 7), 0);
+	assert_string_equal(b.data, "a\\\"b\\\\c\\n\\u0001");
+	buf_reset(&b);
+	assert_int_equal(buf_printf(&b, "%d-%s", 42, "x"), 0);
+	assert_string_equal(b.data, "42-x");
+	assert_int_equal(b.len, 4);
+	buf_free_secret(&b);
+	assert_null(b.data);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_ok),
+		cmocka_unit_test(test_parse_errors),
+		cmocka_unit_test(test_utf8),
+		cmocka_unit_test(test_buf_escape),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,110 @@
+/* Unit tests for src/server/router.c: matching, {id}, 404 and 405. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "server/router.h"
+
+static void h_list(struct request *r) { (void)r; }
+static void h_get(struct request *r) { (void)r; }
+static void h_rotate(struct request *r) { (void)r; }
+
+static const struct route table[] = {
+	{ METHOD_GET, "/health", h_list, NULL },
+	{ METHOD_GET, "/v1/api_keys", h_list, "api_keys:read" },
+	{ METHOD_POST, "/v1/api_keys", h_list, "api_keys:write" },
+	{ METHOD_GET, "/v1/api_keys/dormant", h_list, "api_keys:read" },
+	{ METHOD_GET, "/v1/api_keys/{id}", h_get, "api_keys:read" },
+	{ METHOD_DELETE, "/v1/api_keys/{id}", h_get, "api_keys:write" },
+	{ METHOD_POST, "/v1/api_keys/{id}/rotate", h_rotate, "api_keys:write" },
+};
+#define N (sizeof(table) / sizeof(table[0]))
+
+static enum route_result
+run(const char *m, const char *p, const struct route **r, char *param,
+    char *allow)
+{
+	return router_match(table, N, m, p, r, param, 65, allow, 64);
+}
+
+static void
+test_exact_and_param(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64];
+
+	(void)state;
+	assert_int_equal(run("GET", "/health", &r, param, allow), ROUTE_FOUND);
+	assert_ptr_equal(r, &table[0]);
+	assert_int_equal(run("GET", "/v1/api_keys/abc", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_ptr_equal(r, &table[4]);
+	assert_string_equal(param, "abc");
+	/* A literal row listed first wins over {id}. */
+	assert_int_equal(run("GET", "/v1/api_keys/dormant", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_ptr_equal(r, &table[3]);
+	assert_int_equal(run("POST", "/v1/api_keys/k1/rotate", &r, param,
+	    allow), ROUTE_FOUND);
+	assert_ptr_equal(r, &table[6]);
+	assert_string_equal(param, "k1");
+}
+
+static void
+test_not_found(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64];
+	char	 longseg[200];
+
+	(void)state;
+	assert_int_equal(run("GET", "/nope", &r, param, allow),
+	    ROUTE_NOT_FOUND);
+	assert_null(r);
+	assert_int_equal(run("GET", "/health/", &r, param, allow),
+	    ROUTE_NOT_FOUND);
+	assert_int_equal(run("GET", "/v1/api_keys/", &r, param, allow),
+	    ROUTE_NOT_FOUND);
+	assert_int_equal(run("GET", "/v1/api_keys/a/b", &r, param, allow),
+	    ROUTE_NOT_FOUND);
+	memset(longseg, 'x', sizeof(longseg));
+	memcpy(longseg, "/v1/api_keys/", 13);
+	longseg[sizeof(longseg) - 1] = '\0';
+	assert_int_equal(run("GET", longseg, &r, param, allow),
+	    ROUTE_NOT_FOUND);
+}
+
+static void
+test_method_not_allowed(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64];
+
+	(void)state;
+	assert_int_equal(run("POST", "/health", &r, param, allow),
+	    ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(allow, "GET");
+	assert_int_equal(run("PATCH", "/v1/api_keys/x", &r, param, allow),
+	    ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(allow, "GET, DELETE");
+	assert_int_equal(run("BREW", "/v1/api_keys", &r, param, allow),
+	    ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(allow, "GET, POST");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exact_and_param),
+		cmocka_unit_test(test_not_found),
+		cmocka_unit_test(test_method_not_allowed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

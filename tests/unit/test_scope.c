@@ -1,0 +1,54 @@
+/* Unit tests for src/core/scope.c: known scopes and wildcards. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "core/scope.h"
+
+static void
+test_valid(void **state)
+{
+	(void)state;
+	assert_true(scope_valid("*"));
+	assert_true(scope_valid("api_keys:read"));
+	assert_true(scope_valid("api_keys:*"));
+	assert_true(scope_valid("maintenance:write"));
+	assert_false(scope_valid("api_keys"));
+	assert_false(scope_valid("api_keys:delete"));
+	assert_false(scope_valid("api:*"));
+	assert_false(scope_valid("*:read"));
+	assert_false(scope_valid(""));
+}
+
+static void
+test_allows(void **state)
+{
+	const char *admin[] = { "*" };
+	const char *keys[] = { "api_keys:*", "chat:write" };
+	const char *reader[] = { "api_keys:read" };
+
+	(void)state;
+	assert_true(scope_allows(admin, 1, "maintenance:write"));
+	assert_true(scope_allows(keys, 2, "api_keys:write"));
+	assert_true(scope_allows(keys, 2, "chat:write"));
+	assert_false(scope_allows(keys, 2, "api_keys_extra:read"));
+	assert_false(scope_allows(keys, 2, "roles:read"));
+	assert_true(scope_allows(reader, 1, "api_keys:read"));
+	assert_false(scope_allows(reader, 1, "api_keys:write"));
+	assert_false(scope_allows(reader, 0, "api_keys:read"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid),
+		cmocka_unit_test(test_allows),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
