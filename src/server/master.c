@@ -464,9 +464,12 @@ master_run(struct config *cfg, const struct worker_app *app)
 			pending_child = 0;
 			reap(m);
 		}
-		if (pending_stop && !m->stopping) {
-			log_info("stopping: letting in-flight requests finish "
-			    "(at most %d s)", m->cfg->shutdown_timeout);
+		if (pending_stop) {
+			pending_stop = 0;
+			if (!m->stopping)
+				log_info("stopping: letting in-flight requests "
+				    "finish (at most %d s)",
+				    m->cfg->shutdown_timeout);
 			begin_stop(m, 0);
 		}
 		if (pending_reload) {

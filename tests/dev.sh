@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# keygate on one machine, from a fresh Debian 12 checkout, as root:
+#
+#   tests/dev.sh run     install what is missing, build, start PostgreSQL,
+#                        keygated and lighttpd on 127.0.0.1:8080, migrate,
+#                        print an admin key once; Ctrl-C stops everything
+#   tests/dev.sh check   install and build the same way (strict warnings as
+#                        errors, AddressSanitizer + UndefinedBehaviorSanitizer)
+#                        and run every test: make check
+#
+# Settings (environment): KEYGATE_WORKDIR (default /tmp/keygate-dev: the
+# private PostgreSQL cluster, config, sockets and logs), KEYGATE_HTTP_PORT
+# (default 8080), KEYGATE_CONFIGURE_FLAGS (extra ./configure arguments).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${KEYGATE_WORKDIR:-/tmp/keygate-dev}
+HTTP_PORT=${KEYGATE_HTTP_PORT:-8080}
+PGBIN=/usr/lib/postgresql/15/bin
+PACKAGES=(build-essential autoconf automake pkg-config
+	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
+	libcmocka-dev postgresql lighttpd python3 python3-pytest curl wrk
+	ca-certificates)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'tests/dev.sh: %s\n' "$*" >&2; exit 1; }
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] ||
+		die "missing packages: ${missing[*]} (run as root, or install them)"
+	say "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+	# The package starts a lighttpd on port 80 we do not use.
+	if command -v systemctl >/dev/null && systemctl is-active -q lighttpd 2>/dev/null; then
+		systemctl stop lighttpd || true
+	fi
+}
+
+# build FLAVOUR [configure flags...]: an out-of-tree build in _build/FLAVOUR.
+build() {
+	local dir=$SRC/_build/$1; shift
+	[ -f "$SRC/config.status" ] &&
+		die "the source tree has an in-tree build; run 'make distclean' there first"
+	if [ ! -x "$SRC/configure" ] || [ "$SRC/configure.ac" -nt "$SRC/configure" ] ||
+	   [ "$SRC/Makefile.am" -nt "$SRC/Makefile.in" ]; then
+		say "autoreconf"
+		(cd "$SRC" && autoreconf -fi >/dev/null 2>&1) || die "autoreconf failed"
+	fi
+	mkdir -p "$dir"
+	local want="$* ${KEYGATE_CONFIGURE_FLAGS:-}"
+	if [ ! -f "$dir/Makefile" ] || [ "$(cat "$dir/.flags" 2>/dev/null)" != "$want" ]; then
+		say "configure $want"
+		(cd "$dir" && "$SRC/configure" -q $want) || die "configure failed"
+		echo "$want" >"$dir/.flags"
+	fi
+	say "make ($(basename "$dir"))"
+	make -s -C "$dir" -j"$(nproc)" >/dev/null || die "build failed"
+	BUILD=$dir
+}
+
+# as_pg CMD...: PostgreSQL refuses to run as root; use its own user then.
+as_pg() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_start() {
+	mkdir -p "$WORK"
+	chmod 755 "$WORK"
+	if [ ! -f "$WORK/pg/PG_VERSION" ]; then
+		say "initdb $WORK/pg"
+		mkdir -p "$WORK/pg"
+		[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg"
+		as_pg "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres \
+			--no-sync >/dev/null
+	fi
+	say "starting PostgreSQL (socket in $WORK/pg)"
+	as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg/log" \
+		-o "-k $WORK/pg -c listen_addresses='' -p 5432" start >/dev/null
+	as_pg "$PGBIN/psql" -h "$WORK/pg" -U postgres -d postgres -Atqc \
+		"SELECT 1 FROM pg_database WHERE datname = 'keygate'" | grep -q 1 ||
+		as_pg "$PGBIN/createdb" -h "$WORK/pg" -U postgres keygate
+}
+
+pg_stop() {
+	[ -f "$WORK/pg/postmaster.pid" ] &&
+		as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+write_config() {
+	local conf=$WORK/keygate.conf
+	[ -f "$conf" ] && return 0
+	say "writing $conf with fresh secrets"
+	umask 077
+	cat >"$conf" <<CONF
+# Development configuration written by tests/dev.sh.
+mode = development
+listen = unix:$WORK/keygate.sock
+socket_mode = 0600
+database_url = host=$WORK/pg port=5432 dbname=keygate user=postgres
+sql_dir = $SRC/sql
+hmac_secret = $(head -c 32 /dev/urandom | base64)
+jwt_secret = $(head -c 32 /dev/urandom | base64)
+master_keys = dev1:$(head -c 32 /dev/urandom | base64)
+# Local mock providers can be named here (openai_base_url = ...).
+CONF
+	umask 022
+}
+
+lighttpd_start() {
+	mkdir -p "$WORK/lighttpd"
+	cat >"$WORK/lighttpd-local.conf" <<CONF
+var.keygate_port := $HTTP_PORT
+var.keygate_socket := "$WORK/keygate.sock"
+var.keygate_state_dir := "$WORK/lighttpd"
+var.keygate_error_log := "$WORK/lighttpd-error.log"
+CONF
+	say "starting lighttpd on 127.0.0.1:$HTTP_PORT"
+	KEYGATE_LIGHTTPD_OVERRIDES=$WORK/lighttpd-local.conf \
+		lighttpd -D -f "$SRC/fcgi/lighttpd.conf" &
+	LIGHTTPD_PID=$!
+}
+
+cmd_run() {
+	install_packages
+	build run
+	pg_start
+	write_config
+	local conf=$WORK/keygate.conf
+	say "keygatectl migrate"
+	"$BUILD/keygatectl" --config "$conf" migrate
+	say "starting keygated (log: $WORK/keygated.log)"
+	"$BUILD/keygated" --config "$conf" 2>>"$WORK/keygated.log" &
+	KEYGATED_PID=$!
+	lighttpd_start
+	trap cleanup INT TERM EXIT
+	local i
+	for i in $(seq 1 50); do
+		curl -fsS "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && break
+		kill -0 "$KEYGATED_PID" 2>/dev/null || die "keygated exited; see $WORK/keygated.log"
+		sleep 0.2
+	done
+	local key
+	key=$("$BUILD/keygatectl" --config "$conf" create-key --name admin \
+		--scopes '*' 2>/dev/null)
+	cat <<MSG
+
+keygate is running on http://127.0.0.1:$HTTP_PORT (Ctrl-C stops it).
+
+Admin key (scope *, root tenant), shown only this once:
+
+    $key
+
+Try:
+    curl -s http://127.0.0.1:$HTTP_PORT/health
+    curl -s -H "Authorization: Bearer $key" http://127.0.0.1:$HTTP_PORT/v1/auth/whoami
+    curl -s -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+         -d '{"name":"ci","scopes":["chat:write"]}' http://127.0.0.1:$HTTP_PORT/v1/api_keys
+
+Files: $WORK (config keygate.conf, log keygated.log, PostgreSQL in pg/).
+MSG
+	wait "$KEYGATED_PID" || true
+}
+
+cleanup() {
+	trap - INT TERM EXIT
+	say "stopping"
+	[ -n "${LIGHTTPD_PID:-}" ] && kill "$LIGHTTPD_PID" 2>/dev/null || true
+	if [ -n "${KEYGATED_PID:-}" ] && kill -0 "$KEYGATED_PID" 2>/dev/null; then
+		kill -TERM "$KEYGATED_PID" 2>/dev/null || true
+		wait "$KEYGATED_PID" 2>/dev/null || true
+	fi
+	wait 2>/dev/null || true
+	pg_stop
+}
+
+# Adds up what the test programs reported and prints one closing line.
+summary() {
+	local dir=$1 passed=0 failed=0 skipped=0 f n
+	for f in "$dir"/tests/unit/*.log; do
+		[ -f "$f" ] || continue
+		n=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
+		passed=$((passed + ${n:-0}))
+		n=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
+		failed=$((failed + ${n:-0}))
+	done
+	f=$dir/tests/e2e/run.log
+	if [ -f "$f" ]; then
+		local last
+		last=$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$f" | tail -1 || true)
+		n=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+		passed=$((passed + ${n:-0}))
+		n=$(echo "$last" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || true)
+		failed=$((failed + ${n:-0}))
+		n=$(echo "$last" | grep -oE '[0-9]+ errors?' | grep -oE '[0-9]+' || true)
+		failed=$((failed + ${n:-0}))
+		n=$(echo "$last" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || true)
+		skipped=$((skipped + ${n:-0}))
+	fi
+	echo "$passed passed, $failed failed, $skipped skipped"
+}
+
+cmd_check() {
+	install_packages
+	build check --enable-werror --enable-sanitizers
+	say "make check"
+	local rc=0
+	# ASan: report leaks in the unit tests; the daemons exit through
+	# _exit()/exit() paths whose library caches are not worth chasing here.
+	ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0} \
+	UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+		make -C "$BUILD" -j"$(nproc)" check >/dev/null 2>&1 || rc=$?
+	local f
+	for f in "$BUILD"/tests/unit/*.log "$BUILD"/tests/e2e/run.log; do
+		[ -f "$f" ] || continue
+		echo "---- ${f#"$BUILD"/}"
+		cat "$f"
+	done
+	grep -E '^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):' "$BUILD/test-suite.log" || true
+	summary "$BUILD"
+	return $rc
+}
+
+# Sourced by tests/bench/run for the functions above; executed, it acts.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	case ${1:-} in
+	run) cmd_run ;;
+	check) cmd_check ;;
+	*) echo "usage: tests/dev.sh run | check" >&2; exit 2 ;;
+	esac
+fi
