@@ -1,10 +1,13 @@
 #ifndef KEYGATE_API_API_H
 #define KEYGATE_API_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "server/router.h"
 
+struct json_object;
+struct principal;
 struct request;
 struct worker;
 struct worker_app;
@@ -18,5 +21,47 @@ extern const size_t api_nroutes;
 
 /* Handlers, one group per file. */
 void	api_health(struct request *);
+void	api_keys_create(struct request *);
+void	api_keys_list(struct request *);
+void	api_keys_get(struct request *);
+void	api_keys_update(struct request *);
+void	api_keys_revoke(struct request *);
+void	api_keys_rotate(struct request *);
+void	api_keys_dormant(struct request *);
+void	api_auth_whoami(struct request *);
+void	api_keys_verify(struct request *);
+
+/* Shared by the handlers (api/common.c). */
+
+/* Answers a failed database call: 503 when unreachable, else 500. */
+void	api_db_failed(struct request *);
+/*
+ * True when tenant is the caller's tenant or below it.  On false the answer
+ * has been sent when *answered is set (database failure); otherwise the
+ * caller answers 404.
+ */
+bool	api_tenant_reachable(struct request *, const char *tenant,
+	    bool *answered);
+/*
+ * Writes the audit row of a mutation inside the open transaction: actor,
+ * request id and client address come from the request.  0 or -1.
+ */
+int	api_audit(struct request *, const char *tenant, const char *action,
+	    const char *target_type, const char *target_id,
+	    struct json_object *details) __attribute__((warn_unused_result));
+/* The body as an object, or NULL (an empty body is {}); 400 answered. */
+bool	api_body_object(struct request *, struct json_object **out);
+/*
+ * Reads limit (1-100, default 20) and cursor (a UUID) from the query.
+ * false when malformed (400 answered).
+ */
+bool	api_page_params(struct request *, int *limit, char *cursor,
+	    size_t cursorsz);
+/*
+ * Sends {"object":"list","data":[...],"next_cursor":next} (takes ownership
+ * of data); next NULL = last page.
+ */
+void	api_page_respond(struct request *, struct json_object *data,
+	    const char *next);
 
 #endif

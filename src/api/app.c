@@ -3,8 +3,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include <stdlib.h>
 
 #include "api/api.h"
+#include "core/auth.h"
+#include "core/keys.h"
+#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/config.h"
@@ -12,6 +18,27 @@
 #include "server/log.h"
 #include "server/request.h"
 #include "server/worker.h"
+
+/* Keys whose last_used_at is written in one batch after a response. */
+#define TOUCH_MAX	64
+#define TOUCH_INTERVAL	1.0	/* s between batches */
+
+/* A worker's API state, kept across requests. */
+struct api_state {
+	struct principal principal;		/* the current caller */
+	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
+	int		 ntouch;
+	double		 last_touch;		/* monotonic s */
+};
+
+static double
+now_mono(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 /*
  * Connects to PostgreSQL and checks the schema.  An unreachable server is
@@ -23,6 +50,10 @@ api_start(struct worker *w)
 {
 	int	 version = 0;
 
+	if ((w->app_data = calloc(1, sizeof(struct api_state))) == NULL) {
+		log_error("calloc: starting the API: out of memory");
+		return -1;
+	}
 	w->db = db_new(w->cfg->database_url,
 	    w->cfg->database_connect_timeout, "keygated");
 	if (w->db == NULL) {
@@ -41,6 +72,23 @@ api_start(struct worker *w)
 		    DB_SCHEMA_VERSION);
 		return -1;
 	}
+	switch (key_dev_active(w->db)) {
+	case 1:
+		if (w->cfg->mode == MODE_PRODUCTION) {
+			log_error("the development key %s is present: "
+			    "refusing to run in mode = production; revoke it "
+			    "first", APIKEY_DEV_PREFIX);
+			return -1;
+		}
+		if (w->slot == 0)
+			log_warn("the development key is active: anyone who "
+			    "reads the documentation can use this instance");
+		break;
+	case -1:
+		log_warn("PostgreSQL: checking for the development key: %s",
+		    db_errmsg(w->db));
+		break;
+	}
 	if (db_prepare_all(w->db) == -1) {
 		log_error("PostgreSQL: preparing statements: %s",
 		    db_errmsg(w->db));
@@ -49,11 +97,118 @@ api_start(struct worker *w)
 	return 0;
 }
 
+/*
+ * Writes last_used_at for the keys seen since the last batch: at most once
+ * a second per worker, and the statement itself skips keys written less
+ * than a minute ago, so a busy key costs one row write a minute.
+ */
+static void
+api_after(struct worker *w)
+{
+	struct api_state *st = w->app_data;
+	struct buf	 ids = { 0 };
+	const char	*p[1];
+	double		 now = now_mono();
+	int		 i;
+
+	if (st->ntouch == 0 ||
+	    (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX))
+		return;
+	if (buf_puts(&ids, "{") == 0) {
+		for (i = 0; i < st->ntouch; i++)
+			if (buf_printf(&ids, "%s%s", i ? "," : "",
+			    st->touch[i]) == -1)
+				break;
+		if (i == st->ntouch && buf_puts(&ids, "}") == 0) {
+			p[0] = ids.data;
+			if (db_exec(w->db, STMT_KEY_TOUCH, 1, p) == -1)
+				log_warn("PostgreSQL: recording last use of "
+				    "%d keys: %s", st->ntouch,
+				    db_errmsg(w->db));
+		}
+	}
+	buf_free(&ids);
+	st->ntouch = 0;
+	st->last_touch = now;
+}
+
+static void
+remember_use(struct api_state *st, const char *key_id)
+{
+	int	 i;
+
+	for (i = 0; i < st->ntouch; i++)
+		if (strcmp(st->touch[i], key_id) == 0)
+			return;
+	if (st->ntouch < TOUCH_MAX && strlen(key_id) < sizeof(st->touch[0]))
+		memcpy(st->touch[st->ntouch++], key_id, strlen(key_id) + 1);
+}
+
 static void
 api_stop(struct worker *w)
 {
+	if (w->app_data != NULL)
+		api_after(w);
 	db_free(w->db);
 	w->db = NULL;
+	free(w->app_data);
+	w->app_data = NULL;
+}
+
+/*
+ * Authenticates the caller and checks the route's scope.  0, or -1 after
+ * answering 401, 403 or 503.
+ */
+static int
+authorize(struct worker *w, struct request *req, const char *scope)
+{
+	struct api_state *st = w->app_data;
+	const char	*cred;
+
+	cred = auth_credential(request_param(req, "HTTP_AUTHORIZATION"),
+	    request_param(req, "HTTP_X_API_KEY"));
+	if (cred == NULL) {
+		http_error(req, ERR_MISSING_API_KEY, "No API key: send "
+		    "Authorization: Bearer <key> or X-API-Key: <key>.");
+		return -1;
+	}
+	switch (auth_key(w->db, w->cfg, cred, &st->principal)) {
+	case AUTH_OK:
+		break;
+	case AUTH_UNAVAILABLE:
+		http_unavailable(req);
+		return -1;
+	case AUTH_MISSING:
+	case AUTH_INVALID:
+	case AUTH_RESULT__MAX:
+		http_error(req, ERR_INVALID_API_KEY, "Invalid API key.");
+		return -1;
+	}
+	req->principal = &st->principal;
+	req->key_id = st->principal.key_id;
+	if (st->principal.touch)
+		remember_use(st, st->principal.key_id);
+	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {
+		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key lacks "
+		    "the scope %s, which %s %s needs.", scope, req->method,
+		    req->path);
+		return -1;
+	}
+	return 0;
+}
+
+/* A declared body over max_body_bytes is refused before anything else. */
+static bool
+declared_too_large(struct worker *w, struct request *req)
+{
+	const char	*cl = request_param(req, "CONTENT_LENGTH");
+	char		*end;
+	unsigned long long n;
+
+	if (cl == NULL || *cl == '\0')
+		return false;
+	n = strtoull(cl, &end, 10);
+	return *end != '\0' || n > (unsigned long long)w->cfg->max_body_bytes;
 }
 
 static bool
@@ -131,6 +286,13 @@ api_handle(struct worker *w, struct request *req)
 		http_error(req, ERR_INTERNAL, "out of memory");
 		return;
 	}
+	if (declared_too_large(w, req)) {
+		http_error(req, ERR_REQUEST_TOO_LARGE, "Request body is larger "
+		    "than %ld bytes.", w->cfg->max_body_bytes);
+		return;
+	}
+	if (route->scope != NULL && authorize(w, req, route->scope) == -1)
+		return;
 	if (method_has_body(req->method) && read_json(w, req) == -1)
 		return;
 	route->handler(req);
@@ -140,5 +302,6 @@ const struct worker_app api_app = {
 	"api",
 	api_start,
 	api_handle,
+	api_after,
 	api_stop,
 };

@@ -1,13 +1,30 @@
 #include "autoconfig.h"
 
+#include <stddef.h>
+
 #include "api/api.h"
 
 /*
- * Every route keygate answers, in SPEC order.  A path that matches no row
- * is 404; a path that matches with another method is 405 with Allow.
+ * Every route keygate answers, in SPEC order, with the scope it needs.  A
+ * path that matches no row is 404; a path that matches with another method
+ * is 405 with Allow.  Literal rows come before {id} rows they overlap.
+ * An empty scope means "any valid key"; NULL means no key at all.
  */
 const struct route api_routes[] = {
 	{ METHOD_GET, "/health", api_health, NULL },
+	{ METHOD_POST, "/v1/api_keys", api_keys_create, "api_keys:write" },
+	{ METHOD_GET, "/v1/api_keys", api_keys_list, "api_keys:read" },
+	{ METHOD_GET, "/v1/api_keys/dormant", api_keys_dormant,
+	  "api_keys:read" },
+	{ METHOD_GET, "/v1/api_keys/{id}", api_keys_get, "api_keys:read" },
+	{ METHOD_PATCH, "/v1/api_keys/{id}", api_keys_update,
+	  "api_keys:write" },
+	{ METHOD_DELETE, "/v1/api_keys/{id}", api_keys_revoke,
+	  "api_keys:write" },
+	{ METHOD_POST, "/v1/api_keys/{id}/rotate", api_keys_rotate,
+	  "api_keys:write" },
+	{ METHOD_GET, "/v1/auth/whoami", api_auth_whoami, "" },
+	{ METHOD_POST, "/v1/keys/verify", api_keys_verify, "keys:verify" },
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

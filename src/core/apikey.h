@@ -17,6 +17,19 @@
 #define APIKEY_PREFIX_MAX	48
 #define APIKEY_HASH_LEN		32
 
+/*
+ * The development key seeded by `keygatectl seed-dev-key`: a fixed, public
+ * value outside the key format, accepted only outside production mode.
+ */
+#define APIKEY_DEV		"kg_dev_local_default_tenant_do_not_use_in_production"
+#define APIKEY_DEV_PREFIX	"kg_dev_local_default"
+/*
+ * Its HMAC is keyed with this public value rather than hmac_secret: the key
+ * is public anyway, and it must keep working whatever secret the instance
+ * was migrated with.
+ */
+#define APIKEY_DEV_HMAC		"keygate-development-key"
+
 struct apikey_parts {
 	char	 prefix[APIKEY_PREFIX_MAX];	/* "kg_live_AbCdEfGh" */
 	char	 env[8];			/* "live" or "test" */

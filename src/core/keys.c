@@ -1,12 +1,14 @@
 #include "autoconfig.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/keys.h"
 #include "core/scope.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
+#include "lib/json.h"
 
 int
 key_scopes_literal(const char *const *scopes, size_t n, char *out,
@@ -35,13 +37,14 @@ key_scopes_literal(const char *const *scopes, size_t n, char *out,
 	return 0;
 }
 
+static int mint(const char *, const char *, const char *,
+    struct key_created *, char [2 * APIKEY_HASH_LEN + 1]);
+
 enum key_result
 key_create(struct db *db, const char *brand, const char *hmac_secret,
     const struct key_spec *s, struct key_created *out)
 {
-	struct apikey_parts parts;
 	struct db_res	*res;
-	uint8_t		 mac[APIKEY_HASH_LEN];
 	char		 machex[2 * APIKEY_HASH_LEN + 1], scopes[2048];
 	const char	*p[12];
 
@@ -49,14 +52,8 @@ key_create(struct db *db, const char *brand, const char *hmac_secret,
 	if (key_scopes_literal(s->scopes, s->nscopes, scopes,
 	    sizeof(scopes)) == -1)
 		return KEY_BAD_INPUT;
-	if (apikey_generate(brand, s->env, out->key, sizeof(out->key)) == -1 ||
-	    apikey_parse(out->key, brand, &parts) == -1)
+	if (mint(brand, s->env, hmac_secret, out, machex) == -1)
 		return KEY_BAD_INPUT;
-	if (apikey_hash(hmac_secret, out->key, mac) == -1) {
-		key_created_wipe(out);
-		return KEY_DB;
-	}
-	crypto_hex(mac, sizeof(mac), machex);
 
 	p[0] = s->tenant_id;
 	if ((res = db_query(db, STMT_TENANT_EXISTS, 1, p)) == NULL) {
@@ -73,9 +70,9 @@ key_create(struct db *db, const char *brand, const char *hmac_secret,
 	p[0] = s->tenant_id;
 	p[1] = s->name != NULL ? s->name : "";
 	p[2] = s->env;
-	p[3] = parts.prefix;
+	p[3] = out->prefix;
 	p[4] = machex;
-	p[5] = parts.last4;
+	p[5] = out->last4;
 	p[6] = scopes;
 	p[7] = s->role_id;
 	p[8] = s->expires_at;
@@ -90,8 +87,61 @@ key_create(struct db *db, const char *brand, const char *hmac_secret,
 	snprintf(out->created_at, sizeof(out->created_at), "%s",
 	    db_value(res, 0, 1));
 	db_res_free(res);
+	return KEY_OK;
+}
+
+/* Mints a secret and its stored form: the prefix and the HMAC in hex. */
+static int
+mint(const char *brand, const char *env, const char *hmac_secret,
+    struct key_created *out, char machex[2 * APIKEY_HASH_LEN + 1])
+{
+	struct apikey_parts parts;
+	uint8_t		 mac[APIKEY_HASH_LEN];
+
+	if (apikey_generate(brand, env, out->key, sizeof(out->key)) == -1 ||
+	    apikey_parse(out->key, brand, &parts) == -1 ||
+	    apikey_hash(hmac_secret, out->key, mac) == -1) {
+		key_created_wipe(out);
+		return -1;
+	}
+	crypto_hex(mac, sizeof(mac), machex);
+	explicit_bzero(mac, sizeof(mac));
 	memcpy(out->prefix, parts.prefix, sizeof(out->prefix));
 	memcpy(out->last4, parts.last4, sizeof(out->last4));
+	return 0;
+}
+
+enum key_result
+key_rotate(struct db *db, const char *brand, const char *hmac_secret,
+    const char *id, const char *caller_tenant, const char *env, long grace,
+    struct key_created *out)
+{
+	struct db_res	*res;
+	char		 machex[2 * APIKEY_HASH_LEN + 1], g[24];
+	const char	*p[6];
+	bool		 found;
+
+	memset(out, 0, sizeof(*out));
+	if (mint(brand, env, hmac_secret, out, machex) == -1)
+		return KEY_BAD_INPUT;
+	snprintf(g, sizeof(g), "%ld", grace);
+	p[0] = id;
+	p[1] = caller_tenant;
+	p[2] = out->prefix;
+	p[3] = machex;
+	p[4] = out->last4;
+	p[5] = g;
+	if ((res = db_query(db, STMT_KEY_ROTATE, 6, p)) == NULL) {
+		key_created_wipe(out);
+		return KEY_DB;
+	}
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	if (!found) {
+		key_created_wipe(out);
+		return KEY_NO_TENANT;
+	}
+	snprintf(out->id, sizeof(out->id), "%s", id);
 	return KEY_OK;
 }
 
@@ -99,4 +149,138 @@ void
 key_created_wipe(struct key_created *k)
 {
 	explicit_bzero(k->key, sizeof(k->key));
+}
+
+void
+key_window_text(int secs, char *out, size_t outsz)
+{
+	static const struct { int secs; const char *unit; } units[] = {
+		{ 86400, "day" }, { 3600, "hour" }, { 60, "minute" },
+		{ 1, "second" },
+	};
+	size_t	 i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (secs > 0 && secs % units[i].secs == 0) {
+			int n = secs / units[i].secs;
+
+			snprintf(out, outsz, "%d %s%s", n, units[i].unit,
+			    n == 1 ? "" : "s");
+			return;
+		}
+	snprintf(out, outsz, "%d seconds", secs);
+}
+
+static struct json_object *
+str_or_null(const struct db_res *r, int row, int col)
+{
+	const char *v = db_value(r, row, col);
+
+	return db_isnull(r, row, col) || *v == '\0' ? NULL :
+	    json_object_new_string(v);
+}
+
+static struct json_object *
+csv_array(const char *csv)
+{
+	struct json_object *a = json_object_new_array();
+	const char	*p = csv, *comma;
+
+	while (*p != '\0') {
+		comma = strchr(p, ',');
+		if (comma == NULL)
+			comma = p + strlen(p);
+		json_object_array_add(a,
+		    json_object_new_string_len(p, (int)(comma - p)));
+		p = *comma == ',' ? comma + 1 : comma;
+	}
+	return a;
+}
+
+struct json_object *
+key_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+	const char	*w;
+	char		 win[32];
+
+	json_object_object_add(o, "id", str_or_null(r, row, KC_ID));
+	json_object_object_add(o, "object", json_object_new_string("api_key"));
+	json_object_object_add(o, "name", json_object_new_string(
+	    db_value(r, row, KC_NAME)));
+	json_object_object_add(o, "tenant_id", str_or_null(r, row, KC_TENANT));
+	json_object_object_add(o, "env", str_or_null(r, row, KC_ENV));
+	json_object_object_add(o, "key_prefix", str_or_null(r, row, KC_PREFIX));
+	json_object_object_add(o, "last4", str_or_null(r, row, KC_LAST4));
+	json_object_object_add(o, "scopes",
+	    csv_array(db_value(r, row, KC_SCOPES)));
+	json_object_object_add(o, "role_id", str_or_null(r, row, KC_ROLE));
+	json_object_object_add(o, "effective_scopes",
+	    csv_array(db_value(r, row, KC_EFFECTIVE)));
+	json_object_object_add(o, "expires_at",
+	    str_or_null(r, row, KC_EXPIRES));
+	json_object_object_add(o, "revoked_at",
+	    str_or_null(r, row, KC_REVOKED));
+	json_object_object_add(o, "disabled_at",
+	    str_or_null(r, row, KC_DISABLED));
+	w = db_value(r, row, KC_RL_MAX);
+	json_object_object_add(o, "rate_limit_max", *w != '\0' ?
+	    json_object_new_int64(atol(w)) : NULL);
+	w = db_value(r, row, KC_RL_WINDOW);
+	if (*w != '\0') {
+		key_window_text(atoi(w), win, sizeof(win));
+		json_object_object_add(o, "rate_limit_window",
+		    json_object_new_string(win));
+	} else
+		json_object_object_add(o, "rate_limit_window", NULL);
+	json_object_object_add(o, "last_used_at",
+	    str_or_null(r, row, KC_LAST_USED));
+	json_object_object_add(o, "created_at",
+	    str_or_null(r, row, KC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    str_or_null(r, row, KC_UPDATED));
+	return o;
+}
+
+int
+key_dev_active(struct db *db)
+{
+	const char	*p[1] = { APIKEY_DEV_PREFIX };
+	struct db_res	*res;
+	int		 rc;
+
+	if ((res = db_query(db, STMT_DEV_KEY_ACTIVE, 1, p)) == NULL)
+		return -1;
+	rc = db_rows(res) > 0;
+	db_res_free(res);
+	return rc;
+}
+
+int
+key_seed_dev(struct db *db, char *id, size_t idsz)
+{
+	uint8_t		 mac[APIKEY_HASH_LEN];
+	char		 machex[2 * APIKEY_HASH_LEN + 1];
+	const char	*p[12];
+	struct db_res	*res;
+	int		 active;
+
+	if ((active = key_dev_active(db)) != 0)
+		return active == 1 ? 0 : -1;
+	if (apikey_hash(APIKEY_DEV_HMAC, APIKEY_DEV, mac) == -1)
+		return -1;
+	crypto_hex(mac, sizeof(mac), machex);
+	memset(p, 0, sizeof(p));
+	p[0] = "00000000-0000-0000-0000-000000000001";
+	p[1] = "development key";
+	p[2] = "dev";
+	p[3] = APIKEY_DEV_PREFIX;
+	p[4] = machex;
+	p[5] = APIKEY_DEV + sizeof(APIKEY_DEV) - 5;
+	p[6] = "{\"*\"}";
+	if ((res = db_query(db, STMT_KEY_INSERT, 12, p)) == NULL)
+		return -1;
+	snprintf(id, idsz, "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	return 1;
 }

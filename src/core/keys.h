@@ -38,6 +38,24 @@ enum key_result {
 	KEY_RESULT__MAX
 };
 
+/* The columns of a key row (KEY_COLS in db.c), in order. */
+enum key_col {
+	KC_ID, KC_TENANT, KC_NAME, KC_ENV, KC_PREFIX, KC_LAST4, KC_SCOPES,
+	KC_ROLE, KC_EXPIRES, KC_REVOKED, KC_DISABLED, KC_RL_MAX, KC_RL_WINDOW,
+	KC_LAST_USED, KC_CREATED, KC_UPDATED, KC_EFFECTIVE, KC__MAX
+};
+
+struct db_res;
+struct json_object;
+
+/*
+ * The API's view of key row `row`: metadata only, never a secret or hash.
+ * Returns a new object the caller owns.
+ */
+struct json_object *key_json(const struct db_res *, int row);
+/* "1 minute", "30 seconds", ... for a window in seconds, into out. */
+void		 key_window_text(int seconds, char *out, size_t outsz);
+
 /*
  * Mints a key and inserts it inside the caller's transaction.  The secret
  * is generated here from the strong generator; only its prefix and HMAC
@@ -46,6 +64,24 @@ enum key_result {
 enum key_result key_create(struct db *, const char *brand,
 		    const char *hmac_secret, const struct key_spec *,
 		    struct key_created *) __attribute__((warn_unused_result));
+/*
+ * Gives key id (within caller_tenant's subtree, not revoked) a new secret
+ * for env inside the caller's transaction; the old secret stays valid for
+ * grace seconds (0 = not at all).  KEY_NO_TENANT means no such usable key.
+ */
+enum key_result key_rotate(struct db *, const char *brand,
+		    const char *hmac_secret, const char *id,
+		    const char *caller_tenant, const char *env, long grace,
+		    struct key_created *) __attribute__((warn_unused_result));
+/*
+ * Stores the development key (APIKEY_DEV, scope "*", root tenant) inside
+ * the caller's transaction unless it exists.  1 created, 0 already there,
+ * -1 database failure.
+ */
+int		 key_seed_dev(struct db *, char *id,
+		    size_t idsz) __attribute__((warn_unused_result));
+/* 1 when the development key exists and is usable, 0 not, -1 failure. */
+int		 key_dev_active(struct db *) __attribute__((warn_unused_result));
 /* Wipes the secret. */
 void		 key_created_wipe(struct key_created *);
 /*

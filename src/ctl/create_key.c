@@ -150,3 +150,55 @@ out:
 	free(scopelist);
 	return code;
 }
+
+int
+ctl_seed_dev_key(const struct config *cfg, struct db *db, int argc,
+    char **argv)
+{
+	struct audit_entry audit;
+	char		 id[40];
+	int		 rc;
+
+	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0)) {
+		printf("usage: keygatectl seed-dev-key\n\n"
+		    "Stores the development key %s\n(scope *, root tenant) "
+		    "unless it exists.  Refused in mode = production.\n",
+		    APIKEY_DEV);
+		return 0;
+	}
+	if (cfg->mode == MODE_PRODUCTION) {
+		fprintf(stderr, "keygatectl: seed-dev-key: refused in mode = "
+		    "production\n");
+		return 2;
+	}
+	if (db_begin(db) == -1)
+		goto dberr;
+	if ((rc = key_seed_dev(db, id, sizeof(id))) == -1) {
+		db_rollback(db);
+		goto dberr;
+	}
+	if (rc == 0) {
+		db_rollback(db);
+		fprintf(stderr, "the development key already exists\n");
+		return 0;
+	}
+	memset(&audit, 0, sizeof(audit));
+	audit.tenant_id = ROOT_TENANT;
+	audit.actor = "keygatectl";
+	audit.action = "api_key.create";
+	audit.target_type = "api_key";
+	audit.target_id = id;
+	audit.details = "{\"key_prefix\":\"" APIKEY_DEV_PREFIX "\","
+	    "\"via\":\"seed-dev-key\"}";
+	if (audit_write(db, &audit) == -1 || db_commit(db) == -1) {
+		db_rollback(db);
+		goto dberr;
+	}
+	fprintf(stderr, "stored the development key %s; never use it in "
+	    "production\n", APIKEY_DEV);
+	return 0;
+dberr:
+	fprintf(stderr, "keygatectl: seed-dev-key: %s\n", db_errmsg(db));
+	return 1;
+}

@@ -11,4 +11,8 @@ int	ctl_migrate(const struct config *, struct db *, int argc, char **argv);
 int	ctl_create_key(const struct config *, struct db *, int argc,
 	    char **argv);
 
+/* Stores the development key unless present; the process exit status. */
+int	ctl_seed_dev_key(const struct config *, struct db *, int argc,
+	    char **argv);
+
 #endif

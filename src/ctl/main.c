@@ -18,6 +18,8 @@ static const struct command {
 } commands[] = {
 	{ "migrate", ctl_migrate, "apply the pending database migrations" },
 	{ "create-key", ctl_create_key, "create an API key and print it once" },
+	{ "seed-dev-key", ctl_seed_dev_key,
+	  "store the development key (not in production)" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

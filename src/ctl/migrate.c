@@ -239,6 +239,14 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		printf("nothing to apply: the database is up to date "
 		    "(version %d)\n", m[n - 1].version);
 	code = 0;
+	/* KEYGATE_SEED_DEV_KEY=true at migrate time seeds the dev key. */
+	if (!status_only && getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
+	    strcmp(getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0) {
+		char name[] = "seed-dev-key";
+		char *args[] = { name, NULL };
+
+		code = ctl_seed_dev_key(cfg, db, 1, args);
+	}
 out:
 	for (i = 0; i < n; i++)
 		free(m[i].file);

@@ -15,6 +15,23 @@ const char *const db_status_names[DB_STATUS__MAX] = {
 	"error",	/* DB_ERROR */
 };
 
+/* Timestamps leave the database as ISO 8601 in UTC. */
+#define TS(c) "to_char(" c " AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+/* A key as the API shows it; the column order is enum key_col. */
+#define KEY_COLS \
+	"k.id, k.tenant_id, k.name, k.env, k.key_prefix, k.last4, " \
+	"array_to_string(k.scopes, ','), coalesce(k.role_id::text, ''), " \
+	TS("k.expires_at") ", " TS("k.revoked_at") ", " \
+	TS("k.disabled_at") ", coalesce(k.rate_limit_max::text, ''), " \
+	"coalesce(k.rate_limit_window::text, ''), " TS("k.last_used_at") \
+	", " TS("k.created_at") ", " TS("k.updated_at") ", " \
+	"array_to_string(coalesce(r.scopes, k.scopes), ',') "
+#define KEY_FROM \
+	"FROM api_keys k JOIN tenants t ON t.id = k.tenant_id " \
+	"LEFT JOIN roles r ON r.id = k.role_id "
+
 /*
  * Every statement keygate sends.  Parameters are always bound: no value
  * from a request is ever spliced into SQL text.
@@ -50,6 +67,101 @@ static const struct {
 	  "INSERT INTO audit_log (tenant_id, actor_key_id, actor, action, "
 	  "target_type, target_id, request_id, client_addr, details) VALUES "
 	  "($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9::jsonb)" },
+	/* STMT_KEY_LOOKUP */
+	{ "key_lookup",
+	  "SELECT k.id, k.tenant_id, encode(CASE WHEN k.key_prefix = $1 "
+	  "THEN k.key_hash ELSE k.prev_key_hash END, 'hex'), "
+	  "(k.revoked_at IS NULL AND k.disabled_at IS NULL AND "
+	  "(k.expires_at IS NULL OR k.expires_at > now()) AND t.active AND "
+	  "(k.key_prefix = $1 OR k.prev_expires_at > now())), "
+	  "array_to_string(coalesce(r.scopes, k.scopes), ','), "
+	  "coalesce(k.rate_limit_max, 0), coalesce(k.rate_limit_window, 0), "
+	  "k.env, k.key_prefix, (k.last_used_at IS NULL OR "
+	  "k.last_used_at < now() - interval '1 minute'), "
+	  "coalesce(k.role_id::text, '') "
+	  KEY_FROM
+	  "WHERE k.key_prefix = $1 OR k.prev_key_prefix = $1" },
+	/* STMT_KEY_TOUCH */
+	{ "key_touch",
+	  "UPDATE api_keys SET last_used_at = now() "
+	  "WHERE id = ANY($1::uuid[]) AND (last_used_at IS NULL OR "
+	  "last_used_at < now() - interval '1 minute')" },
+	/* STMT_TENANT_IN_SUBTREE */
+	{ "tenant_in_subtree",
+	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND $2::uuid = ANY(path)" },
+	/* STMT_TENANT_LOCK */
+	{ "tenant_lock",
+	  "SELECT 1 FROM tenants WHERE id = $1::uuid FOR UPDATE" },
+	/* STMT_KEY_COUNT_ACTIVE */
+	{ "key_count_active",
+	  "SELECT count(*) FROM api_keys WHERE tenant_id = $1::uuid AND "
+	  "revoked_at IS NULL AND disabled_at IS NULL AND "
+	  "(expires_at IS NULL OR expires_at > now())" },
+	/* STMT_ROLE_SCOPES */
+	{ "role_scopes",
+	  "SELECT array_to_string(r.scopes, ',') FROM roles r "
+	  "WHERE r.id = $1::uuid AND (r.tenant_id IS NULL OR EXISTS "
+	  "(SELECT 1 FROM tenants t WHERE t.id = $2::uuid AND "
+	  "r.tenant_id = ANY(t.path)))" },
+	/* STMT_KEY_GET */
+	{ "key_get",
+	  "SELECT " KEY_COLS KEY_FROM
+	  "WHERE k.id = $1::uuid AND $2::uuid = ANY(t.path)" },
+	/* STMT_KEY_LIST */
+	{ "key_list",
+	  "SELECT " KEY_COLS KEY_FROM
+	  "WHERE t.path @> ARRAY[$1::uuid] "
+	  "AND ($2::uuid IS NULL OR k.tenant_id = $2::uuid) "
+	  "AND ($3::bool OR k.revoked_at IS NULL) "
+	  "AND ($4::uuid IS NULL OR (k.created_at, k.id) > "
+	  "(SELECT created_at, id FROM api_keys WHERE id = $4::uuid)) "
+	  "ORDER BY k.created_at, k.id LIMIT $5::int" },
+	/* STMT_KEY_DORMANT */
+	{ "key_dormant",
+	  "SELECT " KEY_COLS KEY_FROM
+	  "WHERE t.path @> ARRAY[$1::uuid] AND k.revoked_at IS NULL "
+	  "AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR "
+	  "k.expires_at > now()) AND coalesce(k.last_used_at, k.created_at) "
+	  "< now() - make_interval(days => $2::int) "
+	  "AND ($3::uuid IS NULL OR (k.created_at, k.id) > "
+	  "(SELECT created_at, id FROM api_keys WHERE id = $3::uuid)) "
+	  "ORDER BY k.created_at, k.id LIMIT $4::int" },
+	/* STMT_KEY_UPDATE */
+	{ "key_update",
+	  "UPDATE api_keys k SET "
+	  "name = CASE WHEN $3::bool THEN $4 ELSE k.name END, "
+	  "scopes = CASE WHEN $5::bool THEN $6::text[] ELSE k.scopes END, "
+	  "expires_at = CASE WHEN $7::bool THEN $8::timestamptz "
+	  "ELSE k.expires_at END, "
+	  "rate_limit_max = CASE WHEN $9::bool THEN $10::int "
+	  "ELSE k.rate_limit_max END, "
+	  "rate_limit_window = CASE WHEN $11::bool THEN $12::int "
+	  "ELSE k.rate_limit_window END, "
+	  "updated_at = now() FROM tenants t "
+	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
+	  "$2::uuid = ANY(t.path) RETURNING k.id" },
+	/* STMT_KEY_REVOKE */
+	{ "key_revoke",
+	  "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()), "
+	  "prev_key_prefix = NULL, prev_key_hash = NULL, "
+	  "prev_expires_at = NULL, updated_at = now() FROM tenants t "
+	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
+	  "$2::uuid = ANY(t.path) RETURNING k.id" },
+	/* STMT_KEY_ROTATE */
+	{ "key_rotate",
+	  "UPDATE api_keys k SET "
+	  "prev_key_prefix = CASE WHEN $6::int > 0 THEN k.key_prefix END, "
+	  "prev_key_hash = CASE WHEN $6::int > 0 THEN k.key_hash END, "
+	  "prev_expires_at = CASE WHEN $6::int > 0 THEN "
+	  "now() + make_interval(secs => $6::int) END, "
+	  "key_prefix = $3, key_hash = decode($4, 'hex'), last4 = $5, "
+	  "updated_at = now() FROM tenants t "
+	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
+	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
+	/* STMT_DEV_KEY_ACTIVE */
+	{ "dev_key_active",
+	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
+	  "revoked_at IS NULL AND disabled_at IS NULL" },
 };
 
 /* Seconds between connection attempts while the server is unreachable. */
@@ -210,8 +322,15 @@ prepare(struct db *db, enum stmt s)
 	if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
 		db->prepared[s] = true;
 		rc = 0;
-	} else
+	} else {
+		char msg[sizeof(db->errmsg) + 64];
+
 		note_failure(db, res);
+		snprintf(msg, sizeof(msg), "%s: %s", stmts[s].name,
+		    db->errmsg);
+		snprintf(db->errmsg, sizeof(db->errmsg), "%.*s",
+		    (int)sizeof(db->errmsg) - 1, msg);
+	}
 	PQclear(res);
 	return rc;
 }

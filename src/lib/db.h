@@ -22,6 +22,24 @@ enum stmt {
 	STMT_AUDIT_INSERT,	/* (tenant, actor key, actor, action,
 				    target type, target id, request id,
 				    client addr, details json) */
+	STMT_KEY_LOOKUP,	/* (prefix) -> see core/auth.c */
+	STMT_KEY_TOUCH,		/* (ids as uuid[] literal) */
+	STMT_TENANT_IN_SUBTREE,	/* (tenant, ancestor) -> 1 row when inside */
+	STMT_TENANT_LOCK,	/* (tenant) -> locks its row FOR UPDATE */
+	STMT_KEY_COUNT_ACTIVE,	/* (tenant) -> count */
+	STMT_ROLE_SCOPES,	/* (role, key's tenant) -> scopes csv */
+	STMT_KEY_GET,		/* (id, caller tenant) -> KEY_COLS */
+	STMT_KEY_LIST,		/* (caller tenant, tenant or NULL,
+				    include revoked, cursor id or NULL,
+				    limit) -> KEY_COLS */
+	STMT_KEY_DORMANT,	/* (caller tenant, days, cursor, limit) */
+	STMT_KEY_UPDATE,	/* (id, caller tenant, then set-flag/value
+				    pairs: name, scopes, expires_at,
+				    rate_limit_max, rate_limit_window) -> id */
+	STMT_KEY_REVOKE,	/* (id, caller tenant) -> id, was active */
+	STMT_KEY_ROTATE,	/* (id, caller tenant, prefix, hash hex,
+				    last4, grace s) -> id */
+	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
 	STMT__MAX
 };
 

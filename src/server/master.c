@@ -334,6 +334,11 @@ reload(struct master *m)
 
 	log_info("SIGHUP: reloading %s",
 	    m->cfg->path != NULL ? m->cfg->path : "(no file)");
+	/* Reopen the log first: logrotate's SIGHUP must work even when the
+	 * new configuration does not. */
+	if (log_open(m->cfg->log_file) == -1)
+		log_error("open: reopening log file %s: %s", m->cfg->log_file,
+		    strerror(errno));
 	next = config_load(m->cfg->path, err, sizeof(err));
 	if (next == NULL) {
 		log_error("reload failed: %s; keeping the current "
@@ -346,7 +351,8 @@ reload(struct master *m)
 		config_free(next);
 		return;
 	}
-	if (log_open(next->log_file) == -1)
+	if (strcmp(next->log_file, m->cfg->log_file) != 0 &&
+	    log_open(next->log_file) == -1)
 		log_error("open: reopening log file %s: %s; logging to "
 		    "the previous destination", next->log_file,
 		    strerror(errno));

@@ -8,6 +8,7 @@
 
 struct worker;
 struct json_object;
+struct principal;
 struct request_io;
 
 #define REQUEST_ID_MAX	128	/* longest X-Request-Id we echo */
@@ -33,6 +34,7 @@ struct request {
 	struct buf	 headers;	/* extra response header lines */
 	int		 status;	/* status sent, 0 = not yet */
 	bool		 client_gone;	/* a write to the client failed */
+	struct principal *principal;	/* the authenticated caller, or NULL */
 	const char	*key_id;	/* authenticated key id, for the log */
 	char		 key_id_buf[40];
 };

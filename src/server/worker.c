@@ -257,6 +257,8 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 		serve(&w, &req);
 		request_io_finish(io, &req);
 		request_clear(&req);
+		if (app->after != NULL)
+			app->after(&w);
 		w.served++;
 		if (cfg->max_requests > 0 &&
 		    w.served >= (unsigned long)cfg->max_requests) {

@@ -13,12 +13,15 @@ struct worker;
  * What a worker runs: keygate's API, or the bare responder the benchmark
  * measures the ceiling with.  start() runs once after fork, before the
  * first accept; returning -1 there makes the worker exit with status 2
- * (fatal: the master does not respawn it).  handle() answers one request.
+ * (fatal: the master does not respawn it).  handle() answers one request;
+ * after() (may be NULL) runs once the response is on its way.
  */
 struct worker_app {
 	const char	*name;
 	int		(*start)(struct worker *);
 	void		(*handle)(struct worker *, struct request *);
+	/* After the response went out: deferred work, off the client's path. */
+	void		(*after)(struct worker *);
 	void		(*stop)(struct worker *);
 };
 

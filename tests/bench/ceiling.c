@@ -34,6 +34,7 @@ static const struct worker_app ceiling_app = {
 	NULL,
 	ceiling_handle,
 	NULL,
+	NULL,
 };
 
 int

@@ -1,0 +1,644 @@
+/*
+ * /v1/api_keys: create, list, get, update, revoke, rotate, dormant.  Each
+ * handler parses, authorizes, calls the domain and renders; every mutation
+ * and its audit row share one transaction.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "core/keys.h"
+#include "core/scope.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+#define MAX_SCOPES	AUTH_MAX_SCOPES
+#define MAX_GRACE	(30 * 86400)	/* s a rotated secret may live on */
+
+/* What POST and PATCH may carry. */
+struct key_fields {
+	const char	*name;
+	bool		 has_name;
+	const char	*scopes[MAX_SCOPES];
+	size_t		 nscopes;
+	bool		 has_scopes;
+	const char	*role_id;
+	const char	*tenant_id;
+	const char	*env;
+	char		 expires[40];	/* ISO 8601, "" = never */
+	bool		 has_expires;
+	long		 rl_max;
+	bool		 has_rl_max;
+	int		 rl_window;	/* s */
+	bool		 has_rl_window;
+};
+
+static void
+not_found(struct request *req)
+{
+	http_error(req, ERR_NOT_FOUND, "No API key with id %s.", req->param);
+}
+
+/*
+ * Reads the fields common to create and update; 0, or -1 after answering.
+ */
+static int
+read_fields(struct request *req, struct json_object *body, bool create,
+    struct key_fields *f)
+{
+	static const char *const create_fields[] = { "name", "scopes",
+	    "role_id", "tenant_id", "env", "expires_at", "rate_limit_max",
+	    "rate_limit_window", NULL };
+	static const char *const update_fields[] = { "name", "scopes",
+	    "expires_at", "rate_limit_max", "rate_limit_window", NULL };
+	struct checks	 c = { NULL };
+	struct json_object *arr, *v;
+	const char	*s;
+	bool		 present;
+	size_t		 i;
+	time_t		 t;
+	long		 l;
+
+	memset(f, 0, sizeof(*f));
+	if (body == NULL)
+		return 0;
+	check_known_fields(&c, body, create ? create_fields : update_fields);
+
+	f->name = check_string(&c, body, "name", 200, &present);
+	f->has_name = present && f->name != NULL;
+	if (present && f->name == NULL && c.details == NULL)
+		check_fail(&c, "name", "must be a string");
+
+	arr = check_string_array(&c, body, "scopes", MAX_SCOPES, &present);
+	if (arr != NULL) {
+		f->has_scopes = true;
+		for (i = 0; i < json_object_array_length(arr); i++) {
+			s = json_object_get_string(
+			    json_object_array_get_idx(arr, i));
+			if (!scope_valid(s)) {
+				check_fail(&c, "scopes", "unknown scope "
+				    "\"%.64s\"", s);
+				break;
+			}
+			f->scopes[f->nscopes++] = s;
+		}
+	} else if (present && json_object_object_get_ex(body, "scopes", &v) &&
+	    v == NULL)
+		check_fail(&c, "scopes", "must be an array of strings");
+
+	if (create) {
+		f->role_id = check_string(&c, body, "role_id", 36, &present);
+		if (f->role_id != NULL && !uuid_valid(f->role_id))
+			check_fail(&c, "role_id", "must be a UUID");
+		f->tenant_id = check_string(&c, body, "tenant_id", 36,
+		    &present);
+		if (f->tenant_id != NULL && !uuid_valid(f->tenant_id))
+			check_fail(&c, "tenant_id", "must be a UUID");
+		f->env = check_string(&c, body, "env", 8, &present);
+		if (f->env != NULL && strcmp(f->env, "live") != 0 &&
+		    strcmp(f->env, "test") != 0)
+			check_fail(&c, "env", "must be \"live\" or \"test\"");
+	}
+
+	s = check_string(&c, body, "expires_at", 40, &present);
+	if (present) {
+		f->has_expires = true;
+		if (s != NULL) {
+			if (iso8601_parse(s, &t) == -1)
+				check_fail(&c, "expires_at", "must be an ISO "
+				    "8601 timestamp such as "
+				    "2030-01-01T00:00:00Z");
+			else if (t <= time(NULL))
+				check_fail(&c, "expires_at", "must be in the "
+				    "future");
+			else {
+				struct tm tm;
+
+				gmtime_r(&t, &tm);
+				strftime(f->expires, sizeof(f->expires),
+				    "%Y-%m-%dT%H:%M:%SZ", &tm);
+			}
+		}
+	}
+
+	if (check_int(&c, body, "rate_limit_max", 1, 100000, &l, &present)) {
+		f->rl_max = l;
+		f->has_rl_max = true;
+	} else if (present && json_object_object_get_ex(body,
+	    "rate_limit_max", &v) && v == NULL)
+		f->has_rl_max = true;	/* null: back to the default */
+
+	s = check_string(&c, body, "rate_limit_window", 32, &present);
+	if (s != NULL) {
+		int w = config_parse_window(s);
+
+		if (w < 1 || w > 86400 * 31)
+			check_fail(&c, "rate_limit_window", "must be like "
+			    "\"30 seconds\", \"1 minute\", \"1 hour\" or "
+			    "\"1 day\"");
+		f->rl_window = w;
+		f->has_rl_window = true;
+	} else if (present && json_object_object_get_ex(body,
+	    "rate_limit_window", &v) && v == NULL)
+		f->has_rl_window = true;
+	return check_done(req, &c);
+}
+
+/*
+ * No escalation: every scope a caller grants must be within its own.
+ * false after answering 403.
+ */
+static bool
+within_caller(struct request *req, const char *const *scopes, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (!auth_allows(req->principal, scopes[i])) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS,
+			    "This key cannot grant scope %s: it is not among "
+			    "its own.", scopes[i]);
+			return false;
+		}
+	return true;
+}
+
+/* The role's scopes must also be within the caller's; false = answered. */
+static bool
+role_usable(struct request *req, const char *role, const char *tenant)
+{
+	struct principal probe;
+	const char	*p[2] = { role, tenant };
+	struct db_res	*res;
+	struct checks	 c = { NULL };
+
+	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 2, p)) == NULL) {
+		api_db_failed(req);
+		return false;
+	}
+	if (db_rows(res) == 0) {
+		db_res_free(res);
+		check_fail(&c, "role_id", "no such role for this tenant");
+		if (check_done(req, &c) == -1)
+			return false;
+		return false;
+	}
+	memset(&probe, 0, sizeof(probe));
+	if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
+		db_res_free(res);
+		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
+		return false;
+	}
+	db_res_free(res);
+	return within_caller(req, probe.scopes, probe.nscopes);
+}
+
+/* Renders key `id` as the caller sees it now, with extra members added. */
+static struct json_object *
+key_now(struct request *req, const char *id)
+{
+	const char	*p[2] = { id, req->principal->tenant_id };
+	struct db_res	*res;
+	struct json_object *o;
+
+	if ((res = db_query(req->w->db, STMT_KEY_GET, 2, p)) == NULL)
+		return NULL;
+	o = db_rows(res) == 1 ? key_json(res, 0) : NULL;
+	db_res_free(res);
+	return o;
+}
+
+void
+api_keys_create(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct key_fields f;
+	struct key_spec	 spec;
+	struct key_created out;
+	struct db_res	*res;
+	const char	*tenant, *p[1];
+	char		 rlmax[24], rlwin[24], scopes_csv[1200];
+	bool		 answered;
+	size_t		 i;
+
+	if (!api_body_object(req, &body) ||
+	    read_fields(req, body, true, &f) == -1)
+		return;
+	if (!f.has_scopes && f.role_id == NULL) {
+		struct checks c = { NULL };
+
+		check_fail(&c, "scopes", "give scopes or a role_id");
+		if (check_done(req, &c) == -1)
+			return;
+	}
+	tenant = f.tenant_id != NULL ? f.tenant_id :
+	    req->principal->tenant_id;
+	if (!api_tenant_reachable(req, tenant, &answered)) {
+		if (!answered)
+			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
+			    tenant);
+		return;
+	}
+	if (!within_caller(req, f.scopes, f.nscopes))
+		return;
+	if (f.role_id != NULL && !role_usable(req, f.role_id, tenant))
+		return;
+
+	memset(&spec, 0, sizeof(spec));
+	spec.tenant_id = tenant;
+	spec.name = f.name != NULL ? f.name : "";
+	spec.env = f.env != NULL ? f.env : "live";
+	spec.scopes = f.scopes;
+	spec.nscopes = f.nscopes;
+	spec.role_id = f.role_id;
+	spec.expires_at = f.expires[0] != '\0' ? f.expires : NULL;
+	spec.created_by = req->principal->key_id[0] ? req->principal->key_id :
+	    NULL;
+	if (f.has_rl_max && f.rl_max > 0) {
+		snprintf(rlmax, sizeof(rlmax), "%ld", f.rl_max);
+		spec.rate_limit_max = rlmax;
+	}
+	if (f.has_rl_window && f.rl_window > 0) {
+		snprintf(rlwin, sizeof(rlwin), "%d", f.rl_window);
+		spec.rate_limit_window = rlwin;
+	}
+
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	p[0] = tenant;
+	/* The tenant row's lock makes the count and the insert one step. */
+	if (db_exec(w->db, STMT_TENANT_LOCK, 1, p) == -1)
+		goto dbfail;
+	if (w->cfg->max_active_keys_per_tenant > 0) {
+		if ((res = db_query(w->db, STMT_KEY_COUNT_ACTIVE, 1, p)) ==
+		    NULL)
+			goto dbfail;
+		if (atol(db_value(res, 0, 0)) >=
+		    w->cfg->max_active_keys_per_tenant) {
+			db_res_free(res);
+			db_rollback(w->db);
+			http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s "
+			    "already has %ld active keys, the most allowed.",
+			    tenant, w->cfg->max_active_keys_per_tenant);
+			return;
+		}
+		db_res_free(res);
+	}
+	switch (key_create(w->db, w->cfg->key_brand, w->cfg->hmac_secret,
+	    &spec, &out)) {
+	case KEY_OK:
+		break;
+	case KEY_NO_TENANT:
+		db_rollback(w->db);
+		http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", tenant);
+		return;
+	case KEY_BAD_INPUT:
+		db_rollback(w->db);
+		http_error(req, ERR_BAD_REQUEST, "The key could not be made "
+		    "from these fields.");
+		return;
+	case KEY_DB:
+	case KEY_RESULT__MAX:
+		goto dbfail;
+	}
+	scopes_csv[0] = '\0';
+	for (i = 0; i < f.nscopes; i++)
+		snprintf(scopes_csv + strlen(scopes_csv),
+		    sizeof(scopes_csv) - strlen(scopes_csv), "%s%s",
+		    i ? "," : "", f.scopes[i]);
+	details = json_object_new_object();
+	json_object_object_add(details, "key_prefix",
+	    json_object_new_string(out.prefix));
+	json_object_object_add(details, "scopes",
+	    json_object_new_string(scopes_csv));
+	if (api_audit(req, tenant, "api_key.create", "api_key", out.id,
+	    details) == -1 || (obj = key_now(req, out.id)) == NULL ||
+	    db_commit(w->db) == -1) {
+		key_created_wipe(&out);
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	json_object_object_add(obj, "key", json_object_new_string(out.key));
+	key_created_wipe(&out);
+	http_respond_json(req, 201, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+/* Shared by list and dormant: renders rows, fetched with limit + 1. */
+static void
+respond_page(struct request *req, struct db_res *res, int limit)
+{
+	struct json_object *data = json_object_new_array();
+	int	 i, n = db_rows(res);
+	char	 next[40] = "";
+
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, key_json(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, KC_ID));
+	api_page_respond(req, data, next[0] ? next : NULL);
+}
+
+void
+api_keys_list(struct request *req)
+{
+	struct db_res	*res;
+	const char	*p[5];
+	char		 cursor[64], tenant[64], incl[8], lim[16];
+	int		 limit, rc;
+	bool		 answered;
+
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+		return;
+	rc = query_get(req->query, "tenant_id", tenant, sizeof(tenant));
+	if (rc == -1 || (rc == 1 && !uuid_valid(tenant))) {
+		http_error(req, ERR_BAD_REQUEST, "tenant_id must be a UUID.");
+		return;
+	}
+	if (rc == 1 && !api_tenant_reachable(req, tenant, &answered)) {
+		if (!answered)
+			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
+			    tenant);
+		return;
+	}
+	if (query_get(req->query, "include_revoked", incl, sizeof(incl)) != 1)
+		strcpy(incl, "false");
+	if (strcmp(incl, "true") != 0 && strcmp(incl, "false") != 0) {
+		http_error(req, ERR_BAD_REQUEST, "include_revoked must be true "
+		    "or false.");
+		return;
+	}
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = req->principal->tenant_id;
+	p[1] = rc == 1 ? tenant : NULL;
+	p[2] = incl;
+	p[3] = cursor[0] ? cursor : NULL;
+	p[4] = lim;
+	if ((res = db_query(req->w->db, STMT_KEY_LIST, 5, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	respond_page(req, res, limit);
+	db_res_free(res);
+}
+
+void
+api_keys_dormant(struct request *req)
+{
+	struct db_res	*res;
+	const char	*p[4];
+	char		 cursor[64], days[16], lim[16], *end;
+	int		 limit, rc;
+	long		 d = 90;
+
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+		return;
+	rc = query_get(req->query, "days", days, sizeof(days));
+	if (rc == 1) {
+		d = strtol(days, &end, 10);
+		if (*days == '\0' || *end != '\0' || d < 1 || d > 36500)
+			rc = -1;
+	}
+	if (rc == -1) {
+		http_error(req, ERR_BAD_REQUEST, "days must be a whole number "
+		    "from 1 to 36500.");
+		return;
+	}
+	snprintf(days, sizeof(days), "%ld", d);
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = req->principal->tenant_id;
+	p[1] = days;
+	p[2] = cursor[0] ? cursor : NULL;
+	p[3] = lim;
+	if ((res = db_query(req->w->db, STMT_KEY_DORMANT, 4, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	respond_page(req, res, limit);
+	db_res_free(res);
+}
+
+void
+api_keys_get(struct request *req)
+{
+	struct json_object *o;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if ((o = key_now(req, req->param)) == NULL) {
+		if (db_status(req->w->db) != DB_OK)
+			api_db_failed(req);
+		else
+			not_found(req);
+		return;
+	}
+	http_respond_json(req, 200, o);
+}
+
+void
+api_keys_update(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct key_fields f;
+	struct db_res	*res;
+	const char	*p[12];
+	char		 scopes[2048], rlmax[24], rlwin[24];
+	bool		 found;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if (!api_body_object(req, &body) ||
+	    read_fields(req, body, false, &f) == -1)
+		return;
+	if (f.has_scopes && (!within_caller(req, f.scopes, f.nscopes) ||
+	    key_scopes_literal(f.scopes, f.nscopes, scopes,
+	    sizeof(scopes)) == -1))
+		return;
+	snprintf(rlmax, sizeof(rlmax), "%ld", f.rl_max);
+	snprintf(rlwin, sizeof(rlwin), "%d", f.rl_window);
+	p[0] = req->param;
+	p[1] = req->principal->tenant_id;
+	p[2] = f.has_name ? "true" : "false";
+	p[3] = f.name != NULL ? f.name : "";
+	p[4] = f.has_scopes ? "true" : "false";
+	p[5] = f.has_scopes ? scopes : "{}";
+	p[6] = f.has_expires ? "true" : "false";
+	p[7] = f.expires[0] != '\0' ? f.expires : NULL;
+	p[8] = f.has_rl_max ? "true" : "false";
+	p[9] = f.rl_max > 0 ? rlmax : NULL;
+	p[10] = f.has_rl_window ? "true" : "false";
+	p[11] = f.rl_window > 0 ? rlwin : NULL;
+
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_KEY_UPDATE, 12, p)) == NULL)
+		goto dbfail;
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	if (!found) {
+		db_rollback(w->db);
+		not_found(req);
+		return;
+	}
+	details = json_object_new_object();
+	if (body != NULL) {
+		json_object_object_foreach(body, name, val) {
+			(void)val;
+			json_object_object_add(details, name,
+			    json_object_new_boolean(1));
+		}
+	}
+	if (api_audit(req, req->principal->tenant_id, "api_key.update", "api_key", req->param,
+	    details) == -1 || (obj = key_now(req, req->param)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_keys_revoke(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *obj = NULL;
+	struct db_res	*res;
+	const char	*p[2] = { req->param, req->principal->tenant_id };
+	bool		 found;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_KEY_REVOKE, 2, p)) == NULL)
+		goto dbfail;
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	if (!found) {
+		db_rollback(w->db);
+		not_found(req);
+		return;
+	}
+	if (api_audit(req, req->principal->tenant_id, "api_key.revoke", "api_key", req->param,
+	    NULL) == -1 || (obj = key_now(req, req->param)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_keys_rotate(struct request *req)
+{
+	static const char *const fields[] = { "grace_seconds", NULL };
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *cur, *envv, *details;
+	struct checks	 c = { NULL };
+	struct key_created out;
+	char		 env[8];
+	long		 grace = 0;
+	bool		 present;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if (!api_body_object(req, &body))
+		return;
+	if (body != NULL) {
+		check_known_fields(&c, body, fields);
+		(void)check_int(&c, body, "grace_seconds", 0, MAX_GRACE,
+		    &grace, &present);
+	}
+	if (check_done(req, &c) == -1)
+		return;
+	memset(&out, 0, sizeof(out));
+	/* The new secret keeps the key's env. */
+	if ((cur = key_now(req, req->param)) == NULL) {
+		if (db_status(w->db) != DB_OK)
+			api_db_failed(req);
+		else
+			not_found(req);
+		return;
+	}
+	snprintf(env, sizeof(env), "%s",
+	    json_object_object_get_ex(cur, "env", &envv) ?
+	    json_object_get_string(envv) : "live");
+	json_object_put(cur);
+	if (db_begin(w->db) == -1)
+		goto dbfail;
+	switch (key_rotate(w->db, w->cfg->key_brand, w->cfg->hmac_secret,
+	    req->param, req->principal->tenant_id, env, grace, &out)) {
+	case KEY_OK:
+		break;
+	case KEY_NO_TENANT:
+		db_rollback(w->db);
+		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
+		    "be rotated.", req->param);
+		return;
+	case KEY_BAD_INPUT:
+	case KEY_DB:
+	case KEY_RESULT__MAX:
+		goto dbfail;
+	}
+	details = json_object_new_object();
+	json_object_object_add(details, "key_prefix",
+	    json_object_new_string(out.prefix));
+	json_object_object_add(details, "grace_seconds",
+	    json_object_new_int64(grace));
+	if (api_audit(req, req->principal->tenant_id, "api_key.rotate", "api_key", req->param,
+	    details) == -1 || (obj = key_now(req, req->param)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	json_object_object_add(obj, "key", json_object_new_string(out.key));
+	key_created_wipe(&out);
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	key_created_wipe(&out);
+	db_rollback(w->db);
+	api_db_failed(req);
+}

@@ -1,0 +1,135 @@
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/audit.h"
+#include "core/auth.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+void
+api_db_failed(struct request *req)
+{
+	struct db *db = req->w->db;
+
+	if (db_status(db) == DB_UNAVAILABLE) {
+		http_unavailable(req);
+		return;
+	}
+	log_error("PostgreSQL: %s %s: %s (SQLSTATE %s)", req->method,
+	    req->path, db_errmsg(db), db_sqlstate(db));
+	http_error(req, ERR_INTERNAL, "An internal error occurred "
+	    "(request %s).", req->request_id);
+}
+
+bool
+api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
+{
+	const char	*p[2] = { tenant, req->principal->tenant_id };
+	struct db_res	*res;
+	bool		 ok;
+
+	*answered = false;
+	if (!uuid_valid(tenant))
+		return false;
+	if ((res = db_query(req->w->db, STMT_TENANT_IN_SUBTREE, 2, p)) ==
+	    NULL) {
+		api_db_failed(req);
+		*answered = true;
+		return false;
+	}
+	ok = db_rows(res) == 1;
+	db_res_free(res);
+	return ok;
+}
+
+int
+api_audit(struct request *req, const char *tenant, const char *action,
+    const char *target_type, const char *target_id,
+    struct json_object *details)
+{
+	struct audit_entry e;
+	int	 rc;
+
+	memset(&e, 0, sizeof(e));
+	e.tenant_id = tenant;
+	e.actor_key_id = req->principal->key_id[0] != '\0' ?
+	    req->principal->key_id : NULL;
+	e.actor = req->principal->key_prefix;
+	e.action = action;
+	e.target_type = target_type;
+	e.target_id = target_id;
+	e.request_id = req->request_id;
+	e.client_addr = req->remote_addr;
+	e.details = details != NULL ? json_text(details, NULL) : NULL;
+	rc = audit_write(req->w->db, &e);
+	if (details != NULL)
+		json_object_put(details);
+	return rc;
+}
+
+bool
+api_body_object(struct request *req, struct json_object **out)
+{
+	*out = req->json;
+	if (req->json == NULL)
+		return true;
+	if (!json_object_is_type(req->json, json_type_object)) {
+		http_error(req, ERR_BAD_REQUEST, "The request body must be a "
+		    "JSON object.");
+		return false;
+	}
+	return true;
+}
+
+bool
+api_page_params(struct request *req, int *limit, char *cursor,
+    size_t cursorsz)
+{
+	char	 v[64], *end;
+	long	 l;
+	int	 rc;
+
+	*limit = 20;
+	cursor[0] = '\0';
+	if ((rc = query_get(req->query, "limit", v, sizeof(v))) == 1) {
+		l = strtol(v, &end, 10);
+		if (*v == '\0' || *end != '\0' || l < 1 || l > 100) {
+			http_error(req, ERR_BAD_REQUEST, "limit must be a "
+			    "whole number from 1 to 100.");
+			return false;
+		}
+		*limit = (int)l;
+	} else if (rc == -1) {
+		http_error(req, ERR_BAD_REQUEST, "limit is malformed.");
+		return false;
+	}
+	rc = query_get(req->query, "cursor", cursor, cursorsz);
+	if (rc == -1 || (rc == 1 && !uuid_valid(cursor))) {
+		http_error(req, ERR_BAD_REQUEST, "cursor is not one this API "
+		    "returned.");
+		return false;
+	}
+	return true;
+}
+
+void
+api_page_respond(struct request *req, struct json_object *data,
+    const char *next)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "object", json_object_new_string("list"));
+	json_object_object_add(o, "data", data);
+	json_object_object_add(o, "next_cursor",
+	    next != NULL ? json_object_new_string(next) : NULL);
+	http_respond_json(req, 200, o);
+}

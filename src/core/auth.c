@@ -1,0 +1,127 @@
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/apikey.h"
+#include "core/auth.h"
+#include "core/scope.h"
+#include "lib/crypto.h"
+#include "lib/db.h"
+#include "server/config.h"
+
+/* Columns of STMT_KEY_LOOKUP. */
+enum {
+	LK_ID, LK_TENANT, LK_HASH, LK_USABLE, LK_SCOPES, LK_RL_MAX,
+	LK_RL_WINDOW, LK_ENV, LK_PREFIX, LK_STALE, LK_ROLE
+};
+
+const char *
+auth_credential(const char *authorization, const char *x_api_key)
+{
+	if (authorization != NULL && *authorization != '\0') {
+		if (strncasecmp(authorization, "Bearer ", 7) != 0)
+			return authorization;	/* refused as invalid later */
+		authorization += 7;
+		while (*authorization == ' ')
+			authorization++;
+		return authorization;
+	}
+	if (x_api_key != NULL && *x_api_key != '\0')
+		return x_api_key;
+	return NULL;
+}
+
+int
+auth_set_scopes(struct principal *p, const char *csv)
+{
+	size_t	 n = strlen(csv);
+	char	*s, *tok, *save = NULL;
+
+	p->nscopes = 0;
+	if (n >= sizeof(p->scope_buf))
+		return -1;
+	memcpy(p->scope_buf, csv, n + 1);
+	s = p->scope_buf;
+	for (tok = strtok_r(s, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (p->nscopes == AUTH_MAX_SCOPES)
+			return -1;
+		p->scopes[p->nscopes++] = tok;
+	}
+	return 0;
+}
+
+bool
+auth_allows(const struct principal *p, const char *scope)
+{
+	return scope_allows(p->scopes, p->nscopes, scope);
+}
+
+enum auth_result
+auth_key(struct db *db, const struct config *cfg, const char *key,
+    struct principal *p)
+{
+	/* Compared against when the prefix is unknown: same work, no match. */
+	static const char nomatch[2 * APIKEY_HASH_LEN + 1] =
+	    "0000000000000000000000000000000000000000000000000000000000000000";
+	struct apikey_parts parts;
+	struct db_res	*res;
+	uint8_t		 mac[APIKEY_HASH_LEN];
+	char		 machex[2 * APIKEY_HASH_LEN + 1];
+	const char	*params[1], *stored = nomatch;
+	bool		 found, match, usable, dev = false;
+	enum auth_result rc = AUTH_INVALID;
+
+	memset(p, 0, sizeof(*p));
+	if (key == NULL || *key == '\0')
+		return AUTH_MISSING;
+	if (cfg->mode != MODE_PRODUCTION && strcmp(key, APIKEY_DEV) == 0) {
+		memset(&parts, 0, sizeof(parts));
+		memcpy(parts.prefix, APIKEY_DEV_PREFIX,
+		    sizeof(APIKEY_DEV_PREFIX));
+		dev = true;
+	} else if (apikey_parse(key, cfg->key_brand, &parts) == -1)
+		return AUTH_INVALID;
+	params[0] = parts.prefix;
+	if ((res = db_query(db, STMT_KEY_LOOKUP, 1, params)) == NULL)
+		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
+		    AUTH_INVALID;
+	found = db_rows(res) == 1;
+	if (found)
+		stored = db_value(res, 0, LK_HASH);
+	if (apikey_hash(dev ? APIKEY_DEV_HMAC : cfg->hmac_secret, key,
+	    mac) == -1) {
+		db_res_free(res);
+		return AUTH_INVALID;
+	}
+	crypto_hex(mac, sizeof(mac), machex);
+	match = strlen(stored) == sizeof(machex) - 1 &&
+	    crypto_equal(machex, stored, sizeof(machex) - 1);
+	usable = found && strcmp(db_value(res, 0, LK_USABLE), "t") == 0;
+	if (found && match && usable) {
+		snprintf(p->key_id, sizeof(p->key_id), "%s",
+		    db_value(res, 0, LK_ID));
+		snprintf(p->tenant_id, sizeof(p->tenant_id), "%s",
+		    db_value(res, 0, LK_TENANT));
+		snprintf(p->env, sizeof(p->env), "%s",
+		    db_value(res, 0, LK_ENV));
+		snprintf(p->key_prefix, sizeof(p->key_prefix), "%s",
+		    db_value(res, 0, LK_PREFIX));
+		snprintf(p->role_id, sizeof(p->role_id), "%s",
+		    db_value(res, 0, LK_ROLE));
+		p->rate_limit_max = atol(db_value(res, 0, LK_RL_MAX));
+		p->rate_limit_window = atoi(db_value(res, 0, LK_RL_WINDOW));
+		p->touch = strcmp(db_value(res, 0, LK_STALE), "t") == 0;
+		if (auth_set_scopes(p, db_value(res, 0, LK_SCOPES)) == 0)
+			rc = AUTH_OK;
+	}
+	explicit_bzero(machex, sizeof(machex));
+	explicit_bzero(mac, sizeof(mac));
+	db_res_free(res);
+	if (rc != AUTH_OK)
+		memset(p, 0, sizeof(*p));
+	return rc;
+}

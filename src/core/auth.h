@@ -1,0 +1,61 @@
+#ifndef KEYGATE_CORE_AUTH_H
+#define KEYGATE_CORE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct db;
+
+#define AUTH_MAX_SCOPES 32
+
+/*
+ * Who is calling: an API key (or, later, a JWT) and what it may do.  All
+ * strings are owned copies; nothing in here is secret.
+ */
+struct principal {
+	char	 key_id[40];		/* "" for a JWT */
+	char	 tenant_id[40];
+	char	 key_prefix[48];
+	char	 env[8];
+	char	 role_id[40];		/* "" = none */
+	char	 scope_buf[1024];	/* backing store for scopes[] */
+	const char *scopes[AUTH_MAX_SCOPES]; /* effective scopes */
+	size_t	 nscopes;
+	long	 rate_limit_max;	/* 0 = the configured default */
+	int	 rate_limit_window;	/* s, 0 = the configured default */
+	bool	 touch;			/* last_used_at is over a minute old */
+};
+
+enum auth_result {
+	AUTH_OK,
+	AUTH_MISSING,		/* no credential at all: 401 missing_api_key */
+	AUTH_INVALID,		/* anything else wrong: 401 invalid_api_key */
+	AUTH_UNAVAILABLE,	/* the database is down: 503 */
+	AUTH_RESULT__MAX
+};
+
+/*
+ * Picks the credential from an Authorization header ("Bearer X") or an
+ * X-API-Key header; NULL when neither carries one.  Returns a pointer into
+ * the header text.
+ */
+const char	*auth_credential(const char *authorization, const char *x_api_key);
+/*
+ * Checks an API key: shape and checksum first (no database work), then a
+ * lookup by prefix and a constant-time compare of its HMAC.  Every failure
+ * takes the same path to AUTH_INVALID, and an unknown prefix still costs an
+ * HMAC, so the answer and its timing say nothing about why.
+ */
+enum auth_result auth_key(struct db *, const struct config *, const char *key,
+		    struct principal *) __attribute__((warn_unused_result));
+/* True when the principal's effective scopes allow scope. */
+bool		 auth_allows(const struct principal *, const char *scope);
+/*
+ * Splits "a,b,c" into p->scopes (copying into p->scope_buf).  0, or -1
+ * when it does not fit.
+ */
+int		 auth_set_scopes(struct principal *, const char *csv)
+		    __attribute__((warn_unused_result));
+
+#endif

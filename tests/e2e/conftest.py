@@ -1,0 +1,133 @@
+"""Fixtures for keygate's end-to-end tests.
+
+    workdir     one /tmp directory for the whole run
+    pg          one PostgreSQL cluster shared by the whole run
+    stack       keygated (3 workers, migrated, dev key seeded) behind
+                lighttpd over the shared cluster, shared by a test module
+    make_stack  a factory for a test's own stack, on its own database
+    make_keygated  a factory for a bare keygated (no lighttpd)
+    fresh_database  a new, empty database in the shared cluster
+    own_pg      a test's own PostgreSQL cluster, for tests that stop it
+
+When a test fails, the tail of every keygated and lighttpd log that was
+running during the test is added to its report.
+"""
+
+import os
+import time
+
+import pytest
+
+import keygate_stack as ks
+
+
+def pytest_report_header(config):
+    return ["keygate: keygated=%s sql=%s lighttpd.conf=%s" % (
+        ks.KEYGATED, ks.SQL_DIR, ks.LIGHTTPD_CONF)]
+
+
+def pytest_configure(config):
+    ks.exit_on_sigterm()
+
+
+def pytest_sessionstart(session):
+    missing = [p for p in (ks.KEYGATED, ks.KEYGATECTL, ks.LIGHTTPD_CONF)
+               if not os.path.exists(p)]
+    if missing:
+        pytest.exit("not built or not found: %s (set KEYGATE_BUILDDIR and "
+                    "KEYGATE_SRCDIR)" % ", ".join(missing), returncode=99)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.keygate_started = time.time()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed or rep.when == "teardown":
+        return
+    since = getattr(item, "keygate_started", 0)
+    for obj in ks.instances:
+        running = obj.proc is not None and obj.proc.poll() is None
+        if running or obj.started_at >= since - 1:
+            rep.sections.append(("log tail: %r" % obj, obj.log_tail()))
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    wd = ks.Workdir()
+    yield wd
+    ks.close_all()
+    wd.close()
+
+
+@pytest.fixture(scope="session")
+def pg(workdir):
+    cluster = ks.PgCluster(workdir.subdir("pg"))
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def stack(workdir, pg):
+    s = ks.Stack(workdir.subdir("kg"), pg, workers=3)
+    yield s
+    s.close()
+
+
+_db_counter = [0]
+
+
+def new_dbname(prefix="kg"):
+    _db_counter[0] += 1
+    return "%s_%d_%d" % (prefix, os.getpid(), _db_counter[0])
+
+
+@pytest.fixture
+def make_stack(workdir, pg):
+    """make_stack(pg=None, **config) -> a Stack on a new database."""
+    made = []
+
+    def make(cluster=None, **config):
+        cluster = cluster or pg
+        s = ks.Stack(workdir.subdir("kg"), cluster, dbname=new_dbname(),
+                     **config)
+        made.append(s)
+        return s
+    yield make
+    for s in reversed(made):
+        s.close()
+
+
+@pytest.fixture
+def make_keygated(workdir, pg):
+    """make_keygated(dbname, **kw) -> a Keygated on `dbname` in the shared
+    cluster, in its own directory; not started unless start=True."""
+    made = []
+
+    def make(dbname, start=False, **kw):
+        kg = ks.Keygated(workdir.subdir("kg"), pg.conninfo_for(dbname),
+                         start=start, **kw)
+        made.append(kg)
+        return kg
+    yield make
+    for kg in reversed(made):
+        kg.close()
+
+
+@pytest.fixture
+def fresh_database(pg):
+    """The name of a new, empty database in the shared cluster."""
+    name = new_dbname("empty")
+    pg.create_database(name)
+    return name
+
+
+@pytest.fixture
+def own_pg(workdir):
+    cluster = ks.PgCluster(workdir.subdir("pg"))
+    yield cluster
+    cluster.close()
