@@ -214,6 +214,7 @@ cmd_check() {
 	local rc=0
 	# ASan: report leaks in the unit tests; the daemons exit through
 	# _exit()/exit() paths whose library caches are not worth chasing here.
+	KEYGATE_E2E=${KEYGATE_E2E:-required} \
 	ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0} \
 	UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 		make -C "$BUILD" -j"$(nproc)" check >/dev/null 2>&1 || rc=$?
@@ -224,6 +225,14 @@ cmd_check() {
 		cat "$f"
 	done
 	grep -E '^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):' "$BUILD/test-suite.log" || true
+	# The tarball builds, installs and uninstalls cleanly on its own (its
+	# unit tests run again inside; the end-to-end ones ran above).
+	say "make distcheck"
+	if ! KEYGATE_E2E=skip make -C "$BUILD" distcheck >"$BUILD/distcheck.log" 2>&1; then
+		tail -40 "$BUILD/distcheck.log"
+		echo "make distcheck failed"
+		rc=1
+	fi
 	summary "$BUILD"
 	return $rc
 }
