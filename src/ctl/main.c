@@ -20,6 +20,8 @@ static const struct command {
 	{ "create-key", ctl_create_key, "create an API key and print it once" },
 	{ "seed-dev-key", ctl_seed_dev_key,
 	  "store the development key (not in production)" },
+	{ "audit-verify", ctl_audit_verify,
+	  "check the audit log's hash chain" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -40,21 +40,16 @@ static const struct {
 	const char	*name;
 	const char	*sql;
 } stmts[STMT__MAX] = {
-	/* STMT_SCHEMA_VERSION */
-	{ "schema_version",
+	[STMT_SCHEMA_VERSION] = { "schema_version",
 	  "SELECT coalesce(max(version), 0) FROM schema_migrations" },
-	/* STMT_MIGRATION_APPLIED */
-	{ "migration_applied",
+	[STMT_MIGRATION_APPLIED] = { "migration_applied",
 	  "SELECT 1 FROM schema_migrations WHERE version = $1::int" },
-	/* STMT_MIGRATION_RECORD */
-	{ "migration_record",
+	[STMT_MIGRATION_RECORD] = { "migration_record",
 	  "INSERT INTO schema_migrations (version, name) "
 	  "VALUES ($1::int, $2)" },
-	/* STMT_TENANT_EXISTS */
-	{ "tenant_exists",
+	[STMT_TENANT_EXISTS] = { "tenant_exists",
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND active" },
-	/* STMT_KEY_INSERT */
-	{ "key_insert",
+	[STMT_KEY_INSERT] = { "key_insert",
 	  "INSERT INTO api_keys (tenant_id, name, env, key_prefix, key_hash, "
 	  "last4, scopes, role_id, expires_at, rate_limit_max, "
 	  "rate_limit_window, created_by) VALUES ($1::uuid, $2, $3, $4, "
@@ -62,13 +57,11 @@ static const struct {
 	  "$10::int, $11::int, $12::uuid) "
 	  "RETURNING id, to_char(created_at AT TIME ZONE 'UTC', "
 	  "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" },
-	/* STMT_AUDIT_INSERT */
-	{ "audit_insert",
+	[STMT_AUDIT_INSERT] = { "audit_insert",
 	  "INSERT INTO audit_log (tenant_id, actor_key_id, actor, action, "
 	  "target_type, target_id, request_id, client_addr, details) VALUES "
 	  "($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9::jsonb)" },
-	/* STMT_KEY_LOOKUP */
-	{ "key_lookup",
+	[STMT_KEY_LOOKUP] = { "key_lookup",
 	  "SELECT k.id, k.tenant_id, encode(CASE WHEN k.key_prefix = $1 "
 	  "THEN k.key_hash ELSE k.prev_key_hash END, 'hex'), "
 	  "(k.revoked_at IS NULL AND k.disabled_at IS NULL AND "
@@ -81,34 +74,27 @@ static const struct {
 	  "coalesce(k.role_id::text, '') "
 	  KEY_FROM
 	  "WHERE k.key_prefix = $1 OR k.prev_key_prefix = $1" },
-	/* STMT_KEY_TOUCH */
-	{ "key_touch",
+	[STMT_KEY_TOUCH] = { "key_touch",
 	  "UPDATE api_keys SET last_used_at = now() "
 	  "WHERE id = ANY($1::uuid[]) AND (last_used_at IS NULL OR "
 	  "last_used_at < now() - interval '1 minute')" },
-	/* STMT_TENANT_IN_SUBTREE */
-	{ "tenant_in_subtree",
+	[STMT_TENANT_IN_SUBTREE] = { "tenant_in_subtree",
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND $2::uuid = ANY(path)" },
-	/* STMT_TENANT_LOCK */
-	{ "tenant_lock",
+	[STMT_TENANT_LOCK] = { "tenant_lock",
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid FOR UPDATE" },
-	/* STMT_KEY_COUNT_ACTIVE */
-	{ "key_count_active",
+	[STMT_KEY_COUNT_ACTIVE] = { "key_count_active",
 	  "SELECT count(*) FROM api_keys WHERE tenant_id = $1::uuid AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL AND "
 	  "(expires_at IS NULL OR expires_at > now())" },
-	/* STMT_ROLE_SCOPES */
-	{ "role_scopes",
+	[STMT_ROLE_SCOPES] = { "role_scopes",
 	  "SELECT array_to_string(r.scopes, ',') FROM roles r "
 	  "WHERE r.id = $1::uuid AND (r.tenant_id IS NULL OR EXISTS "
 	  "(SELECT 1 FROM tenants t WHERE t.id = $2::uuid AND "
 	  "r.tenant_id = ANY(t.path)))" },
-	/* STMT_KEY_GET */
-	{ "key_get",
+	[STMT_KEY_GET] = { "key_get",
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE k.id = $1::uuid AND $2::uuid = ANY(t.path)" },
-	/* STMT_KEY_LIST */
-	{ "key_list",
+	[STMT_KEY_LIST] = { "key_list",
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE t.path @> ARRAY[$1::uuid] "
 	  "AND ($2::uuid IS NULL OR k.tenant_id = $2::uuid) "
@@ -116,8 +102,7 @@ static const struct {
 	  "AND ($4::uuid IS NULL OR (k.created_at, k.id) > "
 	  "(SELECT created_at, id FROM api_keys WHERE id = $4::uuid)) "
 	  "ORDER BY k.created_at, k.id LIMIT $5::int" },
-	/* STMT_KEY_DORMANT */
-	{ "key_dormant",
+	[STMT_KEY_DORMANT] = { "key_dormant",
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE t.path @> ARRAY[$1::uuid] AND k.revoked_at IS NULL "
 	  "AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR "
@@ -126,8 +111,7 @@ static const struct {
 	  "AND ($3::uuid IS NULL OR (k.created_at, k.id) > "
 	  "(SELECT created_at, id FROM api_keys WHERE id = $3::uuid)) "
 	  "ORDER BY k.created_at, k.id LIMIT $4::int" },
-	/* STMT_KEY_UPDATE */
-	{ "key_update",
+	[STMT_KEY_UPDATE] = { "key_update",
 	  "UPDATE api_keys k SET "
 	  "name = CASE WHEN $3::bool THEN $4 ELSE k.name END, "
 	  "scopes = CASE WHEN $5::bool THEN $6::text[] ELSE k.scopes END, "
@@ -140,15 +124,13 @@ static const struct {
 	  "updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) RETURNING k.id" },
-	/* STMT_KEY_REVOKE */
-	{ "key_revoke",
+	[STMT_KEY_REVOKE] = { "key_revoke",
 	  "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()), "
 	  "prev_key_prefix = NULL, prev_key_hash = NULL, "
 	  "prev_expires_at = NULL, updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) RETURNING k.id" },
-	/* STMT_KEY_ROTATE */
-	{ "key_rotate",
+	[STMT_KEY_ROTATE] = { "key_rotate",
 	  "UPDATE api_keys k SET "
 	  "prev_key_prefix = CASE WHEN $6::int > 0 THEN k.key_prefix END, "
 	  "prev_key_hash = CASE WHEN $6::int > 0 THEN k.key_hash END, "
@@ -158,8 +140,16 @@ static const struct {
 	  "updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
-	/* STMT_DEV_KEY_ACTIVE */
-	{ "dev_key_active",
+	/* The chain recomputed in id order. */
+	[STMT_AUDIT_VERIFY] = { "audit_verify",
+	  "WITH c AS (SELECT id, prev_hash = coalesce(lag(row_hash) OVER "
+	  "(ORDER BY id), '\\x'::bytea) AS link_ok, "
+	  "row_hash = audit_row_hash(prev_hash, a) AS row_ok "
+	  "FROM audit_log a) "
+	  "SELECT (SELECT count(*) FROM c), b.id, b.link_ok, b.row_ok "
+	  "FROM (SELECT 1) one LEFT JOIN (SELECT * FROM c WHERE NOT link_ok "
+	  "OR NOT row_ok ORDER BY id LIMIT 1) b ON true" },
+	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },
 };
@@ -340,6 +330,12 @@ db_prepare_all(struct db *db)
 {
 	int	 s;
 
+	for (s = 0; s < STMT__MAX; s++)
+		if (stmts[s].sql == NULL) {
+			set_error(db, DB_ERROR, NULL, "statement table has a "
+			    "hole: a build error");
+			return -1;
+		}
 	if (db_connect(db) == -1)
 		return -1;
 	for (s = 0; s < STMT__MAX; s++)

@@ -40,6 +40,7 @@ enum stmt {
 	STMT_KEY_ROTATE,	/* (id, caller tenant, prefix, hash hex,
 				    last4, grace s) -> id */
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
+	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
 	STMT__MAX
 };
 
