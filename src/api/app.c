@@ -22,6 +22,7 @@
 /* Keys whose last_used_at is written in one batch after a response. */
 #define TOUCH_MAX	64
 #define TOUCH_INTERVAL	1.0	/* s between batches */
+#define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
 
 /* A worker's API state, kept across requests. */
 struct api_state {
@@ -29,6 +30,7 @@ struct api_state {
 	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
 	int		 ntouch;
 	double		 last_touch;		/* monotonic s */
+	double		 last_sweep;		/* monotonic s, 0 = never */
 };
 
 static double
@@ -98,6 +100,35 @@ api_start(struct worker *w)
 }
 
 /*
+ * With dormant_disable_days set, disables keys unused that long, each with
+ * its audit row, every DORMANT_INTERVAL per worker.  Workers racing on the
+ * same key are serialized by its row lock: each key is disabled once.
+ */
+static void
+sweep_dormant(struct worker *w, struct api_state *st, double now)
+{
+	struct db_res	*res;
+	const char	*p[1];
+	char		 days[16];
+
+	if (w->cfg->dormant_disable_days <= 0 ||
+	    (st->last_sweep > 0 && now - st->last_sweep < DORMANT_INTERVAL))
+		return;
+	st->last_sweep = now;
+	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
+	p[0] = days;
+	if ((res = db_query(w->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
+		log_warn("PostgreSQL: disabling dormant keys: %s",
+		    db_errmsg(w->db));
+		return;
+	}
+	if (db_rows(res) > 0)
+		log_info("disabled %d keys unused for %d days", db_rows(res),
+		    w->cfg->dormant_disable_days);
+	db_res_free(res);
+}
+
+/*
  * Writes last_used_at for the keys seen since the last batch: at most once
  * a second per worker, and the statement itself skips keys written less
  * than a minute ago, so a busy key costs one row write a minute.
@@ -111,6 +142,7 @@ api_after(struct worker *w)
 	double		 now = now_mono();
 	int		 i;
 
+	sweep_dormant(w, st, now);
 	if (st->ntouch == 0 ||
 	    (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX))
 		return;

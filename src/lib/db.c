@@ -149,6 +149,18 @@ static const struct {
 	  "SELECT (SELECT count(*) FROM c), b.id, b.link_ok, b.row_ok "
 	  "FROM (SELECT 1) one LEFT JOIN (SELECT * FROM c WHERE NOT link_ok "
 	  "OR NOT row_ok ORDER BY id LIMIT 1) b ON true" },
+	/* One statement: the keys and their audit rows commit together. */
+	[STMT_KEY_DISABLE_DORMANT] = { "key_disable_dormant",
+	  "WITH d AS (UPDATE api_keys SET disabled_at = now(), "
+	  "updated_at = now() WHERE revoked_at IS NULL AND "
+	  "disabled_at IS NULL AND coalesce(last_used_at, created_at) < "
+	  "now() - make_interval(days => $1::int) "
+	  "RETURNING id, tenant_id, key_prefix) "
+	  "INSERT INTO audit_log (tenant_id, actor, action, target_type, "
+	  "target_id, details) SELECT tenant_id, 'keygated', "
+	  "'api_key.disable', 'api_key', id::text, jsonb_build_object("
+	  "'reason', 'dormant', 'days', $1::int, 'key_prefix', key_prefix) "
+	  "FROM d RETURNING target_id" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

@@ -41,6 +41,7 @@ enum stmt {
 				    last4, grace s) -> id */
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
+	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT__MAX
 };
 
