@@ -9,6 +9,7 @@
 
 #include "api/api.h"
 #include "core/auth.h"
+#include "core/jwt.h"
 #include "core/keys.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -204,7 +205,9 @@ authorize(struct worker *w, struct request *req, const char *scope)
 		    "Authorization: Bearer <key> or X-API-Key: <key>.");
 		return -1;
 	}
-	switch (auth_key(w->db, w->cfg, cred, &st->principal)) {
+	switch (jwt_looks_like(cred) ?
+	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
+	    auth_key(w->db, w->cfg, cred, &st->principal)) {
 	case AUTH_OK:
 		break;
 	case AUTH_UNAVAILABLE:
@@ -217,7 +220,8 @@ authorize(struct worker *w, struct request *req, const char *scope)
 		return -1;
 	}
 	req->principal = &st->principal;
-	req->key_id = st->principal.key_id;
+	req->key_id = st->principal.key_id[0] != '\0' ?
+	    st->principal.key_id : st->principal.key_prefix;
 	if (st->principal.touch)
 		remember_use(st, st->principal.key_id);
 	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {

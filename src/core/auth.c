@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/apikey.h"
 #include "core/auth.h"
+#include "core/jwt.h"
 #include "core/scope.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
@@ -123,5 +125,44 @@ auth_key(struct db *db, const struct config *cfg, const char *key,
 	db_res_free(res);
 	if (rc != AUTH_OK)
 		memset(p, 0, sizeof(*p));
+	return rc;
+}
+
+enum auth_result
+auth_jwt(struct db *db, const struct config *cfg, const char *token,
+    struct principal *p)
+{
+	struct jwt_claims c;
+	struct db_res	*res;
+	const char	*params[1];
+	enum auth_result rc = AUTH_INVALID;
+
+	memset(p, 0, sizeof(*p));
+	if (jwt_verify(token, cfg->jwt_secret, cfg->jwt_leeway, time(NULL),
+	    &c) != JWT_OK)
+		return AUTH_INVALID;
+	params[0] = c.tenant_id;
+	if ((res = db_query(db, STMT_TENANT_EXISTS, 1, params)) == NULL)
+		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
+		    AUTH_INVALID;
+	if (db_rows(res) != 1) {
+		db_res_free(res);
+		return AUTH_INVALID;
+	}
+	db_res_free(res);
+	memcpy(p->tenant_id, c.tenant_id, sizeof(p->tenant_id));
+	snprintf(p->key_prefix, sizeof(p->key_prefix), "jwt:%.40s", c.sub);
+	snprintf(p->env, sizeof(p->env), "jwt");
+	if (c.has_scopes)
+		return auth_set_scopes(p, c.scopes) == 0 ? AUTH_OK :
+		    AUTH_INVALID;
+	/* No scopes claim: read-only, as the built-in role reader. */
+	params[0] = "reader";
+	if ((res = db_query(db, STMT_BUILTIN_ROLE_SCOPES, 1, params)) == NULL)
+		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
+		    AUTH_INVALID;
+	if (db_rows(res) == 1 && auth_set_scopes(p, db_value(res, 0, 0)) == 0)
+		rc = AUTH_OK;
+	db_res_free(res);
 	return rc;
 }

@@ -16,7 +16,7 @@ struct db;
 struct principal {
 	char	 key_id[40];		/* "" for a JWT */
 	char	 tenant_id[40];
-	char	 key_prefix[48];
+	char	 key_prefix[48];		/* or "jwt:<sub>" for a token */
 	char	 env[8];
 	char	 role_id[40];		/* "" = none */
 	char	 scope_buf[1024];	/* backing store for scopes[] */
@@ -48,6 +48,13 @@ const char	*auth_credential(const char *authorization, const char *x_api_key);
  * HMAC, so the answer and its timing say nothing about why.
  */
 enum auth_result auth_key(struct db *, const struct config *, const char *key,
+		    struct principal *) __attribute__((warn_unused_result));
+/*
+ * Checks a JWT bearer token (HS256, jwt_secret) and the tenant it names.
+ * A token without "scopes" gets the built-in role reader's.  Failures are
+ * AUTH_INVALID, like a bad key.
+ */
+enum auth_result auth_jwt(struct db *, const struct config *, const char *token,
 		    struct principal *) __attribute__((warn_unused_result));
 /* True when the principal's effective scopes allow scope. */
 bool		 auth_allows(const struct principal *, const char *scope);

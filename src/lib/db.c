@@ -161,6 +161,9 @@ static const struct {
 	  "'api_key.disable', 'api_key', id::text, jsonb_build_object("
 	  "'reason', 'dormant', 'days', $1::int, 'key_prefix', key_prefix) "
 	  "FROM d RETURNING target_id" },
+	[STMT_BUILTIN_ROLE_SCOPES] = { "builtin_role_scopes",
+	  "SELECT array_to_string(scopes, ',') FROM roles "
+	  "WHERE name = $1 AND builtin AND tenant_id IS NULL" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

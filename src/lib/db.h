@@ -42,6 +42,7 @@ enum stmt {
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
+	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
 	STMT__MAX
 };
 

@@ -62,6 +62,7 @@ static const struct cf_key keys[] = {
 	{ "mode", CF_MODE, F(mode), true, "development", 0, 0 },
 	{ "hmac_secret", CF_SECRET, F(hmac_secret), true, "", 0, 0 },
 	{ "jwt_secret", CF_SECRET, F(jwt_secret), true, "", 0, 0 },
+	{ "jwt_leeway", CF_INT, F(jwt_leeway), true, "30", 0, 300 },
 	{ "master_keys", CF_SECRET, F(master_keys), true, "", 0, 0 },
 	{ "key_brand", CF_STR, F(key_brand), true, "kg", 0, 0 },
 	{ "max_body_bytes", CF_LONG, F(max_body_bytes), true, "1048576", 1024, 67108864 },

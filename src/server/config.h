@@ -37,6 +37,7 @@ struct config {
 	enum config_mode mode;
 	char		*hmac_secret;		/* secret */
 	char		*jwt_secret;		/* secret */
+	int		 jwt_leeway;		/* s of clock skew for exp/nbf */
 	char		*master_keys;		/* secret: "id:base64,..." */
 	char		*key_brand;
 	long		 max_body_bytes;

@@ -432,6 +432,12 @@ class PgCluster:
         rows = self.psql(sql, dbname=dbname)
         return rows[0][0] if rows else None
 
+    def dump(self, dbname=None, timeout=60):
+        """pg_dump of a whole database (schema and data) as text."""
+        return self._run("pg_dump", "-h", self.sockdir, "-p", str(self.port),
+                         "-U", "postgres", "-d", dbname or self.dbname,
+                         timeout=timeout)
+
     def hold_lock(self, table, dbname=None):
         """Opens a session holding ACCESS EXCLUSIVE on `table` until the
         returned TableLock is released."""
