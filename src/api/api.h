@@ -30,6 +30,21 @@ void	api_keys_rotate(struct request *);
 void	api_keys_dormant(struct request *);
 void	api_auth_whoami(struct request *);
 void	api_keys_verify(struct request *);
+void	api_keys_role_put(struct request *);
+void	api_keys_role_delete(struct request *);
+void	api_roles_create(struct request *);
+void	api_roles_list(struct request *);
+void	api_roles_get(struct request *);
+void	api_roles_update(struct request *);
+void	api_roles_delete(struct request *);
+void	api_tenants_create(struct request *);
+void	api_tenants_list(struct request *);
+void	api_tenants_get(struct request *);
+void	api_tenants_update(struct request *);
+void	api_tenants_delete(struct request *);
+void	api_tenants_export(struct request *);
+void	api_tenants_purge(struct request *);
+void	api_audit_list(struct request *);
 
 /* Shared by the handlers (api/common.c). */
 

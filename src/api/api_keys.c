@@ -43,6 +43,16 @@ struct key_fields {
 	bool		 has_rl_window;
 };
 
+/* The tenant_id member of a rendered key (borrowed). */
+static const char *
+obj_tenant(struct json_object *o)
+{
+	struct json_object *t;
+
+	return json_object_object_get_ex(o, "tenant_id", &t) ?
+	    json_object_get_string(t) : NULL;
+}
+
 static void
 not_found(struct request *req)
 {
@@ -513,10 +523,13 @@ api_keys_update(struct request *req)
 			    json_object_new_boolean(1));
 		}
 	}
-	if (api_audit(req, req->principal->tenant_id, "api_key.update", "api_key", req->param,
-	    details) == -1 || (obj = key_now(req, req->param)) == NULL ||
-	    db_commit(w->db) == -1) {
-		if (obj != NULL)
+	if ((obj = key_now(req, req->param)) == NULL ||
+	    api_audit(req, obj_tenant(obj), "api_key.update", "api_key",
+	    req->param, details) == -1 || db_commit(w->db) == -1) {
+		/* api_audit() took details only when it was reached. */
+		if (obj == NULL)
+			json_object_put(details);
+		else
 			json_object_put(obj);
 		goto dbfail;
 	}
@@ -553,9 +566,9 @@ api_keys_revoke(struct request *req)
 		not_found(req);
 		return;
 	}
-	if (api_audit(req, req->principal->tenant_id, "api_key.revoke", "api_key", req->param,
-	    NULL) == -1 || (obj = key_now(req, req->param)) == NULL ||
-	    db_commit(w->db) == -1) {
+	if ((obj = key_now(req, req->param)) == NULL ||
+	    api_audit(req, obj_tenant(obj), "api_key.revoke", "api_key",
+	    req->param, NULL) == -1 || db_commit(w->db) == -1) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
@@ -626,10 +639,13 @@ api_keys_rotate(struct request *req)
 	    json_object_new_string(out.prefix));
 	json_object_object_add(details, "grace_seconds",
 	    json_object_new_int64(grace));
-	if (api_audit(req, req->principal->tenant_id, "api_key.rotate", "api_key", req->param,
-	    details) == -1 || (obj = key_now(req, req->param)) == NULL ||
-	    db_commit(w->db) == -1) {
-		if (obj != NULL)
+	if ((obj = key_now(req, req->param)) == NULL ||
+	    api_audit(req, obj_tenant(obj), "api_key.rotate", "api_key",
+	    req->param, details) == -1 || db_commit(w->db) == -1) {
+		/* api_audit() took details only when it was reached. */
+		if (obj == NULL)
+			json_object_put(details);
+		else
 			json_object_put(obj);
 		goto dbfail;
 	}

@@ -6,6 +6,7 @@
 
 #include "core/keys.h"
 #include "core/scope.h"
+#include "core/tenants.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -180,23 +181,6 @@ str_or_null(const struct db_res *r, int row, int col)
 	    json_object_new_string(v);
 }
 
-static struct json_object *
-csv_array(const char *csv)
-{
-	struct json_object *a = json_object_new_array();
-	const char	*p = csv, *comma;
-
-	while (*p != '\0') {
-		comma = strchr(p, ',');
-		if (comma == NULL)
-			comma = p + strlen(p);
-		json_object_array_add(a,
-		    json_object_new_string_len(p, (int)(comma - p)));
-		p = *comma == ',' ? comma + 1 : comma;
-	}
-	return a;
-}
-
 struct json_object *
 key_json(const struct db_res *r, int row)
 {
@@ -213,10 +197,10 @@ key_json(const struct db_res *r, int row)
 	json_object_object_add(o, "key_prefix", str_or_null(r, row, KC_PREFIX));
 	json_object_object_add(o, "last4", str_or_null(r, row, KC_LAST4));
 	json_object_object_add(o, "scopes",
-	    csv_array(db_value(r, row, KC_SCOPES)));
+	    csv_json_array(db_value(r, row, KC_SCOPES)));
 	json_object_object_add(o, "role_id", str_or_null(r, row, KC_ROLE));
 	json_object_object_add(o, "effective_scopes",
-	    csv_array(db_value(r, row, KC_EFFECTIVE)));
+	    csv_json_array(db_value(r, row, KC_EFFECTIVE)));
 	json_object_object_add(o, "expires_at",
 	    str_or_null(r, row, KC_EXPIRES));
 	json_object_object_add(o, "revoked_at",

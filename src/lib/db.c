@@ -32,6 +32,26 @@ const char *const db_status_names[DB_STATUS__MAX] = {
 	"FROM api_keys k JOIN tenants t ON t.id = k.tenant_id " \
 	"LEFT JOIN roles r ON r.id = k.role_id "
 
+/* A tenant as the API shows it; the column order is enum tenant_col. */
+#define TENANT_COLS \
+	"t.id, coalesce(t.parent_id::text, ''), t.name, " \
+	"array_to_string(t.path, ','), t.active, t.credits_balance, " \
+	"t.credits_reserved, " TS("t.created_at") ", " TS("t.updated_at") " "
+
+/* A role as the API shows it; the column order is enum role_col. */
+#define ROLE_COLS \
+	"r.id, coalesce(r.tenant_id::text, ''), r.name, r.description, " \
+	"array_to_string(r.scopes, ','), r.builtin, " TS("r.created_at") \
+	", " TS("r.updated_at") " "
+/* Roles a caller sees: global ones, and those of its subtree. */
+#define ROLE_VISIBLE(caller) \
+	"(r.tenant_id IS NULL OR EXISTS (SELECT 1 FROM tenants rt WHERE " \
+	"rt.id = r.tenant_id AND " caller " = ANY(rt.path))) "
+/* Roles a caller may change: not built in, and in its subtree. */
+#define ROLE_MINE(caller) \
+	"(NOT r.builtin AND EXISTS (SELECT 1 FROM tenants rt WHERE " \
+	"rt.id = r.tenant_id AND " caller " = ANY(rt.path))) "
+
 /*
  * Every statement keygate sends.  Parameters are always bound: no value
  * from a request is ever spliced into SQL text.
@@ -164,6 +184,141 @@ static const struct {
 	[STMT_BUILTIN_ROLE_SCOPES] = { "builtin_role_scopes",
 	  "SELECT array_to_string(scopes, ',') FROM roles "
 	  "WHERE name = $1 AND builtin AND tenant_id IS NULL" },
+	[STMT_TENANT_INSERT] = { "tenant_insert",
+	  "INSERT INTO tenants (id, parent_id, name, path) "
+	  "SELECT g.id, p.id, $2, p.path || g.id FROM tenants p, "
+	  "(SELECT gen_random_uuid() AS id) g WHERE p.id = $1::uuid "
+	  "RETURNING id" },
+	[STMT_TENANT_GET] = { "tenant_get",
+	  "SELECT " TENANT_COLS "FROM tenants t "
+	  "WHERE t.id = $1::uuid AND $2::uuid = ANY(t.path)" },
+	[STMT_TENANT_LIST] = { "tenant_list",
+	  "SELECT " TENANT_COLS "FROM tenants t "
+	  "WHERE t.path @> ARRAY[$1::uuid] AND ($2::uuid IS NULL OR "
+	  "(t.created_at, t.id) > (SELECT created_at, id FROM tenants "
+	  "WHERE id = $2::uuid)) ORDER BY t.created_at, t.id LIMIT $3::int" },
+	[STMT_TENANT_UPDATE] = { "tenant_update",
+	  "UPDATE tenants t SET name = CASE WHEN $3::bool THEN $4 "
+	  "ELSE t.name END, updated_at = now() "
+	  "WHERE t.id = $1::uuid AND $2::uuid = ANY(t.path) RETURNING t.id" },
+	[STMT_TENANT_DEACTIVATE] = { "tenant_deactivate",
+	  "UPDATE tenants SET active = false, updated_at = now() "
+	  "WHERE path @> ARRAY[$1::uuid] AND active RETURNING id" },
+	[STMT_TENANT_EXPORT] = { "tenant_export",
+	  "WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
+	  "SELECT json_build_object("
+	  "'tenant_id', $1::uuid, "
+	  "'exported_at', " TS("now()") ", "
+	  "'tenants', (SELECT coalesce(json_agg(json_build_object("
+	  "'id', t.id, 'parent_id', t.parent_id, 'name', t.name, "
+	  "'path', t.path, 'active', t.active, "
+	  "'credits_balance', t.credits_balance, "
+	  "'metadata', t.metadata, 'created_at', t.created_at) "
+	  "ORDER BY cardinality(t.path), t.created_at), '[]') "
+	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub)), "
+	  "'api_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, "
+	  "'env', k.env, 'key_prefix', k.key_prefix, 'last4', k.last4, "
+	  "'scopes', k.scopes, 'role_id', k.role_id, "
+	  "'expires_at', k.expires_at, 'revoked_at', k.revoked_at, "
+	  "'disabled_at', k.disabled_at, 'last_used_at', k.last_used_at, "
+	  "'created_at', k.created_at) ORDER BY k.created_at, k.id), '[]') "
+	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub)), "
+	  "'roles', (SELECT coalesce(json_agg(json_build_object("
+	  "'id', r.id, 'tenant_id', r.tenant_id, 'name', r.name, "
+	  "'description', r.description, 'scopes', r.scopes) "
+	  "ORDER BY r.created_at), '[]') FROM roles r "
+	  "WHERE r.tenant_id IN (SELECT id FROM sub)), "
+	  "'llm_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'tenant_id', l.tenant_id, 'provider', l.provider, "
+	  "'last_validated_at', l.last_validated_at, "
+	  "'updated_at', l.updated_at) ORDER BY l.tenant_id, l.provider), "
+	  "'[]') FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub)), "
+	  "'usage', (SELECT coalesce(json_agg(json_build_object("
+	  "'request_id', u.request_id, 'tenant_id', u.tenant_id, "
+	  "'api_key_id', u.api_key_id, 'provider', u.provider, "
+	  "'model', u.model, 'prompt_tokens', u.prompt_tokens, "
+	  "'completion_tokens', u.completion_tokens, "
+	  "'credits_charged', u.credits_charged, "
+	  "'created_at', u.created_at) ORDER BY u.id), '[]') FROM usage u "
+	  "WHERE u.tenant_id IN (SELECT id FROM sub)), "
+	  "'audit_log', (SELECT coalesce(json_agg(json_build_object("
+	  "'id', a.id, 'created_at', a.created_at, 'tenant_id', a.tenant_id, "
+	  "'actor_key_id', a.actor_key_id, 'actor', a.actor, "
+	  "'action', a.action, 'target_type', a.target_type, "
+	  "'target_id', a.target_id, 'request_id', a.request_id, "
+	  "'details', a.details) ORDER BY a.id), '[]') FROM audit_log a "
+	  "WHERE a.tenant_id IN (SELECT id FROM sub)))::text" },
+	/*
+	 * Keys go before roles (they reference them) and tenants last, all
+	 * in one statement so the self-referencing parent_id is checked
+	 * once the whole subtree is gone.  Audit rows stay: they hold ids.
+	 */
+	[STMT_TENANT_PURGE] = { "tenant_purge",
+	  "WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]), "
+	  "u AS (DELETE FROM usage WHERE tenant_id IN (SELECT id FROM sub) "
+	  "RETURNING 1), "
+	  "c AS (DELETE FROM credit_reservations WHERE tenant_id IN "
+	  "(SELECT id FROM sub) RETURNING 1), "
+	  "l AS (DELETE FROM llm_keys WHERE tenant_id IN (SELECT id FROM sub) "
+	  "RETURNING 1), "
+	  "k AS (DELETE FROM api_keys WHERE tenant_id IN (SELECT id FROM sub) "
+	  "RETURNING 1), "
+	  "r AS (DELETE FROM roles WHERE tenant_id IN (SELECT id FROM sub) "
+	  "RETURNING 1), "
+	  "t AS (DELETE FROM tenants WHERE id IN (SELECT id FROM sub) "
+	  "RETURNING 1) "
+	  "SELECT json_build_object('tenants', (SELECT count(*) FROM t), "
+	  "'api_keys', (SELECT count(*) FROM k), "
+	  "'roles', (SELECT count(*) FROM r), "
+	  "'llm_keys', (SELECT count(*) FROM l), "
+	  "'usage', (SELECT count(*) FROM u), "
+	  "'credit_reservations', (SELECT count(*) FROM c))::text" },
+	[STMT_ROLE_INSERT] = { "role_insert",
+	  "INSERT INTO roles (tenant_id, name, description, scopes) "
+	  "VALUES ($1::uuid, $2, $3, $4::text[]) RETURNING id" },
+	[STMT_ROLE_GET] = { "role_get",
+	  "SELECT " ROLE_COLS ", " ROLE_MINE("$2::uuid") "FROM roles r "
+	  "WHERE r.id = $1::uuid AND " ROLE_VISIBLE("$2::uuid") },
+	[STMT_ROLE_LIST] = { "role_list",
+	  "SELECT " ROLE_COLS ", " ROLE_MINE("$1::uuid") "FROM roles r "
+	  "WHERE " ROLE_VISIBLE("$1::uuid")
+	  "AND ($2::uuid IS NULL OR (r.created_at, r.id) > "
+	  "(SELECT created_at, id FROM roles WHERE id = $2::uuid)) "
+	  "ORDER BY r.created_at, r.id LIMIT $3::int" },
+	[STMT_ROLE_UPDATE] = { "role_update",
+	  "UPDATE roles r SET name = CASE WHEN $3::bool THEN $4 "
+	  "ELSE r.name END, description = CASE WHEN $5::bool THEN $6 "
+	  "ELSE r.description END, scopes = CASE WHEN $7::bool THEN "
+	  "$8::text[] ELSE r.scopes END, updated_at = now() "
+	  "WHERE r.id = $1::uuid AND " ROLE_MINE("$2::uuid") "RETURNING r.id" },
+	[STMT_ROLE_DELETE] = { "role_delete",
+	  "DELETE FROM roles r WHERE r.id = $1::uuid AND " ROLE_MINE("$2::uuid")
+	  "RETURNING r.id" },
+	[STMT_ROLE_ASSIGNED] = { "role_assigned",
+	  "SELECT count(*) FROM api_keys WHERE role_id = $1::uuid" },
+	[STMT_KEY_SET_ROLE] = { "key_set_role",
+	  "UPDATE api_keys k SET role_id = $3::uuid, updated_at = now() "
+	  "FROM tenants t WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
+	  "$2::uuid = ANY(t.path) RETURNING k.id" },
+	/*
+	 * Newest first, by id: the cursor is the last id seen, so a deep page
+	 * costs the same index range scan as the first.  Rows without a
+	 * tenant (operator actions) are not shown through the API.
+	 */
+	[STMT_AUDIT_LIST] = { "audit_list",
+	  "SELECT a.id, " TS("a.created_at") ", coalesce(a.tenant_id::text, "
+	  "''), coalesce(a.actor_key_id::text, ''), a.actor, a.action, "
+	  "a.target_type, a.target_id, a.request_id, a.client_addr, "
+	  "a.details::text FROM audit_log a JOIN tenants t ON t.id = "
+	  "a.tenant_id WHERE t.path @> ARRAY[$1::uuid] "
+	  "AND ($2::text IS NULL OR a.action = $2) "
+	  "AND ($3::uuid IS NULL OR a.actor_key_id = $3::uuid) "
+	  "AND ($4::text IS NULL OR a.target_id = $4) "
+	  "AND ($5::timestamptz IS NULL OR a.created_at >= $5::timestamptz) "
+	  "AND ($6::timestamptz IS NULL OR a.created_at < $6::timestamptz) "
+	  "AND ($7::bigint IS NULL OR a.id < $7::bigint) "
+	  "ORDER BY a.id DESC LIMIT $8::int" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

@@ -43,6 +43,24 @@ enum stmt {
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
+	STMT_TENANT_INSERT,	/* (parent, name) -> id */
+	STMT_TENANT_GET,	/* (id, caller tenant) -> TENANT_COLS */
+	STMT_TENANT_LIST,	/* (caller, cursor, limit) -> TENANT_COLS */
+	STMT_TENANT_UPDATE,	/* (id, caller, name set, name) -> id */
+	STMT_TENANT_DEACTIVATE,	/* (id) -> ids of the subtree */
+	STMT_TENANT_EXPORT,	/* (id) -> one JSON document */
+	STMT_TENANT_PURGE,	/* (id) -> counts as JSON */
+	STMT_ROLE_INSERT,	/* (tenant or NULL, name, description,
+				    scopes) -> id */
+	STMT_ROLE_GET,		/* (id, caller) -> ROLE_COLS, modifiable */
+	STMT_ROLE_LIST,		/* (caller, cursor, limit) -> ROLE_COLS */
+	STMT_ROLE_UPDATE,	/* (id, caller, name set, name, description
+				    set, description, scopes set, scopes) */
+	STMT_ROLE_DELETE,	/* (id, caller) -> id */
+	STMT_ROLE_ASSIGNED,	/* (id) -> count of keys with the role */
+	STMT_KEY_SET_ROLE,	/* (key, caller, role or NULL) -> id */
+	STMT_AUDIT_LIST,	/* (caller, action, actor key, target, since,
+				    until, cursor id, limit) -> AUDIT_COLS */
 	STMT__MAX
 };
 

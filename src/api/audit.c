@@ -1,0 +1,142 @@
+/*
+ * GET /v1/audit_logs: the audit rows of the caller's subtree, newest first,
+ * filtered by action, actor_key_id, target_id, since and until.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "server/http.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+enum { AL_ID, AL_CREATED, AL_TENANT, AL_ACTOR_KEY, AL_ACTOR, AL_ACTION,
+    AL_TARGET_TYPE, AL_TARGET, AL_REQUEST, AL_CLIENT, AL_DETAILS };
+
+static struct json_object *
+str_or_null(const struct db_res *r, int row, int col)
+{
+	const char *v = db_value(r, row, col);
+
+	return *v == '\0' ? NULL : json_object_new_string(v);
+}
+
+static struct json_object *
+row_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object(), *d;
+	enum json_parse_error why;
+	const char	*details = db_value(r, row, AL_DETAILS);
+	char		 err[64];
+
+	json_object_object_add(o, "id", json_object_new_string(
+	    db_value(r, row, AL_ID)));
+	json_object_object_add(o, "object",
+	    json_object_new_string("audit_log"));
+	json_object_object_add(o, "created_at",
+	    str_or_null(r, row, AL_CREATED));
+	json_object_object_add(o, "tenant_id", str_or_null(r, row, AL_TENANT));
+	json_object_object_add(o, "actor_key_id",
+	    str_or_null(r, row, AL_ACTOR_KEY));
+	json_object_object_add(o, "actor", str_or_null(r, row, AL_ACTOR));
+	json_object_object_add(o, "action", str_or_null(r, row, AL_ACTION));
+	json_object_object_add(o, "target_type",
+	    str_or_null(r, row, AL_TARGET_TYPE));
+	json_object_object_add(o, "target_id", str_or_null(r, row, AL_TARGET));
+	json_object_object_add(o, "request_id",
+	    str_or_null(r, row, AL_REQUEST));
+	json_object_object_add(o, "client_addr",
+	    str_or_null(r, row, AL_CLIENT));
+	d = json_parse(details, strlen(details), &why, err, sizeof(err));
+	json_object_object_add(o, "details", d);
+	return o;
+}
+
+/*
+ * Reads an optional query filter into out; false after answering 400.
+ * kind: 0 text, 1 UUID, 2 timestamp.
+ */
+static bool
+filter(struct request *req, const char *name, int kind, char *out,
+    size_t outsz, const char **param)
+{
+	time_t	 t;
+	int	 rc;
+
+	*param = NULL;
+	rc = query_get(req->query, name, out, outsz);
+	if (rc == 0)
+		return true;
+	if (rc == -1 || (kind == 1 && !uuid_valid(out)) ||
+	    (kind == 2 && iso8601_parse(out, &t) == -1)) {
+		http_error(req, ERR_BAD_REQUEST, "%s is malformed%s.", name,
+		    kind == 1 ? ": expected a UUID" : kind == 2 ?
+		    ": expected an ISO 8601 timestamp" : "");
+		return false;
+	}
+	*param = out;
+	return true;
+}
+
+void
+api_audit_list(struct request *req)
+{
+	struct json_object *data;
+	struct db_res	*res;
+	const char	*p[8];
+	char		 action[64], actor[64], target[128], since[64],
+			 until[64], cursor[32], lim[16], next[32] = "", *end;
+	int		 limit = 20, rc, i, n;
+	long		 l;
+
+	if ((rc = query_get(req->query, "limit", lim, sizeof(lim))) != 0) {
+		l = rc == 1 ? strtol(lim, &end, 10) : 0;
+		if (rc == -1 || *lim == '\0' || *end != '\0' || l < 1 ||
+		    l > 100) {
+			http_error(req, ERR_BAD_REQUEST, "limit must be a "
+			    "whole number from 1 to 100.");
+			return;
+		}
+		limit = (int)l;
+	}
+	if ((rc = query_get(req->query, "cursor", cursor, sizeof(cursor))) !=
+	    0) {
+		l = rc == 1 ? strtol(cursor, &end, 10) : 0;
+		if (rc == -1 || *cursor == '\0' || *end != '\0' || l < 1) {
+			http_error(req, ERR_BAD_REQUEST, "cursor is not one "
+			    "this API returned.");
+			return;
+		}
+	}
+	p[0] = req->principal->tenant_id;
+	if (!filter(req, "action", 0, action, sizeof(action), &p[1]) ||
+	    !filter(req, "actor_key_id", 1, actor, sizeof(actor), &p[2]) ||
+	    !filter(req, "target_id", 0, target, sizeof(target), &p[3]) ||
+	    !filter(req, "since", 2, since, sizeof(since), &p[4]) ||
+	    !filter(req, "until", 2, until, sizeof(until), &p[5]))
+		return;
+	p[6] = rc == 1 ? cursor : NULL;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[7] = lim;
+	if ((res = db_query(req->w->db, STMT_AUDIT_LIST, 8, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = json_object_new_array();
+	n = db_rows(res);
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, row_json(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, AL_ID));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}

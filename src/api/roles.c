@@ -1,0 +1,508 @@
+/*
+ * /v1/roles: named scope bundles, global or per tenant, and
+ * PUT/DELETE /v1/api_keys/{id}/role.  No role can carry a scope its creator
+ * lacks, and a key only takes a role whose scopes its assigner holds.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "core/keys.h"
+#include "core/scope.h"
+#include "core/tenants.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "server/http.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+#define MAX_SCOPES AUTH_MAX_SCOPES
+
+struct role_fields {
+	const char	*name;
+	const char	*description;
+	const char	*tenant_id;
+	bool		 global;
+	const char	*scopes[MAX_SCOPES];
+	size_t		 nscopes;
+	bool		 has_scopes;
+	char		 scopes_lit[2048];
+};
+
+static void
+not_found(struct request *req)
+{
+	http_error(req, ERR_NOT_FOUND, "No role with id %s.", req->param);
+}
+
+static int
+read_fields(struct request *req, struct json_object *body, bool create,
+    struct role_fields *f)
+{
+	static const char *const create_fields[] = { "name", "description",
+	    "scopes", "tenant_id", NULL };
+	static const char *const update_fields[] = { "name", "description",
+	    "scopes", NULL };
+	struct checks	 c = { NULL };
+	struct json_object *arr, *v;
+	bool		 present;
+	size_t		 i;
+
+	memset(f, 0, sizeof(*f));
+	if (body != NULL)
+		check_known_fields(&c, body, create ? create_fields :
+		    update_fields);
+	f->name = check_string(&c, body, "name", 100, &present);
+	if ((create || present) && (f->name == NULL || *f->name == '\0') &&
+	    c.details == NULL)
+		check_fail(&c, "name", "required: 1 to 100 bytes");
+	f->description = check_string(&c, body, "description", 500, &present);
+	arr = check_string_array(&c, body, "scopes", MAX_SCOPES, &present);
+	if (arr != NULL) {
+		f->has_scopes = true;
+		for (i = 0; i < json_object_array_length(arr); i++) {
+			const char *s = json_object_get_string(
+			    json_object_array_get_idx(arr, i));
+
+			if (!scope_valid(s)) {
+				check_fail(&c, "scopes", "unknown scope "
+				    "\"%.64s\"", s);
+				break;
+			}
+			f->scopes[f->nscopes++] = s;
+		}
+	} else if (create && c.details == NULL)
+		check_fail(&c, "scopes", "required: an array of scopes");
+	if (create && body != NULL &&
+	    json_object_object_get_ex(body, "tenant_id", &v)) {
+		if (v == NULL)
+			f->global = true;
+		else if (!json_object_is_type(v, json_type_string) ||
+		    !uuid_valid(json_object_get_string(v)))
+			check_fail(&c, "tenant_id", "must be a UUID or null");
+		else
+			f->tenant_id = json_object_get_string(v);
+	}
+	if (check_done(req, &c) == -1)
+		return -1;
+	if (f->has_scopes && key_scopes_literal(f->scopes, f->nscopes,
+	    f->scopes_lit, sizeof(f->scopes_lit)) == -1) {
+		http_error(req, ERR_BAD_REQUEST, "Too many scopes.");
+		return -1;
+	}
+	return 0;
+}
+
+static bool
+within_caller(struct request *req, const char *const *scopes, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (!auth_allows(req->principal, scopes[i])) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS,
+			    "This key cannot grant scope %s: it is not among "
+			    "its own.", scopes[i]);
+			return false;
+		}
+	return true;
+}
+
+static struct json_object *
+role_now(struct request *req, const char *id, bool *mine)
+{
+	const char	*p[2] = { id, req->principal->tenant_id };
+	struct db_res	*res;
+	struct json_object *o = NULL;
+
+	if ((res = db_query(req->w->db, STMT_ROLE_GET, 2, p)) == NULL)
+		return NULL;
+	if (db_rows(res) == 1) {
+		o = role_json(res, 0);
+		if (mine != NULL)
+			*mine = strcmp(db_value(res, 0, RC_MINE), "t") == 0;
+	}
+	db_res_free(res);
+	return o;
+}
+
+static void
+missing(struct request *req)
+{
+	if (db_status(req->w->db) != DB_OK)
+		api_db_failed(req);
+	else
+		not_found(req);
+}
+
+void
+api_roles_create(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct role_fields f;
+	struct db_res	*res;
+	const char	*p[4];
+	char		 id[40];
+	bool		 answered;
+
+	if (!api_body_object(req, &body) ||
+	    read_fields(req, body, true, &f) == -1)
+		return;
+	if (f.global) {
+		/* Global roles reach every tenant: only the root may add. */
+		if (strcmp(req->principal->tenant_id, TENANT_ROOT) != 0) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only a "
+			    "key of the root tenant can create global roles.");
+			return;
+		}
+	} else {
+		if (f.tenant_id == NULL)
+			f.tenant_id = req->principal->tenant_id;
+		if (!api_tenant_reachable(req, f.tenant_id, &answered)) {
+			if (!answered)
+				http_error(req, ERR_NOT_FOUND, "No tenant with "
+				    "id %s.", f.tenant_id);
+			return;
+		}
+	}
+	if (!within_caller(req, f.scopes, f.nscopes))
+		return;
+	p[0] = f.global ? NULL : f.tenant_id;
+	p[1] = f.name;
+	p[2] = f.description != NULL ? f.description : "";
+	p[3] = f.scopes_lit;
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_ROLE_INSERT, 4, p)) == NULL) {
+		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
+			db_rollback(w->db);
+			http_error(req, ERR_CONFLICT, "A role named \"%s\" "
+			    "already exists there.", f.name);
+			return;
+		}
+		goto dbfail;
+	}
+	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	details = json_object_new_object();
+	json_object_object_add(details, "name", json_object_new_string(f.name));
+	json_object_object_add(details, "scopes",
+	    json_object_new_string(f.scopes_lit));
+	if (api_audit(req, f.global ? NULL : f.tenant_id, "role.create",
+	    "role", id, details) == -1 ||
+	    (obj = role_now(req, id, NULL)) == NULL || db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 201, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_roles_list(struct request *req)
+{
+	struct json_object *data;
+	struct db_res	*res;
+	const char	*p[3];
+	char		 cursor[64], lim[16], next[40] = "";
+	int		 limit, i, n;
+
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+		return;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = req->principal->tenant_id;
+	p[1] = cursor[0] ? cursor : NULL;
+	p[2] = lim;
+	if ((res = db_query(req->w->db, STMT_ROLE_LIST, 3, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = json_object_new_array();
+	n = db_rows(res);
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, role_json(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, RC_ID));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}
+
+void
+api_roles_get(struct request *req)
+{
+	struct json_object *o;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if ((o = role_now(req, req->param, NULL)) == NULL) {
+		missing(req);
+		return;
+	}
+	http_respond_json(req, 200, o);
+}
+
+/*
+ * A role the caller can see but not change (built in, global, or an
+ * ancestor's) answers 403; one it cannot see, 404.  false = answered.
+ */
+static bool
+changeable(struct request *req)
+{
+	struct json_object *o;
+	bool	 mine = false;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return false;
+	}
+	if ((o = role_now(req, req->param, &mine)) == NULL) {
+		missing(req);
+		return false;
+	}
+	json_object_put(o);
+	if (!mine) {
+		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Role %s is "
+		    "built in or belongs to a tenant above this key's; it "
+		    "cannot be changed here.", req->param);
+		return false;
+	}
+	return true;
+}
+
+void
+api_roles_update(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct role_fields f;
+	struct db_res	*res;
+	const char	*p[8];
+	bool		 found;
+
+	if (!changeable(req) || !api_body_object(req, &body) ||
+	    read_fields(req, body, false, &f) == -1)
+		return;
+	if (!within_caller(req, f.scopes, f.nscopes))
+		return;
+	p[0] = req->param;
+	p[1] = req->principal->tenant_id;
+	p[2] = f.name != NULL ? "true" : "false";
+	p[3] = f.name != NULL ? f.name : "";
+	p[4] = f.description != NULL ? "true" : "false";
+	p[5] = f.description != NULL ? f.description : "";
+	p[6] = f.has_scopes ? "true" : "false";
+	p[7] = f.has_scopes ? f.scopes_lit : "{}";
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_ROLE_UPDATE, 8, p)) == NULL) {
+		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
+			db_rollback(w->db);
+			http_error(req, ERR_CONFLICT, "A role with that name "
+			    "already exists there.");
+			return;
+		}
+		goto dbfail;
+	}
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	if (!found) {
+		db_rollback(w->db);
+		not_found(req);
+		return;
+	}
+	details = json_object_new_object();
+	if (f.has_scopes)
+		json_object_object_add(details, "scopes",
+		    json_object_new_string(f.scopes_lit));
+	if (f.name != NULL)
+		json_object_object_add(details, "name",
+		    json_object_new_string(f.name));
+	if (api_audit(req, req->principal->tenant_id, "role.update", "role",
+	    req->param, details) == -1 ||
+	    (obj = role_now(req, req->param, NULL)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_roles_delete(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *obj;
+	struct db_res	*res;
+	const char	*p[2] = { req->param, req->principal->tenant_id };
+	long		 assigned;
+
+	if (!changeable(req))
+		return;
+	if ((obj = role_now(req, req->param, NULL)) == NULL) {
+		missing(req);
+		return;
+	}
+	if (db_begin(w->db) == -1)
+		goto dbfail;
+	if ((res = db_query(w->db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
+		goto dbfail;
+	assigned = atol(db_value(res, 0, 0));
+	db_res_free(res);
+	if (assigned > 0) {
+		db_rollback(w->db);
+		json_object_put(obj);
+		http_error(req, ERR_CONFLICT, "Role %s is assigned to %ld keys; "
+		    "remove it from them first.", req->param, assigned);
+		return;
+	}
+	if (db_exec(w->db, STMT_ROLE_DELETE, 2, p) == -1 ||
+	    api_audit(req, req->principal->tenant_id, "role.delete", "role",
+	    req->param, NULL) == -1 || db_commit(w->db) == -1)
+		goto dbfail;
+	json_object_object_add(obj, "deleted", json_object_new_boolean(1));
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	json_object_put(obj);
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+/* PUT and DELETE /v1/api_keys/{id}/role. */
+static void
+set_role(struct request *req, const char *role)
+{
+	struct worker	*w = req->w;
+	struct json_object *obj = NULL, *details;
+	struct db_res	*res;
+	struct principal probe;
+	const char	*p[3];
+	char		 tenant[40];
+	bool		 found;
+
+	if (!uuid_valid(req->param)) {
+		http_error(req, ERR_NOT_FOUND, "No API key with id %s.",
+		    req->param);
+		return;
+	}
+	/* The key's tenant decides which roles it may take. */
+	p[0] = req->param;
+	p[1] = req->principal->tenant_id;
+	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	found = db_rows(res) == 1;
+	if (found)
+		snprintf(tenant, sizeof(tenant), "%s",
+		    db_value(res, 0, KC_TENANT));
+	db_res_free(res);
+	if (!found) {
+		http_error(req, ERR_NOT_FOUND, "No API key with id %s.",
+		    req->param);
+		return;
+	}
+	if (role != NULL) {
+		p[0] = role;
+		p[1] = tenant;
+		if ((res = db_query(w->db, STMT_ROLE_SCOPES, 2, p)) == NULL) {
+			api_db_failed(req);
+			return;
+		}
+		if (db_rows(res) == 0) {
+			db_res_free(res);
+			http_error(req, ERR_NOT_FOUND, "No role with id %s for "
+			    "this key's tenant.", role);
+			return;
+		}
+		memset(&probe, 0, sizeof(probe));
+		if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
+			db_res_free(res);
+			http_error(req, ERR_INTERNAL, "The role has too many "
+			    "scopes.");
+			return;
+		}
+		db_res_free(res);
+		if (!within_caller(req, probe.scopes, probe.nscopes))
+			return;
+	}
+	p[0] = req->param;
+	p[1] = req->principal->tenant_id;
+	p[2] = role;
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if (db_exec(w->db, STMT_KEY_SET_ROLE, 3, p) == -1)
+		goto dbfail;
+	details = json_object_new_object();
+	json_object_object_add(details, "role_id",
+	    role != NULL ? json_object_new_string(role) : NULL);
+	if (api_audit(req, tenant, role != NULL ? "api_key.role_assign" :
+	    "api_key.role_remove", "api_key", req->param, details) == -1)
+		goto dbfail;
+	p[1] = req->principal->tenant_id;
+	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL)
+		goto dbfail;
+	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
+	db_res_free(res);
+	if (obj == NULL || db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_keys_role_put(struct request *req)
+{
+	static const char *const fields[] = { "role_id", NULL };
+	struct json_object *body;
+	struct checks	 c = { NULL };
+	const char	*role;
+	bool		 present;
+
+	if (!api_body_object(req, &body))
+		return;
+	if (body != NULL)
+		check_known_fields(&c, body, fields);
+	role = check_string(&c, body, "role_id", 36, &present);
+	if ((role == NULL || !uuid_valid(role)) && c.details == NULL)
+		check_fail(&c, "role_id", "required: a role's UUID");
+	if (check_done(req, &c) == -1)
+		return;
+	set_role(req, role);
+}
+
+void
+api_keys_role_delete(struct request *req)
+{
+	set_role(req, NULL);
+}

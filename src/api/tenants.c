@@ -1,0 +1,344 @@
+/*
+ * /v1/tenants: the tenant tree below the caller.  Ids outside the caller's
+ * subtree answer 404, never 403.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "core/tenants.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "server/http.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+static void
+not_found(struct request *req)
+{
+	http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", req->param);
+}
+
+/* The tenant as the caller sees it now, or NULL (see db_status()). */
+static struct json_object *
+tenant_now(struct request *req, const char *id)
+{
+	const char	*p[2] = { id, req->principal->tenant_id };
+	struct db_res	*res;
+	struct json_object *o;
+
+	if ((res = db_query(req->w->db, STMT_TENANT_GET, 2, p)) == NULL)
+		return NULL;
+	o = db_rows(res) == 1 ? tenant_json(res, 0) : NULL;
+	db_res_free(res);
+	return o;
+}
+
+/* Answers 404 or the database failure for a tenant that did not render. */
+static void
+missing(struct request *req)
+{
+	if (db_status(req->w->db) != DB_OK)
+		api_db_failed(req);
+	else
+		not_found(req);
+}
+
+void
+api_tenants_create(struct request *req)
+{
+	static const char *const fields[] = { "name", "parent_id", NULL };
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct checks	 c = { NULL };
+	struct db_res	*res;
+	const char	*name, *parent, *p[2];
+	char		 id[40];
+	bool		 present, answered;
+
+	if (!api_body_object(req, &body))
+		return;
+	if (body != NULL)
+		check_known_fields(&c, body, fields);
+	name = check_string(&c, body, "name", 200, &present);
+	if (name == NULL && c.details == NULL)
+		check_fail(&c, "name", "required: 1 to 200 bytes");
+	else if (name != NULL && *name == '\0')
+		check_fail(&c, "name", "must not be empty");
+	parent = check_string(&c, body, "parent_id", 36, &present);
+	if (parent != NULL && !uuid_valid(parent))
+		check_fail(&c, "parent_id", "must be a UUID");
+	if (check_done(req, &c) == -1)
+		return;
+	if (parent == NULL)
+		parent = req->principal->tenant_id;
+	if (!api_tenant_reachable(req, parent, &answered)) {
+		if (!answered)
+			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
+			    parent);
+		return;
+	}
+	p[0] = parent;
+	p[1] = name;
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_TENANT_INSERT, 2, p)) == NULL)
+		goto dbfail;
+	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	details = json_object_new_object();
+	json_object_object_add(details, "name", json_object_new_string(name));
+	json_object_object_add(details, "parent_id",
+	    json_object_new_string(parent));
+	if (api_audit(req, id, "tenant.create", "tenant", id, details) == -1 ||
+	    (obj = tenant_now(req, id)) == NULL || db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 201, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_tenants_list(struct request *req)
+{
+	struct json_object *data;
+	struct db_res	*res;
+	const char	*p[3];
+	char		 cursor[64], lim[16], next[40] = "";
+	int		 limit, i, n;
+
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+		return;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = req->principal->tenant_id;
+	p[1] = cursor[0] ? cursor : NULL;
+	p[2] = lim;
+	if ((res = db_query(req->w->db, STMT_TENANT_LIST, 3, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = json_object_new_array();
+	n = db_rows(res);
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, tenant_json(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, TC_ID));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}
+
+void
+api_tenants_get(struct request *req)
+{
+	struct json_object *o;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if ((o = tenant_now(req, req->param)) == NULL) {
+		missing(req);
+		return;
+	}
+	http_respond_json(req, 200, o);
+}
+
+void
+api_tenants_update(struct request *req)
+{
+	static const char *const fields[] = { "name", NULL };
+	struct worker	*w = req->w;
+	struct json_object *body, *obj = NULL, *details;
+	struct checks	 c = { NULL };
+	struct db_res	*res;
+	const char	*name, *p[4];
+	bool		 present, found;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return;
+	}
+	if (!api_body_object(req, &body))
+		return;
+	if (body != NULL)
+		check_known_fields(&c, body, fields);
+	name = check_string(&c, body, "name", 200, &present);
+	if (present && (name == NULL || *name == '\0') && c.details == NULL)
+		check_fail(&c, "name", "must be 1 to 200 bytes");
+	if (check_done(req, &c) == -1)
+		return;
+	p[0] = req->param;
+	p[1] = req->principal->tenant_id;
+	p[2] = name != NULL ? "true" : "false";
+	p[3] = name != NULL ? name : "";
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_TENANT_UPDATE, 4, p)) == NULL)
+		goto dbfail;
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	if (!found) {
+		db_rollback(w->db);
+		not_found(req);
+		return;
+	}
+	details = json_object_new_object();
+	if (name != NULL)
+		json_object_object_add(details, "name",
+		    json_object_new_string(name));
+	if (api_audit(req, req->param, "tenant.update", "tenant", req->param,
+	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+/*
+ * Checks that req->param names a tenant strictly below the caller's own:
+ * a caller can neither deactivate nor purge the tenant it stands in.
+ * false after answering.
+ */
+static bool
+strictly_below(struct request *req)
+{
+	bool	 answered;
+
+	if (!uuid_valid(req->param)) {
+		not_found(req);
+		return false;
+	}
+	if (!api_tenant_reachable(req, req->param, &answered)) {
+		if (!answered)
+			not_found(req);
+		return false;
+	}
+	if (strcmp(req->param, req->principal->tenant_id) == 0) {
+		http_error(req, ERR_CONFLICT, "A key cannot remove its own "
+		    "tenant.");
+		return false;
+	}
+	return true;
+}
+
+/* DELETE deactivates the tenant and its subtree: their keys stop working. */
+void
+api_tenants_delete(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *obj = NULL, *details;
+	struct db_res	*res;
+	const char	*p[1] = { req->param };
+	int		 n;
+
+	if (!strictly_below(req))
+		return;
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
+		goto dbfail;
+	n = db_rows(res);
+	db_res_free(res);
+	details = json_object_new_object();
+	json_object_object_add(details, "tenants_deactivated",
+	    json_object_new_int(n));
+	if (api_audit(req, req->param, "tenant.delete", "tenant", req->param,
+	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL ||
+	    db_commit(w->db) == -1) {
+		if (obj != NULL)
+			json_object_put(obj);
+		goto dbfail;
+	}
+	http_respond_json(req, 200, obj);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
+
+void
+api_tenants_export(struct request *req)
+{
+	struct db_res	*res;
+	const char	*p[1] = { req->param };
+	const char	*doc;
+	bool		 answered;
+
+	if (!uuid_valid(req->param) ||
+	    !api_tenant_reachable(req, req->param, &answered)) {
+		if (!uuid_valid(req->param) || !answered)
+			not_found(req);
+		return;
+	}
+	if ((res = db_query(req->w->db, STMT_TENANT_EXPORT, 1, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	doc = db_value(res, 0, 0);
+	http_respond(req, 200, doc, strlen(doc));
+	db_res_free(res);
+}
+
+void
+api_tenants_purge(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *counts, *o;
+	struct db_res	*res;
+	const char	*p[1] = { req->param };
+	enum json_parse_error why;
+	char		 err[64];
+
+	if (!strictly_below(req))
+		return;
+	if (db_begin(w->db) == -1) {
+		api_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_TENANT_PURGE, 1, p)) == NULL)
+		goto dbfail;
+	counts = json_parse(db_value(res, 0, 0), strlen(db_value(res, 0, 0)),
+	    &why, err, sizeof(err));
+	db_res_free(res);
+	if (counts == NULL)
+		goto dbfail;
+	if (api_audit(req, req->param, "tenant.purge", "tenant", req->param,
+	    json_object_get(counts)) == -1 || db_commit(w->db) == -1) {
+		json_object_put(counts);
+		goto dbfail;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "object",
+	    json_object_new_string("tenant.purge"));
+	json_object_object_add(o, "tenant_id",
+	    json_object_new_string(req->param));
+	json_object_object_add(o, "purged", json_object_new_boolean(1));
+	json_object_object_add(o, "deleted", counts);
+	http_respond_json(req, 200, o);
+	return;
+dbfail:
+	db_rollback(w->db);
+	api_db_failed(req);
+}
