@@ -209,6 +209,52 @@ test_restart_needed(void **state)
 	config_free(b);
 }
 
+/* Slurps a file of the source tree (KEYGATE_SRCDIR, else "."). */
+static char *
+slurp(const char *rel)
+{
+	const char *top = getenv("KEYGATE_SRCDIR");
+	char	 p[1024], *buf;
+	FILE	*f;
+	long	 n;
+
+	snprintf(p, sizeof(p), "%s/%s", top != NULL ? top : ".", rel);
+	f = fopen(p, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = calloc(1, (size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return buf;
+}
+
+/* Every setting is documented in the manual and the example config. */
+static void
+test_every_key_is_documented(void **state)
+{
+	char	*man = slurp("etc/keygate.conf.5");
+	char	*conf = slurp("etc/keygate.conf");
+	char	 want[128];
+	size_t	 i;
+
+	(void)state;
+	for (i = 0; i < config_key_count(); i++) {
+		const char *k = config_key_name(i);
+
+		snprintf(want, sizeof(want), ".B %s\n", k);
+		if (strstr(man, want) == NULL)
+			fail_msg("keygate.conf.5 does not describe %s", k);
+		snprintf(want, sizeof(want), "\n%s = ", k);
+		if (strstr(conf, want) == NULL)
+			fail_msg("etc/keygate.conf does not set %s", k);
+	}
+	free(man);
+	free(conf);
+}
+
 int
 main(void)
 {
@@ -220,6 +266,7 @@ main(void)
 		cmocka_unit_test(test_production_refuses_weak_secrets),
 		cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_restart_needed),
+		cmocka_unit_test(test_every_key_is_documented),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
