@@ -211,14 +211,18 @@ cmd_check() {
 	install_packages
 	build check --enable-werror --enable-sanitizers
 	say "make check"
-	local rc=0
+	local rc=0 f
+	# Every test file must reach the tarball (Makefile.am lists them).
+	for f in $(git -C "$SRC" ls-files tests/e2e 2>/dev/null); do
+		grep -qF "$f" "$SRC/Makefile.am" ||
+			die "$f is not listed in Makefile.am (E2E_FILES)"
+	done
 	# ASan: report leaks in the unit tests; the daemons exit through
 	# _exit()/exit() paths whose library caches are not worth chasing here.
 	KEYGATE_E2E=${KEYGATE_E2E:-required} \
 	ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0} \
 	UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 		make -C "$BUILD" -j"$(nproc)" check >/dev/null 2>&1 || rc=$?
-	local f
 	for f in "$BUILD"/tests/unit/*.log "$BUILD"/tests/e2e/run.log; do
 		[ -f "$f" ] || continue
 		echo "---- ${f#"$BUILD"/}"

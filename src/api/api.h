@@ -64,6 +64,17 @@ bool	api_tenant_reachable(struct request *, const char *tenant,
 int	api_audit(struct request *, const char *tenant, const char *action,
 	    const char *target_type, const char *target_id,
 	    struct json_object *details) __attribute__((warn_unused_result));
+/*
+ * No key may act on a key more powerful than itself: true when every
+ * effective scope of the rendered key is among the caller's, else answers
+ * 403 and returns false.
+ */
+bool	api_key_within_caller(struct request *, struct json_object *key);
+/*
+ * A list cursor must be an id the caller can see; false after answering
+ * 400.  get is the statement that fetches one such object by (id, caller).
+ */
+bool	api_cursor_known(struct request *, int get, const char *cursor);
 /* The body as an object, or NULL (an empty body is {}); 400 answered. */
 bool	api_body_object(struct request *, struct json_object **out);
 /*

@@ -228,6 +228,28 @@ key_now(struct request *req, const char *id)
 	return o;
 }
 
+/*
+ * The key named in the path exists for the caller and is no more powerful
+ * than it.  false after answering 404, 403 or the database failure.
+ */
+static bool
+target_ok(struct request *req)
+{
+	struct json_object *o;
+	bool	 ok;
+
+	if ((o = key_now(req, req->param)) == NULL) {
+		if (db_status(req->w->db) != DB_OK)
+			api_db_failed(req);
+		else
+			not_found(req);
+		return false;
+	}
+	ok = api_key_within_caller(req, o);
+	json_object_put(o);
+	return ok;
+}
+
 void
 api_keys_create(struct request *req)
 {
@@ -376,7 +398,8 @@ api_keys_list(struct request *req)
 	int		 limit, rc;
 	bool		 answered;
 
-	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
+	    !api_cursor_known(req, STMT_KEY_GET, cursor))
 		return;
 	rc = query_get(req->query, "tenant_id", tenant, sizeof(tenant));
 	if (rc == -1 || (rc == 1 && !uuid_valid(tenant))) {
@@ -419,7 +442,8 @@ api_keys_dormant(struct request *req)
 	int		 limit, rc;
 	long		 d = 90;
 
-	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
+	    !api_cursor_known(req, STMT_KEY_GET, cursor))
 		return;
 	rc = query_get(req->query, "days", days, sizeof(days));
 	if (rc == 1) {
@@ -481,7 +505,7 @@ api_keys_update(struct request *req)
 		return;
 	}
 	if (!api_body_object(req, &body) ||
-	    read_fields(req, body, false, &f) == -1)
+	    read_fields(req, body, false, &f) == -1 || !target_ok(req))
 		return;
 	if (f.has_scopes && (!within_caller(req, f.scopes, f.nscopes) ||
 	    key_scopes_literal(f.scopes, f.nscopes, scopes,
@@ -553,6 +577,8 @@ api_keys_revoke(struct request *req)
 		not_found(req);
 		return;
 	}
+	if (!target_ok(req))
+		return;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
@@ -612,6 +638,10 @@ api_keys_rotate(struct request *req)
 			api_db_failed(req);
 		else
 			not_found(req);
+		return;
+	}
+	if (!api_key_within_caller(req, cur)) {
+		json_object_put(cur);
 		return;
 	}
 	snprintf(env, sizeof(env), "%s",

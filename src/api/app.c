@@ -134,7 +134,7 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
  * a second per worker, and the statement itself skips keys written less
  * than a minute ago, so a busy key costs one row write a minute.
  */
-static void
+static int
 api_after(struct worker *w)
 {
 	struct api_state *st = w->app_data;
@@ -144,9 +144,11 @@ api_after(struct worker *w)
 	int		 i;
 
 	sweep_dormant(w, st, now);
-	if (st->ntouch == 0 ||
-	    (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX))
-		return;
+	if (st->ntouch == 0)
+		return -1;
+	if (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX)
+		return (int)((TOUCH_INTERVAL - (now - st->last_touch)) * 1000) +
+		    1;
 	if (buf_puts(&ids, "{") == 0) {
 		for (i = 0; i < st->ntouch; i++)
 			if (buf_printf(&ids, "%s%s", i ? "," : "",
@@ -163,6 +165,7 @@ api_after(struct worker *w)
 	buf_free(&ids);
 	st->ntouch = 0;
 	st->last_touch = now;
+	return -1;
 }
 
 static void
@@ -180,8 +183,12 @@ remember_use(struct api_state *st, const char *key_id)
 static void
 api_stop(struct worker *w)
 {
-	if (w->app_data != NULL)
-		api_after(w);
+	if (w->app_data != NULL) {
+		struct api_state *st = w->app_data;
+
+		st->last_touch = 0;
+		(void)api_after(w);
+	}
 	db_free(w->db);
 	w->db = NULL;
 	free(w->app_data);

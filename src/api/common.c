@@ -133,3 +133,47 @@ api_page_respond(struct request *req, struct json_object *data,
 	    next != NULL ? json_object_new_string(next) : NULL);
 	http_respond_json(req, 200, o);
 }
+
+bool
+api_key_within_caller(struct request *req, struct json_object *key)
+{
+	struct json_object *scopes;
+	size_t	 i, n;
+
+	if (!json_object_object_get_ex(key, "effective_scopes", &scopes))
+		return true;
+	n = json_object_array_length(scopes);
+	for (i = 0; i < n; i++) {
+		const char *s = json_object_get_string(
+		    json_object_array_get_idx(scopes, i));
+
+		if (!auth_allows(req->principal, s)) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key "
+			    "cannot change a key that holds scope %s, which it "
+			    "lacks.", s);
+			return false;
+		}
+	}
+	return true;
+}
+
+bool
+api_cursor_known(struct request *req, int get, const char *cursor)
+{
+	const char	*p[2] = { cursor, req->principal->tenant_id };
+	struct db_res	*res;
+	bool		 ok;
+
+	if (*cursor == '\0')
+		return true;
+	if ((res = db_query(req->w->db, (enum stmt)get, 2, p)) == NULL) {
+		api_db_failed(req);
+		return false;
+	}
+	ok = db_rows(res) == 1;
+	db_res_free(res);
+	if (!ok)
+		http_error(req, ERR_BAD_REQUEST, "cursor is not one this API "
+		    "returned.");
+	return ok;
+}

@@ -219,7 +219,8 @@ api_roles_list(struct request *req)
 	char		 cursor[64], lim[16], next[40] = "";
 	int		 limit, i, n;
 
-	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
+	    !api_cursor_known(req, STMT_ROLE_GET, cursor))
 		return;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[0] = req->principal->tenant_id;
@@ -415,15 +416,24 @@ set_role(struct request *req, const char *role)
 		return;
 	}
 	found = db_rows(res) == 1;
-	if (found)
+	if (found) {
 		snprintf(tenant, sizeof(tenant), "%s",
 		    db_value(res, 0, KC_TENANT));
+		obj = key_json(res, 0);
+	}
 	db_res_free(res);
 	if (!found) {
 		http_error(req, ERR_NOT_FOUND, "No API key with id %s.",
 		    req->param);
 		return;
 	}
+	/* No key may reshape a key more powerful than itself. */
+	if (!api_key_within_caller(req, obj)) {
+		json_object_put(obj);
+		return;
+	}
+	json_object_put(obj);
+	obj = NULL;
 	if (role != NULL) {
 		p[0] = role;
 		p[1] = tenant;

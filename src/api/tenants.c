@@ -118,7 +118,8 @@ api_tenants_list(struct request *req)
 	char		 cursor[64], lim[16], next[40] = "";
 	int		 limit, i, n;
 
-	if (!api_page_params(req, &limit, cursor, sizeof(cursor)))
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
+	    !api_cursor_known(req, STMT_TENANT_GET, cursor))
 		return;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[0] = req->principal->tenant_id;

@@ -191,7 +191,7 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	struct request_io *io = NULL;
 	struct epoll_event ev;
 	sigset_t	 waitmask;
-	int		 epfd = -1, n, rc, code = WORKER_EXIT_OK;
+	int		 epfd = -1, n, rc, code = WORKER_EXIT_OK, idle_ms = -1;
 
 	memset(&w, 0, sizeof(w));
 	memset(&req, 0, sizeof(req));
@@ -236,7 +236,7 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	}
 
 	while (!stop_requested) {
-		n = epoll_pwait(epfd, &ev, 1, -1, &waitmask);
+		n = epoll_pwait(epfd, &ev, 1, idle_ms, &waitmask);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
@@ -245,8 +245,11 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 			code = WORKER_EXIT_FAILURE;
 			break;
 		}
-		if (n == 0)
+		if (n == 0) {
+			/* Idle long enough for the app's deferred work. */
+			idle_ms = app->after != NULL ? app->after(&w) : -1;
 			continue;
+		}
 		rc = request_io_accept(io, &req);
 		if (rc == 1)
 			continue;
@@ -258,7 +261,7 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 		request_io_finish(io, &req);
 		request_clear(&req);
 		if (app->after != NULL)
-			app->after(&w);
+			idle_ms = app->after(&w);
 		w.served++;
 		if (cfg->max_requests > 0 &&
 		    w.served >= (unsigned long)cfg->max_requests) {

@@ -20,8 +20,12 @@ struct worker_app {
 	const char	*name;
 	int		(*start)(struct worker *);
 	void		(*handle)(struct worker *, struct request *);
-	/* After the response went out: deferred work, off the client's path. */
-	void		(*after)(struct worker *);
+	/*
+	 * After the response went out, and again when idle: deferred work,
+	 * off the client's path.  Returns the ms until it wants to run again
+	 * though no request comes, or -1 for not at all.
+	 */
+	int		(*after)(struct worker *);
 	void		(*stop)(struct worker *);
 };
 
