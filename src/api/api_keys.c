@@ -507,6 +507,15 @@ api_keys_update(struct request *req)
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1 || !target_ok(req))
 		return;
+	if (!f.has_name && !f.has_scopes && !f.has_expires && !f.has_rl_max &&
+	    !f.has_rl_window) {
+		/* Nothing to change: no write, no audit row. */
+		if ((obj = key_now(req, req->param)) == NULL)
+			api_db_failed(req);
+		else
+			http_respond_json(req, 200, obj);
+		return;
+	}
 	if (f.has_scopes && (!within_caller(req, f.scopes, f.nscopes) ||
 	    key_scopes_literal(f.scopes, f.nscopes, scopes,
 	    sizeof(scopes)) == -1))
@@ -535,8 +544,10 @@ api_keys_update(struct request *req)
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
+		/* target_ok() saw it: it is revoked. */
 		db_rollback(w->db);
-		not_found(req);
+		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
+		    "be changed.", req->param);
 		return;
 	}
 	details = json_object_new_object();
@@ -588,8 +599,12 @@ api_keys_revoke(struct request *req)
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
+		/* Revoked already: the answer is the same, nothing changes. */
 		db_rollback(w->db);
-		not_found(req);
+		if ((obj = key_now(req, req->param)) == NULL)
+			api_db_failed(req);
+		else
+			http_respond_json(req, 200, obj);
 		return;
 	}
 	if ((obj = key_now(req, req->param)) == NULL ||

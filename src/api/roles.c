@@ -391,6 +391,22 @@ dbfail:
 	api_db_failed(req);
 }
 
+/* The key's own scopes (not its role's) are all among the caller's. */
+static bool
+scopes_within_caller(struct request *req, struct json_object *key)
+{
+	struct json_object *own;
+	const char	*list[MAX_SCOPES];
+	size_t		 i, n = 0;
+
+	if (!json_object_object_get_ex(key, "scopes", &own))
+		return true;
+	for (i = 0; i < json_object_array_length(own) && n < MAX_SCOPES; i++)
+		list[n++] = json_object_get_string(
+		    json_object_array_get_idx(own, i));
+	return within_caller(req, list, n);
+}
+
 /* PUT and DELETE /v1/api_keys/{id}/role. */
 static void
 set_role(struct request *req, const char *role)
@@ -427,8 +443,13 @@ set_role(struct request *req, const char *role)
 		    req->param);
 		return;
 	}
-	/* No key may reshape a key more powerful than itself. */
-	if (!api_key_within_caller(req, obj)) {
+	/*
+	 * No key may reshape a key more powerful than itself, nor make one:
+	 * without its role a key falls back to its own scopes, which must
+	 * then be within the caller's too.
+	 */
+	if (!api_key_within_caller(req, obj) ||
+	    (role == NULL && !scopes_within_caller(req, obj))) {
 		json_object_put(obj);
 		return;
 	}

@@ -23,13 +23,17 @@ enum {
 const char *
 auth_credential(const char *authorization, const char *x_api_key)
 {
-	if (authorization != NULL && *authorization != '\0') {
-		if (strncasecmp(authorization, "Bearer ", 7) != 0)
-			return authorization;	/* refused as invalid later */
-		authorization += 7;
-		while (*authorization == ' ')
-			authorization++;
-		return authorization;
+	const char	*p = authorization;
+
+	if (p != NULL && *p != '\0') {
+		if (strncasecmp(p, "Bearer", 6) != 0 ||
+		    (p[6] != ' ' && p[6] != '\0'))
+			return p;	/* another scheme: refused as invalid */
+		for (p += 6; *p == ' '; p++)
+			continue;
+		/* "Bearer" with nothing after it carries no credential. */
+		if (*p != '\0')
+			return p;
 	}
 	if (x_api_key != NULL && *x_api_key != '\0')
 		return x_api_key;

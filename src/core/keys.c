@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,17 @@ key_scopes_literal(const char *const *scopes, size_t n, char *out,
 	for (i = 0; i < n; i++) {
 		size_t l = strlen(scopes[i]);
 
+		size_t j;
+		bool dup = false;
+
 		/* Valid scopes hold no quote, comma, brace or backslash. */
 		if (!scope_valid(scopes[i]) || used + l + 4 >= outsz)
 			return -1;
-		if (i > 0)
+		for (j = 0; j < i; j++)
+			dup |= strcmp(scopes[j], scopes[i]) == 0;
+		if (dup)
+			continue;
+		if (used > 1)
 			out[used++] = ',';
 		out[used++] = '"';
 		memcpy(out + used, scopes[i], l);

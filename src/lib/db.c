@@ -143,13 +143,13 @@ static const struct {
 	  "ELSE k.rate_limit_window END, "
 	  "updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
-	  "$2::uuid = ANY(t.path) RETURNING k.id" },
+	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
 	[STMT_KEY_REVOKE] = { "key_revoke",
 	  "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()), "
 	  "prev_key_prefix = NULL, prev_key_hash = NULL, "
 	  "prev_expires_at = NULL, updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
-	  "$2::uuid = ANY(t.path) RETURNING k.id" },
+	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
 	[STMT_KEY_ROTATE] = { "key_rotate",
 	  "UPDATE api_keys k SET "
 	  "prev_key_prefix = CASE WHEN $6::int > 0 THEN k.key_prefix END, "
