@@ -45,6 +45,10 @@ void	api_tenants_delete(struct request *);
 void	api_tenants_export(struct request *);
 void	api_tenants_purge(struct request *);
 void	api_audit_list(struct request *);
+void	api_llm_keys_store(struct request *);
+void	api_llm_keys_status(struct request *);
+void	api_llm_keys_delete(struct request *);
+void	api_maintenance_reencrypt(struct request *);
 
 /* Shared by the handlers (api/common.c). */
 

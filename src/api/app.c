@@ -11,9 +11,11 @@
 #include "core/auth.h"
 #include "core/jwt.h"
 #include "core/keys.h"
+#include "core/vault.h"
 #include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
+#include "lib/upstream.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/log.h"
@@ -55,6 +57,20 @@ api_start(struct worker *w)
 
 	if ((w->app_data = calloc(1, sizeof(struct api_state))) == NULL) {
 		log_error("calloc: starting the API: out of memory");
+		return -1;
+	}
+	if (w->cfg->master_keys[0] != '\0') {
+		char err[160];
+
+		if ((w->vault = vault_new(w->cfg->master_keys, err,
+		    sizeof(err))) == NULL) {
+			log_error("vault: %s", err);
+			return -1;
+		}
+	} else if (w->slot == 0)
+		log_warn("master_keys is empty: the vault is unavailable");
+	if (upstream_global_init() == -1) {
+		log_error("curl_global_init: starting the worker: failed");
 		return -1;
 	}
 	w->db = db_new(w->cfg->database_url,
@@ -191,6 +207,8 @@ api_stop(struct worker *w)
 	}
 	db_free(w->db);
 	w->db = NULL;
+	vault_free(w->vault);
+	w->vault = NULL;
 	free(w->app_data);
 	w->app_data = NULL;
 }

@@ -31,7 +31,7 @@ api_health(struct request *req)
 	json_object_object_add(o, "database",
 	    json_object_new_string(up ? "connected" : "unavailable"));
 	json_object_object_add(o, "vault", json_object_new_string(
-	    up && w->cfg->master_keys[0] != '\0' ? "available" :
+	    up && w->vault != NULL ? "available" :
 	    "unavailable"));
 	json_object_object_add(o, "version",
 	    json_object_new_string(PACKAGE_VERSION));

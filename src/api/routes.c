@@ -45,7 +45,15 @@ const struct route api_routes[] = {
 	  "tenants:admin" },
 	{ METHOD_POST, "/v1/tenants/{id}/purge", api_tenants_purge,
 	  "tenants:admin" },
+	{ METHOD_POST, "/v1/account/llm-keys", api_llm_keys_store,
+	  "llm_keys:write" },
+	{ METHOD_GET, "/v1/account/llm-keys", api_llm_keys_status,
+	  "llm_keys:read" },
+	{ METHOD_DELETE, "/v1/account/llm-keys", api_llm_keys_delete,
+	  "llm_keys:write" },
 	{ METHOD_GET, "/v1/audit_logs", api_audit_list, "audit:read" },
+	{ METHOD_POST, "/v1/maintenance/reencrypt", api_maintenance_reencrypt,
+	  "maintenance:write" },
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -19,4 +19,11 @@ int	ctl_seed_dev_key(const struct config *, struct db *, int argc,
 int	ctl_audit_verify(const struct config *, struct db *, int argc,
 	    char **argv);
 
+/* Re-seals the vault under the active master key; the exit status. */
+int	ctl_rotate_encryption_key(const struct config *, struct db *, int argc,
+	    char **argv);
+/* Opens every vault value; the exit status. */
+int	ctl_vault_check(const struct config *, struct db *, int argc,
+	    char **argv);
+
 #endif

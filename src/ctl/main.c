@@ -22,6 +22,10 @@ static const struct command {
 	  "store the development key (not in production)" },
 	{ "audit-verify", ctl_audit_verify,
 	  "check the audit log's hash chain" },
+	{ "rotate-encryption-key", ctl_rotate_encryption_key,
+	  "re-encrypt the vault under the active master key" },
+	{ "vault-check", ctl_vault_check,
+	  "check that every vault value opens" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -104,3 +104,116 @@ crypto_hex(const void *p, size_t n, char *out)
 	}
 	out[2 * n] = '\0';
 }
+
+int
+crypto_gcm_seal(const uint8_t key[CRYPTO_KEY_LEN],
+    const uint8_t iv[CRYPTO_GCM_IV_LEN], const void *aad, size_t aadlen,
+    const void *in, size_t n, uint8_t *out, uint8_t tag[CRYPTO_GCM_TAG_LEN])
+{
+	gcry_cipher_hd_t h = NULL;
+	int		 rc = -1;
+
+	if (gcry_cipher_open(&h, GCRY_CIPHER_AES256, GCRY_CIPHER_MODE_GCM,
+	    GCRY_CIPHER_SECURE) != 0)
+		return -1;
+	if (gcry_cipher_setkey(h, key, CRYPTO_KEY_LEN) == 0 &&
+	    gcry_cipher_setiv(h, iv, CRYPTO_GCM_IV_LEN) == 0 &&
+	    (aadlen == 0 || gcry_cipher_authenticate(h, aad, aadlen) == 0) &&
+	    gcry_cipher_final(h) == 0 &&
+	    gcry_cipher_encrypt(h, out, n, in, n) == 0 &&
+	    gcry_cipher_gettag(h, tag, CRYPTO_GCM_TAG_LEN) == 0)
+		rc = 0;
+	gcry_cipher_close(h);
+	return rc;
+}
+
+int
+crypto_gcm_open(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t *iv,
+    size_t ivlen, const void *aad, size_t aadlen, const void *in, size_t n,
+    const uint8_t *tag, size_t taglen, uint8_t *out)
+{
+	gcry_cipher_hd_t h = NULL;
+	int		 rc = -1;
+
+	/*
+	 * libgcrypt would check a shorter tag against a prefix of the real
+	 * one; a truncated tag is forgery made easier, so it is refused.
+	 */
+	if (ivlen != CRYPTO_GCM_IV_LEN || taglen != CRYPTO_GCM_TAG_LEN)
+		return -1;
+	if (gcry_cipher_open(&h, GCRY_CIPHER_AES256, GCRY_CIPHER_MODE_GCM,
+	    GCRY_CIPHER_SECURE) != 0)
+		return -1;
+	if (gcry_cipher_setkey(h, key, CRYPTO_KEY_LEN) == 0 &&
+	    gcry_cipher_setiv(h, iv, ivlen) == 0 &&
+	    (aadlen == 0 || gcry_cipher_authenticate(h, aad, aadlen) == 0) &&
+	    gcry_cipher_final(h) == 0 &&
+	    gcry_cipher_decrypt(h, out, n, in, n) == 0 &&
+	    gcry_cipher_checktag(h, tag, taglen) == 0)
+		rc = 0;
+	gcry_cipher_close(h);
+	if (rc == -1 && n > 0)
+		explicit_bzero(out, n);
+	return rc;
+}
+
+int
+crypto_hkdf_sha256(const void *ikm, size_t ikmlen, const void *salt,
+    size_t saltlen, const void *info, size_t infolen, uint8_t *out,
+    size_t outlen)
+{
+	static const uint8_t zeros[CRYPTO_SHA256_LEN];
+	uint8_t		 prk[CRYPTO_SHA256_LEN], t[CRYPTO_SHA256_LEN];
+	gcry_mac_hd_t	 h = NULL;
+	size_t		 done = 0, tlen = 0, len;
+	uint8_t		 counter;
+	int		 rc = -1;
+
+	if (outlen == 0 || outlen > 255 * CRYPTO_SHA256_LEN)
+		return -1;
+	/* Extract: PRK = HMAC(salt or zeros, IKM). */
+	if (crypto_hmac_sha256(saltlen > 0 ? salt : zeros,
+	    saltlen > 0 ? saltlen : sizeof(zeros), ikm, ikmlen, prk) == -1)
+		return -1;
+	/* Expand: T(i) = HMAC(PRK, T(i-1) | info | i). */
+	if (gcry_mac_open(&h, GCRY_MAC_HMAC_SHA256, GCRY_MAC_FLAG_SECURE,
+	    NULL) != 0)
+		goto out;
+	for (counter = 1; done < outlen; counter++) {
+		len = sizeof(t);
+		if (gcry_mac_reset(h) != 0 ||
+		    gcry_mac_setkey(h, prk, sizeof(prk)) != 0 ||
+		    (tlen > 0 && gcry_mac_write(h, t, tlen) != 0) ||
+		    (infolen > 0 && gcry_mac_write(h, info, infolen) != 0) ||
+		    gcry_mac_write(h, &counter, 1) != 0 ||
+		    gcry_mac_read(h, t, &len) != 0 || len != sizeof(t))
+			goto out;
+		tlen = sizeof(t);
+		len = outlen - done < tlen ? outlen - done : tlen;
+		memcpy(out + done, t, len);
+		done += len;
+	}
+	rc = 0;
+out:
+	gcry_mac_close(h);
+	explicit_bzero(prk, sizeof(prk));
+	explicit_bzero(t, sizeof(t));
+	if (rc == -1)
+		explicit_bzero(out, outlen);
+	return rc;
+}
+
+void *
+crypto_secure_alloc(size_t n)
+{
+	return gcry_calloc_secure(1, n);
+}
+
+void
+crypto_secure_free(void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	explicit_bzero(p, n);
+	gcry_free(p);
+}

@@ -319,6 +319,28 @@ static const struct {
 	  "AND ($6::timestamptz IS NULL OR a.created_at < $6::timestamptz) "
 	  "AND ($7::bigint IS NULL OR a.id < $7::bigint) "
 	  "ORDER BY a.id DESC LIMIT $8::int" },
+	[STMT_LLM_KEY_UPSERT] = { "llm_key_upsert",
+	  "INSERT INTO llm_keys (tenant_id, provider, ciphertext, "
+	  "master_key_id, last_validated_at) VALUES ($1::uuid, $2, $3, $4, "
+	  "CASE WHEN $5::bool THEN now() END) ON CONFLICT (tenant_id, "
+	  "provider) DO UPDATE SET ciphertext = EXCLUDED.ciphertext, "
+	  "master_key_id = EXCLUDED.master_key_id, last_validated_at = "
+	  "EXCLUDED.last_validated_at, updated_at = now()" },
+	[STMT_LLM_KEY_STATUS] = { "llm_key_status",
+	  "SELECT provider, coalesce(" TS("last_validated_at") ", '') "
+	  "FROM llm_keys WHERE tenant_id = $1::uuid" },
+	[STMT_LLM_KEY_DELETE] = { "llm_key_delete",
+	  "DELETE FROM llm_keys WHERE tenant_id = $1::uuid AND "
+	  "($2::text IS NULL OR provider = $2) RETURNING provider" },
+	[STMT_LLM_KEY_ALL] = { "llm_key_all",
+	  "SELECT tenant_id, provider, ciphertext, master_key_id "
+	  "FROM llm_keys ORDER BY tenant_id, provider FOR UPDATE" },
+	[STMT_LLM_KEY_REWRITE] = { "llm_key_rewrite",
+	  "UPDATE llm_keys SET ciphertext = $3, master_key_id = $4, "
+	  "updated_at = now() WHERE tenant_id = $1::uuid AND provider = $2" },
+	[STMT_LLM_KEY_GET] = { "llm_key_get",
+	  "SELECT ciphertext, master_key_id FROM llm_keys "
+	  "WHERE tenant_id = $1::uuid AND provider = $2" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

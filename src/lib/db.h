@@ -59,6 +59,14 @@ enum stmt {
 	STMT_ROLE_DELETE,	/* (id, caller) -> id */
 	STMT_ROLE_ASSIGNED,	/* (id) -> count of keys with the role */
 	STMT_KEY_SET_ROLE,	/* (key, caller, role or NULL) -> id */
+	STMT_LLM_KEY_UPSERT,	/* (tenant, provider, ciphertext, key id,
+				    validated) */
+	STMT_LLM_KEY_STATUS,	/* (tenant) -> provider, last validated */
+	STMT_LLM_KEY_DELETE,	/* (tenant, provider or NULL) -> provider */
+	STMT_LLM_KEY_ALL,	/* () -> tenant, provider, ciphertext, key id;
+				    rows locked */
+	STMT_LLM_KEY_REWRITE,	/* (tenant, provider, ciphertext, key id) */
+	STMT_LLM_KEY_GET,	/* (tenant, provider) -> ciphertext, key id */
 	STMT_AUDIT_LIST,	/* (caller, action, actor key, target, since,
 				    until, cursor id, limit) -> AUDIT_COLS */
 	STMT__MAX

@@ -12,6 +12,8 @@
 
 const struct http_err_info http_errs[ERR__MAX] = {
 	{ 400, "invalid_request_error", "bad_request" },	/* ERR_BAD_REQUEST */
+	{ 400, "invalid_request_error", "invalid_provider_key" }, /* ERR_INVALID_PROVIDER_KEY */
+	{ 400, "invalid_request_error", "invalid_api_key" },	/* ERR_INVALID_UPSTREAM_KEY */
 	{ 400, "invalid_request_error", "invalid_json" },	/* ERR_INVALID_JSON */
 	{ 400, "invalid_request_error", "invalid_utf8" },	/* ERR_INVALID_UTF8 */
 	{ 401, "authentication_error", "missing_api_key" },	/* ERR_MISSING_API_KEY */
@@ -27,6 +29,8 @@ const struct http_err_info http_errs[ERR__MAX] = {
 	{ 429, "rate_limit_error", "rate_limit_exceeded" },	/* ERR_RATE_LIMITED */
 	{ 500, "api_error", "internal_error" },			/* ERR_INTERNAL */
 	{ 503, "service_unavailable_error", "database_unavailable" }, /* ERR_DATABASE_UNAVAILABLE */
+	{ 503, "service_unavailable_error", "vault_unavailable" }, /* ERR_VAULT_UNAVAILABLE */
+	{ 502, "upstream_error", "upstream_error" },		/* ERR_UPSTREAM */
 };
 
 /* Seconds a client should wait before retrying while the database is down. */

@@ -7,6 +7,7 @@
 struct config;
 struct db;
 struct request;
+struct vault;
 struct worker;
 
 /*
@@ -37,6 +38,7 @@ struct worker {
 	int			 slot;		/* index in the master's table */
 	unsigned long		 served;	/* requests answered */
 	struct db		*db;		/* owned, NULL until start() */
+	struct vault		*vault;		/* owned, NULL = unusable */
 	void			*app_data;	/* owned by the app */
 };
 

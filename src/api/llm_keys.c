@@ -1,0 +1,305 @@
+/*
+ * /v1/account/llm-keys: the tenant's provider keys in the vault, and
+ * /v1/maintenance/reencrypt.  A provider key is in clear only between the
+ * request body and the seal, and is wiped with the body.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "core/vault.h"
+#include "lib/buf.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "providers/providers.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+static const char *const body_fields[PROVIDER__MAX + 1] = {
+	"openai_key", "anthropic_key", "google_key", "openrouter_key", NULL,
+};
+
+static void
+vault_unavailable(struct request *req)
+{
+	if (http_header(req, "Retry-After", "5") == -1)
+		log_error("http_header: adding Retry-After: out of memory");
+	http_error(req, ERR_VAULT_UNAVAILABLE,
+	    "Vault connection unavailable - cannot store keys");
+}
+
+/* A failed database call inside the vault routes. */
+static void
+vault_db_failed(struct request *req)
+{
+	if (db_status(req->w->db) == DB_UNAVAILABLE)
+		vault_unavailable(req);
+	else
+		api_db_failed(req);
+}
+
+static void
+success(struct request *req, const char *message)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "success", json_object_new_boolean(1));
+	json_object_object_add(o, "message", json_object_new_string(message));
+	http_respond_json(req, 200, o);
+}
+
+void
+api_llm_keys_store(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *details, *list;
+	struct checks	 c = { NULL };
+	struct buf	 sealed[PROVIDER__MAX];
+	const char	*keys[PROVIDER__MAX], *p[5];
+	char		 reason[256];
+	bool		 present;
+	int		 i, n = 0;
+
+	if (w->vault == NULL) {
+		vault_unavailable(req);
+		return;
+	}
+	if (!api_body_object(req, &body))
+		return;
+	if (body != NULL)
+		check_known_fields(&c, body, body_fields);
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		keys[i] = check_string(&c, body, body_fields[i], 0, &present);
+		n += keys[i] != NULL;
+	}
+	if (n == 0 && c.details == NULL)
+		check_fail(&c, "openai_key", "give at least one of openai_key, "
+		    "anthropic_key, google_key, openrouter_key");
+	if (check_done(req, &c) == -1)
+		return;
+	for (i = 0; i < PROVIDER__MAX; i++)
+		if (keys[i] != NULL &&
+		    !provider_key_format_ok((enum provider)i, keys[i])) {
+			http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s "
+			    "key format: expected %s.", provider_names[i],
+			    i == PROVIDER_OPENAI ? "sk-proj-... or sk-..." :
+			    i == PROVIDER_ANTHROPIC ? "sk-ant-..." :
+			    i == PROVIDER_GOOGLE ? "AIza..." : "sk-or-...");
+			return;
+		}
+	/* Every key is tried before anything is stored: all or none. */
+	if (w->cfg->validate_llm_keys)
+		for (i = 0; i < PROVIDER__MAX; i++) {
+			if (keys[i] == NULL)
+				continue;
+			switch (provider_validate_key(w->cfg, (enum provider)i,
+			    keys[i], reason, sizeof(reason))) {
+			case VALIDATE_OK:
+				break;
+			case VALIDATE_REJECTED:
+				http_error(req, ERR_INVALID_UPSTREAM_KEY,
+				    "Invalid API key: Key validation failed: "
+				    "%s: %s", provider_names[i], reason);
+				return;
+			case VALIDATE_UNREACHABLE:
+			case VALIDATE_RESULT__MAX:
+				http_error(req, ERR_UPSTREAM, "Key validation "
+				    "failed: %s: %s", provider_names[i],
+				    reason);
+				return;
+			}
+		}
+
+	memset(sealed, 0, sizeof(sealed));
+	for (i = 0; i < PROVIDER__MAX; i++)
+		if (keys[i] != NULL && vault_seal(w->vault,
+		    req->principal->tenant_id, provider_names[i], keys[i],
+		    &sealed[i]) == -1) {
+			http_error(req, ERR_INTERNAL, "The key could not be "
+			    "sealed.");
+			goto out;
+		}
+	if (db_begin(w->db) == -1) {
+		vault_db_failed(req);
+		goto out;
+	}
+	list = json_object_new_array();
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		if (keys[i] == NULL)
+			continue;
+		p[0] = req->principal->tenant_id;
+		p[1] = provider_names[i];
+		p[2] = sealed[i].data;
+		p[3] = vault_active_id(w->vault);
+		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
+		json_object_array_add(list,
+		    json_object_new_string(provider_names[i]));
+		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
+			json_object_put(list);
+			goto dbfail;
+		}
+	}
+	details = json_object_new_object();
+	json_object_object_add(details, "providers", list);
+	json_object_object_add(details, "validated",
+	    json_object_new_boolean(w->cfg->validate_llm_keys));
+	if (api_audit(req, req->principal->tenant_id, "llm_key.store",
+	    "tenant", req->principal->tenant_id, details) == -1 ||
+	    db_commit(w->db) == -1)
+		goto dbfail;
+	success(req, w->cfg->validate_llm_keys ?
+	    "LLM API keys stored and validated successfully" :
+	    "LLM API keys stored");
+	goto out;
+dbfail:
+	db_rollback(w->db);
+	vault_db_failed(req);
+out:
+	for (i = 0; i < PROVIDER__MAX; i++)
+		buf_free(&sealed[i]);
+}
+
+void
+api_llm_keys_status(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *o;
+	struct db_res	*res;
+	const char	*p[1] = { req->principal->tenant_id };
+	const char	*validated[PROVIDER__MAX] = { NULL };
+	bool		 has[PROVIDER__MAX] = { false };
+	char		 name[48];
+	int		 i, r;
+	enum provider	 pv;
+
+	if (w->vault == NULL) {
+		vault_unavailable(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_LLM_KEY_STATUS, 1, p)) == NULL) {
+		vault_db_failed(req);
+		return;
+	}
+	for (r = 0; r < db_rows(res); r++)
+		if ((pv = provider_parse(db_value(res, r, 0))) !=
+		    PROVIDER__MAX) {
+			has[pv] = true;
+			validated[pv] = db_value(res, r, 1);
+		}
+	o = json_object_new_object();
+	json_object_object_add(o, "pool_available", json_object_new_boolean(
+	    w->cfg->pool_openrouter_key[0] != '\0'));
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		snprintf(name, sizeof(name), "has_%s_key", provider_names[i]);
+		json_object_object_add(o, name, json_object_new_boolean(has[i]));
+	}
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		snprintf(name, sizeof(name), "%s_last_validated",
+		    provider_names[i]);
+		json_object_object_add(o, name, validated[i] != NULL &&
+		    *validated[i] != '\0' ?
+		    json_object_new_string(validated[i]) : NULL);
+	}
+	db_res_free(res);
+	http_respond_json(req, 200, o);
+}
+
+void
+api_llm_keys_delete(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *details, *list;
+	struct db_res	*res;
+	const char	*p[2];
+	char		 provider[32];
+	int		 rc, r;
+
+	if (w->vault == NULL) {
+		vault_unavailable(req);
+		return;
+	}
+	rc = query_get(req->query, "provider", provider, sizeof(provider));
+	if (rc == -1 || (rc == 1 && provider_parse(provider) ==
+	    PROVIDER__MAX)) {
+		http_error(req, ERR_BAD_REQUEST, "provider must be one of "
+		    "openai, anthropic, google, openrouter.");
+		return;
+	}
+	p[0] = req->principal->tenant_id;
+	p[1] = rc == 1 ? provider : NULL;
+	if (db_begin(w->db) == -1) {
+		vault_db_failed(req);
+		return;
+	}
+	if ((res = db_query(w->db, STMT_LLM_KEY_DELETE, 2, p)) == NULL)
+		goto dbfail;
+	list = json_object_new_array();
+	for (r = 0; r < db_rows(res); r++)
+		json_object_array_add(list,
+		    json_object_new_string(db_value(res, r, 0)));
+	db_res_free(res);
+	details = json_object_new_object();
+	json_object_object_add(details, "providers", list);
+	if (api_audit(req, req->principal->tenant_id, "llm_key.delete",
+	    "tenant", req->principal->tenant_id, details) == -1 ||
+	    db_commit(w->db) == -1)
+		goto dbfail;
+	success(req, "LLM keys deleted");
+	return;
+dbfail:
+	db_rollback(w->db);
+	vault_db_failed(req);
+}
+
+void
+api_maintenance_reencrypt(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *o, *details;
+	char		 err[256];
+	long		 n;
+
+	if (w->vault == NULL) {
+		vault_unavailable(req);
+		return;
+	}
+	if (db_begin(w->db) == -1) {
+		vault_db_failed(req);
+		return;
+	}
+	if ((n = vault_reencrypt_all(w->db, w->vault, err, sizeof(err))) <
+	    0) {
+		db_rollback(w->db);
+		if (db_status(w->db) != DB_OK)
+			vault_db_failed(req);
+		else
+			http_error(req, ERR_INTERNAL, "Re-encryption failed, "
+			    "nothing was changed: %s", err);
+		return;
+	}
+	details = json_object_new_object();
+	json_object_object_add(details, "reencrypted", json_object_new_int64(n));
+	json_object_object_add(details, "master_key_id",
+	    json_object_new_string(vault_active_id(w->vault)));
+	if (api_audit(req, req->principal->tenant_id, "vault.reencrypt",
+	    "vault", vault_active_id(w->vault), details) == -1 ||
+	    db_commit(w->db) == -1) {
+		db_rollback(w->db);
+		vault_db_failed(req);
+		return;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "success", json_object_new_boolean(1));
+	json_object_object_add(o, "reencrypted", json_object_new_int64(n));
+	json_object_object_add(o, "master_key_id",
+	    json_object_new_string(vault_active_id(w->vault)));
+	http_respond_json(req, 200, o);
+}

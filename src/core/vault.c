@@ -1,0 +1,401 @@
+#include "autoconfig.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/vault.h"
+#include "lib/crypto.h"
+#include "lib/db.h"
+
+const char *const provider_names[PROVIDER__MAX] = {
+	"openai",	/* PROVIDER_OPENAI */
+	"anthropic",	/* PROVIDER_ANTHROPIC */
+	"google",	/* PROVIDER_GOOGLE */
+	"openrouter",	/* PROVIDER_OPENROUTER */
+};
+
+#define VAULT_MAX_KEYS	8
+#define VAULT_ID_MAX	32
+/* HKDF inputs: the purpose is named so no other use can share the key. */
+#define VAULT_SALT	"keygate-vault-v1"
+#define VAULT_INFO	"llm_keys aes-256-gcm"
+
+struct vault_key {
+	char		 id[VAULT_ID_MAX];
+	uint8_t		*key;		/* CRYPTO_KEY_LEN, secure memory */
+};
+
+struct vault {
+	struct vault_key keys[VAULT_MAX_KEYS];
+	int		 n;		/* keys[0] is active */
+};
+
+enum provider
+provider_parse(const char *s)
+{
+	int	 p;
+
+	for (p = 0; p < PROVIDER__MAX; p++)
+		if (strcmp(s, provider_names[p]) == 0)
+			return (enum provider)p;
+	return PROVIDER__MAX;
+}
+
+bool
+provider_key_format_ok(enum provider p, const char *key)
+{
+	size_t	 n = strlen(key), i;
+
+	if (n < 20 || n > 512)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!isgraph((unsigned char)key[i]))
+			return false;
+	switch (p) {
+	case PROVIDER_OPENAI:
+		return strncmp(key, "sk-", 3) == 0 &&
+		    strncmp(key, "sk-ant-", 7) != 0 &&
+		    strncmp(key, "sk-or-", 6) != 0;
+	case PROVIDER_ANTHROPIC:
+		return strncmp(key, "sk-ant-", 7) == 0;
+	case PROVIDER_GOOGLE:
+		return strncmp(key, "AIza", 4) == 0;
+	case PROVIDER_OPENROUTER:
+		return strncmp(key, "sk-or-", 6) == 0;
+	case PROVIDER__MAX:
+		break;
+	}
+	return false;
+}
+
+static int
+b64val(char c)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const char *p = c != '\0' ? strchr(tab, c) : NULL;
+
+	return p != NULL ? (int)(p - tab) : -1;
+}
+
+/* Standard base64 with padding; the decoded length, or -1. */
+static long
+b64_decode(const char *s, size_t n, uint8_t *out, size_t outsz)
+{
+	size_t	 i, o = 0;
+	uint32_t acc = 0;
+	int	 bits = 0, v, pad = 0;
+
+	if (n % 4 != 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] == '=') {
+			if (i < n - 2)
+				return -1;
+			pad++;
+			continue;
+		}
+		if (pad > 0 || (v = b64val(s[i])) < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o == outsz)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return (long)o;
+}
+
+void
+vault_free(struct vault *v)
+{
+	int	 i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < v->n; i++)
+		crypto_secure_free(v->keys[i].key, CRYPTO_KEY_LEN);
+	explicit_bzero(v, sizeof(*v));
+	free(v);
+}
+
+struct vault *
+vault_new(const char *ring, char *err, size_t errsz)
+{
+	struct vault	*v;
+	const char	*p = ring, *end, *colon;
+	uint8_t		 raw[64];
+	long		 len;
+	size_t		 idl;
+	int		 i;
+
+	if (ring == NULL || *ring == '\0') {
+		snprintf(err, errsz, "master_keys is empty");
+		return NULL;
+	}
+	if ((v = calloc(1, sizeof(*v))) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	while (*p != '\0') {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		end = p + strcspn(p, ", ");
+		colon = memchr(p, ':', (size_t)(end - p));
+		if (v->n == VAULT_MAX_KEYS) {
+			snprintf(err, errsz, "master_keys: more than %d keys",
+			    VAULT_MAX_KEYS);
+			goto fail;
+		}
+		if (colon == NULL || colon == p ||
+		    (idl = (size_t)(colon - p)) >= VAULT_ID_MAX) {
+			snprintf(err, errsz, "master_keys: entry %d is not "
+			    "ID:BASE64", v->n + 1);
+			goto fail;
+		}
+		len = b64_decode(colon + 1, (size_t)(end - colon - 1), raw,
+		    sizeof(raw));
+		if (len != CRYPTO_KEY_LEN) {
+			snprintf(err, errsz, "master_keys: key %.*s does not "
+			    "decode to 32 bytes", (int)idl, p);
+			explicit_bzero(raw, sizeof(raw));
+			goto fail;
+		}
+		for (i = 0; i < v->n; i++)
+			if (strlen(v->keys[i].id) == idl &&
+			    memcmp(v->keys[i].id, p, idl) == 0) {
+				snprintf(err, errsz, "master_keys: id %.*s "
+				    "appears twice", (int)idl, p);
+				explicit_bzero(raw, sizeof(raw));
+				goto fail;
+			}
+		memcpy(v->keys[v->n].id, p, idl);
+		v->keys[v->n].key = crypto_secure_alloc(CRYPTO_KEY_LEN);
+		if (v->keys[v->n].key == NULL ||
+		    crypto_hkdf_sha256(raw, CRYPTO_KEY_LEN, VAULT_SALT,
+		    sizeof(VAULT_SALT) - 1, VAULT_INFO, sizeof(VAULT_INFO) - 1,
+		    v->keys[v->n].key, CRYPTO_KEY_LEN) == -1) {
+			snprintf(err, errsz, "master_keys: deriving key %.*s "
+			    "failed", (int)idl, p);
+			explicit_bzero(raw, sizeof(raw));
+			v->n++;
+			goto fail;
+		}
+		explicit_bzero(raw, sizeof(raw));
+		v->n++;
+		p = end;
+	}
+	if (v->n == 0) {
+		snprintf(err, errsz, "master_keys is empty");
+		goto fail;
+	}
+	return v;
+fail:
+	vault_free(v);
+	return NULL;
+}
+
+const char *
+vault_active_id(const struct vault *v)
+{
+	return v->keys[0].id;
+}
+
+/* "llm_keys|<tenant>|<provider>": what a value is bound to. */
+static int
+aad(const char *tenant, const char *provider, struct buf *out)
+{
+	return buf_printf(out, "llm_keys|%s|%s", tenant, provider);
+}
+
+int
+vault_seal(const struct vault *v, const char *tenant, const char *provider,
+    const char *plaintext, struct buf *out)
+{
+	uint8_t		 iv[CRYPTO_GCM_IV_LEN], tag[CRYPTO_GCM_TAG_LEN], *ct;
+	size_t		 n = strlen(plaintext);
+	struct buf	 ad = { 0 };
+	char		 ivh[2 * CRYPTO_GCM_IV_LEN + 1];
+	char		 tagh[2 * CRYPTO_GCM_TAG_LEN + 1], *cth;
+	int		 rc = -1;
+
+	if ((ct = malloc(n + 1)) == NULL || (cth = malloc(2 * n + 1)) == NULL) {
+		free(ct);
+		return -1;
+	}
+	/* A fresh IV from the strong generator for every value. */
+	crypto_random(iv, sizeof(iv));
+	if (aad(tenant, provider, &ad) == 0 &&
+	    crypto_gcm_seal(v->keys[0].key, iv, ad.data, ad.len, plaintext, n,
+	    ct, tag) == 0) {
+		crypto_hex(iv, sizeof(iv), ivh);
+		crypto_hex(tag, sizeof(tag), tagh);
+		crypto_hex(ct, n, cth);
+		buf_reset(out);
+		rc = buf_printf(out, "v1:%s:%s:%s", ivh, tagh, cth);
+	}
+	buf_free(&ad);
+	free(ct);
+	free(cth);
+	return rc;
+}
+
+static int
+unhex(const char *s, size_t n, uint8_t *out)
+{
+	size_t	 i;
+	int	 hi, lo;
+
+	if (n % 2 != 0)
+		return -1;
+	for (i = 0; i < n / 2; i++) {
+		hi = isxdigit((unsigned char)s[2 * i]) ?
+		    (isdigit((unsigned char)s[2 * i]) ? s[2 * i] - '0' :
+		    (tolower((unsigned char)s[2 * i]) - 'a' + 10)) : -1;
+		lo = isxdigit((unsigned char)s[2 * i + 1]) ?
+		    (isdigit((unsigned char)s[2 * i + 1]) ? s[2 * i + 1] - '0' :
+		    (tolower((unsigned char)s[2 * i + 1]) - 'a' + 10)) : -1;
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi * 16 + lo);
+	}
+	return 0;
+}
+
+int
+vault_open(const struct vault *v, const char *key_id, const char *tenant,
+    const char *provider, const char *stored, struct buf *out)
+{
+	const uint8_t	*key = NULL;
+	const char	*ivh, *tagh, *cth;
+	uint8_t		 iv[CRYPTO_GCM_IV_LEN], tag[CRYPTO_GCM_TAG_LEN], *ct = NULL;
+	uint8_t		*pt = NULL;
+	struct buf	 ad = { 0 };
+	size_t		 ivl, tagl, ctl;
+	int		 i, rc = -1;
+
+	for (i = 0; i < v->n; i++)
+		if (strcmp(v->keys[i].id, key_id) == 0)
+			key = v->keys[i].key;
+	if (key == NULL || strncmp(stored, "v1:", 3) != 0)
+		return -1;
+	ivh = stored + 3;
+	if ((tagh = strchr(ivh, ':')) == NULL)
+		return -1;
+	ivl = (size_t)(tagh++ - ivh);
+	if ((cth = strchr(tagh, ':')) == NULL)
+		return -1;
+	tagl = (size_t)(cth++ - tagh);
+	ctl = strlen(cth);
+	/* Lengths first: a short tag is refused before any decryption. */
+	if (ivl != 2 * sizeof(iv) || tagl != 2 * sizeof(tag) || ctl == 0 ||
+	    ctl > 4096 || unhex(ivh, ivl, iv) == -1 ||
+	    unhex(tagh, tagl, tag) == -1)
+		return -1;
+	if ((ct = malloc(ctl / 2 + 1)) == NULL ||
+	    (pt = crypto_secure_alloc(ctl / 2 + 1)) == NULL)
+		goto out;
+	if (unhex(cth, ctl, ct) == -1 || aad(tenant, provider, &ad) == -1 ||
+	    crypto_gcm_open(key, iv, sizeof(iv), ad.data, ad.len, ct, ctl / 2,
+	    tag, sizeof(tag), pt) == -1)
+		goto out;
+	buf_reset(out);
+	rc = buf_append(out, pt, ctl / 2);
+out:
+	buf_free(&ad);
+	free(ct);
+	crypto_secure_free(pt, ctl / 2 + 1);
+	return rc;
+}
+
+/* Columns of STMT_LLM_KEY_ALL. */
+enum { VA_TENANT, VA_PROVIDER, VA_CIPHERTEXT, VA_KEY_ID };
+
+long
+vault_reencrypt_all(struct db *db, const struct vault *v, char *err,
+    size_t errsz)
+{
+	struct db_res	*res;
+	struct buf	 plain = { 0 }, sealed = { 0 };
+	const char	*p[4];
+	long		 n = 0;
+	int		 r;
+
+	if ((res = db_query(db, STMT_LLM_KEY_ALL, 0, NULL)) == NULL) {
+		snprintf(err, errsz, "%s", db_errmsg(db));
+		return -1;
+	}
+	for (r = 0; r < db_rows(res); r++) {
+		const char *tenant = db_value(res, r, VA_TENANT);
+		const char *prov = db_value(res, r, VA_PROVIDER);
+
+		if (vault_open(v, db_value(res, r, VA_KEY_ID), tenant, prov,
+		    db_value(res, r, VA_CIPHERTEXT), &plain) == -1) {
+			snprintf(err, errsz, "the %s key of tenant %s does not "
+			    "open under master key %s", prov, tenant,
+			    db_value(res, r, VA_KEY_ID));
+			n = -1;
+			break;
+		}
+		if (buf_puts(&plain, "") == -1 ||
+		    vault_seal(v, tenant, prov, plain.data, &sealed) == -1) {
+			snprintf(err, errsz, "sealing failed");
+			n = -1;
+			break;
+		}
+		buf_free_secret(&plain);
+		p[0] = tenant;
+		p[1] = prov;
+		p[2] = sealed.data;
+		p[3] = vault_active_id(v);
+		if (db_exec(db, STMT_LLM_KEY_REWRITE, 4, p) == -1) {
+			snprintf(err, errsz, "%s", db_errmsg(db));
+			n = -1;
+			break;
+		}
+		n++;
+	}
+	buf_free_secret(&plain);
+	buf_free(&sealed);
+	db_res_free(res);
+	return n;
+}
+
+long
+vault_check_all(struct db *db, const struct vault *v, long *total, char *err,
+    size_t errsz)
+{
+	struct db_res	*res;
+	struct buf	 plain = { 0 };
+	long		 bad = 0;
+	int		 r;
+
+	*total = 0;
+	err[0] = '\0';
+	if ((res = db_query(db, STMT_LLM_KEY_ALL, 0, NULL)) == NULL) {
+		snprintf(err, errsz, "%s", db_errmsg(db));
+		return -1;
+	}
+	for (r = 0; r < db_rows(res); r++) {
+		(*total)++;
+		if (vault_open(v, db_value(res, r, VA_KEY_ID),
+		    db_value(res, r, VA_TENANT), db_value(res, r, VA_PROVIDER),
+		    db_value(res, r, VA_CIPHERTEXT), &plain) == 0)
+			continue;
+		if (bad++ == 0)
+			snprintf(err, errsz, "the %s key of tenant %s does not "
+			    "open (master key %s)", db_value(res, r,
+			    VA_PROVIDER), db_value(res, r, VA_TENANT),
+			    db_value(res, r, VA_KEY_ID));
+	}
+	buf_free_secret(&plain);
+	db_res_free(res);
+	return bad;
+}

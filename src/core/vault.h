@@ -1,0 +1,84 @@
+#ifndef KEYGATE_CORE_VAULT_H
+#define KEYGATE_CORE_VAULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+/*
+ * The vault: tenants' LLM provider keys, sealed with AES-256-GCM under keys
+ * derived by HKDF-SHA256 from a keyring of master keys.  A value is bound to
+ * its tenant and provider through the associated data, so a value copied to
+ * another row does not open.
+ */
+
+enum provider {
+	PROVIDER_OPENAI,
+	PROVIDER_ANTHROPIC,
+	PROVIDER_GOOGLE,
+	PROVIDER_OPENROUTER,
+	PROVIDER__MAX
+};
+
+extern const char *const provider_names[PROVIDER__MAX];
+
+/* The provider of a name ("openai"), or PROVIDER__MAX. */
+enum provider	 provider_parse(const char *);
+/*
+ * True when key looks like one of the provider's keys: OpenAI sk-proj- or
+ * sk- (but not another provider's sk-ant- / sk-or-), Anthropic sk-ant-,
+ * Google AIza, OpenRouter sk-or-; 20 to 512 printable characters, no
+ * blanks.
+ */
+bool		 provider_key_format_ok(enum provider, const char *key);
+
+struct vault;
+
+/*
+ * Parses a keyring "id:base64,id:base64" (each key exactly 32 bytes, the
+ * first active) and derives the encryption keys into secure memory.
+ * Returns NULL with the reason in err; the text is never echoed back.
+ */
+struct vault	*vault_new(const char *master_keys, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+/* Wipes and frees; NULL is accepted. */
+void		 vault_free(struct vault *);
+/* The id of the key new values are sealed under. */
+const char	*vault_active_id(const struct vault *);
+/*
+ * Seals plaintext for tenant and provider under the active key into out
+ * as "v1:<iv hex>:<tag hex>:<ciphertext hex>" with a fresh random IV.
+ * 0, or -1.
+ */
+int		 vault_seal(const struct vault *, const char *tenant,
+		    const char *provider, const char *plaintext, struct buf *out)
+		    __attribute__((warn_unused_result));
+/*
+ * Opens a stored value sealed under keyring entry key_id for tenant and
+ * provider into out (free it with buf_free_secret()).  0, or -1 when the
+ * key id is unknown, the text malformed or the tag does not verify.
+ */
+int		 vault_open(const struct vault *, const char *key_id,
+		    const char *tenant, const char *provider, const char *stored,
+		    struct buf *out) __attribute__((warn_unused_result));
+
+struct db;
+
+/*
+ * Inside the caller's transaction, re-seals every stored value under the
+ * active key (values already under it are re-sealed too, with a fresh IV).
+ * Returns the number of values, or -1 with err set: a value that does not
+ * open, or a database failure (see db_status()).  The caller commits or
+ * rolls back, so it is all or none.
+ */
+long		 vault_reencrypt_all(struct db *, const struct vault *,
+		    char *err, size_t errsz) __attribute__((warn_unused_result));
+/*
+ * Opens every stored value without changing anything.  Returns the number
+ * that failed (naming the first in err), or -1 on a database failure.
+ */
+long		 vault_check_all(struct db *, const struct vault *, long *total,
+		    char *err, size_t errsz) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,44 @@
+#ifndef KEYGATE_LIB_UPSTREAM_H
+#define KEYGATE_LIB_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+/*
+ * The only door to libcurl: HTTP calls to LLM providers.  Redirects are
+ * never followed; every call has connect and total timeouts; bodies are
+ * capped.  Header values may hold provider keys: they are never logged.
+ */
+
+#define UPSTREAM_MAX_HEADERS 8
+
+struct upstream_call {
+	const char	*method;		/* "GET", "POST" */
+	const char	*url;			/* never holds a secret */
+	const char	*headers[UPSTREAM_MAX_HEADERS]; /* "Name: value" */
+	const char	*body;			/* NULL = none */
+	size_t		 body_len;
+	long		 connect_timeout;	/* s */
+	long		 total_timeout;		/* s */
+	size_t		 max_response;		/* bytes kept of the reply */
+};
+
+enum upstream_result {
+	UPSTREAM_OK,		/* an HTTP answer arrived (any status) */
+	UPSTREAM_TIMEOUT,
+	UPSTREAM_UNREACHABLE,	/* DNS, connect, TLS, reset */
+	UPSTREAM_TOO_LARGE,	/* the reply exceeded max_response */
+	UPSTREAM_RESULT__MAX
+};
+
+/* Initialises libcurl once per process, before threads or requests. */
+int		 upstream_global_init(void) __attribute__((warn_unused_result));
+/*
+ * Performs the call; on UPSTREAM_OK *status and body hold the answer.
+ * err gets a short reason for the other results (no secrets).
+ */
+enum upstream_result upstream_perform(const struct upstream_call *,
+		    long *status, struct buf *body, char *err, size_t errsz);
+
+#endif

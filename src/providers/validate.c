@@ -1,0 +1,114 @@
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lib/buf.h"
+#include "lib/json.h"
+#include "lib/upstream.h"
+#include "providers/providers.h"
+#include "server/config.h"
+
+/* Where each provider answers "is this key good?", under its base URL. */
+static const struct {
+	const char	*path;
+	const char	*auth;		/* header carrying the key, up to it */
+	const char	*extra;		/* another header, or NULL */
+} checks[PROVIDER__MAX] = {
+	/* PROVIDER_OPENAI */
+	{ "/models", "Authorization: Bearer ", NULL },
+	/* PROVIDER_ANTHROPIC */
+	{ "/v1/models", "x-api-key: ", "anthropic-version: 2023-06-01" },
+	/* PROVIDER_GOOGLE */
+	{ "/v1beta/models", "x-goog-api-key: ", NULL },
+	/* PROVIDER_OPENROUTER */
+	{ "/key", "Authorization: Bearer ", NULL },
+};
+
+static const char *
+base_url(const struct config *cfg, enum provider p)
+{
+	switch (p) {
+	case PROVIDER_OPENAI:
+		return cfg->openai_base_url;
+	case PROVIDER_ANTHROPIC:
+		return cfg->anthropic_base_url;
+	case PROVIDER_GOOGLE:
+		return cfg->google_base_url;
+	case PROVIDER_OPENROUTER:
+	case PROVIDER__MAX:
+		break;
+	}
+	return cfg->openrouter_base_url;
+}
+
+/*
+ * The provider's message from its error body: OpenAI, Gemini and
+ * OpenRouter use {"error":{"message"}}, Anthropic
+ * {"type":"error","error":{"message"}} — the same path.
+ */
+static void
+error_message(const struct buf *body, long status, char *out, size_t outsz)
+{
+	struct json_object *o, *err, *msg;
+	enum json_parse_error why;
+	char	 e[32];
+
+	snprintf(out, outsz, "HTTP %ld", status);
+	if (body->len == 0 || (o = json_parse(body->data, body->len, &why, e,
+	    sizeof(e))) == NULL)
+		return;
+	if (json_object_object_get_ex(o, "error", &err) &&
+	    json_object_object_get_ex(err, "message", &msg) &&
+	    json_object_is_type(msg, json_type_string))
+		snprintf(out, outsz, "%s", json_object_get_string(msg));
+	json_object_put(o);
+}
+
+enum validate_result
+provider_validate_key(const struct config *cfg, enum provider p,
+    const char *key, char *reason, size_t reasonsz)
+{
+	struct upstream_call call;
+	struct buf	 url = { 0 }, auth = { 0 }, body = { 0 };
+	const char	*base = base_url(cfg, p);
+	size_t		 bl = strlen(base);
+	long		 status;
+	enum validate_result rc = VALIDATE_UNREACHABLE;
+
+	memset(&call, 0, sizeof(call));
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	if (buf_printf(&url, "%.*s%s", (int)bl, base, checks[p].path) == -1 ||
+	    buf_printf(&auth, "%s%s", checks[p].auth, key) == -1) {
+		snprintf(reason, reasonsz, "out of memory");
+		goto out;
+	}
+	call.method = "GET";
+	call.url = url.data;
+	call.headers[0] = auth.data;
+	call.headers[1] = checks[p].extra;
+	call.connect_timeout = cfg->upstream_connect_timeout;
+	call.total_timeout = cfg->upstream_connect_timeout +
+	    cfg->upstream_idle_timeout;
+	if (call.total_timeout > cfg->upstream_total_timeout)
+		call.total_timeout = cfg->upstream_total_timeout;
+	call.max_response = 1 << 20;
+	if (upstream_perform(&call, &status, &body, reason, reasonsz) !=
+	    UPSTREAM_OK)
+		goto out;
+	if (status >= 200 && status < 300)
+		rc = VALIDATE_OK;
+	else if (status >= 400 && status < 500 && status != 408 &&
+	    status != 429) {
+		error_message(&body, status, reason, reasonsz);
+		rc = VALIDATE_REJECTED;
+	} else
+		snprintf(reason, reasonsz, "the provider answered HTTP %ld",
+		    status);
+out:
+	buf_free(&url);
+	buf_free_secret(&auth);
+	buf_free(&body);
+	return rc;
+}
