@@ -49,6 +49,7 @@ void	api_llm_keys_store(struct request *);
 void	api_llm_keys_status(struct request *);
 void	api_llm_keys_delete(struct request *);
 void	api_maintenance_reencrypt(struct request *);
+void	api_chat_completions(struct request *);
 
 /* Shared by the handlers (api/common.c). */
 

@@ -51,6 +51,8 @@ const struct route api_routes[] = {
 	  "llm_keys:read" },
 	{ METHOD_DELETE, "/v1/account/llm-keys", api_llm_keys_delete,
 	  "llm_keys:write" },
+	{ METHOD_POST, "/v1/chat/completions", api_chat_completions,
+	  "chat:write" },
 	{ METHOD_GET, "/v1/audit_logs", api_audit_list, "audit:read" },
 	{ METHOD_POST, "/v1/maintenance/reencrypt", api_maintenance_reencrypt,
 	  "maintenance:write" },

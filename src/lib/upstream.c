@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <stdio.h>
+#include <strings.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -8,9 +9,13 @@
 #include "lib/upstream.h"
 
 struct sink {
-	struct buf	*body;
+	struct buf	*body;		/* collect here, or */
+	upstream_data_fn fn;		/* hand on to fn */
+	void		*ctx;
+	CURL		*h;
 	size_t		 max;
 	int		 too_large;
+	int		 aborted;
 };
 
 static size_t
@@ -19,12 +24,38 @@ on_data(char *p, size_t size, size_t n, void *arg)
 	struct sink	*s = arg;
 	size_t		 len = size * n;
 
+	long		 status = 0;
+
+	if (s->fn != NULL) {
+		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
+		if (s->fn(s->ctx, status, p, len) == -1) {
+			s->aborted = 1;
+			return 0;	/* curl stops: CURLE_WRITE_ERROR */
+		}
+		return len;
+	}
 	if (s->body->len + len > s->max) {
 		s->too_large = 1;
-		return 0;	/* makes curl stop with CURLE_WRITE_ERROR */
+		return 0;
 	}
 	if (buf_append(s->body, p, len) == -1)
 		return 0;
+	return len;
+}
+
+/* Keeps the Retry-After header of the answer (a 429's). */
+static size_t
+on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct upstream_call *c = arg;
+	size_t		 len = size * n, v;
+
+	if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
+		for (v = 12; v < len && (p[v] == ' ' || p[v] == '\t'); v++)
+			continue;
+		snprintf(c->retry_after, sizeof(c->retry_after), "%.*s",
+		    (int)strcspn(p + v, "\r\n"), p + v);
+	}
 	return len;
 }
 
@@ -34,19 +65,18 @@ upstream_global_init(void)
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
-enum upstream_result
-upstream_perform(const struct upstream_call *c, long *status, struct buf *body,
+static enum upstream_result
+run(struct upstream_call *c, struct sink *sink, long *status,
     char *err, size_t errsz)
 {
 	struct curl_slist *hdrs = NULL, *tmp;
-	struct sink	 sink = { body, c->max_response, 0 };
 	CURL		*h;
 	CURLcode	 rc;
 	enum upstream_result res;
 	int		 i;
 
 	*status = 0;
-	buf_reset(body);
+	c->retry_after[0] = '\0';
 	if ((h = curl_easy_init()) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
@@ -64,8 +94,15 @@ upstream_perform(const struct upstream_call *c, long *status, struct buf *body,
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, c->total_timeout);
+	if (c->idle_timeout > 0) {
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->idle_timeout);
+	}
+	sink->h = h;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
 	if (c->body != NULL) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -75,7 +112,10 @@ upstream_perform(const struct upstream_call *c, long *status, struct buf *body,
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 		res = UPSTREAM_OK;
-	} else if (sink.too_large) {
+	} else if (sink->aborted) {
+		snprintf(err, errsz, "the receiver stopped the call");
+		res = UPSTREAM_ABORTED;
+	} else if (sink->too_large) {
 		snprintf(err, errsz, "the reply is larger than %zu bytes",
 		    c->max_response);
 		res = UPSTREAM_TOO_LARGE;
@@ -89,4 +129,29 @@ upstream_perform(const struct upstream_call *c, long *status, struct buf *body,
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	return res;
+}
+
+enum upstream_result
+upstream_perform(struct upstream_call *c, long *status, struct buf *body,
+    char *err, size_t errsz)
+{
+	struct sink	 sink;
+
+	memset(&sink, 0, sizeof(sink));
+	sink.body = body;
+	sink.max = c->max_response;
+	buf_reset(body);
+	return run(c, &sink, status, err, errsz);
+}
+
+enum upstream_result
+upstream_stream(struct upstream_call *c, upstream_data_fn fn, void *ctx,
+    long *status, char *err, size_t errsz)
+{
+	struct sink	 sink;
+
+	memset(&sink, 0, sizeof(sink));
+	sink.fn = fn;
+	sink.ctx = ctx;
+	return run(c, &sink, status, err, errsz);
 }

@@ -22,6 +22,8 @@ struct upstream_call {
 	long		 connect_timeout;	/* s */
 	long		 total_timeout;		/* s */
 	size_t		 max_response;		/* bytes kept of the reply */
+	long		 idle_timeout;		/* s without a byte, 0 = none */
+	char		 retry_after[32];	/* out: the Retry-After header */
 };
 
 enum upstream_result {
@@ -29,8 +31,17 @@ enum upstream_result {
 	UPSTREAM_TIMEOUT,
 	UPSTREAM_UNREACHABLE,	/* DNS, connect, TLS, reset */
 	UPSTREAM_TOO_LARGE,	/* the reply exceeded max_response */
+	UPSTREAM_ABORTED,	/* the stream's receiver gave up */
 	UPSTREAM_RESULT__MAX
 };
+
+/*
+ * Receives a streamed reply piece by piece: status is the HTTP status (known
+ * from the first piece on).  Returns 0 to go on, -1 to abort the call (the
+ * connection to the provider is closed at once).
+ */
+typedef int	(*upstream_data_fn)(void *ctx, long status, const char *p,
+		    size_t n);
 
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));
@@ -38,7 +49,14 @@ int		 upstream_global_init(void) __attribute__((warn_unused_result));
  * Performs the call; on UPSTREAM_OK *status and body hold the answer.
  * err gets a short reason for the other results (no secrets).
  */
-enum upstream_result upstream_perform(const struct upstream_call *,
+enum upstream_result upstream_perform(struct upstream_call *,
 		    long *status, struct buf *body, char *err, size_t errsz);
+/*
+ * As upstream_perform(), handing the reply to fn as it arrives instead of
+ * collecting it.  UPSTREAM_ABORTED when fn returned -1.
+ */
+enum upstream_result upstream_stream(struct upstream_call *,
+		    upstream_data_fn fn, void *ctx, long *status, char *err,
+		    size_t errsz);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stddef.h>
 
 #include "core/vault.h"
+#include "lib/buf.h"
 
 struct config;
 
@@ -23,5 +24,28 @@ enum validate_result {
 enum validate_result provider_validate_key(const struct config *,
 		    enum provider, const char *key, char *reason,
 		    size_t reasonsz);
+
+/* The configured base URL of a provider. */
+const char	*provider_base_url(const struct config *, enum provider);
+/*
+ * The provider's own message from an error body, else "HTTP <status>".
+ * OpenAI, Gemini and OpenRouter use {"error":{"message"}}, Anthropic
+ * {"type":"error","error":{"message"}}: the same path.
+ */
+void		 provider_error_message(const struct buf *body, long status,
+		    char *out, size_t outsz);
+
+struct json_object;
+
+/*
+ * An OpenAI-format call (OpenAI, OpenRouter): the URL, the auth header and
+ * the body to send, from the client's request (borrowed).  model replaces
+ * the client's; a stream always asks for usage.  0, or -1.
+ */
+int		 openai_prepare(const struct config *, enum provider,
+		    const char *model, const char *key,
+		    struct json_object *request, struct buf *url,
+		    struct buf *auth, struct buf *body)
+		    __attribute__((warn_unused_result));
 
 #endif

@@ -25,8 +25,8 @@ static const struct {
 	{ "/key", "Authorization: Bearer ", NULL },
 };
 
-static const char *
-base_url(const struct config *cfg, enum provider p)
+const char *
+provider_base_url(const struct config *cfg, enum provider p)
 {
 	switch (p) {
 	case PROVIDER_OPENAI:
@@ -42,13 +42,9 @@ base_url(const struct config *cfg, enum provider p)
 	return cfg->openrouter_base_url;
 }
 
-/*
- * The provider's message from its error body: OpenAI, Gemini and
- * OpenRouter use {"error":{"message"}}, Anthropic
- * {"type":"error","error":{"message"}} — the same path.
- */
-static void
-error_message(const struct buf *body, long status, char *out, size_t outsz)
+void
+provider_error_message(const struct buf *body, long status, char *out,
+    size_t outsz)
 {
 	struct json_object *o, *err, *msg;
 	enum json_parse_error why;
@@ -71,7 +67,7 @@ provider_validate_key(const struct config *cfg, enum provider p,
 {
 	struct upstream_call call;
 	struct buf	 url = { 0 }, auth = { 0 }, body = { 0 };
-	const char	*base = base_url(cfg, p);
+	const char	*base = provider_base_url(cfg, p);
 	size_t		 bl = strlen(base);
 	long		 status;
 	enum validate_result rc = VALIDATE_UNREACHABLE;
@@ -101,7 +97,7 @@ provider_validate_key(const struct config *cfg, enum provider p,
 		rc = VALIDATE_OK;
 	else if (status >= 400 && status < 500 && status != 408 &&
 	    status != 429) {
-		error_message(&body, status, reason, reasonsz);
+		provider_error_message(&body, status, reason, reasonsz);
 		rc = VALIDATE_REJECTED;
 	} else
 		snprintf(reason, reasonsz, "the provider answered HTTP %ld",

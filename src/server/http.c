@@ -31,6 +31,11 @@ const struct http_err_info http_errs[ERR__MAX] = {
 	{ 503, "service_unavailable_error", "database_unavailable" }, /* ERR_DATABASE_UNAVAILABLE */
 	{ 503, "service_unavailable_error", "vault_unavailable" }, /* ERR_VAULT_UNAVAILABLE */
 	{ 502, "upstream_error", "upstream_error" },		/* ERR_UPSTREAM */
+	{ 504, "upstream_error", "upstream_timeout" },		/* ERR_UPSTREAM_TIMEOUT */
+	{ 401, "authentication_error", "missing_provider_key" }, /* ERR_MISSING_PROVIDER_KEY */
+	{ 400, "invalid_request_error", "forbidden_field" },	/* ERR_FORBIDDEN_FIELD */
+	{ 400, "invalid_request_error", "unsupported_model" },	/* ERR_UNSUPPORTED_MODEL */
+	{ 501, "api_error", "not_implemented" },		/* ERR_NOT_IMPLEMENTED */
 };
 
 /* Seconds a client should wait before retrying while the database is down. */
@@ -55,6 +60,7 @@ http_reason(int status)
 	case 422: return "Unprocessable Content";
 	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -126,8 +132,8 @@ http_respond_json(struct request *req, int status, struct json_object *obj)
 }
 
 static void
-verror(struct request *req, enum http_err e, struct json_object *details,
-    const char *fmt, va_list ap)
+verror_as(struct request *req, int status, const char *type, const char *code,
+    struct json_object *details, const char *fmt, va_list ap)
 {
 	struct json_object	*root, *err;
 	struct buf		 msg = { 0 };
@@ -145,15 +151,70 @@ verror(struct request *req, enum http_err e, struct json_object *details,
 	err = json_object_new_object();
 	json_object_object_add(err, "message",
 	    json_object_new_string(msg.data ? msg.data : ""));
-	json_object_object_add(err, "type",
-	    json_object_new_string(http_errs[e].type));
-	json_object_object_add(err, "code",
-	    json_object_new_string(http_errs[e].code));
+	json_object_object_add(err, "type", json_object_new_string(type));
+	json_object_object_add(err, "code", json_object_new_string(code));
 	if (details != NULL)
 		json_object_object_add(err, "details", details);
 	json_object_object_add(root, "error", err);
 	buf_free(&msg);
-	http_respond_json(req, http_errs[e].status, root);
+	http_respond_json(req, status, root);
+}
+
+static void
+verror(struct request *req, enum http_err e, struct json_object *details,
+    const char *fmt, va_list ap)
+{
+	verror_as(req, http_errs[e].status, http_errs[e].type, http_errs[e].code,
+	    details, fmt, ap);
+}
+
+void
+http_error_as(struct request *req, int status, const char *type,
+    const char *code, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	verror_as(req, status, type, code, NULL, fmt, ap);
+	va_end(ap);
+}
+
+int
+http_stream_begin(struct request *req, int status, const char *ctype)
+{
+	struct buf	 head = { 0 };
+	int		 rc = -1;
+
+	if (req->status != 0)
+		return -1;
+	req->status = status;
+	if (buf_printf(&head, "Status: %d %s\r\n"
+	    "Content-Type: %s\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "X-Content-Type-Options: nosniff\r\n"
+	    "X-Accel-Buffering: no\r\n"
+	    "X-Request-Id: %s\r\n",
+	    status, http_reason(status), ctype, req->request_id) == 0 &&
+	    buf_append(&head, req->headers.data ? req->headers.data : "",
+	    req->headers.len) == 0 && buf_puts(&head, "\r\n") == 0 &&
+	    request_write(req, head.data, head.len) == 0 &&
+	    request_flush(req) == 0)
+		rc = 0;
+	if (rc == -1)
+		req->client_gone = true;
+	buf_free(&head);
+	return rc;
+}
+
+int
+http_stream_write(struct request *req, const void *p, size_t n)
+{
+	if (req->client_gone || request_write(req, p, n) == -1 ||
+	    request_flush(req) == -1) {
+		req->client_gone = true;
+		return -1;
+	}
+	return 0;
 }
 
 void

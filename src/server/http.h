@@ -32,6 +32,11 @@ enum http_err {
 	ERR_DATABASE_UNAVAILABLE,
 	ERR_VAULT_UNAVAILABLE,
 	ERR_UPSTREAM,
+	ERR_UPSTREAM_TIMEOUT,
+	ERR_MISSING_PROVIDER_KEY,
+	ERR_FORBIDDEN_FIELD,
+	ERR_UNSUPPORTED_MODEL,
+	ERR_NOT_IMPLEMENTED,
 	ERR__MAX
 };
 
@@ -65,6 +70,22 @@ void		 http_error(struct request *, enum http_err, const char *fmt, ...)
 void		 http_error_details(struct request *, enum http_err,
 		    struct json_object *details, const char *fmt, ...)
 		    __attribute__((format(printf, 4, 5)));
+/*
+ * An error with a status, type and code given by the caller rather than
+ * the table: for provider errors passed on with their own status.
+ */
+void		 http_error_as(struct request *, int status, const char *type,
+		    const char *code, const char *fmt, ...)
+		    __attribute__((format(printf, 5, 6)));
+/*
+ * Starts a streamed answer (no Content-Length): the status line and our
+ * standard headers with the given Content-Type, flushed at once.  0 or -1.
+ */
+int		 http_stream_begin(struct request *, int status,
+		    const char *content_type) __attribute__((warn_unused_result));
+/* Sends a piece of a streamed answer and flushes it; 0, or -1 gone. */
+int		 http_stream_write(struct request *, const void *, size_t)
+		    __attribute__((warn_unused_result));
 /* The database is out of reach: 503 with Retry-After. */
 void		 http_unavailable(struct request *);
 

@@ -1,0 +1,421 @@
+/*
+ * POST /v1/chat/completions: the gateway.  Parse and check the request,
+ * route the model, pick the key by priority, call the provider, and answer
+ * in the OpenAI shape with a "keygate" block, streamed or not.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/validate.h"
+#include "core/auth.h"
+#include "core/gateway.h"
+#include "lib/buf.h"
+#include "lib/db.h"
+#include "lib/json.h"
+#include "lib/upstream.h"
+#include "providers/providers.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+/* Provider replies kept in memory at most (non-streaming). */
+#define MAX_REPLY	(8 << 20)
+/* Bytes of one SSE event we hold while waiting for its end. */
+#define MAX_EVENT	(1 << 20)
+
+/* Body fields that would send the call elsewhere or add headers. */
+static const char *const forbidden[] = {
+	"api_base", "base_url", "api_key", "headers", "extra_headers",
+	"api_version", "organization", NULL,
+};
+
+/* The inline key header of each provider, as FastCGI names it. */
+static const char *const inline_param[PROVIDER__MAX] = {
+	"HTTP_X_OPENAI_KEY",		/* PROVIDER_OPENAI */
+	"HTTP_X_ANTHROPIC_KEY",		/* PROVIDER_ANTHROPIC */
+	"HTTP_X_GOOGLE_KEY",		/* PROVIDER_GOOGLE */
+	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
+};
+
+static const char *const inline_header[PROVIDER__MAX] = {
+	"X-OpenAI-Key", "X-Anthropic-Key", "X-Google-Key", "X-OpenRouter-Key",
+};
+
+struct chat {
+	struct request	*req;
+	struct gateway_key key;
+	bool		 stream;
+	bool		 want_usage;	/* the client asked for the usage chunk */
+	bool		 started;	/* stream headers sent */
+	bool		 done;		/* [DONE] sent */
+	long		 status;
+	struct buf	 pending;	/* SSE bytes not yet a whole event */
+	struct buf	 errbody;	/* a non-200 streamed reply */
+};
+
+static struct json_object *
+keygate_block(const struct chat *c)
+{
+	const struct worker *w = c->req->w;
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "key_source",
+	    json_object_new_string(c->key.pool ? "pool" : "user"));
+	json_object_object_add(o, "pool_markup_applied", c->key.pool ?
+	    json_object_new_double(w->cfg->pool_markup) : NULL);
+	json_object_object_add(o, "provider",
+	    json_object_new_string(provider_names[c->key.provider]));
+	json_object_object_add(o, "credits_charged", json_object_new_int(0));
+	json_object_object_add(o, "request_id",
+	    json_object_new_string(c->req->request_id));
+	return o;
+}
+
+/* Checks the request; 0, or -1 after answering. */
+static int
+check_request(struct request *req, struct json_object *body, const char **model)
+{
+	struct checks	 c = { NULL };
+	struct json_object *msgs;
+	bool		 present;
+	size_t		 i;
+
+	for (i = 0; forbidden[i] != NULL; i++)
+		if (json_object_object_get_ex(body, forbidden[i], NULL)) {
+			http_error(req, ERR_FORBIDDEN_FIELD, "The field %s is "
+			    "not accepted: keygate chooses where requests go.",
+			    forbidden[i]);
+			return -1;
+		}
+	*model = check_string(&c, body, "model", 256, &present);
+	if (*model == NULL && c.details == NULL)
+		check_fail(&c, "model", "required: a model name");
+	else if (*model != NULL && **model == '\0')
+		check_fail(&c, "model", "must not be empty");
+	if (!json_object_object_get_ex(body, "messages", &msgs) ||
+	    !json_object_is_type(msgs, json_type_array) ||
+	    json_object_array_length(msgs) == 0)
+		check_fail(&c, "messages", "required: a non-empty array");
+	return check_done(req, &c);
+}
+
+/* Answers a provider's non-2xx reply in our shape. */
+static void
+provider_error(struct chat *c, long status, const struct buf *body,
+    const char *retry_after)
+{
+	struct request	*req = c->req;
+	char		 msg[512];
+
+	provider_error_message(body, status, msg, sizeof(msg));
+	if (status == 429) {
+		if (retry_after[0] != '\0' && http_header(req, "Retry-After",
+		    "%s", retry_after) == -1)
+			log_error("http_header: adding Retry-After: out of "
+			    "memory");
+		http_error_as(req, 429, "rate_limit_error", "rate_limit_exceeded",
+		    "%s: %s", provider_names[c->key.provider], msg);
+	} else if (status >= 400 && status < 500)
+		http_error_as(req, (int)status, "upstream_error",
+		    "upstream_error", "%s: %s", provider_names[c->key.provider],
+		    msg);
+	else if (status >= 300 && status < 400)
+		http_error(req, ERR_UPSTREAM, "%s answered with a redirect, "
+		    "which is not followed.", provider_names[c->key.provider]);
+	else
+		http_error(req, ERR_UPSTREAM, "%s failed: %s",
+		    provider_names[c->key.provider], msg);
+}
+
+static void
+transport_error(struct chat *c, enum upstream_result r, const char *why)
+{
+	if (r == UPSTREAM_TIMEOUT)
+		http_error(c->req, ERR_UPSTREAM_TIMEOUT, "%s did not answer in "
+		    "time.", provider_names[c->key.provider]);
+	else
+		http_error(c->req, ERR_UPSTREAM, "%s could not be reached: %s",
+		    provider_names[c->key.provider], why);
+}
+
+static void
+respond_whole(struct chat *c, struct upstream_call *call)
+{
+	struct buf	 reply = { 0 };
+	struct json_object *o;
+	enum json_parse_error why;
+	enum upstream_result r;
+	char		 err[160];
+	long		 status;
+
+	r = upstream_perform(call, &status, &reply, err, sizeof(err));
+	if (r != UPSTREAM_OK)
+		transport_error(c, r, err);
+	else if (status < 200 || status >= 300)
+		provider_error(c, status, &reply, call->retry_after);
+	else if ((o = json_parse(reply.data ? reply.data : "", reply.len, &why,
+	    err, sizeof(err))) == NULL ||
+	    !json_object_is_type(o, json_type_object)) {
+		if (o != NULL)
+			json_object_put(o);
+		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
+		    "a JSON object.", provider_names[c->key.provider]);
+	} else {
+		json_object_object_add(o, "keygate", keygate_block(c));
+		http_respond_json(c->req, 200, o);
+	}
+	buf_free(&reply);
+}
+
+static int
+emit(struct chat *c, const char *data, size_t n)
+{
+	struct buf	 ev = { 0 };
+	int		 rc;
+
+	if (buf_puts(&ev, "data: ") == -1 || buf_append(&ev, data, n) == -1 ||
+	    buf_puts(&ev, "\n\n") == -1) {
+		buf_free(&ev);
+		return -1;
+	}
+	rc = http_stream_write(c->req, ev.data, ev.len);
+	buf_free(&ev);
+	return rc;
+}
+
+/* The closing chunk: the keygate block, then [DONE]. */
+static int
+emit_done(struct chat *c)
+{
+	struct json_object *o = json_object_new_object();
+	const char	*t;
+	size_t		 n;
+	int		 rc;
+
+	json_object_object_add(o, "object",
+	    json_object_new_string("chat.completion.chunk"));
+	json_object_object_add(o, "choices", json_object_new_array());
+	json_object_object_add(o, "keygate", keygate_block(c));
+	t = json_text(o, &n);
+	rc = emit(c, t, n);
+	json_object_put(o);
+	c->done = true;
+	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
+}
+
+/*
+ * One SSE event from an OpenAI-format stream: passed on as it came, except
+ * that the usage-only chunk goes only to clients that asked for it, and
+ * [DONE] is preceded by our closing chunk.
+ */
+static int
+on_event(struct chat *c, char *ev, size_t n)
+{
+	struct json_object *o, *choices, *usage;
+	enum json_parse_error why;
+	char		 err[64], *data;
+	size_t		 dl;
+	int		 rc = 0;
+
+	ev[n] = '\0';
+	if ((data = strstr(ev, "data:")) == NULL || (data != ev &&
+	    data[-1] != '\n'))
+		return 0;	/* comments and event names carry nothing */
+	data += 5;
+	if (*data == ' ')
+		data++;
+	dl = strcspn(data, "\r\n");
+	if (dl == 6 && strncmp(data, "[DONE]", 6) == 0)
+		return emit_done(c);
+	o = json_parse(data, dl, &why, err, sizeof(err));
+	if (o != NULL && !c->want_usage &&
+	    json_object_object_get_ex(o, "choices", &choices) &&
+	    json_object_is_type(choices, json_type_array) &&
+	    json_object_array_length(choices) == 0 &&
+	    json_object_object_get_ex(o, "usage", &usage) && usage != NULL)
+		rc = 0;		/* the usage chunk nobody asked for */
+	else
+		rc = emit(c, data, dl);
+	if (o != NULL)
+		json_object_put(o);
+	return rc;
+}
+
+static int
+on_stream_data(void *arg, long status, const char *p, size_t n)
+{
+	struct chat	*c = arg;
+	char		*end;
+	size_t		 evlen, skip;
+
+	c->status = status;
+	if (status != 200) {
+		if (c->errbody.len + n > 65536)
+			return 0;
+		return buf_append(&c->errbody, p, n) == 0 ? 0 : -1;
+	}
+	if (!c->started) {
+		if (http_stream_begin(c->req, 200, "text/event-stream") == -1)
+			return -1;
+		c->started = true;
+	}
+	if (buf_append(&c->pending, p, n) == -1 ||
+	    c->pending.len > MAX_EVENT)
+		return -1;
+	/* Whole events end with a blank line (\n\n or \r\n\r\n). */
+	for (;;) {
+		char *a = strstr(c->pending.data, "\n\n");
+		char *b = strstr(c->pending.data, "\r\n\r\n");
+
+		if (a == NULL && b == NULL)
+			break;
+		end = a == NULL || (b != NULL && b < a) ? b : a;
+		skip = end == b ? 4 : 2;
+		evlen = (size_t)(end - c->pending.data);
+		if (on_event(c, c->pending.data, evlen) == -1)
+			return -1;
+		memmove(c->pending.data, c->pending.data + evlen + skip,
+		    c->pending.len - evlen - skip + 1);
+		c->pending.len -= evlen + skip;
+		if (c->done)
+			break;
+	}
+	return c->req->client_gone ? -1 : 0;
+}
+
+static void
+respond_stream(struct chat *c, struct upstream_call *call)
+{
+	enum upstream_result r;
+	char		 err[160], msg[256];
+	long		 status;
+
+	r = upstream_stream(call, on_stream_data, c, &status, err, sizeof(err));
+	if (!c->started) {
+		if (r == UPSTREAM_OK && status != 200)
+			provider_error(c, status, &c->errbody, call->retry_after);
+		else if (r == UPSTREAM_OK)
+			http_error(c->req, ERR_UPSTREAM, "%s ended the stream "
+			    "before sending anything.",
+			    provider_names[c->key.provider]);
+		else if (r != UPSTREAM_ABORTED)
+			transport_error(c, r, err);
+		else
+			http_error(c->req, ERR_UPSTREAM, "The stream could not "
+			    "be started.");
+		return;
+	}
+	if (c->done || c->req->client_gone)
+		return;
+	/* Cut short: say so in the stream, then close it properly. */
+	snprintf(msg, sizeof(msg), "{\"error\":{\"message\":\"%s %s\","
+	    "\"type\":\"upstream_error\",\"code\":\"%s\"}}",
+	    provider_names[c->key.provider], r == UPSTREAM_TIMEOUT ?
+	    "stopped answering" : "ended the stream early",
+	    r == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error");
+	if (emit(c, msg, strlen(msg)) == 0)
+		(void)emit_done(c);
+}
+
+void
+api_chat_completions(struct request *req)
+{
+	struct worker	*w = req->w;
+	struct json_object *body, *v, *opts;
+	struct upstream_call call;
+	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 };
+	struct chat	 c;
+	const char	*model;
+	enum provider	 routed;
+
+	memset(&c, 0, sizeof(c));
+	c.req = req;
+	if (!api_body_object(req, &body))
+		return;
+	if (body == NULL) {
+		struct checks ck = { NULL };
+
+		check_fail(&ck, "model", "required: a model name");
+		check_fail(&ck, "messages", "required: a non-empty array");
+		if (check_done(req, &ck) == -1)
+			return;
+	}
+	if (check_request(req, body, &model) == -1)
+		return;
+	if ((routed = gateway_route(model)) == PROVIDER__MAX) {
+		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
+		    "model \"%.128s\".", model);
+		return;
+	}
+	switch (gateway_resolve(w->db, w->vault, w->cfg,
+	    req->principal->tenant_id, routed, model,
+	    request_param(req, inline_param[routed]), &c.key)) {
+	case RESOLVE_OK:
+		break;
+	case RESOLVE_NONE:
+		http_error(req, ERR_MISSING_PROVIDER_KEY, "No %s key or "
+		    "OpenRouter key found. Store one with POST "
+		    "/v1/account/llm-keys, or send it as %s.",
+		    provider_names[routed], inline_header[routed]);
+		goto out;
+	case RESOLVE_DB:
+		api_db_failed(req);
+		goto out;
+	case RESOLVE_VAULT:
+	case RESOLVE_RESULT__MAX:
+		http_error(req, ERR_INTERNAL, "The stored %s key cannot be "
+		    "opened with the configured master keys.",
+		    provider_names[routed]);
+		goto out;
+	}
+	if (c.key.provider == PROVIDER_ANTHROPIC ||
+	    c.key.provider == PROVIDER_GOOGLE) {
+		http_error(req, ERR_NOT_IMPLEMENTED, "Calling %s directly is "
+		    "not available in this version; store an OpenRouter key to "
+		    "reach %s models.", provider_names[c.key.provider],
+		    provider_names[c.key.provider]);
+		goto out;
+	}
+	c.stream = json_object_object_get_ex(body, "stream", &v) &&
+	    json_object_is_type(v, json_type_boolean) &&
+	    json_object_get_boolean(v);
+	c.want_usage = json_object_object_get_ex(body, "stream_options",
+	    &opts) && json_object_object_get_ex(opts, "include_usage", &v) &&
+	    json_object_get_boolean(v);
+	if (openai_prepare(w->cfg, c.key.provider, c.key.model,
+	    c.key.secret.data, body, &url, &auth, &out) == -1) {
+		http_error(req, ERR_INTERNAL, "The request could not be "
+		    "prepared.");
+		goto out;
+	}
+	memset(&call, 0, sizeof(call));
+	call.method = "POST";
+	call.url = url.data;
+	call.headers[0] = auth.data;
+	call.headers[1] = "Content-Type: application/json";
+	call.headers[2] = c.stream ? "Accept: text/event-stream" :
+	    "Accept: application/json";
+	call.body = out.data;
+	call.body_len = out.len;
+	call.connect_timeout = w->cfg->upstream_connect_timeout;
+	call.total_timeout = w->cfg->upstream_total_timeout;
+	call.idle_timeout = w->cfg->upstream_idle_timeout;
+	call.max_response = MAX_REPLY;
+	if (c.stream)
+		respond_stream(&c, &call);
+	else
+		respond_whole(&c, &call);
+out:
+	gateway_key_free(&c.key);
+	buf_free(&url);
+	buf_free_secret(&auth);
+	buf_free(&out);
+	buf_free(&c.pending);
+	buf_free(&c.errbody);
+}

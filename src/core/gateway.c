@@ -1,0 +1,122 @@
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/gateway.h"
+#include "lib/db.h"
+#include "server/config.h"
+
+enum provider
+gateway_route(const char *m)
+{
+	static const struct {
+		const char	*prefix;
+		enum provider	 provider;
+	} rules[] = {
+		{ "gpt-", PROVIDER_OPENAI },
+		{ "o1", PROVIDER_OPENAI },
+		{ "o3", PROVIDER_OPENAI },
+		{ "o4", PROVIDER_OPENAI },
+		{ "chatgpt-", PROVIDER_OPENAI },
+		{ "claude-", PROVIDER_ANTHROPIC },
+		{ "gemini-", PROVIDER_GOOGLE },
+	};
+	size_t	 i;
+
+	/* vendor/model is an OpenRouter id, whatever the vendor. */
+	if (strchr(m, '/') != NULL)
+		return m[0] != '/' && m[strlen(m) - 1] != '/' ?
+		    PROVIDER_OPENROUTER : PROVIDER__MAX;
+	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+		if (strncmp(m, rules[i].prefix, strlen(rules[i].prefix)) == 0)
+			return rules[i].provider;
+	return PROVIDER__MAX;
+}
+
+/* The OpenRouter id of a native model: "openai/gpt-4o" and so on. */
+static void
+openrouter_model(enum provider routed, const char *model, char *out,
+    size_t outsz)
+{
+	static const char *const vendor[PROVIDER__MAX] = {
+		"openai",	/* PROVIDER_OPENAI */
+		"anthropic",	/* PROVIDER_ANTHROPIC */
+		"google",	/* PROVIDER_GOOGLE */
+		NULL,		/* PROVIDER_OPENROUTER */
+	};
+
+	if (routed == PROVIDER_OPENROUTER || vendor[routed] == NULL)
+		snprintf(out, outsz, "%s", model);
+	else
+		snprintf(out, outsz, "%s/%s", vendor[routed], model);
+}
+
+/* The tenant's stored key for provider: 1 found, 0 none, -1 failure. */
+static int
+vault_key(struct db *db, const struct vault *v, const char *tenant,
+    enum provider p, struct buf *out, enum resolve_result *why)
+{
+	const char	*params[2] = { tenant, provider_names[p] };
+	struct db_res	*res;
+	int		 rc = 0;
+
+	if (v == NULL)
+		return 0;
+	if ((res = db_query(db, STMT_LLM_KEY_GET, 2, params)) == NULL) {
+		*why = RESOLVE_DB;
+		return -1;
+	}
+	if (db_rows(res) == 1) {
+		if (vault_open(v, db_value(res, 0, 1), tenant,
+		    provider_names[p], db_value(res, 0, 0), out) == 0)
+			rc = 1;
+		else {
+			*why = RESOLVE_VAULT;
+			rc = -1;
+		}
+	}
+	db_res_free(res);
+	return rc;
+}
+
+enum resolve_result
+gateway_resolve(struct db *db, const struct vault *v,
+    const struct config *cfg, const char *tenant, enum provider routed,
+    const char *model, const char *inline_key, struct gateway_key *out)
+{
+	enum resolve_result why = RESOLVE_NONE;
+	int		 rc;
+
+	memset(out, 0, sizeof(*out));
+	out->provider = routed;
+	snprintf(out->model, sizeof(out->model), "%s", model);
+
+	/* 1. The key sent with the request, for the routed provider. */
+	if (inline_key != NULL && *inline_key != '\0')
+		return buf_puts(&out->secret, inline_key) == 0 ? RESOLVE_OK :
+		    RESOLVE_DB;
+	/* 2. The tenant's own key for that provider. */
+	if ((rc = vault_key(db, v, tenant, routed, &out->secret, &why)) != 0)
+		return rc == 1 ? RESOLVE_OK : why;
+	/* 3. The tenant's own OpenRouter key, for any model. */
+	out->provider = PROVIDER_OPENROUTER;
+	openrouter_model(routed, model, out->model, sizeof(out->model));
+	if (routed != PROVIDER_OPENROUTER &&
+	    (rc = vault_key(db, v, tenant, PROVIDER_OPENROUTER, &out->secret,
+	    &why)) != 0)
+		return rc == 1 ? RESOLVE_OK : why;
+	/* 4. The operator's pool, with its markup. */
+	if (cfg->pool_openrouter_key[0] != '\0') {
+		out->pool = true;
+		return buf_puts(&out->secret, cfg->pool_openrouter_key) == 0 ?
+		    RESOLVE_OK : RESOLVE_DB;
+	}
+	return RESOLVE_NONE;
+}
+
+void
+gateway_key_free(struct gateway_key *k)
+{
+	buf_free_secret(&k->secret);
+}
