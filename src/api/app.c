@@ -11,6 +11,7 @@
 #include "core/auth.h"
 #include "core/jwt.h"
 #include "core/keys.h"
+#include "core/ratelimit.h"
 #include "core/vault.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -117,8 +118,8 @@ api_start(struct worker *w)
 }
 
 /*
- * With dormant_disable_days set, disables keys unused that long, each with
- * its audit row, every DORMANT_INTERVAL per worker.  Workers racing on the
+ * Every DORMANT_INTERVAL per worker: with dormant_disable_days set,
+ * disables keys unused that long, each with its audit row.  Workers racing on the
  * same key are serialized by its row lock: each key is disabled once.
  */
 static void
@@ -128,10 +129,14 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
 	const char	*p[1];
 	char		 days[16];
 
-	if (w->cfg->dormant_disable_days <= 0 ||
-	    (st->last_sweep > 0 && now - st->last_sweep < DORMANT_INTERVAL))
+	if (st->last_sweep > 0 && now - st->last_sweep < DORMANT_INTERVAL)
 		return;
 	st->last_sweep = now;
+	/* Old rate-limit windows go on the same schedule. */
+	if (w->slot == 0)
+		rl_prune(w->db);
+	if (w->cfg->dormant_disable_days <= 0)
+		return;
 	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
 	p[0] = days;
 	if ((res = db_query(w->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
@@ -214,6 +219,49 @@ api_stop(struct worker *w)
 }
 
 /*
+ * Counts the request against the caller's limit and adds the
+ * X-RateLimit-* headers every authenticated answer carries.  0, or -1
+ * after answering 429 or 503.
+ */
+static int
+limit(struct worker *w, struct request *req, const struct principal *p)
+{
+	struct rl_state	 rl;
+	const char	*subject = p->key_id[0] != '\0' ? p->key_id :
+	    p->key_prefix;
+	long		 max = p->rate_limit_max > 0 ? p->rate_limit_max :
+	    w->cfg->rate_limit_max;
+	int		 window = p->rate_limit_window > 0 ?
+	    p->rate_limit_window : w->cfg->rate_limit_window;
+
+	if (rl_take(w->db, subject, max, window, &rl) != RL_OK) {
+		if (db_status(w->db) == DB_UNAVAILABLE)
+			http_unavailable(req);
+		else
+			http_error(req, ERR_INTERNAL, "The rate limit could not "
+			    "be checked.");
+		return -1;
+	}
+	if (http_header(req, "X-RateLimit-Limit", "%ld", rl.limit) == -1 ||
+	    http_header(req, "X-RateLimit-Remaining", "%ld",
+	    rl.remaining) == -1 ||
+	    http_header(req, "X-RateLimit-Reset", "%ld", rl.reset) == -1) {
+		http_error(req, ERR_INTERNAL, "out of memory");
+		return -1;
+	}
+	if (!rl.allowed) {
+		if (http_header(req, "Retry-After", "%d", rl.retry_after) == -1)
+			log_error("http_header: adding Retry-After: out of "
+			    "memory");
+		http_error(req, ERR_RATE_LIMITED, "Rate limit of %ld requests "
+		    "per %d seconds exceeded; retry in %d seconds.", rl.limit,
+		    window, rl.retry_after);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Authenticates the caller and checks the route's scope.  0, or -1 after
  * answering 401, 403 or 503.
  */
@@ -249,6 +297,8 @@ authorize(struct worker *w, struct request *req, const char *scope)
 	    st->principal.key_id : st->principal.key_prefix;
 	if (st->principal.touch)
 		remember_use(st, st->principal.key_id);
+	if (limit(w, req, &st->principal) == -1)
+		return -1;
 	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {
 		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key lacks "
 		    "the scope %s, which %s %s needs.", scope, req->method,

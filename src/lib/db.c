@@ -341,6 +341,21 @@ static const struct {
 	[STMT_LLM_KEY_GET] = { "llm_key_get",
 	  "SELECT ciphertext, master_key_id FROM llm_keys "
 	  "WHERE tenant_id = $1::uuid AND provider = $2" },
+	/*
+	 * One statement counts and decides: the row lock serializes every
+	 * worker of every host on the same counter, and a request over the
+	 * limit changes nothing.
+	 */
+	[STMT_RATE_TAKE] = { "rate_take",
+	  "INSERT INTO rate_counters AS r (subject, window_start, count) "
+	  "VALUES ($1, $2::bigint, 1) ON CONFLICT (subject, window_start) "
+	  "DO UPDATE SET count = r.count + 1 WHERE r.count < $3::int "
+	  "RETURNING count" },
+	[STMT_RATE_PEEK] = { "rate_peek",
+	  "SELECT coalesce((SELECT count FROM rate_counters WHERE "
+	  "subject = $1 AND window_start = $2::bigint), 0)" },
+	[STMT_RATE_PRUNE] = { "rate_prune",
+	  "DELETE FROM rate_counters WHERE window_start < $1::bigint" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -67,6 +67,10 @@ enum stmt {
 				    rows locked */
 	STMT_LLM_KEY_REWRITE,	/* (tenant, provider, ciphertext, key id) */
 	STMT_LLM_KEY_GET,	/* (tenant, provider) -> ciphertext, key id */
+	STMT_RATE_TAKE,		/* (subject, window start, limit) -> count
+				    when admitted, no row when over */
+	STMT_RATE_PEEK,		/* (subject, window start) -> count */
+	STMT_RATE_PRUNE,	/* (before) */
 	STMT_AUDIT_LIST,	/* (caller, action, actor key, target, since,
 				    until, cursor id, limit) -> AUDIT_COLS */
 	STMT__MAX
