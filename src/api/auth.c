@@ -9,6 +9,7 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/keys.h"
+#include "core/ratelimit.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/config.h"
@@ -78,7 +79,11 @@ api_keys_verify(struct request *req)
 	struct json_object *body, *o;
 	struct checks	 c = { NULL };
 	struct principal target;
+	struct rl_state	 rl;
+	struct json_object *limits;
 	const char	*key;
+	long		 max;
+	int		 window;
 	bool		 present, answered;
 	enum auth_result ar;
 
@@ -112,7 +117,25 @@ api_keys_verify(struct request *req)
 		http_respond_json(req, 200, o);
 		return;
 	}
+	/* A verification is a use of that key: it counts against its limit. */
+	max = target.rate_limit_max > 0 ? target.rate_limit_max :
+	    req->w->cfg->rate_limit_max;
+	window = target.rate_limit_window > 0 ? target.rate_limit_window :
+	    req->w->cfg->rate_limit_window;
+	if (rl_take(req->w->db, target.key_id, max, window, &rl) != RL_OK) {
+		api_db_failed(req);
+		return;
+	}
 	o = principal_json(req->w, &target);
-	json_object_object_add(o, "valid", json_object_new_boolean(1));
+	json_object_object_add(o, "valid", json_object_new_boolean(rl.allowed));
+	if (!rl.allowed)
+		json_object_object_add(o, "code",
+		    json_object_new_string("rate_limit_exceeded"));
+	if (json_object_object_get_ex(o, "ratelimit", &limits)) {
+		json_object_object_add(limits, "remaining",
+		    json_object_new_int64(rl.remaining));
+		json_object_object_add(limits, "reset",
+		    json_object_new_int64(rl.reset));
+	}
 	http_respond_json(req, 200, o);
 }

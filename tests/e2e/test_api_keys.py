@@ -1269,7 +1269,11 @@ def test_verify_answers_for_a_valid_key(stack):
     assert body["key_id"] == obj["id"]
     assert body["tenant_id"] == obj["tenant_id"]
     assert body["scopes"] == ["chat:write"]
-    assert body["ratelimit"] == {"limit": 12, "window": "1 minute"}
+    limits = dict(body["ratelimit"])
+    # A verification counts as a use of that key.
+    assert limits.pop("remaining") == 11
+    assert limits.pop("reset") > time.time()
+    assert limits == {"limit": 12, "window": "1 minute"}
     assert key not in resp.body.decode()
     assert key[16:-4] not in resp.body.decode()
 

@@ -137,3 +137,19 @@ def test_refused_requests_are_not_counted_and_change_nothing(make_stack):
                    "(SELECT id::text FROM api_keys WHERE key_prefix = '%s')"
                    % key[:16])
     assert count == [["2"]]
+
+
+def test_verify_counts_against_the_verified_key(make_stack):
+    s = make_stack(workers=2)
+    key = limited_key(s, 2, "1 minute")
+    wait_for_window_start(60)
+    answers = [s.post("/v1/keys/verify", {"key": key}, headers=ks.auth())
+               for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [a.json["valid"] for a in answers] == [True, True, False]
+    assert answers[2].json["code"] == "rate_limit_exceeded"
+    assert [a.json["ratelimit"]["remaining"] for a in answers] == [1, 0, 0]
+    assert answers[0].json["ratelimit"]["limit"] == 2
+    # The verified key itself is now over its limit too.
+    ks.assert_error(s.get("/v1/auth/whoami", headers=ks.auth(key)), 429,
+                    "rate_limit_exceeded")
