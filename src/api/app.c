@@ -204,7 +204,8 @@ remember_use(struct api_state *st, const char *key_id)
 static void
 api_stop(struct worker *w)
 {
-	if (w->app_data != NULL) {
+	/* Flush what is pending, if the worker got as far as a database. */
+	if (w->app_data != NULL && w->db != NULL) {
 		struct api_state *st = w->app_data;
 
 		st->last_touch = 0;
@@ -219,12 +220,30 @@ api_stop(struct worker *w)
 }
 
 /*
+ * The database is out of reach: the vault's routes say so in the vault's
+ * own words, the others with the general 503.
+ */
+static void
+unavailable(struct request *req, unsigned flags)
+{
+	if (flags & ROUTE_VAULT) {
+		if (http_header(req, "Retry-After", "5") == -1)
+			log_error("http_header: adding Retry-After: out of "
+			    "memory");
+		http_error(req, ERR_VAULT_UNAVAILABLE,
+		    "Vault connection unavailable - cannot store keys");
+	} else
+		http_unavailable(req);
+}
+
+/*
  * Counts the request against the caller's limit and adds the
  * X-RateLimit-* headers every authenticated answer carries.  0, or -1
  * after answering 429 or 503.
  */
 static int
-limit(struct worker *w, struct request *req, const struct principal *p)
+limit(struct worker *w, struct request *req, const struct principal *p,
+    unsigned flags)
 {
 	struct rl_state	 rl;
 	const char	*subject = p->key_id[0] != '\0' ? p->key_id :
@@ -236,7 +255,7 @@ limit(struct worker *w, struct request *req, const struct principal *p)
 
 	if (rl_take(w->db, subject, max, window, &rl) != RL_OK) {
 		if (db_status(w->db) == DB_UNAVAILABLE)
-			http_unavailable(req);
+			unavailable(req, flags);
 		else
 			http_error(req, ERR_INTERNAL, "The rate limit could not "
 			    "be checked.");
@@ -266,7 +285,8 @@ limit(struct worker *w, struct request *req, const struct principal *p)
  * answering 401, 403 or 503.
  */
 static int
-authorize(struct worker *w, struct request *req, const char *scope)
+authorize(struct worker *w, struct request *req, const char *scope,
+    unsigned flags)
 {
 	struct api_state *st = w->app_data;
 	const char	*cred;
@@ -284,7 +304,7 @@ authorize(struct worker *w, struct request *req, const char *scope)
 	case AUTH_OK:
 		break;
 	case AUTH_UNAVAILABLE:
-		http_unavailable(req);
+		unavailable(req, flags);
 		return -1;
 	case AUTH_MISSING:
 	case AUTH_INVALID:
@@ -297,7 +317,7 @@ authorize(struct worker *w, struct request *req, const char *scope)
 	    st->principal.key_id : st->principal.key_prefix;
 	if (st->principal.touch)
 		remember_use(st, st->principal.key_id);
-	if (limit(w, req, &st->principal) == -1)
+	if (limit(w, req, &st->principal, flags) == -1)
 		return -1;
 	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {
 		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key lacks "
@@ -402,7 +422,8 @@ api_handle(struct worker *w, struct request *req)
 		    "than %ld bytes.", w->cfg->max_body_bytes);
 		return;
 	}
-	if (route->scope != NULL && authorize(w, req, route->scope) == -1)
+	if (route->scope != NULL &&
+	    authorize(w, req, route->scope, route->flags) == -1)
 		return;
 	if (method_has_body(req->method) && read_json(w, req) == -1)
 		return;

@@ -54,6 +54,7 @@ struct chat {
 	bool		 want_usage;	/* the client asked for the usage chunk */
 	bool		 started;	/* stream headers sent */
 	bool		 done;		/* [DONE] sent */
+	bool		 saw_cr;	/* the last byte read was \r */
 	long		 status;
 	struct buf	 pending;	/* SSE bytes not yet a whole event */
 	struct buf	 errbody;	/* a non-200 streamed reply */
@@ -173,14 +174,27 @@ respond_whole(struct chat *c, struct upstream_call *call)
 	buf_free(&reply);
 }
 
+/* Sends one SSE event; a payload of several lines gets a data: each. */
 static int
 emit(struct chat *c, const char *data, size_t n)
 {
 	struct buf	 ev = { 0 };
+	const char	*line = data, *nl;
 	int		 rc;
 
-	if (buf_puts(&ev, "data: ") == -1 || buf_append(&ev, data, n) == -1 ||
-	    buf_puts(&ev, "\n\n") == -1) {
+	do {
+		nl = memchr(line, '\n', (size_t)(data + n - line));
+		if (nl == NULL)
+			nl = data + n;
+		if (buf_puts(&ev, "data: ") == -1 ||
+		    buf_append(&ev, line, (size_t)(nl - line)) == -1 ||
+		    buf_puts(&ev, "\n") == -1) {
+			buf_free(&ev);
+			return -1;
+		}
+		line = nl + 1;
+	} while (line < data + n);
+	if (buf_puts(&ev, "\n") == -1) {
 		buf_free(&ev);
 		return -1;
 	}
@@ -210,41 +224,85 @@ emit_done(struct chat *c)
 }
 
 /*
- * One SSE event from an OpenAI-format stream: passed on as it came, except
- * that the usage-only chunk goes only to clients that asked for it, and
- * [DONE] is preceded by our closing chunk.
+ * One SSE event from an OpenAI-format stream (line endings already made
+ * \n): passed on as it came, except that the usage-only chunk goes only to
+ * clients that asked for it, and [DONE] is preceded by our closing chunk.
+ * Several data: lines make one payload, joined with \n.
  */
 static int
-on_event(struct chat *c, char *ev, size_t n)
+on_event(struct chat *c, const char *ev, size_t n)
 {
 	struct json_object *o, *choices, *usage;
 	enum json_parse_error why;
-	char		 err[64], *data;
-	size_t		 dl;
-	int		 rc = 0;
+	struct buf	 data = { 0 };
+	const char	*line = ev, *nl, *v;
+	char		 err[64];
+	int		 rc = 0, lines = 0;
 
-	ev[n] = '\0';
-	if ((data = strstr(ev, "data:")) == NULL || (data != ev &&
-	    data[-1] != '\n'))
+	while (line < ev + n) {
+		nl = memchr(line, '\n', (size_t)(ev + n - line));
+		if (nl == NULL)
+			nl = ev + n;
+		if ((size_t)(nl - line) >= 5 && strncmp(line, "data:", 5) == 0) {
+			v = line + 5;
+			if (v < nl && *v == ' ')
+				v++;
+			if ((lines++ > 0 && buf_puts(&data, "\n") == -1) ||
+			    buf_append(&data, v, (size_t)(nl - v)) == -1) {
+				buf_free(&data);
+				return -1;
+			}
+		}
+		line = nl + 1;
+	}
+	if (lines == 0) {
+		buf_free(&data);
 		return 0;	/* comments and event names carry nothing */
-	data += 5;
-	if (*data == ' ')
-		data++;
-	dl = strcspn(data, "\r\n");
-	if (dl == 6 && strncmp(data, "[DONE]", 6) == 0)
+	}
+	if (data.len == 6 && memcmp(data.data, "[DONE]", 6) == 0) {
+		buf_free(&data);
 		return emit_done(c);
-	o = json_parse(data, dl, &why, err, sizeof(err));
+	}
+	o = json_parse(data.data, data.len, &why, err, sizeof(err));
 	if (o != NULL && !c->want_usage &&
 	    json_object_object_get_ex(o, "choices", &choices) &&
 	    json_object_is_type(choices, json_type_array) &&
 	    json_object_array_length(choices) == 0 &&
 	    json_object_object_get_ex(o, "usage", &usage) && usage != NULL)
 		rc = 0;		/* the usage chunk nobody asked for */
-	else
-		rc = emit(c, data, dl);
+	else if (o != NULL && lines > 1) {
+		/* A JSON payload spread over lines goes on as one line. */
+		size_t tl;
+		const char *t = json_text(o, &tl);
+
+		rc = emit(c, t, tl);
+	} else
+		rc = emit(c, data.data, data.len);	/* as it came */
 	if (o != NULL)
 		json_object_put(o);
+	buf_free(&data);
 	return rc;
+}
+
+/*
+ * Appends provider bytes with every line ending made \n (\r\n, \r and
+ * \n are all line ends in SSE), minding a \r\n split across two reads.
+ */
+static int
+append_lines(struct chat *c, const char *p, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] == '\n' && c->saw_cr) {
+			c->saw_cr = false;
+			continue;
+		}
+		c->saw_cr = p[i] == '\r';
+		if (buf_append(&c->pending, c->saw_cr ? "\n" : p + i, 1) == -1)
+			return -1;
+	}
+	return 0;
 }
 
 static int
@@ -252,7 +310,7 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 {
 	struct chat	*c = arg;
 	char		*end;
-	size_t		 evlen, skip;
+	size_t		 evlen;
 
 	c->status = status;
 	if (status != 200) {
@@ -265,26 +323,17 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 			return -1;
 		c->started = true;
 	}
-	if (buf_append(&c->pending, p, n) == -1 ||
-	    c->pending.len > MAX_EVENT)
+	if (append_lines(c, p, n) == -1 || c->pending.len > MAX_EVENT)
 		return -1;
-	/* Whole events end with a blank line (\n\n or \r\n\r\n). */
-	for (;;) {
-		char *a = strstr(c->pending.data, "\n\n");
-		char *b = strstr(c->pending.data, "\r\n\r\n");
-
-		if (a == NULL && b == NULL)
-			break;
-		end = a == NULL || (b != NULL && b < a) ? b : a;
-		skip = end == b ? 4 : 2;
+	/* Whole events end with a blank line. */
+	while (!c->done && c->pending.len > 0 &&
+	    (end = strstr(c->pending.data, "\n\n")) != NULL) {
 		evlen = (size_t)(end - c->pending.data);
 		if (on_event(c, c->pending.data, evlen) == -1)
 			return -1;
-		memmove(c->pending.data, c->pending.data + evlen + skip,
-		    c->pending.len - evlen - skip + 1);
-		c->pending.len -= evlen + skip;
-		if (c->done)
-			break;
+		memmove(c->pending.data, end + 2,
+		    c->pending.len - evlen - 2 + 1);
+		c->pending.len -= evlen + 2;
 	}
 	return c->req->client_gone ? -1 : 0;
 }

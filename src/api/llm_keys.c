@@ -226,6 +226,12 @@ api_llm_keys_delete(struct request *req)
 		vault_unavailable(req);
 		return;
 	}
+	/* A misspelt parameter must not turn into "delete everything". */
+	if (!query_only(req->query, "provider")) {
+		http_error(req, ERR_BAD_REQUEST, "The only query parameter here "
+		    "is provider.");
+		return;
+	}
 	rc = query_get(req->query, "provider", provider, sizeof(provider));
 	if (rc == -1 || (rc == 1 && provider_parse(provider) ==
 	    PROVIDER__MAX)) {

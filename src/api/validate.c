@@ -291,3 +291,19 @@ query_get(const char *q, const char *name, char *out, size_t outsz)
 	}
 	return 0;
 }
+
+bool
+query_only(const char *q, const char *name)
+{
+	size_t	 nl = strlen(name), kl;
+
+	while (q != NULL && *q != '\0') {
+		kl = strcspn(q, "=&");
+		if (kl > 0 && (kl != nl || strncmp(q, name, nl) != 0))
+			return false;
+		q += strcspn(q, "&");
+		if (*q == '&')
+			q++;
+	}
+	return true;
+}

@@ -60,4 +60,7 @@ int	iso8601_parse(const char *, time_t *) __attribute__((warn_unused_result));
 int	query_get(const char *query, const char *name, char *out, size_t outsz)
 	    __attribute__((warn_unused_result));
 
+/* True when every parameter of the query string is named name. */
+bool	query_only(const char *query, const char *name);
+
 #endif

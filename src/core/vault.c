@@ -369,12 +369,13 @@ vault_reencrypt_all(struct db *db, const struct vault *v, char *err,
 }
 
 long
-vault_check_all(struct db *db, const struct vault *v, long *total, char *err,
-    size_t errsz)
+vault_check_all(struct db *db, const struct vault *v, long *total,
+    void (*bad)(void *, const char *, const char *, const char *), void *ctx,
+    char *err, size_t errsz)
 {
 	struct db_res	*res;
 	struct buf	 plain = { 0 };
-	long		 bad = 0;
+	long		 nbad = 0;
 	int		 r;
 
 	*total = 0;
@@ -389,13 +390,11 @@ vault_check_all(struct db *db, const struct vault *v, long *total, char *err,
 		    db_value(res, r, VA_TENANT), db_value(res, r, VA_PROVIDER),
 		    db_value(res, r, VA_CIPHERTEXT), &plain) == 0)
 			continue;
-		if (bad++ == 0)
-			snprintf(err, errsz, "the %s key of tenant %s does not "
-			    "open (master key %s)", db_value(res, r,
-			    VA_PROVIDER), db_value(res, r, VA_TENANT),
-			    db_value(res, r, VA_KEY_ID));
+		nbad++;
+		bad(ctx, db_value(res, r, VA_TENANT),
+		    db_value(res, r, VA_PROVIDER), db_value(res, r, VA_KEY_ID));
 	}
 	buf_free_secret(&plain);
 	db_res_free(res);
-	return bad;
+	return nbad;
 }

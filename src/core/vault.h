@@ -75,10 +75,13 @@ struct db;
 long		 vault_reencrypt_all(struct db *, const struct vault *,
 		    char *err, size_t errsz) __attribute__((warn_unused_result));
 /*
- * Opens every stored value without changing anything.  Returns the number
- * that failed (naming the first in err), or -1 on a database failure.
+ * Opens every stored value without changing anything, calling bad for
+ * each one that does not open.  Returns how many failed, or -1 on a
+ * database failure (reason in err).
  */
 long		 vault_check_all(struct db *, const struct vault *, long *total,
-		    char *err, size_t errsz) __attribute__((warn_unused_result));
+		    void (*bad)(void *, const char *tenant, const char *provider,
+		    const char *key_id), void *ctx, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
 
 #endif

@@ -82,6 +82,14 @@ ctl_rotate_encryption_key(const struct config *cfg, struct db *db, int argc,
 	return 0;
 }
 
+static void
+print_bad(void *ctx, const char *tenant, const char *provider,
+    const char *key_id)
+{
+	(void)ctx;
+	printf("bad %s %s (master key %s)\n", tenant, provider, key_id);
+}
+
 int
 ctl_vault_check(const struct config *cfg, struct db *db, int argc,
     char **argv)
@@ -91,20 +99,20 @@ ctl_vault_check(const struct config *cfg, struct db *db, int argc,
 	long		 bad, total;
 
 	if (wants_help(argc, argv, "usage: keygatectl vault-check\n\n"
-	    "Opens every stored provider key with master_keys and reports the\n"
-	    "ones that do not open.  Changes nothing.\n"))
+	    "Opens every stored provider key with master_keys and prints a\n"
+	    "line \"bad TENANT PROVIDER (master key ID)\" for each one that does\n"
+	    "not open.  Changes nothing.\n"))
 		return 0;
 	if ((v = open_vault(cfg)) == NULL)
 		return 2;
-	bad = vault_check_all(db, v, &total, err, sizeof(err));
+	bad = vault_check_all(db, v, &total, print_bad, NULL, err, sizeof(err));
 	vault_free(v);
 	if (bad < 0) {
 		fprintf(stderr, "keygatectl: vault-check: %s\n", err);
 		return 1;
 	}
 	if (bad > 0) {
-		printf("%ld of %ld values do not open; first: %s\n", bad,
-		    total, err);
+		printf("%ld of %ld values do not open\n", bad, total);
 		return 1;
 	}
 	printf("ok %ld\n", total);

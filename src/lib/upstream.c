@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <strings.h>
+#include <time.h>
 #include <string.h>
 
 #include <curl/curl.h>
@@ -14,9 +15,43 @@ struct sink {
 	void		*ctx;
 	CURL		*h;
 	size_t		 max;
+	long		 idle;		/* s allowed without a byte, 0 = any */
+	double		 last_byte;	/* monotonic s */
 	int		 too_large;
 	int		 aborted;
+	int		 idled;
 };
+
+static double
+now_mono(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * The idle timeout: curl's low-speed limit averages over seconds, so a
+ * stream that goes quiet after a burst would live on; this counts from the
+ * last byte instead.  curl calls it at least once a second.
+ */
+static int
+on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct sink	*s = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	if (s->idle > 0 && now_mono() - s->last_byte > (double)s->idle) {
+		s->idled = 1;
+		return 1;	/* CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
 
 static size_t
 on_data(char *p, size_t size, size_t n, void *arg)
@@ -26,6 +61,7 @@ on_data(char *p, size_t size, size_t n, void *arg)
 
 	long		 status = 0;
 
+	s->last_byte = now_mono();
 	if (s->fn != NULL) {
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
 		if (s->fn(s->ctx, status, p, len) == -1) {
@@ -94,11 +130,12 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, c->total_timeout);
-	if (c->idle_timeout > 0) {
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->idle_timeout);
-	}
 	sink->h = h;
+	sink->idle = c->idle_timeout;
+	sink->last_byte = now_mono();
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, sink);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -119,7 +156,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		snprintf(err, errsz, "the reply is larger than %zu bytes",
 		    c->max_response);
 		res = UPSTREAM_TOO_LARGE;
-	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+	} else if (rc == CURLE_OPERATION_TIMEDOUT || sink->idled) {
 		snprintf(err, errsz, "no answer within the timeout");
 		res = UPSTREAM_TIMEOUT;
 	} else {

@@ -24,7 +24,11 @@ struct route {
 	const char	*pattern;
 	void		(*handler)(struct request *);
 	const char	*scope;
+	unsigned	 flags;		/* ROUTE_* */
 };
+
+/* The route belongs to the vault: a missing database is the vault's 503. */
+#define ROUTE_VAULT	0x01
 
 enum route_result {
 	ROUTE_FOUND,

@@ -15,13 +15,13 @@ static void h_get(struct request *r) { (void)r; }
 static void h_rotate(struct request *r) { (void)r; }
 
 static const struct route table[] = {
-	{ METHOD_GET, "/health", h_list, NULL },
-	{ METHOD_GET, "/v1/api_keys", h_list, "api_keys:read" },
-	{ METHOD_POST, "/v1/api_keys", h_list, "api_keys:write" },
-	{ METHOD_GET, "/v1/api_keys/dormant", h_list, "api_keys:read" },
-	{ METHOD_GET, "/v1/api_keys/{id}", h_get, "api_keys:read" },
-	{ METHOD_DELETE, "/v1/api_keys/{id}", h_get, "api_keys:write" },
-	{ METHOD_POST, "/v1/api_keys/{id}/rotate", h_rotate, "api_keys:write" },
+	{ METHOD_GET, "/health", h_list, NULL, 0 },
+	{ METHOD_GET, "/v1/api_keys", h_list, "api_keys:read", 0 },
+	{ METHOD_POST, "/v1/api_keys", h_list, "api_keys:write", 0 },
+	{ METHOD_GET, "/v1/api_keys/dormant", h_list, "api_keys:read", 0 },
+	{ METHOD_GET, "/v1/api_keys/{id}", h_get, "api_keys:read", 0 },
+	{ METHOD_DELETE, "/v1/api_keys/{id}", h_get, "api_keys:write", 0 },
+	{ METHOD_POST, "/v1/api_keys/{id}/rotate", h_rotate, "api_keys:write", 0 },
 };
 #define N (sizeof(table) / sizeof(table[0]))
 

@@ -1,0 +1,696 @@
+"""A loopback stand-in for the OpenAI-format chat providers, for the
+gateway's end-to-end tests.
+
+    MockLLM       an HTTP server answering POST <base>/chat/completions the
+                  way OpenAI and OpenRouter do, recording every exchange
+    Complete      a normal answer (JSON, or Server-Sent Events when the
+                  request asks for a stream), optionally paced, cut short or
+                  stalled part-way
+    Fail          an error status with a provider-shaped body
+    Hang          no answer at all until the client gives up
+    Drop          the connection closed without an answer
+    Redirect      a 3xx pointing elsewhere on the mock
+    Raw           any status and body, e.g. something that is not JSON
+    SSEReader     a client for keygate's streams, timing every event
+
+The mock runs its own ThreadingHTTPServer so that it can watch each
+connection: while it pauses or stalls it polls the socket, and it records
+when the peer closed the connection (`Exchange.closed_at`), which is how
+the tests see that keygate ended an upstream call.
+
+Providers live below their own path prefixes, like the real base URLs:
+
+    openai      <mock>/openai/v1             (openai_base_url)
+    openrouter  <mock>/openrouter/api/v1     (openrouter_base_url)
+    anthropic   <mock>/anthropic             (anthropic_base_url)
+    google      <mock>/google                (google_base_url)
+
+Only the first two answer chat completions; requests under the other two are
+recorded and answered 404, so a test notices if one is made.
+
+All times are time.monotonic(), so they compare with the client's.
+"""
+
+import http.client
+import http.server
+import json
+import secrets
+import select
+import socket
+import threading
+import time
+import urllib.parse
+
+BASES = {
+    "openai": "/openai/v1",
+    "openrouter": "/openrouter/api/v1",
+    "anthropic": "/anthropic",
+    "google": "/google",
+}
+CHAT_PROVIDERS = ("openai", "openrouter")
+
+
+def mask(key):
+    """How OpenAI quotes a rejected key: never the whole of it."""
+    if len(key) <= 8:
+        return "*" * len(key)
+    return key[:3] + "*" * 10 + key[-4:]
+
+
+def openai_error(message, type_="invalid_request_error", code=None,
+                 param=None):
+    return {"error": {"message": message, "type": type_, "param": param,
+                      "code": code}}
+
+
+def openrouter_error(message, code):
+    return {"error": {"message": message, "code": code}}
+
+
+# ---------------------------------------------------------------------------
+# Behaviours
+
+class Complete:
+    """A successful completion.
+
+    Without "stream" in the request: one chat.completion object.  With
+    "stream": true: a role chunk, one chunk per piece of `content`
+    (`pieces` of them), a finish chunk, a usage chunk (for OpenAI only when
+    stream_options.include_usage is true; OpenRouter always sends it), then
+    `data: [DONE]`.  `pause` seconds pass before every event after the
+    first.  `stop_after` closes the connection after that many events,
+    without [DONE]; `hang_after` stalls after that many events until the
+    peer closes (or `hang` seconds).  `comments` sends OpenRouter's
+    keep-alive comments before the first chunk and between chunks.
+    `newline` ends every line ("\r\n" is as valid as "\n"); `split`
+    writes each event in two pieces, 50 ms apart, cut in the middle of its
+    JSON; `multiline` sends each JSON chunk on two `data:` lines (after its
+    first comma), which a reader joins with a newline."""
+
+    def __init__(self, content="Hello from the mock provider.", pieces=4,
+                 pause=0.0, stop_after=None, hang_after=None, hang=30.0,
+                 comments=False, usage=(11, 7), finish_reason="stop",
+                 headers=None, newline="\n", split=False, multiline=False):
+        self.content = content
+        self.pieces = pieces
+        self.pause = pause
+        self.stop_after = stop_after
+        self.hang_after = hang_after
+        self.hang = hang
+        self.comments = comments
+        self.usage = usage
+        self.finish_reason = finish_reason
+        self.headers = dict(headers or {})
+        self.newline = newline
+        self.split = split
+        self.multiline = multiline
+
+
+class Fail:
+    """`status` with `body` (default: the provider's own error shape for
+    that status) and `headers`."""
+
+    def __init__(self, status, body=None, headers=None, message=None):
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        self.message = message or {
+            400: "Invalid value for 'temperature': must be at most 2.",
+            401: "Incorrect API key provided.",
+            403: "You are not allowed to sample from this model",
+            404: "The model `gpt-9` does not exist or you do not have "
+                 "access to it.",
+            429: "Rate limit reached for requests. Please try again in 7s.",
+        }.get(status, "The server had an error while processing your "
+              "request. Sorry about that!")
+
+
+class Hang:
+    """Reads the request and answers nothing until the peer closes the
+    connection (or `seconds` pass, or the mock closes)."""
+
+    def __init__(self, seconds=30.0):
+        self.seconds = seconds
+
+
+class Drop:
+    """Reads the request and closes the connection without a word."""
+
+
+class Redirect:
+    def __init__(self, location, status=302):
+        self.location = location
+        self.status = status
+
+
+class Raw:
+    def __init__(self, status, body, content_type="application/json",
+                 headers=None):
+        self.status = status
+        self.body = body if isinstance(body, bytes) else body.encode()
+        self.content_type = content_type
+        self.headers = dict(headers or {})
+
+
+# ---------------------------------------------------------------------------
+# What the mock saw
+
+class Exchange:
+    """One request to the mock and what became of it."""
+
+    def __init__(self, method, path, raw_headers, body, received_at):
+        self.method = method
+        self.path = path
+        self.raw_headers = raw_headers        # [(name, value)] as sent
+        self.headers = {}
+        for name, value in raw_headers:
+            self.headers.setdefault(name.lower(), value)
+        self.body = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+        self.received_at = received_at
+        self.provider = None
+        self.reply = None          # the JSON object answered, if any
+        self.events = []           # the SSE data payloads sent, in order
+        self.sent_at = []          # when each of them was (about to be)
+                                   # written
+        self.completed = False     # everything was written
+        self.closed_at = None      # the peer closed (or a write failed)
+        self.finished_at = None    # the handler returned
+        self.done = threading.Event()
+
+    def header_values(self, name):
+        return [v for n, v in self.raw_headers if n.lower() == name.lower()]
+
+    def text(self):
+        """Everything the request carried, as one string to search."""
+        head = "".join("%s: %s\n" % (n, v) for n, v in self.raw_headers)
+        return "%s %s\n%s\n%s" % (self.method, self.path, head,
+                                  self.body.decode("utf-8", "replace"))
+
+    @property
+    def bearer(self):
+        value = self.headers.get("authorization", "")
+        return value[len("Bearer "):] if value.startswith("Bearer ") else None
+
+    def chunks(self):
+        """The JSON chunks sent in the stream, [DONE] left out."""
+        return [json.loads(e) for e in self.events if e != "[DONE]"]
+
+    def __repr__(self):
+        return "Exchange(%s %s)" % (self.method, self.path)
+
+
+# ---------------------------------------------------------------------------
+# The server
+
+class _PeerClosed(Exception):
+    pass
+
+
+class MockLLM:
+    """The mock providers.  Each chat provider answers with its behaviour
+    (set with behave(), default Complete()) for a key in accept()ed keys,
+    and with a 401 in its own error shape otherwise."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.exchanges = []
+        self.accepted = {p: set() for p in BASES}
+        self.behaviour = {p: Complete() for p in BASES}
+        mock = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def _any(self):
+                mock._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+            daemon=True, name="mock-llm")
+        self._thread.start()
+
+    # -- configuration
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def base_url(self, provider):
+        return self.url + BASES[provider]
+
+    def chat_path(self, provider):
+        return BASES[provider] + "/chat/completions"
+
+    def config(self):
+        """<provider>_base_url for every provider, for Stack(**config)."""
+        return {"%s_base_url" % p: self.base_url(p) for p in BASES}
+
+    def accept(self, provider, *keys):
+        with self._lock:
+            self.accepted[provider].update(keys)
+
+    def behave(self, provider, behaviour):
+        """What `provider` answers from now on."""
+        with self._lock:
+            self.behaviour[provider] = behaviour
+
+    def reset(self):
+        """No exchange recorded, no key accepted, every provider answering
+        Complete()."""
+        with self._lock:
+            self.exchanges = []
+            for p in BASES:
+                self.accepted[p] = set()
+                self.behaviour[p] = Complete()
+
+    # -- what happened
+
+    def seen(self, provider=None):
+        """Recorded exchanges (under `provider`'s prefix), oldest first."""
+        with self._lock:
+            ex = list(self.exchanges)
+        if provider is None:
+            return ex
+        return [e for e in ex if e.path.startswith(BASES[provider] + "/")
+                or e.path == BASES[provider]]
+
+    def only(self, provider):
+        """The one exchange there was, which went to `provider`."""
+        ex = self.seen()
+        assert len(ex) == 1, "expected one upstream request to %s, saw %r" % (
+            provider, ex)
+        assert ex[0].provider == provider, (
+            "the request went to %s, not %s: %r" % (ex[0].provider, provider,
+                                                    ex[0]))
+        assert ex[0].path == self.chat_path(provider), ex[0].path
+        return ex[0]
+
+    def wait_for(self, count=1, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ex = self.seen()
+            if len(ex) >= count:
+                return ex
+            time.sleep(0.02)
+        raise AssertionError("the mock saw %d request(s), expected %d" % (
+            len(self.seen()), count))
+
+    # -- serving
+
+    def _provider_of(self, path):
+        for p, base in BASES.items():
+            if path == base or path.startswith(base + "/"):
+                return p
+        return None
+
+    def _serve(self, h):
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        path = urllib.parse.urlsplit(h.path).path
+        ex = Exchange(h.command, path, list(h.headers.items()), body,
+                      time.monotonic())
+        ex.provider = self._provider_of(path)
+        with self._lock:
+            self.exchanges.append(ex)
+            behaviour = self.behaviour.get(ex.provider)
+            accepted = set(self.accepted.get(ex.provider, ()))
+        try:
+            self._answer(h, ex, behaviour, accepted)
+        except _PeerClosed:
+            h.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            ex.closed_at = ex.closed_at or time.monotonic()
+            h.close_connection = True
+        finally:
+            ex.finished_at = time.monotonic()
+            ex.done.set()
+
+    def _answer(self, h, ex, behaviour, accepted):
+        p = ex.provider
+        if (p not in CHAT_PROVIDERS or h.command != "POST" or
+                ex.path != self.chat_path(p)):
+            return self._json(h, 404, openai_error(
+                "Unknown request URL: %s %s." % (h.command, ex.path),
+                code="unknown_url"))
+        if isinstance(behaviour, Redirect):
+            h.send_response(behaviour.status)
+            h.send_header("Location", behaviour.location)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            h.wfile.flush()
+            return
+        key = ex.bearer
+        if key is None or key not in accepted:
+            if p == "openrouter":
+                return self._json(h, 401, openrouter_error(
+                    "No auth credentials found", 401))
+            return self._json(h, 401, openai_error(
+                "Incorrect API key provided: %s. You can find your API key "
+                "at https://platform.openai.com/account/api-keys."
+                % mask(key or ""), code="invalid_api_key"))
+        if ex.json is None or not isinstance(ex.json, dict):
+            return self._json(h, 400, openai_error(
+                "We could not parse the JSON body of your request."))
+        if isinstance(behaviour, Hang):
+            self._watch(h, ex, behaviour.seconds)
+            return
+        if isinstance(behaviour, Drop):
+            h.close_connection = True
+            return
+        if isinstance(behaviour, Raw):
+            return self._send(h, behaviour.status, behaviour.body,
+                              behaviour.content_type, behaviour.headers)
+        if isinstance(behaviour, Fail):
+            body = behaviour.body
+            if body is None:
+                if p == "openrouter":
+                    body = openrouter_error(behaviour.message,
+                                            behaviour.status)
+                else:
+                    body = openai_error(
+                        behaviour.message,
+                        "server_error" if behaviour.status >= 500 else
+                        ("requests" if behaviour.status == 429 else
+                         "invalid_request_error"),
+                        code={429: "rate_limit_exceeded",
+                              404: "model_not_found"}.get(behaviour.status))
+            ex.reply = body
+            return self._json(h, behaviour.status, body, behaviour.headers)
+        if ex.json.get("stream") is True:
+            return self._stream(h, ex, behaviour)
+        return self._complete(h, ex, behaviour)
+
+    # -- replies
+
+    @staticmethod
+    def _ids():
+        return "chatcmpl-" + secrets.token_hex(12), int(time.time())
+
+    def _usage(self, b):
+        prompt, completion = b.usage
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+    def _complete(self, h, ex, b):
+        cid, created = self._ids()
+        reply = {
+            "id": cid, "object": "chat.completion", "created": created,
+            "model": ex.json.get("model"),
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0,
+                         "message": {"role": "assistant",
+                                     "content": b.content, "refusal": None},
+                         "logprobs": None,
+                         "finish_reason": b.finish_reason}],
+            "usage": self._usage(b),
+        }
+        if ex.provider == "openrouter":
+            reply["provider"] = "MockCloud"
+        ex.reply = reply
+        headers = dict(b.headers)
+        headers.setdefault("x-request-id", "req_" + secrets.token_hex(8))
+        self._json(h, 200, reply, headers)
+        ex.completed = True
+
+    def _stream(self, h, ex, b):
+        cid, created = self._ids()
+        model = ex.json.get("model")
+        opts = ex.json.get("stream_options")
+        with_usage = ex.provider == "openrouter" or (
+            isinstance(opts, dict) and opts.get("include_usage") is True)
+
+        def chunk(delta, finish=None, choices=True):
+            c = {"id": cid, "object": "chat.completion.chunk",
+                 "created": created, "model": model,
+                 "system_fingerprint": "fp_mock",
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                              "finish_reason": finish}] if choices else []}
+            if ex.provider == "openrouter":
+                c["provider"] = "MockCloud"
+            if with_usage:
+                c["usage"] = None
+            return c
+
+        n = max(1, b.pieces)
+        step = -(-len(b.content) // n) or 1
+        parts = [b.content[i:i + step] for i in range(0, len(b.content), step)]
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": part}) for part in parts]
+        events.append(chunk({}, b.finish_reason))
+        if with_usage:
+            u = chunk(None, choices=False)
+            u["usage"] = self._usage(b)
+            events.append(u)
+        events = [json.dumps(e, separators=(",", ":")) for e in events]
+        events.append("[DONE]")
+
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("x-request-id", "req_" + secrets.token_hex(8))
+        for k, v in b.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.flush()
+        nl = b.newline.encode()
+        comment = b": OPENROUTER PROCESSING" + nl + nl
+        if b.comments:
+            self._write_chunk(h, ex, comment)
+        for i, data in enumerate(events):
+            if b.stop_after is not None and i >= b.stop_after:
+                h.close_connection = True
+                return      # the connection closes without [DONE]
+            if b.hang_after is not None and i >= b.hang_after:
+                self._watch(h, ex, b.hang)
+                h.close_connection = True
+                return
+            if i and b.pause:
+                self._watch(h, ex, b.pause)
+            if i and b.comments:
+                self._write_chunk(h, ex, comment)
+            lines = [data]
+            if b.multiline and data != "[DONE]":
+                cut = data.index(",") + 1
+                lines = [data[:cut], data[cut:]]
+            frame = b"".join(b"data: " + line.encode() + nl
+                             for line in lines) + nl
+            # Recorded first, so that whoever reads the event finds it here.
+            ex.events.append(data)
+            ex.sent_at.append(time.monotonic())
+            if b.split:
+                half = len(frame) // 2
+                self._write_chunk(h, ex, frame[:half])
+                self._watch(h, ex, 0.05)
+                frame = frame[half:]
+            self._write_chunk(h, ex, frame)
+        self._write_chunk(h, ex, b"", last=True)
+        ex.completed = True
+
+    # -- low level
+
+    def _write_chunk(self, h, ex, data, last=False):
+        try:
+            if data:
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if last:
+                h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            ex.closed_at = ex.closed_at or time.monotonic()
+            raise _PeerClosed()
+
+    def _watch(self, h, ex, seconds):
+        """Waits `seconds`, watching the connection; raises _PeerClosed as
+        soon as the peer closes it (or the mock shuts down)."""
+        sock = h.connection
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._closing.is_set():
+                raise _PeerClosed()
+            try:
+                readable, _, _ = select.select([sock], [], [], min(left, 0.02))
+                gone = bool(readable) and not sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                gone = True
+            if gone:
+                ex.closed_at = ex.closed_at or time.monotonic()
+                raise _PeerClosed()
+            if readable:
+                time.sleep(min(left, 0.02))
+
+    def _json(self, h, status, obj, headers=None):
+        return self._send(h, status, json.dumps(obj).encode(),
+                          "application/json", headers)
+
+    @staticmethod
+    def _send(h, status, body, content_type, headers=None):
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+        h.wfile.flush()
+
+    def close(self):
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __repr__(self):
+        return "MockLLM(%s)" % self.url
+
+
+# ---------------------------------------------------------------------------
+# A streaming client
+
+class SSEEvent:
+    def __init__(self, data, event, at):
+        self.data = data
+        self.event = event
+        self.at = at            # time.monotonic() when it was complete
+
+    @property
+    def json(self):
+        return json.loads(self.data)
+
+    def __repr__(self):
+        return "SSEEvent(%r)" % self.data[:200]
+
+
+class SSEReader:
+    """POSTs `body` to `url` and reads the answer as it arrives.
+
+    status, headers (lower-case names) and, when the answer is not an
+    event stream, body and json are set once the constructor returns;
+    events() then yields SSEEvent objects as each one completes (framing as
+    in the SSE spec: blank-line separated, `data:` lines joined, comments
+    skipped, CR, LF or CRLF line ends)."""
+
+    def __init__(self, url, body, headers=None, timeout=15):
+        parts = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port,
+                                               timeout=timeout)
+        hdrs = {"Content-Type": "application/json",
+                "Accept": "text/event-stream"}
+        hdrs.update(headers or {})
+        self.sent_at = time.monotonic()
+        self.conn.request("POST", parts.path, json.dumps(body).encode(),
+                          hdrs)
+        self.sock = self.conn.sock
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.headers = {}
+        for name, value in self.resp.getheaders():
+            name = name.lower()
+            self.headers[name] = (self.headers[name] + ", " + value
+                                  if name in self.headers else value)
+        self.body = None
+        self.json = None
+        self.comments = []
+        self.ended_at = None
+        if not self.is_stream:
+            self.body = self.resp.read()
+            self.ended_at = time.monotonic()
+            try:
+                self.json = json.loads(self.body)
+            except ValueError:
+                pass
+            self.close()
+
+    @property
+    def is_stream(self):
+        ctype = self.headers.get("content-type", "")
+        return ctype.split(";")[0].strip() == "text/event-stream"
+
+    def _lines(self):
+        pending = b""
+        while True:
+            line = self.resp.readline()
+            if not line:
+                if pending:
+                    yield pending
+                return
+            # Split on CR, LF or CRLF without waiting for more data.
+            data = pending + line
+            pending = b""
+            while data:
+                cr, lf = data.find(b"\r"), data.find(b"\n")
+                ends = [i for i in (cr, lf) if i >= 0]
+                if not ends:
+                    pending = data
+                    break
+                i = min(ends)
+                yield data[:i]
+                if data[i:i + 2] == b"\r\n":
+                    i += 1
+                data = data[i + 1:]
+
+    def events(self):
+        data, event = [], None
+        for raw in self._lines():
+            line = raw.decode("utf-8")
+            if line == "":
+                if data:
+                    yield SSEEvent("\n".join(data), event, time.monotonic())
+                data, event = [], None
+                continue
+            if line.startswith(":"):
+                self.comments.append(line)
+                continue
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+        if data:
+            yield SSEEvent("\n".join(data), event, time.monotonic())
+        self.ended_at = time.monotonic()
+
+    def read_all(self):
+        return list(self.events())
+
+    def abort(self):
+        """Closes the connection at once, as a client that goes away."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close()
+
+    def close(self):
+        try:
+            self.resp.close()
+        finally:
+            self.conn.close()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
