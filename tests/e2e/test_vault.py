@@ -77,8 +77,8 @@ KEY_PREFIXES = {"openai": "sk-proj-", "anthropic": "sk-ant-api03-",
                 "google": "AIza", "openrouter": "sk-or-v1-"}
 
 # The rotation stack's size: values for this many tenants, all four
-# providers each, stored through the API (see `rot`).
-ROTATION_TENANTS = 200
+# providers each, stored through the API (see `rot`): 10,000 values.
+ROTATION_TENANTS = int(os.environ.get("KEYGATE_ROTATION_TENANTS", "2500"))
 
 
 # ---------------------------------------------------------------------------
