@@ -17,6 +17,7 @@
 #include "lib/db.h"
 #include "lib/json.h"
 #include "lib/upstream.h"
+#include "providers/anthropic.h"
 #include "providers/providers.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -58,6 +59,7 @@ struct chat {
 	long		 status;
 	struct buf	 pending;	/* SSE bytes not yet a whole event */
 	struct buf	 errbody;	/* a non-200 streamed reply */
+	struct anthropic_stream ant;	/* translation state */
 };
 
 static struct json_object *
@@ -168,6 +170,17 @@ respond_whole(struct chat *c, struct upstream_call *call)
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
 		    "a JSON object.", provider_names[c->key.provider]);
 	} else {
+		if (c->key.provider == PROVIDER_ANTHROPIC) {
+			struct json_object *t = anthropic_response(o);
+
+			json_object_put(o);
+			if ((o = t) == NULL) {
+				http_error(c->req, ERR_UPSTREAM, "anthropic "
+				    "sent a reply that is not a message.");
+				buf_free(&reply);
+				return;
+			}
+		}
 		json_object_object_add(o, "keygate", keygate_block(c));
 		http_respond_json(c->req, 200, o);
 	}
@@ -223,6 +236,47 @@ emit_done(struct chat *c)
 	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
 }
 
+/* Sends a chunk object. */
+static int
+emit_json(struct chat *c, struct json_object *o)
+{
+	size_t		 n;
+	const char	*t = json_text(o, &n);
+
+	return emit(c, t, n);
+}
+
+/* One Anthropic event, as OpenAI chunks. */
+static int
+translate_anthropic(struct chat *c, struct json_object *ev)
+{
+	struct json_object *out = NULL;
+	int		 rc = 0;
+
+	switch (anthropic_stream_event(&c->ant, ev, &out)) {
+	case ANT_SKIP:
+	case ANT_STEP__MAX:
+		break;
+	case ANT_EMIT:
+		rc = emit_json(c, out);
+		break;
+	case ANT_DONE:
+		if (c->want_usage)
+			rc = emit_json(c, out);
+		if (rc == 0)
+			rc = emit_done(c);
+		break;
+	case ANT_ERROR:
+		rc = emit_json(c, out);
+		if (rc == 0)
+			rc = emit_done(c);
+		break;
+	}
+	if (out != NULL)
+		json_object_put(out);
+	return rc;
+}
+
 /*
  * One SSE event from an OpenAI-format stream (line endings already made
  * \n): passed on as it came, except that the usage-only chunk goes only to
@@ -264,6 +318,13 @@ on_event(struct chat *c, const char *ev, size_t n)
 		return emit_done(c);
 	}
 	o = json_parse(data.data, data.len, &why, err, sizeof(err));
+	if (c->key.provider == PROVIDER_ANTHROPIC) {
+		rc = o != NULL ? translate_anthropic(c, o) : 0;
+		if (o != NULL)
+			json_object_put(o);
+		buf_free(&data);
+		return rc;
+	}
 	if (o != NULL && !c->want_usage &&
 	    json_object_object_get_ex(o, "choices", &choices) &&
 	    json_object_is_type(choices, json_type_array) &&
@@ -372,6 +433,37 @@ respond_stream(struct chat *c, struct upstream_call *call)
 		(void)emit_done(c);
 }
 
+/* The Messages call: URL, x-api-key header and translated body. */
+static int
+prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
+    struct buf *auth, struct buf *out)
+{
+	struct json_object *areq;
+	const char	*base = provider_base_url(c->req->w->cfg,
+	    PROVIDER_ANTHROPIC), *t;
+	size_t		 bl = strlen(base), n;
+	char		 err[160];
+
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	if (anthropic_request(body, c->key.model, &areq, err,
+	    sizeof(err)) == -1) {
+		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
+		    "to anthropic: %s.", err);
+		return -1;
+	}
+	t = json_text(areq, &n);
+	if (buf_printf(url, "%.*s/v1/messages", (int)bl, base) == -1 ||
+	    buf_printf(auth, "x-api-key: %s", c->key.secret.data) == -1 ||
+	    buf_append(out, t, n) == -1) {
+		json_object_put(areq);
+		http_error(c->req, ERR_INTERNAL, "out of memory");
+		return -1;
+	}
+	json_object_put(areq);
+	return 0;
+}
+
 void
 api_chat_completions(struct request *req)
 {
@@ -423,8 +515,7 @@ api_chat_completions(struct request *req)
 		    provider_names[routed]);
 		goto out;
 	}
-	if (c.key.provider == PROVIDER_ANTHROPIC ||
-	    c.key.provider == PROVIDER_GOOGLE) {
+	if (c.key.provider == PROVIDER_GOOGLE) {
 		http_error(req, ERR_NOT_IMPLEMENTED, "Calling %s directly is "
 		    "not available in this version; store an OpenRouter key to "
 		    "reach %s models.", provider_names[c.key.provider],
@@ -437,13 +528,17 @@ api_chat_completions(struct request *req)
 	c.want_usage = json_object_object_get_ex(body, "stream_options",
 	    &opts) && json_object_object_get_ex(opts, "include_usage", &v) &&
 	    json_object_get_boolean(v);
-	if (openai_prepare(w->cfg, c.key.provider, c.key.model,
+	memset(&call, 0, sizeof(call));
+	if (c.key.provider == PROVIDER_ANTHROPIC) {
+		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
+			goto out;
+		call.headers[3] = "anthropic-version: 2023-06-01";
+	} else if (openai_prepare(w->cfg, c.key.provider, c.key.model,
 	    c.key.secret.data, body, &url, &auth, &out) == -1) {
 		http_error(req, ERR_INTERNAL, "The request could not be "
 		    "prepared.");
 		goto out;
 	}
-	memset(&call, 0, sizeof(call));
 	call.method = "POST";
 	call.url = url.data;
 	call.headers[0] = auth.data;

@@ -1,0 +1,242 @@
+"""The gateway calling Anthropic's Messages API directly: the request is
+translated from the OpenAI chat shape, the reply and the stream back to it.
+The mock below speaks Anthropic's wire format (as documented) on loopback."""
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+import keygate_stack as ks
+
+KEY = "sk-ant-api03-" + "k" * 40
+ROOT = "00000000-0000-0000-0000-000000000001"
+
+STREAM = [
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "content": [],
+        "model": "claude-3-5-haiku-latest", "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+    ("content_block_start", {"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "text", "text": ""}}),
+    ("ping", {"type": "ping"}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta",
+                                       "text": "Looking"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": " up"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1,
+                             "content_block": {"type": "tool_use",
+                                               "id": "toolu_1",
+                                               "name": "get_weather",
+                                               "input": {}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                             "delta": {"type": "input_json_delta",
+                                       "partial_json": "{\"city\":"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                             "delta": {"type": "input_json_delta",
+                                       "partial_json": " \"Oslo\"}"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("message_delta", {"type": "message_delta",
+                       "delta": {"stop_reason": "tool_use",
+                                 "stop_sequence": None},
+                       "usage": {"output_tokens": 40}}),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+class AnthropicMock:
+    """POST /anthropic/v1/messages, as Anthropic answers it."""
+
+    def __init__(self):
+        self.requests = []
+        self.fail = None        # (status, body) to answer instead
+        mock = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n) or b"null")
+                mock.requests.append((self.path, dict(self.headers), body))
+                if self.path != "/anthropic/v1/messages":
+                    return self.reply(404, {"type": "error", "error": {
+                        "type": "not_found_error", "message": "no route"}})
+                if self.headers.get("x-api-key") != KEY:
+                    return self.reply(401, {"type": "error", "error": {
+                        "type": "authentication_error",
+                        "message": "invalid x-api-key"}})
+                if mock.fail:
+                    return self.reply(*mock.fail)
+                if body.get("stream"):
+                    return self.stream()
+                return self.reply(200, {
+                    "id": "msg_2", "type": "message", "role": "assistant",
+                    "model": body["model"],
+                    "content": [{"type": "text", "text": "It rains."}],
+                    "stop_reason": "end_turn", "stop_sequence": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 4,
+                              "cache_read_input_tokens": 3}})
+
+            def reply(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def stream(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for name, data in STREAM:
+                    ev = ("event: %s\ndata: %s\n\n"
+                          % (name, json.dumps(data))).encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                self.wfile.write(b"0\r\n\r\n")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever,
+                         daemon=True).start()
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ant(workdir, pg):
+    mock = AnthropicMock()
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname="ant_%d" % time.time_ns(),
+                 workers=2, anthropic_base_url=mock.url + "/anthropic",
+                 validate_llm_keys="false")
+    yield s, mock
+    s.close()
+    mock.close()
+
+
+def chat(s, body, key=KEY):
+    headers = dict(ks.auth())
+    if key:
+        headers["X-Anthropic-Key"] = key
+    return s.post("/v1/chat/completions", body, headers=headers)
+
+
+def sse(resp):
+    events = []
+    for block in resp.body.decode().split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data: "):
+                events.append(line[6:])
+    return events
+
+
+def test_reply_is_translated_both_ways(ant):
+    s, mock = ant
+    mock.requests.clear()
+    r = chat(s, {"model": "claude-3-5-haiku-latest", "temperature": 1.5,
+                 "stop": ["END"],
+                 "messages": [{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Weather?"}]})
+    assert r.status == 200, r.body
+    assert r.json["object"] == "chat.completion"
+    assert r.json["choices"][0]["message"] == {"role": "assistant",
+                                               "content": "It rains."}
+    assert r.json["choices"][0]["finish_reason"] == "stop"
+    assert r.json["usage"] == {"prompt_tokens": 15, "completion_tokens": 4,
+                               "total_tokens": 19}
+    assert r.json["keygate"]["provider"] == "anthropic"
+    assert r.json["keygate"]["key_source"] == "user"
+    assert r.json["keygate"]["pool_markup_applied"] is None
+    path, headers, body = mock.requests[-1]
+    assert headers["x-api-key"] == KEY
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert "Authorization" not in headers
+    assert ks.DEV_KEY not in json.dumps(headers) + json.dumps(body)
+    assert body == {"model": "claude-3-5-haiku-latest",
+                    "system": "Be brief.",
+                    "messages": [{"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"}]}],
+                    "max_tokens": 4096, "temperature": 1.0,
+                    "stop_sequences": ["END"]}
+
+
+def test_stream_is_translated_with_tool_calls(ant):
+    s, mock = ant
+    r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
+                 "stream_options": {"include_usage": True},
+                 "messages": [{"role": "user", "content": "Weather?"}]})
+    assert r.status == 200, r.body
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    text = "".join(d.get("content", "") for d in deltas)
+    assert text == "Looking up"
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert calls[0] == {"index": 0, "id": "toolu_1", "type": "function",
+                        "function": {"name": "get_weather",
+                                     "arguments": ""}}
+    assert "".join(c["function"]["arguments"] for c in calls) == \
+        '{"city": "Oslo"}'
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks
+                if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == ["tool_calls"]
+    usage = [c["usage"] for c in chunks if "usage" in c]
+    assert usage == [{"prompt_tokens": 25, "completion_tokens": 40,
+                      "total_tokens": 65}]
+    assert chunks[-1]["keygate"]["provider"] == "anthropic"
+    assert chunks[-1]["keygate"]["request_id"] == r.headers["x-request-id"]
+    assert all(c["id"] == "msg_1" for c in chunks[:-1])
+
+
+def test_usage_chunk_only_when_asked(ant):
+    s, _ = ant
+    r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
+                 "messages": [{"role": "user", "content": "Weather?"}]})
+    chunks = [json.loads(e) for e in sse(r)[:-1]]
+    assert not any("usage" in c for c in chunks)
+
+
+def test_provider_error_is_passed_on(ant):
+    s, mock = ant
+    r = chat(s, {"model": "claude-3-5-haiku-latest",
+                 "messages": [{"role": "user", "content": "x"}]},
+             key="sk-ant-api03-" + "w" * 40)
+    ks.assert_error(r, 401)
+    assert "invalid x-api-key" in r.json["error"]["message"]
+    mock.fail = (529, {"type": "error", "error": {
+        "type": "overloaded_error", "message": "Overloaded"}})
+    try:
+        r = chat(s, {"model": "claude-3-5-haiku-latest",
+                     "messages": [{"role": "user", "content": "x"}]})
+        ks.assert_error(r, 502, "upstream_error")
+    finally:
+        mock.fail = None
+
+
+def test_untranslatable_request_is_400_and_not_sent(ant):
+    s, mock = ant
+    before = len(mock.requests)
+    r = chat(s, {"model": "claude-3-5-haiku-latest", "n": 2,
+                 "messages": [{"role": "user", "content": "x"}]})
+    ks.assert_error(r, 400, "bad_request")
+    assert "n must be 1" in r.json["error"]["message"]
+    assert len(mock.requests) == before
