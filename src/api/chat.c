@@ -18,6 +18,7 @@
 #include "lib/json.h"
 #include "lib/upstream.h"
 #include "providers/anthropic.h"
+#include "providers/gemini.h"
 #include "providers/providers.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -60,6 +61,7 @@ struct chat {
 	struct buf	 pending;	/* SSE bytes not yet a whole event */
 	struct buf	 errbody;	/* a non-200 streamed reply */
 	struct anthropic_stream ant;	/* translation state */
+	struct gemini_state gem;
 };
 
 static struct json_object *
@@ -180,6 +182,16 @@ respond_whole(struct chat *c, struct upstream_call *call)
 				buf_free(&reply);
 				return;
 			}
+		} else if (c->key.provider == PROVIDER_GOOGLE) {
+			struct json_object *t = gemini_response(o,
+			    c->key.model, err, sizeof(err));
+
+			json_object_put(o);
+			if ((o = t) == NULL) {
+				http_error(c->req, ERR_UPSTREAM, "%s.", err);
+				buf_free(&reply);
+				return;
+			}
 		}
 		json_object_object_add(o, "keygate", keygate_block(c));
 		http_respond_json(c->req, 200, o);
@@ -277,6 +289,43 @@ translate_anthropic(struct chat *c, struct json_object *ev)
 	return rc;
 }
 
+/* Sends a mid-stream error event, then closes the stream properly. */
+static int
+emit_error(struct chat *c, const char *message, const char *code)
+{
+	struct json_object *o = json_object_new_object(), *e;
+	int		 rc;
+
+	e = json_object_new_object();
+	json_object_object_add(e, "message", json_object_new_string(message));
+	json_object_object_add(e, "type",
+	    json_object_new_string("upstream_error"));
+	json_object_object_add(e, "code", json_object_new_string(code));
+	json_object_object_add(o, "error", e);
+	rc = emit_json(c, o);
+	json_object_put(o);
+	return rc == 0 ? emit_done(c) : -1;
+}
+
+/* One Gemini stream event, as OpenAI chunks. */
+static int
+translate_gemini(struct chat *c, struct json_object *ev)
+{
+	struct json_object *out = json_object_new_array();
+	char		 err[256];
+	size_t		 i;
+	int		 rc = 0;
+
+	if (gemini_stream_event(&c->gem, ev, out, err, sizeof(err)) == -1) {
+		json_object_put(out);
+		return emit_error(c, err, "upstream_error");
+	}
+	for (i = 0; rc == 0 && i < json_object_array_length(out); i++)
+		rc = emit_json(c, json_object_array_get_idx(out, i));
+	json_object_put(out);
+	return rc;
+}
+
 /*
  * One SSE event from an OpenAI-format stream (line endings already made
  * \n): passed on as it came, except that the usage-only chunk goes only to
@@ -318,6 +367,13 @@ on_event(struct chat *c, const char *ev, size_t n)
 		return emit_done(c);
 	}
 	o = json_parse(data.data, data.len, &why, err, sizeof(err));
+	if (c->key.provider == PROVIDER_GOOGLE) {
+		rc = o != NULL ? translate_gemini(c, o) : 0;
+		if (o != NULL)
+			json_object_put(o);
+		buf_free(&data);
+		return rc;
+	}
 	if (c->key.provider == PROVIDER_ANTHROPIC) {
 		rc = o != NULL ? translate_anthropic(c, o) : 0;
 		if (o != NULL)
@@ -423,6 +479,16 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	}
 	if (c->done || c->req->client_gone)
 		return;
+	/* Gemini has no terminator: the end of the body is the end. */
+	if (c->key.provider == PROVIDER_GOOGLE && r == UPSTREAM_OK &&
+	    c->gem.finished) {
+		struct json_object *u = gemini_usage_chunk(&c->gem);
+
+		if (!c->want_usage || emit_json(c, u) == 0)
+			(void)emit_done(c);
+		json_object_put(u);
+		return;
+	}
 	/* Cut short: say so in the stream, then close it properly. */
 	snprintf(msg, sizeof(msg), "{\"error\":{\"message\":\"%s %s\","
 	    "\"type\":\"upstream_error\",\"code\":\"%s\"}}",
@@ -461,6 +527,46 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 		return -1;
 	}
 	json_object_put(areq);
+	return 0;
+}
+
+/*
+ * The generateContent call: the model goes in the path, so it must be a
+ * plain name; the key goes in a header, never in the URL.
+ */
+static int
+prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
+    struct buf *auth, struct buf *out)
+{
+	struct json_object *greq;
+	const char	*base = provider_base_url(c->req->w->cfg,
+	    PROVIDER_GOOGLE), *t, *m = c->key.model;
+	size_t		 bl = strlen(base), n;
+	char		 err[160];
+
+	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-_")] != '\0') {
+		http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not "
+		    "a google model name.", m);
+		return -1;
+	}
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	if (gemini_request(body, &greq, err, sizeof(err)) == -1) {
+		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
+		    "to google: %s.", err);
+		return -1;
+	}
+	t = json_text(greq, &n);
+	if (buf_printf(url, "%.*s/v1beta/models/%s:%s", (int)bl, base, m,
+	    c->stream ? "streamGenerateContent?alt=sse" : "generateContent") ==
+	    -1 || buf_printf(auth, "x-goog-api-key: %s",
+	    c->key.secret.data) == -1 || buf_append(out, t, n) == -1) {
+		json_object_put(greq);
+		http_error(c->req, ERR_INTERNAL, "out of memory");
+		return -1;
+	}
+	json_object_put(greq);
 	return 0;
 }
 
@@ -515,13 +621,6 @@ api_chat_completions(struct request *req)
 		    provider_names[routed]);
 		goto out;
 	}
-	if (c.key.provider == PROVIDER_GOOGLE) {
-		http_error(req, ERR_NOT_IMPLEMENTED, "Calling %s directly is "
-		    "not available in this version; store an OpenRouter key to "
-		    "reach %s models.", provider_names[c.key.provider],
-		    provider_names[c.key.provider]);
-		goto out;
-	}
 	c.stream = json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
 	    json_object_get_boolean(v);
@@ -533,6 +632,10 @@ api_chat_completions(struct request *req)
 		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
 			goto out;
 		call.headers[3] = "anthropic-version: 2023-06-01";
+	} else if (c.key.provider == PROVIDER_GOOGLE) {
+		gemini_state_init(&c.gem, c.key.model);
+		if (prepare_gemini(&c, body, &url, &auth, &out) == -1)
+			goto out;
 	} else if (openai_prepare(w->cfg, c.key.provider, c.key.model,
 	    c.key.secret.data, body, &url, &auth, &out) == -1) {
 		http_error(req, ERR_INTERNAL, "The request could not be "

@@ -1,0 +1,613 @@
+/*
+ * Google Gemini generateContent: requests, replies and streams translated
+ * to and from the OpenAI chat shape (see the provider notes' table).
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "lib/crypto.h"
+#include "lib/json.h"
+#include "providers/gemini.h"
+
+#define MAX_CALLS 64
+
+static struct json_object *
+str(const char *s)
+{
+	return json_object_new_string(s);
+}
+
+static bool
+get(struct json_object *o, const char *k, struct json_object **v)
+{
+	return o != NULL && json_object_object_get_ex(o, k, v) && *v != NULL;
+}
+
+static const char *
+get_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return get(o, k, &v) && json_object_is_type(v, json_type_string) ?
+	    json_object_get_string(v) : NULL;
+}
+
+static struct json_object *
+text_part(const char *t)
+{
+	struct json_object *p = json_object_new_object();
+
+	json_object_object_add(p, "text", str(t));
+	return p;
+}
+
+/* OpenAI content (string or parts) as Gemini parts; NULL when malformed. */
+static struct json_object *
+parts_of(struct json_object *content)
+{
+	struct json_object *parts = json_object_new_array(), *iu, *p, *d;
+	const char	*type, *url, *comma, *semi;
+	size_t		 i;
+
+	if (content == NULL)
+		return parts;
+	if (json_object_is_type(content, json_type_string)) {
+		json_object_array_add(parts,
+		    text_part(json_object_get_string(content)));
+		return parts;
+	}
+	if (!json_object_is_type(content, json_type_array))
+		goto bad;
+	for (i = 0; i < json_object_array_length(content); i++) {
+		struct json_object *part = json_object_array_get_idx(content, i);
+
+		type = get_str(part, "type");
+		if (type != NULL && strcmp(type, "text") == 0 &&
+		    get_str(part, "text") != NULL) {
+			json_object_array_add(parts,
+			    text_part(get_str(part, "text")));
+			continue;
+		}
+		/* Images inline only: Gemini is not to fetch URLs for us. */
+		if (type == NULL || strcmp(type, "image_url") != 0 ||
+		    !get(part, "image_url", &iu) ||
+		    (url = get_str(iu, "url")) == NULL ||
+		    strncmp(url, "data:", 5) != 0 ||
+		    (comma = strchr(url, ',')) == NULL ||
+		    (semi = strchr(url, ';')) == NULL || semi > comma)
+			goto bad;
+		p = json_object_new_object();
+		d = json_object_new_object();
+		json_object_object_add(d, "mimeType",
+		    json_object_new_string_len(url + 5, (int)(semi - url - 5)));
+		json_object_object_add(d, "data", str(comma + 1));
+		json_object_object_add(p, "inlineData", d);
+		json_object_array_add(parts, p);
+	}
+	return parts;
+bad:
+	json_object_put(parts);
+	return NULL;
+}
+
+static void
+add_turn(struct json_object *contents, const char *role,
+    struct json_object *parts)
+{
+	size_t	 n = json_object_array_length(contents), i;
+	struct json_object *last = n > 0 ?
+	    json_object_array_get_idx(contents, n - 1) : NULL, *lp, *c;
+	const char *lr = last != NULL ? get_str(last, "role") : NULL;
+
+	/* Turns alternate: a second turn of the same role joins the first. */
+	if (lr != NULL && strcmp(lr, role) == 0 && get(last, "parts", &lp)) {
+		for (i = 0; i < json_object_array_length(parts); i++)
+			json_object_array_add(lp, json_object_get(
+			    json_object_array_get_idx(parts, i)));
+		json_object_put(parts);
+		return;
+	}
+	c = json_object_new_object();
+	json_object_object_add(c, "role", str(role));
+	json_object_object_add(c, "parts", parts);
+	json_object_array_add(contents, c);
+}
+
+/* The function name of tool call id in the earlier assistant turns. */
+static const char *
+call_name(struct json_object *msgs, size_t upto, const char *id)
+{
+	struct json_object *calls, *fn;
+	size_t	 i, j;
+
+	for (i = 0; i < upto; i++) {
+		struct json_object *m = json_object_array_get_idx(msgs, i);
+
+		if (!get(m, "tool_calls", &calls) ||
+		    !json_object_is_type(calls, json_type_array))
+			continue;
+		for (j = 0; j < json_object_array_length(calls); j++) {
+			struct json_object *tc =
+			    json_object_array_get_idx(calls, j);
+			const char *tid = get_str(tc, "id");
+
+			if (tid != NULL && strcmp(tid, id) == 0 &&
+			    get(tc, "function", &fn))
+				return get_str(fn, "name");
+		}
+	}
+	return NULL;
+}
+
+int
+gemini_request(struct json_object *req, struct json_object **out, char *err,
+    size_t errsz)
+{
+	struct json_object *o = json_object_new_object(), *contents, *msgs, *m,
+			   *v, *content, *parts, *gc, *calls, *fn, *args;
+	struct json_object *sys = json_object_new_array();
+	enum json_parse_error why;
+	const char	*role, *s, *name;
+	char		 e[64];
+	size_t		 i, j;
+
+	*out = NULL;
+	snprintf(err, errsz, "the request cannot be expressed for google");
+	contents = json_object_new_array();
+	json_object_object_add(o, "contents", contents);
+	if (!get(req, "messages", &msgs) ||
+	    !json_object_is_type(msgs, json_type_array))
+		goto bad;
+	for (i = 0; i < json_object_array_length(msgs); i++) {
+		m = json_object_array_get_idx(msgs, i);
+		if ((role = get_str(m, "role")) == NULL)
+			goto bad;
+		content = NULL;
+		(void)get(m, "content", &content);
+		if (strcmp(role, "system") == 0 ||
+		    strcmp(role, "developer") == 0) {
+			if ((parts = parts_of(content)) == NULL)
+				goto bad;
+			for (j = 0; j < json_object_array_length(parts); j++)
+				json_object_array_add(sys, json_object_get(
+				    json_object_array_get_idx(parts, j)));
+			json_object_put(parts);
+		} else if (strcmp(role, "user") == 0) {
+			if ((parts = parts_of(content)) == NULL)
+				goto bad;
+			add_turn(contents, "user", parts);
+		} else if (strcmp(role, "assistant") == 0) {
+			if ((parts = parts_of(content)) == NULL)
+				goto bad;
+			if (get(m, "tool_calls", &calls) &&
+			    json_object_is_type(calls, json_type_array))
+				for (j = 0; j < json_object_array_length(calls);
+				    j++) {
+					struct json_object *tc =
+					    json_object_array_get_idx(calls, j),
+					    *p, *f;
+
+					if (!get(tc, "function", &fn) ||
+					    get_str(fn, "name") == NULL) {
+						json_object_put(parts);
+						goto bad;
+					}
+					s = get_str(fn, "arguments");
+					args = json_parse(s != NULL && *s ? s :
+					    "{}", s != NULL && *s ? strlen(s) : 2,
+					    &why, e, sizeof(e));
+					if (args == NULL) {
+						snprintf(err, errsz, "tool call "
+						    "arguments are not JSON");
+						json_object_put(parts);
+						goto bad;
+					}
+					f = json_object_new_object();
+					json_object_object_add(f, "name",
+					    str(get_str(fn, "name")));
+					json_object_object_add(f, "args", args);
+					p = json_object_new_object();
+					json_object_object_add(p,
+					    "functionCall", f);
+					json_object_array_add(parts, p);
+				}
+			add_turn(contents, "model", parts);
+		} else if (strcmp(role, "tool") == 0) {
+			struct json_object *p, *fr, *resp;
+			struct buf text = { 0 };
+
+			if ((s = get_str(m, "tool_call_id")) == NULL ||
+			    (name = call_name(msgs, i, s)) == NULL) {
+				snprintf(err, errsz, "a tool result answers no "
+				    "earlier tool call");
+				goto bad;
+			}
+			if (content != NULL && json_object_is_type(content,
+			    json_type_string) && buf_puts(&text,
+			    json_object_get_string(content)) == -1) {
+				buf_free(&text);
+				goto bad;
+			}
+			resp = json_object_new_object();
+			json_object_object_add(resp, "output",
+			    str(text.data != NULL ? text.data : ""));
+			buf_free(&text);
+			fr = json_object_new_object();
+			json_object_object_add(fr, "name", str(name));
+			json_object_object_add(fr, "response", resp);
+			p = json_object_new_object();
+			json_object_object_add(p, "functionResponse", fr);
+			parts = json_object_new_array();
+			json_object_array_add(parts, p);
+			add_turn(contents, "user", parts);
+		} else
+			goto bad;
+	}
+	if (json_object_array_length(sys) > 0) {
+		struct json_object *si = json_object_new_object();
+
+		json_object_object_add(si, "parts", json_object_get(sys));
+		json_object_object_add(o, "systemInstruction", si);
+	}
+	gc = json_object_new_object();
+	if ((get(req, "max_completion_tokens", &v) ||
+	    get(req, "max_tokens", &v)))
+		json_object_object_add(gc, "maxOutputTokens",
+		    json_object_get(v));
+	if (get(req, "temperature", &v))
+		json_object_object_add(gc, "temperature", json_object_get(v));
+	if (get(req, "top_p", &v))
+		json_object_object_add(gc, "topP", json_object_get(v));
+	if (get(req, "n", &v))
+		json_object_object_add(gc, "candidateCount", json_object_get(v));
+	if (get(req, "stop", &v)) {
+		struct json_object *ss = json_object_new_array();
+
+		if (json_object_is_type(v, json_type_string))
+			json_object_array_add(ss, str(json_object_get_string(v)));
+		else if (json_object_is_type(v, json_type_array))
+			for (i = 0; i < json_object_array_length(v); i++)
+				json_object_array_add(ss, json_object_get(
+				    json_object_array_get_idx(v, i)));
+		json_object_object_add(gc, "stopSequences", ss);
+	}
+	if (json_object_object_length(gc) > 0)
+		json_object_object_add(o, "generationConfig", gc);
+	else
+		json_object_put(gc);
+	if (get(req, "tools", &v) && json_object_is_type(v, json_type_array)) {
+		struct json_object *decls = json_object_new_array(), *t, *tl;
+
+		for (i = 0; i < json_object_array_length(v); i++) {
+			struct json_object *d, *params;
+
+			if (!get(json_object_array_get_idx(v, i), "function",
+			    &fn) || get_str(fn, "name") == NULL) {
+				json_object_put(decls);
+				goto bad;
+			}
+			d = json_object_new_object();
+			json_object_object_add(d, "name", str(get_str(fn, "name")));
+			if (get_str(fn, "description") != NULL)
+				json_object_object_add(d, "description",
+				    str(get_str(fn, "description")));
+			if (get(fn, "parameters", &params))
+				json_object_object_add(d, "parameters",
+				    json_object_get(params));
+			json_object_array_add(decls, d);
+		}
+		t = json_object_new_object();
+		json_object_object_add(t, "functionDeclarations", decls);
+		tl = json_object_new_array();
+		json_object_array_add(tl, t);
+		json_object_object_add(o, "tools", tl);
+	}
+	if (get(req, "tool_choice", &v)) {
+		struct json_object *tc = json_object_new_object(),
+				   *fcc = json_object_new_object();
+		const char *c = json_object_is_type(v, json_type_string) ?
+		    json_object_get_string(v) : NULL;
+
+		json_object_object_add(tc, "functionCallingConfig", fcc);
+		if (c != NULL && strcmp(c, "auto") == 0)
+			json_object_object_add(fcc, "mode", str("AUTO"));
+		else if (c != NULL && strcmp(c, "none") == 0)
+			json_object_object_add(fcc, "mode", str("NONE"));
+		else if (c != NULL && strcmp(c, "required") == 0)
+			json_object_object_add(fcc, "mode", str("ANY"));
+		else if (get(v, "function", &fn) && get_str(fn, "name")) {
+			struct json_object *names = json_object_new_array();
+
+			json_object_array_add(names, str(get_str(fn, "name")));
+			json_object_object_add(fcc, "mode", str("ANY"));
+			json_object_object_add(fcc, "allowedFunctionNames",
+			    names);
+		} else {
+			json_object_put(tc);
+			goto bad;
+		}
+		json_object_object_add(o, "toolConfig", tc);
+	}
+	json_object_put(sys);
+	*out = o;
+	return 0;
+bad:
+	json_object_put(sys);
+	json_object_put(o);
+	return -1;
+}
+
+void
+gemini_state_init(struct gemini_state *s, const char *model)
+{
+	uint8_t	 rnd[12];
+
+	memset(s, 0, sizeof(s[0]));
+	crypto_nonce(rnd, sizeof(rnd));
+	memcpy(s->id, "chatcmpl-", 9);
+	crypto_hex(rnd, sizeof(rnd), s->id + 9);
+	snprintf(s->model, sizeof(s->model), "%s", model);
+	s->created = (long)time(NULL);
+}
+
+static void
+take_usage(struct gemini_state *s, struct json_object *r)
+{
+	struct json_object *u, *v;
+
+	if (!get(r, "usageMetadata", &u))
+		return;
+	s->prompt_tokens = (get(u, "promptTokenCount", &v) ?
+	    (long)json_object_get_int64(v) : 0) +
+	    (get(u, "toolUsePromptTokenCount", &v) ?
+	    (long)json_object_get_int64(v) : 0);
+	s->completion_tokens = (get(u, "candidatesTokenCount", &v) ?
+	    (long)json_object_get_int64(v) : 0) +
+	    (get(u, "thoughtsTokenCount", &v) ?
+	    (long)json_object_get_int64(v) : 0);
+}
+
+/*
+ * The OpenAI finish_reason of a Gemini finishReason, or NULL when the
+ * reason is an error rather than a finish.
+ */
+static const char *
+finish_of(const struct gemini_state *s, const char *r)
+{
+	static const char *const filtered[] = { "SAFETY", "RECITATION",
+	    "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+	    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "LANGUAGE", NULL };
+	size_t	 i;
+
+	if (strcmp(r, "STOP") == 0)
+		return s->saw_call ? "tool_calls" : "stop";
+	if (strcmp(r, "MAX_TOKENS") == 0)
+		return "length";
+	for (i = 0; filtered[i] != NULL; i++)
+		if (strcmp(r, filtered[i]) == 0)
+			return "content_filter";
+	return NULL;	/* MALFORMED_FUNCTION_CALL, OTHER, ... */
+}
+
+/*
+ * Walks the first candidate's parts: text into *text (thoughts skipped),
+ * functionCall parts into calls (a new array, or left NULL).
+ */
+static int
+walk_parts(struct gemini_state *s, struct json_object *cand, struct buf *text,
+    struct json_object **calls)
+{
+	struct json_object *content, *parts, *p, *fc, *v, *tc, *fn, *args;
+	char	 id[40];
+	size_t	 i;
+
+	if (!get(cand, "content", &content) || !get(content, "parts", &parts))
+		return 0;
+	for (i = 0; i < json_object_array_length(parts); i++) {
+		p = json_object_array_get_idx(parts, i);
+		if (get(p, "thought", &v) && json_object_get_boolean(v))
+			continue;
+		if (get_str(p, "text") != NULL) {
+			if (buf_puts(text, get_str(p, "text")) == -1)
+				return -1;
+		} else if (get(p, "functionCall", &fc)) {
+			s->saw_call = true;
+			if (*calls == NULL)
+				*calls = json_object_new_array();
+			if (get_str(fc, "id") != NULL)
+				snprintf(id, sizeof(id), "%s", get_str(fc, "id"));
+			else
+				snprintf(id, sizeof(id), "call_%d", s->ncalls);
+			tc = json_object_new_object();
+			json_object_object_add(tc, "index",
+			    json_object_new_int(s->ncalls++));
+			json_object_object_add(tc, "id", str(id));
+			json_object_object_add(tc, "type", str("function"));
+			fn = json_object_new_object();
+			json_object_object_add(fn, "name",
+			    str(get_str(fc, "name") ? get_str(fc, "name") : ""));
+			json_object_object_add(fn, "arguments",
+			    str(get(fc, "args", &args) ?
+			    json_text(args, NULL) : "{}"));
+			json_object_object_add(tc, "function", fn);
+			json_object_array_add(*calls, tc);
+		}
+	}
+	return 0;
+}
+
+static struct json_object *
+usage_json(long prompt, long completion)
+{
+	struct json_object *u = json_object_new_object();
+
+	json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
+	json_object_object_add(u, "completion_tokens",
+	    json_object_new_int64(completion));
+	json_object_object_add(u, "total_tokens",
+	    json_object_new_int64(prompt + completion));
+	return u;
+}
+
+struct json_object *
+gemini_response(struct json_object *r, const char *model, char *err,
+    size_t errsz)
+{
+	struct gemini_state s;
+	struct json_object *cands, *cand, *o, *msg, *choice, *choices,
+			   *calls = NULL, *pf;
+	struct buf	 text = { 0 };
+	const char	*reason, *finish;
+	size_t		 i;
+
+	gemini_state_init(&s, model);
+	take_usage(&s, r);
+	if (!get(r, "candidates", &cands) ||
+	    !json_object_is_type(cands, json_type_array) ||
+	    json_object_array_length(cands) == 0) {
+		/* The prompt itself was blocked. */
+		if (get(r, "promptFeedback", &pf) &&
+		    get_str(pf, "blockReason") != NULL) {
+			cand = NULL;
+			finish = "content_filter";
+			goto build;
+		}
+		snprintf(err, errsz, "google sent no candidates");
+		return NULL;
+	}
+	cand = json_object_array_get_idx(cands, 0);
+	if (walk_parts(&s, cand, &text, &calls) == -1)
+		goto bad;
+	reason = get_str(cand, "finishReason");
+	if ((finish = finish_of(&s, reason != NULL ? reason : "STOP")) ==
+	    NULL) {
+		snprintf(err, errsz, "google ended with %s", reason);
+		goto bad;
+	}
+build:
+	o = json_object_new_object();
+	json_object_object_add(o, "id", str(s.id));
+	json_object_object_add(o, "object", str("chat.completion"));
+	json_object_object_add(o, "created", json_object_new_int64(s.created));
+	json_object_object_add(o, "model", str(get_str(r, "modelVersion") ?
+	    get_str(r, "modelVersion") : model));
+	msg = json_object_new_object();
+	json_object_object_add(msg, "role", str("assistant"));
+	json_object_object_add(msg, "content", text.len > 0 || calls == NULL ?
+	    str(text.data ? text.data : "") : NULL);
+	if (calls != NULL) {
+		/* index belongs to stream deltas, not to a whole message. */
+		for (i = 0; i < json_object_array_length(calls); i++)
+			json_object_object_del(json_object_array_get_idx(calls,
+			    i), "index");
+		json_object_object_add(msg, "tool_calls", calls);
+	}
+	choice = json_object_new_object();
+	json_object_object_add(choice, "index", json_object_new_int(0));
+	json_object_object_add(choice, "message", msg);
+	json_object_object_add(choice, "finish_reason", str(finish));
+	choices = json_object_new_array();
+	json_object_array_add(choices, choice);
+	json_object_object_add(o, "choices", choices);
+	json_object_object_add(o, "usage",
+	    usage_json(s.prompt_tokens, s.completion_tokens));
+	buf_free(&text);
+	return o;
+bad:
+	buf_free(&text);
+	if (calls != NULL)
+		json_object_put(calls);
+	return NULL;
+}
+
+static struct json_object *
+chunk(const struct gemini_state *s, struct json_object *delta,
+    const char *finish)
+{
+	struct json_object *o = json_object_new_object(), *choices, *c;
+
+	json_object_object_add(o, "id", str(s->id));
+	json_object_object_add(o, "object", str("chat.completion.chunk"));
+	json_object_object_add(o, "created", json_object_new_int64(s->created));
+	json_object_object_add(o, "model", str(s->model));
+	choices = json_object_new_array();
+	if (delta != NULL) {
+		c = json_object_new_object();
+		json_object_object_add(c, "index", json_object_new_int(0));
+		json_object_object_add(c, "delta", delta);
+		json_object_object_add(c, "finish_reason",
+		    finish != NULL ? str(finish) : NULL);
+		json_object_array_add(choices, c);
+	}
+	json_object_object_add(o, "choices", choices);
+	return o;
+}
+
+int
+gemini_stream_event(struct gemini_state *s, struct json_object *ev,
+    struct json_object *out, char *err, size_t errsz)
+{
+	struct json_object *cands, *cand = NULL, *calls = NULL, *delta, *e;
+	struct buf	 text = { 0 };
+	const char	*reason, *finish;
+
+	if (get(ev, "error", &e)) {
+		snprintf(err, errsz, "%s", get_str(e, "message") ?
+		    get_str(e, "message") : "google reported an error");
+		return -1;
+	}
+	take_usage(s, ev);
+	if (!s->started) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "role", str("assistant"));
+		json_object_object_add(delta, "content", str(""));
+		json_object_array_add(out, chunk(s, delta, NULL));
+		s->started = true;
+	}
+	if (get(ev, "candidates", &cands) &&
+	    json_object_is_type(cands, json_type_array) &&
+	    json_object_array_length(cands) > 0)
+		cand = json_object_array_get_idx(cands, 0);
+	if (cand == NULL)
+		return 0;
+	if (walk_parts(s, cand, &text, &calls) == -1) {
+		buf_free(&text);
+		return -1;
+	}
+	if (text.len > 0) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "content", str(text.data));
+		json_object_array_add(out, chunk(s, delta, NULL));
+	}
+	buf_free(&text);
+	/* A call arrives whole: id, name and all its arguments at once. */
+	if (calls != NULL) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "tool_calls", calls);
+		json_object_array_add(out, chunk(s, delta, NULL));
+	}
+	if ((reason = get_str(cand, "finishReason")) != NULL) {
+		if ((finish = finish_of(s, reason)) == NULL) {
+			snprintf(err, errsz, "google ended with %s", reason);
+			return -1;
+		}
+		s->finished = true;
+		json_object_array_add(out,
+		    chunk(s, json_object_new_object(), finish));
+	}
+	return 0;
+}
+
+struct json_object *
+gemini_usage_chunk(const struct gemini_state *s)
+{
+	struct json_object *o = chunk(s, NULL, NULL);
+
+	json_object_object_add(o, "usage",
+	    usage_json(s->prompt_tokens, s->completion_tokens));
+	return o;
+}

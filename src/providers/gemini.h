@@ -1,0 +1,52 @@
+#ifndef KEYGATE_PROVIDERS_GEMINI_H
+#define KEYGATE_PROVIDERS_GEMINI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct json_object;
+
+/*
+ * The OpenAI chat request req as a Gemini generateContent request: system
+ * turns become systemInstruction, assistant turns role "model", tool calls
+ * functionCall parts, tool results functionResponse parts (named by the
+ * call they answer), limits generationConfig.  0 with *out set, or -1 with
+ * the reason in err (a 400 for the client).
+ */
+int		 gemini_request(struct json_object *req,
+		    struct json_object **out, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+
+/* What a reply or stream translation remembers. */
+struct gemini_state {
+	char	 id[64];
+	char	 model[128];
+	long	 created;
+	bool	 started;	/* the role chunk went out */
+	bool	 saw_call;	/* a functionCall was seen: STOP means tools */
+	bool	 finished;	/* a finish reason arrived */
+	int	 ncalls;
+	long	 prompt_tokens;
+	long	 completion_tokens;
+};
+
+/*
+ * A generateContent reply as a chat.completion object (new); NULL with err
+ * set when the reply is malformed or ends in a way that is an error
+ * (MALFORMED_FUNCTION_CALL and the like), not a finish.
+ */
+struct json_object *gemini_response(struct json_object *reply,
+		    const char *model, char *err, size_t errsz);
+/*
+ * One streamed GenerateContentResponse as OpenAI chunks, appended to out
+ * (an array the caller owns).  -1 with err set for a mid-stream error.
+ */
+int		 gemini_stream_event(struct gemini_state *, struct json_object *ev,
+		    struct json_object *out, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+/* The usage chunk at the end of a stream (new). */
+struct json_object *gemini_usage_chunk(const struct gemini_state *);
+/* The state for a stream of model. */
+void		 gemini_state_init(struct gemini_state *, const char *model);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * Golden fixtures for src/providers/gemini.c: OpenAI requests in,
+ * generateContent requests out; replies and stream events in, OpenAI
+ * shapes out, with the finish-reason rules Gemini needs.
+ */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lib/crypto.h"
+#include "lib/json.h"
+#include "providers/gemini.h"
+
+static int
+setup(void **state)
+{
+	char	 err[128];
+
+	(void)state;
+	return crypto_init(err, sizeof(err));
+}
+
+static struct json_object *
+parse(const char *s)
+{
+	enum json_parse_error why;
+	char	 err[128];
+	struct json_object *o = json_parse(s, strlen(s), &why, err, sizeof(err));
+
+	if (o == NULL)
+		fail_msg("fixture is not JSON: %s: %s", err, s);
+	return o;
+}
+
+static void
+assert_json(struct json_object *got, const char *want)
+{
+	struct json_object *w = parse(want);
+
+	if (!json_object_equal(got, w))
+		fail_msg("got  %s\nwant %s", json_text(got, NULL),
+		    json_text(w, NULL));
+	json_object_put(w);
+}
+
+static void
+test_request_translation(void **state)
+{
+	struct json_object *in, *out;
+	char	 err[160];
+
+	(void)state;
+	in = parse("{\"model\":\"gemini-2.0-flash\",\"max_tokens\":50,"
+	    "\"temperature\":0.3,\"stop\":[\"END\"],\"messages\":["
+	    "{\"role\":\"system\",\"content\":\"Be brief.\"},"
+	    "{\"role\":\"user\",\"content\":\"Weather in Oslo?\"},"
+	    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+	    "\"call_9\",\"type\":\"function\",\"function\":{\"name\":"
+	    "\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
+	    "{\"role\":\"tool\",\"tool_call_id\":\"call_9\",\"content\":"
+	    "\"rain\"}],"
+	    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+	    "\"get_weather\",\"parameters\":{\"type\":\"object\"}}}],"
+	    "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+	    "\"get_weather\"}}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":["
+	    "{\"role\":\"user\",\"parts\":[{\"text\":\"Weather in Oslo?\"}]},"
+	    "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":"
+	    "\"get_weather\",\"args\":{\"city\":\"Oslo\"}}}]},"
+	    "{\"role\":\"user\",\"parts\":[{\"functionResponse\":{\"name\":"
+	    "\"get_weather\",\"response\":{\"output\":\"rain\"}}}]}],"
+	    "\"systemInstruction\":{\"parts\":[{\"text\":\"Be brief.\"}]},"
+	    "\"generationConfig\":{\"maxOutputTokens\":50,\"temperature\":0.3,"
+	    "\"stopSequences\":[\"END\"]},"
+	    "\"tools\":[{\"functionDeclarations\":[{\"name\":\"get_weather\","
+	    "\"parameters\":{\"type\":\"object\"}}]}],"
+	    "\"toolConfig\":{\"functionCallingConfig\":{\"mode\":\"ANY\","
+	    "\"allowedFunctionNames\":[\"get_weather\"]}}}");
+	json_object_put(in);
+	json_object_put(out);
+
+	/* A tool result that answers no call cannot be named: refused. */
+	in = parse("{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"x\","
+	    "\"content\":\"y\"}]}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
+	assert_string_equal(err, "a tool result answers no earlier tool call");
+	json_object_put(in);
+	/* Gemini is never asked to fetch a URL for us. */
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+	    "\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
+	json_object_put(in);
+}
+
+static void
+test_response_translation(void **state)
+{
+	struct json_object *in, *out, *ch;
+	char	 err[160];
+
+	(void)state;
+	/* STOP with a function call is tool_calls. */
+	in = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
+	    "[{\"text\":\"thinking\",\"thought\":true},{\"text\":\"Checking.\"},"
+	    "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"city\":"
+	    "\"Oslo\"}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":"
+	    "{\"promptTokenCount\":10,\"candidatesTokenCount\":5,"
+	    "\"thoughtsTokenCount\":2}}");
+	out = gemini_response(in, "gemini-2.0-flash", err, sizeof(err));
+	assert_non_null(out);
+	assert_true(json_object_object_get_ex(out, "choices", &ch));
+	assert_json(json_object_array_get_idx(ch, 0), "{\"index\":0,"
+	    "\"message\":{\"role\":\"assistant\",\"content\":\"Checking.\","
+	    "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\","
+	    "\"function\":{\"name\":\"get_weather\",\"arguments\":"
+	    "\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},\"finish_reason\":"
+	    "\"tool_calls\"}");
+	assert_true(json_object_object_get_ex(out, "usage", &ch));
+	assert_json(ch, "{\"prompt_tokens\":10,\"completion_tokens\":7,"
+	    "\"total_tokens\":17}");
+	json_object_put(in);
+	json_object_put(out);
+
+	/* MALFORMED_FUNCTION_CALL is an error, not a stop. */
+	in = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	    "\"finishReason\":\"MALFORMED_FUNCTION_CALL\"}]}");
+	assert_null(gemini_response(in, "m", err, sizeof(err)));
+	assert_string_equal(err, "google ended with MALFORMED_FUNCTION_CALL");
+	json_object_put(in);
+	/* SAFETY is content_filter; MAX_TOKENS is length. */
+	in = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},"
+	    "\"finishReason\":\"MAX_TOKENS\"}]}");
+	out = gemini_response(in, "m", err, sizeof(err));
+	assert_true(json_object_object_get_ex(out, "choices", &ch));
+	assert_string_equal(json_object_get_string(json_object_object_get(
+	    json_object_array_get_idx(ch, 0), "finish_reason")), "length");
+	json_object_put(in);
+	json_object_put(out);
+}
+
+static void
+test_stream_translation(void **state)
+{
+	struct gemini_state s;
+	struct json_object *ev, *out;
+	char	 err[160];
+
+	(void)state;
+	gemini_state_init(&s, "gemini-2.0-flash");
+	out = json_object_new_array();
+	ev = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
+	    "[{\"text\":\"Hel\"}]}}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
+	    0);
+	json_object_put(ev);
+	/* The call arrives whole; STOP comes in a later chunk without it. */
+	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":"
+	    "{\"name\":\"f\",\"args\":{\"a\":1}}}]}}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
+	    0);
+	json_object_put(ev);
+	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	    "\"finishReason\":\"STOP\"}],\"usageMetadata\":{"
+	    "\"promptTokenCount\":4,\"candidatesTokenCount\":6}}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
+	    0);
+	json_object_put(ev);
+	assert_int_equal(json_object_array_length(out), 4);
+	assert_json(json_object_object_get(json_object_array_get_idx(
+	    json_object_object_get(json_object_array_get_idx(out, 0),
+	    "choices"), 0), "delta"), "{\"role\":\"assistant\",\"content\":\"\"}");
+	assert_json(json_object_object_get(json_object_array_get_idx(
+	    json_object_object_get(json_object_array_get_idx(out, 1),
+	    "choices"), 0), "delta"), "{\"content\":\"Hel\"}");
+	assert_json(json_object_object_get(json_object_array_get_idx(
+	    json_object_object_get(json_object_array_get_idx(out, 2),
+	    "choices"), 0), "delta"), "{\"tool_calls\":[{\"index\":0,\"id\":"
+	    "\"call_0\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+	    "\"arguments\":\"{\\\"a\\\":1}\"}}]}");
+	assert_string_equal(json_object_get_string(json_object_object_get(
+	    json_object_array_get_idx(json_object_object_get(
+	    json_object_array_get_idx(out, 3), "choices"), 0),
+	    "finish_reason")), "tool_calls");
+	assert_true(s.finished);
+	json_object_put(out);
+	out = gemini_usage_chunk(&s);
+	assert_json(json_object_object_get(out, "usage"), "{\"prompt_tokens\":4,"
+	    "\"completion_tokens\":6,\"total_tokens\":10}");
+	json_object_put(out);
+	/* A mid-stream error ends the translation. */
+	out = json_object_new_array();
+	ev = parse("{\"error\":{\"code\":503,\"message\":\"overloaded\","
+	    "\"status\":\"UNAVAILABLE\"}}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
+	    -1);
+	assert_string_equal(err, "overloaded");
+	json_object_put(ev);
+	json_object_put(out);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_request_translation),
+		cmocka_unit_test(test_response_translation),
+		cmocka_unit_test(test_stream_translation),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
