@@ -80,6 +80,17 @@ bool	api_key_within_caller(struct request *, struct json_object *key);
  * 400.  get is the statement that fetches one such object by (id, caller).
  */
 bool	api_cursor_known(struct request *, int get, const char *cursor);
+struct db_res;
+
+/*
+ * A listing of the caller's subtree by (caller, cursor, limit): reads
+ * limit and cursor from the query, runs list (fetching limit + 1 rows to
+ * know whether there is a next page), renders each row with render, and
+ * answers the page.  get fetches one object by (id, caller), to check the
+ * cursor; id_col is the id's column in list's rows.
+ */
+void	api_list_page(struct request *, int list, int get, int id_col,
+	    struct json_object *(*render)(const struct db_res *, int));
 /* The body as an object, or NULL (an empty body is {}); 400 answered. */
 bool	api_body_object(struct request *, struct json_object **out);
 /*

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 
+#include "lib/clock.h"
 #include "api/api.h"
 #include "core/auth.h"
 #include "core/jwt.h"
@@ -36,15 +37,6 @@ struct api_state {
 	double		 last_touch;		/* monotonic s */
 	double		 last_sweep;		/* monotonic s, 0 = never */
 };
-
-static double
-now_mono(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /*
  * Connects to PostgreSQL and checks the schema.  An unreachable server is
@@ -161,7 +153,7 @@ api_after(struct worker *w)
 	struct api_state *st = w->app_data;
 	struct buf	 ids = { 0 };
 	const char	*p[1];
-	double		 now = now_mono();
+	double		 now = clock_mono();
 	int		 i;
 
 	sweep_dormant(w, st, now);

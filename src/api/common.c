@@ -177,3 +177,35 @@ api_cursor_known(struct request *req, int get, const char *cursor)
 		    "returned.");
 	return ok;
 }
+
+void
+api_list_page(struct request *req, int list, int get, int id_col,
+    struct json_object *(*render)(const struct db_res *, int))
+{
+	struct json_object *data;
+	struct db_res	*res;
+	const char	*p[3];
+	char		 cursor[64], lim[16], next[40] = "";
+	int		 limit, i, n;
+
+	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
+	    !api_cursor_known(req, get, cursor))
+		return;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[0] = req->principal->tenant_id;
+	p[1] = cursor[0] ? cursor : NULL;
+	p[2] = lim;
+	if ((res = db_query(req->w->db, (enum stmt)list, 3, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = json_object_new_array();
+	n = db_rows(res);
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, render(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, id_col));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}

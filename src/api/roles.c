@@ -213,32 +213,7 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	struct json_object *data;
-	struct db_res	*res;
-	const char	*p[3];
-	char		 cursor[64], lim[16], next[40] = "";
-	int		 limit, i, n;
-
-	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
-	    !api_cursor_known(req, STMT_ROLE_GET, cursor))
-		return;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = cursor[0] ? cursor : NULL;
-	p[2] = lim;
-	if ((res = db_query(req->w->db, STMT_ROLE_LIST, 3, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	data = json_object_new_array();
-	n = db_rows(res);
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, role_json(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, RC_ID));
-	db_res_free(res);
-	api_page_respond(req, data, next[0] ? next : NULL);
+	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID, role_json);
 }
 
 void

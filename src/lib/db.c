@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 
+#include "lib/clock.h"
 #include "lib/db.h"
 
 const char *const db_status_names[DB_STATUS__MAX] = {
@@ -377,15 +378,6 @@ struct db {
 	char		 errmsg[256];
 };
 
-static double
-now_mono(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Copies the first line of a libpq message, without a trailing newline. */
 static void
 set_error(struct db *db, enum db_status st, const char *sqlstate,
@@ -469,7 +461,7 @@ db_connect(struct db *db)
 		return 0;
 	}
 	disconnect(db);
-	now = now_mono();
+	now = clock_mono();
 	if (now < db->next_attempt) {
 		db->status = DB_UNAVAILABLE;
 		return -1;

@@ -152,3 +152,24 @@ json_text(struct json_object *o, size_t *len)
 	return json_object_to_json_string_length(o,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
 }
+
+bool
+json_get(struct json_object *o, const char *k, struct json_object **v)
+{
+	return o != NULL && json_object_object_get_ex(o, k, v) && *v != NULL;
+}
+
+const char *
+json_get_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_get(o, k, &v) && json_object_is_type(v, json_type_string) ?
+	    json_object_get_string(v) : NULL;
+}
+
+struct json_object *
+json_str(const char *s)
+{
+	return json_object_new_string(s);
+}

@@ -1,6 +1,7 @@
 #ifndef KEYGATE_LIB_JSON_H
 #define KEYGATE_LIB_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -27,6 +28,13 @@ struct json_object *json_parse(const char *, size_t, enum json_parse_error *why,
 		    char *err, size_t errsz) __attribute__((warn_unused_result));
 /* True when the n bytes are valid UTF-8 (no overlongs, no surrogates). */
 int		 json_utf8_valid(const char *, size_t);
+/* Member k of o when present and not null (borrowed into *v). */
+bool		 json_get(struct json_object *o, const char *k,
+		    struct json_object **v);
+/* Member k of o when it is a string (borrowed), else NULL. */
+const char	*json_get_str(struct json_object *o, const char *k);
+/* A new string object: json_object_new_string, shorter. */
+struct json_object *json_str(const char *);
 /* The compact text of an object; borrowed from the object. */
 const char	*json_text(struct json_object *, size_t *len);
 

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include "lib/clock.h"
 #include "lib/upstream.h"
 
 struct sink {
@@ -21,15 +22,6 @@ struct sink {
 	int		 aborted;
 	int		 idled;
 };
-
-static double
-now_mono(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /*
  * The idle timeout: curl's low-speed limit averages over seconds, so a
@@ -46,7 +38,7 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	if (s->idle > 0 && now_mono() - s->last_byte > (double)s->idle) {
+	if (s->idle > 0 && clock_mono() - s->last_byte > (double)s->idle) {
 		s->idled = 1;
 		return 1;	/* CURLE_ABORTED_BY_CALLBACK */
 	}
@@ -61,7 +53,7 @@ on_data(char *p, size_t size, size_t n, void *arg)
 
 	long		 status = 0;
 
-	s->last_byte = now_mono();
+	s->last_byte = clock_mono();
 	if (s->fn != NULL) {
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
 		if (s->fn(s->ctx, status, p, len) == -1) {
@@ -132,7 +124,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, c->total_timeout);
 	sink->h = h;
 	sink->idle = c->idle_timeout;
-	sink->last_byte = now_mono();
+	sink->last_byte = clock_mono();
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, sink);

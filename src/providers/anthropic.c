@@ -15,27 +15,6 @@
 
 #define DEFAULT_MAX_TOKENS 4096
 
-static struct json_object *
-str(const char *s)
-{
-	return json_object_new_string(s);
-}
-
-static bool
-get(struct json_object *o, const char *k, struct json_object **v)
-{
-	return o != NULL && json_object_object_get_ex(o, k, v) && *v != NULL;
-}
-
-static const char *
-get_str(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	return get(o, k, &v) && json_object_is_type(v, json_type_string) ?
-	    json_object_get_string(v) : NULL;
-}
-
 /* Appends the text of an OpenAI content (string or parts) to out. */
 static int
 content_text(struct json_object *content, struct buf *out)
@@ -51,7 +30,7 @@ content_text(struct json_object *content, struct buf *out)
 		return -1;
 	for (i = 0; i < json_object_array_length(content); i++) {
 		struct json_object *part = json_object_array_get_idx(content, i);
-		const char *t = get_str(part, "text");
+		const char *t = json_get_str(part, "text");
 
 		if (t == NULL)
 			return -1;
@@ -69,7 +48,7 @@ image_block(struct json_object *part)
 	struct json_object *iu, *blk, *src;
 	const char	*url, *comma, *semi;
 
-	if (!get(part, "image_url", &iu) || (url = get_str(iu, "url")) == NULL)
+	if (!json_get(part, "image_url", &iu) || (url = json_get_str(iu, "url")) == NULL)
 		return NULL;
 	src = json_object_new_object();
 	if (strncmp(url, "data:", 5) == 0) {
@@ -81,16 +60,16 @@ image_block(struct json_object *part)
 			json_object_put(src);
 			return NULL;
 		}
-		json_object_object_add(src, "type", str("base64"));
+		json_object_object_add(src, "type", json_str("base64"));
 		json_object_object_add(src, "media_type",
 		    json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-		json_object_object_add(src, "data", str(comma + 1));
+		json_object_object_add(src, "data", json_str(comma + 1));
 	} else {
-		json_object_object_add(src, "type", str("url"));
-		json_object_object_add(src, "url", str(url));
+		json_object_object_add(src, "type", json_str("url"));
+		json_object_object_add(src, "url", json_str(url));
 	}
 	blk = json_object_new_object();
-	json_object_object_add(blk, "type", str("image"));
+	json_object_object_add(blk, "type", json_str("image"));
 	json_object_object_add(blk, "source", src);
 	return blk;
 }
@@ -105,9 +84,9 @@ user_blocks(struct json_object *content)
 
 	if (content != NULL && json_object_is_type(content, json_type_string)) {
 		b = json_object_new_object();
-		json_object_object_add(b, "type", str("text"));
+		json_object_object_add(b, "type", json_str("text"));
 		json_object_object_add(b, "text",
-		    str(json_object_get_string(content)));
+		    json_str(json_object_get_string(content)));
 		json_object_array_add(blocks, b);
 		return blocks;
 	}
@@ -116,13 +95,13 @@ user_blocks(struct json_object *content)
 	for (i = 0; i < json_object_array_length(content); i++) {
 		struct json_object *part = json_object_array_get_idx(content, i);
 
-		type = get_str(part, "type");
+		type = json_get_str(part, "type");
 		if (type != NULL && strcmp(type, "text") == 0 &&
-		    get_str(part, "text") != NULL) {
+		    json_get_str(part, "text") != NULL) {
 			b = json_object_new_object();
-			json_object_object_add(b, "type", str("text"));
+			json_object_object_add(b, "type", json_str("text"));
 			json_object_object_add(b, "text",
-			    str(get_str(part, "text")));
+			    json_str(json_get_str(part, "text")));
 		} else if (type != NULL && strcmp(type, "image_url") == 0 &&
 		    (b = image_block(part)) != NULL)
 			;
@@ -143,9 +122,9 @@ add_turn(struct json_object *msgs, const char *role, struct json_object *blocks)
 	size_t	 n = json_object_array_length(msgs), i;
 	struct json_object *last = n > 0 ?
 	    json_object_array_get_idx(msgs, n - 1) : NULL, *lb, *m;
-	const char *lr = last != NULL ? get_str(last, "role") : NULL;
+	const char *lr = last != NULL ? json_get_str(last, "role") : NULL;
 
-	if (lr != NULL && strcmp(lr, role) == 0 && get(last, "content", &lb)) {
+	if (lr != NULL && strcmp(lr, role) == 0 && json_get(last, "content", &lb)) {
 		for (i = 0; i < json_object_array_length(blocks); i++)
 			json_object_array_add(lb, json_object_get(
 			    json_object_array_get_idx(blocks, i)));
@@ -153,7 +132,7 @@ add_turn(struct json_object *msgs, const char *role, struct json_object *blocks)
 		return;
 	}
 	m = json_object_new_object();
-	json_object_object_add(m, "role", str(role));
+	json_object_object_add(m, "role", json_str(role));
 	json_object_object_add(m, "content", blocks);
 	json_object_array_add(msgs, m);
 }
@@ -170,39 +149,39 @@ assistant_blocks(struct json_object *msg, char *err, size_t errsz)
 	char		 e[64];
 	size_t		 i;
 
-	if (get(msg, "content", &content) && content_text(content, &text) == -1)
+	if (json_get(msg, "content", &content) && content_text(content, &text) == -1)
 		goto bad;
 	if (text.len > 0) {
 		b = json_object_new_object();
-		json_object_object_add(b, "type", str("text"));
-		json_object_object_add(b, "text", str(text.data));
+		json_object_object_add(b, "type", json_str("text"));
+		json_object_object_add(b, "text", json_str(text.data));
 		json_object_array_add(blocks, b);
 	}
-	if (get(msg, "tool_calls", &calls) &&
+	if (json_get(msg, "tool_calls", &calls) &&
 	    json_object_is_type(calls, json_type_array))
 		for (i = 0; i < json_object_array_length(calls); i++) {
 			struct json_object *tc =
 			    json_object_array_get_idx(calls, i);
 
-			if (!get(tc, "function", &fn) ||
-			    get_str(tc, "id") == NULL ||
-			    get_str(fn, "name") == NULL)
+			if (!json_get(tc, "function", &fn) ||
+			    json_get_str(tc, "id") == NULL ||
+			    json_get_str(fn, "name") == NULL)
 				goto bad;
-			args = get_str(fn, "arguments");
+			args = json_get_str(fn, "arguments");
 			input = json_parse(args != NULL && *args ? args : "{}",
 			    args != NULL && *args ? strlen(args) : 2, &why, e,
 			    sizeof(e));
 			if (input == NULL) {
 				snprintf(err, errsz, "tool call %s has "
 				    "arguments that are not JSON",
-				    get_str(tc, "id"));
+				    json_get_str(tc, "id"));
 				goto bad;
 			}
 			b = json_object_new_object();
-			json_object_object_add(b, "type", str("tool_use"));
-			json_object_object_add(b, "id", str(get_str(tc, "id")));
+			json_object_object_add(b, "type", json_str("tool_use"));
+			json_object_object_add(b, "id", json_str(json_get_str(tc, "id")));
 			json_object_object_add(b, "name",
-			    str(get_str(fn, "name")));
+			    json_str(json_get_str(fn, "name")));
 			json_object_object_add(b, "input", input);
 			json_object_array_add(blocks, b);
 		}
@@ -231,17 +210,17 @@ anthropic_request(struct json_object *req, const char *model,
 
 	*out = NULL;
 	snprintf(err, errsz, "the request cannot be expressed for anthropic");
-	json_object_object_add(o, "model", str(model));
+	json_object_object_add(o, "model", json_str(model));
 	msgs = json_object_new_array();
 	json_object_object_add(o, "messages", msgs);
-	if (!get(req, "messages", &v) || !json_object_is_type(v, json_type_array))
+	if (!json_get(req, "messages", &v) || !json_object_is_type(v, json_type_array))
 		goto bad;
 	for (i = 0; i < json_object_array_length(v); i++) {
 		m = json_object_array_get_idx(v, i);
-		if ((role = get_str(m, "role")) == NULL)
+		if ((role = json_get_str(m, "role")) == NULL)
 			goto bad;
 		content = NULL;
-		(void)get(m, "content", &content);
+		(void)json_get(m, "content", &content);
 		if (strcmp(role, "system") == 0 ||
 		    strcmp(role, "developer") == 0) {
 			if (content_text(content, &system) == -1)
@@ -257,16 +236,16 @@ anthropic_request(struct json_object *req, const char *model,
 		} else if (strcmp(role, "tool") == 0) {
 			struct buf res = { 0 };
 
-			if ((s = get_str(m, "tool_call_id")) == NULL ||
+			if ((s = json_get_str(m, "tool_call_id")) == NULL ||
 			    content_text(content, &res) == -1) {
 				buf_free(&res);
 				goto bad;
 			}
 			b = json_object_new_object();
-			json_object_object_add(b, "type", str("tool_result"));
-			json_object_object_add(b, "tool_use_id", str(s));
+			json_object_object_add(b, "type", json_str("tool_result"));
+			json_object_object_add(b, "tool_use_id", json_str(s));
 			json_object_object_add(b, "content",
-			    str(res.data != NULL ? res.data : ""));
+			    json_str(res.data != NULL ? res.data : ""));
 			buf_free(&res);
 			blocks = json_object_new_array();
 			json_object_array_add(blocks, b);
@@ -275,41 +254,41 @@ anthropic_request(struct json_object *req, const char *model,
 			goto bad;
 	}
 	if (system.len > 0)
-		json_object_object_add(o, "system", str(system.data));
+		json_object_object_add(o, "system", json_str(system.data));
 
 	/* max_tokens is required: the client's, else a default. */
-	if ((get(req, "max_completion_tokens", &v) ||
-	    get(req, "max_tokens", &v)) && json_object_is_type(v, json_type_int))
+	if ((json_get(req, "max_completion_tokens", &v) ||
+	    json_get(req, "max_tokens", &v)) && json_object_is_type(v, json_type_int))
 		json_object_object_add(o, "max_tokens",
 		    json_object_new_int64(json_object_get_int64(v)));
 	else
 		json_object_object_add(o, "max_tokens",
 		    json_object_new_int(DEFAULT_MAX_TOKENS));
 	/* OpenAI's temperature runs to 2, Anthropic's to 1. */
-	if (get(req, "temperature", &v)) {
+	if (json_get(req, "temperature", &v)) {
 		t = json_object_get_double(v);
 		json_object_object_add(o, "temperature", t >= 0 && t <= 1.0 ?
 		    json_object_get(v) :
 		    json_object_new_double(t > 1.0 ? 1.0 : 0.0));
 	}
-	if (get(req, "top_p", &v))
+	if (json_get(req, "top_p", &v))
 		json_object_object_add(o, "top_p", json_object_get(v));
-	if (get(req, "stop", &v)) {
+	if (json_get(req, "stop", &v)) {
 		struct json_object *ss = json_object_new_array();
 
 		if (json_object_is_type(v, json_type_string))
-			json_object_array_add(ss, str(json_object_get_string(v)));
+			json_object_array_add(ss, json_str(json_object_get_string(v)));
 		else if (json_object_is_type(v, json_type_array))
 			for (i = 0; i < json_object_array_length(v); i++)
 				json_object_array_add(ss, json_object_get(
 				    json_object_array_get_idx(v, i)));
 		json_object_object_add(o, "stop_sequences", ss);
 	}
-	if (get(req, "n", &v) && json_object_get_int(v) > 1) {
+	if (json_get(req, "n", &v) && json_object_get_int(v) > 1) {
 		snprintf(err, errsz, "anthropic answers one choice: n must be 1");
 		goto bad;
 	}
-	if (get(req, "tools", &tools) &&
+	if (json_get(req, "tools", &tools) &&
 	    json_object_is_type(tools, json_type_array)) {
 		struct json_object *at = json_object_new_array(), *fn, *params;
 
@@ -318,53 +297,53 @@ anthropic_request(struct json_object *req, const char *model,
 			struct json_object *tl =
 			    json_object_array_get_idx(tools, i), *a;
 
-			if (!get(tl, "function", &fn) ||
-			    get_str(fn, "name") == NULL)
+			if (!json_get(tl, "function", &fn) ||
+			    json_get_str(fn, "name") == NULL)
 				goto bad;
 			a = json_object_new_object();
 			json_object_object_add(a, "name",
-			    str(get_str(fn, "name")));
-			if (get_str(fn, "description") != NULL)
+			    json_str(json_get_str(fn, "name")));
+			if (json_get_str(fn, "description") != NULL)
 				json_object_object_add(a, "description",
-				    str(get_str(fn, "description")));
-			if (get(fn, "parameters", &params))
+				    json_str(json_get_str(fn, "description")));
+			if (json_get(fn, "parameters", &params))
 				json_object_object_add(a, "input_schema",
 				    json_object_get(params));
 			else {
 				struct json_object *e = json_object_new_object();
 
-				json_object_object_add(e, "type", str("object"));
+				json_object_object_add(e, "type", json_str("object"));
 				json_object_object_add(a, "input_schema", e);
 			}
 			json_object_array_add(at, a);
 		}
 	}
-	if (get(req, "tool_choice", &v)) {
+	if (json_get(req, "tool_choice", &v)) {
 		struct json_object *tc = json_object_new_object(), *fn;
 		const char *c = json_object_is_type(v, json_type_string) ?
 		    json_object_get_string(v) : NULL;
 
 		if (c != NULL && strcmp(c, "required") == 0)
-			json_object_object_add(tc, "type", str("any"));
+			json_object_object_add(tc, "type", json_str("any"));
 		else if (c != NULL && (strcmp(c, "auto") == 0 ||
 		    strcmp(c, "none") == 0))
-			json_object_object_add(tc, "type", str(c));
-		else if (get(v, "function", &fn) &&
-		    get_str(fn, "name") != NULL) {
-			json_object_object_add(tc, "type", str("tool"));
+			json_object_object_add(tc, "type", json_str(c));
+		else if (json_get(v, "function", &fn) &&
+		    json_get_str(fn, "name") != NULL) {
+			json_object_object_add(tc, "type", json_str("tool"));
 			json_object_object_add(tc, "name",
-			    str(get_str(fn, "name")));
+			    json_str(json_get_str(fn, "name")));
 		} else {
 			json_object_put(tc);
 			goto bad;
 		}
-		if (get(req, "parallel_tool_calls", &b) &&
+		if (json_get(req, "parallel_tool_calls", &b) &&
 		    !json_object_get_boolean(b))
 			json_object_object_add(tc, "disable_parallel_tool_use",
 			    json_object_new_boolean(1));
 		json_object_object_add(o, "tool_choice", tc);
 	}
-	if (get(req, "stream", &v) && json_object_get_boolean(v))
+	if (json_get(req, "stream", &v) && json_object_get_boolean(v))
 		json_object_object_add(o, "stream", json_object_new_boolean(1));
 	buf_free(&system);
 	*out = o;
@@ -395,20 +374,7 @@ usage_field(struct json_object *u, const char *k)
 {
 	struct json_object *v;
 
-	return get(u, k, &v) ? (long)json_object_get_int64(v) : 0;
-}
-
-static struct json_object *
-usage_json(long prompt, long completion)
-{
-	struct json_object *u = json_object_new_object();
-
-	json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
-	json_object_object_add(u, "completion_tokens",
-	    json_object_new_int64(completion));
-	json_object_object_add(u, "total_tokens",
-	    json_object_new_int64(prompt + completion));
-	return u;
+	return json_get(u, k, &v) ? (long)json_object_get_int64(v) : 0;
 }
 
 struct json_object *
@@ -421,17 +387,17 @@ anthropic_response(struct json_object *r)
 	size_t		 i;
 	int		 ntools = 0;
 
-	if (get_str(r, "id") == NULL || !get(r, "content", &content) ||
+	if (json_get_str(r, "id") == NULL || !json_get(r, "content", &content) ||
 	    !json_object_is_type(content, json_type_array))
 		return NULL;
 	for (i = 0; i < json_object_array_length(content); i++) {
 		struct json_object *b = json_object_array_get_idx(content, i),
 				   *input, *tc, *fn;
 
-		type = get_str(b, "type");
+		type = json_get_str(b, "type");
 		if (type != NULL && strcmp(type, "text") == 0 &&
-		    get_str(b, "text") != NULL) {
-			if (buf_puts(&text, get_str(b, "text")) == -1)
+		    json_get_str(b, "text") != NULL) {
+			if (buf_puts(&text, json_get_str(b, "text")) == -1)
 				goto bad;
 		} else if (type != NULL && strcmp(type, "tool_use") == 0) {
 			if (calls == NULL)
@@ -439,12 +405,12 @@ anthropic_response(struct json_object *r)
 			tc = json_object_new_object();
 			fn = json_object_new_object();
 			json_object_object_add(tc, "id",
-			    str(get_str(b, "id") ? get_str(b, "id") : ""));
-			json_object_object_add(tc, "type", str("function"));
+			    json_str(json_get_str(b, "id") ? json_get_str(b, "id") : ""));
+			json_object_object_add(tc, "type", json_str("function"));
 			json_object_object_add(fn, "name",
-			    str(get_str(b, "name") ? get_str(b, "name") : ""));
+			    json_str(json_get_str(b, "name") ? json_get_str(b, "name") : ""));
 			json_object_object_add(fn, "arguments",
-			    str(get(b, "input", &input) ?
+			    json_str(json_get(b, "input", &input) ?
 			    json_text(input, NULL) : "{}"));
 			json_object_object_add(tc, "function", fn);
 			json_object_array_add(calls, tc);
@@ -452,16 +418,16 @@ anthropic_response(struct json_object *r)
 		}
 	}
 	o = json_object_new_object();
-	json_object_object_add(o, "id", str(get_str(r, "id")));
-	json_object_object_add(o, "object", str("chat.completion"));
+	json_object_object_add(o, "id", json_str(json_get_str(r, "id")));
+	json_object_object_add(o, "object", json_str("chat.completion"));
 	json_object_object_add(o, "created",
 	    json_object_new_int64((int64_t)time(NULL)));
 	json_object_object_add(o, "model",
-	    str(get_str(r, "model") ? get_str(r, "model") : ""));
+	    json_str(json_get_str(r, "model") ? json_get_str(r, "model") : ""));
 	msg = json_object_new_object();
-	json_object_object_add(msg, "role", str("assistant"));
+	json_object_object_add(msg, "role", json_str("assistant"));
 	json_object_object_add(msg, "content",
-	    text.len > 0 || ntools == 0 ? str(text.data ? text.data : "") :
+	    text.len > 0 || ntools == 0 ? json_str(text.data ? text.data : "") :
 	    NULL);
 	if (calls != NULL)
 		json_object_object_add(msg, "tool_calls", calls);
@@ -469,13 +435,13 @@ anthropic_response(struct json_object *r)
 	json_object_object_add(choice, "index", json_object_new_int(0));
 	json_object_object_add(choice, "message", msg);
 	json_object_object_add(choice, "finish_reason",
-	    str(anthropic_finish(get_str(r, "stop_reason")) ?
-	    anthropic_finish(get_str(r, "stop_reason")) : "stop"));
+	    json_str(anthropic_finish(json_get_str(r, "stop_reason")) ?
+	    anthropic_finish(json_get_str(r, "stop_reason")) : "stop"));
 	choices = json_object_new_array();
 	json_object_array_add(choices, choice);
 	json_object_object_add(o, "choices", choices);
-	(void)get(r, "usage", &u);
-	json_object_object_add(o, "usage", usage_json(
+	(void)json_get(r, "usage", &u);
+	json_object_object_add(o, "usage", chat_usage(
 	    usage_field(u, "input_tokens") +
 	    usage_field(u, "cache_creation_input_tokens") +
 	    usage_field(u, "cache_read_input_tokens"),
@@ -491,26 +457,9 @@ bad:
 
 /* A chunk with the stream's id, model and created, and one choice. */
 static struct json_object *
-chunk(const struct anthropic_stream *s, struct json_object *delta,
-    const char *finish)
+chunk(const struct anthropic_stream *s, struct json_object *delta, const char *finish)
 {
-	struct json_object *o = json_object_new_object(), *choices, *c;
-
-	json_object_object_add(o, "id", str(s->id));
-	json_object_object_add(o, "object", str("chat.completion.chunk"));
-	json_object_object_add(o, "created", json_object_new_int64(s->created));
-	json_object_object_add(o, "model", str(s->model));
-	choices = json_object_new_array();
-	if (delta != NULL) {
-		c = json_object_new_object();
-		json_object_object_add(c, "index", json_object_new_int(0));
-		json_object_object_add(c, "delta", delta);
-		json_object_object_add(c, "finish_reason",
-		    finish != NULL ? str(finish) : NULL);
-		json_object_array_add(choices, c);
-	}
-	json_object_object_add(o, "choices", choices);
-	return o;
+	return chat_chunk(s->id, s->model, s->created, delta, finish);
 }
 
 enum anthropic_step
@@ -518,7 +467,7 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
     struct json_object **out)
 {
 	struct json_object *v, *d, *delta, *tcs, *tc, *fn, *err;
-	const char	*type = get_str(ev, "type"), *dt;
+	const char	*type = json_get_str(ev, "type"), *dt;
 	int		 idx;
 
 	*out = NULL;
@@ -527,12 +476,12 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 	if (strcmp(type, "message_start") == 0) {
 		struct json_object *m, *u;
 
-		if (get(ev, "message", &m)) {
+		if (json_get(ev, "message", &m)) {
 			snprintf(s->id, sizeof(s->id), "%s",
-			    get_str(m, "id") ? get_str(m, "id") : "");
+			    json_get_str(m, "id") ? json_get_str(m, "id") : "");
 			snprintf(s->model, sizeof(s->model), "%s",
-			    get_str(m, "model") ? get_str(m, "model") : "");
-			if (get(m, "usage", &u)) {
+			    json_get_str(m, "model") ? json_get_str(m, "model") : "");
+			if (json_get(m, "usage", &u)) {
 				s->input_tokens = usage_field(u, "input_tokens") +
 				    usage_field(u,
 				    "cache_creation_input_tokens") +
@@ -543,17 +492,17 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		}
 		s->created = (long)time(NULL);
 		delta = json_object_new_object();
-		json_object_object_add(delta, "role", str("assistant"));
-		json_object_object_add(delta, "content", str(""));
+		json_object_object_add(delta, "role", json_str("assistant"));
+		json_object_object_add(delta, "content", json_str(""));
 		*out = chunk(s, delta, NULL);
 		return ANT_EMIT;
 	}
 	if (strcmp(type, "content_block_start") == 0) {
 		struct json_object *cb;
 
-		idx = get(ev, "index", &v) ? json_object_get_int(v) : -1;
-		if (!get(ev, "content_block", &cb) ||
-		    (dt = get_str(cb, "type")) == NULL ||
+		idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
+		if (!json_get(ev, "content_block", &cb) ||
+		    (dt = json_get_str(cb, "type")) == NULL ||
 		    strcmp(dt, "tool_use") != 0 || idx < 0 ||
 		    idx >= ANT_MAX_BLOCKS)
 			return ANT_SKIP;
@@ -563,12 +512,12 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		json_object_object_add(tc, "index",
 		    json_object_new_int(s->ntools++));
 		json_object_object_add(tc, "id",
-		    str(get_str(cb, "id") ? get_str(cb, "id") : ""));
-		json_object_object_add(tc, "type", str("function"));
+		    json_str(json_get_str(cb, "id") ? json_get_str(cb, "id") : ""));
+		json_object_object_add(tc, "type", json_str("function"));
 		fn = json_object_new_object();
 		json_object_object_add(fn, "name",
-		    str(get_str(cb, "name") ? get_str(cb, "name") : ""));
-		json_object_object_add(fn, "arguments", str(""));
+		    json_str(json_get_str(cb, "name") ? json_get_str(cb, "name") : ""));
+		json_object_object_add(fn, "arguments", json_str(""));
 		json_object_object_add(tc, "function", fn);
 		tcs = json_object_new_array();
 		json_object_array_add(tcs, tc);
@@ -578,13 +527,13 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		return ANT_EMIT;
 	}
 	if (strcmp(type, "content_block_delta") == 0) {
-		idx = get(ev, "index", &v) ? json_object_get_int(v) : -1;
-		if (!get(ev, "delta", &d) || (dt = get_str(d, "type")) == NULL)
+		idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
+		if (!json_get(ev, "delta", &d) || (dt = json_get_str(d, "type")) == NULL)
 			return ANT_SKIP;
-		if (strcmp(dt, "text_delta") == 0 && get_str(d, "text")) {
+		if (strcmp(dt, "text_delta") == 0 && json_get_str(d, "text")) {
 			delta = json_object_new_object();
 			json_object_object_add(delta, "content",
-			    str(get_str(d, "text")));
+			    json_str(json_get_str(d, "text")));
 			*out = chunk(s, delta, NULL);
 			return ANT_EMIT;
 		}
@@ -595,8 +544,8 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 			    json_object_new_int(s->block_tool[idx] - 1));
 			fn = json_object_new_object();
 			json_object_object_add(fn, "arguments",
-			    str(get_str(d, "partial_json") ?
-			    get_str(d, "partial_json") : ""));
+			    json_str(json_get_str(d, "partial_json") ?
+			    json_get_str(d, "partial_json") : ""));
 			json_object_object_add(tc, "function", fn);
 			tcs = json_object_new_array();
 			json_object_array_add(tcs, tc);
@@ -610,11 +559,11 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 	if (strcmp(type, "message_delta") == 0) {
 		struct json_object *u;
 
-		if (get(ev, "usage", &u) && get(u, "output_tokens", &v))
+		if (json_get(ev, "usage", &u) && json_get(u, "output_tokens", &v))
 			s->output_tokens = (long)json_object_get_int64(v);
-		if (get(ev, "delta", &d) && get_str(d, "stop_reason") != NULL) {
+		if (json_get(ev, "delta", &d) && json_get_str(d, "stop_reason") != NULL) {
 			snprintf(s->finish, sizeof(s->finish), "%s",
-			    anthropic_finish(get_str(d, "stop_reason")));
+			    anthropic_finish(json_get_str(d, "stop_reason")));
 			*out = chunk(s, json_object_new_object(), s->finish);
 			return ANT_EMIT;
 		}
@@ -623,17 +572,17 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 	if (strcmp(type, "message_stop") == 0) {
 		*out = chunk(s, NULL, NULL);
 		json_object_object_add(*out, "usage",
-		    usage_json(s->input_tokens, s->output_tokens));
+		    chat_usage(s->input_tokens, s->output_tokens));
 		return ANT_DONE;
 	}
 	if (strcmp(type, "error") == 0) {
 		struct json_object *e = json_object_new_object();
 
-		json_object_object_add(e, "message", str(get(ev, "error", &err) &&
-		    get_str(err, "message") ? get_str(err, "message") :
+		json_object_object_add(e, "message", json_str(json_get(ev, "error", &err) &&
+		    json_get_str(err, "message") ? json_get_str(err, "message") :
 		    "anthropic reported an error"));
-		json_object_object_add(e, "type", str("upstream_error"));
-		json_object_object_add(e, "code", str("upstream_error"));
+		json_object_object_add(e, "type", json_str("upstream_error"));
+		json_object_object_add(e, "code", json_str("upstream_error"));
 		*out = json_object_new_object();
 		json_object_object_add(*out, "error", e);
 		return ANT_ERROR;

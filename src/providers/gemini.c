@@ -12,36 +12,16 @@
 #include "lib/crypto.h"
 #include "lib/json.h"
 #include "providers/gemini.h"
+#include "providers/providers.h"
 
 #define MAX_CALLS 64
-
-static struct json_object *
-str(const char *s)
-{
-	return json_object_new_string(s);
-}
-
-static bool
-get(struct json_object *o, const char *k, struct json_object **v)
-{
-	return o != NULL && json_object_object_get_ex(o, k, v) && *v != NULL;
-}
-
-static const char *
-get_str(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	return get(o, k, &v) && json_object_is_type(v, json_type_string) ?
-	    json_object_get_string(v) : NULL;
-}
 
 static struct json_object *
 text_part(const char *t)
 {
 	struct json_object *p = json_object_new_object();
 
-	json_object_object_add(p, "text", str(t));
+	json_object_object_add(p, "text", json_str(t));
 	return p;
 }
 
@@ -65,17 +45,17 @@ parts_of(struct json_object *content)
 	for (i = 0; i < json_object_array_length(content); i++) {
 		struct json_object *part = json_object_array_get_idx(content, i);
 
-		type = get_str(part, "type");
+		type = json_get_str(part, "type");
 		if (type != NULL && strcmp(type, "text") == 0 &&
-		    get_str(part, "text") != NULL) {
+		    json_get_str(part, "text") != NULL) {
 			json_object_array_add(parts,
-			    text_part(get_str(part, "text")));
+			    text_part(json_get_str(part, "text")));
 			continue;
 		}
 		/* Images inline only: Gemini is not to fetch URLs for us. */
 		if (type == NULL || strcmp(type, "image_url") != 0 ||
-		    !get(part, "image_url", &iu) ||
-		    (url = get_str(iu, "url")) == NULL ||
+		    !json_get(part, "image_url", &iu) ||
+		    (url = json_get_str(iu, "url")) == NULL ||
 		    strncmp(url, "data:", 5) != 0 ||
 		    (comma = strchr(url, ',')) == NULL ||
 		    (semi = strchr(url, ';')) == NULL || semi > comma)
@@ -84,7 +64,7 @@ parts_of(struct json_object *content)
 		d = json_object_new_object();
 		json_object_object_add(d, "mimeType",
 		    json_object_new_string_len(url + 5, (int)(semi - url - 5)));
-		json_object_object_add(d, "data", str(comma + 1));
+		json_object_object_add(d, "data", json_str(comma + 1));
 		json_object_object_add(p, "inlineData", d);
 		json_object_array_add(parts, p);
 	}
@@ -101,10 +81,10 @@ add_turn(struct json_object *contents, const char *role,
 	size_t	 n = json_object_array_length(contents), i;
 	struct json_object *last = n > 0 ?
 	    json_object_array_get_idx(contents, n - 1) : NULL, *lp, *c;
-	const char *lr = last != NULL ? get_str(last, "role") : NULL;
+	const char *lr = last != NULL ? json_get_str(last, "role") : NULL;
 
 	/* Turns alternate: a second turn of the same role joins the first. */
-	if (lr != NULL && strcmp(lr, role) == 0 && get(last, "parts", &lp)) {
+	if (lr != NULL && strcmp(lr, role) == 0 && json_get(last, "parts", &lp)) {
 		for (i = 0; i < json_object_array_length(parts); i++)
 			json_object_array_add(lp, json_object_get(
 			    json_object_array_get_idx(parts, i)));
@@ -112,7 +92,7 @@ add_turn(struct json_object *contents, const char *role,
 		return;
 	}
 	c = json_object_new_object();
-	json_object_object_add(c, "role", str(role));
+	json_object_object_add(c, "role", json_str(role));
 	json_object_object_add(c, "parts", parts);
 	json_object_array_add(contents, c);
 }
@@ -127,17 +107,17 @@ call_name(struct json_object *msgs, size_t upto, const char *id)
 	for (i = 0; i < upto; i++) {
 		struct json_object *m = json_object_array_get_idx(msgs, i);
 
-		if (!get(m, "tool_calls", &calls) ||
+		if (!json_get(m, "tool_calls", &calls) ||
 		    !json_object_is_type(calls, json_type_array))
 			continue;
 		for (j = 0; j < json_object_array_length(calls); j++) {
 			struct json_object *tc =
 			    json_object_array_get_idx(calls, j);
-			const char *tid = get_str(tc, "id");
+			const char *tid = json_get_str(tc, "id");
 
 			if (tid != NULL && strcmp(tid, id) == 0 &&
-			    get(tc, "function", &fn))
-				return get_str(fn, "name");
+			    json_get(tc, "function", &fn))
+				return json_get_str(fn, "name");
 		}
 	}
 	return NULL;
@@ -159,15 +139,15 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 	snprintf(err, errsz, "the request cannot be expressed for google");
 	contents = json_object_new_array();
 	json_object_object_add(o, "contents", contents);
-	if (!get(req, "messages", &msgs) ||
+	if (!json_get(req, "messages", &msgs) ||
 	    !json_object_is_type(msgs, json_type_array))
 		goto bad;
 	for (i = 0; i < json_object_array_length(msgs); i++) {
 		m = json_object_array_get_idx(msgs, i);
-		if ((role = get_str(m, "role")) == NULL)
+		if ((role = json_get_str(m, "role")) == NULL)
 			goto bad;
 		content = NULL;
-		(void)get(m, "content", &content);
+		(void)json_get(m, "content", &content);
 		if (strcmp(role, "system") == 0 ||
 		    strcmp(role, "developer") == 0) {
 			if ((parts = parts_of(content)) == NULL)
@@ -183,7 +163,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		} else if (strcmp(role, "assistant") == 0) {
 			if ((parts = parts_of(content)) == NULL)
 				goto bad;
-			if (get(m, "tool_calls", &calls) &&
+			if (json_get(m, "tool_calls", &calls) &&
 			    json_object_is_type(calls, json_type_array))
 				for (j = 0; j < json_object_array_length(calls);
 				    j++) {
@@ -191,12 +171,12 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 					    json_object_array_get_idx(calls, j),
 					    *p, *f;
 
-					if (!get(tc, "function", &fn) ||
-					    get_str(fn, "name") == NULL) {
+					if (!json_get(tc, "function", &fn) ||
+					    json_get_str(fn, "name") == NULL) {
 						json_object_put(parts);
 						goto bad;
 					}
-					s = get_str(fn, "arguments");
+					s = json_get_str(fn, "arguments");
 					args = json_parse(s != NULL && *s ? s :
 					    "{}", s != NULL && *s ? strlen(s) : 2,
 					    &why, e, sizeof(e));
@@ -208,7 +188,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 					}
 					f = json_object_new_object();
 					json_object_object_add(f, "name",
-					    str(get_str(fn, "name")));
+					    json_str(json_get_str(fn, "name")));
 					json_object_object_add(f, "args", args);
 					p = json_object_new_object();
 					json_object_object_add(p,
@@ -220,7 +200,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 			struct json_object *p, *fr, *resp;
 			struct buf text = { 0 };
 
-			if ((s = get_str(m, "tool_call_id")) == NULL ||
+			if ((s = json_get_str(m, "tool_call_id")) == NULL ||
 			    (name = call_name(msgs, i, s)) == NULL) {
 				snprintf(err, errsz, "a tool result answers no "
 				    "earlier tool call");
@@ -234,10 +214,10 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 			}
 			resp = json_object_new_object();
 			json_object_object_add(resp, "output",
-			    str(text.data != NULL ? text.data : ""));
+			    json_str(text.data != NULL ? text.data : ""));
 			buf_free(&text);
 			fr = json_object_new_object();
-			json_object_object_add(fr, "name", str(name));
+			json_object_object_add(fr, "name", json_str(name));
 			json_object_object_add(fr, "response", resp);
 			p = json_object_new_object();
 			json_object_object_add(p, "functionResponse", fr);
@@ -254,21 +234,21 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		json_object_object_add(o, "systemInstruction", si);
 	}
 	gc = json_object_new_object();
-	if ((get(req, "max_completion_tokens", &v) ||
-	    get(req, "max_tokens", &v)))
+	if ((json_get(req, "max_completion_tokens", &v) ||
+	    json_get(req, "max_tokens", &v)))
 		json_object_object_add(gc, "maxOutputTokens",
 		    json_object_get(v));
-	if (get(req, "temperature", &v))
+	if (json_get(req, "temperature", &v))
 		json_object_object_add(gc, "temperature", json_object_get(v));
-	if (get(req, "top_p", &v))
+	if (json_get(req, "top_p", &v))
 		json_object_object_add(gc, "topP", json_object_get(v));
-	if (get(req, "n", &v))
+	if (json_get(req, "n", &v))
 		json_object_object_add(gc, "candidateCount", json_object_get(v));
-	if (get(req, "stop", &v)) {
+	if (json_get(req, "stop", &v)) {
 		struct json_object *ss = json_object_new_array();
 
 		if (json_object_is_type(v, json_type_string))
-			json_object_array_add(ss, str(json_object_get_string(v)));
+			json_object_array_add(ss, json_str(json_object_get_string(v)));
 		else if (json_object_is_type(v, json_type_array))
 			for (i = 0; i < json_object_array_length(v); i++)
 				json_object_array_add(ss, json_object_get(
@@ -279,23 +259,23 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		json_object_object_add(o, "generationConfig", gc);
 	else
 		json_object_put(gc);
-	if (get(req, "tools", &v) && json_object_is_type(v, json_type_array)) {
+	if (json_get(req, "tools", &v) && json_object_is_type(v, json_type_array)) {
 		struct json_object *decls = json_object_new_array(), *t, *tl;
 
 		for (i = 0; i < json_object_array_length(v); i++) {
 			struct json_object *d, *params;
 
-			if (!get(json_object_array_get_idx(v, i), "function",
-			    &fn) || get_str(fn, "name") == NULL) {
+			if (!json_get(json_object_array_get_idx(v, i), "function",
+			    &fn) || json_get_str(fn, "name") == NULL) {
 				json_object_put(decls);
 				goto bad;
 			}
 			d = json_object_new_object();
-			json_object_object_add(d, "name", str(get_str(fn, "name")));
-			if (get_str(fn, "description") != NULL)
+			json_object_object_add(d, "name", json_str(json_get_str(fn, "name")));
+			if (json_get_str(fn, "description") != NULL)
 				json_object_object_add(d, "description",
-				    str(get_str(fn, "description")));
-			if (get(fn, "parameters", &params))
+				    json_str(json_get_str(fn, "description")));
+			if (json_get(fn, "parameters", &params))
 				json_object_object_add(d, "parameters",
 				    json_object_get(params));
 			json_object_array_add(decls, d);
@@ -306,7 +286,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		json_object_array_add(tl, t);
 		json_object_object_add(o, "tools", tl);
 	}
-	if (get(req, "tool_choice", &v)) {
+	if (json_get(req, "tool_choice", &v)) {
 		struct json_object *tc = json_object_new_object(),
 				   *fcc = json_object_new_object();
 		const char *c = json_object_is_type(v, json_type_string) ?
@@ -314,16 +294,16 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 
 		json_object_object_add(tc, "functionCallingConfig", fcc);
 		if (c != NULL && strcmp(c, "auto") == 0)
-			json_object_object_add(fcc, "mode", str("AUTO"));
+			json_object_object_add(fcc, "mode", json_str("AUTO"));
 		else if (c != NULL && strcmp(c, "none") == 0)
-			json_object_object_add(fcc, "mode", str("NONE"));
+			json_object_object_add(fcc, "mode", json_str("NONE"));
 		else if (c != NULL && strcmp(c, "required") == 0)
-			json_object_object_add(fcc, "mode", str("ANY"));
-		else if (get(v, "function", &fn) && get_str(fn, "name")) {
+			json_object_object_add(fcc, "mode", json_str("ANY"));
+		else if (json_get(v, "function", &fn) && json_get_str(fn, "name")) {
 			struct json_object *names = json_object_new_array();
 
-			json_object_array_add(names, str(get_str(fn, "name")));
-			json_object_object_add(fcc, "mode", str("ANY"));
+			json_object_array_add(names, json_str(json_get_str(fn, "name")));
+			json_object_object_add(fcc, "mode", json_str("ANY"));
 			json_object_object_add(fcc, "allowedFunctionNames",
 			    names);
 		} else {
@@ -359,15 +339,15 @@ take_usage(struct gemini_state *s, struct json_object *r)
 {
 	struct json_object *u, *v;
 
-	if (!get(r, "usageMetadata", &u))
+	if (!json_get(r, "usageMetadata", &u))
 		return;
-	s->prompt_tokens = (get(u, "promptTokenCount", &v) ?
+	s->prompt_tokens = (json_get(u, "promptTokenCount", &v) ?
 	    (long)json_object_get_int64(v) : 0) +
-	    (get(u, "toolUsePromptTokenCount", &v) ?
+	    (json_get(u, "toolUsePromptTokenCount", &v) ?
 	    (long)json_object_get_int64(v) : 0);
-	s->completion_tokens = (get(u, "candidatesTokenCount", &v) ?
+	s->completion_tokens = (json_get(u, "candidatesTokenCount", &v) ?
 	    (long)json_object_get_int64(v) : 0) +
-	    (get(u, "thoughtsTokenCount", &v) ?
+	    (json_get(u, "thoughtsTokenCount", &v) ?
 	    (long)json_object_get_int64(v) : 0);
 }
 
@@ -405,52 +385,39 @@ walk_parts(struct gemini_state *s, struct json_object *cand, struct buf *text,
 	char	 id[40];
 	size_t	 i;
 
-	if (!get(cand, "content", &content) || !get(content, "parts", &parts))
+	if (!json_get(cand, "content", &content) || !json_get(content, "parts", &parts))
 		return 0;
 	for (i = 0; i < json_object_array_length(parts); i++) {
 		p = json_object_array_get_idx(parts, i);
-		if (get(p, "thought", &v) && json_object_get_boolean(v))
+		if (json_get(p, "thought", &v) && json_object_get_boolean(v))
 			continue;
-		if (get_str(p, "text") != NULL) {
-			if (buf_puts(text, get_str(p, "text")) == -1)
+		if (json_get_str(p, "text") != NULL) {
+			if (buf_puts(text, json_get_str(p, "text")) == -1)
 				return -1;
-		} else if (get(p, "functionCall", &fc)) {
+		} else if (json_get(p, "functionCall", &fc)) {
 			s->saw_call = true;
 			if (*calls == NULL)
 				*calls = json_object_new_array();
-			if (get_str(fc, "id") != NULL)
-				snprintf(id, sizeof(id), "%s", get_str(fc, "id"));
+			if (json_get_str(fc, "id") != NULL)
+				snprintf(id, sizeof(id), "%s", json_get_str(fc, "id"));
 			else
 				snprintf(id, sizeof(id), "call_%d", s->ncalls);
 			tc = json_object_new_object();
 			json_object_object_add(tc, "index",
 			    json_object_new_int(s->ncalls++));
-			json_object_object_add(tc, "id", str(id));
-			json_object_object_add(tc, "type", str("function"));
+			json_object_object_add(tc, "id", json_str(id));
+			json_object_object_add(tc, "type", json_str("function"));
 			fn = json_object_new_object();
 			json_object_object_add(fn, "name",
-			    str(get_str(fc, "name") ? get_str(fc, "name") : ""));
+			    json_str(json_get_str(fc, "name") ? json_get_str(fc, "name") : ""));
 			json_object_object_add(fn, "arguments",
-			    str(get(fc, "args", &args) ?
+			    json_str(json_get(fc, "args", &args) ?
 			    json_text(args, NULL) : "{}"));
 			json_object_object_add(tc, "function", fn);
 			json_object_array_add(*calls, tc);
 		}
 	}
 	return 0;
-}
-
-static struct json_object *
-usage_json(long prompt, long completion)
-{
-	struct json_object *u = json_object_new_object();
-
-	json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
-	json_object_object_add(u, "completion_tokens",
-	    json_object_new_int64(completion));
-	json_object_object_add(u, "total_tokens",
-	    json_object_new_int64(prompt + completion));
-	return u;
 }
 
 struct json_object *
@@ -466,12 +433,12 @@ gemini_response(struct json_object *r, const char *model, char *err,
 
 	gemini_state_init(&s, model);
 	take_usage(&s, r);
-	if (!get(r, "candidates", &cands) ||
+	if (!json_get(r, "candidates", &cands) ||
 	    !json_object_is_type(cands, json_type_array) ||
 	    json_object_array_length(cands) == 0) {
 		/* The prompt itself was blocked. */
-		if (get(r, "promptFeedback", &pf) &&
-		    get_str(pf, "blockReason") != NULL) {
+		if (json_get(r, "promptFeedback", &pf) &&
+		    json_get_str(pf, "blockReason") != NULL) {
 			cand = NULL;
 			finish = "content_filter";
 			goto build;
@@ -482,7 +449,7 @@ gemini_response(struct json_object *r, const char *model, char *err,
 	cand = json_object_array_get_idx(cands, 0);
 	if (walk_parts(&s, cand, &text, &calls) == -1)
 		goto bad;
-	reason = get_str(cand, "finishReason");
+	reason = json_get_str(cand, "finishReason");
 	if ((finish = finish_of(&s, reason != NULL ? reason : "STOP")) ==
 	    NULL) {
 		snprintf(err, errsz, "google ended with %s", reason);
@@ -490,15 +457,15 @@ gemini_response(struct json_object *r, const char *model, char *err,
 	}
 build:
 	o = json_object_new_object();
-	json_object_object_add(o, "id", str(s.id));
-	json_object_object_add(o, "object", str("chat.completion"));
+	json_object_object_add(o, "id", json_str(s.id));
+	json_object_object_add(o, "object", json_str("chat.completion"));
 	json_object_object_add(o, "created", json_object_new_int64(s.created));
-	json_object_object_add(o, "model", str(get_str(r, "modelVersion") ?
-	    get_str(r, "modelVersion") : model));
+	json_object_object_add(o, "model", json_str(json_get_str(r, "modelVersion") ?
+	    json_get_str(r, "modelVersion") : model));
 	msg = json_object_new_object();
-	json_object_object_add(msg, "role", str("assistant"));
+	json_object_object_add(msg, "role", json_str("assistant"));
 	json_object_object_add(msg, "content", text.len > 0 || calls == NULL ?
-	    str(text.data ? text.data : "") : NULL);
+	    json_str(text.data ? text.data : "") : NULL);
 	if (calls != NULL) {
 		/* index belongs to stream deltas, not to a whole message. */
 		for (i = 0; i < json_object_array_length(calls); i++)
@@ -509,12 +476,12 @@ build:
 	choice = json_object_new_object();
 	json_object_object_add(choice, "index", json_object_new_int(0));
 	json_object_object_add(choice, "message", msg);
-	json_object_object_add(choice, "finish_reason", str(finish));
+	json_object_object_add(choice, "finish_reason", json_str(finish));
 	choices = json_object_new_array();
 	json_object_array_add(choices, choice);
 	json_object_object_add(o, "choices", choices);
 	json_object_object_add(o, "usage",
-	    usage_json(s.prompt_tokens, s.completion_tokens));
+	    chat_usage(s.prompt_tokens, s.completion_tokens));
 	buf_free(&text);
 	return o;
 bad:
@@ -525,26 +492,9 @@ bad:
 }
 
 static struct json_object *
-chunk(const struct gemini_state *s, struct json_object *delta,
-    const char *finish)
+chunk(const struct gemini_state *s, struct json_object *delta, const char *finish)
 {
-	struct json_object *o = json_object_new_object(), *choices, *c;
-
-	json_object_object_add(o, "id", str(s->id));
-	json_object_object_add(o, "object", str("chat.completion.chunk"));
-	json_object_object_add(o, "created", json_object_new_int64(s->created));
-	json_object_object_add(o, "model", str(s->model));
-	choices = json_object_new_array();
-	if (delta != NULL) {
-		c = json_object_new_object();
-		json_object_object_add(c, "index", json_object_new_int(0));
-		json_object_object_add(c, "delta", delta);
-		json_object_object_add(c, "finish_reason",
-		    finish != NULL ? str(finish) : NULL);
-		json_object_array_add(choices, c);
-	}
-	json_object_object_add(o, "choices", choices);
-	return o;
+	return chat_chunk(s->id, s->model, s->created, delta, finish);
 }
 
 int
@@ -555,20 +505,20 @@ gemini_stream_event(struct gemini_state *s, struct json_object *ev,
 	struct buf	 text = { 0 };
 	const char	*reason, *finish;
 
-	if (get(ev, "error", &e)) {
-		snprintf(err, errsz, "%s", get_str(e, "message") ?
-		    get_str(e, "message") : "google reported an error");
+	if (json_get(ev, "error", &e)) {
+		snprintf(err, errsz, "%s", json_get_str(e, "message") ?
+		    json_get_str(e, "message") : "google reported an error");
 		return -1;
 	}
 	take_usage(s, ev);
 	if (!s->started) {
 		delta = json_object_new_object();
-		json_object_object_add(delta, "role", str("assistant"));
-		json_object_object_add(delta, "content", str(""));
+		json_object_object_add(delta, "role", json_str("assistant"));
+		json_object_object_add(delta, "content", json_str(""));
 		json_object_array_add(out, chunk(s, delta, NULL));
 		s->started = true;
 	}
-	if (get(ev, "candidates", &cands) &&
+	if (json_get(ev, "candidates", &cands) &&
 	    json_object_is_type(cands, json_type_array) &&
 	    json_object_array_length(cands) > 0)
 		cand = json_object_array_get_idx(cands, 0);
@@ -580,7 +530,7 @@ gemini_stream_event(struct gemini_state *s, struct json_object *ev,
 	}
 	if (text.len > 0) {
 		delta = json_object_new_object();
-		json_object_object_add(delta, "content", str(text.data));
+		json_object_object_add(delta, "content", json_str(text.data));
 		json_object_array_add(out, chunk(s, delta, NULL));
 	}
 	buf_free(&text);
@@ -590,7 +540,7 @@ gemini_stream_event(struct gemini_state *s, struct json_object *ev,
 		json_object_object_add(delta, "tool_calls", calls);
 		json_object_array_add(out, chunk(s, delta, NULL));
 	}
-	if ((reason = get_str(cand, "finishReason")) != NULL) {
+	if ((reason = json_get_str(cand, "finishReason")) != NULL) {
 		if ((finish = finish_of(s, reason)) == NULL) {
 			snprintf(err, errsz, "google ended with %s", reason);
 			return -1;
@@ -608,6 +558,6 @@ gemini_usage_chunk(const struct gemini_state *s)
 	struct json_object *o = chunk(s, NULL, NULL);
 
 	json_object_object_add(o, "usage",
-	    usage_json(s->prompt_tokens, s->completion_tokens));
+	    chat_usage(s->prompt_tokens, s->completion_tokens));
 	return o;
 }

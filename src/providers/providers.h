@@ -38,6 +38,16 @@ void		 provider_error_message(const struct buf *body, long status,
 struct json_object;
 
 /*
+ * The OpenAI shapes every translation produces (providers/shape.c).
+ * chat_chunk() makes a chat.completion.chunk with one choice holding delta
+ * (taken; NULL = no choice, for the usage chunk) and finish (NULL = null).
+ */
+struct json_object *chat_chunk(const char *id, const char *model,
+		    long created, struct json_object *delta, const char *finish);
+/* {"prompt_tokens","completion_tokens","total_tokens"}. */
+struct json_object *chat_usage(long prompt, long completion);
+
+/*
  * An OpenAI-format call (OpenAI, OpenRouter): the URL, the auth header and
  * the body to send, from the client's request (borrowed).  model replaces
  * the client's; a stream always asks for usage.  0, or -1.

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "server/config.h"
 #include "server/log.h"
 #include "server/master.h"
@@ -57,15 +58,6 @@ struct master {
 	double		 deadline;	/* monotonic s, while stopping */
 	int		 exit_code;
 };
-
-static double
-now_mono(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* True when fd 0 is a listening socket: a web server spawned us. */
 static bool
@@ -224,14 +216,14 @@ spawn(struct master *m, int i)
 		s->backoff = s->backoff > 0 ? s->backoff * 2 : BACKOFF_MIN;
 		if (s->backoff > BACKOFF_MAX)
 			s->backoff = BACKOFF_MAX;
-		s->next_start = now_mono() + s->backoff;
+		s->next_start = clock_mono() + s->backoff;
 		return;
 	}
 	if (pid == 0)
 		worker_main(m->cfg, m->app, m->listen_fd, i);
 	s->pid = pid;
 	s->generation = m->generation;
-	s->started = now_mono();
+	s->started = clock_mono();
 }
 
 static void
@@ -257,7 +249,7 @@ begin_stop(struct master *m, int code)
 		return;
 	m->stopping = true;
 	m->exit_code = code;
-	m->deadline = now_mono() + m->cfg->shutdown_timeout;
+	m->deadline = clock_mono() + m->cfg->shutdown_timeout;
 	for (i = 0; i < m->maxslots; i++)
 		if (m->slots[i].pid > 0)
 			kill(m->slots[i].pid, SIGTERM);
@@ -290,7 +282,7 @@ reap(struct master *m)
 			continue;
 		s = &m->slots[i];
 		s->pid = 0;
-		now = now_mono();
+		now = clock_mono();
 		lived = now - s->started;
 		if (m->stopping) {
 			if (status != 0)
@@ -483,7 +475,7 @@ master_run(struct config *cfg, const struct worker_app *app)
 			if (!m->stopping)
 				reload(m);
 		}
-		now = now_mono();
+		now = clock_mono();
 		wake = now + 1.0;
 		if (m->stopping) {
 			if (live_children(m) == 0)
@@ -522,7 +514,7 @@ master_run(struct config *cfg, const struct worker_app *app)
 					wake = s->next_start;
 			}
 		}
-		now = now_mono();
+		now = clock_mono();
 		if (wake < now)
 			wake = now;
 		ts.tv_sec = (time_t)(wake - now);

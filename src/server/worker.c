@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/crypto.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -26,15 +27,6 @@ handle_sigterm(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
-}
-
-static double
-now_mono(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /*
@@ -132,7 +124,7 @@ request_init(struct worker *w, struct request *req)
 	size_t		 n;
 
 	req->w = w;
-	req->started = now_mono();
+	req->started = clock_mono();
 	req->method = request_param(req, "REQUEST_METHOD");
 	if (req->method == NULL)
 		req->method = "GET";
@@ -177,7 +169,7 @@ serve(struct worker *w, struct request *req)
 	lr.method = req->method;
 	lr.path = req->path != NULL ? req->path : "";
 	lr.status = req->status;
-	lr.latency_ms = (now_mono() - req->started) * 1000.0;
+	lr.latency_ms = (clock_mono() - req->started) * 1000.0;
 	lr.key_id = req->key_id;
 	log_access(&lr);
 }

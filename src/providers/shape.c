@@ -1,0 +1,44 @@
+/*
+ * The OpenAI chat shapes that the Anthropic and Gemini translations both
+ * produce, written once.
+ */
+#include "autoconfig.h"
+
+#include "lib/json.h"
+#include "providers/providers.h"
+
+struct json_object *
+chat_chunk(const char *id, const char *model, long created,
+    struct json_object *delta, const char *finish)
+{
+	struct json_object *o = json_object_new_object(), *choices, *c;
+
+	json_object_object_add(o, "id", json_str(id));
+	json_object_object_add(o, "object", json_str("chat.completion.chunk"));
+	json_object_object_add(o, "created", json_object_new_int64(created));
+	json_object_object_add(o, "model", json_str(model));
+	choices = json_object_new_array();
+	if (delta != NULL) {
+		c = json_object_new_object();
+		json_object_object_add(c, "index", json_object_new_int(0));
+		json_object_object_add(c, "delta", delta);
+		json_object_object_add(c, "finish_reason",
+		    finish != NULL ? json_str(finish) : NULL);
+		json_object_array_add(choices, c);
+	}
+	json_object_object_add(o, "choices", choices);
+	return o;
+}
+
+struct json_object *
+chat_usage(long prompt, long completion)
+{
+	struct json_object *u = json_object_new_object();
+
+	json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
+	json_object_object_add(u, "completion_tokens",
+	    json_object_new_int64(completion));
+	json_object_object_add(u, "total_tokens",
+	    json_object_new_int64(prompt + completion));
+	return u;
+}
