@@ -50,6 +50,8 @@ void	api_llm_keys_status(struct request *);
 void	api_llm_keys_delete(struct request *);
 void	api_maintenance_reencrypt(struct request *);
 void	api_chat_completions(struct request *);
+void	api_account(struct request *);
+void	api_tenants_credits(struct request *);
 
 /* Shared by the handlers (api/common.c). */
 

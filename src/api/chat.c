@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "api/validate.h"
 #include "core/auth.h"
+#include "core/credits.h"
 #include "core/gateway.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -62,7 +63,81 @@ struct chat {
 	struct buf	 errbody;	/* a non-200 streamed reply */
 	struct anthropic_stream ant;	/* translation state */
 	struct gemini_state gem;
+	/* Credits: what is held, and what the call used. */
+	char		 resv[40];	/* reservation id, "" = none */
+	struct credit_price price;
+	double		 markup;
+	long		 prompt_est;	/* tokens, estimated from the body */
+	long		 prompt_tokens;	/* from the provider, when told */
+	long		 completion_tokens;
+	bool		 have_usage;
+	size_t		 delivered;	/* bytes of content sent on */
+	long long	 charged;	/* micro-credits */
+	const char	*model;		/* the client's model name */
 };
+
+/*
+ * Turns the reservation into the real cost and writes the usage row; what
+ * the provider did not report is estimated (prompt from the body, output
+ * from the bytes passed on).  Once.
+ */
+static void
+settle(struct chat *c, const char *status)
+{
+	struct credits_usage u;
+	long		 prompt, completion;
+
+	if (c->resv[0] == '\0')
+		return;
+	prompt = c->have_usage ? c->prompt_tokens : c->prompt_est;
+	completion = c->have_usage ? c->completion_tokens :
+	    (long)(c->delivered + 3) / 4;
+	memset(&u, 0, sizeof(u));
+	u.tenant = c->req->principal->tenant_id;
+	u.key_id = c->req->principal->key_id[0] ? c->req->principal->key_id :
+	    NULL;
+	u.request_id = c->req->request_id;
+	u.provider = provider_names[c->key.provider];
+	u.model = c->model;
+	u.pool = c->key.pool;
+	u.markup = c->markup;
+	u.prompt_tokens = prompt;
+	u.completion_tokens = completion;
+	u.status = status;
+	if (credits_settle(c->req->w->db, c->resv, credits_cost(&c->price,
+	    prompt, completion, c->markup), &u, &c->charged) == -1)
+		log_error("PostgreSQL: settling request %s: %s; the "
+		    "reservation stays held", c->req->request_id,
+		    db_errmsg(c->req->w->db));
+	c->resv[0] = '\0';
+}
+
+/* Lets the reservation go: the call produced nothing. */
+static void
+release(struct chat *c)
+{
+	if (c->resv[0] == '\0')
+		return;
+	if (credits_release(c->req->w->db, c->resv) == -1)
+		log_error("PostgreSQL: releasing the reservation of request "
+		    "%s: %s", c->req->request_id, db_errmsg(c->req->w->db));
+	c->resv[0] = '\0';
+}
+
+/* Reads usage {prompt_tokens, completion_tokens} from a reply or chunk. */
+static void
+take_usage(struct chat *c, struct json_object *o)
+{
+	struct json_object *u, *v;
+
+	if (!json_get(o, "usage", &u))
+		return;
+	if (json_get(u, "prompt_tokens", &v))
+		c->prompt_tokens = (long)json_object_get_int64(v);
+	if (json_get(u, "completion_tokens", &v))
+		c->completion_tokens = (long)json_object_get_int64(v);
+	c->have_usage = true;
+}
 
 static struct json_object *
 keygate_block(const struct chat *c)
@@ -76,7 +151,8 @@ keygate_block(const struct chat *c)
 	    json_object_new_double(w->cfg->pool_markup) : NULL);
 	json_object_object_add(o, "provider",
 	    json_object_new_string(provider_names[c->key.provider]));
-	json_object_object_add(o, "credits_charged", json_object_new_int(0));
+	json_object_object_add(o, "credits_charged",
+	    json_object_new_double((double)c->charged / CREDITS_MICRO));
 	json_object_object_add(o, "request_id",
 	    json_object_new_string(c->req->request_id));
 	return o;
@@ -193,9 +269,13 @@ respond_whole(struct chat *c, struct upstream_call *call)
 				return;
 			}
 		}
+		take_usage(c, o);
+		settle(c, "ok");
 		json_object_object_add(o, "keygate", keygate_block(c));
 		http_respond_json(c->req, 200, o);
 	}
+	/* Any answer but the one above charged nothing. */
+	release(c);
 	buf_free(&reply);
 }
 
@@ -237,6 +317,16 @@ emit_done(struct chat *c)
 	size_t		 n;
 	int		 rc;
 
+	if (c->key.provider == PROVIDER_ANTHROPIC) {
+		c->prompt_tokens = c->ant.input_tokens;
+		c->completion_tokens = c->ant.output_tokens;
+		c->have_usage = c->ant.id[0] != '\0';
+	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
+		c->prompt_tokens = c->gem.prompt_tokens;
+		c->completion_tokens = c->gem.completion_tokens;
+		c->have_usage = true;
+	}
+	settle(c, c->have_usage ? "ok" : "partial");
 	json_object_object_add(o, "object",
 	    json_object_new_string("chat.completion.chunk"));
 	json_object_object_add(o, "choices", json_object_new_array());
@@ -381,6 +471,9 @@ on_event(struct chat *c, const char *ev, size_t n)
 		buf_free(&data);
 		return rc;
 	}
+	if (o != NULL)
+		take_usage(c, o);
+	c->delivered += data.len;
 	if (o != NULL && !c->want_usage &&
 	    json_object_object_get_ex(o, "choices", &choices) &&
 	    json_object_is_type(choices, json_type_array) &&
@@ -512,7 +605,8 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (anthropic_request(body, c->key.model, &areq, err,
+	if (anthropic_request(body, c->key.model,
+	    c->req->w->cfg->default_max_tokens, &areq, err,
 	    sizeof(err)) == -1) {
 		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
 		    "to anthropic: %s.", err);
@@ -528,6 +622,66 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 	}
 	json_object_put(areq);
 	return 0;
+}
+
+/*
+ * Estimates the call (the prompt from the body's size, the output from
+ * max_tokens or the default) at the model's price, with the pool's markup,
+ * and holds it.  0, or -1 after answering 402 or the failure.
+ */
+static int
+reserve(struct chat *c, struct json_object *body)
+{
+	struct request	*req = c->req;
+	const struct config *cfg = req->w->cfg;
+	struct json_object *msgs, *v, *root, *err;
+	long		 max_out = cfg->default_max_tokens;
+	long long	 est, available;
+	size_t		 n = 0;
+
+	if (credits_price(req->w->db, c->model, &c->price) == -1) {
+		api_db_failed(req);
+		return -1;
+	}
+	c->markup = c->key.pool ? cfg->pool_markup : 0;
+	if (json_get(body, "messages", &msgs))
+		(void)json_text(msgs, &n);
+	/* About four bytes a token, rounded up: a safe side for a hold. */
+	c->prompt_est = (long)(n + 3) / 4;
+	if ((json_get(body, "max_completion_tokens", &v) ||
+	    json_get(body, "max_tokens", &v)) &&
+	    json_object_is_type(v, json_type_int) &&
+	    json_object_get_int64(v) > 0)
+		max_out = (long)json_object_get_int64(v);
+	est = credits_cost(&c->price, c->prompt_est, max_out, c->markup);
+	switch (credits_reserve(req->w->db, req->principal->tenant_id,
+	    req->principal->key_id[0] ? req->principal->key_id : NULL,
+	    req->request_id, est, c->resv, &available)) {
+	case CREDITS_OK:
+		return 0;
+	case CREDITS_SHORT:
+		break;
+	case CREDITS_DB:
+	case CREDITS_RESULT__MAX:
+		api_db_failed(req);
+		return -1;
+	}
+	root = json_object_new_object();
+	err = json_object_new_object();
+	json_object_object_add(err, "message", json_str("Insufficient "
+	    "credits for this request."));
+	json_object_object_add(err, "type", json_str("insufficient_credits"));
+	json_object_object_add(err, "code", json_str("insufficient_credits"));
+	json_object_object_add(err, "required_credits",
+	    json_object_new_double((double)est / CREDITS_MICRO));
+	json_object_object_add(err, "available_credits",
+	    json_object_new_double((double)available / CREDITS_MICRO));
+	json_object_object_add(err, "max_affordable_tokens",
+	    json_object_new_int64(credits_affordable_tokens(&c->price,
+	    c->prompt_est, c->markup, available)));
+	json_object_object_add(root, "error", err);
+	http_respond_json(req, 402, root);
+	return -1;
 }
 
 /*
@@ -621,6 +775,9 @@ api_chat_completions(struct request *req)
 		    provider_names[routed]);
 		goto out;
 	}
+	c.model = model;
+	if (w->cfg->credits_enforce && reserve(&c, body) == -1)
+		goto out;
 	c.stream = json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
 	    json_object_get_boolean(v);
@@ -659,6 +816,11 @@ api_chat_completions(struct request *req)
 	else
 		respond_whole(&c, &call);
 out:
+	/* A stream that went out is paid for; anything else is released. */
+	if (c.started)
+		settle(&c, "partial");
+	else
+		release(&c);
 	gateway_key_free(&c.key);
 	buf_free(&url);
 	buf_free_secret(&auth);

@@ -357,6 +357,62 @@ static const struct {
 	  "subject = $1 AND window_start = $2::bigint), 0)" },
 	[STMT_RATE_PRUNE] = { "rate_prune",
 	  "DELETE FROM rate_counters WHERE window_start < $1::bigint" },
+	/* Patterns are operator data: only '*' is a wildcard in them. */
+	[STMT_PRICE_FOR] = { "price_for",
+	  "SELECT input_per_mtok, output_per_mtok FROM prices WHERE $1 LIKE "
+	  "replace(replace(replace(replace(pattern, '\\', '\\\\'), '%', "
+	  "'\\%'), '_', '\\_'), '*', '%') "
+	  "ORDER BY length(pattern) DESC, pattern LIMIT 1" },
+	/*
+	 * One statement checks and holds: the row lock makes concurrent
+	 * requests of a tenant take turns, so they can never together hold
+	 * more than the balance.
+	 */
+	[STMT_CREDITS_RESERVE] = { "credits_reserve",
+	  "UPDATE tenants SET credits_reserved = credits_reserved + "
+	  "$2::bigint WHERE id = $1::uuid AND credits_balance - "
+	  "credits_reserved >= $2::bigint "
+	  "RETURNING credits_balance, credits_reserved" },
+	[STMT_CREDITS_AVAILABLE] = { "credits_available",
+	  "SELECT credits_balance - credits_reserved FROM tenants "
+	  "WHERE id = $1::uuid" },
+	[STMT_RESERVATION_INSERT] = { "reservation_insert",
+	  "INSERT INTO credit_reservations (tenant_id, api_key_id, "
+	  "request_id, amount) VALUES ($1::uuid, $2::uuid, $3, $4::bigint) "
+	  "RETURNING id" },
+	[STMT_CREDITS_RELEASE] = { "credits_release",
+	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
+	  "RETURNING tenant_id, amount) UPDATE tenants t SET "
+	  "credits_reserved = t.credits_reserved - r.amount FROM r "
+	  "WHERE t.id = r.tenant_id" },
+	/*
+	 * The reservation turns into the real cost: never more than the
+	 * balance holds, so the balance never goes below zero.
+	 */
+	[STMT_CREDITS_SETTLE] = { "credits_settle",
+	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
+	  "RETURNING tenant_id, amount), c AS (SELECT t.id, r.amount, "
+	  "least($2::bigint, greatest(t.credits_balance - "
+	  "(t.credits_reserved - r.amount), 0)) AS charged FROM tenants t "
+	  "JOIN r ON t.id = r.tenant_id FOR UPDATE OF t) "
+	  "UPDATE tenants t SET credits_reserved = t.credits_reserved - "
+	  "c.amount, credits_balance = t.credits_balance - c.charged FROM c "
+	  "WHERE t.id = c.id RETURNING c.charged" },
+	[STMT_USAGE_INSERT] = { "usage_insert",
+	  "INSERT INTO usage (tenant_id, api_key_id, request_id, provider, "
+	  "model, key_source, prompt_tokens, completion_tokens, "
+	  "credits_charged, markup, status) VALUES ($1::uuid, $2::uuid, $3, "
+	  "$4, $5, $6, $7::int, $8::int, $9::bigint, $10::numeric, $11)" },
+	[STMT_CREDITS_ADD] = { "credits_add",
+	  "UPDATE tenants SET credits_balance = credits_balance + $2::bigint, "
+	  "updated_at = now() WHERE id = $1::uuid RETURNING credits_balance" },
+	[STMT_ACCOUNT] = { "account",
+	  "SELECT t.credits_balance, t.credits_reserved, "
+	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND "
+	  "k.revoked_at IS NULL AND k.disabled_at IS NULL AND "
+	  "(k.expires_at IS NULL OR k.expires_at > now())), "
+	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id) "
+	  "FROM tenants t WHERE t.id = $1::uuid" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -71,6 +71,19 @@ enum stmt {
 				    when admitted, no row when over */
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
+	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
+	STMT_CREDITS_RESERVE,	/* (tenant, amount) -> balance, reserved;
+				    no row when short */
+	STMT_CREDITS_AVAILABLE,	/* (tenant) -> balance - reserved */
+	STMT_RESERVATION_INSERT, /* (tenant, key, request, amount) -> id */
+	STMT_CREDITS_RELEASE,	/* (reservation id) */
+	STMT_CREDITS_SETTLE,	/* (reservation id, cost) -> charged */
+	STMT_USAGE_INSERT,	/* (tenant, key, request, provider, model,
+				    source, prompt, completion, charged,
+				    markup, status) */
+	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
+	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
+				    all keys */
 	STMT_AUDIT_LIST,	/* (caller, action, actor key, target, since,
 				    until, cursor id, limit) -> AUDIT_COLS */
 	STMT__MAX

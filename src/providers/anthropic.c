@@ -13,8 +13,6 @@
 #include "providers/providers.h"
 #include "server/config.h"
 
-#define DEFAULT_MAX_TOKENS 4096
-
 /* Appends the text of an OpenAI content (string or parts) to out. */
 static int
 content_text(struct json_object *content, struct buf *out)
@@ -199,7 +197,7 @@ bad:
 
 int
 anthropic_request(struct json_object *req, const char *model,
-    struct json_object **out, char *err, size_t errsz)
+    long default_max, struct json_object **out, char *err, size_t errsz)
 {
 	struct json_object *o = json_object_new_object(), *msgs, *m, *v,
 			   *content, *tools, *blocks, *b;
@@ -263,7 +261,7 @@ anthropic_request(struct json_object *req, const char *model,
 		    json_object_new_int64(json_object_get_int64(v)));
 	else
 		json_object_object_add(o, "max_tokens",
-		    json_object_new_int(DEFAULT_MAX_TOKENS));
+		    json_object_new_int64(default_max));
 	/* OpenAI's temperature runs to 2, Anthropic's to 1. */
 	if (json_get(req, "temperature", &v)) {
 		t = json_object_get_double(v);

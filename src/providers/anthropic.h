@@ -9,12 +9,13 @@ struct json_object;
 /*
  * The OpenAI chat request req as an Anthropic Messages request for model:
  * system and developer turns become "system", tool results user turns led
- * by tool_result blocks, tool calls tool_use blocks, max_tokens gets a
- * default, temperature is clamped to Anthropic's 0..1.  0 with *out set
+ * by tool_result blocks, tool calls tool_use blocks, max_tokens gets
+ * default_max when the request sets none, temperature is clamped to Anthropic's 0..1.  0 with *out set
  * (caller puts it), or -1 with the reason in err (a 400 for the client).
  */
 int		 anthropic_request(struct json_object *req, const char *model,
-		    struct json_object **out, char *err, size_t errsz)
+		    long default_max, struct json_object **out, char *err,
+		    size_t errsz)
 		    __attribute__((warn_unused_result));
 /* A Messages reply as a chat.completion object (new), or NULL. */
 struct json_object *anthropic_response(struct json_object *reply);

@@ -77,6 +77,8 @@ static const struct cf_key keys[] = {
 	{ "openrouter_base_url", CF_STR, F(openrouter_base_url), true, "https://openrouter.ai/api/v1", 0, 0 },
 	{ "pool_openrouter_key", CF_SECRET, F(pool_openrouter_key), true, "", 0, 0 },
 	{ "pool_markup", CF_DOUBLE, F(pool_markup), true, "0.25", 0, 10 },
+	{ "credits_enforce", CF_BOOL, F(credits_enforce), true, "true", 0, 0 },
+	{ "default_max_tokens", CF_INT, F(default_max_tokens), true, "4096", 1, 1000000 },
 	{ "upstream_connect_timeout", CF_INT, F(upstream_connect_timeout), true, "10", 1, 600 },
 	{ "upstream_idle_timeout", CF_INT, F(upstream_idle_timeout), true, "60", 1, 3600 },
 	{ "upstream_total_timeout", CF_INT, F(upstream_total_timeout), true, "600", 1, 86400 },

@@ -52,6 +52,8 @@ struct config {
 	char		*openrouter_base_url;
 	char		*pool_openrouter_key;	/* secret, "" = no pool */
 	double		 pool_markup;		/* fraction, 0.25 = +25 % */
+	bool		 credits_enforce;	/* charge gateway calls */
+	int		 default_max_tokens;	/* when a request sets none */
 	int		 upstream_connect_timeout; /* s */
 	int		 upstream_idle_timeout;	/* s */
 	int		 upstream_total_timeout; /* s */

@@ -536,6 +536,9 @@ def default_config(workdir, conninfo):
         # rate limits set their own.
         ("rate_limit_max", 100000),
         ("rate_limit_window", "1 second"),
+        # Gateway tests are about routing and translation; the ones about
+        # credits turn charging on.
+        ("credits_enforce", "false"),
     ])
 
 

@@ -69,7 +69,7 @@ test_request_translation(void **state)
 	    "\"string\"}}}}},{\"type\":\"function\",\"function\":{\"name\":"
 	    "\"get_time\"}}],"
 	    "\"tool_choice\":\"required\"}");
-	assert_int_equal(anthropic_request(in, "claude-x", &out, err,
+	assert_int_equal(anthropic_request(in, "claude-x", 4096, &out, err,
 	    sizeof(err)), 0);
 	assert_json(out, "{\"model\":\"claude-x\",\"messages\":["
 	    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
@@ -97,7 +97,7 @@ test_request_translation(void **state)
 	/* max_tokens is required by Anthropic: a default is supplied. */
 	in = parse("{\"model\":\"c\",\"stream\":true,\"messages\":[{\"role\":"
 	    "\"user\",\"content\":\"x\"}]}");
-	assert_int_equal(anthropic_request(in, "c", &out, err, sizeof(err)), 0);
+	assert_int_equal(anthropic_request(in, "c", 4096, &out, err, sizeof(err)), 0);
 	assert_json(out, "{\"model\":\"c\",\"messages\":[{\"role\":\"user\","
 	    "\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}],"
 	    "\"max_tokens\":4096,\"stream\":true}");
@@ -115,18 +115,18 @@ test_request_refusals(void **state)
 	in = parse("{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":["
 	    "{\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":"
 	    "\"{not json\"}}]}]}");
-	assert_int_equal(anthropic_request(in, "m", &out, err, sizeof(err)),
+	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	assert_string_equal(err, "tool call c has arguments that are not JSON");
 	json_object_put(in);
 	in = parse("{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":"
 	    "\"x\"}]}");
-	assert_int_equal(anthropic_request(in, "m", &out, err, sizeof(err)),
+	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	assert_string_equal(err, "anthropic answers one choice: n must be 1");
 	json_object_put(in);
 	in = parse("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}");
-	assert_int_equal(anthropic_request(in, "m", &out, err, sizeof(err)),
+	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	json_object_put(in);
 }

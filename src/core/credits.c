@@ -1,0 +1,162 @@
+#include "autoconfig.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/credits.h"
+#include "lib/db.h"
+
+int
+credits_price(struct db *db, const char *model, struct credit_price *p)
+{
+	const char	*params[1] = { model };
+	struct db_res	*res;
+
+	memset(p, 0, sizeof(*p));
+	if ((res = db_query(db, STMT_PRICE_FOR, 1, params)) == NULL)
+		return -1;
+	if (db_rows(res) == 1) {
+		p->in_per_mtok = atoll(db_value(res, 0, 0));
+		p->out_per_mtok = atoll(db_value(res, 0, 1));
+	}
+	db_res_free(res);
+	return 0;
+}
+
+/* The markup in basis points: 0.25 -> 2500, exactly. */
+static long long
+basis_points(double markup)
+{
+	return llround(markup * 10000.0);
+}
+
+long long
+credits_cost(const struct credit_price *p, long prompt, long completion,
+    double markup)
+{
+	__int128	 base, num, den;
+
+	base = (__int128)prompt * p->in_per_mtok +
+	    (__int128)completion * p->out_per_mtok;
+	num = base * (10000 + basis_points(markup));
+	den = (__int128)1000000 * 10000;
+	return (long long)((num + den - 1) / den);
+}
+
+long
+credits_affordable_tokens(const struct credit_price *p, long prompt,
+    double markup, long long available)
+{
+	__int128	 budget, left;
+
+	if (p->out_per_mtok <= 0)
+		return 0;
+	/* available >= (prompt * in + n * out) * (1 + m) / 1e6 */
+	budget = (__int128)available * 1000000 * 10000 /
+	    (10000 + basis_points(markup));
+	left = budget - (__int128)prompt * p->in_per_mtok;
+	if (left <= 0)
+		return 0;
+	left /= p->out_per_mtok;
+	return left > 1000000000 ? 1000000000 : (long)left;
+}
+
+enum credits_result
+credits_reserve(struct db *db, const char *tenant, const char *key_id,
+    const char *request_id, long long amount, char id[40],
+    long long *available)
+{
+	struct db_res	*res;
+	char		 amt[24];
+	const char	*p[4];
+	bool		 held;
+
+	id[0] = '\0';
+	*available = 0;
+	snprintf(amt, sizeof(amt), "%lld", amount);
+	if (db_begin(db) == -1)
+		return CREDITS_DB;
+	p[0] = tenant;
+	p[1] = amt;
+	if ((res = db_query(db, STMT_CREDITS_RESERVE, 2, p)) == NULL)
+		goto fail;
+	held = db_rows(res) == 1;
+	db_res_free(res);
+	if (!held) {
+		db_rollback(db);
+		if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
+			return CREDITS_DB;
+		if (db_rows(res) == 1)
+			*available = atoll(db_value(res, 0, 0));
+		db_res_free(res);
+		return CREDITS_SHORT;
+	}
+	p[0] = tenant;
+	p[1] = key_id;
+	p[2] = request_id;
+	p[3] = amt;
+	if ((res = db_query(db, STMT_RESERVATION_INSERT, 4, p)) == NULL)
+		goto fail;
+	snprintf(id, 40, "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	if (db_commit(db) == -1)
+		goto fail;
+	return CREDITS_OK;
+fail:
+	db_rollback(db);
+	id[0] = '\0';
+	return CREDITS_DB;
+}
+
+int
+credits_release(struct db *db, const char *id)
+{
+	const char	*p[1] = { id };
+
+	return db_exec(db, STMT_CREDITS_RELEASE, 1, p);
+}
+
+int
+credits_settle(struct db *db, const char *id, long long cost,
+    const struct credits_usage *u, long long *charged)
+{
+	struct db_res	*res;
+	char		 c[24], pt[24], ct[24], ch[24], mk[24];
+	const char	*p[11];
+
+	*charged = 0;
+	snprintf(c, sizeof(c), "%lld", cost);
+	if (db_begin(db) == -1)
+		return -1;
+	p[0] = id;
+	p[1] = c;
+	if ((res = db_query(db, STMT_CREDITS_SETTLE, 2, p)) == NULL)
+		goto fail;
+	if (db_rows(res) == 1)
+		*charged = atoll(db_value(res, 0, 0));
+	db_res_free(res);
+	snprintf(pt, sizeof(pt), "%ld", u->prompt_tokens);
+	snprintf(ct, sizeof(ct), "%ld", u->completion_tokens);
+	snprintf(ch, sizeof(ch), "%lld", *charged);
+	snprintf(mk, sizeof(mk), "%.4f", u->markup);
+	p[0] = u->tenant;
+	p[1] = u->key_id;
+	p[2] = u->request_id;
+	p[3] = u->provider;
+	p[4] = u->model;
+	p[5] = u->pool ? "pool" : "user";
+	p[6] = pt;
+	p[7] = ct;
+	p[8] = ch;
+	p[9] = u->pool ? mk : NULL;
+	p[10] = u->status;
+	if (db_exec(db, STMT_USAGE_INSERT, 11, p) == -1 || db_commit(db) == -1)
+		goto fail;
+	return 0;
+fail:
+	db_rollback(db);
+	*charged = 0;
+	return -1;
+}

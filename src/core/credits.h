@@ -1,0 +1,73 @@
+#ifndef KEYGATE_CORE_CREDITS_H
+#define KEYGATE_CORE_CREDITS_H
+
+#include <stdbool.h>
+
+struct db;
+
+/*
+ * Credits, counted in micro-credits (1 credit = 1 000 000) so that every
+ * sum is exact.  A gateway call reserves its estimate before the provider
+ * is called and settles to the real usage after; concurrent calls of a
+ * tenant can never hold more than its balance.
+ */
+
+#define CREDITS_MICRO 1000000LL
+
+struct credit_price {
+	long long	 in_per_mtok;	/* micro-credits per million tokens */
+	long long	 out_per_mtok;
+};
+
+enum credits_result {
+	CREDITS_OK,
+	CREDITS_SHORT,		/* not enough: nothing was held */
+	CREDITS_DB,		/* see db_status() */
+	CREDITS_RESULT__MAX
+};
+
+/* The price of model: the longest matching pattern.  0, or -1. */
+int		 credits_price(struct db *, const char *model,
+		    struct credit_price *) __attribute__((warn_unused_result));
+/* The cost in micro-credits, rounded up, with markup (0.25 = +25 %). */
+long long	 credits_cost(const struct credit_price *, long prompt,
+		    long completion, double markup);
+/* The most output tokens available micro-credits pay for after prompt. */
+long		 credits_affordable_tokens(const struct credit_price *,
+		    long prompt, double markup, long long available);
+/*
+ * Holds amount for a request; on CREDITS_OK id names the reservation, on
+ * CREDITS_SHORT *available says what there was.  Its own transaction.
+ */
+enum credits_result credits_reserve(struct db *, const char *tenant,
+		    const char *key_id, const char *request_id, long long amount,
+		    char id[40], long long *available)
+		    __attribute__((warn_unused_result));
+/* Lets a reservation go, charging nothing.  0, or -1. */
+int		 credits_release(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
+
+/* What one completed call used, for its usage row. */
+struct credits_usage {
+	const char	*tenant;
+	const char	*key_id;	/* NULL for a token */
+	const char	*request_id;
+	const char	*provider;
+	const char	*model;
+	bool		 pool;
+	double		 markup;
+	long		 prompt_tokens;
+	long		 completion_tokens;
+	const char	*status;	/* "ok", "partial" */
+};
+
+/*
+ * Turns reservation id into the real cost and writes exactly one usage
+ * row, in one transaction.  *charged gets what was taken (never more than
+ * the balance held).  0, or -1.
+ */
+int		 credits_settle(struct db *, const char *id, long long cost,
+		    const struct credits_usage *, long long *charged)
+		    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,225 @@
+"""Credits: a gateway call reserves its estimate before the provider is
+called and settles to its real usage after, with exactly one usage row;
+concurrent calls never spend more than the balance; failures cost nothing;
+the pool costs (1 + markup) times the same call with the tenant's key."""
+
+import concurrent.futures
+import math
+
+import pytest
+
+import keygate_stack as ks
+from mock_llm import Complete, Fail, MockLLM
+
+OPENAI_KEY = "sk-proj-" + "c" * 40
+POOL_KEY = "sk-or-v1-" + "p" * 40
+# gpt-4o-mini's seeded price, micro-credits per million tokens.
+IN, OUT = 150000, 600000
+
+
+def fresh(m):
+    """Forgets what the mock saw and was told, and accepts our keys."""
+    m.reset()
+    m.accept("openai", OPENAI_KEY)
+    m.accept("openrouter", POOL_KEY)
+    return m
+
+
+@pytest.fixture(scope="module")
+def mock_server():
+    m = MockLLM()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def mock(mock_server):
+    return fresh(mock_server)
+
+
+@pytest.fixture
+def billed(make_stack, mock):
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false",
+               pool_openrouter_key=POOL_KEY, pool_markup="0.25", workers=3)
+    return make_stack(**cfg)
+
+
+def tenant(s, credits):
+    r = s.post("/v1/tenants", {"name": "billed"}, headers=ks.auth())
+    tid = r.json["id"]
+    r = s.post("/v1/api_keys", {"tenant_id": tid, "scopes": [
+        "chat:write", "account:read"]}, headers=ks.auth())
+    key = r.json["key"]
+    if credits:
+        r = s.post("/v1/tenants/%s/credits" % tid,
+                   {"amount": credits, "reason": "test"}, headers=ks.auth())
+        assert r.status == 200, r.body
+    return tid, key
+
+
+BODY = {"model": "gpt-4o-mini", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "x" * 396}]}
+
+
+def estimate(body=BODY, markup=0.0):
+    prompt = math.ceil(len(ks.json.dumps(body["messages"],
+                                         separators=(",", ":"))) / 4)
+    base = prompt * IN + body["max_tokens"] * OUT
+    return math.ceil(base * (1 + markup) / 1e6), prompt
+
+
+def cost(prompt, completion, markup=0.0):
+    return math.ceil((prompt * IN + completion * OUT) * (1 + markup) / 1e6)
+
+
+def micro(s, tid, col="credits_balance"):
+    return int(s.psql("SELECT %s FROM tenants WHERE id = '%s'"
+                      % (col, tid))[0][0])
+
+
+def chat(s, key, body=BODY, inline=True):
+    headers = ks.auth(key)
+    if inline:
+        headers["X-OpenAI-Key"] = OPENAI_KEY
+    return s.post("/v1/chat/completions", body, headers=headers)
+
+
+def test_top_up_is_audited_and_shown_in_account(billed):
+    tid, key = tenant(billed, 2.5)
+    assert micro(billed, tid) == 2500000
+    r = billed.get("/v1/account", headers=ks.auth(key))
+    assert r.status == 200
+    assert r.json["credits_balance"] == 2.5
+    assert r.json["credits_reserved"] == 0
+    assert r.json["tenant_id"] == tid and r.json["active_keys"] == 1
+    rows = billed.psql("SELECT details->>'amount_micro', details->>'reason' "
+                       "FROM audit_log WHERE action = 'credits.add' AND "
+                       "target_id = '%s'" % tid)
+    assert rows == [["2500000", "test"]]
+    for bad in (0, -1, "ten", 1e10, 0.0000001):
+        r = billed.post("/v1/tenants/%s/credits" % tid, {"amount": bad},
+                        headers=ks.auth())
+        ks.assert_error(r, 422, "validation_error")
+    assert micro(billed, tid) == 2500000
+
+
+def test_short_balance_is_402_and_the_provider_is_never_called(billed,
+                                                               mock):
+    est, prompt = estimate()
+    tid, key = tenant(billed, None)
+    billed.psql("UPDATE tenants SET credits_balance = %d WHERE id = '%s'"
+                % (est - 1, tid))
+    r = chat(billed, key)
+    err = ks.assert_error(r, 402, "insufficient_credits")
+    assert round(err["required_credits"] * 1e6) == est
+    assert round(err["available_credits"] * 1e6) == est - 1
+    # The most output the balance pays for, at this prompt.
+    assert err["max_affordable_tokens"] == \
+        ((est - 1) * 10**6 - prompt * IN) // OUT
+    assert mock.seen("openai") == []
+    assert micro(billed, tid) == est - 1
+    assert micro(billed, tid, "credits_reserved") == 0
+    assert billed.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s'"
+                       % tid) == [["0"]]
+
+
+def test_settled_to_real_usage_with_one_usage_row(billed, mock):
+    mock.behave("openai", Complete(usage=(40, 9)))
+    tid, key = tenant(billed, 1)
+    r = chat(billed, key)
+    assert r.status == 200, r.body
+    charged = cost(40, 9)
+    assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+    assert micro(billed, tid) == 1000000 - charged
+    assert micro(billed, tid, "credits_reserved") == 0
+    rows = billed.psql("SELECT prompt_tokens, completion_tokens, "
+                       "credits_charged, key_source, request_id FROM usage "
+                       "WHERE tenant_id = '%s'" % tid)
+    assert rows == [["40", "9", str(charged), "user",
+                     r.headers["x-request-id"]]]
+
+
+def test_concurrent_requests_never_overspend(billed, mock):
+    est, _ = estimate()
+    tid, key = tenant(billed, None)
+    billed.psql("UPDATE tenants SET credits_balance = %d WHERE id = '%s'"
+                % (5 * est, tid))
+    mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
+    with concurrent.futures.ThreadPoolExecutor(20) as ex:
+        results = list(ex.map(lambda _: chat(billed, key), range(40)))
+    ok = [r for r in results if r.status == 200]
+    short = [r for r in results if r.status == 402]
+    assert len(ok) + len(short) == 40
+    assert 1 <= len(ok) <= 5
+    assert len(mock.seen("openai")) == len(ok)
+    balance = micro(billed, tid)
+    assert balance >= 0
+    assert micro(billed, tid, "credits_reserved") == 0
+    used = billed.psql("SELECT count(*), coalesce(sum(credits_charged), 0) "
+                       "FROM usage WHERE tenant_id = '%s'" % tid)[0]
+    assert int(used[0]) == len(ok)
+    assert balance == 5 * est - int(used[1])
+
+
+@pytest.mark.parametrize("failure", [Fail(500), Fail(400)])
+def test_failed_call_costs_nothing(billed, mock, failure):
+    mock.behave("openai", failure)
+    try:
+        tid, key = tenant(billed, 1)
+        r = chat(billed, key)
+        assert r.status >= 400
+        assert micro(billed, tid) == 1000000
+        assert micro(billed, tid, "credits_reserved") == 0
+        assert billed.psql("SELECT count(*) FROM usage WHERE tenant_id = "
+                           "'%s'" % tid) == [["0"]]
+    finally:
+        mock.behave("openai", Complete())
+
+
+def test_pool_costs_one_plus_markup_times_byok(billed, mock):
+    mock.behave("openai", Complete(usage=(400, 300)))
+    mock.behave("openrouter", Complete(usage=(400, 300)))
+    tid, key = tenant(billed, 5)
+    byok = chat(billed, key)
+    pool = chat(billed, key, inline=False)
+    assert byok.status == 200 and pool.status == 200, pool.body
+    assert pool.json["keygate"]["key_source"] == "pool"
+    assert pool.json["keygate"]["pool_markup_applied"] == 0.25
+    b = round(byok.json["keygate"]["credits_charged"] * 1e6)
+    p = round(pool.json["keygate"]["credits_charged"] * 1e6)
+    assert b == cost(400, 300) and p == cost(400, 300, 0.25)
+    assert p == math.ceil(b * 1.25)
+    assert micro(billed, tid) == 5000000 - b - p
+
+
+def test_stream_is_charged_once_on_its_usage(billed, mock):
+    mock.behave("openai", Complete(usage=(50, 20), pieces=3))
+    tid, key = tenant(billed, 1)
+    body = dict(BODY, stream=True)
+    r = chat(billed, key, body)
+    assert r.status == 200
+    events = [l[6:] for l in r.body.decode().split("\n")
+              if l.startswith("data: ")]
+    final = ks.json.loads(events[-2])
+    assert round(final["keygate"]["credits_charged"] * 1e6) == cost(50, 20)
+    assert micro(billed, tid) == 1000000 - cost(50, 20)
+    assert billed.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s'"
+                       % tid) == [["1"]]
+
+
+def test_usage_rows_agree_with_the_account_and_top_ups(billed, mock):
+    mock.behave("openai", Complete(usage=(10, 10)))
+    tid, key = tenant(billed, 3)
+    billed.post("/v1/tenants/%s/credits" % tid, {"amount": 2},
+                headers=ks.auth())
+    for _ in range(3):
+        assert chat(billed, key).status == 200
+    added = billed.psql("SELECT sum((details->>'amount_micro')::bigint) "
+                        "FROM audit_log WHERE action = 'credits.add' AND "
+                        "target_id = '%s'" % tid)[0][0]
+    spent = billed.psql("SELECT sum(credits_charged) FROM usage WHERE "
+                        "tenant_id = '%s'" % tid)[0][0]
+    account = billed.get("/v1/account", headers=ks.auth(key)).json
+    assert round(account["credits_balance"] * 1e6) == \
+        int(added) - int(spent)
