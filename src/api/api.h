@@ -85,6 +85,19 @@ bool	api_cursor_known(struct request *, int get, const char *cursor);
 struct db_res;
 
 /*
+ * One object of the caller's subtree, by running get with (id, caller)
+ * and rendering its row; NULL when there is none or the query failed
+ * (see api_missing()).
+ */
+struct json_object *api_fetch(struct request *, int get, const char *id,
+	    struct json_object *(*render)(const struct db_res *, int));
+/*
+ * Answers for an object api_fetch() did not find: the database failure,
+ * or 404 "No <what> with id <req->param>."
+ */
+void	api_missing(struct request *, const char *what);
+
+/*
  * A listing of the caller's subtree by (caller, cursor, limit): reads
  * limit and cursor from the query, runs list (fetching limit + 1 rows to
  * know whether there is a next page), renders each row with render, and

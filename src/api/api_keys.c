@@ -213,19 +213,11 @@ role_usable(struct request *req, const char *role, const char *tenant)
 	return within_caller(req, probe.scopes, probe.nscopes);
 }
 
-/* Renders key `id` as the caller sees it now, with extra members added. */
+/* Key id as the caller sees it now, or NULL (see api_missing()). */
 static struct json_object *
 key_now(struct request *req, const char *id)
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
-	struct db_res	*res;
-	struct json_object *o;
-
-	if ((res = db_query(req->w->db, STMT_KEY_GET, 2, p)) == NULL)
-		return NULL;
-	o = db_rows(res) == 1 ? key_json(res, 0) : NULL;
-	db_res_free(res);
-	return o;
+	return api_fetch(req, STMT_KEY_GET, id, key_json);
 }
 
 /*
@@ -239,10 +231,7 @@ target_ok(struct request *req)
 	bool	 ok;
 
 	if ((o = key_now(req, req->param)) == NULL) {
-		if (db_status(req->w->db) != DB_OK)
-			api_db_failed(req);
-		else
-			not_found(req);
+		api_missing(req, "API key");
 		return false;
 	}
 	ok = api_key_within_caller(req, o);
@@ -480,10 +469,7 @@ api_keys_get(struct request *req)
 		return;
 	}
 	if ((o = key_now(req, req->param)) == NULL) {
-		if (db_status(req->w->db) != DB_OK)
-			api_db_failed(req);
-		else
-			not_found(req);
+		api_missing(req, "API key");
 		return;
 	}
 	http_respond_json(req, 200, o);
@@ -649,10 +635,7 @@ api_keys_rotate(struct request *req)
 	memset(&out, 0, sizeof(out));
 	/* The new secret keeps the key's env. */
 	if ((cur = key_now(req, req->param)) == NULL) {
-		if (db_status(w->db) != DB_OK)
-			api_db_failed(req);
-		else
-			not_found(req);
+		api_missing(req, "API key");
 		return;
 	}
 	if (!api_key_within_caller(req, cur)) {

@@ -209,3 +209,28 @@ api_list_page(struct request *req, int list, int get, int id_col,
 	db_res_free(res);
 	api_page_respond(req, data, next[0] ? next : NULL);
 }
+
+struct json_object *
+api_fetch(struct request *req, int get, const char *id,
+    struct json_object *(*render)(const struct db_res *, int))
+{
+	const char	*p[2] = { id, req->principal->tenant_id };
+	struct db_res	*res;
+	struct json_object *o;
+
+	if ((res = db_query(req->w->db, (enum stmt)get, 2, p)) == NULL)
+		return NULL;
+	o = db_rows(res) == 1 ? render(res, 0) : NULL;
+	db_res_free(res);
+	return o;
+}
+
+void
+api_missing(struct request *req, const char *what)
+{
+	if (db_status(req->w->db) != DB_OK)
+		api_db_failed(req);
+	else
+		http_error(req, ERR_NOT_FOUND, "No %s with id %s.", what,
+		    req->param);
+}

@@ -23,29 +23,17 @@ not_found(struct request *req)
 	http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", req->param);
 }
 
-/* The tenant as the caller sees it now, or NULL (see db_status()). */
+/* The tenant as the caller sees it now, or NULL (see api_missing()). */
 static struct json_object *
 tenant_now(struct request *req, const char *id)
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
-	struct db_res	*res;
-	struct json_object *o;
-
-	if ((res = db_query(req->w->db, STMT_TENANT_GET, 2, p)) == NULL)
-		return NULL;
-	o = db_rows(res) == 1 ? tenant_json(res, 0) : NULL;
-	db_res_free(res);
-	return o;
+	return api_fetch(req, STMT_TENANT_GET, id, tenant_json);
 }
 
-/* Answers 404 or the database failure for a tenant that did not render. */
 static void
 missing(struct request *req)
 {
-	if (db_status(req->w->db) != DB_OK)
-		api_db_failed(req);
-	else
-		not_found(req);
+	api_missing(req, "tenant");
 }
 
 void
