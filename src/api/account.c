@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api.h"
 #include "api/validate.h"
@@ -129,4 +130,128 @@ api_tenants_credits(struct request *req)
 dbfail:
 	db_rollback(w->db);
 	api_db_failed(req);
+}
+
+enum { UC_ID, UC_REQUEST, UC_KEY, UC_PROVIDER, UC_MODEL, UC_SOURCE,
+    UC_PROMPT, UC_COMPLETION, UC_CHARGED, UC_STATUS, UC_CREATED };
+
+static struct json_object *
+usage_row(const struct db_res *r, int i)
+{
+	struct json_object *o = json_object_new_object();
+	const char	*key = db_value(r, i, UC_KEY);
+
+	json_object_object_add(o, "id", json_str(db_value(r, i, UC_ID)));
+	json_object_object_add(o, "object", json_str("usage"));
+	json_object_object_add(o, "request_id",
+	    json_str(db_value(r, i, UC_REQUEST)));
+	json_object_object_add(o, "api_key_id", *key ? json_str(key) : NULL);
+	json_object_object_add(o, "provider",
+	    json_str(db_value(r, i, UC_PROVIDER)));
+	json_object_object_add(o, "model", json_str(db_value(r, i, UC_MODEL)));
+	json_object_object_add(o, "key_source",
+	    json_str(db_value(r, i, UC_SOURCE)));
+	json_object_object_add(o, "prompt_tokens",
+	    json_object_new_int64(atoll(db_value(r, i, UC_PROMPT))));
+	json_object_object_add(o, "completion_tokens",
+	    json_object_new_int64(atoll(db_value(r, i, UC_COMPLETION))));
+	json_object_object_add(o, "credits_charged",
+	    credits(atoll(db_value(r, i, UC_CHARGED))));
+	json_object_object_add(o, "status", json_str(db_value(r, i, UC_STATUS)));
+	json_object_object_add(o, "created_at",
+	    json_str(db_value(r, i, UC_CREATED)));
+	return o;
+}
+
+/* Reads an optional ISO 8601 query parameter; false after answering 400. */
+static bool
+time_param(struct request *req, const char *name, char *out, size_t outsz,
+    const char **param)
+{
+	time_t	 t;
+	int	 rc = query_get(req->query, name, out, outsz);
+
+	*param = NULL;
+	if (rc == 0)
+		return true;
+	if (rc == -1 || iso8601_parse(out, &t) == -1) {
+		http_error(req, ERR_BAD_REQUEST, "%s must be an ISO 8601 "
+		    "timestamp such as 2030-01-01T00:00:00Z.", name);
+		return false;
+	}
+	*param = out;
+	return true;
+}
+
+void
+api_account_usage(struct request *req)
+{
+	struct json_object *o, *data, *totals;
+	struct db_res	*res;
+	const char	*p[5];
+	char		 from[64], to[64], cursor[32], lim[16], next[32] = "",
+			*end;
+	int		 limit = 20, rc, i, n;
+	long		 l;
+
+	if ((rc = query_get(req->query, "limit", lim, sizeof(lim))) != 0) {
+		l = rc == 1 ? strtol(lim, &end, 10) : 0;
+		if (rc == -1 || *lim == '\0' || *end != '\0' || l < 1 ||
+		    l > 100) {
+			http_error(req, ERR_BAD_REQUEST, "limit must be a "
+			    "whole number from 1 to 100.");
+			return;
+		}
+		limit = (int)l;
+	}
+	if ((rc = query_get(req->query, "cursor", cursor, sizeof(cursor))) !=
+	    0) {
+		l = rc == 1 ? strtol(cursor, &end, 10) : 0;
+		if (rc == -1 || *cursor == '\0' || *end != '\0' || l < 1) {
+			http_error(req, ERR_BAD_REQUEST, "cursor is not one "
+			    "this API returned.");
+			return;
+		}
+	}
+	p[0] = req->principal->tenant_id;
+	if (!time_param(req, "from", from, sizeof(from), &p[1]) ||
+	    !time_param(req, "to", to, sizeof(to), &p[2]))
+		return;
+	p[3] = rc == 1 ? cursor : NULL;
+	snprintf(lim, sizeof(lim), "%d", limit + 1);
+	p[4] = lim;
+	if ((res = db_query(req->w->db, STMT_USAGE_LIST, 5, p)) == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = json_object_new_array();
+	n = db_rows(res);
+	for (i = 0; i < n && i < limit; i++)
+		json_object_array_add(data, usage_row(res, i));
+	if (n > limit)
+		snprintf(next, sizeof(next), "%s",
+		    db_value(res, limit - 1, UC_ID));
+	db_res_free(res);
+	if ((res = db_query(req->w->db, STMT_USAGE_TOTALS, 3, p)) == NULL) {
+		json_object_put(data);
+		api_db_failed(req);
+		return;
+	}
+	totals = json_object_new_object();
+	json_object_object_add(totals, "requests",
+	    json_object_new_int64(atoll(db_value(res, 0, 0))));
+	json_object_object_add(totals, "prompt_tokens",
+	    json_object_new_int64(atoll(db_value(res, 0, 1))));
+	json_object_object_add(totals, "completion_tokens",
+	    json_object_new_int64(atoll(db_value(res, 0, 2))));
+	json_object_object_add(totals, "credits_charged",
+	    credits(atoll(db_value(res, 0, 3))));
+	db_res_free(res);
+	o = json_object_new_object();
+	json_object_object_add(o, "object", json_str("list"));
+	json_object_object_add(o, "data", data);
+	json_object_object_add(o, "next_cursor", next[0] ? json_str(next) :
+	    NULL);
+	json_object_object_add(o, "totals", totals);
+	http_respond_json(req, 200, o);
 }

@@ -48,6 +48,8 @@ const struct route api_routes[] = {
 	{ METHOD_POST, "/v1/tenants/{id}/credits", api_tenants_credits,
 	  "tenants:admin", 0 },
 	{ METHOD_GET, "/v1/account", api_account, "account:read", 0 },
+	{ METHOD_GET, "/v1/account/usage", api_account_usage, "account:read",
+	  0 },
 	{ METHOD_POST, "/v1/account/llm-keys", api_llm_keys_store,
 	  "llm_keys:write", ROUTE_VAULT },
 	{ METHOD_GET, "/v1/account/llm-keys", api_llm_keys_status,

@@ -26,4 +26,7 @@ int	ctl_rotate_encryption_key(const struct config *, struct db *, int argc,
 int	ctl_vault_check(const struct config *, struct db *, int argc,
 	    char **argv);
 
+/* Lists, sets or imports prices; the exit status. */
+int	ctl_prices(const struct config *, struct db *, int argc, char **argv);
+
 #endif

@@ -26,6 +26,7 @@ static const struct command {
 	  "re-encrypt the vault under the active master key" },
 	{ "vault-check", ctl_vault_check,
 	  "check that every vault value opens" },
+	{ "prices", ctl_prices, "list, set or import model prices" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -413,6 +413,30 @@ static const struct {
 	  "(k.expires_at IS NULL OR k.expires_at > now())), "
 	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id) "
 	  "FROM tenants t WHERE t.id = $1::uuid" },
+	[STMT_PRICE_LIST] = { "price_list",
+	  "SELECT pattern, input_per_mtok, output_per_mtok FROM prices "
+	  "ORDER BY pattern" },
+	[STMT_PRICE_SET] = { "price_set",
+	  "INSERT INTO prices (pattern, input_per_mtok, output_per_mtok) "
+	  "VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT (pattern) DO "
+	  "UPDATE SET input_per_mtok = EXCLUDED.input_per_mtok, "
+	  "output_per_mtok = EXCLUDED.output_per_mtok, updated_at = now()" },
+	[STMT_USAGE_LIST] = { "usage_list",
+	  "SELECT id, request_id, coalesce(api_key_id::text, ''), provider, "
+	  "model, key_source, prompt_tokens, completion_tokens, "
+	  "credits_charged, status, " TS("created_at") " FROM usage "
+	  "WHERE tenant_id = $1::uuid "
+	  "AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) "
+	  "AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz) "
+	  "AND ($4::bigint IS NULL OR id < $4::bigint) "
+	  "ORDER BY id DESC LIMIT $5::int" },
+	[STMT_USAGE_TOTALS] = { "usage_totals",
+	  "SELECT count(*), coalesce(sum(prompt_tokens), 0), "
+	  "coalesce(sum(completion_tokens), 0), "
+	  "coalesce(sum(credits_charged), 0) FROM usage "
+	  "WHERE tenant_id = $1::uuid "
+	  "AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) "
+	  "AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz)" },
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },

@@ -84,6 +84,11 @@ enum stmt {
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */
+	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */
+	STMT_PRICE_SET,		/* (pattern, in, out) */
+	STMT_USAGE_LIST,	/* (tenant, from, to, cursor id, limit) */
+	STMT_USAGE_TOTALS,	/* (tenant, from, to) -> n, prompt, completion,
+				    charged */
 	STMT_AUDIT_LIST,	/* (caller, action, actor key, target, since,
 				    until, cursor id, limit) -> AUDIT_COLS */
 	STMT__MAX

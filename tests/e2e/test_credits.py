@@ -223,3 +223,55 @@ def test_usage_rows_agree_with_the_account_and_top_ups(billed, mock):
     account = billed.get("/v1/account", headers=ks.auth(key)).json
     assert round(account["credits_balance"] * 1e6) == \
         int(added) - int(spent)
+
+
+def test_usage_listing_with_totals_and_pages(billed, mock):
+    mock.behave("openai", Complete(usage=(20, 5)))
+    tid, key = tenant(billed, 2)
+    ids = [chat(billed, key).headers["x-request-id"] for _ in range(3)]
+    h = ks.auth(key)
+    r = billed.get("/v1/account/usage?limit=2", headers=h)
+    assert r.status == 200, r.body
+    assert [u["request_id"] for u in r.json["data"]] == ids[::-1][:2]
+    assert r.json["totals"]["requests"] == 3
+    assert r.json["totals"]["prompt_tokens"] == 60
+    assert r.json["totals"]["completion_tokens"] == 15
+    assert round(r.json["totals"]["credits_charged"] * 1e6) == \
+        3 * cost(20, 5)
+    r2 = billed.get("/v1/account/usage?limit=2&cursor=%s"
+                    % r.json["next_cursor"], headers=h)
+    assert [u["request_id"] for u in r2.json["data"]] == [ids[0]]
+    assert r2.json["next_cursor"] is None
+    r3 = billed.get("/v1/account/usage?from=2999-01-01T00:00:00Z",
+                    headers=h)
+    assert r3.json["data"] == [] and r3.json["totals"]["requests"] == 0
+    ks.assert_error(billed.get("/v1/account/usage?from=soon", headers=h),
+                    400)
+
+
+def test_prices_are_managed_with_keygatectl(billed, mock, tmp_path):
+    kg = billed.kg
+    p = kg.ctl("prices", "set", "gpt-4o-mini*", "1", "2")
+    assert p.returncode == 0, p.stderr
+    listed = kg.ctl("prices", "list").stdout
+    assert "gpt-4o-mini*" in listed and "1.000000" in listed
+    mock.behave("openai", Complete(usage=(1000, 1000)))
+    tid, key = tenant(billed, 1)
+    r = chat(billed, key)
+    assert round(r.json["keygate"]["credits_charged"] * 1e6) == \
+        math.ceil((1000 * 1000000 + 1000 * 2000000) / 1e6)
+    bad = tmp_path / "prices.txt"
+    bad.write_text("# a price list\nclaude-* 3 15\nbroken line\n")
+    os_before = billed.psql("SELECT count(*) FROM prices")
+    p = kg.ctl("prices", "import", str(bad))
+    assert p.returncode == 2
+    assert "prices.txt:3" in p.stderr and "nothing was changed" in p.stderr
+    assert billed.psql("SELECT count(*) FROM prices") == os_before
+    good = tmp_path / "good.txt"
+    good.write_text("mistral-* 0.5 1.5\n\nllama-* 0.1 0.2  # cheap\n")
+    p = kg.ctl("prices", "import", str(good))
+    assert p.returncode == 0 and "imported 2 prices" in p.stdout
+    assert billed.psql("SELECT input_per_mtok, output_per_mtok FROM prices "
+                       "WHERE pattern = 'llama-*'") == [["100000",
+                                                         "200000"]]
+    kg.ctl("prices", "set", "gpt-4o-mini*", "0.15", "0.6")
