@@ -275,3 +275,74 @@ def test_prices_are_managed_with_keygatectl(billed, mock, tmp_path):
                        "WHERE pattern = 'llama-*'") == [["100000",
                                                          "200000"]]
     kg.ctl("prices", "set", "gpt-4o-mini*", "0.15", "0.6")
+
+
+@pytest.fixture
+def impatient(make_stack, mock):
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false",
+               upstream_total_timeout=2, upstream_idle_timeout=2, workers=2)
+    return make_stack(**cfg)
+
+
+@pytest.mark.parametrize("failure", ["hang", "drop"])
+def test_timeout_or_disconnect_before_output_costs_nothing(impatient, mock,
+                                                           failure):
+    from mock_llm import Drop, Hang
+    mock.behave("openai", Hang(10) if failure == "hang" else Drop())
+    tid, key = tenant(impatient, 1)
+    r = chat(impatient, key)
+    assert r.status in (502, 504)
+    assert micro(impatient, tid) == 1000000
+    assert micro(impatient, tid, "credits_reserved") == 0
+    assert impatient.psql("SELECT count(*) FROM usage WHERE tenant_id = "
+                          "'%s'" % tid) == [["0"]]
+
+
+def test_stream_cut_after_some_chunks_is_charged_once(billed, mock):
+    mock.behave("openai", Complete(content="a" * 400, pieces=8,
+                                   stop_after=4))
+    tid, key = tenant(billed, 1)
+    r = chat(billed, key, dict(BODY, stream=True))
+    assert r.status == 200
+    events = [l[6:] for l in r.body.decode().split("\n")
+              if l.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    final = ks.json.loads(events[-2])
+    charged = round(final["keygate"]["credits_charged"] * 1e6)
+    assert charged > 0
+    rows = billed.psql("SELECT count(*), sum(credits_charged), "
+                       "min(status) FROM usage WHERE tenant_id = '%s'" % tid)
+    assert rows == [["1", str(charged), "partial"]]
+    assert micro(billed, tid) == 1000000 - charged
+    assert micro(billed, tid, "credits_reserved") == 0
+
+
+def test_client_leaving_mid_stream_is_charged_once(billed, mock):
+    import socket
+    import time
+    import urllib.parse
+    mock.behave("openai", Complete(content="b" * 400, pieces=10, pause=0.3))
+    tid, key = tenant(billed, 1)
+    body = ks.json.dumps(dict(BODY, stream=True)).encode()
+    u = urllib.parse.urlsplit(billed.url)
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Authorization: Bearer " + key.encode() + b"\r\n"
+              b"X-OpenAI-Key: " + OPENAI_KEY.encode() + b"\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += s.recv(4096)
+    s.close()
+    # Exactly one usage row, for what was produced, once keygate notices.
+    ks.wait_until(lambda: billed.psql(
+        "SELECT count(*) FROM usage WHERE tenant_id = '%s'" % tid) ==
+        [["1"]], 10, what="the usage row of the abandoned stream")
+    time.sleep(0.5)
+    rows = billed.psql("SELECT count(*), sum(credits_charged), min(status) "
+                       "FROM usage WHERE tenant_id = '%s'" % tid)
+    assert rows[0][0] == "1" and rows[0][2] == "partial"
+    assert micro(billed, tid) == 1000000 - int(rows[0][1])
+    assert micro(billed, tid, "credits_reserved") == 0
