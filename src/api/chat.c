@@ -38,14 +38,7 @@ static const char *const forbidden[] = {
 	"api_version", "organization", NULL,
 };
 
-/* The inline key header of each provider, as FastCGI names it. */
-static const char *const inline_param[PROVIDER__MAX] = {
-	"HTTP_X_OPENAI_KEY",		/* PROVIDER_OPENAI */
-	"HTTP_X_ANTHROPIC_KEY",		/* PROVIDER_ANTHROPIC */
-	"HTTP_X_GOOGLE_KEY",		/* PROVIDER_GOOGLE */
-	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
-};
-
+/* The inline key header of each provider, as clients send it. */
 static const char *const inline_header[PROVIDER__MAX] = {
 	"X-OpenAI-Key", "X-Anthropic-Key", "X-Google-Key", "X-OpenRouter-Key",
 };
@@ -756,7 +749,7 @@ api_chat_completions(struct request *req)
 	}
 	switch (gateway_resolve(w->db, w->vault, w->cfg,
 	    req->principal->tenant_id, routed, model,
-	    request_param(req, inline_param[routed]), &c.key)) {
+	    request_param(req, gateway_inline_param[routed]), &c.key)) {
 	case RESOLVE_OK:
 		break;
 	case RESOLVE_NONE:

@@ -21,13 +21,6 @@
 #include "server/request.h"
 #include "server/worker.h"
 
-static const char *const inline_param[PROVIDER__MAX] = {
-	"HTTP_X_OPENAI_KEY",		/* PROVIDER_OPENAI */
-	"HTTP_X_ANTHROPIC_KEY",		/* PROVIDER_ANTHROPIC */
-	"HTTP_X_GOOGLE_KEY",		/* PROVIDER_GOOGLE */
-	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
-};
-
 void
 api_models(struct request *req)
 {
@@ -56,7 +49,7 @@ api_models(struct request *req)
 		db_res_free(res);
 	}
 	for (i = 0; i < PROVIDER__MAX; i++)
-		if ((v = request_param(req, inline_param[i])) != NULL &&
+		if ((v = request_param(req, gateway_inline_param[i])) != NULL &&
 		    *v != '\0')
 			own[i] = true;
 

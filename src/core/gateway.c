@@ -7,6 +7,13 @@
 #include "lib/db.h"
 #include "server/config.h"
 
+const char *const gateway_inline_param[PROVIDER__MAX] = {
+	"HTTP_X_OPENAI_KEY",		/* PROVIDER_OPENAI */
+	"HTTP_X_ANTHROPIC_KEY",		/* PROVIDER_ANTHROPIC */
+	"HTTP_X_GOOGLE_KEY",		/* PROVIDER_GOOGLE */
+	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
+};
+
 enum provider
 gateway_route(const char *m)
 {

@@ -16,6 +16,12 @@ struct vault;
  * pays for a call, by a fixed priority.
  */
 
+/*
+ * The FastCGI parameter of each provider's inline key header
+ * (X-OpenAI-Key -> HTTP_X_OPENAI_KEY, ...).
+ */
+extern const char *const gateway_inline_param[PROVIDER__MAX];
+
 /* The provider serving model by name, or PROVIDER__MAX when none does. */
 enum provider	 gateway_route(const char *model);
 
