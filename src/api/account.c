@@ -128,8 +128,7 @@ api_tenants_credits(struct request *req)
 	http_respond_json(req, 200, o);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 enum { UC_ID, UC_REQUEST, UC_KEY, UC_PROVIDER, UC_MODEL, UC_SOURCE,
@@ -189,35 +188,16 @@ api_account_usage(struct request *req)
 	struct json_object *o, *data, *totals;
 	struct db_res	*res;
 	const char	*p[5];
-	char		 from[64], to[64], cursor[32], lim[16], next[32] = "",
-			*end;
-	int		 limit = 20, rc, i, n;
-	long		 l;
+	char		 from[64], to[64], cursor[32], lim[16], next[32] = "";
+	int		 limit, i, n;
 
-	if ((rc = query_get(req->query, "limit", lim, sizeof(lim))) != 0) {
-		l = rc == 1 ? strtol(lim, &end, 10) : 0;
-		if (rc == -1 || *lim == '\0' || *end != '\0' || l < 1 ||
-		    l > 100) {
-			http_error(req, ERR_BAD_REQUEST, "limit must be a "
-			    "whole number from 1 to 100.");
-			return;
-		}
-		limit = (int)l;
-	}
-	if ((rc = query_get(req->query, "cursor", cursor, sizeof(cursor))) !=
-	    0) {
-		l = rc == 1 ? strtol(cursor, &end, 10) : 0;
-		if (rc == -1 || *cursor == '\0' || *end != '\0' || l < 1) {
-			http_error(req, ERR_BAD_REQUEST, "cursor is not one "
-			    "this API returned.");
-			return;
-		}
-	}
+	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
+		return;
 	p[0] = req->principal->tenant_id;
 	if (!time_param(req, "from", from, sizeof(from), &p[1]) ||
 	    !time_param(req, "to", to, sizeof(to), &p[2]))
 		return;
-	p[3] = rc == 1 ? cursor : NULL;
+	p[3] = cursor[0] ? cursor : NULL;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[4] = lim;
 	if ((res = db_query(req->w->db, STMT_USAGE_LIST, 5, p)) == NULL) {

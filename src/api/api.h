@@ -59,6 +59,14 @@ void	api_tenants_credits(struct request *);
 
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);
+/* Rolls the open transaction back and answers as api_db_failed(). */
+void	api_abort(struct request *);
+/*
+ * Commits the open transaction and answers obj (taken) with status; a
+ * failed commit answers as api_abort() instead.
+ */
+void	api_commit_respond(struct request *, int status,
+	    struct json_object *obj);
 /*
  * True when tenant is the caller's tenant or below it.  On false the answer
  * has been sent when *answered is set (database failure); otherwise the
@@ -115,6 +123,12 @@ bool	api_body_object(struct request *, struct json_object **out);
  * false when malformed (400 answered).
  */
 bool	api_page_params(struct request *, int *limit, char *cursor,
+	    size_t cursorsz);
+/*
+ * As api_page_params() for listings ordered by a serial id: the cursor is
+ * a positive whole number ("" when none).
+ */
+bool	api_page_params_serial(struct request *, int *limit, char *cursor,
 	    size_t cursorsz);
 /*
  * Sends {"object":"list","data":[...],"next_cursor":next} (takes ownership

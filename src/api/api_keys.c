@@ -358,8 +358,7 @@ api_keys_create(struct request *req)
 	http_respond_json(req, 201, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 /* Shared by list and dormant: renders rows, fetched with limit + 1. */
@@ -546,7 +545,7 @@ api_keys_update(struct request *req)
 	}
 	if ((obj = key_now(req, req->param)) == NULL ||
 	    api_audit(req, obj_tenant(obj), "api_key.update", "api_key",
-	    req->param, details) == -1 || db_commit(w->db) == -1) {
+	    req->param, details) == -1) {
 		/* api_audit() took details only when it was reached. */
 		if (obj == NULL)
 			json_object_put(details);
@@ -554,11 +553,10 @@ api_keys_update(struct request *req)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void
@@ -595,16 +593,15 @@ api_keys_revoke(struct request *req)
 	}
 	if ((obj = key_now(req, req->param)) == NULL ||
 	    api_audit(req, obj_tenant(obj), "api_key.revoke", "api_key",
-	    req->param, NULL) == -1 || db_commit(w->db) == -1) {
+	    req->param, NULL) == -1) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void

@@ -93,29 +93,11 @@ api_audit_list(struct request *req)
 	struct db_res	*res;
 	const char	*p[8];
 	char		 action[64], actor[64], target[128], since[64],
-			 until[64], cursor[32], lim[16], next[32] = "", *end;
-	int		 limit = 20, rc, i, n;
-	long		 l;
+			 until[64], cursor[32], lim[16], next[32] = "";
+	int		 limit, i, n;
 
-	if ((rc = query_get(req->query, "limit", lim, sizeof(lim))) != 0) {
-		l = rc == 1 ? strtol(lim, &end, 10) : 0;
-		if (rc == -1 || *lim == '\0' || *end != '\0' || l < 1 ||
-		    l > 100) {
-			http_error(req, ERR_BAD_REQUEST, "limit must be a "
-			    "whole number from 1 to 100.");
-			return;
-		}
-		limit = (int)l;
-	}
-	if ((rc = query_get(req->query, "cursor", cursor, sizeof(cursor))) !=
-	    0) {
-		l = rc == 1 ? strtol(cursor, &end, 10) : 0;
-		if (rc == -1 || *cursor == '\0' || *end != '\0' || l < 1) {
-			http_error(req, ERR_BAD_REQUEST, "cursor is not one "
-			    "this API returned.");
-			return;
-		}
-	}
+	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
+		return;
 	p[0] = req->principal->tenant_id;
 	if (!filter(req, "action", 0, action, sizeof(action), &p[1]) ||
 	    !filter(req, "actor_key_id", 1, actor, sizeof(actor), &p[2]) ||
@@ -123,7 +105,7 @@ api_audit_list(struct request *req)
 	    !filter(req, "since", 2, since, sizeof(since), &p[4]) ||
 	    !filter(req, "until", 2, until, sizeof(until), &p[5]))
 		return;
-	p[6] = rc == 1 ? cursor : NULL;
+	p[6] = cursor[0] ? cursor : NULL;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[7] = lim;
 	if ((res = db_query(req->w->db, STMT_AUDIT_LIST, 8, p)) == NULL) {

@@ -30,6 +30,24 @@ api_db_failed(struct request *req)
 	    "(request %s).", req->request_id);
 }
 
+void
+api_abort(struct request *req)
+{
+	db_rollback(req->w->db);
+	api_db_failed(req);
+}
+
+void
+api_commit_respond(struct request *req, int status, struct json_object *obj)
+{
+	if (db_commit(req->w->db) == -1) {
+		json_object_put(obj);
+		api_abort(req);
+		return;
+	}
+	http_respond_json(req, status, obj);
+}
+
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
@@ -90,16 +108,15 @@ api_body_object(struct request *req, struct json_object **out)
 	return true;
 }
 
-bool
-api_page_params(struct request *req, int *limit, char *cursor,
-    size_t cursorsz)
+/* limit: 1 to 100, default 20; false after answering 400. */
+static bool
+limit_param(struct request *req, int *limit)
 {
 	char	 v[64], *end;
 	long	 l;
 	int	 rc;
 
 	*limit = 20;
-	cursor[0] = '\0';
 	if ((rc = query_get(req->query, "limit", v, sizeof(v))) == 1) {
 		l = strtol(v, &end, 10);
 		if (*v == '\0' || *end != '\0' || l < 1 || l > 100) {
@@ -112,6 +129,38 @@ api_page_params(struct request *req, int *limit, char *cursor,
 		http_error(req, ERR_BAD_REQUEST, "limit is malformed.");
 		return false;
 	}
+	return true;
+}
+
+bool
+api_page_params_serial(struct request *req, int *limit, char *cursor,
+    size_t cursorsz)
+{
+	char	*end;
+	int	 rc;
+
+	cursor[0] = '\0';
+	if (!limit_param(req, limit))
+		return false;
+	rc = query_get(req->query, "cursor", cursor, cursorsz);
+	if (rc == -1 || (rc == 1 && (*cursor == '\0' ||
+	    strtol(cursor, &end, 10) < 1 || *end != '\0'))) {
+		http_error(req, ERR_BAD_REQUEST, "cursor is not one this API "
+		    "returned.");
+		return false;
+	}
+	return true;
+}
+
+bool
+api_page_params(struct request *req, int *limit, char *cursor,
+    size_t cursorsz)
+{
+	int	 rc;
+
+	cursor[0] = '\0';
+	if (!limit_param(req, limit))
+		return false;
 	rc = query_get(req->query, "cursor", cursor, cursorsz);
 	if (rc == -1 || (rc == 1 && !uuid_valid(cursor))) {
 		http_error(req, ERR_BAD_REQUEST, "cursor is not one this API "

@@ -198,16 +198,15 @@ api_roles_create(struct request *req)
 	    json_object_new_string(f.scopes_lit));
 	if (api_audit(req, f.global ? NULL : f.tenant_id, "role.create",
 	    "role", id, details) == -1 ||
-	    (obj = role_now(req, id, NULL)) == NULL || db_commit(w->db) == -1) {
+	    (obj = role_now(req, id, NULL)) == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 201, obj);
+	api_commit_respond(req, 201, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void
@@ -312,17 +311,15 @@ api_roles_update(struct request *req)
 		    json_object_new_string(f.name));
 	if (api_audit(req, req->principal->tenant_id, "role.update", "role",
 	    req->param, details) == -1 ||
-	    (obj = role_now(req, req->param, NULL)) == NULL ||
-	    db_commit(w->db) == -1) {
+	    (obj = role_now(req, req->param, NULL)) == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void
@@ -474,16 +471,15 @@ set_role(struct request *req, const char *role)
 		goto dbfail;
 	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
 	db_res_free(res);
-	if (obj == NULL || db_commit(w->db) == -1) {
+	if (obj == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void

@@ -85,16 +85,15 @@ api_tenants_create(struct request *req)
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
 	if (api_audit(req, id, "tenant.create", "tenant", id, details) == -1 ||
-	    (obj = tenant_now(req, id)) == NULL || db_commit(w->db) == -1) {
+	    (obj = tenant_now(req, id)) == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 201, obj);
+	api_commit_respond(req, 201, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void
@@ -166,17 +165,15 @@ api_tenants_update(struct request *req)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
 	if (api_audit(req, req->param, "tenant.update", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL ||
-	    db_commit(w->db) == -1) {
+	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 /*
@@ -230,17 +227,15 @@ api_tenants_delete(struct request *req)
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
 	if (api_audit(req, req->param, "tenant.delete", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL ||
-	    db_commit(w->db) == -1) {
+	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
 		if (obj != NULL)
 			json_object_put(obj);
 		goto dbfail;
 	}
-	http_respond_json(req, 200, obj);
+	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }
 
 void
@@ -304,6 +299,5 @@ api_tenants_purge(struct request *req)
 	http_respond_json(req, 200, o);
 	return;
 dbfail:
-	db_rollback(w->db);
-	api_db_failed(req);
+	api_abort(req);
 }

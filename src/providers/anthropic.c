@@ -113,28 +113,6 @@ bad:
 	return NULL;
 }
 
-/* Adds blocks to the last turn when it has role, else starts a turn. */
-static void
-add_turn(struct json_object *msgs, const char *role, struct json_object *blocks)
-{
-	size_t	 n = json_object_array_length(msgs), i;
-	struct json_object *last = n > 0 ?
-	    json_object_array_get_idx(msgs, n - 1) : NULL, *lb, *m;
-	const char *lr = last != NULL ? json_get_str(last, "role") : NULL;
-
-	if (lr != NULL && strcmp(lr, role) == 0 && json_get(last, "content", &lb)) {
-		for (i = 0; i < json_object_array_length(blocks); i++)
-			json_object_array_add(lb, json_object_get(
-			    json_object_array_get_idx(blocks, i)));
-		json_object_put(blocks);
-		return;
-	}
-	m = json_object_new_object();
-	json_object_object_add(m, "role", json_str(role));
-	json_object_object_add(m, "content", blocks);
-	json_object_array_add(msgs, m);
-}
-
 /* An assistant turn: its text and its tool calls as tool_use blocks. */
 static struct json_object *
 assistant_blocks(struct json_object *msg, char *err, size_t errsz)
@@ -226,11 +204,11 @@ anthropic_request(struct json_object *req, const char *model,
 		} else if (strcmp(role, "user") == 0) {
 			if ((blocks = user_blocks(content)) == NULL)
 				goto bad;
-			add_turn(msgs, "user", blocks);
+			chat_add_turn(msgs, "user", "content", blocks);
 		} else if (strcmp(role, "assistant") == 0) {
 			if ((blocks = assistant_blocks(m, err, errsz)) == NULL)
 				goto bad;
-			add_turn(msgs, "assistant", blocks);
+			chat_add_turn(msgs, "assistant", "content", blocks);
 		} else if (strcmp(role, "tool") == 0) {
 			struct buf res = { 0 };
 
@@ -247,7 +225,7 @@ anthropic_request(struct json_object *req, const char *model,
 			buf_free(&res);
 			blocks = json_object_new_array();
 			json_object_array_add(blocks, b);
-			add_turn(msgs, "user", blocks);
+			chat_add_turn(msgs, "user", "content", blocks);
 		} else
 			goto bad;
 	}

@@ -74,29 +74,6 @@ bad:
 	return NULL;
 }
 
-static void
-add_turn(struct json_object *contents, const char *role,
-    struct json_object *parts)
-{
-	size_t	 n = json_object_array_length(contents), i;
-	struct json_object *last = n > 0 ?
-	    json_object_array_get_idx(contents, n - 1) : NULL, *lp, *c;
-	const char *lr = last != NULL ? json_get_str(last, "role") : NULL;
-
-	/* Turns alternate: a second turn of the same role joins the first. */
-	if (lr != NULL && strcmp(lr, role) == 0 && json_get(last, "parts", &lp)) {
-		for (i = 0; i < json_object_array_length(parts); i++)
-			json_object_array_add(lp, json_object_get(
-			    json_object_array_get_idx(parts, i)));
-		json_object_put(parts);
-		return;
-	}
-	c = json_object_new_object();
-	json_object_object_add(c, "role", json_str(role));
-	json_object_object_add(c, "parts", parts);
-	json_object_array_add(contents, c);
-}
-
 /* The function name of tool call id in the earlier assistant turns. */
 static const char *
 call_name(struct json_object *msgs, size_t upto, const char *id)
@@ -159,7 +136,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		} else if (strcmp(role, "user") == 0) {
 			if ((parts = parts_of(content)) == NULL)
 				goto bad;
-			add_turn(contents, "user", parts);
+			chat_add_turn(contents, "user", "parts", parts);
 		} else if (strcmp(role, "assistant") == 0) {
 			if ((parts = parts_of(content)) == NULL)
 				goto bad;
@@ -195,7 +172,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 					    "functionCall", f);
 					json_object_array_add(parts, p);
 				}
-			add_turn(contents, "model", parts);
+			chat_add_turn(contents, "model", "parts", parts);
 		} else if (strcmp(role, "tool") == 0) {
 			struct json_object *p, *fr, *resp;
 			struct buf text = { 0 };
@@ -223,7 +200,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 			json_object_object_add(p, "functionResponse", fr);
 			parts = json_object_new_array();
 			json_object_array_add(parts, p);
-			add_turn(contents, "user", parts);
+			chat_add_turn(contents, "user", "parts", parts);
 		} else
 			goto bad;
 	}

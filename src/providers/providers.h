@@ -44,6 +44,13 @@ struct json_object;
  */
 struct json_object *chat_chunk(const char *id, const char *model,
 		    long created, struct json_object *delta, const char *finish);
+/*
+ * Appends items (taken) to the last turn of turns when it has role, under
+ * member ("content" for Anthropic, "parts" for Gemini), else starts a new
+ * turn: both providers want alternating roles.
+ */
+void		 chat_add_turn(struct json_object *turns, const char *role,
+		    const char *member, struct json_object *items);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
 

@@ -4,6 +4,8 @@
  */
 #include "autoconfig.h"
 
+#include <string.h>
+
 #include "lib/json.h"
 #include "providers/providers.h"
 
@@ -41,4 +43,27 @@ chat_usage(long prompt, long completion)
 	json_object_object_add(u, "total_tokens",
 	    json_object_new_int64(prompt + completion));
 	return u;
+}
+
+void
+chat_add_turn(struct json_object *turns, const char *role, const char *member,
+    struct json_object *items)
+{
+	size_t	 n = json_object_array_length(turns), i;
+	struct json_object *last = n > 0 ?
+	    json_object_array_get_idx(turns, n - 1) : NULL, *have, *t;
+	const char *lr = last != NULL ? json_get_str(last, "role") : NULL;
+
+	if (lr != NULL && strcmp(lr, role) == 0 &&
+	    json_get(last, member, &have)) {
+		for (i = 0; i < json_object_array_length(items); i++)
+			json_object_array_add(have, json_object_get(
+			    json_object_array_get_idx(items, i)));
+		json_object_put(items);
+		return;
+	}
+	t = json_object_new_object();
+	json_object_object_add(t, "role", json_str(role));
+	json_object_object_add(t, member, items);
+	json_object_array_add(turns, t);
 }
