@@ -1,16 +1,19 @@
 #include "autoconfig.h"
 
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#include <stdlib.h>
 
 #include "lib/clock.h"
 #include "api/api.h"
 #include "core/auth.h"
 #include "core/jwt.h"
+#include "core/keycache.h"
 #include "core/keys.h"
 #include "core/ratelimit.h"
 #include "core/vault.h"
@@ -39,6 +42,44 @@ struct api_state {
 };
 
 /*
+ * What the workers of one keygated share: the count of key changes heard
+ * (a worker that hears one makes the others forget their cached keys
+ * before their next request) and the rate-limit counters.
+ */
+struct api_shared {
+	_Atomic unsigned long	 auth_generation;
+	alignas(max_align_t) unsigned char limits[];	/* struct rl_shared */
+};
+
+static size_t
+api_shared_size(void)
+{
+	return sizeof(struct api_shared) + rl_shared_size();
+}
+
+static int
+api_shared_init(void *p)
+{
+	struct api_shared *sh = p;
+
+	atomic_init(&sh->auth_generation, 0);
+	return rl_shared_init((struct rl_shared *)sh->limits);
+}
+
+/* PostgreSQL announced a change to keys, roles or tenants. */
+static void
+auth_changed(void *arg, bool own)
+{
+	struct worker	*w = arg;
+
+	/*
+	 * A change this worker committed reaches the other workers through
+	 * shared memory before the client hears of it.
+	 */
+	keycache_forget(w->keys, own);
+}
+
+/*
  * Connects to PostgreSQL and checks the schema.  An unreachable server is
  * not fatal (requests get 503 until it is back); a reachable one that is
  * not migrated is, because no request could succeed.
@@ -62,6 +103,17 @@ api_start(struct worker *w)
 		}
 	} else if (w->slot == 0)
 		log_warn("master_keys is empty: the vault is unavailable");
+	if (w->shared != NULL) {
+		struct api_shared *sh = w->shared;
+
+		w->limits = (struct rl_shared *)sh->limits;
+		w->keys = keycache_new(&sh->auth_generation);
+	} else
+		w->keys = keycache_new(NULL);
+	if (w->keys == NULL) {
+		log_error("calloc: the key cache: out of memory");
+		return -1;
+	}
 	if (upstream_global_init() == -1) {
 		log_error("curl_global_init: starting the worker: failed");
 		return -1;
@@ -71,6 +123,10 @@ api_start(struct worker *w)
 	if (w->db == NULL) {
 		log_error("db_new: preparing the database handle: out of "
 		    "memory");
+		return -1;
+	}
+	if (db_listen(w->db, "keygate_auth", auth_changed, w) == -1) {
+		log_error("db_listen: keygate_auth: refused");
 		return -1;
 	}
 	if (db_schema_version(w->db, &version) == -1) {
@@ -207,6 +263,8 @@ api_stop(struct worker *w)
 	w->db = NULL;
 	vault_free(w->vault);
 	w->vault = NULL;
+	keycache_free(w->keys);
+	w->keys = NULL;
 	free(w->app_data);
 	w->app_data = NULL;
 }
@@ -245,7 +303,7 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 	int		 window = p->rate_limit_window > 0 ?
 	    p->rate_limit_window : w->cfg->rate_limit_window;
 
-	if (rl_take(w->db, subject, max, window, &rl) != RL_OK) {
+	if (rl_take(w->db, w->limits, subject, max, window, &rl) != RL_OK) {
 		if (db_status(w->db) == DB_UNAVAILABLE)
 			unavailable(req, flags);
 		else
@@ -292,7 +350,7 @@ authorize(struct worker *w, struct request *req, const char *scope,
 	}
 	switch (jwt_looks_like(cred) ?
 	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
-	    auth_key(w->db, w->cfg, cred, &st->principal)) {
+	    auth_key(w->db, w->cfg, w->keys, cred, &st->principal)) {
 	case AUTH_OK:
 		break;
 	case AUTH_UNAVAILABLE:
@@ -423,9 +481,11 @@ api_handle(struct worker *w, struct request *req)
 }
 
 const struct worker_app api_app = {
-	"api",
-	api_start,
-	api_handle,
-	api_after,
-	api_stop,
+	.name = "api",
+	.start = api_start,
+	.handle = api_handle,
+	.after = api_after,
+	.stop = api_stop,
+	.shared_size = api_shared_size,
+	.shared_init = api_shared_init,
 };

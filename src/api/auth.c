@@ -97,7 +97,7 @@ api_keys_verify(struct request *req)
 	if (check_done(req, &c) == -1)
 		return;
 
-	ar = auth_key(req->w->db, req->w->cfg, key, &target);
+	ar = auth_key(req->w->db, req->w->cfg, req->w->keys, key, &target);
 	if (ar == AUTH_UNAVAILABLE) {
 		http_unavailable(req);
 		return;
@@ -122,7 +122,8 @@ api_keys_verify(struct request *req)
 	    req->w->cfg->rate_limit_max;
 	window = target.rate_limit_window > 0 ? target.rate_limit_window :
 	    req->w->cfg->rate_limit_window;
-	if (rl_take(req->w->db, target.key_id, max, window, &rl) != RL_OK) {
+	if (rl_take(req->w->db, req->w->limits, target.key_id, max, window,
+	    &rl) != RL_OK) {
 		api_db_failed(req);
 		return;
 	}

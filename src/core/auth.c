@@ -9,7 +9,9 @@
 #include "core/apikey.h"
 #include "core/auth.h"
 #include "core/jwt.h"
+#include "core/keycache.h"
 #include "core/scope.h"
+#include "lib/clock.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
 #include "server/config.h"
@@ -17,8 +19,11 @@
 /* Columns of STMT_KEY_LOOKUP. */
 enum {
 	LK_ID, LK_TENANT, LK_HASH, LK_USABLE, LK_SCOPES, LK_RL_MAX,
-	LK_RL_WINDOW, LK_ENV, LK_PREFIX, LK_STALE, LK_ROLE
+	LK_RL_WINDOW, LK_ENV, LK_PREFIX, LK_STALE, LK_ROLE, LK_UNTIL
 };
+
+/* last_used_at is written at most this often per key (s). */
+#define TOUCH_EVERY 60.0
 
 const char *
 auth_credential(const char *authorization, const char *x_api_key)
@@ -66,20 +71,87 @@ auth_allows(const struct principal *p, const char *scope)
 	return scope_allows(p->scopes, p->nscopes, scope);
 }
 
+/* Copies a looked-up row into e.  0, or -1 when a value does not fit. */
+static int
+fill_entry(struct keycache_entry *e, const struct db_res *res, double now)
+{
+	const char	*until = db_value(res, 0, LK_UNTIL);
+	int		 n = 0;
+
+	e->usable = strcmp(db_value(res, 0, LK_USABLE), "t") == 0;
+	e->until = *until != '\0' ? (time_t)atoll(until) : 0;
+	e->rate_limit_max = atol(db_value(res, 0, LK_RL_MAX));
+	e->rate_limit_window = atoi(db_value(res, 0, LK_RL_WINDOW));
+	e->next_touch = strcmp(db_value(res, 0, LK_STALE), "t") == 0 ? now :
+	    now + TOUCH_EVERY;
+#define COPY(f, col) \
+	n |= (size_t)snprintf(e->f, sizeof(e->f), "%s", \
+	    db_value(res, 0, col)) >= sizeof(e->f)
+	COPY(hash, LK_HASH);
+	COPY(key_id, LK_ID);
+	COPY(tenant_id, LK_TENANT);
+	COPY(env, LK_ENV);
+	COPY(key_prefix, LK_PREFIX);
+	COPY(role_id, LK_ROLE);
+	COPY(scopes, LK_SCOPES);
+#undef COPY
+	return n ? -1 : 0;
+}
+
+/*
+ * The key row for a prefix, from the cache or else PostgreSQL (then
+ * cached).  *e is NULL when there is none.  AUTH_OK, or AUTH_UNAVAILABLE /
+ * AUTH_INVALID when the lookup failed.
+ */
+static enum auth_result
+lookup(struct db *db, struct keycache *kc, const char *prefix,
+    struct keycache_entry *tmp, struct keycache_entry **e)
+{
+	struct db_res	*res;
+	const char	*params[1] = { prefix };
+	double		 now = clock_mono();
+
+	*e = NULL;
+	/*
+	 * Cached rows are trusted only while the connection that hears of
+	 * changes is up; that also keeps answering 503 while PostgreSQL is
+	 * down.
+	 */
+	if (kc != NULL && db_poll(db) == 0 &&
+	    (*e = keycache_get(kc, prefix, now)) != NULL)
+		return AUTH_OK;
+	if ((res = db_query(db, STMT_KEY_LOOKUP, 1, params)) == NULL)
+		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
+		    AUTH_INVALID;
+	if (db_rows(res) == 1) {
+		if (kc == NULL || (*e = keycache_put(kc, prefix, now)) == NULL) {
+			memset(tmp, 0, sizeof(*tmp));
+			*e = tmp;
+		}
+		if (fill_entry(*e, res, now) == -1) {
+			memset(*e, 0, sizeof(**e));
+			*e = NULL;
+		}
+	}
+	db_res_free(res);
+	return AUTH_OK;
+}
+
 enum auth_result
-auth_key(struct db *db, const struct config *cfg, const char *key,
-    struct principal *p)
+auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
+    const char *key, struct principal *p)
 {
 	/* Compared against when the prefix is unknown: same work, no match. */
 	static const char nomatch[2 * APIKEY_HASH_LEN + 1] =
 	    "0000000000000000000000000000000000000000000000000000000000000000";
 	struct apikey_parts parts;
-	struct db_res	*res;
+	struct keycache_entry tmp, *e;
 	uint8_t		 mac[APIKEY_HASH_LEN];
 	char		 machex[2 * APIKEY_HASH_LEN + 1];
-	const char	*params[1], *stored = nomatch;
-	bool		 found, match, usable, dev = false;
-	enum auth_result rc = AUTH_INVALID;
+	const char	*stored = nomatch;
+	bool		 match, usable, dev = false;
+	enum auth_result rc;
+	double		 now;
 
 	memset(p, 0, sizeof(*p));
 	if (key == NULL || *key == '\0')
@@ -91,42 +163,37 @@ auth_key(struct db *db, const struct config *cfg, const char *key,
 		dev = true;
 	} else if (apikey_parse(key, cfg->key_brand, &parts) == -1)
 		return AUTH_INVALID;
-	params[0] = parts.prefix;
-	if ((res = db_query(db, STMT_KEY_LOOKUP, 1, params)) == NULL)
-		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
-		    AUTH_INVALID;
-	found = db_rows(res) == 1;
-	if (found)
-		stored = db_value(res, 0, LK_HASH);
+	if ((rc = lookup(db, kc, parts.prefix, &tmp, &e)) != AUTH_OK)
+		return rc;
+	if (e != NULL)
+		stored = e->hash;
+	rc = AUTH_INVALID;
 	if (apikey_hash(dev ? APIKEY_DEV_HMAC : cfg->hmac_secret, key,
-	    mac) == -1) {
-		db_res_free(res);
+	    mac) == -1)
 		return AUTH_INVALID;
-	}
 	crypto_hex(mac, sizeof(mac), machex);
 	match = strlen(stored) == sizeof(machex) - 1 &&
 	    crypto_equal(machex, stored, sizeof(machex) - 1);
-	usable = found && strcmp(db_value(res, 0, LK_USABLE), "t") == 0;
-	if (found && match && usable) {
-		snprintf(p->key_id, sizeof(p->key_id), "%s",
-		    db_value(res, 0, LK_ID));
-		snprintf(p->tenant_id, sizeof(p->tenant_id), "%s",
-		    db_value(res, 0, LK_TENANT));
-		snprintf(p->env, sizeof(p->env), "%s",
-		    db_value(res, 0, LK_ENV));
-		snprintf(p->key_prefix, sizeof(p->key_prefix), "%s",
-		    db_value(res, 0, LK_PREFIX));
-		snprintf(p->role_id, sizeof(p->role_id), "%s",
-		    db_value(res, 0, LK_ROLE));
-		p->rate_limit_max = atol(db_value(res, 0, LK_RL_MAX));
-		p->rate_limit_window = atoi(db_value(res, 0, LK_RL_WINDOW));
-		p->touch = strcmp(db_value(res, 0, LK_STALE), "t") == 0;
-		if (auth_set_scopes(p, db_value(res, 0, LK_SCOPES)) == 0)
+	usable = e != NULL && e->usable &&
+	    (e->until == 0 || time(NULL) < e->until);
+	if (match && usable) {
+		memcpy(p->key_id, e->key_id, sizeof(p->key_id));
+		memcpy(p->tenant_id, e->tenant_id, sizeof(p->tenant_id));
+		memcpy(p->env, e->env, sizeof(p->env));
+		memcpy(p->key_prefix, e->key_prefix, sizeof(p->key_prefix));
+		memcpy(p->role_id, e->role_id, sizeof(p->role_id));
+		p->rate_limit_max = e->rate_limit_max;
+		p->rate_limit_window = e->rate_limit_window;
+		now = clock_mono();
+		if (now >= e->next_touch) {
+			p->touch = true;
+			e->next_touch = now + TOUCH_EVERY;
+		}
+		if (auth_set_scopes(p, e->scopes) == 0)
 			rc = AUTH_OK;
 	}
 	explicit_bzero(machex, sizeof(machex));
 	explicit_bzero(mac, sizeof(mac));
-	db_res_free(res);
 	if (rc != AUTH_OK)
 		memset(p, 0, sizeof(*p));
 	return rc;

@@ -6,6 +6,7 @@
 
 struct config;
 struct db;
+struct keycache;
 
 #define AUTH_MAX_SCOPES 32
 
@@ -43,12 +44,15 @@ enum auth_result {
 const char	*auth_credential(const char *authorization, const char *x_api_key);
 /*
  * Checks an API key: shape and checksum first (no database work), then a
- * lookup by prefix and a constant-time compare of its HMAC.  Every failure
- * takes the same path to AUTH_INVALID, and an unknown prefix still costs an
- * HMAC, so the answer and its timing say nothing about why.
+ * lookup by prefix (in the cache, when one is given and holds it) and a
+ * constant-time compare of its HMAC.  Every failure takes the same path to
+ * AUTH_INVALID, and an unknown prefix still costs an HMAC, so the answer
+ * and its timing say nothing about the secret.  (A cached prefix answers
+ * sooner than one read from PostgreSQL; prefixes are not secret.)
  */
-enum auth_result auth_key(struct db *, const struct config *, const char *key,
-		    struct principal *) __attribute__((warn_unused_result));
+enum auth_result auth_key(struct db *, const struct config *,
+		    struct keycache *, const char *key, struct principal *)
+		    __attribute__((warn_unused_result));
 /*
  * Checks a JWT bearer token (HS256, jwt_secret) and the tenant it names.
  * A token without "scopes" gets the built-in role reader's.  Failures are

@@ -1,5 +1,8 @@
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,40 +14,215 @@
 /* Counters older than this are of no use: the longest window is 31 days. */
 #define RL_KEEP (86400L * 32)
 
-enum rl_result
-rl_take(struct db *db, const char *subject, long limit, int window,
-    struct rl_state *st)
+#define RL_SETS		1024	/* sets of counters, each with its lock */
+#define RL_WAYS		4	/* counters per set */
+#define RL_BLOCK_SHARE	16	/* a block is 1/16 of what is left */
+#define RL_BLOCK_MAX	1024
+
+/* One subject's window, as this host knows it. */
+struct rl_slot {
+	char		 subject[48];	/* "" = free */
+	long		 window_start;	/* s since the epoch */
+	long		 limit;
+	int		 window;
+	long		 avail;		/* taken from the row, not yet spent */
+	long		 count;		/* the row's count after our last take */
+	bool		 full;		/* the row refused: the window is over */
+	unsigned long	 used;		/* the set's clock at the last use */
+};
+
+struct rl_set {
+	pthread_mutex_t	 mu;		/* process-shared, robust */
+	unsigned long	 clock;
+	struct rl_slot	 slot[RL_WAYS];
+};
+
+struct rl_shared {
+	struct rl_set	 set[RL_SETS];
+};
+
+size_t
+rl_shared_size(void)
+{
+	return sizeof(struct rl_shared);
+}
+
+int
+rl_shared_init(struct rl_shared *sh)
+{
+	pthread_mutexattr_t a;
+	int		 i, rc = 0;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return -1;
+	if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
+	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
+		rc = -1;
+	for (i = 0; rc == 0 && i < RL_SETS; i++)
+		if (pthread_mutex_init(&sh->set[i].mu, &a) != 0)
+			rc = -1;
+	pthread_mutexattr_destroy(&a);
+	return rc;
+}
+
+/*
+ * Locks a set.  A worker that died holding the lock may have left it half
+ * written: it is forgotten, which loses the blocks it held (admitting
+ * less, never more).
+ */
+static int
+set_lock(struct rl_set *set)
+{
+	int	 rc = pthread_mutex_lock(&set->mu);
+
+	if (rc == EOWNERDEAD) {
+		memset(set->slot, 0, sizeof(set->slot));
+		if (pthread_mutex_consistent(&set->mu) != 0)
+			return -1;
+		return 0;
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+static uint32_t
+fnv1a(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* Which counter gives way first: a free one, then an ended window's. */
+static int
+rank(const struct rl_slot *s, long ws)
+{
+	if (s->subject[0] == '\0')
+		return 0;
+	return s->window_start < ws ? 1 : 2;
+}
+
+/*
+ * The subject's counter in this set: its own, else a free one, else one of
+ * an ended window, else the least recently used.  Reset when it describes
+ * another window or limit.
+ */
+static struct rl_slot *
+slot_for(struct rl_set *set, const char *subject, long ws, long limit,
+    int window)
+{
+	struct rl_slot	*s = NULL, *v;
+	int		 i;
+
+	for (i = 0; i < RL_WAYS && s == NULL; i++)
+		if (strcmp(set->slot[i].subject, subject) == 0)
+			s = &set->slot[i];
+	for (i = 1, v = &set->slot[0]; s == NULL && i < RL_WAYS; i++)
+		if (rank(&set->slot[i], ws) < rank(v, ws) ||
+		    (rank(&set->slot[i], ws) == rank(v, ws) &&
+		    set->slot[i].used < v->used))
+			v = &set->slot[i];
+	if (s == NULL)
+		s = v;
+	if (strcmp(s->subject, subject) != 0 || s->window_start != ws ||
+	    s->limit != limit || s->window != window) {
+		memset(s, 0, sizeof(*s));
+		memcpy(s->subject, subject, strlen(subject) + 1);
+		s->window_start = ws;
+		s->limit = limit;
+		s->window = window;
+	}
+	s->used = ++set->clock;
+	return s;
+}
+
+/*
+ * Takes up to want requests from the window's row.  RL_OK with *granted
+ * (0 when the window is full), or RL_DB.
+ */
+static enum rl_result
+take_block(struct db *db, const char *subject, long ws, long limit,
+    long want, long *count, long *granted)
 {
 	struct db_res	*res;
-	char		 start[24], lim[24];
-	const char	*p[3];
+	char		 start[24], lim[24], w[24];
+	const char	*p[4];
+
+	snprintf(start, sizeof(start), "%ld", ws);
+	snprintf(lim, sizeof(lim), "%ld", limit);
+	snprintf(w, sizeof(w), "%ld", want);
+	p[0] = subject;
+	p[1] = start;
+	p[2] = lim;
+	p[3] = w;
+	if ((res = db_query(db, STMT_RATE_TAKE, 4, p)) == NULL)
+		return RL_DB;
+	if (db_rows(res) == 1) {
+		*count = atol(db_value(res, 0, 0));
+		*granted = atol(db_value(res, 0, 1));
+	} else {
+		*count = limit;
+		*granted = 0;
+	}
+	db_res_free(res);
+	return RL_OK;
+}
+
+static void
+decide(struct rl_state *st, long remaining, bool allowed, time_t now)
+{
+	st->allowed = allowed;
+	st->remaining = allowed && remaining > 0 ? remaining : 0;
+	if (!allowed) {
+		st->retry_after = (int)(st->reset - now);
+		if (st->retry_after < 1)
+			st->retry_after = 1;
+	}
+}
+
+enum rl_result
+rl_take(struct db *db, struct rl_shared *sh, const char *subject, long limit,
+    int window, struct rl_state *st)
+{
+	struct rl_set	*set;
+	struct rl_slot	*s;
 	time_t		 now = time(NULL);
-	long		 ws;
+	long		 ws, want, count, granted;
 
 	memset(st, 0, sizeof(*st));
 	ws = (long)(now / window) * window;
 	st->limit = limit;
 	st->reset = ws + window;
-	snprintf(start, sizeof(start), "%ld", ws);
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	p[0] = subject;
-	p[1] = start;
-	p[2] = lim;
-	if ((res = db_query(db, STMT_RATE_TAKE, 3, p)) == NULL)
-		return RL_DB;
-	if (db_rows(res) == 1) {
-		st->allowed = true;
-		st->remaining = limit - atol(db_value(res, 0, 0));
-		if (st->remaining < 0)
-			st->remaining = 0;
-	} else {
-		st->allowed = false;
-		st->remaining = 0;
-		st->retry_after = (int)(st->reset - now);
-		if (st->retry_after < 1)
-			st->retry_after = 1;
+	if (sh == NULL || strlen(subject) >= sizeof(s->subject)) {
+		if (take_block(db, subject, ws, limit, 1, &count,
+		    &granted) != RL_OK)
+			return RL_DB;
+		decide(st, limit - count, granted > 0, now);
+		return RL_OK;
 	}
-	db_res_free(res);
+	set = &sh->set[fnv1a(subject) % RL_SETS];
+	if (set_lock(set) == -1)
+		return rl_take(db, NULL, subject, limit, window, st);
+	s = slot_for(set, subject, ws, limit, window);
+	if (s->avail == 0 && !s->full) {
+		want = (limit - s->count) / RL_BLOCK_SHARE;
+		want = want < 1 ? 1 : want > RL_BLOCK_MAX ? RL_BLOCK_MAX : want;
+		if (take_block(db, subject, ws, limit, want, &count,
+		    &granted) != RL_OK) {
+			pthread_mutex_unlock(&set->mu);
+			return RL_DB;
+		}
+		s->count = count;
+		s->avail = granted;
+		s->full = granted == 0;
+	}
+	if (s->avail > 0) {
+		s->avail--;
+		decide(st, limit - s->count + s->avail, true, now);
+	} else
+		decide(st, 0, false, now);
+	pthread_mutex_unlock(&set->mu);
 	return RL_OK;
 }
 

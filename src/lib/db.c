@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,7 +93,10 @@ static const struct {
 	  "coalesce(k.rate_limit_max, 0), coalesce(k.rate_limit_window, 0), "
 	  "k.env, k.key_prefix, (k.last_used_at IS NULL OR "
 	  "k.last_used_at < now() - interval '1 minute'), "
-	  "coalesce(k.role_id::text, '') "
+	  "coalesce(k.role_id::text, ''), "
+	  "coalesce(floor(extract(epoch FROM least(k.expires_at, CASE WHEN "
+	  "k.key_prefix = $1 THEN NULL ELSE k.prev_expires_at END)))::text, "
+	  "'') "
 	  KEY_FROM
 	  "WHERE k.key_prefix = $1 OR k.prev_key_prefix = $1" },
 	[STMT_KEY_TOUCH] = { "key_touch",
@@ -348,10 +352,12 @@ static const struct {
 	 * limit changes nothing.
 	 */
 	[STMT_RATE_TAKE] = { "rate_take",
-	  "INSERT INTO rate_counters AS r (subject, window_start, count) "
-	  "VALUES ($1, $2::bigint, 1) ON CONFLICT (subject, window_start) "
-	  "DO UPDATE SET count = r.count + 1 WHERE r.count < $3::int "
-	  "RETURNING count" },
+	  "INSERT INTO rate_counters AS r (subject, window_start, count, "
+	  "granted) VALUES ($1, $2::bigint, least($4::int, $3::int), "
+	  "least($4::int, $3::int)) ON CONFLICT (subject, window_start) "
+	  "DO UPDATE SET count = r.count + least($4::int, $3::int - r.count), "
+	  "granted = least($4::int, $3::int - r.count) "
+	  "WHERE r.count < $3::int RETURNING count, granted" },
 	[STMT_RATE_PEEK] = { "rate_peek",
 	  "SELECT coalesce((SELECT count FROM rate_counters WHERE "
 	  "subject = $1 AND window_start = $2::bigint), 0)" },
@@ -456,6 +462,9 @@ struct db {
 	enum db_status	 status;
 	char		 sqlstate[6];
 	char		 errmsg[256];
+	char		 channel[64];	/* LISTENed to on connect, "" = none */
+	void		(*notified)(void *, bool);
+	void		*notified_arg;
 };
 
 /* Copies the first line of a libpq message, without a trailing newline. */
@@ -523,6 +532,98 @@ ignore_notice(void *arg, const char *msg)
 	(void)msg;
 }
 
+/* Hands every notification libpq has queued to the listener, as one call. */
+static void
+drain(struct db *db)
+{
+	PGnotify	*n;
+	bool		 any = false, own = false;
+
+	if (db->conn == NULL)
+		return;
+	while ((n = PQnotifies(db->conn)) != NULL) {
+		any = true;
+		if (n->be_pid == PQbackendPID(db->conn))
+			own = true;
+		PQfreemem(n);
+	}
+	if (any && db->notified != NULL)
+		db->notified(db->notified_arg, own);
+}
+
+int
+db_listen(struct db *db, const char *channel, void (*fn)(void *, bool),
+    void *arg)
+{
+	size_t	 i, n = strlen(channel);
+
+	/* An identifier written into SQL: letters, digits and '_' only. */
+	if (n == 0 || n >= sizeof(db->channel))
+		return -1;
+	for (i = 0; i < n; i++)
+		if (!((channel[i] >= 'a' && channel[i] <= 'z') ||
+		    (channel[i] >= '0' && channel[i] <= '9') ||
+		    channel[i] == '_'))
+			return -1;
+	memcpy(db->channel, channel, n + 1);
+	db->notified = fn;
+	db->notified_arg = arg;
+	/* A connection made before this call does not listen yet. */
+	disconnect(db);
+	return 0;
+}
+
+/*
+ * Subscribes a fresh connection.  Whatever was notified while there was
+ * no connection is unknown, so the listener hears of a new connection as
+ * of a notification.
+ */
+static int
+subscribe(struct db *db)
+{
+	PGresult	*res;
+	char		 sql[sizeof(db->channel) + 16];
+	int		 rc = 0;
+
+	if (db->channel[0] == '\0')
+		return 0;
+	snprintf(sql, sizeof(sql), "LISTEN %s", db->channel);
+	res = PQexec(db->conn, sql);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		rc = -1;
+	PQclear(res);
+	if (rc == 0 && db->notified != NULL)
+		db->notified(db->notified_arg, false);
+	return rc;
+}
+
+int
+db_poll(struct db *db)
+{
+	struct pollfd	 pfd;
+
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK)
+		return -1;
+	/*
+	 * A server that went away has closed the socket; libpq would only
+	 * learn it from the next read, after the last message it sent.
+	 */
+	pfd.fd = PQsocket(db->conn);
+	pfd.events = POLLIN | POLLRDHUP;
+	pfd.revents = 0;
+	if (pfd.fd == -1 || poll(&pfd, 1, 0) == -1 ||
+	    (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0 ||
+	    ((pfd.revents & POLLIN) != 0 && PQconsumeInput(db->conn) == 0) ||
+	    PQstatus(db->conn) != CONNECTION_OK) {
+		set_error(db, DB_UNAVAILABLE, NULL, "the connection to "
+		    "PostgreSQL was closed");
+		disconnect(db);
+		return -1;
+	}
+	drain(db);
+	return 0;
+}
+
 int
 db_connect(struct db *db)
 {
@@ -555,6 +656,12 @@ db_connect(struct db *db)
 		return -1;
 	}
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
+	if (subscribe(db) == -1) {
+		set_error(db, DB_UNAVAILABLE, NULL, PQerrorMessage(db->conn));
+		disconnect(db);
+		db->next_attempt = now + RECONNECT_INTERVAL;
+		return -1;
+	}
 	db->next_attempt = 0;
 	db->status = DB_OK;
 	return 0;
@@ -633,6 +740,7 @@ run(struct db *db, enum stmt s, int n, const char *const *params)
 		return NULL;
 	res = PQexecPrepared(db->conn, stmts[s].name, n, params, NULL, NULL,
 	    0);
+	drain(db);
 	st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		db->status = DB_OK;
@@ -683,6 +791,7 @@ simple(struct db *db, const char *sql)
 	if (db_connect(db) == -1)
 		return -1;
 	res = PQexec(db->conn, sql);
+	drain(db);
 	if (res != NULL && (PQresultStatus(res) == PGRES_COMMAND_OK ||
 	    PQresultStatus(res) == PGRES_TUPLES_OK)) {
 		db->status = DB_OK;

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -67,8 +67,9 @@ enum stmt {
 				    rows locked */
 	STMT_LLM_KEY_REWRITE,	/* (tenant, provider, ciphertext, key id) */
 	STMT_LLM_KEY_GET,	/* (tenant, provider) -> ciphertext, key id */
-	STMT_RATE_TAKE,		/* (subject, window start, limit) -> count
-				    when admitted, no row when over */
+	STMT_RATE_TAKE,		/* (subject, window start, limit, wanted) ->
+				    count, granted (>= 1); no row when the
+				    window is full */
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
 	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
@@ -118,6 +119,25 @@ void		 db_free(struct db *);
  * server is unreachable).  Returns 0, or -1 with db_status() set.
  */
 int		 db_connect(struct db *) __attribute__((warn_unused_result));
+/*
+ * LISTENs to channel on this connection and every later one.  fn(arg, own)
+ * runs whenever notifications on it have arrived (read after each
+ * statement and by db_poll()), own being true when one was raised by this
+ * handle's own transaction (heard when its COMMIT returns), and after
+ * every new connection with own false, since what was notified while
+ * disconnected is unknown.  0, or -1 for a channel name that is not
+ * [a-z0-9_]+.
+ */
+int		 db_listen(struct db *, const char *channel,
+		    void (*fn)(void *, bool), void *arg)
+		    __attribute__((warn_unused_result));
+/*
+ * Reads, without waiting, whatever the server has sent since the last
+ * statement, handing notifications to the listener.  0 while connected;
+ * -1 when there is no connection or the server has closed it (the next
+ * statement reconnects).
+ */
+int		 db_poll(struct db *);
 /* Prepares every statement of the table now; 0, or -1 on the first failure. */
 int		 db_prepare_all(struct db *) __attribute__((warn_unused_result));
 /* The outcome of the last call. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -49,6 +50,8 @@ struct master {
 	const struct worker_app *app;
 	int		 listen_fd;
 	char		*unix_path;	/* socket file we created, or NULL */
+	void		*shared;	/* the app's, or NULL */
+	size_t		 shared_len;
 	struct slot	 slots[MAX_SLOTS];
 	int		 nslots;	/* wanted now */
 	int		 maxslots;	/* highest ever used */
@@ -220,7 +223,7 @@ spawn(struct master *m, int i)
 		return;
 	}
 	if (pid == 0)
-		worker_main(m->cfg, m->app, m->listen_fd, i);
+		worker_main(m->cfg, m->app, m->listen_fd, i, m->shared);
 	s->pid = pid;
 	s->generation = m->generation;
 	s->started = clock_mono();
@@ -454,6 +457,25 @@ master_run(struct config *cfg, const struct worker_app *app)
 		code = 1;
 		goto out;
 	}
+	if (app->shared_size != NULL) {
+		m->shared_len = app->shared_size();
+		m->shared = mmap(NULL, m->shared_len, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (m->shared == MAP_FAILED) {
+			log_error("mmap: %zu bytes for the workers to share: %s",
+			    m->shared_len, strerror(errno));
+			m->shared = NULL;
+			code = 1;
+			goto out;
+		}
+		if (app->shared_init != NULL &&
+		    app->shared_init(m->shared) == -1) {
+			log_error("preparing the memory the workers share: "
+			    "failed");
+			code = 1;
+			goto out;
+		}
+	}
 	log_info("keygated %s starting %d workers (%s mode)", PACKAGE_VERSION,
 	    m->nslots, config_mode_names[cfg->mode]);
 
@@ -532,6 +554,8 @@ out:
 		unlink(m->unix_path);
 		free(m->unix_path);
 	}
+	if (m->shared != NULL)
+		munmap(m->shared, m->shared_len);
 	config_free(m->cfg);
 	free(m);
 	return code;

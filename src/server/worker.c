@@ -176,7 +176,7 @@ serve(struct worker *w, struct request *req)
 
 void
 worker_main(const struct config *cfg, const struct worker_app *app,
-    int listen_fd, int slot)
+    int listen_fd, int slot, void *shared)
 {
 	struct worker	 w;
 	struct request	 req;
@@ -191,6 +191,7 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	w.app = app;
 	w.listen_fd = listen_fd;
 	w.slot = slot;
+	w.shared = shared;
 	signals_init(&waitmask);
 
 	/* The start order: privileges, then the RNG, then the app. */

@@ -3,10 +3,13 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct config;
 struct db;
+struct keycache;
 struct request;
+struct rl_shared;
 struct vault;
 struct worker;
 
@@ -28,6 +31,14 @@ struct worker_app {
 	 */
 	int		(*after)(struct worker *);
 	void		(*stop)(struct worker *);
+	/*
+	 * Memory every worker of this keygated shares (NULL: none): as many
+	 * bytes as shared_size() says, mapped by the master before the
+	 * first fork, zeroed, handed to shared_init() once (0, or -1), and
+	 * kept across respawns and reloads.
+	 */
+	size_t		(*shared_size)(void);
+	int		(*shared_init)(void *);
 };
 
 /* Everything a worker process owns.  One per process; passed explicitly. */
@@ -39,6 +50,9 @@ struct worker {
 	unsigned long		 served;	/* requests answered */
 	struct db		*db;		/* owned, NULL until start() */
 	struct vault		*vault;		/* owned, NULL = unusable */
+	struct keycache		*keys;		/* owned, verified keys */
+	struct rl_shared	*limits;	/* in shared, NULL = none */
+	void			*shared;	/* the app's shared memory */
 	void			*app_data;	/* owned by the app */
 };
 
@@ -53,6 +67,6 @@ struct worker {
  * reached.  Never returns; exits with one of the codes above.
  */
 void	worker_main(const struct config *, const struct worker_app *,
-	    int listen_fd, int slot) __attribute__((noreturn));
+	    int listen_fd, int slot, void *shared) __attribute__((noreturn));
 
 #endif

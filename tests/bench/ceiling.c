@@ -30,11 +30,8 @@ ceiling_handle(struct worker *w, struct request *req)
 }
 
 static const struct worker_app ceiling_app = {
-	"ceiling",
-	NULL,
-	ceiling_handle,
-	NULL,
-	NULL,
+	.name = "ceiling",
+	.handle = ceiling_handle,
 };
 
 int

@@ -1,0 +1,44 @@
+-- Workers keep verified keys in memory.  Every change that can alter what a
+-- key may do is announced on the channel keygate_auth when its transaction
+-- commits, to every keygated on every host; they forget what they cached.
+-- A column added to api_keys is covered without touching this file: only
+-- last_used_at and updated_at, written for bookkeeping, are ignored.
+CREATE FUNCTION keygate_auth_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keygate_auth', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER api_keys_auth_changed
+    AFTER UPDATE ON api_keys FOR EACH ROW
+    WHEN ((to_jsonb(OLD) - 'last_used_at' - 'updated_at') IS DISTINCT FROM
+          (to_jsonb(NEW) - 'last_used_at' - 'updated_at'))
+    EXECUTE FUNCTION keygate_auth_changed();
+CREATE TRIGGER api_keys_auth_removed
+    AFTER DELETE OR TRUNCATE ON api_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION keygate_auth_changed();
+
+-- A role's scopes are its keys' scopes.
+CREATE TRIGGER roles_auth_changed
+    AFTER UPDATE ON roles FOR EACH ROW
+    WHEN (OLD.scopes IS DISTINCT FROM NEW.scopes)
+    EXECUTE FUNCTION keygate_auth_changed();
+CREATE TRIGGER roles_auth_removed
+    AFTER DELETE OR TRUNCATE ON roles FOR EACH STATEMENT
+    EXECUTE FUNCTION keygate_auth_changed();
+
+-- A tenant's keys work only while it is active.
+CREATE TRIGGER tenants_auth_changed
+    AFTER UPDATE ON tenants FOR EACH ROW
+    WHEN (OLD.active IS DISTINCT FROM NEW.active)
+    EXECUTE FUNCTION keygate_auth_changed();
+CREATE TRIGGER tenants_auth_removed
+    AFTER DELETE OR TRUNCATE ON tenants FOR EACH STATEMENT
+    EXECUTE FUNCTION keygate_auth_changed();
+
+-- Rate limits: each keygated takes requests from a window's counter in
+-- blocks and spends them from memory its workers share.  granted is what
+-- the last statement took, so that it can be returned.
+ALTER TABLE rate_counters ADD COLUMN granted integer NOT NULL DEFAULT 0;

@@ -1,0 +1,59 @@
+#ifndef KEYGATE_CORE_KEYCACHE_H
+#define KEYGATE_CORE_KEYCACHE_H
+
+#include <stdbool.h>
+#include <time.h>
+
+/*
+ * Keys a worker has looked up, by the prefix a client presented: what the
+ * key may do and the HMAC its secret must match, never the secret.  Every
+ * change that can alter a key is announced by PostgreSQL (sql/0004) and
+ * empties the caches of every worker (keycache_forget); an entry is also
+ * dropped after KEYCACHE_TTL seconds whatever happens.  A key's expiry is
+ * kept with it, so a cached key expires on time.
+ */
+
+#define KEYCACHE_TTL	60.0	/* s */
+
+struct keycache_entry {
+	char	 prefix[48];	/* as presented: current or previous */
+	char	 hash[65];	/* hex HMAC the presented key must match */
+	bool	 usable;	/* when it was read */
+	time_t	 until;		/* usable until then (expiry, grace); 0 = on */
+	char	 key_id[40];
+	char	 tenant_id[40];
+	char	 key_prefix[48];	/* the key's current prefix */
+	char	 env[8];
+	char	 role_id[40];
+	char	 scopes[1024];	/* effective scopes, comma-separated */
+	long	 rate_limit_max;
+	int	 rate_limit_window;
+	double	 next_touch;	/* monotonic s: when last_used_at is due */
+	double	 read_at;	/* monotonic s */
+	unsigned long generation;
+};
+
+struct keycache;
+
+/*
+ * A cache for one worker.  shared_generation, when not NULL, is a counter
+ * in memory all workers of this keygated share: a worker that hears of a
+ * change raises it, and the others forget what they hold before their
+ * next lookup, without waiting for their own notification.
+ */
+struct keycache	*keycache_new(_Atomic unsigned long *shared_generation)
+		    __attribute__((warn_unused_result));
+void		 keycache_free(struct keycache *);
+/*
+ * Forgets every entry of this worker, and with everywhere set, through
+ * the shared counter, those of all workers of this keygated.
+ */
+void		 keycache_forget(struct keycache *, bool everywhere);
+/* The entry for prefix, or NULL; now is monotonic s. */
+struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
+		    double now);
+/* A slot for prefix, to fill; it replaces what was there. */
+struct keycache_entry *keycache_put(struct keycache *, const char *prefix,
+		    double now);
+
+#endif

@@ -1,0 +1,219 @@
+"""Verified keys kept in each worker's memory, and rate limits spent from
+memory the workers share: both must give exactly the answers PostgreSQL
+would.  Changes made through this keygated reach every worker before the
+change is answered (test_api_keys.py covers revoke, rotate and scopes that
+way); here, changes made elsewhere (straight in the database, as another
+host or keygatectl would, or through another keygated), expiry with no
+change at all, and the limits' counts."""
+
+import concurrent.futures
+import datetime
+import time
+
+import pytest
+
+import keygate_stack as ks
+from keygate_stack import assert_error, auth
+from test_api_keys import (assert_invalid_key, expect_200, mint,
+                           on_every_worker)
+from test_ratelimit import Host, limited_key, wait_for_window_start
+
+WHOAMI = "/v1/auth/whoami"
+
+
+def warm(stack, key):
+    """Every worker has verified the key (and so holds it)."""
+    on_every_worker(stack, "GET", WHOAMI, auth(key), expect_200)
+
+
+def all_refuse(stack, key, timeout=2):
+    """Waits until a burst is refused everywhere; then every worker must
+    refuse it, every time."""
+    ks.wait_until(lambda: stack.get(WHOAMI, headers=auth(key)).status == 401,
+                  timeout, what="the key to be refused")
+    on_every_worker(stack, "GET", WHOAMI, auth(key), assert_invalid_key)
+
+
+def lookups(stack):
+    """How many times PostgreSQL has read api_keys by an index."""
+    time.sleep(1.2)     # statistics reach the view at most once a second
+    return int(stack.psql("SELECT coalesce(sum(idx_scan), 0) FROM "
+                          "pg_stat_user_tables WHERE relname = 'api_keys'")
+               [0][0])
+
+
+def test_verified_keys_are_answered_from_memory(make_stack):
+    s = make_stack(workers=2)
+    key, _ = mint(s, ["api_keys:read"])
+    warm(s, key)
+    before = lookups(s)
+    for _ in range(200):
+        assert s.get(WHOAMI, headers=auth(key)).status == 200
+    # Not one lookup per request: at most the odd re-read.
+    assert lookups(s) - before < 20
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE api_keys SET revoked_at = now() WHERE id = '{id}'",
+    "UPDATE api_keys SET disabled_at = now() WHERE id = '{id}'",
+    "UPDATE api_keys SET expires_at = now() - interval '1 s' "
+    "WHERE id = '{id}'",
+    "DELETE FROM api_keys WHERE id = '{id}'",
+    "UPDATE tenants SET active = false WHERE id = "
+    "(SELECT tenant_id FROM api_keys WHERE id = '{id}')",
+])
+def test_a_change_made_in_the_database_reaches_every_worker(make_stack,
+                                                            change):
+    s = make_stack(workers=3)
+    tenant = s.post("/v1/tenants", {"name": "elsewhere"}, headers=auth())
+    assert tenant.status == 201, tenant.body
+    key, obj = mint(s, ["api_keys:read"], tenant_id=tenant.json["id"])
+    warm(s, key)
+    s.psql(change.format(id=obj["id"]))
+    all_refuse(s, key)
+
+
+def test_a_role_changed_in_the_database_changes_its_keys(make_stack):
+    s = make_stack(workers=3)
+    role = s.post("/v1/roles", {"name": "readers",
+                                "scopes": ["api_keys:read"]},
+                  headers=auth())
+    assert role.status == 201, role.body
+    key, _ = mint(s, [], role_id=role.json["id"])
+    on_every_worker(s, "GET", "/v1/api_keys?limit=1", auth(key), expect_200)
+    s.psql("UPDATE roles SET scopes = '{models:read}' WHERE id = '%s'"
+           % role.json["id"])
+    ks.wait_until(lambda: s.get("/v1/api_keys?limit=1",
+                                headers=auth(key)).status == 403, 2,
+                  what="the role's new scopes")
+    on_every_worker(s, "GET", "/v1/api_keys?limit=1", auth(key),
+                    lambda r: assert_error(r, 403,
+                                           "insufficient_permissions"))
+
+    def new_scopes(r):
+        assert r.status == 200, r.body
+        assert r.json["scopes"] == ["models:read"]
+    on_every_worker(s, "GET", WHOAMI, auth(key), new_scopes)
+
+
+def test_bookkeeping_writes_do_not_empty_the_caches(make_stack):
+    """last_used_at is written after use; that is no change to the key."""
+    s = make_stack(workers=1)
+    key, obj = mint(s, ["api_keys:read"])
+    warm(s, key)
+    s.psql("UPDATE api_keys SET last_used_at = now() - interval '1 day', "
+           "updated_at = now() WHERE id = '%s'" % obj["id"])
+    before = lookups(s)
+    for _ in range(50):
+        assert s.get(WHOAMI, headers=auth(key)).status == 200
+    assert lookups(s) - before < 5
+
+
+def test_revocation_through_another_keygated_reaches_this_one(make_stack,
+                                                              workdir):
+    a = make_stack(workers=3)
+    b = Host(workdir, a)
+    try:
+        key, obj = mint(a, ["api_keys:read"])
+        warm(a, key)
+        for _ in range(12):
+            assert b.get(WHOAMI, headers=auth(key)).status == 200
+        r = ks.request("DELETE", b.web.url + "/v1/api_keys/" + obj["id"],
+                       headers=auth())
+        assert r.status == 200, r.body
+        # The other host hears of it from PostgreSQL, within a moment.
+        started = time.monotonic()
+        all_refuse(a, key, timeout=1)
+        assert time.monotonic() - started < 5
+        for _ in range(12):
+            assert_invalid_key(b.get(WHOAMI, headers=auth(key)))
+    finally:
+        b.close()
+
+
+def test_a_cached_key_expires_on_time(make_stack):
+    s = make_stack(workers=3)
+    soon = (datetime.datetime.now(datetime.timezone.utc) +
+            datetime.timedelta(seconds=4)).replace(microsecond=0)
+    key, _ = mint(s, ["api_keys:read"], expires_at=soon.isoformat())
+    warm(s, key)
+    time.sleep(max(0.0, soon.timestamp() - time.time()) + 0.2)
+    on_every_worker(s, "GET", WHOAMI, auth(key), assert_invalid_key)
+
+
+def test_a_cached_old_secret_ends_with_its_grace(make_stack):
+    s = make_stack(workers=3)
+    old, obj = mint(s, ["api_keys:read"])
+    warm(s, old)
+    r = s.post("/v1/api_keys/%s/rotate" % obj["id"], {"grace_seconds": 3},
+               headers=auth())
+    assert r.status == 200, r.body
+    ends = time.time() + 3
+    warm(s, old)
+    warm(s, r.json["key"])
+    time.sleep(max(0.0, ends - time.time()) + 1.1)
+    on_every_worker(s, "GET", WHOAMI, auth(old), assert_invalid_key)
+    on_every_worker(s, "GET", WHOAMI, auth(r.json["key"]), expect_200)
+
+
+# ---------------------------------------------------------------------------
+# Limits spent from shared memory, in blocks taken from PostgreSQL
+
+def hammer(get, key, n, threads=24):
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(lambda i: get(i, key), range(n)))
+
+
+def counted(stack, key):
+    rows = stack.psql("SELECT coalesce(sum(count), 0) FROM rate_counters "
+                      "WHERE subject = (SELECT id::text FROM api_keys "
+                      "WHERE key_prefix = '%s')" % key[:16])
+    return int(rows[0][0])
+
+
+def test_a_large_limit_is_exact_on_one_keygated(make_stack):
+    s = make_stack(workers=4)
+    key = limited_key(s, 500, "30 seconds")
+    wait_for_window_start(30)
+    results = hammer(lambda i, k: s.get(WHOAMI, headers=auth(k)), key, 700)
+    ok = [r for r in results if r.status == 200]
+    refused = [r for r in results if r.status == 429]
+    assert len(ok) == 500 and len(refused) == 200
+    # Each admitted request was told a different remaining count.
+    assert sorted(int(r.headers["x-ratelimit-remaining"]) for r in ok) == \
+        list(range(500))
+    for r in refused:
+        assert_error(r, 429, "rate_limit_exceeded")
+        assert r.headers["x-ratelimit-remaining"] == "0"
+    assert counted(s, key) == 500
+    # The counts were taken in blocks, not one statement per request.
+    time.sleep(1.2)
+    updates = int(s.psql("SELECT n_tup_ins + n_tup_upd FROM "
+                         "pg_stat_user_tables WHERE relname = "
+                         "'rate_counters'")[0][0])
+    assert updates < 200, updates
+
+
+def test_a_large_limit_is_never_exceeded_across_keygateds(make_stack,
+                                                          workdir):
+    a = make_stack(workers=3)
+    b = Host(workdir, a)
+    try:
+        limit = 400
+        key = limited_key(a, limit, "30 seconds")
+        wait_for_window_start(30)
+        hosts = [a, b]
+        results = hammer(lambda i, k: hosts[i % 2].get(
+            WHOAMI, headers=auth(k)), key, 1000)
+        ok = [r for r in results if r.status == 200]
+        assert all(r.status in (200, 429) for r in results)
+        # Never more than the limit; at most a block per host less, taken
+        # by a host whose requests ended first.
+        assert limit - 2 * (limit // 16) <= len(ok) <= limit, len(ok)
+        assert counted(a, key) <= limit
+        for host in hosts:
+            served = [l for l in host.kg.log_lines()
+                      if l.get("path") == WHOAMI and l.get("status") == 200]
+            assert served, "a host admitted nothing"
+    finally:
+        b.close()
