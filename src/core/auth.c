@@ -110,6 +110,7 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 	struct db_res	*res;
 	const char	*params[1] = { prefix };
 	double		 now = clock_mono();
+	unsigned long	 gen = 0;
 
 	*e = NULL;
 	/*
@@ -120,11 +121,14 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 	if (kc != NULL && db_poll(db) == 0 &&
 	    (*e = keycache_get(kc, prefix, now)) != NULL)
 		return AUTH_OK;
+	if (kc != NULL)
+		gen = keycache_generation(kc);
 	if ((res = db_query(db, STMT_KEY_LOOKUP, 1, params)) == NULL)
 		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
 		    AUTH_INVALID;
 	if (db_rows(res) == 1) {
-		if (kc == NULL || (*e = keycache_put(kc, prefix, now)) == NULL) {
+		if (kc == NULL ||
+		    (*e = keycache_put(kc, prefix, now, gen)) == NULL) {
 			memset(tmp, 0, sizeof(*tmp));
 			*e = tmp;
 		}

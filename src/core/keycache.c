@@ -58,10 +58,9 @@ slot_of(struct keycache *kc, const char *prefix)
 	return &kc->slot[h % KEYCACHE_SLOTS];
 }
 
-struct keycache_entry *
-keycache_get(struct keycache *kc, const char *prefix, double now)
+unsigned long
+keycache_generation(struct keycache *kc)
 {
-	struct keycache_entry *e;
 	unsigned long	 shared;
 
 	/* Another worker heard of a change: forget, as it did. */
@@ -70,6 +69,15 @@ keycache_get(struct keycache *kc, const char *prefix, double now)
 		kc->seen = shared;
 		kc->generation++;
 	}
+	return kc->generation;
+}
+
+struct keycache_entry *
+keycache_get(struct keycache *kc, const char *prefix, double now)
+{
+	struct keycache_entry *e;
+
+	(void)keycache_generation(kc);
 	e = slot_of(kc, prefix);
 	if (e->generation != kc->generation || strcmp(e->prefix, prefix) != 0 ||
 	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at)
@@ -78,7 +86,8 @@ keycache_get(struct keycache *kc, const char *prefix, double now)
 }
 
 struct keycache_entry *
-keycache_put(struct keycache *kc, const char *prefix, double now)
+keycache_put(struct keycache *kc, const char *prefix, double now,
+    unsigned long generation)
 {
 	struct keycache_entry *e = slot_of(kc, prefix);
 	size_t		 n = strlen(prefix);
@@ -88,6 +97,6 @@ keycache_put(struct keycache *kc, const char *prefix, double now)
 		return NULL;
 	memcpy(e->prefix, prefix, n + 1);
 	e->read_at = now;
-	e->generation = kc->generation;
+	e->generation = generation;
 	return e;
 }

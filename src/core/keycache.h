@@ -49,11 +49,20 @@ void		 keycache_free(struct keycache *);
  * the shared counter, those of all workers of this keygated.
  */
 void		 keycache_forget(struct keycache *, bool everywhere);
+/*
+ * The cache's generation now: taken before reading a key from PostgreSQL
+ * and given to keycache_put(), so that a change heard while the read was
+ * under way voids what it read.
+ */
+unsigned long	 keycache_generation(struct keycache *);
 /* The entry for prefix, or NULL; now is monotonic s. */
 struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
 		    double now);
-/* A slot for prefix, to fill; it replaces what was there. */
+/*
+ * A slot for prefix, read at now in generation, to fill; it replaces what
+ * was there.  NULL when the prefix is too long to keep.
+ */
 struct keycache_entry *keycache_put(struct keycache *, const char *prefix,
-		    double now);
+		    double now, unsigned long generation);
 
 #endif
