@@ -318,15 +318,66 @@ out:
 /* Columns of STMT_LLM_KEY_ALL. */
 enum { VA_TENANT, VA_PROVIDER, VA_CIPHERTEXT, VA_KEY_ID };
 
+/* Rows rewritten by one statement during a re-encryption. */
+#define REWRITE_BATCH 500
+
+/* Array literals of a batch: tenants, providers, ciphertexts. */
+struct rewrite {
+	struct buf	 col[3];
+	int		 n;
+};
+
+/* Writes the batch (if any) and empties it.  0, or -1. */
+static int
+rewrite_flush(struct db *db, const struct vault *v, struct rewrite *rw)
+{
+	const char	*p[4];
+	int		 i, rc = 0;
+
+	if (rw->n == 0)
+		return 0;
+	for (i = 0; i < 3; i++) {
+		if (buf_puts(&rw->col[i], "}") == -1)
+			return -1;
+		p[i] = rw->col[i].data;
+	}
+	p[3] = vault_active_id(v);
+	if (db_exec(db, STMT_LLM_KEY_REWRITE, 4, p) == -1)
+		rc = -1;
+	for (i = 0; i < 3; i++)
+		buf_reset(&rw->col[i]);
+	rw->n = 0;
+	return rc;
+}
+
+/*
+ * Adds one value to the batch.  Every element is safe in an array literal
+ * unquoted: a UUID, a provider name and v1:hex:hex:hex.
+ */
+static int
+rewrite_add(struct rewrite *rw, const char *tenant, const char *prov,
+    const char *sealed)
+{
+	const char	*v[3] = { tenant, prov, sealed };
+	int		 i;
+
+	for (i = 0; i < 3; i++)
+		if (buf_printf(&rw->col[i], "%s%s", rw->n == 0 ? "{" : ",",
+		    v[i]) == -1)
+			return -1;
+	rw->n++;
+	return 0;
+}
+
 long
 vault_reencrypt_all(struct db *db, const struct vault *v, char *err,
     size_t errsz)
 {
 	struct db_res	*res;
 	struct buf	 plain = { 0 }, sealed = { 0 };
-	const char	*p[4];
+	struct rewrite	 rw = { 0 };
 	long		 n = 0;
-	int		 r;
+	int		 r, i;
 
 	if ((res = db_query(db, STMT_LLM_KEY_ALL, 0, NULL)) == NULL) {
 		snprintf(err, errsz, "%s", db_errmsg(db));
@@ -345,25 +396,28 @@ vault_reencrypt_all(struct db *db, const struct vault *v, char *err,
 			break;
 		}
 		if (buf_puts(&plain, "") == -1 ||
-		    vault_seal(v, tenant, prov, plain.data, &sealed) == -1) {
+		    vault_seal(v, tenant, prov, plain.data, &sealed) == -1 ||
+		    rewrite_add(&rw, tenant, prov, sealed.data) == -1) {
 			snprintf(err, errsz, "sealing failed");
 			n = -1;
 			break;
 		}
 		buf_free_secret(&plain);
-		p[0] = tenant;
-		p[1] = prov;
-		p[2] = sealed.data;
-		p[3] = vault_active_id(v);
-		if (db_exec(db, STMT_LLM_KEY_REWRITE, 4, p) == -1) {
+		if (rw.n == REWRITE_BATCH && rewrite_flush(db, v, &rw) == -1) {
 			snprintf(err, errsz, "%s", db_errmsg(db));
 			n = -1;
 			break;
 		}
 		n++;
 	}
+	if (n != -1 && rewrite_flush(db, v, &rw) == -1) {
+		snprintf(err, errsz, "%s", db_errmsg(db));
+		n = -1;
+	}
 	buf_free_secret(&plain);
 	buf_free(&sealed);
+	for (i = 0; i < 3; i++)
+		buf_free(&rw.col[i]);
 	db_res_free(res);
 	return n;
 }

@@ -341,8 +341,10 @@ static const struct {
 	  "SELECT tenant_id, provider, ciphertext, master_key_id "
 	  "FROM llm_keys ORDER BY tenant_id, provider FOR UPDATE" },
 	[STMT_LLM_KEY_REWRITE] = { "llm_key_rewrite",
-	  "UPDATE llm_keys SET ciphertext = $3, master_key_id = $4, "
-	  "updated_at = now() WHERE tenant_id = $1::uuid AND provider = $2" },
+	  "UPDATE llm_keys AS l SET ciphertext = u.ct, master_key_id = $4, "
+	  "updated_at = now() FROM unnest($1::uuid[], $2::text[], "
+	  "$3::text[]) AS u(tenant, provider, ct) "
+	  "WHERE l.tenant_id = u.tenant AND l.provider = u.provider" },
 	[STMT_LLM_KEY_GET] = { "llm_key_get",
 	  "SELECT ciphertext, master_key_id FROM llm_keys "
 	  "WHERE tenant_id = $1::uuid AND provider = $2" },

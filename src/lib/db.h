@@ -65,7 +65,8 @@ enum stmt {
 	STMT_LLM_KEY_DELETE,	/* (tenant, provider or NULL) -> provider */
 	STMT_LLM_KEY_ALL,	/* () -> tenant, provider, ciphertext, key id;
 				    rows locked */
-	STMT_LLM_KEY_REWRITE,	/* (tenant, provider, ciphertext, key id) */
+	STMT_LLM_KEY_REWRITE,	/* (tenants, providers, ciphertexts as array
+				    literals, key id) */
 	STMT_LLM_KEY_GET,	/* (tenant, provider) -> ciphertext, key id */
 	STMT_RATE_TAKE,		/* (subject, window start, limit, wanted) ->
 				    count, granted (>= 1); no row when the
