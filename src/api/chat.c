@@ -90,7 +90,7 @@ settle(struct chat *c, const char *status)
 	u.key_id = c->req->principal->key_id[0] ? c->req->principal->key_id :
 	    NULL;
 	u.request_id = c->req->request_id;
-	u.provider = provider_names[c->key.provider];
+	u.provider = gateway_provider_name(&c->key);
 	u.model = c->model;
 	u.pool = c->key.pool;
 	u.markup = c->markup;
@@ -140,10 +140,12 @@ keygate_block(const struct chat *c)
 
 	json_object_object_add(o, "key_source",
 	    json_object_new_string(c->key.pool ? "pool" : "user"));
-	json_object_object_add(o, "pool_markup_applied", c->key.pool ?
+	/* An operator upstream is the operator's too, but never marked up. */
+	json_object_object_add(o, "pool_markup_applied",
+	    c->key.pool && c->key.upstream == NULL ?
 	    json_object_new_double(w->cfg->pool_markup) : NULL);
 	json_object_object_add(o, "provider",
-	    json_object_new_string(provider_names[c->key.provider]));
+	    json_object_new_string(gateway_provider_name(&c->key)));
 	json_object_object_add(o, "credits_charged",
 	    json_object_new_double((double)c->charged / CREDITS_MICRO));
 	json_object_object_add(o, "request_id",
@@ -179,43 +181,127 @@ check_request(struct request *req, struct json_object *body, const char **model)
 	return check_done(req, &c);
 }
 
-/* Answers a provider's non-2xx reply in our shape. */
+/*
+ * Every inline key sent must have its provider's form, as a key stored in
+ * the vault must: a mistyped or misplaced key is the client's to fix, and
+ * never worth a provider call.  Checked whether or not the call would use
+ * it.  0, or -1 after answering 400.
+ */
+static int
+check_inline_keys(struct request *req)
+{
+	const char	*v;
+	int		 i;
+
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		v = request_param(req, gateway_inline_param[i]);
+		if (v == NULL || *v == '\0' ||
+		    provider_key_format_ok((enum provider)i, v))
+			continue;
+		http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s key "
+		    "format in %s: expected %s.", provider_names[i],
+		    inline_header[i], provider_key_formats[i]);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The error type a client of the OpenAI format expects for a status, when
+ * the provider named none (Gemini, OpenRouter).
+ */
+static const char *
+type_of_status(long status)
+{
+	switch (status) {
+	case 400:
+	case 404:
+	case 413:
+	case 422:
+		return "invalid_request_error";
+	case 401:
+		return "authentication_error";
+	case 402:
+		return "billing_error";
+	case 403:
+		return "permission_error";
+	case 429:
+		return "rate_limit_error";
+	default:
+		return "upstream_error";
+	}
+}
+
+/* The Retry-After a provider's 429 asked for, passed on in seconds. */
+static void
+pass_retry_after(struct request *req, const struct upstream_call *call)
+{
+	long	 secs = upstream_retry_seconds(call);
+	size_t	 n = strlen(call->retry_after);
+	int	 rc = 0;
+
+	if (secs >= 0)
+		rc = http_header(req, "Retry-After", "%ld", secs);
+	/* An HTTP-date means the same to our client: as it came. */
+	else if (n > 3 && strcmp(call->retry_after + n - 3, "GMT") == 0)
+		rc = http_header(req, "Retry-After", "%s", call->retry_after);
+	if (rc == -1)
+		log_error("http_header: adding Retry-After: out of memory");
+}
+
+/*
+ * Answers a provider's non-2xx reply in our shape.  A 4xx keeps its status,
+ * message, and the provider's own error type and code where it gave them
+ * (the generic ones otherwise); 3xx and 5xx are 502.
+ */
 static void
 provider_error(struct chat *c, long status, const struct buf *body,
-    const char *retry_after)
+    const struct upstream_call *call)
 {
 	struct request	*req = c->req;
-	char		 msg[512];
+	struct provider_error pe;
 
-	provider_error_message(body, status, msg, sizeof(msg));
-	if (status == 429) {
-		if (retry_after[0] != '\0' && http_header(req, "Retry-After",
-		    "%s", retry_after) == -1)
-			log_error("http_header: adding Retry-After: out of "
-			    "memory");
-		http_error_as(req, 429, "rate_limit_error", "rate_limit_exceeded",
-		    "%s: %s", provider_names[c->key.provider], msg);
-	} else if (status >= 400 && status < 500)
-		http_error_as(req, (int)status, "upstream_error",
-		    "upstream_error", "%s: %s", provider_names[c->key.provider],
-		    msg);
-	else if (status >= 300 && status < 400)
+	provider_error_parse(body, status, &pe);
+	if (status >= 400 && status < 500) {
+		if (status == 429)
+			pass_retry_after(req, call);
+		http_error_as(req, (int)status, pe.type[0] != '\0' ? pe.type :
+		    type_of_status(status), pe.code[0] != '\0' ? pe.code :
+		    status == 429 ? "rate_limit_exceeded" : "upstream_error",
+		    "%s: %s", gateway_provider_name(&c->key), pe.message);
+	} else if (status >= 300 && status < 400)
 		http_error(req, ERR_UPSTREAM, "%s answered with a redirect, "
-		    "which is not followed.", provider_names[c->key.provider]);
+		    "which is not followed.", gateway_provider_name(&c->key));
 	else
 		http_error(req, ERR_UPSTREAM, "%s failed: %s",
-		    provider_names[c->key.provider], msg);
+		    gateway_provider_name(&c->key), pe.message);
+}
+
+/*
+ * Asked by the upstream call: has the client gone?  Then the call ends at
+ * once, whether it streams or not.
+ */
+static int
+client_left(void *arg)
+{
+	struct chat	*c = arg;
+
+	if (!c->req->client_gone && request_abandoned(c->req))
+		c->req->client_gone = true;
+	return c->req->client_gone;
 }
 
 static void
 transport_error(struct chat *c, enum upstream_result r, const char *why)
 {
-	if (r == UPSTREAM_TIMEOUT)
+	if (r == UPSTREAM_ABORTED && c->req->client_gone)
+		http_abandoned(c->req);
+	else if (r == UPSTREAM_TIMEOUT)
 		http_error(c->req, ERR_UPSTREAM_TIMEOUT, "%s did not answer in "
-		    "time.", provider_names[c->key.provider]);
+		    "time.", gateway_provider_name(&c->key));
 	else
 		http_error(c->req, ERR_UPSTREAM, "%s could not be reached: %s",
-		    provider_names[c->key.provider], why);
+		    gateway_provider_name(&c->key), why);
 }
 
 static void
@@ -232,14 +318,14 @@ respond_whole(struct chat *c, struct upstream_call *call)
 	if (r != UPSTREAM_OK)
 		transport_error(c, r, err);
 	else if (status < 200 || status >= 300)
-		provider_error(c, status, &reply, call->retry_after);
+		provider_error(c, status, &reply, call);
 	else if ((o = json_parse(reply.data ? reply.data : "", reply.len, &why,
 	    err, sizeof(err))) == NULL ||
 	    !json_object_is_type(o, json_type_object)) {
 		if (o != NULL)
 			json_object_put(o);
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
-		    "a JSON object.", provider_names[c->key.provider]);
+		    "a JSON object.", gateway_provider_name(&c->key));
 	} else {
 		if (c->key.provider == PROVIDER_ANTHROPIC) {
 			struct json_object *t = anthropic_response(o);
@@ -551,12 +637,12 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	r = upstream_stream(call, on_stream_data, c, &status, err, sizeof(err));
 	if (!c->started) {
 		if (r == UPSTREAM_OK && status != 200)
-			provider_error(c, status, &c->errbody, call->retry_after);
+			provider_error(c, status, &c->errbody, call);
 		else if (r == UPSTREAM_OK)
 			http_error(c->req, ERR_UPSTREAM, "%s ended the stream "
 			    "before sending anything.",
-			    provider_names[c->key.provider]);
-		else if (r != UPSTREAM_ABORTED)
+			    gateway_provider_name(&c->key));
+		else if (r != UPSTREAM_ABORTED || c->req->client_gone)
 			transport_error(c, r, err);
 		else
 			http_error(c->req, ERR_UPSTREAM, "The stream could not "
@@ -578,7 +664,7 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	/* Cut short: say so in the stream, then close it properly. */
 	snprintf(msg, sizeof(msg), "{\"error\":{\"message\":\"%s %s\","
 	    "\"type\":\"upstream_error\",\"code\":\"%s\"}}",
-	    provider_names[c->key.provider], r == UPSTREAM_TIMEOUT ?
+	    gateway_provider_name(&c->key), r == UPSTREAM_TIMEOUT ?
 	    "stopped answering" : "ended the stream early",
 	    r == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error");
 	if (emit(c, msg, strlen(msg)) == 0)
@@ -636,7 +722,8 @@ reserve(struct chat *c, struct json_object *body)
 		api_db_failed(req);
 		return -1;
 	}
-	c->markup = c->key.pool ? cfg->pool_markup : 0;
+	c->markup = c->key.pool && c->key.upstream == NULL ?
+	    cfg->pool_markup : 0;
 	if (json_get(body, "messages", &msgs))
 		(void)json_text(msgs, &n);
 	/* About four bytes a token, rounded up: a safe side for a hold. */
@@ -725,8 +812,11 @@ api_chat_completions(struct request *req)
 	struct upstream_call call;
 	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 };
 	struct chat	 c;
+	const struct config_upstream *up;
 	const char	*model;
 	enum provider	 routed;
+	enum resolve_result resolved;
+	size_t		 strip, nh = 0;
 
 	memset(&c, 0, sizeof(c));
 	c.req = req;
@@ -740,16 +830,22 @@ api_chat_completions(struct request *req)
 		if (check_done(req, &ck) == -1)
 			return;
 	}
-	if (check_request(req, body, &model) == -1)
+	if (check_request(req, body, &model) == -1 ||
+	    check_inline_keys(req) == -1)
 		return;
-	if ((routed = gateway_route(model)) == PROVIDER__MAX) {
+	/* The operator's own upstreams first, then the built-in rules. */
+	if ((up = gateway_upstream(w->cfg, model, &strip)) != NULL) {
+		routed = PROVIDER__MAX;
+		resolved = gateway_resolve_upstream(up, model + strip, &c.key);
+	} else if ((routed = gateway_route(model)) == PROVIDER__MAX) {
 		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
 		    "model \"%.128s\".", model);
 		return;
-	}
-	switch (gateway_resolve(w->db, w->vault, w->cfg,
-	    req->principal->tenant_id, routed, model,
-	    request_param(req, gateway_inline_param[routed]), &c.key)) {
+	} else
+		resolved = gateway_resolve(w->db, w->vault, w->cfg,
+		    req->principal->tenant_id, routed, model,
+		    request_param(req, gateway_inline_param[routed]), &c.key);
+	switch (resolved) {
 	case RESOLVE_OK:
 		break;
 	case RESOLVE_NONE:
@@ -765,7 +861,7 @@ api_chat_completions(struct request *req)
 	case RESOLVE_RESULT__MAX:
 		http_error(req, ERR_INTERNAL, "The stored %s key cannot be "
 		    "opened with the configured master keys.",
-		    provider_names[routed]);
+		    gateway_provider_name(&c.key));
 		goto out;
 	}
 	c.model = model;
@@ -781,22 +877,25 @@ api_chat_completions(struct request *req)
 	if (c.key.provider == PROVIDER_ANTHROPIC) {
 		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
 			goto out;
-		call.headers[3] = "anthropic-version: 2023-06-01";
+		call.headers[nh++] = "anthropic-version: 2023-06-01";
 	} else if (c.key.provider == PROVIDER_GOOGLE) {
-		gemini_state_init(&c.gem, c.key.model);
+		gemini_state_init(&c.gem, c.key.model, gemini_choices(body));
 		if (prepare_gemini(&c, body, &url, &auth, &out) == -1)
 			goto out;
-	} else if (openai_prepare(w->cfg, c.key.provider, c.key.model,
-	    c.key.secret.data, body, &url, &auth, &out) == -1) {
+	} else if (openai_prepare(c.key.upstream != NULL ?
+	    c.key.upstream->url : provider_base_url(w->cfg, c.key.provider),
+	    c.key.model, c.key.secret.data, body, &url, &auth, &out) == -1) {
 		http_error(req, ERR_INTERNAL, "The request could not be "
 		    "prepared.");
 		goto out;
 	}
 	call.method = "POST";
 	call.url = url.data;
-	call.headers[0] = auth.data;
-	call.headers[1] = "Content-Type: application/json";
-	call.headers[2] = c.stream ? "Accept: text/event-stream" :
+	/* An upstream without a key gets no Authorization at all. */
+	if (auth.len > 0)
+		call.headers[nh++] = auth.data;
+	call.headers[nh++] = "Content-Type: application/json";
+	call.headers[nh++] = c.stream ? "Accept: text/event-stream" :
 	    "Accept: application/json";
 	call.body = out.data;
 	call.body_len = out.len;
@@ -804,6 +903,8 @@ api_chat_completions(struct request *req)
 	call.total_timeout = w->cfg->upstream_total_timeout;
 	call.idle_timeout = w->cfg->upstream_idle_timeout;
 	call.max_response = MAX_REPLY;
+	call.gone = client_left;
+	call.gone_arg = &c;
 	if (c.stream)
 		respond_stream(&c, &call);
 	else

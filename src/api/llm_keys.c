@@ -90,9 +90,7 @@ api_llm_keys_store(struct request *req)
 		    !provider_key_format_ok((enum provider)i, keys[i])) {
 			http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s "
 			    "key format: expected %s.", provider_names[i],
-			    i == PROVIDER_OPENAI ? "sk-proj-... or sk-..." :
-			    i == PROVIDER_ANTHROPIC ? "sk-ant-..." :
-			    i == PROVIDER_GOOGLE ? "AIza..." : "sk-or-...");
+			    provider_key_formats[i]);
 			return;
 		}
 	/* Every key is tried before anything is stored: all or none. */

@@ -41,6 +41,47 @@ gateway_route(const char *m)
 	return PROVIDER__MAX;
 }
 
+const struct config_upstream *
+gateway_upstream(const struct config *cfg, const char *m, size_t *strip)
+{
+	const struct config_upstream *best = NULL, *u;
+	size_t		 i, j, len, best_len = 0, ml = strlen(m);
+
+	*strip = 0;
+	for (i = 0; i < cfg->upstreams.n; i++) {
+		u = &cfg->upstreams.v[i];
+		for (j = 0; j < u->nmodels; j++) {
+			len = strlen(u->models[j]);
+			if (u->models[j][len - 1] != '*') {
+				/* An exact name: nothing beats it. */
+				if (strcmp(u->models[j], m) == 0) {
+					*strip = 0;
+					return u;
+				}
+				continue;
+			}
+			len--;
+			if (ml > len && strncmp(u->models[j], m, len) == 0 &&
+			    (best == NULL || len > best_len)) {
+				best = u;
+				best_len = len;
+			}
+		}
+	}
+	if (best != NULL && best->strip)
+		*strip = best_len;
+	return best;
+}
+
+const char *
+gateway_provider_name(const struct gateway_key *k)
+{
+	if (k->upstream != NULL)
+		return k->upstream->name;
+	return k->provider < PROVIDER__MAX ? provider_names[k->provider] :
+	    "none";
+}
+
 /* The OpenRouter id of a native model: "openai/gpt-4o" and so on. */
 static void
 openrouter_model(enum provider routed, const char *model, char *out,
@@ -120,6 +161,20 @@ gateway_resolve(struct db *db, const struct vault *v,
 		    RESOLVE_OK : RESOLVE_DB;
 	}
 	return RESOLVE_NONE;
+}
+
+enum resolve_result
+gateway_resolve_upstream(const struct config_upstream *u, const char *model,
+    struct gateway_key *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->provider = PROVIDER__MAX;
+	out->upstream = u;
+	out->pool = true;
+	snprintf(out->model, sizeof(out->model), "%s", model);
+	if (u->key != NULL && buf_puts(&out->secret, u->key) == -1)
+		return RESOLVE_DB;
+	return RESOLVE_OK;
 }
 
 void

@@ -16,6 +16,13 @@ const char *const provider_names[PROVIDER__MAX] = {
 	"openrouter",	/* PROVIDER_OPENROUTER */
 };
 
+const char *const provider_key_formats[PROVIDER__MAX] = {
+	"sk-proj-... or sk-...",	/* PROVIDER_OPENAI */
+	"sk-ant-...",			/* PROVIDER_ANTHROPIC */
+	"AIza...",			/* PROVIDER_GOOGLE */
+	"sk-or-...",			/* PROVIDER_OPENROUTER */
+};
+
 #define VAULT_MAX_KEYS	8
 #define VAULT_ID_MAX	32
 /* HKDF inputs: the purpose is named so no other use can share the key. */

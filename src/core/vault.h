@@ -22,6 +22,8 @@ enum provider {
 };
 
 extern const char *const provider_names[PROVIDER__MAX];
+/* What each provider's keys look like, for messages ("sk-ant-..."). */
+extern const char *const provider_key_formats[PROVIDER__MAX];
 
 /* The provider of a name ("openai"), or PROVIDER__MAX. */
 enum provider	 provider_parse(const char *);

@@ -1,6 +1,8 @@
 #include "autoconfig.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 #include <time.h>
 #include <string.h>
@@ -14,6 +16,8 @@ struct sink {
 	struct buf	*body;		/* collect here, or */
 	upstream_data_fn fn;		/* hand on to fn */
 	void		*ctx;
+	int		(*gone)(void *);	/* from the call */
+	void		*gone_arg;
 	CURL		*h;
 	size_t		 max;
 	long		 idle;		/* s allowed without a byte, 0 = any */
@@ -21,6 +25,7 @@ struct sink {
 	int		 too_large;
 	int		 aborted;
 	int		 idled;
+	int		 left;		/* gone() said so */
 };
 
 /*
@@ -41,6 +46,10 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	if (s->idle > 0 && clock_mono() - s->last_byte > (double)s->idle) {
 		s->idled = 1;
 		return 1;	/* CURLE_ABORTED_BY_CALLBACK */
+	}
+	if (s->gone != NULL && s->gone(s->gone_arg)) {
+		s->left = 1;
+		return 1;
 	}
 	return 0;
 }
@@ -71,20 +80,56 @@ on_data(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Keeps the Retry-After header of the answer (a 429's). */
+/* Copies the value of header line p (len bytes, name n long) to out. */
+static void
+header_value(const char *p, size_t len, size_t n, char *out, size_t outsz)
+{
+	size_t	 v;
+
+	for (v = n; v < len && (p[v] == ' ' || p[v] == '\t'); v++)
+		continue;
+	snprintf(out, outsz, "%.*s", (int)strcspn(p + v, "\r\n"), p + v);
+}
+
+/* Keeps the Retry-After and retry-after-ms headers of the answer. */
 static size_t
 on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct upstream_call *c = arg;
-	size_t		 len = size * n, v;
+	size_t		 len = size * n;
 
-	if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
-		for (v = 12; v < len && (p[v] == ' ' || p[v] == '\t'); v++)
-			continue;
-		snprintf(c->retry_after, sizeof(c->retry_after), "%.*s",
-		    (int)strcspn(p + v, "\r\n"), p + v);
-	}
+	if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0)
+		header_value(p, len, 12, c->retry_after,
+		    sizeof(c->retry_after));
+	else if (len > 15 && strncasecmp(p, "retry-after-ms:", 15) == 0)
+		header_value(p, len, 15, c->retry_after_ms,
+		    sizeof(c->retry_after_ms));
 	return len;
+}
+
+/* A non-negative decimal number ("7", "1500", "2.5"), or -1. */
+static double
+number(const char *s)
+{
+	char	*end;
+	double	 d;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	d = strtod(s, &end);
+	return *end == '\0' && d >= 0 && d < 1e9 ? d : -1;
+}
+
+long
+upstream_retry_seconds(const struct upstream_call *c)
+{
+	double	 d;
+
+	if ((d = number(c->retry_after_ms)) >= 0)
+		return (long)ceil(d / 1000.0);
+	if ((d = number(c->retry_after)) >= 0)
+		return (long)ceil(d);
+	return -1;
 }
 
 int
@@ -104,7 +149,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	int		 i;
 
 	*status = 0;
-	c->retry_after[0] = '\0';
+	c->retry_after[0] = c->retry_after_ms[0] = '\0';
 	if ((h = curl_easy_init()) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
@@ -123,6 +168,8 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, c->total_timeout);
 	sink->h = h;
+	sink->gone = c->gone;
+	sink->gone_arg = c->gone_arg;
 	sink->idle = c->idle_timeout;
 	sink->last_byte = clock_mono();
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -141,7 +188,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 		res = UPSTREAM_OK;
-	} else if (sink->aborted) {
+	} else if (sink->aborted || sink->left) {
 		snprintf(err, errsz, "the receiver stopped the call");
 		res = UPSTREAM_ABORTED;
 	} else if (sink->too_large) {

@@ -23,7 +23,15 @@ struct upstream_call {
 	long		 total_timeout;		/* s */
 	size_t		 max_response;		/* bytes kept of the reply */
 	long		 idle_timeout;		/* s without a byte, 0 = none */
+	/*
+	 * Asked about once a second and after every piece of the reply:
+	 * nonzero ends the call at once with UPSTREAM_ABORTED (the client
+	 * it was for has gone).  NULL = never.
+	 */
+	int		(*gone)(void *gone_arg);
+	void		*gone_arg;
 	char		 retry_after[32];	/* out: the Retry-After header */
+	char		 retry_after_ms[32];	/* out: retry-after-ms */
 };
 
 enum upstream_result {
@@ -31,7 +39,7 @@ enum upstream_result {
 	UPSTREAM_TIMEOUT,
 	UPSTREAM_UNREACHABLE,	/* DNS, connect, TLS, reset */
 	UPSTREAM_TOO_LARGE,	/* the reply exceeded max_response */
-	UPSTREAM_ABORTED,	/* the stream's receiver gave up */
+	UPSTREAM_ABORTED,	/* the receiver gave up, or gone() said so */
 	UPSTREAM_RESULT__MAX
 };
 
@@ -42,6 +50,14 @@ enum upstream_result {
  */
 typedef int	(*upstream_data_fn)(void *ctx, long status, const char *p,
 		    size_t n);
+
+/*
+ * The wait an answer's headers ask for, in whole seconds rounded up:
+ * retry-after-ms first (as OpenAI's clients read it), then Retry-After in
+ * seconds.  -1 when neither gives a number (Retry-After may be an
+ * HTTP-date, left in call->retry_after).
+ */
+long		 upstream_retry_seconds(const struct upstream_call *);
 
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));

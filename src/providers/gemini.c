@@ -219,8 +219,17 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		json_object_object_add(gc, "temperature", json_object_get(v));
 	if (json_get(req, "top_p", &v))
 		json_object_object_add(gc, "topP", json_object_get(v));
-	if (json_get(req, "n", &v))
+	if (json_get(req, "n", &v)) {
+		if (!json_object_is_type(v, json_type_int) ||
+		    json_object_get_int64(v) < 1 ||
+		    json_object_get_int64(v) > GEMINI_MAX_CHOICES) {
+			snprintf(err, errsz, "n must be a whole number from 1 "
+			    "to %d", GEMINI_MAX_CHOICES);
+			json_object_put(gc);
+			goto bad;
+		}
 		json_object_object_add(gc, "candidateCount", json_object_get(v));
+	}
 	if (json_get(req, "stop", &v)) {
 		struct json_object *ss = json_object_new_array();
 
@@ -298,12 +307,25 @@ bad:
 	return -1;
 }
 
+int
+gemini_choices(struct json_object *req)
+{
+	struct json_object *v;
+
+	if (!json_get(req, "n", &v) || !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int64(v) < 1 ||
+	    json_object_get_int64(v) > GEMINI_MAX_CHOICES)
+		return 1;
+	return (int)json_object_get_int64(v);
+}
+
 void
-gemini_state_init(struct gemini_state *s, const char *model)
+gemini_state_init(struct gemini_state *s, const char *model, int n)
 {
 	uint8_t	 rnd[12];
 
 	memset(s, 0, sizeof(s[0]));
+	s->n = n >= 1 && n <= GEMINI_MAX_CHOICES ? n : 1;
 	crypto_nonce(rnd, sizeof(rnd));
 	memcpy(s->id, "chatcmpl-", 9);
 	crypto_hex(rnd, sizeof(rnd), s->id + 9);
@@ -333,7 +355,7 @@ take_usage(struct gemini_state *s, struct json_object *r)
  * reason is an error rather than a finish.
  */
 static const char *
-finish_of(const struct gemini_state *s, const char *r)
+finish_of(const struct gemini_choice *s, const char *r)
 {
 	static const char *const filtered[] = { "SAFETY", "RECITATION",
 	    "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -351,12 +373,28 @@ finish_of(const struct gemini_state *s, const char *r)
 }
 
 /*
- * Walks the first candidate's parts: text into *text (thoughts skipped),
- * functionCall parts into calls (a new array, or left NULL).
+ * The choice index of the i-th candidate: its "index", which Gemini leaves
+ * out when it is 0, else its place in the array.  -1 when it is n or more.
  */
 static int
-walk_parts(struct gemini_state *s, struct json_object *cand, struct buf *text,
-    struct json_object **calls)
+candidate_index(const struct gemini_state *s, struct json_object *cand,
+    size_t i)
+{
+	struct json_object *v;
+	int64_t		 k = (int64_t)i;
+
+	if (json_get(cand, "index", &v) && json_object_is_type(v, json_type_int))
+		k = json_object_get_int64(v);
+	return k >= 0 && k < s->n ? (int)k : -1;
+}
+
+/*
+ * Walks a candidate's parts (choice k): text into *text (thoughts
+ * skipped), functionCall parts into calls (a new array, or left NULL).
+ */
+static int
+walk_parts(struct gemini_choice *s, int k, struct json_object *cand,
+    struct buf *text, struct json_object **calls)
 {
 	struct json_object *content, *parts, *p, *fc, *v, *tc, *fn, *args;
 	char	 id[40];
@@ -375,10 +413,14 @@ walk_parts(struct gemini_state *s, struct json_object *cand, struct buf *text,
 			s->saw_call = true;
 			if (*calls == NULL)
 				*calls = json_object_new_array();
+			/* Unique across choices: call_3, call_1_3, ... */
 			if (json_get_str(fc, "id") != NULL)
 				snprintf(id, sizeof(id), "%s", json_get_str(fc, "id"));
-			else
+			else if (k == 0)
 				snprintf(id, sizeof(id), "call_%d", s->ncalls);
+			else
+				snprintf(id, sizeof(id), "call_%d_%d", k,
+				    s->ncalls);
 			tc = json_object_new_object();
 			json_object_object_add(tc, "index",
 			    json_object_new_int(s->ncalls++));
@@ -397,48 +439,31 @@ walk_parts(struct gemini_state *s, struct json_object *cand, struct buf *text,
 	return 0;
 }
 
-struct json_object *
-gemini_response(struct json_object *r, const char *model, char *err,
-    size_t errsz)
+/*
+ * One candidate as a choice of a chat.completion: {index, message,
+ * finish_reason}, or NULL with err set when it ended in an error.
+ */
+static struct json_object *
+response_choice(struct gemini_choice *ch, int k, struct json_object *cand,
+    char *err, size_t errsz)
 {
-	struct gemini_state s;
-	struct json_object *cands, *cand, *o, *msg, *choice, *choices,
-			   *calls = NULL, *pf;
+	struct json_object *msg, *choice, *calls = NULL;
 	struct buf	 text = { 0 };
-	const char	*reason, *finish;
+	const char	*reason, *finish = "content_filter";
 	size_t		 i;
 
-	gemini_state_init(&s, model);
-	take_usage(&s, r);
-	if (!json_get(r, "candidates", &cands) ||
-	    !json_object_is_type(cands, json_type_array) ||
-	    json_object_array_length(cands) == 0) {
-		/* The prompt itself was blocked. */
-		if (json_get(r, "promptFeedback", &pf) &&
-		    json_get_str(pf, "blockReason") != NULL) {
-			cand = NULL;
-			finish = "content_filter";
-			goto build;
+	if (cand != NULL) {
+		if (walk_parts(ch, k, cand, &text, &calls) == -1) {
+			snprintf(err, errsz, "out of memory");
+			goto bad;
 		}
-		snprintf(err, errsz, "google sent no candidates");
-		return NULL;
+		reason = json_get_str(cand, "finishReason");
+		if ((finish = finish_of(ch, reason != NULL ? reason : "STOP")) ==
+		    NULL) {
+			snprintf(err, errsz, "google ended with %s", reason);
+			goto bad;
+		}
 	}
-	cand = json_object_array_get_idx(cands, 0);
-	if (walk_parts(&s, cand, &text, &calls) == -1)
-		goto bad;
-	reason = json_get_str(cand, "finishReason");
-	if ((finish = finish_of(&s, reason != NULL ? reason : "STOP")) ==
-	    NULL) {
-		snprintf(err, errsz, "google ended with %s", reason);
-		goto bad;
-	}
-build:
-	o = json_object_new_object();
-	json_object_object_add(o, "id", json_str(s.id));
-	json_object_object_add(o, "object", json_str("chat.completion"));
-	json_object_object_add(o, "created", json_object_new_int64(s.created));
-	json_object_object_add(o, "model", json_str(json_get_str(r, "modelVersion") ?
-	    json_get_str(r, "modelVersion") : model));
 	msg = json_object_new_object();
 	json_object_object_add(msg, "role", json_str("assistant"));
 	json_object_object_add(msg, "content", text.len > 0 || calls == NULL ?
@@ -451,16 +476,11 @@ build:
 		json_object_object_add(msg, "tool_calls", calls);
 	}
 	choice = json_object_new_object();
-	json_object_object_add(choice, "index", json_object_new_int(0));
+	json_object_object_add(choice, "index", json_object_new_int(k));
 	json_object_object_add(choice, "message", msg);
 	json_object_object_add(choice, "finish_reason", json_str(finish));
-	choices = json_object_new_array();
-	json_object_array_add(choices, choice);
-	json_object_object_add(o, "choices", choices);
-	json_object_object_add(o, "usage",
-	    chat_usage(s.prompt_tokens, s.completion_tokens));
 	buf_free(&text);
-	return o;
+	return choice;
 bad:
 	buf_free(&text);
 	if (calls != NULL)
@@ -468,19 +488,137 @@ bad:
 	return NULL;
 }
 
-static struct json_object *
-chunk(const struct gemini_state *s, struct json_object *delta, const char *finish)
+struct json_object *
+gemini_response(struct json_object *r, const char *model, char *err,
+    size_t errsz)
 {
-	return chat_chunk(s->id, s->model, s->created, delta, finish);
+	struct gemini_state s;
+	struct json_object *cands, *o, *choice, *choices, *pf;
+	size_t		 i;
+	int		 k;
+
+	gemini_state_init(&s, model, GEMINI_MAX_CHOICES);
+	take_usage(&s, r);
+	choices = json_object_new_array();
+	if (!json_get(r, "candidates", &cands) ||
+	    !json_object_is_type(cands, json_type_array) ||
+	    json_object_array_length(cands) == 0) {
+		/* The prompt itself was blocked. */
+		if (!json_get(r, "promptFeedback", &pf) ||
+		    json_get_str(pf, "blockReason") == NULL) {
+			snprintf(err, errsz, "google sent no candidates");
+			goto bad;
+		}
+		if ((choice = response_choice(&s.choice[0], 0, NULL, err,
+		    errsz)) == NULL)
+			goto bad;
+		json_object_array_add(choices, choice);
+	} else
+		for (i = 0; i < json_object_array_length(cands); i++) {
+			struct json_object *cand =
+			    json_object_array_get_idx(cands, i);
+
+			if ((k = candidate_index(&s, cand, i)) == -1 ||
+			    s.choice[k].started) {
+				snprintf(err, errsz, "google sent a candidate "
+				    "out of place");
+				goto bad;
+			}
+			s.choice[k].started = true;
+			if ((choice = response_choice(&s.choice[k], k, cand,
+			    err, errsz)) == NULL)
+				goto bad;
+			json_object_array_add(choices, choice);
+		}
+	o = json_object_new_object();
+	json_object_object_add(o, "id", json_str(s.id));
+	json_object_object_add(o, "object", json_str("chat.completion"));
+	json_object_object_add(o, "created", json_object_new_int64(s.created));
+	json_object_object_add(o, "model", json_str(json_get_str(r, "modelVersion") ?
+	    json_get_str(r, "modelVersion") : model));
+	json_object_object_add(o, "choices", choices);
+	json_object_object_add(o, "usage",
+	    chat_usage(s.prompt_tokens, s.completion_tokens));
+	return o;
+bad:
+	json_object_put(choices);
+	return NULL;
+}
+
+static struct json_object *
+chunk(const struct gemini_state *s, int k, struct json_object *delta,
+    const char *finish)
+{
+	return chat_chunk_at(s->id, s->model, s->created, k, delta, finish);
+}
+
+/* The role chunk that opens choice k, once. */
+static void
+open_choice(struct gemini_state *s, int k, struct json_object *out)
+{
+	struct json_object *delta;
+
+	if (s->choice[k].started)
+		return;
+	delta = json_object_new_object();
+	json_object_object_add(delta, "role", json_str("assistant"));
+	json_object_object_add(delta, "content", json_str(""));
+	json_object_array_add(out, chunk(s, k, delta, NULL));
+	s->choice[k].started = true;
+}
+
+/* One candidate of a stream event as chunks of choice k. */
+static int
+stream_candidate(struct gemini_state *s, int k, struct json_object *cand,
+    struct json_object *out, char *err, size_t errsz)
+{
+	struct gemini_choice *ch = &s->choice[k];
+	struct json_object *calls = NULL, *delta;
+	struct buf	 text = { 0 };
+	const char	*reason, *finish;
+	int		 i;
+
+	open_choice(s, k, out);
+	if (walk_parts(ch, k, cand, &text, &calls) == -1) {
+		buf_free(&text);
+		if (calls != NULL)
+			json_object_put(calls);
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	if (text.len > 0) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "content", json_str(text.data));
+		json_object_array_add(out, chunk(s, k, delta, NULL));
+	}
+	buf_free(&text);
+	/* A call arrives whole: id, name and all its arguments at once. */
+	if (calls != NULL) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "tool_calls", calls);
+		json_object_array_add(out, chunk(s, k, delta, NULL));
+	}
+	if ((reason = json_get_str(cand, "finishReason")) != NULL) {
+		if ((finish = finish_of(ch, reason)) == NULL) {
+			snprintf(err, errsz, "google ended with %s", reason);
+			return -1;
+		}
+		ch->finished = true;
+		json_object_array_add(out,
+		    chunk(s, k, json_object_new_object(), finish));
+		for (s->finished = true, i = 0; i < s->n; i++)
+			s->finished = s->finished && s->choice[i].finished;
+	}
+	return 0;
 }
 
 int
 gemini_stream_event(struct gemini_state *s, struct json_object *ev,
     struct json_object *out, char *err, size_t errsz)
 {
-	struct json_object *cands, *cand = NULL, *calls = NULL, *delta, *e;
-	struct buf	 text = { 0 };
-	const char	*reason, *finish;
+	struct json_object *cands, *e;
+	size_t		 i;
+	int		 k;
 
 	if (json_get(ev, "error", &e)) {
 		snprintf(err, errsz, "%s", json_get_str(e, "message") ?
@@ -488,43 +626,21 @@ gemini_stream_event(struct gemini_state *s, struct json_object *ev,
 		return -1;
 	}
 	take_usage(s, ev);
-	if (!s->started) {
-		delta = json_object_new_object();
-		json_object_object_add(delta, "role", json_str("assistant"));
-		json_object_object_add(delta, "content", json_str(""));
-		json_object_array_add(out, chunk(s, delta, NULL));
-		s->started = true;
-	}
-	if (json_get(ev, "candidates", &cands) &&
-	    json_object_is_type(cands, json_type_array) &&
-	    json_object_array_length(cands) > 0)
-		cand = json_object_array_get_idx(cands, 0);
-	if (cand == NULL)
+	/* The first choice opens with the first event, whatever it holds. */
+	open_choice(s, 0, out);
+	if (!json_get(ev, "candidates", &cands) ||
+	    !json_object_is_type(cands, json_type_array))
 		return 0;
-	if (walk_parts(s, cand, &text, &calls) == -1) {
-		buf_free(&text);
-		return -1;
-	}
-	if (text.len > 0) {
-		delta = json_object_new_object();
-		json_object_object_add(delta, "content", json_str(text.data));
-		json_object_array_add(out, chunk(s, delta, NULL));
-	}
-	buf_free(&text);
-	/* A call arrives whole: id, name and all its arguments at once. */
-	if (calls != NULL) {
-		delta = json_object_new_object();
-		json_object_object_add(delta, "tool_calls", calls);
-		json_object_array_add(out, chunk(s, delta, NULL));
-	}
-	if ((reason = json_get_str(cand, "finishReason")) != NULL) {
-		if ((finish = finish_of(s, reason)) == NULL) {
-			snprintf(err, errsz, "google ended with %s", reason);
+	for (i = 0; i < json_object_array_length(cands); i++) {
+		struct json_object *cand = json_object_array_get_idx(cands, i);
+
+		if ((k = candidate_index(s, cand, i)) == -1) {
+			snprintf(err, errsz, "google sent more candidates than "
+			    "asked for");
 			return -1;
 		}
-		s->finished = true;
-		json_object_array_add(out,
-		    chunk(s, json_object_new_object(), finish));
+		if (stream_candidate(s, k, cand, out, err, errsz) == -1)
+			return -1;
 	}
 	return 0;
 }
@@ -532,7 +648,7 @@ gemini_stream_event(struct gemini_state *s, struct json_object *ev,
 struct json_object *
 gemini_usage_chunk(const struct gemini_state *s)
 {
-	struct json_object *o = chunk(s, NULL, NULL);
+	struct json_object *o = chunk(s, 0, NULL, NULL);
 
 	json_object_object_add(o, "usage",
 	    chat_usage(s->prompt_tokens, s->completion_tokens));

@@ -1,7 +1,7 @@
 /*
- * OpenAI and OpenRouter: both speak the OpenAI chat format, so a request
- * goes out as the client sent it, with the model id resolved and usage
- * asked for on streams.
+ * OpenAI, OpenRouter and the operator's own upstreams all speak the OpenAI
+ * chat format, so a request goes out as the client sent it, with the model
+ * id resolved and usage asked for on streams.
  */
 #include "autoconfig.h"
 
@@ -9,15 +9,14 @@
 
 #include "lib/json.h"
 #include "providers/providers.h"
-#include "server/config.h"
 
 int
-openai_prepare(const struct config *cfg, enum provider p, const char *model,
-    const char *key, struct json_object *request, struct buf *url,
-    struct buf *auth, struct buf *body)
+openai_prepare(const char *base, const char *model, const char *key,
+    struct json_object *request, struct buf *url, struct buf *auth,
+    struct buf *body)
 {
 	struct json_object *copy = NULL, *stream, *opts;
-	const char	*base = provider_base_url(cfg, p), *text;
+	const char	*text;
 	size_t		 bl = strlen(base), len;
 	int		 rc = -1;
 
@@ -42,7 +41,8 @@ openai_prepare(const struct config *cfg, enum provider p, const char *model,
 	buf_reset(auth);
 	buf_reset(body);
 	if (buf_printf(url, "%.*s/chat/completions", (int)bl, base) == 0 &&
-	    buf_printf(auth, "Authorization: Bearer %s", key) == 0 &&
+	    (key == NULL || *key == '\0' ||
+	    buf_printf(auth, "Authorization: Bearer %s", key) == 0) &&
 	    buf_append(body, text, len) == 0)
 		rc = 0;
 	json_object_put(copy);

@@ -35,6 +35,21 @@ const char	*provider_base_url(const struct config *, enum provider);
 void		 provider_error_message(const struct buf *body, long status,
 		    char *out, size_t outsz);
 
+/* What a provider's error body says about itself. */
+struct provider_error {
+	char	 message[512];	/* its message, else "HTTP <status>" */
+	char	 type[64];	/* error.type (OpenAI, Anthropic), "" = none */
+	char	 code[64];	/* error.code when a string (OpenAI), else
+				   error.status (Gemini), "" = none */
+};
+
+/*
+ * Reads an error body.  A type or code is kept only when it is a word of
+ * [A-Za-z0-9_.-], at most 63 bytes: it goes to clients as it is.
+ */
+void		 provider_error_parse(const struct buf *body, long status,
+		    struct provider_error *);
+
 struct json_object;
 
 /*
@@ -44,6 +59,10 @@ struct json_object;
  */
 struct json_object *chat_chunk(const char *id, const char *model,
 		    long created, struct json_object *delta, const char *finish);
+/* As chat_chunk(), for the choice of that index. */
+struct json_object *chat_chunk_at(const char *id, const char *model,
+		    long created, int index, struct json_object *delta,
+		    const char *finish);
 /*
  * Appends items (taken) to the last turn of turns when it has role, under
  * member ("content" for Anthropic, "parts" for Gemini), else starts a new
@@ -55,14 +74,14 @@ void		 chat_add_turn(struct json_object *turns, const char *role,
 struct json_object *chat_usage(long prompt, long completion);
 
 /*
- * An OpenAI-format call (OpenAI, OpenRouter): the URL, the auth header and
- * the body to send, from the client's request (borrowed).  model replaces
- * the client's; a stream always asks for usage.  0, or -1.
+ * An OpenAI-format call (OpenAI, OpenRouter, an operator upstream) to the
+ * API at base: the URL, the auth header (left empty when key is NULL or
+ * "") and the body to send, from the client's request (borrowed).  model
+ * replaces the client's; a stream always asks for usage.  0, or -1.
  */
-int		 openai_prepare(const struct config *, enum provider,
-		    const char *model, const char *key,
-		    struct json_object *request, struct buf *url,
-		    struct buf *auth, struct buf *body)
+int		 openai_prepare(const char *base, const char *model,
+		    const char *key, struct json_object *request,
+		    struct buf *url, struct buf *auth, struct buf *body)
 		    __attribute__((warn_unused_result));
 
 #endif

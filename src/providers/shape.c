@@ -13,6 +13,13 @@ struct json_object *
 chat_chunk(const char *id, const char *model, long created,
     struct json_object *delta, const char *finish)
 {
+	return chat_chunk_at(id, model, created, 0, delta, finish);
+}
+
+struct json_object *
+chat_chunk_at(const char *id, const char *model, long created, int index,
+    struct json_object *delta, const char *finish)
+{
 	struct json_object *o = json_object_new_object(), *choices, *c;
 
 	json_object_object_add(o, "id", json_str(id));
@@ -22,7 +29,7 @@ chat_chunk(const char *id, const char *model, long created,
 	choices = json_object_new_array();
 	if (delta != NULL) {
 		c = json_object_new_object();
-		json_object_object_add(c, "index", json_object_new_int(0));
+		json_object_object_add(c, "index", json_object_new_int(index));
 		json_object_object_add(c, "delta", delta);
 		json_object_object_add(c, "finish_reason",
 		    finish != NULL ? json_str(finish) : NULL);

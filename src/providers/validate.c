@@ -42,23 +42,56 @@ provider_base_url(const struct config *cfg, enum provider p)
 	return cfg->openrouter_base_url;
 }
 
+/* Copies s to out when it is a plain word (see provider_error_parse). */
+static void
+take_word(const char *s, char *out, size_t outsz)
+{
+	size_t	 n;
+
+	if (s == NULL || (n = strspn(s, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")) == 0 ||
+	    s[n] != '\0' || n >= outsz)
+		return;
+	memcpy(out, s, n + 1);
+}
+
+void
+provider_error_parse(const struct buf *body, long status,
+    struct provider_error *pe)
+{
+	struct json_object *o, *err;
+	enum json_parse_error why;
+	const char	*code;
+	char		 e[32];
+
+	snprintf(pe->message, sizeof(pe->message), "HTTP %ld", status);
+	pe->type[0] = pe->code[0] = '\0';
+	if (body->len == 0 || (o = json_parse(body->data, body->len, &why, e,
+	    sizeof(e))) == NULL)
+		return;
+	if (json_get(o, "error", &err) &&
+	    json_object_is_type(err, json_type_object)) {
+		if (json_get_str(err, "message") != NULL)
+			snprintf(pe->message, sizeof(pe->message), "%s",
+			    json_get_str(err, "message"));
+		take_word(json_get_str(err, "type"), pe->type,
+		    sizeof(pe->type));
+		/* OpenRouter's and Gemini's numeric code is the status. */
+		if ((code = json_get_str(err, "code")) == NULL)
+			code = json_get_str(err, "status");
+		take_word(code, pe->code, sizeof(pe->code));
+	}
+	json_object_put(o);
+}
+
 void
 provider_error_message(const struct buf *body, long status, char *out,
     size_t outsz)
 {
-	struct json_object *o, *err, *msg;
-	enum json_parse_error why;
-	char	 e[32];
+	struct provider_error pe;
 
-	snprintf(out, outsz, "HTTP %ld", status);
-	if (body->len == 0 || (o = json_parse(body->data, body->len, &why, e,
-	    sizeof(e))) == NULL)
-		return;
-	if (json_object_object_get_ex(o, "error", &err) &&
-	    json_object_object_get_ex(err, "message", &msg) &&
-	    json_object_is_type(msg, json_type_string))
-		snprintf(out, outsz, "%s", json_object_get_string(msg));
-	json_object_put(o);
+	provider_error_parse(body, status, &pe);
+	snprintf(out, outsz, "%s", pe.message);
 }
 
 enum validate_result

@@ -32,6 +32,8 @@ enum cf_type {
 	CF_OCTAL,	/* octal permission bits */
 	CF_MODE,	/* enum config_mode */
 	CF_WINDOW,	/* "1 minute" -> seconds, within [min, max] */
+	CF_UPSTREAMS,	/* struct config_upstreams */
+	CF_UPSTREAM_KEYS, /* "name:key,...": a secret, checked for form */
 };
 
 struct cf_key {
@@ -77,6 +79,8 @@ static const struct cf_key keys[] = {
 	{ "openrouter_base_url", CF_STR, F(openrouter_base_url), true, "https://openrouter.ai/api/v1", 0, 0 },
 	{ "pool_openrouter_key", CF_SECRET, F(pool_openrouter_key), true, "", 0, 0 },
 	{ "pool_markup", CF_DOUBLE, F(pool_markup), true, "0.25", 0, 10 },
+	{ "upstreams", CF_UPSTREAMS, F(upstreams), true, "", 0, 0 },
+	{ "upstream_keys", CF_UPSTREAM_KEYS, F(upstream_keys), true, "", 0, 0 },
 	{ "credits_enforce", CF_BOOL, F(credits_enforce), true, "true", 0, 0 },
 	{ "default_max_tokens", CF_INT, F(default_max_tokens), true, "4096", 1, 1000000 },
 	{ "upstream_connect_timeout", CF_INT, F(upstream_connect_timeout), true, "10", 1, 600 },
@@ -87,6 +91,8 @@ static const struct cf_key keys[] = {
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
+/* In the lines config_load() keeps per key: set from the environment. */
+#define FROM_ENV UINT_MAX
 
 size_t
 config_key_count(void)
@@ -114,7 +120,7 @@ key_find(const char *name)
 static bool
 is_secret_key(const struct cf_key *k)
 {
-	return k->type == CF_SECRET;
+	return k->type == CF_SECRET || k->type == CF_UPSTREAM_KEYS;
 }
 
 static char **
@@ -174,6 +180,371 @@ config_parse_window(const char *s)
 		return (int)(n * units[i].secs);
 	}
 	return -1;
+}
+
+static char *
+trim(char *s)
+{
+	char	*e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* true/false/yes/no/on/off/1/0 into *out: 0, or -1 when it is none. */
+static int
+parse_bool(const char *v, bool *out)
+{
+	if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+	    strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0)
+		*out = true;
+	else if (strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
+	    strcasecmp(v, "off") == 0 || strcmp(v, "0") == 0)
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+/*
+ * Names an upstream may not take: the built-in providers', which the
+ * gateway reports as "provider" and writes into usage rows.
+ */
+static const char *const builtin_provider[] = {
+	"openai", "anthropic", "google", "openrouter", NULL,
+};
+
+static bool
+upstream_name_ok(const char *s, size_t n)
+{
+	size_t	 i;
+
+	if (n == 0 || n > 32)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!islower((unsigned char)s[i]) &&
+		    !isdigit((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
+			return false;
+	return true;
+}
+
+/*
+ * A base URL an upstream may have: http or https, a host, no user info
+ * (a key belongs in upstream_keys, never in a URL, which may be logged),
+ * no query or fragment (the chat path is appended), printable ASCII.
+ */
+static bool
+upstream_url_ok(const char *u)
+{
+	const char	*host, *p;
+	size_t		 hl;
+
+	if (strncmp(u, "http://", 7) == 0)
+		host = u + 7;
+	else if (strncmp(u, "https://", 8) == 0)
+		host = u + 8;
+	else
+		return false;
+	hl = strcspn(host, "/");
+	if (hl == 0 || memchr(host, '@', hl) != NULL)
+		return false;
+	for (p = u; *p != '\0'; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 127 ||
+		    *p == '?' || *p == '#')
+			return false;
+	return true;
+}
+
+/* An exact model name, or a prefix followed by one final '*'. */
+static bool
+model_pattern_ok(const char *m)
+{
+	size_t	 n = strlen(m), i;
+
+	if (n == 0 || n > 255)
+		return false;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)m[i] <= ' ' || (unsigned char)m[i] >= 127 ||
+		    m[i] == '"' || (m[i] == '*' && i != n - 1))
+			return false;
+	return true;
+}
+
+static void
+upstreams_free(struct config_upstream *v, size_t n)
+{
+	size_t	 i, j;
+
+	for (i = 0; i < n; i++) {
+		free(v[i].url);
+		for (j = 0; j < v[i].nmodels; j++)
+			free(v[i].models[j]);
+		free(v[i].models);
+		secret_free(v[i].key);
+	}
+	free(v);
+}
+
+/* The upstream in v[0..n) that claims pattern, or NULL. */
+static const struct config_upstream *
+pattern_owner(const struct config_upstream *v, size_t n, const char *pattern)
+{
+	size_t	 i, j;
+
+	for (i = 0; i < n; i++)
+		for (j = 0; j < v[i].nmodels; j++)
+			if (strcmp(v[i].models[j], pattern) == 0)
+				return &v[i];
+	return NULL;
+}
+
+/* Adds the comma-separated patterns of list to u: 0, or -1 with err. */
+static int
+upstream_models(struct config_upstream *all, size_t n,
+    struct config_upstream *u, char *list, char *err, size_t errsz)
+{
+	const struct config_upstream *owner;
+	char	*p, *save = NULL, **grown;
+
+	if (u->nmodels > 0) {
+		snprintf(err, errsz, "upstreams: %s: models= given twice",
+		    u->name);
+		return -1;
+	}
+	for (p = strtok_r(list, ",", &save); p != NULL;
+	    p = strtok_r(NULL, ",", &save)) {
+		if (!model_pattern_ok(p)) {
+			snprintf(err, errsz, "upstreams: %s: \"%.64s\" is not a "
+			    "model name, nor a prefix ending in one '*'",
+			    u->name, p);
+			return -1;
+		}
+		if ((owner = pattern_owner(all, n, p)) != NULL) {
+			snprintf(err, errsz, "upstreams: %s: the model pattern "
+			    "\"%.64s\" is already %s's", u->name, p,
+			    owner == u ? u->name : owner->name);
+			return -1;
+		}
+		if ((grown = realloc(u->models, (u->nmodels + 1) *
+		    sizeof(*grown))) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		u->models = grown;
+		if ((u->models[u->nmodels] = strdup(p)) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		u->nmodels++;
+	}
+	if (u->nmodels == 0) {
+		snprintf(err, errsz, "upstreams: %s: models= names no model",
+		    u->name);
+		return -1;
+	}
+	return 0;
+}
+
+/* One "NAME attr=value ..." entry into u, the n-th of all. */
+static int
+upstream_entry(struct config_upstream *all, size_t n,
+    struct config_upstream *u, char *entry, char *err, size_t errsz)
+{
+	char	*tok, *save = NULL, *val;
+	size_t	 i, len;
+
+	tok = strtok_r(entry, " \t", &save);
+	if (!upstream_name_ok(tok, strlen(tok))) {
+		snprintf(err, errsz, "upstreams: \"%.40s\" is not a name: 1 to "
+		    "32 of a-z, 0-9, '_' and '-'", tok);
+		return -1;
+	}
+	for (i = 0; builtin_provider[i] != NULL; i++)
+		if (strcmp(tok, builtin_provider[i]) == 0) {
+			snprintf(err, errsz, "upstreams: %s: the name of a "
+			    "built-in provider", tok);
+			return -1;
+		}
+	for (i = 0; i < n; i++)
+		if (strcmp(all[i].name, tok) == 0) {
+			snprintf(err, errsz, "upstreams: %s: named twice", tok);
+			return -1;
+		}
+	snprintf(u->name, sizeof(u->name), "%s", tok);
+	while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+		if ((val = strchr(tok, '=')) == NULL) {
+			snprintf(err, errsz, "upstreams: %s: expected "
+			    "attribute=value, got \"%.40s\"", u->name, tok);
+			return -1;
+		}
+		*val++ = '\0';
+		if (strcmp(tok, "url") == 0) {
+			if (u->url != NULL) {
+				snprintf(err, errsz, "upstreams: %s: url= given "
+				    "twice", u->name);
+				return -1;
+			}
+			if (!upstream_url_ok(val)) {
+				snprintf(err, errsz, "upstreams: %s: url: "
+				    "expected http://HOST[:PORT][/PATH] or "
+				    "https://..., without user, query or "
+				    "fragment, got \"%.80s\"", u->name, val);
+				return -1;
+			}
+			len = strlen(val);
+			while (len > 0 && val[len - 1] == '/')
+				val[--len] = '\0';
+			if ((u->url = strdup(val)) == NULL) {
+				snprintf(err, errsz, "out of memory");
+				return -1;
+			}
+		} else if (strcmp(tok, "models") == 0) {
+			if (upstream_models(all, n, u, val, err, errsz) == -1)
+				return -1;
+		} else if (strcmp(tok, "strip") == 0) {
+			if (parse_bool(val, &u->strip) == -1) {
+				snprintf(err, errsz, "upstreams: %s: strip: "
+				    "expected true or false, got \"%.20s\"",
+				    u->name, val);
+				return -1;
+			}
+		} else {
+			snprintf(err, errsz, "upstreams: %s: unknown attribute "
+			    "\"%.20s\" (url, models, strip)", u->name, tok);
+			return -1;
+		}
+	}
+	if (u->url == NULL || u->nmodels == 0) {
+		snprintf(err, errsz, "upstreams: %s: url= and models= are "
+		    "required", u->name);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Parses "NAME url=URL models=PATTERN[,PATTERN...] [strip=BOOL]; ..." into
+ * out (replacing what it held).  0, or -1 with the reason in err and out
+ * unchanged.
+ */
+static int
+upstreams_parse(const char *text, struct config_upstreams *out, char *err,
+    size_t errsz)
+{
+	struct config_upstream *v = NULL, *grown;
+	char	*copy, *entry, *save = NULL, *t;
+	size_t	 n = 0;
+	int	 rc = -1;
+
+	if ((copy = strdup(text)) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	for (entry = strtok_r(copy, ";", &save); entry != NULL;
+	    entry = strtok_r(NULL, ";", &save)) {
+		t = trim(entry);
+		if (*t == '\0')
+			continue;	/* a trailing ';' */
+		if ((grown = realloc(v, (n + 1) * sizeof(*v))) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			goto out;
+		}
+		v = grown;
+		memset(&v[n], 0, sizeof(v[n]));
+		n++;
+		if (upstream_entry(v, n - 1, &v[n - 1], t, err, errsz) == -1)
+			goto out;
+	}
+	if ((t = strdup(text)) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		goto out;
+	}
+	free(out->text);
+	upstreams_free(out->v, out->n);
+	out->text = t;
+	out->v = v;
+	out->n = n;
+	v = NULL;
+	n = 0;
+	rc = 0;
+out:
+	upstreams_free(v, n);
+	free(copy);
+	return rc;
+}
+
+/*
+ * Reads upstream_keys, "NAME:KEY[,NAME:KEY...]".  With ups NULL only the
+ * form is checked; otherwise each key is given to the upstream it names,
+ * which must exist.  No message ever quotes a key.  0, or -1 with err.
+ */
+static int
+upstream_keys_apply(const char *text, struct config_upstreams *ups,
+    char *err, size_t errsz)
+{
+	const char	*p = text, *end, *colon, *key;
+	size_t		 len, nl, kl, i, entry = 0;
+	struct config_upstream *u;
+
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		end = p + strcspn(p, ",");
+		len = (size_t)(end - p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		colon = memchr(p, ':', len);
+		entry++;
+		if (colon == NULL || !upstream_name_ok(p, (size_t)(colon - p))) {
+			snprintf(err, errsz, "upstream_keys: entry %zu: expected "
+			    "NAME:KEY, NAME being one of upstreams", entry);
+			return -1;
+		}
+		nl = (size_t)(colon - p);
+		key = colon + 1;
+		kl = len - nl - 1;
+		if (kl == 0 || kl > 512) {
+			snprintf(err, errsz, "upstream_keys: %.*s: the key must "
+			    "be 1 to 512 characters", (int)nl, p);
+			return -1;
+		}
+		for (i = 0; i < kl; i++)
+			if ((unsigned char)key[i] <= ' ' ||
+			    (unsigned char)key[i] >= 127) {
+				snprintf(err, errsz, "upstream_keys: %.*s: the "
+				    "key must be printable, without blanks",
+				    (int)nl, p);
+				return -1;
+			}
+		if (ups != NULL) {
+			for (u = NULL, i = 0; i < ups->n; i++)
+				if (strlen(ups->v[i].name) == nl &&
+				    memcmp(ups->v[i].name, p, nl) == 0)
+					u = &ups->v[i];
+			if (u == NULL) {
+				snprintf(err, errsz, "upstream_keys: no upstream "
+				    "named \"%.*s\" in upstreams", (int)nl, p);
+				return -1;
+			}
+			if (u->key != NULL) {
+				snprintf(err, errsz, "upstream_keys: %s: a "
+				    "second key", u->name);
+				return -1;
+			}
+			if ((u->key = strndup(key, kl)) == NULL) {
+				snprintf(err, errsz, "out of memory");
+				return -1;
+			}
+		}
+		p = end;
+	}
+	return 0;
 }
 
 /*
@@ -239,18 +610,23 @@ key_set(struct config *c, const struct cf_key *k, const char *v,
 		*(double *)field = d;
 		return 0;
 	case CF_BOOL:
-		if (strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
-		    strcasecmp(v, "on") == 0 || strcmp(v, "1") == 0)
-			*(bool *)field = true;
-		else if (strcasecmp(v, "false") == 0 ||
-		    strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0 ||
-		    strcmp(v, "0") == 0)
-			*(bool *)field = false;
-		else {
+		if (parse_bool(v, (bool *)field) == -1) {
 			snprintf(err, errsz, "%s: expected true or false, "
 			    "got \"%s\"", k->name, v);
 			return -1;
 		}
+		return 0;
+	case CF_UPSTREAMS:
+		return upstreams_parse(v, field, err, errsz);
+	case CF_UPSTREAM_KEYS:
+		if (upstream_keys_apply(v, NULL, err, errsz) == -1)
+			return -1;
+		if ((dup = strdup(v)) == NULL) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		secret_free(*str_field(c, k));
+		*str_field(c, k) = dup;
 		return 0;
 	case CF_MODE:
 		for (w = 0; w < MODE__MAX; w++)
@@ -276,26 +652,14 @@ key_set(struct config *c, const struct cf_key *k, const char *v,
 	return -1;
 }
 
-static char *
-trim(char *s)
-{
-	char	*e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
 /*
  * Reads "key = value" lines.  A value may be wrapped in double quotes to
  * keep leading or trailing blanks or a '#'; outside quotes a '#' starts a
  * comment.
  */
 static int
-parse_file(struct config *c, const char *path, char *err, size_t errsz)
+parse_file(struct config *c, const char *path, unsigned *lines, char *err,
+    size_t errsz)
 {
 	FILE	*f;
 	char	*line = NULL, *p, *eq, *name, *val, *q;
@@ -351,6 +715,7 @@ parse_file(struct config *c, const char *path, char *err, size_t errsz)
 			snprintf(err, errsz, "%s:%u: %s", path, lineno, why);
 			goto out;
 		}
+		lines[k - keys] = lineno;
 	}
 	if (ferror(f)) {
 		snprintf(err, errsz, "%s: read error: %s", path,
@@ -368,7 +733,7 @@ out:
 }
 
 static int
-parse_env(struct config *c, char *err, size_t errsz)
+parse_env(struct config *c, unsigned *lines, char *err, size_t errsz)
 {
 	char	 var[80], why[256];
 	const char *v;
@@ -384,6 +749,7 @@ parse_env(struct config *c, char *err, size_t errsz)
 			snprintf(err, errsz, "%s: %s", var, why);
 			return -1;
 		}
+		lines[i] = FROM_ENV;
 	}
 	return 0;
 }
@@ -397,13 +763,44 @@ secret_is_default(const char *s)
 	    strstr(s, "CHANGE_ME") != NULL;
 }
 
+/*
+ * Where key k was set, for a message about it: "file:line",
+ * "KEYGATE_KEY" or, for a default, the file.
+ */
+static void
+origin(const struct config *c, const unsigned *lines, const char *name,
+    char *out, size_t outsz)
+{
+	const struct cf_key *k = key_find(name);
+	unsigned	 line = lines[k - keys];
+	size_t		 i;
+
+	if (line == FROM_ENV) {
+		snprintf(out, outsz, "KEYGATE_%s", k->name);
+		for (i = 8; out[i] != '\0'; i++)
+			out[i] = (char)toupper((unsigned char)out[i]);
+	} else if (line > 0)
+		snprintf(out, outsz, "%s:%u", c->path, line);
+	else
+		snprintf(out, outsz, "%s", c->path != NULL ? c->path :
+		    "configuration");
+}
+
 /* Checks that need the whole config, and fills development defaults. */
 static int
-check(struct config *c, char *err, size_t errsz)
+check(struct config *c, const unsigned *lines, char *err, size_t errsz)
 {
 	const char *where = c->path != NULL ? c->path : "configuration";
 	size_t	 i;
-	char	 why[64];
+	char	 why[64], msg[256], at[PATH_MAX + 16];
+
+	/* Each upstream's key, now that both settings are known. */
+	if (upstream_keys_apply(c->upstream_keys, &c->upstreams, msg,
+	    sizeof(msg)) == -1) {
+		origin(c, lines, "upstream_keys", at, sizeof(at));
+		snprintf(err, errsz, "%s: %s", at, msg);
+		return -1;
+	}
 
 	if (strncmp(c->listen, "unix:/", 6) != 0 &&
 	    strncmp(c->listen, "tcp:", 4) != 0) {
@@ -468,6 +865,7 @@ struct config *
 config_load(const char *path, char *err, size_t errsz)
 {
 	struct config	*c;
+	unsigned	 lines[NKEYS] = { 0 };	/* where each key was set */
 	size_t		 i;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -482,10 +880,11 @@ config_load(const char *path, char *err, size_t errsz)
 			snprintf(err, errsz, "out of memory");
 			goto fail;
 		}
-		if (parse_file(c, path, err, errsz) == -1)
+		if (parse_file(c, path, lines, err, errsz) == -1)
 			goto fail;
 	}
-	if (parse_env(c, err, errsz) == -1 || check(c, err, errsz) == -1)
+	if (parse_env(c, lines, err, errsz) == -1 ||
+	    check(c, lines, err, errsz) == -1)
 		goto fail;
 	return c;
 fail:
@@ -506,6 +905,8 @@ config_free(struct config *c)
 		else if (is_secret_key(&keys[i]))
 			secret_free(*str_field(c, &keys[i]));
 	}
+	free(c->upstreams.text);
+	upstreams_free(c->upstreams.v, c->upstreams.n);
 	free(c->path);
 	free(c);
 }

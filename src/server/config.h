@@ -12,6 +12,27 @@
 #endif
 #define CONFIG_DEFAULT_PATH KEYGATE_SYSCONFDIR "/keygate.conf"
 
+/*
+ * An operator-defined upstream that speaks the OpenAI chat format (vLLM,
+ * llama.cpp's server, Ollama), from the upstreams and upstream_keys
+ * settings.
+ */
+struct config_upstream {
+	char		 name[33];	/* [a-z0-9_-], 1 to 32 characters */
+	char		*url;		/* http(s) base URL, no trailing '/' */
+	char	       **models;	/* exact names, or prefixes ending in '*' */
+	size_t		 nmodels;
+	bool		 strip;		/* send a prefix match without the prefix */
+	char		*key;		/* secret, from upstream_keys; NULL = none */
+};
+
+/* The upstreams setting: the text as written and what it says. */
+struct config_upstreams {
+	char		*text;
+	struct config_upstream *v;	/* in the order written */
+	size_t		 n;
+};
+
 enum config_mode {
 	MODE_DEVELOPMENT,
 	MODE_PRODUCTION,
@@ -52,6 +73,8 @@ struct config {
 	char		*openrouter_base_url;
 	char		*pool_openrouter_key;	/* secret, "" = no pool */
 	double		 pool_markup;		/* fraction, 0.25 = +25 % */
+	struct config_upstreams upstreams;	/* operator-defined upstreams */
+	char		*upstream_keys;		/* secret: "name:key,..." */
 	bool		 credits_enforce;	/* charge gateway calls */
 	int		 default_max_tokens;	/* when a request sets none */
 	int		 upstream_connect_timeout; /* s */

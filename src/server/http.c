@@ -59,6 +59,7 @@ http_reason(int status)
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Content";
 	case 429: return "Too Many Requests";
+	case 499: return "Client Closed Request";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
@@ -236,6 +237,14 @@ http_error_details(struct request *req, enum http_err e,
 	va_start(ap, fmt);
 	verror(req, e, details, fmt, ap);
 	va_end(ap);
+}
+
+void
+http_abandoned(struct request *req)
+{
+	if (req->status == 0)
+		req->status = 499;
+	req->client_gone = true;
 }
 
 void

@@ -86,6 +86,11 @@ int		 http_stream_begin(struct request *, int status,
 /* Sends a piece of a streamed answer and flushes it; 0, or -1 gone. */
 int		 http_stream_write(struct request *, const void *, size_t)
 		    __attribute__((warn_unused_result));
+/*
+ * The client left before an answer: nothing more is sent, and the access
+ * log records 499 (as nginx does) unless an answer had begun.
+ */
+void		 http_abandoned(struct request *);
 /* The database is out of reach: 503 with Retry-After. */
 void		 http_unavailable(struct request *);
 

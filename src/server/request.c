@@ -1,8 +1,10 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <fcgiapp.h>
 
@@ -127,6 +129,31 @@ request_write(struct request *req, const void *p, size_t n)
 		n -= (size_t)chunk;
 	}
 	return 0;
+}
+
+bool
+request_abandoned(struct request *req)
+{
+	struct pollfd	 pfd;
+	unsigned char	 head[8];
+	ssize_t		 n;
+
+	pfd.fd = req->io->fcgx.ipcFd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if (pfd.fd < 0)
+		return true;
+	if (poll(&pfd, 1, 0) != 1)
+		return false;
+	if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
+		return true;
+	n = recv(pfd.fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0)
+		return true;
+	if (n < 0)
+		return errno == ECONNRESET || errno == ENOTCONN;
+	/* A record header: version 1, then type 2 = FCGI_ABORT_REQUEST. */
+	return n == (ssize_t)sizeof(head) && head[0] == 1 && head[1] == 2;
 }
 
 int

@@ -68,6 +68,13 @@ int		 request_read_body(struct request *, size_t max)
 /* Sends bytes to the client; 0, or -1 when the client has gone. */
 int		 request_write(struct request *, const void *, size_t)
 		    __attribute__((warn_unused_result));
+/*
+ * True when the web server has given up on the request, because its
+ * client left: the connection is closed or reads as ended (as nginx
+ * judges a client gone), or holds FastCGI's ABORT_REQUEST.  Only
+ * meaningful once the body has been read; never blocks.
+ */
+bool		 request_abandoned(struct request *);
 /* Pushes what was written so far to the web server (for streams). */
 int		 request_flush(struct request *)
 		    __attribute__((warn_unused_result));

@@ -26,7 +26,13 @@ Providers live below their own path prefixes, like the real base URLs:
     google      <mock>/google                (google_base_url)
 
 Only the first two answer chat completions; requests under the other two are
-recorded and answered 404, so a test notices if one is made.
+recorded and answered 404, so a test notices if one is made.  An operator's
+own OpenAI-compatible server (vLLM, llama.cpp, Ollama) is one more:
+
+    local       <mock>/local/v1              (an upstreams url=)
+
+which answers chat completions like OpenAI; accept("local", None) makes it
+answer a request that carries no key at all, as such servers may.
 
 All times are time.monotonic(), so they compare with the client's.
 """
@@ -47,7 +53,10 @@ BASES = {
     "anthropic": "/anthropic",
     "google": "/google",
 }
-CHAT_PROVIDERS = ("openai", "openrouter")
+# An operator upstream: not a <provider>_base_url setting.
+OPERATOR_BASES = {"local": "/local/v1"}
+ALL_BASES = dict(BASES, **OPERATOR_BASES)
+CHAT_PROVIDERS = ("openai", "openrouter", "local")
 
 
 def mask(key):
@@ -85,12 +94,14 @@ class Complete:
     `newline` ends every line ("\r\n" is as valid as "\n"); `split`
     writes each event in two pieces, 50 ms apart, cut in the middle of its
     JSON; `multiline` sends each JSON chunk on two `data:` lines (after its
-    first comma), which a reader joins with a newline."""
+    first comma), which a reader joins with a newline.  `wait` seconds pass
+    before a whole (not streamed) answer, watching the connection."""
 
     def __init__(self, content="Hello from the mock provider.", pieces=4,
                  pause=0.0, stop_after=None, hang_after=None, hang=30.0,
                  comments=False, usage=(11, 7), finish_reason="stop",
-                 headers=None, newline="\n", split=False, multiline=False):
+                 headers=None, newline="\n", split=False, multiline=False,
+                 wait=0.0):
         self.content = content
         self.pieces = pieces
         self.pause = pause
@@ -104,6 +115,7 @@ class Complete:
         self.newline = newline
         self.split = split
         self.multiline = multiline
+        self.wait = wait
 
 
 class Fail:
@@ -219,8 +231,8 @@ class MockLLM:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.exchanges = []
-        self.accepted = {p: set() for p in BASES}
-        self.behaviour = {p: Complete() for p in BASES}
+        self.accepted = {p: set() for p in ALL_BASES}
+        self.behaviour = {p: Complete() for p in ALL_BASES}
         mock = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -256,16 +268,17 @@ class MockLLM:
         return "http://127.0.0.1:%d" % self.port
 
     def base_url(self, provider):
-        return self.url + BASES[provider]
+        return self.url + ALL_BASES[provider]
 
     def chat_path(self, provider):
-        return BASES[provider] + "/chat/completions"
+        return ALL_BASES[provider] + "/chat/completions"
 
     def config(self):
         """<provider>_base_url for every provider, for Stack(**config)."""
         return {"%s_base_url" % p: self.base_url(p) for p in BASES}
 
     def accept(self, provider, *keys):
+        """Answers requests bearing one of `keys` (None: no key)."""
         with self._lock:
             self.accepted[provider].update(keys)
 
@@ -279,7 +292,7 @@ class MockLLM:
         Complete()."""
         with self._lock:
             self.exchanges = []
-            for p in BASES:
+            for p in ALL_BASES:
                 self.accepted[p] = set()
                 self.behaviour[p] = Complete()
 
@@ -291,8 +304,8 @@ class MockLLM:
             ex = list(self.exchanges)
         if provider is None:
             return ex
-        return [e for e in ex if e.path.startswith(BASES[provider] + "/")
-                or e.path == BASES[provider]]
+        return [e for e in ex if e.path.startswith(ALL_BASES[provider] + "/")
+                or e.path == ALL_BASES[provider]]
 
     def only(self, provider):
         """The one exchange there was, which went to `provider`."""
@@ -318,7 +331,7 @@ class MockLLM:
     # -- serving
 
     def _provider_of(self, path):
-        for p, base in BASES.items():
+        for p, base in ALL_BASES.items():
             if path == base or path.startswith(base + "/"):
                 return p
         return None
@@ -360,7 +373,7 @@ class MockLLM:
             h.wfile.flush()
             return
         key = ex.bearer
-        if key is None or key not in accepted:
+        if key not in accepted:
             if p == "openrouter":
                 return self._json(h, 401, openrouter_error(
                     "No auth credentials found", 401))
@@ -412,6 +425,8 @@ class MockLLM:
                 "total_tokens": prompt + completion}
 
     def _complete(self, h, ex, b):
+        if b.wait:
+            self._watch(h, ex, b.wait)
         cid, created = self._ids()
         reply = {
             "id": cid, "object": "chat.completion", "created": created,

@@ -240,3 +240,35 @@ def test_untranslatable_request_is_400_and_not_sent(ant):
     ks.assert_error(r, 400, "bad_request")
     assert "n must be 1" in r.json["error"]["message"]
     assert len(mock.requests) == before
+
+
+def test_provider_error_keeps_its_type(ant):
+    """Anthropic names its error type and no code: the type is passed on,
+    the code is the generic one."""
+    s, mock = ant
+    mock.fail = (400, {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "max_tokens: must be at most 8192"}})
+    try:
+        r = chat(s, {"model": "claude-3-5-haiku-latest",
+                     "messages": [{"role": "user", "content": "x"}]})
+    finally:
+        mock.fail = None
+    err = ks.assert_error(r, 400, "upstream_error")
+    assert err["type"] == "invalid_request_error"
+    assert err["message"] == "anthropic: max_tokens: must be at most 8192"
+    r = chat(s, {"model": "claude-3-5-haiku-latest",
+                 "messages": [{"role": "user", "content": "x"}]},
+             key="sk-ant-api03-" + "w" * 40)
+    err = ks.assert_error(r, 401, "upstream_error")
+    assert err["type"] == "authentication_error"
+
+
+def test_several_choices_are_refused(ant):
+    s, mock = ant
+    before = len(mock.requests)
+    r = chat(s, {"model": "claude-3-5-haiku-latest", "n": 2,
+                 "messages": [{"role": "user", "content": "x"}]})
+    err = ks.assert_error(r, 400, "bad_request")
+    assert "n must be 1" in err["message"], err
+    assert len(mock.requests) == before

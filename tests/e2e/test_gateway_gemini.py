@@ -29,9 +29,40 @@ STREAM = [
 ]
 
 
+def candidates(n, finish=True):
+    """n candidates as Gemini numbers them: index 0 left out, as proto3
+    JSON leaves out every zero."""
+    out = []
+    for k in range(n):
+        c = {"content": {"role": "model",
+                         "parts": [{"text": "Answer %d." % k}]}}
+        if k:
+            c["index"] = k
+        if finish:
+            c["finishReason"] = "STOP"
+        out.append(c)
+    return out
+
+
+def stream_n(n):
+    """A stream of n candidates: each says its answer in its own event,
+    the last one first, then all finish together."""
+    events = []
+    for k in reversed(range(n)):
+        c = candidates(n, finish=False)[k]
+        events.append({"candidates": [c]})
+    events.append({"candidates": [
+        dict(c, content={"role": "model", "parts": []})
+        for c in candidates(n)],
+        "usageMetadata": {"promptTokenCount": 4,
+                          "candidatesTokenCount": 3 * n}})
+    return events
+
+
 class GeminiMock:
     """POST /google/v1beta/models/{m}:generateContent and
-    :streamGenerateContent?alt=sse, as Gemini answers them."""
+    :streamGenerateContent?alt=sse, as Gemini answers them; with
+    generationConfig.candidateCount above 1, that many candidates."""
 
     def __init__(self):
         self.requests = []
@@ -55,6 +86,13 @@ class GeminiMock:
                         "message": "API key not valid. Please pass a valid "
                                    "API key."}})
                 prefix = "/google/v1beta/models/%s:" % MODEL
+                n = (body.get("generationConfig") or {}).get(
+                    "candidateCount", 1)
+                if url.path == prefix + "generateContent" and n > 1:
+                    return self.reply(200, {
+                        "candidates": candidates(n),
+                        "usageMetadata": {"promptTokenCount": 4,
+                                          "candidatesTokenCount": 3 * n}})
                 if url.path == prefix + "generateContent":
                     return self.reply(200, {
                         "candidates": [{"content": {"role": "model",
@@ -66,7 +104,7 @@ class GeminiMock:
                         "modelVersion": MODEL})
                 if (url.path == prefix + "streamGenerateContent" and
                         url.query == "alt=sse"):
-                    return self.stream()
+                    return self.stream(STREAM if n == 1 else stream_n(n))
                 self.reply(404, {"error": {"code": 404,
                                            "message": "not found",
                                            "status": "NOT_FOUND"}})
@@ -79,12 +117,12 @@ class GeminiMock:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def stream(self):
+            def stream(self, events):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for data in STREAM:
+                for data in events:
                     ev = ("data: %s\r\n\r\n" % json.dumps(data)).encode()
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                     self.wfile.flush()
@@ -193,3 +231,65 @@ def test_rejected_key_is_passed_on(gem):
              key="AIzaSy" + "w" * 33)
     ks.assert_error(r, 400)
     assert "API key not valid" in r.json["error"]["message"]
+
+
+def test_provider_error_keeps_its_status_as_code(gem):
+    """Gemini names no error type, but its status ("INVALID_ARGUMENT")
+    is the code; the type is the one its HTTP status calls for."""
+    s, _ = gem
+    r = chat(s, {"model": MODEL,
+                 "messages": [{"role": "user", "content": "x"}]},
+             key="AIzaSy" + "w" * 33)
+    err = ks.assert_error(r, 400, "INVALID_ARGUMENT")
+    assert err["type"] == "invalid_request_error"
+    assert err["message"] == ("google: API key not valid. Please pass a "
+                              "valid API key.")
+
+
+def test_several_choices_come_back_as_choices(gem):
+    s, mock = gem
+    r = chat(s, {"model": MODEL, "n": 3,
+                 "messages": [{"role": "user", "content": "Weather?"}]})
+    assert r.status == 200, r.body
+    assert mock.requests[-1][2]["generationConfig"] == {"candidateCount": 3}
+    assert r.json["choices"] == [
+        {"index": k, "message": {"role": "assistant",
+                                 "content": "Answer %d." % k},
+         "finish_reason": "stop"} for k in range(3)]
+    assert r.json["usage"] == {"prompt_tokens": 4, "completion_tokens": 9,
+                               "total_tokens": 13}
+
+
+def test_several_choices_stream_by_index(gem):
+    s, _ = gem
+    r = chat(s, {"model": MODEL, "n": 2, "stream": True,
+                 "messages": [{"role": "user", "content": "Weather?"}]})
+    assert r.status == 200, r.body
+    events = sse(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text, finish, roles = {}, {}, {}
+    for c in chunks[:-1]:
+        for ch in c["choices"]:
+            k = ch["index"]
+            roles.setdefault(k, ch["delta"].get("role"))
+            text[k] = text.get(k, "") + ch["delta"].get("content", "")
+            if ch["finish_reason"]:
+                assert k not in finish, "choice %d finished twice" % k
+                finish[k] = ch["finish_reason"]
+    assert text == {0: "Answer 0.", 1: "Answer 1."}
+    assert finish == {0: "stop", 1: "stop"}
+    # Each choice opens with its role before any of its content.
+    assert roles == {0: "assistant", 1: "assistant"}
+    assert chunks[-1]["keygate"]["provider"] == "google"
+
+
+@pytest.mark.parametrize("n", [0, 9, "2", 1.5])
+def test_n_out_of_range_is_400_and_not_sent(gem, n):
+    s, mock = gem
+    before = len(mock.requests)
+    r = chat(s, {"model": MODEL, "n": n,
+                 "messages": [{"role": "user", "content": "x"}]})
+    err = ks.assert_error(r, 400, "bad_request")
+    assert "n must be a whole number from 1 to 8" in err["message"], err
+    assert len(mock.requests) == before

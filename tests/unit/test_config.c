@@ -209,6 +209,105 @@ test_restart_needed(void **state)
 	config_free(b);
 }
 
+/* Operator upstreams: what a good setting gives, and every refusal. */
+static void
+test_upstreams(void **state)
+{
+	static const struct {
+		const char	*text;
+		const char	*error;		/* after "file:N: " */
+	} bad[] = {
+		{ "upstreams = \"gpu url=ftp://x models=a\"\n",
+		  "1: upstreams: gpu: url: expected http://HOST[:PORT][/PATH] "
+		  "or https://..., without user, query or fragment, got "
+		  "\"ftp://x\"" },
+		{ "upstreams = \"gpu url=http://u:pw@x models=a\"\n",
+		  "1: upstreams: gpu: url: expected http://HOST[:PORT][/PATH] "
+		  "or https://..., without user, query or fragment, got "
+		  "\"http://u:pw@x\"" },
+		{ "upstreams = \"gpu url=http://x?a=1 models=a\"\n", NULL },
+		{ "upstreams = \"a url=http://x models=m; a url=http://y "
+		  "models=n\"\n", "1: upstreams: a: named twice" },
+		{ "upstreams = \"a url=http://x models=m*; b url=http://y "
+		  "models=n,m*\"\n",
+		  "1: upstreams: b: the model pattern \"m*\" is already a's" },
+		{ "upstreams = \"google url=http://x models=m\"\n",
+		  "1: upstreams: google: the name of a built-in provider" },
+		{ "upstreams = \"Big url=http://x models=m\"\n",
+		  "1: upstreams: \"Big\" is not a name: 1 to 32 of a-z, 0-9, "
+		  "'_' and '-'" },
+		{ "upstreams = \"a url=http://x\"\n",
+		  "1: upstreams: a: url= and models= are required" },
+		{ "upstreams = \"a models=m\"\n",
+		  "1: upstreams: a: url= and models= are required" },
+		{ "upstreams = \"a url=http://x models=*m\"\n",
+		  "1: upstreams: a: \"*m\" is not a model name, nor a prefix "
+		  "ending in one '*'" },
+		{ "upstreams = \"a url=http://x models=m strip=maybe\"\n",
+		  "1: upstreams: a: strip: expected true or false, got "
+		  "\"maybe\"" },
+		{ "upstreams = \"a url=http://x models=m key=k\"\n",
+		  "1: upstreams: a: unknown attribute \"key\" (url, models, "
+		  "strip)" },
+		{ "upstreams = \"a url=http://x models=m\"\n"
+		  "upstream_keys = b:sekrit-one\n",
+		  "2: upstream_keys: no upstream named \"b\" in upstreams" },
+		{ "upstream_keys = sekrit-one\n"
+		  "upstreams = \"a url=http://x models=m\"\n",
+		  "1: upstream_keys: entry 1: expected NAME:KEY, NAME being one "
+		  "of upstreams" },
+		{ "upstreams = \"a url=http://x models=m\"\n"
+		  "upstream_keys = a:sekrit-one,a:sekrit-two\n",
+		  "2: upstream_keys: a: a second key" },
+		{ "upstream_keys = \"a:sekrit one\"\n",
+		  "1: upstream_keys: a: the key must be printable, without "
+		  "blanks" },
+	};
+	char		 err[512], want[512];
+	struct config	*c;
+	size_t		 i;
+
+	(void)state;
+	c = load("upstreams = \"gpu url=http://10.0.0.5:8000/v1/ "
+	    "models=local/*,llama3.1:8b strip=true; ollama "
+	    "url=https://ollama.example/v1 models=qwen*;\"\n"
+	    "upstream_keys = \" gpu:sekrit-gpu-key ,\"\n", err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(c->upstreams.n, 2);
+	assert_string_equal(c->upstreams.v[0].name, "gpu");
+	/* The trailing '/' goes: /chat/completions is appended. */
+	assert_string_equal(c->upstreams.v[0].url, "http://10.0.0.5:8000/v1");
+	assert_int_equal(c->upstreams.v[0].nmodels, 2);
+	assert_string_equal(c->upstreams.v[0].models[0], "local/*");
+	assert_string_equal(c->upstreams.v[0].models[1], "llama3.1:8b");
+	assert_true(c->upstreams.v[0].strip);
+	assert_string_equal(c->upstreams.v[0].key, "sekrit-gpu-key");
+	assert_string_equal(c->upstreams.v[1].name, "ollama");
+	assert_false(c->upstreams.v[1].strip);
+	assert_null(c->upstreams.v[1].key);
+	config_free(c);
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = load(bad[i].text, err, sizeof(err));
+		if (c != NULL)
+			fail_msg("accepted: %s", bad[i].text);
+		/* A key is never quoted back. */
+		assert_null(strstr(err, "sekrit"));
+		if (bad[i].error == NULL)
+			continue;
+		snprintf(want, sizeof(want), "%s:%s", path, bad[i].error);
+		assert_string_equal(err, want);
+	}
+
+	/* From the environment, the variable is the place. */
+	setenv("KEYGATE_UPSTREAM_KEYS", "zz:sekrit", 1);
+	c = config_load(NULL, err, sizeof(err));
+	unsetenv("KEYGATE_UPSTREAM_KEYS");
+	assert_null(c);
+	assert_string_equal(err, "KEYGATE_UPSTREAM_KEYS: upstream_keys: no "
+	    "upstream named \"zz\" in upstreams");
+}
+
 /* Slurps a file of the source tree (KEYGATE_SRCDIR, else "."). */
 static char *
 slurp(const char *rel)
@@ -266,6 +365,7 @@ main(void)
 		cmocka_unit_test(test_production_refuses_weak_secrets),
 		cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_restart_needed),
+		cmocka_unit_test(test_upstreams),
 		cmocka_unit_test(test_every_key_is_documented),
 	};
 

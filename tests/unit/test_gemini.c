@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -152,7 +153,7 @@ test_stream_translation(void **state)
 	char	 err[160];
 
 	(void)state;
-	gemini_state_init(&s, "gemini-2.0-flash");
+	gemini_state_init(&s, "gemini-2.0-flash", 1);
 	out = json_object_new_array();
 	ev = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
 	    "[{\"text\":\"Hel\"}]}}]}");
@@ -204,6 +205,119 @@ test_stream_translation(void **state)
 	json_object_put(out);
 }
 
+/* n > 1: candidateCount out, every candidate back as its own choice. */
+static void
+test_several_choices(void **state)
+{
+	static const char *const bad_n[] = { "0", "9", "\"2\"", "1.5", "-1" };
+	struct json_object *in, *out, *ev, *ch;
+	struct gemini_state s;
+	char	 err[160], text[256];
+	size_t	 i;
+
+	(void)state;
+	in = parse("{\"model\":\"m\",\"n\":3,\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"Hi\"}]}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(json_object_object_get(out, "generationConfig"),
+	    "{\"candidateCount\":3}");
+	assert_int_equal(gemini_choices(in), 3);
+	json_object_put(in);
+	json_object_put(out);
+	for (i = 0; i < sizeof(bad_n) / sizeof(bad_n[0]); i++) {
+		snprintf(text, sizeof(text), "{\"model\":\"m\",\"n\":%s,"
+		    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+		    bad_n[i]);
+		in = parse(text);
+		assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
+		assert_string_equal(err, "n must be a whole number from 1 to 8");
+		assert_int_equal(gemini_choices(in), 1);
+		json_object_put(in);
+	}
+
+	/* Gemini leaves index 0 out; each choice numbers its own calls. */
+	in = parse("{\"candidates\":["
+	    "{\"content\":{\"parts\":[{\"text\":\"One.\"}]},"
+	    "\"finishReason\":\"STOP\"},"
+	    "{\"index\":1,\"content\":{\"parts\":[{\"functionCall\":"
+	    "{\"name\":\"f\",\"args\":{}}}]},\"finishReason\":\"STOP\"},"
+	    "{\"index\":2,\"content\":{\"parts\":[{\"text\":\"Thr\"}]},"
+	    "\"finishReason\":\"MAX_TOKENS\"}],"
+	    "\"usageMetadata\":{\"promptTokenCount\":3,"
+	    "\"candidatesTokenCount\":9}}");
+	out = gemini_response(in, "m", err, sizeof(err));
+	assert_non_null(out);
+	assert_true(json_object_object_get_ex(out, "choices", &ch));
+	assert_json(ch, "[{\"index\":0,\"message\":{\"role\":\"assistant\","
+	    "\"content\":\"One.\"},\"finish_reason\":\"stop\"},"
+	    "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":null,"
+	    "\"tool_calls\":[{\"id\":\"call_1_0\",\"type\":\"function\","
+	    "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+	    "\"finish_reason\":\"tool_calls\"},"
+	    "{\"index\":2,\"message\":{\"role\":\"assistant\","
+	    "\"content\":\"Thr\"},\"finish_reason\":\"length\"}]");
+	assert_json(json_object_object_get(out, "usage"), "{\"prompt_tokens\":3,"
+	    "\"completion_tokens\":9,\"total_tokens\":12}");
+	json_object_put(in);
+	json_object_put(out);
+	/* One candidate in error fails the reply; so does a repeated index. */
+	in = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	    "\"finishReason\":\"STOP\"},{\"index\":1,\"finishReason\":"
+	    "\"MALFORMED_FUNCTION_CALL\"}]}");
+	assert_null(gemini_response(in, "m", err, sizeof(err)));
+	assert_string_equal(err, "google ended with MALFORMED_FUNCTION_CALL");
+	json_object_put(in);
+	in = parse("{\"candidates\":[{\"index\":1,\"finishReason\":\"STOP\"},"
+	    "{\"index\":1,\"finishReason\":\"STOP\"}]}");
+	assert_null(gemini_response(in, "m", err, sizeof(err)));
+	assert_string_equal(err, "google sent a candidate out of place");
+	json_object_put(in);
+
+	/* A stream: chunks per choice, finished when both are. */
+	gemini_state_init(&s, "m", 2);
+	out = json_object_new_array();
+	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"A\"}]}},"
+	    "{\"index\":1,\"content\":{\"parts\":[{\"text\":\"B\"}]}}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
+	json_object_put(ev);
+	ev = parse("{\"candidates\":[{\"index\":1,\"content\":{\"parts\":[]},"
+	    "\"finishReason\":\"STOP\"}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
+	json_object_put(ev);
+	assert_false(s.finished);
+	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	    "\"finishReason\":\"STOP\"}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
+	json_object_put(ev);
+	assert_true(s.finished);
+	assert_int_equal(json_object_array_length(out), 6);
+	for (i = 0; i < 6; i++) {
+		static const char *const want[6] = {
+		    "{\"index\":0,\"delta\":{\"role\":\"assistant\","
+		    "\"content\":\"\"},\"finish_reason\":null}",
+		    "{\"index\":0,\"delta\":{\"content\":\"A\"},"
+		    "\"finish_reason\":null}",
+		    "{\"index\":1,\"delta\":{\"role\":\"assistant\","
+		    "\"content\":\"\"},\"finish_reason\":null}",
+		    "{\"index\":1,\"delta\":{\"content\":\"B\"},"
+		    "\"finish_reason\":null}",
+		    "{\"index\":1,\"delta\":{},\"finish_reason\":\"stop\"}",
+		    "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}",
+		};
+
+		assert_json(json_object_array_get_idx(json_object_object_get(
+		    json_object_array_get_idx(out, i), "choices"), 0), want[i]);
+	}
+	json_object_put(out);
+	/* A candidate beyond n is an error, not a new choice. */
+	out = json_object_new_array();
+	ev = parse("{\"candidates\":[{\"index\":2,\"content\":{\"parts\":[]}}]}");
+	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), -1);
+	assert_string_equal(err, "google sent more candidates than asked for");
+	json_object_put(ev);
+	json_object_put(out);
+}
+
 int
 main(void)
 {
@@ -211,6 +325,7 @@ main(void)
 		cmocka_unit_test(test_request_translation),
 		cmocka_unit_test(test_response_translation),
 		cmocka_unit_test(test_stream_translation),
+		cmocka_unit_test(test_several_choices),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

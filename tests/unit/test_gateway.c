@@ -1,0 +1,162 @@
+/*
+ * Unit tests for src/core/gateway.c's routing: which operator upstream or
+ * built-in provider a model name goes to, and in which order the rules
+ * apply.
+ */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/gateway.h"
+#include "server/config.h"
+
+/* A config whose upstreams setting is text; NULL when it does not load. */
+static struct config *
+with_upstreams(const char *text)
+{
+	char	 path[] = "/tmp/kg-test-gateway-XXXXXX", err[256];
+	int	 fd = mkstemp(path);
+	FILE	*f;
+	struct config *c;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fprintf(f, "upstreams = \"%s\"\n", text);
+	fclose(f);
+	c = config_load(path, err, sizeof(err));
+	unlink(path);
+	if (c == NULL)
+		fail_msg("%s", err);
+	return c;
+}
+
+/* The name of the upstream serving model, or "-"; *strip as it says. */
+static const char *
+routed(const struct config *c, const char *model, size_t *strip)
+{
+	const struct config_upstream *u = gateway_upstream(c, model, strip);
+
+	return u != NULL ? u->name : "-";
+}
+
+static void
+test_builtin_rules(void **state)
+{
+	(void)state;
+	assert_int_equal(gateway_route("gpt-4o-mini"), PROVIDER_OPENAI);
+	assert_int_equal(gateway_route("o3-mini"), PROVIDER_OPENAI);
+	assert_int_equal(gateway_route("chatgpt-4o-latest"), PROVIDER_OPENAI);
+	assert_int_equal(gateway_route("claude-3-5-haiku"), PROVIDER_ANTHROPIC);
+	assert_int_equal(gateway_route("gemini-2.0-flash"), PROVIDER_GOOGLE);
+	assert_int_equal(gateway_route("meta-llama/llama-3.1-8b"),
+	    PROVIDER_OPENROUTER);
+	assert_int_equal(gateway_route("llama3"), PROVIDER__MAX);
+	assert_int_equal(gateway_route("local/"), PROVIDER__MAX);
+	assert_int_equal(gateway_route("/gpt-4o"), PROVIDER__MAX);
+}
+
+static void
+test_no_upstreams_route_nothing(void **state)
+{
+	struct config	*c = with_upstreams("");
+	size_t		 strip = 99;
+
+	(void)state;
+	assert_string_equal(routed(c, "gpt-4o", &strip), "-");
+	assert_int_equal(strip, 0);
+	config_free(c);
+}
+
+static void
+test_exact_then_longest_prefix(void **state)
+{
+	struct config	*c = with_upstreams(
+	    "wide url=http://a/v1 models=llama*,local/* strip=true; "
+	    "narrow url=http://b/v1 models=llama3,local/big/* strip=true; "
+	    "plain url=http://c/v1 models=gpt-oss*");
+	size_t		 strip;
+
+	(void)state;
+	/* An exact name beats any prefix, wherever it is written. */
+	assert_string_equal(routed(c, "llama3", &strip), "narrow");
+	assert_int_equal(strip, 0);
+	assert_string_equal(routed(c, "llama3.1", &strip), "wide");
+	assert_int_equal(strip, strlen("llama"));
+	/* The longer prefix wins, and strips what it matched. */
+	assert_string_equal(routed(c, "local/big/70b", &strip), "narrow");
+	assert_int_equal(strip, strlen("local/big/"));
+	assert_string_equal(routed(c, "local/small", &strip), "wide");
+	assert_int_equal(strip, strlen("local/"));
+	/* A prefix needs something after it. */
+	assert_string_equal(routed(c, "local/", &strip), "-");
+	assert_string_equal(routed(c, "llama", &strip), "-");
+	/* Without strip the name goes as it came. */
+	assert_string_equal(routed(c, "gpt-oss-20b", &strip), "plain");
+	assert_int_equal(strip, 0);
+	/* What no upstream claims is left to the built-in rules. */
+	assert_string_equal(routed(c, "gpt-4o", &strip), "-");
+	assert_string_equal(routed(c, "meta-llama/x", &strip), "-");
+	config_free(c);
+}
+
+static void
+test_a_bare_star_takes_everything(void **state)
+{
+	struct config	*c = with_upstreams("all url=http://a/v1 models=*; "
+	    "one url=http://b/v1 models=claude-3-opus");
+	size_t		 strip;
+
+	(void)state;
+	assert_string_equal(routed(c, "gpt-4o", &strip), "all");
+	assert_string_equal(routed(c, "vendor/model", &strip), "all");
+	assert_string_equal(routed(c, "claude-3-opus", &strip), "one");
+	config_free(c);
+}
+
+static void
+test_resolve_upstream(void **state)
+{
+	struct config	*c = with_upstreams("gpu url=http://a/v1 models=x*; "
+	    "open url=http://b/v1 models=y");
+	struct gateway_key k;
+
+	(void)state;
+	c->upstreams.v[0].key = strdup("gpu-secret");
+	assert_int_equal(gateway_resolve_upstream(&c->upstreams.v[0], "x1",
+	    &k), RESOLVE_OK);
+	assert_ptr_equal(k.upstream, &c->upstreams.v[0]);
+	assert_true(k.pool);
+	assert_string_equal(k.model, "x1");
+	assert_string_equal(k.secret.data, "gpu-secret");
+	assert_string_equal(gateway_provider_name(&k), "gpu");
+	gateway_key_free(&k);
+	assert_int_equal(gateway_resolve_upstream(&c->upstreams.v[1], "y",
+	    &k), RESOLVE_OK);
+	assert_int_equal(k.secret.len, 0);
+	assert_string_equal(gateway_provider_name(&k), "open");
+	gateway_key_free(&k);
+	config_free(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_builtin_rules),
+		cmocka_unit_test(test_no_upstreams_route_nothing),
+		cmocka_unit_test(test_exact_then_longest_prefix),
+		cmocka_unit_test(test_a_bare_star_takes_everything),
+		cmocka_unit_test(test_resolve_upstream),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
