@@ -1,42 +1,49 @@
--- Workers keep verified keys in memory.  Every change that can alter what a
--- key may do is announced on the channel keygate_auth when its transaction
--- commits, to every keygated on every host; they forget what they cached.
--- A column added to api_keys is covered without touching this file: only
--- last_used_at and updated_at, written for bookkeeping, are ignored.
-CREATE FUNCTION keygate_auth_changed() RETURNS trigger
+-- Workers keep verified keys, and tenants' sealed provider keys, in
+-- memory.  Every change that can alter what a key may do, or which provider
+-- key a tenant has, is announced on the channel keygate_cache when its
+-- transaction commits, to every keygated on every host; they forget what
+-- they cached.  A column added to api_keys is covered without touching this
+-- file: only last_used_at and updated_at, written for bookkeeping, are
+-- ignored.
+CREATE FUNCTION keygate_cache_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('keygate_auth', '');
+    PERFORM pg_notify('keygate_cache', '');
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER api_keys_auth_changed
+CREATE TRIGGER api_keys_cache_changed
     AFTER UPDATE ON api_keys FOR EACH ROW
     WHEN ((to_jsonb(OLD) - 'last_used_at' - 'updated_at') IS DISTINCT FROM
           (to_jsonb(NEW) - 'last_used_at' - 'updated_at'))
-    EXECUTE FUNCTION keygate_auth_changed();
-CREATE TRIGGER api_keys_auth_removed
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER api_keys_cache_removed
     AFTER DELETE OR TRUNCATE ON api_keys FOR EACH STATEMENT
-    EXECUTE FUNCTION keygate_auth_changed();
+    EXECUTE FUNCTION keygate_cache_changed();
 
 -- A role's scopes are its keys' scopes.
-CREATE TRIGGER roles_auth_changed
+CREATE TRIGGER roles_cache_changed
     AFTER UPDATE ON roles FOR EACH ROW
     WHEN (OLD.scopes IS DISTINCT FROM NEW.scopes)
-    EXECUTE FUNCTION keygate_auth_changed();
-CREATE TRIGGER roles_auth_removed
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER roles_cache_removed
     AFTER DELETE OR TRUNCATE ON roles FOR EACH STATEMENT
-    EXECUTE FUNCTION keygate_auth_changed();
+    EXECUTE FUNCTION keygate_cache_changed();
 
 -- A tenant's keys work only while it is active.
-CREATE TRIGGER tenants_auth_changed
+CREATE TRIGGER tenants_cache_changed
     AFTER UPDATE ON tenants FOR EACH ROW
     WHEN (OLD.active IS DISTINCT FROM NEW.active)
-    EXECUTE FUNCTION keygate_auth_changed();
-CREATE TRIGGER tenants_auth_removed
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER tenants_cache_removed
     AFTER DELETE OR TRUNCATE ON tenants FOR EACH STATEMENT
-    EXECUTE FUNCTION keygate_auth_changed();
+    EXECUTE FUNCTION keygate_cache_changed();
+
+-- Provider keys stored, replaced, re-encrypted or deleted.
+CREATE TRIGGER llm_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON llm_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keygate_cache_changed();
 
 -- Rate limits: each keygated takes requests from a window's counter in
 -- blocks and spends them from memory its workers share.  granted is what

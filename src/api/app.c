@@ -66,9 +66,9 @@ api_shared_init(void *p)
 	return rl_shared_init((struct rl_shared *)sh->limits);
 }
 
-/* PostgreSQL announced a change to keys, roles or tenants. */
+/* PostgreSQL announced a change to keys, roles, tenants or the vault. */
 static void
-auth_changed(void *arg, bool own)
+cache_changed(void *arg, bool own)
 {
 	struct worker	*w = arg;
 
@@ -125,8 +125,8 @@ api_start(struct worker *w)
 		    "memory");
 		return -1;
 	}
-	if (db_listen(w->db, "keygate_auth", auth_changed, w) == -1) {
-		log_error("db_listen: keygate_auth: refused");
+	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
+		log_error("db_listen: keygate_cache: refused");
 		return -1;
 	}
 	if (db_schema_version(w->db, &version) == -1) {
@@ -303,6 +303,8 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 	int		 window = p->rate_limit_window > 0 ?
 	    p->rate_limit_window : w->cfg->rate_limit_window;
 
+	if (!w->cfg->rate_limiting)
+		return 0;
 	if (rl_take(w->db, w->limits, subject, max, window, &rl) != RL_OK) {
 		if (db_status(w->db) == DB_UNAVAILABLE)
 			unavailable(req, flags);

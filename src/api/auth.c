@@ -122,6 +122,12 @@ api_keys_verify(struct request *req)
 	    req->w->cfg->rate_limit_max;
 	window = target.rate_limit_window > 0 ? target.rate_limit_window :
 	    req->w->cfg->rate_limit_window;
+	if (!req->w->cfg->rate_limiting) {
+		o = principal_json(req->w, &target);
+		json_object_object_add(o, "valid", json_object_new_boolean(1));
+		http_respond_json(req, 200, o);
+		return;
+	}
 	if (rl_take(req->w->db, req->w->limits, target.key_id, max, window,
 	    &rl) != RL_OK) {
 		api_db_failed(req);

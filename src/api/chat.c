@@ -842,7 +842,7 @@ api_chat_completions(struct request *req)
 		    "model \"%.128s\".", model);
 		return;
 	} else
-		resolved = gateway_resolve(w->db, w->vault, w->cfg,
+		resolved = gateway_resolve(w->db, w->vault, w->keys, w->cfg,
 		    req->principal->tenant_id, routed, model,
 		    request_param(req, gateway_inline_param[routed]), &c.key);
 	switch (resolved) {

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "core/gateway.h"
+#include "core/keycache.h"
+#include "lib/clock.h"
 #include "lib/db.h"
 #include "server/config.h"
 
@@ -100,36 +102,62 @@ openrouter_model(enum provider routed, const char *model, char *out,
 		snprintf(out, outsz, "%s/%s", vendor[routed], model);
 }
 
-/* The tenant's stored key for provider: 1 found, 0 none, -1 failure. */
+/* Opens a sealed value into out: 1, or -1 with *why set. */
 static int
-vault_key(struct db *db, const struct vault *v, const char *tenant,
-    enum provider p, struct buf *out, enum resolve_result *why)
+open_sealed(const struct vault *v, const char *key_id, const char *tenant,
+    enum provider p, const char *ciphertext, struct buf *out,
+    enum resolve_result *why)
+{
+	if (vault_open(v, key_id, tenant, provider_names[p], ciphertext,
+	    out) == 0)
+		return 1;
+	*why = RESOLVE_VAULT;
+	return -1;
+}
+
+/*
+ * The tenant's stored key for provider: 1 found, 0 none, -1 failure.  The
+ * sealed value (or its absence) comes from the worker's cache when it
+ * holds it, as long as the connection that hears of changes is up.
+ */
+static int
+vault_key(struct db *db, const struct vault *v, struct keycache *kc,
+    const char *tenant, enum provider p, struct buf *out,
+    enum resolve_result *why)
 {
 	const char	*params[2] = { tenant, provider_names[p] };
+	const struct keycache_sealed *e;
 	struct db_res	*res;
+	double		 now = clock_mono();
+	unsigned long	 gen = 0;
 	int		 rc = 0;
 
 	if (v == NULL)
 		return 0;
+	if (kc != NULL && db_poll(db) == 0 &&
+	    (e = keycache_sealed_get(kc, tenant, (int)p, now)) != NULL)
+		return e->found ? open_sealed(v, e->key_id, tenant, p,
+		    e->ciphertext, out, why) : 0;
+	if (kc != NULL)
+		gen = keycache_generation(kc);
 	if ((res = db_query(db, STMT_LLM_KEY_GET, 2, params)) == NULL) {
 		*why = RESOLVE_DB;
 		return -1;
 	}
 	if (db_rows(res) == 1) {
-		if (vault_open(v, db_value(res, 0, 1), tenant,
-		    provider_names[p], db_value(res, 0, 0), out) == 0)
-			rc = 1;
-		else {
-			*why = RESOLVE_VAULT;
-			rc = -1;
-		}
-	}
+		if (kc != NULL)
+			keycache_sealed_put(kc, tenant, (int)p,
+			    db_value(res, 0, 1), db_value(res, 0, 0), now, gen);
+		rc = open_sealed(v, db_value(res, 0, 1), tenant, p,
+		    db_value(res, 0, 0), out, why);
+	} else if (kc != NULL)
+		keycache_sealed_put(kc, tenant, (int)p, NULL, NULL, now, gen);
 	db_res_free(res);
 	return rc;
 }
 
 enum resolve_result
-gateway_resolve(struct db *db, const struct vault *v,
+gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
     const struct config *cfg, const char *tenant, enum provider routed,
     const char *model, const char *inline_key, struct gateway_key *out)
 {
@@ -145,13 +173,13 @@ gateway_resolve(struct db *db, const struct vault *v,
 		return buf_puts(&out->secret, inline_key) == 0 ? RESOLVE_OK :
 		    RESOLVE_DB;
 	/* 2. The tenant's own key for that provider. */
-	if ((rc = vault_key(db, v, tenant, routed, &out->secret, &why)) != 0)
+	if ((rc = vault_key(db, v, kc, tenant, routed, &out->secret, &why)) != 0)
 		return rc == 1 ? RESOLVE_OK : why;
 	/* 3. The tenant's own OpenRouter key, for any model. */
 	out->provider = PROVIDER_OPENROUTER;
 	openrouter_model(routed, model, out->model, sizeof(out->model));
 	if (routed != PROVIDER_OPENROUTER &&
-	    (rc = vault_key(db, v, tenant, PROVIDER_OPENROUTER, &out->secret,
+	    (rc = vault_key(db, v, kc, tenant, PROVIDER_OPENROUTER, &out->secret,
 	    &why)) != 0)
 		return rc == 1 ? RESOLVE_OK : why;
 	/* 4. The operator's pool, with its markup. */

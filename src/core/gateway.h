@@ -10,6 +10,7 @@
 struct config;
 struct config_upstream;
 struct db;
+struct keycache;
 struct vault;
 
 /*
@@ -63,10 +64,11 @@ enum resolve_result {
  * Picks the key, first hit wins: the inline header for the routed
  * provider (inline, may be NULL), the tenant's vault key for it, the
  * tenant's own OpenRouter key (any model, through OpenRouter), the
- * operator's pool_openrouter_key.  vault may be NULL (no master keys).
+ * operator's pool_openrouter_key.  vault may be NULL (no master keys);
+ * stored keys are looked up in the cache when one is given.
  */
 enum resolve_result gateway_resolve(struct db *, const struct vault *,
-		    const struct config *, const char *tenant,
+		    struct keycache *, const struct config *, const char *tenant,
 		    enum provider routed, const char *model,
 		    const char *inline_key, struct gateway_key *out)
 		    __attribute__((warn_unused_result));

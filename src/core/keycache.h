@@ -5,12 +5,15 @@
 #include <time.h>
 
 /*
- * Keys a worker has looked up, by the prefix a client presented: what the
- * key may do and the HMAC its secret must match, never the secret.  Every
- * change that can alter a key is announced by PostgreSQL (sql/0004) and
- * empties the caches of every worker (keycache_forget); an entry is also
- * dropped after KEYCACHE_TTL seconds whatever happens.  A key's expiry is
- * kept with it, so a cached key expires on time.
+ * Keys a worker has looked up.  API keys by the prefix a client presented:
+ * what the key may do and the HMAC its secret must match, never the
+ * secret.  Tenants' provider keys by tenant and provider: the stored
+ * ciphertext (or that there is none), never the plaintext, which is opened
+ * per request and wiped.  Every change that can alter either is announced
+ * by PostgreSQL (sql/0004) and empties the caches of every worker
+ * (keycache_forget); an entry is also dropped after KEYCACHE_TTL seconds
+ * whatever happens.  An API key's expiry is kept with it, so a cached key
+ * expires on time.
  */
 
 #define KEYCACHE_TTL	60.0	/* s */
@@ -29,6 +32,17 @@ struct keycache_entry {
 	long	 rate_limit_max;
 	int	 rate_limit_window;
 	double	 next_touch;	/* monotonic s: when last_used_at is due */
+	double	 read_at;	/* monotonic s */
+	unsigned long generation;
+};
+
+/* A tenant's stored provider key, sealed as the vault keeps it. */
+struct keycache_sealed {
+	char	 tenant_id[40];
+	int	 provider;	/* enum provider */
+	bool	 found;		/* false: the tenant stores none */
+	char	 key_id[32];	/* master key it is sealed under */
+	char	*ciphertext;	/* owned; NULL when !found */
 	double	 read_at;	/* monotonic s */
 	unsigned long generation;
 };
@@ -63,6 +77,16 @@ struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
  * was there.  NULL when the prefix is too long to keep.
  */
 struct keycache_entry *keycache_put(struct keycache *, const char *prefix,
+		    double now, unsigned long generation);
+/* The tenant's sealed key for provider, or NULL when not cached. */
+const struct keycache_sealed *keycache_sealed_get(struct keycache *,
+		    const char *tenant, int provider, double now);
+/*
+ * Keeps what was read (ciphertext NULL: none stored) at now in
+ * generation.  Failing to keep it (out of memory) is not an error.
+ */
+void		 keycache_sealed_put(struct keycache *, const char *tenant,
+		    int provider, const char *key_id, const char *ciphertext,
 		    double now, unsigned long generation);
 
 #endif

@@ -68,6 +68,7 @@ static const struct cf_key keys[] = {
 	{ "master_keys", CF_SECRET, F(master_keys), true, "", 0, 0 },
 	{ "key_brand", CF_STR, F(key_brand), true, "kg", 0, 0 },
 	{ "max_body_bytes", CF_LONG, F(max_body_bytes), true, "1048576", 1024, 67108864 },
+	{ "rate_limiting", CF_BOOL, F(rate_limiting), true, "true", 0, 0 },
 	{ "rate_limit_max", CF_LONG, F(rate_limit_max), true, "100", 1, 100000 },
 	{ "rate_limit_window", CF_WINDOW, F(rate_limit_window), true, "1 minute", 1, 86400 * 31 },
 	{ "max_active_keys_per_tenant", CF_LONG, F(max_active_keys_per_tenant), true, "0", 0, 1e9 },

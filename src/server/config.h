@@ -62,6 +62,7 @@ struct config {
 	char		*master_keys;		/* secret: "id:base64,..." */
 	char		*key_brand;
 	long		 max_body_bytes;
+	bool		 rate_limiting;	/* count requests against limits */
 	long		 rate_limit_max;
 	int		 rate_limit_window;	/* s */
 	long		 max_active_keys_per_tenant; /* 0 = unlimited */

@@ -153,3 +153,16 @@ def test_verify_counts_against_the_verified_key(make_stack):
     # The verified key itself is now over its limit too.
     ks.assert_error(s.get("/v1/auth/whoami", headers=ks.auth(key)), 429,
                     "rate_limit_exceeded")
+
+
+def test_rate_limiting_off_counts_nothing(make_stack):
+    s = make_stack(workers=2, rate_limiting="false")
+    key = limited_key(s, 2, "1 minute")
+    for _ in range(6):
+        r = s.get("/v1/auth/whoami", headers=ks.auth(key))
+        assert r.status == 200, r.body
+        assert not any(h.startswith("x-ratelimit-") for h in r.headers)
+    v = s.post("/v1/keys/verify", {"key": key}, headers=ks.auth())
+    assert v.status == 200 and v.json["valid"] is True
+    assert v.json["ratelimit"] == {"limit": 2, "window": "1 minute"}
+    assert s.psql("SELECT count(*) FROM rate_counters") == [["0"]]

@@ -1238,6 +1238,68 @@ def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
     assert mock.chat_requests("openai") == [], "a deleted key was used"
 
 
+def vault_lookups(stack):
+    """How many times PostgreSQL has read llm_keys by an index."""
+    time.sleep(1.2)     # statistics reach the view at most once a second
+    return int(stack.psql("SELECT coalesce(sum(idx_scan), 0) FROM "
+                          "pg_stat_user_tables WHERE relname = 'llm_keys'")
+               [0][0])
+
+
+CHAT_BODY = {"model": "gpt-4o-mini", "max_tokens": 5,
+             "messages": [{"role": "user", "content": "Say ok."}]}
+
+
+def test_stored_keys_are_read_once_per_worker(vault, tenant, mock):
+    """Workers keep the sealed value, not the plaintext, and do not read
+    the vault again for every call."""
+    keys = accepted(mock, {"openai": provider_key("openai")})
+    assert tenant.store(keys).status == 200
+    on_every_worker(vault, "POST", CHAT, tenant.headers,
+                    lambda r: r.status == 200, CHAT_BODY)
+    before = vault_lookups(vault)
+    for _ in range(30):
+        assert vault.post(CHAT, CHAT_BODY, headers=tenant.headers).status \
+            == 200
+    assert vault_lookups(vault) - before < 6
+    assert_upstream_keys(mock, keys)
+
+
+def test_a_key_stored_where_none_was_reaches_every_worker(vault, tenant,
+                                                          mock):
+    """No key is remembered too: a store ends that everywhere at once."""
+    def refused(resp):
+        assert_error(resp, 401, "missing_provider_key")
+    on_every_worker(vault, "POST", CHAT, tenant.headers, refused, CHAT_BODY)
+    keys = accepted(mock, {"openai": provider_key("openai")})
+    assert tenant.store(keys).status == 200
+    mock.reset()
+
+    def ok(resp):
+        assert resp.status == 200, resp.body
+    on_every_worker(vault, "POST", CHAT, tenant.headers, ok, CHAT_BODY)
+    assert_upstream_keys(mock, keys)
+
+
+def test_a_key_deleted_in_the_database_reaches_every_worker(vault, tenant,
+                                                            mock):
+    """As another host or an operator's SQL would delete it."""
+    keys = accepted(mock, {"openai": provider_key("openai")})
+    assert tenant.store(keys).status == 200
+    on_every_worker(vault, "POST", CHAT, tenant.headers,
+                    lambda r: r.status == 200, CHAT_BODY)
+    vault.psql("DELETE FROM llm_keys WHERE tenant_id = '%s'" % tenant.id)
+    ks.wait_until(lambda: vault.post(CHAT, CHAT_BODY, headers=tenant.headers
+                                     ).status == 401, 2,
+                  what="the deleted key to be gone")
+    mock.reset()
+
+    def refused(resp):
+        assert_error(resp, 401, "missing_provider_key")
+    on_every_worker(vault, "POST", CHAT, tenant.headers, refused, CHAT_BODY)
+    assert mock.chat_requests("openai") == [], "a deleted key was used"
+
+
 # ---------------------------------------------------------------------------
 # 5. Errors, each storing nothing
 
