@@ -252,7 +252,9 @@ pass_retry_after(struct request *req, const struct upstream_call *call)
 /*
  * Answers a provider's non-2xx reply in our shape.  A 4xx keeps its status,
  * message, and the provider's own error type and code where it gave them
- * (the generic ones otherwise); 3xx and 5xx are 502.
+ * (the generic ones otherwise); 3xx and 5xx are 502.  A 401 is the
+ * provider refusing the provider key: its code says so, so that a client
+ * does not take it for its own keygate key being refused.
  */
 static void
 provider_error(struct chat *c, long status, const struct buf *body,
@@ -266,7 +268,8 @@ provider_error(struct chat *c, long status, const struct buf *body,
 		if (status == 429)
 			pass_retry_after(req, call);
 		http_error_as(req, (int)status, pe.type[0] != '\0' ? pe.type :
-		    type_of_status(status), pe.code[0] != '\0' ? pe.code :
+		    type_of_status(status), status == 401 ?
+		    "invalid_provider_key" : pe.code[0] != '\0' ? pe.code :
 		    status == 429 ? "rate_limit_exceeded" : "upstream_error",
 		    "%s: %s", gateway_provider_name(&c->key), pe.message);
 	} else if (status >= 300 && status < 400)

@@ -60,8 +60,9 @@ def _stack(workdir, pg, mock, **config):
                upstream_connect_timeout=UPSTREAM_TIMEOUT,
                upstream_idle_timeout=UPSTREAM_TIMEOUT,
                upstream_total_timeout=UPSTREAM_TIMEOUT)
+    cfg.setdefault("workers", 3)
     cfg.update(config)
-    return ks.Stack(workdir.subdir("kg"), pg, workers=3,
+    return ks.Stack(workdir.subdir("kg"), pg,
                     dbname="gw_%d_%s" % (os.getpid(), secrets.token_hex(4)),
                     **cfg)
 
@@ -601,9 +602,31 @@ def test_a_rejected_provider_key_is_not_echoed(gw, mock):
     t = Tenant(gw)
     key = provider_key("openai")            # not accepted by the mock
     resp = t.chat(chat_body(), {"X-OpenAI-Key": key})
-    err = assert_error(resp, 401)
-    assert "Incorrect API key provided" in err["message"], err
+    # Not invalid_api_key: the client's own keygate key was fine.
+    err = assert_error(resp, 401, "invalid_provider_key")
+    assert err["message"].startswith("openai: Incorrect API key provided"), \
+        err
     assert_not_in([key], response_text(resp))
+
+
+def test_calls_to_a_provider_reuse_one_connection(workdir, pg, mock):
+    """A worker keeps its connection to a provider for the next call,
+    instead of a TCP (and, to a real provider, TLS) handshake each; and
+    nothing of one call, its key least of all, is sent with the next."""
+    s = _stack(workdir, pg, mock, workers=1)
+    try:
+        first, second = Tenant(s), Tenant(s)
+        h1, k1 = with_key(mock, "openai")
+        h2, k2 = with_key(mock, "openai")
+        for t, h in ((first, h1), (second, h2), (first, h1)):
+            resp = t.chat(chat_body(), h)
+            assert resp.status == 200, resp.body
+        seen = mock.seen("openai")
+        assert len(seen) == 3
+        assert len({e.peer for e in seen}) == 1, [e.peer for e in seen]
+        assert [e.bearer for e in seen] == [k1, k2, k1]
+    finally:
+        s.close()
 
 
 # ---------------------------------------------------------------------------

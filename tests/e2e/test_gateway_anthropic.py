@@ -260,7 +260,7 @@ def test_provider_error_keeps_its_type(ant):
     r = chat(s, {"model": "claude-3-5-haiku-latest",
                  "messages": [{"role": "user", "content": "x"}]},
              key="sk-ant-api03-" + "w" * 40)
-    err = ks.assert_error(r, 401, "upstream_error")
+    err = ks.assert_error(r, 401, "invalid_provider_key")
     assert err["type"] == "authentication_error"
 
 

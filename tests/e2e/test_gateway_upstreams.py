@@ -321,7 +321,7 @@ def test_a_rejected_upstream_key_is_not_echoed(gw, gpu):
     t = Tenant(gw)
     gpu.reset()         # accepts no key now
     resp = t.chat(body("local/x"))
-    assert_error(resp, 401)
+    assert_error(resp, 401, "invalid_provider_key")
     assert GPU_KEY not in resp.body.decode()
 
 
