@@ -265,6 +265,7 @@ api_stop(struct worker *w)
 	w->vault = NULL;
 	keycache_free(w->keys);
 	w->keys = NULL;
+	upstream_close();
 	free(w->app_data);
 	w->app_data = NULL;
 }

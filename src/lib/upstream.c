@@ -132,10 +132,26 @@ upstream_retry_seconds(const struct upstream_call *c)
 	return -1;
 }
 
+/*
+ * One handle per process, reset before each call: what it keeps between
+ * calls is its connections (and TLS sessions and DNS answers), so calls to
+ * a provider reuse a connection instead of a TCP and TLS handshake each.
+ * Workers answer one request at a time, and the master never calls out.
+ */
+static CURL *handle;
+
 int
 upstream_global_init(void)
 {
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void
+upstream_close(void)
+{
+	if (handle != NULL)
+		curl_easy_cleanup(handle);
+	handle = NULL;
 }
 
 static enum upstream_result
@@ -150,10 +166,12 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 
 	*status = 0;
 	c->retry_after[0] = c->retry_after_ms[0] = '\0';
-	if ((h = curl_easy_init()) == NULL) {
+	if (handle == NULL && (handle = curl_easy_init()) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
 	}
+	h = handle;
+	curl_easy_reset(h);
 	for (i = 0; i < UPSTREAM_MAX_HEADERS && c->headers[i] != NULL; i++) {
 		if ((tmp = curl_slist_append(hdrs, c->headers[i])) == NULL)
 			break;
@@ -202,8 +220,14 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		snprintf(err, errsz, "%s", curl_easy_strerror(rc));
 		res = UPSTREAM_UNREACHABLE;
 	}
+	/*
+	 * Nothing of this call may stay but the connection: not the URL
+	 * (Gemini's carries the key), not the headers, not the body.
+	 */
+	curl_easy_setopt(h, CURLOPT_URL, NULL);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
 	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(h);
 	return res;
 }
 

@@ -62,6 +62,11 @@ long		 upstream_retry_seconds(const struct upstream_call *);
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));
 /*
+ * Closes the connections calls keep open for the next call to the same
+ * place (a process has one set, made at its first call).
+ */
+void		 upstream_close(void);
+/*
  * Performs the call; on UPSTREAM_OK *status and body hold the answer.
  * err gets a short reason for the other results (no secrets).
  */

@@ -183,6 +183,7 @@ class Exchange:
         except ValueError:
             self.json = None
         self.received_at = received_at
+        self.peer = None           # (address, port) of the connection
         self.provider = None
         self.reply = None          # the JSON object answered, if any
         self.events = []           # the SSE data payloads sent, in order
@@ -342,6 +343,7 @@ class MockLLM:
         path = urllib.parse.urlsplit(h.path).path
         ex = Exchange(h.command, path, list(h.headers.items()), body,
                       time.monotonic())
+        ex.peer = h.client_address
         ex.provider = self._provider_of(path)
         with self._lock:
             self.exchanges.append(ex)
