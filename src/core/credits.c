@@ -76,38 +76,24 @@ credits_reserve(struct db *db, const char *tenant, const char *key_id,
 	id[0] = '\0';
 	*available = 0;
 	snprintf(amt, sizeof(amt), "%lld", amount);
-	if (db_begin(db) == -1)
-		return CREDITS_DB;
-	p[0] = tenant;
-	p[1] = amt;
-	if ((res = db_query(db, STMT_CREDITS_RESERVE, 2, p)) == NULL)
-		goto fail;
-	held = db_rows(res) == 1;
-	db_res_free(res);
-	if (!held) {
-		db_rollback(db);
-		if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
-			return CREDITS_DB;
-		if (db_rows(res) == 1)
-			*available = atoll(db_value(res, 0, 0));
-		db_res_free(res);
-		return CREDITS_SHORT;
-	}
 	p[0] = tenant;
 	p[1] = key_id;
 	p[2] = request_id;
 	p[3] = amt;
-	if ((res = db_query(db, STMT_RESERVATION_INSERT, 4, p)) == NULL)
-		goto fail;
-	snprintf(id, 40, "%s", db_value(res, 0, 0));
+	if ((res = db_query(db, STMT_CREDITS_RESERVE, 4, p)) == NULL)
+		return CREDITS_DB;
+	held = db_rows(res) == 1;
+	if (held)
+		snprintf(id, 40, "%s", db_value(res, 0, 0));
 	db_res_free(res);
-	if (db_commit(db) == -1)
-		goto fail;
-	return CREDITS_OK;
-fail:
-	db_rollback(db);
-	id[0] = '\0';
-	return CREDITS_DB;
+	if (held)
+		return CREDITS_OK;
+	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
+		return CREDITS_DB;
+	if (db_rows(res) == 1)
+		*available = atoll(db_value(res, 0, 0));
+	db_res_free(res);
+	return CREDITS_SHORT;
 }
 
 int
@@ -123,40 +109,30 @@ credits_settle(struct db *db, const char *id, long long cost,
     const struct credits_usage *u, long long *charged)
 {
 	struct db_res	*res;
-	char		 c[24], pt[24], ct[24], ch[24], mk[24];
-	const char	*p[11];
+	char		 c[24], pt[24], ct[24], mk[24];
+	const char	*p[12];
 
 	*charged = 0;
 	snprintf(c, sizeof(c), "%lld", cost);
-	if (db_begin(db) == -1)
-		return -1;
+	snprintf(pt, sizeof(pt), "%ld", u->prompt_tokens);
+	snprintf(ct, sizeof(ct), "%ld", u->completion_tokens);
+	snprintf(mk, sizeof(mk), "%.4f", u->markup);
 	p[0] = id;
 	p[1] = c;
-	if ((res = db_query(db, STMT_CREDITS_SETTLE, 2, p)) == NULL)
-		goto fail;
+	p[2] = u->tenant;
+	p[3] = u->key_id;
+	p[4] = u->request_id;
+	p[5] = u->provider;
+	p[6] = u->model;
+	p[7] = u->pool ? "pool" : "user";
+	p[8] = pt;
+	p[9] = ct;
+	p[10] = u->pool ? mk : NULL;
+	p[11] = u->status;
+	if ((res = db_query(db, STMT_CREDITS_SETTLE, 12, p)) == NULL)
+		return -1;
 	if (db_rows(res) == 1)
 		*charged = atoll(db_value(res, 0, 0));
 	db_res_free(res);
-	snprintf(pt, sizeof(pt), "%ld", u->prompt_tokens);
-	snprintf(ct, sizeof(ct), "%ld", u->completion_tokens);
-	snprintf(ch, sizeof(ch), "%lld", *charged);
-	snprintf(mk, sizeof(mk), "%.4f", u->markup);
-	p[0] = u->tenant;
-	p[1] = u->key_id;
-	p[2] = u->request_id;
-	p[3] = u->provider;
-	p[4] = u->model;
-	p[5] = u->pool ? "pool" : "user";
-	p[6] = pt;
-	p[7] = ct;
-	p[8] = ch;
-	p[9] = u->pool ? mk : NULL;
-	p[10] = u->status;
-	if (db_exec(db, STMT_USAGE_INSERT, 11, p) == -1 || db_commit(db) == -1)
-		goto fail;
 	return 0;
-fail:
-	db_rollback(db);
-	*charged = 0;
-	return -1;
 }

@@ -61,6 +61,11 @@ const char *const db_status_names[DB_STATUS__MAX] = {
 static const struct {
 	const char	*name;
 	const char	*sql;
+	/*
+	 * Never sent twice: the statement changes something on its own and
+	 * a connection lost after it ran could have committed it.
+	 */
+	bool		 once;
 } stmts[STMT__MAX] = {
 	[STMT_SCHEMA_VERSION] = { "schema_version",
 	  "SELECT coalesce(max(version), 0) FROM schema_migrations" },
@@ -374,43 +379,44 @@ static const struct {
 	/*
 	 * One statement checks and holds: the row lock makes concurrent
 	 * requests of a tenant take turns, so they can never together hold
-	 * more than the balance.
+	 * more than the balance.  A statement of its own, so the lock lasts
+	 * one round trip and the commit.
 	 */
 	[STMT_CREDITS_RESERVE] = { "credits_reserve",
-	  "UPDATE tenants SET credits_reserved = credits_reserved + "
-	  "$2::bigint WHERE id = $1::uuid AND credits_balance - "
-	  "credits_reserved >= $2::bigint "
-	  "RETURNING credits_balance, credits_reserved" },
+	  "WITH t AS (UPDATE tenants SET credits_reserved = credits_reserved "
+	  "+ $4::bigint WHERE id = $1::uuid AND credits_balance - "
+	  "credits_reserved >= $4::bigint RETURNING id) "
+	  "INSERT INTO credit_reservations (tenant_id, api_key_id, "
+	  "request_id, amount) SELECT t.id, $2::uuid, $3, $4::bigint FROM t "
+	  "RETURNING id", true },
 	[STMT_CREDITS_AVAILABLE] = { "credits_available",
 	  "SELECT credits_balance - credits_reserved FROM tenants "
 	  "WHERE id = $1::uuid" },
-	[STMT_RESERVATION_INSERT] = { "reservation_insert",
-	  "INSERT INTO credit_reservations (tenant_id, api_key_id, "
-	  "request_id, amount) VALUES ($1::uuid, $2::uuid, $3, $4::bigint) "
-	  "RETURNING id" },
 	[STMT_CREDITS_RELEASE] = { "credits_release",
 	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
 	  "RETURNING tenant_id, amount) UPDATE tenants t SET "
 	  "credits_reserved = t.credits_reserved - r.amount FROM r "
 	  "WHERE t.id = r.tenant_id" },
 	/*
-	 * The reservation turns into the real cost: never more than the
-	 * balance holds, so the balance never goes below zero.
+	 * The reservation turns into the real cost, never more than the
+	 * balance holds (so the balance never goes below zero), and the
+	 * usage row is written by the same statement: exactly one, charged
+	 * 0 when the reservation was already gone.
 	 */
 	[STMT_CREDITS_SETTLE] = { "credits_settle",
 	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
 	  "RETURNING tenant_id, amount), c AS (SELECT t.id, r.amount, "
 	  "least($2::bigint, greatest(t.credits_balance - "
 	  "(t.credits_reserved - r.amount), 0)) AS charged FROM tenants t "
-	  "JOIN r ON t.id = r.tenant_id FOR UPDATE OF t) "
-	  "UPDATE tenants t SET credits_reserved = t.credits_reserved - "
+	  "JOIN r ON t.id = r.tenant_id FOR UPDATE OF t), "
+	  "s AS (UPDATE tenants t SET credits_reserved = t.credits_reserved - "
 	  "c.amount, credits_balance = t.credits_balance - c.charged FROM c "
-	  "WHERE t.id = c.id RETURNING c.charged" },
-	[STMT_USAGE_INSERT] = { "usage_insert",
+	  "WHERE t.id = c.id RETURNING c.charged) "
 	  "INSERT INTO usage (tenant_id, api_key_id, request_id, provider, "
 	  "model, key_source, prompt_tokens, completion_tokens, "
-	  "credits_charged, markup, status) VALUES ($1::uuid, $2::uuid, $3, "
-	  "$4, $5, $6, $7::int, $8::int, $9::bigint, $10::numeric, $11)" },
+	  "credits_charged, markup, status) SELECT $3::uuid, $4::uuid, $5, "
+	  "$6, $7, $8, $9::int, $10::int, coalesce((SELECT charged FROM s), "
+	  "0), $11::numeric, $12 RETURNING credits_charged", true },
 	[STMT_CREDITS_ADD] = { "credits_add",
 	  "UPDATE tenants SET credits_balance = credits_balance + $2::bigint, "
 	  "updated_at = now() WHERE id = $1::uuid RETURNING credits_balance" },
@@ -763,10 +769,11 @@ db_query(struct db *db, enum stmt s, int n, const char *const *params)
 	/*
 	 * A connection that died since the last request (PostgreSQL
 	 * restarted) is only noticed now.  Outside a transaction nothing
-	 * was done, so one retry on a fresh connection is safe.
+	 * was done, so one retry on a fresh connection is safe, except for
+	 * a statement that may have committed before the connection died.
 	 */
 	if (res == NULL && db->status == DB_UNAVAILABLE && was_connected &&
-	    !in_tx) {
+	    !in_tx && !stmts[s].once) {
 		db->next_attempt = 0;
 		res = run(db, s, n, params);
 	}

@@ -74,15 +74,13 @@ enum stmt {
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
 	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
-	STMT_CREDITS_RESERVE,	/* (tenant, amount) -> balance, reserved;
-				    no row when short */
+	STMT_CREDITS_RESERVE,	/* (tenant, key, request, amount) ->
+				    reservation id; no row when short */
 	STMT_CREDITS_AVAILABLE,	/* (tenant) -> balance - reserved */
-	STMT_RESERVATION_INSERT, /* (tenant, key, request, amount) -> id */
 	STMT_CREDITS_RELEASE,	/* (reservation id) */
-	STMT_CREDITS_SETTLE,	/* (reservation id, cost) -> charged */
-	STMT_USAGE_INSERT,	/* (tenant, key, request, provider, model,
-				    source, prompt, completion, charged,
-				    markup, status) */
+	STMT_CREDITS_SETTLE,	/* (reservation id, cost, tenant, key,
+				    request, provider, model, source, prompt,
+				    completion, markup, status) -> charged */
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */
