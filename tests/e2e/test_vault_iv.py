@@ -38,6 +38,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import auth
+from test_vault import restart
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -83,15 +84,6 @@ def stored_ivs(stack):
     bad = [iv for iv, _ in rows if not IV_RE.match(iv)]
     assert not bad, "IVs that are not 24 hex digits: %r" % bad[:5]
     return [bytes.fromhex(iv) for iv, _ in rows], {k for _, k in rows}
-
-
-def restart(kg, **changes):
-    """Stops keygated, applies `changes` to its config, starts it again."""
-    kg.sigterm()
-    if kg.wait(10) is None:
-        kg.proc.kill_group()
-    kg.rewrite_config(**changes)
-    kg.start()
 
 
 @pytest.fixture(scope="module")
