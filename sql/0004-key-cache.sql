@@ -19,7 +19,10 @@ CREATE TRIGGER api_keys_cache_changed
           (to_jsonb(NEW) - 'last_used_at' - 'updated_at'))
     EXECUTE FUNCTION keygate_cache_changed();
 CREATE TRIGGER api_keys_cache_removed
-    AFTER DELETE OR TRUNCATE ON api_keys FOR EACH STATEMENT
+    AFTER DELETE ON api_keys FOR EACH ROW
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER api_keys_cache_truncated
+    AFTER TRUNCATE ON api_keys FOR EACH STATEMENT
     EXECUTE FUNCTION keygate_cache_changed();
 
 -- A role's scopes are its keys' scopes.
@@ -28,7 +31,10 @@ CREATE TRIGGER roles_cache_changed
     WHEN (OLD.scopes IS DISTINCT FROM NEW.scopes)
     EXECUTE FUNCTION keygate_cache_changed();
 CREATE TRIGGER roles_cache_removed
-    AFTER DELETE OR TRUNCATE ON roles FOR EACH STATEMENT
+    AFTER DELETE ON roles FOR EACH ROW
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER roles_cache_truncated
+    AFTER TRUNCATE ON roles FOR EACH STATEMENT
     EXECUTE FUNCTION keygate_cache_changed();
 
 -- A tenant's keys work only while it is active.
@@ -37,13 +43,21 @@ CREATE TRIGGER tenants_cache_changed
     WHEN (OLD.active IS DISTINCT FROM NEW.active)
     EXECUTE FUNCTION keygate_cache_changed();
 CREATE TRIGGER tenants_cache_removed
-    AFTER DELETE OR TRUNCATE ON tenants FOR EACH STATEMENT
+    AFTER DELETE ON tenants FOR EACH ROW
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER tenants_cache_truncated
+    AFTER TRUNCATE ON tenants FOR EACH STATEMENT
     EXECUTE FUNCTION keygate_cache_changed();
 
--- Provider keys stored, replaced, re-encrypted or deleted.
-CREATE TRIGGER llm_keys_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON llm_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION keygate_cache_changed();
+-- Provider keys stored, replaced, re-encrypted or deleted.  Row by row, so
+-- that a statement that changes nothing empties no cache; notifications of
+-- one transaction are folded into one.
+CREATE TRIGGER llm_keys_cache_changed
+    AFTER INSERT OR UPDATE OR DELETE ON llm_keys FOR EACH ROW
+    EXECUTE FUNCTION keygate_cache_changed();
+CREATE TRIGGER llm_keys_cache_truncated
+    AFTER TRUNCATE ON llm_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION keygate_cache_changed();
 
 -- Rate limits: each keygated takes requests from a window's counter in
 -- blocks and spends them from memory its workers share.  granted is what

@@ -14,10 +14,11 @@
 /* Counters older than this are of no use: the longest window is 31 days. */
 #define RL_KEEP (86400L * 32)
 
-#define RL_SETS		1024	/* sets of counters, each with its lock */
+#define RL_SETS		4096	/* sets of counters, each with its lock */
 #define RL_WAYS		4	/* counters per set */
-#define RL_BLOCK_SHARE	16	/* a block is 1/16 of what is left */
+#define RL_BLOCK_SHARE	16	/* a block is at most 1/16 of what is left */
 #define RL_BLOCK_MAX	1024
+#define RL_LOCK_WAIT	2	/* s to wait for a set's lock */
 
 /* One subject's window, as this host knows it. */
 struct rl_slot {
@@ -27,6 +28,7 @@ struct rl_slot {
 	int		 window;
 	long		 avail;		/* taken from the row, not yet spent */
 	long		 count;		/* the row's count after our last take */
+	long		 block;		/* the next take: doubles while busy */
 	bool		 full;		/* the row refused: the window is over */
 	unsigned long	 used;		/* the set's clock at the last use */
 };
@@ -73,12 +75,22 @@ rl_shared_init(struct rl_shared *sh)
 static int
 set_lock(struct rl_set *set)
 {
-	int	 rc = pthread_mutex_lock(&set->mu);
+	struct timespec	 until;
+	int		 rc;
 
+	/*
+	 * The holder may be waiting for PostgreSQL; past RL_LOCK_WAIT the
+	 * caller counts its request there itself.
+	 */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += RL_LOCK_WAIT;
+	rc = pthread_mutex_timedlock(&set->mu, &until);
 	if (rc == EOWNERDEAD) {
 		memset(set->slot, 0, sizeof(set->slot));
-		if (pthread_mutex_consistent(&set->mu) != 0)
+		if (pthread_mutex_consistent(&set->mu) != 0) {
+			pthread_mutex_unlock(&set->mu);
 			return -1;
+		}
 		return 0;
 	}
 	return rc == 0 ? 0 : -1;
@@ -94,47 +106,61 @@ fnv1a(const char *s)
 	return h;
 }
 
-/* Which counter gives way first: a free one, then an ended window's. */
+/*
+ * Which counter gives way first: a free one, then an ended window's, then
+ * one holding no unspent requests.
+ */
 static int
 rank(const struct rl_slot *s, long ws)
 {
 	if (s->subject[0] == '\0')
 		return 0;
-	return s->window_start < ws ? 1 : 2;
+	if (s->window_start < ws)
+		return 1;
+	return s->avail == 0 ? 2 : 3;
 }
 
 /*
- * The subject's counter in this set: its own, else a free one, else one of
- * an ended window, else the least recently used.  Reset when it describes
- * another window or limit.
+ * The subject's counter in this set: its own, else the first to give way,
+ * the least recently used among equals.
  */
 static struct rl_slot *
-slot_for(struct rl_set *set, const char *subject, long ws, long limit,
-    int window)
+slot_for(struct rl_set *set, const char *subject, long ws)
 {
-	struct rl_slot	*s = NULL, *v;
+	struct rl_slot	*v = &set->slot[0];
 	int		 i;
 
-	for (i = 0; i < RL_WAYS && s == NULL; i++)
+	for (i = 0; i < RL_WAYS; i++)
 		if (strcmp(set->slot[i].subject, subject) == 0)
-			s = &set->slot[i];
-	for (i = 1, v = &set->slot[0]; s == NULL && i < RL_WAYS; i++)
+			return &set->slot[i];
+	for (i = 1; i < RL_WAYS; i++)
 		if (rank(&set->slot[i], ws) < rank(v, ws) ||
 		    (rank(&set->slot[i], ws) == rank(v, ws) &&
 		    set->slot[i].used < v->used))
 			v = &set->slot[i];
-	if (s == NULL)
-		s = v;
-	if (strcmp(s->subject, subject) != 0 || s->window_start != ws ||
-	    s->limit != limit || s->window != window) {
-		memset(s, 0, sizeof(*s));
-		memcpy(s->subject, subject, strlen(subject) + 1);
-		s->window_start = ws;
-		s->limit = limit;
-		s->window = window;
-	}
-	s->used = ++set->clock;
-	return s;
+	return v;
+}
+
+/*
+ * Gives the requests a counter took and did not spend back to its row, as
+ * it is reused: they were never admitted.  A failure loses them (admitting
+ * less, never more).
+ */
+static void
+give_back(struct db *db, const struct rl_slot *s, long ws)
+{
+	char		 start[24], n[24];
+	const char	*p[3];
+
+	if (s->avail <= 0 || s->window_start != ws || s->full)
+		return;
+	snprintf(start, sizeof(start), "%ld", s->window_start);
+	snprintf(n, sizeof(n), "%ld", s->avail);
+	p[0] = s->subject;
+	p[1] = start;
+	p[2] = n;
+	if (db_exec(db, STMT_RATE_GIVE_BACK, 3, p) == -1)
+		return;		/* lost: admitting less, never more */
 }
 
 /*
@@ -204,10 +230,24 @@ rl_take(struct db *db, struct rl_shared *sh, const char *subject, long limit,
 	set = &sh->set[fnv1a(subject) % RL_SETS];
 	if (set_lock(set) == -1)
 		return rl_take(db, NULL, subject, limit, window, st);
-	s = slot_for(set, subject, ws, limit, window);
+	s = slot_for(set, subject, ws);
+	if (strcmp(s->subject, subject) != 0 || s->window_start != ws ||
+	    s->limit != limit || s->window != window) {
+		give_back(db, s, ws);
+		memset(s, 0, sizeof(*s));
+		memcpy(s->subject, subject, strlen(subject) + 1);
+		s->window_start = ws;
+		s->limit = limit;
+		s->window = window;
+		s->block = 1;
+	}
+	s->used = ++set->clock;
 	if (s->avail == 0 && !s->full) {
 		want = (limit - s->count) / RL_BLOCK_SHARE;
+		if (want > s->block)
+			want = s->block;
 		want = want < 1 ? 1 : want > RL_BLOCK_MAX ? RL_BLOCK_MAX : want;
+		s->block = s->block < RL_BLOCK_MAX ? s->block * 2 : RL_BLOCK_MAX;
 		if (take_block(db, subject, ws, limit, want, &count,
 		    &granted) != RL_OK) {
 			pthread_mutex_unlock(&set->mu);

@@ -13,14 +13,17 @@ struct db;
  * N hosts never admit N times the limit.
  *
  * A keygated does not go to that row for every request.  It takes
- * requests from it in blocks (a sixteenth of what is left in the window,
- * at least one, at most 1024) and hands them out to its workers from
+ * requests from it in blocks and hands them out to its workers from
  * memory they share, under a lock per set of counters; a worker that
  * finds the block spent takes the next one while holding that lock, so
- * the others wait for it instead of over-asking.  What a host took and did
- * not spend when the window ends is lost, not given to another host: a
- * busy limit can admit up to that much less than its number, never more.
- * Small limits get blocks of one, which is counting every request.
+ * the others wait for it instead of over-asking.  A subject's first block
+ * in a window is one request, and each next one twice the last, up to a
+ * sixteenth of what is left and at most 1024: a quiet key is counted one
+ * request at a time, a busy one a block at a time.  A counter reused for
+ * another subject gives what it did not spend back to the row.  What a
+ * host took and did not spend when the window ends is lost, not given to
+ * another host: with several hosts a busy limit can admit up to that
+ * much less than its number, never more.
  */
 
 struct rl_state {

@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,10 @@ static const struct {
 	  "DO UPDATE SET count = r.count + least($4::int, $3::int - r.count), "
 	  "granted = least($4::int, $3::int - r.count) "
 	  "WHERE r.count < $3::int RETURNING count, granted" },
+	[STMT_RATE_GIVE_BACK] = { "rate_give_back",
+	  "UPDATE rate_counters SET count = count - $3::int "
+	  "WHERE subject = $1 AND window_start = $2::bigint AND "
+	  "count >= $3::int" },
 	[STMT_RATE_PEEK] = { "rate_peek",
 	  "SELECT coalesce((SELECT count FROM rate_counters WHERE "
 	  "subject = $1 AND window_start = $2::bigint), 0)" },
@@ -458,6 +463,7 @@ static const struct {
 
 /* Seconds between connection attempts while the server is unreachable. */
 #define RECONNECT_INTERVAL 1.0
+#define DB_QUIET	5.0	/* s: db_poll() asks after this long */
 
 struct db {
 	PGconn		*conn;		/* NULL = not connected */
@@ -467,6 +473,7 @@ struct db {
 	bool		 prepared[STMT__MAX]; /* on this connection */
 	bool		 in_tx;		/* between db_begin and commit */
 	double		 next_attempt;	/* monotonic s, 0 = now */
+	double		 last_answer;	/* monotonic s of the last result */
 	enum db_status	 status;
 	char		 sqlstate[6];
 	char		 errmsg[256];
@@ -540,6 +547,8 @@ ignore_notice(void *arg, const char *msg)
 	(void)msg;
 }
 
+static int	 simple(struct db *, const char *);
+
 /* Hands every notification libpq has queued to the listener, as one call. */
 static void
 drain(struct db *db)
@@ -609,6 +618,7 @@ int
 db_poll(struct db *db)
 {
 	struct pollfd	 pfd;
+	int		 n;
 
 	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK)
 		return -1;
@@ -619,7 +629,9 @@ db_poll(struct db *db)
 	pfd.fd = PQsocket(db->conn);
 	pfd.events = POLLIN | POLLRDHUP;
 	pfd.revents = 0;
-	if (pfd.fd == -1 || poll(&pfd, 1, 0) == -1 ||
+	while ((n = poll(&pfd, 1, 0)) == -1 && errno == EINTR)
+		continue;
+	if (pfd.fd == -1 || n == -1 ||
 	    (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0 ||
 	    ((pfd.revents & POLLIN) != 0 && PQconsumeInput(db->conn) == 0) ||
 	    PQstatus(db->conn) != CONNECTION_OK) {
@@ -629,6 +641,13 @@ db_poll(struct db *db)
 		return -1;
 	}
 	drain(db);
+	/*
+	 * One that vanished without a word is only found by asking: after
+	 * DB_QUIET seconds without an answer, a round trip vouches for it.
+	 */
+	if (clock_mono() - db->last_answer > DB_QUIET &&
+	    simple(db, "SELECT 1") == -1)
+		return -1;
 	return 0;
 }
 
@@ -639,10 +658,16 @@ db_connect(struct db *db)
 	 * Our defaults come first so that the operator's conninfo, expanded
 	 * from "dbname", can override them.
 	 */
+	/*
+	 * Over TCP, a server that vanished without closing the connection
+	 * (a crash, a partition) is given up within seconds, not the
+	 * minutes TCP would wait.
+	 */
 	const char *const kw[] = { "connect_timeout", "application_name",
-	    "dbname", NULL };
-	const char *const val[] = { db->timeout, db->appname, db->conninfo,
-	    NULL };
+	    "keepalives", "keepalives_idle", "keepalives_interval",
+	    "keepalives_count", "tcp_user_timeout", "dbname", NULL };
+	const char *const val[] = { db->timeout, db->appname, "1", "5", "2",
+	    "3", "10000", db->conninfo, NULL };
 	double	 now;
 
 	if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
@@ -752,6 +777,7 @@ run(struct db *db, enum stmt s, int n, const char *const *params)
 	st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		db->status = DB_OK;
+		db->last_answer = clock_mono();
 		return res;
 	}
 	note_failure(db, res);
@@ -804,6 +830,7 @@ simple(struct db *db, const char *sql)
 	if (res != NULL && (PQresultStatus(res) == PGRES_COMMAND_OK ||
 	    PQresultStatus(res) == PGRES_TUPLES_OK)) {
 		db->status = DB_OK;
+		db->last_answer = clock_mono();
 		rc = 0;
 	} else
 		note_failure(db, res);

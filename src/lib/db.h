@@ -71,6 +71,7 @@ enum stmt {
 	STMT_RATE_TAKE,		/* (subject, window start, limit, wanted) ->
 				    count, granted (>= 1); no row when the
 				    window is full */
+	STMT_RATE_GIVE_BACK,	/* (subject, window start, n) */
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
 	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
@@ -132,9 +133,10 @@ int		 db_listen(struct db *, const char *channel,
 		    __attribute__((warn_unused_result));
 /*
  * Reads, without waiting, whatever the server has sent since the last
- * statement, handing notifications to the listener.  0 while connected;
- * -1 when there is no connection or the server has closed it (the next
- * statement reconnects).
+ * statement, handing notifications to the listener; when the server has
+ * not answered anything for 5 seconds, asks it (one round trip).  0 while
+ * connected; -1 when there is no connection, the server has closed it or
+ * does not answer (the next statement reconnects).
  */
 int		 db_poll(struct db *);
 /* Prepares every statement of the table now; 0, or -1 on the first failure. */
