@@ -264,6 +264,13 @@ provider_error(struct chat *c, long status, const struct buf *body,
 	struct provider_error pe;
 
 	provider_error_parse(body, status, &pe);
+	/*
+	 * A provider refusing the operator's key may quote part of it; the
+	 * tenant hears only that it was refused.
+	 */
+	if (c->key.pool && (status == 401 || status == 403))
+		snprintf(pe.message, sizeof(pe.message), "the operator's key "
+		    "was refused (%ld)", status);
 	if (status >= 400 && status < 500) {
 		if (status == 429)
 			pass_retry_after(req, call);

@@ -221,12 +221,10 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		res = UPSTREAM_UNREACHABLE;
 	}
 	/*
-	 * Nothing of this call may stay but the connection: not the URL
-	 * (Gemini's carries the key), not the headers, not the body.
+	 * Nothing of this call may stay but the connection: not its URL,
+	 * headers (with the provider key), body or callbacks.
 	 */
-	curl_easy_setopt(h, CURLOPT_URL, NULL);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_reset(h);
 	curl_slist_free_all(hdrs);
 	return res;
 }

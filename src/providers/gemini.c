@@ -373,16 +373,18 @@ finish_of(const struct gemini_choice *s, const char *r)
 }
 
 /*
- * The choice index of the i-th candidate: its "index", which Gemini leaves
- * out when it is 0, else its place in the array.  -1 when it is n or more.
+ * The choice index of a candidate: its "index", which Gemini (proto3 JSON)
+ * leaves out when it is 0, whatever the candidate's place in the array.
+ * -1 when it is n or more.
  */
 static int
 candidate_index(const struct gemini_state *s, struct json_object *cand,
     size_t i)
 {
 	struct json_object *v;
-	int64_t		 k = (int64_t)i;
+	int64_t		 k = 0;
 
+	(void)i;
 	if (json_get(cand, "index", &v) && json_object_is_type(v, json_type_int))
 		k = json_object_get_int64(v);
 	return k >= 0 && k < s->n ? (int)k : -1;

@@ -390,10 +390,11 @@ upstream_entry(struct config_upstream *all, size_t n,
 				return -1;
 			}
 			if (!upstream_url_ok(val)) {
+				/* Not quoted: it may hold a password. */
 				snprintf(err, errsz, "upstreams: %s: url: "
 				    "expected http://HOST[:PORT][/PATH] or "
 				    "https://..., without user, query or "
-				    "fragment, got \"%.80s\"", u->name, val);
+				    "fragment", u->name);
 				return -1;
 			}
 			len = strlen(val);

@@ -321,7 +321,9 @@ def test_a_rejected_upstream_key_is_not_echoed(gw, gpu):
     t = Tenant(gw)
     gpu.reset()         # accepts no key now
     resp = t.chat(body("local/x"))
-    assert_error(resp, 401, "invalid_provider_key")
+    err = assert_error(resp, 401, "invalid_provider_key")
+    # Nothing of what the upstream said about the operator's key.
+    assert err["message"] == "gpu: the operator's key was refused (401)", err
     assert GPU_KEY not in resp.body.decode()
 
 
@@ -421,7 +423,7 @@ def test_a_price_row_an_upstream_claims_is_listed_as_its(gw):
 @pytest.mark.parametrize("config,message", [
     ({"upstreams": '"gpu url=ftp://10.0.0.5/v1 models=local/*"'},
      'upstreams: gpu: url: expected http://HOST[:PORT][/PATH] or '
-     'https://..., without user, query or fragment, got "ftp://10.0.0.5/v1"'),
+     'https://..., without user, query or fragment'),
     ({"upstreams": '"a url=http://x/v1 models=m; a url=http://y/v1 '
                    'models=n"'},
      "upstreams: a: named twice"),

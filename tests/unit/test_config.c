@@ -219,12 +219,11 @@ test_upstreams(void **state)
 	} bad[] = {
 		{ "upstreams = \"gpu url=ftp://x models=a\"\n",
 		  "1: upstreams: gpu: url: expected http://HOST[:PORT][/PATH] "
-		  "or https://..., without user, query or fragment, got "
-		  "\"ftp://x\"" },
+		  "or https://..., without user, query or fragment" },
+		/* The URL is not quoted: the password stays out of the log. */
 		{ "upstreams = \"gpu url=http://u:pw@x models=a\"\n",
 		  "1: upstreams: gpu: url: expected http://HOST[:PORT][/PATH] "
-		  "or https://..., without user, query or fragment, got "
-		  "\"http://u:pw@x\"" },
+		  "or https://..., without user, query or fragment" },
 		{ "upstreams = \"gpu url=http://x?a=1 models=a\"\n", NULL },
 		{ "upstreams = \"a url=http://x models=m; a url=http://y "
 		  "models=n\"\n", "1: upstreams: a: named twice" },
