@@ -1,14 +1,32 @@
 -- Workers keep verified keys, and tenants' sealed provider keys, in
 -- memory.  Every change that can alter what a key may do, or which provider
 -- key a tenant has, is announced on the channel keygate_cache when its
--- transaction commits, to every keygated on every host; they forget what
--- they cached.  A column added to api_keys is covered without touching this
--- file: only last_used_at and updated_at, written for bookkeeping, are
--- ignored.
+-- transaction commits, to every keygated on every host, with what it
+-- touched: "k:<key id>", "r:<role id>", "t:<tenant id>", "v:<tenant id>"
+-- (its provider keys) or "*" (a table emptied).  Workers drop just that.
+-- A column added to api_keys is covered without touching this file: only
+-- last_used_at and updated_at, written for bookkeeping, are ignored.
 CREATE FUNCTION keygate_cache_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    what text := '*';
 BEGIN
-    PERFORM pg_notify('keygate_cache', '');
+    IF TG_LEVEL = 'ROW' THEN
+        CASE TG_TABLE_NAME
+        WHEN 'api_keys' THEN
+            what := 'k:' || CASE TG_OP WHEN 'DELETE' THEN OLD.id ELSE NEW.id END;
+        WHEN 'roles' THEN
+            what := 'r:' || CASE TG_OP WHEN 'DELETE' THEN OLD.id ELSE NEW.id END;
+        WHEN 'tenants' THEN
+            what := 't:' || CASE TG_OP WHEN 'DELETE' THEN OLD.id ELSE NEW.id END;
+        WHEN 'llm_keys' THEN
+            what := 'v:' || CASE TG_OP WHEN 'DELETE' THEN OLD.tenant_id
+                                       ELSE NEW.tenant_id END;
+        ELSE
+            what := '*';
+        END CASE;
+    END IF;
+    PERFORM pg_notify('keygate_cache', what);
     RETURN NULL;
 END
 $$;

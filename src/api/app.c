@@ -1,7 +1,6 @@
 #include "autoconfig.h"
 
 #include <stdalign.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,41 +41,44 @@ struct api_state {
 };
 
 /*
- * What the workers of one keygated share: the count of key changes heard
- * (a worker that hears one makes the others forget their cached keys
- * before their next request) and the rate-limit counters.
+ * What the workers of one keygated share: the changes to keys they made
+ * themselves (so that the others drop what they cached before the change
+ * is answered), then the rate-limit counters.
  */
-struct api_shared {
-	_Atomic unsigned long	 auth_generation;
-	alignas(max_align_t) unsigned char limits[];	/* struct rl_shared */
-};
+static size_t
+limits_offset(void)
+{
+	size_t	 a = alignof(max_align_t);
+
+	return (keycache_shared_size() + a - 1) / a * a;
+}
 
 static size_t
 api_shared_size(void)
 {
-	return sizeof(struct api_shared) + rl_shared_size();
+	return limits_offset() + rl_shared_size();
 }
 
 static int
 api_shared_init(void *p)
 {
-	struct api_shared *sh = p;
-
-	atomic_init(&sh->auth_generation, 0);
-	return rl_shared_init((struct rl_shared *)sh->limits);
+	if (keycache_shared_init(p) == -1)
+		return -1;
+	return rl_shared_init((struct rl_shared *)((char *)p +
+	    limits_offset()));
 }
 
-/* PostgreSQL announced a change to keys, roles, tenants or the vault. */
+/*
+ * PostgreSQL announced a change to keys, roles, tenants or the vault;
+ * what says what it touched.  A change this worker committed reaches the
+ * other workers through shared memory before the client hears of it.
+ */
 static void
-cache_changed(void *arg, bool own)
+cache_changed(void *arg, const char *what, bool own)
 {
 	struct worker	*w = arg;
 
-	/*
-	 * A change this worker committed reaches the other workers through
-	 * shared memory before the client hears of it.
-	 */
-	keycache_forget(w->keys, own);
+	keycache_forget(w->keys, what, own);
 }
 
 /*
@@ -104,10 +106,9 @@ api_start(struct worker *w)
 	} else if (w->slot == 0)
 		log_warn("master_keys is empty: the vault is unavailable");
 	if (w->shared != NULL) {
-		struct api_shared *sh = w->shared;
-
-		w->limits = (struct rl_shared *)sh->limits;
-		w->keys = keycache_new(&sh->auth_generation);
+		w->limits = (struct rl_shared *)((char *)w->shared +
+		    limits_offset());
+		w->keys = keycache_new(w->shared);
 	} else
 		w->keys = keycache_new(NULL);
 	if (w->keys == NULL) {

@@ -122,7 +122,7 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 	    (*e = keycache_get(kc, prefix, now)) != NULL)
 		return AUTH_OK;
 	if (kc != NULL)
-		gen = keycache_generation(kc);
+		gen = keycache_token(kc);
 	if ((res = db_query(db, STMT_KEY_LOOKUP, 1, params)) == NULL)
 		return db_status(db) == DB_UNAVAILABLE ? AUTH_UNAVAILABLE :
 		    AUTH_INVALID;

@@ -139,7 +139,7 @@ vault_key(struct db *db, const struct vault *v, struct keycache *kc,
 		return e->found ? open_sealed(v, e->key_id, tenant, p,
 		    e->ciphertext, out, why) : 0;
 	if (kc != NULL)
-		gen = keycache_generation(kc);
+		gen = keycache_token(kc);
 	if ((res = db_query(db, STMT_LLM_KEY_GET, 2, params)) == NULL) {
 		*why = RESOLVE_DB;
 		return -1;

@@ -1,7 +1,10 @@
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,26 +12,64 @@
 
 #define KEYCACHE_SLOTS	1024	/* direct-mapped by prefix */
 #define SEALED_SLOTS	1024	/* direct-mapped by tenant and provider */
+#define RING		256	/* changes kept in shared memory */
+#define RING_SLACK	16	/* a reader this close to lapped forgets all */
+#define WHAT_MAX	48	/* "k:" and a UUID, with room */
+
+/*
+ * The changes workers made themselves, for the others: a ring written
+ * under a lock, read without one.  seq counts what was ever published;
+ * change n is in what[n % RING] until RING more have been.
+ */
+struct keycache_shared {
+	pthread_mutex_t	 mu;		/* writers: process-shared, robust */
+	_Atomic unsigned long seq;
+	char		 what[RING][WHAT_MAX];
+};
 
 struct keycache {
 	struct keycache_entry	 slot[KEYCACHE_SLOTS];
 	struct keycache_sealed	 sealed[SEALED_SLOTS];
-	unsigned long		 generation;	/* entries of older ones are void */
-	unsigned long		 seen;		/* *shared when last looked at */
-	_Atomic unsigned long	*shared;
+	unsigned long		 generation;	/* bumped to drop everything */
+	unsigned long		 changes;	/* any drop at all */
+	unsigned long		 seen;		/* shared->seq applied */
+	struct keycache_shared	*shared;
 };
 
+size_t
+keycache_shared_size(void)
+{
+	return sizeof(struct keycache_shared);
+}
+
+int
+keycache_shared_init(struct keycache_shared *sh)
+{
+	pthread_mutexattr_t a;
+	int		 rc = 0;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return -1;
+	if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
+	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0 ||
+	    pthread_mutex_init(&sh->mu, &a) != 0)
+		rc = -1;
+	pthread_mutexattr_destroy(&a);
+	atomic_init(&sh->seq, 0);
+	return rc;
+}
+
 struct keycache *
-keycache_new(_Atomic unsigned long *shared_generation)
+keycache_new(struct keycache_shared *shared)
 {
 	struct keycache *kc;
 
 	if ((kc = calloc(1, sizeof(*kc))) == NULL)
 		return NULL;
 	kc->generation = 1;
-	kc->shared = shared_generation;
-	if (kc->shared != NULL)
-		kc->seen = atomic_load(kc->shared);
+	kc->shared = shared;
+	if (shared != NULL)
+		kc->seen = atomic_load(&shared->seq);
 	return kc;
 }
 
@@ -45,12 +86,107 @@ keycache_free(struct keycache *kc)
 	free(kc);
 }
 
-void
-keycache_forget(struct keycache *kc, bool everywhere)
+static void
+sealed_clear(struct keycache_sealed *e)
 {
-	kc->generation++;
-	if (everywhere && kc->shared != NULL)
-		kc->seen = atomic_fetch_add(kc->shared, 1) + 1;
+	free(e->ciphertext);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Drops, in this worker only, what a change touched. */
+static void
+drop(struct keycache *kc, const char *what)
+{
+	const char	*id = what + 2;
+	int		 i;
+
+	kc->changes++;
+	if (strlen(what) < 3 || what[1] != ':' ||
+	    strchr("krtv", what[0]) == NULL) {
+		kc->generation++;
+		return;
+	}
+	for (i = 0; i < KEYCACHE_SLOTS && what[0] != 'v'; i++) {
+		struct keycache_entry *e = &kc->slot[i];
+
+		if (e->generation == 0)
+			continue;
+		if ((what[0] == 'k' && strcmp(e->key_id, id) == 0) ||
+		    (what[0] == 'r' && strcmp(e->role_id, id) == 0) ||
+		    (what[0] == 't' && strcmp(e->tenant_id, id) == 0))
+			memset(e, 0, sizeof(*e));
+	}
+	for (i = 0; i < SEALED_SLOTS && (what[0] == 't' || what[0] == 'v');
+	    i++)
+		if (strcmp(kc->sealed[i].tenant_id, id) == 0)
+			sealed_clear(&kc->sealed[i]);
+}
+
+/* Publishes a change for the other workers; a failure drops everything. */
+static void
+publish(struct keycache_shared *sh, const char *what)
+{
+	unsigned long	 n;
+	int		 rc = pthread_mutex_lock(&sh->mu);
+
+	if (rc == EOWNERDEAD)
+		rc = pthread_mutex_consistent(&sh->mu);
+	if (rc != 0)
+		return;
+	n = atomic_load(&sh->seq) + 1;
+	snprintf(sh->what[n % RING], WHAT_MAX, "%s",
+	    strlen(what) < WHAT_MAX ? what : "*");
+	atomic_store(&sh->seq, n);
+	pthread_mutex_unlock(&sh->mu);
+}
+
+/*
+ * Applies what the other workers published since the last look.  One that
+ * fell too far behind (or was lapped while reading) drops everything.
+ */
+static void
+sync_shared(struct keycache *kc)
+{
+	struct keycache_shared *sh = kc->shared;
+	char		 what[WHAT_MAX];
+	unsigned long	 seq, n;
+
+	if (sh == NULL || (seq = atomic_load(&sh->seq)) == kc->seen)
+		return;
+	if (seq - kc->seen > RING - RING_SLACK) {
+		kc->seen = seq;
+		drop(kc, "*");
+		return;
+	}
+	for (n = kc->seen + 1; n - 1 != seq; n++) {
+		memcpy(what, sh->what[n % RING], sizeof(what));
+		what[sizeof(what) - 1] = '\0';
+		if (atomic_load(&sh->seq) - n > RING - RING_SLACK) {
+			drop(kc, "*");
+			break;
+		}
+		drop(kc, what);
+	}
+	kc->seen = seq;
+}
+
+void
+keycache_forget(struct keycache *kc, const char *what, bool everywhere)
+{
+	sync_shared(kc);
+	drop(kc, what);
+	if (everywhere && kc->shared != NULL) {
+		publish(kc->shared, what);
+		/* Our own change needs no second application. */
+		kc->seen = atomic_load(&kc->shared->seq);
+	}
+}
+
+unsigned long
+keycache_token(struct keycache *kc)
+{
+	sync_shared(kc);
+	return kc->changes;
 }
 
 static uint32_t
@@ -76,26 +212,12 @@ sealed_of(struct keycache *kc, const char *tenant, int provider)
 	return &kc->sealed[h % SEALED_SLOTS];
 }
 
-unsigned long
-keycache_generation(struct keycache *kc)
-{
-	unsigned long	 shared;
-
-	/* Another worker heard of a change: forget, as it did. */
-	if (kc->shared != NULL &&
-	    (shared = atomic_load(kc->shared)) != kc->seen) {
-		kc->seen = shared;
-		kc->generation++;
-	}
-	return kc->generation;
-}
-
 struct keycache_entry *
 keycache_get(struct keycache *kc, const char *prefix, double now)
 {
 	struct keycache_entry *e;
 
-	(void)keycache_generation(kc);
+	sync_shared(kc);
 	e = slot_of(kc, prefix);
 	if (e->generation != kc->generation || strcmp(e->prefix, prefix) != 0 ||
 	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at)
@@ -105,17 +227,18 @@ keycache_get(struct keycache *kc, const char *prefix, double now)
 
 struct keycache_entry *
 keycache_put(struct keycache *kc, const char *prefix, double now,
-    unsigned long generation)
+    unsigned long token)
 {
 	struct keycache_entry *e = slot_of(kc, prefix);
 	size_t		 n = strlen(prefix);
 
-	memset(e, 0, sizeof(*e));
-	if (n >= sizeof(e->prefix))
+	sync_shared(kc);
+	if (token != kc->changes || n >= sizeof(e->prefix))
 		return NULL;
+	memset(e, 0, sizeof(*e));
 	memcpy(e->prefix, prefix, n + 1);
 	e->read_at = now;
-	e->generation = generation;
+	e->generation = kc->generation;
 	return e;
 }
 
@@ -125,7 +248,7 @@ keycache_sealed_get(struct keycache *kc, const char *tenant, int provider,
 {
 	struct keycache_sealed *e;
 
-	(void)keycache_generation(kc);
+	sync_shared(kc);
 	e = sealed_of(kc, tenant, provider);
 	if (e->generation != kc->generation || e->provider != provider ||
 	    strcmp(e->tenant_id, tenant) != 0 ||
@@ -137,12 +260,14 @@ keycache_sealed_get(struct keycache *kc, const char *tenant, int provider,
 void
 keycache_sealed_put(struct keycache *kc, const char *tenant, int provider,
     const char *key_id, const char *ciphertext, double now,
-    unsigned long generation)
+    unsigned long token)
 {
 	struct keycache_sealed *e = sealed_of(kc, tenant, provider);
 
-	free(e->ciphertext);
-	memset(e, 0, sizeof(*e));
+	sync_shared(kc);
+	if (token != kc->changes)
+		return;
+	sealed_clear(e);
 	if (strlen(tenant) >= sizeof(e->tenant_id) ||
 	    (key_id != NULL && strlen(key_id) >= sizeof(e->key_id)))
 		return;
@@ -155,5 +280,5 @@ keycache_sealed_put(struct keycache *kc, const char *tenant, int provider,
 	memcpy(e->tenant_id, tenant, strlen(tenant) + 1);
 	e->provider = provider;
 	e->read_at = now;
-	e->generation = generation;
+	e->generation = kc->generation;
 }

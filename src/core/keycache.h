@@ -2,6 +2,7 @@
 #define KEYGATE_CORE_KEYCACHE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <time.h>
 
 /*
@@ -9,11 +10,16 @@
  * what the key may do and the HMAC its secret must match, never the
  * secret.  Tenants' provider keys by tenant and provider: the stored
  * ciphertext (or that there is none), never the plaintext, which is opened
- * per request and wiped.  Every change that can alter either is announced
- * by PostgreSQL (sql/0004) and empties the caches of every worker
- * (keycache_forget); an entry is also dropped after KEYCACHE_TTL seconds
- * whatever happens.  An API key's expiry is kept with it, so a cached key
- * expires on time.
+ * per request and wiped.
+ *
+ * Every change that can alter either is announced by PostgreSQL (sql/0004)
+ * with what it touched: "k:<key id>", "r:<role id>", "t:<tenant id>",
+ * "v:<tenant id>" (its provider keys) or "*" (anything).  Each worker
+ * drops the entries concerned (keycache_forget).  A change a worker made
+ * itself also goes, before it is answered, to the other workers of this
+ * keygated through shared memory.  An entry is dropped after KEYCACHE_TTL
+ * seconds whatever happens, and an API key's expiry is kept with it, so a
+ * cached key expires on time.
  */
 
 #define KEYCACHE_TTL	60.0	/* s */
@@ -33,7 +39,7 @@ struct keycache_entry {
 	int	 rate_limit_window;
 	double	 next_touch;	/* monotonic s: when last_used_at is due */
 	double	 read_at;	/* monotonic s */
-	unsigned long generation;
+	unsigned long generation;	/* 0 = empty */
 };
 
 /* A tenant's stored provider key, sealed as the vault keeps it. */
@@ -48,45 +54,49 @@ struct keycache_sealed {
 };
 
 struct keycache;
+/* The changes the workers of one keygated pass each other. */
+struct keycache_shared;
 
-/*
- * A cache for one worker.  shared_generation, when not NULL, is a counter
- * in memory all workers of this keygated share: a worker that hears of a
- * change raises it, and the others forget what they hold before their
- * next lookup, without waiting for their own notification.
- */
-struct keycache	*keycache_new(_Atomic unsigned long *shared_generation)
+size_t		 keycache_shared_size(void);
+/* Prepares zeroed shared memory of keycache_shared_size() bytes.  0, -1. */
+int		 keycache_shared_init(struct keycache_shared *)
+		    __attribute__((warn_unused_result));
+
+/* A cache for one worker; shared may be NULL (this worker alone). */
+struct keycache	*keycache_new(struct keycache_shared *shared)
 		    __attribute__((warn_unused_result));
 void		 keycache_free(struct keycache *);
 /*
- * Forgets every entry of this worker, and with everywhere set, through
- * the shared counter, those of all workers of this keygated.
+ * Drops what a change touched ("k:<id>", "r:<id>", "t:<id>", "v:<id>";
+ * anything else drops everything), and with everywhere set, passes it on
+ * to the other workers of this keygated.
  */
-void		 keycache_forget(struct keycache *, bool everywhere);
+void		 keycache_forget(struct keycache *, const char *what,
+		    bool everywhere);
 /*
- * The cache's generation now: taken before reading a key from PostgreSQL
- * and given to keycache_put(), so that a change heard while the read was
- * under way voids what it read.
+ * Taken before reading a key from PostgreSQL and given to keycache_put()
+ * or keycache_sealed_put(): a change heard while the read was under way
+ * makes them keep nothing.
  */
-unsigned long	 keycache_generation(struct keycache *);
+unsigned long	 keycache_token(struct keycache *);
 /* The entry for prefix, or NULL; now is monotonic s. */
 struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
 		    double now);
 /*
- * A slot for prefix, read at now in generation, to fill; it replaces what
- * was there.  NULL when the prefix is too long to keep.
+ * A slot for prefix, read at now, to fill; it replaces what was there.
+ * NULL when the prefix is too long to keep or a change came since token.
  */
 struct keycache_entry *keycache_put(struct keycache *, const char *prefix,
-		    double now, unsigned long generation);
+		    double now, unsigned long token);
 /* The tenant's sealed key for provider, or NULL when not cached. */
 const struct keycache_sealed *keycache_sealed_get(struct keycache *,
 		    const char *tenant, int provider, double now);
 /*
- * Keeps what was read (ciphertext NULL: none stored) at now in
- * generation.  Failing to keep it (out of memory) is not an error.
+ * Keeps what was read (ciphertext NULL: none stored) at now, unless a
+ * change came since token.  Failing to keep it is not an error.
  */
 void		 keycache_sealed_put(struct keycache *, const char *tenant,
 		    int provider, const char *key_id, const char *ciphertext,
-		    double now, unsigned long generation);
+		    double now, unsigned long token);
 
 #endif

@@ -478,7 +478,7 @@ struct db {
 	char		 sqlstate[6];
 	char		 errmsg[256];
 	char		 channel[64];	/* LISTENed to on connect, "" = none */
-	void		(*notified)(void *, bool);
+	void		(*notified)(void *, const char *, bool);
 	void		*notified_arg;
 };
 
@@ -549,28 +549,25 @@ ignore_notice(void *arg, const char *msg)
 
 static int	 simple(struct db *, const char *);
 
-/* Hands every notification libpq has queued to the listener, as one call. */
+/* Hands every notification libpq has queued to the listener. */
 static void
 drain(struct db *db)
 {
 	PGnotify	*n;
-	bool		 any = false, own = false;
 
 	if (db->conn == NULL)
 		return;
 	while ((n = PQnotifies(db->conn)) != NULL) {
-		any = true;
-		if (n->be_pid == PQbackendPID(db->conn))
-			own = true;
+		if (db->notified != NULL)
+			db->notified(db->notified_arg, n->extra,
+			    n->be_pid == PQbackendPID(db->conn));
 		PQfreemem(n);
 	}
-	if (any && db->notified != NULL)
-		db->notified(db->notified_arg, own);
 }
 
 int
-db_listen(struct db *db, const char *channel, void (*fn)(void *, bool),
-    void *arg)
+db_listen(struct db *db, const char *channel,
+    void (*fn)(void *, const char *, bool), void *arg)
 {
 	size_t	 i, n = strlen(channel);
 
@@ -610,7 +607,7 @@ subscribe(struct db *db)
 		rc = -1;
 	PQclear(res);
 	if (rc == 0 && db->notified != NULL)
-		db->notified(db->notified_arg, false);
+		db->notified(db->notified_arg, "*", false);
 	return rc;
 }
 

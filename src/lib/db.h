@@ -120,16 +120,16 @@ void		 db_free(struct db *);
  */
 int		 db_connect(struct db *) __attribute__((warn_unused_result));
 /*
- * LISTENs to channel on this connection and every later one.  fn(arg, own)
- * runs whenever notifications on it have arrived (read after each
- * statement and by db_poll()), own being true when one was raised by this
- * handle's own transaction (heard when its COMMIT returns), and after
- * every new connection with own false, since what was notified while
- * disconnected is unknown.  0, or -1 for a channel name that is not
+ * LISTENs to channel on this connection and every later one.
+ * fn(arg, payload, own) runs for each notification on it (read after each
+ * statement and by db_poll()), own being true when it was raised by this
+ * handle's own transaction (heard when its COMMIT returns); and after
+ * every new connection as fn(arg, "*", false), since what was notified
+ * while disconnected is unknown.  0, or -1 for a channel name that is not
  * [a-z0-9_]+.
  */
 int		 db_listen(struct db *, const char *channel,
-		    void (*fn)(void *, bool), void *arg)
+		    void (*fn)(void *, const char *, bool), void *arg)
 		    __attribute__((warn_unused_result));
 /*
  * Reads, without waiting, whatever the server has sent since the last

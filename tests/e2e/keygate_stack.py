@@ -377,8 +377,10 @@ class PgCluster:
         return proc.stdout.decode(errors="replace")
 
     def _server_options(self):
+        # pg_stat_statements: tests count what keygated asked the database.
         return ("-k %s -c listen_addresses='' -p %d -c fsync=off "
-                "-c full_page_writes=off -c synchronous_commit=off"
+                "-c full_page_writes=off -c synchronous_commit=off "
+                "-c shared_preload_libraries=pg_stat_statements"
                 % (self.sockdir, self.port))
 
     @property
