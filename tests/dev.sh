@@ -6,7 +6,10 @@
 #                        print an admin key once; Ctrl-C stops everything
 #   tests/dev.sh check   install and build the same way (strict warnings as
 #                        errors, AddressSanitizer + UndefinedBehaviorSanitizer)
-#                        and run every test: make check
+#                        and run every test: make check, make distcheck and
+#                        tests/deb/run (builds the .deb and, unless
+#                        KEYGATE_DEB_INSTALL=0, installs, upgrades and purges
+#                        it on this machine)
 #
 # Settings (environment): KEYGATE_WORKDIR (default /tmp/keygate-dev: the
 # private PostgreSQL cluster, config, sockets and logs), KEYGATE_HTTP_PORT
@@ -191,6 +194,18 @@ summary() {
 		n=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
 		failed=$((failed + ${n:-0}))
 	done
+	# tests/deb/run ends with "deb: N passed, N failed, N skipped".
+	f=$dir/deb.log
+	if [ -f "$f" ]; then
+		local deb
+		deb=$(grep -E '^deb: [0-9]+ passed' "$f" | tail -1 || true)
+		n=$(echo "$deb" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+		passed=$((passed + ${n:-0}))
+		n=$(echo "$deb" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || true)
+		failed=$((failed + ${n:-0}))
+		n=$(echo "$deb" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || true)
+		skipped=$((skipped + ${n:-0}))
+	fi
 	f=$dir/tests/e2e/run.log
 	if [ -f "$f" ]; then
 		local last
@@ -235,6 +250,14 @@ cmd_check() {
 	if ! KEYGATE_E2E=skip make -C "$BUILD" distcheck >"$BUILD/distcheck.log" 2>&1; then
 		tail -40 "$BUILD/distcheck.log"
 		echo "make distcheck failed"
+		rc=1
+	fi
+	# The Debian package builds, installs, upgrades and purges cleanly
+	# (set KEYGATE_DEB_INSTALL=0 to build and inspect it only).
+	say "tests/deb/run"
+	if ! KEYGATE_DEB_INSTALL=${KEYGATE_DEB_INSTALL:-1} "$SRC/tests/deb/run" \
+	    >"$BUILD/deb.log" 2>&1; then
+		tail -40 "$BUILD/deb.log"
 		rc=1
 	fi
 	summary "$BUILD"
