@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/vault.h"
 #include "lib/crypto.h"
 #include "server/config.h"
 #include "server/log.h"
@@ -34,6 +35,31 @@ usage(FILE *f)
 	    "Exit status: 0 stopped cleanly, 1 failure, 2 configuration\n"
 	    "error or database not migrated.  See keygated(8).\n",
 	    CONFIG_DEFAULT_PATH);
+}
+
+/*
+ * For --check-config: master_keys must also decode into a keyring, which
+ * workers otherwise find out only when they start.  0, or 2 after saying
+ * why (never quoting a key).
+ */
+static int
+check_keyring(const struct config *cfg, const char *path)
+{
+	struct vault	*v;
+	char		 err[256];
+
+	if (cfg->master_keys[0] == '\0')
+		return 0;
+	if (crypto_init(err, sizeof(err)) == -1) {
+		fprintf(stderr, "keygated: crypto_init: %s\n", err);
+		return 1;
+	}
+	if ((v = vault_new(cfg->master_keys, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "keygated: %s: %s\n", path, err);
+		return 2;
+	}
+	vault_free(v);
+	return 0;
 }
 
 int
@@ -84,9 +110,12 @@ main(int argc, char *argv[])
 		return 2;
 	}
 	if (check_only) {
-		printf("%s: configuration OK\n", path);
+		int	 rc = check_keyring(cfg, path);
+
+		if (rc == 0)
+			printf("%s: configuration OK\n", path);
 		config_free(cfg);
-		return 0;
+		return rc;
 	}
 	if (log_open(cfg->log_file) == -1) {
 		fprintf(stderr, "keygated: log_file %s: %s\n", cfg->log_file,

@@ -1166,6 +1166,15 @@ def test_malformed_master_keys_are_refused_at_start(workdir, vault, ring):
     kg = ks.Keygated(workdir.subdir("kg"), vault.pg.conninfo_for(vault.dbname),
                      start=False, workers=1, master_keys=ring)
     try:
+        # --check-config finds it too, without starting anything.
+        p = ks.subprocess.run([ks.KEYGATED, "--check-config", "--config",
+                               kg.config_path], env=ks.clean_env(),
+                              stdout=ks.subprocess.PIPE,
+                              stderr=ks.subprocess.PIPE, text=True,
+                              timeout=10)
+        assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+        assert "master_keys" in p.stderr and "OK" not in p.stdout
+        assert ring.split(",")[0].split(":")[-1] not in p.stderr
         kg.start(wait=False)
         ks.wait_until(lambda: kg.proc.poll() is not None or
                       "killed by signal" in kg.log_text(), 10,
