@@ -282,9 +282,12 @@ provider_error(struct chat *c, long status, const struct buf *body,
 	} else if (status >= 300 && status < 400)
 		http_error(req, ERR_UPSTREAM, "%s answered with a redirect, "
 		    "which is not followed.", gateway_provider_name(&c->key));
-	else
+	else {
+		/* An overloaded provider (503, Anthropic's 529) may say when. */
+		pass_retry_after(req, call);
 		http_error(req, ERR_UPSTREAM, "%s failed: %s",
 		    gateway_provider_name(&c->key), pe.message);
+	}
 }
 
 /*

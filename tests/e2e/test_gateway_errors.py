@@ -188,6 +188,21 @@ def test_a_provider_429_passes_its_wait_on(gw, mock, headers, want):
     assert resp.headers.get("retry-after") == want, resp.headers
 
 
+@pytest.mark.parametrize("status", [503, 529])
+def test_an_overloaded_provider_passes_its_wait_on(gw, mock, status):
+    """5xx is 502 upstream_error, with the provider's Retry-After kept."""
+    t = Tenant(gw)
+    mock.behave("openai", Fail(status, headers={"Retry-After": "11"},
+                               message="Overloaded."))
+    resp = t.chat(body())
+    assert_error(resp, 502, "upstream_error")
+    assert resp.headers.get("retry-after") == "11", resp.headers
+    mock.behave("openai", Fail(status, message="Overloaded."))
+    resp = t.chat(body())
+    assert_error(resp, 502, "upstream_error")
+    assert "retry-after" not in resp.headers, resp.headers
+
+
 def test_a_streamed_429_passes_its_wait_on(gw, mock):
     t = Tenant(gw)
     mock.behave("openai", Fail(429, headers={"retry-after-ms": "2500"}))
