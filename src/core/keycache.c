@@ -175,11 +175,13 @@ keycache_forget(struct keycache *kc, const char *what, bool everywhere)
 {
 	sync_shared(kc);
 	drop(kc, what);
-	if (everywhere && kc->shared != NULL) {
+	/*
+	 * Our own change comes back at the next sync and is dropped again,
+	 * which is harmless; skipping it could skip another worker's change
+	 * published just before.
+	 */
+	if (everywhere && kc->shared != NULL)
 		publish(kc->shared, what);
-		/* Our own change needs no second application. */
-		kc->seen = atomic_load(&kc->shared->seq);
-	}
 }
 
 unsigned long
