@@ -119,6 +119,10 @@ api_start(struct worker *w)
 		log_error("curl_global_init: starting the worker: failed");
 		return -1;
 	}
+	if ((w->upstream = upstream_new()) == NULL) {
+		log_error("calloc: the upstream connections: out of memory");
+		return -1;
+	}
 	w->db = db_new(w->cfg->database_url,
 	    w->cfg->database_connect_timeout, "keygated");
 	if (w->db == NULL) {
@@ -266,7 +270,8 @@ api_stop(struct worker *w)
 	w->vault = NULL;
 	keycache_free(w->keys);
 	w->keys = NULL;
-	upstream_close();
+	upstream_free(w->upstream);
+	w->upstream = NULL;
 	free(w->app_data);
 	w->app_data = NULL;
 }

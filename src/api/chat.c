@@ -902,6 +902,7 @@ api_chat_completions(struct request *req)
 		    "prepared.");
 		goto out;
 	}
+	call.via = w->upstream;
 	call.method = "POST";
 	call.url = url.data;
 	/* An upstream without a key gets no Authorization at all. */

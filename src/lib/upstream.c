@@ -132,13 +132,9 @@ upstream_retry_seconds(const struct upstream_call *c)
 	return -1;
 }
 
-/*
- * One handle per process, reset before each call: what it keeps between
- * calls is its connections (and TLS sessions and DNS answers), so calls to
- * a provider reuse a connection instead of a TCP and TLS handshake each.
- * Workers answer one request at a time, and the master never calls out.
- */
-static CURL *handle;
+struct upstream {
+	CURL		*h;		/* made at the first call, NULL before */
+};
 
 int
 upstream_global_init(void)
@@ -146,12 +142,20 @@ upstream_global_init(void)
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
-void
-upstream_close(void)
+struct upstream *
+upstream_new(void)
 {
-	if (handle != NULL)
-		curl_easy_cleanup(handle);
-	handle = NULL;
+	return calloc(1, sizeof(struct upstream));
+}
+
+void
+upstream_free(struct upstream *u)
+{
+	if (u == NULL)
+		return;
+	if (u->h != NULL)
+		curl_easy_cleanup(u->h);
+	free(u);
 }
 
 static enum upstream_result
@@ -166,12 +170,17 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 
 	*status = 0;
 	c->retry_after[0] = c->retry_after_ms[0] = '\0';
-	if (handle == NULL && (handle = curl_easy_init()) == NULL) {
+	/*
+	 * What a kept handle holds between calls is its connections (and
+	 * TLS sessions and DNS answers); it is reset after every call.
+	 */
+	if (c->via != NULL && c->via->h == NULL)
+		c->via->h = curl_easy_init();
+	h = c->via != NULL ? c->via->h : curl_easy_init();
+	if (h == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
 	}
-	h = handle;
-	curl_easy_reset(h);
 	for (i = 0; i < UPSTREAM_MAX_HEADERS && c->headers[i] != NULL; i++) {
 		if ((tmp = curl_slist_append(hdrs, c->headers[i])) == NULL)
 			break;
@@ -224,7 +233,10 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	 * Nothing of this call may stay but the connection: not its URL,
 	 * headers (with the provider key), body or callbacks.
 	 */
-	curl_easy_reset(h);
+	if (c->via != NULL)
+		curl_easy_reset(h);
+	else
+		curl_easy_cleanup(h);
 	curl_slist_free_all(hdrs);
 	return res;
 }

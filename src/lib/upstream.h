@@ -13,7 +13,15 @@
 
 #define UPSTREAM_MAX_HEADERS 8
 
+/*
+ * Connections kept open between calls (one curl handle): a worker owns
+ * one, so that calls to a provider reuse a connection instead of a TCP and
+ * TLS handshake each.
+ */
+struct upstream;
+
 struct upstream_call {
+	struct upstream	*via;			/* NULL = a connection of its own */
 	const char	*method;		/* "GET", "POST" */
 	const char	*url;			/* never holds a secret */
 	const char	*headers[UPSTREAM_MAX_HEADERS]; /* "Name: value" */
@@ -61,11 +69,10 @@ long		 upstream_retry_seconds(const struct upstream_call *);
 
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));
-/*
- * Closes the connections calls keep open for the next call to the same
- * place (a process has one set, made at its first call).
- */
-void		 upstream_close(void);
+/* Kept connections, none open yet; NULL when out of memory. */
+struct upstream	*upstream_new(void) __attribute__((warn_unused_result));
+/* Closes them and frees; NULL is accepted. */
+void		 upstream_free(struct upstream *);
 /*
  * Performs the call; on UPSTREAM_OK *status and body hold the answer.
  * err gets a short reason for the other results (no secrets).

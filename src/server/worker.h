@@ -10,6 +10,7 @@ struct db;
 struct keycache;
 struct request;
 struct rl_shared;
+struct upstream;
 struct vault;
 struct worker;
 
@@ -51,6 +52,7 @@ struct worker {
 	struct db		*db;		/* owned, NULL until start() */
 	struct vault		*vault;		/* owned, NULL = unusable */
 	struct keycache		*keys;		/* owned, verified keys */
+	struct upstream		*upstream;	/* owned, kept connections */
 	struct rl_shared	*limits;	/* in shared, NULL = none */
 	void			*shared;	/* the app's shared memory */
 	void			*app_data;	/* owned by the app */
