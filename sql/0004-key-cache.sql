@@ -27,6 +27,16 @@ BEGIN
         END CASE;
     END IF;
     PERFORM pg_notify('keygate_cache', what);
+    -- A row moved by hand to another id or tenant: the old one too.
+    IF TG_OP = 'UPDATE' THEN
+        IF TG_TABLE_NAME = 'llm_keys' THEN
+            IF OLD.tenant_id IS DISTINCT FROM NEW.tenant_id THEN
+                PERFORM pg_notify('keygate_cache', 'v:' || OLD.tenant_id);
+            END IF;
+        ELSIF OLD.id IS DISTINCT FROM NEW.id THEN
+            PERFORM pg_notify('keygate_cache', left(what, 2) || OLD.id);
+        END IF;
+    END IF;
     RETURN NULL;
 END
 $$;

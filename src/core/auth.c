@@ -198,6 +198,7 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 	}
 	explicit_bzero(machex, sizeof(machex));
 	explicit_bzero(mac, sizeof(mac));
+	explicit_bzero(&tmp, sizeof(tmp));
 	if (rc != AUTH_OK)
 		memset(p, 0, sizeof(*p));
 	return rc;

@@ -151,6 +151,34 @@ add_scope(struct jwt_claims *c, const char *s, size_t n)
 	return 0;
 }
 
+/*
+ * A UUID in its canonical form, lower case, into out (37 bytes at least):
+ * the same tenant must be the same string everywhere it is compared.
+ * 0, or -1 when s is no UUID.
+ */
+static int
+uuid_lower(const char *s, char *out, size_t outsz)
+{
+	size_t	 i;
+
+	if (strlen(s) != 36 || outsz < 37)
+		return -1;
+	for (i = 0; i < 36; i++) {
+		char	 ch = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (ch != '-')
+				return -1;
+		} else if (ch >= 'A' && ch <= 'F')
+			ch = (char)(ch - 'A' + 'a');
+		else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+			return -1;
+		out[i] = ch;
+	}
+	out[36] = '\0';
+	return 0;
+}
+
 static enum jwt_result
 read_claims(struct json_object *payload, long leeway, time_t now,
     struct jwt_claims *c)
@@ -177,10 +205,10 @@ read_claims(struct json_object *payload, long leeway, time_t now,
 	snprintf(c->sub, sizeof(c->sub), "%s", json_object_get_string(v));
 	if (!json_object_object_get_ex(payload, "tenant_id", &v) ||
 	    !json_object_is_type(v, json_type_string) ||
-	    json_object_get_string_len(v) != 36)
+	    json_object_get_string_len(v) != 36 ||
+	    uuid_lower(json_object_get_string(v), c->tenant_id,
+	    sizeof(c->tenant_id)) == -1)
 		return JWT_BAD_CLAIMS;
-	snprintf(c->tenant_id, sizeof(c->tenant_id), "%s",
-	    json_object_get_string(v));
 
 	/* scopes: an array of strings, or one space-separated string. */
 	if (!json_object_object_get_ex(payload, "scopes", &v) || v == NULL)

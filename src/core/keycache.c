@@ -24,6 +24,7 @@
 struct keycache_shared {
 	pthread_mutex_t	 mu;		/* writers: process-shared, robust */
 	_Atomic unsigned long seq;
+	_Atomic unsigned long flushes;	/* changes that could not be written */
 	char		 what[RING][WHAT_MAX];
 };
 
@@ -33,6 +34,7 @@ struct keycache {
 	unsigned long		 generation;	/* bumped to drop everything */
 	unsigned long		 changes;	/* any drop at all */
 	unsigned long		 seen;		/* shared->seq applied */
+	unsigned long		 seen_flushes;	/* shared->flushes applied */
 	struct keycache_shared	*shared;
 };
 
@@ -56,6 +58,7 @@ keycache_shared_init(struct keycache_shared *sh)
 		rc = -1;
 	pthread_mutexattr_destroy(&a);
 	atomic_init(&sh->seq, 0);
+	atomic_init(&sh->flushes, 0);
 	return rc;
 }
 
@@ -68,8 +71,10 @@ keycache_new(struct keycache_shared *shared)
 		return NULL;
 	kc->generation = 1;
 	kc->shared = shared;
-	if (shared != NULL)
+	if (shared != NULL) {
 		kc->seen = atomic_load(&shared->seq);
+		kc->seen_flushes = atomic_load(&shared->flushes);
+	}
 	return kc;
 }
 
@@ -122,17 +127,24 @@ drop(struct keycache *kc, const char *what)
 			sealed_clear(&kc->sealed[i]);
 }
 
-/* Publishes a change for the other workers; a failure drops everything. */
+/*
+ * Publishes a change for the other workers.  When the ring cannot be
+ * written, they are told to drop everything instead.
+ */
 static void
 publish(struct keycache_shared *sh, const char *what)
 {
 	unsigned long	 n;
 	int		 rc = pthread_mutex_lock(&sh->mu);
 
-	if (rc == EOWNERDEAD)
-		rc = pthread_mutex_consistent(&sh->mu);
-	if (rc != 0)
+	if (rc == EOWNERDEAD && pthread_mutex_consistent(&sh->mu) != 0) {
+		pthread_mutex_unlock(&sh->mu);
+		rc = -1;
+	}
+	if (rc != 0 && rc != EOWNERDEAD) {
+		atomic_fetch_add(&sh->flushes, 1);
 		return;
+	}
 	n = atomic_load(&sh->seq) + 1;
 	snprintf(sh->what[n % RING], WHAT_MAX, "%s",
 	    strlen(what) < WHAT_MAX ? what : "*");
@@ -151,7 +163,13 @@ sync_shared(struct keycache *kc)
 	char		 what[WHAT_MAX];
 	unsigned long	 seq, n;
 
-	if (sh == NULL || (seq = atomic_load(&sh->seq)) == kc->seen)
+	if (sh == NULL)
+		return;
+	if ((n = atomic_load(&sh->flushes)) != kc->seen_flushes) {
+		kc->seen_flushes = n;
+		drop(kc, "*");
+	}
+	if ((seq = atomic_load(&sh->seq)) == kc->seen)
 		return;
 	if (seq - kc->seen > RING - RING_SLACK) {
 		kc->seen = seq;
@@ -161,6 +179,8 @@ sync_shared(struct keycache *kc)
 	for (n = kc->seen + 1; n - 1 != seq; n++) {
 		memcpy(what, sh->what[n % RING], sizeof(what));
 		what[sizeof(what) - 1] = '\0';
+		/* The copy is done before seq is looked at again. */
+		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load(&sh->seq) - n > RING - RING_SLACK) {
 			drop(kc, "*");
 			break;

@@ -464,6 +464,8 @@ static const struct {
 /* Seconds between connection attempts while the server is unreachable. */
 #define RECONNECT_INTERVAL 1.0
 #define DB_QUIET	5.0	/* s: db_poll() asks after this long */
+#define POLL_READS	64	/* buffers db_poll() reads before it asks */
+#define DRAIN_EACH	64	/* notifications handed over one by one */
 
 struct db {
 	PGconn		*conn;		/* NULL = not connected */
@@ -554,15 +556,25 @@ static void
 drain(struct db *db)
 {
 	PGnotify	*n;
+	int		 count = 0;
+	bool		 own, own_rest = false;
 
 	if (db->conn == NULL)
 		return;
+	/*
+	 * Past DRAIN_EACH in one go (a re-encryption, a purge), the rest is
+	 * handed over as one "*": cheaper than each of them.
+	 */
 	while ((n = PQnotifies(db->conn)) != NULL) {
-		if (db->notified != NULL)
-			db->notified(db->notified_arg, n->extra,
-			    n->be_pid == PQbackendPID(db->conn));
+		own = n->be_pid == PQbackendPID(db->conn);
+		if (++count <= DRAIN_EACH && db->notified != NULL)
+			db->notified(db->notified_arg, n->extra, own);
+		else
+			own_rest |= own;
 		PQfreemem(n);
 	}
+	if (count > DRAIN_EACH && db->notified != NULL)
+		db->notified(db->notified_arg, "*", own_rest);
 }
 
 int
@@ -606,8 +618,12 @@ subscribe(struct db *db)
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 		rc = -1;
 	PQclear(res);
+	/*
+	 * As if this handle had made the change: a change committed just
+	 * before the old connection died may never have been heard.
+	 */
 	if (rc == 0 && db->notified != NULL)
-		db->notified(db->notified_arg, "*", false);
+		db->notified(db->notified_arg, "*", true);
 	return rc;
 }
 
@@ -615,7 +631,7 @@ int
 db_poll(struct db *db)
 {
 	struct pollfd	 pfd;
-	int		 n;
+	int		 n, i;
 
 	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK)
 		return -1;
@@ -623,26 +639,37 @@ db_poll(struct db *db)
 	 * A server that went away has closed the socket; libpq would only
 	 * learn it from the next read, after the last message it sent.
 	 */
-	pfd.fd = PQsocket(db->conn);
-	pfd.events = POLLIN | POLLRDHUP;
-	pfd.revents = 0;
-	while ((n = poll(&pfd, 1, 0)) == -1 && errno == EINTR)
-		continue;
-	if (pfd.fd == -1 || n == -1 ||
-	    (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0 ||
-	    ((pfd.revents & POLLIN) != 0 && PQconsumeInput(db->conn) == 0) ||
-	    PQstatus(db->conn) != CONNECTION_OK) {
-		set_error(db, DB_UNAVAILABLE, NULL, "the connection to "
-		    "PostgreSQL was closed");
-		disconnect(db);
-		return -1;
+	/*
+	 * Everything that has arrived, not one buffer of it: a change must
+	 * not wait behind a burst of others.  A burst that does not end
+	 * is caught by the round trip below.
+	 */
+	for (i = 0; i < POLL_READS; i++) {
+		pfd.fd = PQsocket(db->conn);
+		pfd.events = POLLIN | POLLRDHUP;
+		pfd.revents = 0;
+		while ((n = poll(&pfd, 1, 0)) == -1 && errno == EINTR)
+			continue;
+		if (pfd.fd == -1 || n == -1 || (pfd.revents &
+		    (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0 ||
+		    ((pfd.revents & POLLIN) != 0 &&
+		    PQconsumeInput(db->conn) == 0) ||
+		    PQstatus(db->conn) != CONNECTION_OK) {
+			set_error(db, DB_UNAVAILABLE, NULL, "the connection "
+			    "to PostgreSQL was closed");
+			disconnect(db);
+			return -1;
+		}
+		drain(db);
+		if ((pfd.revents & POLLIN) == 0)
+			break;
 	}
-	drain(db);
 	/*
 	 * One that vanished without a word is only found by asking: after
-	 * DB_QUIET seconds without an answer, a round trip vouches for it.
+	 * DB_QUIET seconds without an answer (or a burst too long to read
+	 * here), a round trip vouches for it and reads what came before.
 	 */
-	if (clock_mono() - db->last_answer > DB_QUIET &&
+	if ((i == POLL_READS || clock_mono() - db->last_answer > DB_QUIET) &&
 	    simple(db, "SELECT 1") == -1)
 		return -1;
 	return 0;

@@ -124,8 +124,9 @@ int		 db_connect(struct db *) __attribute__((warn_unused_result));
  * fn(arg, payload, own) runs for each notification on it (read after each
  * statement and by db_poll()), own being true when it was raised by this
  * handle's own transaction (heard when its COMMIT returns); and after
- * every new connection as fn(arg, "*", false), since what was notified
- * while disconnected is unknown.  0, or -1 for a channel name that is not
+ * every new connection as fn(arg, "*", true), since what was notified
+ * while disconnected (or committed just before) is unknown.  More than 64
+ * at once are handed over as the first 64 and one "*".  0, or -1 for a channel name that is not
  * [a-z0-9_]+.
  */
 int		 db_listen(struct db *, const char *channel,

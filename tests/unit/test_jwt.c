@@ -140,6 +140,18 @@ test_refused_algs_and_shapes(void **state)
 	    JWT_BAD_CLAIMS);
 	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":\"acme\","
 	    "\"exp\":2000000100}", &c), JWT_BAD_CLAIMS);
+	/* 36 characters, but no UUID. */
+	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":"
+	    "\"00000000-0000-0000-0000-00000000000g\",\"exp\":2000000100}",
+	    &c), JWT_BAD_CLAIMS);
+	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":"
+	    "\"000000000000-0000-0000-000000000000a\",\"exp\":2000000100}",
+	    &c), JWT_BAD_CLAIMS);
+	/* Upper case is the same tenant, written the one way. */
+	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":"
+	    "\"ABCDEF00-0000-0000-0000-00000000000A\",\"exp\":2000000100}",
+	    &c), JWT_OK);
+	assert_string_equal(c.tenant_id, "abcdef00-0000-0000-0000-00000000000a");
 }
 
 int
