@@ -184,9 +184,16 @@ cleanup() {
 	pg_stop
 }
 
+# count WORD LINE: the number before WORD in LINE ("12 passed"), or 0.
+count() {
+	local n
+	n=$(echo "$2" | grep -oE "[0-9]+ $1" | grep -oE '[0-9]+' | head -1 || true)
+	echo "${n:-0}"
+}
+
 # Adds up what the test programs reported and prints one closing line.
 summary() {
-	local dir=$1 passed=0 failed=0 skipped=0 f n
+	local dir=$1 passed=0 failed=0 skipped=0 f n last
 	for f in "$dir"/tests/unit/*.log; do
 		[ -f "$f" ] || continue
 		n=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
@@ -194,31 +201,15 @@ summary() {
 		n=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
 		failed=$((failed + ${n:-0}))
 	done
-	# tests/deb/run ends with "deb: N passed, N failed, N skipped".
-	f=$dir/deb.log
-	if [ -f "$f" ]; then
-		local deb
-		deb=$(grep -E '^deb: [0-9]+ passed' "$f" | tail -1 || true)
-		n=$(echo "$deb" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
-		passed=$((passed + ${n:-0}))
-		n=$(echo "$deb" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || true)
-		failed=$((failed + ${n:-0}))
-		n=$(echo "$deb" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || true)
-		skipped=$((skipped + ${n:-0}))
-	fi
-	f=$dir/tests/e2e/run.log
-	if [ -f "$f" ]; then
-		local last
-		last=$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$f" | tail -1 || true)
-		n=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
-		passed=$((passed + ${n:-0}))
-		n=$(echo "$last" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || true)
-		failed=$((failed + ${n:-0}))
-		n=$(echo "$last" | grep -oE '[0-9]+ errors?' | grep -oE '[0-9]+' || true)
-		failed=$((failed + ${n:-0}))
-		n=$(echo "$last" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || true)
-		skipped=$((skipped + ${n:-0}))
-	fi
+	# pytest's closing line, and tests/deb/run's "deb: N passed, ...".
+	for f in "$dir/tests/e2e/run.log" "$dir/deb.log"; do
+		[ -f "$f" ] || continue
+		last=$(grep -E '^(=+ .*(passed|failed|error|skipped).* in [0-9.]+s|deb: [0-9]+ passed)' "$f" |
+			tail -1 || true)
+		passed=$((passed + $(count passed "$last")))
+		failed=$((failed + $(count failed "$last") + $(count 'errors?' "$last")))
+		skipped=$((skipped + $(count skipped "$last")))
+	done
 	echo "$passed passed, $failed failed, $skipped skipped"
 }
 
