@@ -553,11 +553,18 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 	}
 	if (strcmp(type, "error") == 0) {
 		struct json_object *e = json_object_new_object();
+		char		 etype[64] = "upstream_error";
 
-		json_object_object_add(e, "message", json_str(json_get(ev, "error", &err) &&
+		if (!json_get(ev, "error", &err))
+			err = NULL;
+		json_object_object_add(e, "message", json_str(err != NULL &&
 		    json_get_str(err, "message") ? json_get_str(err, "message") :
 		    "anthropic reported an error"));
-		json_object_object_add(e, "type", json_str("upstream_error"));
+		/* Its own type (overloaded_error, ...), as a 4xx keeps it. */
+		if (err != NULL)
+			provider_error_word(json_get_str(err, "type"), etype,
+			    sizeof(etype));
+		json_object_object_add(e, "type", json_str(etype));
 		json_object_object_add(e, "code", json_str("upstream_error"));
 		*out = json_object_new_object();
 		json_object_object_add(*out, "error", e);

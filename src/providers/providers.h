@@ -49,6 +49,8 @@ struct provider_error {
  */
 void		 provider_error_parse(const struct buf *body, long status,
 		    struct provider_error *);
+/* Copies s to out when it is such a word; out is left alone otherwise. */
+void		 provider_error_word(const char *s, char *out, size_t outsz);
 
 struct json_object;
 

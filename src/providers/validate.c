@@ -42,9 +42,8 @@ provider_base_url(const struct config *cfg, enum provider p)
 	return cfg->openrouter_base_url;
 }
 
-/* Copies s to out when it is a plain word (see provider_error_parse). */
-static void
-take_word(const char *s, char *out, size_t outsz)
+void
+provider_error_word(const char *s, char *out, size_t outsz)
 {
 	size_t	 n;
 
@@ -74,12 +73,12 @@ provider_error_parse(const struct buf *body, long status,
 		if (json_get_str(err, "message") != NULL)
 			snprintf(pe->message, sizeof(pe->message), "%s",
 			    json_get_str(err, "message"));
-		take_word(json_get_str(err, "type"), pe->type,
+		provider_error_word(json_get_str(err, "type"), pe->type,
 		    sizeof(pe->type));
 		/* OpenRouter's and Gemini's numeric code is the status. */
 		if ((code = json_get_str(err, "code")) == NULL)
 			code = json_get_str(err, "status");
-		take_word(code, pe->code, sizeof(pe->code));
+		provider_error_word(code, pe->code, sizeof(pe->code));
 	}
 	json_object_put(o);
 }

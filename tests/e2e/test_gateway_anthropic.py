@@ -55,6 +55,7 @@ class AnthropicMock:
     def __init__(self):
         self.requests = []
         self.fail = None        # (status, body) to answer instead
+        self.events = STREAM    # what a stream sends
         mock = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -99,7 +100,7 @@ class AnthropicMock:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for name, data in STREAM:
+                for name, data in mock.events:
                     ev = ("event: %s\ndata: %s\n\n"
                           % (name, json.dumps(data))).encode()
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
@@ -230,6 +231,29 @@ def test_provider_error_is_passed_on(ant):
         ks.assert_error(r, 502, "upstream_error")
     finally:
         mock.fail = None
+
+
+def test_an_error_mid_stream_keeps_its_type(ant):
+    """Anthropic ends a stream it cannot finish with an error event: the
+    client gets an error event in OpenAI's shape, its type kept, then
+    [DONE]."""
+    s, mock = ant
+    mock.events = STREAM[:5] + [("error", {"type": "error", "error": {
+        "type": "overloaded_error", "message": "Overloaded"}})]
+    try:
+        r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
+                     "messages": [{"role": "user", "content": "x"}]})
+    finally:
+        mock.events = STREAM
+    assert r.status == 200, r.body
+    events = sse(r)
+    assert events[-1] == "[DONE]", events
+    # The error, then the closing chunk with the keygate member.
+    err = json.loads(events[-3])["error"]
+    assert err == {"message": "Overloaded", "type": "overloaded_error",
+                   "code": "upstream_error"}, err
+    assert json.loads(events[-2])["keygate"]["provider"] == "anthropic"
+    assert any("Looking" in e for e in events[:-3]), events
 
 
 def test_untranslatable_request_is_400_and_not_sent(ant):

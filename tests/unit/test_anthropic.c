@@ -255,11 +255,21 @@ test_stream_translation(void **state)
 		}
 		json_object_put(out);
 	}
-	/* A mid-stream error ends the stream with the provider's message. */
+	/*
+	 * A mid-stream error ends the stream with the provider's message and
+	 * type (a word; anything else is the generic one).
+	 */
 	ev = parse("{\"type\":\"error\",\"error\":{\"type\":"
 	    "\"overloaded_error\",\"message\":\"Overloaded\"}}");
 	assert_int_equal(anthropic_stream_event(&s, ev, &out), ANT_ERROR);
 	assert_json(out, "{\"error\":{\"message\":\"Overloaded\",\"type\":"
+	    "\"overloaded_error\",\"code\":\"upstream_error\"}}");
+	json_object_put(ev);
+	json_object_put(out);
+	ev = parse("{\"type\":\"error\",\"error\":{\"type\":"
+	    "\"<b>odd</b>\",\"message\":\"Odd\"}}");
+	assert_int_equal(anthropic_stream_event(&s, ev, &out), ANT_ERROR);
+	assert_json(out, "{\"error\":{\"message\":\"Odd\",\"type\":"
 	    "\"upstream_error\",\"code\":\"upstream_error\"}}");
 	json_object_put(ev);
 	json_object_put(out);
