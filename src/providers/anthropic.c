@@ -249,17 +249,8 @@ anthropic_request(struct json_object *req, const char *model,
 	}
 	if (json_get(req, "top_p", &v))
 		json_object_object_add(o, "top_p", json_object_get(v));
-	if (json_get(req, "stop", &v)) {
-		struct json_object *ss = json_object_new_array();
-
-		if (json_object_is_type(v, json_type_string))
-			json_object_array_add(ss, json_str(json_object_get_string(v)));
-		else if (json_object_is_type(v, json_type_array))
-			for (i = 0; i < json_object_array_length(v); i++)
-				json_object_array_add(ss, json_object_get(
-				    json_object_array_get_idx(v, i)));
-		json_object_object_add(o, "stop_sequences", ss);
-	}
+	if (json_get(req, "stop", &v))
+		json_object_object_add(o, "stop_sequences", chat_stop_list(v));
 	if (json_get(req, "n", &v) && json_object_get_int(v) > 1) {
 		snprintf(err, errsz, "anthropic answers one choice: n must be 1");
 		goto bad;

@@ -230,17 +230,8 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		}
 		json_object_object_add(gc, "candidateCount", json_object_get(v));
 	}
-	if (json_get(req, "stop", &v)) {
-		struct json_object *ss = json_object_new_array();
-
-		if (json_object_is_type(v, json_type_string))
-			json_object_array_add(ss, json_str(json_object_get_string(v)));
-		else if (json_object_is_type(v, json_type_array))
-			for (i = 0; i < json_object_array_length(v); i++)
-				json_object_array_add(ss, json_object_get(
-				    json_object_array_get_idx(v, i)));
-		json_object_object_add(gc, "stopSequences", ss);
-	}
+	if (json_get(req, "stop", &v))
+		json_object_object_add(gc, "stopSequences", chat_stop_list(v));
 	if (json_object_object_length(gc) > 0)
 		json_object_object_add(o, "generationConfig", gc);
 	else

@@ -74,6 +74,11 @@ void		 chat_add_turn(struct json_object *turns, const char *role,
 		    const char *member, struct json_object *items);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
+/*
+ * OpenAI's "stop" (a string or an array of them) as a new array, the form
+ * both Anthropic and Gemini want.
+ */
+struct json_object *chat_stop_list(struct json_object *stop);
 
 /*
  * An OpenAI-format call (OpenAI, OpenRouter, an operator upstream) to the

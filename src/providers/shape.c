@@ -52,6 +52,21 @@ chat_usage(long prompt, long completion)
 	return u;
 }
 
+struct json_object *
+chat_stop_list(struct json_object *stop)
+{
+	struct json_object *ss = json_object_new_array();
+	size_t	 i;
+
+	if (json_object_is_type(stop, json_type_string))
+		json_object_array_add(ss, json_str(json_object_get_string(stop)));
+	else if (json_object_is_type(stop, json_type_array))
+		for (i = 0; i < json_object_array_length(stop); i++)
+			json_object_array_add(ss, json_object_get(
+			    json_object_array_get_idx(stop, i)));
+	return ss;
+}
+
 void
 chat_add_turn(struct json_object *turns, const char *role, const char *member,
     struct json_object *items)
