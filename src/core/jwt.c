@@ -6,6 +6,7 @@
 
 #include "core/jwt.h"
 #include "core/scope.h"
+#include "lib/base64.h"
 #include "lib/crypto.h"
 #include "lib/json.h"
 
@@ -21,66 +22,6 @@ const char *const jwt_result_names[JWT_RESULT__MAX] = {
 };
 
 #define JWT_MAX_PART 8192
-
-static const char b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int
-b64url_val(char c)
-{
-	const char *p = c != '\0' ? strchr(b64url, c) : NULL;
-
-	return p != NULL ? (int)(p - b64url) : -1;
-}
-
-/* Decodes unpadded base64url; the decoded length, or -1. */
-static long
-b64url_decode(const char *in, size_t n, uint8_t *out, size_t outsz)
-{
-	size_t	 i, o = 0;
-	uint32_t acc = 0;
-	int	 bits = 0, v;
-
-	if (n % 4 == 1)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if ((v = b64url_val(in[i])) < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == outsz)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	/* Leftover bits must be zero: one encoding per value. */
-	if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-		return -1;
-	return (long)o;
-}
-
-static size_t
-b64url_encode(const uint8_t *in, size_t n, char *out)
-{
-	size_t	 i, o = 0;
-	uint32_t acc = 0;
-	int	 bits = 0;
-
-	for (i = 0; i < n; i++) {
-		acc = (acc << 8) | in[i];
-		bits += 8;
-		while (bits >= 6) {
-			bits -= 6;
-			out[o++] = b64url[(acc >> bits) & 63];
-		}
-	}
-	if (bits > 0)
-		out[o++] = b64url[(acc << (6 - bits)) & 63];
-	out[o] = '\0';
-	return o;
-}
 
 bool
 jwt_looks_like(const char *t)
@@ -102,7 +43,7 @@ part_json(const char *p, size_t n)
 	struct json_object *o;
 
 	if (n > sizeof(buf) * 4 / 3 ||
-	    (len = b64url_decode(p, n, buf, sizeof(buf))) <= 0)
+	    (len = base64_decode(p, n, true, buf, sizeof(buf))) <= 0)
 		return NULL;
 	o = json_parse((const char *)buf, (size_t)len, &why, err, sizeof(err));
 	if (o != NULL && !json_object_is_type(o, json_type_object)) {
@@ -262,7 +203,8 @@ jwt_verify(const char *token, const char *secret, long leeway, time_t now,
 		rc = JWT_BAD_ALG;
 		goto out;
 	}
-	siglen = b64url_decode(d2 + 1, strlen(d2 + 1), sig, sizeof(sig));
+	siglen = base64_decode(d2 + 1, strlen(d2 + 1), true, sig,
+	    sizeof(sig));
 	if (siglen != CRYPTO_SHA256_LEN)
 		goto out;
 	if (crypto_hmac_sha256(secret, strlen(secret), token,
@@ -295,12 +237,12 @@ jwt_sign(const char *payload_json, const char *secret, char *out,
 
 	if (outsz < (sizeof(header) + pl + 2) * 4 / 3 + 64)
 		return -1;
-	n = b64url_encode((const uint8_t *)header, sizeof(header) - 1, out);
+	n = base64url_encode((const uint8_t *)header, sizeof(header) - 1, out);
 	out[n++] = '.';
-	n += b64url_encode((const uint8_t *)payload_json, pl, out + n);
+	n += base64url_encode((const uint8_t *)payload_json, pl, out + n);
 	if (crypto_hmac_sha256(secret, strlen(secret), out, n, mac) == -1)
 		return -1;
 	out[n++] = '.';
-	b64url_encode(mac, sizeof(mac), out + n);
+	base64url_encode(mac, sizeof(mac), out + n);
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/vault.h"
+#include "lib/base64.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
 
@@ -77,47 +78,6 @@ provider_key_format_ok(enum provider p, const char *key)
 	return false;
 }
 
-static int
-b64val(char c)
-{
-	static const char tab[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const char *p = c != '\0' ? strchr(tab, c) : NULL;
-
-	return p != NULL ? (int)(p - tab) : -1;
-}
-
-/* Standard base64 with padding; the decoded length, or -1. */
-static long
-b64_decode(const char *s, size_t n, uint8_t *out, size_t outsz)
-{
-	size_t	 i, o = 0;
-	uint32_t acc = 0;
-	int	 bits = 0, v, pad = 0;
-
-	if (n % 4 != 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] == '=') {
-			if (i < n - 2)
-				return -1;
-			pad++;
-			continue;
-		}
-		if (pad > 0 || (v = b64val(s[i])) < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == outsz)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	return (long)o;
-}
-
 void
 vault_free(struct vault *v)
 {
@@ -167,8 +127,8 @@ vault_new(const char *ring, char *err, size_t errsz)
 			    "ID:BASE64", v->n + 1);
 			goto fail;
 		}
-		len = b64_decode(colon + 1, (size_t)(end - colon - 1), raw,
-		    sizeof(raw));
+		len = base64_decode(colon + 1, (size_t)(end - colon - 1),
+		    false, raw, sizeof(raw));
 		if (len != CRYPTO_KEY_LEN) {
 			snprintf(err, errsz, "master_keys: key %.*s does not "
 			    "decode to 32 bytes", (int)idl, p);
