@@ -206,7 +206,7 @@ def audit_rows(stack, request_id):
     return [json.loads(r[0]) for r in rows]
 
 
-def served_by(stack, request_ids, timeout=5):
+def served_by(stack, request_ids, timeout=10):
     """{request id: worker pid} from the access log."""
     wanted = set(request_ids)
 

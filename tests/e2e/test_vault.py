@@ -43,6 +43,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
+from test_api_keys import on_every_worker, served_by
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -261,56 +262,6 @@ def assert_v1(ciphertext, plaintext=None):
             "ciphertext of %d hex digits for a %d-character key"
             % (len(m.group(3)), len(plaintext)))
     return m.groups()
-
-
-def served_by(stack, request_ids, timeout=10):
-    """{request id: worker pid} from the access log."""
-    wanted = set(request_ids)
-
-    def find():
-        got = {}
-        for line in stack.kg.log_lines():
-            if line.get("request_id") in wanted and "status" in line:
-                got[line["request_id"]] = line.get("pid")
-        return got if len(got) == len(wanted) else None
-    return ks.wait_until(find, timeout, what="access-log lines")
-
-
-def burst(stack, method, path, headers, body=None, n=PARALLEL):
-    """n requests released at once; returns [(request id, Response)]."""
-    barrier = threading.Barrier(n)
-    ids = [rid("burst") for _ in range(n)]
-    out = [None] * n
-
-    def run(i):
-        try:
-            barrier.wait(10)
-            out[i] = stack.request(method, path, body,
-                                   with_rid(headers, ids[i]))
-        except Exception as exc:  # reported by the caller
-            out[i] = exc
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return list(zip(ids, out))
-
-
-def on_every_worker(stack, method, path, headers, check, body=None):
-    """Sends bursts (the first one at once) until every worker has served
-    one; check(resp) must hold for every single response."""
-    workers = stack.kg.worker_pids()
-    seen = set()
-    for _ in range(5):
-        results = burst(stack, method, path, headers, body)
-        for request_id, resp in results:
-            assert not isinstance(resp, Exception), resp
-            check(resp)
-        seen |= set(served_by(stack, [r for r, _ in results]).values())
-        if workers <= seen:
-            return
-    assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
 def chat(stack, headers, model="gpt-4o-mini"):
