@@ -172,12 +172,13 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 	if (e != NULL)
 		stored = e->hash;
 	rc = AUTH_INVALID;
+	match = false;
 	if (apikey_hash(dev ? APIKEY_DEV_HMAC : cfg->hmac_secret, key,
-	    mac) == -1)
-		return AUTH_INVALID;
-	crypto_hex(mac, sizeof(mac), machex);
-	match = strlen(stored) == sizeof(machex) - 1 &&
-	    crypto_equal(machex, stored, sizeof(machex) - 1);
+	    mac) == 0) {
+		crypto_hex(mac, sizeof(mac), machex);
+		match = strlen(stored) == sizeof(machex) - 1 &&
+		    crypto_equal(machex, stored, sizeof(machex) - 1);
+	}
 	usable = e != NULL && e->usable &&
 	    (e->until == 0 || time(NULL) < e->until);
 	if (match && usable) {
@@ -198,7 +199,9 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 	}
 	explicit_bzero(machex, sizeof(machex));
 	explicit_bzero(mac, sizeof(mac));
-	explicit_bzero(&tmp, sizeof(tmp));
+	/* Only a row the cache did not keep was copied here. */
+	if (e == &tmp)
+		explicit_bzero(&tmp, sizeof(tmp));
 	if (rc != AUTH_OK)
 		memset(p, 0, sizeof(*p));
 	return rc;
