@@ -459,6 +459,15 @@ static const struct {
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },
+	[STMT_DEV_KEY_CLEAR] = { "dev_key_clear",
+	  "DELETE FROM api_keys WHERE (id = $1::uuid OR key_prefix = $2) "
+	  "AND (revoked_at IS NOT NULL OR disabled_at IS NOT NULL OR "
+	  "expires_at <= now())" },
+	[STMT_DEV_KEY_INSERT] = { "dev_key_insert",
+	  "INSERT INTO api_keys (id, tenant_id, name, env, key_prefix, "
+	  "key_hash, last4, scopes) VALUES ($1::uuid, $2::uuid, "
+	  "'development key', 'dev', $3, decode($4, 'hex'), $5, '{*}') "
+	  "ON CONFLICT DO NOTHING RETURNING id" },
 };
 
 /* Seconds between connection attempts while the server is unreachable. */

@@ -40,6 +40,10 @@ enum stmt {
 	STMT_KEY_ROTATE,	/* (id, caller tenant, prefix, hash hex,
 				    last4, grace s) -> id */
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
+	STMT_DEV_KEY_CLEAR,	/* (id, prefix): deletes the revoked, disabled
+				    or expired development key */
+	STMT_DEV_KEY_INSERT,	/* (id, tenant, prefix, hash hex, last4) ->
+				    id; no row when it exists */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
