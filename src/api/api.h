@@ -55,6 +55,12 @@ void	api_models(struct request *);
 void	api_account_usage(struct request *);
 void	api_tenants_credits(struct request *);
 
+/*
+ * Records a use of the key p names (when its last_used_at is due), in the
+ * worker's next batch: what a request with that key does (api/app.c).
+ */
+void	api_key_used(struct request *, const struct principal *p);
+
 /* Shared by the handlers (api/common.c). */
 
 /* Answers a failed database call: 503 when unreachable, else 500. */
