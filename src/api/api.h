@@ -52,6 +52,7 @@ void	api_maintenance_reencrypt(struct request *);
 void	api_chat_completions(struct request *);
 void	api_account(struct request *);
 void	api_models(struct request *);
+void	api_models_get(struct request *);
 void	api_account_usage(struct request *);
 void	api_tenants_credits(struct request *);
 
@@ -62,6 +63,18 @@ void	api_tenants_credits(struct request *);
 void	api_key_used(struct request *, const struct principal *p);
 
 /* Shared by the handlers (api/common.c). */
+
+struct gateway_key;
+/*
+ * Decides where a gateway call for model goes and with which key
+ * (gateway_resolve(), with the keys sent along in the request), into out;
+ * 0, or -1 after answering why not: 400 unsupported_model or
+ * model_not_available, 401 missing_provider_key, the database failure, a
+ * stored key that does not open.  out is to be freed with
+ * gateway_key_free() either way.
+ */
+int	api_gateway_key(struct request *, const char *model,
+	    struct gateway_key *out) __attribute__((warn_unused_result));
 
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 5
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -91,6 +91,13 @@ enum stmt {
 				    all keys */
 	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */
 	STMT_PRICE_SET,		/* (pattern, in, out) */
+	STMT_OPENROUTER_MODEL_GET, /* (model) -> OpenRouter id; no row when
+				    it has none */
+	STMT_OPENROUTER_MODEL_LIST, /* () -> model, OpenRouter id */
+	STMT_OPENROUTER_MODEL_SET, /* (model, OpenRouter id) */
+	STMT_MODEL_IDS,		/* () -> model, created (Unix s): the native
+				    ids of openrouter_models and the exact
+				    names of prices, once each */
 	STMT_USAGE_LIST,	/* (tenant, from, to, cursor id, limit) */
 	STMT_USAGE_TOTALS,	/* (tenant, from, to) -> n, prompt, completion,
 				    charged */
