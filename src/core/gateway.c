@@ -227,9 +227,10 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
     struct gateway_key *out)
 {
 	const struct config_upstream *up;
-	enum resolve_result why = RESOLVE_NONE, mapped;
+	enum resolve_result why = RESOLVE_NONE, mapped = RESOLVE_NONE;
 	struct buf	*into = open ? &out->secret : NULL;
 	const char	*k;
+	char		 id[sizeof(out->model)];
 	size_t		 strip;
 	int		 rc;
 
@@ -247,34 +248,33 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 	out->native = gateway_route(model);
 	out->provider = out->native;
 	/* A name no rule routes may still have an OpenRouter id. */
-	if (out->native == PROVIDER__MAX) {
-		switch (openrouter_id(db, model, out->model,
-		    sizeof(out->model))) {
-		case 1:
-			break;
-		case 0:
-			return RESOLVE_UNROUTED;
-		default:
-			return RESOLVE_DB;
-		}
-		snprintf(out->model, sizeof(out->model), "%s", model);
-	}
+	if (out->native == PROVIDER__MAX &&
+	    (rc = openrouter_id(db, model, id, sizeof(id))) != 1)
+		return rc == 0 ? RESOLVE_UNROUTED : RESOLVE_DB;
 
 	/* 1. The key sent along for the model's own provider. */
 	if (out->native != PROVIDER__MAX &&
 	    (k = sent(inline_keys, out->native)) != NULL)
 		return take(out, SOURCE_INLINE, k, open);
-	/* 2. An OpenRouter key sent along serves any model. */
+	/*
+	 * 2. An OpenRouter key sent along serves any model OpenRouter has an
+	 * id for; for one it has none, the tenant's own key may still do.
+	 */
 	if ((k = sent(inline_keys, PROVIDER_OPENROUTER)) != NULL) {
-		if ((mapped = via_openrouter(db, model, out)) != RESOLVE_OK)
+		if ((mapped = via_openrouter(db, model, out)) == RESOLVE_OK)
+			return take(out, out->native == PROVIDER_OPENROUTER ?
+			    SOURCE_INLINE : SOURCE_INLINE_OPENROUTER, k, open);
+		if (mapped != RESOLVE_UNMAPPED)
 			return mapped;
-		return take(out, out->native == PROVIDER_OPENROUTER ?
-		    SOURCE_INLINE : SOURCE_INLINE_OPENROUTER, k, open);
+		out->provider = out->native;
 	}
 	/* 3. The tenant's own key for that provider. */
 	if (out->native != PROVIDER__MAX &&
 	    (rc = vault_key(db, v, kc, tenant, out->native, into, &why)) != 0)
 		return rc == 1 ? take(out, SOURCE_VAULT, NULL, open) : why;
+	/* Only OpenRouter is left, which cannot serve it either. */
+	if (mapped == RESOLVE_UNMAPPED)
+		return RESOLVE_UNMAPPED;
 	/* 4. The tenant's own OpenRouter key, for any model. */
 	if (out->native != PROVIDER_OPENROUTER) {
 		out->provider = PROVIDER_OPENROUTER;

@@ -96,9 +96,10 @@ enum resolve_result {
  * for any model; the tenant's stored key for the provider; the tenant's
  * stored OpenRouter key; the operator's pool_openrouter_key.  A native
  * name that goes through OpenRouter is sent as its OpenRouter id from the
- * openrouter_models table, and one without an id there is RESOLVE_UNMAPPED;
- * a name no built-in rule routes reaches OpenRouter only through that
- * table.  vault may be NULL (no master keys: stored keys are not usable);
+ * openrouter_models table; one without an id there skips the OpenRouter
+ * keys (the tenant's stored key for its provider may still serve it) and
+ * is RESOLVE_UNMAPPED when nothing else does.  A name no built-in rule
+ * routes reaches OpenRouter only through that table.  vault may be NULL (no master keys: stored keys are not usable);
  * stored keys are looked up in kc when one is given.  With open false
  * nothing is decrypted and out->secret stays empty: for a listing.
  */

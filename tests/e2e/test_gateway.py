@@ -492,6 +492,20 @@ def test_a_model_without_an_openrouter_id_is_400(pooled, mock, model,
     assert pooled.psql("SELECT count(*) FROM usage") == before
 
 
+def test_a_model_without_an_openrouter_id_falls_to_the_vault_key(gw, mock):
+    """An inline OpenRouter key cannot serve it; the stored key can."""
+    t = Tenant(gw)
+    key = provider_key("openai")
+    t.store(openai_key=key)
+    mock.accept("openai", key)
+    headers, _ = with_key(mock, "openrouter")
+    request_id = rid()
+    resp = t.chat(chat_body("gpt-e2e-unmapped"), headers, request_id)
+    up = mock.only("openai")
+    assert up.bearer == key and up.json["model"] == "gpt-e2e-unmapped"
+    assert_reply(resp, request_id, "user", "openai", up)
+
+
 def test_a_mapping_set_with_keygatectl_is_used_at_once(pooled, mock):
     t = Tenant(pooled)
     mock.accept("openrouter", POOL_KEY)
