@@ -22,20 +22,13 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, auth
-from mock_llm import Complete, Fail, Hang, MockLLM, SSEReader
+from mock_llm import Complete, Fail, Hang, SSEReader
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 CHAT = "/v1/chat/completions"
 OPENAI_KEY = "sk-proj-" + secrets.token_hex(20)
 OPENROUTER_KEY = "sk-or-v1-" + secrets.token_hex(20)
 MESSAGES = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def mock():
-    m = MockLLM()
-    yield m
-    m.close()
 
 
 @pytest.fixture(scope="module")
