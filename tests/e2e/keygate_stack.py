@@ -10,6 +10,7 @@ Everything here starts something real and owns it until close():
     MockProvider  a loopback HTTP server standing in for an LLM provider
     Stack         keygated (on a migrated database) behind one of them
     request()     one HTTP request, no connection reuse
+    fcgi_request()  one request straight to keygated's FastCGI socket
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
 
@@ -38,6 +39,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -1074,6 +1076,79 @@ def request(method, url, body=None, headers=None, timeout=10):
         except ValueError:
             parsed = None
     return Response(status, got, data, parsed)
+
+
+# ---------------------------------------------------------------------------
+# FastCGI client: keygated's socket spoken to as a web server does
+
+FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
+FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 4, 5, 6
+
+
+def fcgi_record(type_, content=b"", request_id=1):
+    return struct.pack(">BBHHBB", 1, type_, request_id, len(content), 0,
+                       0) + content
+
+
+def fcgi_pair(name, value):
+    out = b""
+    for item in (name, value):
+        n = len(item)
+        out += bytes([n]) if n < 128 else struct.pack(">I", n | 1 << 31)
+    return out + name + value
+
+
+def fcgi_send(socket_path, method, uri, params=None, body=b""):
+    """Sends one request (the CGI variables a web server sets, plus
+    `params`) to keygated's Unix socket; returns the connection."""
+    allp = {"REQUEST_METHOD": method, "REQUEST_URI": uri,
+            "SCRIPT_NAME": uri.split("?")[0], "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1"}
+    if body:
+        allp["CONTENT_LENGTH"] = str(len(body))
+    allp.update(params or {})
+    pairs = b"".join(fcgi_pair(k.encode(), v.encode())
+                     for k, v in allp.items())
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(socket_path)
+    s.sendall(fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0)) +
+              fcgi_record(FCGI_PARAMS, pairs) + fcgi_record(FCGI_PARAMS) +
+              fcgi_record(FCGI_STDIN, body) + fcgi_record(FCGI_STDIN))
+    return s
+
+
+def fcgi_answer(s):
+    """The STDOUT of a FastCGI answer, up to END_REQUEST."""
+    buf, out = b"", b""
+    while True:
+        while len(buf) < 8:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        _, type_, _, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
+        while len(buf) < 8 + clen + plen:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        if type_ == FCGI_STDOUT:
+            out += buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+        if type_ == FCGI_END_REQUEST:
+            return out
+
+
+def fcgi_request(socket_path, method, uri, params=None, body=b""):
+    """One request over FastCGI: (the header block, the body) keygated
+    wrote, as bytes."""
+    s = fcgi_send(socket_path, method, uri, params, body)
+    try:
+        head, _, payload = fcgi_answer(s).partition(b"\r\n\r\n")
+    finally:
+        s.close()
+    return head, payload
 
 
 Sample = collections.namedtuple("Sample", "start end status response error")
