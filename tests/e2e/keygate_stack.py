@@ -980,10 +980,6 @@ class Apache(_WebServer):
         return self.unprivileged(["apache2", "-DFOREGROUND", "-f", conf]), {}
 
     @property
-    def error_log(self):
-        return os.path.join(self.dir, "error.log")
-
-    @property
     def access_log(self):
         return os.path.join(self.dir, "keygate-access.log")
 
