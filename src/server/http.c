@@ -112,6 +112,9 @@ http_respond(struct request *req, int status, const char *body, size_t len)
 		buf_free(&head);
 		return;
 	}
+	/* HEAD: GET's status and headers, Content-Length too, no body. */
+	if (req->method != NULL && strcmp(req->method, "HEAD") == 0)
+		len = 0;
 	/* A client that went away is not an error worth a log line. */
 	if (request_write(req, head.data, head.len) == -1 ||
 	    request_write(req, body, len) == -1)

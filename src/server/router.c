@@ -7,6 +7,7 @@
 
 const char *const http_method_names[METHOD__MAX] = {
 	"GET",		/* METHOD_GET */
+	"HEAD",		/* METHOD_HEAD */
 	"POST",		/* METHOD_POST */
 	"PUT",		/* METHOD_PUT */
 	"PATCH",	/* METHOD_PATCH */
@@ -72,6 +73,8 @@ router_match(const struct route *table, size_t n, const char *method,
 	size_t		 i, used = 0;
 	char		 scratch[256];
 
+	if (m == METHOD_HEAD)
+		m = METHOD_GET;
 	*route = NULL;
 	if (allowsz > 0)
 		allow[0] = '\0';
@@ -89,6 +92,7 @@ router_match(const struct route *table, size_t n, const char *method,
 	}
 	if (!any)
 		return ROUTE_NOT_FOUND;
+	seen[METHOD_HEAD] = seen[METHOD_GET];
 	for (i = 0; i < METHOD__MAX; i++) {
 		size_t len = strlen(http_method_names[i]);
 

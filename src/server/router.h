@@ -5,8 +5,13 @@
 
 struct request;
 
+/*
+ * HEAD is never a row of a table: it matches the GET rows, and its answer
+ * is GET's without the body (http_respond()).
+ */
 enum http_method {
 	METHOD_GET,
+	METHOD_HEAD,
 	METHOD_POST,
 	METHOD_PUT,
 	METHOD_PATCH,
@@ -42,7 +47,7 @@ enum route_result {
  * Looks path up in table.  On ROUTE_FOUND *route is set and the {id}
  * segment, if any, copied to param (truncated segments do not match); on
  * ROUTE_METHOD_NOT_ALLOWED allow holds the methods that would have matched,
- * e.g. "GET, DELETE".
+ * e.g. "GET, HEAD, DELETE".  HEAD finds the GET rows.
  */
 enum route_result router_match(const struct route *table, size_t n,
 		    const char *method, const char *path,

@@ -31,7 +31,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
-from mock_llm import (Complete, Drop, Fail, Hang, MockLLM, Raw, Redirect,
+from mock_llm import (Complete, Drop, Fail, Hang, Raw, Redirect,
                       SSEReader)
 
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -52,6 +52,9 @@ MESSAGES = [{"role": "system", "content": "You are terse."},
 # in the logs.
 _secrets = {POOL_KEY}
 
+# Every test starts with the mock reset.
+pytestmark = pytest.mark.usefixtures("fresh_mock")
+
 
 # ---------------------------------------------------------------------------
 # Fixtures
@@ -67,13 +70,6 @@ def _stack(workdir, pg, mock, **config):
     return ks.Stack(workdir.subdir("kg"), pg,
                     dbname="gw_%d_%s" % (os.getpid(), secrets.token_hex(4)),
                     **cfg)
-
-
-@pytest.fixture(scope="module")
-def mock():
-    m = MockLLM()
-    yield m
-    m.close()
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +95,6 @@ def odd(workdir, pg, mock):
                openai_base_url="http://127.0.0.1:%d/v1" % ks.free_tcp_port())
     yield s
     s.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_mock(mock):
-    mock.reset()
-    yield mock
 
 
 # ---------------------------------------------------------------------------

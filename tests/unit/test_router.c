@@ -1,4 +1,4 @@
-/* Unit tests for src/server/router.c: matching, {id}, {id+}, 404 and 405. */
+/* Unit tests for src/server/router.c: matching, {id}, {id+}, 404, 405 and HEAD. */
 #include "autoconfig.h"
 
 #include <setjmp.h>
@@ -127,13 +127,38 @@ test_method_not_allowed(void **state)
 	(void)state;
 	assert_int_equal(run("POST", "/health", &r, param, allow),
 	    ROUTE_METHOD_NOT_ALLOWED);
-	assert_string_equal(allow, "GET");
+	assert_string_equal(allow, "GET, HEAD");
 	assert_int_equal(run("PATCH", "/v1/api_keys/x", &r, param, allow),
 	    ROUTE_METHOD_NOT_ALLOWED);
-	assert_string_equal(allow, "GET, DELETE");
+	assert_string_equal(allow, "GET, HEAD, DELETE");
 	assert_int_equal(run("BREW", "/v1/api_keys", &r, param, allow),
 	    ROUTE_METHOD_NOT_ALLOWED);
-	assert_string_equal(allow, "GET, POST");
+	assert_string_equal(allow, "GET, HEAD, POST");
+}
+
+/* HEAD finds the GET rows, and only those. */
+static void
+test_head_is_get(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64];
+
+	(void)state;
+	assert_int_equal(run("HEAD", "/health", &r, param, allow), ROUTE_FOUND);
+	assert_ptr_equal(r, &table[0]);
+	assert_int_equal(run("HEAD", "/v1/api_keys", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_ptr_equal(r, &table[1]);
+	assert_int_equal(run("HEAD", "/v1/api_keys/abc", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_ptr_equal(r, &table[4]);
+	assert_string_equal(param, "abc");
+	assert_int_equal(run("HEAD", "/v1/api_keys/k1/rotate", &r, param,
+	    allow), ROUTE_METHOD_NOT_ALLOWED);
+	assert_null(r);
+	assert_string_equal(allow, "POST");
+	assert_int_equal(run("HEAD", "/nope", &r, param, allow),
+	    ROUTE_NOT_FOUND);
 }
 
 int
@@ -144,6 +169,7 @@ main(void)
 		cmocka_unit_test(test_not_found),
 		cmocka_unit_test(test_rest_of_the_path),
 		cmocka_unit_test(test_method_not_allowed),
+		cmocka_unit_test(test_head_is_get),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
