@@ -1516,6 +1516,7 @@ class Stack:
         self.kg.close()
 
 
+ROOT_TENANT = "00000000-0000-0000-0000-000000000001"
 # The header that carries each provider's key inline in a gateway call.
 INLINE_KEY_HEADERS = {"openai": "X-OpenAI-Key",
                       "anthropic": "X-Anthropic-Key",

@@ -315,6 +315,15 @@ class MockLLM:
         with self._lock:
             self.behaviour[provider] = behaviour
 
+    def serve(self, keys, **complete):
+        """reset(), then every provider of `keys` ({provider: key})
+        accepting its key and answering Complete(**complete)."""
+        self.reset()
+        for provider, key in keys.items():
+            self.accept(provider, key)
+            self.behave(provider, Complete(**complete))
+        return self
+
     def reset(self):
         """No exchange recorded, no key accepted, every provider answering
         Complete()."""
