@@ -215,7 +215,12 @@ def test_the_version_header_reaches_anthropic(gw, mock):
       "messages": []}, "messages"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
      "model"),
-], ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model"])
+    ({"model": None, "max_tokens": 5,
+      "messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "", "max_tokens": 5,
+      "messages": [{"role": "user", "content": "x"}]}, "model"),
+], ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model",
+        "null-model", "empty-model"])
 def test_a_bad_request_is_422_and_not_sent(gw, mock, body, field):
     r = gw.post("/v1/messages", body, headers=headers("anthropic"))
     err = ks.assert_error(r, 422, "validation_error")
