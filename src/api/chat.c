@@ -1,12 +1,12 @@
 /*
- * POST /v1/chat/completions, POST /v1/messages and POST /v1/embeddings:
- * the gateway.  Parse and
- * check the request, route the model, pick the key by priority, call the
- * provider, and answer in the client's shape (OpenAI's, or Anthropic's
- * Messages) with a "keygate" block, streamed or not.  A Messages request
- * goes to Anthropic as it came; to any other provider it is an OpenAI
- * request, whose reply and chunks are turned back into Messages shapes.
- * Embeddings go to OpenAI and OpenRouter as sent, to Gemini translated.
+ * The gateway, for POST /v1/chat/completions here and for
+ * api/messages.c and api/embeddings.c: route the model, pick the key by
+ * priority, hold credits, call the provider, and answer in the client's
+ * shape (OpenAI's, or Anthropic's Messages) with a "keygate" block,
+ * streamed or not.  A Messages request goes to Anthropic as it came; to
+ * any other provider it is an OpenAI request, whose reply and chunks are
+ * turned back into Messages shapes.  Embeddings go to OpenAI and
+ * OpenRouter as sent, to Gemini translated.
  */
 #include "autoconfig.h"
 
