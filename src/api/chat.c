@@ -1,7 +1,12 @@
 /*
- * POST /v1/chat/completions: the gateway.  Parse and check the request,
- * route the model, pick the key by priority, call the provider, and answer
- * in the OpenAI shape with a "keygate" block, streamed or not.
+ * The gateway, for POST /v1/chat/completions here and for
+ * api/messages.c and api/embeddings.c: route the model, pick the key by
+ * priority, hold credits, call the provider, and answer in the client's
+ * shape (OpenAI's, or Anthropic's Messages) with a "keygate" block,
+ * streamed or not.  A Messages request goes to Anthropic as it came; to
+ * any other provider it is an OpenAI request, whose reply and chunks are
+ * turned back into Messages shapes.  Embeddings go to OpenAI and
+ * OpenRouter as sent, to Gemini translated.
  */
 #include "autoconfig.h"
 
@@ -20,6 +25,7 @@
 #include "lib/upstream.h"
 #include "providers/anthropic.h"
 #include "providers/gemini.h"
+#include "providers/messages.h"
 #include "providers/providers.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -62,6 +68,21 @@ struct chat {
 	size_t		 delivered;	/* bytes of content sent on */
 	long long	 charged;	/* micro-credits */
 	const char	*model;		/* the client's model name */
+	/*
+	 * The keygate block rides on the chunk that carries finish_reason,
+	 * and credits_charged is known only once usage arrives: that chunk
+	 * waits here until then (or until the stream ends).
+	 */
+	struct json_object *held;	/* a finish chunk, NULL = none */
+	struct json_object *shape;	/* the last chunk (id, model, created) */
+	bool		 kg_sent;	/* the keygate block went out */
+	bool		 usage_sent;	/* the usage chunk went out */
+	/* A Messages client (POST /v1/messages). */
+	bool		 messages;	/* answers in Messages shapes */
+	bool		 native;	/* to Anthropic, passed through */
+	struct messages_stream ms;	/* chunks into Messages events */
+	bool		 embed;		/* POST /v1/embeddings */
+	struct json_object *body;	/* the request, borrowed */
 };
 
 /*
@@ -148,14 +169,39 @@ keygate_block(const struct chat *c)
 	return o;
 }
 
-/* Checks the request; 0, or -1 after answering. */
-static int
-check_request(struct request *req, struct json_object *body, const char **model)
+/*
+ * The keygate block as X-Keygate-* headers, for clients that cannot read
+ * a member of their own; credits_charged only when known (not on a stream,
+ * whose headers go first).
+ */
+static void
+keygate_headers(struct chat *c, bool charged)
 {
-	struct checks	 c = { NULL };
-	struct json_object *msgs;
-	bool		 present;
-	size_t		 i;
+	struct request	*req = c->req;
+	char		 n[24];
+	int		 rc;
+
+	rc = http_header(req, "X-Keygate-Key-Source", "%s",
+	    c->key.pool ? "pool" : "user");
+	if (rc == 0)
+		rc = http_header(req, "X-Keygate-Provider", "%s",
+		    gateway_provider_name(&c->key));
+	if (rc == 0 && c->key.pool && c->key.upstream == NULL)
+		rc = http_header(req, "X-Keygate-Pool-Markup-Applied", "%g",
+		    req->w->cfg->pool_markup);
+	if (rc == 0 && charged) {
+		credits_format(c->charged, n, sizeof(n));
+		rc = http_header(req, "X-Keygate-Credits-Charged", "%s", n);
+	}
+	if (rc == -1)
+		log_error("http_header: adding the X-Keygate headers: out of "
+		    "memory");
+}
+
+int
+api_gateway_forbidden(struct request *req, struct json_object *body)
+{
+	size_t	 i;
 
 	for (i = 0; forbidden[i] != NULL; i++)
 		if (json_object_object_get_ex(body, forbidden[i], NULL)) {
@@ -164,26 +210,41 @@ check_request(struct request *req, struct json_object *body, const char **model)
 			    forbidden[i]);
 			return -1;
 		}
-	*model = check_string(&c, body, "model", 256, &present);
-	if (*model == NULL && c.details == NULL)
-		check_fail(&c, "model", "required: a model name");
-	else if (*model != NULL && **model == '\0')
-		check_fail(&c, "model", "must not be empty");
+	return 0;
+}
+
+const char *
+api_gateway_model(struct checks *ck, struct json_object *body)
+{
+	struct json_object *v;
+	const char	*model;
+	bool		 present;
+
+	if (!json_object_object_get_ex(body, "model", &v) || v == NULL) {
+		check_fail(ck, "model", "required: a model name");
+		return NULL;
+	}
+	if ((model = check_string(ck, body, "model", 256, &present)) != NULL &&
+	    *model == '\0') {
+		check_fail(ck, "model", "must not be empty");
+		return NULL;
+	}
+	return model;
+}
+
+void
+api_gateway_turns(struct checks *ck, struct json_object *body)
+{
+	struct json_object *msgs;
+
 	if (!json_object_object_get_ex(body, "messages", &msgs) ||
 	    !json_object_is_type(msgs, json_type_array) ||
 	    json_object_array_length(msgs) == 0)
-		check_fail(&c, "messages", "required: a non-empty array");
-	return check_done(req, &c);
+		check_fail(ck, "messages", "required: a non-empty array");
 }
 
-/*
- * Every inline key sent must have its provider's form, as a key stored in
- * the vault must: a mistyped or misplaced key is the client's to fix, and
- * never worth a provider call.  Checked whether or not the call would use
- * it.  0, or -1 after answering 400.
- */
-static int
-check_inline_keys(struct request *req)
+int
+api_gateway_inline_keys(struct request *req)
 {
 	const char	*v;
 	int		 i;
@@ -312,6 +373,16 @@ transport_error(struct chat *c, enum upstream_result r, const char *why)
 		    gateway_provider_name(&c->key), why);
 }
 
+/* Settles the call and answers reply (taken) with the keygate block. */
+static void
+answer_whole(struct chat *c, struct json_object *reply)
+{
+	settle(c, "ok");
+	json_object_object_add(reply, "keygate", keygate_block(c));
+	keygate_headers(c, true);
+	http_respond_json(c->req, 200, reply);
+}
+
 static void
 respond_whole(struct chat *c, struct upstream_call *call)
 {
@@ -334,9 +405,40 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			json_object_put(o);
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
 		    "a JSON object.", gateway_provider_name(&c->key));
+	} else if (c->embed && c->key.provider == PROVIDER_GOOGLE) {
+		struct json_object *t, *v;
+		const char	*enc = json_get(c->body, "encoding_format", &v) ?
+		    json_object_get_string(v) : NULL;
+
+		t = gemini_embed_response(o, c->model, enc != NULL &&
+		    strcmp(enc, "base64") == 0, c->prompt_est, err, sizeof(err));
+		json_object_put(o);
+		if (t == NULL)
+			http_error(c->req, ERR_UPSTREAM, "%s.", err);
+		else {
+			take_usage(c, t);
+			answer_whole(c, t);
+		}
+	} else if (c->embed) {
+		take_usage(c, o);
+		answer_whole(c, o);
+	} else if (c->native) {
+		/* Read for its usage; answered as it came. */
+		struct json_object *t = anthropic_response(o, "");
+
+		if (t == NULL) {
+			json_object_put(o);
+			http_error(c->req, ERR_UPSTREAM, "anthropic sent a "
+			    "reply that is not a message.");
+		} else {
+			take_usage(c, t);
+			json_object_put(t);
+			answer_whole(c, o);
+		}
 	} else {
 		if (c->key.provider == PROVIDER_ANTHROPIC) {
-			struct json_object *t = anthropic_response(o);
+			struct json_object *t = anthropic_response(o,
+			    c->ant.answer);
 
 			json_object_put(o);
 			if ((o = t) == NULL) {
@@ -357,9 +459,13 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			}
 		}
 		take_usage(c, o);
-		settle(c, "ok");
-		json_object_object_add(o, "keygate", keygate_block(c));
-		http_respond_json(c->req, 200, o);
+		if (c->messages) {
+			struct json_object *t = messages_from_chat(o);
+
+			json_object_put(o);
+			o = t;
+		}
+		answer_whole(c, o);
 	}
 	/* Any answer but the one above charged nothing. */
 	release(c);
@@ -395,36 +501,6 @@ emit(struct chat *c, const char *data, size_t n)
 	return rc;
 }
 
-/* The closing chunk: the keygate block, then [DONE]. */
-static int
-emit_done(struct chat *c)
-{
-	struct json_object *o = json_object_new_object();
-	const char	*t;
-	size_t		 n;
-	int		 rc;
-
-	if (c->key.provider == PROVIDER_ANTHROPIC) {
-		c->prompt_tokens = c->ant.input_tokens;
-		c->completion_tokens = c->ant.output_tokens;
-		c->have_usage = c->ant.id[0] != '\0';
-	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
-		c->prompt_tokens = c->gem.prompt_tokens;
-		c->completion_tokens = c->gem.completion_tokens;
-		c->have_usage = true;
-	}
-	settle(c, c->have_usage ? "ok" : "partial");
-	json_object_object_add(o, "object",
-	    json_object_new_string("chat.completion.chunk"));
-	json_object_object_add(o, "choices", json_object_new_array());
-	json_object_object_add(o, "keygate", keygate_block(c));
-	t = json_text(o, &n);
-	rc = emit(c, t, n);
-	json_object_put(o);
-	c->done = true;
-	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
-}
-
 /* Sends a chunk object. */
 static int
 emit_json(struct chat *c, struct json_object *o)
@@ -433,6 +509,273 @@ emit_json(struct chat *c, struct json_object *o)
 	const char	*t = json_text(o, &n);
 
 	return emit(c, t, n);
+}
+
+/* Sends a Messages event: its name (its "type") and its data. */
+static int
+emit_event(struct chat *c, struct json_object *ev)
+{
+	struct buf	 b = { 0 };
+	const char	*type = json_get_str(ev, "type"), *t;
+	size_t		 n;
+	int		 rc = -1;
+
+	t = json_text(ev, &n);
+	if (buf_printf(&b, "event: %s\ndata: ", type != NULL ? type : "") == 0 &&
+	    buf_append(&b, t, n) == 0 && buf_puts(&b, "\n\n") == 0)
+		rc = http_stream_write(c->req, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+/* Sends the Messages events of an array (borrowed), in order. */
+static int
+emit_events(struct chat *c, struct json_object *evs)
+{
+	size_t	 i;
+	int	 rc = 0;
+
+	for (i = 0; rc == 0 && i < json_object_array_length(evs); i++)
+		rc = emit_event(c, json_object_array_get_idx(evs, i));
+	return rc;
+}
+
+/*
+ * Sends one chunk in the client's shape: for an OpenAI client text as it
+ * came when given, else o's own; for a Messages client the events it
+ * makes.
+ */
+static int
+put_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
+{
+	struct json_object *evs;
+	int		 rc;
+
+	if (!c->messages)
+		return text != NULL ? emit(c, text, n) : emit_json(c, o);
+	evs = json_object_new_array();
+	messages_stream_chunk(&c->ms, o, c->have_usage ? c->prompt_tokens :
+	    c->prompt_est, c->have_usage ? c->completion_tokens :
+	    (long)(c->delivered + 3) / 4, evs);
+	rc = emit_events(c, evs);
+	json_object_put(evs);
+	return rc;
+}
+
+/* The end of the stream in the client's shape: [DONE], or message_stop. */
+static int
+put_end(struct chat *c)
+{
+	struct json_object *evs;
+	int		 rc;
+
+	c->done = true;
+	if (!c->messages)
+		return emit(c, "[DONE]", 6);
+	evs = json_object_new_array();
+	messages_stream_end(&c->ms, evs);
+	rc = emit_events(c, evs);
+	json_object_put(evs);
+	return rc;
+}
+
+/* Sends o with the keygate block added to it (o is changed). */
+static int
+emit_with_keygate(struct chat *c, struct json_object *o)
+{
+	json_object_object_add(o, "keygate", keygate_block(c));
+	c->kg_sent = true;
+	return put_chunk(c, o, NULL, 0);
+}
+
+/* Settles on what the stream told, once: the translators keep usage. */
+static void
+settle_stream(struct chat *c, const char *status)
+{
+	if (c->key.provider == PROVIDER_ANTHROPIC && c->ant.id[0] != '\0') {
+		c->prompt_tokens = c->ant.input_tokens;
+		c->completion_tokens = c->ant.output_tokens;
+		c->have_usage = true;
+	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
+		c->prompt_tokens = c->gem.prompt_tokens;
+		c->completion_tokens = c->gem.completion_tokens;
+		c->have_usage = true;
+	}
+	settle(c, c->have_usage ? status : "partial");
+}
+
+/* A chunk of the stream's id, model and created (new); choice 0. */
+static struct json_object *
+shaped_chunk(struct chat *c, struct json_object *delta, const char *finish)
+{
+	struct json_object *v;
+	const char	*id = NULL, *model = NULL;
+	long		 created = 0;
+
+	if (c->shape != NULL) {
+		id = json_get_str(c->shape, "id");
+		model = json_get_str(c->shape, "model");
+		if (json_get(c->shape, "created", &v))
+			created = (long)json_object_get_int64(v);
+	}
+	return chat_chunk(id != NULL ? id : c->req->request_id,
+	    model != NULL ? model : c->model, created, delta, finish);
+}
+
+/*
+ * Sends the held finish chunk with the keygate block, after settling; a
+ * stream that never said finish_reason gets one.  Then the usage chunk
+ * (usage, or one made from what is known, when NULL) if the client asked
+ * for it, with the block too.  Once each.
+ */
+static int
+close_stream(struct chat *c, struct json_object *usage)
+{
+	struct json_object *o;
+	int		 rc = 0;
+
+	settle_stream(c, "ok");
+	if (!c->kg_sent) {
+		o = c->held != NULL ? c->held :
+		    shaped_chunk(c, json_object_new_object(), "stop");
+		c->held = NULL;
+		rc = emit_with_keygate(c, o);
+		json_object_put(o);
+	}
+	if (rc == 0 && c->want_usage && !c->usage_sent) {
+		if (usage != NULL)
+			o = json_object_get(usage);
+		else {
+			o = shaped_chunk(c, NULL, NULL);
+			json_object_object_add(o, "usage", chat_usage(
+			    c->have_usage ? c->prompt_tokens : c->prompt_est,
+			    c->have_usage ? c->completion_tokens :
+			    (long)(c->delivered + 3) / 4));
+		}
+		c->usage_sent = true;
+		rc = emit_with_keygate(c, o);
+		json_object_put(o);
+	}
+	return rc;
+}
+
+/* The end of a stream that went well: the closing chunks, then [DONE]. */
+static int
+emit_done(struct chat *c)
+{
+	int	 rc = close_stream(c, NULL);
+
+	return rc == 0 ? put_end(c) : -1;
+}
+
+/* True when a choice of chunk o carries a finish_reason. */
+static bool
+has_finish(struct json_object *o)
+{
+	struct json_object *choices, *v;
+	size_t	 i;
+
+	if (!json_get(o, "choices", &choices) ||
+	    !json_object_is_type(choices, json_type_array))
+		return false;
+	for (i = 0; i < json_object_array_length(choices); i++)
+		if (json_get(json_object_array_get_idx(choices, i),
+		    "finish_reason", &v))
+			return true;
+	return false;
+}
+
+/* True for the usage chunk: empty choices and a usage object. */
+static bool
+is_usage_chunk(struct json_object *o)
+{
+	struct json_object *choices, *u;
+
+	return json_get(o, "choices", &choices) &&
+	    json_object_is_type(choices, json_type_array) &&
+	    json_object_array_length(choices) == 0 &&
+	    json_get(o, "usage", &u) &&
+	    json_object_is_type(u, json_type_object);
+}
+
+/*
+ * Passes one chunk (borrowed) to the client: text as it came when given,
+ * else o's own.  A finish chunk is held for the keygate block, the usage
+ * chunk settles the call and closes the stream's chunks, and any other
+ * chunk lets an earlier finish (another choice's) go first, as it is.
+ */
+static int
+send_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
+{
+	struct json_object *prev = c->held;
+	int		 rc = 0;
+
+	if (json_get_str(o, "id") != NULL) {
+		if (c->shape != NULL)
+			json_object_put(c->shape);
+		c->shape = json_object_get(o);
+	}
+	take_usage(c, o);
+	if (is_usage_chunk(o))
+		return close_stream(c, o);
+	c->held = NULL;
+	if (prev != NULL) {
+		rc = put_chunk(c, prev, NULL, 0);
+		json_object_put(prev);
+	}
+	if (rc == -1)
+		return -1;
+	if (has_finish(o) && !c->kg_sent) {
+		c->held = json_object_get(o);
+		return 0;
+	}
+	return put_chunk(c, o, text, n);
+}
+
+/*
+ * Ends the stream with an error event (o, an {"error":{...}} object,
+ * changed) carrying the keygate block, then [DONE]: a finish chunk held
+ * goes first, as it is.
+ */
+static int
+fail_stream(struct chat *c, struct json_object *o)
+{
+	struct json_object *prev = c->held;
+	int		 rc = 0;
+
+	c->held = NULL;
+	if (prev != NULL) {
+		rc = put_chunk(c, prev, NULL, 0);
+		json_object_put(prev);
+	}
+	settle_stream(c, "partial");
+	if (rc == 0 && c->messages) {
+		/* Anthropic's error event: {"type":"error","error":{...}}. */
+		struct json_object *ev = json_object_new_object(), *e, *v = NULL;
+
+		json_object_object_add(ev, "type", json_str("error"));
+		e = json_object_new_object();
+		json_object_object_add(e, "type", json_str(json_get(o, "error",
+		    &v) && json_get_str(v, "type") != NULL ?
+		    json_get_str(v, "type") : "api_error"));
+		json_object_object_add(e, "message", json_str(v != NULL &&
+		    json_get_str(v, "message") != NULL ?
+		    json_get_str(v, "message") : "the provider failed"));
+		json_object_object_add(ev, "error", e);
+		json_object_object_add(ev, "keygate", keygate_block(c));
+		c->kg_sent = true;
+		rc = emit_event(c, ev);
+		json_object_put(ev);
+		c->done = true;
+		return rc;
+	}
+	if (rc == 0) {
+		json_object_object_add(o, "keygate", keygate_block(c));
+		c->kg_sent = true;
+		rc = emit_json(c, o);
+	}
+	c->done = true;
+	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
 }
 
 /* One Anthropic event, as OpenAI chunks. */
@@ -447,22 +790,47 @@ translate_anthropic(struct chat *c, struct json_object *ev)
 	case ANT_STEP__MAX:
 		break;
 	case ANT_EMIT:
-		rc = emit_json(c, out);
+		rc = send_chunk(c, out, NULL, 0);
 		break;
 	case ANT_DONE:
-		if (c->want_usage)
-			rc = emit_json(c, out);
+		rc = send_chunk(c, out, NULL, 0);
 		if (rc == 0)
 			rc = emit_done(c);
 		break;
 	case ANT_ERROR:
-		rc = emit_json(c, out);
-		if (rc == 0)
-			rc = emit_done(c);
+		rc = fail_stream(c, out);
 		break;
 	}
 	if (out != NULL)
 		json_object_put(out);
+	return rc;
+}
+
+/*
+ * One event of a Messages stream from Anthropic, for a Messages client:
+ * passed on as it came, its usage kept; message_delta (the final usage)
+ * settles the call and carries the keygate block, as does an error.
+ */
+static int
+pass_anthropic(struct chat *c, struct json_object *ev)
+{
+	struct json_object *out = NULL;
+	enum anthropic_step step;
+	const char	*type = json_get_str(ev, "type");
+	int		 rc;
+
+	step = anthropic_stream_event(&c->ant, ev, &out);
+	if (out != NULL)
+		json_object_put(out);
+	if (step == ANT_ERROR || (type != NULL &&
+	    strcmp(type, "message_delta") == 0 && !c->kg_sent)) {
+		settle_stream(c, step == ANT_ERROR ? "partial" : "ok");
+		json_object_object_add(ev, "keygate", keygate_block(c));
+		c->kg_sent = true;
+	}
+	rc = emit_event(c, ev);
+	if (step == ANT_ERROR || step == ANT_DONE)
+		c->done = true;
 	return rc;
 }
 
@@ -479,9 +847,9 @@ emit_error(struct chat *c, const char *message, const char *code)
 	    json_object_new_string("upstream_error"));
 	json_object_object_add(e, "code", json_object_new_string(code));
 	json_object_object_add(o, "error", e);
-	rc = emit_json(c, o);
+	rc = fail_stream(c, o);
 	json_object_put(o);
-	return rc == 0 ? emit_done(c) : -1;
+	return rc;
 }
 
 /* One Gemini stream event, as OpenAI chunks. */
@@ -498,7 +866,7 @@ translate_gemini(struct chat *c, struct json_object *ev)
 		return emit_error(c, err, "upstream_error");
 	}
 	for (i = 0; rc == 0 && i < json_object_array_length(out); i++)
-		rc = emit_json(c, json_object_array_get_idx(out, i));
+		rc = send_chunk(c, json_object_array_get_idx(out, i), NULL, 0);
 	json_object_put(out);
 	return rc;
 }
@@ -512,7 +880,7 @@ translate_gemini(struct chat *c, struct json_object *ev)
 static int
 on_event(struct chat *c, const char *ev, size_t n)
 {
-	struct json_object *o, *choices, *usage;
+	struct json_object *o;
 	enum json_parse_error why;
 	struct buf	 data = { 0 };
 	const char	*line = ev, *nl, *v;
@@ -552,29 +920,22 @@ on_event(struct chat *c, const char *ev, size_t n)
 		return rc;
 	}
 	if (c->key.provider == PROVIDER_ANTHROPIC) {
-		rc = o != NULL ? translate_anthropic(c, o) : 0;
+		rc = o == NULL ? 0 : c->native ? pass_anthropic(c, o) :
+		    translate_anthropic(c, o);
 		if (o != NULL)
 			json_object_put(o);
 		buf_free(&data);
 		return rc;
 	}
-	if (o != NULL)
-		take_usage(c, o);
 	c->delivered += data.len;
-	if (o != NULL && !c->want_usage &&
-	    json_object_object_get_ex(o, "choices", &choices) &&
-	    json_object_is_type(choices, json_type_array) &&
-	    json_object_array_length(choices) == 0 &&
-	    json_object_object_get_ex(o, "usage", &usage) && usage != NULL)
-		rc = 0;		/* the usage chunk nobody asked for */
-	else if (o != NULL && lines > 1) {
-		/* A JSON payload spread over lines goes on as one line. */
-		size_t tl;
-		const char *t = json_text(o, &tl);
-
-		rc = emit(c, t, tl);
-	} else
-		rc = emit(c, data.data, data.len);	/* as it came */
+	if (o == NULL)
+		rc = emit(c, data.data, data.len);	/* not ours to judge */
+	else if (json_object_object_get_ex(o, "error", NULL))
+		rc = fail_stream(c, o);
+	else if (lines > 1)
+		rc = send_chunk(c, o, NULL, 0);	/* one line from several */
+	else
+		rc = send_chunk(c, o, data.data, data.len);	/* as it came */
 	if (o != NULL)
 		json_object_put(o);
 	buf_free(&data);
@@ -616,6 +977,7 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 		return buf_append(&c->errbody, p, n) == 0 ? 0 : -1;
 	}
 	if (!c->started) {
+		keygate_headers(c, false);
 		if (http_stream_begin(c->req, 200, "text/event-stream") == -1)
 			return -1;
 		c->started = true;
@@ -664,27 +1026,28 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	    c->gem.finished) {
 		struct json_object *u = gemini_usage_chunk(&c->gem);
 
-		if (!c->want_usage || emit_json(c, u) == 0)
+		if (send_chunk(c, u, NULL, 0) == 0)
 			(void)emit_done(c);
 		json_object_put(u);
 		return;
 	}
 	/* Cut short: say so in the stream, then close it properly. */
-	snprintf(msg, sizeof(msg), "{\"error\":{\"message\":\"%s %s\","
-	    "\"type\":\"upstream_error\",\"code\":\"%s\"}}",
-	    gateway_provider_name(&c->key), r == UPSTREAM_TIMEOUT ?
-	    "stopped answering" : "ended the stream early",
-	    r == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error");
-	if (emit(c, msg, strlen(msg)) == 0)
-		(void)emit_done(c);
+	snprintf(msg, sizeof(msg), "%s %s", gateway_provider_name(&c->key),
+	    r == UPSTREAM_TIMEOUT ? "stopped answering" :
+	    "ended the stream early");
+	(void)emit_error(c, msg, r == UPSTREAM_TIMEOUT ? "upstream_timeout" :
+	    "upstream_error");
 }
 
-/* The Messages call: URL, x-api-key header and translated body. */
+/*
+ * The Messages call: URL, x-api-key header and the body, translated from
+ * the OpenAI shape (or the client's own Messages request when native).
+ */
 static int
 prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
     struct buf *auth, struct buf *out)
 {
-	struct json_object *areq;
+	struct json_object *areq = NULL;
 	const char	*base = provider_base_url(c->req->w->cfg,
 	    PROVIDER_ANTHROPIC), *t;
 	size_t		 bl = strlen(base), n;
@@ -692,7 +1055,14 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (anthropic_request(body, c->key.model,
+	if (c->native) {
+		/* A Messages request goes as it came, for the model resolved. */
+		if (json_object_deep_copy(body, &areq, NULL) != 0) {
+			http_error(c->req, ERR_INTERNAL, "out of memory");
+			return -1;
+		}
+		json_object_object_add(areq, "model", json_str(c->key.model));
+	} else if (anthropic_request(body, c->key.model,
 	    c->req->w->cfg->default_max_tokens, &areq, err,
 	    sizeof(err)) == -1) {
 		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
@@ -712,6 +1082,68 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 }
 
 /*
+ * The model goes in a Gemini URL's path, so it must be a plain name; false
+ * after answering 400 when it is not.
+ */
+static bool
+gemini_model_ok(struct chat *c, const char *m)
+{
+	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-_")] == '\0')
+		return true;
+	http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not a google "
+	    "model name.", m);
+	return false;
+}
+
+/*
+ * An embeddings call: OpenAI-format providers and upstreams take the
+ * request as it is (model resolved); Gemini takes batchEmbedContents.
+ */
+static int
+prepare_embeddings(struct chat *c, struct json_object *body, struct buf *url,
+    struct buf *auth, struct buf *out)
+{
+	const struct config *cfg = c->req->w->cfg;
+	struct json_object *greq;
+	const char	*base, *t, *m = c->key.model;
+	size_t		 bl, n;
+	char		 err[160];
+
+	if (c->key.provider != PROVIDER_GOOGLE || c->key.upstream != NULL) {
+		if (openai_prepare_embeddings(c->key.upstream != NULL ?
+		    c->key.upstream->url : provider_base_url(cfg,
+		    c->key.provider), m, c->key.secret.data, body, url, auth,
+		    out) == 0)
+			return 0;
+		http_error(c->req, ERR_INTERNAL, "The request could not be "
+		    "prepared.");
+		return -1;
+	}
+	if (!gemini_model_ok(c, m))
+		return -1;
+	if (gemini_embed_request(body, m, &greq, err, sizeof(err)) == -1) {
+		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
+		    "to google: %s.", err);
+		return -1;
+	}
+	base = provider_base_url(cfg, PROVIDER_GOOGLE);
+	bl = strlen(base);
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	t = json_text(greq, &n);
+	if (buf_printf(url, "%.*s/v1beta/models/%s:batchEmbedContents",
+	    (int)bl, base, m) == -1 || buf_printf(auth, "x-goog-api-key: %s",
+	    c->key.secret.data) == -1 || buf_append(out, t, n) == -1) {
+		json_object_put(greq);
+		http_error(c->req, ERR_INTERNAL, "out of memory");
+		return -1;
+	}
+	json_object_put(greq);
+	return 0;
+}
+
+/*
  * Estimates the call (the prompt from the body's size, the output from
  * max_tokens or the default) at the model's price, with the pool's markup,
  * and holds it.  0, or -1 after answering 402 or the failure.
@@ -725,6 +1157,7 @@ reserve(struct chat *c, struct json_object *body)
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
 	size_t		 n = 0;
+	char		 need[24], have[24], msg[96];
 
 	if (credits_price(req->w->db, c->model, &c->price) == -1) {
 		api_db_failed(req);
@@ -732,11 +1165,13 @@ reserve(struct chat *c, struct json_object *body)
 	}
 	c->markup = c->key.pool && c->key.upstream == NULL ?
 	    cfg->pool_markup : 0;
-	if (json_get(body, "messages", &msgs))
+	if (json_get(body, c->embed ? "input" : "messages", &msgs))
 		(void)json_text(msgs, &n);
 	/* About four bytes a token, rounded up: a safe side for a hold. */
 	c->prompt_est = (long)(n + 3) / 4;
-	if ((json_get(body, "max_completion_tokens", &v) ||
+	if (c->embed)
+		max_out = 0;	/* an embedding is priced on its input */
+	else if ((json_get(body, "max_completion_tokens", &v) ||
 	    json_get(body, "max_tokens", &v)) &&
 	    json_object_is_type(v, json_type_int) &&
 	    json_object_get_int64(v) > 0)
@@ -754,10 +1189,13 @@ reserve(struct chat *c, struct json_object *body)
 		api_db_failed(req);
 		return -1;
 	}
+	credits_format(est, need, sizeof(need));
+	credits_format(available, have, sizeof(have));
+	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
+	    "Available: %s", need, have);
 	root = json_object_new_object();
 	err = json_object_new_object();
-	json_object_object_add(err, "message", json_str("Insufficient "
-	    "credits for this request."));
+	json_object_object_add(err, "message", json_str(msg));
 	json_object_object_add(err, "type", json_str("insufficient_credits"));
 	json_object_object_add(err, "code", json_str("insufficient_credits"));
 	json_object_object_add(err, "required_credits",
@@ -786,12 +1224,8 @@ prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
 	size_t		 bl = strlen(base), n;
 	char		 err[160];
 
-	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789.-_")] != '\0') {
-		http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not "
-		    "a google model name.", m);
+	if (!gemini_model_ok(c, m))
 		return -1;
-	}
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
 	if (gemini_request(body, &greq, err, sizeof(err)) == -1) {
@@ -812,55 +1246,103 @@ prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
 	return 0;
 }
 
-void
-api_chat_completions(struct request *req)
+/*
+ * Adds the header `name: value` of the client's request to call when it
+ * sent one of printable ASCII (Anthropic's version and betas).
+ */
+static void
+pass_header(struct request *req, const char *param, const char *name,
+    const char *fallback, struct buf *line)
 {
+	const char	*v = request_param(req, param);
+	size_t		 i;
+
+	if (v != NULL)
+		for (i = 0; v[i] != '\0'; i++)
+			if (v[i] < 0x20 || v[i] > 0x7e || i >= 256) {
+				v = NULL;
+				break;
+			}
+	if (v == NULL || *v == '\0')
+		v = fallback;
+	if (v != NULL && buf_printf(line, "%s: %s", name, v) == -1)
+		buf_reset(line);
+}
+
+void
+api_gateway(struct request *req, enum api_format format,
+    struct json_object *body, struct json_object *orig, const char *model)
+{
+	struct chat	 chat, *c = &chat;
 	struct worker	*w = req->w;
-	struct json_object *body, *v, *opts;
+	struct json_object *v, *opts;
 	struct upstream_call call;
-	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 };
-	struct chat	 c;
-	const char	*model;
-	size_t		 nh = 0;
+	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 },
+			 version = { 0 }, beta = { 0 };
+	size_t		 strip, nh = 0;
 
-	memset(&c, 0, sizeof(c));
-	c.req = req;
-	if (!api_body_object(req, &body))
+	memset(c, 0, sizeof(*c));
+	c->req = req;
+	c->messages = format == API_FORMAT_MESSAGES;
+	c->embed = format == API_FORMAT_EMBEDDINGS;
+	/* Anthropic has no embeddings: refused before any key is looked up. */
+	if (c->embed && gateway_upstream(w->cfg, model, &strip) == NULL &&
+	    gateway_route(model) == PROVIDER_ANTHROPIC) {
+		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
+		    "model \"%.128s\" for embeddings.", model);
 		return;
-	if (body == NULL) {
-		struct checks ck = { NULL };
-
-		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "messages", "required: a non-empty array");
-		if (check_done(req, &ck) == -1)
-			return;
 	}
-	if (check_request(req, body, &model) == -1 ||
-	    check_inline_keys(req) == -1)
-		return;
-	if (api_gateway_key(req, model, &c.key) == -1)
+	if (api_gateway_key(req, model, &c->key) == -1)
 		goto out;
-	c.model = model;
-	if (w->cfg->credits_enforce && reserve(&c, body) == -1)
+	c->model = model;
+	c->body = body;
+	c->native = orig != NULL && c->key.provider == PROVIDER_ANTHROPIC &&
+	    c->key.upstream == NULL;
+	if (w->cfg->credits_enforce && reserve(c, body) == -1)
 		goto out;
-	c.stream = json_object_object_get_ex(body, "stream", &v) &&
+	c->stream = !c->embed &&
+	    json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
 	    json_object_get_boolean(v);
-	c.want_usage = json_object_object_get_ex(body, "stream_options",
-	    &opts) && json_object_object_get_ex(opts, "include_usage", &v) &&
+	c->want_usage = !c->messages &&
+	    json_object_object_get_ex(body, "stream_options", &opts) &&
+	    json_object_object_get_ex(opts, "include_usage", &v) &&
 	    json_object_get_boolean(v);
+	messages_stream_init(&c->ms, c->prompt_est);
 	memset(&call, 0, sizeof(call));
-	if (c.key.provider == PROVIDER_ANTHROPIC) {
-		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
+	if (c->embed) {
+		if (prepare_embeddings(c, body, &url, &auth, &out) == -1)
 			goto out;
-		call.headers[nh++] = "anthropic-version: 2023-06-01";
-	} else if (c.key.provider == PROVIDER_GOOGLE) {
-		gemini_state_init(&c.gem, c.key.model, gemini_choices(body));
-		if (prepare_gemini(&c, body, &url, &auth, &out) == -1)
+	} else if (c->key.provider == PROVIDER_ANTHROPIC) {
+		if (prepare_anthropic(c, c->native ? orig : body, &url, &auth,
+		    &out) == -1)
 			goto out;
-	} else if (openai_prepare(c.key.upstream != NULL ?
-	    c.key.upstream->url : provider_base_url(w->cfg, c.key.provider),
-	    c.key.model, c.key.secret.data, body, &url, &auth, &out) == -1) {
+		if (!c->native)
+			anthropic_answer_tool(body, c->ant.answer);
+		pass_header(req, "HTTP_ANTHROPIC_VERSION", "anthropic-version",
+		    c->native ? "2023-06-01" : NULL, &version);
+		if (!c->native || version.len == 0) {
+			buf_reset(&version);
+			if (buf_puts(&version, "anthropic-version: "
+			    "2023-06-01") == -1) {
+				http_error(req, ERR_INTERNAL, "out of memory");
+				goto out;
+			}
+		}
+		call.headers[nh++] = version.data;
+		if (c->native) {
+			pass_header(req, "HTTP_ANTHROPIC_BETA", "anthropic-beta",
+			    NULL, &beta);
+			if (beta.len > 0)
+				call.headers[nh++] = beta.data;
+		}
+	} else if (c->key.provider == PROVIDER_GOOGLE) {
+		gemini_state_init(&c->gem, c->key.model, gemini_choices(body));
+		if (prepare_gemini(c, body, &url, &auth, &out) == -1)
+			goto out;
+	} else if (openai_prepare(c->key.upstream != NULL ?
+	    c->key.upstream->url : provider_base_url(w->cfg, c->key.provider),
+	    c->key.model, c->key.secret.data, body, &url, &auth, &out) == -1) {
 		http_error(req, ERR_INTERNAL, "The request could not be "
 		    "prepared.");
 		goto out;
@@ -872,7 +1354,7 @@ api_chat_completions(struct request *req)
 	if (auth.len > 0)
 		call.headers[nh++] = auth.data;
 	call.headers[nh++] = "Content-Type: application/json";
-	call.headers[nh++] = c.stream ? "Accept: text/event-stream" :
+	call.headers[nh++] = c->stream ? "Accept: text/event-stream" :
 	    "Accept: application/json";
 	call.body = out.data;
 	call.body_len = out.len;
@@ -881,21 +1363,51 @@ api_chat_completions(struct request *req)
 	call.idle_timeout = w->cfg->upstream_idle_timeout;
 	call.max_response = MAX_REPLY;
 	call.gone = client_left;
-	call.gone_arg = &c;
-	if (c.stream)
-		respond_stream(&c, &call);
+	call.gone_arg = c;
+	if (c->stream)
+		respond_stream(c, &call);
 	else
-		respond_whole(&c, &call);
+		respond_whole(c, &call);
 out:
 	/* A stream that went out is paid for; anything else is released. */
-	if (c.started)
-		settle(&c, "partial");
+	if (c->started)
+		settle(c, "partial");
 	else
-		release(&c);
-	gateway_key_free(&c.key);
+		release(c);
+	gateway_key_free(&c->key);
 	buf_free(&url);
 	buf_free_secret(&auth);
 	buf_free(&out);
-	buf_free(&c.pending);
-	buf_free(&c.errbody);
+	buf_free(&version);
+	buf_free(&beta);
+	buf_free(&c->pending);
+	buf_free(&c->errbody);
+	if (c->held != NULL)
+		json_object_put(c->held);
+	if (c->shape != NULL)
+		json_object_put(c->shape);
+}
+
+void
+api_chat_completions(struct request *req)
+{
+	struct json_object *body;
+	struct checks	 ck = { NULL };
+	const char	*model = NULL;
+
+	if (!api_body_object(req, &body))
+		return;
+	if (body == NULL) {
+		check_fail(&ck, "model", "required: a model name");
+		check_fail(&ck, "messages", "required: a non-empty array");
+	} else {
+		if (api_gateway_forbidden(req, body) == -1)
+			return;
+		model = api_gateway_model(&ck, body);
+		api_gateway_turns(&ck, body);
+	}
+	/* With no body the checks have failed, and answered. */
+	if (check_done(req, &ck) == -1 || api_gateway_inline_keys(req) == -1)
+		return;
+	api_gateway(req, API_FORMAT_CHAT, body, NULL, model);
 }

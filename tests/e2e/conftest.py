@@ -15,6 +15,10 @@
                 test module
     fresh_mock  the module's `mock`, reset (a module that defines its own
                 `mock` gets that one)
+    llm         mock_llm.MockLLM, every provider on loopback, per module
+    llm_stack   a stack (2 workers) whose providers are all `llm`, with
+                credits enforced and 100 credits on the root tenant, per
+                module
 
 When a test fails, the tail of every keygated and web-server log that was
 running during the test is added to its report.
@@ -27,6 +31,7 @@ import pytest
 
 import keygate_stack as ks
 from mock_llm import MockLLM
+import mock_llm
 
 
 def pytest_report_header(config):
@@ -107,15 +112,6 @@ def new_dbname(prefix="kg"):
     return "%s_%d_%d" % (prefix, os.getpid(), _db_counter[0])
 
 
-@pytest.fixture(scope="module")
-def mock():
-    """A mock LLM provider (mock_llm.MockLLM) for the module's tests."""
-    from mock_llm import MockLLM
-    m = MockLLM()
-    yield m
-    m.close()
-
-
 @pytest.fixture
 def make_stack(workdir, pg):
     """make_stack(pg=None, **config) -> a Stack on a new database."""
@@ -165,7 +161,15 @@ def own_pg(workdir):
 
 @pytest.fixture(scope="module")
 def mock():
+    """A mock LLM provider (mock_llm.MockLLM) for the module's tests."""
     m = MockLLM()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def llm():
+    m = mock_llm.MockLLM()
     yield m
     m.close()
 
@@ -174,3 +178,15 @@ def mock():
 def fresh_mock(mock):
     mock.reset()
     yield mock
+
+
+@pytest.fixture(scope="module")
+def llm_stack(workdir, pg, llm):
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname("llm"),
+                 workers=2, validate_llm_keys="false", credits_enforce="true",
+                 **llm.config())
+    r = s.post("/v1/tenants/%s/credits" % ks.ROOT_TENANT,
+               {"amount": 100, "reason": "test"}, headers=ks.auth())
+    assert r.status == 200, r.body
+    yield s
+    s.close()

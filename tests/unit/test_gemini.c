@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "json_fixture.h"
+
 #include "lib/crypto.h"
 #include "lib/json.h"
 #include "providers/gemini.h"
@@ -24,29 +26,6 @@ setup(void **state)
 
 	(void)state;
 	return crypto_init(err, sizeof(err));
-}
-
-static struct json_object *
-parse(const char *s)
-{
-	enum json_parse_error why;
-	char	 err[128];
-	struct json_object *o = json_parse(s, strlen(s), &why, err, sizeof(err));
-
-	if (o == NULL)
-		fail_msg("fixture is not JSON: %s: %s", err, s);
-	return o;
-}
-
-static void
-assert_json(struct json_object *got, const char *want)
-{
-	struct json_object *w = parse(want);
-
-	if (!json_object_equal(got, w))
-		fail_msg("got  %s\nwant %s", json_text(got, NULL),
-		    json_text(w, NULL));
-	json_object_put(w);
 }
 
 static void
@@ -318,6 +297,98 @@ test_several_choices(void **state)
 	json_object_put(out);
 }
 
+/* response_format: JSON out, with the schema as responseJsonSchema. */
+static void
+test_json_answer(void **state)
+{
+	struct json_object *in, *out;
+	char	 err[160];
+
+	(void)state;
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+	    "{\"name\":\"Event\",\"strict\":true,\"schema\":{\"type\":"
+	    "\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
+	    "\"required\":[\"name\"],\"additionalProperties\":false}}}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}],\"generationConfig\":{"
+	    "\"responseJsonSchema\":{\"type\":\"object\",\"properties\":"
+	    "{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"],"
+	    "\"additionalProperties\":false},\"responseMimeType\":"
+	    "\"application/json\"}}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_object\"}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}],\"generationConfig\":{"
+	    "\"responseMimeType\":\"application/json\"}}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"text\"}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}]}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":\"json\"}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
+	assert_string_equal(err, "response_format.type must be text, "
+	    "json_object or json_schema");
+	json_object_put(in);
+}
+
+/* Embeddings: one request per input; vectors back, as numbers or base64. */
+static void
+test_embeddings(void **state)
+{
+	struct json_object *in, *out;
+	char	 err[160];
+
+	(void)state;
+	in = parse("{\"model\":\"x\",\"input\":[\"a\",\"b\"],"
+	    "\"dimensions\":2}");
+	assert_int_equal(gemini_embed_request(in, "gemini-embedding-001", &out,
+	    err, sizeof(err)), 0);
+	assert_json(out, "{\"requests\":[{\"model\":"
+	    "\"models/gemini-embedding-001\",\"content\":{\"parts\":[{"
+	    "\"text\":\"a\"}]},\"outputDimensionality\":2},{\"model\":"
+	    "\"models/gemini-embedding-001\",\"content\":{\"parts\":[{"
+	    "\"text\":\"b\"}]},\"outputDimensionality\":2}]}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"input\":[[1,2]]}");
+	assert_int_equal(gemini_embed_request(in, "m", &out, err, sizeof(err)),
+	    -1);
+	assert_string_equal(err, "google embeds text: input must be a string "
+	    "or a non-empty array of strings");
+	json_object_put(in);
+
+	/* 1.0 and -2.0 as float32: 0000803f 000000c0. */
+	in = parse("{\"embeddings\":[{\"values\":[1.0,-2.0]}]}");
+	out = gemini_embed_response(in, "m", false, 3, err, sizeof(err));
+	assert_json(out, "{\"object\":\"list\",\"data\":[{\"object\":"
+	    "\"embedding\",\"index\":0,\"embedding\":[1.0,-2.0]}],"
+	    "\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,"
+	    "\"total_tokens\":3}}");
+	json_object_put(out);
+	out = gemini_embed_response(in, "m", true, 3, err, sizeof(err));
+	assert_json(out, "{\"object\":\"list\",\"data\":[{\"object\":"
+	    "\"embedding\",\"index\":0,\"embedding\":\"AACAPwAAAMA=\"}],"
+	    "\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,"
+	    "\"total_tokens\":3}}");
+	json_object_put(out);
+	json_object_put(in);
+	in = parse("{\"error\":{}}");
+	assert_null(gemini_embed_response(in, "m", false, 3, err, sizeof(err)));
+	assert_string_equal(err, "google sent no embeddings");
+	json_object_put(in);
+}
+
 int
 main(void)
 {
@@ -326,6 +397,8 @@ main(void)
 		cmocka_unit_test(test_response_translation),
 		cmocka_unit_test(test_stream_translation),
 		cmocka_unit_test(test_several_choices),
+		cmocka_unit_test(test_json_answer),
+		cmocka_unit_test(test_embeddings),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
