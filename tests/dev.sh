@@ -2,8 +2,10 @@
 # keygate on one machine, from a fresh Debian 12 checkout, as root:
 #
 #   tests/dev.sh run     install what is missing, build, start PostgreSQL,
-#                        keygated and lighttpd on 127.0.0.1:8080, migrate,
-#                        print an admin key once; Ctrl-C stops everything
+#                        keygated and lighttpd on 127.0.0.1:8080 and a demo
+#                        LLM provider on loopback, migrate, give the root
+#                        tenant credits, print an admin key once with
+#                        examples; Ctrl-C stops everything
 #   tests/dev.sh check   install and build the same way (strict warnings as
 #                        errors, AddressSanitizer + UndefinedBehaviorSanitizer)
 #                        and run every test: make check, make distcheck and
@@ -13,12 +15,14 @@
 #
 # Settings (environment): KEYGATE_WORKDIR (default /tmp/keygate-dev: the
 # private PostgreSQL cluster, config, sockets and logs), KEYGATE_HTTP_PORT
-# (default 8080), KEYGATE_CONFIGURE_FLAGS (extra ./configure arguments).
+# (default 8080), KEYGATE_DEMO_PORT (the demo provider's, default the
+# HTTP port + 1), KEYGATE_CONFIGURE_FLAGS (extra ./configure arguments).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${KEYGATE_WORKDIR:-/tmp/keygate-dev}
 HTTP_PORT=${KEYGATE_HTTP_PORT:-8080}
+DEMO_PORT=${KEYGATE_DEMO_PORT:-$((HTTP_PORT + 1))}
 PGBIN=/usr/lib/postgresql/15/bin
 PACKAGES=(build-essential autoconf automake pkg-config
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
@@ -140,19 +144,64 @@ CONF
 	LIGHTTPD_PID=$!
 }
 
+# The demo provider's block of keygate.conf, rewritten on every start so
+# that its port follows KEYGATE_DEMO_PORT; the rest of the file is the
+# operator's.
+demo_config() {
+	local conf=$WORK/keygate.conf
+	sed -i '/^# >>> demo provider/,/^# <<< demo provider/d' "$conf"
+	cat >>"$conf" <<CONF
+# >>> demo provider: tests/dev.sh run rewrites this block on every start.
+# The demo models (demo-*) go to tests/demo-provider on loopback; every
+# other model goes to its real provider as usual.
+upstreams = "demo url=http://127.0.0.1:$DEMO_PORT/v1 models=demo-chat,demo-*"
+# This machine may have no network: provider keys stored in the vault are
+# kept without trying them against their provider.
+validate_llm_keys = false
+# <<< demo provider
+CONF
+}
+
+demo_start() {
+	say "starting the demo provider on 127.0.0.1:$DEMO_PORT (models demo-*)"
+	python3 "$SRC/tests/demo-provider" --port "$DEMO_PORT" &
+	DEMO_PID=$!
+}
+
+# demo_credits KEY: prices the demo models and, when the root tenant has
+# less than 50 credits, gives it 100, so that a chat completion works from
+# the first minute.
+demo_credits() {
+	local url=http://127.0.0.1:$HTTP_PORT balance
+	"$BUILD/keygatectl" --config "$WORK/keygate.conf" prices set 'demo-*' \
+		1000 2000 >/dev/null
+	balance=$(curl -fsS -H "Authorization: Bearer $1" "$url/v1/account" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["credits_balance"])') ||
+		die "GET /v1/account failed; see $WORK/keygated.log"
+	python3 -c "import sys; sys.exit(0 if float('$balance') < 50 else 1)" || return 0
+	say "giving the root tenant 100 credits"
+	curl -fsS -o /dev/null -H "Authorization: Bearer $1" \
+		-H 'Content-Type: application/json' \
+		-d '{"amount":100,"reason":"tests/dev.sh run: credits to try the gateway"}' \
+		"$url/v1/tenants/00000000-0000-0000-0000-000000000001/credits" ||
+		die "topping up credits failed; see $WORK/keygated.log"
+}
+
 cmd_run() {
 	install_packages
 	build run
 	pg_start
 	write_config
+	demo_config
 	local conf=$WORK/keygate.conf
 	say "keygatectl migrate"
 	"$BUILD/keygatectl" --config "$conf" migrate
+	trap cleanup INT TERM EXIT
+	demo_start
 	say "starting keygated (log: $WORK/keygated.log)"
 	"$BUILD/keygated" --config "$conf" 2>>"$WORK/keygated.log" &
 	KEYGATED_PID=$!
 	lighttpd_start
-	trap cleanup INT TERM EXIT
 	local i
 	for i in $(seq 1 50); do
 		curl -fsS "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && break
@@ -162,19 +211,47 @@ cmd_run() {
 	local key
 	key=$("$BUILD/keygatectl" --config "$conf" create-key --name admin \
 		--scopes '*' 2>/dev/null)
+	demo_credits "$key"
+	local H='-H "Authorization: Bearer $KEY"' J="-H 'Content-Type: application/json'"
 	cat <<MSG
 
-keygate is running on http://127.0.0.1:$HTTP_PORT (Ctrl-C stops it).
+keygate is running on http://127.0.0.1:$HTTP_PORT (Ctrl-C stops it), with
+a demo provider for the models demo-* and 100 credits on the root tenant.
 
 Admin key (scope *, root tenant), shown only this once:
 
     $key
 
-Try:
-    curl -s http://127.0.0.1:$HTTP_PORT/health
-    curl -s -H "Authorization: Bearer $key" http://127.0.0.1:$HTTP_PORT/v1/auth/whoami
-    curl -s -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
-         -d '{"name":"ci","scopes":["chat:write"]}' http://127.0.0.1:$HTTP_PORT/v1/api_keys
+Try these, in order, in another shell:
+
+    export KG=http://127.0.0.1:$HTTP_PORT KEY=$key
+    # Who am I: key id, tenant, scopes, rate limit.
+    curl -s $H \$KG/v1/auth/whoami
+    # A key that may only chat, 60 requests a minute (its secret is shown once).
+    curl -s $H $J \\
+         -d '{"name":"chat-only","scopes":["chat:write"],"rate_limit_max":60}' \$KG/v1/api_keys
+    # The tenant's credits before a call.
+    curl -s $H \$KG/v1/account
+    # A chat completion with the demo model; see "keygate": credits_charged.
+    curl -s $H $J \\
+         -d '{"model":"demo-chat","messages":[{"role":"user","content":"Hello, gateway"}]}' \$KG/v1/chat/completions
+    # The same, streamed: the chunk with finish_reason carries "keygate".
+    curl -sN $H $J \\
+         -d '{"model":"demo-chat","stream":true,"messages":[{"role":"user","content":"Stream this"}]}' \$KG/v1/chat/completions
+    # The credits after: the balance went down by what the two calls cost.
+    curl -s $H \$KG/v1/account
+    # The models this tenant can reach now, with prices and who pays.
+    curl -s $H \$KG/v1/models
+    # Store an OpenAI key in the vault (sealed with AES-256-GCM; gpt-* calls would use it).
+    curl -s $H $J \\
+         -d '{"openai_key":"sk-proj-demo0123456789abcdefghijklmnopqrstuvwxyzABCD"}' \$KG/v1/account/llm-keys
+    # A key that is not in a provider's format is refused (400), nothing stored.
+    curl -s $H $J -d '{"anthropic_key":"not-a-key"}' \$KG/v1/account/llm-keys
+    # What the vault holds (never the keys themselves); then remove the demo key.
+    curl -s $H \$KG/v1/account/llm-keys
+    curl -s -X DELETE $H "\$KG/v1/account/llm-keys?provider=openai"
+    # The audit log's latest rows: every change above, hash-chained.
+    curl -s $H "\$KG/v1/audit_logs?limit=5"
 
 Files: $WORK (config keygate.conf, log keygated.log, PostgreSQL in pg/).
 MSG
@@ -185,6 +262,7 @@ cleanup() {
 	trap - INT TERM EXIT
 	say "stopping"
 	[ -n "${LIGHTTPD_PID:-}" ] && kill "$LIGHTTPD_PID" 2>/dev/null || true
+	[ -n "${DEMO_PID:-}" ] && kill "$DEMO_PID" 2>/dev/null || true
 	if [ -n "${KEYGATED_PID:-}" ] && kill -0 "$KEYGATED_PID" 2>/dev/null; then
 		kill -TERM "$KEYGATED_PID" 2>/dev/null || true
 		wait "$KEYGATED_PID" 2>/dev/null || true
