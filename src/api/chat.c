@@ -10,11 +10,13 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/metrics.h"
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/gateway.h"
 #include "lib/buf.h"
+#include "lib/clock.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "lib/upstream.h"
@@ -830,6 +832,8 @@ api_chat_completions(struct request *req)
 	enum provider	 routed;
 	enum resolve_result resolved;
 	size_t		 strip, nh = 0;
+	double		 began;
+	bool		 held = false;
 
 	memset(&c, 0, sizeof(c));
 	c.req = req;
@@ -878,8 +882,12 @@ api_chat_completions(struct request *req)
 		goto out;
 	}
 	c.model = model;
-	if (w->cfg->credits_enforce && reserve(&c, body) == -1)
-		goto out;
+	if (w->cfg->credits_enforce) {
+		if (reserve(&c, body) == -1)
+			goto out;
+		held = true;
+		metrics_holds(w, 1);
+	}
 	c.stream = json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
 	    json_object_get_boolean(v);
@@ -919,16 +927,23 @@ api_chat_completions(struct request *req)
 	call.max_response = MAX_REPLY;
 	call.gone = client_left;
 	call.gone_arg = &c;
+	metrics_call_begin(w, c.stream);
+	began = clock_mono();
 	if (c.stream)
 		respond_stream(&c, &call);
 	else
 		respond_whole(&c, &call);
+	metrics_call_end(w, c.key.upstream != NULL ? PROVIDER__MAX :
+	    (unsigned)c.key.provider, c.stream,
+	    metrics_outcome_of(req->status), clock_mono() - began);
 out:
 	/* A stream that went out is paid for; anything else is released. */
 	if (c.started)
 		settle(&c, "partial");
 	else
 		release(&c);
+	if (held)
+		metrics_holds(w, -1);
 	gateway_key_free(&c.key);
 	buf_free(&url);
 	buf_free_secret(&auth);

@@ -93,18 +93,25 @@ http_header(struct request *req, const char *name, const char *fmt, ...)
 void
 http_respond(struct request *req, int status, const char *body, size_t len)
 {
+	http_respond_type(req, status, "application/json", body, len);
+}
+
+void
+http_respond_type(struct request *req, int status, const char *ctype,
+    const char *body, size_t len)
+{
 	struct buf	 head = { 0 };
 
 	if (req->status != 0)
 		return;
 	req->status = status;
 	if (buf_printf(&head, "Status: %d %s\r\n"
-	    "Content-Type: application/json\r\n"
+	    "Content-Type: %s\r\n"
 	    "Cache-Control: no-store\r\n"
 	    "X-Content-Type-Options: nosniff\r\n"
 	    "X-Request-Id: %s\r\n"
 	    "Content-Length: %zu\r\n",
-	    status, http_reason(status), req->request_id, len) == -1 ||
+	    status, http_reason(status), ctype, req->request_id, len) == -1 ||
 	    buf_append(&head, req->headers.data ? req->headers.data : "",
 	    req->headers.len) == -1 || buf_puts(&head, "\r\n") == -1) {
 		buf_free(&head);

@@ -28,6 +28,8 @@ import base64
 import collections
 import csv
 import glob
+import hashlib
+import hmac
 import http.client
 import http.server
 import io
@@ -604,8 +606,11 @@ class Keygated:
     # -- configuration
 
     def config_text(self):
+        """The config file; a list value is one line per item (authorize)."""
         lines = ["# keygated configuration for an end-to-end test"]
-        lines += ["%s = %s" % (k, v) for k, v in self.config.items()]
+        for k, v in self.config.items():
+            lines += ["%s = %s" % (k, x) for x in (
+                v if isinstance(v, (list, tuple)) else [v])]
         return "\n".join(lines) + "\n"
 
     def write_config(self):
@@ -929,8 +934,12 @@ class Lighttpd(_WebServer):
                 ("access_log", '"%s"' % self.access_log))))
         conf = LIGHTTPD_CONF
         if self.extra or self.main_extra:
-            conf = self.write("lighttpd.conf", 'include "%s"\n%s\n%s\n' % (
-                LIGHTTPD_CONF, self.main_extra, self.extra))
+            # lighttpd resolves a relative include against the directory
+            # of the file given with -f: the fcgi/ files come along.
+            for name in ("lighttpd.conf", "lighttpd-keygate.conf"):
+                shutil.copy(os.path.join(SRCDIR, "fcgi", name), d)
+            conf = self.write("main.conf", 'include "lighttpd.conf"\n'
+                              '%s\n%s\n' % (self.main_extra, self.extra))
         return (["lighttpd", "-D", "-f", conf],
                 {"KEYGATE_LIGHTTPD_OVERRIDES": self.overrides})
 
@@ -1709,6 +1718,85 @@ class Stack:
     def close(self):
         self.web.close()
         self.kg.close()
+
+
+class GuardedService:
+    """A service of static files and a CGI program behind the web server
+    of `stack`, guarded by keygate from fcgi/<web>-authorizer.conf with
+    only the port, the socket path and the document root changed.
+
+    Its files: reports/q3.txt, reports/admin/plan.txt, secret.txt (FILES)
+    and reports/env.cgi, which prints the KEYGATE_* variables it was given.
+    Use guarded_stack() to make one."""
+
+    FILES = {"reports/q3.txt": "quarter three\n",
+             "reports/admin/plan.txt": "the plan\n",
+             "secret.txt": "not for anyone\n"}
+    ENV_CGI = ("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
+               "env | grep '^KEYGATE_' | sort\n")
+
+    def __init__(self, root):
+        self.root = root
+        self.port = free_tcp_port()
+        for name, text in dict(self.FILES, **{
+                "reports/env.cgi": self.ENV_CGI}).items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        for d, _, _ in os.walk(root):
+            os.chmod(d, 0o755)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def lighttpd_extra(self, socket_path, dest):
+        """lighttpd lines that include the authorizer snippet (written to
+        `dest`) and run .cgi files as the service's programs."""
+        with open(os.path.join(SRCDIR, "fcgi",
+                               "lighttpd-authorizer.conf")) as f:
+            text = f.read()
+        for old, new in (("127.0.0.1:8081", "127.0.0.1:%d" % self.port),
+                         ("/run/keygate/keygate.sock", socket_path),
+                         ("/srv/reports", self.root)):
+            text = _replace_once(text, old, new,
+                                 "fcgi/lighttpd-authorizer.conf")
+        with open(dest, "w") as f:
+            f.write(text)
+        return ('include "%s"\nserver.modules += ( "mod_cgi" )\n'
+                'cgi.assign = ( ".cgi" => "" )\n' % dest)
+
+
+def guarded_stack(workdir, pg, dbname, web="lighttpd", **config):
+    """(Stack, GuardedService): keygated behind `web`, which also serves
+    a GuardedService that keygate guards by its `authorize` rules."""
+    service = GuardedService(os.path.join(workdir, "service"))
+    # Where default_config() puts keygated's socket.
+    socket_path = os.path.join(workdir, "keygate.sock")
+    extra = service.lighttpd_extra(socket_path,
+                                   os.path.join(workdir, "authorizer.conf"))
+    stack = Stack(workdir, pg, dbname=dbname, web=web, web_extra=extra,
+                  **config)
+    return stack, service
+
+
+def b64url(data):
+    """base64url without padding, as JWTs use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_token(secret, claims, header=None, sign=True):
+    """A JWT of `claims` signed with HS256 and `secret` (unsigned, with an
+    empty signature, when sign is false)."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    if not sign:
+        return "%s.%s." % (h, p)
+    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
+                   hashlib.sha256).digest()
+    return "%s.%s.%s" % (h, p, b64url(mac))
 
 
 def auth(key=DEV_KEY):
