@@ -39,7 +39,9 @@ import pwd
 import secrets
 import shutil
 import signal
+import re
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -1085,6 +1087,88 @@ def request(method, url, body=None, headers=None, timeout=10):
     return Response(status, got, data, parsed)
 
 
+def _fcgi_record(rtype, content, request_id=1):
+    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content),
+                       0) + content
+
+
+def _fcgi_pairs(params):
+    out = b""
+    for name, value in params.items():
+        n, v = name.encode(), value.encode()
+        for length in (len(n), len(v)):
+            out += (struct.pack("!B", length) if length < 128 else
+                    struct.pack("!I", length | 0x80000000))
+        out += n + v
+    return out
+
+
+def fcgi_request(socket_path, params, body=b"", role=1, timeout=10):
+    """One request straight to keygated's FastCGI socket, as a web server
+    would send it: `params` are the CGI variables (REQUEST_METHOD,
+    REQUEST_URI, REMOTE_ADDR, HTTP_*), `role` 1 (responder) or 2
+    (authorizer).  Returns Response(status, headers, body, json)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+        pairs = _fcgi_pairs(params)
+        s.sendall(_fcgi_record(1, struct.pack("!HB5x", role, 0)) +
+                  _fcgi_record(4, pairs) + _fcgi_record(4, b"") +
+                  (_fcgi_record(5, body) if body else b"") +
+                  _fcgi_record(5, b""))
+        data, out = b"", b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    while len(data) >= 8:
+        _, rtype, _, clen, plen = struct.unpack("!BBHHB", data[:7])
+        if rtype == 6:
+            out += data[8:8 + clen]
+        data = data[8 + clen + plen:]
+    head, _, payload = out.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    status = int(headers.pop("status", "200").split()[0])
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = None
+    return Response(status, headers, payload, parsed)
+
+
+def parse_metrics(text):
+    """The samples of a Prometheus text exposition as {(name, ((label,
+    value), ...)): float}, labels sorted, and {family: type}.  Raises
+    ValueError on a line that is not one."""
+    samples, types = {}, {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? '
+                         r'(-?[0-9.e+]+|\+Inf|NaN)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            types[family] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            raise ValueError("not a sample: %r" % line)
+        labels = tuple(sorted(label_re.findall(m.group(3) or "")))
+        key = (m.group(1), labels)
+        if key in samples:
+            raise ValueError("sample twice: %r" % line)
+        samples[key] = float(m.group(4))
+    return samples, types
+
+
 Sample = collections.namedtuple("Sample", "start end status response error")
 
 
@@ -1782,6 +1866,18 @@ def guarded_stack(workdir, pg, dbname, web="lighttpd", **config):
     return stack, service
 
 
+def new_api_key(stack, scopes, **fields):
+    """A new key with `scopes`, made with the development key through the
+    API: (id, secret)."""
+    resp = stack.post("/v1/api_keys", dict(
+        {"name": "e2e-" + secrets.token_hex(3), "scopes": scopes},
+        **fields), headers=auth())
+    if resp.status != 201:
+        raise StackError("creating a key: %d %r" % (resp.status,
+                                                      resp.body[:300]))
+    return resp.json["id"], resp.json["key"]
+
+
 def b64url(data):
     """base64url without padding, as JWTs use it."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -1802,6 +1898,74 @@ def jwt_token(secret, claims, header=None, sign=True):
 def auth(key=DEV_KEY):
     """Headers presenting `key` as a bearer token."""
     return {"Authorization": "Bearer " + key}
+
+
+# ---------------------------------------------------------------------------
+# Which worker served what
+
+PARALLEL = 24       # more concurrent requests than a stack has workers
+
+
+def rid(tag="t"):
+    """A fresh X-Request-Id."""
+    return "e2e-%s-%s" % (tag, secrets.token_hex(8))
+
+
+def with_rid(headers, request_id):
+    return dict(headers, **{"X-Request-Id": request_id})
+
+
+def served_by(stack, request_ids, timeout=10):
+    """{request id: worker pid} from the access log."""
+    wanted = set(request_ids)
+
+    def find():
+        got = {}
+        for line in stack.kg.log_lines():
+            if line.get("request_id") in wanted and "status" in line:
+                got[line["request_id"]] = line.get("pid")
+        return got if len(got) == len(wanted) else None
+    return wait_until(find, timeout, what="access-log lines")
+
+
+def burst(stack, method, path, headers, body=None, n=PARALLEL):
+    """n requests released at once; returns [(request id, Response)]."""
+    barrier = threading.Barrier(n)
+    ids = [rid("burst") for _ in range(n)]
+    out = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait(10)
+            out[i] = stack.request(method, path, body,
+                                   with_rid(headers, ids[i]))
+        except Exception as exc:  # reported by the caller
+            out[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return list(zip(ids, out))
+
+
+def on_every_worker(stack, method, path, headers, check, body=None):
+    """Sends bursts (the first one at once) until every worker has served
+    one; check(resp) must hold for every single response.  Returns how
+    many requests were sent."""
+    workers = stack.kg.worker_pids()
+    seen = set()
+    sent = 0
+    for _ in range(5):
+        results = burst(stack, method, path, headers, body)
+        sent += len(results)
+        for request_id, resp in results:
+            assert not isinstance(resp, Exception), resp
+            check(resp)
+        seen |= set(served_by(stack, [r for r, _ in results]).values())
+        if workers <= seen:
+            return sent
+    assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
 # ---------------------------------------------------------------------------

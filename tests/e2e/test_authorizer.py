@@ -30,15 +30,6 @@ def guarded(workdir, pg):
     stack.close()
 
 
-def new_key(stack, scopes, **fields):
-    """A new key with `scopes`: (id, secret)."""
-    resp = stack.post("/v1/api_keys", dict(
-        {"name": "authz-" + secrets.token_hex(3), "scopes": scopes},
-        **fields), headers=auth())
-    assert resp.status == 201, resp.body[:300]
-    return resp.json["id"], resp.json["key"]
-
-
 def fetch(service, path, key=None, method="GET", header="bearer"):
     headers = {}
     if key is not None:
@@ -64,7 +55,7 @@ def test_no_key_is_keygates_401(guarded):
 
 def test_a_wrong_key_is_401(guarded):
     stack, service = guarded
-    _, key = new_key(stack, ["reports:read"])
+    _, key = ks.new_api_key(stack, ["reports:read"])
     wrong = key[:-6] + ("A" if key[-6] != "A" else "B") + key[-5:]
     assert_error(fetch(service, "/reports/q3.txt", wrong), 401,
                  "invalid_api_key")
@@ -72,7 +63,7 @@ def test_a_wrong_key_is_401(guarded):
 
 def test_a_key_without_the_scope_is_403(guarded):
     stack, service = guarded
-    _, key = new_key(stack, ["models:read"])
+    _, key = ks.new_api_key(stack, ["models:read"])
     err = assert_error(fetch(service, "/reports/q3.txt", key), 403,
                        "insufficient_permissions")
     assert "reports:read" in err["message"]
@@ -81,7 +72,7 @@ def test_a_key_without_the_scope_is_403(guarded):
 
 def test_a_good_key_gets_the_file(guarded):
     stack, service = guarded
-    _, key = new_key(stack, ["reports:read"])
+    _, key = ks.new_api_key(stack, ["reports:read"])
     for header in ("bearer", "x-api-key"):
         resp = fetch(service, "/reports/q3.txt", key, header=header)
         assert resp.status == 200, resp.body[:300]
@@ -90,7 +81,7 @@ def test_a_good_key_gets_the_file(guarded):
 
 def test_the_variables_reach_the_service(guarded):
     stack, service = guarded
-    key_id, key = new_key(stack, ["reports:read", "models:read"])
+    key_id, key = ks.new_api_key(stack, ["reports:read", "models:read"])
     resp = fetch(service, "/reports/env.cgi", key)
     assert resp.status == 200, resp.body[:300]
     env = env_of(resp)
@@ -119,8 +110,8 @@ def test_a_jwt_passes_like_a_key(guarded):
 
 def test_the_longest_prefix_decides(guarded):
     stack, service = guarded
-    _, reader = new_key(stack, ["reports:read"])
-    _, admin = new_key(stack, ["reports:admin"])
+    _, reader = ks.new_api_key(stack, ["reports:read"])
+    _, admin = ks.new_api_key(stack, ["reports:admin"])
     err = assert_error(fetch(service, "/reports/admin/plan.txt", reader),
                        403, "insufficient_permissions")
     assert "reports:admin" in err["message"]
@@ -133,7 +124,7 @@ def test_the_longest_prefix_decides(guarded):
 
 def test_a_rule_naming_the_method_wins(guarded):
     stack, service = guarded
-    _, reader = new_key(stack, ["reports:read"])
+    _, reader = ks.new_api_key(stack, ["reports:read"])
     err = assert_error(fetch(service, "/reports/q3.txt", reader,
                              method="POST"), 403,
                        "insufficient_permissions")
@@ -152,7 +143,7 @@ def test_no_rule_is_refused_even_for_an_admin_key(guarded):
                                   "/reports//q3.txt"])
 def test_a_path_out_of_normal_form_is_refused(guarded, path):
     stack, service = guarded
-    _, key = new_key(stack, ["reports:read"])
+    _, key = ks.new_api_key(stack, ["reports:read"])
     resp = fetch(service, path, key)
     assert_error(resp, 400, "bad_request")
     assert b"not for anyone" not in resp.body
@@ -160,7 +151,7 @@ def test_a_path_out_of_normal_form_is_refused(guarded, path):
 
 def test_a_revoked_key_is_refused_at_once(guarded):
     stack, service = guarded
-    key_id, key = new_key(stack, ["reports:read"])
+    key_id, key = ks.new_api_key(stack, ["reports:read"])
     # Every worker has it cached, as a busy key would be.
     for _ in range(9):
         assert fetch(service, "/reports/q3.txt", key).status == 200
@@ -176,7 +167,7 @@ def test_a_revoked_key_is_refused_at_once(guarded):
 
 def limited_key(stack, limit):
     """A reports:read key allowed `limit` requests an hour."""
-    return new_key(stack, ["reports:read"], rate_limit_max=limit,
+    return ks.new_api_key(stack, ["reports:read"], rate_limit_max=limit,
                    rate_limit_window="1 hour")[1]
 
 
@@ -215,7 +206,7 @@ def check(stack, uri, key=None, method=None):
 
 def test_check_passes_with_who_the_caller_is(guarded):
     stack, _ = guarded
-    key_id, key = new_key(stack, ["reports:read"])
+    key_id, key = ks.new_api_key(stack, ["reports:read"])
     resp = check(stack, "/reports/q3.txt?year=2026", key, "GET")
     assert resp.status == 200, resp.headers
     assert resp.body == b""
@@ -228,7 +219,7 @@ def test_check_passes_with_who_the_caller_is(guarded):
 
 def test_check_refuses_without_a_body(guarded):
     stack, _ = guarded
-    _, reader = new_key(stack, ["reports:read"])
+    _, reader = ks.new_api_key(stack, ["reports:read"])
     cases = [
         (None, "/reports/q3.txt", "GET", 401, "missing_api_key"),
         (reader[:-1] + ("x" if reader[-1] != "x" else "y"),
@@ -264,7 +255,7 @@ def test_a_service_scope_is_a_scope_keys_can_hold(guarded):
                                        "scopes": ["api_keys:destroy"]},
                       headers=auth())
     assert_error(resp, 422, "validation_error")
-    key_id, key = new_key(stack, ["reports:*"])
+    key_id, key = ks.new_api_key(stack, ["reports:*"])
     resp = stack.get("/v1/auth/whoami", headers=auth(key))
     assert resp.status == 200
     assert_json_response(resp)
