@@ -1804,14 +1804,60 @@ class Stack:
         self.kg.close()
 
 
-class GuardedService:
-    """A service of static files and a CGI program behind the web server
-    of `stack`, guarded by keygate from fcgi/<web>-authorizer.conf with
-    only the port, the socket path and the document root changed.
+class EchoBackend:
+    """A loopback HTTP application that answers every GET with the
+    X-Keygate-* headers it was sent, as KEYGATE_KEY_ID=... lines (and the
+    credential headers, should any reach it, as AUTHORIZATION=... and
+    X_API_KEY=...)."""
 
-    Its files: reports/q3.txt, reports/admin/plan.txt, secret.txt (FILES)
-    and reports/env.cgi, which prints the KEYGATE_* variables it was given.
-    Use guarded_stack() to make one."""
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                lines = []
+                for name, value in self.headers.items():
+                    low = name.lower()
+                    if low.startswith("x-keygate-"):
+                        name = "KEYGATE_" + low[len("x-keygate-"):]
+                    elif low not in ("authorization", "x-api-key"):
+                        continue
+                    lines.append("%s=%s" % (
+                        name.upper().replace("-", "_"), value))
+                body = ("\n".join(sorted(lines)) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever,
+                         kwargs={"poll_interval": 0.1}, daemon=True,
+                         name="echo-backend").start()
+        _register(self)
+
+    def close(self):
+        _unregister(self)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class GuardedService:
+    """A service behind the web server of a Stack, guarded by keygate from
+    fcgi/<web>-authorizer.conf with only the ports, the socket path and
+    the document root changed: static files (FILES) and a program that
+    prints the KEYGATE_* variables it was given, at `echo_path` (a CGI
+    program for lighttpd, an application nginx proxies to).
+
+    `json_refusals` says whether the web server passes keygate's JSON
+    refusal to the client (lighttpd) or answers its own page with the
+    reason in X-Keygate-Error (nginx, whose auth_request knows only 401 and
+    403).  Use guarded_stack() to make one."""
 
     FILES = {"reports/q3.txt": "quarter three\n",
              "reports/admin/plan.txt": "the plan\n",
@@ -1819,9 +1865,12 @@ class GuardedService:
     ENV_CGI = ("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
                "env | grep '^KEYGATE_' | sort\n")
 
-    def __init__(self, root):
+    def __init__(self, root, web):
         self.root = root
+        self.web = web
         self.port = free_tcp_port()
+        self.json_refusals = web != "nginx"
+        self.echo = None
         for name, text in dict(self.FILES, **{
                 "reports/env.cgi": self.ENV_CGI}).items():
             path = os.path.join(root, name)
@@ -1831,38 +1880,56 @@ class GuardedService:
             os.chmod(path, 0o755)
         for d, _, _ in os.walk(root):
             os.chmod(d, 0o755)
+        if web == "nginx":
+            self.echo = EchoBackend()
+        self.echo_path = "/app/env" if self.echo else "/reports/env.cgi"
 
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def lighttpd_extra(self, socket_path, dest):
-        """lighttpd lines that include the authorizer snippet (written to
-        `dest`) and run .cgi files as the service's programs."""
-        with open(os.path.join(SRCDIR, "fcgi",
-                               "lighttpd-authorizer.conf")) as f:
+    def status_of(self, status):
+        """The status a client sees for keygate's refusal `status`."""
+        return status if self.json_refusals or status == 401 else 403
+
+    def snippet(self, socket_path, dest):
+        """fcgi/<web>-authorizer.conf for this service, written to dest."""
+        name = "%s-authorizer.conf" % self.web
+        with open(os.path.join(SRCDIR, "fcgi", name)) as f:
             text = f.read()
-        for old, new in (("127.0.0.1:8081", "127.0.0.1:%d" % self.port),
-                         ("/run/keygate/keygate.sock", socket_path),
-                         ("/srv/reports", self.root)):
-            text = _replace_once(text, old, new,
-                                 "fcgi/lighttpd-authorizer.conf")
+        changes = [("127.0.0.1:8081", "127.0.0.1:%d" % self.port),
+                   ("/srv/reports", self.root)]
+        if self.web == "nginx":
+            changes += [("unix:/run/keygate/keygate.sock",
+                         "unix:" + socket_path),
+                        ("127.0.0.1:8082", "127.0.0.1:%d" % self.echo.port)]
+        else:
+            changes += [("/run/keygate/keygate.sock", socket_path)]
+        for old, new in changes:
+            text = _replace_once(text, old, new, "fcgi/" + name)
         with open(dest, "w") as f:
             f.write(text)
-        return ('include "%s"\nserver.modules += ( "mod_cgi" )\n'
-                'cgi.assign = ( ".cgi" => "" )\n' % dest)
+
+    def web_config(self, socket_path, dest):
+        """The Stack arguments that add the service to the web server."""
+        self.snippet(socket_path, dest)
+        if self.web == "nginx":
+            return {"web_main_extra": 'include "%s";' % dest}
+        # lighttpd runs the .cgi files as the service's programs.
+        return {"web_extra": 'include "%s"\nserver.modules += ( "mod_cgi" )'
+                             '\ncgi.assign = ( ".cgi" => "" )\n' % dest}
 
 
 def guarded_stack(workdir, pg, dbname, web="lighttpd", **config):
     """(Stack, GuardedService): keygated behind `web`, which also serves
     a GuardedService that keygate guards by its `authorize` rules."""
-    service = GuardedService(os.path.join(workdir, "service"))
+    service = GuardedService(os.path.join(workdir, "service"), web)
     # Where default_config() puts keygated's socket.
     socket_path = os.path.join(workdir, "keygate.sock")
-    extra = service.lighttpd_extra(socket_path,
-                                   os.path.join(workdir, "authorizer.conf"))
-    stack = Stack(workdir, pg, dbname=dbname, web=web, web_extra=extra,
-                  **config)
+    extra = service.web_config(socket_path,
+                               os.path.join(workdir, "authorizer.conf"))
+    stack = Stack(workdir, pg, dbname=dbname, web=web, **dict(config,
+                                                              **extra))
     return stack, service
 
 
