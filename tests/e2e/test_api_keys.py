@@ -678,7 +678,7 @@ def test_create_reports_each_bad_field_once(stack):
     audit_before = count(stack, "audit_log")
     body = {
         "name": 5,
-        "scopes": ["nope:read"],
+        "scopes": ["api_keys:nope"],
         "env": "prod",
         "expires_at": "2001-01-01T00:00:00Z",
         "rate_limit_max": 0,
