@@ -146,7 +146,7 @@ identity_headers(struct request *req, bool variables)
  * itself.  A pass is 200 with the Variable-* headers, which the web server
  * hands to the protected application as KEYGATE_KEY_ID, KEYGATE_TENANT_ID
  * and KEYGATE_SCOPES; a refusal is our JSON error, which the web server
- * sends to the client as it is.
+ * sends to the client (Apache with a Content-Type of its own).
  */
 void
 api_authorizer(struct request *req)
@@ -163,7 +163,12 @@ api_authorizer(struct request *req)
 		http_error(req, ERR_INTERNAL, "out of memory");
 		return;
 	}
-	http_respond(req, 200, "", 0);
+	/*
+	 * Only the Variable-* and X-RateLimit-* headers: Apache adds an
+	 * authorizer's headers to the answer it then serves, where our
+	 * Content-Type would be wrong.
+	 */
+	http_respond_bare(req, 200);
 }
 
 /*

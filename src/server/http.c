@@ -128,6 +128,26 @@ http_respond_type(struct request *req, int status, const char *ctype,
 }
 
 void
+http_respond_bare(struct request *req, int status)
+{
+	struct buf	 head = { 0 };
+
+	if (req->status != 0)
+		return;
+	req->status = status;
+	if (buf_printf(&head, "Status: %d %s\r\n", status,
+	    http_reason(status)) == -1 ||
+	    buf_append(&head, req->headers.data ? req->headers.data : "",
+	    req->headers.len) == -1 || buf_puts(&head, "\r\n") == -1) {
+		buf_free(&head);
+		return;
+	}
+	if (request_write(req, head.data, head.len) == -1)
+		req->client_gone = true;
+	buf_free(&head);
+}
+
+void
 http_respond_json(struct request *req, int status, struct json_object *obj)
 {
 	const char	*text;

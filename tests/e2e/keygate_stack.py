@@ -857,9 +857,12 @@ class _WebServer:
         for root, dirs, files in os.walk(self.dir):
             for name in [root] + [os.path.join(root, f) for f in files]:
                 os.chown(name, pw.pw_uid, pw.pw_gid)
-        gid = os.stat(self.socket_path).st_gid
+        if isinstance(self.socket_path, str):
+            groups = "--groups=%d" % os.stat(self.socket_path).st_gid
+        else:
+            groups = "--clear-groups"   # keygated listens on TCP
         return ["setpriv", "--reuid=%d" % pw.pw_uid,
-                "--regid=%d" % pw.pw_gid, "--groups=%d" % gid, "--"] + argv
+                "--regid=%d" % pw.pw_gid, groups, "--"] + argv
 
     def snippet(self, path, replacements):
         """The text of fcgi/`path` with each (old, new) pair replaced; the
@@ -961,9 +964,14 @@ class Apache(_WebServer):
 
     def _configure(self):
         d = self.dir
+        if isinstance(self.socket_path, str):
+            backend = ("/run/keygate/keygate.sock", self.socket_path)
+        else:
+            # keygated on TCP (as mod_authnz_fcgi needs): (host, port).
+            backend = ("unix:/run/keygate/keygate.sock|fcgi://localhost/",
+                       "fcgi://%s:%d/" % self.socket_path)
         vhost = self.snippet("apache.conf", [
-            ("/run/keygate/keygate.sock", self.socket_path),
-            ("127.0.0.1:8080", "127.0.0.1:%d" % self.port)])
+            backend, ("127.0.0.1:8080", "127.0.0.1:%d" % self.port)])
         vhost = _replace_once(vhost, "</VirtualHost>",
                               self.extra + "\n</VirtualHost>",
                               "fcgi/apache.conf")
@@ -1776,7 +1784,8 @@ class Stack:
         self.kg = Keygated(workdir, conninfo, migrate=migrate,
                            migrate_env=env, **config)
         try:
-            self.web = WEB_SERVERS[web](workdir, self.kg.socket_path,
+            self.web = WEB_SERVERS[web](workdir, self.kg.socket_path or
+                                        self.kg.tcp_address,
                                         extra=web_extra,
                                         main_extra=web_main_extra)
         except BaseException:
@@ -1855,9 +1864,10 @@ class GuardedService:
     program for lighttpd, an application nginx proxies to).
 
     `json_refusals` says whether the web server passes keygate's JSON
-    refusal to the client (lighttpd) or answers its own page with the
-    reason in X-Keygate-Error (nginx, whose auth_request knows only 401 and
-    403).  Use guarded_stack() to make one."""
+    refusal to the client (lighttpd; Apache too, with a Content-Type of
+    its own, so `json_content_type` is false there) or answers its own
+    page with the reason in X-Keygate-Error (nginx, whose auth_request
+    knows only 401 and 403).  Use guarded_stack() to make one."""
 
     FILES = {"reports/q3.txt": "quarter three\n",
              "reports/admin/plan.txt": "the plan\n",
@@ -1870,6 +1880,7 @@ class GuardedService:
         self.web = web
         self.port = free_tcp_port()
         self.json_refusals = web != "nginx"
+        self.json_content_type = web == "lighttpd"
         self.echo = None
         for name, text in dict(self.FILES, **{
                 "reports/env.cgi": self.ENV_CGI}).items():
@@ -1899,7 +1910,10 @@ class GuardedService:
             text = f.read()
         changes = [("127.0.0.1:8081", "127.0.0.1:%d" % self.port),
                    ("/srv/reports", self.root)]
-        if self.web == "nginx":
+        if self.web == "apache":
+            changes += [("fcgi://127.0.0.1:9000/",
+                         "fcgi://%s:%d/" % socket_path)]
+        elif self.web == "nginx":
             changes += [("unix:/run/keygate/keygate.sock",
                          "unix:" + socket_path),
                         ("127.0.0.1:8082", "127.0.0.1:%d" % self.echo.port)]
@@ -1915,6 +1929,19 @@ class GuardedService:
         self.snippet(socket_path, dest)
         if self.web == "nginx":
             return {"web_main_extra": 'include "%s";' % dest}
+        if self.web == "apache":
+            # The modules a2enmod would enable, and CGI for env.cgi.
+            lines = ["LoadModule %s_module %s/mod_%s.so" % (
+                m, Apache.MODULE_DIR, m) for m in (
+                "authnz_fcgi", "authn_core", "authz_user", "cgid")]
+            lines += ['Include "%s"' % dest,
+                      '<Directory "%s/reports">' % self.root,
+                      "    Options +ExecCGI",
+                      '    <Files "env.cgi">',
+                      "        SetHandler cgi-script",
+                      "    </Files>",
+                      "</Directory>"]
+            return {"web_main_extra": "\n".join(lines)}
         # lighttpd runs the .cgi files as the service's programs.
         return {"web_extra": 'include "%s"\nserver.modules += ( "mod_cgi" )'
                              '\ncgi.assign = ( ".cgi" => "" )\n' % dest}
@@ -1924,9 +1951,14 @@ def guarded_stack(workdir, pg, dbname, web="lighttpd", **config):
     """(Stack, GuardedService): keygated behind `web`, which also serves
     a GuardedService that keygate guards by its `authorize` rules."""
     service = GuardedService(os.path.join(workdir, "service"), web)
-    # Where default_config() puts keygated's socket.
-    socket_path = os.path.join(workdir, "keygate.sock")
-    extra = service.web_config(socket_path,
+    if web == "apache":
+        # mod_authnz_fcgi reaches authorizers over TCP only.
+        address = ("127.0.0.1", free_tcp_port())
+        config["listen"] = "tcp:%s:%d" % address
+    else:
+        # Where default_config() puts keygated's socket.
+        address = os.path.join(workdir, "keygate.sock")
+    extra = service.web_config(address,
                                os.path.join(workdir, "authorizer.conf"))
     stack = Stack(workdir, pg, dbname=dbname, web=web, **dict(config,
                                                               **extra))

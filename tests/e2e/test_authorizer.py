@@ -2,12 +2,14 @@
 
 A service of static files and a program is served by each web server from
 its fcgi/*-authorizer.conf snippet, which asks keygated before serving
-anything: lighttpd as a FastCGI authorizer ("mode" => "authorizer"), nginx
-with auth_request to GET /v1/auth/check.  keygate.conf says which
+anything: lighttpd as a FastCGI authorizer ("mode" => "authorizer"),
+Apache with mod_authnz_fcgi (keygated on TCP), nginx with auth_request to
+GET /v1/auth/check.  keygate.conf says which
 scope each path needs (`authorize` rules, longest prefix wins, no rule =
 refused).  Also GET /v1/auth/check, the same decision for nginx's
 auth_request, asked directly."""
 
+import json
 import secrets
 import time
 
@@ -20,7 +22,7 @@ RULES = ["/reports/ reports:read",
          "/reports/admin/ reports:admin",
          "POST /reports/ reports:write",
          "/app/ reports:read"]
-GUARDING = ("lighttpd", "nginx")
+GUARDING = ("lighttpd", "apache", "nginx")
 
 
 @pytest.fixture(scope="module", params=GUARDING)
@@ -38,8 +40,14 @@ def refused(service, resp, status, code):
     server shows it; returns keygate's message when the client sees it."""
     assert resp.status == service.status_of(status), (
         resp.status, resp.headers, resp.body[:300])
-    if service.json_refusals:
+    if service.json_content_type:
         return assert_error(resp, status, code)["message"]
+    if service.json_refusals:
+        # Apache sends keygate's body under a Content-Type of its own.
+        err = json.loads(resp.body)["error"]
+        assert err["code"] == code, err
+        assert err["message"] and err["type"], err
+        return err["message"]
     assert resp.headers.get("x-keygate-error") == code, resp.headers
     return None
 
