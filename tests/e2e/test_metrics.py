@@ -1,7 +1,9 @@
 """GET /metrics: Prometheus text, the sum over every worker of one
 keygated, open on loopback and to keys with metrics:read elsewhere."""
 
+import os
 import secrets
+import signal
 
 import pytest
 
@@ -243,6 +245,38 @@ def test_a_stream_under_way_is_in_flight_with_its_hold(make_stack, mock):
     assert value(after, "keygate_credit_holds_outstanding") == 0
     assert value(after, "keygate_provider_calls_total", provider="openai",
                  outcome="ok") == 1
+
+
+def test_worker_restarts_are_counted(make_stack):
+    s = make_stack(workers=2, max_requests=5)
+    # Recycled after five requests each: the master replaces them.
+    for _ in range(12):
+        assert s.get("/v1/auth/whoami", headers=auth()).status == 200
+    ks.wait_until(lambda: value(scrape(s)[0], "keygate_worker_restarts_total",
+                                reason="recycle") >= 1,
+                  30, what="a recycled worker to be counted")
+    s.kg.wait_workers(timeout=30)
+    victim = sorted(s.kg.worker_pids())[0]
+    before = value(scrape(s)[0], "keygate_worker_restarts_total",
+                   reason="crash")
+    os.kill(victim, signal.SIGKILL)
+    ks.wait_until(lambda: value(scrape(s)[0], "keygate_worker_restarts_total",
+                                reason="crash") == before + 1,
+                  30, what="the killed worker to be counted")
+
+
+def test_database_reconnects_are_counted(own_pg, make_stack):
+    s = make_stack(own_pg, workers=1)
+    assert s.get("/v1/auth/whoami", headers=auth()).status == 200
+    before = value(scrape(s)[0], "keygate_database_reconnects_total")
+    own_pg.restart()
+
+    def served():
+        # 503 while the worker finds PostgreSQL gone, then 200 again.
+        return s.get("/v1/auth/whoami", headers=auth()).status == 200
+    ks.wait_until(served, 30, interval=0.2, what="keygated to reconnect")
+    assert value(scrape(s)[0], "keygate_database_reconnects_total") == \
+        before + 1
 
 
 # ---------------------------------------------------------------------------
