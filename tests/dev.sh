@@ -41,15 +41,16 @@ install_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
 	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-	# The packages start web servers on port 80 that nothing here uses:
-	# the tests start their own, unprivileged, on free ports.
+	# The web-server packages just installed start servers on port 80 that
+	# nothing here uses: the tests start their own on free ports.
 	local unit
-	for unit in lighttpd apache2 nginx; do
-		if command -v systemctl >/dev/null &&
-		    systemctl is-enabled -q "$unit" 2>/dev/null; then
-			systemctl disable --now "$unit" || true
-		elif command -v service >/dev/null && [ -x "/etc/init.d/$unit" ]; then
-			service "$unit" stop >/dev/null 2>&1 || true
+	for unit in "${missing[@]}"; do
+		case $unit in lighttpd|apache2|nginx) ;; *) continue ;; esac
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --now -q "$unit" 2>/dev/null || true
+		elif [ -x "/etc/init.d/$unit" ]; then
+			"/etc/init.d/$unit" stop >/dev/null 2>&1 || true
+			update-rc.d "$unit" disable >/dev/null 2>&1 || true
 		fi
 	done
 }

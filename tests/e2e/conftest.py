@@ -16,7 +16,7 @@
     fresh_mock  the module's `mock`, reset (a module that defines its own
                 `mock` gets that one)
 
-When a test fails, the tail of every keygated and lighttpd log that was
+When a test fails, the tail of every keygated and web-server log that was
 running during the test is added to its report.
 """
 

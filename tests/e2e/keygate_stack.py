@@ -10,6 +10,7 @@ Everything here starts something real and owns it until close():
     MockProvider  a loopback HTTP server standing in for an LLM provider
     Stack         keygated (on a migrated database) behind one of them
     request()     one HTTP request, no connection reuse
+    fcgi_request()  one request straight to keygated's FastCGI socket
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
 
@@ -997,10 +998,6 @@ class Apache(_WebServer):
         return self.unprivileged(["apache2", "-DFOREGROUND", "-f", conf]), {}
 
     @property
-    def error_log(self):
-        return os.path.join(self.dir, "error.log")
-
-    @property
     def access_log(self):
         return os.path.join(self.dir, "keygate-access.log")
 
@@ -1095,50 +1092,82 @@ def request(method, url, body=None, headers=None, timeout=10):
     return Response(status, got, data, parsed)
 
 
-def _fcgi_record(rtype, content, request_id=1):
-    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content),
+# ---------------------------------------------------------------------------
+# FastCGI client: keygated's socket spoken to as a web server does
+
+FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
+FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 4, 5, 6
+
+
+def fcgi_record(type_, content=b"", request_id=1):
+    return struct.pack(">BBHHBB", 1, type_, request_id, len(content), 0,
                        0) + content
 
 
-def _fcgi_pairs(params):
+def fcgi_pair(name, value):
     out = b""
-    for name, value in params.items():
-        n, v = name.encode(), value.encode()
-        for length in (len(n), len(v)):
-            out += (struct.pack("!B", length) if length < 128 else
-                    struct.pack("!I", length | 0x80000000))
-        out += n + v
-    return out
+    for item in (name, value):
+        n = len(item)
+        out += bytes([n]) if n < 128 else struct.pack(">I", n | 1 << 31)
+    return out + name + value
 
 
-def fcgi_request(socket_path, params, body=b"", role=1, timeout=10):
-    """One request straight to keygated's FastCGI socket, as a web server
-    would send it: `params` are the CGI variables (REQUEST_METHOD,
-    REQUEST_URI, REMOTE_ADDR, HTTP_*), `role` 1 (responder) or 2
-    (authorizer).  Returns Response(status, headers, body, json)."""
+def fcgi_send(socket_path, method, uri, params=None, body=b""):
+    """Sends one request (the CGI variables a web server sets, plus
+    `params`) to keygated's Unix socket; returns the connection."""
+    allp = {"REQUEST_METHOD": method, "REQUEST_URI": uri,
+            "SCRIPT_NAME": uri.split("?")[0], "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1"}
+    if body:
+        allp["CONTENT_LENGTH"] = str(len(body))
+    allp.update(params or {})
+    pairs = b"".join(fcgi_pair(k.encode(), v.encode())
+                     for k, v in allp.items())
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(socket_path)
-        pairs = _fcgi_pairs(params)
-        s.sendall(_fcgi_record(1, struct.pack("!HB5x", role, 0)) +
-                  _fcgi_record(4, pairs) + _fcgi_record(4, b"") +
-                  (_fcgi_record(5, body) if body else b"") +
-                  _fcgi_record(5, b""))
-        data, out = b"", b""
-        while True:
+    s.settimeout(10)
+    s.connect(socket_path)
+    s.sendall(fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0)) +
+              fcgi_record(FCGI_PARAMS, pairs) + fcgi_record(FCGI_PARAMS) +
+              fcgi_record(FCGI_STDIN, body) + fcgi_record(FCGI_STDIN))
+    return s
+
+
+def fcgi_answer(s):
+    """The STDOUT of a FastCGI answer, up to END_REQUEST."""
+    buf, out = b"", b""
+    while True:
+        while len(buf) < 8:
             chunk = s.recv(65536)
             if not chunk:
-                break
-            data += chunk
+                return out
+            buf += chunk
+        _, type_, _, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
+        while len(buf) < 8 + clen + plen:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        if type_ == FCGI_STDOUT:
+            out += buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+        if type_ == FCGI_END_REQUEST:
+            return out
+
+
+def fcgi_request(socket_path, method, uri, params=None, body=b""):
+    """One request over FastCGI: (the header block, the body) keygated
+    wrote, as bytes."""
+    s = fcgi_send(socket_path, method, uri, params, body)
+    try:
+        head, _, payload = fcgi_answer(s).partition(b"\r\n\r\n")
     finally:
         s.close()
-    while len(data) >= 8:
-        _, rtype, _, clen, plen = struct.unpack("!BBHHB", data[:7])
-        if rtype == 6:
-            out += data[8:8 + clen]
-        data = data[8 + clen + plen:]
-    head, _, payload = out.partition(b"\r\n\r\n")
+    return head, payload
+
+
+def fcgi_response(head, payload):
+    """fcgi_request()'s answer as a Response(status, headers with
+    lower-case names, body, parsed JSON or None)."""
     headers = {}
     for line in head.decode("latin-1").split("\r\n"):
         name, _, value = line.partition(":")

@@ -73,6 +73,24 @@ def test_head_on_every_get_route_answers_like_get(stack, pattern):
     assert head.headers.get("x-request-id")
 
 
+@pytest.mark.parametrize("path,headers,status", [
+    ("/health", {}, 200),
+    ("/v1/auth/whoami", {"HTTP_AUTHORIZATION": "Bearer " + ks.DEV_KEY}, 200),
+    ("/v1/auth/whoami", {}, 401),
+])
+def test_keygated_writes_no_body_for_head(stack, path, headers, status):
+    """Straight to keygated's socket, with no web server to drop a body:
+    the header block of GET, Content-Length included, and nothing after
+    it."""
+    sock = stack.kg.socket_path
+    get_head, get_body = ks.fcgi_request(sock, "GET", path, headers)
+    head_head, head_body = ks.fcgi_request(sock, "HEAD", path, headers)
+    assert head_head.startswith(b"Status: %d" % status), head_head
+    assert get_head.split(b"\r\n")[0] == head_head.split(b"\r\n")[0]
+    assert head_body == b"", head_body[:200]
+    assert b"Content-Length: %d\r\n" % len(get_body) in head_head + b"\r\n"
+
+
 def test_body_over_max_body_bytes_is_413(stack):
     require_write_route(stack)
     before = row_counts(stack)

@@ -285,12 +285,11 @@ def test_database_reconnects_are_counted(own_pg, make_stack):
 def metrics_from(stack, remote_addr, key=None):
     """GET /metrics as the web server would pass it for a client at
     remote_addr, straight over keygated's FastCGI socket."""
-    params = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/metrics",
-              "SCRIPT_NAME": "/metrics", "REMOTE_ADDR": remote_addr,
-              "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": ""}
+    params = {"REMOTE_ADDR": remote_addr}
     if key:
         params["HTTP_AUTHORIZATION"] = "Bearer " + key
-    return ks.fcgi_request(stack.kg.socket_path, params)
+    return ks.fcgi_response(*ks.fcgi_request(stack.kg.socket_path, "GET",
+                                             "/metrics", params))
 
 
 def test_loopback_reads_them_without_a_key(stack):

@@ -1,16 +1,19 @@
 """keygate behind each web server it ships a configuration for: lighttpd,
 Apache httpd 2.4 (mod_proxy_fcgi) and nginx, each started from its file in
 fcgi/ with only the socket path and the port changed (and, for nginx, the
-log directory), as an unprivileged process on a free loopback port.
+log directory), on a free loopback port; Apache and nginx run as `nobody`
+when the tests run as root.
 
 Every test runs once behind each server (the `web_server` fixture): the
-credential headers reach keygated, a streamed completion arrives chunk by
-chunk, a body over max_body_bytes is keygate's 413, a client that leaves
-mid-stream ends the upstream call, HEAD answers like GET without a body,
-and a key sent in the query string never reaches the access log."""
+credential headers reach keygated, and keygated's headers (request id,
+rate limit, Retry-After, Allow) the client; a streamed completion arrives
+chunk by chunk; a body over max_body_bytes is keygate's 413; a client that
+leaves mid-stream ends the upstream call; HEAD answers like GET without a
+body; and a key sent in the query string never reaches the access log."""
 
 import json
 import secrets
+import time
 import uuid
 
 import pytest
@@ -90,6 +93,36 @@ def test_a_write_with_a_bearer_key_changes_the_database(served):
                        % resp.json["id"]) == [["1"]]
     assert int(served.psql("SELECT count(*) FROM api_keys")[0][0]) == \
         int(before) + 1
+
+
+def test_keygates_headers_and_errors_reach_the_client(served):
+    """X-Request-Id, the X-RateLimit-* headers, a 429 with Retry-After and
+    a 405 with Allow come through the web server as keygated wrote them."""
+    r = served.post("/v1/api_keys", {"name": "e2e-web-limited",
+                                     "scopes": ["models:read"],
+                                     "rate_limit_max": 2,
+                                     "rate_limit_window": "1 hour"},
+                    headers=auth())
+    assert r.status == 201, r.body[:300]
+    # Three requests in one window, wherever windows start.
+    left = 3600 - time.time() % 3600
+    if left < 30:
+        time.sleep(left + 1)
+    rid = "e2e-web-" + secrets.token_hex(8)
+    got = [served.get("/v1/auth/whoami", headers={
+        "X-API-Key": r.json["key"], "X-Request-Id": rid}) for _ in range(3)]
+    assert [g.status for g in got] == [200, 200, 429], [g.body for g in got]
+    assert [g.headers.get("x-ratelimit-remaining") for g in got] == \
+        ["1", "0", "0"]
+    for g in got:
+        assert g.headers.get("x-request-id") == rid
+        assert g.headers.get("x-ratelimit-limit") == "2"
+        assert int(g.headers["x-ratelimit-reset"]) > time.time() - 1
+    assert_error(got[2], 429, "rate_limit_exceeded")
+    assert 1 <= int(got[2].headers["retry-after"]) <= 3600
+    resp = served.post("/health", {})
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers.get("allow") == "GET, HEAD"
 
 
 # ---------------------------------------------------------------------------
