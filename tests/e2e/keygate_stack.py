@@ -9,8 +9,14 @@ Everything here starts something real and owns it until close():
     Nginx         nginx in front of keygated, from fcgi/nginx.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
     Stack         keygated (on a migrated database) behind one of them
+    GuardedService  another service behind the same web server, guarded by
+                  keygate from fcgi/<web>-authorizer.conf (guarded_stack())
+    EchoBackend   a loopback application that prints the X-Keygate-*
+                  headers it gets
     request()     one HTTP request, no connection reuse
     fcgi_request()  one request straight to keygated's FastCGI socket
+    parse_metrics()  the samples of GET /metrics
+    burst(), on_every_worker(), served_by()  requests spread over workers
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
 
