@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "server/http.h"
 #include "server/router.h"
 
 struct checks;
@@ -58,6 +59,37 @@ void	api_models(struct request *);
 void	api_models_get(struct request *);
 void	api_account_usage(struct request *);
 void	api_tenants_credits(struct request *);
+void	api_auth_check(struct request *);
+void	api_metrics(struct request *);
+/* Answers a FastCGI authorizer request (api/authz.c). */
+void	api_authorizer(struct request *);
+
+/*
+ * Why a caller was refused: an error of http.c's table (ERR__MAX = not
+ * refused) and its message.
+ */
+struct api_verdict {
+	enum http_err	 err;
+	char		 message[256];
+};
+
+/*
+ * Authenticates the caller (API key or JWT), counts the request against
+ * its rate limit (adding the X-RateLimit-* headers) and checks scope (NULL
+ * or "" = any valid key).  true when admitted, req->principal set; false
+ * with the refusal in v, nothing answered yet (api/app.c).
+ */
+bool	api_admit(struct request *, const char *scope, struct api_verdict *v)
+	    __attribute__((warn_unused_result));
+/* Sets v to err with a printf-formatted message. */
+void	api_verdict_set(struct api_verdict *v, enum http_err err,
+	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/*
+ * Answers a refusal in keygate's JSON shape; a database outage on a
+ * ROUTE_VAULT route is the vault's 503.
+ */
+void	api_refuse(struct request *, const struct api_verdict *,
+	    unsigned route_flags);
 
 /*
  * Records a use of the key p names (when its last_used_at is due), in the

@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <stdalign.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "lib/clock.h"
 #include "api/api.h"
+#include "api/metrics.h"
 #include "core/auth.h"
 #include "core/jwt.h"
 #include "core/keycache.h"
@@ -43,29 +45,50 @@ struct api_state {
 /*
  * What the workers of one keygated share: the changes to keys they made
  * themselves (so that the others drop what they cached before the change
- * is answered), then the rate-limit counters.
+ * is answered), then the rate-limit counters, then the metrics.
  */
 static size_t
-limits_offset(void)
+aligned(size_t n)
 {
 	size_t	 a = alignof(max_align_t);
 
-	return (keycache_shared_size() + a - 1) / a * a;
+	return (n + a - 1) / a * a;
+}
+
+static size_t
+limits_offset(void)
+{
+	return aligned(keycache_shared_size());
+}
+
+static size_t
+metrics_offset(void)
+{
+	return limits_offset() + aligned(rl_shared_size());
 }
 
 static size_t
 api_shared_size(void)
 {
-	return limits_offset() + rl_shared_size();
+	return metrics_offset() + metrics_shared_size();
 }
 
 static int
 api_shared_init(void *p)
 {
-	if (keycache_shared_init(p) == -1)
+	if (keycache_shared_init(p) == -1 ||
+	    rl_shared_init((struct rl_shared *)((char *)p +
+	    limits_offset())) == -1)
 		return -1;
-	return rl_shared_init((struct rl_shared *)((char *)p +
-	    limits_offset()));
+	return metrics_shared_init((struct metrics *)((char *)p +
+	    metrics_offset()));
+}
+
+static void
+api_worker_exited(void *p, bool crashed)
+{
+	metrics_worker_exit((struct metrics *)((char *)p + metrics_offset()),
+	    crashed);
 }
 
 /*
@@ -108,6 +131,8 @@ api_start(struct worker *w)
 	if (w->shared != NULL) {
 		w->limits = (struct rl_shared *)((char *)w->shared +
 		    limits_offset());
+		w->metrics = (struct metrics *)((char *)w->shared +
+		    metrics_offset());
 		w->keys = keycache_new(w->shared);
 	} else
 		w->keys = keycache_new(NULL);
@@ -284,30 +309,13 @@ api_stop(struct worker *w)
 }
 
 /*
- * The database is out of reach: the vault's routes say so in the vault's
- * own words, the others with the general 503.
- */
-static void
-unavailable(struct request *req, unsigned flags)
-{
-	if (flags & ROUTE_VAULT) {
-		if (http_header(req, "Retry-After", "5") == -1)
-			log_error("http_header: adding Retry-After: out of "
-			    "memory");
-		http_error(req, ERR_VAULT_UNAVAILABLE,
-		    "Vault connection unavailable - cannot store keys");
-	} else
-		http_unavailable(req);
-}
-
-/*
  * Counts the request against the caller's limit and adds the
- * X-RateLimit-* headers every authenticated answer carries.  0, or -1
- * after answering 429 or 503.
+ * X-RateLimit-* headers every authenticated answer carries.  true, or
+ * false with the refusal (429, 503, 500) in v.
  */
-static int
+static bool
 limit(struct worker *w, struct request *req, const struct principal *p,
-    unsigned flags)
+    struct api_verdict *v)
 {
 	struct rl_state	 rl;
 	const char	*subject = p->key_id[0] != '\0' ? p->key_id :
@@ -318,51 +326,61 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 	    p->rate_limit_window : w->cfg->rate_limit_window;
 
 	if (!w->cfg->rate_limiting)
-		return 0;
+		return true;
 	if (rl_take(w->db, w->limits, subject, max, window, &rl) != RL_OK) {
 		if (db_status(w->db) == DB_UNAVAILABLE)
-			unavailable(req, flags);
+			v->err = ERR_DATABASE_UNAVAILABLE;
 		else
-			http_error(req, ERR_INTERNAL, "The rate limit could not "
-			    "be checked.");
-		return -1;
+			api_verdict_set(v, ERR_INTERNAL, "The rate limit could "
+			    "not be checked.");
+		return false;
 	}
 	if (http_header(req, "X-RateLimit-Limit", "%ld", rl.limit) == -1 ||
 	    http_header(req, "X-RateLimit-Remaining", "%ld",
 	    rl.remaining) == -1 ||
 	    http_header(req, "X-RateLimit-Reset", "%ld", rl.reset) == -1) {
-		http_error(req, ERR_INTERNAL, "out of memory");
-		return -1;
+		api_verdict_set(v, ERR_INTERNAL, "out of memory");
+		return false;
 	}
 	if (!rl.allowed) {
 		if (http_header(req, "Retry-After", "%d", rl.retry_after) == -1)
 			log_error("http_header: adding Retry-After: out of "
 			    "memory");
-		http_error(req, ERR_RATE_LIMITED, "Rate limit of %ld requests "
-		    "per %d seconds exceeded; retry in %d seconds.", rl.limit,
-		    window, rl.retry_after);
-		return -1;
+		api_verdict_set(v, ERR_RATE_LIMITED, "Rate limit of %ld "
+		    "requests per %d seconds exceeded; retry in %d seconds.",
+		    rl.limit, window, rl.retry_after);
+		return false;
 	}
-	return 0;
+	return true;
 }
 
-/*
- * Authenticates the caller and checks the route's scope.  0, or -1 after
- * answering 401, 403 or 503.
- */
-static int
-authorize(struct worker *w, struct request *req, const char *scope,
-    unsigned flags)
+void
+api_verdict_set(struct api_verdict *v, enum http_err err, const char *fmt,
+    ...)
 {
+	va_list	 ap;
+
+	v->err = err;
+	va_start(ap, fmt);
+	vsnprintf(v->message, sizeof(v->message), fmt, ap);
+	va_end(ap);
+}
+
+bool
+api_admit(struct request *req, const char *scope, struct api_verdict *v)
+{
+	struct worker	*w = req->w;
 	struct api_state *st = w->app_data;
 	const char	*cred;
 
+	v->err = ERR__MAX;
+	v->message[0] = '\0';
 	cred = auth_credential(request_param(req, "HTTP_AUTHORIZATION"),
 	    request_param(req, "HTTP_X_API_KEY"));
 	if (cred == NULL) {
-		http_error(req, ERR_MISSING_API_KEY, "No API key: send "
+		api_verdict_set(v, ERR_MISSING_API_KEY, "No API key: send "
 		    "Authorization: Bearer <key> or X-API-Key: <key>.");
-		return -1;
+		return false;
 	}
 	switch (jwt_looks_like(cred) ?
 	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
@@ -370,27 +388,51 @@ authorize(struct worker *w, struct request *req, const char *scope,
 	case AUTH_OK:
 		break;
 	case AUTH_UNAVAILABLE:
-		unavailable(req, flags);
-		return -1;
+		v->err = ERR_DATABASE_UNAVAILABLE;
+		return false;
 	case AUTH_MISSING:
 	case AUTH_INVALID:
 	case AUTH_RESULT__MAX:
-		http_error(req, ERR_INVALID_API_KEY, "Invalid API key.");
-		return -1;
+		api_verdict_set(v, ERR_INVALID_API_KEY, "Invalid API key.");
+		return false;
 	}
 	req->principal = &st->principal;
 	req->key_id = st->principal.key_id[0] != '\0' ?
 	    st->principal.key_id : st->principal.key_prefix;
 	api_key_used(req, &st->principal);
-	if (limit(w, req, &st->principal, flags) == -1)
-		return -1;
-	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {
-		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key lacks "
-		    "the scope %s, which %s %s needs.", scope, req->method,
-		    req->path);
-		return -1;
+	if (!limit(w, req, &st->principal, v))
+		return false;
+	if (scope != NULL && *scope != '\0' &&
+	    !auth_allows(&st->principal, scope)) {
+		api_verdict_set(v, ERR_INSUFFICIENT_PERMISSIONS, "This key "
+		    "lacks the scope %s, which %s %s needs.", scope,
+		    req->method, req->path);
+		return false;
 	}
-	return 0;
+	return true;
+}
+
+void
+api_refuse(struct request *req, const struct api_verdict *v,
+    unsigned route_flags)
+{
+	switch (v->err) {
+	case ERR_DATABASE_UNAVAILABLE:
+		/* The vault's routes say so in the vault's own words. */
+		if (route_flags & ROUTE_VAULT) {
+			if (http_header(req, "Retry-After", "5") == -1)
+				log_error("http_header: adding Retry-After: "
+				    "out of memory");
+			http_error(req, ERR_VAULT_UNAVAILABLE, "Vault "
+			    "connection unavailable - cannot store keys");
+		} else
+			http_unavailable(req);
+		break;
+	default:
+		http_error(req, v->err < ERR__MAX ? v->err : ERR_INTERNAL, "%s",
+		    v->message);
+		break;
+	}
 }
 
 /* A declared body over max_body_bytes is refused before anything else. */
@@ -456,10 +498,12 @@ read_json(struct worker *w, struct request *req)
 	return 0;
 }
 
+/* Answers req; *row becomes its row in api_routes when one matched. */
 static void
-api_handle(struct worker *w, struct request *req)
+dispatch(struct worker *w, struct request *req, size_t *row)
 {
 	const struct route *route;
+	struct api_verdict v;
 	char		 allow[64];
 
 	switch (router_match(api_routes, api_nroutes, req->method, req->path,
@@ -482,17 +526,33 @@ api_handle(struct worker *w, struct request *req)
 		http_error(req, ERR_INTERNAL, "out of memory");
 		return;
 	}
+	*row = (size_t)(route - api_routes);
 	if (declared_too_large(w, req)) {
 		http_error(req, ERR_REQUEST_TOO_LARGE, "Request body is larger "
 		    "than %ld bytes.", w->cfg->max_body_bytes);
 		return;
 	}
-	if (route->scope != NULL &&
-	    authorize(w, req, route->scope, route->flags) == -1)
+	if (route->scope != NULL && !api_admit(req, route->scope, &v)) {
+		api_refuse(req, &v, route->flags);
 		return;
+	}
 	if (method_has_body(req->method) && read_json(w, req) == -1)
 		return;
 	route->handler(req);
+}
+
+static void
+api_handle(struct worker *w, struct request *req)
+{
+	size_t	 row = METRICS_ROUTE_NONE;
+
+	if (req->authorizer) {
+		row = METRICS_ROUTE_AUTHORIZER;
+		api_authorizer(req);
+	} else
+		dispatch(w, req, &row);
+	metrics_request(w, row, req->status, clock_mono() - req->started);
+	metrics_sync(w);
 }
 
 const struct worker_app api_app = {
@@ -503,4 +563,5 @@ const struct worker_app api_app = {
 	.stop = api_stop,
 	.shared_size = api_shared_size,
 	.shared_init = api_shared_init,
+	.worker_exited = api_worker_exited,
 };

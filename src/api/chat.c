@@ -15,11 +15,13 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/metrics.h"
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/gateway.h"
 #include "lib/buf.h"
+#include "lib/clock.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "lib/upstream.h"
@@ -1280,6 +1282,8 @@ api_gateway(struct request *req, enum api_format format,
 	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 },
 			 version = { 0 }, beta = { 0 };
 	size_t		 strip, nh = 0;
+	double		 began;
+	bool		 reserved = false;	/* a credit hold is counted */
 
 	memset(c, 0, sizeof(*c));
 	c->req = req;
@@ -1298,8 +1302,12 @@ api_gateway(struct request *req, enum api_format format,
 	c->body = body;
 	c->native = orig != NULL && c->key.provider == PROVIDER_ANTHROPIC &&
 	    c->key.upstream == NULL;
-	if (w->cfg->credits_enforce && reserve(c, body) == -1)
-		goto out;
+	if (w->cfg->credits_enforce) {
+		if (reserve(c, body) == -1)
+			goto out;
+		reserved = true;
+		metrics_holds(w, 1);
+	}
 	c->stream = !c->embed &&
 	    json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
@@ -1364,16 +1372,23 @@ api_gateway(struct request *req, enum api_format format,
 	call.max_response = MAX_REPLY;
 	call.gone = client_left;
 	call.gone_arg = c;
+	metrics_call_begin(w, c->stream);
+	began = clock_mono();
 	if (c->stream)
 		respond_stream(c, &call);
 	else
 		respond_whole(c, &call);
+	metrics_call_end(w, c->key.upstream != NULL ? PROVIDER__MAX :
+	    (unsigned)c->key.provider, c->stream,
+	    metrics_outcome_of(req->status), clock_mono() - began);
 out:
 	/* A stream that went out is paid for; anything else is released. */
 	if (c->started)
 		settle(c, "partial");
 	else
 		release(c);
+	if (reserved)
+		metrics_holds(w, -1);
 	gateway_key_free(&c->key);
 	buf_free(&url);
 	buf_free_secret(&auth);

@@ -8,10 +8,13 @@
  * Every route keygate answers, in SPEC order, with the scope it needs.  A
  * path that matches no row is 404; a path that matches with another method
  * is 405 with Allow.  Literal rows come before {id} rows they overlap.
- * An empty scope means "any valid key"; NULL means no key at all.
+ * An empty scope means "any valid key"; NULL means no key at all, or that
+ * the handler authenticates the caller itself (/metrics, /v1/auth/check).
  */
 const struct route api_routes[] = {
 	{ METHOD_GET, "/health", api_health, NULL, 0 },
+	/* Open on loopback; elsewhere the handler asks for metrics:read. */
+	{ METHOD_GET, "/metrics", api_metrics, NULL, 0 },
 	{ METHOD_POST, "/v1/api_keys", api_keys_create, "api_keys:write", 0 },
 	{ METHOD_GET, "/v1/api_keys", api_keys_list, "api_keys:read", 0 },
 	{ METHOD_GET, "/v1/api_keys/dormant", api_keys_dormant,
@@ -27,6 +30,7 @@ const struct route api_routes[] = {
 	  "api_keys:write", 0 },
 	{ METHOD_DELETE, "/v1/api_keys/{id}/role", api_keys_role_delete,
 	  "api_keys:write", 0 },
+	{ METHOD_GET, "/v1/auth/check", api_auth_check, NULL, 0 },
 	{ METHOD_GET, "/v1/auth/whoami", api_auth_whoami, "", 0 },
 	{ METHOD_POST, "/v1/keys/verify", api_keys_verify, "keys:verify", 0 },
 	{ METHOD_POST, "/v1/roles", api_roles_create, "roles:write", 0 },

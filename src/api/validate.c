@@ -243,8 +243,8 @@ iso8601_parse(const char *s, time_t *out)
 	return 0;
 }
 
-static int
-hexval(char c)
+int
+hex_digit_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -273,8 +273,8 @@ query_get(const char *q, const char *name, char *out, size_t outsz)
 
 				if (c == '%') {
 					if (end - p < 3 ||
-					    (hi = hexval(p[1])) < 0 ||
-					    (lo = hexval(p[2])) < 0)
+					    (hi = hex_digit_value(p[1])) < 0 ||
+					    (lo = hex_digit_value(p[2])) < 0)
 						return -1;
 					c = hi * 16 + lo;
 					p += 2;

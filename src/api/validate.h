@@ -53,6 +53,8 @@ bool	uuid_valid(const char *);
  * fractions and offsets allowed).  0, or -1 when malformed.
  */
 int	iso8601_parse(const char *, time_t *) __attribute__((warn_unused_result));
+/* The value of a hexadecimal digit, or -1 when c is none. */
+int	hex_digit_value(char c);
 /*
  * Copies the percent-decoded value of query parameter name into out; 1
  * found, 0 absent, -1 malformed or too long.

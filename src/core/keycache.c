@@ -35,6 +35,8 @@ struct keycache {
 	unsigned long		 changes;	/* any drop at all */
 	unsigned long		 seen;		/* shared->seq applied */
 	unsigned long		 seen_flushes;	/* shared->flushes applied */
+	unsigned long		 hits;		/* keycache_get() found it */
+	unsigned long		 misses;	/* keycache_get() did not */
 	struct keycache_shared	*shared;
 };
 
@@ -242,9 +244,20 @@ keycache_get(struct keycache *kc, const char *prefix, double now)
 	sync_shared(kc);
 	e = slot_of(kc, prefix);
 	if (e->generation != kc->generation || strcmp(e->prefix, prefix) != 0 ||
-	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at)
+	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at) {
+		kc->misses++;
 		return NULL;
+	}
+	kc->hits++;
 	return e;
+}
+
+void
+keycache_counts(const struct keycache *kc, unsigned long *hits,
+    unsigned long *misses)
+{
+	*hits = kc != NULL ? kc->hits : 0;
+	*misses = kc != NULL ? kc->misses : 0;
 }
 
 struct keycache_entry *

@@ -79,6 +79,9 @@ void		 keycache_forget(struct keycache *, const char *what,
  * makes them keep nothing.
  */
 unsigned long	 keycache_token(struct keycache *);
+/* How many keycache_get() calls found their key, and how many did not. */
+void		 keycache_counts(const struct keycache *, unsigned long *hits,
+		    unsigned long *misses);
 /* The entry for prefix, or NULL; now is monotonic s. */
 struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
 		    double now);

@@ -8,7 +8,11 @@
  * Scopes are "resource:action" strings; "resource:*" and "*" are wildcards.
  */
 
-/* True when s is a scope keygate knows (a wildcard included). */
+/*
+ * True when s is a scope a key may hold: one of keygate's own (a wildcard
+ * included), or a scope of a service keygate guards as an authorizer,
+ * "resource:action" in lower case, whose resource is not keygate's.
+ */
 bool	scope_valid(const char *s);
 /* True when the granted set allows the needed scope. */
 bool	scope_allows(const char *const *granted, size_t n, const char *need);

@@ -505,6 +505,8 @@ struct db {
 	char		 channel[64];	/* LISTENed to on connect, "" = none */
 	void		(*notified)(void *, const char *, bool);
 	void		*notified_arg;
+	bool		 connected_once; /* a connection was made before */
+	unsigned long	 reconnects;	/* connections made after the first */
 };
 
 /* Copies the first line of a libpq message, without a trailing newline. */
@@ -744,7 +746,16 @@ db_connect(struct db *db)
 	}
 	db->next_attempt = 0;
 	db->status = DB_OK;
+	if (db->connected_once)
+		db->reconnects++;
+	db->connected_once = true;
 	return 0;
+}
+
+unsigned long
+db_reconnects(const struct db *db)
+{
+	return db != NULL ? db->reconnects : 0;
 }
 
 /*

@@ -155,6 +155,8 @@ int		 db_poll(struct db *);
 int		 db_prepare_all(struct db *) __attribute__((warn_unused_result));
 /* The outcome of the last call. */
 enum db_status	 db_status(const struct db *);
+/* Connections made again after the first one (NULL: 0). */
+unsigned long	 db_reconnects(const struct db *);
 /* The SQLSTATE of the last DB_ERROR ("" when none). */
 const char	*db_sqlstate(const struct db *);
 /* The server's message for the last failure; never contains parameters. */

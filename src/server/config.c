@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/scope.h"
 #include "server/config.h"
 
 const char *const config_mode_names[MODE__MAX] = {
@@ -35,6 +36,7 @@ enum cf_type {
 	CF_WINDOW,	/* "1 minute" -> seconds, within [min, max] */
 	CF_UPSTREAMS,	/* struct config_upstreams */
 	CF_UPSTREAM_KEYS, /* "name:key,...": a secret, checked for form */
+	CF_AUTHORIZE,	/* "[METHOD] /prefix scope", one rule a line, repeatable */
 };
 
 struct cf_key {
@@ -88,6 +90,8 @@ static const struct cf_key keys[] = {
 	{ "upstream_connect_timeout", CF_INT, F(upstream_connect_timeout), true, "10", 1, 600 },
 	{ "upstream_idle_timeout", CF_INT, F(upstream_idle_timeout), true, "60", 1, 3600 },
 	{ "upstream_total_timeout", CF_INT, F(upstream_total_timeout), true, "600", 1, 86400 },
+	{ "authorize", CF_AUTHORIZE, F(authorize), true, "", 0, 0 },
+	{ "metrics", CF_BOOL, F(metrics), true, "true", 0, 0 },
 	{ "log_file", CF_STR, F(log_file), true, "", 0, 0 },
 	{ "sql_dir", CF_STR, F(sql_dir), true, KEYGATE_SQL_DIR, 0, 0 },
 };
@@ -550,6 +554,128 @@ upstream_keys_apply(const char *text, struct config_upstreams *ups,
 	return 0;
 }
 
+static void
+authz_free(struct config_authz *a)
+{
+	size_t	 i;
+
+	for (i = 0; i < a->n; i++) {
+		free(a->v[i].prefix);
+		free(a->v[i].scope);
+	}
+	free(a->v);
+	a->v = NULL;
+	a->n = 0;
+}
+
+/*
+ * Adds the rules of text ("[METHOD] /prefix scope", several separated by
+ * ';') to a.  0, or -1 with the reason in err and a unchanged.
+ */
+static int
+authz_add(struct config_authz *a, const char *text, char *err, size_t errsz)
+{
+	struct config_authz_rule r, *grown;
+	char	*copy, *entry, *save = NULL, *tok[4], *tsave;
+	size_t	 n0 = a->n, i, nt;
+
+	if ((copy = strdup(text)) == NULL) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	for (entry = strtok_r(copy, ";", &save); entry != NULL;
+	    entry = strtok_r(NULL, ";", &save)) {
+		tsave = NULL;
+		for (nt = 0; nt < 4; nt++)
+			if ((tok[nt] = strtok_r(nt == 0 ? entry : NULL, " \t",
+			    &tsave)) == NULL)
+				break;
+		if (nt == 0)
+			continue;	/* an empty entry */
+		memset(&r, 0, sizeof(r));
+		if (nt == 3) {
+			for (i = 0; tok[0][i] != '\0'; i++)
+				if (!isupper((unsigned char)tok[0][i]))
+					break;
+			if (tok[0][i] != '\0' || i == 0 ||
+			    i >= sizeof(r.method)) {
+				snprintf(err, errsz, "authorize: \"%.20s\" is "
+				    "not a method such as GET", tok[0]);
+				goto fail;
+			}
+			memcpy(r.method, tok[0], i + 1);
+			tok[0] = tok[1];
+			tok[1] = tok[2];
+		} else if (nt != 2) {
+			snprintf(err, errsz, "authorize: expected "
+			    "\"[METHOD] /PREFIX SCOPE\"");
+			goto fail;
+		}
+		if (tok[0][0] != '/') {
+			snprintf(err, errsz, "authorize: the prefix \"%.64s\" "
+			    "does not start with '/'", tok[0]);
+			goto fail;
+		}
+		if (!scope_valid(tok[1])) {
+			snprintf(err, errsz, "authorize: %s: \"%.64s\" is not "
+			    "a scope (resource:action)", tok[0], tok[1]);
+			goto fail;
+		}
+		for (i = 0; i < a->n; i++)
+			if (strcmp(a->v[i].prefix, tok[0]) == 0 &&
+			    strcmp(a->v[i].method, r.method) == 0) {
+				snprintf(err, errsz, "authorize: %s%s%s: a "
+				    "second rule for the same prefix", r.method,
+				    r.method[0] ? " " : "", tok[0]);
+				goto fail;
+			}
+		if ((grown = realloc(a->v, (a->n + 1) * sizeof(*grown))) ==
+		    NULL) {
+			snprintf(err, errsz, "out of memory");
+			goto fail;
+		}
+		a->v = grown;
+		r.prefix = strdup(tok[0]);
+		r.scope = strdup(tok[1]);
+		a->v[a->n++] = r;
+		if (r.prefix == NULL || r.scope == NULL) {
+			snprintf(err, errsz, "out of memory");
+			goto fail;
+		}
+	}
+	free(copy);
+	return 0;
+fail:
+	while (a->n > n0) {
+		a->n--;
+		free(a->v[a->n].prefix);
+		free(a->v[a->n].scope);
+	}
+	free(copy);
+	return -1;
+}
+
+const struct config_authz_rule *
+config_authz_find(const struct config *c, const char *method,
+    const char *path)
+{
+	const struct config_authz_rule *best = NULL, *r;
+	size_t	 i, len, bestlen = 0;
+
+	for (i = 0; i < c->authorize.n; i++) {
+		r = &c->authorize.v[i];
+		if (r->method[0] != '\0' && strcmp(r->method, method) != 0)
+			continue;
+		len = strlen(r->prefix);
+		if (strncmp(path, r->prefix, len) != 0)
+			continue;
+		if (best == NULL || len > bestlen ||
+		    (len == bestlen && r->method[0] != '\0'))
+			best = r, bestlen = len;
+	}
+	return best;
+}
+
 /*
  * Stores one value.  Returns 0, or -1 with the reason (no location) in err.
  */
@@ -631,6 +757,8 @@ key_set(struct config *c, const struct cf_key *k, const char *v,
 		secret_free(*str_field(c, k));
 		*str_field(c, k) = dup;
 		return 0;
+	case CF_AUTHORIZE:
+		return authz_add(field, v, err, errsz);
 	case CF_MODE:
 		for (w = 0; w < MODE__MAX; w++)
 			if (strcmp(v, config_mode_names[w]) == 0) {
@@ -748,6 +876,10 @@ parse_env(struct config *c, unsigned *lines, char *err, size_t errsz)
 			var[j] = (char)toupper((unsigned char)var[j]);
 		if ((v = getenv(var)) == NULL)
 			continue;
+		/* The variable replaces the file's rules, not adds to them. */
+		if (keys[i].type == CF_AUTHORIZE)
+			authz_free((struct config_authz *)(void *)((char *)c +
+			    keys[i].offset));
 		if (key_set(c, &keys[i], v, why, sizeof(why)) == -1) {
 			snprintf(err, errsz, "%s: %s", var, why);
 			return -1;
@@ -911,6 +1043,7 @@ config_free(struct config *c)
 	}
 	free(c->upstreams.text);
 	upstreams_free(c->upstreams.v, c->upstreams.n);
+	authz_free(&c->authorize);
 	free(c->path);
 	free(c);
 }

@@ -34,6 +34,23 @@ struct config_upstreams {
 	size_t		 n;
 };
 
+/*
+ * One authorize rule: requests for paths under prefix (and, when method is
+ * set, with that method) need scope.  Used by the FastCGI authorizer and
+ * GET /v1/auth/check; the longest matching prefix wins.
+ */
+struct config_authz_rule {
+	char		 method[8];	/* "GET", ...; "" = any method */
+	char		*prefix;	/* starts with '/' */
+	char		*scope;		/* a valid key scope */
+};
+
+/* The authorize settings, in the order written. */
+struct config_authz {
+	struct config_authz_rule *v;
+	size_t		 n;
+};
+
 enum config_mode {
 	MODE_DEVELOPMENT,
 	MODE_PRODUCTION,
@@ -83,6 +100,8 @@ struct config {
 	int		 upstream_connect_timeout; /* s */
 	int		 upstream_idle_timeout;	/* s */
 	int		 upstream_total_timeout; /* s */
+	struct config_authz authorize;		/* authorizer rules */
+	bool		 metrics;		/* count requests for /metrics */
 	char		*log_file;		/* "" = stderr */
 	char		*sql_dir;
 };
@@ -110,6 +129,13 @@ int		 config_workers(const struct config *);
  * also "s", "m", "h", "d" suffixes) into seconds; -1 when malformed.
  */
 int		 config_parse_window(const char *);
+/*
+ * The rule that decides a request for path with method: the longest
+ * prefix of path among the rules for that method or for any method (on a
+ * tie, the one naming the method).  NULL when none covers it.
+ */
+const struct config_authz_rule *config_authz_find(const struct config *,
+		    const char *method, const char *path);
 /* The number of settings and their names, for the manual and the tests. */
 size_t		 config_key_count(void);
 const char	*config_key_name(size_t);

@@ -95,18 +95,25 @@ http_header(struct request *req, const char *name, const char *fmt, ...)
 void
 http_respond(struct request *req, int status, const char *body, size_t len)
 {
+	http_respond_type(req, status, "application/json", body, len);
+}
+
+void
+http_respond_type(struct request *req, int status, const char *ctype,
+    const char *body, size_t len)
+{
 	struct buf	 head = { 0 };
 
 	if (req->status != 0)
 		return;
 	req->status = status;
 	if (buf_printf(&head, "Status: %d %s\r\n"
-	    "Content-Type: application/json\r\n"
+	    "Content-Type: %s\r\n"
 	    "Cache-Control: no-store\r\n"
 	    "X-Content-Type-Options: nosniff\r\n"
 	    "X-Request-Id: %s\r\n"
 	    "Content-Length: %zu\r\n",
-	    status, http_reason(status), req->request_id, len) == -1 ||
+	    status, http_reason(status), ctype, req->request_id, len) == -1 ||
 	    buf_append(&head, req->headers.data ? req->headers.data : "",
 	    req->headers.len) == -1 || buf_puts(&head, "\r\n") == -1) {
 		buf_free(&head);
@@ -118,6 +125,26 @@ http_respond(struct request *req, int status, const char *body, size_t len)
 	/* A client that went away is not an error worth a log line. */
 	if (request_write(req, head.data, head.len) == -1 ||
 	    request_write(req, body, len) == -1)
+		req->client_gone = true;
+	buf_free(&head);
+}
+
+void
+http_respond_bare(struct request *req, int status)
+{
+	struct buf	 head = { 0 };
+
+	if (req->status != 0)
+		return;
+	req->status = status;
+	if (buf_printf(&head, "Status: %d %s\r\n", status,
+	    http_reason(status)) == -1 ||
+	    buf_append(&head, req->headers.data ? req->headers.data : "",
+	    req->headers.len) == -1 || buf_puts(&head, "\r\n") == -1) {
+		buf_free(&head);
+		return;
+	}
+	if (request_write(req, head.data, head.len) == -1)
 		req->client_gone = true;
 	buf_free(&head);
 }

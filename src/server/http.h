@@ -59,6 +59,15 @@ int		 http_header(struct request *, const char *name,
  */
 void		 http_respond(struct request *, int status, const char *body,
 		    size_t len);
+/* As http_respond() with a body of another Content-Type. */
+void		 http_respond_type(struct request *, int status,
+		    const char *content_type, const char *body, size_t len);
+/*
+ * Sends the status and the extra header lines in req->headers only: no
+ * body and none of our standard headers.  For a FastCGI authorizer's
+ * pass, whose headers the web server may add to the answer it serves.
+ */
+void		 http_respond_bare(struct request *, int status);
 /* As http_respond() with a JSON body; takes ownership of obj. */
 void		 http_respond_json(struct request *, int status,
 		    struct json_object *obj);

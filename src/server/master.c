@@ -301,6 +301,9 @@ reap(struct master *m)
 			begin_stop(m, WORKER_EXIT_FATAL);
 			continue;
 		}
+		if (m->app->worker_exited != NULL && m->shared != NULL)
+			m->app->worker_exited(m->shared, !(WIFEXITED(status) &&
+			    WEXITSTATUS(status) == 0));
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 			/* Recycled after max_requests: replace at once. */
 			s->backoff = 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <fastcgi.h>
 #include <fcgiapp.h>
 
 #include "lib/json.h"
@@ -62,6 +63,7 @@ request_io_accept(struct request_io *io, struct request *req)
 	}
 	io->active = true;
 	req->io = io;
+	req->authorizer = io->fcgx.role == FCGI_AUTHORIZER;
 	return 0;
 }
 

@@ -29,6 +29,7 @@ struct request {
 	char		 request_id[REQUEST_ID_MAX + 1];
 	char		 param[REQUEST_PARAM_MAX + 1]; /* the {id} segment */
 	double		 started;	/* monotonic s */
+	bool		 authorizer;	/* FCGI_AUTHORIZER, not a responder */
 	struct buf	 body;		/* raw request body */
 	struct json_object *json;	/* parsed body (owned), NULL = none */
 	struct buf	 headers;	/* extra response header lines */

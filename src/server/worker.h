@@ -8,6 +8,7 @@
 struct config;
 struct db;
 struct keycache;
+struct metrics;
 struct request;
 struct rl_shared;
 struct upstream;
@@ -40,6 +41,18 @@ struct worker_app {
 	 */
 	size_t		(*shared_size)(void);
 	int		(*shared_init)(void *);
+	/*
+	 * In the master, when a worker exited and will be replaced (may be
+	 * NULL): crashed, or recycled after max_requests.
+	 */
+	void		(*worker_exited)(void *shared, bool crashed);
+};
+
+/* What a worker last added to the shared metrics from its own counts. */
+struct metrics_seen {
+	unsigned long	 hits;		/* key cache hits */
+	unsigned long	 misses;	/* key cache misses */
+	unsigned long	 reconnects;	/* PostgreSQL reconnects */
 };
 
 /* Everything a worker process owns.  One per process; passed explicitly. */
@@ -54,6 +67,8 @@ struct worker {
 	struct keycache		*keys;		/* owned, verified keys */
 	struct upstream		*upstream;	/* owned, kept connections */
 	struct rl_shared	*limits;	/* in shared, NULL = none */
+	struct metrics		*metrics;	/* in shared, NULL = none */
+	struct metrics_seen	 metrics_seen;
 	void			*shared;	/* the app's shared memory */
 	void			*app_data;	/* owned by the app */
 };

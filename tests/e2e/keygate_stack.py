@@ -9,8 +9,14 @@ Everything here starts something real and owns it until close():
     Nginx         nginx in front of keygated, from fcgi/nginx.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
     Stack         keygated (on a migrated database) behind one of them
+    GuardedService  another service behind the same web server, guarded by
+                  keygate from fcgi/<web>-authorizer.conf (guarded_stack())
+    EchoBackend   a loopback application that prints the X-Keygate-*
+                  headers it gets
     request()     one HTTP request, no connection reuse
     fcgi_request()  one request straight to keygated's FastCGI socket
+    parse_metrics()  the samples of GET /metrics
+    burst(), on_every_worker(), served_by()  requests spread over workers
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
 
@@ -29,6 +35,8 @@ import base64
 import collections
 import csv
 import glob
+import hashlib
+import hmac
 import http.client
 import http.server
 import io
@@ -38,6 +46,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import re
 import socket
 import struct
 import subprocess
@@ -606,8 +615,11 @@ class Keygated:
     # -- configuration
 
     def config_text(self):
+        """The config file; a list value is one line per item (authorize)."""
         lines = ["# keygated configuration for an end-to-end test"]
-        lines += ["%s = %s" % (k, v) for k, v in self.config.items()]
+        for k, v in self.config.items():
+            lines += ["%s = %s" % (k, x) for x in (
+                v if isinstance(v, (list, tuple)) else [v])]
         return "\n".join(lines) + "\n"
 
     def write_config(self):
@@ -852,9 +864,12 @@ class _WebServer:
         for root, dirs, files in os.walk(self.dir):
             for name in [root] + [os.path.join(root, f) for f in files]:
                 os.chown(name, pw.pw_uid, pw.pw_gid)
-        gid = os.stat(self.socket_path).st_gid
+        if isinstance(self.socket_path, str):
+            groups = "--groups=%d" % os.stat(self.socket_path).st_gid
+        else:
+            groups = "--clear-groups"   # keygated listens on TCP
         return ["setpriv", "--reuid=%d" % pw.pw_uid,
-                "--regid=%d" % pw.pw_gid, "--groups=%d" % gid, "--"] + argv
+                "--regid=%d" % pw.pw_gid, groups, "--"] + argv
 
     def snippet(self, path, replacements):
         """The text of fcgi/`path` with each (old, new) pair replaced; the
@@ -931,8 +946,12 @@ class Lighttpd(_WebServer):
                 ("access_log", '"%s"' % self.access_log))))
         conf = LIGHTTPD_CONF
         if self.extra or self.main_extra:
-            conf = self.write("lighttpd.conf", 'include "%s"\n%s\n%s\n' % (
-                LIGHTTPD_CONF, self.main_extra, self.extra))
+            # lighttpd resolves a relative include against the directory
+            # of the file given with -f: the fcgi/ files come along.
+            for name in ("lighttpd.conf", "lighttpd-keygate.conf"):
+                shutil.copy(os.path.join(SRCDIR, "fcgi", name), d)
+            conf = self.write("main.conf", 'include "lighttpd.conf"\n'
+                              '%s\n%s\n' % (self.main_extra, self.extra))
         return (["lighttpd", "-D", "-f", conf],
                 {"KEYGATE_LIGHTTPD_OVERRIDES": self.overrides})
 
@@ -952,9 +971,14 @@ class Apache(_WebServer):
 
     def _configure(self):
         d = self.dir
+        if isinstance(self.socket_path, str):
+            backend = ("/run/keygate/keygate.sock", self.socket_path)
+        else:
+            # keygated on TCP (as mod_authnz_fcgi needs): (host, port).
+            backend = ("unix:/run/keygate/keygate.sock|fcgi://localhost/",
+                       "fcgi://%s:%d/" % self.socket_path)
         vhost = self.snippet("apache.conf", [
-            ("/run/keygate/keygate.sock", self.socket_path),
-            ("127.0.0.1:8080", "127.0.0.1:%d" % self.port)])
+            backend, ("127.0.0.1:8080", "127.0.0.1:%d" % self.port)])
         vhost = _replace_once(vhost, "</VirtualHost>",
                               self.extra + "\n</VirtualHost>",
                               "fcgi/apache.conf")
@@ -1145,6 +1169,47 @@ def fcgi_request(socket_path, method, uri, params=None, body=b""):
     finally:
         s.close()
     return head, payload
+
+
+def fcgi_response(head, payload):
+    """fcgi_request()'s answer as a Response(status, headers with
+    lower-case names, body, parsed JSON or None)."""
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    status = int(headers.pop("status", "200").split()[0])
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = None
+    return Response(status, headers, payload, parsed)
+
+
+def parse_metrics(text):
+    """The samples of a Prometheus text exposition as {(name, ((label,
+    value), ...)): float}, labels sorted, and {family: type}.  Raises
+    ValueError on a line that is not one."""
+    samples, types = {}, {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? '
+                         r'(-?[0-9.e+]+|\+Inf|NaN)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            types[family] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            raise ValueError("not a sample: %r" % line)
+        labels = tuple(sorted(label_re.findall(m.group(3) or "")))
+        key = (m.group(1), labels)
+        if key in samples:
+            raise ValueError("sample twice: %r" % line)
+        samples[key] = float(m.group(4))
+    return samples, types
 
 
 Sample = collections.namedtuple("Sample", "start end status response error")
@@ -1754,7 +1819,8 @@ class Stack:
         self.kg = Keygated(workdir, conninfo, migrate=migrate,
                            migrate_env=env, **config)
         try:
-            self.web = WEB_SERVERS[web](workdir, self.kg.socket_path,
+            self.web = WEB_SERVERS[web](workdir, self.kg.socket_path or
+                                        self.kg.tcp_address,
                                         extra=web_extra,
                                         main_extra=web_main_extra)
         except BaseException:
@@ -1794,9 +1860,258 @@ PROVIDER_MODELS = {"openai": "gpt-4o-mini",
                    "google": "gemini-2.0-flash"}
 
 
+class EchoBackend:
+    """A loopback HTTP application that answers every GET with the
+    X-Keygate-* headers it was sent, as KEYGATE_KEY_ID=... lines (and the
+    credential headers, should any reach it, as AUTHORIZATION=... and
+    X_API_KEY=...)."""
+
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                lines = []
+                for name, value in self.headers.items():
+                    low = name.lower()
+                    if low.startswith("x-keygate-"):
+                        name = "KEYGATE_" + low[len("x-keygate-"):]
+                    elif low not in ("authorization", "x-api-key"):
+                        continue
+                    lines.append("%s=%s" % (
+                        name.upper().replace("-", "_"), value))
+                body = ("\n".join(sorted(lines)) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever,
+                         kwargs={"poll_interval": 0.1}, daemon=True,
+                         name="echo-backend").start()
+        _register(self)
+
+    def close(self):
+        _unregister(self)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class GuardedService:
+    """A service behind the web server of a Stack, guarded by keygate from
+    fcgi/<web>-authorizer.conf with only the ports, the socket path and
+    the document root changed: static files (FILES) and a program that
+    prints the KEYGATE_* variables it was given, at `echo_path` (a CGI
+    program for lighttpd, an application nginx proxies to).
+
+    `json_refusals` says whether the web server passes keygate's JSON
+    refusal to the client (lighttpd; Apache too, with a Content-Type of
+    its own, so `json_content_type` is false there) or answers its own
+    page with the reason in X-Keygate-Error (nginx, whose auth_request
+    knows only 401 and 403).  Use guarded_stack() to make one."""
+
+    FILES = {"reports/q3.txt": "quarter three\n",
+             "reports/admin/plan.txt": "the plan\n",
+             "secret.txt": "not for anyone\n"}
+    ENV_CGI = ("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
+               "env | grep '^KEYGATE_' | sort\n")
+
+    def __init__(self, root, web):
+        self.root = root
+        self.web = web
+        self.port = free_tcp_port()
+        self.json_refusals = web != "nginx"
+        self.json_content_type = web == "lighttpd"
+        self.echo = None
+        for name, text in dict(self.FILES, **{
+                "reports/env.cgi": self.ENV_CGI}).items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        for d, _, _ in os.walk(root):
+            os.chmod(d, 0o755)
+        if web == "nginx":
+            self.echo = EchoBackend()
+        self.echo_path = "/app/env" if self.echo else "/reports/env.cgi"
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def status_of(self, status):
+        """The status a client sees for keygate's refusal `status`."""
+        return status if self.json_refusals or status == 401 else 403
+
+    def snippet(self, socket_path, dest):
+        """fcgi/<web>-authorizer.conf for this service, written to dest."""
+        name = "%s-authorizer.conf" % self.web
+        with open(os.path.join(SRCDIR, "fcgi", name)) as f:
+            text = f.read()
+        changes = [("127.0.0.1:8081", "127.0.0.1:%d" % self.port),
+                   ("/srv/reports", self.root)]
+        if self.web == "apache":
+            changes += [("fcgi://127.0.0.1:9000/",
+                         "fcgi://%s:%d/" % socket_path)]
+        elif self.web == "nginx":
+            changes += [("unix:/run/keygate/keygate.sock",
+                         "unix:" + socket_path),
+                        ("127.0.0.1:8082", "127.0.0.1:%d" % self.echo.port)]
+        else:
+            changes += [("/run/keygate/keygate.sock", socket_path)]
+        for old, new in changes:
+            text = _replace_once(text, old, new, "fcgi/" + name)
+        with open(dest, "w") as f:
+            f.write(text)
+
+    def web_config(self, socket_path, dest):
+        """The Stack arguments that add the service to the web server."""
+        self.snippet(socket_path, dest)
+        if self.web == "nginx":
+            return {"web_main_extra": 'include "%s";' % dest}
+        if self.web == "apache":
+            # The modules a2enmod would enable, and CGI for env.cgi.
+            lines = ["LoadModule %s_module %s/mod_%s.so" % (
+                m, Apache.MODULE_DIR, m) for m in (
+                "authnz_fcgi", "authn_core", "authz_user", "cgid")]
+            lines += ['Include "%s"' % dest,
+                      '<Directory "%s/reports">' % self.root,
+                      "    Options +ExecCGI",
+                      '    <Files "env.cgi">',
+                      "        SetHandler cgi-script",
+                      "    </Files>",
+                      "</Directory>"]
+            return {"web_main_extra": "\n".join(lines)}
+        # lighttpd runs the .cgi files as the service's programs.
+        return {"web_extra": 'include "%s"\nserver.modules += ( "mod_cgi" )'
+                             '\ncgi.assign = ( ".cgi" => "" )\n' % dest}
+
+
+def guarded_stack(workdir, pg, dbname, web="lighttpd", **config):
+    """(Stack, GuardedService): keygated behind `web`, which also serves
+    a GuardedService that keygate guards by its `authorize` rules."""
+    service = GuardedService(os.path.join(workdir, "service"), web)
+    if web == "apache":
+        # mod_authnz_fcgi reaches authorizers over TCP only.
+        address = ("127.0.0.1", free_tcp_port())
+        config["listen"] = "tcp:%s:%d" % address
+    else:
+        # Where default_config() puts keygated's socket.
+        address = os.path.join(workdir, "keygate.sock")
+    extra = service.web_config(address,
+                               os.path.join(workdir, "authorizer.conf"))
+    stack = Stack(workdir, pg, dbname=dbname, web=web, **dict(config,
+                                                              **extra))
+    return stack, service
+
+
+def new_api_key(stack, scopes, **fields):
+    """A new key with `scopes`, made with the development key through the
+    API: (id, secret)."""
+    resp = stack.post("/v1/api_keys", dict(
+        {"name": "e2e-" + secrets.token_hex(3), "scopes": scopes},
+        **fields), headers=auth())
+    if resp.status != 201:
+        raise StackError("creating a key: %d %r" % (resp.status,
+                                                      resp.body[:300]))
+    return resp.json["id"], resp.json["key"]
+
+
+def b64url(data):
+    """base64url without padding, as JWTs use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_token(secret, claims, header=None, sign=True):
+    """A JWT of `claims` signed with HS256 and `secret` (unsigned, with an
+    empty signature, when sign is false)."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    if not sign:
+        return "%s.%s." % (h, p)
+    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
+                   hashlib.sha256).digest()
+    return "%s.%s.%s" % (h, p, b64url(mac))
+
+
 def auth(key=DEV_KEY):
     """Headers presenting `key` as a bearer token."""
     return {"Authorization": "Bearer " + key}
+
+
+# ---------------------------------------------------------------------------
+# Which worker served what
+
+PARALLEL = 24       # more concurrent requests than a stack has workers
+
+
+def rid(tag="t"):
+    """A fresh X-Request-Id."""
+    return "e2e-%s-%s" % (tag, secrets.token_hex(8))
+
+
+def with_rid(headers, request_id):
+    return dict(headers, **{"X-Request-Id": request_id})
+
+
+def served_by(stack, request_ids, timeout=10):
+    """{request id: worker pid} from the access log."""
+    wanted = set(request_ids)
+
+    def find():
+        got = {}
+        for line in stack.kg.log_lines():
+            if line.get("request_id") in wanted and "status" in line:
+                got[line["request_id"]] = line.get("pid")
+        return got if len(got) == len(wanted) else None
+    return wait_until(find, timeout, what="access-log lines")
+
+
+def burst(stack, method, path, headers, body=None, n=PARALLEL):
+    """n requests released at once; returns [(request id, Response)]."""
+    barrier = threading.Barrier(n)
+    ids = [rid("burst") for _ in range(n)]
+    out = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait(10)
+            out[i] = stack.request(method, path, body,
+                                   with_rid(headers, ids[i]))
+        except Exception as exc:  # reported by the caller
+            out[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return list(zip(ids, out))
+
+
+def on_every_worker(stack, method, path, headers, check, body=None):
+    """Sends bursts (the first one at once) until every worker has served
+    one; check(resp) must hold for every single response.  Returns how
+    many requests were sent."""
+    workers = stack.kg.worker_pids()
+    seen = set()
+    sent = 0
+    for _ in range(5):
+        results = burst(stack, method, path, headers, body)
+        sent += len(results)
+        for request_id, resp in results:
+            assert not isinstance(resp, Exception), resp
+            check(resp)
+        seen |= set(served_by(stack, [r for r, _ in results]).values())
+        if workers <= seen:
+            return sent
+    assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import DEV_KEY, assert_error, assert_json_response, auth
+from keygate_stack import burst, on_every_worker, rid, served_by, with_rid
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 INVALID_KEY_BODY = (b'{"error":{"message":"Invalid API key.",'
@@ -36,7 +37,6 @@ KEY_OBJECT_FIELDS = {
     "created_at", "updated_at",
 }
 SQL_INJECTION = "' OR (SELECT pg_sleep(3)) IS NULL --"
-PARALLEL = 24       # more concurrent requests than the stack has workers
 
 
 # ---------------------------------------------------------------------------
@@ -70,14 +70,6 @@ def forge_key(env="live", prefix=None):
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-def rid(tag="t"):
-    return "e2e-%s-%s" % (tag, secrets.token_hex(8))
-
-
-def with_rid(headers, request_id):
-    return dict(headers, **{"X-Request-Id": request_id})
-
 
 def new_tenant(stack, parent=ROOT, name="e2e"):
     """A tenant below `parent`, inserted with SQL; returns its id."""
@@ -204,56 +196,6 @@ def audit_rows(stack, request_id):
     rows = stack.psql("SELECT row_to_json(a)::text FROM audit_log a "
                       "WHERE request_id = '%s' ORDER BY id" % request_id)
     return [json.loads(r[0]) for r in rows]
-
-
-def served_by(stack, request_ids, timeout=10):
-    """{request id: worker pid} from the access log."""
-    wanted = set(request_ids)
-
-    def find():
-        got = {}
-        for line in stack.kg.log_lines():
-            if line.get("request_id") in wanted and "status" in line:
-                got[line["request_id"]] = line.get("pid")
-        return got if len(got) == len(wanted) else None
-    return ks.wait_until(find, timeout, what="access-log lines")
-
-
-def burst(stack, method, path, headers, body=None, n=PARALLEL):
-    """n requests released at once; returns [(request id, Response)]."""
-    barrier = threading.Barrier(n)
-    ids = [rid("burst") for _ in range(n)]
-    out = [None] * n
-
-    def run(i):
-        try:
-            barrier.wait(10)
-            out[i] = stack.request(method, path, body,
-                                   with_rid(headers, ids[i]))
-        except Exception as exc:  # reported by the caller
-            out[i] = exc
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return list(zip(ids, out))
-
-
-def on_every_worker(stack, method, path, headers, check, body=None):
-    """Sends bursts (the first one at once) until every worker has served
-    one; check(resp) must hold for every single response."""
-    workers = stack.kg.worker_pids()
-    seen = set()
-    for _ in range(5):
-        results = burst(stack, method, path, headers, body)
-        for request_id, resp in results:
-            assert not isinstance(resp, Exception), resp
-            check(resp)
-        seen |= set(served_by(stack, [r for r, _ in results]).values())
-        if workers <= seen:
-            return
-    assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
 def expect_200(resp):
@@ -782,7 +724,7 @@ def test_create_reports_each_bad_field_once(stack):
     audit_before = count(stack, "audit_log")
     body = {
         "name": 5,
-        "scopes": ["nope:read"],
+        "scopes": ["api_keys:nope"],
         "env": "prod",
         "expires_at": "2001-01-01T00:00:00Z",
         "rate_limit_max": 0,

@@ -2,9 +2,6 @@
 every other alg refused, claims sub / tenant_id / scopes; no scopes means
 read-only."""
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 
@@ -17,18 +14,8 @@ INVALID = (b'{"error":{"message":"Invalid API key.",'
            b'"type":"authentication_error","code":"invalid_api_key"}}')
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def token(secret, claims, header=None, sign=True):
-    h = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
-    p = b64(json.dumps(claims).encode())
-    if not sign:
-        return "%s.%s." % (h, p)
-    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
-                   hashlib.sha256).digest()
-    return "%s.%s.%s" % (h, p, b64(mac))
+b64 = ks.b64url
+token = ks.jwt_token
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
-from test_api_keys import on_every_worker, served_by
+from keygate_stack import on_every_worker, served_by
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")

@@ -329,6 +329,75 @@ slurp(const char *rel)
 	return buf;
 }
 
+/*
+ * authorize is repeatable: each line adds a rule; the longest prefix
+ * decides, a rule naming the method wins a tie, no rule covers the rest;
+ * a bad rule names its file and line; the environment replaces them all.
+ */
+static void
+test_authorize_rules(void **state)
+{
+	const struct config_authz_rule *r;
+	struct config	*c;
+	char		 err[256], want[256];
+	size_t		 i;
+	static const struct {
+		const char	*text;
+		const char	*msg;
+	} bad[] = {
+		{ "authorize = reports/ reports:read\n",
+		  "authorize: the prefix \"reports/\" does not start with '/'" },
+		{ "authorize = /reports/ api_keys:delete\n",
+		  "authorize: /reports/: \"api_keys:delete\" is not a scope "
+		  "(resource:action)" },
+		{ "authorize = /reports/\n",
+		  "authorize: expected \"[METHOD] /PREFIX SCOPE\"" },
+		{ "authorize = get /r/ reports:read\n",
+		  "authorize: \"get\" is not a method such as GET" },
+		{ "authorize = /r/ reports:read\nauthorize = /r/ reports:list\n",
+		  "authorize: /r/: a second rule for the same prefix" },
+	};
+
+	(void)state;
+	c = load("authorize = /reports/ reports:read\n"
+	    "authorize = /reports/private/ reports:admin\n"
+	    "workers = 2\n"
+	    "authorize = POST /reports/ reports:write\n", err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(c->authorize.n, 3);
+	r = config_authz_find(c, "GET", "/reports/q3.csv");
+	assert_non_null(r);
+	assert_string_equal(r->scope, "reports:read");
+	r = config_authz_find(c, "POST", "/reports/q3.csv");
+	assert_non_null(r);
+	assert_string_equal(r->scope, "reports:write");
+	r = config_authz_find(c, "POST", "/reports/private/x");
+	assert_non_null(r);
+	assert_string_equal(r->scope, "reports:admin");
+	assert_null(config_authz_find(c, "GET", "/reports"));
+	assert_null(config_authz_find(c, "GET", "/admin/"));
+
+	setenv("KEYGATE_AUTHORIZE", "/a/ reports:read; /b/ models:read", 1);
+	config_free(c);
+	c = load("authorize = /reports/ reports:read\n", err, sizeof(err));
+	unsetenv("KEYGATE_AUTHORIZE");
+	assert_non_null(c);
+	assert_int_equal(c->authorize.n, 2);
+	assert_null(config_authz_find(c, "GET", "/reports/x"));
+	r = config_authz_find(c, "GET", "/b/x");
+	assert_non_null(r);
+	assert_string_equal(r->scope, "models:read");
+	config_free(c);
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = load(bad[i].text, err, sizeof(err));
+		assert_null(c);
+		snprintf(want, sizeof(want), "%s:%d: %s", path,
+		    strchr(bad[i].text, '\n')[1] != '\0' ? 2 : 1, bad[i].msg);
+		assert_string_equal(err, want);
+	}
+}
+
 /* Every setting is documented in the manual and the example config. */
 static void
 test_every_key_is_documented(void **state)
@@ -365,6 +434,7 @@ main(void)
 		cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_restart_needed),
 		cmocka_unit_test(test_upstreams),
+		cmocka_unit_test(test_authorize_rules),
 		cmocka_unit_test(test_every_key_is_documented),
 	};
 

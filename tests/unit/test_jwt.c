@@ -136,7 +136,7 @@ test_refused_algs_and_shapes(void **state)
 	    JWT_BAD_SIGNATURE);
 	/* Unknown scopes and a bad tenant are bad claims. */
 	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":\"" TENANT
-	    "\",\"exp\":2000000100,\"scopes\":[\"root:all\"]}", &c),
+	    "\",\"exp\":2000000100,\"scopes\":[\"api_keys:all\"]}", &c),
 	    JWT_BAD_CLAIMS);
 	assert_int_equal(check("{\"sub\":\"s\",\"tenant_id\":\"acme\","
 	    "\"exp\":2000000100}", &c), JWT_BAD_CLAIMS);

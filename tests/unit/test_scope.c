@@ -22,7 +22,14 @@ test_valid(void **state)
 	assert_false(scope_valid("embeddings:read"));
 	assert_false(scope_valid("api_keys"));
 	assert_false(scope_valid("api_keys:delete"));
-	assert_false(scope_valid("api:*"));
+	assert_true(scope_valid("metrics:read"));
+	/* A guarded service's own scopes, and wildcards over them. */
+	assert_true(scope_valid("reports:read"));
+	assert_true(scope_valid("reports:*"));
+	assert_false(scope_valid("Reports:read"));
+	assert_false(scope_valid("reports:"));
+	assert_false(scope_valid("reports:read:all"));
+	assert_false(scope_valid("roles:delete"));
 	assert_false(scope_valid("*:read"));
 	assert_false(scope_valid(""));
 }
