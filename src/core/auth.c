@@ -189,6 +189,7 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 		memcpy(p->role_id, e->role_id, sizeof(p->role_id));
 		p->rate_limit_max = e->rate_limit_max;
 		p->rate_limit_window = e->rate_limit_window;
+		p->until = e->until;
 		now = clock_mono();
 		if (now >= e->next_touch) {
 			p->touch = true;

@@ -117,11 +117,15 @@ static const struct {
 	  "SELECT count(*) FROM api_keys WHERE tenant_id = $1::uuid AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL AND "
 	  "(expires_at IS NULL OR expires_at > now())" },
+	/*
+	 * A role a key of tenant $2 may take, as caller $3 sees it: global,
+	 * or of a tenant on $2's path that is also in $3's subtree.
+	 */
 	[STMT_ROLE_SCOPES] = { "role_scopes",
 	  "SELECT array_to_string(r.scopes, ',') FROM roles r "
 	  "WHERE r.id = $1::uuid AND (r.tenant_id IS NULL OR EXISTS "
 	  "(SELECT 1 FROM tenants t WHERE t.id = $2::uuid AND "
-	  "r.tenant_id = ANY(t.path)))" },
+	  "r.tenant_id = ANY(t.path))) AND " ROLE_VISIBLE("$3::uuid") },
 	[STMT_KEY_GET] = { "key_get",
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE k.id = $1::uuid AND $2::uuid = ANY(t.path)" },
@@ -317,11 +321,22 @@ static const struct {
 	 * costs the same index range scan as the first.  Rows without a
 	 * tenant (operator actions) are not shown through the API.
 	 */
+	/*
+	 * Who acted, and from where, is shown only when the actor is a key of
+	 * the caller's subtree (or the caller is the root tenant, which has no
+ * parent): an
+	 * ancestor's key ids and addresses are not a descendant's to see.
+	 */
 	[STMT_AUDIT_LIST] = { "audit_list",
 	  "SELECT a.id, " TS("a.created_at") ", coalesce(a.tenant_id::text, "
-	  "''), coalesce(a.actor_key_id::text, ''), a.actor, a.action, "
-	  "a.target_type, a.target_id, a.request_id, a.client_addr, "
-	  "a.details::text FROM audit_log a JOIN tenants t ON t.id = "
+	  "''), CASE WHEN v.shown THEN coalesce(a.actor_key_id::text, '') "
+	  "ELSE '' END, CASE WHEN v.shown THEN a.actor END, a.action, "
+	  "a.target_type, a.target_id, a.request_id, CASE WHEN v.shown THEN "
+	  "a.client_addr END, a.details::text FROM audit_log a "
+	  "CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM tenants ct "
+	  "WHERE ct.id = $1::uuid AND ct.parent_id IS NULL) OR EXISTS (SELECT 1 FROM api_keys ak JOIN tenants kt ON kt.id = "
+	  "ak.tenant_id WHERE ak.id = a.actor_key_id AND $1::uuid = "
+	  "ANY(kt.path)) AS shown) v JOIN tenants t ON t.id = "
 	  "a.tenant_id WHERE t.path @> ARRAY[$1::uuid] "
 	  "AND ($2::text IS NULL OR a.action = $2) "
 	  "AND ($3::uuid IS NULL OR a.actor_key_id = $3::uuid) "

@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -22,6 +23,30 @@ http_method_parse(const char *s)
 		if (strcmp(s, http_method_names[m]) == 0)
 			return (enum http_method)m;
 	return METHOD__MAX;
+}
+
+/*
+ * Writes a UUID segment in its one canonical form, lower case, so that
+ * every handler compares ids as UUIDs, not as the text the client chose:
+ * "0000...0001" and "0000...0001" in capitals are the same tenant.  Any
+ * other segment is left as it came.
+ */
+static void
+canonical_id(char *s)
+{
+	size_t	 i;
+
+	for (i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return;
+		} else if (!isxdigit((unsigned char)s[i]))
+			return;
+	}
+	if (s[36] != '\0')
+		return;
+	for (i = 0; i < 36; i++)
+		s[i] = (char)tolower((unsigned char)s[i]);
 }
 
 /*
@@ -73,6 +98,7 @@ router_match(const struct route *table, size_t n, const char *method,
 		any = true;
 		if (table[i].method == m) {
 			(void)match(table[i].pattern, path, param, paramsz);
+			canonical_id(param);
 			*route = &table[i];
 			return ROUTE_FOUND;
 		}

@@ -39,7 +39,8 @@ enum route_result {
 
 /*
  * Looks path up in table.  On ROUTE_FOUND *route is set and the {id}
- * segment, if any, copied to param (truncated segments do not match); on
+ * segment, if any, copied to param (truncated segments do not match), a
+ * UUID in lower case whatever case it was sent in; on
  * ROUTE_METHOD_NOT_ALLOWED allow holds the methods that would have matched,
  * e.g. "GET, DELETE".
  */

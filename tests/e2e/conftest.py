@@ -5,6 +5,9 @@
     stack       keygated (3 workers, migrated, dev key seeded) behind
                 lighttpd over the shared cluster, shared by a test module
     make_stack  a factory for a test's own stack, on its own database
+    pooled_stack  a stack on its own database whose providers are a
+                mock_llm.MockLLM (the module's `llm`) and whose operator
+                pool key is ks.POOL_KEY
     make_keygated  a factory for a bare keygated (no lighttpd)
     fresh_database  a new, empty database in the shared cluster
     own_pg      a test's own PostgreSQL cluster, for tests that stop it
@@ -19,6 +22,7 @@ import time
 import pytest
 
 import keygate_stack as ks
+import mock_llm
 
 
 def pytest_report_header(config):
@@ -74,6 +78,24 @@ def pg(workdir):
 @pytest.fixture(scope="module")
 def stack(workdir, pg):
     s = ks.Stack(workdir.subdir("kg"), pg, workers=3)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """mock_llm.MockLLM, one for the module."""
+    m = mock_llm.MockLLM()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def pooled_stack(workdir, pg, llm):
+    cfg = dict(llm.config())
+    cfg.update(validate_llm_keys="false", pool_openrouter_key=ks.POOL_KEY,
+               workers=2)
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname("pool"), **cfg)
     yield s
     s.close()
 

@@ -54,6 +54,8 @@ SQL_DIR = os.path.join(SRCDIR, "sql")
 LIGHTTPD_CONF = os.path.join(SRCDIR, "fcgi", "lighttpd.conf")
 
 DEV_KEY = "kg_dev_local_default_tenant_do_not_use_in_production"
+# The operator's pool key of conftest's pooled_stack.
+POOL_KEY = "sk-or-v1-pool" + secrets.token_hex(24)
 
 # Environment variables that keygated reads as configuration.  They are
 # stripped from the environment of every process started here, so that a
