@@ -218,6 +218,9 @@ auth_jwt(struct db *db, const struct config *cfg, const char *token,
 	enum auth_result rc = AUTH_INVALID;
 
 	memset(p, 0, sizeof(*p));
+	/* No jwt_secret, no tokens: there is no fallback secret. */
+	if (cfg->jwt_secret[0] == '\0')
+		return AUTH_INVALID;
 	if (jwt_verify(token, cfg->jwt_secret, cfg->jwt_leeway, time(NULL),
 	    &c) != JWT_OK)
 		return AUTH_INVALID;

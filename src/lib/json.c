@@ -142,8 +142,43 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 			json_object_put(obj);
 		obj = NULL;
 	}
+	/* The tokener's scratch buffer held the last string it read. */
+	if (tok->pb != NULL && tok->pb->buf != NULL)
+		explicit_bzero(tok->pb->buf, (size_t)tok->pb->size);
 	json_tokener_free(tok);
 	return obj;
+}
+
+void
+json_wipe(struct json_object *o)
+{
+	union { const char *ro; char *rw; } str;
+	size_t	 i, n;
+
+	switch (json_object_get_type(o)) {
+	case json_type_string:
+		/* json-c hands out its own buffer, inline or allocated. */
+		str.ro = json_object_get_string(o);
+		explicit_bzero(str.rw, (size_t)json_object_get_string_len(o));
+		break;
+	case json_type_array:
+		n = json_object_array_length(o);
+		for (i = 0; i < n; i++)
+			json_wipe(json_object_array_get_idx(o, i));
+		break;
+	case json_type_object: {
+		json_object_object_foreach(o, name, member) {
+			(void)name;
+			json_wipe(member);
+		}
+		break;
+	}
+	case json_type_null:
+	case json_type_boolean:
+	case json_type_double:
+	case json_type_int:
+		break;
+	}
 }
 
 const char *

@@ -35,6 +35,12 @@ bool		 json_get(struct json_object *o, const char *k,
 const char	*json_get_str(struct json_object *o, const char *k);
 /* A new string object: json_object_new_string, shorter. */
 struct json_object *json_str(const char *);
+/*
+ * Overwrites every string in o and below it with zeros, before o is put:
+ * a body that carried an API key or a provider key leaves none behind in
+ * freed memory.  NULL is accepted; o is unusable after.
+ */
+void		 json_wipe(struct json_object *o);
 /* The compact text of an object; borrowed from the object. */
 const char	*json_text(struct json_object *, size_t *len);
 

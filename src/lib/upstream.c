@@ -237,6 +237,8 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		curl_easy_reset(h);
 	else
 		curl_easy_cleanup(h);
+	for (tmp = hdrs; tmp != NULL; tmp = tmp->next)
+		explicit_bzero(tmp->data, strlen(tmp->data));
 	curl_slist_free_all(hdrs);
 	return res;
 }
