@@ -10,7 +10,9 @@
 
 #include "lib/clock.h"
 #include "api/api.h"
+#include "core/apikey.h"
 #include "core/auth.h"
+#include "core/authfail.h"
 #include "core/jwt.h"
 #include "core/keycache.h"
 #include "core/keys.h"
@@ -34,6 +36,7 @@
 /* A worker's API state, kept across requests. */
 struct api_state {
 	struct principal principal;		/* the current caller */
+	struct af_shared *failures;		/* shared; NULL = this worker */
 	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
 	int		 ntouch;
 	double		 last_touch;		/* monotonic s */
@@ -53,16 +56,27 @@ limits_offset(void)
 	return (keycache_shared_size() + a - 1) / a * a;
 }
 
+/* Then the failed authentications. */
+static size_t
+failures_offset(void)
+{
+	size_t	 a = alignof(max_align_t);
+
+	return (limits_offset() + rl_shared_size() + a - 1) / a * a;
+}
+
 static size_t
 api_shared_size(void)
 {
-	return limits_offset() + rl_shared_size();
+	return failures_offset() + af_shared_size();
 }
 
 static int
 api_shared_init(void *p)
 {
-	if (keycache_shared_init(p) == -1)
+	if (keycache_shared_init(p) == -1 ||
+	    af_shared_init((struct af_shared *)((char *)p +
+	    failures_offset())) == -1)
 		return -1;
 	return rl_shared_init((struct rl_shared *)((char *)p +
 	    limits_offset()));
@@ -108,6 +122,8 @@ api_start(struct worker *w)
 	if (w->shared != NULL) {
 		w->limits = (struct rl_shared *)((char *)w->shared +
 		    limits_offset());
+		((struct api_state *)w->app_data)->failures =
+		    (struct af_shared *)((char *)w->shared + failures_offset());
 		w->keys = keycache_new(w->shared);
 	} else
 		w->keys = keycache_new(NULL);
@@ -130,6 +146,8 @@ api_start(struct worker *w)
 		    "memory");
 		return -1;
 	}
+	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
+	    w->cfg->database_lock_timeout * 1000);
 	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
 		log_error("db_listen: keygate_cache: refused");
 		return -1;
@@ -283,14 +301,7 @@ api_stop(struct worker *w)
 static void
 unavailable(struct request *req, unsigned flags)
 {
-	if (flags & ROUTE_VAULT) {
-		if (http_header(req, "Retry-After", "5") == -1)
-			log_error("http_header: adding Retry-After: out of "
-			    "memory");
-		http_error(req, ERR_VAULT_UNAVAILABLE,
-		    "Vault connection unavailable - cannot store keys");
-	} else
-		http_unavailable(req);
+	api_db_unavailable(req, (flags & ROUTE_VAULT) != 0);
 }
 
 /*
@@ -340,8 +351,52 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 }
 
 /*
+ * Who failed to authenticate: the client's address, and the lookup
+ * prefix of a credential shaped like a key ("" when it is not).
+ */
+static void
+failure_subjects(const struct config *cfg, struct request *req,
+    const char *cred, char addr[80], char prefix[80])
+{
+	struct apikey_parts parts;
+
+	snprintf(addr, 80, "a:%.64s", req->remote_addr);
+	prefix[0] = '\0';
+	if (!jwt_looks_like(cred) &&
+	    apikey_parse(cred, cfg->key_brand, &parts) == 0)
+		snprintf(prefix, 80, "p:%s", parts.prefix);
+}
+
+/*
+ * A client address or key prefix that failed auth_failures_max times in
+ * the window is refused before any database work: 429 and -1.
+ */
+static int
+failures_refused(struct worker *w, struct request *req, const char *addr,
+    const char *prefix)
+{
+	struct api_state *st = w->app_data;
+	time_t		 now = time(NULL);
+	int		 wait;
+
+	wait = af_refused(st->failures, addr, w->cfg->auth_failures_max,
+	    w->cfg->auth_failures_window, now);
+	if (wait == 0 && prefix[0] != '\0')
+		wait = af_refused(st->failures, prefix,
+		    w->cfg->auth_failures_max, w->cfg->auth_failures_window,
+		    now);
+	if (wait == 0)
+		return 0;
+	if (http_header(req, "Retry-After", "%d", wait) == -1)
+		log_error("http_header: adding Retry-After: out of memory");
+	http_error(req, ERR_RATE_LIMITED, "Too many failed authentications; "
+	    "retry in %d seconds.", wait);
+	return -1;
+}
+
+/*
  * Authenticates the caller and checks the route's scope.  0, or -1 after
- * answering 401, 403 or 503.
+ * answering 401, 403, 429 or 503.
  */
 static int
 authorize(struct worker *w, struct request *req, const char *scope,
@@ -349,6 +404,7 @@ authorize(struct worker *w, struct request *req, const char *scope,
 {
 	struct api_state *st = w->app_data;
 	const char	*cred;
+	char		 addr[80], prefix[80];
 
 	cred = auth_credential(request_param(req, "HTTP_AUTHORIZATION"),
 	    request_param(req, "HTTP_X_API_KEY"));
@@ -357,6 +413,9 @@ authorize(struct worker *w, struct request *req, const char *scope,
 		    "Authorization: Bearer <key> or X-API-Key: <key>.");
 		return -1;
 	}
+	failure_subjects(w->cfg, req, cred, addr, prefix);
+	if (failures_refused(w, req, addr, prefix) == -1)
+		return -1;
 	switch (jwt_looks_like(cred) ?
 	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
 	    auth_key(w->db, w->cfg, w->keys, cred, &st->principal)) {
@@ -368,6 +427,11 @@ authorize(struct worker *w, struct request *req, const char *scope,
 	case AUTH_MISSING:
 	case AUTH_INVALID:
 	case AUTH_RESULT__MAX:
+		af_count(st->failures, addr, w->cfg->auth_failures_window,
+		    time(NULL));
+		if (prefix[0] != '\0')
+			af_count(st->failures, prefix,
+			    w->cfg->auth_failures_window, time(NULL));
 		http_error(req, ERR_INVALID_API_KEY, "Invalid API key.");
 		return -1;
 	}

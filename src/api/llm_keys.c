@@ -31,10 +31,7 @@ static const char *const body_fields[PROVIDER__MAX + 1] = {
 static void
 vault_unavailable(struct request *req)
 {
-	if (http_header(req, "Retry-After", "5") == -1)
-		log_error("http_header: adding Retry-After: out of memory");
-	http_error(req, ERR_VAULT_UNAVAILABLE,
-	    "Vault connection unavailable - cannot store keys");
+	api_db_unavailable(req, true);
 }
 
 /* A failed database call inside the vault routes. */

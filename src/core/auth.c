@@ -119,7 +119,8 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 	 * down.
 	 */
 	if (kc != NULL && db_poll(db) == 0 &&
-	    (*e = keycache_get(kc, prefix, now)) != NULL)
+	    ((*e = keycache_get(kc, prefix, now)) != NULL ||
+	    keycache_miss_get(kc, prefix, now)))
 		return AUTH_OK;
 	if (kc != NULL)
 		gen = keycache_token(kc);
@@ -136,7 +137,8 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 			memset(*e, 0, sizeof(**e));
 			*e = NULL;
 		}
-	}
+	} else if (kc != NULL)
+		keycache_miss_put(kc, prefix, now, gen);
 	db_res_free(res);
 	return AUTH_OK;
 }

@@ -486,6 +486,7 @@ struct db {
 	PGconn		*conn;		/* NULL = not connected */
 	char		*conninfo;	/* secret: may hold a password */
 	char		 timeout[16];	/* connect_timeout, s */
+	char		 options[80];	/* -c settings of every session */
 	char		*appname;
 	bool		 prepared[STMT__MAX]; /* on this connection */
 	bool		 in_tx;		/* between db_begin and commit */
@@ -540,6 +541,23 @@ disconnect(struct db *db)
 	db->conn = NULL;
 	db->in_tx = false;
 	memset(db->prepared, 0, sizeof(db->prepared));
+}
+
+void
+db_set_timeouts(struct db *db, int statement_ms, int lock_ms)
+{
+	snprintf(db->options, sizeof(db->options), "-c statement_timeout=%d "
+	    "-c lock_timeout=%d", statement_ms, lock_ms);
+	/* The next statement connects again, with them. */
+	disconnect(db);
+}
+
+bool
+db_timed_out(const struct db *db)
+{
+	return db->status == DB_UNAVAILABLE &&
+	    (strcmp(db->sqlstate, "57014") == 0 ||
+	    strcmp(db->sqlstate, "55P03") == 0);
 }
 
 void
@@ -704,9 +722,10 @@ db_connect(struct db *db)
 	 */
 	const char *const kw[] = { "connect_timeout", "application_name",
 	    "keepalives", "keepalives_idle", "keepalives_interval",
-	    "keepalives_count", "tcp_user_timeout", "dbname", NULL };
+	    "keepalives_count", "tcp_user_timeout", "options", "dbname",
+	    NULL };
 	const char *const val[] = { db->timeout, db->appname, "1", "5", "2",
-	    "3", "10000", db->conninfo, NULL };
+	    "3", "10000", db->options, db->conninfo, NULL };
 	double	 now;
 
 	if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
@@ -756,6 +775,15 @@ note_failure(struct db *db, const PGresult *res)
 	    res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL,
 	    res != NULL ? PQresultErrorMessage(res) :
 	    PQerrorMessage(db->conn));
+	/*
+	 * A statement or lock timeout (or a cancel) is the server being
+	 * unable to answer in time, not a wrong statement: the caller
+	 * answers 503 as for a server that is down, on a connection that
+	 * still works.
+	 */
+	if (strcmp(db->sqlstate, "57014") == 0 ||
+	    strcmp(db->sqlstate, "55P03") == 0)
+		db->status = DB_UNAVAILABLE;
 }
 
 static int

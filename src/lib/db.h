@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 6
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -144,6 +144,15 @@ int		 db_poll(struct db *);
 int		 db_prepare_all(struct db *) __attribute__((warn_unused_result));
 /* The outcome of the last call. */
 enum db_status	 db_status(const struct db *);
+/*
+ * Sets statement_timeout and lock_timeout (ms, 0 = none) for every
+ * session from now on; the current one, if any, is closed.  A statement
+ * that runs into either fails with DB_UNAVAILABLE, on a connection that
+ * stays usable, and db_timed_out() says so.
+ */
+void		 db_set_timeouts(struct db *, int statement_ms, int lock_ms);
+/* True when the last failure was a statement or lock timeout. */
+bool		 db_timed_out(const struct db *);
 /* The SQLSTATE of the last DB_ERROR ("" when none). */
 const char	*db_sqlstate(const struct db *);
 /* The server's message for the last failure; never contains parameters. */

@@ -55,6 +55,8 @@ struct config {
 	int		 shutdown_timeout;	/* s */
 	char		*database_url;		/* libpq conninfo or URI */
 	int		 database_connect_timeout; /* s */
+	int		 database_statement_timeout; /* s a statement may run */
+	int		 database_lock_timeout;	/* s a statement waits for a lock */
 	enum config_mode mode;
 	char		*hmac_secret;		/* secret */
 	char		*jwt_secret;		/* secret */
@@ -65,6 +67,8 @@ struct config {
 	bool		 rate_limiting;	/* count requests against limits */
 	long		 rate_limit_max;
 	int		 rate_limit_window;	/* s */
+	long		 auth_failures_max;	/* per address or prefix, 0 = off */
+	int		 auth_failures_window;	/* s */
 	long		 max_active_keys_per_tenant; /* 0 = unlimited */
 	int		 dormant_disable_days;	/* 0 = never */
 	bool		 validate_llm_keys;

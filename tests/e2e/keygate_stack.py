@@ -449,6 +449,13 @@ class PgCluster:
         self._lockers.append(lock)
         return lock
 
+    def hold_rows(self, table, where, dbname=None):
+        """Opens a session holding the rows of `table` that match `where`
+        (SELECT ... FOR UPDATE) until the returned TableLock is released."""
+        lock = TableLock(self, table, dbname or self.dbname, where=where)
+        self._lockers.append(lock)
+        return lock
+
     def close(self):
         for lock in self._lockers:
             lock.release()
@@ -470,9 +477,10 @@ class PgCluster:
 
 
 class TableLock:
-    """A psql session inside a transaction holding a table lock."""
+    """A psql session inside a transaction holding a table lock, or with
+    `where`, the lock of the rows that match."""
 
-    def __init__(self, pg, table, dbname):
+    def __init__(self, pg, table, dbname, where=None):
         self.pg = pg
         argv = [os.path.join(pg.bindir, "psql"), "-X", "-q",
                 "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir,
@@ -481,6 +489,19 @@ class TableLock:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
                                      env=clean_env(), start_new_session=True)
+        if where is not None:
+            self.proc.stdin.write(
+                ("SET application_name = 'e2e-rows';\nBEGIN;\n"
+                 "SELECT 1 FROM %s WHERE %s FOR UPDATE;\n"
+                 "SELECT 'e2e-rows-held';\n" % (table, where)).encode())
+            self.proc.stdin.flush()
+            wait_until(lambda: pg.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE "
+                "application_name = 'e2e-rows' AND state = "
+                "'idle in transaction' AND query LIKE '%%e2e-rows-held%%'",
+                dbname=dbname) == "1", 10, what="the rows of %s" % table)
+            self.dbname = dbname
+            return
         self.proc.stdin.write(
             ("SET application_name = 'e2e-lock';\n"
              "BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n"
@@ -540,6 +561,9 @@ def default_config(workdir, conninfo):
         # rate limits set their own.
         ("rate_limit_max", 100000),
         ("rate_limit_window", "1 second"),
+        # Likewise with bad credentials; the tests about failed
+        # authentications set their own limit.
+        ("auth_failures_max", 1000000),
         # Gateway tests are about routing and translation; the ones about
         # credits turn charging on.
         ("credits_enforce", "false"),
@@ -1516,6 +1540,22 @@ class Stack:
     def close(self):
         self.web.close()
         self.kg.close()
+
+
+def statement_calls(stack, fragment):
+    """How many times the stack's database has run the statements whose
+    text holds `fragment`, as PostgreSQL counts them (pg_stat_statements)."""
+    stack.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    rows = stack.psql("SELECT coalesce(sum(calls), 0) FROM "
+                      "pg_stat_statements WHERE dbid = (SELECT oid FROM "
+                      "pg_database WHERE datname = current_database()) AND "
+                      "query LIKE '%%%s%%'" % fragment.replace("'", "''"))
+    return int(rows[0][0])
+
+
+def key_lookups(stack):
+    """How many times keygated has looked an API key up."""
+    return statement_calls(stack, "OR k.prev_key_prefix = $1")
 
 
 def auth(key=DEV_KEY):
