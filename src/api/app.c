@@ -511,6 +511,11 @@ read_json(struct worker *w, struct request *req)
 		    ERR_INVALID_JSON, "%s", err);
 		return -1;
 	}
+	if (json_values_portable(req->body.data, req->body.len, req->json, err,
+	    sizeof(err)) == -1) {
+		http_error(req, ERR_INVALID_JSON, "%s", err);
+		return -1;
+	}
 	return 0;
 }
 
