@@ -219,51 +219,62 @@ static const struct {
 	[STMT_TENANT_DEACTIVATE] = { "tenant_deactivate",
 	  "UPDATE tenants SET active = false, updated_at = now() "
 	  "WHERE path @> ARRAY[$1::uuid] AND active RETURNING id" },
-	[STMT_TENANT_EXPORT] = { "tenant_export",
-	  "WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
+	/*
+	 * A subtree's export, part by part, one JSON object a row: the
+	 * handler streams each part as PostgreSQL sends it.
+	 */
+#define EXPORT_SUB \
+	"WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
+	[STMT_EXPORT_TENANTS] = { "export_tenants", EXPORT_SUB
 	  "SELECT json_build_object("
-	  "'tenant_id', $1::uuid, "
-	  "'exported_at', " TS("now()") ", "
-	  "'tenants', (SELECT coalesce(json_agg(json_build_object("
 	  "'id', t.id, 'parent_id', t.parent_id, 'name', t.name, "
 	  "'path', t.path, 'active', t.active, "
 	  "'credits_balance', t.credits_balance, "
-	  "'metadata', t.metadata, 'created_at', t.created_at) "
-	  "ORDER BY cardinality(t.path), t.created_at), '[]') "
-	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub)), "
-	  "'api_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'metadata', t.metadata, 'created_at', t.created_at)::text "
+	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub) "
+	  "ORDER BY cardinality(t.path), t.created_at" },
+	[STMT_EXPORT_KEYS] = { "export_keys", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, "
 	  "'env', k.env, 'key_prefix', k.key_prefix, 'last4', k.last4, "
 	  "'scopes', k.scopes, 'role_id', k.role_id, "
 	  "'expires_at', k.expires_at, 'revoked_at', k.revoked_at, "
 	  "'disabled_at', k.disabled_at, 'last_used_at', k.last_used_at, "
-	  "'created_at', k.created_at) ORDER BY k.created_at, k.id), '[]') "
-	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub)), "
-	  "'roles', (SELECT coalesce(json_agg(json_build_object("
+	  "'created_at', k.created_at)::text "
+	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY k.created_at, k.id" },
+	[STMT_EXPORT_ROLES] = { "export_roles", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', r.id, 'tenant_id', r.tenant_id, 'name', r.name, "
-	  "'description', r.description, 'scopes', r.scopes) "
-	  "ORDER BY r.created_at), '[]') FROM roles r "
-	  "WHERE r.tenant_id IN (SELECT id FROM sub)), "
-	  "'llm_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'description', r.description, 'scopes', r.scopes)::text "
+	  "FROM roles r WHERE r.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY r.created_at" },
+	[STMT_EXPORT_LLM_KEYS] = { "export_llm_keys", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'tenant_id', l.tenant_id, 'provider', l.provider, "
 	  "'last_validated_at', l.last_validated_at, "
-	  "'updated_at', l.updated_at) ORDER BY l.tenant_id, l.provider), "
-	  "'[]') FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub)), "
-	  "'usage', (SELECT coalesce(json_agg(json_build_object("
+	  "'updated_at', l.updated_at)::text "
+	  "FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY l.tenant_id, l.provider" },
+	[STMT_EXPORT_USAGE] = { "export_usage", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'request_id', u.request_id, 'tenant_id', u.tenant_id, "
 	  "'api_key_id', u.api_key_id, 'provider', u.provider, "
 	  "'model', u.model, 'prompt_tokens', u.prompt_tokens, "
 	  "'completion_tokens', u.completion_tokens, "
 	  "'credits_charged', u.credits_charged, "
-	  "'created_at', u.created_at) ORDER BY u.id), '[]') FROM usage u "
-	  "WHERE u.tenant_id IN (SELECT id FROM sub)), "
-	  "'audit_log', (SELECT coalesce(json_agg(json_build_object("
+	  "'created_at', u.created_at)::text "
+	  "FROM usage u WHERE u.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY u.id" },
+	[STMT_EXPORT_AUDIT] = { "export_audit", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', a.id, 'created_at', a.created_at, 'tenant_id', a.tenant_id, "
 	  "'actor_key_id', a.actor_key_id, 'actor', a.actor, "
 	  "'action', a.action, 'target_type', a.target_type, "
 	  "'target_id', a.target_id, 'request_id', a.request_id, "
-	  "'details', a.details) ORDER BY a.id), '[]') FROM audit_log a "
-	  "WHERE a.tenant_id IN (SELECT id FROM sub)))::text" },
+	  "'details', a.details)::text "
+	  "FROM audit_log a WHERE a.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY a.id" },
 	/*
 	 * Keys go before roles (they reference them) and tenants last, all
 	 * in one statement so the self-referencing parent_id is checked
@@ -909,6 +920,68 @@ int
 db_exec_script(struct db *db, const char *sql)
 {
 	return simple(db, sql);
+}
+
+int
+db_each_row(struct db *db, enum stmt s, int n, const char *const *params,
+    int (*fn)(void *arg, const struct db_res *row), void *arg)
+{
+	PGresult	*res;
+	PGcancel	*cancel;
+	char		 why[256];
+	int		 rc = 0;
+
+	if (db_connect(db) == -1 || prepare(db, s) == -1)
+		return -1;
+	if (PQsendQueryPrepared(db->conn, stmts[s].name, n, params, NULL, NULL,
+	    0) == 0 || PQsetSingleRowMode(db->conn) == 0) {
+		note_failure(db, NULL);
+		while ((res = PQgetResult(db->conn)) != NULL)
+			PQclear(res);
+		return -1;
+	}
+	db->status = DB_OK;
+	/* Every result is read, whatever happens: the connection is reused. */
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		switch (PQresultStatus(res)) {
+		case PGRES_SINGLE_TUPLE:
+			if (rc == 0 && fn(arg, (const struct db_res *)res) == -1) {
+				rc = 1;
+				if ((cancel = PQgetCancel(db->conn)) != NULL) {
+					(void)PQcancel(cancel, why, sizeof(why));
+					PQfreeCancel(cancel);
+				}
+			}
+			break;
+		case PGRES_TUPLES_OK:
+			db->last_answer = clock_mono();
+			break;
+		default:
+			/* The cancel we asked for is no failure. */
+			if (rc == 0) {
+				note_failure(db, res);
+				rc = -1;
+			}
+			break;
+		}
+		PQclear(res);
+	}
+	drain(db);
+	if (rc == 0 && PQstatus(db->conn) != CONNECTION_OK) {
+		note_failure(db, NULL);
+		rc = -1;
+	}
+	return rc;
+}
+
+int
+db_begin_snapshot(struct db *db)
+{
+	if (simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ==
+	    -1)
+		return -1;
+	db->in_tx = true;
+	return 0;
 }
 
 int

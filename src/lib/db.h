@@ -48,7 +48,12 @@ enum stmt {
 	STMT_TENANT_LIST,	/* (caller, cursor, limit) -> TENANT_COLS */
 	STMT_TENANT_UPDATE,	/* (id, caller, name set, name) -> id */
 	STMT_TENANT_DEACTIVATE,	/* (id) -> ids of the subtree */
-	STMT_TENANT_EXPORT,	/* (id) -> one JSON document */
+	STMT_EXPORT_TENANTS,	/* (id) -> one JSON object a row, for */
+	STMT_EXPORT_KEYS,	/*   each part of a subtree's export */
+	STMT_EXPORT_ROLES,
+	STMT_EXPORT_LLM_KEYS,
+	STMT_EXPORT_USAGE,
+	STMT_EXPORT_AUDIT,
 	STMT_TENANT_PURGE,	/* (id) -> counts as JSON */
 	STMT_ROLE_INSERT,	/* (tenant or NULL, name, description,
 				    scopes) -> id */
@@ -176,6 +181,23 @@ int		 db_exec(struct db *, enum stmt, int nparams,
 int		 db_exec_script(struct db *, const char *)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Runs a prepared statement and hands its rows to fn one at a time, as
+ * PostgreSQL sends them (libpq's single-row mode), so that a result of
+ * any size takes the memory of one row.  The row is borrowed for the
+ * call (row 0 of it).  fn returns 0 to go on, -1 to stop: the statement
+ * is then cancelled.  0 when every row was handed over, 1 when fn
+ * stopped, -1 on a failure with db_status() set.
+ */
+int		 db_each_row(struct db *, enum stmt, int nparams,
+		    const char *const *params,
+		    int (*fn)(void *arg, const struct db_res *row), void *arg)
+		    __attribute__((warn_unused_result));
+/*
+ * Begins a transaction that reads one snapshot of the database and
+ * writes nothing (REPEATABLE READ, READ ONLY).  0, or -1.
+ */
+int		 db_begin_snapshot(struct db *) __attribute__((warn_unused_result));
 int		 db_begin(struct db *) __attribute__((warn_unused_result));
 int		 db_commit(struct db *) __attribute__((warn_unused_result));
 /* Rolls back if a transaction is open; safe to call after a failure. */

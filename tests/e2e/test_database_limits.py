@@ -121,3 +121,36 @@ def test_failed_authentications_are_limited(make_stack):
         assert "failed authentications" in err["message"]
         assert 0 < int(resp.headers["retry-after"]) <= 86400
     assert ks.key_lookups(s) == before
+
+
+def worker_peak_kib(stack):
+    (pid,) = stack.kg.wait_workers(1)
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for worker %d" % pid)
+
+
+def test_export_streams_in_bounded_memory(make_stack):
+    """A subtree's export far larger than a worker's memory grows by."""
+    s = make_stack(workers=1)
+    tenant = new_tenant(s)
+    rows = 30000
+    s.psql("INSERT INTO usage (tenant_id, request_id, provider, model, "
+           "key_source) SELECT '%s', 'e2e-export-' || n, 'openai', "
+           "repeat('m', 1000), 'user' FROM generate_series(1, %d) n"
+           % (tenant, rows))
+    path = "/v1/tenants/%s/export" % tenant
+    # Once small, so that what every request needs is already counted.
+    assert s.get("/v1/tenants/%s/export" % new_tenant(s),
+                 headers=auth(DEV_KEY), timeout=60).status == 200
+    before = worker_peak_kib(s)
+    resp = s.get(path, headers=auth(DEV_KEY), timeout=120)
+    assert resp.status == 200, resp.body[:300]
+    assert len(resp.body) > 30 * 1024 * 1024
+    assert resp.json["tenant_id"] == tenant
+    assert len(resp.json["usage"]) == rows
+    assert [t["id"] for t in resp.json["tenants"]] == [tenant]
+    grown = worker_peak_kib(s) - before
+    assert grown < 8 * 1024, "the worker grew by %d KiB" % grown
