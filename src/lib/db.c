@@ -184,6 +184,12 @@ static const struct {
 	  "SELECT (SELECT count(*) FROM c), b.id, b.link_ok, b.row_ok "
 	  "FROM (SELECT 1) one LEFT JOIN (SELECT * FROM c WHERE NOT link_ok "
 	  "OR NOT row_ok ORDER BY id LIMIT 1) b ON true" },
+	[STMT_AUDIT_HEAD] = { "audit_head",
+	  "SELECT id, encode(row_hash, 'hex') FROM audit_log "
+	  "ORDER BY id DESC LIMIT 1" },
+	[STMT_AUDIT_ROW_HASH] = { "audit_row_hash",
+	  "SELECT encode(row_hash, 'hex') FROM audit_log "
+	  "WHERE id = $1::bigint" },
 	/* One statement: the keys and their audit rows commit together. */
 	[STMT_KEY_DISABLE_DORMANT] = { "key_disable_dormant",
 	  "WITH d AS (UPDATE api_keys SET disabled_at = now(), "

@@ -41,6 +41,8 @@ enum stmt {
 				    last4, grace s) -> id */
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
+	STMT_AUDIT_HEAD,	/* () -> id, row hash hex of the newest row */
+	STMT_AUDIT_ROW_HASH,	/* (id) -> row hash hex */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
 	STMT_TENANT_INSERT,	/* (parent, name) -> id */
