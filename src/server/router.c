@@ -25,14 +25,8 @@ http_method_parse(const char *s)
 	return METHOD__MAX;
 }
 
-/*
- * Writes a UUID segment in its one canonical form, lower case, so that
- * every handler compares ids as UUIDs, not as the text the client chose:
- * "0000...0001" and "0000...0001" in capitals are the same tenant.  Any
- * other segment is left as it came.
- */
-static void
-canonical_id(char *s)
+void
+router_canonical_id(char *s)
 {
 	size_t	 i;
 
@@ -98,7 +92,7 @@ router_match(const struct route *table, size_t n, const char *method,
 		any = true;
 		if (table[i].method == m) {
 			(void)match(table[i].pattern, path, param, paramsz);
-			canonical_id(param);
+			router_canonical_id(param);
 			*route = &table[i];
 			return ROUTE_FOUND;
 		}

@@ -48,6 +48,12 @@ enum route_result router_match(const struct route *table, size_t n,
 		    const char *method, const char *path,
 		    const struct route **route, char *param, size_t paramsz,
 		    char *allow, size_t allowsz);
+/*
+ * Writes a UUID in its one canonical form, lower case, so that ids are
+ * compared as UUIDs, not as the text a client chose: an id in capitals is
+ * the same tenant.  Any other text is left as it came.
+ */
+void		 router_canonical_id(char *);
 /* The method's name, and the method of a name (METHOD__MAX = unknown). */
 enum http_method http_method_parse(const char *);
 

@@ -109,6 +109,15 @@ def test_the_root_in_capitals_is_not_removed(stack):
                            dbname=stack.dbname) == "0"
 
 
+def test_an_audit_target_in_capitals_is_the_same_id(stack):
+    tenant = new_tenant(stack)
+    made = api_key(stack, DEV_KEY, tenant_id=tenant, scopes=["audit:read"])
+    resp = stack.get("/v1/audit_logs?target_id=" + made["id"].upper(),
+                     headers=auth(DEV_KEY))
+    assert resp.status == 200, resp.body
+    assert [r["action"] for r in resp.json["data"]] == ["api_key.create"]
+
+
 # ---------------------------------------------------------------------------
 # Keys within the caller's bounds
 
