@@ -206,8 +206,9 @@ limit_above(long max, int win, long cmax, int cwin)
  * what the body leaves out is taken from the caller where the default
  * would go beyond it.  false after answering 403.
  *
- * A JWT carries no key's expiry or limit: whoever signs tokens holds
- * jwt_secret and could sign any claim, so its keys are bounded by scopes.
+ * A JWT has no key's expiry to pass on (whoever signs tokens holds
+ * jwt_secret and could sign any exp): its keys may outlive it.  Its
+ * limit is the configured default, like that of a key without one.
  */
 static bool
 within_bounds(struct request *req, struct key_fields *f,
