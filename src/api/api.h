@@ -148,6 +148,12 @@ struct gateway_key;
 int	api_gateway_key(struct request *, const char *model,
 	    struct gateway_key *out) __attribute__((warn_unused_result));
 
+
+/*
+ * Answers 503 for a database out of reach, or too slow (a statement or
+ * lock timeout, logged here); in the vault's own words for its routes.
+ */
+void	api_db_unavailable(struct request *, bool vault);
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);
 /* Rolls the open transaction back and answers as api_db_failed(). */

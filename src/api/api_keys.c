@@ -36,12 +36,23 @@ struct key_fields {
 	const char	*tenant_id;
 	const char	*env;
 	char		 expires[40];	/* ISO 8601, "" = never */
+	time_t		 expires_t;	/* the same, 0 = never */
 	bool		 has_expires;
 	long		 rl_max;
 	bool		 has_rl_max;
 	int		 rl_window;	/* s */
 	bool		 has_rl_window;
 };
+
+/* t as "2030-01-02T03:04:05Z" in out. */
+static void
+iso_utc(time_t t, char *out, size_t outsz)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
 
 /* The tenant_id member of a rendered key (borrowed). */
 static const char *
@@ -132,11 +143,8 @@ read_fields(struct request *req, struct json_object *body, bool create,
 				check_fail(&c, "expires_at", "must be in the "
 				    "future");
 			else {
-				struct tm tm;
-
-				gmtime_r(&t, &tm);
-				strftime(f->expires, sizeof(f->expires),
-				    "%Y-%m-%dT%H:%M:%SZ", &tm);
+				f->expires_t = t;
+				iso_utc(t, f->expires, sizeof(f->expires));
 			}
 		}
 	}
@@ -183,16 +191,103 @@ within_caller(struct request *req, const char *const *scopes, size_t n)
 	return true;
 }
 
+/* True when max per win allows more than cmax per cwin, at once or over time. */
+static bool
+limit_above(long max, int win, long cmax, int cwin)
+{
+	return max > cmax || (long long)max * cwin > (long long)cmax * win;
+}
+
+/*
+ * No escalation beyond scopes either: a key the caller makes or changes
+ * expires no later than the caller, allows no more requests than it, and
+ * is live only when the caller is.  cur is the key being changed (NULL
+ * on create); only what the body changes is checked then.  On create,
+ * what the body leaves out is taken from the caller where the default
+ * would go beyond it.  false after answering 403.
+ *
+ * A JWT has no key's expiry to pass on (whoever signs tokens holds
+ * jwt_secret and could sign any exp): its keys may outlive it.  Its
+ * limit is the configured default, like that of a key without one.
+ */
+static bool
+within_bounds(struct request *req, struct key_fields *f,
+    struct json_object *cur)
+{
+	const struct principal *p = req->principal;
+	const struct config *cfg = req->w->cfg;
+	struct json_object *v;
+	long	 cmax = p->rate_limit_max > 0 ? p->rate_limit_max :
+	    cfg->rate_limit_max;
+	int	 cwin = p->rate_limit_window > 0 ? p->rate_limit_window :
+	    cfg->rate_limit_window;
+	long	 max = cfg->rate_limit_max;
+	int	 win = cfg->rate_limit_window;
+	char	 until[40];
+
+	if (p->until != 0 && (f->has_expires || cur == NULL)) {
+		iso_utc(p->until, until, sizeof(until));
+		if (cur == NULL && !f->has_expires) {
+			f->has_expires = true;
+			f->expires_t = p->until;
+			memcpy(f->expires, until, sizeof(until));
+		} else if (f->expires_t == 0 || f->expires_t > p->until) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key "
+			    "expires at %s; a key it makes or changes cannot "
+			    "expire later, nor never.", until);
+			return false;
+		}
+	}
+	if (cur == NULL && strcmp(p->env, "test") == 0) {
+		if (f->env == NULL)
+			f->env = "test";
+		else if (strcmp(f->env, "test") != 0) {
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "A test "
+			    "key cannot make live keys.");
+			return false;
+		}
+	}
+	if (cur != NULL && !f->has_rl_max && !f->has_rl_window)
+		return true;
+	if (cur != NULL && json_object_object_get_ex(cur, "rate_limit_max",
+	    &v) && v != NULL)
+		max = (long)json_object_get_int64(v);
+	if (cur != NULL && json_object_object_get_ex(cur, "rate_limit_window",
+	    &v) && v != NULL)
+		win = config_parse_window(json_object_get_string(v));
+	if (f->has_rl_max)
+		max = f->rl_max > 0 ? f->rl_max : cfg->rate_limit_max;
+	if (f->has_rl_window)
+		win = f->rl_window > 0 ? f->rl_window : cfg->rate_limit_window;
+	if (cur == NULL && limit_above(max, win, cmax, cwin)) {
+		if (!f->has_rl_max) {
+			f->has_rl_max = true;
+			max = f->rl_max = cmax;
+		}
+		if (!f->has_rl_window) {
+			f->has_rl_window = true;
+			win = f->rl_window = cwin;
+		}
+	}
+	if (limit_above(max, win, cmax, cwin)) {
+		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key allows "
+		    "%ld requests per %d seconds; a key it makes or changes "
+		    "cannot allow more.", cmax, cwin);
+		return false;
+	}
+	return true;
+}
+
 /* The role's scopes must also be within the caller's; false = answered. */
 static bool
 role_usable(struct request *req, const char *role, const char *tenant)
 {
 	struct principal probe;
-	const char	*p[2] = { role, tenant };
+	const char	*p[3] = { role, tenant, req->principal->tenant_id };
 	struct db_res	*res;
 	struct checks	 c = { NULL };
 
-	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 2, p)) == NULL) {
+	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
 		api_db_failed(req);
 		return false;
 	}
@@ -222,10 +317,11 @@ key_now(struct request *req, const char *id)
 
 /*
  * The key named in the path exists for the caller and is no more powerful
- * than it.  false after answering 404, 403 or the database failure.
+ * than it, nor would be after the change f (NULL = none).  false after
+ * answering 404, 403 or the database failure.
  */
 static bool
-target_ok(struct request *req)
+target_ok(struct request *req, struct key_fields *f)
 {
 	struct json_object *o;
 	bool	 ok;
@@ -234,7 +330,8 @@ target_ok(struct request *req)
 		api_missing(req, "API key");
 		return false;
 	}
-	ok = api_key_within_caller(req, o);
+	ok = api_key_within_caller(req, o) &&
+	    (f == NULL || within_bounds(req, f, o));
 	json_object_put(o);
 	return ok;
 }
@@ -273,7 +370,8 @@ api_keys_create(struct request *req)
 			    tenant);
 		return;
 	}
-	if (!within_caller(req, f.scopes, f.nscopes))
+	if (!within_caller(req, f.scopes, f.nscopes) ||
+	    !within_bounds(req, &f, NULL))
 		return;
 	if (f.role_id != NULL && !role_usable(req, f.role_id, tenant))
 		return;
@@ -492,7 +590,7 @@ api_keys_update(struct request *req)
 		return;
 	}
 	if (!api_body_object(req, &body) ||
-	    read_fields(req, body, false, &f) == -1 || !target_ok(req))
+	    read_fields(req, body, false, &f) == -1 || !target_ok(req, &f))
 		return;
 	if (!f.has_name && !f.has_scopes && !f.has_expires && !f.has_rl_max &&
 	    !f.has_rl_window) {
@@ -574,7 +672,7 @@ api_keys_revoke(struct request *req)
 		not_found(req);
 		return;
 	}
-	if (!target_ok(req))
+	if (!target_ok(req, NULL))
 		return;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);

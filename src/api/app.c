@@ -12,7 +12,9 @@
 #include "lib/clock.h"
 #include "api/api.h"
 #include "api/metrics.h"
+#include "core/apikey.h"
 #include "core/auth.h"
+#include "core/authfail.h"
 #include "core/jwt.h"
 #include "core/keycache.h"
 #include "core/keys.h"
@@ -36,6 +38,7 @@
 /* A worker's API state, kept across requests. */
 struct api_state {
 	struct principal principal;		/* the current caller */
+	struct af_shared *failures;		/* shared; NULL = this worker */
 	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
 	int		 ntouch;
 	double		 last_touch;		/* monotonic s */
@@ -67,10 +70,17 @@ metrics_offset(void)
 	return limits_offset() + aligned(rl_shared_size());
 }
 
+/* Then the failed authentications. */
+static size_t
+failures_offset(void)
+{
+	return metrics_offset() + aligned(metrics_shared_size());
+}
+
 static size_t
 api_shared_size(void)
 {
-	return metrics_offset() + metrics_shared_size();
+	return failures_offset() + af_shared_size();
 }
 
 static int
@@ -78,7 +88,9 @@ api_shared_init(void *p)
 {
 	if (keycache_shared_init(p) == -1 ||
 	    rl_shared_init((struct rl_shared *)((char *)p +
-	    limits_offset())) == -1)
+	    limits_offset())) == -1 ||
+	    af_shared_init((struct af_shared *)((char *)p +
+	    failures_offset())) == -1)
 		return -1;
 	return metrics_shared_init((struct metrics *)((char *)p +
 	    metrics_offset()));
@@ -133,6 +145,8 @@ api_start(struct worker *w)
 		    limits_offset());
 		w->metrics = (struct metrics *)((char *)w->shared +
 		    metrics_offset());
+		((struct api_state *)w->app_data)->failures =
+		    (struct af_shared *)((char *)w->shared + failures_offset());
 		w->keys = keycache_new(w->shared);
 	} else
 		w->keys = keycache_new(NULL);
@@ -155,6 +169,8 @@ api_start(struct worker *w)
 		    "memory");
 		return -1;
 	}
+	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
+	    w->cfg->database_lock_timeout * 1000);
 	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
 		log_error("db_listen: keygate_cache: refused");
 		return -1;
@@ -354,6 +370,50 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 	return true;
 }
 
+/*
+ * Who failed to authenticate: the client's address, and the lookup
+ * prefix of a credential shaped like a key ("" when it is not).
+ */
+static void
+failure_subjects(const struct config *cfg, struct request *req,
+    const char *cred, char addr[80], char prefix[80])
+{
+	struct apikey_parts parts;
+
+	snprintf(addr, 80, "a:%.64s", req->remote_addr);
+	prefix[0] = '\0';
+	if (!jwt_looks_like(cred) &&
+	    apikey_parse(cred, cfg->key_brand, &parts) == 0)
+		snprintf(prefix, 80, "p:%s", parts.prefix);
+}
+
+/*
+ * A client address or key prefix that failed auth_failures_max times in
+ * the window is refused before any database work: false, with 429 in v.
+ */
+static bool
+failures_allow(struct worker *w, struct request *req, const char *addr,
+    const char *prefix, struct api_verdict *v)
+{
+	struct api_state *st = w->app_data;
+	time_t		 now = time(NULL);
+	int		 wait;
+
+	wait = af_refused(st->failures, addr, w->cfg->auth_failures_max,
+	    w->cfg->auth_failures_window, now);
+	if (wait == 0 && prefix[0] != '\0')
+		wait = af_refused(st->failures, prefix,
+		    w->cfg->auth_failures_max, w->cfg->auth_failures_window,
+		    now);
+	if (wait == 0)
+		return true;
+	if (http_header(req, "Retry-After", "%d", wait) == -1)
+		log_error("http_header: adding Retry-After: out of memory");
+	api_verdict_set(v, ERR_RATE_LIMITED, "Too many failed "
+	    "authentications; retry in %d seconds.", wait);
+	return false;
+}
+
 void
 api_verdict_set(struct api_verdict *v, enum http_err err, const char *fmt,
     ...)
@@ -372,6 +432,7 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 	struct worker	*w = req->w;
 	struct api_state *st = w->app_data;
 	const char	*cred;
+	char		 addr[80], prefix[80];
 
 	v->err = ERR__MAX;
 	v->message[0] = '\0';
@@ -382,6 +443,9 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 		    "Authorization: Bearer <key> or X-API-Key: <key>.");
 		return false;
 	}
+	failure_subjects(w->cfg, req, cred, addr, prefix);
+	if (!failures_allow(w, req, addr, prefix, v))
+		return false;
 	switch (jwt_looks_like(cred) ?
 	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
 	    auth_key(w->db, w->cfg, w->keys, cred, &st->principal)) {
@@ -393,6 +457,11 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 	case AUTH_MISSING:
 	case AUTH_INVALID:
 	case AUTH_RESULT__MAX:
+		af_count(st->failures, addr, w->cfg->auth_failures_window,
+		    time(NULL));
+		if (prefix[0] != '\0')
+			af_count(st->failures, prefix,
+			    w->cfg->auth_failures_window, time(NULL));
 		api_verdict_set(v, ERR_INVALID_API_KEY, "Invalid API key.");
 		return false;
 	}
@@ -419,14 +488,7 @@ api_refuse(struct request *req, const struct api_verdict *v,
 	switch (v->err) {
 	case ERR_DATABASE_UNAVAILABLE:
 		/* The vault's routes say so in the vault's own words. */
-		if (route_flags & ROUTE_VAULT) {
-			if (http_header(req, "Retry-After", "5") == -1)
-				log_error("http_header: adding Retry-After: "
-				    "out of memory");
-			http_error(req, ERR_VAULT_UNAVAILABLE, "Vault "
-			    "connection unavailable - cannot store keys");
-		} else
-			http_unavailable(req);
+		api_db_unavailable(req, (route_flags & ROUTE_VAULT) != 0);
 		break;
 	default:
 		http_error(req, v->err < ERR__MAX ? v->err : ERR_INTERNAL, "%s",
@@ -493,6 +555,11 @@ read_json(struct worker *w, struct request *req)
 	if (req->json == NULL) {
 		http_error(req, why == JSON_PARSE_UTF8 ? ERR_INVALID_UTF8 :
 		    ERR_INVALID_JSON, "%s", err);
+		return -1;
+	}
+	if (json_values_portable(req->body.data, req->body.len, req->json, err,
+	    sizeof(err)) == -1) {
+		http_error(req, ERR_INVALID_JSON, "%s", err);
 		return -1;
 	}
 	return 0;

@@ -75,6 +75,9 @@ filter(struct request *req, const char *name, int kind, char *out,
 	rc = query_get(req->query, name, out, outsz);
 	if (rc == 0)
 		return true;
+	/* A target is any text, and a UUID in any case is the same id. */
+	if (rc == 1)
+		router_canonical_id(out);
 	if (rc == -1 || (kind == 1 && !uuid_valid(out)) ||
 	    (kind == 2 && iso8601_parse(out, &t) == -1)) {
 		http_error(req, ERR_BAD_REQUEST, "%s is malformed%s.", name,

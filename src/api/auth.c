@@ -99,7 +99,7 @@ api_keys_verify(struct request *req)
 
 	ar = auth_key(req->w->db, req->w->cfg, req->w->keys, key, &target);
 	if (ar == AUTH_UNAVAILABLE) {
-		http_unavailable(req);
+		api_db_unavailable(req, false);
 		return;
 	}
 	if (ar == AUTH_OK &&

@@ -323,12 +323,24 @@ provider_error(struct chat *c, long status, const struct buf *body,
 
 	provider_error_parse(body, status, &pe);
 	/*
-	 * A provider refusing the operator's key may quote part of it; the
-	 * tenant hears only that it was refused.
+	 * On the operator's pool key the provider speaks of the operator's
+	 * account (its credit, its limits): the tenant hears the status
+	 * only, keygate's log the message, unless it is a refusal of the
+	 * key, which may quote part of it.  The operator's own upstreams
+	 * speak of the request only.
 	 */
-	if (c->key.pool && (status == 401 || status == 403))
-		snprintf(pe.message, sizeof(pe.message), "the operator's key "
-		    "was refused (%ld)", status);
+	if (c->key.pool) {
+		if (status == 401 || status == 403)
+			snprintf(pe.message, sizeof(pe.message), "the "
+			    "operator's key was refused (%ld)", status);
+		else if (c->key.upstream == NULL) {
+			log_warn("%s: a pool call answered %ld: %s",
+			    gateway_provider_name(&c->key), status, pe.message);
+			snprintf(pe.message, sizeof(pe.message), "the request "
+			    "failed (%ld)", status);
+			pe.type[0] = pe.code[0] = '\0';
+		}
+	}
 	if (status >= 400 && status < 500) {
 		if (status == 429)
 			pass_retry_after(req, call);

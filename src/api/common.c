@@ -17,12 +17,30 @@
 #include "server/worker.h"
 
 void
+api_db_unavailable(struct request *req, bool vault)
+{
+	struct db *db = req->w->db;
+
+	if (db_timed_out(db))
+		log_warn("PostgreSQL: %s %s: %s (SQLSTATE %s); answering 503",
+		    req->method, req->path, db_errmsg(db), db_sqlstate(db));
+	if (!vault) {
+		http_unavailable(req);
+		return;
+	}
+	if (http_header(req, "Retry-After", "5") == -1)
+		log_error("http_header: adding Retry-After: out of memory");
+	http_error(req, ERR_VAULT_UNAVAILABLE,
+	    "Vault connection unavailable - cannot store keys");
+}
+
+void
 api_db_failed(struct request *req)
 {
 	struct db *db = req->w->db;
 
 	if (db_status(db) == DB_UNAVAILABLE) {
-		http_unavailable(req);
+		api_db_unavailable(req, false);
 		return;
 	}
 	log_error("PostgreSQL: %s %s: %s (SQLSTATE %s)", req->method,

@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "api/validate.h"
 #include "core/auth.h"
+#include "core/tenants.h"
 #include "core/vault.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -30,10 +31,7 @@ static const char *const body_fields[PROVIDER__MAX + 1] = {
 static void
 vault_unavailable(struct request *req)
 {
-	if (http_header(req, "Retry-After", "5") == -1)
-		log_error("http_header: adding Retry-After: out of memory");
-	http_error(req, ERR_VAULT_UNAVAILABLE,
-	    "Vault connection unavailable - cannot store keys");
+	api_db_unavailable(req, true);
 }
 
 /* A failed database call inside the vault routes. */
@@ -271,6 +269,12 @@ api_maintenance_reencrypt(struct request *req)
 	char		 err[256];
 	long		 n;
 
+	/* It touches every tenant's rows: the root tenant's keys alone. */
+	if (strcmp(req->principal->tenant_id, TENANT_ROOT) != 0) {
+		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Maintenance is "
+		    "reserved to the operator.");
+		return;
+	}
 	if (w->vault == NULL) {
 		vault_unavailable(req);
 		return;
@@ -284,9 +288,14 @@ api_maintenance_reencrypt(struct request *req)
 		db_rollback(w->db);
 		if (db_status(w->db) != DB_OK)
 			vault_db_failed(req);
-		else
+		else {
+			/* err may name any tenant: it stays in the log. */
+			log_error("vault_reencrypt_all: re-encrypting the vault: "
+			    "%s", err);
 			http_error(req, ERR_INTERNAL, "Re-encryption failed, "
-			    "nothing was changed: %s", err);
+			    "nothing was changed (request %s).",
+			    req->request_id);
+		}
 		return;
 	}
 	details = json_object_new_object();

@@ -98,19 +98,43 @@ read_fields(struct request *req, struct json_object *body, bool create,
 	return 0;
 }
 
+#define CANNOT_GRANT "grant"
+
+/*
+ * Every scope is among the caller's; otherwise answers 403 "This key
+ * cannot <verb> scope <the first one missing>..." and returns false.
+ */
 static bool
-within_caller(struct request *req, const char *const *scopes, size_t n)
+within_caller(struct request *req, const char *const *scopes, size_t n,
+    const char *verb)
 {
 	size_t	 i;
 
 	for (i = 0; i < n; i++)
 		if (!auth_allows(req->principal, scopes[i])) {
-			http_error(req, ERR_INSUFFICIENT_PERMISSIONS,
-			    "This key cannot grant scope %s: it is not among "
-			    "its own.", scopes[i]);
+			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key "
+			    "cannot %s scope %s: it is not among its own.",
+			    verb, scopes[i]);
 			return false;
 		}
 	return true;
+}
+
+/* The "scopes" of a rendered key or role are all among the caller's. */
+static bool
+scopes_within_caller(struct request *req, struct json_object *obj,
+    const char *verb)
+{
+	struct json_object *own;
+	const char	*list[MAX_SCOPES];
+	size_t		 i, n = 0;
+
+	if (!json_object_object_get_ex(obj, "scopes", &own))
+		return true;
+	for (i = 0; i < json_object_array_length(own) && n < MAX_SCOPES; i++)
+		list[n++] = json_object_get_string(
+		    json_object_array_get_idx(own, i));
+	return within_caller(req, list, n, verb);
 }
 
 static struct json_object *
@@ -171,7 +195,7 @@ api_roles_create(struct request *req)
 			return;
 		}
 	}
-	if (!within_caller(req, f.scopes, f.nscopes))
+	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
 	p[0] = f.global ? NULL : f.tenant_id;
 	p[1] = f.name;
@@ -239,7 +263,7 @@ static bool
 changeable(struct request *req)
 {
 	struct json_object *o;
-	bool	 mine = false;
+	bool	 mine = false, ok;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -249,14 +273,17 @@ changeable(struct request *req)
 		missing(req);
 		return false;
 	}
-	json_object_put(o);
 	if (!mine) {
+		json_object_put(o);
 		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Role %s is "
 		    "built in or belongs to a tenant above this key's; it "
 		    "cannot be changed here.", req->param);
 		return false;
 	}
-	return true;
+	/* Changing a role changes every key holding it: hold it all first. */
+	ok = scopes_within_caller(req, o, "change a role granting");
+	json_object_put(o);
+	return ok;
 }
 
 void
@@ -272,7 +299,7 @@ api_roles_update(struct request *req)
 	if (!changeable(req) || !api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1)
 		return;
-	if (!within_caller(req, f.scopes, f.nscopes))
+	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
 	p[0] = req->param;
 	p[1] = req->principal->tenant_id;
@@ -363,22 +390,6 @@ dbfail:
 	api_db_failed(req);
 }
 
-/* The key's own scopes (not its role's) are all among the caller's. */
-static bool
-scopes_within_caller(struct request *req, struct json_object *key)
-{
-	struct json_object *own;
-	const char	*list[MAX_SCOPES];
-	size_t		 i, n = 0;
-
-	if (!json_object_object_get_ex(key, "scopes", &own))
-		return true;
-	for (i = 0; i < json_object_array_length(own) && n < MAX_SCOPES; i++)
-		list[n++] = json_object_get_string(
-		    json_object_array_get_idx(own, i));
-	return within_caller(req, list, n);
-}
-
 /* PUT and DELETE /v1/api_keys/{id}/role. */
 static void
 set_role(struct request *req, const char *role)
@@ -421,7 +432,7 @@ set_role(struct request *req, const char *role)
 	 * then be within the caller's too.
 	 */
 	if (!api_key_within_caller(req, obj) ||
-	    (role == NULL && !scopes_within_caller(req, obj))) {
+	    (role == NULL && !scopes_within_caller(req, obj, CANNOT_GRANT))) {
 		json_object_put(obj);
 		return;
 	}
@@ -430,7 +441,8 @@ set_role(struct request *req, const char *role)
 	if (role != NULL) {
 		p[0] = role;
 		p[1] = tenant;
-		if ((res = db_query(w->db, STMT_ROLE_SCOPES, 2, p)) == NULL) {
+		p[2] = req->principal->tenant_id;
+		if ((res = db_query(w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
 			api_db_failed(req);
 			return;
 		}
@@ -448,7 +460,8 @@ set_role(struct request *req, const char *role)
 			return;
 		}
 		db_res_free(res);
-		if (!within_caller(req, probe.scopes, probe.nscopes))
+		if (!within_caller(req, probe.scopes, probe.nscopes,
+		    CANNOT_GRANT))
 			return;
 	}
 	p[0] = req->param;

@@ -6,14 +6,17 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api.h"
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/tenants.h"
+#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
+#include "server/log.h"
 #include "server/request.h"
 #include "server/worker.h"
 
@@ -238,13 +241,70 @@ dbfail:
 	api_abort(req);
 }
 
+/* The parts of an export, in the order they are written. */
+static const struct {
+	const char	*name;
+	enum stmt	 stmt;
+} export_parts[] = {
+	{ "tenants", STMT_EXPORT_TENANTS },
+	{ "api_keys", STMT_EXPORT_KEYS },
+	{ "roles", STMT_EXPORT_ROLES },
+	{ "llm_keys", STMT_EXPORT_LLM_KEYS },
+	{ "usage", STMT_EXPORT_USAGE },
+	{ "audit_log", STMT_EXPORT_AUDIT },
+};
+
+#define EXPORT_PAGE	65536	/* bytes written to the client at a time */
+
+/* An export under way: the page being filled, and where the part is. */
+struct export_page {
+	struct request	*req;
+	struct buf	 out;
+	size_t		 rows;		/* of the current part */
+};
+
+/* Sends what the page holds; 0, or -1 when the client has gone. */
+static int
+export_flush(struct export_page *ep)
+{
+	int	 rc = 0;
+
+	if (ep->out.len > 0)
+		rc = http_stream_write(ep->req, ep->out.data, ep->out.len);
+	buf_reset(&ep->out);
+	return rc;
+}
+
+static int
+export_row(void *arg, const struct db_res *row)
+{
+	struct export_page *ep = arg;
+
+	if ((ep->rows++ > 0 && buf_puts(&ep->out, ",") == -1) ||
+	    buf_puts(&ep->out, db_value(row, 0, 0)) == -1)
+		return -1;
+	return ep->out.len >= EXPORT_PAGE ? export_flush(ep) : 0;
+}
+
+/*
+ * The subtree's data as one JSON document, written part by part and page
+ * by page as PostgreSQL sends the rows, all from one snapshot: memory
+ * stays at a page and a row, whatever the size of the subtree.  Once the
+ * 200 has gone out a failure can only cut the document short (it is then
+ * not valid JSON) and is logged.
+ */
 void
 api_tenants_export(struct request *req)
 {
-	struct db_res	*res;
+	struct worker	*w = req->w;
+	struct export_page ep = { req, { 0 }, 0 };
 	const char	*p[1] = { req->param };
-	const char	*doc;
+	char		 now[32];
+	struct tm	 tm;
+	time_t		 t = time(NULL);
 	bool		 answered;
+	size_t		 i;
+	int		 rc = 0;
 
 	if (!uuid_valid(req->param) ||
 	    !api_tenant_reachable(req, req->param, &answered)) {
@@ -252,13 +312,36 @@ api_tenants_export(struct request *req)
 			not_found(req);
 		return;
 	}
-	if ((res = db_query(req->w->db, STMT_TENANT_EXPORT, 1, p)) == NULL) {
+	if (db_begin_snapshot(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	doc = db_value(res, 0, 0);
-	http_respond(req, 200, doc, strlen(doc));
-	db_res_free(res);
+	if (http_stream_begin(req, 200, "application/json") == -1) {
+		db_rollback(w->db);
+		return;
+	}
+	gmtime_r(&t, &tm);
+	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (buf_printf(&ep.out, "{\"tenant_id\":\"%s\",\"exported_at\":"
+	    "\"%s\"", req->param, now) == -1)
+		rc = -1;
+	for (i = 0; rc == 0 && i < sizeof(export_parts) /
+	    sizeof(export_parts[0]); i++) {
+		ep.rows = 0;
+		if (buf_printf(&ep.out, ",\"%s\":[", export_parts[i].name) ==
+		    -1 || (rc = db_each_row(w->db, export_parts[i].stmt, 1, p,
+		    export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
+			rc = rc != 0 ? rc : -1;
+	}
+	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
+		rc = -1;
+	if (rc == 0)
+		rc = export_flush(&ep);
+	if (rc == -1 && !req->client_gone)
+		log_error("PostgreSQL: exporting tenant %s: %s; the document "
+		    "was cut short", req->param, db_errmsg(w->db));
+	db_rollback(w->db);
+	buf_free(&ep.out);
 }
 
 void

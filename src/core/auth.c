@@ -119,7 +119,8 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 	 * down.
 	 */
 	if (kc != NULL && db_poll(db) == 0 &&
-	    (*e = keycache_get(kc, prefix, now)) != NULL)
+	    ((*e = keycache_get(kc, prefix, now)) != NULL ||
+	    keycache_miss_get(kc, prefix, now)))
 		return AUTH_OK;
 	if (kc != NULL)
 		gen = keycache_token(kc);
@@ -136,7 +137,8 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 			memset(*e, 0, sizeof(**e));
 			*e = NULL;
 		}
-	}
+	} else if (kc != NULL)
+		keycache_miss_put(kc, prefix, now, gen);
 	db_res_free(res);
 	return AUTH_OK;
 }
@@ -189,6 +191,7 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 		memcpy(p->role_id, e->role_id, sizeof(p->role_id));
 		p->rate_limit_max = e->rate_limit_max;
 		p->rate_limit_window = e->rate_limit_window;
+		p->until = e->until;
 		now = clock_mono();
 		if (now >= e->next_touch) {
 			p->touch = true;
@@ -217,6 +220,9 @@ auth_jwt(struct db *db, const struct config *cfg, const char *token,
 	enum auth_result rc = AUTH_INVALID;
 
 	memset(p, 0, sizeof(*p));
+	/* No jwt_secret, no tokens: there is no fallback secret. */
+	if (cfg->jwt_secret[0] == '\0')
+		return AUTH_INVALID;
 	if (jwt_verify(token, cfg->jwt_secret, cfg->jwt_leeway, time(NULL),
 	    &c) != JWT_OK)
 		return AUTH_INVALID;

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 struct config;
 struct db;
@@ -25,6 +26,7 @@ struct principal {
 	size_t	 nscopes;
 	long	 rate_limit_max;	/* 0 = the configured default */
 	int	 rate_limit_window;	/* s, 0 = the configured default */
+	time_t	 until;			/* when the key stops working, 0 = never */
 	bool	 touch;			/* last_used_at is over a minute old */
 };
 

@@ -12,6 +12,7 @@
 
 #define KEYCACHE_SLOTS	1024	/* direct-mapped by prefix */
 #define SEALED_SLOTS	1024	/* direct-mapped by tenant and provider */
+#define MISS_SLOTS	1024	/* direct-mapped by prefix */
 #define RING		256	/* changes kept in shared memory */
 #define RING_SLACK	16	/* a reader this close to lapped forgets all */
 #define WHAT_MAX	48	/* "k:" and a UUID, with room */
@@ -28,9 +29,17 @@ struct keycache_shared {
 	char		 what[RING][WHAT_MAX];
 };
 
+/* A prefix PostgreSQL had no key for. */
+struct keycache_miss {
+	char		 prefix[48];
+	double		 read_at;	/* monotonic s */
+	unsigned long	 generation;	/* 0 = empty */
+};
+
 struct keycache {
 	struct keycache_entry	 slot[KEYCACHE_SLOTS];
 	struct keycache_sealed	 sealed[SEALED_SLOTS];
+	struct keycache_miss	 miss[MISS_SLOTS];
 	unsigned long		 generation;	/* bumped to drop everything */
 	unsigned long		 changes;	/* any drop at all */
 	unsigned long		 seen;		/* shared->seq applied */
@@ -109,8 +118,14 @@ drop(struct keycache *kc, const char *what)
 
 	kc->changes++;
 	if (strlen(what) < 3 || what[1] != ':' ||
-	    strchr("krtv", what[0]) == NULL) {
+	    strchr("krtvp", what[0]) == NULL) {
 		kc->generation++;
+		return;
+	}
+	if (what[0] == 'p') {
+		for (i = 0; i < MISS_SLOTS; i++)
+			if (strcmp(kc->miss[i].prefix, id) == 0)
+				memset(&kc->miss[i], 0, sizeof(kc->miss[i]));
 		return;
 	}
 	for (i = 0; i < KEYCACHE_SLOTS && what[0] != 'v'; i++) {
@@ -236,6 +251,15 @@ sealed_of(struct keycache *kc, const char *tenant, int provider)
 	return &kc->sealed[h % SEALED_SLOTS];
 }
 
+/* An entry of this generation, read less than KEYCACHE_TTL before now. */
+static bool
+fresh(const struct keycache *kc, unsigned long generation, double read_at,
+    double now)
+{
+	return generation == kc->generation && now >= read_at &&
+	    now - read_at < KEYCACHE_TTL;
+}
+
 struct keycache_entry *
 keycache_get(struct keycache *kc, const char *prefix, double now)
 {
@@ -243,8 +267,8 @@ keycache_get(struct keycache *kc, const char *prefix, double now)
 
 	sync_shared(kc);
 	e = slot_of(kc, prefix);
-	if (e->generation != kc->generation || strcmp(e->prefix, prefix) != 0 ||
-	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at) {
+	if (!fresh(kc, e->generation, e->read_at, now) ||
+	    strcmp(e->prefix, prefix) != 0) {
 		kc->misses++;
 		return NULL;
 	}
@@ -277,6 +301,38 @@ keycache_put(struct keycache *kc, const char *prefix, double now,
 	return e;
 }
 
+static struct keycache_miss *
+miss_of(struct keycache *kc, const char *prefix)
+{
+	return &kc->miss[fnv1a(prefix, 2166136261u) % MISS_SLOTS];
+}
+
+bool
+keycache_miss_get(struct keycache *kc, const char *prefix, double now)
+{
+	struct keycache_miss *m;
+
+	sync_shared(kc);
+	m = miss_of(kc, prefix);
+	return fresh(kc, m->generation, m->read_at, now) &&
+	    strcmp(m->prefix, prefix) == 0;
+}
+
+void
+keycache_miss_put(struct keycache *kc, const char *prefix, double now,
+    unsigned long token)
+{
+	struct keycache_miss *m = miss_of(kc, prefix);
+	size_t		 n = strlen(prefix);
+
+	sync_shared(kc);
+	if (token != kc->changes || n >= sizeof(m->prefix))
+		return;
+	memcpy(m->prefix, prefix, n + 1);
+	m->read_at = now;
+	m->generation = kc->generation;
+}
+
 const struct keycache_sealed *
 keycache_sealed_get(struct keycache *kc, const char *tenant, int provider,
     double now)
@@ -285,9 +341,8 @@ keycache_sealed_get(struct keycache *kc, const char *tenant, int provider,
 
 	sync_shared(kc);
 	e = sealed_of(kc, tenant, provider);
-	if (e->generation != kc->generation || e->provider != provider ||
-	    strcmp(e->tenant_id, tenant) != 0 ||
-	    now - e->read_at >= KEYCACHE_TTL || now < e->read_at)
+	if (!fresh(kc, e->generation, e->read_at, now) ||
+	    e->provider != provider || strcmp(e->tenant_id, tenant) != 0)
 		return NULL;
 	return e;
 }

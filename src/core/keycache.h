@@ -12,6 +12,10 @@
  * ciphertext (or that there is none), never the plaintext, which is opened
  * per request and wiped.
  *
+ * Also the prefixes PostgreSQL had no key for, so that made-up keys cost
+ * no query after the first (sql/0006 announces "p:<prefix>" when a key
+ * takes one).
+ *
  * Every change that can alter either is announced by PostgreSQL (sql/0004)
  * with what it touched: "k:<key id>", "r:<role id>", "t:<tenant id>",
  * "v:<tenant id>" (its provider keys) or "*" (anything).  Each worker
@@ -67,8 +71,9 @@ struct keycache	*keycache_new(struct keycache_shared *shared)
 		    __attribute__((warn_unused_result));
 void		 keycache_free(struct keycache *);
 /*
- * Drops what a change touched ("k:<id>", "r:<id>", "t:<id>", "v:<id>";
- * anything else drops everything), and with everywhere set, passes it on
+ * Drops what a change touched ("k:<id>", "r:<id>", "t:<id>", "v:<id>",
+ * "p:<prefix>"; anything else drops everything), and with everywhere set,
+ * passes it on
  * to the other workers of this keygated.
  */
 void		 keycache_forget(struct keycache *, const char *what,
@@ -90,6 +95,12 @@ struct keycache_entry *keycache_get(struct keycache *, const char *prefix,
  * NULL when the prefix is too long to keep or a change came since token.
  */
 struct keycache_entry *keycache_put(struct keycache *, const char *prefix,
+		    double now, unsigned long token);
+/* True when PostgreSQL had no key for prefix, at most KEYCACHE_TTL ago. */
+bool		 keycache_miss_get(struct keycache *, const char *prefix,
+		    double now);
+/* Remembers that no key has prefix, unless a change came since token. */
+void		 keycache_miss_put(struct keycache *, const char *prefix,
 		    double now, unsigned long token);
 /* The tenant's sealed key for provider, or NULL when not cached. */
 const struct keycache_sealed *keycache_sealed_get(struct keycache *,

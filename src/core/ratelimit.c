@@ -10,6 +10,7 @@
 
 #include "core/ratelimit.h"
 #include "lib/db.h"
+#include "lib/shmlock.h"
 
 /* Counters older than this are of no use: the longest window is 31 days. */
 #define RL_KEEP (86400L * 32)
@@ -52,19 +53,7 @@ rl_shared_size(void)
 int
 rl_shared_init(struct rl_shared *sh)
 {
-	pthread_mutexattr_t a;
-	int		 i, rc = 0;
-
-	if (pthread_mutexattr_init(&a) != 0)
-		return -1;
-	if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
-	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
-		rc = -1;
-	for (i = 0; rc == 0 && i < RL_SETS; i++)
-		if (pthread_mutex_init(&sh->set[i].mu, &a) != 0)
-			rc = -1;
-	pthread_mutexattr_destroy(&a);
-	return rc;
+	return shmlock_init(&sh->set[0].mu, RL_SETS, sizeof(sh->set[0]));
 }
 
 /*
@@ -75,25 +64,17 @@ rl_shared_init(struct rl_shared *sh)
 static int
 set_lock(struct rl_set *set)
 {
-	struct timespec	 until;
-	int		 rc;
+	bool	 abandoned;
 
 	/*
 	 * The holder may be waiting for PostgreSQL; past RL_LOCK_WAIT the
 	 * caller counts its request there itself.
 	 */
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += RL_LOCK_WAIT;
-	rc = pthread_mutex_timedlock(&set->mu, &until);
-	if (rc == EOWNERDEAD) {
+	if (shmlock_take(&set->mu, RL_LOCK_WAIT * 1000L, &abandoned) == -1)
+		return -1;
+	if (abandoned)
 		memset(set->slot, 0, sizeof(set->slot));
-		if (pthread_mutex_consistent(&set->mu) != 0) {
-			pthread_mutex_unlock(&set->mu);
-			return -1;
-		}
-		return 0;
-	}
-	return rc == 0 ? 0 : -1;
+	return 0;
 }
 
 static uint32_t

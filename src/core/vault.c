@@ -8,6 +8,7 @@
 #include "core/vault.h"
 #include "lib/base64.h"
 #include "lib/crypto.h"
+#include "lib/harden.h"
 #include "lib/db.h"
 
 const char *const provider_names[PROVIDER__MAX] = {
@@ -156,6 +157,11 @@ vault_new(const char *ring, char *err, size_t errsz)
 			goto fail;
 		}
 		explicit_bzero(raw, sizeof(raw));
+		/*
+		 * libgcrypt locked its secure pool in the process that made
+		 * it; a worker forked since must lock the page again.
+		 */
+		(void)harden_lock(v->keys[v->n].key, CRYPTO_KEY_LEN);
 		v->n++;
 		p = end;
 	}

@@ -22,6 +22,10 @@ int	ctl_seed_dev_key(const struct config *, struct db *, int argc,
 int	ctl_audit_verify(const struct config *, struct db *, int argc,
 	    char **argv);
 
+/* Prints the audit log's newest row, signed; the exit status. */
+int	ctl_audit_head(const struct config *, struct db *, int argc,
+	    char **argv);
+
 /* Re-seals the vault under the active master key; the exit status. */
 int	ctl_rotate_encryption_key(const struct config *, struct db *, int argc,
 	    char **argv);

@@ -9,6 +9,7 @@
 #include "ctl/ctl.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
+#include "lib/harden.h"
 #include "server/config.h"
 
 static const struct command {
@@ -21,7 +22,9 @@ static const struct command {
 	{ "seed-dev-key", ctl_seed_dev_key,
 	  "store the development key (not in production)" },
 	{ "audit-verify", ctl_audit_verify,
-	  "check the audit log's hash chain" },
+	  "check the audit log's hash chain (and a signed head)" },
+	{ "audit-head", ctl_audit_head,
+	  "print the audit log's newest row, signed" },
 	{ "rotate-encryption-key", ctl_rotate_encryption_key,
 	  "re-encrypt the vault under the active master key" },
 	{ "vault-check", ctl_vault_check,
@@ -60,6 +63,12 @@ main(int argc, char *argv[])
 	size_t		 i;
 	int		 a, code;
 
+	/* Before anything can read them or crash with them. */
+	config_env_take();
+	if (harden_process(err, sizeof(err)) == -1) {
+		fprintf(stderr, "keygatectl: %s\n", err);
+		return 1;
+	}
 	for (a = 1; a < argc; a++) {
 		if (strcmp(argv[a], "--config") == 0 ||
 		    strcmp(argv[a], "-c") == 0) {
@@ -94,7 +103,7 @@ main(int argc, char *argv[])
 		return 2;
 	}
 	if (path == NULL)
-		path = getenv("KEYGATE_CONFIG");
+		path = config_getenv("KEYGATE_CONFIG");
 	/* Without a file, defaults and KEYGATE_* variables alone. */
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, R_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
@@ -102,6 +111,8 @@ main(int argc, char *argv[])
 		fprintf(stderr, "keygatectl: %s\n", err);
 		return 2;
 	}
+	/* Best effort: without the privilege to lock, carry on. */
+	(void)config_lock_secrets(cfg);
 	if (crypto_init(err, sizeof(err)) == -1) {
 		fprintf(stderr, "keygatectl: %s\n", err);
 		config_free(cfg);

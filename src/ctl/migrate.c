@@ -240,8 +240,8 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		    "(version %d)\n", m[n - 1].version);
 	code = 0;
 	/* KEYGATE_SEED_DEV_KEY=true at migrate time seeds the dev key. */
-	if (!status_only && getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
-	    strcmp(getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0) {
+	if (!status_only && config_getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
+	    strcmp(config_getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0) {
 		char name[] = "seed-dev-key";
 		char *args[] = { name, NULL };
 

@@ -117,11 +117,15 @@ static const struct {
 	  "SELECT count(*) FROM api_keys WHERE tenant_id = $1::uuid AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL AND "
 	  "(expires_at IS NULL OR expires_at > now())" },
+	/*
+	 * A role a key of tenant $2 may take, as caller $3 sees it: global,
+	 * or of a tenant on $2's path that is also in $3's subtree.
+	 */
 	[STMT_ROLE_SCOPES] = { "role_scopes",
 	  "SELECT array_to_string(r.scopes, ',') FROM roles r "
 	  "WHERE r.id = $1::uuid AND (r.tenant_id IS NULL OR EXISTS "
 	  "(SELECT 1 FROM tenants t WHERE t.id = $2::uuid AND "
-	  "r.tenant_id = ANY(t.path)))" },
+	  "r.tenant_id = ANY(t.path))) AND " ROLE_VISIBLE("$3::uuid") },
 	[STMT_KEY_GET] = { "key_get",
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE k.id = $1::uuid AND $2::uuid = ANY(t.path)" },
@@ -180,6 +184,12 @@ static const struct {
 	  "SELECT (SELECT count(*) FROM c), b.id, b.link_ok, b.row_ok "
 	  "FROM (SELECT 1) one LEFT JOIN (SELECT * FROM c WHERE NOT link_ok "
 	  "OR NOT row_ok ORDER BY id LIMIT 1) b ON true" },
+	[STMT_AUDIT_HEAD] = { "audit_head",
+	  "SELECT id, encode(row_hash, 'hex') FROM audit_log "
+	  "ORDER BY id DESC LIMIT 1" },
+	[STMT_AUDIT_ROW_HASH] = { "audit_row_hash",
+	  "SELECT encode(row_hash, 'hex') FROM audit_log "
+	  "WHERE id = $1::bigint" },
 	/* One statement: the keys and their audit rows commit together. */
 	[STMT_KEY_DISABLE_DORMANT] = { "key_disable_dormant",
 	  "WITH d AS (UPDATE api_keys SET disabled_at = now(), "
@@ -215,51 +225,62 @@ static const struct {
 	[STMT_TENANT_DEACTIVATE] = { "tenant_deactivate",
 	  "UPDATE tenants SET active = false, updated_at = now() "
 	  "WHERE path @> ARRAY[$1::uuid] AND active RETURNING id" },
-	[STMT_TENANT_EXPORT] = { "tenant_export",
-	  "WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
+	/*
+	 * A subtree's export, part by part, one JSON object a row: the
+	 * handler streams each part as PostgreSQL sends it.
+	 */
+#define EXPORT_SUB \
+	"WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
+	[STMT_EXPORT_TENANTS] = { "export_tenants", EXPORT_SUB
 	  "SELECT json_build_object("
-	  "'tenant_id', $1::uuid, "
-	  "'exported_at', " TS("now()") ", "
-	  "'tenants', (SELECT coalesce(json_agg(json_build_object("
 	  "'id', t.id, 'parent_id', t.parent_id, 'name', t.name, "
 	  "'path', t.path, 'active', t.active, "
 	  "'credits_balance', t.credits_balance, "
-	  "'metadata', t.metadata, 'created_at', t.created_at) "
-	  "ORDER BY cardinality(t.path), t.created_at), '[]') "
-	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub)), "
-	  "'api_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'metadata', t.metadata, 'created_at', t.created_at)::text "
+	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub) "
+	  "ORDER BY cardinality(t.path), t.created_at" },
+	[STMT_EXPORT_KEYS] = { "export_keys", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, "
 	  "'env', k.env, 'key_prefix', k.key_prefix, 'last4', k.last4, "
 	  "'scopes', k.scopes, 'role_id', k.role_id, "
 	  "'expires_at', k.expires_at, 'revoked_at', k.revoked_at, "
 	  "'disabled_at', k.disabled_at, 'last_used_at', k.last_used_at, "
-	  "'created_at', k.created_at) ORDER BY k.created_at, k.id), '[]') "
-	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub)), "
-	  "'roles', (SELECT coalesce(json_agg(json_build_object("
+	  "'created_at', k.created_at)::text "
+	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY k.created_at, k.id" },
+	[STMT_EXPORT_ROLES] = { "export_roles", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', r.id, 'tenant_id', r.tenant_id, 'name', r.name, "
-	  "'description', r.description, 'scopes', r.scopes) "
-	  "ORDER BY r.created_at), '[]') FROM roles r "
-	  "WHERE r.tenant_id IN (SELECT id FROM sub)), "
-	  "'llm_keys', (SELECT coalesce(json_agg(json_build_object("
+	  "'description', r.description, 'scopes', r.scopes)::text "
+	  "FROM roles r WHERE r.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY r.created_at" },
+	[STMT_EXPORT_LLM_KEYS] = { "export_llm_keys", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'tenant_id', l.tenant_id, 'provider', l.provider, "
 	  "'last_validated_at', l.last_validated_at, "
-	  "'updated_at', l.updated_at) ORDER BY l.tenant_id, l.provider), "
-	  "'[]') FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub)), "
-	  "'usage', (SELECT coalesce(json_agg(json_build_object("
+	  "'updated_at', l.updated_at)::text "
+	  "FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY l.tenant_id, l.provider" },
+	[STMT_EXPORT_USAGE] = { "export_usage", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'request_id', u.request_id, 'tenant_id', u.tenant_id, "
 	  "'api_key_id', u.api_key_id, 'provider', u.provider, "
 	  "'model', u.model, 'prompt_tokens', u.prompt_tokens, "
 	  "'completion_tokens', u.completion_tokens, "
 	  "'credits_charged', u.credits_charged, "
-	  "'created_at', u.created_at) ORDER BY u.id), '[]') FROM usage u "
-	  "WHERE u.tenant_id IN (SELECT id FROM sub)), "
-	  "'audit_log', (SELECT coalesce(json_agg(json_build_object("
+	  "'created_at', u.created_at)::text "
+	  "FROM usage u WHERE u.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY u.id" },
+	[STMT_EXPORT_AUDIT] = { "export_audit", EXPORT_SUB
+	  "SELECT json_build_object("
 	  "'id', a.id, 'created_at', a.created_at, 'tenant_id', a.tenant_id, "
 	  "'actor_key_id', a.actor_key_id, 'actor', a.actor, "
 	  "'action', a.action, 'target_type', a.target_type, "
 	  "'target_id', a.target_id, 'request_id', a.request_id, "
-	  "'details', a.details) ORDER BY a.id), '[]') FROM audit_log a "
-	  "WHERE a.tenant_id IN (SELECT id FROM sub)))::text" },
+	  "'details', a.details)::text "
+	  "FROM audit_log a WHERE a.tenant_id IN (SELECT id FROM sub) "
+	  "ORDER BY a.id" },
 	/*
 	 * Keys go before roles (they reference them) and tenants last, all
 	 * in one statement so the self-referencing parent_id is checked
@@ -317,11 +338,22 @@ static const struct {
 	 * costs the same index range scan as the first.  Rows without a
 	 * tenant (operator actions) are not shown through the API.
 	 */
+	/*
+	 * Who acted, and from where, is shown only when the actor is a key of
+	 * the caller's subtree (or the caller is the root tenant, which has no
+ * parent): an
+	 * ancestor's key ids and addresses are not a descendant's to see.
+	 */
 	[STMT_AUDIT_LIST] = { "audit_list",
 	  "SELECT a.id, " TS("a.created_at") ", coalesce(a.tenant_id::text, "
-	  "''), coalesce(a.actor_key_id::text, ''), a.actor, a.action, "
-	  "a.target_type, a.target_id, a.request_id, a.client_addr, "
-	  "a.details::text FROM audit_log a JOIN tenants t ON t.id = "
+	  "''), CASE WHEN v.shown THEN coalesce(a.actor_key_id::text, '') "
+	  "ELSE '' END, CASE WHEN v.shown THEN a.actor END, a.action, "
+	  "a.target_type, a.target_id, a.request_id, CASE WHEN v.shown THEN "
+	  "a.client_addr END, a.details::text FROM audit_log a "
+	  "CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM tenants ct "
+	  "WHERE ct.id = $1::uuid AND ct.parent_id IS NULL) OR EXISTS (SELECT 1 FROM api_keys ak JOIN tenants kt ON kt.id = "
+	  "ak.tenant_id WHERE ak.id = a.actor_key_id AND $1::uuid = "
+	  "ANY(kt.path)) AS shown) v JOIN tenants t ON t.id = "
 	  "a.tenant_id WHERE t.path @> ARRAY[$1::uuid] "
 	  "AND ($2::text IS NULL OR a.action = $2) "
 	  "AND ($3::uuid IS NULL OR a.actor_key_id = $3::uuid) "
@@ -494,6 +526,7 @@ struct db {
 	PGconn		*conn;		/* NULL = not connected */
 	char		*conninfo;	/* secret: may hold a password */
 	char		 timeout[16];	/* connect_timeout, s */
+	char		 options[80];	/* -c settings of every session */
 	char		*appname;
 	bool		 prepared[STMT__MAX]; /* on this connection */
 	bool		 in_tx;		/* between db_begin and commit */
@@ -550,6 +583,23 @@ disconnect(struct db *db)
 	db->conn = NULL;
 	db->in_tx = false;
 	memset(db->prepared, 0, sizeof(db->prepared));
+}
+
+void
+db_set_timeouts(struct db *db, int statement_ms, int lock_ms)
+{
+	snprintf(db->options, sizeof(db->options), "-c statement_timeout=%d "
+	    "-c lock_timeout=%d", statement_ms, lock_ms);
+	/* The next statement connects again, with them. */
+	disconnect(db);
+}
+
+bool
+db_timed_out(const struct db *db)
+{
+	return db->status == DB_UNAVAILABLE &&
+	    (strcmp(db->sqlstate, "57014") == 0 ||
+	    strcmp(db->sqlstate, "55P03") == 0);
 }
 
 void
@@ -714,9 +764,10 @@ db_connect(struct db *db)
 	 */
 	const char *const kw[] = { "connect_timeout", "application_name",
 	    "keepalives", "keepalives_idle", "keepalives_interval",
-	    "keepalives_count", "tcp_user_timeout", "dbname", NULL };
+	    "keepalives_count", "tcp_user_timeout", "options", "dbname",
+	    NULL };
 	const char *const val[] = { db->timeout, db->appname, "1", "5", "2",
-	    "3", "10000", db->conninfo, NULL };
+	    "3", "10000", db->options, db->conninfo, NULL };
 	double	 now;
 
 	if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
@@ -775,6 +826,15 @@ note_failure(struct db *db, const PGresult *res)
 	    res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL,
 	    res != NULL ? PQresultErrorMessage(res) :
 	    PQerrorMessage(db->conn));
+	/*
+	 * A statement or lock timeout (or a cancel) is the server being
+	 * unable to answer in time, not a wrong statement: the caller
+	 * answers 503 as for a server that is down, on a connection that
+	 * still works.
+	 */
+	if (strcmp(db->sqlstate, "57014") == 0 ||
+	    strcmp(db->sqlstate, "55P03") == 0)
+		db->status = DB_UNAVAILABLE;
 }
 
 static int
@@ -900,6 +960,68 @@ int
 db_exec_script(struct db *db, const char *sql)
 {
 	return simple(db, sql);
+}
+
+int
+db_each_row(struct db *db, enum stmt s, int n, const char *const *params,
+    int (*fn)(void *arg, const struct db_res *row), void *arg)
+{
+	PGresult	*res;
+	PGcancel	*cancel;
+	char		 why[256];
+	int		 rc = 0;
+
+	if (db_connect(db) == -1 || prepare(db, s) == -1)
+		return -1;
+	if (PQsendQueryPrepared(db->conn, stmts[s].name, n, params, NULL, NULL,
+	    0) == 0 || PQsetSingleRowMode(db->conn) == 0) {
+		note_failure(db, NULL);
+		while ((res = PQgetResult(db->conn)) != NULL)
+			PQclear(res);
+		return -1;
+	}
+	db->status = DB_OK;
+	/* Every result is read, whatever happens: the connection is reused. */
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		switch (PQresultStatus(res)) {
+		case PGRES_SINGLE_TUPLE:
+			if (rc == 0 && fn(arg, (const struct db_res *)res) == -1) {
+				rc = 1;
+				if ((cancel = PQgetCancel(db->conn)) != NULL) {
+					(void)PQcancel(cancel, why, sizeof(why));
+					PQfreeCancel(cancel);
+				}
+			}
+			break;
+		case PGRES_TUPLES_OK:
+			db->last_answer = clock_mono();
+			break;
+		default:
+			/* The cancel we asked for is no failure. */
+			if (rc == 0) {
+				note_failure(db, res);
+				rc = -1;
+			}
+			break;
+		}
+		PQclear(res);
+	}
+	drain(db);
+	if (rc == 0 && PQstatus(db->conn) != CONNECTION_OK) {
+		note_failure(db, NULL);
+		rc = -1;
+	}
+	return rc;
+}
+
+int
+db_begin_snapshot(struct db *db)
+{
+	if (simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ==
+	    -1)
+		return -1;
+	db->in_tx = true;
+	return 0;
 }
 
 int

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 6
+#define DB_SCHEMA_VERSION 7
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -45,6 +45,8 @@ enum stmt {
 	STMT_DEV_KEY_INSERT,	/* (id, tenant, prefix, hash hex, last4) ->
 				    id; no row when it exists */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
+	STMT_AUDIT_HEAD,	/* () -> id, row hash hex of the newest row */
+	STMT_AUDIT_ROW_HASH,	/* (id) -> row hash hex */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
 	STMT_TENANT_INSERT,	/* (parent, name) -> id */
@@ -52,7 +54,12 @@ enum stmt {
 	STMT_TENANT_LIST,	/* (caller, cursor, limit) -> TENANT_COLS */
 	STMT_TENANT_UPDATE,	/* (id, caller, name set, name) -> id */
 	STMT_TENANT_DEACTIVATE,	/* (id) -> ids of the subtree */
-	STMT_TENANT_EXPORT,	/* (id) -> one JSON document */
+	STMT_EXPORT_TENANTS,	/* (id) -> one JSON object a row, for */
+	STMT_EXPORT_KEYS,	/*   each part of a subtree's export */
+	STMT_EXPORT_ROLES,
+	STMT_EXPORT_LLM_KEYS,
+	STMT_EXPORT_USAGE,
+	STMT_EXPORT_AUDIT,
 	STMT_TENANT_PURGE,	/* (id) -> counts as JSON */
 	STMT_ROLE_INSERT,	/* (tenant or NULL, name, description,
 				    scopes) -> id */
@@ -157,6 +164,15 @@ int		 db_prepare_all(struct db *) __attribute__((warn_unused_result));
 enum db_status	 db_status(const struct db *);
 /* Connections made again after the first one (NULL: 0). */
 unsigned long	 db_reconnects(const struct db *);
+/*
+ * Sets statement_timeout and lock_timeout (ms, 0 = none) for every
+ * session from now on; the current one, if any, is closed.  A statement
+ * that runs into either fails with DB_UNAVAILABLE, on a connection that
+ * stays usable, and db_timed_out() says so.
+ */
+void		 db_set_timeouts(struct db *, int statement_ms, int lock_ms);
+/* True when the last failure was a statement or lock timeout. */
+bool		 db_timed_out(const struct db *);
 /* The SQLSTATE of the last DB_ERROR ("" when none). */
 const char	*db_sqlstate(const struct db *);
 /* The server's message for the last failure; never contains parameters. */
@@ -180,6 +196,23 @@ int		 db_exec(struct db *, enum stmt, int nparams,
 int		 db_exec_script(struct db *, const char *)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Runs a prepared statement and hands its rows to fn one at a time, as
+ * PostgreSQL sends them (libpq's single-row mode), so that a result of
+ * any size takes the memory of one row.  The row is borrowed for the
+ * call (row 0 of it).  fn returns 0 to go on, -1 to stop: the statement
+ * is then cancelled.  0 when every row was handed over, 1 when fn
+ * stopped, -1 on a failure with db_status() set.
+ */
+int		 db_each_row(struct db *, enum stmt, int nparams,
+		    const char *const *params,
+		    int (*fn)(void *arg, const struct db_res *row), void *arg)
+		    __attribute__((warn_unused_result));
+/*
+ * Begins a transaction that reads one snapshot of the database and
+ * writes nothing (REPEATABLE READ, READ ONLY).  0, or -1.
+ */
+int		 db_begin_snapshot(struct db *) __attribute__((warn_unused_result));
 int		 db_begin(struct db *) __attribute__((warn_unused_result));
 int		 db_commit(struct db *) __attribute__((warn_unused_result));
 /* Rolls back if a transaction is open; safe to call after a failure. */

@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -142,8 +143,122 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 			json_object_put(obj);
 		obj = NULL;
 	}
+	/* The tokener's scratch buffer held the last string it read. */
+	if (tok->pb != NULL && tok->pb->buf != NULL)
+		explicit_bzero(tok->pb->buf, (size_t)tok->pb->size);
 	json_tokener_free(tok);
 	return obj;
+}
+
+/* True when o or anything below it is a number that is not finite. */
+static bool
+has_infinite(struct json_object *o)
+{
+	size_t	 i, n;
+
+	switch (json_object_get_type(o)) {
+	case json_type_double:
+		return !isfinite(json_object_get_double(o));
+	case json_type_array:
+		n = json_object_array_length(o);
+		for (i = 0; i < n; i++)
+			if (has_infinite(json_object_array_get_idx(o, i)))
+				return true;
+		return false;
+	case json_type_object: {
+		json_object_object_foreach(o, name, member) {
+			(void)name;
+			if (has_infinite(member))
+				return true;
+		}
+		return false;
+	}
+	case json_type_null:
+	case json_type_boolean:
+	case json_type_int:
+	case json_type_string:
+		break;
+	}
+	return false;
+}
+
+/*
+ * True when the text holds a NUL: as a byte, or escaped in a string.
+ * Member names are checked here, in the text, because json-c keeps them
+ * as C strings, already cut at the NUL.
+ */
+static bool
+has_nul(const char *p, size_t n)
+{
+	size_t	 i;
+	bool	 in_str = false;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] == '\0')
+			return true;
+		if (!in_str) {
+			in_str = p[i] == '"';
+			continue;
+		}
+		if (p[i] == '"')
+			in_str = false;
+		else if (p[i] == '\\') {
+			if (i + 5 < n && p[i + 1] == 'u' &&
+			    memcmp(p + i + 2, "0000", 4) == 0)
+				return true;
+			i++;
+		}
+	}
+	return false;
+}
+
+int
+json_values_portable(const char *text, size_t len, struct json_object *o,
+    char *err, size_t errsz)
+{
+	if (has_infinite(o)) {
+		snprintf(err, errsz, "request body holds a number beyond the "
+		    "range of a double");
+		return -1;
+	}
+	if (has_nul(text, len)) {
+		snprintf(err, errsz, "request body holds a NUL character "
+		    "(\\u0000)");
+		return -1;
+	}
+	return 0;
+}
+
+void
+json_wipe(struct json_object *o)
+{
+	union { const char *ro; char *rw; } str;
+	size_t	 i, n;
+
+	switch (json_object_get_type(o)) {
+	case json_type_string:
+		/* json-c hands out its own buffer, inline or allocated. */
+		str.ro = json_object_get_string(o);
+		explicit_bzero(str.rw, (size_t)json_object_get_string_len(o));
+		break;
+	case json_type_array:
+		n = json_object_array_length(o);
+		for (i = 0; i < n; i++)
+			json_wipe(json_object_array_get_idx(o, i));
+		break;
+	case json_type_object: {
+		json_object_object_foreach(o, name, member) {
+			(void)name;
+			json_wipe(member);
+		}
+		break;
+	}
+	case json_type_null:
+	case json_type_boolean:
+	case json_type_double:
+	case json_type_int:
+		break;
+	}
 }
 
 const char *

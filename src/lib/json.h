@@ -35,6 +35,22 @@ bool		 json_get(struct json_object *o, const char *k,
 const char	*json_get_str(struct json_object *o, const char *k);
 /* A new string object: json_object_new_string, shorter. */
 struct json_object *json_str(const char *);
+/*
+ * What a request body may not hold even as valid JSON, because it would
+ * not survive the way on: a number beyond a double's range (1e309 would
+ * be re-written as the non-JSON token Infinity) and a NUL character in a
+ * string or a member name (\u0000, which C strings cut short).  o is the
+ * body parsed from text.  0, or -1 with the reason in err.
+ */
+int		 json_values_portable(const char *text, size_t len,
+		    struct json_object *o, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+/*
+ * Overwrites every string in o and below it with zeros, before o is put:
+ * a body that carried an API key or a provider key leaves none behind in
+ * freed memory.  NULL is accepted; o is unusable after.
+ */
+void		 json_wipe(struct json_object *o);
 /* The compact text of an object; borrowed from the object. */
 const char	*json_text(struct json_object *, size_t *len);
 

@@ -132,6 +132,51 @@ upstream_retry_seconds(const struct upstream_call *c)
 	return -1;
 }
 
+/*
+ * A kept connection idle longer than this is not used again: below the
+ * keep-alive of the servers providers run behind (uvicorn, which serves
+ * vLLM, closes after 5 s; others after a minute or more), so that a
+ * request is rarely written to a connection the server is closing.
+ */
+#define UPSTREAM_MAXAGE_CONN	4L	/* s */
+
+/*
+ * The request body, handed to curl piece by piece.  Only the first
+ * sending is allowed: libcurl sends a request again on a fresh
+ * connection when a kept one dies before any answer, even a POST whose
+ * body has gone out, which a provider may have acted on (and billed).
+ * Refusing the rewind makes that an error instead.
+ */
+struct upload {
+	const char	*data;
+	size_t		 len;
+	size_t		 off;		/* bytes handed to curl so far */
+};
+
+static size_t
+on_read(char *p, size_t size, size_t n, void *arg)
+{
+	struct upload	*u = arg;
+	size_t		 len = size * n;
+
+	if (len > u->len - u->off)
+		len = u->len - u->off;
+	memcpy(p, u->data + u->off, len);
+	u->off += len;
+	return len;
+}
+
+static int
+on_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct upload	*u = arg;
+
+	/* Nothing was read yet: starting over sends nothing twice. */
+	if (offset == 0 && origin == SEEK_SET && u->off == 0)
+		return CURL_SEEKFUNC_OK;
+	return CURL_SEEKFUNC_FAIL;
+}
+
 struct upstream {
 	CURL		*h;		/* made at the first call, NULL before */
 };
@@ -163,6 +208,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
     char *err, size_t errsz)
 {
 	struct curl_slist *hdrs = NULL, *tmp;
+	struct upload	 up = { c->body, c->body_len, 0 };
 	CURL		*h;
 	CURLcode	 rc;
 	enum upstream_result res;
@@ -186,6 +232,10 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 			break;
 		hdrs = tmp;
 	}
+	/* The body goes at once: no "Expect: 100-continue" round trip. */
+	if (c->body != NULL && (tmp = curl_slist_append(hdrs, "Expect:")) !=
+	    NULL)
+		hdrs = tmp;
 	curl_easy_setopt(h, CURLOPT_URL, c->url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -206,8 +256,13 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, UPSTREAM_MAXAGE_CONN);
 	if (c->body != NULL) {
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body);
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, &up);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)c->body_len);
 	}
@@ -237,6 +292,8 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		curl_easy_reset(h);
 	else
 		curl_easy_cleanup(h);
+	for (tmp = hdrs; tmp != NULL; tmp = tmp->next)
+		explicit_bzero(tmp->data, strlen(tmp->data));
 	curl_slist_free_all(hdrs);
 	return res;
 }

@@ -10,16 +10,25 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "core/scope.h"
+#include "lib/harden.h"
 #include "server/config.h"
+
+extern char **environ;
 
 const char *const config_mode_names[MODE__MAX] = {
 	"development",	/* MODE_DEVELOPMENT */
 	"production",	/* MODE_PRODUCTION */
 };
 
-/* Secrets a development setup runs with when none are configured. */
+/*
+ * The secret a development setup signs keys with when none is configured.
+ * There is no such value for tokens: without jwt_secret JWT
+ * authentication is off.  The old development value is still refused.
+ */
 #define DEV_HMAC_SECRET	"keygate-development-hmac-secret-not-for-production"
 #define DEV_JWT_SECRET	"keygate-development-jwt-secret-not-for-production"
 #define SECRET_MIN_LEN	32
@@ -64,6 +73,8 @@ static const struct cf_key keys[] = {
 	{ "shutdown_timeout", CF_INT, F(shutdown_timeout), true, "30", 1, 3600 },
 	{ "database_url", CF_SECRET, F(database_url), true, "dbname=keygate", 0, 0 },
 	{ "database_connect_timeout", CF_INT, F(database_connect_timeout), true, "5", 1, 300 },
+	{ "database_statement_timeout", CF_WINDOW, F(database_statement_timeout), true, "30 seconds", 1, 86400 },
+	{ "database_lock_timeout", CF_WINDOW, F(database_lock_timeout), true, "5 seconds", 1, 86400 },
 	{ "mode", CF_MODE, F(mode), true, "development", 0, 0 },
 	{ "hmac_secret", CF_SECRET, F(hmac_secret), true, "", 0, 0 },
 	{ "jwt_secret", CF_SECRET, F(jwt_secret), true, "", 0, 0 },
@@ -74,6 +85,8 @@ static const struct cf_key keys[] = {
 	{ "rate_limiting", CF_BOOL, F(rate_limiting), true, "true", 0, 0 },
 	{ "rate_limit_max", CF_LONG, F(rate_limit_max), true, "100", 1, 100000 },
 	{ "rate_limit_window", CF_WINDOW, F(rate_limit_window), true, "1 minute", 1, 86400 * 31 },
+	{ "auth_failures_max", CF_LONG, F(auth_failures_max), true, "30", 0, 1000000 },
+	{ "auth_failures_window", CF_WINDOW, F(auth_failures_window), true, "1 minute", 1, 86400 },
 	{ "max_active_keys_per_tenant", CF_LONG, F(max_active_keys_per_tenant), true, "0", 0, 1e9 },
 	{ "dormant_disable_days", CF_INT, F(dormant_disable_days), true, "0", 0, 36500 },
 	{ "validate_llm_keys", CF_BOOL, F(validate_llm_keys), true, "true", 0, 0 },
@@ -863,6 +876,95 @@ out:
 	return rc;
 }
 
+/*
+ * The KEYGATE_* variables once config_env_take() has moved them out of
+ * the environment: "NAME=value" strings end to end, each ended by its NUL,
+ * locked in memory.  Set once, before any worker exists, and read by
+ * every later load (a reload takes its overrides from here).
+ */
+static char	*env_block;
+static size_t	 env_size;
+static bool	 env_taken;
+
+void
+config_env_take(void)
+{
+	size_t	 i, j, n = 0;
+	char	*p;
+
+	if (env_taken)
+		return;
+	env_taken = true;
+	for (i = 0; environ != NULL && environ[i] != NULL; i++)
+		if (strncmp(environ[i], "KEYGATE_", 8) == 0)
+			n += strlen(environ[i]) + 1;
+	if (n > 0 && (env_block = malloc(n)) != NULL)
+		env_size = n;
+	p = env_block;
+	for (i = j = 0; environ != NULL && environ[i] != NULL; i++) {
+		size_t len = strlen(environ[i]);
+
+		if (strncmp(environ[i], "KEYGATE_", 8) != 0) {
+			environ[j++] = environ[i];
+			continue;
+		}
+		if (p != NULL) {
+			memcpy(p, environ[i], len + 1);
+			p += len + 1;
+		}
+		/*
+		 * The text itself, not only the pointer: the original block
+		 * is what /proc/PID/environ shows.
+		 */
+		explicit_bzero(environ[i], len);
+	}
+	if (environ != NULL)
+		environ[j] = NULL;
+	if (env_block != NULL)
+		(void)harden_lock(env_block, env_size);
+}
+
+const char *
+config_getenv(const char *name)
+{
+	size_t	 n = strlen(name), off;
+
+	if (!env_taken)
+		return getenv(name);
+	for (off = 0; off < env_size; off += strlen(env_block + off) + 1)
+		if (strncmp(env_block + off, name, n) == 0 &&
+		    env_block[off + n] == '=')
+			return env_block + off + n + 1;
+	return NULL;
+}
+
+int
+config_lock_secrets(const struct config *c)
+{
+	size_t	 i;
+	int	 rc = 0;
+
+	if (env_block != NULL && harden_lock(env_block, env_size) == -1)
+		rc = -1;
+	for (i = 0; i < NKEYS; i++) {
+		const char *v;
+
+		if (keys[i].type != CF_SECRET)
+			continue;
+		v = *(char *const *)(const void *)((const char *)c +
+		    keys[i].offset);
+		if (v != NULL && *v != '\0' &&
+		    harden_lock(v, strlen(v) + 1) == -1)
+			rc = -1;
+	}
+	for (i = 0; i < c->upstreams.n; i++)
+		if (c->upstreams.v[i].key != NULL &&
+		    harden_lock(c->upstreams.v[i].key,
+		    strlen(c->upstreams.v[i].key) + 1) == -1)
+			rc = -1;
+	return rc;
+}
+
 static int
 parse_env(struct config *c, unsigned *lines, char *err, size_t errsz)
 {
@@ -874,7 +976,7 @@ parse_env(struct config *c, unsigned *lines, char *err, size_t errsz)
 		snprintf(var, sizeof(var), "KEYGATE_%s", keys[i].name);
 		for (j = 8; var[j] != '\0'; j++)
 			var[j] = (char)toupper((unsigned char)var[j]);
-		if ((v = getenv(var)) == NULL)
+		if ((v = config_getenv(var)) == NULL)
 			continue;
 		/* The variable replaces the file's rules, not adds to them. */
 		if (keys[i].type == CF_AUTHORIZE)
@@ -921,6 +1023,42 @@ origin(const struct config *c, const unsigned *lines, const char *name,
 		    "configuration");
 }
 
+/*
+ * True for a unix socket, and for tcp:HOST:PORT whose HOST is an address
+ * in 127.0.0.0/8 or ::1 (in brackets or not) or "localhost".
+ */
+static bool
+listen_is_loopback(const char *listen)
+{
+	char		 host[64];
+	const char	*h, *colon;
+	size_t		 n;
+	struct in_addr	 a4;
+	struct in6_addr	 a6;
+
+	if (strncmp(listen, "tcp:", 4) != 0)
+		return true;
+	h = listen + 4;
+	if ((colon = strrchr(h, ':')) == NULL || colon == h)
+		return false;
+	n = (size_t)(colon - h);
+	if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n >= sizeof(host))
+		return false;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
 /* Checks that need the whole config, and fills development defaults. */
 static int
 check(struct config *c, const unsigned *lines, char *err, size_t errsz)
@@ -943,6 +1081,13 @@ check(struct config *c, const unsigned *lines, char *err, size_t errsz)
 		    "tcp:HOST:PORT, got \"%s\"", where, c->listen);
 		return -1;
 	}
+	if (c->mode == MODE_DEVELOPMENT && !listen_is_loopback(c->listen)) {
+		origin(c, lines, "listen", at, sizeof(at));
+		snprintf(err, errsz, "%s: listen: mode = development listens on "
+		    "loopback only (127.0.0.0/8 or ::1), not \"%s\"; its "
+		    "secrets may be public", at, c->listen);
+		return -1;
+	}
 	if (c->key_brand[0] == '\0' || strlen(c->key_brand) > 12) {
 		snprintf(err, errsz, "%s: key_brand: 1 to 12 lower-case "
 		    "letters or digits", where);
@@ -961,6 +1106,9 @@ check(struct config *c, const unsigned *lines, char *err, size_t errsz)
 			{ "jwt_secret", c->jwt_secret },
 		};
 		for (i = 0; i < 2; i++) {
+			/* Without jwt_secret, JWT authentication is off. */
+			if (i == 1 && s[i].val[0] == '\0')
+				continue;
 			if (strlen(s[i].val) < SECRET_MIN_LEN) {
 				snprintf(err, errsz, "%s: %s: must be at least "
 				    "%d bytes in production mode", where,
@@ -985,10 +1133,7 @@ check(struct config *c, const unsigned *lines, char *err, size_t errsz)
 		    key_set(c, key_find("hmac_secret"), DEV_HMAC_SECRET,
 		    why, sizeof(why)) == -1)
 			goto oom;
-		if (c->jwt_secret[0] == '\0' &&
-		    key_set(c, key_find("jwt_secret"), DEV_JWT_SECRET,
-		    why, sizeof(why)) == -1)
-			goto oom;
+
 	}
 	return 0;
 oom:

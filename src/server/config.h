@@ -74,6 +74,8 @@ struct config {
 	int		 shutdown_timeout;	/* s */
 	char		*database_url;		/* libpq conninfo or URI */
 	int		 database_connect_timeout; /* s */
+	int		 database_statement_timeout; /* s a statement may run */
+	int		 database_lock_timeout;	/* s a statement waits for a lock */
 	enum config_mode mode;
 	char		*hmac_secret;		/* secret */
 	char		*jwt_secret;		/* secret */
@@ -84,6 +86,8 @@ struct config {
 	bool		 rate_limiting;	/* count requests against limits */
 	long		 rate_limit_max;
 	int		 rate_limit_window;	/* s */
+	long		 auth_failures_max;	/* per address or prefix, 0 = off */
+	int		 auth_failures_window;	/* s */
 	long		 max_active_keys_per_tenant; /* 0 = unlimited */
 	int		 dormant_disable_days;	/* 0 = never */
 	bool		 validate_llm_keys;
@@ -114,6 +118,22 @@ struct config {
  */
 struct config	*config_load(const char *path, char *err, size_t errsz)
 		    __attribute__((warn_unused_result));
+/*
+ * Moves every KEYGATE_* variable out of the process environment into
+ * memory of this module, wiping the original text (what /proc/PID/environ
+ * shows), so that neither the process's readers nor its children see a
+ * secret.  Later loads and config_getenv() read the moved copy.  Called
+ * once, first thing in main(); a second call does nothing.
+ */
+void		 config_env_take(void);
+/* getenv(), also for the variables config_env_take() moved. */
+const char	*config_getenv(const char *name);
+/*
+ * Locks the pages of c's secrets (and of the moved environment) in
+ * memory.  Each process holding them calls it: locks do not survive
+ * fork().  0, or -1 when the system refused some of them.
+ */
+int		 config_lock_secrets(const struct config *c);
 /* Frees a config and wipes its secrets; NULL is accepted. */
 void		 config_free(struct config *);
 /*

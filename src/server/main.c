@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "core/vault.h"
 #include "lib/crypto.h"
+#include "lib/harden.h"
 #include "server/config.h"
 #include "server/log.h"
 #include "server/master.h"
@@ -77,6 +78,13 @@ main(int argc, char *argv[])
 	char		 err[512];
 	int		 ch, check_only = 0;
 
+	/* Before anything can read them or crash with them. */
+	config_env_take();
+	if (harden_process(err, sizeof(err)) == -1) {
+		fprintf(stderr, "keygated: %s\n", err);
+		return 1;
+	}
+
 	while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -100,8 +108,8 @@ main(int argc, char *argv[])
 		usage(stderr);
 		return 2;
 	}
-	if (path == NULL && getenv("KEYGATE_CONFIG") != NULL)
-		path = getenv("KEYGATE_CONFIG");
+	if (path == NULL)
+		path = config_getenv("KEYGATE_CONFIG");
 	if (path == NULL)
 		path = CONFIG_DEFAULT_PATH;
 
@@ -131,5 +139,10 @@ main(int argc, char *argv[])
 	if (cfg->mode == MODE_DEVELOPMENT)
 		log_warn("mode = development: secrets may be defaults; never "
 		    "expose this instance");
+	if (cfg->jwt_secret[0] == '\0')
+		log_info("jwt_secret is empty: JWT authentication is off");
+	if (config_lock_secrets(cfg) == -1)
+		log_warn("mlock: locking secrets in memory: %s; they may "
+		    "reach swap", strerror(errno));
 	return master_run(cfg, &api_app);
 }

@@ -354,6 +354,9 @@ reload(struct master *m)
 		log_error("open: reopening log file %s: %s; logging to "
 		    "the previous destination", next->log_file,
 		    strerror(errno));
+	if (config_lock_secrets(next) == -1)
+		log_warn("mlock: locking secrets in memory: %s; they may "
+		    "reach swap", strerror(errno));
 	config_free(m->cfg);
 	m->cfg = next;
 	m->generation++;

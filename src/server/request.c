@@ -34,13 +34,35 @@ request_io_new(int listen_fd)
 	return io;
 }
 
+/*
+ * libfcgi frees the parameters of a request without wiping them: the
+ * values of the headers that carry keys (Authorization, X-API-Key, and
+ * each provider's X-<Provider>-Key) are zeroed here first.
+ */
+static void
+wipe_key_params(struct request_io *io)
+{
+	char	**e, *eq;
+
+	for (e = io->fcgx.envp; e != NULL && *e != NULL; e++) {
+		if ((eq = strchr(*e, '=')) == NULL)
+			continue;
+		if (strncmp(*e, "HTTP_AUTHORIZATION=", 19) == 0 ||
+		    (strncmp(*e, "HTTP_X_", 7) == 0 &&
+		    eq - *e >= 4 && strncmp(eq - 4, "_KEY", 4) == 0))
+			explicit_bzero(eq + 1, strlen(eq + 1));
+	}
+}
+
 void
 request_io_free(struct request_io *io)
 {
 	if (io == NULL)
 		return;
-	if (io->active)
+	if (io->active) {
+		wipe_key_params(io);
 		FCGX_Finish_r(&io->fcgx);
+	}
 	FCGX_Free(&io->fcgx, 1);
 	free(io);
 }
@@ -71,8 +93,10 @@ void
 request_io_finish(struct request_io *io, struct request *req)
 {
 	(void)req;
-	if (io->active)
+	if (io->active) {
+		wipe_key_params(io);
 		FCGX_Finish_r(&io->fcgx);
+	}
 	io->active = false;
 }
 
@@ -173,8 +197,10 @@ request_clear(struct request *req)
 	/* Bodies carry secrets (provider keys, new keys): wipe them. */
 	if (body.data != NULL)
 		explicit_bzero(body.data, body.len);
-	if (req->json != NULL)
+	if (req->json != NULL) {
+		json_wipe(req->json);
 		json_object_put(req->json);
+	}
 	buf_reset(&body);
 	buf_reset(&headers);
 	memset(req, 0, sizeof(*req));

@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -23,6 +24,24 @@ http_method_parse(const char *s)
 		if (strcmp(s, http_method_names[m]) == 0)
 			return (enum http_method)m;
 	return METHOD__MAX;
+}
+
+void
+router_canonical_id(char *s)
+{
+	size_t	 i;
+
+	for (i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return;
+		} else if (!isxdigit((unsigned char)s[i]))
+			return;
+	}
+	if (s[36] != '\0')
+		return;
+	for (i = 0; i < 36; i++)
+		s[i] = (char)tolower((unsigned char)s[i]);
 }
 
 /*
@@ -85,6 +104,7 @@ router_match(const struct route *table, size_t n, const char *method,
 		any = true;
 		if (table[i].method == m) {
 			(void)match(table[i].pattern, path, param, paramsz);
+			router_canonical_id(param);
 			*route = &table[i];
 			return ROUTE_FOUND;
 		}

@@ -45,7 +45,8 @@ enum route_result {
 
 /*
  * Looks path up in table.  On ROUTE_FOUND *route is set and the {id}
- * segment, if any, copied to param (truncated segments do not match); on
+ * segment, if any, copied to param (truncated segments do not match), a
+ * UUID in lower case whatever case it was sent in; on
  * ROUTE_METHOD_NOT_ALLOWED allow holds the methods that would have matched,
  * e.g. "GET, HEAD, DELETE".  HEAD finds the GET rows.
  */
@@ -53,6 +54,12 @@ enum route_result router_match(const struct route *table, size_t n,
 		    const char *method, const char *path,
 		    const struct route **route, char *param, size_t paramsz,
 		    char *allow, size_t allowsz);
+/*
+ * Writes a UUID in its one canonical form, lower case, so that ids are
+ * compared as UUIDs, not as the text a client chose: an id in capitals is
+ * the same tenant.  Any other text is left as it came.
+ */
+void		 router_canonical_id(char *);
 /* The method's name, and the method of a name (METHOD__MAX = unknown). */
 enum http_method http_method_parse(const char *);
 

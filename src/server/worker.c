@@ -13,6 +13,7 @@
 
 #include "lib/clock.h"
 #include "lib/crypto.h"
+#include "lib/harden.h"
 #include "server/config.h"
 #include "server/http.h"
 #include "server/log.h"
@@ -184,6 +185,7 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	struct epoll_event ev;
 	sigset_t	 waitmask;
 	int		 epfd = -1, n, rc, code = WORKER_EXIT_OK, idle_ms = -1;
+	char		 err[160] = "";
 
 	memset(&w, 0, sizeof(w));
 	memset(&req, 0, sizeof(req));
@@ -194,9 +196,21 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	w.shared = shared;
 	signals_init(&waitmask);
 
-	/* The start order: privileges, then the RNG, then the app. */
-	if (drop_privileges(cfg) == -1)
+	/*
+	 * The start order: secrets locked (fork() does not keep the
+	 * master's locks; as root the lock limit does not apply yet), then
+	 * privileges (a new user makes the process dumpable again), then
+	 * the RNG, then the app.
+	 */
+	if (config_lock_secrets(cfg) == -1)
+		log_warn("mlock: locking secrets in memory: %s; they may "
+		    "reach swap", strerror(errno));
+	if (drop_privileges(cfg) == -1 ||
+	    harden_process(err, sizeof(err)) == -1) {
+		if (err[0] != '\0')
+			log_error("%s", err);
 		_exit(WORKER_EXIT_FATAL);
+	}
 	crypto_after_fork();
 	if (app->start != NULL && app->start(&w) == -1) {
 		code = WORKER_EXIT_FATAL;

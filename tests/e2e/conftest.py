@@ -8,6 +8,9 @@
     web_server  the name of each web server in turn (lighttpd, apache,
                 nginx): a module using it runs once behind each
     web_stack   like `stack`, behind each web server in turn
+    pooled_stack  a stack on its own database whose providers are a
+                mock_llm.MockLLM (the module's `llm`) and whose operator
+                pool key is ks.POOL_KEY
     make_keygated  a factory for a bare keygated (no lighttpd)
     fresh_database  a new, empty database in the shared cluster
     own_pg      a test's own PostgreSQL cluster, for tests that stop it
@@ -100,6 +103,16 @@ def web_server(request):
 def web_stack(workdir, pg, web_server):
     s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname(web_server),
                  web=web_server, workers=3)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def pooled_stack(workdir, pg, llm):
+    cfg = dict(llm.config())
+    cfg.update(validate_llm_keys="false", pool_openrouter_key=ks.POOL_KEY,
+               workers=2)
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname("pool"), **cfg)
     yield s
     s.close()
 

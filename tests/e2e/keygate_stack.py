@@ -67,6 +67,8 @@ SQL_DIR = os.path.join(SRCDIR, "sql")
 LIGHTTPD_CONF = os.path.join(SRCDIR, "fcgi", "lighttpd.conf")
 
 DEV_KEY = "kg_dev_local_default_tenant_do_not_use_in_production"
+# The operator's pool key of conftest's pooled_stack.
+POOL_KEY = "sk-or-v1-pool" + secrets.token_hex(24)
 
 # Environment variables that keygated reads as configuration.  They are
 # stripped from the environment of every process started here, so that a
@@ -460,6 +462,13 @@ class PgCluster:
         self._lockers.append(lock)
         return lock
 
+    def hold_rows(self, table, where, dbname=None):
+        """Opens a session holding the rows of `table` that match `where`
+        (SELECT ... FOR UPDATE) until the returned TableLock is released."""
+        lock = TableLock(self, table, dbname or self.dbname, where=where)
+        self._lockers.append(lock)
+        return lock
+
     def close(self):
         for lock in self._lockers:
             lock.release()
@@ -481,9 +490,10 @@ class PgCluster:
 
 
 class TableLock:
-    """A psql session inside a transaction holding a table lock."""
+    """A psql session inside a transaction holding a table lock, or with
+    `where`, the lock of the rows that match."""
 
-    def __init__(self, pg, table, dbname):
+    def __init__(self, pg, table, dbname, where=None):
         self.pg = pg
         argv = [os.path.join(pg.bindir, "psql"), "-X", "-q",
                 "-v", "ON_ERROR_STOP=1", "-h", pg.sockdir,
@@ -492,6 +502,19 @@ class TableLock:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
                                      env=clean_env(), start_new_session=True)
+        if where is not None:
+            self.proc.stdin.write(
+                ("SET application_name = 'e2e-rows';\nBEGIN;\n"
+                 "SELECT 1 FROM %s WHERE %s FOR UPDATE;\n"
+                 "SELECT 'e2e-rows-held';\n" % (table, where)).encode())
+            self.proc.stdin.flush()
+            wait_until(lambda: pg.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE "
+                "application_name = 'e2e-rows' AND state = "
+                "'idle in transaction' AND query LIKE '%%e2e-rows-held%%'",
+                dbname=dbname) == "1", 10, what="the rows of %s" % table)
+            self.dbname = dbname
+            return
         self.proc.stdin.write(
             ("SET application_name = 'e2e-lock';\n"
              "BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n"
@@ -551,6 +574,9 @@ def default_config(workdir, conninfo):
         # rate limits set their own.
         ("rate_limit_max", 100000),
         ("rate_limit_window", "1 second"),
+        # Likewise with bad credentials; the tests about failed
+        # authentications set their own limit.
+        ("auth_failures_max", 1000000),
         # Gateway tests are about routing and translation; the ones about
         # credits turn charging on.
         ("credits_enforce", "false"),
@@ -2039,6 +2065,22 @@ def jwt_token(secret, claims, header=None, sign=True):
     mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
                    hashlib.sha256).digest()
     return "%s.%s.%s" % (h, p, b64url(mac))
+
+
+def statement_calls(stack, fragment):
+    """How many times the stack's database has run the statements whose
+    text holds `fragment`, as PostgreSQL counts them (pg_stat_statements)."""
+    stack.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    rows = stack.psql("SELECT coalesce(sum(calls), 0) FROM "
+                      "pg_stat_statements WHERE dbid = (SELECT oid FROM "
+                      "pg_database WHERE datname = current_database()) AND "
+                      "query LIKE '%%%s%%'" % fragment.replace("'", "''"))
+    return int(rows[0][0])
+
+
+def key_lookups(stack):
+    """How many times keygated has looked an API key up."""
+    return statement_calls(stack, "OR k.prev_key_prefix = $1")
 
 
 def auth(key=DEV_KEY):

@@ -101,3 +101,64 @@ def test_chain_links_every_row_to_the_one_before(audited):
     for prev, cur in zip(rows, rows[1:]):
         assert cur[1] == prev[2]
     assert len({r[2] for r in rows}) == len(rows)
+
+
+# ---------------------------------------------------------------------------
+# A head signed with hmac_secret, kept outside the database
+
+def head(stack):
+    p = stack.kg.ctl("audit-head")
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout.strip()
+
+
+REBUILD_CHAIN = """
+    DO $$
+    DECLARE r audit_log; last bytea := '\\x'::bytea;
+    BEGIN
+        FOR r IN SELECT * FROM audit_log ORDER BY id LOOP
+            UPDATE audit_log SET prev_hash = last,
+                row_hash = audit_row_hash(last, r) WHERE id = r.id;
+            SELECT row_hash INTO last FROM audit_log WHERE id = r.id;
+        END LOOP;
+    END $$"""
+
+
+def test_a_signed_head_verifies(audited):
+    s, ids = audited
+    signed = head(s)
+    assert signed.split(":")[0] == str(ids[-1])
+    make_keys(s, 2)
+    p = s.kg.ctl("audit-verify", "--head", signed)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "audit log intact" in p.stdout and "signed head" in p.stdout
+
+
+def test_removed_newest_rows_are_found_with_the_head(audited):
+    s, ids = audited
+    signed = head(s)
+    tamper(s, "DELETE FROM audit_log WHERE id >= %d" % ids[-2])
+    # The shorter chain is intact by itself ...
+    assert verify(s).returncode == 0
+    # ... but not with the head taken before.
+    p = s.kg.ctl("audit-verify", "--head", signed)
+    assert p.returncode == 1, p.stdout
+    assert "broken at row %d" % ids[-1] in p.stdout
+    assert "removed" in p.stdout
+
+
+def test_a_rebuilt_chain_is_found_with_the_head(audited):
+    """Whoever holds the database password can edit a row and rebuild
+    every hash after it; not sign a head for the result."""
+    s, ids = audited
+    signed = head(s)
+    tamper(s, "UPDATE audit_log SET action = 'api_key.revoke' WHERE id = %d"
+           % ids[1] + ";" + REBUILD_CHAIN)
+    assert verify(s).returncode == 0
+    p = s.kg.ctl("audit-verify", "--head", signed)
+    assert p.returncode == 1, p.stdout
+    assert "rewritten" in p.stdout
+    forged = head(s)
+    other = s.kg.ctl("audit-verify", "--head", forged[:-1] + (
+        "0" if forged[-1] != "0" else "1"))
+    assert other.returncode == 1 and "signature" in other.stdout

@@ -120,3 +120,23 @@ def test_token_mutation_is_audited_with_its_subject(jwt_stack):
         "SELECT actor, actor_key_id, request_id FROM audit_log "
         "WHERE target_id = '%s'" % r.json["id"])
     assert rows == [["jwt:billing-service", "", r.headers["x-request-id"]]]
+
+
+DEVELOPMENT_JWT_SECRET = "keygate-development-jwt-secret-not-for-production"
+
+
+@pytest.mark.parametrize("mode", ["development", "production"])
+def test_without_jwt_secret_no_token_is_accepted(make_stack, mode):
+    """No fallback secret anyone could look up: without jwt_secret, JWT
+    authentication is off, whatever the mode."""
+    s = make_stack(jwt_secret=None, mode=mode, seed_dev_key=False)
+    key = s.kg.ctl("create-key", "--name", "jwt-off", "--scopes", "*")
+    assert key.returncode == 0, key.stderr
+    assert s.get("/v1/auth/whoami",
+                 headers=bearer(key.stdout.strip())).status == 200
+    for secret in (DEVELOPMENT_JWT_SECRET, ""):
+        t = token(secret, claims(scopes=["*"]))
+        r = s.get("/v1/auth/whoami", headers=bearer(t))
+        ks.assert_error(r, 401, "invalid_api_key")
+        assert r.body == INVALID
+    assert "JWT authentication is off" in s.kg.log_text()

@@ -34,20 +34,8 @@ def all_refuse(stack, key, timeout=2):
     on_every_worker(stack, "GET", WHOAMI, auth(key), assert_invalid_key)
 
 
-def statement_calls(stack, fragment):
-    """How many times this database has run the statements whose text
-    holds `fragment`, as PostgreSQL counts them (pg_stat_statements)."""
-    stack.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    rows = stack.psql("SELECT coalesce(sum(calls), 0) FROM "
-                      "pg_stat_statements WHERE dbid = (SELECT oid FROM "
-                      "pg_database WHERE datname = current_database()) AND "
-                      "query LIKE '%%%s%%'" % fragment.replace("'", "''"))
-    return int(rows[0][0])
-
-
-def lookups(stack):
-    """How many times keygated has looked an API key up."""
-    return statement_calls(stack, "OR k.prev_key_prefix = $1")
+statement_calls = ks.statement_calls
+lookups = ks.key_lookups
 
 
 def test_verified_keys_are_answered_from_memory(make_stack):

@@ -68,6 +68,74 @@ test_parse_errors(void **state)
 	assert_int_equal(why, JSON_PARSE_DEPTH);
 }
 
+/* Valid JSON that would not survive the way on is refused, and said why. */
+static void
+test_values_portable(void **state)
+{
+	static const struct {
+		const char	*text;
+		int		 rc;
+		const char	*why;
+	} cases[] = {
+		{ "{\"a\":1e308,\"b\":[1,2.5,\"x\"]}", 0, NULL },
+		{ "{\"a\":1e309}", -1, "range of a double" },
+		{ "[[{\"t\":-1e999}]]", -1, "range of a double" },
+		{ "{\"a\":\"x\\u0000y\"}", -1, "NUL" },
+		{ "{\"a\\u0000b\":1}", -1, "NUL" },
+		{ "{\"a\":\"x\\\\u0000y\"}", 0, NULL },
+		{ "{\"a\":\"\\u00001\"}", -1, "NUL" },
+		{ "{\"a\":\"\\u0001\"}", 0, NULL },
+	};
+	enum json_parse_error why;
+	char	 err[160];
+	size_t	 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct json_object *o = parse(cases[i].text,
+		    strlen(cases[i].text), &why, err);
+
+		assert_non_null(o);
+		err[0] = '\0';
+		assert_int_equal(json_values_portable(cases[i].text,
+		    strlen(cases[i].text), o, err, sizeof(err)), cases[i].rc);
+		if (cases[i].why != NULL)
+			assert_non_null(strstr(err, cases[i].why));
+		json_object_put(o);
+	}
+}
+
+/* Every string of a parsed body, short (inline) or long, becomes zeros. */
+static void
+test_wipe(void **state)
+{
+	static const char text[] = "{\"key\":\"kg_live_0123456789abcdef0123"
+	    "456789abcdef0123456789\",\"n\":[\"sk\",{\"x\":\"sk-proj-"
+	    "secret\"}],\"i\":7}";
+	static const char zeros[64];
+	enum json_parse_error why;
+	char	 err[160];
+	struct json_object *o, *v, *arr;
+	const char *key, *inner, *shortstr;
+
+	(void)state;
+	o = parse(text, sizeof(text) - 1, &why, err);
+	assert_non_null(o);
+	assert_true(json_object_object_get_ex(o, "key", &v));
+	key = json_object_get_string(v);
+	assert_true(json_object_object_get_ex(o, "n", &arr));
+	shortstr = json_object_get_string(json_object_array_get_idx(arr, 0));
+	assert_true(json_object_object_get_ex(json_object_array_get_idx(arr,
+	    1), "x", &v));
+	inner = json_object_get_string(v);
+	json_wipe(o);
+	assert_memory_equal(key, zeros, 45);
+	assert_memory_equal(shortstr, zeros, 2);
+	assert_memory_equal(inner, zeros, 14);
+	json_object_put(o);
+	json_wipe(NULL);
+}
+
 static void
 test_utf8(void **state)
 {
@@ -103,6 +171,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_ok),
 		cmocka_unit_test(test_parse_errors),
+		cmocka_unit_test(test_values_portable),
+		cmocka_unit_test(test_wipe),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_buf_escape),
 	};

@@ -123,6 +123,41 @@ test_each_change_drops_what_it_touched(void **state)
 	keycache_free(kc);
 }
 
+/*
+ * A prefix with no key is remembered until a key takes it ("p:"), any
+ * change to everything, or the age limit; other changes leave it.
+ */
+static void
+test_unknown_prefixes(void **state)
+{
+	struct keycache	*kc = cache_new(NULL);
+
+	(void)state;
+	keycache_miss_put(kc, "kg_live_zzzzzzzz", 1.0, keycache_token(kc));
+	keycache_miss_put(kc, "kg_live_yyyyyyyy", 1.0, keycache_token(kc));
+	assert_true(keycache_miss_get(kc, "kg_live_zzzzzzzz", 2.0));
+	assert_false(keycache_miss_get(kc, "kg_live_xxxxxxxx", 2.0));
+	keycache_forget(kc, "k:" KEY_A, false);
+	keycache_forget(kc, "t:" TENANT, false);
+	assert_true(keycache_miss_get(kc, "kg_live_zzzzzzzz", 2.0));
+	keycache_forget(kc, "p:kg_live_zzzzzzzz", false);
+	assert_false(keycache_miss_get(kc, "kg_live_zzzzzzzz", 2.0));
+	assert_true(keycache_miss_get(kc, "kg_live_yyyyyyyy", 2.0));
+	assert_false(keycache_miss_get(kc, "kg_live_yyyyyyyy",
+	    1.0 + KEYCACHE_TTL));
+	keycache_forget(kc, "*", false);
+	assert_false(keycache_miss_get(kc, "kg_live_yyyyyyyy", 2.0));
+	/* A change heard during the read: nothing is kept. */
+	{
+		unsigned long token = keycache_token(kc);
+
+		keycache_forget(kc, "k:" KEY_B, false);
+		keycache_miss_put(kc, "kg_live_wwwwwwww", 3.0, token);
+		assert_false(keycache_miss_get(kc, "kg_live_wwwwwwww", 3.0));
+	}
+	keycache_free(kc);
+}
+
 static void
 test_anything_else_drops_everything(void **state)
 {
@@ -319,6 +354,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_each_change_drops_what_it_touched),
+		cmocka_unit_test(test_unknown_prefixes),
 		cmocka_unit_test(test_anything_else_drops_everything),
 		cmocka_unit_test(test_a_change_during_a_read_keeps_nothing),
 		cmocka_unit_test(test_entries_age_out),

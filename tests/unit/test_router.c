@@ -67,6 +67,28 @@ long_path(char *buf, size_t n, const char *prefix)
 	return buf;
 }
 
+/* A UUID reaches the handler in lower case; anything else as it came. */
+static void
+test_uuid_canonical(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64];
+
+	(void)state;
+	assert_int_equal(run("DELETE",
+	    "/v1/api_keys/0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D", &r, param,
+	    allow), ROUTE_FOUND);
+	assert_string_equal(param, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+	assert_int_equal(run("GET", "/v1/api_keys/ABC-Key", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_string_equal(param, "ABC-Key");
+	/* 37 characters: not a UUID, not touched. */
+	assert_int_equal(run("GET",
+	    "/v1/api_keys/0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4DE", &r, param,
+	    allow), ROUTE_FOUND);
+	assert_string_equal(param, "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4DE");
+}
+
 static void
 test_not_found(void **state)
 {
@@ -166,6 +188,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exact_and_param),
+		cmocka_unit_test(test_uuid_canonical),
 		cmocka_unit_test(test_not_found),
 		cmocka_unit_test(test_rest_of_the_path),
 		cmocka_unit_test(test_method_not_allowed),
