@@ -1635,7 +1635,9 @@ def openapi_problems(doc, method, path, resp):
         where = "%s %s (undocumented)" % (method, path)
     else:
         responses = op["responses"]
-        spec = responses.get(str(resp.status), responses.get("default"))
+        spec = (responses.get(str(resp.status)) or
+                responses.get("%dXX" % (resp.status // 100)) or
+                responses.get("default"))
         where = "%s %s -> %d" % (method.upper(), template, resp.status)
         if spec is None:
             return ["%s: status not documented (documented: %s); body %r" % (

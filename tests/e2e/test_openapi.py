@@ -171,9 +171,15 @@ def test_every_operation_names_its_scope_and_errors():
         for status, r in op["responses"].items():
             r = ks.openapi_resolve(doc, r)
             assert "X-Request-Id" in r["headers"], (where, status)
+            if status == "4XX":
+                # The gateway passes a provider's 4xx on as it came.
+                assert r["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ProviderError"}, where
+                continue
             if int(status) < 400 or "content" not in r:
                 continue
             schema = r["content"]["application/json"]["schema"]
+            schema = schema.get("anyOf", [schema])[0]
             codes = schema["properties"]["error"]["properties"]["code"][
                 "enum"]
             assert codes, (where, status)
@@ -347,7 +353,11 @@ def test_rate_limit_answer(s):
                                          "rate_limit_max": 1,
                                          "rate_limit_window": "1 hour"})
     key = r.json["key"]
-    assert call(s, "GET", "/v1/account", key=key).status == 200
+    r = call(s, "GET", "/v1/account", key=key)
+    assert r.status == 200
+    assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]
+            ) == ("1", "0")
+    assert int(r.headers["x-ratelimit-reset"]) > 0
     r = call(s, "GET", "/v1/account", key=key)
     ks.assert_error(r, 429, "rate_limit_exceeded")
     assert r.headers["retry-after"]
@@ -438,4 +448,9 @@ def test_models_and_the_gateway(s, mock):
     r = call(s, "POST", "/v1/chat/completions", body, key=key,
              headers=inline)
     ks.assert_error(r, 502, "upstream_error")
+    # A provider's 4xx keeps its status and code: documented as such.
+    mock.behave("openai", Fail(404))
+    r = call(s, "POST", "/v1/chat/completions", body, key=key,
+             headers=inline)
+    assert r.status == 404
     mock.behave("openai", Complete())
