@@ -21,9 +21,9 @@ WORK=${KEYGATE_WORKDIR:-/tmp/keygate-dev}
 HTTP_PORT=${KEYGATE_HTTP_PORT:-8080}
 PGBIN=/usr/lib/postgresql/15/bin
 PACKAGES=(build-essential autoconf automake pkg-config
+	python3-jsonschema
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
-	libcmocka-dev postgresql lighttpd python3 python3-pytest
-	python3-jsonschema curl wrk
+	libcmocka-dev postgresql lighttpd python3 python3-pytest curl wrk
 	ca-certificates)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
