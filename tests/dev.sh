@@ -23,8 +23,8 @@ PGBIN=/usr/lib/postgresql/15/bin
 PACKAGES=(build-essential autoconf automake pkg-config
 	python3-jsonschema
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
-	libcmocka-dev postgresql lighttpd python3 python3-pytest curl wrk
-	ca-certificates)
+	libcmocka-dev postgresql lighttpd apache2 nginx python3 python3-pytest
+	curl wrk ca-certificates)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'tests/dev.sh: %s\n' "$*" >&2; exit 1; }
@@ -42,10 +42,18 @@ install_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
 	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-	# The package starts a lighttpd on port 80 we do not use.
-	if command -v systemctl >/dev/null && systemctl is-active -q lighttpd 2>/dev/null; then
-		systemctl stop lighttpd || true
-	fi
+	# The web-server packages just installed start servers on port 80 that
+	# nothing here uses: the tests start their own on free ports.
+	local unit
+	for unit in "${missing[@]}"; do
+		case $unit in lighttpd|apache2|nginx) ;; *) continue ;; esac
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --now -q "$unit" 2>/dev/null || true
+		elif [ -x "/etc/init.d/$unit" ]; then
+			"/etc/init.d/$unit" stop >/dev/null 2>&1 || true
+			update-rc.d "$unit" disable >/dev/null 2>&1 || true
+		fi
+	done
 }
 
 # build FLAVOUR [configure flags...]: an out-of-tree build in _build/FLAVOUR.
@@ -125,6 +133,7 @@ var.keygate_port := $HTTP_PORT
 var.keygate_socket := "$WORK/keygate.sock"
 var.keygate_state_dir := "$WORK/lighttpd"
 var.keygate_error_log := "$WORK/lighttpd-error.log"
+var.keygate_access_log := "$WORK/lighttpd-access.log"
 CONF
 	say "starting lighttpd on 127.0.0.1:$HTTP_PORT"
 	KEYGATE_LIGHTTPD_OVERRIDES=$WORK/lighttpd-local.conf \

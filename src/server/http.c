@@ -35,6 +35,8 @@ const struct http_err_info http_errs[ERR__MAX] = {
 	{ 401, "authentication_error", "missing_provider_key" }, /* ERR_MISSING_PROVIDER_KEY */
 	{ 400, "invalid_request_error", "forbidden_field" },	/* ERR_FORBIDDEN_FIELD */
 	{ 400, "invalid_request_error", "unsupported_model" },	/* ERR_UNSUPPORTED_MODEL */
+	{ 400, "invalid_request_error", "model_not_available" }, /* ERR_MODEL_NOT_AVAILABLE */
+	{ 404, "not_found_error", "model_not_found" },		/* ERR_MODEL_NOT_FOUND */
 	{ 501, "api_error", "not_implemented" },		/* ERR_NOT_IMPLEMENTED */
 };
 
@@ -110,6 +112,9 @@ http_respond(struct request *req, int status, const char *body, size_t len)
 		buf_free(&head);
 		return;
 	}
+	/* HEAD: GET's status and headers, Content-Length too, no body. */
+	if (req->method != NULL && strcmp(req->method, "HEAD") == 0)
+		len = 0;
 	/* A client that went away is not an error worth a log line. */
 	if (request_write(req, head.data, head.len) == -1 ||
 	    request_write(req, body, len) == -1)

@@ -7,6 +7,7 @@
 
 const char *const http_method_names[METHOD__MAX] = {
 	"GET",		/* METHOD_GET */
+	"HEAD",		/* METHOD_HEAD */
 	"POST",		/* METHOD_POST */
 	"PUT",		/* METHOD_PUT */
 	"PATCH",	/* METHOD_PATCH */
@@ -26,13 +27,22 @@ http_method_parse(const char *s)
 
 /*
  * Matches one pattern against a path segment by segment.  "{id}" takes one
- * non-empty segment; everything else must be equal.  A trailing slash is
- * not the same path.
+ * non-empty segment, and "{id+}" at the end of a pattern the rest of the
+ * path, slashes included (model ids such as "openai/gpt-4o"); everything
+ * else must be equal.  A trailing slash is not the same path.
  */
 static bool
 match(const char *pat, const char *path, char *param, size_t paramsz)
 {
 	while (*pat != '\0' && *path != '\0') {
+		if (strcmp(pat, "{id+}") == 0) {
+			size_t n = strlen(path);
+
+			if (n >= paramsz || path[n - 1] == '/')
+				return false;
+			memcpy(param, path, n + 1);
+			return true;
+		}
 		if (strncmp(pat, "{id}", 4) == 0) {
 			size_t n = strcspn(path, "/");
 
@@ -63,6 +73,8 @@ router_match(const struct route *table, size_t n, const char *method,
 	size_t		 i, used = 0;
 	char		 scratch[256];
 
+	if (m == METHOD_HEAD)
+		m = METHOD_GET;
 	*route = NULL;
 	if (allowsz > 0)
 		allow[0] = '\0';
@@ -80,6 +92,7 @@ router_match(const struct route *table, size_t n, const char *method,
 	}
 	if (!any)
 		return ROUTE_NOT_FOUND;
+	seen[METHOD_HEAD] = seen[METHOD_GET];
 	for (i = 0; i < METHOD__MAX; i++) {
 		size_t len = strlen(http_method_names[i]);
 

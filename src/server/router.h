@@ -5,8 +5,13 @@
 
 struct request;
 
+/*
+ * HEAD is never a row of a table: it matches the GET rows, and its answer
+ * is GET's without the body (http_respond()).
+ */
 enum http_method {
 	METHOD_GET,
+	METHOD_HEAD,
 	METHOD_POST,
 	METHOD_PUT,
 	METHOD_PATCH,
@@ -16,7 +21,8 @@ enum http_method {
 
 /*
  * One row of a route table: the method, a path pattern whose "{id}"
- * segment matches any one segment (copied to req->param), the handler, and
+ * segment matches any one segment, or whose final "{id+}" matches the rest
+ * of the path (either copied to req->param), the handler, and
  * the scope a caller needs (NULL = open to anyone).
  */
 struct route {
@@ -41,7 +47,7 @@ enum route_result {
  * Looks path up in table.  On ROUTE_FOUND *route is set and the {id}
  * segment, if any, copied to param (truncated segments do not match); on
  * ROUTE_METHOD_NOT_ALLOWED allow holds the methods that would have matched,
- * e.g. "GET, DELETE".
+ * e.g. "GET, HEAD, DELETE".  HEAD finds the GET rows.
  */
 enum route_result router_match(const struct route *table, size_t n,
 		    const char *method, const char *path,

@@ -5,11 +5,18 @@
     stack       keygated (3 workers, migrated, dev key seeded) behind
                 lighttpd over the shared cluster, shared by a test module
     make_stack  a factory for a test's own stack, on its own database
+    web_server  the name of each web server in turn (lighttpd, apache,
+                nginx): a module using it runs once behind each
+    web_stack   like `stack`, behind each web server in turn
     make_keygated  a factory for a bare keygated (no lighttpd)
     fresh_database  a new, empty database in the shared cluster
     own_pg      a test's own PostgreSQL cluster, for tests that stop it
+    mock        the mock LLM providers (mock_llm.MockLLM), shared by a
+                test module
+    fresh_mock  the module's `mock`, reset (a module that defines its own
+                `mock` gets that one)
 
-When a test fails, the tail of every keygated and lighttpd log that was
+When a test fails, the tail of every keygated and web-server log that was
 running during the test is added to its report.
 """
 
@@ -19,6 +26,7 @@ import time
 import pytest
 
 import keygate_stack as ks
+from mock_llm import MockLLM
 
 
 def pytest_report_header(config):
@@ -78,12 +86,34 @@ def stack(workdir, pg):
     s.close()
 
 
+@pytest.fixture(scope="module", params=list(ks.WEB_SERVERS))
+def web_server(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def web_stack(workdir, pg, web_server):
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname(web_server),
+                 web=web_server, workers=3)
+    yield s
+    s.close()
+
+
 _db_counter = [0]
 
 
 def new_dbname(prefix="kg"):
     _db_counter[0] += 1
     return "%s_%d_%d" % (prefix, os.getpid(), _db_counter[0])
+
+
+@pytest.fixture(scope="module")
+def mock():
+    """A mock LLM provider (mock_llm.MockLLM) for the module's tests."""
+    from mock_llm import MockLLM
+    m = MockLLM()
+    yield m
+    m.close()
 
 
 @pytest.fixture
@@ -131,3 +161,16 @@ def own_pg(workdir):
     cluster = ks.PgCluster(workdir.subdir("pg"))
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def mock():
+    m = MockLLM()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def fresh_mock(mock):
+    mock.reset()
+    yield mock

@@ -5,9 +5,12 @@ Everything here starts something real and owns it until close():
     PgCluster     a private PostgreSQL cluster on a Unix socket
     Keygated      the keygated master and its workers, with a config file
     Lighttpd      lighttpd in front of keygated, from fcgi/lighttpd.conf
+    Apache        Apache httpd in front of keygated, from fcgi/apache.conf
+    Nginx         nginx in front of keygated, from fcgi/nginx.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
-    Stack         keygated (on a migrated database) behind lighttpd
+    Stack         keygated (on a migrated database) behind one of them
     request()     one HTTP request, no connection reuse
+    fcgi_request()  one request straight to keygated's FastCGI socket
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
     assert_documented  a response as the OpenAPI document describes it
@@ -37,6 +40,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -786,66 +790,250 @@ class Keygated:
 
 
 # ---------------------------------------------------------------------------
-# lighttpd
+# Web servers
 
-class Lighttpd:
-    """lighttpd -D -f fcgi/lighttpd.conf, pointed at `socket_path`."""
+def _replace_once(text, old, new, what):
+    """`text` with `old` replaced by `new`; `old` must occur."""
+    if old not in text:
+        raise StackError("%s no longer contains %r" % (what, old))
+    return text.replace(old, new)
 
-    def __init__(self, workdir, socket_path, port=None, timeout=10):
+
+class _WebServer:
+    """A web server in the foreground, in front of keygated's socket, on a
+    free loopback port, with its configuration, logs and pid file in a
+    private directory.  `extra` holds configuration lines for keygate's
+    server block (a VirtualHost, an nginx server, lighttpd's global
+    scope); `main_extra` lines for the level around it (Apache's main
+    server, nginx's http block).  Subclasses set NAME and write their
+    configuration in _configure(), which returns the command line."""
+
+    NAME = "web server"
+
+    def __init__(self, workdir, socket_path, port=None, timeout=15,
+                 extra="", main_extra=""):
         self.workdir = workdir
         self.socket_path = socket_path
         self.port = port or free_tcp_port()
-        self.state_dir = os.path.join(workdir, "lighttpd")
-        self.error_log = os.path.join(workdir, "lighttpd-error.log")
-        self.overrides = os.path.join(workdir, "lighttpd-overrides.conf")
-        self.stdout_path = os.path.join(workdir, "lighttpd.stdout")
-        self.stderr_path = os.path.join(workdir, "lighttpd.stderr")
+        self.extra = extra
+        self.main_extra = main_extra
+        self.dir = os.path.join(workdir, self.NAME)
+        self.stdout_path = os.path.join(workdir, self.NAME + ".stdout")
+        self.stderr_path = os.path.join(workdir, self.NAME + ".stderr")
         self.started_at = time.time()
-        os.makedirs(self.state_dir, exist_ok=True)
-        with open(self.overrides, "w") as f:
-            f.write('var.keygate_port := %d\n' % self.port)
-            f.write('var.keygate_bind := "127.0.0.1"\n')
-            f.write('var.keygate_socket := "%s"\n' % socket_path)
-            f.write('var.keygate_state_dir := "%s"\n' % self.state_dir)
-            f.write('var.keygate_error_log := "%s"\n' % self.error_log)
+        self.proc = None
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
         instances.append(self)
         _register(self)
-        self.proc = _Process(
-            ["lighttpd", "-D", "-f", LIGHTTPD_CONF],
-            self.stdout_path, self.stderr_path,
-            clean_env({"KEYGATE_LIGHTTPD_OVERRIDES": self.overrides,
-                       "PATH": os.environ.get("PATH", "") +
-                       ":/usr/sbin:/sbin"}),
-            workdir)
+        argv, env = self._configure()
+        self.proc = _Process(argv, self.stdout_path, self.stderr_path,
+                             clean_env(dict(env, PATH=os.environ.get(
+                                 "PATH", "") + ":/usr/sbin:/sbin")),
+                             self.dir)
 
         def ready():
             if self.proc.poll() is not None:
-                raise StackError("lighttpd exited with %s:\n%s" % (
-                    self.proc.poll(), self.log_tail()))
+                raise StackError("%s exited with %s:\n%s" % (
+                    self.NAME, self.proc.poll(), self.log_tail()))
             return is_listening(("127.0.0.1", self.port))
-        wait_until(ready, timeout, what="lighttpd on port %d" % self.port)
+        try:
+            wait_until(ready, timeout, what="%s on port %d" % (self.NAME,
+                                                               self.port))
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self):
+        raise NotImplementedError
+
+    def unprivileged(self, argv):
+        """`argv` run as `nobody` when the tests run as root, with the
+        group of keygated's socket added, as the package has the web
+        server's user join the keygate group.  The private directory
+        becomes nobody's."""
+        if os.geteuid() != 0:
+            return argv
+        pw = pwd.getpwnam("nobody")
+        for root, dirs, files in os.walk(self.dir):
+            for name in [root] + [os.path.join(root, f) for f in files]:
+                os.chown(name, pw.pw_uid, pw.pw_gid)
+        gid = os.stat(self.socket_path).st_gid
+        return ["setpriv", "--reuid=%d" % pw.pw_uid,
+                "--regid=%d" % pw.pw_gid, "--groups=%d" % gid, "--"] + argv
+
+    def snippet(self, path, replacements):
+        """The text of fcgi/`path` with each (old, new) pair replaced; the
+        socket path and the port are all a test changes, and the log
+        directory where the snippet names one."""
+        with open(os.path.join(SRCDIR, "fcgi", path)) as f:
+            text = f.read()
+        for old, new in replacements:
+            text = _replace_once(text, old, new, "fcgi/" + path)
+        return text
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
 
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def error_log(self):
+        return os.path.join(self.dir, "error.log")
+
+    @property
+    def access_log(self):
+        """The access log of keygate's server block."""
+        raise NotImplementedError
+
+    def access_log_text(self):
+        try:
+            with open(self.access_log, encoding="utf-8",
+                      errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def log_tail(self, lines=40):
         out = []
         for path in (self.error_log, self.stderr_path):
             if os.path.exists(path) and os.path.getsize(path):
                 out.append("==> %s <==\n%s" % (path, tail(path, lines)))
-        return "\n".join(out) or "(lighttpd wrote nothing)"
+        return "\n".join(out) or "(%s wrote nothing)" % self.NAME
 
     def close(self):
         try:
-            self.proc.signal(signal.SIGTERM)
-            self.proc.wait(3)
+            if self.proc is not None:
+                self.proc.signal(signal.SIGTERM)
+                self.proc.wait(5)
         finally:
-            self.proc.kill_group()
+            if self.proc is not None:
+                self.proc.kill_group()
             _unregister(self)
 
     def __repr__(self):
-        return "Lighttpd(port=%d)" % self.port
+        return "%s(port=%d)" % (type(self).__name__, self.port)
+
+
+class Lighttpd(_WebServer):
+    """lighttpd -D -f fcgi/lighttpd.conf, pointed at `socket_path` through
+    the overrides file that fcgi/lighttpd-keygate.conf reads."""
+
+    NAME = "lighttpd"
+
+    def _configure(self):
+        d = self.dir
+        self.overrides = self.write("overrides.conf", "".join(
+            "var.keygate_%s := %s\n" % kv for kv in (
+                ("port", self.port), ("bind", '"127.0.0.1"'),
+                ("socket", '"%s"' % self.socket_path),
+                ("state_dir", '"%s"' % d),
+                ("error_log", '"%s"' % self.error_log),
+                ("access_log", '"%s"' % self.access_log))))
+        conf = LIGHTTPD_CONF
+        if self.extra or self.main_extra:
+            conf = self.write("lighttpd.conf", 'include "%s"\n%s\n%s\n' % (
+                LIGHTTPD_CONF, self.main_extra, self.extra))
+        return (["lighttpd", "-D", "-f", conf],
+                {"KEYGATE_LIGHTTPD_OVERRIDES": self.overrides})
+
+    @property
+    def access_log(self):
+        return os.path.join(self.dir, "access.log")
+
+
+class Apache(_WebServer):
+    """Apache httpd 2.4 in the foreground with a main configuration of its
+    own that loads the modules fcgi/apache.conf needs and includes it."""
+
+    NAME = "apache"
+    MODULES = ("mpm_event", "authz_core", "authz_host", "proxy",
+               "proxy_fcgi", "setenvif", "env")
+    MODULE_DIR = "/usr/lib/apache2/modules"
+
+    def _configure(self):
+        d = self.dir
+        vhost = self.snippet("apache.conf", [
+            ("/run/keygate/keygate.sock", self.socket_path),
+            ("127.0.0.1:8080", "127.0.0.1:%d" % self.port)])
+        vhost = _replace_once(vhost, "</VirtualHost>",
+                              self.extra + "\n</VirtualHost>",
+                              "fcgi/apache.conf")
+        self.write("keygate.conf", vhost)
+        lines = ["LoadModule %s_module %s/mod_%s.so" % (m, self.MODULE_DIR, m)
+                 for m in self.MODULES]
+        lines += [
+            'ServerRoot "%s"' % d,
+            "ServerName localhost",
+            'PidFile "%s/apache2.pid"' % d,
+            'DefaultRuntimeDir "%s"' % d,
+            "Mutex file:%s default" % d,
+            'ErrorLog "%s"' % self.error_log,
+            "LogLevel warn",
+            "StartServers 1",
+            "ServerLimit 2",
+            "ThreadsPerChild 16",
+            "MaxRequestWorkers 32",
+            'Define APACHE_LOG_DIR "%s"' % d,
+            self.main_extra,
+            'Include "%s/keygate.conf"' % d]
+        conf = self.write("apache2.conf", "\n".join(lines) + "\n")
+        return self.unprivileged(["apache2", "-DFOREGROUND", "-f", conf]), {}
+
+    @property
+    def access_log(self):
+        return os.path.join(self.dir, "keygate-access.log")
+
+    def log_tail(self, lines=40):
+        text = super().log_tail(lines)
+        path = os.path.join(self.dir, "keygate-error.log")
+        if os.path.exists(path) and os.path.getsize(path):
+            text += "\n==> %s <==\n%s" % (path, tail(path, lines))
+        return text
+
+
+class Nginx(_WebServer):
+    """nginx in the foreground with a main configuration of its own whose
+    http block includes fcgi/nginx.conf."""
+
+    NAME = "nginx"
+    TEMP_PATHS = ("client_body", "fastcgi", "proxy", "uwsgi", "scgi")
+
+    def _configure(self):
+        d = self.dir
+        server = self.snippet("nginx.conf", [
+            ("unix:/run/keygate/keygate.sock", "unix:" + self.socket_path),
+            ("127.0.0.1:8080", "127.0.0.1:%d" % self.port),
+            ("/var/log/nginx/", d + "/")])
+        # The extra lines go into the server block, before its last brace.
+        cut = server.rindex("}")
+        self.write("keygate.conf", server[:cut] + self.extra + "\n" +
+                   server[cut:])
+        shutil.copy("/etc/nginx/fastcgi_params", d)
+        lines = ["daemon off;", "worker_processes 2;",
+                 'pid "%s/nginx.pid";' % d,
+                 'error_log "%s" warn;' % self.error_log,
+                 "events { worker_connections 256; }", "http {",
+                 '    access_log "%s/other-access.log";' % d]
+        lines += ['    %s_temp_path "%s/%s";' % (t, d, t)
+                  for t in self.TEMP_PATHS]
+        lines += [self.main_extra, '    include "%s/keygate.conf";' % d, "}"]
+        conf = self.write("nginx.conf", "\n".join(lines) + "\n")
+        return self.unprivileged(["nginx", "-e", self.error_log, "-p", d,
+                                  "-c", conf]), {}
+
+    @property
+    def access_log(self):
+        return os.path.join(self.dir, "keygate-access.log")
+
+
+WEB_SERVERS = collections.OrderedDict([
+    ("lighttpd", Lighttpd), ("apache", Apache), ("nginx", Nginx)])
 
 
 # ---------------------------------------------------------------------------
@@ -893,6 +1081,79 @@ def request(method, url, body=None, headers=None, timeout=10):
     if VALIDATE_OPENAPI and _is_keygate_path(parts.path):
         assert_documented(method, parts.path, resp)
     return resp
+
+
+# ---------------------------------------------------------------------------
+# FastCGI client: keygated's socket spoken to as a web server does
+
+FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
+FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 4, 5, 6
+
+
+def fcgi_record(type_, content=b"", request_id=1):
+    return struct.pack(">BBHHBB", 1, type_, request_id, len(content), 0,
+                       0) + content
+
+
+def fcgi_pair(name, value):
+    out = b""
+    for item in (name, value):
+        n = len(item)
+        out += bytes([n]) if n < 128 else struct.pack(">I", n | 1 << 31)
+    return out + name + value
+
+
+def fcgi_send(socket_path, method, uri, params=None, body=b""):
+    """Sends one request (the CGI variables a web server sets, plus
+    `params`) to keygated's Unix socket; returns the connection."""
+    allp = {"REQUEST_METHOD": method, "REQUEST_URI": uri,
+            "SCRIPT_NAME": uri.split("?")[0], "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1"}
+    if body:
+        allp["CONTENT_LENGTH"] = str(len(body))
+    allp.update(params or {})
+    pairs = b"".join(fcgi_pair(k.encode(), v.encode())
+                     for k, v in allp.items())
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(socket_path)
+    s.sendall(fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0)) +
+              fcgi_record(FCGI_PARAMS, pairs) + fcgi_record(FCGI_PARAMS) +
+              fcgi_record(FCGI_STDIN, body) + fcgi_record(FCGI_STDIN))
+    return s
+
+
+def fcgi_answer(s):
+    """The STDOUT of a FastCGI answer, up to END_REQUEST."""
+    buf, out = b"", b""
+    while True:
+        while len(buf) < 8:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        _, type_, _, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
+        while len(buf) < 8 + clen + plen:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        if type_ == FCGI_STDOUT:
+            out += buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+        if type_ == FCGI_END_REQUEST:
+            return out
+
+
+def fcgi_request(socket_path, method, uri, params=None, body=b""):
+    """One request over FastCGI: (the header block, the body) keygated
+    wrote, as bytes."""
+    s = fcgi_send(socket_path, method, uri, params, body)
+    try:
+        head, _, payload = fcgi_answer(s).partition(b"\r\n\r\n")
+    finally:
+        s.close()
+    return head, payload
 
 
 Sample = collections.namedtuple("Sample", "start end status response error")
@@ -1483,14 +1744,17 @@ class MockProvider:
 # A whole stack
 
 class Stack:
-    """keygated (and its database) behind lighttpd.
+    """keygated (and its database) behind a web server: `web` names one of
+    WEB_SERVERS (lighttpd by default), `web_extra` and `web_main_extra`
+    are its `extra` and `main_extra` configuration lines.
 
     With `dbname`, a new database of that name is created in `pg` first.
     The database is migrated with the development key seeded, so DEV_KEY
     works as an admin key."""
 
     def __init__(self, workdir, pg, dbname=None, migrate=True,
-                 seed_dev_key=True, **config):
+                 seed_dev_key=True, web="lighttpd", web_extra="",
+                 web_main_extra="", **config):
         self.pg = pg
         self.dbname = dbname or pg.dbname
         conninfo = (pg.create_database(dbname) if dbname
@@ -1499,7 +1763,9 @@ class Stack:
         self.kg = Keygated(workdir, conninfo, migrate=migrate,
                            migrate_env=env, **config)
         try:
-            self.web = Lighttpd(workdir, self.kg.socket_path)
+            self.web = WEB_SERVERS[web](workdir, self.kg.socket_path,
+                                        extra=web_extra,
+                                        main_extra=web_main_extra)
         except BaseException:
             self.kg.close()
             raise

@@ -13,8 +13,6 @@ goes wrong, against the mock OpenAI and OpenRouter (mock_llm.MockLLM):
 import json
 import os
 import secrets
-import socket
-import struct
 import time
 import uuid
 
@@ -22,20 +20,13 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, auth
-from mock_llm import Complete, Fail, Hang, MockLLM, SSEReader
+from mock_llm import Complete, Fail, Hang, SSEReader
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 CHAT = "/v1/chat/completions"
 OPENAI_KEY = "sk-proj-" + secrets.token_hex(20)
 OPENROUTER_KEY = "sk-or-v1-" + secrets.token_hex(20)
 MESSAGES = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def mock():
-    m = MockLLM()
-    yield m
-    m.close()
 
 
 @pytest.fixture(scope="module")
@@ -262,65 +253,15 @@ def test_well_formed_inline_keys_go_through(gw, mock):
 # keygated's socket the way a web server does, and give up on the request
 # the two ways one can: closing the connection, or FCGI_ABORT_REQUEST.
 
-FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
-FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 4, 5, 6
-
-
-def fcgi_record(type_, content=b"", request_id=1):
-    return struct.pack(">BBHHBB", 1, type_, request_id, len(content), 0,
-                       0) + content
-
-
-def fcgi_pair(name, value):
-    out = b""
-    for item in (name, value):
-        n = len(item)
-        out += bytes([n]) if n < 128 else struct.pack(">I", n | 1 << 31)
-    return out + name + value
-
-
 def fcgi_chat(stack, key, request_id, payload):
     """Sends POST /v1/chat/completions to keygated over FastCGI, as a web
     server would, and returns the connection."""
     data = json.dumps(payload).encode()
-    params = {"REQUEST_METHOD": "POST", "REQUEST_URI": CHAT,
-              "SCRIPT_NAME": CHAT, "SERVER_PROTOCOL": "HTTP/1.1",
-              "CONTENT_TYPE": "application/json",
-              "CONTENT_LENGTH": str(len(data)), "REMOTE_ADDR": "127.0.0.1",
-              "HTTP_AUTHORIZATION": "Bearer " + key,
-              "HTTP_X_OPENAI_KEY": OPENAI_KEY,
-              "HTTP_X_REQUEST_ID": request_id}
-    pairs = b"".join(fcgi_pair(k.encode(), v.encode())
-                     for k, v in params.items())
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(stack.kg.socket_path)
-    s.sendall(fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0)) +
-              fcgi_record(FCGI_PARAMS, pairs) + fcgi_record(FCGI_PARAMS) +
-              fcgi_record(FCGI_STDIN, data) + fcgi_record(FCGI_STDIN))
-    return s
-
-
-def fcgi_answer(s):
-    """The STDOUT of a FastCGI answer, up to END_REQUEST."""
-    buf, out = b"", b""
-    while True:
-        while len(buf) < 8:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            buf += chunk
-        _, type_, _, clen, plen, _ = struct.unpack(">BBHHBB", buf[:8])
-        while len(buf) < 8 + clen + plen:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            buf += chunk
-        if type_ == FCGI_STDOUT:
-            out += buf[8:8 + clen]
-        buf = buf[8 + clen + plen:]
-        if type_ == FCGI_END_REQUEST:
-            return out
+    return ks.fcgi_send(stack.kg.socket_path, "POST", CHAT, {
+        "CONTENT_TYPE": "application/json",
+        "HTTP_AUTHORIZATION": "Bearer " + key,
+        "HTTP_X_OPENAI_KEY": OPENAI_KEY,
+        "HTTP_X_REQUEST_ID": request_id}, data)
 
 
 def test_fastcgi_client_works(gw, mock):
@@ -329,7 +270,7 @@ def test_fastcgi_client_works(gw, mock):
     t = Tenant(gw)
     s = fcgi_chat(gw, t.key, "e2e-err-" + secrets.token_hex(8), body())
     try:
-        head, _, payload = fcgi_answer(s).partition(b"\r\n\r\n")
+        head, _, payload = ks.fcgi_answer(s).partition(b"\r\n\r\n")
     finally:
         s.close()
     assert head.startswith(b"Status: 200"), head
@@ -350,7 +291,7 @@ def test_a_client_leaving_a_whole_call_ends_it_and_releases(gw, mock, how):
     if how == "close":
         s.close()
     else:
-        s.sendall(fcgi_record(FCGI_ABORT_REQUEST))
+        s.sendall(ks.fcgi_record(ks.FCGI_ABORT_REQUEST))
     try:
         assert up.done.wait(5), \
             "the upstream call went on after the client left"

@@ -3,8 +3,10 @@ status codes for bad requests, request ids, caching headers, the access
 log."""
 
 import json
+import os
 import re
 import secrets
+import uuid
 
 import pytest
 
@@ -47,7 +49,46 @@ def test_wrong_method_is_405_with_allow_header(stack):
     assert_error(resp, 405, "method_not_allowed")
     allow = [m.strip() for m in resp.headers.get("allow", "").split(",")]
     assert "GET" in allow, "Allow is %r" % resp.headers.get("allow")
+    assert "HEAD" in allow, "Allow is %r" % resp.headers.get("allow")
     assert "POST" not in allow
+
+
+def get_routes():
+    """The path of every GET row in src/api/routes.c."""
+    with open(os.path.join(ks.SRCDIR, "src", "api", "routes.c")) as f:
+        routes = re.findall(r'\{\s*METHOD_GET,\s*"([^"]+)"', f.read())
+    assert "/health" in routes, "no GET row found in src/api/routes.c"
+    return routes
+
+
+@pytest.mark.parametrize("pattern", get_routes())
+def test_head_on_every_get_route_answers_like_get(stack, pattern):
+    path = pattern.replace("{id}", str(uuid.uuid4()))
+    got = stack.get(path, headers=auth())
+    head = stack.request("HEAD", path, headers=auth())
+    assert head.status == got.status, (head.status, got.status)
+    assert head.status != 405
+    assert head.body == b""
+    assert head.headers.get("content-type") == got.headers.get("content-type")
+    assert head.headers.get("x-request-id")
+
+
+@pytest.mark.parametrize("path,headers,status", [
+    ("/health", {}, 200),
+    ("/v1/auth/whoami", {"HTTP_AUTHORIZATION": "Bearer " + ks.DEV_KEY}, 200),
+    ("/v1/auth/whoami", {}, 401),
+])
+def test_keygated_writes_no_body_for_head(stack, path, headers, status):
+    """Straight to keygated's socket, with no web server to drop a body:
+    the header block of GET, Content-Length included, and nothing after
+    it."""
+    sock = stack.kg.socket_path
+    get_head, get_body = ks.fcgi_request(sock, "GET", path, headers)
+    head_head, head_body = ks.fcgi_request(sock, "HEAD", path, headers)
+    assert head_head.startswith(b"Status: %d" % status), head_head
+    assert get_head.split(b"\r\n")[0] == head_head.split(b"\r\n")[0]
+    assert head_body == b"", head_body[:200]
+    assert b"Content-Length: %d\r\n" % len(get_body) in head_head + b"\r\n"
 
 
 def test_body_over_max_body_bytes_is_413(stack):

@@ -1,0 +1,220 @@
+"""keygate behind each web server it ships a configuration for: lighttpd,
+Apache httpd 2.4 (mod_proxy_fcgi) and nginx, each started from its file in
+fcgi/ with only the socket path and the port changed (and, for nginx, the
+log directory), on a free loopback port; Apache and nginx run as `nobody`
+when the tests run as root.
+
+Every test runs once behind each server (the `web_server` fixture): the
+credential headers reach keygated, and keygated's headers (request id,
+rate limit, Retry-After, Allow) the client; a streamed completion arrives
+chunk by chunk; a body over max_body_bytes is keygate's 413; a client that
+leaves mid-stream ends the upstream call; HEAD answers like GET without a
+body; and a key sent in the query string never reaches the access log."""
+
+import json
+import secrets
+import time
+import uuid
+
+import pytest
+
+import keygate_stack as ks
+from keygate_stack import assert_error, assert_json_response, auth
+from mock_llm import Complete, SSEReader
+
+CHAT = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+
+# Every test starts with the mock reset.
+pytestmark = pytest.mark.usefixtures("fresh_mock")
+
+
+@pytest.fixture(scope="module")
+def served(workdir, pg, web_server, mock):
+    """keygated behind `web_server`, its providers on the mock; the
+    upstream timeouts are long enough for every paced stream here."""
+    s = ks.Stack(workdir.subdir("kg"), pg,
+                 dbname="web_%s_%s" % (web_server, secrets.token_hex(4)),
+                 web=web_server, workers=3, validate_llm_keys="false",
+                 upstream_idle_timeout=20, upstream_total_timeout=60,
+                 **mock.config())
+    yield s
+    s.close()
+
+
+def openai_key(mock):
+    """An inline OpenAI key header the mock accepts."""
+    key = "sk-proj-" + secrets.token_hex(20)
+    mock.accept("openai", key)
+    return {"X-OpenAI-Key": key}
+
+
+def stream(served, mock, behaviour, timeout=30):
+    mock.behave("openai", behaviour)
+    headers = dict(auth(), **openai_key(mock))
+    return SSEReader(served.url + CHAT, {"model": "gpt-4o-mini",
+                                         "messages": MESSAGES,
+                                         "stream": True},
+                     headers, timeout=timeout)
+
+
+def create_key(served, **headers):
+    return served.post("/v1/api_keys", {"name": "e2e-web",
+                                        "scopes": ["chat:write"]},
+                       headers=headers)
+
+
+# ---------------------------------------------------------------------------
+# Credentials
+
+def test_bearer_and_x_api_key_reach_keygate(served):
+    p = served.kg.ctl("create-key", "--name", "e2e-web", "--scopes",
+                      "models:read")
+    assert p.returncode == 0, p.stdout + p.stderr
+    key = p.stdout.strip()
+    for headers in ({"Authorization": "Bearer " + key}, {"X-API-Key": key}):
+        resp = served.get("/v1/auth/whoami", headers=headers)
+        assert resp.status == 200, resp.body[:300]
+        assert_json_response(resp)
+        assert resp.json["scopes"] == ["models:read"]
+        assert key.startswith(resp.json["key_prefix"])
+    assert_error(served.get("/v1/auth/whoami"), 401, "missing_api_key")
+    wrong = key[:-4] + "0000" if not key.endswith("0000") else key[:-4] + "1111"
+    for headers in ({"Authorization": "Bearer " + wrong}, {"X-API-Key": wrong}):
+        assert_error(served.get("/v1/auth/whoami", headers=headers), 401,
+                     "invalid_api_key")
+
+
+def test_a_write_with_a_bearer_key_changes_the_database(served):
+    before = served.psql("SELECT count(*) FROM api_keys")[0][0]
+    resp = create_key(served, **auth())
+    assert resp.status == 201, resp.body[:300]
+    assert served.psql("SELECT count(*) FROM api_keys WHERE id = '%s'"
+                       % resp.json["id"]) == [["1"]]
+    assert int(served.psql("SELECT count(*) FROM api_keys")[0][0]) == \
+        int(before) + 1
+
+
+def test_keygates_headers_and_errors_reach_the_client(served):
+    """X-Request-Id, the X-RateLimit-* headers, a 429 with Retry-After and
+    a 405 with Allow come through the web server as keygated wrote them."""
+    r = served.post("/v1/api_keys", {"name": "e2e-web-limited",
+                                     "scopes": ["models:read"],
+                                     "rate_limit_max": 2,
+                                     "rate_limit_window": "1 hour"},
+                    headers=auth())
+    assert r.status == 201, r.body[:300]
+    # Three requests in one window, wherever windows start.
+    left = 3600 - time.time() % 3600
+    if left < 30:
+        time.sleep(left + 1)
+    rid = "e2e-web-" + secrets.token_hex(8)
+    got = [served.get("/v1/auth/whoami", headers={
+        "X-API-Key": r.json["key"], "X-Request-Id": rid}) for _ in range(3)]
+    assert [g.status for g in got] == [200, 200, 429], [g.body for g in got]
+    assert [g.headers.get("x-ratelimit-remaining") for g in got] == \
+        ["1", "0", "0"]
+    for g in got:
+        assert g.headers.get("x-request-id") == rid
+        assert g.headers.get("x-ratelimit-limit") == "2"
+        assert int(g.headers["x-ratelimit-reset"]) > time.time() - 1
+    assert_error(got[2], 429, "rate_limit_exceeded")
+    assert 1 <= int(got[2].headers["retry-after"]) <= 3600
+    resp = served.post("/health", {})
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers.get("allow") == "GET, HEAD"
+
+
+# ---------------------------------------------------------------------------
+# Streams
+
+def test_a_stream_arrives_chunk_by_chunk(served, mock):
+    """Nine events, 0.5 s apart: the first reaches the client while the
+    mock still has seconds of writing ahead of it."""
+    s = stream(served, mock, Complete(pause=0.5, pieces=4))
+    assert s.status == 200, s.body
+    assert s.headers.get("content-type", "").startswith("text/event-stream")
+    events = s.read_all()
+    up = mock.only("openai")
+    assert events[-1].data == "[DONE]"
+    got = [json.loads(e.data) for e in events[:-1] if "keygate" not in
+           json.loads(e.data)]
+    assert got == [c for c in up.chunks() if c["choices"]]
+    first, last_sent = events[0].at, up.sent_at[-1]
+    assert first < last_sent - 1.0, (
+        "the first chunk arrived at +%.2fs, the mock's last write was at "
+        "+%.2fs: the stream was buffered" % (first - s.sent_at,
+                                            last_sent - s.sent_at))
+
+
+def test_a_client_gone_mid_stream_ends_the_upstream_call(served, mock):
+    s = stream(served, mock, Complete(pause=0.3, pieces=100))
+    assert s.status == 200, s.body
+    it = s.events()
+    next(it)
+    next(it)
+    s.abort()
+    up = mock.wait_for(1)[0]
+    assert up.done.wait(20), "the upstream call went on after the client " \
+        "left"
+    assert up.closed_at is not None and not up.completed
+    assert "[DONE]" not in up.events
+    # The workers are free again.
+    mock.behave("openai", Complete())
+    for _ in range(4):
+        resp = served.post(CHAT, {"model": "gpt-4o-mini",
+                                  "messages": MESSAGES},
+                           headers=dict(auth(), **openai_key(mock)))
+        assert resp.status == 200, resp.body[:300]
+
+
+# ---------------------------------------------------------------------------
+# Limits
+
+def test_a_body_over_max_body_bytes_is_413_and_changes_nothing(served):
+    before = served.psql("SELECT count(*) FROM api_keys")
+    body = b'{"name":"' + b"a" * (2 * 1024 * 1024) + b'"}'
+    resp = served.post("/v1/api_keys", body, timeout=60, headers=dict(
+        auth(), **{"Content-Type": "application/json"}))
+    assert_error(resp, 413, "request_too_large")
+    assert served.psql("SELECT count(*) FROM api_keys") == before
+
+
+# ---------------------------------------------------------------------------
+# HEAD
+
+@pytest.mark.parametrize("path,headers,status", [
+    ("/health", {}, 200),
+    ("/v1/auth/whoami", None, 200),
+    ("/v1/auth/whoami", {}, 401),
+    ("/v1/api_keys/" + str(uuid.UUID(int=7)), None, 404),
+])
+def test_head_answers_like_get_without_a_body(served, path, headers, status):
+    headers = auth() if headers is None else headers
+    got = served.get(path, headers=headers)
+    head = served.request("HEAD", path, headers=headers)
+    assert got.status == head.status == status, (got.status, head.status)
+    assert head.body == b""
+    assert head.headers.get("content-type") == got.headers.get("content-type")
+    assert head.headers.get("cache-control") == "no-store"
+    assert head.headers.get("x-request-id")
+    if "content-length" in head.headers:
+        assert int(head.headers["content-length"]) == len(got.body)
+
+
+# ---------------------------------------------------------------------------
+# The access log
+
+def test_a_key_in_the_query_string_never_reaches_the_access_log(served):
+    secret = "kg_live_" + secrets.token_hex(20)
+    marker = "e2e-web-" + secrets.token_hex(8)
+    resp = served.get("/v1/auth/whoami?api_key=" + secret,
+                      headers={"User-Agent": marker})
+    assert_error(resp, 401, "missing_api_key")
+    line = ks.wait_until(lambda: [l for l in served.web.access_log_text()
+                                  .splitlines() if marker in l], 30,
+                         interval=0.2, what="the access-log line")
+    assert "/v1/auth/whoami" in line[0] and " 401 " in line[0], line
+    assert "api_key" not in line[0], line
+    assert secret not in served.web.access_log_text()
+    assert secret[8:] not in served.web.access_log_text()
