@@ -32,7 +32,6 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options",
 NOT_IN_ROUTES_C = {
     ("GET", "/metrics"),
     ("GET", "/v1/auth/check"),
-    ("GET", "/v1/models/{id}"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/embeddings"),
 }
@@ -252,6 +251,10 @@ def test_openapi_json_is_served_as_built(s):
     with open(ks.OPENAPI_JSON, "rb") as f:
         assert r.body == f.read()
     assert "x-ratelimit-limit" not in r.headers
+    r = call(s, "HEAD", "/openapi.json", key=None)
+    assert r.status == 200 and r.body == b""
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
 
 
 def test_the_validator_finds_a_wrong_answer(s):
