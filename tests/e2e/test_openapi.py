@@ -418,6 +418,12 @@ def test_vault_and_maintenance(s):
 def test_models_and_the_gateway(s, mock):
     r = call(s, "GET", "/v1/models", headers={"X-OpenAI-Key": OPENAI_KEY})
     assert r.status == 200 and r.json["data"]
+    first = r.json["data"][0]["id"]
+    r = call(s, "GET", "/v1/models/" + first,
+             headers={"X-OpenAI-Key": OPENAI_KEY})
+    assert r.status == 200 and r.json["id"] == first
+    ks.assert_error(call(s, "GET", "/v1/models/no-such-model"), 404,
+                    "model_not_found")
     r = call(s, "POST", "/v1/tenants", {"name": "doc-gateway"})
     tid = r.json["id"]
     r = call(s, "POST", "/v1/api_keys", {"tenant_id": tid, "scopes": [
