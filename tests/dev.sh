@@ -25,6 +25,7 @@ HTTP_PORT=${KEYGATE_HTTP_PORT:-8080}
 DEMO_PORT=${KEYGATE_DEMO_PORT:-$((HTTP_PORT + 1))}
 PGBIN=/usr/lib/postgresql/15/bin
 PACKAGES=(build-essential autoconf automake pkg-config
+	python3-jsonschema
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
 	libcmocka-dev postgresql lighttpd apache2 nginx python3 python3-pytest
 	curl wrk ca-certificates)

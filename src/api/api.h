@@ -23,6 +23,7 @@ extern const size_t api_nroutes;
 
 /* Handlers, one group per file. */
 void	api_health(struct request *);
+void	api_openapi(struct request *);
 void	api_keys_create(struct request *);
 void	api_keys_list(struct request *);
 void	api_keys_get(struct request *);

@@ -15,6 +15,7 @@ const struct route api_routes[] = {
 	{ METHOD_GET, "/health", api_health, NULL, 0 },
 	/* Open on loopback; elsewhere the handler asks for metrics:read. */
 	{ METHOD_GET, "/metrics", api_metrics, NULL, 0 },
+	{ METHOD_GET, "/openapi.json", api_openapi, NULL, 0 },
 	{ METHOD_POST, "/v1/api_keys", api_keys_create, "api_keys:write", 0 },
 	{ METHOD_GET, "/v1/api_keys", api_keys_list, "api_keys:read", 0 },
 	{ METHOD_GET, "/v1/api_keys/dormant", api_keys_dormant,

@@ -19,6 +19,7 @@ Everything here starts something real and owns it until close():
     burst(), on_every_worker(), served_by()  requests spread over workers
     Load          client threads sending requests and recording each outcome
     assert_error  keygate's error shape, shared by the tests
+    assert_documented  a response as the OpenAPI document describes it
 
 Every object registers itself so that an atexit handler (and the pytest
 fixtures, earlier) can stop it.  Every wait is bounded.  Working directories
@@ -63,6 +64,11 @@ KEEP_WORKDIR = os.environ.get("KEYGATE_KEEP_WORKDIR") == "1"
 
 KEYGATED = os.path.join(BUILDDIR, "keygated")
 KEYGATECTL = os.path.join(BUILDDIR, "keygatectl")
+# The OpenAPI document as built (src/api/openapi.json.in, version filled in).
+OPENAPI_JSON = os.path.join(BUILDDIR, "openapi.json")
+# KEYGATE_VALIDATE_OPENAPI=1: request() checks every answer of keygate's
+# against that document.
+VALIDATE_OPENAPI = os.environ.get("KEYGATE_VALIDATE_OPENAPI") == "1"
 SQL_DIR = os.path.join(SRCDIR, "sql")
 LIGHTTPD_CONF = os.path.join(SRCDIR, "fcgi", "lighttpd.conf")
 
@@ -1121,7 +1127,10 @@ def request(method, url, body=None, headers=None, timeout=10):
             parsed = json.loads(data)
         except ValueError:
             parsed = None
-    return Response(status, got, data, parsed)
+    resp = Response(status, got, data, parsed)
+    if VALIDATE_OPENAPI and _is_keygate_path(parts.path):
+        assert_documented(method, parts.path, resp)
+    return resp
 
 
 # ---------------------------------------------------------------------------
@@ -2217,3 +2226,129 @@ def stream_chunks(chunks, usage=False):
         assert last.get("keygate") == kg, (last.get("keygate"), kg)
     return [{k: v for k, v in c.items() if k != "keygate"}
             for c in chunks], kg
+
+
+# ---------------------------------------------------------------------------
+# The OpenAPI document: answers as it describes them
+
+_openapi_cache = {}
+
+
+def openapi_document():
+    """The built OpenAPI document (openapi.json in KEYGATE_BUILDDIR)."""
+    if "doc" not in _openapi_cache:
+        with open(OPENAPI_JSON, encoding="utf-8") as f:
+            _openapi_cache["doc"] = json.load(f)
+    return _openapi_cache["doc"]
+
+
+def _is_keygate_path(path):
+    return (path.startswith("/v1/") or
+            path in ("/health", "/metrics", "/openapi.json"))
+
+
+def openapi_resolve(doc, node):
+    """Follows a {"$ref": "#/..."} within the document; other nodes as
+    they are."""
+    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+        target = doc
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def openapi_operation(doc, method, path):
+    """(template, operation or None) for a request path; template is None
+    when no path of the document matches.  A {name} segment matches one
+    segment, except a trailing {id} of /v1/models/{id}, which takes the
+    rest (vendor/model ids keep their slash)."""
+    segs = path.rstrip("/").split("/") if path != "/" else [""]
+    for template, item in doc["paths"].items():
+        tsegs = template.split("/")
+        rest = template == "/v1/models/{id}"
+        if len(tsegs) != len(segs) and not (rest and len(segs) > len(tsegs)):
+            continue
+        if all(t == p or (t.startswith("{") and p != "")
+               for t, p in zip(tsegs, segs)):
+            m = "get" if method.upper() == "HEAD" else method.lower()
+            return template, item.get(m)
+    return None, None
+
+
+def _schema_validator(doc, schema):
+    import jsonschema  # python3-jsonschema; only the checks need it
+    root = dict(schema)
+    root["components"] = doc["components"]
+    return jsonschema.Draft202012Validator(root)
+
+
+def openapi_problems(doc, method, path, resp):
+    """What in `resp` disagrees with the document, as a list of strings
+    (empty when it agrees): the status is one the operation lists, the
+    Content-Type is the response's, the body validates against its schema
+    (each data: event of a stream too, where the document gives one) and
+    the headers it lists are there."""
+    template, op = openapi_operation(doc, method, path)
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+    if op is None:
+        # No such route, or not with this method: keygate's 404 / 405.
+        want = 404 if template is None else 405
+        if resp.status != want:
+            return ["%s %s: not in the document, answered %d, not %d" % (
+                method, path, resp.status, want)]
+        spec = {"description": "", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+        where = "%s %s (undocumented)" % (method, path)
+    else:
+        responses = op["responses"]
+        spec = (responses.get(str(resp.status)) or
+                responses.get("%dXX" % (resp.status // 100)) or
+                responses.get("default"))
+        where = "%s %s -> %d" % (method.upper(), template, resp.status)
+        if spec is None:
+            return ["%s: status not documented (documented: %s); body %r" % (
+                where, ", ".join(sorted(responses)), resp.body[:300])]
+        spec = openapi_resolve(doc, spec)
+    problems = []
+    for name, h in spec.get("headers", {}).items():
+        h = openapi_resolve(doc, h)
+        if h.get("required") and name.lower() not in resp.headers:
+            problems.append("%s: header %s missing" % (where, name))
+    content = spec.get("content")
+    if method.upper() == "HEAD" or not content:
+        if method.upper() != "HEAD" and resp.body:
+            problems.append("%s: a body where the document has none: %r" % (
+                where, resp.body[:200]))
+        return problems
+    if ctype not in content:
+        return problems + ["%s: Content-Type %r, documented %s" % (
+            where, ctype, ", ".join(sorted(content)))]
+    media = content[ctype]
+    if ctype == "application/json":
+        if resp.json is None:
+            return problems + ["%s: body is not JSON: %r" % (
+                where, resp.body[:200])]
+        bodies = [resp.json]
+    elif ctype == "text/event-stream" and "x-keygate-event-schema" in media:
+        bodies = [json.loads(line[5:]) for line in
+                  resp.body.decode().splitlines()
+                  if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+        media = {"schema": media["x-keygate-event-schema"]}
+    else:
+        return problems
+    v = _schema_validator(doc, media["schema"])
+    for body in bodies:
+        for e in v.iter_errors(body):
+            problems.append("%s: body at /%s: %s" % (
+                where, "/".join(str(p) for p in e.absolute_path),
+                e.message[:300]))
+    return problems
+
+
+def assert_documented(method, path, resp):
+    """`resp` (to `method` `path`, the path without its query) is one the
+    OpenAPI document describes: status, Content-Type, body and headers."""
+    problems = openapi_problems(openapi_document(), method, path, resp)
+    assert not problems, "\n".join(problems)
+    return resp
