@@ -6,6 +6,7 @@ Everything here starts something real and owns it until close():
     Keygated      the keygated master and its workers, with a config file
     Lighttpd      lighttpd in front of keygated, from fcgi/lighttpd.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
+    loopback_server  a bare one, for mocks that speak a wire format of their own
     Stack         keygated (on a migrated database) behind lighttpd
     request()     one HTTP request, no connection reuse
     Load          client threads sending requests and recording each outcome
@@ -1004,6 +1005,31 @@ def describe(samples, limit=10):
 
 # ---------------------------------------------------------------------------
 # Mock LLM provider
+
+def loopback_server(serve):
+    """A threaded HTTP/1.1 server on a free loopback port that calls
+    serve(handler, body) for every request, `body` being the bytes the
+    request carried.  Returns the server; shutdown() and server_close()
+    stop it."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _any(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            serve(self, self.rfile.read(n) if n else b"")
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever,
+                     kwargs={"poll_interval": 0.1}, daemon=True,
+                     name="loopback-server").start()
+    return server
+
 
 MockRequest = collections.namedtuple(
     "MockRequest", "method path query headers body time")

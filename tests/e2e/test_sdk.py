@@ -1,0 +1,847 @@
+"""keygate driven by the official client SDKs, pointed at it by base URL
+only: openai-node (`openai`) for /v1/chat/completions, /v1/models and
+/v1/embeddings, and Anthropic's (`@anthropic-ai/sdk`) for /v1/messages,
+for a model of each provider (OpenAI, Anthropic, Gemini, OpenRouter) behind
+loopback mocks that speak each provider's own wire format.
+
+The SDKs are the registry's packages pinned in tests/sdk/package.json and
+package-lock.json; tests/dev.sh installs them with `npm ci` into
+tests/sdk/node_modules.  Small Node scripts there (openai_client.mjs,
+anthropic_client.mjs) make the calls with the SDKs' documented usage and
+print what a program would see as JSON; the tests assert on it, and on what
+the mock providers received.
+
+The Python SDK is not used: it cannot be installed on a fresh Debian 12
+machine (there is no python3-openai package in bookworm, and the tests do
+not reach PyPI), so the reference documents' Python snippets are listed
+below as not run, with that reason.
+"""
+
+import base64
+import json
+import os
+import re
+import struct
+import subprocess
+import threading
+import time
+import types
+import urllib.parse
+
+import pytest
+
+import keygate_stack as ks
+
+SDK_DIR = os.path.join(ks.SRCDIR, "tests", "sdk")
+NODE_MODULES = os.path.join(SDK_DIR, "node_modules")
+NODE_TIMEOUT = 240          # s, one node run of several calls
+
+ROOT = "00000000-0000-0000-0000-000000000001"
+
+PROVIDER_KEYS = {
+    "openai": "sk-proj-" + "o" * 40,
+    "anthropic": "sk-ant-api03-" + "a" * 40,
+    "google": "AIza" + "g" * 35,
+    "openrouter": "sk-or-v1-" + "r" * 64,
+}
+POOL_KEY = "sk-or-v1-" + "p" * 64
+
+# A chat model of each provider, and what the gateway names the provider.
+MODELS = [
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-3-5-haiku-latest"),
+    ("google", "gemini-2.0-flash"),
+    ("openrouter", "openai/gpt-4o-mini"),
+]
+MODEL_IDS = [m for _, m in MODELS]
+EMBEDDING_MODELS = [
+    ("openai", "text-embedding-3-small"),
+    ("google", "gemini-embedding-001"),
+    ("openrouter", "openai/text-embedding-3-small"),
+]
+
+REPORT = {"city": "Oslo", "temperature_celsius": 21}
+UPSTREAM_400 = "temperature is out of range for this model"
+
+
+def greeting(provider, n=1, i=0):
+    return ("Hello from %s." % provider if n == 1 else
+            "Hello from %s, choice %d." % (provider, i))
+
+
+def weather_answer(result):
+    return "It is %s in %s." % (result["forecast"], result["city"])
+
+
+def vector(text):
+    """An embedding exact in float32, so base64 round trips compare."""
+    return [float(len(text)), 0.5, -0.25, 0.125]
+
+
+def asks(body, word):
+    """True if a request carries `word` anywhere (a prompt, a schema)."""
+    return word in json.dumps(body)
+
+
+# ---------------------------------------------------------------------------
+# The providers, each in its own wire format
+
+class Providers:
+    """OpenAI, OpenRouter, Anthropic, Gemini and an operator's
+    OpenAI-compatible server on one loopback port, each below the prefix
+    its real base URL ends with.  Each answers from what the request asks:
+    a tool call when tools are offered, the tool's result in words when one
+    is sent back, the weather report as JSON when the request carries its
+    schema (in whatever form the provider takes it), n choices when n are
+    asked for, embeddings, and a greeting otherwise.  A prompt containing
+    "Fail with 400" gets the provider's own 400; one containing "Fail with
+    429" gets its 429 (Retry-After: 1) once after arm_429().  Every request
+    is recorded."""
+
+    BASES = {"openai": "/openai/v1", "openrouter": "/openrouter/api/v1",
+             "anthropic": "/anthropic", "google": "/google",
+             "local": "/local/v1"}
+
+    def __init__(self):
+        self.requests = []
+        self.armed = set()
+        self._lock = threading.Lock()
+        self.server = ks.loopback_server(self.serve)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def config(self):
+        return {"%s_base_url" % p: self.url + b for p, b in
+                self.BASES.items() if p != "local"}
+
+    def arm_429(self, provider):
+        with self._lock:
+            self.armed.add(provider)
+
+    def seen(self, provider, since=0):
+        with self._lock:
+            return [r for r in self.requests[since:] if r.provider == provider]
+
+    def mark(self):
+        with self._lock:
+            return len(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- dispatch
+
+    def serve(self, h, raw):
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        parts = urllib.parse.urlsplit(h.path)
+        provider = next((p for p, b in self.BASES.items()
+                         if parts.path.startswith(b + "/")), None)
+        rec = types.SimpleNamespace(
+            provider=provider, method=h.command, path=parts.path,
+            query=parts.query, headers={k.lower(): v for k, v in
+                                        h.headers.items()}, body=body)
+        with self._lock:
+            self.requests.append(rec)
+        rest = parts.path[len(self.BASES[provider]):] if provider else ""
+        if provider is None or h.command != "POST" or not isinstance(
+                body, dict):
+            return self.json(h, 404, {"error": {"message": "no route"}})
+        if not self.key_ok(provider, rec.headers):
+            return self.reject(h, provider)
+        fault = self.fault(provider, body)
+        if fault:
+            return self.fail(h, provider, fault)
+        if provider == "anthropic" and rest == "/v1/messages":
+            return self.anthropic(h, body)
+        if provider == "google":
+            model, _, verb = rest[len("/v1beta/models/"):].partition(":")
+            return self.google(h, model, verb, body)
+        if rest == "/chat/completions":
+            return self.openai(h, provider, body)
+        if rest == "/embeddings" and provider != "local":
+            return self.openai_embeddings(h, body)
+        return self.json(h, 404, {"error": {"message": "no route " + rest}})
+
+    @staticmethod
+    def key_ok(provider, headers):
+        if provider == "local":
+            return True
+        if provider == "anthropic":
+            key = headers.get("x-api-key")
+        elif provider == "google":
+            key = headers.get("x-goog-api-key")
+        else:
+            key = headers.get("authorization", "")[len("Bearer "):]
+        return key == PROVIDER_KEYS[provider] or (
+            provider == "openrouter" and key == POOL_KEY)
+
+    def fault(self, provider, body):
+        if asks(body, "Fail with 400"):
+            return 400
+        if asks(body, "Fail with 429"):
+            with self._lock:
+                if provider in self.armed:
+                    self.armed.discard(provider)
+                    return 429
+        return None
+
+    def reject(self, h, provider):
+        if provider == "anthropic":
+            return self.json(h, 401, {"type": "error", "error": {
+                "type": "authentication_error",
+                "message": "invalid x-api-key"}})
+        if provider == "google":
+            return self.json(h, 400, {"error": {
+                "code": 400, "status": "INVALID_ARGUMENT",
+                "message": "API key not valid. Please pass a valid API "
+                           "key."}})
+        return self.json(h, 401, {"error": {
+            "message": "Incorrect API key provided.",
+            "type": "invalid_request_error", "code": "invalid_api_key"}})
+
+    def fail(self, h, provider, status):
+        msg = (UPSTREAM_400 if status == 400 else
+               "Rate limit reached for requests.")
+        hdrs = {"Retry-After": "1"} if status == 429 else {}
+        if provider == "anthropic":
+            body = {"type": "error", "error": {
+                "type": ("invalid_request_error" if status == 400 else
+                         "rate_limit_error"), "message": msg}}
+        elif provider == "google":
+            body = {"error": {"code": status, "message": msg, "status": (
+                "INVALID_ARGUMENT" if status == 400 else
+                "RESOURCE_EXHAUSTED")}}
+        elif provider == "openrouter":
+            body = {"error": {"message": msg, "code": status}}
+        else:
+            body = {"error": {"message": msg, "type": (
+                "invalid_request_error" if status == 400 else "requests"),
+                "param": None, "code": (None if status == 400 else
+                                        "rate_limit_exceeded")}}
+        return self.json(h, status, body, hdrs)
+
+    # -- OpenAI's format (OpenAI, OpenRouter, the operator's server)
+
+    def openai(self, h, provider, body):
+        msgs = body.get("messages") or []
+        n = body.get("n") or 1
+        result = next((m for m in msgs if m.get("role") == "tool"), None)
+        rf = body.get("response_format") or {}
+        finish, calls = "stop", None
+        if result is not None:
+            contents = [weather_answer(json.loads(result["content"]))]
+        elif body.get("tools"):
+            contents, finish = [None], "tool_calls"
+            calls = [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+        elif rf.get("type") == "json_schema" and asks(rf, "temperature"):
+            contents = [json.dumps(REPORT)]
+        else:
+            contents = [greeting(provider, n, i) for i in range(n)]
+        base = {"id": "chatcmpl-mock1", "created": int(time.time()),
+                "model": body.get("model")}
+        usage = {"prompt_tokens": 9, "completion_tokens": 4,
+                 "total_tokens": 13}
+        if body.get("stream") is True:
+            return self.openai_stream(h, provider, body, base, contents[0],
+                                      finish, usage)
+        choices = []
+        for i, text in enumerate(contents):
+            msg = {"role": "assistant", "content": text, "refusal": None}
+            if calls:
+                msg["tool_calls"] = calls
+            choices.append({"index": i, "message": msg, "logprobs": None,
+                            "finish_reason": finish})
+        return self.json(h, 200, dict(base, object="chat.completion",
+                                      choices=choices, usage=usage))
+
+    def openai_stream(self, h, provider, body, base, text, finish, usage):
+        opts = body.get("stream_options") or {}
+        # OpenRouter always ends with usage; OpenAI when asked.
+        with_usage = provider == "openrouter" or opts.get("include_usage")
+
+        def chunk(delta, reason=None):
+            return dict(base, object="chat.completion.chunk", choices=[{
+                "index": 0, "delta": delta, "finish_reason": reason}])
+        words = text.split(" ")
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": w if i == 0 else " " + w})
+                   for i, w in enumerate(words)]
+        events.append(chunk({}, finish))
+        if with_usage:
+            events.append(dict(base, object="chat.completion.chunk",
+                               choices=[], usage=usage))
+        self.sse(h, ["data: %s\n\n" % json.dumps(e) for e in events] +
+                 ["data: [DONE]\n\n"])
+
+    def openai_embeddings(self, h, body):
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        data = []
+        for i, text in enumerate(inputs):
+            v = vector(text)
+            if body.get("encoding_format") == "base64":
+                v = base64.b64encode(struct.pack("<%df" % len(v), *v)
+                                     ).decode()
+            data.append({"object": "embedding", "index": i, "embedding": v})
+        return self.json(h, 200, {"object": "list", "data": data,
+                                  "model": body.get("model"),
+                                  "usage": {"prompt_tokens": 2 * len(inputs),
+                                            "total_tokens": 2 * len(inputs)}})
+
+    # -- Anthropic's Messages API
+
+    def anthropic(self, h, body):
+        if h.headers.get("anthropic-version") != "2023-06-01":
+            return self.json(h, 400, {"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "anthropic-version: header is required"}})
+        blocks, stop = self.anthropic_blocks(body)
+        usage = {"input_tokens": 9, "output_tokens": 4}
+        if body.get("stream") is True:
+            return self.anthropic_stream(h, body, blocks, stop, usage)
+        return self.json(h, 200, {
+            "id": "msg_mock1", "type": "message", "role": "assistant",
+            "model": body.get("model"), "content": blocks,
+            "stop_reason": stop, "stop_sequence": None, "usage": usage})
+
+    @staticmethod
+    def anthropic_blocks(body):
+        tc = body.get("tool_choice") or {}
+        tools = body.get("tools") or []
+        if asks(body, "temperature_celsius"):
+            # The schema came as a tool to force, or as an output format.
+            if tc.get("type") in ("tool", "any") and tools:
+                return [{"type": "tool_use", "id": "toolu_report",
+                         "name": tc.get("name") or tools[0]["name"],
+                         "input": REPORT}], "tool_use"
+            return [{"type": "text", "text": json.dumps(REPORT)}], "end_turn"
+        for m in body.get("messages") or []:
+            for b in m.get("content") if isinstance(m.get("content"),
+                                                    list) else []:
+                if b.get("type") == "tool_result":
+                    c = b.get("content")
+                    if isinstance(c, list):
+                        c = "".join(x.get("text", "") for x in c)
+                    return [{"type": "text", "text": weather_answer(
+                        json.loads(c))}], "end_turn"
+        if tools:
+            return [{"type": "tool_use", "id": "toolu_1",
+                     "name": "get_weather", "input": {"city": "Oslo"}}], \
+                "tool_use"
+        return [{"type": "text", "text": greeting("anthropic")}], "end_turn"
+
+    def anthropic_stream(self, h, body, blocks, stop, usage):
+        events = [("message_start", {"type": "message_start", "message": {
+            "id": "msg_mock1", "type": "message", "role": "assistant",
+            "model": body.get("model"), "content": [], "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage["input_tokens"],
+                      "output_tokens": 1}}})]
+        for i, b in enumerate(blocks):
+            if b["type"] == "text":
+                start = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": w if j == 0 else
+                           " " + w} for j, w in enumerate(b["text"].split(" "))]
+            else:
+                start = dict(b, input={})
+                text = json.dumps(b["input"])
+                deltas = [{"type": "input_json_delta", "partial_json": p}
+                          for p in (text[:5], text[5:])]
+            events.append(("content_block_start", {
+                "type": "content_block_start", "index": i,
+                "content_block": start}))
+            events += [("content_block_delta", {
+                "type": "content_block_delta", "index": i, "delta": d})
+                for d in deltas]
+            events.append(("content_block_stop", {
+                "type": "content_block_stop", "index": i}))
+        events.append(("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        self.sse(h, ["event: %s\ndata: %s\n\n" % (name, json.dumps(data))
+                     for name, data in events])
+
+    # -- Gemini's generateContent
+
+    def google(self, h, model, verb, body):
+        if verb == "embedContent":
+            return self.json(h, 200, {"embedding": {
+                "values": vector(body["content"]["parts"][0]["text"])}})
+        if verb == "batchEmbedContents":
+            return self.json(h, 200, {"embeddings": [
+                {"values": vector(r["content"]["parts"][0]["text"])}
+                for r in body["requests"]]})
+        if verb not in ("generateContent", "streamGenerateContent"):
+            return self.json(h, 404, {"error": {"code": 404,
+                                                "message": "no such verb"}})
+        gc = body.get("generationConfig") or {}
+        n = gc.get("candidateCount") or 1
+        result = None
+        for c in body.get("contents") or []:
+            for p in c.get("parts") or []:
+                if "functionResponse" in p:
+                    result = p["functionResponse"].get("response")
+        if (gc.get("responseMimeType") == "application/json" and
+                asks(body, "temperature_celsius")):
+            parts = [[{"text": json.dumps(REPORT)}]]
+        elif result is not None:
+            out = result.get("output", result)
+            parts = [[{"text": weather_answer(json.loads(out) if isinstance(
+                out, str) else out)}]]
+        elif body.get("tools"):
+            parts = [[{"functionCall": {"name": "get_weather",
+                                        "args": {"city": "Oslo"}}}]]
+        else:
+            parts = [[{"text": greeting("google", n, i)}] for i in range(n)]
+        usage = {"promptTokenCount": 9, "candidatesTokenCount": 4,
+                 "totalTokenCount": 13}
+        if verb == "streamGenerateContent":
+            text = parts[0][0].get("text", "")
+            words = text.split(" ")
+            events = [{"candidates": [{"content": {"role": "model", "parts": [
+                {"text": w if i == 0 else " " + w}]}, "index": 0}]}
+                for i, w in enumerate(words)]
+            events[-1]["candidates"][0]["finishReason"] = "STOP"
+            events[-1]["usageMetadata"] = usage
+            events[-1]["modelVersion"] = model
+            return self.sse(h, ["data: %s\r\n\r\n" % json.dumps(e)
+                                for e in events])
+        return self.json(h, 200, {"candidates": [
+            {"content": {"role": "model", "parts": p}, "finishReason": "STOP",
+             "index": i} for i, p in enumerate(parts)],
+            "usageMetadata": usage, "modelVersion": model})
+
+    # -- the wire
+
+    @staticmethod
+    def json(h, status, obj, headers=None):
+        data = json.dumps(obj).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    @staticmethod
+    def sse(h, events):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for ev in events:
+            ev = ev.encode()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            h.wfile.flush()
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
+
+
+# ---------------------------------------------------------------------------
+# The stack, the keys, and node
+
+def node(script, plan, env=None):
+    """Runs tests/sdk/SCRIPT with `plan` and returns the JSON it printed."""
+    if not os.path.isdir(NODE_MODULES):
+        raise ks.StackError("%s is missing: run tests/dev.sh (npm ci in "
+                            "tests/sdk) first" % NODE_MODULES)
+    proc = subprocess.run(
+        ["node", os.path.join(SDK_DIR, script), json.dumps(plan)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=SDK_DIR, timeout=NODE_TIMEOUT,
+        env=ks.clean_env(dict(env or {}, NO_COLOR="1")), text=True)
+    assert proc.returncode == 0, "node %s exited %d:\n%s%s" % (
+        script, proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def create_key(s, admin, **fields):
+    r = s.post("/v1/api_keys", dict({"name": "sdk"}, **fields),
+               headers=ks.auth(admin))
+    assert r.status == 201, r.body
+    return r.json["key"]
+
+
+@pytest.fixture(scope="module")
+def gw(workdir, pg):
+    mock = Providers()
+    cfg = mock.config()
+    cfg.update(workers=3, validate_llm_keys="false", credits_enforce="true",
+               pool_openrouter_key=POOL_KEY, pool_markup="0.25",
+               upstreams='"vllm url=%s/local/v1 models=vllm-primary"'
+               % mock.url)
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname="sdk_%d" % time.time_ns(),
+                 **cfg)
+    try:
+        # An admin key of its own, so the dev key may be revoked later.
+        admin = create_key(s, ks.DEV_KEY, scopes=["*"], name="admin")
+        r = s.post("/v1/tenants/%s/credits" % ROOT,
+                   {"amount": 1000, "reason": "sdk tests"},
+                   headers=ks.auth(admin))
+        assert r.status == 200, r.body
+        r = s.post("/v1/account/llm-keys", {
+            "%s_key" % p: k for p, k in PROVIDER_KEYS.items()},
+            headers=ks.auth(admin))
+        assert r.status == 200, r.body
+        # A tenant with provider keys of its own but almost no credits.
+        r = s.post("/v1/tenants", {"name": "poor"}, headers=ks.auth(admin))
+        assert r.status == 201, r.body
+        poor_tenant = r.json["id"]
+        poor = create_key(s, admin, tenant_id=poor_tenant,
+                          scopes=["chat:write", "llm_keys:write"])
+        r = s.post("/v1/account/llm-keys", {
+            "%s_key" % p: k for p, k in PROVIDER_KEYS.items()},
+            headers=ks.auth(poor))
+        assert r.status == 200, r.body
+        r = s.post("/v1/tenants/%s/credits" % poor_tenant,
+                   {"amount": 0.01, "reason": "sdk tests"},
+                   headers=ks.auth(admin))
+        assert r.status == 200, r.body
+        g = types.SimpleNamespace(
+            s=s, mock=mock, admin=admin, poor=poor,
+            base_url=s.url + "/v1",
+            user=create_key(s, admin, scopes=["*"], name="sdk user"),
+            models_only=create_key(s, admin, scopes=["models:read"]),
+            limited={p: create_key(s, admin, scopes=["chat:write"],
+                                   rate_limit_max=1,
+                                   rate_limit_window="3 seconds")
+                     for p, _ in MODELS})
+        yield g
+    finally:
+        s.close()
+        mock.close()
+
+
+def openai_run(g, model, steps, **extra):
+    plan = dict({"base_url": g.base_url, "key": g.user, "model": model,
+                 "steps": steps}, **extra)
+    return node("openai_client.mjs", plan)
+
+
+def ok(result):
+    """A step's result, which must not be an error."""
+    assert "error" not in result, "the SDK call threw: %r" % (
+        result.get("error"),)
+    return result
+
+
+def assert_keygate(block, provider):
+    assert isinstance(block, dict), "no keygate member: %r" % (block,)
+    assert block["provider"] == provider, block
+    assert block["key_source"] == "user", block
+    assert block["pool_markup_applied"] is None, block
+    assert block["credits_charged"] > 0, block
+    assert re.fullmatch(r"req_[0-9a-f]+", block["request_id"]), block
+
+
+# ---------------------------------------------------------------------------
+# openai-node: chat completions
+
+@pytest.fixture(scope="module")
+def chat_runs(gw):
+    """One node run per model: create, both streams, tools, n, parse."""
+    runs = {}
+    for provider, model in MODELS:
+        runs[provider] = openai_run(gw, model, [
+            "create", "stream", "stream_usage", "tools", "n", "parse"])
+    return runs
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_create_returns_the_completion_with_keygate_block(gw, chat_runs,
+                                                          provider, model):
+    c = ok(chat_runs[provider]["create"])
+    assert c["object"] == "chat.completion"
+    assert c["content"] == greeting(provider)
+    assert c["finish_reason"] == "stop"
+    assert c["usage"]["prompt_tokens"] == 9
+    assert c["usage"]["completion_tokens"] == 4
+    assert_keygate(c["keygate"], provider)
+
+
+def assert_chunk_shape(chunk):
+    for field in ("id", "object", "created", "model"):
+        assert chunk.get(field) not in (None, ""), (
+            "a chunk without %s: %r" % (field, chunk))
+    assert chunk["object"] == "chat.completion.chunk", chunk
+    assert isinstance(chunk["created"], int), chunk
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_plain_stream_loop_reads_every_chunk(gw, chat_runs, provider, model):
+    """`for await (const chunk of stream) chunk.choices[0].delta.content`:
+    every chunk has the OpenAI shape and a choice; keygate's block rides
+    on the chunk with finish_reason."""
+    r = ok(chat_runs[provider]["stream"])
+    assert r["text"] == greeting(provider)
+    ids = set()
+    for chunk in r["chunks"]:
+        assert_chunk_shape(chunk)
+        assert len(chunk["choices"]) >= 1, chunk
+        ids.add(chunk["id"])
+    assert len(ids) == 1, "chunk ids differ: %r" % ids
+    finished = [c for c in r["chunks"] if c["choices"][0].get("finish_reason")]
+    assert len(finished) == 1, r["chunks"]
+    assert finished[0]["choices"][0]["finish_reason"] == "stop"
+    assert_keygate(finished[0].get("keygate"), provider)
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_stream_with_include_usage_ends_with_the_usage_chunk(
+        gw, chat_runs, provider, model):
+    r = ok(chat_runs[provider]["stream_usage"])
+    assert r["text"] == greeting(provider)
+    chunks = r["chunks"]
+    for chunk in chunks:
+        assert_chunk_shape(chunk)
+    last = chunks[-1]
+    assert last["choices"] == [], last
+    assert last["usage"]["prompt_tokens"] == 9, last
+    assert last["usage"]["completion_tokens"] == 4, last
+    assert_keygate(last.get("keygate"), provider)
+    assert all(c["choices"] for c in chunks[:-1]), chunks
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_tool_call_round_trip(gw, chat_runs, provider, model):
+    r = ok(chat_runs[provider]["tools"])
+    assert r["first_finish_reason"] == "tool_calls"
+    assert r["call"]["type"] == "function"
+    assert r["call"]["name"] == "get_weather"
+    assert r["call"]["args"] == {"city": "Oslo"}
+    assert r["call"]["id"]
+    assert r["answer"] == "It is light rain in Oslo."
+    assert r["second_finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("provider,model", [m for m in MODELS
+                                            if m[0] != "anthropic"])
+def test_n_choices(gw, chat_runs, provider, model):
+    r = ok(chat_runs[provider]["n"])
+    assert r["indexes"] == [0, 1, 2]
+    assert r["contents"] == [greeting(provider, 3, i) for i in range(3)]
+
+
+def test_n_choices_for_anthropic_is_a_bad_request(gw, chat_runs):
+    """Anthropic answers one choice: the SDK raises BadRequestError."""
+    err = chat_runs["anthropic"]["n"]["error"]
+    assert err["instance_of"] == "BadRequestError", err
+    assert err["status"] == 400
+    assert "n must be 1" in err["error"]["message"], err
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_parse_with_a_json_schema(gw, chat_runs, provider, model):
+    """client.chat.completions.parse() with a plain JSON schema (no zod)
+    gets the object back, whichever provider answers."""
+    r = ok(chat_runs[provider]["parse"])
+    assert r["parsed"] == REPORT
+
+
+# ---------------------------------------------------------------------------
+# openai-node: models and embeddings
+
+@pytest.fixture(scope="module")
+def model_runs(gw):
+    return {provider: openai_run(gw, model, ["models"])
+            for provider, model in MODELS}
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_models_list_and_retrieve(gw, model_runs, provider, model):
+    r = ok(model_runs[provider]["models"])
+    ids = [m["id"] for m in r["listed"]]
+    assert model in ids, ids
+    for m in r["listed"]:
+        assert "*" not in m["id"], "a pattern listed as a model: %r" % m
+        assert m["object"] == "model", m
+        assert isinstance(m["created"], int), m
+        assert isinstance(m["owned_by"], str) and m["owned_by"], m
+    one = r["retrieved"]
+    assert one["id"] == model and one["object"] == "model", one
+    assert isinstance(one["created"], int), one
+
+
+@pytest.mark.parametrize("provider,model", EMBEDDING_MODELS)
+def test_embeddings(gw, provider, model):
+    mark = gw.mock.mark()
+    r = ok(openai_run(gw, model, ["embeddings"])["embeddings"])
+    assert r["object"] == "list"
+    assert r["vectors"] == [{"index": 0, "embedding": vector("hello")},
+                            {"index": 1, "embedding": vector("world")}]
+    assert r["float"] == [vector("hello")]
+    assert r["usage"]["prompt_tokens"] > 0
+    assert gw.mock.seen(provider, mark), "no call reached %s" % provider
+
+
+# ---------------------------------------------------------------------------
+# openai-node: every error class
+
+@pytest.fixture(scope="module")
+def error_runs(gw):
+    runs = {}
+    for provider, model in MODELS:
+        gw.mock.arm_429(provider)
+        runs[provider] = openai_run(
+            gw, model, ["unauthorized", "forbidden", "no_credits",
+                        "unprocessable", "forbidden_field", "upstream_429",
+                        "upstream_400", "rate_limited",
+                        "rate_limited_no_retry"],
+            bad_key="kg_live_" + "x" * 49, models_only_key=gw.models_only,
+            poor_key=gw.poor, limited_key=gw.limited[provider])
+    return runs
+
+
+def error_of(run, step, cls, status):
+    err = run[step].get("error")
+    assert err is not None, "%s did not fail: %r" % (step, run[step])
+    assert err["is_api_error"], err
+    assert err["status"] == status, err
+    if cls is not None:
+        assert err["instance_of"] == cls, err
+    return err
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_401_is_authentication_error(gw, error_runs, provider, model):
+    err = error_of(error_runs[provider], "unauthorized",
+                   "AuthenticationError", 401)
+    assert err["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_403_is_permission_denied_error(gw, error_runs, provider, model):
+    err = error_of(error_runs[provider], "forbidden",
+                   "PermissionDeniedError", 403)
+    assert err["code"] == "insufficient_permissions"
+    assert "chat:write" in err["error"]["message"]
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_402_is_an_api_error_with_the_figures(gw, error_runs, provider,
+                                              model):
+    """No SDK class of its own: APIError with status 402; the message
+    carries the required and available credits."""
+    err = error_of(error_runs[provider], "no_credits", None, 402)
+    assert err["class"] == "APIError", err
+    assert err["code"] == "insufficient_credits"
+    body = err["error"]
+    assert body["available_credits"] == 0.01
+    assert body["required_credits"] > 0.01
+    m = re.fullmatch(r"Insufficient credits\. Required: ([0-9.]+), "
+                     r"Available: ([0-9.]+)", body["message"])
+    assert m, body["message"]
+    assert float(m.group(1)) == pytest.approx(body["required_credits"])
+    assert float(m.group(2)) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_422_is_unprocessable_entity_error(gw, error_runs, provider, model):
+    err = error_of(error_runs[provider], "unprocessable",
+                   "UnprocessableEntityError", 422)
+    assert [d["field"] for d in err["error"]["details"]] == ["messages"]
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_400_is_bad_request_error(gw, error_runs, provider, model):
+    err = error_of(error_runs[provider], "forbidden_field",
+                   "BadRequestError", 400)
+    assert "api_base" in err["error"]["message"]
+    err = error_of(error_runs[provider], "upstream_400", "BadRequestError",
+                   400)
+    assert UPSTREAM_400 in err["error"]["message"], err
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_provider_429_is_retried_by_the_sdk(gw, error_runs, provider, model):
+    r = ok(error_runs[provider]["upstream_429"])
+    assert r["statuses"] == [429, 200]
+    assert r["content"] == greeting(provider)
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_rate_limit_429_is_retried_by_the_sdk(gw, error_runs, provider,
+                                              model):
+    """keygate's own limit: 429 with Retry-After, which the SDK waits for
+    before it tries again; without retries it raises RateLimitError."""
+    r = ok(error_runs[provider]["rate_limited"])
+    assert r["statuses"][0] == 200, r
+    assert 429 in r["statuses"], r
+    assert r["statuses"][-1] == 200, r
+    assert r["content"] == greeting(provider)
+    err = error_of(error_runs[provider], "rate_limited_no_retry",
+                   "RateLimitError", 429)
+    assert err["code"] == "rate_limit_exceeded"
+    assert int(err["retry_after"]) >= 1
+
+
+# ---------------------------------------------------------------------------
+# The Anthropic SDK against POST /v1/messages
+
+@pytest.fixture(scope="module")
+def message_runs(gw):
+    runs = {}
+    for provider, model in MODELS:
+        runs[provider] = node("anthropic_client.mjs", {
+            "base_url": gw.s.url, "key": gw.user, "model": model,
+            "bad_key": "kg_live_" + "x" * 49,
+            "steps": ["create", "stream", "stream_helper", "unauthorized"]})
+    return runs
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_messages_create(gw, message_runs, provider, model):
+    m = ok(message_runs[provider]["create"])
+    assert m["type"] == "message" and m["role"] == "assistant", m
+    assert m["content"] == [{"type": "text", "text": greeting(provider)}], m
+    assert m["stop_reason"] == "end_turn", m
+    assert m["usage"]["input_tokens"] == 9, m
+    assert m["usage"]["output_tokens"] == 4, m
+    assert_keygate(m["keygate"], provider)
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_messages_stream(gw, message_runs, provider, model):
+    r = ok(message_runs[provider]["stream"])
+    assert r["text"] == greeting(provider)
+    types_ = r["types"]
+    assert types_[0] == "message_start" and types_[-1] == "message_stop", \
+        types_
+    assert "message_delta" in types_, types_
+    r = ok(message_runs[provider]["stream_helper"])
+    assert r["text"] == greeting(provider)
+    assert r["content"] == [{"type": "text", "text": greeting(provider)}]
+    assert r["stop_reason"] == "end_turn"
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_messages_unauthorized(gw, message_runs, provider, model):
+    err = message_runs[provider]["unauthorized"]["error"]
+    assert err["class"] == "AuthenticationError", err
+    assert err["status"] == 401
+
+
+def test_messages_reach_anthropic_with_its_key_and_version(gw, message_runs):
+    sent = [r for r in gw.mock.seen("anthropic")
+            if r.path == "/anthropic/v1/messages" and
+            r.body.get("messages") == [{"role": "user",
+                                        "content": "Say hello."}]]
+    assert sent, "no message reached anthropic"
+    for r in sent:
+        assert r.headers["x-api-key"] == PROVIDER_KEYS["anthropic"]
+        assert r.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_no_keygate_key_reaches_a_provider(gw, chat_runs, error_runs,
+                                          message_runs):
+    for r in gw.mock.requests:
+        text = json.dumps([r.headers, r.body])
+        for key in (gw.user, gw.admin, gw.poor, gw.models_only):
+            assert key not in text, "a keygate key reached %s" % r.path
