@@ -27,6 +27,8 @@ import base64
 import collections
 import csv
 import glob
+import hashlib
+import hmac
 import http.client
 import http.server
 import io
@@ -1540,6 +1542,23 @@ class Stack:
     def close(self):
         self.web.close()
         self.kg.close()
+
+
+def b64url(data):
+    """base64url without padding, as JWTs use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_token(secret, claims, header=None, sign=True):
+    """An HS256 JWT of `claims` signed with `secret` (unsigned, with an
+    empty signature, when sign is false)."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    if not sign:
+        return "%s.%s." % (h, p)
+    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
+                   hashlib.sha256).digest()
+    return "%s.%s.%s" % (h, p, b64url(mac))
 
 
 def auth(key=DEV_KEY):

@@ -2,33 +2,17 @@
 every other alg refused, claims sub / tenant_id / scopes; no scopes means
 read-only."""
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 
 import pytest
 
 import keygate_stack as ks
+from keygate_stack import b64url as b64, jwt_token as token
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 INVALID = (b'{"error":{"message":"Invalid API key.",'
            b'"type":"authentication_error","code":"invalid_api_key"}}')
-
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def token(secret, claims, header=None, sign=True):
-    h = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
-    p = b64(json.dumps(claims).encode())
-    if not sign:
-        return "%s.%s." % (h, p)
-    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
-                   hashlib.sha256).digest()
-    return "%s.%s.%s" % (h, p, b64(mac))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,10 @@ anthropic_client.mjs) make the calls with the SDKs' documented usage and
 print what a program would see as JSON; the tests assert on it, and on what
 the mock providers received.
 
+The reference documents' client code (JavaScript in tests/sdk/snippets.mjs,
+curl commands here) runs too, changed only in base URL, brand names and
+keys; NOT_RUN lists the snippets that cannot work, and why.
+
 The Python SDK is not used: it cannot be installed on a fresh Debian 12
 machine (there is no python3-openai package in bookworm, and the tests do
 not reach PyPI), so the reference documents' Python snippets are listed
@@ -146,6 +150,12 @@ class Providers:
         with self._lock:
             self.requests.append(rec)
         rest = parts.path[len(self.BASES[provider]):] if provider else ""
+        if h.command == "GET" and provider == "openai" and rest == "/models":
+            if not self.key_ok(provider, rec.headers):
+                return self.reject(h, provider)
+            return self.json(h, 200, {"object": "list", "data": [{
+                "id": "gpt-4o-mini", "object": "model", "created": 1721172741,
+                "owned_by": "system"}]})
         if provider is None or h.command != "POST" or not isinstance(
                 body, dict):
             return self.json(h, 404, {"error": {"message": "no route"}})
@@ -447,16 +457,21 @@ class Providers:
 # ---------------------------------------------------------------------------
 # The stack, the keys, and node
 
-def node(script, plan, env=None):
-    """Runs tests/sdk/SCRIPT with `plan` and returns the JSON it printed."""
+def run_node(script, *args, env=None):
+    """Runs node tests/sdk/SCRIPT ARGS; returns the CompletedProcess."""
     if not os.path.isdir(NODE_MODULES):
         raise ks.StackError("%s is missing: run tests/dev.sh (npm ci in "
                             "tests/sdk) first" % NODE_MODULES)
-    proc = subprocess.run(
-        ["node", os.path.join(SDK_DIR, script), json.dumps(plan)],
+    return subprocess.run(
+        ["node", os.path.join(SDK_DIR, script)] + list(args),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=SDK_DIR, timeout=NODE_TIMEOUT,
         env=ks.clean_env(dict(env or {}, NO_COLOR="1")), text=True)
+
+
+def node(script, plan):
+    """Runs tests/sdk/SCRIPT with `plan` and returns the JSON it printed."""
+    proc = run_node(script, json.dumps(plan))
     assert proc.returncode == 0, "node %s exited %d:\n%s%s" % (
         script, proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -845,3 +860,251 @@ def test_no_keygate_key_reaches_a_provider(gw, chat_runs, error_runs,
         text = json.dumps([r.headers, r.body])
         for key in (gw.user, gw.admin, gw.poor, gw.models_only):
             assert key not in text, "a keygate key reached %s" % r.path
+
+
+# ---------------------------------------------------------------------------
+# The reference documents' client code
+#
+# The JavaScript snippets are in tests/sdk/snippets.mjs (its header says
+# what was changed in them); the curl commands are below, each as the
+# document has it with the base URL, brand and key changed.  These cannot
+# work against keygate, and are not run:
+NOT_RUN = [
+    ("api-keys-console", "Python: OpenAI(api_key=..., base_url=...)",
+     "the Python openai package cannot be installed on Debian 12 (no "
+     "python3-openai in bookworm, no PyPI for the tests); the same client "
+     "in JavaScript runs (console_sdk)"),
+    ("byok-key-resolution", "Python: OpenAI(base_url=..., api_key=...)",
+     "the Python openai package, as above; byok_sdk runs the JavaScript "
+     "one"),
+    ("api-keys-prefix-hash", "Python: Client(api_key=..., endpoint=...)",
+     "another product's own SDK"),
+    ("api-keys-scopes-tenants", "createApiKey, rotateApiKey, "
+     "revokeApiKey, listDormantKeys, createRole, assignRoleToKey, "
+     "resolveKeyScopes, removeRoleFromKey",
+     "another product's own JavaScript SDK"),
+    ("api-keys-scopes-tenants", "curl .../v1/api-keys (create, rate "
+     "limits, rotate, revoke, dormant)",
+     "another product's route: keygate's is /v1/api_keys, which the "
+     "api-keys-prefix-hash commands exercise"),
+    ("api-keys-scopes-tenants", "curl .../v1/maintenance/"
+     "rotate-encryption-key with old_key/new_key",
+     "another product's route: keygate re-encrypts with POST "
+     "/v1/maintenance/reencrypt under its configured master_keys"),
+    ("byok-key-resolution", "curl .../v1/chat/completions -d '{...}'",
+     "the body is elided ('{...}')"),
+    ("byok-key-resolution", "curl with X-OpenAI-Key, model "
+     "...-base-gpt-4o, \"messages\": [...]",
+     "another product's model and elided messages; the same request is "
+     "the inline_headers snippet"),
+    ("llm-key-vault", "curl --request POST .../v1/account/llm-keys "
+     "with \"<string>\" values",
+     "no credentials and placeholder keys; store_keys runs the request"),
+    ("llm-key-vault", "Scenario A / Scenario B",
+     "\"messages: [...]\" is not JavaScript; they are the zero_config "
+     "and byok_flow requests, which run"),
+    ("llm-key-vault", "2. Never Log or Expose Keys; 3. Use HTTPS Always",
+     "no request (sendToAnalytics is the reader's) or an elided one "
+     "(fetch(url, ...))"),
+]
+
+
+def snippet(g, name, key):
+    """Runs one snippet of tests/sdk/snippets.mjs with `key` as the
+    keygate key; returns the lines it printed, having checked that it
+    exited 0 and wrote no warning or error."""
+    env = {"KEYGATE_URL": g.s.url, "KEYGATE_API_KEY": key,
+           "OPENAI_BASE_URL": g.mock.url + Providers.BASES["openai"]}
+    env.update({"%s_KEY" % p.upper(): k for p, k in PROVIDER_KEYS.items()})
+    proc = run_node("snippets.mjs", name, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", (
+        "snippet %s exited %d:\n%s%s" % (name, proc.returncode, proc.stdout,
+                                         proc.stderr))
+    return proc.stdout.splitlines()
+
+
+def curl(g, command, key):
+    """Runs a documented curl command (the base URL as $KEYGATE_URL, the
+    key as $KEYGATE_API_KEY) with -s and the status appended; returns
+    (status, parsed JSON body)."""
+    proc = subprocess.run(
+        ["bash", "-c", command + " -s -w '\\n%{http_code}'"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=60, text=True,
+        env=ks.clean_env({"KEYGATE_URL": g.s.url, "KEYGATE_API_KEY": key}))
+    assert proc.returncode == 0, proc.stderr
+    body, _, status = proc.stdout.rpartition("\n")
+    return int(status), json.loads(body) if body else None
+
+
+def tenant_key(g, name, credits=10):
+    """A key with every scope in a new tenant with `credits` and no
+    provider keys."""
+    r = g.s.post("/v1/tenants", {"name": name}, headers=ks.auth(g.admin))
+    assert r.status == 201, r.body
+    tid = r.json["id"]
+    r = g.s.post("/v1/tenants/%s/credits" % tid,
+                 {"amount": credits, "reason": "sdk tests"},
+                 headers=ks.auth(g.admin))
+    assert r.status == 200, r.body
+    return tid, create_key(g.s, g.admin, tenant_id=tid, scopes=["*"])
+
+
+def stored(g, tid):
+    return sorted(r[0] for r in g.s.psql(
+        "SELECT provider FROM llm_keys WHERE tenant_id = '%s'" % tid))
+
+
+def test_snippet_console_sdk_reaches_the_operators_server(gw):
+    """api-keys-console's client and its curl body: "vllm-primary" is
+    the operator's own OpenAI-compatible server (an `upstreams` entry)."""
+    mark = gw.mock.mark()
+    assert snippet(gw, "console_sdk", gw.user) == [greeting("local")]
+    sent = gw.mock.seen("local", mark)
+    assert [r.body["model"] for r in sent] == ["vllm-primary"]
+
+
+def test_curl_console_chat(gw):
+    status, body = curl(gw, """curl $KEYGATE_URL/v1/chat/completions \\
+  -H "Content-Type: application/json" \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY" \\
+  -d '{
+    "model": "vllm-primary",
+    "messages": [{"role": "user", "content": "Hello!"}]
+  }'""", gw.user)
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == greeting("local")
+
+
+def test_snippet_byok_sdk(gw):
+    assert snippet(gw, "byok_sdk", gw.user) == [greeting("openai")]
+
+
+def test_snippets_store_read_and_delete_llm_keys(gw):
+    tid, key = tenant_key(gw, "vault snippets")
+    out = snippet(gw, "store_keys", key)
+    assert len(out) == 1 and out[0] not in ("", "undefined"), out
+    assert stored(gw, tid) == ["anthropic", "google", "openai", "openrouter"]
+    out = snippet(gw, "key_status", key)
+    assert out[:2] == ["OpenAI key configured: true",
+                       "Anthropic key configured: true"], out
+    assert out[2].startswith("OpenAI last validated: "), out
+    assert snippet(gw, "delete_one", key) == ["true"]
+    assert stored(gw, tid) == ["anthropic", "google", "openrouter"]
+    out = snippet(gw, "key_status", key)
+    assert out[:2] == ["OpenAI key configured: false",
+                       "Anthropic key configured: true"], out
+    assert out[2] == "OpenAI last validated: null", out
+    assert snippet(gw, "delete_all", key) == ["true"]
+    assert stored(gw, tid) == []
+
+
+def test_snippet_zero_config_flow_uses_the_pool(gw):
+    mark = gw.mock.mark()
+    _, key = tenant_key(gw, "zero config")
+    assert snippet(gw, "zero_config", key) == ["pool", "0.25"]
+    sent = gw.mock.seen("openrouter", mark)
+    assert [r.headers["authorization"] for r in sent] == [
+        "Bearer " + POOL_KEY]
+
+
+def test_snippet_byok_flow_uses_the_stored_key(gw):
+    """Its first step warns unless /health says "vault":"connected"."""
+    mark = gw.mock.mark()
+    tid, key = tenant_key(gw, "byok flow")
+    assert snippet(gw, "byok_flow", key) == [
+        "Pool available: true", "Has OpenAI key: true",
+        "Has Anthropic key: true", "user", "null"]
+    assert stored(gw, tid) == ["anthropic", "openai"]
+    sent = gw.mock.seen("openai", mark)
+    assert [r.headers["authorization"] for r in sent] == [
+        "Bearer " + PROVIDER_KEYS["openai"]]
+
+
+def test_snippet_key_rotation(gw):
+    tid, key = tenant_key(gw, "rotation")
+    assert snippet(gw, "key_rotation", key) == [
+        "OpenAI key rotated successfully"]
+    assert stored(gw, tid) == ["openai"]
+
+
+def test_snippet_onboarding(gw):
+    tid, key = tenant_key(gw, "onboarding")
+    assert snippet(gw, "onboarding", key) == [
+        "Keys stored securely. Pool markup removed for stored providers."]
+    assert stored(gw, tid) == ["openai"]
+
+
+def test_snippet_validate_and_store(gw):
+    mark = gw.mock.mark()
+    tid, key = tenant_key(gw, "validate first")
+    assert snippet(gw, "validate_and_store", key) == ["true"]
+    assert stored(gw, tid) == ["anthropic", "openai"]
+    sent = [r for r in gw.mock.seen("openai", mark) if r.method == "GET"]
+    assert [r.path for r in sent] == ["/openai/v1/models"]
+
+
+def test_snippet_key_expiry_check(gw):
+    _, key = tenant_key(gw, "expiry")
+    snippet(gw, "store_keys", key)
+    assert snippet(gw, "key_expiry", key) == []
+
+
+def test_snippet_inline_headers_beat_the_pool(gw):
+    """A tenant with no stored key: the inline X-OpenAI-Key is used."""
+    mark = gw.mock.mark()
+    _, key = tenant_key(gw, "inline")
+    assert snippet(gw, "inline_headers", key) == ["user", "openai"]
+    assert not gw.mock.seen("openrouter", mark)
+
+
+def test_curl_tenants_with_x_api_key(gw):
+    status, body = curl(gw, """curl $KEYGATE_URL/v1/tenants \\
+-H "X-API-Key: $KEYGATE_API_KEY\"""", gw.admin)
+    assert status == 200, body
+    assert isinstance(body["data"], list) and body["data"], body
+
+
+def test_curl_tenants_with_a_jwt(gw):
+    """A token without scopes reads."""
+    token = ks.jwt_token(gw.s.kg.config["jwt_secret"], {
+        "sub": "reporting", "tenant_id": ROOT,
+        "exp": int(time.time()) + 300})
+    status, body = curl(gw, """curl $KEYGATE_URL/v1/tenants \\
+-H "Authorization: Bearer $KEYGATE_API_KEY\"""", token)
+    assert status == 200, body
+    assert isinstance(body["data"], list) and body["data"], body
+
+
+def test_curl_prefix_hash_key_lifecycle_and_dev_key_rotation(gw):
+    """api-keys-prefix-hash, in its order: mint a real key with the
+    development key, list, revoke one, then revoke the development key
+    with the new key.  (Last in this module: the development key is gone
+    afterwards.)"""
+    status, made = curl(gw, """curl -X POST $KEYGATE_URL/v1/api_keys \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '{"name": "production deploy 2026-05"}'""", ks.DEV_KEY)
+    assert status == 201, made
+    assert made["name"] == "production deploy 2026-05"
+    new_key = made["key"]
+    status, listed = curl(gw, """curl $KEYGATE_URL/v1/api_keys \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY\"""", ks.DEV_KEY)
+    assert status == 200, listed
+    assert made["id"] in [k["id"] for k in listed["data"]]
+    assert not any("key" in k for k in listed["data"]), listed
+    doomed = create_key(gw.s, new_key, name="doomed")
+    doomed_id = gw.s.get("/v1/auth/whoami", headers=ks.auth(doomed)
+                         ).json["key_id"]
+    status, gone = curl(gw, """curl -X DELETE $KEYGATE_URL/v1/api_keys/%s \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY\"""" % doomed_id, new_key)
+    assert status == 200 and gone["revoked_at"], gone
+    assert gw.s.get("/v1/auth/whoami", headers=ks.auth(doomed)).status == 401
+    status, listed = curl(gw, """curl "$KEYGATE_URL/v1/api_keys?include_revoked=true" \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY\"""", new_key)
+    assert status == 200, listed
+    assert doomed_id in [k["id"] for k in listed["data"]]
+    status, dev = curl(gw, """curl -X DELETE $KEYGATE_URL/v1/api_keys/00000000-0000-0000-0000-000000000010 \\
+  -H "Authorization: Bearer $KEYGATE_API_KEY\"""", new_key)
+    assert status == 200 and dev["revoked_at"], dev
+    assert gw.s.get("/v1/auth/whoami", headers=ks.auth()).status == 401
