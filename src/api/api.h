@@ -52,10 +52,29 @@ void	api_maintenance_reencrypt(struct request *);
 void	api_chat_completions(struct request *);
 void	api_account(struct request *);
 void	api_models(struct request *);
+void	api_models_get(struct request *);
 void	api_account_usage(struct request *);
 void	api_tenants_credits(struct request *);
 
+/*
+ * Records a use of the key p names (when its last_used_at is due), in the
+ * worker's next batch: what a request with that key does (api/app.c).
+ */
+void	api_key_used(struct request *, const struct principal *p);
+
 /* Shared by the handlers (api/common.c). */
+
+struct gateway_key;
+/*
+ * Decides where a gateway call for model goes and with which key
+ * (gateway_resolve(), with the keys sent along in the request), into out;
+ * 0, or -1 after answering why not: 400 unsupported_model or
+ * model_not_available, 401 missing_provider_key, the database failure, a
+ * stored key that does not open.  out is to be freed with
+ * gateway_key_free() either way.
+ */
+int	api_gateway_key(struct request *, const char *model,
+	    struct gateway_key *out) __attribute__((warn_unused_result));
 
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);

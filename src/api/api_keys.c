@@ -256,12 +256,14 @@ api_keys_create(struct request *req)
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
 		return;
+	/*
+	 * Neither scopes nor a role: the key may do what its creator may,
+	 * no more.  The creator's effective scopes become the key's own.
+	 */
 	if (!f.has_scopes && f.role_id == NULL) {
-		struct checks c = { NULL };
-
-		check_fail(&c, "scopes", "give scopes or a role_id");
-		if (check_done(req, &c) == -1)
-			return;
+		for (i = 0; i < req->principal->nscopes; i++)
+			f.scopes[i] = req->principal->scopes[i];
+		f.nscopes = req->principal->nscopes;
 	}
 	tenant = f.tenant_id != NULL ? f.tenant_id :
 	    req->principal->tenant_id;

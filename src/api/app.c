@@ -254,6 +254,13 @@ remember_use(struct api_state *st, const char *key_id)
 		memcpy(st->touch[st->ntouch++], key_id, strlen(key_id) + 1);
 }
 
+void
+api_key_used(struct request *req, const struct principal *p)
+{
+	if (p->touch && p->key_id[0] != '\0')
+		remember_use(req->w->app_data, p->key_id);
+}
+
 static void
 api_stop(struct worker *w)
 {
@@ -374,8 +381,7 @@ authorize(struct worker *w, struct request *req, const char *scope,
 	req->principal = &st->principal;
 	req->key_id = st->principal.key_id[0] != '\0' ?
 	    st->principal.key_id : st->principal.key_prefix;
-	if (st->principal.touch)
-		remember_use(st, st->principal.key_id);
+	api_key_used(req, &st->principal);
 	if (limit(w, req, &st->principal, flags) == -1)
 		return -1;
 	if (*scope != '\0' && !auth_allows(&st->principal, scope)) {

@@ -117,7 +117,11 @@ api_keys_verify(struct request *req)
 		http_respond_json(req, 200, o);
 		return;
 	}
-	/* A verification is a use of that key: it counts against its limit. */
+	/*
+	 * A verification is a use of that key: it is recorded as one, and
+	 * counts against its limit.
+	 */
+	api_key_used(req, &target);
 	max = target.rate_limit_max > 0 ? target.rate_limit_max :
 	    req->w->cfg->rate_limit_max;
 	window = target.rate_limit_window > 0 ? target.rate_limit_window :

@@ -38,11 +38,6 @@ static const char *const forbidden[] = {
 	"api_version", "organization", NULL,
 };
 
-/* The inline key header of each provider, as clients send it. */
-static const char *const inline_header[PROVIDER__MAX] = {
-	"X-OpenAI-Key", "X-Anthropic-Key", "X-Google-Key", "X-OpenRouter-Key",
-};
-
 struct chat {
 	struct request	*req;
 	struct gateway_key key;
@@ -200,7 +195,7 @@ check_inline_keys(struct request *req)
 			continue;
 		http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s key "
 		    "format in %s: expected %s.", provider_names[i],
-		    inline_header[i], provider_key_formats[i]);
+		    gateway_inline_header[i], provider_key_formats[i]);
 		return -1;
 	}
 	return 0;
@@ -825,11 +820,8 @@ api_chat_completions(struct request *req)
 	struct upstream_call call;
 	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 };
 	struct chat	 c;
-	const struct config_upstream *up;
 	const char	*model;
-	enum provider	 routed;
-	enum resolve_result resolved;
-	size_t		 strip, nh = 0;
+	size_t		 nh = 0;
 
 	memset(&c, 0, sizeof(c));
 	c.req = req;
@@ -846,37 +838,8 @@ api_chat_completions(struct request *req)
 	if (check_request(req, body, &model) == -1 ||
 	    check_inline_keys(req) == -1)
 		return;
-	/* The operator's own upstreams first, then the built-in rules. */
-	if ((up = gateway_upstream(w->cfg, model, &strip)) != NULL) {
-		routed = PROVIDER__MAX;
-		resolved = gateway_resolve_upstream(up, model + strip, &c.key);
-	} else if ((routed = gateway_route(model)) == PROVIDER__MAX) {
-		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
-		    "model \"%.128s\".", model);
-		return;
-	} else
-		resolved = gateway_resolve(w->db, w->vault, w->keys, w->cfg,
-		    req->principal->tenant_id, routed, model,
-		    request_param(req, gateway_inline_param[routed]), &c.key);
-	switch (resolved) {
-	case RESOLVE_OK:
-		break;
-	case RESOLVE_NONE:
-		http_error(req, ERR_MISSING_PROVIDER_KEY, "No %s key or "
-		    "OpenRouter key found. Store one with POST "
-		    "/v1/account/llm-keys, or send it as %s.",
-		    provider_names[routed], inline_header[routed]);
+	if (api_gateway_key(req, model, &c.key) == -1)
 		goto out;
-	case RESOLVE_DB:
-		api_db_failed(req);
-		goto out;
-	case RESOLVE_VAULT:
-	case RESOLVE_RESULT__MAX:
-		http_error(req, ERR_INTERNAL, "The stored %s key cannot be "
-		    "opened with the configured master keys.",
-		    gateway_provider_name(&c.key));
-		goto out;
-	}
 	c.model = model;
 	if (w->cfg->credits_enforce && reserve(&c, body) == -1)
 		goto out;

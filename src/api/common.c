@@ -8,6 +8,7 @@
 #include "api/validate.h"
 #include "core/audit.h"
 #include "core/auth.h"
+#include "core/gateway.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -282,4 +283,59 @@ api_missing(struct request *req, const char *what)
 	else
 		http_error(req, ERR_NOT_FOUND, "No %s with id %s.", what,
 		    req->param);
+}
+
+int
+api_gateway_key(struct request *req, const char *model,
+    struct gateway_key *out)
+{
+	struct worker	*w = req->w;
+	const char	*sent[PROVIDER__MAX];
+	enum provider	 p;
+	int		 i;
+
+	for (i = 0; i < PROVIDER__MAX; i++)
+		sent[i] = request_param(req, gateway_inline_param[i]);
+	switch (gateway_resolve(w->db, w->vault, w->keys, w->cfg,
+	    req->principal->tenant_id, model, sent, true, out)) {
+	case RESOLVE_OK:
+		return 0;
+	case RESOLVE_UNROUTED:
+		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
+		    "model \"%.128s\".", model);
+		break;
+	case RESOLVE_UNMAPPED:
+		p = out->native;
+		http_error(req, ERR_MODEL_NOT_AVAILABLE, "The model \"%.128s\" "
+		    "can only be reached here through OpenRouter, which has no "
+		    "id for it in this keygate's list. Send a %s key as %s or "
+		    "store one with POST /v1/account/llm-keys, or name an "
+		    "OpenRouter model (vendor/model).", model,
+		    p < PROVIDER__MAX ? provider_names[p] : "provider",
+		    p < PROVIDER__MAX ? gateway_inline_header[p] : "a header");
+		break;
+	case RESOLVE_NONE:
+		p = out->native;
+		if (p < PROVIDER__MAX && p != PROVIDER_OPENROUTER)
+			http_error(req, ERR_MISSING_PROVIDER_KEY, "No %s key or "
+			    "OpenRouter key found. Store one with POST "
+			    "/v1/account/llm-keys, or send it as %s.",
+			    provider_names[p], gateway_inline_header[p]);
+		else
+			http_error(req, ERR_MISSING_PROVIDER_KEY, "No "
+			    "OpenRouter key found. Store one with POST "
+			    "/v1/account/llm-keys, or send it as %s.",
+			    gateway_inline_header[PROVIDER_OPENROUTER]);
+		break;
+	case RESOLVE_DB:
+		api_db_failed(req);
+		break;
+	case RESOLVE_VAULT:
+	case RESOLVE_RESULT__MAX:
+		http_error(req, ERR_INTERNAL, "The stored %s key cannot be "
+		    "opened with the configured master keys.",
+		    gateway_provider_name(out));
+		break;
+	}
+	return -1;
 }

@@ -31,8 +31,7 @@ api_health(struct request *req)
 	json_object_object_add(o, "database",
 	    json_object_new_string(up ? "connected" : "unavailable"));
 	json_object_object_add(o, "vault", json_object_new_string(
-	    up && w->vault != NULL ? "available" :
-	    "unavailable"));
+	    up && w->vault != NULL ? "connected" : "unavailable"));
 	json_object_object_add(o, "version",
 	    json_object_new_string(PACKAGE_VERSION));
 	if (!up && http_header(req, "Retry-After", "2") == -1) {

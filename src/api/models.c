@@ -1,10 +1,14 @@
 /*
- * GET /v1/models: the models this tenant can reach now.  Every price row
- * names a model or a family ("claude-*"); a row is listed when some key
- * would serve it by the gateway's priority, with where it would go, whose
- * key would pay, and its price.  The operator's own upstreams serve every
- * tenant: each model name or prefix they claim is listed too, priced by
- * the price table like any call.
+ * GET /v1/models and GET /v1/models/{id}: the concrete models this tenant
+ * can reach now, in OpenAI's shape (id, object, created, owned_by), with
+ * keygate's own facts in a "keygate" member: where a call would go, whose
+ * key would pay, the markup and the price.
+ *
+ * The ids are the native names of the OpenRouter table, the exact names of
+ * the price table (a pattern such as "claude-*" names no model), and the
+ * exact names the operator's upstreams claim; each is listed when
+ * gateway_resolve(), which every gateway call asks too, finds a key for it
+ * with the keys the tenant has stored and the keys sent along.
  */
 #include "autoconfig.h"
 
@@ -23,28 +27,69 @@
 #include "server/request.h"
 #include "server/worker.h"
 
-/* One entry of the list; markup < 0 is null (none applied). */
+/* Who makes the model: an upstream's name, else its vendor. */
 static void
-add_model(struct json_object *data, const char *id, const char *owner,
-    const char *provider, bool pool, double markup, long long in_micro,
-    long long out_micro)
+owner_of(const struct gateway_key *k, char *out, size_t outsz)
 {
-	struct json_object *m = json_object_new_object(), *price;
+	if (k->upstream != NULL)
+		snprintf(out, outsz, "%s", k->upstream->name);
+	else if (k->native < PROVIDER__MAX && k->native != PROVIDER_OPENROUTER)
+		snprintf(out, outsz, "%s", provider_names[k->native]);
+	else	/* an OpenRouter id: "vendor/model" */
+		snprintf(out, outsz, "%.*s", (int)strcspn(k->model, "/"),
+		    k->model);
+}
 
+/*
+ * The entry for model id, into *out; NULL there when no key reaches it.
+ * 0, or -1 after a database failure.
+ */
+static int
+entry(struct request *req, const char *const sent[PROVIDER__MAX],
+    const char *id, long long created, struct json_object **out)
+{
+	struct worker	*w = req->w;
+	struct gateway_key k;
+	struct credit_price price;
+	struct json_object *m, *kg, *cost;
+	enum resolve_result r;
+	char		 owner[256];
+
+	*out = NULL;
+	/* Nothing is opened: k holds no secret, and needs no freeing. */
+	r = gateway_resolve(w->db, w->vault, w->keys, w->cfg,
+	    req->principal->tenant_id, id, sent, false, &k);
+	if (r == RESOLVE_DB)
+		return -1;
+	if (r != RESOLVE_OK)
+		return 0;
+	if (credits_price(w->db, id, &price) == -1)
+		return -1;
+	owner_of(&k, owner, sizeof(owner));
+	m = json_object_new_object();
 	json_object_object_add(m, "id", json_str(id));
 	json_object_object_add(m, "object", json_str("model"));
+	json_object_object_add(m, "created", json_object_new_int64(created));
 	json_object_object_add(m, "owned_by", json_str(owner));
-	json_object_object_add(m, "provider", json_str(provider));
-	json_object_object_add(m, "key_source", json_str(pool ? "pool" : "user"));
-	json_object_object_add(m, "pool_markup_applied", markup >= 0 ?
-	    json_object_new_double(markup) : NULL);
-	price = json_object_new_object();
-	json_object_object_add(price, "input_per_mtok",
-	    json_object_new_double((double)in_micro / CREDITS_MICRO));
-	json_object_object_add(price, "output_per_mtok",
-	    json_object_new_double((double)out_micro / CREDITS_MICRO));
-	json_object_object_add(m, "pricing", price);
-	json_object_array_add(data, m);
+	kg = json_object_new_object();
+	json_object_object_add(kg, "provider",
+	    json_str(gateway_provider_name(&k)));
+	json_object_object_add(kg, "key_source",
+	    json_str(k.pool ? "pool" : "user"));
+	/* An operator upstream is the operator's too, but never marked up. */
+	json_object_object_add(kg, "pool_markup_applied",
+	    k.pool && k.upstream == NULL ?
+	    json_object_new_double(w->cfg->pool_markup) : NULL);
+	cost = json_object_new_object();
+	json_object_object_add(cost, "input_per_mtok",
+	    json_object_new_double((double)price.in_per_mtok / CREDITS_MICRO));
+	json_object_object_add(cost, "output_per_mtok",
+	    json_object_new_double((double)price.out_per_mtok /
+	    CREDITS_MICRO));
+	json_object_object_add(kg, "pricing", cost);
+	json_object_object_add(m, "keygate", kg);
+	*out = m;
+	return 0;
 }
 
 static bool
@@ -59,112 +104,124 @@ listed(struct json_object *data, const char *id)
 	return false;
 }
 
+/* Adds id's entry to data unless it is there or unreachable; 0 or -1. */
+static int
+add(struct request *req, const char *const sent[PROVIDER__MAX],
+    struct json_object *data, const char *id, long long created)
+{
+	struct json_object *m;
+
+	if (listed(data, id))
+		return 0;
+	if (entry(req, sent, id, created, &m) == -1)
+		return -1;
+	if (m != NULL)
+		json_object_array_add(data, m);
+	return 0;
+}
+
 /*
- * The names and prefixes the operator's upstreams claim that no price row
- * listed already, at the price a call to them would pay.  0, or -1 after
- * a database failure.
+ * Every model the tenant reaches, or only the one named only (NULL = all),
+ * into data.  0, or -1 after answering the database failure.
  */
 static int
-add_upstreams(struct worker *w, struct json_object *data)
+collect(struct request *req, const char *only, struct json_object *data)
 {
+	const struct config *cfg = req->w->cfg;
 	const struct config_upstream *u;
-	struct credit_price price;
-	char		 family[256];
+	const char	*sent[PROVIDER__MAX], *id;
+	struct db_res	*res;
 	size_t		 i, j;
+	int		 r, rc = 0;
 
-	for (i = 0; i < w->cfg->upstreams.n; i++) {
-		u = &w->cfg->upstreams.v[i];
-		for (j = 0; j < u->nmodels; j++) {
-			if (listed(data, u->models[j]))
-				continue;
-			snprintf(family, sizeof(family), "%.*s",
-			    (int)strcspn(u->models[j], "*"), u->models[j]);
-			if (credits_price(w->db, family, &price) == -1)
-				return -1;
-			add_model(data, u->models[j], u->name, u->name, true, -1,
-			    price.in_per_mtok, price.out_per_mtok);
-		}
+	for (i = 0; i < PROVIDER__MAX; i++)
+		sent[i] = request_param(req, gateway_inline_param[i]);
+	if ((res = db_query(req->w->db, STMT_MODEL_IDS, 0, NULL)) == NULL) {
+		api_db_failed(req);
+		return -1;
 	}
-	return 0;
+	for (r = 0; rc == 0 && r < db_rows(res); r++) {
+		id = db_value(res, r, 0);
+		if (only == NULL || strcmp(only, id) == 0)
+			rc = add(req, sent, data, id,
+			    atoll(db_value(res, r, 1)));
+	}
+	db_res_free(res);
+	/* An upstream's exact names; a prefix ("local/...") names none. */
+	for (i = 0; rc == 0 && i < cfg->upstreams.n; i++) {
+		u = &cfg->upstreams.v[i];
+		for (j = 0; rc == 0 && j < u->nmodels; j++)
+			if (strchr(u->models[j], '*') == NULL &&
+			    (only == NULL || strcmp(only, u->models[j]) == 0))
+				rc = add(req, sent, data, u->models[j],
+				    (long long)cfg->read_at);
+	}
+	if (rc == -1)
+		api_db_failed(req);
+	return rc;
 }
 
 void
 api_models(struct request *req)
 {
-	struct worker	*w = req->w;
-	struct json_object *data, *o;
-	struct db_res	*res;
-	const struct config_upstream *up;
-	const char	*p[1] = { req->principal->tenant_id }, *v;
-	bool		 own[PROVIDER__MAX] = { false };
-	char		 family[256];
-	int		 r, i;
-	size_t		 strip;
-	enum provider	 routed, served;
-	bool		 pool;
+	struct json_object *data = json_object_new_array(), *o;
 
-	/* Which providers the tenant has a key for: stored or sent along. */
-	if (w->vault != NULL) {
-		if ((res = db_query(w->db, STMT_LLM_KEY_STATUS, 1, p)) == NULL) {
-			api_db_failed(req);
-			return;
-		}
-		for (r = 0; r < db_rows(res); r++) {
-			enum provider pv = provider_parse(db_value(res, r, 0));
-
-			if (pv != PROVIDER__MAX)
-				own[pv] = true;
-		}
-		db_res_free(res);
-	}
-	for (i = 0; i < PROVIDER__MAX; i++)
-		if ((v = request_param(req, gateway_inline_param[i])) != NULL &&
-		    *v != '\0')
-			own[i] = true;
-
-	if ((res = db_query(w->db, STMT_PRICE_LIST, 0, NULL)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	data = json_object_new_array();
-	for (r = 0; r < db_rows(res); r++) {
-		/* "gpt-4o*" routes as "gpt-4o"; "*" is any vendor/model. */
-		snprintf(family, sizeof(family), "%.*s",
-		    (int)strcspn(db_value(res, r, 0), "*"), db_value(res, r, 0));
-		/* An operator upstream's names win, as in a call. */
-		if ((up = gateway_upstream(w->cfg, family, &strip)) != NULL) {
-			add_model(data, db_value(res, r, 0), up->name, up->name,
-			    true, -1, atoll(db_value(res, r, 1)),
-			    atoll(db_value(res, r, 2)));
-			continue;
-		}
-		routed = family[0] != '\0' ? gateway_route(family) :
-		    PROVIDER_OPENROUTER;
-		if (routed == PROVIDER__MAX)
-			continue;
-		/* The same priority the gateway applies to a call. */
-		pool = false;
-		if (own[routed])
-			served = routed;
-		else if (own[PROVIDER_OPENROUTER])
-			served = PROVIDER_OPENROUTER;
-		else if (w->cfg->pool_openrouter_key[0] != '\0') {
-			served = PROVIDER_OPENROUTER;
-			pool = true;
-		} else
-			continue;
-		add_model(data, db_value(res, r, 0), provider_names[routed],
-		    provider_names[served], pool, pool ? w->cfg->pool_markup : -1,
-		    atoll(db_value(res, r, 1)), atoll(db_value(res, r, 2)));
-	}
-	db_res_free(res);
-	if (add_upstreams(w, data) == -1) {
+	if (collect(req, NULL, data) == -1) {
 		json_object_put(data);
-		api_db_failed(req);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("list"));
 	json_object_object_add(o, "data", data);
 	http_respond_json(req, 200, o);
+}
+
+/* Decodes %XX in place (a client may send "openai%2Fgpt-4o"); 0 or -1. */
+static int
+percent_decode(char *s)
+{
+	char	*in = s, *out = s, hex[3] = { 0 };
+
+	while (*in != '\0') {
+		if (*in != '%') {
+			*out++ = *in++;
+			continue;
+		}
+		if (strspn(in + 1, "0123456789abcdefABCDEF") < 2)
+			return -1;
+		memcpy(hex, in + 1, 2);
+		if ((*out = (char)strtol(hex, NULL, 16)) == '\0')
+			return -1;
+		out++;
+		in += 3;
+	}
+	*out = '\0';
+	return 0;
+}
+
+void
+api_models_get(struct request *req)
+{
+	struct json_object *data;
+	char		 id[sizeof(req->param)];
+
+	snprintf(id, sizeof(id), "%s", req->param);
+	if (percent_decode(id) == -1) {
+		http_error(req, ERR_MODEL_NOT_FOUND, "No model %.128s.",
+		    req->param);
+		return;
+	}
+	data = json_object_new_array();
+	if (collect(req, id, data) == -1) {
+		json_object_put(data);
+		return;
+	}
+	if (json_object_array_length(data) == 0)
+		http_error(req, ERR_MODEL_NOT_FOUND, "The model \"%.128s\" does "
+		    "not exist or cannot be reached with this tenant's keys.",
+		    id);
+	else
+		http_respond_json(req, 200,
+		    json_object_get(json_object_array_get_idx(data, 0)));
+	json_object_put(data);
 }

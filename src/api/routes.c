@@ -57,6 +57,7 @@ const struct route api_routes[] = {
 	{ METHOD_DELETE, "/v1/account/llm-keys", api_llm_keys_delete,
 	  "llm_keys:write", ROUTE_VAULT },
 	{ METHOD_GET, "/v1/models", api_models, "models:read", 0 },
+	{ METHOD_GET, "/v1/models/{id+}", api_models_get, "models:read", 0 },
 	{ METHOD_POST, "/v1/chat/completions", api_chat_completions,
 	  "chat:write", 0 },
 	{ METHOD_GET, "/v1/audit_logs", api_audit_list, "audit:read", 0 },

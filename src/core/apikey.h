@@ -23,6 +23,7 @@
  */
 #define APIKEY_DEV		"kg_dev_local_default_tenant_do_not_use_in_production"
 #define APIKEY_DEV_PREFIX	"kg_dev_local_default"
+#define APIKEY_DEV_ID		"00000000-0000-0000-0000-000000000010"
 /*
  * Its HMAC is keyed with this public value rather than hmac_secret: the key
  * is public anyway, and it must keep working whatever secret the instance

@@ -16,6 +16,22 @@ const char *const gateway_inline_param[PROVIDER__MAX] = {
 	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
 };
 
+const char *const gateway_inline_header[PROVIDER__MAX] = {
+	"X-OpenAI-Key",		/* PROVIDER_OPENAI */
+	"X-Anthropic-Key",	/* PROVIDER_ANTHROPIC */
+	"X-Google-Key",		/* PROVIDER_GOOGLE */
+	"X-OpenRouter-Key",	/* PROVIDER_OPENROUTER */
+};
+
+const char *const gateway_source_names[SOURCE__MAX] = {
+	"upstream",		/* SOURCE_UPSTREAM */
+	"inline",		/* SOURCE_INLINE */
+	"inline_openrouter",	/* SOURCE_INLINE_OPENROUTER */
+	"vault",		/* SOURCE_VAULT */
+	"vault_openrouter",	/* SOURCE_VAULT_OPENROUTER */
+	"pool",			/* SOURCE_POOL */
+};
+
 enum provider
 gateway_route(const char *m)
 {
@@ -84,22 +100,24 @@ gateway_provider_name(const struct gateway_key *k)
 	    "none";
 }
 
-/* The OpenRouter id of a native model: "openai/gpt-4o" and so on. */
-static void
-openrouter_model(enum provider routed, const char *model, char *out,
-    size_t outsz)
+/*
+ * The OpenRouter id of a native model name, from the openrouter_models
+ * table, into out: 1 found, 0 none, -1 database failure.
+ */
+static int
+openrouter_id(struct db *db, const char *model, char *out, size_t outsz)
 {
-	static const char *const vendor[PROVIDER__MAX] = {
-		"openai",	/* PROVIDER_OPENAI */
-		"anthropic",	/* PROVIDER_ANTHROPIC */
-		"google",	/* PROVIDER_GOOGLE */
-		NULL,		/* PROVIDER_OPENROUTER */
-	};
+	const char	*p[1] = { model };
+	struct db_res	*res;
+	int		 rc;
 
-	if (routed == PROVIDER_OPENROUTER || vendor[routed] == NULL)
-		snprintf(out, outsz, "%s", model);
-	else
-		snprintf(out, outsz, "%s/%s", vendor[routed], model);
+	if ((res = db_query(db, STMT_OPENROUTER_MODEL_GET, 1, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1 ? 1 : 0;
+	if (rc == 1)
+		snprintf(out, outsz, "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	return rc;
 }
 
 /* Opens a sealed value into out: 1, or -1 with *why set. */
@@ -118,7 +136,8 @@ open_sealed(const struct vault *v, const char *key_id, const char *tenant,
 /*
  * The tenant's stored key for provider: 1 found, 0 none, -1 failure.  The
  * sealed value (or its absence) comes from the worker's cache when it
- * holds it, as long as the connection that hears of changes is up.
+ * holds it, as long as the connection that hears of changes is up.  With
+ * out NULL it is only looked for, not opened.
  */
 static int
 vault_key(struct db *db, const struct vault *v, struct keycache *kc,
@@ -135,9 +154,12 @@ vault_key(struct db *db, const struct vault *v, struct keycache *kc,
 	if (v == NULL)
 		return 0;
 	if (kc != NULL && db_poll(db) == 0 &&
-	    (e = keycache_sealed_get(kc, tenant, (int)p, now)) != NULL)
-		return e->found ? open_sealed(v, e->key_id, tenant, p,
-		    e->ciphertext, out, why) : 0;
+	    (e = keycache_sealed_get(kc, tenant, (int)p, now)) != NULL) {
+		if (!e->found || out == NULL)
+			return e->found ? 1 : 0;
+		return open_sealed(v, e->key_id, tenant, p, e->ciphertext, out,
+		    why);
+	}
 	if (kc != NULL)
 		gen = keycache_token(kc);
 	if ((res = db_query(db, STMT_LLM_KEY_GET, 2, params)) == NULL) {
@@ -148,61 +170,131 @@ vault_key(struct db *db, const struct vault *v, struct keycache *kc,
 		if (kc != NULL)
 			keycache_sealed_put(kc, tenant, (int)p,
 			    db_value(res, 0, 1), db_value(res, 0, 0), now, gen);
-		rc = open_sealed(v, db_value(res, 0, 1), tenant, p,
-		    db_value(res, 0, 0), out, why);
+		rc = out == NULL ? 1 : open_sealed(v, db_value(res, 0, 1),
+		    tenant, p, db_value(res, 0, 0), out, why);
 	} else if (kc != NULL)
 		keycache_sealed_put(kc, tenant, (int)p, NULL, NULL, now, gen);
 	db_res_free(res);
 	return rc;
 }
 
-enum resolve_result
-gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
-    const struct config *cfg, const char *tenant, enum provider routed,
-    const char *model, const char *inline_key, struct gateway_key *out)
+/* Fills in the OpenRouter call: its id for the model, RESOLVE_OK or why not. */
+static enum resolve_result
+via_openrouter(struct db *db, const char *model, struct gateway_key *out)
 {
-	enum resolve_result why = RESOLVE_NONE;
-	int		 rc;
-
-	memset(out, 0, sizeof(*out));
-	out->provider = routed;
-	snprintf(out->model, sizeof(out->model), "%s", model);
-
-	/* 1. The key sent with the request, for the routed provider. */
-	if (inline_key != NULL && *inline_key != '\0')
-		return buf_puts(&out->secret, inline_key) == 0 ? RESOLVE_OK :
-		    RESOLVE_DB;
-	/* 2. The tenant's own key for that provider. */
-	if ((rc = vault_key(db, v, kc, tenant, routed, &out->secret, &why)) != 0)
-		return rc == 1 ? RESOLVE_OK : why;
-	/* 3. The tenant's own OpenRouter key, for any model. */
 	out->provider = PROVIDER_OPENROUTER;
-	openrouter_model(routed, model, out->model, sizeof(out->model));
-	if (routed != PROVIDER_OPENROUTER &&
-	    (rc = vault_key(db, v, kc, tenant, PROVIDER_OPENROUTER, &out->secret,
-	    &why)) != 0)
-		return rc == 1 ? RESOLVE_OK : why;
-	/* 4. The operator's pool, with its markup. */
-	if (cfg->pool_openrouter_key[0] != '\0') {
-		out->pool = true;
-		return buf_puts(&out->secret, cfg->pool_openrouter_key) == 0 ?
-		    RESOLVE_OK : RESOLVE_DB;
+	/* vendor/model is an OpenRouter id already. */
+	if (out->native == PROVIDER_OPENROUTER) {
+		snprintf(out->model, sizeof(out->model), "%s", model);
+		return RESOLVE_OK;
 	}
-	return RESOLVE_NONE;
+	switch (openrouter_id(db, model, out->model, sizeof(out->model))) {
+	case 1:
+		return RESOLVE_OK;
+	case 0:
+		return RESOLVE_UNMAPPED;
+	default:
+		return RESOLVE_DB;
+	}
+}
+
+/* The key sent along for provider p, or NULL. */
+static const char *
+sent(const char *const inline_keys[PROVIDER__MAX], enum provider p)
+{
+	if (inline_keys == NULL || inline_keys[p] == NULL ||
+	    *inline_keys[p] == '\0')
+		return NULL;
+	return inline_keys[p];
+}
+
+/* Takes secret (when opening) as the call's key. */
+static enum resolve_result
+take(struct gateway_key *out, enum key_source source, const char *secret,
+    bool open)
+{
+	out->source = source;
+	out->pool = source == SOURCE_UPSTREAM || source == SOURCE_POOL;
+	if (open && secret != NULL && buf_puts(&out->secret, secret) == -1)
+		return RESOLVE_DB;
+	return RESOLVE_OK;
 }
 
 enum resolve_result
-gateway_resolve_upstream(const struct config_upstream *u, const char *model,
+gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
+    const struct config *cfg, const char *tenant, const char *model,
+    const char *const inline_keys[PROVIDER__MAX], bool open,
     struct gateway_key *out)
 {
+	const struct config_upstream *up;
+	enum resolve_result why = RESOLVE_NONE, mapped = RESOLVE_NONE;
+	struct buf	*into = open ? &out->secret : NULL;
+	const char	*k;
+	char		 id[sizeof(out->model)];
+	size_t		 strip;
+	int		 rc;
+
 	memset(out, 0, sizeof(*out));
-	out->provider = PROVIDER__MAX;
-	out->upstream = u;
-	out->pool = true;
+	out->native = PROVIDER__MAX;
 	snprintf(out->model, sizeof(out->model), "%s", model);
-	if (u->key != NULL && buf_puts(&out->secret, u->key) == -1)
-		return RESOLVE_DB;
-	return RESOLVE_OK;
+
+	/* 0. An operator upstream's names win, with its own key. */
+	if ((up = gateway_upstream(cfg, model, &strip)) != NULL) {
+		out->provider = PROVIDER__MAX;
+		out->upstream = up;
+		snprintf(out->model, sizeof(out->model), "%s", model + strip);
+		return take(out, SOURCE_UPSTREAM, up->key, open);
+	}
+	out->native = gateway_route(model);
+	out->provider = out->native;
+	/* A name no rule routes may still have an OpenRouter id. */
+	if (out->native == PROVIDER__MAX &&
+	    (rc = openrouter_id(db, model, id, sizeof(id))) != 1)
+		return rc == 0 ? RESOLVE_UNROUTED : RESOLVE_DB;
+
+	/* 1. The key sent along for the model's own provider. */
+	if (out->native != PROVIDER__MAX &&
+	    (k = sent(inline_keys, out->native)) != NULL)
+		return take(out, SOURCE_INLINE, k, open);
+	/*
+	 * 2. An OpenRouter key sent along serves any model OpenRouter has an
+	 * id for; for one it has none, the tenant's own key may still do.
+	 */
+	if ((k = sent(inline_keys, PROVIDER_OPENROUTER)) != NULL) {
+		if ((mapped = via_openrouter(db, model, out)) == RESOLVE_OK)
+			return take(out, out->native == PROVIDER_OPENROUTER ?
+			    SOURCE_INLINE : SOURCE_INLINE_OPENROUTER, k, open);
+		if (mapped != RESOLVE_UNMAPPED)
+			return mapped;
+		out->provider = out->native;
+	}
+	/* 3. The tenant's own key for that provider. */
+	if (out->native != PROVIDER__MAX &&
+	    (rc = vault_key(db, v, kc, tenant, out->native, into, &why)) != 0)
+		return rc == 1 ? take(out, SOURCE_VAULT, NULL, open) : why;
+	/* Only OpenRouter is left, which cannot serve it either. */
+	if (mapped == RESOLVE_UNMAPPED)
+		return RESOLVE_UNMAPPED;
+	/* 4. The tenant's own OpenRouter key, for any model. */
+	if (out->native != PROVIDER_OPENROUTER) {
+		out->provider = PROVIDER_OPENROUTER;
+		if ((rc = vault_key(db, v, kc, tenant, PROVIDER_OPENROUTER,
+		    into, &why)) == -1)
+			return why;
+		if (rc == 1) {
+			if ((mapped = via_openrouter(db, model, out)) !=
+			    RESOLVE_OK)
+				return mapped;
+			return take(out, SOURCE_VAULT_OPENROUTER, NULL, open);
+		}
+	}
+	/* 5. The operator's pool, with its markup. */
+	if (cfg->pool_openrouter_key[0] != '\0') {
+		if ((mapped = via_openrouter(db, model, out)) != RESOLVE_OK)
+			return mapped;
+		return take(out, SOURCE_POOL, cfg->pool_openrouter_key, open);
+	}
+	return RESOLVE_NONE;
 }
 
 void

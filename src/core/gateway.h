@@ -23,6 +23,8 @@ struct vault;
  * (X-OpenAI-Key -> HTTP_X_OPENAI_KEY, ...).
  */
 extern const char *const gateway_inline_param[PROVIDER__MAX];
+/* The same headers as clients write them (X-OpenAI-Key, ...). */
+extern const char *const gateway_inline_header[PROVIDER__MAX];
 
 /*
  * The built-in provider serving model by name, or PROVIDER__MAX when none
@@ -39,10 +41,30 @@ enum provider	 gateway_route(const char *model);
 const struct config_upstream *gateway_upstream(const struct config *,
 		    const char *model, size_t *strip);
 
+/*
+ * Where the key paying for a call comes from, in the order tried: the
+ * first that exists wins.
+ */
+enum key_source {
+	SOURCE_UPSTREAM,	/* an operator upstream claims the name */
+	SOURCE_INLINE,		/* sent along for the model's provider */
+	SOURCE_INLINE_OPENROUTER, /* sent along as X-OpenRouter-Key */
+	SOURCE_VAULT,		/* the tenant's stored key for the provider */
+	SOURCE_VAULT_OPENROUTER, /* the tenant's stored OpenRouter key */
+	SOURCE_POOL,		/* the operator's pool_openrouter_key */
+	SOURCE__MAX
+};
+
+extern const char *const gateway_source_names[SOURCE__MAX];
+
 /* Where a call goes and with which key. */
 struct gateway_key {
 	enum provider	 provider;	/* the provider actually called, or
 					   PROVIDER__MAX for an upstream */
+	enum provider	 native;	/* the provider the name routes to,
+					   PROVIDER__MAX = none (an upstream,
+					   or a name only OpenRouter knows) */
+	enum key_source	 source;
 	const struct config_upstream *upstream; /* borrowed, NULL = none */
 	char		 model[256];	/* the model id sent to it */
 	bool		 pool;		/* the operator's key or upstream */
@@ -54,33 +76,38 @@ const char	*gateway_provider_name(const struct gateway_key *);
 
 enum resolve_result {
 	RESOLVE_OK,
+	RESOLVE_UNROUTED,	/* no provider serves the name: 400
+				   unsupported_model */
 	RESOLVE_NONE,		/* no key anywhere: 401 missing_provider_key */
+	RESOLVE_UNMAPPED,	/* only OpenRouter could serve it, and the name
+				   has no OpenRouter id: 400
+				   model_not_available */
 	RESOLVE_DB,		/* database failure: see db_status() */
 	RESOLVE_VAULT,		/* a stored value does not open */
 	RESOLVE_RESULT__MAX
 };
 
 /*
- * Picks the key, first hit wins: the inline header for the routed
- * provider (inline, may be NULL), the tenant's vault key for it, the
- * tenant's own OpenRouter key (any model, through OpenRouter), the
- * operator's pool_openrouter_key.  vault may be NULL (no master keys);
- * stored keys are looked up in the cache when one is given.
+ * The one place that decides where a call for model goes and which key
+ * pays for it; the gateway and the models list both ask it.  First hit
+ * wins: an operator upstream claiming the name (gateway_upstream()); the
+ * key sent along for the model's provider (inline[], indexed by provider,
+ * entries NULL or "" when absent); a key sent along as X-OpenRouter-Key,
+ * for any model; the tenant's stored key for the provider; the tenant's
+ * stored OpenRouter key; the operator's pool_openrouter_key.  A native
+ * name that goes through OpenRouter is sent as its OpenRouter id from the
+ * openrouter_models table; one without an id there skips the OpenRouter
+ * keys (the tenant's stored key for its provider may still serve it) and
+ * is RESOLVE_UNMAPPED when nothing else does.  A name no built-in rule
+ * routes reaches OpenRouter only through that table.  vault may be NULL (no master keys: stored keys are not usable);
+ * stored keys are looked up in kc when one is given.  With open false
+ * nothing is decrypted and out->secret stays empty: for a listing.
  */
 enum resolve_result gateway_resolve(struct db *, const struct vault *,
-		    struct keycache *, const struct config *, const char *tenant,
-		    enum provider routed, const char *model,
-		    const char *inline_key, struct gateway_key *out)
-		    __attribute__((warn_unused_result));
-/*
- * A call to an operator upstream: the model as sent (model already without
- * any stripped prefix) and the upstream's key from the config (the secret
- * stays empty when it has none).  Counts as the operator's ("pool"), with
- * no markup.  RESOLVE_OK, or RESOLVE_DB when out of memory.
- */
-enum resolve_result gateway_resolve_upstream(const struct config_upstream *,
-		    const char *model, struct gateway_key *out)
-		    __attribute__((warn_unused_result));
+		    struct keycache *kc, const struct config *,
+		    const char *tenant, const char *model,
+		    const char *const inline_keys[PROVIDER__MAX], bool open,
+		    struct gateway_key *out) __attribute__((warn_unused_result));
 /* Wipes and frees the secret. */
 void		 gateway_key_free(struct gateway_key *);
 

@@ -253,26 +253,27 @@ key_seed_dev(struct db *db, char *id, size_t idsz)
 {
 	uint8_t		 mac[APIKEY_HASH_LEN];
 	char		 machex[2 * APIKEY_HASH_LEN + 1];
-	const char	*p[12];
+	const char	*p[5];
 	struct db_res	*res;
-	int		 active;
+	int		 rc;
 
-	if ((active = key_dev_active(db)) != 0)
-		return active == 1 ? 0 : -1;
 	if (apikey_hash(APIKEY_DEV_HMAC, APIKEY_DEV, mac) == -1)
 		return -1;
 	crypto_hex(mac, sizeof(mac), machex);
-	memset(p, 0, sizeof(p));
-	p[0] = "00000000-0000-0000-0000-000000000001";
-	p[1] = "development key";
-	p[2] = "dev";
-	p[3] = APIKEY_DEV_PREFIX;
-	p[4] = machex;
-	p[5] = APIKEY_DEV + sizeof(APIKEY_DEV) - 5;
-	p[6] = "{\"*\"}";
-	if ((res = db_query(db, STMT_KEY_INSERT, 12, p)) == NULL)
+	/* A revoked, disabled or expired one makes way for a fresh one. */
+	p[0] = APIKEY_DEV_ID;
+	p[1] = APIKEY_DEV_PREFIX;
+	if (db_exec(db, STMT_DEV_KEY_CLEAR, 2, p) == -1)
 		return -1;
-	snprintf(id, idsz, "%s", db_value(res, 0, 0));
+	p[1] = "00000000-0000-0000-0000-000000000001";
+	p[2] = APIKEY_DEV_PREFIX;
+	p[3] = machex;
+	p[4] = APIKEY_DEV + sizeof(APIKEY_DEV) - 5;
+	if ((res = db_query(db, STMT_DEV_KEY_INSERT, 5, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1 ? 1 : 0;
+	if (rc == 1)
+		snprintf(id, idsz, "%s", db_value(res, 0, 0));
 	db_res_free(res);
-	return 1;
+	return rc;
 }

@@ -74,9 +74,10 @@ enum key_result key_rotate(struct db *, const char *brand,
 		    const char *caller_tenant, const char *env, long grace,
 		    struct key_created *) __attribute__((warn_unused_result));
 /*
- * Stores the development key (APIKEY_DEV, scope "*", root tenant) inside
- * the caller's transaction unless it exists.  1 created, 0 already there,
- * -1 database failure.
+ * Stores the development key (APIKEY_DEV, id APIKEY_DEV_ID, scope "*",
+ * root tenant) inside the caller's transaction unless it exists and is
+ * usable; a revoked, disabled or expired one is deleted and replaced by a
+ * fresh one.  1 created, 0 already there, -1 database failure.
  */
 int		 key_seed_dev(struct db *, char *id,
 		    size_t idsz) __attribute__((warn_unused_result));

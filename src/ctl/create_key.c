@@ -162,9 +162,11 @@ ctl_seed_dev_key(const struct config *cfg, struct db *db, int argc,
 	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
 		printf("usage: keygatectl seed-dev-key\n\n"
-		    "Stores the development key %s\n(scope *, root tenant) "
-		    "unless it exists.  Refused in mode = production.\n",
-		    APIKEY_DEV);
+		    "Stores the development key %s\n(id %s, scope *, root "
+		    "tenant) unless it exists and is usable;\na revoked, "
+		    "disabled or expired one is replaced by a fresh one.\n"
+		    "Refused in mode = production.\n", APIKEY_DEV,
+		    APIKEY_DEV_ID);
 		return 0;
 	}
 	if (cfg->mode == MODE_PRODUCTION) {

@@ -27,6 +27,8 @@ static const struct command {
 	{ "vault-check", ctl_vault_check,
 	  "check that every vault value opens" },
 	{ "prices", ctl_prices, "list, set or import model prices" },
+	{ "openrouter-models", ctl_openrouter_models,
+	  "list, set or import the OpenRouter ids of models" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -41,7 +43,7 @@ usage(FILE *f)
 	    "Administers keygate directly in PostgreSQL (database_url).\n\n"
 	    "Commands:\n");
 	for (i = 0; i < NCOMMANDS; i++)
-		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-18s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n`keygatectl COMMAND --help` describes a command.  Exit "
 	    "status: 0 success,\n1 failure, 2 usage or configuration error.  "
 	    "See keygatectl(8).\n");

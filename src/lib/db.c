@@ -440,6 +440,20 @@ static const struct {
 	  "VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT (pattern) DO "
 	  "UPDATE SET input_per_mtok = EXCLUDED.input_per_mtok, "
 	  "output_per_mtok = EXCLUDED.output_per_mtok, updated_at = now()" },
+	[STMT_OPENROUTER_MODEL_GET] = { "openrouter_model_get",
+	  "SELECT openrouter_id FROM openrouter_models WHERE model = $1" },
+	[STMT_OPENROUTER_MODEL_LIST] = { "openrouter_model_list",
+	  "SELECT model, openrouter_id FROM openrouter_models ORDER BY model" },
+	[STMT_OPENROUTER_MODEL_SET] = { "openrouter_model_set",
+	  "INSERT INTO openrouter_models (model, openrouter_id) VALUES ($1, $2) "
+	  "ON CONFLICT (model) DO UPDATE SET openrouter_id = "
+	  "EXCLUDED.openrouter_id, updated_at = now()" },
+	[STMT_MODEL_IDS] = { "model_ids",
+	  "SELECT DISTINCT ON (model) model, created FROM ("
+	  "SELECT model, extract(epoch FROM created_at)::bigint AS created "
+	  "FROM openrouter_models UNION ALL "
+	  "SELECT pattern, extract(epoch FROM updated_at)::bigint FROM prices "
+	  "WHERE strpos(pattern, '*') = 0) m ORDER BY model, created" },
 	[STMT_USAGE_LIST] = { "usage_list",
 	  "SELECT id, request_id, coalesce(api_key_id::text, ''), provider, "
 	  "model, key_source, prompt_tokens, completion_tokens, "
@@ -459,6 +473,15 @@ static const struct {
 	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },
+	[STMT_DEV_KEY_CLEAR] = { "dev_key_clear",
+	  "DELETE FROM api_keys WHERE (id = $1::uuid OR key_prefix = $2) "
+	  "AND (revoked_at IS NOT NULL OR disabled_at IS NOT NULL OR "
+	  "expires_at <= now())" },
+	[STMT_DEV_KEY_INSERT] = { "dev_key_insert",
+	  "INSERT INTO api_keys (id, tenant_id, name, env, key_prefix, "
+	  "key_hash, last4, scopes) VALUES ($1::uuid, $2::uuid, "
+	  "'development key', 'dev', $3, decode($4, 'hex'), $5, '{*}') "
+	  "ON CONFLICT DO NOTHING RETURNING id" },
 };
 
 /* Seconds between connection attempts while the server is unreachable. */

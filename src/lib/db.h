@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 5
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -40,6 +40,10 @@ enum stmt {
 	STMT_KEY_ROTATE,	/* (id, caller tenant, prefix, hash hex,
 				    last4, grace s) -> id */
 	STMT_DEV_KEY_ACTIVE,	/* (prefix) -> 1 row when usable */
+	STMT_DEV_KEY_CLEAR,	/* (id, prefix): deletes the revoked, disabled
+				    or expired development key */
+	STMT_DEV_KEY_INSERT,	/* (id, tenant, prefix, hash hex, last4) ->
+				    id; no row when it exists */
 	STMT_AUDIT_VERIFY,	/* () -> rows, first bad id, link ok, row ok */
 	STMT_KEY_DISABLE_DORMANT, /* (days) -> one row per key disabled */
 	STMT_BUILTIN_ROLE_SCOPES, /* (name) -> scopes csv */
@@ -87,6 +91,13 @@ enum stmt {
 				    all keys */
 	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */
 	STMT_PRICE_SET,		/* (pattern, in, out) */
+	STMT_OPENROUTER_MODEL_GET, /* (model) -> OpenRouter id; no row when
+				    it has none */
+	STMT_OPENROUTER_MODEL_LIST, /* () -> model, OpenRouter id */
+	STMT_OPENROUTER_MODEL_SET, /* (model, OpenRouter id) */
+	STMT_MODEL_IDS,		/* () -> model, created (Unix s): the native
+				    ids of openrouter_models and the exact
+				    names of prices, once each */
 	STMT_USAGE_LIST,	/* (tenant, from, to, cursor id, limit) */
 	STMT_USAGE_TOTALS,	/* (tenant, from, to) -> n, prompt, completion,
 				    charged */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/config.h"
@@ -874,6 +875,7 @@ config_load(const char *path, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
+	c->read_at = time(NULL);
 	for (i = 0; i < NKEYS; i++)
 		if (key_set(c, &keys[i], keys[i].def, err, errsz) == -1)
 			goto fail;

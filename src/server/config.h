@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #ifndef KEYGATE_SYSCONFDIR
 #define KEYGATE_SYSCONFDIR "/etc/keygate"
@@ -46,6 +47,7 @@ enum config_mode {
  */
 struct config {
 	char		*path;			/* file it came from, NULL = none */
+	time_t		 read_at;		/* when it was read, Unix s */
 	char		*listen;		/* "unix:PATH" or "tcp:HOST:PORT" */
 	int		 listen_backlog;
 	int		 socket_mode;		/* permission bits of a unix socket */

@@ -35,6 +35,8 @@ const struct http_err_info http_errs[ERR__MAX] = {
 	{ 401, "authentication_error", "missing_provider_key" }, /* ERR_MISSING_PROVIDER_KEY */
 	{ 400, "invalid_request_error", "forbidden_field" },	/* ERR_FORBIDDEN_FIELD */
 	{ 400, "invalid_request_error", "unsupported_model" },	/* ERR_UNSUPPORTED_MODEL */
+	{ 400, "invalid_request_error", "model_not_available" }, /* ERR_MODEL_NOT_AVAILABLE */
+	{ 404, "not_found_error", "model_not_found" },		/* ERR_MODEL_NOT_FOUND */
 	{ 501, "api_error", "not_implemented" },		/* ERR_NOT_IMPLEMENTED */
 };
 

@@ -12,7 +12,7 @@ struct principal;
 struct request_io;
 
 #define REQUEST_ID_MAX	128	/* longest X-Request-Id we echo */
-#define REQUEST_PARAM_MAX 64	/* longest {id} path segment kept */
+#define REQUEST_PARAM_MAX 200	/* longest {id} path segment kept */
 
 /*
  * One HTTP request as the web server handed it to us over FastCGI.  Strings

@@ -26,13 +26,22 @@ http_method_parse(const char *s)
 
 /*
  * Matches one pattern against a path segment by segment.  "{id}" takes one
- * non-empty segment; everything else must be equal.  A trailing slash is
- * not the same path.
+ * non-empty segment, and "{id+}" at the end of a pattern the rest of the
+ * path, slashes included (model ids such as "openai/gpt-4o"); everything
+ * else must be equal.  A trailing slash is not the same path.
  */
 static bool
 match(const char *pat, const char *path, char *param, size_t paramsz)
 {
 	while (*pat != '\0' && *path != '\0') {
+		if (strcmp(pat, "{id+}") == 0) {
+			size_t n = strlen(path);
+
+			if (n >= paramsz || path[n - 1] == '/')
+				return false;
+			memcpy(param, path, n + 1);
+			return true;
+		}
 		if (strncmp(pat, "{id}", 4) == 0) {
 			size_t n = strcspn(path, "/");
 

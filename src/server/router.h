@@ -16,7 +16,8 @@ enum http_method {
 
 /*
  * One row of a route table: the method, a path pattern whose "{id}"
- * segment matches any one segment (copied to req->param), the handler, and
+ * segment matches any one segment, or whose final "{id+}" matches the rest
+ * of the path (either copied to req->param), the handler, and
  * the scope a caller needs (NULL = open to anyone).
  */
 struct route {

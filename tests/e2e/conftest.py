@@ -86,6 +86,15 @@ def new_dbname(prefix="kg"):
     return "%s_%d_%d" % (prefix, os.getpid(), _db_counter[0])
 
 
+@pytest.fixture(scope="module")
+def mock():
+    """A mock LLM provider (mock_llm.MockLLM) for the module's tests."""
+    from mock_llm import MockLLM
+    m = MockLLM()
+    yield m
+    m.close()
+
+
 @pytest.fixture
 def make_stack(workdir, pg):
     """make_stack(pg=None, **config) -> a Stack on a new database."""

@@ -26,7 +26,11 @@ Providers live below their own path prefixes, like the real base URLs:
     google      <mock>/google                (google_base_url)
 
 Only the first two answer chat completions; requests under the other two are
-recorded and answered 404, so a test notices if one is made.  An operator's
+recorded and answered 404, so a test notices if one is made.  The OpenRouter
+stand-in knows only real OpenRouter model ids: those of keygate's own table
+(sql/0005-openrouter-models.sql) and a few that clients name themselves
+(OPENROUTER_PASSTHROUGH); any other model is refused with OpenRouter's 400,
+so a test notices a guessed id.  An operator's
 own OpenAI-compatible server (vLLM, llama.cpp, Ollama) is one more:
 
     local       <mock>/local/v1              (an upstreams url=)
@@ -40,6 +44,8 @@ All times are time.monotonic(), so they compare with the client's.
 import http.client
 import http.server
 import json
+import os
+import re
 import secrets
 import select
 import socket
@@ -57,6 +63,27 @@ BASES = {
 OPERATOR_BASES = {"local": "/local/v1"}
 ALL_BASES = dict(BASES, **OPERATOR_BASES)
 CHAT_PROVIDERS = ("openai", "openrouter", "local")
+
+# OpenRouter model ids that clients send as they are (vendor/model), beyond
+# those keygate maps native ids to; real ids from openrouter.ai.
+OPENROUTER_PASSTHROUGH = (
+    "meta-llama/llama-3.1-8b-instruct",
+    "mistralai/mistral-7b-instruct",
+)
+
+
+def openrouter_models():
+    """Every model id the OpenRouter stand-in serves: the OpenRouter ids
+    of keygate's seeded table, and OPENROUTER_PASSTHROUGH."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                        "..", "sql", "0005-openrouter-models.sql")
+    with open(path) as f:
+        ids = re.findall(r"\(\s*'[^']+',\s*'([^']+)'\s*\)", f.read())
+    assert ids, "no OpenRouter ids in %s" % path
+    return frozenset(ids) | frozenset(OPENROUTER_PASSTHROUGH)
+
+
+OPENROUTER_MODELS = openrouter_models()
 
 
 def mask(key):
@@ -386,6 +413,11 @@ class MockLLM:
         if ex.json is None or not isinstance(ex.json, dict):
             return self._json(h, 400, openai_error(
                 "We could not parse the JSON body of your request."))
+        if p == "openrouter" and ex.json.get("model") not in \
+                OPENROUTER_MODELS:
+            ex.reply = openrouter_error(
+                "%s is not a valid model ID" % ex.json.get("model"), 400)
+            return self._json(h, 400, ex.reply)
         if isinstance(behaviour, Hang):
             self._watch(h, ex, behaviour.seconds)
             return

@@ -4,8 +4,10 @@ formats.
 
 Covered: the request checks (scope, required fields, fields that would
 redirect the call, model routing), the order in which a provider key is
-chosen (inline header, the tenant's vault key for the provider, the
-tenant's OpenRouter key, the operator's pool key), the `keygate` object on
+chosen (the inline header for the model's provider, an inline OpenRouter
+key, the tenant's vault key for the provider, the tenant's OpenRouter key,
+the operator's pool key), the OpenRouter ids native models are sent as, the
+`keygate` object on
 every reply, what reaches the provider and what never does (keygate keys,
 other provider keys, the client's credential headers), Server-Sent Events
 passed through chunk by chunk, upstream failures mapped to keygate's error
@@ -405,27 +407,119 @@ def test_the_provider_key_beats_the_openrouter_key(gw, mock):
     assert mock.only("openai").bearer == key
 
 
-@pytest.mark.parametrize("model,routed", [
+# Native ids and the OpenRouter ids keygate's table sends them as.
+OPENROUTER_IDS = [
     ("gpt-4o-mini", "openai/gpt-4o-mini"),
     ("o4-mini", "openai/o4-mini"),
-    ("chatgpt-4o-latest", "openai/chatgpt-4o-latest"),
-    ("claude-3-5-haiku-latest", "anthropic/claude-3-5-haiku-latest"),
-    ("gemini-1.5-flash", "google/gemini-1.5-flash"),
+    ("claude-3-5-haiku-latest", "anthropic/claude-3.5-haiku"),
+    ("gemini-1.5-flash", "google/gemini-flash-1.5"),
+    ("gemini-2.0-flash", "google/gemini-2.0-flash-001"),
     ("meta-llama/llama-3.1-8b-instruct", "meta-llama/llama-3.1-8b-instruct"),
-])
-def test_the_tenants_openrouter_key_serves_any_model(gw, mock, model,
-                                                     routed):
+]
+# Native ids that keygate's table does not map: never guessed at.
+UNMAPPED = [("gpt-e2e-unmapped", "openai"), ("claude-e2e-unmapped",
+            "anthropic"), ("gemini-e2e-unmapped", "google")]
+
+
+@pytest.mark.parametrize("model,routed", OPENROUTER_IDS)
+@pytest.mark.parametrize("source", ["inline", "vault"])
+def test_the_tenants_openrouter_key_serves_any_model(gw, mock, model, routed,
+                                                     source):
+    """Stored or sent along as X-OpenRouter-Key."""
     t = Tenant(gw)
-    ork = provider_key("openrouter")
-    t.store(openrouter_key=ork)
-    mock.accept("openrouter", ork)
+    headers = {}
+    if source == "inline":
+        headers, ork = with_key(mock, "openrouter")
+    else:
+        ork = provider_key("openrouter")
+        t.store(openrouter_key=ork)
+        mock.accept("openrouter", ork)
     request_id = rid()
-    resp = t.chat(chat_body(model), request_id=request_id)
+    resp = t.chat(chat_body(model), headers, request_id)
     up = mock.only("openrouter")
     assert up.bearer == ork
     assert up.json["model"] == routed
     assert up.json["messages"] == MESSAGES
     assert_reply(resp, request_id, "user", "openrouter", up)
+
+
+def test_an_inline_openrouter_key_beats_the_vault_and_the_pool(pooled, mock):
+    t = Tenant(pooled)
+    vault, vault_or = provider_key("openai"), provider_key("openrouter")
+    t.store(openai_key=vault, openrouter_key=vault_or)
+    mock.accept("openai", vault)
+    mock.accept("openrouter", vault_or, POOL_KEY)
+    headers, inline = with_key(mock, "openrouter")
+    request_id = rid()
+    resp = t.chat(chat_body("gpt-4o-mini"), headers, request_id)
+    up = mock.only("openrouter")
+    assert up.bearer == inline
+    assert up.json["model"] == "openai/gpt-4o-mini"
+    assert_reply(resp, request_id, "user", "openrouter", up)
+
+
+def test_the_providers_own_inline_key_beats_an_inline_openrouter_key(gw,
+                                                                    mock):
+    t = Tenant(gw)
+    headers, key = with_key(mock, "openai")
+    headers.update(with_key(mock, "openrouter")[0])
+    resp = t.chat(chat_body("gpt-4o-mini"), headers)
+    assert resp.status == 200, resp.body[:500]
+    up = mock.only("openai")
+    assert up.bearer == key and up.json["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("model,provider", UNMAPPED)
+@pytest.mark.parametrize("source", ["inline", "vault", "pool"])
+def test_a_model_without_an_openrouter_id_is_400(pooled, mock, model,
+                                                 provider, source):
+    t = Tenant(pooled)
+    mock.accept("openrouter", POOL_KEY)
+    headers = {}
+    if source == "inline":
+        headers = with_key(mock, "openrouter")[0]
+    elif source == "vault":
+        key = provider_key("openrouter")
+        t.store(openrouter_key=key)
+        mock.accept("openrouter", key)
+    before = pooled.psql("SELECT count(*) FROM usage")
+    err = assert_error(t.chat(chat_body(model), headers), 400,
+                       "model_not_available")
+    assert err["type"] == "invalid_request_error", err
+    assert model in err["message"] and "OpenRouter" in err["message"], err
+    assert provider in err["message"], err
+    assert_nothing_sent(mock)
+    assert pooled.psql("SELECT count(*) FROM usage") == before
+
+
+def test_a_model_without_an_openrouter_id_falls_to_the_vault_key(gw, mock):
+    """An inline OpenRouter key cannot serve it; the stored key can."""
+    t = Tenant(gw)
+    key = provider_key("openai")
+    t.store(openai_key=key)
+    mock.accept("openai", key)
+    headers, _ = with_key(mock, "openrouter")
+    request_id = rid()
+    resp = t.chat(chat_body("gpt-e2e-unmapped"), headers, request_id)
+    up = mock.only("openai")
+    assert up.bearer == key and up.json["model"] == "gpt-e2e-unmapped"
+    assert_reply(resp, request_id, "user", "openai", up)
+
+
+def test_a_mapping_set_with_keygatectl_is_used_at_once(pooled, mock):
+    t = Tenant(pooled)
+    mock.accept("openrouter", POOL_KEY)
+    model = "gpt-e2e-mapped-%s" % secrets.token_hex(3)
+    assert_error(t.chat(chat_body(model)), 400, "model_not_available")
+    p = pooled.kg.ctl("openrouter-models", "set", model, "openai/gpt-4.1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    try:
+        resp = t.chat(chat_body(model))
+        assert resp.status == 200, resp.body[:500]
+        assert mock.only("openrouter").json["model"] == "openai/gpt-4.1"
+    finally:
+        pooled.psql("DELETE FROM openrouter_models WHERE model = '%s'"
+                    % model)
 
 
 @pytest.mark.parametrize("model,provider", [
@@ -492,8 +586,8 @@ def test_a_deleted_vault_key_is_no_longer_used(gw, mock):
 
 @pytest.mark.parametrize("model,routed", [
     ("gpt-4o-mini", "openai/gpt-4o-mini"),
-    ("claude-3-5-sonnet-latest", "anthropic/claude-3-5-sonnet-latest"),
-    ("gemini-1.5-pro", "google/gemini-1.5-pro"),
+    ("claude-3-5-sonnet-latest", "anthropic/claude-3.5-sonnet"),
+    ("gemini-1.5-pro", "google/gemini-pro-1.5"),
     ("meta-llama/llama-3.1-8b-instruct", "meta-llama/llama-3.1-8b-instruct"),
 ])
 def test_the_pool_key_with_markup(pooled, mock, model, routed):

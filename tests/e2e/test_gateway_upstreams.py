@@ -373,13 +373,13 @@ def test_charged_by_the_price_table_without_markup(make_stack, gpu, plain,
                       "'%s'" % t.id)[0][0]) == 5 * 10**6 - want
     assert s.psql("SELECT count(*) FROM credit_reservations WHERE "
                   "tenant_id = '%s'" % t.id) == [["0"]]
-    # The models list shows the upstreams' names at the prices a call pays.
+    # The models list shows the upstreams' exact names at the prices a call
+    # pays: with no price of their own, the catch-all "*" row's.
     listed = {m["id"]: m for m in s.get(
         "/v1/models", headers=auth(t.key)).json["data"]}
-    assert listed["local/*"]["pricing"] == {"input_per_mtok": 0.2,
-                                           "output_per_mtok": 0.4}
-    # No price of its own: the catch-all "*" row.
-    assert listed["llama3.1:8b"]["pricing"] == listed["*"]["pricing"]
+    for name in ("llama3.1:8b", "gpu-exact"):
+        assert listed[name]["keygate"]["pricing"] == {
+            "input_per_mtok": 1, "output_per_mtok": 3}, listed[name]
 
 
 def test_the_models_list_shows_every_upstream_name(gw):
@@ -387,34 +387,39 @@ def test_the_models_list_shows_every_upstream_name(gw):
     r = gw.get("/v1/models", headers=auth(t.key))
     assert r.status == 200, r.body
     listed = {m["id"]: m for m in r.json["data"]}
-    want = {"local/*": "gpu", "gpu-exact": "gpu", "llama3.1:8b": "open",
-            "gpt-oss*": "open"}
+    want = {"gpu-exact": "gpu", "llama3.1:8b": "open"}
     for model, name in want.items():
         m = listed.get(model)
         assert m is not None, "%s is not listed: %r" % (model, sorted(listed))
-        assert m["provider"] == name and m["owned_by"] == name, m
-        assert m["key_source"] == "pool" and \
-            m["pool_markup_applied"] is None, m
-        assert set(m["pricing"]) == {"input_per_mtok", "output_per_mtok"}
-    # Each listed once, and the built-in families still there (the pool).
+        assert m["object"] == "model" and m["owned_by"] == name, m
+        kg = m["keygate"]
+        assert kg["provider"] == name, m
+        assert kg["key_source"] == "pool" and \
+            kg["pool_markup_applied"] is None, m
+        assert set(kg["pricing"]) == {"input_per_mtok", "output_per_mtok"}
+    # A prefix names no model: "local/*" and "gpt-oss*" are not listed.
+    assert not [i for i in listed if "*" in i], sorted(listed)
+    # Each listed once, and the built-in models still there (the pool).
     ids = [m["id"] for m in r.json["data"]]
     assert len(ids) == len(set(ids))
-    assert listed["claude-*"]["provider"] == "openrouter"
+    assert listed["claude-3-5-haiku-latest"]["keygate"]["provider"] == \
+        "openrouter"
     assert GPU_KEY not in r.body.decode()
 
 
 def test_a_price_row_an_upstream_claims_is_listed_as_its(gw):
-    gw.kg.ctl("prices", "set", "gpt-oss-120b*", "0.1", "0.3")
+    gw.kg.ctl("prices", "set", "gpt-oss-120b", "0.1", "0.3")
     try:
         t = Tenant(gw)
         listed = {m["id"]: m for m in gw.get(
             "/v1/models", headers=auth(t.key)).json["data"]}
-        m = listed["gpt-oss-120b*"]
-        assert m["provider"] == "open" and m["key_source"] == "pool", m
-        assert m["pricing"] == {"input_per_mtok": 0.1,
-                                "output_per_mtok": 0.3}
+        kg = listed["gpt-oss-120b"]["keygate"]
+        assert kg["provider"] == "open" and kg["key_source"] == "pool", kg
+        assert kg["pricing"] == {"input_per_mtok": 0.1,
+                                 "output_per_mtok": 0.3}
+        assert listed["gpt-oss-120b"]["owned_by"] == "open"
     finally:
-        gw.psql("DELETE FROM prices WHERE pattern = 'gpt-oss-120b*'")
+        gw.psql("DELETE FROM prices WHERE pattern = 'gpt-oss-120b'")
 
 
 # ---------------------------------------------------------------------------

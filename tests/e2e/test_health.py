@@ -61,7 +61,7 @@ def test_health_reports_ok_with_database_connected(stack):
     assert_json_response(resp)
     assert resp.json.get("status") == "ok"
     assert resp.json.get("database") == "connected"
-    assert "vault" in resp.json
+    assert resp.json.get("vault") == "connected"
     assert isinstance(resp.json.get("version"), str) and resp.json["version"]
 
 

@@ -1628,7 +1628,7 @@ def test_health_says_vault_unavailable_while_database_is_down(outage):
         assert resp.json.get("database") == "unavailable", resp.json
     finally:
         restart_database(outage)
-    assert outage.get("/health").json["vault"] == "available"
+    assert outage.get("/health").json["vault"] == "connected"
 
 
 def test_database_lost_during_validation_is_503_and_stores_nothing(outage,
@@ -1660,11 +1660,11 @@ def test_database_lost_during_validation_is_503_and_stores_nothing(outage,
 # ---------------------------------------------------------------------------
 # 6. /health and a missing master key
 
-def test_health_says_vault_available_with_master_keys(vault):
+def test_health_says_vault_connected_with_master_keys(vault):
     resp = vault.get("/health")
     assert resp.status == 200, resp.body
     assert_json_response(resp)
-    assert resp.json["vault"] == "available"
+    assert resp.json["vault"] == "connected"
     assert resp.json["database"] == "connected"
 
 

@@ -122,27 +122,75 @@ test_a_bare_star_takes_everything(void **state)
 	config_free(c);
 }
 
+/* No database, vault or cache is needed where no stored key is asked for. */
+static enum resolve_result
+resolve(const struct config *c, const char *model,
+    const char *const sent[PROVIDER__MAX], bool open, struct gateway_key *k)
+{
+	return gateway_resolve(NULL, NULL, NULL, c, "t", model, sent, open, k);
+}
+
 static void
 test_resolve_upstream(void **state)
 {
 	struct config	*c = with_upstreams("gpu url=http://a/v1 models=x*; "
 	    "open url=http://b/v1 models=y");
+	const char	*sent[PROVIDER__MAX] = { "sk-proj-inline" };
 	struct gateway_key k;
 
 	(void)state;
 	c->upstreams.v[0].key = strdup("gpu-secret");
-	assert_int_equal(gateway_resolve_upstream(&c->upstreams.v[0], "x1",
-	    &k), RESOLVE_OK);
+	/* An upstream's name wins over any key sent along. */
+	assert_int_equal(resolve(c, "x1", sent, true, &k), RESOLVE_OK);
 	assert_ptr_equal(k.upstream, &c->upstreams.v[0]);
+	assert_int_equal(k.source, SOURCE_UPSTREAM);
 	assert_true(k.pool);
 	assert_string_equal(k.model, "x1");
 	assert_string_equal(k.secret.data, "gpu-secret");
 	assert_string_equal(gateway_provider_name(&k), "gpu");
 	gateway_key_free(&k);
-	assert_int_equal(gateway_resolve_upstream(&c->upstreams.v[1], "y",
-	    &k), RESOLVE_OK);
+	/* Not opened: the same answer without the secret. */
+	assert_int_equal(resolve(c, "x1", sent, false, &k), RESOLVE_OK);
+	assert_int_equal(k.secret.len, 0);
+	gateway_key_free(&k);
+	assert_int_equal(resolve(c, "y", NULL, true, &k), RESOLVE_OK);
 	assert_int_equal(k.secret.len, 0);
 	assert_string_equal(gateway_provider_name(&k), "open");
+	gateway_key_free(&k);
+	config_free(c);
+}
+
+static void
+test_resolve_inline_key_first(void **state)
+{
+	struct config	*c = with_upstreams("gpu url=http://a/v1 models=x*");
+	const char	*sent[PROVIDER__MAX] = { NULL };
+	struct gateway_key k;
+
+	(void)state;
+	sent[PROVIDER_ANTHROPIC] = "sk-ant-inline";
+	sent[PROVIDER_OPENROUTER] = "sk-or-inline";
+	/* The model's own provider's key beats an OpenRouter key. */
+	assert_int_equal(resolve(c, "claude-3-5-haiku-latest", sent, true,
+	    &k), RESOLVE_OK);
+	assert_int_equal(k.provider, PROVIDER_ANTHROPIC);
+	assert_int_equal(k.source, SOURCE_INLINE);
+	assert_false(k.pool);
+	assert_string_equal(k.model, "claude-3-5-haiku-latest");
+	assert_string_equal(k.secret.data, "sk-ant-inline");
+	gateway_key_free(&k);
+	/* A vendor/model id goes to OpenRouter unchanged. */
+	assert_int_equal(resolve(c, "meta-llama/llama-3.1-8b-instruct", sent,
+	    true, &k), RESOLVE_OK);
+	assert_int_equal(k.provider, PROVIDER_OPENROUTER);
+	assert_int_equal(k.source, SOURCE_INLINE);
+	assert_string_equal(k.model, "meta-llama/llama-3.1-8b-instruct");
+	assert_string_equal(k.secret.data, "sk-or-inline");
+	gateway_key_free(&k);
+	/* An empty header is no key. */
+	sent[PROVIDER_OPENROUTER] = "";
+	assert_int_equal(resolve(c, "openai/gpt-4o", sent, true, &k),
+	    RESOLVE_NONE);
 	gateway_key_free(&k);
 	config_free(c);
 }
@@ -156,6 +204,7 @@ main(void)
 		cmocka_unit_test(test_exact_then_longest_prefix),
 		cmocka_unit_test(test_a_bare_star_takes_everything),
 		cmocka_unit_test(test_resolve_upstream),
+		cmocka_unit_test(test_resolve_inline_key_first),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

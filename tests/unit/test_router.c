@@ -1,4 +1,4 @@
-/* Unit tests for src/server/router.c: matching, {id}, 404 and 405. */
+/* Unit tests for src/server/router.c: matching, {id}, {id+}, 404 and 405. */
 #include "autoconfig.h"
 
 #include <setjmp.h>
@@ -22,6 +22,8 @@ static const struct route table[] = {
 	{ METHOD_GET, "/v1/api_keys/{id}", h_get, "api_keys:read", 0 },
 	{ METHOD_DELETE, "/v1/api_keys/{id}", h_get, "api_keys:write", 0 },
 	{ METHOD_POST, "/v1/api_keys/{id}/rotate", h_rotate, "api_keys:write", 0 },
+	{ METHOD_GET, "/v1/models", h_list, "models:read", 0 },
+	{ METHOD_GET, "/v1/models/{id+}", h_get, "models:read", 0 },
 };
 #define N (sizeof(table) / sizeof(table[0]))
 
@@ -55,6 +57,16 @@ test_exact_and_param(void **state)
 	assert_string_equal(param, "k1");
 }
 
+/* prefix followed by 'x' up to n - 1 bytes: longer than any param. */
+static const char *
+long_path(char *buf, size_t n, const char *prefix)
+{
+	memset(buf, 'x', n - 1);
+	memcpy(buf, prefix, strlen(prefix));
+	buf[n - 1] = '\0';
+	return buf;
+}
+
 static void
 test_not_found(void **state)
 {
@@ -72,11 +84,38 @@ test_not_found(void **state)
 	    ROUTE_NOT_FOUND);
 	assert_int_equal(run("GET", "/v1/api_keys/a/b", &r, param, allow),
 	    ROUTE_NOT_FOUND);
-	memset(longseg, 'x', sizeof(longseg));
-	memcpy(longseg, "/v1/api_keys/", 13);
-	longseg[sizeof(longseg) - 1] = '\0';
-	assert_int_equal(run("GET", longseg, &r, param, allow),
+	assert_int_equal(run("GET", long_path(longseg, sizeof(longseg),
+	    "/v1/api_keys/"), &r, param, allow), ROUTE_NOT_FOUND);
+}
+
+static void
+test_rest_of_the_path(void **state)
+{
+	const struct route *r;
+	char	 param[65], allow[64], longid[80];
+
+	(void)state;
+	assert_int_equal(run("GET", "/v1/models/gpt-4o-mini", &r, param,
+	    allow), ROUTE_FOUND);
+	assert_ptr_equal(r, &table[8]);
+	assert_string_equal(param, "gpt-4o-mini");
+	assert_int_equal(run("GET", "/v1/models/openai/gpt-4o", &r, param,
+	    allow), ROUTE_FOUND);
+	assert_ptr_equal(r, &table[8]);
+	assert_string_equal(param, "openai/gpt-4o");
+	assert_int_equal(run("GET", "/v1/models", &r, param, allow),
+	    ROUTE_FOUND);
+	assert_ptr_equal(r, &table[7]);
+	/* Nothing after the slash, a trailing slash, or too long: no match. */
+	assert_int_equal(run("GET", "/v1/models/", &r, param, allow),
 	    ROUTE_NOT_FOUND);
+	assert_int_equal(run("GET", "/v1/models/openai/", &r, param, allow),
+	    ROUTE_NOT_FOUND);
+	assert_int_equal(run("GET", long_path(longid, sizeof(longid),
+	    "/v1/models/"), &r, param, allow), ROUTE_NOT_FOUND);
+	assert_int_equal(run("DELETE", "/v1/models/a/b", &r, param, allow),
+	    ROUTE_METHOD_NOT_ALLOWED);
+	assert_string_equal(allow, "GET");
 }
 
 static void
@@ -103,6 +142,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exact_and_param),
 		cmocka_unit_test(test_not_found),
+		cmocka_unit_test(test_rest_of_the_path),
 		cmocka_unit_test(test_method_not_allowed),
 	};
 
