@@ -565,7 +565,8 @@ def chat_runs(gw):
     runs = {}
     for provider, model in MODELS:
         runs[provider] = openai_run(gw, model, [
-            "create", "stream", "stream_usage", "tools", "n", "parse"])
+            "create", "stream", "stream_usage", "stream_helper", "tools",
+            "n", "parse"])
     return runs
 
 
@@ -622,6 +623,15 @@ def test_stream_with_include_usage_ends_with_the_usage_chunk(
     assert last["usage"]["completion_tokens"] == 4, last
     assert_keygate(last.get("keygate"), provider)
     assert all(c["choices"] for c in chunks[:-1]), chunks
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_stream_helper_assembles_the_completion(gw, chat_runs, provider,
+                                                model):
+    r = ok(chat_runs[provider]["stream_helper"])
+    assert r["text"] == greeting(provider)
+    assert r["content"] == greeting(provider)
+    assert r["finish_reason"] == "stop"
 
 
 @pytest.mark.parametrize("provider,model", MODELS)
@@ -802,7 +812,7 @@ def test_rate_limit_429_is_retried_by_the_sdk(gw, error_runs, provider,
 
 @pytest.fixture(scope="module")
 def message_runs(gw):
-    runs = {}
+    runs = {"mark": gw.mock.mark()}
     for provider, model in MODELS:
         runs[provider] = node("anthropic_client.mjs", {
             "base_url": gw.s.url, "key": gw.user, "model": model,
@@ -844,14 +854,14 @@ def test_messages_unauthorized(gw, message_runs, provider, model):
 
 
 def test_messages_reach_anthropic_with_its_key_and_version(gw, message_runs):
-    sent = [r for r in gw.mock.seen("anthropic")
-            if r.path == "/anthropic/v1/messages" and
-            r.body.get("messages") == [{"role": "user",
-                                        "content": "Say hello."}]]
+    sent = [r for r in gw.mock.seen("anthropic", message_runs["mark"])
+            if r.path == "/anthropic/v1/messages"]
     assert sent, "no message reached anthropic"
     for r in sent:
         assert r.headers["x-api-key"] == PROVIDER_KEYS["anthropic"]
         assert r.headers["anthropic-version"] == "2023-06-01"
+        assert r.body["model"] == "claude-3-5-haiku-latest", r.body
+        assert r.body["max_tokens"] == 256, r.body
 
 
 def test_no_keygate_key_reaches_a_provider(gw, chat_runs, error_runs,

@@ -124,6 +124,19 @@ const steps = {
 		return { text, chunks };
 	},
 
+	// The SDK's stream helper, which assembles the completion from the
+	// chunks and checks that they belong together.
+	async stream_helper() {
+		const runner = client().chat.completions.stream({ model, messages: hello });
+		let text = '';
+		runner.on('content', (delta) => { text += delta; });
+		const c = await runner.finalChatCompletion();
+		return {
+			text, content: c.choices[0].message.content,
+			finish_reason: c.choices[0].finish_reason,
+		};
+	},
+
 	// A tool call and its result sent back, as in the function-calling guide.
 	async tools() {
 		const messages = [{ role: 'user', content: 'What is the weather in Oslo?' }];
