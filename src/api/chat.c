@@ -62,6 +62,15 @@ struct chat {
 	size_t		 delivered;	/* bytes of content sent on */
 	long long	 charged;	/* micro-credits */
 	const char	*model;		/* the client's model name */
+	/*
+	 * The keygate block rides on the chunk that carries finish_reason,
+	 * and credits_charged is known only once usage arrives: that chunk
+	 * waits here until then (or until the stream ends).
+	 */
+	struct json_object *held;	/* a finish chunk, NULL = none */
+	struct json_object *shape;	/* the last chunk (id, model, created) */
+	bool		 kg_sent;	/* the keygate block went out */
+	bool		 usage_sent;	/* the usage chunk went out */
 };
 
 /*
@@ -395,36 +404,6 @@ emit(struct chat *c, const char *data, size_t n)
 	return rc;
 }
 
-/* The closing chunk: the keygate block, then [DONE]. */
-static int
-emit_done(struct chat *c)
-{
-	struct json_object *o = json_object_new_object();
-	const char	*t;
-	size_t		 n;
-	int		 rc;
-
-	if (c->key.provider == PROVIDER_ANTHROPIC) {
-		c->prompt_tokens = c->ant.input_tokens;
-		c->completion_tokens = c->ant.output_tokens;
-		c->have_usage = c->ant.id[0] != '\0';
-	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
-		c->prompt_tokens = c->gem.prompt_tokens;
-		c->completion_tokens = c->gem.completion_tokens;
-		c->have_usage = true;
-	}
-	settle(c, c->have_usage ? "ok" : "partial");
-	json_object_object_add(o, "object",
-	    json_object_new_string("chat.completion.chunk"));
-	json_object_object_add(o, "choices", json_object_new_array());
-	json_object_object_add(o, "keygate", keygate_block(c));
-	t = json_text(o, &n);
-	rc = emit(c, t, n);
-	json_object_put(o);
-	c->done = true;
-	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
-}
-
 /* Sends a chunk object. */
 static int
 emit_json(struct chat *c, struct json_object *o)
@@ -433,6 +412,183 @@ emit_json(struct chat *c, struct json_object *o)
 	const char	*t = json_text(o, &n);
 
 	return emit(c, t, n);
+}
+
+/* Sends o with the keygate block added to it (o is changed). */
+static int
+emit_with_keygate(struct chat *c, struct json_object *o)
+{
+	json_object_object_add(o, "keygate", keygate_block(c));
+	c->kg_sent = true;
+	return emit_json(c, o);
+}
+
+/* Settles on what the stream told, once: the translators keep usage. */
+static void
+settle_stream(struct chat *c, const char *status)
+{
+	if (c->key.provider == PROVIDER_ANTHROPIC && c->ant.id[0] != '\0') {
+		c->prompt_tokens = c->ant.input_tokens;
+		c->completion_tokens = c->ant.output_tokens;
+		c->have_usage = true;
+	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
+		c->prompt_tokens = c->gem.prompt_tokens;
+		c->completion_tokens = c->gem.completion_tokens;
+		c->have_usage = true;
+	}
+	settle(c, c->have_usage ? status : "partial");
+}
+
+/* A chunk of the stream's id, model and created (new); choice 0. */
+static struct json_object *
+shaped_chunk(struct chat *c, struct json_object *delta, const char *finish)
+{
+	struct json_object *v;
+	const char	*id = NULL, *model = NULL;
+	long		 created = 0;
+
+	if (c->shape != NULL) {
+		id = json_get_str(c->shape, "id");
+		model = json_get_str(c->shape, "model");
+		if (json_get(c->shape, "created", &v))
+			created = (long)json_object_get_int64(v);
+	}
+	return chat_chunk(id != NULL ? id : c->req->request_id,
+	    model != NULL ? model : c->model, created, delta, finish);
+}
+
+/*
+ * Sends the held finish chunk with the keygate block, after settling; a
+ * stream that never said finish_reason gets one.  Then the usage chunk
+ * (usage, or one made from what is known, when NULL) if the client asked
+ * for it, with the block too.  Once each.
+ */
+static int
+close_stream(struct chat *c, struct json_object *usage)
+{
+	struct json_object *o;
+	int		 rc = 0;
+
+	settle_stream(c, "ok");
+	if (!c->kg_sent) {
+		o = c->held != NULL ? c->held :
+		    shaped_chunk(c, json_object_new_object(), "stop");
+		c->held = NULL;
+		rc = emit_with_keygate(c, o);
+		json_object_put(o);
+	}
+	if (rc == 0 && c->want_usage && !c->usage_sent) {
+		if (usage != NULL)
+			o = json_object_get(usage);
+		else {
+			o = shaped_chunk(c, NULL, NULL);
+			json_object_object_add(o, "usage", chat_usage(
+			    c->have_usage ? c->prompt_tokens : c->prompt_est,
+			    c->have_usage ? c->completion_tokens :
+			    (long)(c->delivered + 3) / 4));
+		}
+		c->usage_sent = true;
+		rc = emit_with_keygate(c, o);
+		json_object_put(o);
+	}
+	return rc;
+}
+
+/* The end of a stream that went well: the closing chunks, then [DONE]. */
+static int
+emit_done(struct chat *c)
+{
+	int	 rc = close_stream(c, NULL);
+
+	c->done = true;
+	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
+}
+
+/* True when a choice of chunk o carries a finish_reason. */
+static bool
+has_finish(struct json_object *o)
+{
+	struct json_object *choices, *v;
+	size_t	 i;
+
+	if (!json_get(o, "choices", &choices) ||
+	    !json_object_is_type(choices, json_type_array))
+		return false;
+	for (i = 0; i < json_object_array_length(choices); i++)
+		if (json_get(json_object_array_get_idx(choices, i),
+		    "finish_reason", &v))
+			return true;
+	return false;
+}
+
+/* True for the usage chunk: empty choices and a usage object. */
+static bool
+is_usage_chunk(struct json_object *o)
+{
+	struct json_object *choices, *u;
+
+	return json_get(o, "choices", &choices) &&
+	    json_object_is_type(choices, json_type_array) &&
+	    json_object_array_length(choices) == 0 &&
+	    json_get(o, "usage", &u) &&
+	    json_object_is_type(u, json_type_object);
+}
+
+/*
+ * Passes one chunk (borrowed) to the client: text as it came when given,
+ * else o's own.  A finish chunk is held for the keygate block, the usage
+ * chunk settles the call and closes the stream's chunks, and any other
+ * chunk lets an earlier finish (another choice's) go first, as it is.
+ */
+static int
+send_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
+{
+	struct json_object *prev = c->held;
+	int		 rc = 0;
+
+	if (json_get_str(o, "id") != NULL) {
+		if (c->shape != NULL)
+			json_object_put(c->shape);
+		c->shape = json_object_get(o);
+	}
+	take_usage(c, o);
+	if (is_usage_chunk(o))
+		return close_stream(c, o);
+	c->held = NULL;
+	if (prev != NULL) {
+		rc = emit_json(c, prev);
+		json_object_put(prev);
+	}
+	if (rc == -1)
+		return -1;
+	if (has_finish(o) && !c->kg_sent) {
+		c->held = json_object_get(o);
+		return 0;
+	}
+	return text != NULL ? emit(c, text, n) : emit_json(c, o);
+}
+
+/*
+ * Ends the stream with an error event (o, an {"error":{...}} object,
+ * changed) carrying the keygate block, then [DONE]: a finish chunk held
+ * goes first, as it is.
+ */
+static int
+fail_stream(struct chat *c, struct json_object *o)
+{
+	struct json_object *prev = c->held;
+	int		 rc = 0;
+
+	c->held = NULL;
+	if (prev != NULL) {
+		rc = emit_json(c, prev);
+		json_object_put(prev);
+	}
+	settle_stream(c, "partial");
+	if (rc == 0)
+		rc = emit_with_keygate(c, o);
+	c->done = true;
+	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
 }
 
 /* One Anthropic event, as OpenAI chunks. */
@@ -447,18 +603,15 @@ translate_anthropic(struct chat *c, struct json_object *ev)
 	case ANT_STEP__MAX:
 		break;
 	case ANT_EMIT:
-		rc = emit_json(c, out);
+		rc = send_chunk(c, out, NULL, 0);
 		break;
 	case ANT_DONE:
-		if (c->want_usage)
-			rc = emit_json(c, out);
+		rc = send_chunk(c, out, NULL, 0);
 		if (rc == 0)
 			rc = emit_done(c);
 		break;
 	case ANT_ERROR:
-		rc = emit_json(c, out);
-		if (rc == 0)
-			rc = emit_done(c);
+		rc = fail_stream(c, out);
 		break;
 	}
 	if (out != NULL)
@@ -479,9 +632,9 @@ emit_error(struct chat *c, const char *message, const char *code)
 	    json_object_new_string("upstream_error"));
 	json_object_object_add(e, "code", json_object_new_string(code));
 	json_object_object_add(o, "error", e);
-	rc = emit_json(c, o);
+	rc = fail_stream(c, o);
 	json_object_put(o);
-	return rc == 0 ? emit_done(c) : -1;
+	return rc;
 }
 
 /* One Gemini stream event, as OpenAI chunks. */
@@ -498,7 +651,7 @@ translate_gemini(struct chat *c, struct json_object *ev)
 		return emit_error(c, err, "upstream_error");
 	}
 	for (i = 0; rc == 0 && i < json_object_array_length(out); i++)
-		rc = emit_json(c, json_object_array_get_idx(out, i));
+		rc = send_chunk(c, json_object_array_get_idx(out, i), NULL, 0);
 	json_object_put(out);
 	return rc;
 }
@@ -512,7 +665,7 @@ translate_gemini(struct chat *c, struct json_object *ev)
 static int
 on_event(struct chat *c, const char *ev, size_t n)
 {
-	struct json_object *o, *choices, *usage;
+	struct json_object *o;
 	enum json_parse_error why;
 	struct buf	 data = { 0 };
 	const char	*line = ev, *nl, *v;
@@ -558,23 +711,15 @@ on_event(struct chat *c, const char *ev, size_t n)
 		buf_free(&data);
 		return rc;
 	}
-	if (o != NULL)
-		take_usage(c, o);
 	c->delivered += data.len;
-	if (o != NULL && !c->want_usage &&
-	    json_object_object_get_ex(o, "choices", &choices) &&
-	    json_object_is_type(choices, json_type_array) &&
-	    json_object_array_length(choices) == 0 &&
-	    json_object_object_get_ex(o, "usage", &usage) && usage != NULL)
-		rc = 0;		/* the usage chunk nobody asked for */
-	else if (o != NULL && lines > 1) {
-		/* A JSON payload spread over lines goes on as one line. */
-		size_t tl;
-		const char *t = json_text(o, &tl);
-
-		rc = emit(c, t, tl);
-	} else
-		rc = emit(c, data.data, data.len);	/* as it came */
+	if (o == NULL)
+		rc = emit(c, data.data, data.len);	/* not ours to judge */
+	else if (json_object_object_get_ex(o, "error", NULL))
+		rc = fail_stream(c, o);
+	else if (lines > 1)
+		rc = send_chunk(c, o, NULL, 0);	/* one line from several */
+	else
+		rc = send_chunk(c, o, data.data, data.len);	/* as it came */
 	if (o != NULL)
 		json_object_put(o);
 	buf_free(&data);
@@ -664,19 +809,17 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	    c->gem.finished) {
 		struct json_object *u = gemini_usage_chunk(&c->gem);
 
-		if (!c->want_usage || emit_json(c, u) == 0)
+		if (send_chunk(c, u, NULL, 0) == 0)
 			(void)emit_done(c);
 		json_object_put(u);
 		return;
 	}
 	/* Cut short: say so in the stream, then close it properly. */
-	snprintf(msg, sizeof(msg), "{\"error\":{\"message\":\"%s %s\","
-	    "\"type\":\"upstream_error\",\"code\":\"%s\"}}",
-	    gateway_provider_name(&c->key), r == UPSTREAM_TIMEOUT ?
-	    "stopped answering" : "ended the stream early",
-	    r == UPSTREAM_TIMEOUT ? "upstream_timeout" : "upstream_error");
-	if (emit(c, msg, strlen(msg)) == 0)
-		(void)emit_done(c);
+	snprintf(msg, sizeof(msg), "%s %s", gateway_provider_name(&c->key),
+	    r == UPSTREAM_TIMEOUT ? "stopped answering" :
+	    "ended the stream early");
+	(void)emit_error(c, msg, r == UPSTREAM_TIMEOUT ? "upstream_timeout" :
+	    "upstream_error");
 }
 
 /* The Messages call: URL, x-api-key header and translated body. */
@@ -725,6 +868,7 @@ reserve(struct chat *c, struct json_object *body)
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
 	size_t		 n = 0;
+	char		 need[24], have[24], msg[96];
 
 	if (credits_price(req->w->db, c->model, &c->price) == -1) {
 		api_db_failed(req);
@@ -754,10 +898,13 @@ reserve(struct chat *c, struct json_object *body)
 		api_db_failed(req);
 		return -1;
 	}
+	credits_format(est, need, sizeof(need));
+	credits_format(available, have, sizeof(have));
+	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
+	    "Available: %s", need, have);
 	root = json_object_new_object();
 	err = json_object_new_object();
-	json_object_object_add(err, "message", json_str("Insufficient "
-	    "credits for this request."));
+	json_object_object_add(err, "message", json_str(msg));
 	json_object_object_add(err, "type", json_str("insufficient_credits"));
 	json_object_object_add(err, "code", json_str("insufficient_credits"));
 	json_object_object_add(err, "required_credits",
@@ -898,4 +1045,8 @@ out:
 	buf_free(&out);
 	buf_free(&c.pending);
 	buf_free(&c.errbody);
+	if (c.held != NULL)
+		json_object_put(c.held);
+	if (c.shape != NULL)
+		json_object_put(c.shape);
 }

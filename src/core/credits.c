@@ -63,6 +63,23 @@ credits_affordable_tokens(const struct credit_price *p, long prompt,
 	return left > 1000000000 ? 1000000000 : (long)left;
 }
 
+void
+credits_format(long long micro, char *out, size_t outsz)
+{
+	unsigned long long a = micro < 0 ? 0ULL - (unsigned long long)micro :
+	    (unsigned long long)micro;
+	size_t	 n;
+
+	snprintf(out, outsz, "%s%llu.%06llu", micro < 0 ? "-" : "",
+	    a / CREDITS_MICRO, a % CREDITS_MICRO);
+	/* 0.050000 -> 0.05, 12.000000 -> 12 */
+	n = strlen(out);
+	while (n > 0 && out[n - 1] == '0')
+		out[--n] = '\0';
+	if (n > 0 && out[n - 1] == '.')
+		out[--n] = '\0';
+}
+
 enum credits_result
 credits_reserve(struct db *db, const char *tenant, const char *key_id,
     const char *request_id, long long amount, char id[40],

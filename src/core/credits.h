@@ -2,6 +2,7 @@
 #define KEYGATE_CORE_CREDITS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct db;
 
@@ -35,6 +36,11 @@ long long	 credits_cost(const struct credit_price *, long prompt,
 /* The most output tokens available micro-credits pay for after prompt. */
 long		 credits_affordable_tokens(const struct credit_price *,
 		    long prompt, double markup, long long available);
+/*
+ * micro-credits as an exact decimal ("0.05", "12", "-0.000001") in out,
+ * which 24 bytes always hold.
+ */
+void		 credits_format(long long micro, char *out, size_t outsz);
 /*
  * Holds amount for a request; on CREDITS_OK id names the reservation, on
  * CREDITS_SHORT *available says what there was.  Its own transaction.

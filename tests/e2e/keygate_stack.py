@@ -1595,3 +1595,35 @@ def assert_error(resp, status, code=None):
         assert err["code"] == code, "error code %r, expected %r" % (
             err["code"], code)
     return err
+
+
+def stream_chunks(chunks, usage=False):
+    """The chunks of a finished chat stream ([DONE] left out) as an OpenAI
+    SDK reads them: every one a chat.completion.chunk with id, created,
+    model and non-empty choices, except the usage chunk, last, which is
+    there only when `usage` was asked for.  The keygate member rides on
+    the last finish_reason chunk (and on the usage chunk, the same).
+    Returns (the chunks with keygate taken off, the keygate member)."""
+    assert chunks, "no chunk before [DONE]"
+    for c in chunks:
+        assert c.get("object") == "chat.completion.chunk", c
+        for field in ("id", "created", "model"):
+            assert c.get(field) not in (None, ""), (
+                "chunk without %s: %r" % (field, c))
+    body = chunks[:-1] if usage else chunks
+    assert all(c.get("choices") for c in body), (
+        "a chunk with empty choices: %r" % [c for c in body
+                                             if not c.get("choices")])
+    carriers = [i for i, c in enumerate(body) if "keygate" in c]
+    assert carriers == [len(body) - 1], (
+        "the keygate member is on chunk(s) %r of %d" % (carriers, len(body)))
+    finish = body[-1]
+    assert any(ch.get("finish_reason") for ch in finish["choices"]), finish
+    kg = finish["keygate"]
+    if usage:
+        last = chunks[-1]
+        assert last["choices"] == [] and isinstance(last.get("usage"),
+                                                    dict), last
+        assert last.get("keygate") == kg, (last.get("keygate"), kg)
+    return [{k: v for k, v in c.items() if k != "keygate"}
+            for c in chunks], kg

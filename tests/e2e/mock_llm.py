@@ -116,7 +116,8 @@ class Complete:
     `data: [DONE]`.  `pause` seconds pass before every event after the
     first.  `stop_after` closes the connection after that many events,
     without [DONE]; `hang_after` stalls after that many events until the
-    peer closes (or `hang` seconds).  `comments` sends OpenRouter's
+    peer closes (or `hang` seconds).  `usage=None` sends no usage at all,
+    asked for or not, as some OpenAI-compatible servers do.  `comments` sends OpenRouter's
     keep-alive comments before the first chunk and between chunks.
     `newline` ends every line ("\r\n" is as valid as "\n"); `split`
     writes each event in two pieces, 50 ms apart, cut in the middle of its
@@ -471,8 +472,9 @@ class MockLLM:
                                      "content": b.content, "refusal": None},
                          "logprobs": None,
                          "finish_reason": b.finish_reason}],
-            "usage": self._usage(b),
         }
+        if b.usage is not None:
+            reply["usage"] = self._usage(b)
         if ex.provider == "openrouter":
             reply["provider"] = "MockCloud"
         ex.reply = reply
@@ -485,8 +487,9 @@ class MockLLM:
         cid, created = self._ids()
         model = ex.json.get("model")
         opts = ex.json.get("stream_options")
-        with_usage = ex.provider == "openrouter" or (
-            isinstance(opts, dict) and opts.get("include_usage") is True)
+        with_usage = b.usage is not None and (
+            ex.provider == "openrouter" or (
+                isinstance(opts, dict) and opts.get("include_usage") is True))
 
         def chunk(delta, finish=None, choices=True):
             c = {"id": cid, "object": "chat.completion.chunk",

@@ -9,7 +9,7 @@ import math
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Complete, Fail, MockLLM
+from mock_llm import Complete, Fail, MockLLM, SSEReader
 
 OPENAI_KEY = "sk-proj-" + "c" * 40
 POOL_KEY = "sk-or-v1-" + "p" * 40
@@ -73,6 +73,12 @@ def cost(prompt, completion, markup=0.0):
     return math.ceil((prompt * IN + completion * OUT) * (1 + markup) / 1e6)
 
 
+def decimal(micro_credits):
+    """micro-credits as keygate writes them in a message: 0.05, 12."""
+    text = "%d.%06d" % divmod(micro_credits, 10**6)
+    return text.rstrip("0").rstrip(".")
+
+
 def micro(s, tid, col="credits_balance"):
     return int(s.psql("SELECT %s FROM tenants WHERE id = '%s'"
                       % (col, tid))[0][0])
@@ -114,6 +120,10 @@ def test_short_balance_is_402_and_the_provider_is_never_called(billed,
     err = ks.assert_error(r, 402, "insufficient_credits")
     assert round(err["required_credits"] * 1e6) == est
     assert round(err["available_credits"] * 1e6) == est - 1
+    # The figures in the message too, as exact decimals.
+    assert err["message"] == \
+        "Insufficient credits. Required: %s, Available: %s" % (
+            decimal(est), decimal(est - 1)), err
     # The most output the balance pays for, at this prompt.
     assert err["max_affordable_tokens"] == \
         ((est - 1) * 10**6 - prompt * IN) // OUT
@@ -346,3 +356,90 @@ def test_client_leaving_mid_stream_is_charged_once(billed, mock):
     assert rows[0][0] == "1" and rows[0][2] == "partial"
     assert micro(billed, tid) == 1000000 - int(rows[0][1])
     assert micro(billed, tid, "credits_reserved") == 0
+
+
+def test_402_message_reads_like_the_figures(billed, mock):
+    """A balance of 0.01 against a hold of more: both in the message."""
+    tid, key = tenant(billed, 0.01)
+    body = dict(BODY, max_tokens=100000)
+    est, _ = estimate(body)
+    r = chat(billed, key, body)
+    err = ks.assert_error(r, 402, "insufficient_credits")
+    assert err["message"] == "Insufficient credits. Required: %s, " \
+        "Available: 0.01" % decimal(est), err
+    assert err["available_credits"] == 0.01
+    assert mock.seen("openai") == []
+
+
+def stream(s, key, body):
+    headers = dict(ks.auth(key), **{"X-OpenAI-Key": OPENAI_KEY})
+    r = SSEReader(s.url + "/v1/chat/completions", dict(body, stream=True),
+                  headers)
+    assert r.status == 200, r.body
+    events = r.read_all()
+    assert events[-1].data == "[DONE]", events[-3:]
+    return [e.json for e in events[:-1]], r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_stream_shows_its_charge_on_the_finish_chunk(billed, mock,
+                                                       include_usage):
+    """keygate asks the provider for usage either way and holds the
+    finish_reason chunk back until it comes, so that chunk says what the
+    call cost; the usage chunk reaches only a client that asked for it."""
+    mock.behave("openai", Complete(usage=(40, 9), pieces=3))
+    tid, key = tenant(billed, 1)
+    body = dict(BODY)
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    chunks, request_id = stream(billed, key, body)
+    assert mock.only("openai").json["stream_options"] == {
+        "include_usage": True}
+    chunks, kg = ks.stream_chunks(chunks, include_usage)
+    charged = cost(40, 9)
+    assert round(kg["credits_charged"] * 1e6) == charged
+    assert kg["request_id"] == request_id
+    assert micro(billed, tid) == 1000000 - charged
+    assert billed.psql("SELECT prompt_tokens, completion_tokens, "
+                       "credits_charged FROM usage WHERE tenant_id = '%s'"
+                       % tid) == [["40", "9", str(charged)]]
+    if include_usage:
+        assert chunks[-1]["usage"] == {"prompt_tokens": 40,
+                                       "completion_tokens": 9,
+                                       "total_tokens": 49}
+    else:
+        assert not any(c.get("usage") for c in chunks)
+
+
+def test_a_stream_without_usage_upstream_gets_one_made(billed, mock):
+    """A server that sends no usage: the call is billed on the estimate,
+    and a client that asked for the usage chunk still gets one."""
+    mock.behave("openai", Complete(usage=None, content="abcdefgh"))
+    tid, key = tenant(billed, 1)
+    chunks, _ = stream(billed, key, dict(
+        BODY, stream_options={"include_usage": True}))
+    chunks, kg = ks.stream_chunks(chunks, usage=True)
+    rows = billed.psql("SELECT prompt_tokens, completion_tokens, "
+                       "credits_charged, status FROM usage WHERE "
+                       "tenant_id = '%s'" % tid)
+    assert len(rows) == 1 and rows[0][3] == "partial", rows
+    u = chunks[-1]["usage"]
+    assert [str(u["prompt_tokens"]), str(u["completion_tokens"])] == \
+        rows[0][:2]
+    assert round(kg["credits_charged"] * 1e6) == int(rows[0][2])
+
+
+def test_a_stream_cut_short_bills_once_and_says_so(billed, mock):
+    """The provider goes away mid-stream: an error event carries the
+    keygate member, no chunk has empty choices, one usage row."""
+    mock.behave("openai", Complete(stop_after=2, pieces=6))
+    tid, key = tenant(billed, 1)
+    events, _ = stream(billed, key, BODY)
+    assert "error" in events[-1] and "keygate" in events[-1], events[-1]
+    assert all(e["choices"] for e in events[:-1]), events
+    assert not any("keygate" in e for e in events[:-1])
+    rows = billed.psql("SELECT credits_charged FROM usage WHERE "
+                       "tenant_id = '%s'" % tid)
+    assert len(rows) == 1
+    assert round(events[-1]["keygate"]["credits_charged"] * 1e6) == \
+        int(rows[0][0])

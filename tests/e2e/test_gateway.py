@@ -836,17 +836,13 @@ def data_events(events):
     return chunks
 
 
-def split_keygate(chunks, request_id, source, provider):
-    """(the provider's chunks, the keygate chunk); the keygate chunk is the
-    last one before [DONE] and the only one with a keygate member."""
-    assert chunks, "no chunk before [DONE]"
-    last = chunks[-1]
-    assert last.get("object") == "chat.completion.chunk", last
-    assert last.get("choices") == [], last
-    assert_keygate(last, request_id, source, provider)
-    assert not any("keygate" in c for c in chunks[:-1]), (
-        "a keygate member before the last chunk")
-    return chunks[:-1], last
+def split_keygate(chunks, request_id, source, provider, usage=False):
+    """(the chunks with the keygate member taken off, that member), which
+    rides on the finish_reason chunk (and on the usage chunk when `usage`
+    was asked for): see keygate_stack.stream_chunks()."""
+    chunks, kg = ks.stream_chunks(chunks, usage)
+    assert_keygate({"keygate": kg}, request_id, source, provider)
+    return chunks, kg
 
 
 def test_stream_openai_passes_chunks_through_as_they_come(gw, mock):
@@ -865,7 +861,7 @@ def test_stream_openai_passes_chunks_through_as_they_come(gw, mock):
     assert up.json.get("stream") is True
     assert up.bearer == key
     chunks, _ = split_keygate(data_events(events), request_id, "user",
-                              "openai")
+                              "openai", usage=True)
     assert chunks == up.chunks(), "the provider's chunks were changed"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"], chunks[-1]
     # Incremental delivery: the first chunk arrives long before the mock
@@ -918,7 +914,7 @@ def test_stream_framing_from_the_provider(gw, mock, framing):
                  request_id)
     assert s.status == 200, s.body
     chunks, _ = split_keygate(data_events(s.read_all()), request_id, "user",
-                              "openai")
+                              "openai", usage=True)
     assert chunks == mock.only("openai").chunks()
 
 
@@ -953,7 +949,7 @@ def test_stream_via_the_tenants_openrouter_key_with_usage(gw, mock):
                  request_id=request_id)
     assert s.status == 200, s.body
     chunks, _ = split_keygate(data_events(s.read_all()), request_id, "user",
-                              "openrouter")
+                              "openrouter", usage=True)
     up = mock.only("openrouter")
     assert up.json["model"] == "openai/gpt-4o-mini"
     assert chunks == up.chunks()

@@ -186,7 +186,8 @@ def test_stream_is_translated_with_tool_calls(ant):
     assert r.headers["content-type"].startswith("text/event-stream")
     events = sse(r)
     assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
+    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]],
+                                  usage=True)
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
     text = "".join(d.get("content", "") for d in deltas)
@@ -203,17 +204,18 @@ def test_stream_is_translated_with_tool_calls(ant):
     usage = [c["usage"] for c in chunks if "usage" in c]
     assert usage == [{"prompt_tokens": 25, "completion_tokens": 40,
                       "total_tokens": 65}]
-    assert chunks[-1]["keygate"]["provider"] == "anthropic"
-    assert chunks[-1]["keygate"]["request_id"] == r.headers["x-request-id"]
-    assert all(c["id"] == "msg_1" for c in chunks[:-1])
+    assert kg["provider"] == "anthropic"
+    assert kg["request_id"] == r.headers["x-request-id"]
+    assert all(c["id"] == "msg_1" for c in chunks)
 
 
 def test_usage_chunk_only_when_asked(ant):
     s, _ = ant
     r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
                  "messages": [{"role": "user", "content": "Weather?"}]})
-    chunks = [json.loads(e) for e in sse(r)[:-1]]
+    chunks, kg = ks.stream_chunks([json.loads(e) for e in sse(r)[:-1]])
     assert not any("usage" in c for c in chunks)
+    assert kg["provider"] == "anthropic" and kg["credits_charged"] >= 0
 
 
 def test_provider_error_is_passed_on(ant):
@@ -248,12 +250,14 @@ def test_an_error_mid_stream_keeps_its_type(ant):
     assert r.status == 200, r.body
     events = sse(r)
     assert events[-1] == "[DONE]", events
-    # The error, then the closing chunk with the keygate member.
-    err = json.loads(events[-3])["error"]
-    assert err == {"message": "Overloaded", "type": "overloaded_error",
-                   "code": "upstream_error"}, err
-    assert json.loads(events[-2])["keygate"]["provider"] == "anthropic"
-    assert any("Looking" in e for e in events[:-3]), events
+    # The error, with the keygate member, last before [DONE].
+    last = json.loads(events[-2])
+    assert last["error"] == {"message": "Overloaded",
+                             "type": "overloaded_error",
+                             "code": "upstream_error"}, last
+    assert last["keygate"]["provider"] == "anthropic"
+    assert any("Looking" in e for e in events[:-2]), events
+    assert all(json.loads(e)["choices"] for e in events[:-2]), events
 
 
 def test_untranslatable_request_is_400_and_not_sent(ant):

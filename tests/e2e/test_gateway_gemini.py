@@ -195,7 +195,8 @@ def test_stream_is_translated_and_closed(gem):
     assert r.status == 200, r.body
     events = sse(r)
     assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
+    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]],
+                                  usage=True)
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert "".join(d.get("content", "") for d in deltas) == "Let me check."
@@ -209,7 +210,7 @@ def test_stream_is_translated_and_closed(gem):
     assert finishes == ["tool_calls"]
     assert [c["usage"] for c in chunks if "usage" in c] == [
         {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}]
-    assert chunks[-1]["keygate"]["provider"] == "google"
+    assert kg["provider"] == "google"
 
 
 def test_malformed_function_call_is_an_error(gem):
@@ -267,9 +268,9 @@ def test_several_choices_stream_by_index(gem):
     assert r.status == 200, r.body
     events = sse(r)
     assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
+    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]])
     text, finish, roles = {}, {}, {}
-    for c in chunks[:-1]:
+    for c in chunks:
         for ch in c["choices"]:
             k = ch["index"]
             roles.setdefault(k, ch["delta"].get("role"))
@@ -281,7 +282,7 @@ def test_several_choices_stream_by_index(gem):
     assert finish == {0: "stop", 1: "stop"}
     # Each choice opens with its role before any of its content.
     assert roles == {0: "assistant", 1: "assistant"}
-    assert chunks[-1]["keygate"]["provider"] == "google"
+    assert kg["provider"] == "google"
 
 
 @pytest.mark.parametrize("n", [0, 9, "2", 1.5])

@@ -256,7 +256,7 @@ def test_fields_that_redirect_the_call_are_refused(gw, gpu, field, value):
 # Streams
 
 @pytest.mark.parametrize("include_usage", [True, False])
-def test_a_stream_passes_through_with_the_keygate_chunk(gw, gpu,
+def test_a_stream_passes_through_with_keygate_on_the_finish(gw, gpu,
                                                         include_usage):
     t = Tenant(gw)
     gpu.behave("local", Complete(pieces=3, pause=0.05))
@@ -276,11 +276,9 @@ def test_a_stream_passes_through_with_the_keygate_chunk(gw, gpu,
     sent = up.chunks()
     if not include_usage:
         sent = [c for c in sent if c["choices"]]
-    assert chunks[:-1] == sent
-    last = chunks[-1]
-    assert last["choices"] == [] and last["object"] == \
-        "chat.completion.chunk"
-    assert_upstream_block(last, request_id, "gpu")
+    chunks, kg = ks.stream_chunks(chunks, include_usage)
+    assert chunks == sent
+    assert_upstream_block({"keygate": kg}, request_id, "gpu")
     assert GPU_KEY not in "".join(e.data for e in events) + json.dumps(
         s.headers)
 
@@ -290,13 +288,12 @@ def test_a_stream_to_an_upstream_without_a_key(gw, plain):
     request_id = "e2e-up-" + secrets.token_hex(8)
     s = t.stream(body("llama3.1:8b"), request_id=request_id)
     assert s.status == 200, s.body
-    chunks = sse_chunks(s.read_all())
+    chunks, kg = ks.stream_chunks(sse_chunks(s.read_all()))
     up = only(plain)
     assert up.header_values("authorization") == []
     assert "".join(c["choices"][0]["delta"].get("content", "")
-                   for c in chunks[:-1] if c["choices"]) == \
-        Complete().content
-    assert_upstream_block(chunks[-1], request_id, "open")
+                   for c in chunks) == Complete().content
+    assert_upstream_block({"keygate": kg}, request_id, "open")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+/*
+ * Unit tests for src/core/credits.c's arithmetic: exact decimals of
+ * micro-credits, the cost of a call and what a balance still pays for.
+ */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/credits.h"
+
+static void
+format_is_exact_and_short(void **state)
+{
+	static const struct { long long micro; const char *text; } t[] = {
+		{ 50000, "0.05" }, { 10000, "0.01" }, { 0, "0" },
+		{ 12000000, "12" }, { 1, "0.000001" }, { 1234567, "1.234567" },
+		{ -1, "-0.000001" }, { -2500000, "-2.5" },
+		{ 9223372036854775807LL, "9223372036854.775807" },
+	};
+	char	 out[24];
+	size_t	 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		credits_format(t[i].micro, out, sizeof(out));
+		assert_string_equal(out, t[i].text);
+	}
+}
+
+static void
+cost_rounds_up_with_markup(void **state)
+{
+	struct credit_price p = { 150000, 600000 };
+
+	(void)state;
+	/* 100 * 0.15 + 10 * 0.6 = 21 micro-credits; +25 % = 26.25 -> 27 */
+	assert_int_equal(credits_cost(&p, 100, 10, 0), 21);
+	assert_int_equal(credits_cost(&p, 100, 10, 0.25), 27);
+	/* 27 pays for 11 after the same prompt: (15 + 6.6) * 1.25 = 27. */
+	assert_int_equal(credits_affordable_tokens(&p, 100, 0.25, 27), 11);
+	assert_int_equal(credits_cost(&p, 100, 11, 0.25), 27);
+	assert_int_equal(credits_affordable_tokens(&p, 100, 0.25, 0), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(format_is_exact_and_short),
+		cmocka_unit_test(cost_rounds_up_with_markup),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
