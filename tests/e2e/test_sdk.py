@@ -582,14 +582,6 @@ def test_create_returns_the_completion_with_keygate_block(gw, chat_runs,
     assert_keygate(c["keygate"], provider)
 
 
-def assert_chunk_shape(chunk):
-    for field in ("id", "object", "created", "model"):
-        assert chunk.get(field) not in (None, ""), (
-            "a chunk without %s: %r" % (field, chunk))
-    assert chunk["object"] == "chat.completion.chunk", chunk
-    assert isinstance(chunk["created"], int), chunk
-
-
 @pytest.mark.parametrize("provider,model", MODELS)
 def test_plain_stream_loop_reads_every_chunk(gw, chat_runs, provider, model):
     """`for await (const chunk of stream) chunk.choices[0].delta.content`:
@@ -597,16 +589,10 @@ def test_plain_stream_loop_reads_every_chunk(gw, chat_runs, provider, model):
     on the chunk with finish_reason."""
     r = ok(chat_runs[provider]["stream"])
     assert r["text"] == greeting(provider)
-    ids = set()
-    for chunk in r["chunks"]:
-        assert_chunk_shape(chunk)
-        assert len(chunk["choices"]) >= 1, chunk
-        ids.add(chunk["id"])
-    assert len(ids) == 1, "chunk ids differ: %r" % ids
-    finished = [c for c in r["chunks"] if c["choices"][0].get("finish_reason")]
-    assert len(finished) == 1, r["chunks"]
-    assert finished[0]["choices"][0]["finish_reason"] == "stop"
-    assert_keygate(finished[0].get("keygate"), provider)
+    chunks, kg = ks.stream_chunks(r["chunks"])
+    assert len({c["id"] for c in chunks}) == 1, chunks
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop", chunks
+    assert_keygate(kg, provider)
 
 
 @pytest.mark.parametrize("provider,model", MODELS)
@@ -614,15 +600,10 @@ def test_stream_with_include_usage_ends_with_the_usage_chunk(
         gw, chat_runs, provider, model):
     r = ok(chat_runs[provider]["stream_usage"])
     assert r["text"] == greeting(provider)
-    chunks = r["chunks"]
-    for chunk in chunks:
-        assert_chunk_shape(chunk)
-    last = chunks[-1]
-    assert last["choices"] == [], last
-    assert last["usage"]["prompt_tokens"] == 9, last
-    assert last["usage"]["completion_tokens"] == 4, last
-    assert_keygate(last.get("keygate"), provider)
-    assert all(c["choices"] for c in chunks[:-1]), chunks
+    chunks, kg = ks.stream_chunks(r["chunks"], usage=True)
+    assert chunks[-1]["usage"]["prompt_tokens"] == 9, chunks[-1]
+    assert chunks[-1]["usage"]["completion_tokens"] == 4, chunks[-1]
+    assert_keygate(kg, provider)
 
 
 @pytest.mark.parametrize("provider,model", MODELS)
