@@ -308,8 +308,8 @@ api_gateway_key(struct request *req, const char *model,
 		p = out->native;
 		http_error(req, ERR_MODEL_NOT_AVAILABLE, "The model \"%.128s\" "
 		    "can only be reached here through OpenRouter, which has no "
-		    "id for it in this keygate's list. Send a %s key as %s or "
-		    "store one with POST /v1/account/llm-keys, or name an "
+		    "id for it in this keygate's list. Send a key for %s as %s "
+		    "or store one with POST /v1/account/llm-keys, or name an "
 		    "OpenRouter model (vendor/model).", model,
 		    p < PROVIDER__MAX ? provider_names[p] : "provider",
 		    p < PROVIDER__MAX ? gateway_inline_header[p] : "a header");
