@@ -345,7 +345,8 @@ respond_whole(struct chat *c, struct upstream_call *call)
 		    "a JSON object.", gateway_provider_name(&c->key));
 	} else {
 		if (c->key.provider == PROVIDER_ANTHROPIC) {
-			struct json_object *t = anthropic_response(o);
+			struct json_object *t = anthropic_response(o,
+			    c->ant.answer);
 
 			json_object_put(o);
 			if ((o = t) == NULL) {
@@ -1000,6 +1001,7 @@ api_chat_completions(struct request *req)
 	if (c.key.provider == PROVIDER_ANTHROPIC) {
 		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
 			goto out;
+		anthropic_answer_tool(body, c.ant.answer);
 		call.headers[nh++] = "anthropic-version: 2023-06-01";
 	} else if (c.key.provider == PROVIDER_GOOGLE) {
 		gemini_state_init(&c.gem, c.key.model, gemini_choices(body));

@@ -173,6 +173,89 @@ bad:
 	return NULL;
 }
 
+/* What Anthropic takes as a tool name: [A-Za-z0-9_-]{1,64}. */
+static bool
+tool_name_ok(const char *s)
+{
+	size_t	 n = s != NULL ? strlen(s) : 0;
+
+	return n > 0 && n < ANT_TOOL_NAME && s[strspn(s, "abcdefghijklmnopqrstuv"
+	    "wxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")] == '\0';
+}
+
+void
+anthropic_answer_tool(struct json_object *req, char name[ANT_TOOL_NAME])
+{
+	struct json_object *rf, *js;
+	const char	*type, *n = NULL;
+
+	name[0] = '\0';
+	if (!json_get(req, "response_format", &rf) ||
+	    (type = json_get_str(rf, "type")) == NULL)
+		return;
+	if (strcmp(type, "json_schema") == 0 && json_get(rf, "json_schema", &js))
+		n = json_get_str(js, "name");
+	else if (strcmp(type, "json_object") != 0)
+		return;
+	snprintf(name, ANT_TOOL_NAME, "%s", tool_name_ok(n) ? n : "json_answer");
+}
+
+/*
+ * Adds the answer tool of a response_format to o (its tools and
+ * tool_choice, and for json_object an instruction in system).  The model
+ * must call it unless the client has tools of its own, which it may call
+ * instead.  0, or -1 with err set.
+ */
+static int
+answer_format(struct json_object *req, struct json_object *o,
+    struct buf *system, char *err, size_t errsz)
+{
+	struct json_object *schema, *tools, *tool, *tc, *v;
+	char		 name[ANT_TOOL_NAME];
+	int		 f = chat_response_format(req, &schema, err, errsz);
+
+	if (f == -1)
+		return -1;
+	if (f == CHAT_FORMAT_TEXT)
+		return 0;
+	anthropic_answer_tool(req, name);
+	tool = json_object_new_object();
+	json_object_object_add(tool, "name", json_str(name));
+	json_object_object_add(tool, "description", json_str("Give your "
+	    "answer as the input of this tool, following its schema."));
+	if (schema != NULL)
+		json_object_object_add(tool, "input_schema",
+		    json_object_get(schema));
+	else {
+		/* json_object: any object will do. */
+		schema = json_object_new_object();
+		json_object_object_add(schema, "type", json_str("object"));
+		json_object_object_add(schema, "additionalProperties",
+		    json_object_new_boolean(1));
+		json_object_object_add(tool, "input_schema", schema);
+		if ((system->len > 0 && buf_puts(system, "\n") == -1) ||
+		    buf_puts(system, "Respond with a JSON object.") == -1) {
+			json_object_put(tool);
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+	}
+	if (!json_get(o, "tools", &tools)) {
+		tools = json_object_new_array();
+		json_object_object_add(o, "tools", tools);
+		tc = json_object_new_object();
+		json_object_object_add(tc, "type", json_str("tool"));
+		json_object_object_add(tc, "name", json_str(name));
+		json_object_object_add(o, "tool_choice", tc);
+	} else if (!json_get(o, "tool_choice", &v)) {
+		tc = json_object_new_object();
+		json_object_object_add(tc, "type", json_str("any"));
+		json_object_object_add(o, "tool_choice", tc);
+	}
+	json_object_array_add(tools, tool);
+	return 0;
+}
+
 int
 anthropic_request(struct json_object *req, const char *model,
     long default_max, struct json_object **out, char *err, size_t errsz)
@@ -229,8 +312,6 @@ anthropic_request(struct json_object *req, const char *model,
 		} else
 			goto bad;
 	}
-	if (system.len > 0)
-		json_object_object_add(o, "system", json_str(system.data));
 
 	/* max_tokens is required: the client's, else a default. */
 	if ((json_get(req, "max_completion_tokens", &v) ||
@@ -310,6 +391,10 @@ anthropic_request(struct json_object *req, const char *model,
 			    json_object_new_boolean(1));
 		json_object_object_add(o, "tool_choice", tc);
 	}
+	if (answer_format(req, o, &system, err, errsz) == -1)
+		goto bad;
+	if (system.len > 0)
+		json_object_object_add(o, "system", json_str(system.data));
 	if (json_get(req, "stream", &v) && json_object_get_boolean(v))
 		json_object_object_add(o, "stream", json_object_new_boolean(1));
 	buf_free(&system);
@@ -345,14 +430,15 @@ usage_field(struct json_object *u, const char *k)
 }
 
 struct json_object *
-anthropic_response(struct json_object *r)
+anthropic_response(struct json_object *r, const char *answer)
 {
 	struct json_object *o, *content, *msg, *choice, *choices, *calls = NULL,
 			   *u = NULL;
-	struct buf	 text = { 0 };
-	const char	*type;
+	struct buf	 text = { 0 }, json = { 0 };
+	const char	*type, *finish;
 	size_t		 i;
 	int		 ntools = 0;
+	bool		 answered = false;
 
 	if (json_get_str(r, "id") == NULL || !json_get(r, "content", &content) ||
 	    !json_object_is_type(content, json_type_array))
@@ -366,6 +452,15 @@ anthropic_response(struct json_object *r)
 		    json_get_str(b, "text") != NULL) {
 			if (buf_puts(&text, json_get_str(b, "text")) == -1)
 				goto bad;
+		} else if (type != NULL && strcmp(type, "tool_use") == 0 &&
+		    answer != NULL && *answer != '\0' &&
+		    json_get_str(b, "name") != NULL &&
+		    strcmp(json_get_str(b, "name"), answer) == 0) {
+			/* The JSON answer: the content, alone. */
+			if (buf_puts(&json, json_get(b, "input", &input) ?
+			    json_text(input, NULL) : "{}") == -1)
+				goto bad;
+			answered = true;
 		} else if (type != NULL && strcmp(type, "tool_use") == 0) {
 			if (calls == NULL)
 				calls = json_object_new_array();
@@ -391,6 +486,11 @@ anthropic_response(struct json_object *r)
 	    json_object_new_int64((int64_t)time(NULL)));
 	json_object_object_add(o, "model",
 	    json_str(json_get_str(r, "model") ? json_get_str(r, "model") : ""));
+	if (answered) {
+		buf_free(&text);
+		text = json;
+		json = (struct buf){ 0 };
+	}
 	msg = json_object_new_object();
 	json_object_object_add(msg, "role", json_str("assistant"));
 	json_object_object_add(msg, "content",
@@ -401,9 +501,11 @@ anthropic_response(struct json_object *r)
 	choice = json_object_new_object();
 	json_object_object_add(choice, "index", json_object_new_int(0));
 	json_object_object_add(choice, "message", msg);
-	json_object_object_add(choice, "finish_reason",
-	    json_str(anthropic_finish(json_get_str(r, "stop_reason")) ?
-	    anthropic_finish(json_get_str(r, "stop_reason")) : "stop"));
+	finish = anthropic_finish(json_get_str(r, "stop_reason"));
+	/* The answer tool's call is the answer: a plain stop. */
+	if (finish == NULL || (answered && ntools == 0))
+		finish = "stop";
+	json_object_object_add(choice, "finish_reason", json_str(finish));
 	choices = json_object_new_array();
 	json_object_array_add(choices, choice);
 	json_object_object_add(o, "choices", choices);
@@ -414,9 +516,11 @@ anthropic_response(struct json_object *r)
 	    usage_field(u, "cache_read_input_tokens"),
 	    usage_field(u, "output_tokens")));
 	buf_free(&text);
+	buf_free(&json);
 	return o;
 bad:
 	buf_free(&text);
+	buf_free(&json);
 	if (calls != NULL)
 		json_object_put(calls);
 	return NULL;
@@ -473,6 +577,11 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		    strcmp(dt, "tool_use") != 0 || idx < 0 ||
 		    idx >= ANT_MAX_BLOCKS)
 			return ANT_SKIP;
+		if (s->answer[0] != '\0' && json_get_str(cb, "name") != NULL &&
+		    strcmp(json_get_str(cb, "name"), s->answer) == 0) {
+			s->block_tool[idx] = -1;	/* content follows */
+			return ANT_SKIP;
+		}
 		/* Our own tool counter: not Anthropic's block index. */
 		s->block_tool[idx] = s->ntools + 1;
 		tc = json_object_new_object();
@@ -497,7 +606,18 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
 		if (!json_get(ev, "delta", &d) || (dt = json_get_str(d, "type")) == NULL)
 			return ANT_SKIP;
-		if (strcmp(dt, "text_delta") == 0 && json_get_str(d, "text")) {
+		if (strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
+		    idx < ANT_MAX_BLOCKS && s->block_tool[idx] == -1) {
+			delta = json_object_new_object();
+			json_object_object_add(delta, "content",
+			    json_str(json_get_str(d, "partial_json") ?
+			    json_get_str(d, "partial_json") : ""));
+			*out = chunk(s, delta, NULL);
+			return ANT_EMIT;
+		}
+		/* A JSON answer is the content alone. */
+		if (strcmp(dt, "text_delta") == 0 && json_get_str(d, "text") &&
+		    s->answer[0] == '\0') {
 			delta = json_object_new_object();
 			json_object_object_add(delta, "content",
 			    json_str(json_get_str(d, "text")));
@@ -530,6 +650,7 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 			s->output_tokens = (long)json_object_get_int64(v);
 		if (json_get(ev, "delta", &d) && json_get_str(d, "stop_reason") != NULL) {
 			snprintf(s->finish, sizeof(s->finish), "%s",
+			    s->answer[0] != '\0' && s->ntools == 0 ? "stop" :
 			    anthropic_finish(json_get_str(d, "stop_reason")));
 			*out = chunk(s, json_object_new_object(), s->finish);
 			return ANT_EMIT;

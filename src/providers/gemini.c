@@ -100,6 +100,30 @@ call_name(struct json_object *msgs, size_t upto, const char *id)
 	return NULL;
 }
 
+/*
+ * A response_format as generationConfig: JSON out, and for json_schema
+ * the schema as responseJsonSchema (full JSON Schema, unlike
+ * responseSchema's OpenAPI subset).  0, or -1 with err set.
+ */
+static int
+answer_format(struct json_object *req, struct json_object *gc, char *err,
+    size_t errsz)
+{
+	struct json_object *schema;
+	int		 f = chat_response_format(req, &schema, err, errsz);
+
+	if (f == -1)
+		return -1;
+	if (f == CHAT_FORMAT_TEXT)
+		return 0;
+	if (schema != NULL)
+		json_object_object_add(gc, "responseJsonSchema",
+		    json_object_get(schema));
+	json_object_object_add(gc, "responseMimeType",
+	    json_str("application/json"));
+	return 0;
+}
+
 int
 gemini_request(struct json_object *req, struct json_object **out, char *err,
     size_t errsz)
@@ -232,6 +256,10 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 	}
 	if (json_get(req, "stop", &v))
 		json_object_object_add(gc, "stopSequences", chat_stop_list(v));
+	if (answer_format(req, gc, err, errsz) == -1) {
+		json_object_put(gc);
+		goto bad;
+	}
 	if (json_object_object_length(gc) > 0)
 		json_object_object_add(o, "generationConfig", gc);
 	else

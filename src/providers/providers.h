@@ -74,6 +74,21 @@ void		 chat_add_turn(struct json_object *turns, const char *role,
 		    const char *member, struct json_object *items);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
+/* What a request's response_format asks for. */
+enum chat_format {
+	CHAT_FORMAT_TEXT,	/* none, or "text" */
+	CHAT_FORMAT_JSON,	/* json_object: any JSON object */
+	CHAT_FORMAT_SCHEMA,	/* json_schema: *schema says which */
+	CHAT_FORMAT__MAX
+};
+/*
+ * Reads response_format: an enum chat_format, with *schema (borrowed) the
+ * JSON schema for CHAT_FORMAT_SCHEMA; -1 with err set (a 400 for the
+ * client) when it is none of them.
+ */
+int		 chat_response_format(struct json_object *req,
+		    struct json_object **schema, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
 /*
  * OpenAI's "stop" (a string or an array of them) as a new array, the form
  * both Anthropic and Gemini want.

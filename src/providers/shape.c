@@ -4,6 +4,7 @@
  */
 #include "autoconfig.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "lib/json.h"
@@ -50,6 +51,39 @@ chat_usage(long prompt, long completion)
 	json_object_object_add(u, "total_tokens",
 	    json_object_new_int64(prompt + completion));
 	return u;
+}
+
+int
+chat_response_format(struct json_object *req, struct json_object **schema,
+    char *err, size_t errsz)
+{
+	struct json_object *rf, *js;
+	const char	*type;
+
+	*schema = NULL;
+	if (!json_get(req, "response_format", &rf))
+		return CHAT_FORMAT_TEXT;
+	if (!json_object_is_type(rf, json_type_object) ||
+	    (type = json_get_str(rf, "type")) == NULL ||
+	    (strcmp(type, "text") != 0 && strcmp(type, "json_object") != 0 &&
+	    strcmp(type, "json_schema") != 0)) {
+		snprintf(err, errsz, "response_format.type must be text, "
+		    "json_object or json_schema");
+		return -1;
+	}
+	if (strcmp(type, "text") == 0)
+		return CHAT_FORMAT_TEXT;
+	if (strcmp(type, "json_object") == 0)
+		return CHAT_FORMAT_JSON;
+	if (!json_get(rf, "json_schema", &js) ||
+	    !json_get(js, "schema", schema) ||
+	    !json_object_is_type(*schema, json_type_object)) {
+		*schema = NULL;
+		snprintf(err, errsz, "response_format.json_schema.schema must "
+		    "be an object");
+		return -1;
+	}
+	return CHAT_FORMAT_SCHEMA;
 }
 
 struct json_object *

@@ -8,6 +8,9 @@
     make_keygated  a factory for a bare keygated (no lighttpd)
     fresh_database  a new, empty database in the shared cluster
     own_pg      a test's own PostgreSQL cluster, for tests that stop it
+    llm         mock_llm.MockLLM, every provider on loopback, per module
+    llm_stack   a stack (2 workers) whose providers are all `llm`, per
+                module
 
 When a test fails, the tail of every keygated and lighttpd log that was
 running during the test is added to its report.
@@ -19,6 +22,7 @@ import time
 import pytest
 
 import keygate_stack as ks
+import mock_llm
 
 
 def pytest_report_header(config):
@@ -140,3 +144,18 @@ def own_pg(workdir):
     cluster = ks.PgCluster(workdir.subdir("pg"))
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def llm():
+    m = mock_llm.MockLLM()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def llm_stack(workdir, pg, llm):
+    s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname("llm"),
+                 workers=2, validate_llm_keys="false", **llm.config())
+    yield s
+    s.close()

@@ -25,13 +25,17 @@ Providers live below their own path prefixes, like the real base URLs:
     anthropic   <mock>/anthropic             (anthropic_base_url)
     google      <mock>/google                (google_base_url)
 
-Only the first two answer chat completions; requests under the other two are
-recorded and answered 404, so a test notices if one is made.  The OpenRouter
-stand-in knows only real OpenRouter model ids: those of keygate's own table
-(sql/0005-openrouter-models.sql) and a few that clients name themselves
-(OPENROUTER_PASSTHROUGH); any other model is refused with OpenRouter's 400,
-so a test notices a guessed id.  An operator's
-own OpenAI-compatible server (vLLM, llama.cpp, Ollama) is one more:
+openai and openrouter answer chat completions and embeddings; anthropic
+answers POST /v1/messages in its own shape (x-api-key, anthropic-version),
+google POST /v1beta/models/{model}:generateContent,
+:streamGenerateContent?alt=sse and :batchEmbedContents (x-goog-api-key).
+Anything else is recorded and answered 404, so a test notices if one is
+made.  The OpenRouter stand-in knows only real OpenRouter model ids: those
+of keygate's own table (sql/0005-openrouter-models.sql) and a few that
+clients name themselves (OPENROUTER_PASSTHROUGH); any other model is
+refused with OpenRouter's 400, so a test notices a guessed id.  An
+operator's own OpenAI-compatible server (vLLM, llama.cpp, Ollama) is one
+more:
 
     local       <mock>/local/v1              (an upstreams url=)
 
@@ -63,6 +67,7 @@ BASES = {
 OPERATOR_BASES = {"local": "/local/v1"}
 ALL_BASES = dict(BASES, **OPERATOR_BASES)
 CHAT_PROVIDERS = ("openai", "openrouter", "local")
+ANTHROPIC_VERSION = "2023-06-01"
 
 # OpenRouter model ids that clients send as they are (vendor/model), beyond
 # those keygate maps native ids to; real ids from openrouter.ai.
@@ -123,13 +128,19 @@ class Complete:
     writes each event in two pieces, 50 ms apart, cut in the middle of its
     JSON; `multiline` sends each JSON chunk on two `data:` lines (after its
     first comma), which a reader joins with a newline.  `wait` seconds pass
-    before a whole (not streamed) answer, watching the connection."""
+    before a whole (not streamed) answer, watching the connection.
+
+    A request that asks for a JSON answer (OpenAI's response_format,
+    Anthropic's forced tool, Gemini's responseMimeType) is answered with
+    `answer` (a JSON-able object) in the form the provider would give it:
+    content text, a tool_use input, a JSON text part.  An embeddings
+    request gets one vector of `dims` numbers per input."""
 
     def __init__(self, content="Hello from the mock provider.", pieces=4,
                  pause=0.0, stop_after=None, hang_after=None, hang=30.0,
                  comments=False, usage=(11, 7), finish_reason="stop",
                  headers=None, newline="\n", split=False, multiline=False,
-                 wait=0.0):
+                 wait=0.0, answer=None, dims=3):
         self.content = content
         self.pieces = pieces
         self.pause = pause
@@ -144,6 +155,8 @@ class Complete:
         self.split = split
         self.multiline = multiline
         self.wait = wait
+        self.answer = {"answer": content} if answer is None else answer
+        self.dims = dims
 
 
 class Fail:
@@ -299,8 +312,21 @@ class MockLLM:
     def base_url(self, provider):
         return self.url + ALL_BASES[provider]
 
-    def chat_path(self, provider):
+    def chat_path(self, provider, model=None, stream=False):
+        """Where `provider` takes a chat call (Google: for `model`)."""
+        if provider == "anthropic":
+            return ALL_BASES[provider] + "/v1/messages"
+        if provider == "google":
+            return "%s/v1beta/models/%s:%s" % (
+                ALL_BASES[provider], model,
+                "streamGenerateContent" if stream else "generateContent")
         return ALL_BASES[provider] + "/chat/completions"
+
+    def embeddings_path(self, provider, model=None):
+        if provider == "google":
+            return "%s/v1beta/models/%s:batchEmbedContents" % (
+                ALL_BASES[provider], model)
+        return ALL_BASES[provider] + "/embeddings"
 
     def config(self):
         """<provider>_base_url for every provider, for Stack(**config)."""
@@ -344,7 +370,13 @@ class MockLLM:
         assert ex[0].provider == provider, (
             "the request went to %s, not %s: %r" % (ex[0].provider, provider,
                                                     ex[0]))
-        assert ex[0].path == self.chat_path(provider), ex[0].path
+        if provider == "google":
+            assert ex[0].path.startswith("/google/v1beta/models/"), \
+                ex[0].path
+        else:
+            assert ex[0].path in (self.chat_path(provider),
+                                  self.embeddings_path(provider)), \
+                ex[0].path
         return ex[0]
 
     def wait_for(self, count=1, timeout=10):
@@ -390,8 +422,15 @@ class MockLLM:
 
     def _answer(self, h, ex, behaviour, accepted):
         p = ex.provider
+        if p == "anthropic" and h.command == "POST" and \
+                ex.path == self.chat_path(p):
+            return self._anthropic(h, ex, behaviour, accepted)
+        if p == "google" and h.command == "POST" and \
+                ex.path.startswith(ALL_BASES[p] + "/v1beta/models/"):
+            return self._google(h, ex, behaviour, accepted)
         if (p not in CHAT_PROVIDERS or h.command != "POST" or
-                ex.path != self.chat_path(p)):
+                ex.path not in (self.chat_path(p),
+                                self.embeddings_path(p))):
             return self._json(h, 404, openai_error(
                 "Unknown request URL: %s %s." % (h.command, ex.path),
                 code="unknown_url"))
@@ -444,6 +483,8 @@ class MockLLM:
                               404: "model_not_found"}.get(behaviour.status))
             ex.reply = body
             return self._json(h, behaviour.status, body, behaviour.headers)
+        if ex.path == self.embeddings_path(p):
+            return self._embeddings(h, ex, behaviour)
         if ex.json.get("stream") is True:
             return self._stream(h, ex, behaviour)
         return self._complete(h, ex, behaviour)
@@ -469,7 +510,8 @@ class MockLLM:
             "system_fingerprint": "fp_mock",
             "choices": [{"index": 0,
                          "message": {"role": "assistant",
-                                     "content": b.content, "refusal": None},
+                                     "content": self._text(ex, b),
+                                     "refusal": None},
                          "logprobs": None,
                          "finish_reason": b.finish_reason}],
         }
@@ -503,9 +545,7 @@ class MockLLM:
                 c["usage"] = None
             return c
 
-        n = max(1, b.pieces)
-        step = -(-len(b.content) // n) or 1
-        parts = [b.content[i:i + step] for i in range(0, len(b.content), step)]
+        parts = self._pieces(self._text(ex, b), b.pieces)
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": part}) for part in parts]
         events.append(chunk({}, b.finish_reason))
@@ -558,6 +598,210 @@ class MockLLM:
             self._write_chunk(h, ex, frame)
         self._write_chunk(h, ex, b"", last=True)
         ex.completed = True
+
+    @staticmethod
+    def _text(ex, b):
+        """The content of a chat answer: `answer` as JSON text when the
+        OpenAI-format request asked for JSON."""
+        rf = ex.json.get("response_format") if ex.json else None
+        if isinstance(rf, dict) and rf.get("type") in ("json_object",
+                                                       "json_schema"):
+            return json.dumps(b.answer)
+        return b.content
+
+    @staticmethod
+    def _pieces(text, n):
+        step = -(-len(text) // max(1, n)) or 1
+        return [text[i:i + step] for i in range(0, len(text), step)] or [""]
+
+    def _vectors(self, b, count):
+        return [[round(0.1 * (i + 1) + 0.01 * k, 4) for k in range(b.dims)]
+                for i in range(count)]
+
+    def _embeddings(self, h, ex, b):
+        """OpenAI's embeddings: one vector per input (a string or a list
+        of them), usage prompt_tokens from `usage`."""
+        inp = ex.json.get("input")
+        count = len(inp) if isinstance(inp, list) else 1
+        reply = {"object": "list", "model": ex.json.get("model"),
+                 "data": [{"object": "embedding", "index": i,
+                           "embedding": v}
+                          for i, v in enumerate(self._vectors(b, count))],
+                 "usage": {"prompt_tokens": b.usage[0],
+                           "total_tokens": b.usage[0]}}
+        ex.reply = reply
+        self._json(h, 200, reply)
+        ex.completed = True
+
+    def _fail_common(self, h, ex, behaviour, body):
+        """Hang, Drop, Raw and Fail for the providers of their own shape;
+        True when one of them answered."""
+        if isinstance(behaviour, Hang):
+            self._watch(h, ex, behaviour.seconds)
+            return True
+        if isinstance(behaviour, Drop):
+            h.close_connection = True
+            return True
+        if isinstance(behaviour, Raw):
+            self._send(h, behaviour.status, behaviour.body,
+                       behaviour.content_type, behaviour.headers)
+            return True
+        if isinstance(behaviour, Fail):
+            ex.reply = behaviour.body if behaviour.body is not None else body
+            self._json(h, behaviour.status, ex.reply, behaviour.headers)
+            return True
+        return False
+
+    def _sse_head(self, h, b):
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Transfer-Encoding", "chunked")
+        for k, v in b.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.flush()
+
+    def _sse_events(self, h, ex, b, events):
+        """Writes (event name or None, JSON-able) pairs, paced and cut as
+        `b` says, then ends the body."""
+        for i, (name, data) in enumerate(events):
+            if b.stop_after is not None and i >= b.stop_after:
+                h.close_connection = True
+                return
+            if i and b.pause:
+                self._watch(h, ex, b.pause)
+            text = json.dumps(data, separators=(",", ":"))
+            frame = ("event: %s\n" % name if name else "") + \
+                "data: %s\n\n" % text
+            ex.events.append(text)
+            ex.sent_at.append(time.monotonic())
+            self._write_chunk(h, ex, frame.encode())
+        self._write_chunk(h, ex, b"", last=True)
+        ex.completed = True
+
+    # -- Anthropic
+
+    def _anthropic(self, h, ex, b, accepted):
+        key = ex.headers.get("x-api-key")
+        if key not in accepted:
+            return self._json(h, 401, {"type": "error", "error": {
+                "type": "authentication_error",
+                "message": "invalid x-api-key"}})
+        if ex.headers.get("anthropic-version") != ANTHROPIC_VERSION:
+            return self._json(h, 400, {"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "anthropic-version: header is required"}})
+        req = ex.json
+        if not isinstance(req, dict) or not isinstance(
+                req.get("max_tokens"), int) or not req.get("messages"):
+            return self._json(h, 400, {"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "max_tokens: Field required"}})
+        if self._fail_common(h, ex, b, {"type": "error", "error": {
+                "type": "overloaded_error" if getattr(b, "status", 0) == 529
+                else "api_error", "message": b.message
+                if isinstance(b, Fail) else ""}}):
+            return
+        choice = req.get("tool_choice") or {}
+        forced = choice.get("name") if choice.get("type") == "tool" else None
+        if forced is None and choice.get("type") == "any":
+            forced = (req.get("tools") or [{}])[-1].get("name")
+        mid = "msg_" + secrets.token_hex(12)
+        prompt, completion = b.usage or (0, 0)
+        stop = "tool_use" if forced else {
+            "stop": "end_turn", "length": "max_tokens",
+            "tool_calls": "tool_use"}.get(b.finish_reason, "end_turn")
+        if forced:
+            block = {"type": "tool_use", "id": "toolu_" + secrets.token_hex(
+                8), "name": forced, "input": b.answer}
+        else:
+            block = {"type": "text", "text": b.content}
+        if req.get("stream") is not True:
+            reply = {"id": mid, "type": "message", "role": "assistant",
+                     "model": req.get("model"), "content": [block],
+                     "stop_reason": stop, "stop_sequence": None,
+                     "usage": {"input_tokens": prompt,
+                               "output_tokens": completion}}
+            ex.reply = reply
+            return self._json(h, 200, reply)
+        events = [("message_start", {"type": "message_start", "message": {
+            "id": mid, "type": "message", "role": "assistant", "content": [],
+            "model": req.get("model"), "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": 1}}})]
+        start = dict(block, input={}) if forced else dict(block, text="")
+        events.append(("content_block_start", {
+            "type": "content_block_start", "index": 0,
+            "content_block": start}))
+        events.append(("ping", {"type": "ping"}))
+        text = json.dumps(b.answer) if forced else b.content
+        for piece in self._pieces(text, b.pieces):
+            delta = {"type": "input_json_delta", "partial_json": piece} \
+                if forced else {"type": "text_delta", "text": piece}
+            events.append(("content_block_delta", {
+                "type": "content_block_delta", "index": 0, "delta": delta}))
+        events.append(("content_block_stop", {"type": "content_block_stop",
+                                              "index": 0}))
+        events.append(("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": completion}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        self._sse_head(h, b)
+        self._sse_events(h, ex, b, events)
+
+    # -- Google
+
+    def _google(self, h, ex, b, accepted):
+        key = ex.headers.get("x-goog-api-key")
+        if key not in accepted:
+            return self._json(h, 400, {"error": {
+                "code": 400, "status": "INVALID_ARGUMENT",
+                "message": "API key not valid. Please pass a valid API "
+                           "key."}})
+        method = ex.path.rsplit(":", 1)[-1]
+        req = ex.json if isinstance(ex.json, dict) else {}
+        if self._fail_common(h, ex, b, {"error": {
+                "code": getattr(b, "status", 500),
+                "message": getattr(b, "message", ""),
+                "status": "UNAVAILABLE"}}):
+            return
+        prompt, completion = b.usage or (0, 0)
+        if method == "batchEmbedContents":
+            reqs = req.get("requests") or []
+            reply = {"embeddings": [{"values": v} for v in self._vectors(
+                b, len(reqs))]}
+            ex.reply = reply
+            return self._json(h, 200, reply)
+        if method not in ("generateContent", "streamGenerateContent"):
+            return self._json(h, 404, {"error": {
+                "code": 404, "status": "NOT_FOUND",
+                "message": "no such method"}})
+        gc = req.get("generationConfig") or {}
+        text = json.dumps(b.answer) if gc.get("responseMimeType") == \
+            "application/json" else b.content
+        finish = {"length": "MAX_TOKENS"}.get(b.finish_reason, "STOP")
+        usage = {"promptTokenCount": prompt,
+                 "candidatesTokenCount": completion,
+                 "totalTokenCount": prompt + completion}
+        model = ex.path.rsplit("/", 1)[-1].split(":")[0]
+        if method == "generateContent":
+            reply = {"candidates": [{"content": {"role": "model", "parts": [
+                {"text": text}]}, "finishReason": finish}],
+                "usageMetadata": usage, "modelVersion": model}
+            ex.reply = reply
+            return self._json(h, 200, reply)
+        pieces = self._pieces(text, b.pieces)
+        events = [(None, {"candidates": [{"content": {
+            "role": "model", "parts": [{"text": p}]}}],
+            "modelVersion": model}) for p in pieces[:-1]]
+        events.append((None, {"candidates": [{"content": {
+            "role": "model", "parts": [{"text": pieces[-1]}]},
+            "finishReason": finish}], "usageMetadata": usage,
+            "modelVersion": model}))
+        self._sse_head(h, b)
+        self._sse_events(h, ex, b, events)
 
     # -- low level
 

@@ -8,10 +8,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "lib/buf.h"
 #include "lib/json.h"
 #include "providers/anthropic.h"
 
@@ -144,7 +146,7 @@ test_response_translation(void **state)
 	    "\"Oslo\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,"
 	    "\"usage\":{\"input_tokens\":20,\"cache_creation_input_tokens\":3,"
 	    "\"cache_read_input_tokens\":2,\"output_tokens\":11}}");
-	out = anthropic_response(in);
+	out = anthropic_response(in, "");
 	assert_non_null(out);
 	assert_true(json_object_object_get_ex(out, "created", &v));
 	json_object_object_del(out, "created");
@@ -167,7 +169,7 @@ test_response_translation(void **state)
 	assert_string_equal(anthropic_finish("tool_use"), "tool_calls");
 	assert_string_equal(anthropic_finish("refusal"), "content_filter");
 	in = parse("{\"type\":\"error\"}");
-	assert_null(anthropic_response(in));
+	assert_null(anthropic_response(in, ""));
 	json_object_put(in);
 }
 
@@ -275,6 +277,137 @@ test_stream_translation(void **state)
 	json_object_put(out);
 }
 
+/*
+ * response_format: a tool the model must call, whose input schema is the
+ * answer's; its input comes back as the content, finish "stop".
+ */
+static void
+test_json_answer(void **state)
+{
+	struct json_object *in, *out, *ev, *choices;
+	struct anthropic_stream s;
+	struct buf	 content = { 0 };
+	char		 err[160], name[ANT_TOOL_NAME];
+	size_t		 i;
+	static const char *const answer_events[] = {
+		"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_3\","
+		"\"model\":\"m\",\"usage\":{\"input_tokens\":5}}}",
+		"{\"type\":\"content_block_start\",\"index\":0,"
+		"\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_9\","
+		"\"name\":\"Event\",\"input\":{}}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		"{\"type\":\"input_json_delta\",\"partial_json\":"
+		"\"{\\\"name\\\":\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		"{\"type\":\"input_json_delta\",\"partial_json\":"
+		"\" \\\"fair\\\"}\"}}",
+		"{\"type\":\"content_block_stop\",\"index\":0}",
+		"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+		"\"tool_use\"},\"usage\":{\"output_tokens\":9}}",
+	};
+
+	(void)state;
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+	    "{\"name\":\"Event\",\"strict\":true,\"schema\":{\"type\":"
+	    "\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
+	    "\"required\":[\"name\"],\"additionalProperties\":false}}}}");
+	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
+	    sizeof(err)), 0);
+	anthropic_answer_tool(in, name);
+	assert_string_equal(name, "Event");
+	assert_json(out, "{\"model\":\"m\",\"messages\":[{\"role\":"
+	    "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}],"
+	    "\"max_tokens\":100,\"tools\":[{\"name\":\"Event\","
+	    "\"description\":\"Give your answer as the input of this tool, "
+	    "following its schema.\",\"input_schema\":{\"type\":\"object\","
+	    "\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":"
+	    "[\"name\"],\"additionalProperties\":false}}],\"tool_choice\":"
+	    "{\"type\":\"tool\",\"name\":\"Event\"}}");
+	json_object_put(in);
+	json_object_put(out);
+
+	/* json_object: an instruction and any object; a name of our own. */
+	in = parse("{\"messages\":[{\"role\":\"system\",\"content\":"
+	    "\"Be brief.\"},{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+	    "\"f\"}}],\"response_format\":{\"type\":\"json_object\"}}");
+	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
+	    sizeof(err)), 0);
+	assert_json(out, "{\"model\":\"m\",\"messages\":[{\"role\":"
+	    "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}],"
+	    "\"system\":\"Be brief.\\nRespond with a JSON object.\","
+	    "\"max_tokens\":100,\"tools\":[{\"name\":\"f\",\"input_schema\":"
+	    "{\"type\":\"object\"}},{\"name\":\"json_answer\",\"description\":"
+	    "\"Give your answer as the input of this tool, following its "
+	    "schema.\",\"input_schema\":{\"type\":\"object\","
+	    "\"additionalProperties\":true}}],\"tool_choice\":{\"type\":"
+	    "\"any\"}}");
+	json_object_put(in);
+	json_object_put(out);
+
+	/* Formats there are not. */
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"yaml\"}}");
+	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "response_format.type must be text, "
+	    "json_object or json_schema");
+	json_object_put(in);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+	    "{\"name\":\"E\"}}}");
+	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
+	    sizeof(err)), -1);
+	assert_string_equal(err, "response_format.json_schema.schema must "
+	    "be an object");
+	json_object_put(in);
+
+	/* The reply: the tool's input is the content. */
+	in = parse("{\"id\":\"msg_2\",\"model\":\"m\",\"content\":["
+	    "{\"type\":\"tool_use\",\"id\":\"toolu_9\",\"name\":\"Event\","
+	    "\"input\":{\"name\":\"fair\"}}],\"stop_reason\":\"tool_use\","
+	    "\"usage\":{\"input_tokens\":5,\"output_tokens\":9}}");
+	out = anthropic_response(in, "Event");
+	assert_non_null(out);
+	assert_true(json_object_object_get_ex(out, "choices", &choices));
+	assert_json(json_object_array_get_idx(choices, 0), "{\"index\":0,"
+	    "\"message\":{\"role\":\"assistant\",\"content\":"
+	    "\"{\\\"name\\\":\\\"fair\\\"}\"},\"finish_reason\":\"stop\"}");
+	json_object_put(in);
+	json_object_put(out);
+
+	/* The stream: the input's fragments are content deltas. */
+	memset(&s, 0, sizeof(s));
+	snprintf(s.answer, sizeof(s.answer), "Event");
+	for (i = 0; i < sizeof(answer_events) / sizeof(answer_events[0]);
+	    i++) {
+		struct json_object *c, *d, *v;
+
+		ev = parse(answer_events[i]);
+		if (anthropic_stream_event(&s, ev, &out) == ANT_EMIT) {
+			assert_true(json_object_object_get_ex(out, "choices",
+			    &choices));
+			c = json_object_array_get_idx(choices, 0);
+			assert_true(json_object_object_get_ex(c, "delta", &d));
+			assert_false(json_object_object_get_ex(d, "tool_calls",
+			    NULL));
+			if (json_object_object_get_ex(d, "content", &v))
+				assert_int_equal(buf_puts(&content,
+				    json_object_get_string(v)), 0);
+			if (json_object_object_get_ex(c, "finish_reason", &v) &&
+			    v != NULL)
+				assert_string_equal(json_object_get_string(v),
+				    "stop");
+			json_object_put(out);
+		}
+		json_object_put(ev);
+	}
+	assert_string_equal(content.data, "{\"name\": \"fair\"}");
+	assert_string_equal(s.finish, "stop");
+	buf_free(&content);
+}
+
 int
 main(void)
 {
@@ -283,6 +416,7 @@ main(void)
 		cmocka_unit_test(test_request_refusals),
 		cmocka_unit_test(test_response_translation),
 		cmocka_unit_test(test_stream_translation),
+		cmocka_unit_test(test_json_answer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -318,6 +318,51 @@ test_several_choices(void **state)
 	json_object_put(out);
 }
 
+/* response_format: JSON out, with the schema as responseJsonSchema. */
+static void
+test_json_answer(void **state)
+{
+	struct json_object *in, *out;
+	char	 err[160];
+
+	(void)state;
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+	    "{\"name\":\"Event\",\"strict\":true,\"schema\":{\"type\":"
+	    "\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
+	    "\"required\":[\"name\"],\"additionalProperties\":false}}}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}],\"generationConfig\":{"
+	    "\"responseJsonSchema\":{\"type\":\"object\",\"properties\":"
+	    "{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"],"
+	    "\"additionalProperties\":false},\"responseMimeType\":"
+	    "\"application/json\"}}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"json_object\"}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}],\"generationConfig\":{"
+	    "\"responseMimeType\":\"application/json\"}}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":{\"type\":\"text\"}}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
+	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
+	    "[{\"text\":\"x\"}]}]}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	    "\"response_format\":\"json\"}");
+	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
+	assert_string_equal(err, "response_format.type must be text, "
+	    "json_object or json_schema");
+	json_object_put(in);
+}
+
 int
 main(void)
 {
@@ -326,6 +371,7 @@ main(void)
 		cmocka_unit_test(test_response_translation),
 		cmocka_unit_test(test_stream_translation),
 		cmocka_unit_test(test_several_choices),
+		cmocka_unit_test(test_json_answer),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
