@@ -492,8 +492,12 @@ def gw(workdir, pg):
                pool_openrouter_key=POOL_KEY, pool_markup="0.25",
                upstreams='"vllm url=%s/local/v1 models=vllm-primary"'
                % mock.url)
-    s = ks.Stack(workdir.subdir("kg"), pg, dbname="sdk_%d" % time.time_ns(),
-                 **cfg)
+    try:
+        s = ks.Stack(workdir.subdir("kg"), pg,
+                     dbname="sdk_%d" % time.time_ns(), **cfg)
+    except BaseException:
+        mock.close()
+        raise
     try:
         # An admin key of its own, so the dev key may be revoked later.
         admin = create_key(s, ks.DEV_KEY, scopes=["*"], name="admin")
