@@ -1,7 +1,10 @@
 /*
- * POST /v1/chat/completions: the gateway.  Parse and check the request,
- * route the model, pick the key by priority, call the provider, and answer
- * in the OpenAI shape with a "keygate" block, streamed or not.
+ * POST /v1/chat/completions and POST /v1/messages: the gateway.  Parse and
+ * check the request, route the model, pick the key by priority, call the
+ * provider, and answer in the client's shape (OpenAI's, or Anthropic's
+ * Messages) with a "keygate" block, streamed or not.  A Messages request
+ * goes to Anthropic as it came; to any other provider it is an OpenAI
+ * request, whose reply and chunks are turned back into Messages shapes.
  */
 #include "autoconfig.h"
 
@@ -20,6 +23,7 @@
 #include "lib/upstream.h"
 #include "providers/anthropic.h"
 #include "providers/gemini.h"
+#include "providers/messages.h"
 #include "providers/providers.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -71,6 +75,10 @@ struct chat {
 	struct json_object *shape;	/* the last chunk (id, model, created) */
 	bool		 kg_sent;	/* the keygate block went out */
 	bool		 usage_sent;	/* the usage chunk went out */
+	/* A Messages client (POST /v1/messages). */
+	bool		 messages;	/* answers in Messages shapes */
+	bool		 native;	/* to Anthropic, passed through */
+	struct messages_stream ms;	/* chunks into Messages events */
 };
 
 /*
@@ -155,6 +163,35 @@ keygate_block(const struct chat *c)
 	json_object_object_add(o, "request_id",
 	    json_object_new_string(c->req->request_id));
 	return o;
+}
+
+/*
+ * The keygate block as X-Keygate-* headers, for clients that cannot read
+ * a member of their own; credits_charged only when known (not on a stream,
+ * whose headers go first).
+ */
+static void
+keygate_headers(struct chat *c, bool charged)
+{
+	struct request	*req = c->req;
+	char		 n[24];
+	int		 rc;
+
+	rc = http_header(req, "X-Keygate-Key-Source", "%s",
+	    c->key.pool ? "pool" : "user");
+	if (rc == 0)
+		rc = http_header(req, "X-Keygate-Provider", "%s",
+		    gateway_provider_name(&c->key));
+	if (rc == 0 && c->key.pool && c->key.upstream == NULL)
+		rc = http_header(req, "X-Keygate-Pool-Markup-Applied", "%g",
+		    req->w->cfg->pool_markup);
+	if (rc == 0 && charged) {
+		credits_format(c->charged, n, sizeof(n));
+		rc = http_header(req, "X-Keygate-Credits-Charged", "%s", n);
+	}
+	if (rc == -1)
+		log_error("http_header: adding the X-Keygate headers: out of "
+		    "memory");
 }
 
 /* Checks the request; 0, or -1 after answering. */
@@ -321,6 +358,16 @@ transport_error(struct chat *c, enum upstream_result r, const char *why)
 		    gateway_provider_name(&c->key), why);
 }
 
+/* Settles the call and answers reply (taken) with the keygate block. */
+static void
+answer_whole(struct chat *c, struct json_object *reply)
+{
+	settle(c, "ok");
+	json_object_object_add(reply, "keygate", keygate_block(c));
+	keygate_headers(c, true);
+	http_respond_json(c->req, 200, reply);
+}
+
 static void
 respond_whole(struct chat *c, struct upstream_call *call)
 {
@@ -343,6 +390,19 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			json_object_put(o);
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
 		    "a JSON object.", gateway_provider_name(&c->key));
+	} else if (c->native) {
+		/* Read for its usage; answered as it came. */
+		struct json_object *t = anthropic_response(o, "");
+
+		if (t == NULL) {
+			json_object_put(o);
+			http_error(c->req, ERR_UPSTREAM, "anthropic sent a "
+			    "reply that is not a message.");
+		} else {
+			take_usage(c, t);
+			json_object_put(t);
+			answer_whole(c, o);
+		}
 	} else {
 		if (c->key.provider == PROVIDER_ANTHROPIC) {
 			struct json_object *t = anthropic_response(o,
@@ -367,9 +427,13 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			}
 		}
 		take_usage(c, o);
-		settle(c, "ok");
-		json_object_object_add(o, "keygate", keygate_block(c));
-		http_respond_json(c->req, 200, o);
+		if (c->messages) {
+			struct json_object *t = messages_from_chat(o);
+
+			json_object_put(o);
+			o = t;
+		}
+		answer_whole(c, o);
 	}
 	/* Any answer but the one above charged nothing. */
 	release(c);
@@ -415,13 +479,81 @@ emit_json(struct chat *c, struct json_object *o)
 	return emit(c, t, n);
 }
 
+/* Sends a Messages event: its name (its "type") and its data. */
+static int
+emit_event(struct chat *c, struct json_object *ev)
+{
+	struct buf	 b = { 0 };
+	const char	*type = json_get_str(ev, "type"), *t;
+	size_t		 n;
+	int		 rc = -1;
+
+	t = json_text(ev, &n);
+	if (buf_printf(&b, "event: %s\ndata: ", type != NULL ? type : "") == 0 &&
+	    buf_append(&b, t, n) == 0 && buf_puts(&b, "\n\n") == 0)
+		rc = http_stream_write(c->req, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+/* Sends the Messages events of an array (borrowed), in order. */
+static int
+emit_events(struct chat *c, struct json_object *evs)
+{
+	size_t	 i;
+	int	 rc = 0;
+
+	for (i = 0; rc == 0 && i < json_object_array_length(evs); i++)
+		rc = emit_event(c, json_object_array_get_idx(evs, i));
+	return rc;
+}
+
+/*
+ * Sends one chunk in the client's shape: for an OpenAI client text as it
+ * came when given, else o's own; for a Messages client the events it
+ * makes.
+ */
+static int
+put_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
+{
+	struct json_object *evs;
+	int		 rc;
+
+	if (!c->messages)
+		return text != NULL ? emit(c, text, n) : emit_json(c, o);
+	evs = json_object_new_array();
+	messages_stream_chunk(&c->ms, o, c->have_usage ? c->prompt_tokens :
+	    c->prompt_est, c->have_usage ? c->completion_tokens :
+	    (long)(c->delivered + 3) / 4, evs);
+	rc = emit_events(c, evs);
+	json_object_put(evs);
+	return rc;
+}
+
+/* The end of the stream in the client's shape: [DONE], or message_stop. */
+static int
+put_end(struct chat *c)
+{
+	struct json_object *evs;
+	int		 rc;
+
+	c->done = true;
+	if (!c->messages)
+		return emit(c, "[DONE]", 6);
+	evs = json_object_new_array();
+	messages_stream_end(&c->ms, evs);
+	rc = emit_events(c, evs);
+	json_object_put(evs);
+	return rc;
+}
+
 /* Sends o with the keygate block added to it (o is changed). */
 static int
 emit_with_keygate(struct chat *c, struct json_object *o)
 {
 	json_object_object_add(o, "keygate", keygate_block(c));
 	c->kg_sent = true;
-	return emit_json(c, o);
+	return put_chunk(c, o, NULL, 0);
 }
 
 /* Settles on what the stream told, once: the translators keep usage. */
@@ -501,8 +633,7 @@ emit_done(struct chat *c)
 {
 	int	 rc = close_stream(c, NULL);
 
-	c->done = true;
-	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
+	return rc == 0 ? put_end(c) : -1;
 }
 
 /* True when a choice of chunk o carries a finish_reason. */
@@ -557,7 +688,7 @@ send_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
 		return close_stream(c, o);
 	c->held = NULL;
 	if (prev != NULL) {
-		rc = emit_json(c, prev);
+		rc = put_chunk(c, prev, NULL, 0);
 		json_object_put(prev);
 	}
 	if (rc == -1)
@@ -566,7 +697,7 @@ send_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
 		c->held = json_object_get(o);
 		return 0;
 	}
-	return text != NULL ? emit(c, text, n) : emit_json(c, o);
+	return put_chunk(c, o, text, n);
 }
 
 /*
@@ -582,12 +713,35 @@ fail_stream(struct chat *c, struct json_object *o)
 
 	c->held = NULL;
 	if (prev != NULL) {
-		rc = emit_json(c, prev);
+		rc = put_chunk(c, prev, NULL, 0);
 		json_object_put(prev);
 	}
 	settle_stream(c, "partial");
-	if (rc == 0)
-		rc = emit_with_keygate(c, o);
+	if (rc == 0 && c->messages) {
+		/* Anthropic's error event: {"type":"error","error":{...}}. */
+		struct json_object *ev = json_object_new_object(), *e, *v = NULL;
+
+		json_object_object_add(ev, "type", json_str("error"));
+		e = json_object_new_object();
+		json_object_object_add(e, "type", json_str(json_get(o, "error",
+		    &v) && json_get_str(v, "type") != NULL ?
+		    json_get_str(v, "type") : "api_error"));
+		json_object_object_add(e, "message", json_str(v != NULL &&
+		    json_get_str(v, "message") != NULL ?
+		    json_get_str(v, "message") : "the provider failed"));
+		json_object_object_add(ev, "error", e);
+		json_object_object_add(ev, "keygate", keygate_block(c));
+		c->kg_sent = true;
+		rc = emit_event(c, ev);
+		json_object_put(ev);
+		c->done = true;
+		return rc;
+	}
+	if (rc == 0) {
+		json_object_object_add(o, "keygate", keygate_block(c));
+		c->kg_sent = true;
+		rc = emit_json(c, o);
+	}
 	c->done = true;
 	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
 }
@@ -617,6 +771,34 @@ translate_anthropic(struct chat *c, struct json_object *ev)
 	}
 	if (out != NULL)
 		json_object_put(out);
+	return rc;
+}
+
+/*
+ * One event of a Messages stream from Anthropic, for a Messages client:
+ * passed on as it came, its usage kept; message_delta (the final usage)
+ * settles the call and carries the keygate block, as does an error.
+ */
+static int
+pass_anthropic(struct chat *c, struct json_object *ev)
+{
+	struct json_object *out = NULL;
+	enum anthropic_step step;
+	const char	*type = json_get_str(ev, "type");
+	int		 rc;
+
+	step = anthropic_stream_event(&c->ant, ev, &out);
+	if (out != NULL)
+		json_object_put(out);
+	if (step == ANT_ERROR || (type != NULL &&
+	    strcmp(type, "message_delta") == 0 && !c->kg_sent)) {
+		settle_stream(c, step == ANT_ERROR ? "partial" : "ok");
+		json_object_object_add(ev, "keygate", keygate_block(c));
+		c->kg_sent = true;
+	}
+	rc = emit_event(c, ev);
+	if (step == ANT_ERROR || step == ANT_DONE)
+		c->done = true;
 	return rc;
 }
 
@@ -706,7 +888,8 @@ on_event(struct chat *c, const char *ev, size_t n)
 		return rc;
 	}
 	if (c->key.provider == PROVIDER_ANTHROPIC) {
-		rc = o != NULL ? translate_anthropic(c, o) : 0;
+		rc = o == NULL ? 0 : c->native ? pass_anthropic(c, o) :
+		    translate_anthropic(c, o);
 		if (o != NULL)
 			json_object_put(o);
 		buf_free(&data);
@@ -762,6 +945,7 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 		return buf_append(&c->errbody, p, n) == 0 ? 0 : -1;
 	}
 	if (!c->started) {
+		keygate_headers(c, false);
 		if (http_stream_begin(c->req, 200, "text/event-stream") == -1)
 			return -1;
 		c->started = true;
@@ -823,12 +1007,15 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	    "upstream_error");
 }
 
-/* The Messages call: URL, x-api-key header and translated body. */
+/*
+ * The Messages call: URL, x-api-key header and the body, translated from
+ * the OpenAI shape (or the client's own Messages request when native).
+ */
 static int
 prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
     struct buf *auth, struct buf *out)
 {
-	struct json_object *areq;
+	struct json_object *areq = NULL;
 	const char	*base = provider_base_url(c->req->w->cfg,
 	    PROVIDER_ANTHROPIC), *t;
 	size_t		 bl = strlen(base), n;
@@ -836,7 +1023,14 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (anthropic_request(body, c->key.model,
+	if (c->native) {
+		/* A Messages request goes as it came, for the model resolved. */
+		if (json_object_deep_copy(body, &areq, NULL) != 0) {
+			http_error(c->req, ERR_INTERNAL, "out of memory");
+			return -1;
+		}
+		json_object_object_add(areq, "model", json_str(c->key.model));
+	} else if (anthropic_request(body, c->key.model,
 	    c->req->w->cfg->default_max_tokens, &areq, err,
 	    sizeof(err)) == -1) {
 		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
@@ -960,16 +1154,143 @@ prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
 	return 0;
 }
 
+/*
+ * Adds the header `name: value` of the client's request to call when it
+ * sent one of printable ASCII (Anthropic's version and betas).
+ */
+static void
+pass_header(struct request *req, const char *param, const char *name,
+    const char *fallback, struct buf *line)
+{
+	const char	*v = request_param(req, param);
+	size_t		 i;
+
+	if (v != NULL)
+		for (i = 0; v[i] != '\0'; i++)
+			if (v[i] < 0x20 || v[i] > 0x7e || i >= 256) {
+				v = NULL;
+				break;
+			}
+	if (v == NULL || *v == '\0')
+		v = fallback;
+	if (v != NULL && buf_printf(line, "%s: %s", name, v) == -1)
+		buf_reset(line);
+}
+
+/*
+ * The gateway call itself, once the request is checked: body is the
+ * request in the OpenAI shape, orig the client's own (the Messages
+ * request, passed to Anthropic as it is; NULL for an OpenAI client).
+ */
+static void
+gateway_call(struct chat *c, struct json_object *body,
+    struct json_object *orig, const char *model)
+{
+	struct request	*req = c->req;
+	struct worker	*w = req->w;
+	struct json_object *v, *opts;
+	struct upstream_call call;
+	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 },
+			 version = { 0 }, beta = { 0 };
+	size_t		 nh = 0;
+
+	if (api_gateway_key(req, model, &c->key) == -1)
+		goto out;
+	c->model = model;
+	c->native = orig != NULL && c->key.provider == PROVIDER_ANTHROPIC &&
+	    c->key.upstream == NULL;
+	if (w->cfg->credits_enforce && reserve(c, body) == -1)
+		goto out;
+	c->stream = json_object_object_get_ex(body, "stream", &v) &&
+	    json_object_is_type(v, json_type_boolean) &&
+	    json_object_get_boolean(v);
+	c->want_usage = !c->messages &&
+	    json_object_object_get_ex(body, "stream_options", &opts) &&
+	    json_object_object_get_ex(opts, "include_usage", &v) &&
+	    json_object_get_boolean(v);
+	messages_stream_init(&c->ms, c->prompt_est);
+	memset(&call, 0, sizeof(call));
+	if (c->key.provider == PROVIDER_ANTHROPIC) {
+		if (prepare_anthropic(c, c->native ? orig : body, &url, &auth,
+		    &out) == -1)
+			goto out;
+		if (!c->native)
+			anthropic_answer_tool(body, c->ant.answer);
+		pass_header(req, "HTTP_ANTHROPIC_VERSION", "anthropic-version",
+		    c->native ? "2023-06-01" : NULL, &version);
+		if (!c->native || version.len == 0) {
+			buf_reset(&version);
+			if (buf_puts(&version, "anthropic-version: "
+			    "2023-06-01") == -1) {
+				http_error(req, ERR_INTERNAL, "out of memory");
+				goto out;
+			}
+		}
+		call.headers[nh++] = version.data;
+		if (c->native) {
+			pass_header(req, "HTTP_ANTHROPIC_BETA", "anthropic-beta",
+			    NULL, &beta);
+			if (beta.len > 0)
+				call.headers[nh++] = beta.data;
+		}
+	} else if (c->key.provider == PROVIDER_GOOGLE) {
+		gemini_state_init(&c->gem, c->key.model, gemini_choices(body));
+		if (prepare_gemini(c, body, &url, &auth, &out) == -1)
+			goto out;
+	} else if (openai_prepare(c->key.upstream != NULL ?
+	    c->key.upstream->url : provider_base_url(w->cfg, c->key.provider),
+	    c->key.model, c->key.secret.data, body, &url, &auth, &out) == -1) {
+		http_error(req, ERR_INTERNAL, "The request could not be "
+		    "prepared.");
+		goto out;
+	}
+	call.via = w->upstream;
+	call.method = "POST";
+	call.url = url.data;
+	/* An upstream without a key gets no Authorization at all. */
+	if (auth.len > 0)
+		call.headers[nh++] = auth.data;
+	call.headers[nh++] = "Content-Type: application/json";
+	call.headers[nh++] = c->stream ? "Accept: text/event-stream" :
+	    "Accept: application/json";
+	call.body = out.data;
+	call.body_len = out.len;
+	call.connect_timeout = w->cfg->upstream_connect_timeout;
+	call.total_timeout = w->cfg->upstream_total_timeout;
+	call.idle_timeout = w->cfg->upstream_idle_timeout;
+	call.max_response = MAX_REPLY;
+	call.gone = client_left;
+	call.gone_arg = c;
+	if (c->stream)
+		respond_stream(c, &call);
+	else
+		respond_whole(c, &call);
+out:
+	/* A stream that went out is paid for; anything else is released. */
+	if (c->started)
+		settle(c, "partial");
+	else
+		release(c);
+	gateway_key_free(&c->key);
+	buf_free(&url);
+	buf_free_secret(&auth);
+	buf_free(&out);
+	buf_free(&version);
+	buf_free(&beta);
+	buf_free(&c->pending);
+	buf_free(&c->errbody);
+	if (c->held != NULL)
+		json_object_put(c->held);
+	if (c->shape != NULL)
+		json_object_put(c->shape);
+}
+
 void
 api_chat_completions(struct request *req)
 {
-	struct worker	*w = req->w;
-	struct json_object *body, *v, *opts;
-	struct upstream_call call;
-	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 };
+	struct json_object *body;
 	struct chat	 c;
 	const char	*model;
-	size_t		 nh = 0;
 
 	memset(&c, 0, sizeof(c));
 	c.req = req;
@@ -986,69 +1307,49 @@ api_chat_completions(struct request *req)
 	if (check_request(req, body, &model) == -1 ||
 	    check_inline_keys(req) == -1)
 		return;
-	if (api_gateway_key(req, model, &c.key) == -1)
-		goto out;
-	c.model = model;
-	if (w->cfg->credits_enforce && reserve(&c, body) == -1)
-		goto out;
-	c.stream = json_object_object_get_ex(body, "stream", &v) &&
-	    json_object_is_type(v, json_type_boolean) &&
-	    json_object_get_boolean(v);
-	c.want_usage = json_object_object_get_ex(body, "stream_options",
-	    &opts) && json_object_object_get_ex(opts, "include_usage", &v) &&
-	    json_object_get_boolean(v);
-	memset(&call, 0, sizeof(call));
-	if (c.key.provider == PROVIDER_ANTHROPIC) {
-		if (prepare_anthropic(&c, body, &url, &auth, &out) == -1)
-			goto out;
-		anthropic_answer_tool(body, c.ant.answer);
-		call.headers[nh++] = "anthropic-version: 2023-06-01";
-	} else if (c.key.provider == PROVIDER_GOOGLE) {
-		gemini_state_init(&c.gem, c.key.model, gemini_choices(body));
-		if (prepare_gemini(&c, body, &url, &auth, &out) == -1)
-			goto out;
-	} else if (openai_prepare(c.key.upstream != NULL ?
-	    c.key.upstream->url : provider_base_url(w->cfg, c.key.provider),
-	    c.key.model, c.key.secret.data, body, &url, &auth, &out) == -1) {
-		http_error(req, ERR_INTERNAL, "The request could not be "
-		    "prepared.");
-		goto out;
+	gateway_call(&c, body, NULL, model);
+}
+
+/*
+ * POST /v1/messages: a Messages request, checked as Anthropic checks it
+ * (model, max_tokens and a non-empty messages array are required), then
+ * the same gateway.
+ */
+void
+api_messages(struct request *req)
+{
+	struct json_object *body, *chat = NULL;
+	struct checks	 ck = { NULL };
+	struct chat	 c;
+	const char	*model;
+	char		 err[160];
+	long		 max;
+	bool		 present;
+
+	memset(&c, 0, sizeof(c));
+	c.req = req;
+	c.messages = true;
+	if (!api_body_object(req, &body))
+		return;
+	if (body == NULL) {
+		check_fail(&ck, "model", "required: a model name");
+		check_fail(&ck, "max_tokens", "required: a whole number of "
+		    "at least 1");
+		check_fail(&ck, "messages", "required: a non-empty array");
+	} else if (!check_int(&ck, body, "max_tokens", 1, 1 << 24, &max,
+	    &present) && !present)
+		check_fail(&ck, "max_tokens", "required: a whole number of "
+		    "at least 1");
+	/* With no body the checks have failed, and answered. */
+	if (check_done(req, &ck) == -1 ||
+	    check_request(req, body, &model) == -1 ||
+	    check_inline_keys(req) == -1)
+		return;
+	if (messages_to_chat(body, &chat, err, sizeof(err)) == -1) {
+		http_error(req, ERR_BAD_REQUEST, "This request is not a "
+		    "Messages request: %s.", err);
+		return;
 	}
-	call.via = w->upstream;
-	call.method = "POST";
-	call.url = url.data;
-	/* An upstream without a key gets no Authorization at all. */
-	if (auth.len > 0)
-		call.headers[nh++] = auth.data;
-	call.headers[nh++] = "Content-Type: application/json";
-	call.headers[nh++] = c.stream ? "Accept: text/event-stream" :
-	    "Accept: application/json";
-	call.body = out.data;
-	call.body_len = out.len;
-	call.connect_timeout = w->cfg->upstream_connect_timeout;
-	call.total_timeout = w->cfg->upstream_total_timeout;
-	call.idle_timeout = w->cfg->upstream_idle_timeout;
-	call.max_response = MAX_REPLY;
-	call.gone = client_left;
-	call.gone_arg = &c;
-	if (c.stream)
-		respond_stream(&c, &call);
-	else
-		respond_whole(&c, &call);
-out:
-	/* A stream that went out is paid for; anything else is released. */
-	if (c.started)
-		settle(&c, "partial");
-	else
-		release(&c);
-	gateway_key_free(&c.key);
-	buf_free(&url);
-	buf_free_secret(&auth);
-	buf_free(&out);
-	buf_free(&c.pending);
-	buf_free(&c.errbody);
-	if (c.held != NULL)
-		json_object_put(c.held);
-	if (c.shape != NULL)
-		json_object_put(c.shape);
+	gateway_call(&c, chat, body, model);
+	json_object_put(chat);
 }

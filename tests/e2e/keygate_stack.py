@@ -1561,6 +1561,17 @@ def jwt_token(secret, claims, header=None, sign=True):
     return "%s.%s.%s" % (h, p, b64url(mac))
 
 
+# The header that carries each provider's key inline in a gateway call.
+INLINE_KEY_HEADERS = {"openai": "X-OpenAI-Key",
+                      "anthropic": "X-Anthropic-Key",
+                      "google": "X-Google-Key",
+                      "openrouter": "X-OpenRouter-Key"}
+# A model of each provider.
+PROVIDER_MODELS = {"openai": "gpt-4o-mini",
+                   "anthropic": "claude-3-5-haiku-latest",
+                   "google": "gemini-2.0-flash"}
+
+
 def auth(key=DEV_KEY):
     """Headers presenting `key` as a bearer token."""
     return {"Authorization": "Bearer " + key}

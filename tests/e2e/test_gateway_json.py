@@ -13,10 +13,8 @@ from mock_llm import Complete, SSEReader
 KEYS = {"openai": "sk-proj-" + "j" * 40,
         "anthropic": "sk-ant-api03-" + "j" * 40,
         "google": "AIzaSy" + "j" * 33}
-HEADERS = {"openai": "X-OpenAI-Key", "anthropic": "X-Anthropic-Key",
-           "google": "X-Google-Key"}
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest",
-          "google": "gemini-2.0-flash"}
+HEADERS = ks.INLINE_KEY_HEADERS
+MODELS = ks.PROVIDER_MODELS
 SCHEMA = {"type": "object",
           "properties": {"name": {"type": "string"},
                          "date": {"type": "string"},

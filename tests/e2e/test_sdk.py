@@ -64,6 +64,9 @@ EMBEDDING_MODELS = [
     ("openrouter", "openai/text-embedding-3-small"),
 ]
 
+# What @anthropic-ai/sdk (as package-lock.json pins it) sends.
+ANTHROPIC_SDK_VERSION = "2026-10-21"
+
 REPORT = {"city": "Oslo", "temperature_celsius": 21}
 UPSTREAM_400 = "temperature is out of range for this model"
 
@@ -305,7 +308,8 @@ class Providers:
     # -- Anthropic's Messages API
 
     def anthropic(self, h, body):
-        if h.headers.get("anthropic-version") != "2023-06-01":
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}",
+                            h.headers.get("anthropic-version") or ""):
             return self.json(h, 400, {"type": "error", "error": {
                 "type": "invalid_request_error",
                 "message": "anthropic-version: header is required"}})
@@ -847,7 +851,8 @@ def test_messages_reach_anthropic_with_its_key_and_version(gw, message_runs):
     assert sent, "no message reached anthropic"
     for r in sent:
         assert r.headers["x-api-key"] == PROVIDER_KEYS["anthropic"]
-        assert r.headers["anthropic-version"] == "2023-06-01"
+        # The SDK's own version, passed on as it sent it.
+        assert r.headers["anthropic-version"] == ANTHROPIC_SDK_VERSION
         assert r.body["model"] == "claude-3-5-haiku-latest", r.body
         assert r.body["max_tokens"] == 256, r.body
 

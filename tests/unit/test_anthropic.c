@@ -13,33 +13,11 @@
 
 #include <cmocka.h>
 
+#include "json_fixture.h"
+
 #include "lib/buf.h"
 #include "lib/json.h"
 #include "providers/anthropic.h"
-
-static struct json_object *
-parse(const char *s)
-{
-	enum json_parse_error why;
-	char	 err[128];
-	struct json_object *o = json_parse(s, strlen(s), &why, err, sizeof(err));
-
-	if (o == NULL)
-		fail_msg("fixture is not JSON: %s: %s", err, s);
-	return o;
-}
-
-/* Compares two JSON documents by value. */
-static void
-assert_json(struct json_object *got, const char *want)
-{
-	struct json_object *w = parse(want);
-
-	if (!json_object_equal(got, w))
-		fail_msg("got  %s\nwant %s", json_text(got, NULL),
-		    json_text(w, NULL));
-	json_object_put(w);
-}
 
 static void
 test_request_translation(void **state)

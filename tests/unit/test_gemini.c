@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "json_fixture.h"
+
 #include "lib/crypto.h"
 #include "lib/json.h"
 #include "providers/gemini.h"
@@ -24,29 +26,6 @@ setup(void **state)
 
 	(void)state;
 	return crypto_init(err, sizeof(err));
-}
-
-static struct json_object *
-parse(const char *s)
-{
-	enum json_parse_error why;
-	char	 err[128];
-	struct json_object *o = json_parse(s, strlen(s), &why, err, sizeof(err));
-
-	if (o == NULL)
-		fail_msg("fixture is not JSON: %s: %s", err, s);
-	return o;
-}
-
-static void
-assert_json(struct json_object *got, const char *want)
-{
-	struct json_object *w = parse(want);
-
-	if (!json_object_equal(got, w))
-		fail_msg("got  %s\nwant %s", json_text(got, NULL),
-		    json_text(w, NULL));
-	json_object_put(w);
 }
 
 static void
