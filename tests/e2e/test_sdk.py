@@ -909,6 +909,15 @@ NOT_RUN = [
     ("llm-key-vault", "2. Never Log or Expose Keys; 3. Use HTTPS Always",
      "no request (sendToAnalytics is the reader's) or an elided one "
      "(fetch(url, ...))"),
+    ("api-keys-console", "Environment Variables (export / $env: / set)",
+     "they only set a variable; every snippet here reads the key from "
+     "KEYGATE_API_KEY that way"),
+    ("api-keys-scopes-tenants", "export ..._ENCRYPTION_KEY=$(node -e ...)",
+     "another product's setting; keygate's vault keys are master_keys in "
+     "keygate.conf"),
+    ("api-keys-prefix-hash", "..._SEED_DEV_KEY=true before migrating",
+     "a setting, not a client: ks.Stack migrates with "
+     "KEYGATE_SEED_DEV_KEY=true, and the curl commands use that key"),
 ]
 
 
