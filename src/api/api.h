@@ -51,6 +51,7 @@ void	api_llm_keys_delete(struct request *);
 void	api_maintenance_reencrypt(struct request *);
 void	api_chat_completions(struct request *);
 void	api_messages(struct request *);
+void	api_embeddings(struct request *);
 void	api_account(struct request *);
 void	api_models(struct request *);
 void	api_models_get(struct request *);

@@ -1,10 +1,12 @@
 /*
- * POST /v1/chat/completions and POST /v1/messages: the gateway.  Parse and
+ * POST /v1/chat/completions, POST /v1/messages and POST /v1/embeddings:
+ * the gateway.  Parse and
  * check the request, route the model, pick the key by priority, call the
  * provider, and answer in the client's shape (OpenAI's, or Anthropic's
  * Messages) with a "keygate" block, streamed or not.  A Messages request
  * goes to Anthropic as it came; to any other provider it is an OpenAI
  * request, whose reply and chunks are turned back into Messages shapes.
+ * Embeddings go to OpenAI and OpenRouter as sent, to Gemini translated.
  */
 #include "autoconfig.h"
 
@@ -79,6 +81,8 @@ struct chat {
 	bool		 messages;	/* answers in Messages shapes */
 	bool		 native;	/* to Anthropic, passed through */
 	struct messages_stream ms;	/* chunks into Messages events */
+	bool		 embed;		/* POST /v1/embeddings */
+	struct json_object *body;	/* the request, borrowed */
 };
 
 /*
@@ -194,14 +198,11 @@ keygate_headers(struct chat *c, bool charged)
 		    "memory");
 }
 
-/* Checks the request; 0, or -1 after answering. */
+/* Refuses the fields that would redirect the call; 0, or -1 after 400. */
 static int
-check_request(struct request *req, struct json_object *body, const char **model)
+check_forbidden(struct request *req, struct json_object *body)
 {
-	struct checks	 c = { NULL };
-	struct json_object *msgs;
-	bool		 present;
-	size_t		 i;
+	size_t	 i;
 
 	for (i = 0; forbidden[i] != NULL; i++)
 		if (json_object_object_get_ex(body, forbidden[i], NULL)) {
@@ -210,6 +211,19 @@ check_request(struct request *req, struct json_object *body, const char **model)
 			    forbidden[i]);
 			return -1;
 		}
+	return 0;
+}
+
+/* Checks the request; 0, or -1 after answering. */
+static int
+check_request(struct request *req, struct json_object *body, const char **model)
+{
+	struct checks	 c = { NULL };
+	struct json_object *msgs;
+	bool		 present;
+
+	if (check_forbidden(req, body) == -1)
+		return -1;
 	*model = check_string(&c, body, "model", 256, &present);
 	if (*model == NULL && c.details == NULL)
 		check_fail(&c, "model", "required: a model name");
@@ -390,6 +404,23 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			json_object_put(o);
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
 		    "a JSON object.", gateway_provider_name(&c->key));
+	} else if (c->embed && c->key.provider == PROVIDER_GOOGLE) {
+		struct json_object *t, *v;
+		const char	*enc = json_get(c->body, "encoding_format", &v) ?
+		    json_object_get_string(v) : NULL;
+
+		t = gemini_embed_response(o, c->model, enc != NULL &&
+		    strcmp(enc, "base64") == 0, c->prompt_est, err, sizeof(err));
+		json_object_put(o);
+		if (t == NULL)
+			http_error(c->req, ERR_UPSTREAM, "%s.", err);
+		else {
+			take_usage(c, t);
+			answer_whole(c, t);
+		}
+	} else if (c->embed) {
+		take_usage(c, o);
+		answer_whole(c, o);
 	} else if (c->native) {
 		/* Read for its usage; answered as it came. */
 		struct json_object *t = anthropic_response(o, "");
@@ -1050,6 +1081,68 @@ prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
 }
 
 /*
+ * The model goes in a Gemini URL's path, so it must be a plain name; false
+ * after answering 400 when it is not.
+ */
+static bool
+gemini_model_ok(struct chat *c, const char *m)
+{
+	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-_")] == '\0')
+		return true;
+	http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not a google "
+	    "model name.", m);
+	return false;
+}
+
+/*
+ * An embeddings call: OpenAI-format providers and upstreams take the
+ * request as it is (model resolved); Gemini takes batchEmbedContents.
+ */
+static int
+prepare_embeddings(struct chat *c, struct json_object *body, struct buf *url,
+    struct buf *auth, struct buf *out)
+{
+	const struct config *cfg = c->req->w->cfg;
+	struct json_object *greq;
+	const char	*base, *t, *m = c->key.model;
+	size_t		 bl, n;
+	char		 err[160];
+
+	if (c->key.provider != PROVIDER_GOOGLE || c->key.upstream != NULL) {
+		if (openai_prepare_embeddings(c->key.upstream != NULL ?
+		    c->key.upstream->url : provider_base_url(cfg,
+		    c->key.provider), m, c->key.secret.data, body, url, auth,
+		    out) == 0)
+			return 0;
+		http_error(c->req, ERR_INTERNAL, "The request could not be "
+		    "prepared.");
+		return -1;
+	}
+	if (!gemini_model_ok(c, m))
+		return -1;
+	if (gemini_embed_request(body, m, &greq, err, sizeof(err)) == -1) {
+		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
+		    "to google: %s.", err);
+		return -1;
+	}
+	base = provider_base_url(cfg, PROVIDER_GOOGLE);
+	bl = strlen(base);
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	t = json_text(greq, &n);
+	if (buf_printf(url, "%.*s/v1beta/models/%s:batchEmbedContents",
+	    (int)bl, base, m) == -1 || buf_printf(auth, "x-goog-api-key: %s",
+	    c->key.secret.data) == -1 || buf_append(out, t, n) == -1) {
+		json_object_put(greq);
+		http_error(c->req, ERR_INTERNAL, "out of memory");
+		return -1;
+	}
+	json_object_put(greq);
+	return 0;
+}
+
+/*
  * Estimates the call (the prompt from the body's size, the output from
  * max_tokens or the default) at the model's price, with the pool's markup,
  * and holds it.  0, or -1 after answering 402 or the failure.
@@ -1071,11 +1164,13 @@ reserve(struct chat *c, struct json_object *body)
 	}
 	c->markup = c->key.pool && c->key.upstream == NULL ?
 	    cfg->pool_markup : 0;
-	if (json_get(body, "messages", &msgs))
+	if (json_get(body, c->embed ? "input" : "messages", &msgs))
 		(void)json_text(msgs, &n);
 	/* About four bytes a token, rounded up: a safe side for a hold. */
 	c->prompt_est = (long)(n + 3) / 4;
-	if ((json_get(body, "max_completion_tokens", &v) ||
+	if (c->embed)
+		max_out = 0;	/* an embedding is priced on its input */
+	else if ((json_get(body, "max_completion_tokens", &v) ||
 	    json_get(body, "max_tokens", &v)) &&
 	    json_object_is_type(v, json_type_int) &&
 	    json_object_get_int64(v) > 0)
@@ -1128,12 +1223,8 @@ prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
 	size_t		 bl = strlen(base), n;
 	char		 err[160];
 
-	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789.-_")] != '\0') {
-		http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not "
-		    "a google model name.", m);
+	if (!gemini_model_ok(c, m))
 		return -1;
-	}
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
 	if (gemini_request(body, &greq, err, sizeof(err)) == -1) {
@@ -1192,16 +1283,25 @@ gateway_call(struct chat *c, struct json_object *body,
 	struct upstream_call call;
 	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 },
 			 version = { 0 }, beta = { 0 };
-	size_t		 nh = 0;
+	size_t		 strip, nh = 0;
 
+	/* Anthropic has no embeddings. */
+	if (c->embed && gateway_upstream(w->cfg, model, &strip) == NULL &&
+	    gateway_route(model) == PROVIDER_ANTHROPIC) {
+		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
+		    "model \"%.128s\" for embeddings.", model);
+		return;
+	}
 	if (api_gateway_key(req, model, &c->key) == -1)
 		goto out;
 	c->model = model;
+	c->body = body;
 	c->native = orig != NULL && c->key.provider == PROVIDER_ANTHROPIC &&
 	    c->key.upstream == NULL;
 	if (w->cfg->credits_enforce && reserve(c, body) == -1)
 		goto out;
-	c->stream = json_object_object_get_ex(body, "stream", &v) &&
+	c->stream = !c->embed &&
+	    json_object_object_get_ex(body, "stream", &v) &&
 	    json_object_is_type(v, json_type_boolean) &&
 	    json_object_get_boolean(v);
 	c->want_usage = !c->messages &&
@@ -1210,7 +1310,10 @@ gateway_call(struct chat *c, struct json_object *body,
 	    json_object_get_boolean(v);
 	messages_stream_init(&c->ms, c->prompt_est);
 	memset(&call, 0, sizeof(call));
-	if (c->key.provider == PROVIDER_ANTHROPIC) {
+	if (c->embed) {
+		if (prepare_embeddings(c, body, &url, &auth, &out) == -1)
+			goto out;
+	} else if (c->key.provider == PROVIDER_ANTHROPIC) {
 		if (prepare_anthropic(c, c->native ? orig : body, &url, &auth,
 		    &out) == -1)
 			goto out;
@@ -1352,4 +1455,45 @@ api_messages(struct request *req)
 	}
 	gateway_call(&c, chat, body, model);
 	json_object_put(chat);
+}
+
+/*
+ * POST /v1/embeddings: model and input (a string, or a non-empty array of
+ * strings or token arrays) are required; then the same gateway, priced on
+ * the input alone.
+ */
+void
+api_embeddings(struct request *req)
+{
+	struct json_object *body, *in;
+	struct checks	 ck = { NULL };
+	struct chat	 c;
+	const char	*model = NULL;
+	bool		 present;
+
+	memset(&c, 0, sizeof(c));
+	c.req = req;
+	c.embed = true;
+	if (!api_body_object(req, &body))
+		return;
+	if (body == NULL) {
+		check_fail(&ck, "model", "required: a model name");
+		check_fail(&ck, "input", "required: a string or an array");
+	} else {
+		if (check_forbidden(req, body) == -1)
+			return;
+		model = check_string(&ck, body, "model", 256, &present);
+		if (model == NULL && !present)
+			check_fail(&ck, "model", "required: a model name");
+		if (!json_object_object_get_ex(body, "input", &in) ||
+		    !(json_object_is_type(in, json_type_string) ||
+		    (json_object_is_type(in, json_type_array) &&
+		    json_object_array_length(in) > 0)))
+			check_fail(&ck, "input", "required: a string or a "
+			    "non-empty array");
+	}
+	/* With no body the checks have failed, and answered. */
+	if (check_done(req, &ck) == -1 || check_inline_keys(req) == -1)
+		return;
+	gateway_call(&c, body, NULL, model);
 }

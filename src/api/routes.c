@@ -61,6 +61,8 @@ const struct route api_routes[] = {
 	{ METHOD_POST, "/v1/chat/completions", api_chat_completions,
 	  "chat:write", 0 },
 	{ METHOD_POST, "/v1/messages", api_messages, "chat:write", 0 },
+	{ METHOD_POST, "/v1/embeddings", api_embeddings, "embeddings:write",
+	  0 },
 	{ METHOD_GET, "/v1/audit_logs", api_audit_list, "audit:read", 0 },
 	{ METHOD_POST, "/v1/maintenance/reencrypt", api_maintenance_reencrypt,
 	  "maintenance:write", ROUTE_VAULT },

@@ -44,6 +44,7 @@ gateway_route(const char *m)
 		{ "o3", PROVIDER_OPENAI },
 		{ "o4", PROVIDER_OPENAI },
 		{ "chatgpt-", PROVIDER_OPENAI },
+		{ "text-embedding-", PROVIDER_OPENAI },
 		{ "claude-", PROVIDER_ANTHROPIC },
 		{ "gemini-", PROVIDER_GOOGLE },
 	};

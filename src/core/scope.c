@@ -8,7 +8,8 @@
 static const char *const known[] = {
 	"api_keys:read", "api_keys:write", "roles:read", "roles:write",
 	"tenants:read", "tenants:write", "tenants:admin", "llm_keys:read",
-	"llm_keys:write", "chat:write", "models:read", "account:read",
+	"llm_keys:write", "chat:write", "embeddings:write", "models:read",
+	"account:read",
 	"audit:read", "keys:verify", "maintenance:write",
 };
 

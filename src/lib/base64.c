@@ -2,6 +2,8 @@
 
 #include "lib/base64.h"
 
+static const char std_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char url_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -55,8 +57,10 @@ base64_decode(const char *in, size_t n, bool url, uint8_t *out, size_t outsz)
 	return (long)o;
 }
 
-size_t
-base64url_encode(const uint8_t *in, size_t n, char *out)
+/* Encodes with alphabet; pads with '=' to whole quanta when pad. */
+static size_t
+encode(const char *alphabet, bool pad, const uint8_t *in, size_t n,
+    char *out)
 {
 	size_t	 i, o = 0;
 	uint32_t acc = 0;
@@ -67,11 +71,25 @@ base64url_encode(const uint8_t *in, size_t n, char *out)
 		bits += 8;
 		while (bits >= 6) {
 			bits -= 6;
-			out[o++] = url_alphabet[(acc >> bits) & 63];
+			out[o++] = alphabet[(acc >> bits) & 63];
 		}
 	}
 	if (bits > 0)
-		out[o++] = url_alphabet[(acc << (6 - bits)) & 63];
+		out[o++] = alphabet[(acc << (6 - bits)) & 63];
+	while (pad && o % 4 != 0)
+		out[o++] = '=';
 	out[o] = '\0';
 	return o;
+}
+
+size_t
+base64url_encode(const uint8_t *in, size_t n, char *out)
+{
+	return encode(url_alphabet, false, in, n, out);
+}
+
+size_t
+base64_encode(const uint8_t *in, size_t n, char *out)
+{
+	return encode(std_alphabet, true, in, n, out);
 }

@@ -19,5 +19,10 @@ long	 base64_decode(const char *in, size_t n, bool url, uint8_t *out,
  * least (n * 4 + 2) / 3 + 1 bytes; returns the length written.
  */
 size_t	 base64url_encode(const uint8_t *in, size_t n, char *out);
+/*
+ * Writes n bytes as padded standard base64 and a NUL into out, which holds
+ * at least (n + 2) / 3 * 4 + 1 bytes; returns the length written.
+ */
+size_t	 base64_encode(const uint8_t *in, size_t n, char *out);
 
 #endif

@@ -4,10 +4,13 @@
  */
 #include "autoconfig.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "lib/base64.h"
 #include "lib/buf.h"
 #include "lib/crypto.h"
 #include "lib/json.h"
@@ -673,5 +676,131 @@ gemini_usage_chunk(const struct gemini_state *s)
 
 	json_object_object_add(o, "usage",
 	    chat_usage(s->prompt_tokens, s->completion_tokens));
+	return o;
+}
+
+int
+gemini_embed_request(struct json_object *req, const char *model,
+    struct json_object **out, char *err, size_t errsz)
+{
+	struct json_object *in, *one = NULL, *reqs, *r, *c, *parts, *v;
+	struct buf	 name = { 0 };
+	size_t		 i, n;
+
+	*out = NULL;
+	if (!json_get(req, "input", &in))
+		goto bad;
+	if (json_object_is_type(in, json_type_string)) {
+		one = json_object_new_array();
+		json_object_array_add(one, json_object_get(in));
+		in = one;
+	} else if (!json_object_is_type(in, json_type_array))
+		goto bad;
+	if ((n = json_object_array_length(in)) == 0)
+		goto bad;
+	if (buf_printf(&name, "models/%s", model) == -1)
+		goto bad;
+	reqs = json_object_new_array();
+	for (i = 0; i < n; i++) {
+		v = json_object_array_get_idx(in, i);
+		if (!json_object_is_type(v, json_type_string)) {
+			json_object_put(reqs);
+			goto bad;
+		}
+		parts = json_object_new_array();
+		json_object_array_add(parts, text_part(json_object_get_string(v)));
+		c = json_object_new_object();
+		json_object_object_add(c, "parts", parts);
+		r = json_object_new_object();
+		json_object_object_add(r, "model", json_str(name.data));
+		json_object_object_add(r, "content", c);
+		if (json_get(req, "dimensions", &v))
+			json_object_object_add(r, "outputDimensionality",
+			    json_object_get(v));
+		json_object_array_add(reqs, r);
+	}
+	*out = json_object_new_object();
+	json_object_object_add(*out, "requests", reqs);
+	buf_free(&name);
+	if (one != NULL)
+		json_object_put(one);
+	return 0;
+bad:
+	snprintf(err, errsz, "google embeds text: input must be a string or "
+	    "a non-empty array of strings");
+	buf_free(&name);
+	if (one != NULL)
+		json_object_put(one);
+	return -1;
+}
+
+/* The numbers of values as little-endian float32, in base64 (new). */
+static struct json_object *
+floats_base64(struct json_object *values)
+{
+	size_t		 n = json_object_array_length(values), i;
+	uint8_t		*raw = malloc(n * 4 + 1);
+	char		*text = malloc((n * 4 + 2) / 3 * 4 + 1);
+	struct json_object *o = NULL;
+
+	if (raw != NULL && text != NULL) {
+		for (i = 0; i < n; i++) {
+			float	 f = (float)json_object_get_double(
+			    json_object_array_get_idx(values, i));
+			uint32_t u;
+
+			memcpy(&u, &f, 4);
+			raw[i * 4] = (uint8_t)u;
+			raw[i * 4 + 1] = (uint8_t)(u >> 8);
+			raw[i * 4 + 2] = (uint8_t)(u >> 16);
+			raw[i * 4 + 3] = (uint8_t)(u >> 24);
+		}
+		(void)base64_encode(raw, n * 4, text);
+		o = json_str(text);
+	}
+	free(raw);
+	free(text);
+	return o;
+}
+
+struct json_object *
+gemini_embed_response(struct json_object *reply, const char *model,
+    bool base64, long prompt_tokens, char *err, size_t errsz)
+{
+	struct json_object *embs, *o, *data, *d, *values, *vec, *u;
+	size_t		 i;
+
+	if (!json_get(reply, "embeddings", &embs) ||
+	    !json_object_is_type(embs, json_type_array)) {
+		snprintf(err, errsz, "google sent no embeddings");
+		return NULL;
+	}
+	data = json_object_new_array();
+	for (i = 0; i < json_object_array_length(embs); i++) {
+		if (!json_get(json_object_array_get_idx(embs, i), "values",
+		    &values) || !json_object_is_type(values, json_type_array) ||
+		    (vec = base64 ? floats_base64(values) :
+		    json_object_get(values)) == NULL) {
+			json_object_put(data);
+			snprintf(err, errsz, "google sent an embedding without "
+			    "values");
+			return NULL;
+		}
+		d = json_object_new_object();
+		json_object_object_add(d, "object", json_str("embedding"));
+		json_object_object_add(d, "index", json_object_new_int((int)i));
+		json_object_object_add(d, "embedding", vec);
+		json_object_array_add(data, d);
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "object", json_str("list"));
+	json_object_object_add(o, "data", data);
+	json_object_object_add(o, "model", json_str(model));
+	u = json_object_new_object();
+	json_object_object_add(u, "prompt_tokens",
+	    json_object_new_int64(prompt_tokens));
+	json_object_object_add(u, "total_tokens",
+	    json_object_new_int64(prompt_tokens));
+	json_object_object_add(o, "usage", u);
 	return o;
 }

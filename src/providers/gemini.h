@@ -68,4 +68,24 @@ struct json_object *gemini_usage_chunk(const struct gemini_state *);
 void		 gemini_state_init(struct gemini_state *, const char *model,
 		    int n);
 
+/*
+ * An OpenAI embeddings request (input: a string or an array of them) as a
+ * batchEmbedContents request for model, one request per input, dimensions
+ * as outputDimensionality.  0 with *out set, or -1 with the reason in err
+ * (a 400 for the client: token arrays, for one, Gemini does not take).
+ */
+int		 gemini_embed_request(struct json_object *req, const char *model,
+		    struct json_object **out, char *err, size_t errsz)
+		    __attribute__((warn_unused_result));
+/*
+ * A batchEmbedContents reply as OpenAI's embeddings list (new): the
+ * vectors as numbers, or as base64 of little-endian float32 when base64
+ * (encoding_format "base64", the OpenAI SDKs' default); usage says
+ * prompt_tokens, since Gemini reports none.  NULL with err set when the
+ * reply is malformed.
+ */
+struct json_object *gemini_embed_response(struct json_object *reply,
+		    const char *model, bool base64, long prompt_tokens,
+		    char *err, size_t errsz);
+
 #endif

@@ -10,10 +10,11 @@
 #include "lib/json.h"
 #include "providers/providers.h"
 
-int
-openai_prepare(const char *base, const char *model, const char *key,
-    struct json_object *request, struct buf *url, struct buf *auth,
-    struct buf *body)
+/* The call to base + path, with the model replaced (see below). */
+static int
+prepare(const char *base, const char *path, const char *model,
+    const char *key, struct json_object *request, struct buf *url,
+    struct buf *auth, struct buf *body)
 {
 	struct json_object *copy = NULL, *stream, *opts;
 	const char	*text;
@@ -40,11 +41,29 @@ openai_prepare(const char *base, const char *model, const char *key,
 	buf_reset(url);
 	buf_reset(auth);
 	buf_reset(body);
-	if (buf_printf(url, "%.*s/chat/completions", (int)bl, base) == 0 &&
+	if (buf_printf(url, "%.*s%s", (int)bl, base, path) == 0 &&
 	    (key == NULL || *key == '\0' ||
 	    buf_printf(auth, "Authorization: Bearer %s", key) == 0) &&
 	    buf_append(body, text, len) == 0)
 		rc = 0;
 	json_object_put(copy);
 	return rc;
+}
+
+int
+openai_prepare(const char *base, const char *model, const char *key,
+    struct json_object *request, struct buf *url, struct buf *auth,
+    struct buf *body)
+{
+	return prepare(base, "/chat/completions", model, key, request, url,
+	    auth, body);
+}
+
+int
+openai_prepare_embeddings(const char *base, const char *model,
+    const char *key, struct json_object *request, struct buf *url,
+    struct buf *auth, struct buf *body)
+{
+	return prepare(base, "/embeddings", model, key, request, url, auth,
+	    body);
 }

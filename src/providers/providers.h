@@ -106,4 +106,10 @@ int		 openai_prepare(const char *base, const char *model,
 		    struct buf *url, struct buf *auth, struct buf *body)
 		    __attribute__((warn_unused_result));
 
+/* As openai_prepare(), for an embeddings call (POST <base>/embeddings). */
+int		 openai_prepare_embeddings(const char *base, const char *model,
+		    const char *key, struct json_object *request,
+		    struct buf *url, struct buf *auth, struct buf *body)
+		    __attribute__((warn_unused_result));
+
 #endif

@@ -9,7 +9,8 @@
     fresh_database  a new, empty database in the shared cluster
     own_pg      a test's own PostgreSQL cluster, for tests that stop it
     llm         mock_llm.MockLLM, every provider on loopback, per module
-    llm_stack   a stack (2 workers) whose providers are all `llm`, per
+    llm_stack   a stack (2 workers) whose providers are all `llm`, with
+                credits enforced and 100 credits on the root tenant, per
                 module
 
 When a test fails, the tail of every keygated and lighttpd log that was
@@ -156,6 +157,10 @@ def llm():
 @pytest.fixture(scope="module")
 def llm_stack(workdir, pg, llm):
     s = ks.Stack(workdir.subdir("kg"), pg, dbname=new_dbname("llm"),
-                 workers=2, validate_llm_keys="false", **llm.config())
+                 workers=2, validate_llm_keys="false", credits_enforce="true",
+                 **llm.config())
+    r = s.post("/v1/tenants/%s/credits" % ks.ROOT_TENANT,
+               {"amount": 100, "reason": "test"}, headers=ks.auth())
+    assert r.status == 200, r.body
     yield s
     s.close()

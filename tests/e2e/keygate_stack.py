@@ -1561,6 +1561,7 @@ def jwt_token(secret, claims, header=None, sign=True):
     return "%s.%s.%s" % (h, p, b64url(mac))
 
 
+ROOT_TENANT = "00000000-0000-0000-0000-000000000001"
 # The header that carries each provider's key inline in a gateway call.
 INLINE_KEY_HEADERS = {"openai": "X-OpenAI-Key",
                       "anthropic": "X-Anthropic-Key",

@@ -74,6 +74,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 OPENROUTER_PASSTHROUGH = (
     "meta-llama/llama-3.1-8b-instruct",
     "mistralai/mistral-7b-instruct",
+    "openai/text-embedding-3-small",
 )
 
 
@@ -341,6 +342,15 @@ class MockLLM:
         """What `provider` answers from now on."""
         with self._lock:
             self.behaviour[provider] = behaviour
+
+    def serve(self, keys, **complete):
+        """reset(), then every provider of `keys` ({provider: key})
+        accepting its key and answering Complete(**complete)."""
+        self.reset()
+        for provider, key in keys.items():
+            self.accept(provider, key)
+            self.behave(provider, Complete(**complete))
+        return self
 
     def reset(self):
         """No exchange recorded, no key accepted, every provider answering

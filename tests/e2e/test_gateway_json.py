@@ -8,7 +8,7 @@ import json
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Complete, SSEReader
+from mock_llm import SSEReader
 
 KEYS = {"openai": "sk-proj-" + "j" * 40,
         "anthropic": "sk-ant-api03-" + "j" * 40,
@@ -46,12 +46,7 @@ def mock(llm):
 
 @pytest.fixture(autouse=True)
 def fresh(mock):
-    mock.reset()
-    for provider, key in KEYS.items():
-        mock.accept(provider, key)
-    mock.behave("anthropic", Complete(answer=ANSWER))
-    mock.behave("google", Complete(answer=ANSWER))
-    mock.behave("openai", Complete(answer=ANSWER))
+    mock.serve(KEYS, answer=ANSWER)
 
 
 def headers(provider):

@@ -12,9 +12,8 @@ import secrets
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Complete, SSEReader
+from mock_llm import SSEReader
 
-ROOT = "00000000-0000-0000-0000-000000000001"
 KEYS = {"openai": "sk-proj-" + "m" * 40,
         "anthropic": "sk-ant-api03-" + "m" * 40,
         "google": "AIzaSy" + "m" * 33}
@@ -24,29 +23,14 @@ BODY = {"max_tokens": 256, "system": "You are terse.",
         "messages": [{"role": "user", "content": "Say hello."}]}
 
 
-@pytest.fixture(scope="module")
-def gw(workdir, pg, llm):
-    s = ks.Stack(workdir.subdir("kg"), pg,
-                 dbname="msg_%s" % secrets.token_hex(4), workers=2,
-                 validate_llm_keys="false", credits_enforce="true",
-                 **llm.config())
-    r = s.post("/v1/tenants/%s/credits" % ROOT, {"amount": 100,
-                                                  "reason": "test"},
-               headers=ks.auth())
-    assert r.status == 200, r.body
-    yield s
-    s.close()
+@pytest.fixture
+def gw(llm_stack):
+    return llm_stack
 
 
 @pytest.fixture(autouse=True)
 def mock(llm):
-    llm.reset()
-    for provider, key in KEYS.items():
-        llm.accept(provider, key)
-    for provider in KEYS:
-        llm.behave(provider, Complete(content="Hello there.", pieces=3,
-                                      usage=(21, 5)))
-    return llm
+    return llm.serve(KEYS, content="Hello there.", pieces=3, usage=(21, 5))
 
 
 def headers(provider, key=ks.DEV_KEY, version="2023-06-01"):

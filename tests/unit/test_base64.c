@@ -49,6 +49,9 @@ test_rfc4648_vectors(void **state)
 		assert_int_equal(base64url_encode((const uint8_t *)vec[i][0],
 		    strlen(vec[i][0]), enc), strlen(vec[i][2]));
 		assert_string_equal(enc, vec[i][2]);
+		assert_int_equal(base64_encode((const uint8_t *)vec[i][0],
+		    strlen(vec[i][0]), enc), strlen(vec[i][1]));
+		assert_string_equal(enc, vec[i][1]);
 	}
 }
 

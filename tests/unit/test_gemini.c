@@ -342,6 +342,53 @@ test_json_answer(void **state)
 	json_object_put(in);
 }
 
+/* Embeddings: one request per input; vectors back, as numbers or base64. */
+static void
+test_embeddings(void **state)
+{
+	struct json_object *in, *out;
+	char	 err[160];
+
+	(void)state;
+	in = parse("{\"model\":\"x\",\"input\":[\"a\",\"b\"],"
+	    "\"dimensions\":2}");
+	assert_int_equal(gemini_embed_request(in, "gemini-embedding-001", &out,
+	    err, sizeof(err)), 0);
+	assert_json(out, "{\"requests\":[{\"model\":"
+	    "\"models/gemini-embedding-001\",\"content\":{\"parts\":[{"
+	    "\"text\":\"a\"}]},\"outputDimensionality\":2},{\"model\":"
+	    "\"models/gemini-embedding-001\",\"content\":{\"parts\":[{"
+	    "\"text\":\"b\"}]},\"outputDimensionality\":2}]}");
+	json_object_put(in);
+	json_object_put(out);
+	in = parse("{\"input\":[[1,2]]}");
+	assert_int_equal(gemini_embed_request(in, "m", &out, err, sizeof(err)),
+	    -1);
+	assert_string_equal(err, "google embeds text: input must be a string "
+	    "or a non-empty array of strings");
+	json_object_put(in);
+
+	/* 1.0 and -2.0 as float32: 0000803f 000000c0. */
+	in = parse("{\"embeddings\":[{\"values\":[1.0,-2.0]}]}");
+	out = gemini_embed_response(in, "m", false, 3, err, sizeof(err));
+	assert_json(out, "{\"object\":\"list\",\"data\":[{\"object\":"
+	    "\"embedding\",\"index\":0,\"embedding\":[1.0,-2.0]}],"
+	    "\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,"
+	    "\"total_tokens\":3}}");
+	json_object_put(out);
+	out = gemini_embed_response(in, "m", true, 3, err, sizeof(err));
+	assert_json(out, "{\"object\":\"list\",\"data\":[{\"object\":"
+	    "\"embedding\",\"index\":0,\"embedding\":\"AACAPwAAAMA=\"}],"
+	    "\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,"
+	    "\"total_tokens\":3}}");
+	json_object_put(out);
+	json_object_put(in);
+	in = parse("{\"error\":{}}");
+	assert_null(gemini_embed_response(in, "m", false, 3, err, sizeof(err)));
+	assert_string_equal(err, "google sent no embeddings");
+	json_object_put(in);
+}
+
 int
 main(void)
 {
@@ -351,6 +398,7 @@ main(void)
 		cmocka_unit_test(test_stream_translation),
 		cmocka_unit_test(test_several_choices),
 		cmocka_unit_test(test_json_answer),
+		cmocka_unit_test(test_embeddings),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -17,6 +17,9 @@ test_valid(void **state)
 	assert_true(scope_valid("api_keys:read"));
 	assert_true(scope_valid("api_keys:*"));
 	assert_true(scope_valid("maintenance:write"));
+	assert_true(scope_valid("embeddings:write"));
+	assert_true(scope_valid("embeddings:*"));
+	assert_false(scope_valid("embeddings:read"));
 	assert_false(scope_valid("api_keys"));
 	assert_false(scope_valid("api_keys:delete"));
 	assert_false(scope_valid("api:*"));
