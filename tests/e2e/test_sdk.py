@@ -260,7 +260,7 @@ class Providers:
                  "total_tokens": 13}
         if body.get("stream") is True:
             return self.openai_stream(h, provider, body, base, contents[0],
-                                      finish, usage)
+                                      calls, finish, usage)
         choices = []
         for i, text in enumerate(contents):
             msg = {"role": "assistant", "content": text, "refusal": None}
@@ -271,7 +271,8 @@ class Providers:
         return self.json(h, 200, dict(base, object="chat.completion",
                                       choices=choices, usage=usage))
 
-    def openai_stream(self, h, provider, body, base, text, finish, usage):
+    def openai_stream(self, h, provider, body, base, text, calls, finish,
+                      usage):
         opts = body.get("stream_options") or {}
         # OpenRouter always ends with usage; OpenAI when asked.
         with_usage = provider == "openrouter" or opts.get("include_usage")
@@ -279,10 +280,18 @@ class Providers:
         def chunk(delta, reason=None):
             return dict(base, object="chat.completion.chunk", choices=[{
                 "index": 0, "delta": delta, "finish_reason": reason}])
-        words = text.split(" ")
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": w if i == 0 else " " + w})
-                   for i, w in enumerate(words)]
+        if calls:
+            # The call first with empty arguments, then them in pieces.
+            call = calls[0]
+            args = call["function"]["arguments"]
+            events.append(chunk({"tool_calls": [dict(call, index=0, function={
+                "name": call["function"]["name"], "arguments": ""})]}))
+            events += [chunk({"tool_calls": [{"index": 0, "function": {
+                "arguments": piece}}]}) for piece in (args[:5], args[5:])]
+        else:
+            events += [chunk({"content": w if i == 0 else " " + w})
+                       for i, w in enumerate(text.split(" "))]
         events.append(chunk({}, finish))
         if with_usage:
             events.append(dict(base, object="chat.completion.chunk",
@@ -416,11 +425,14 @@ class Providers:
         usage = {"promptTokenCount": 9, "candidatesTokenCount": 4,
                  "totalTokenCount": 13}
         if verb == "streamGenerateContent":
-            text = parts[0][0].get("text", "")
-            words = text.split(" ")
-            events = [{"candidates": [{"content": {"role": "model", "parts": [
-                {"text": w if i == 0 else " " + w}]}, "index": 0}]}
-                for i, w in enumerate(words)]
+            if "text" in parts[0][0]:
+                words = parts[0][0]["text"].split(" ")
+                pieces = [[{"text": w if i == 0 else " " + w}]
+                          for i, w in enumerate(words)]
+            else:   # a function call comes whole
+                pieces = [parts[0]]
+            events = [{"candidates": [{"content": {
+                "role": "model", "parts": p}, "index": 0}]} for p in pieces]
             events[-1]["candidates"][0]["finishReason"] = "STOP"
             events[-1]["usageMetadata"] = usage
             events[-1]["modelVersion"] = model
@@ -574,7 +586,7 @@ def chat_runs(gw):
     for provider, model in MODELS:
         runs[provider] = openai_run(gw, model, [
             "create", "stream", "stream_usage", "stream_helper", "tools",
-            "n", "parse"])
+            "run_tools", "n", "parse"])
     return runs
 
 
@@ -633,6 +645,16 @@ def test_tool_call_round_trip(gw, chat_runs, provider, model):
     assert r["call"]["id"]
     assert r["answer"] == "It is light rain in Oslo."
     assert r["second_finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_streamed_tool_loop_of_the_sdk(gw, chat_runs, provider, model):
+    """runTools() with stream: true assembles the call from the streamed
+    deltas, runs the function and sends its result back."""
+    r = ok(chat_runs[provider]["run_tools"])
+    assert r["calls"] == [[{"name": "get_weather",
+                            "arguments": {"city": "Oslo"}}]], r
+    assert r["content"] == "It is light rain in Oslo."
 
 
 @pytest.mark.parametrize("provider,model", [m for m in MODELS

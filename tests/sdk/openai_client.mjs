@@ -162,6 +162,30 @@ const steps = {
 		};
 	},
 
+	// The SDK's own tool loop, streamed: it calls the function with the
+	// arguments the stream assembled, sends the result back, and reads on.
+	async run_tools() {
+		const runner = client().chat.completions.runTools({
+			model,
+			messages: [{ role: 'user', content: 'What is the weather in Oslo?' }],
+			stream: true,
+			tools: [{
+				type: 'function',
+				function: {
+					...WEATHER_TOOL.function,
+					function: (args) => ({ city: args.city, forecast: 'light rain' }),
+					parse: JSON.parse,
+				},
+			}],
+		});
+		const content = await runner.finalContent();
+		return {
+			content,
+			calls: runner.messages.filter((m) => m.role === 'assistant' && m.tool_calls?.length)
+				.map((m) => m.tool_calls.map((tc) => ({ name: tc.function.name, arguments: JSON.parse(tc.function.arguments) }))),
+		};
+	},
+
 	async n() {
 		const c = await client().chat.completions.create({ model, messages: hello, n: 3 });
 		return {
