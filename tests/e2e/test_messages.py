@@ -12,7 +12,7 @@ import secrets
 import pytest
 
 import keygate_stack as ks
-from mock_llm import SSEReader
+from mock_llm import Complete, SSEReader
 
 KEYS = {"openai": "sk-proj-" + "m" * 40,
         "anthropic": "sk-ant-api03-" + "m" * 40,
@@ -248,3 +248,36 @@ def test_keys_and_scopes_as_for_chat(gw, mock):
     err = ks.assert_error(r, 403, "insufficient_permissions")
     assert "chat:write" in err["message"]
     assert mock.seen() == []
+
+
+def test_a_stream_cut_short_ends_with_an_error_event(gw, mock):
+    """The provider goes away mid-stream: an Anthropic error event, with
+    the keygate member, ends the stream; the call is billed once."""
+    mock.behave("openai", Complete(content="Hello there.", pieces=6,
+                                   stop_after=3))
+    r, events = stream(gw, "openai")
+    got = [e.json for e in events]
+    assert event_types(events)[0] == "message_start"
+    last = got[-1]
+    assert events[-1].event == "error" and last["type"] == "error", got
+    assert last["error"]["type"] == "upstream_error"
+    assert "openai ended the stream early" in last["error"]["message"]
+    assert not any("keygate" in d for d in got[:-1])
+    rows = usage_rows(gw, last["keygate"]["request_id"])
+    assert len(rows) == 1 and rows[0][4] == "partial", rows
+    assert round(last["keygate"]["credits_charged"] * 1e6) == \
+        int(rows[0][3])
+
+
+def test_chat_completions_carry_the_headers_too(gw, mock):
+    r = gw.post("/v1/chat/completions", {
+        "model": MODELS["openai"],
+        "messages": [{"role": "user", "content": "x"}]},
+        headers=headers("openai"))
+    assert r.status == 200, r.body
+    kg = r.json["keygate"]
+    assert r.headers["x-keygate-provider"] == kg["provider"] == "openai"
+    assert r.headers["x-keygate-key-source"] == kg["key_source"] == "user"
+    assert "x-keygate-pool-markup-applied" not in r.headers
+    assert float(r.headers["x-keygate-credits-charged"]) == \
+        kg["credits_charged"]
