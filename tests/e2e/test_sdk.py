@@ -844,6 +844,7 @@ def test_messages_create(gw, message_runs, provider, model):
     assert m["usage"]["input_tokens"] == 9, m
     assert m["usage"]["output_tokens"] == 4, m
     assert_keygate(m["keygate"], provider)
+    assert m["headers"] == {"provider": provider, "key_source": "user"}, m
 
 
 @pytest.mark.parametrize("provider,model", MODELS)

@@ -39,8 +39,12 @@ const params = {
 
 const steps = {
 	async create() {
-		const m = await client.messages.create(params);
+		const { data: m, response } = await client.messages.create(params).withResponse();
 		return {
+			headers: {
+				provider: response.headers.get('x-keygate-provider'),
+				key_source: response.headers.get('x-keygate-key-source'),
+			},
 			id: m.id, type: m.type, role: m.role, model: m.model,
 			content: m.content, stop_reason: m.stop_reason, usage: m.usage,
 			keygate: m.keygate ?? null,
