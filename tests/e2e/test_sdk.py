@@ -555,6 +555,8 @@ def gw(workdir, pg):
 
 
 def openai_run(g, model, steps, **extra):
+    """Runs openai_client.mjs for `model`, as g.user unless extra says
+    another key."""
     plan = dict({"base_url": g.base_url, "key": g.user, "model": model,
                  "steps": steps}, **extra)
     return node("openai_client.mjs", plan)
@@ -718,6 +720,26 @@ def test_embeddings(gw, provider, model):
     if provider != "google":
         assert r["usage"]["prompt_tokens"] == 4, r["usage"]
     assert gw.mock.seen(provider, mark), "no call reached %s" % provider
+
+
+@pytest.mark.parametrize("provider,model", MODELS)
+def test_inline_openrouter_key_serves_any_model(gw, provider, model):
+    """A tenant with no stored key, an X-OpenRouter-Key in the client's
+    defaultHeaders: every model goes to OpenRouter, under its OpenRouter
+    id, on that key, without the pool's markup."""
+    _, key = tenant_key(gw, "inline openrouter " + provider)
+    mark = gw.mock.mark()
+    r = ok(openai_run(gw, model, ["inline_key"], key=key, headers={
+        "X-OpenRouter-Key": PROVIDER_KEYS["openrouter"]})["inline_key"])
+    assert r["content"] == greeting("openrouter")
+    assert_keygate(r["keygate"], "openrouter")
+    sent = gw.mock.seen("openrouter", mark)
+    expected = model if "/" in model else gw.s.pg.scalar(
+        "SELECT openrouter_id FROM openrouter_models WHERE model = '%s'"
+        % model, dbname=gw.s.dbname)
+    assert [r.body["model"] for r in sent] == [expected]
+    assert [r.headers["authorization"] for r in sent] == [
+        "Bearer " + PROVIDER_KEYS["openrouter"]]
 
 
 # ---------------------------------------------------------------------------

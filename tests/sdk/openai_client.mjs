@@ -26,6 +26,7 @@ function client(opts = {}) {
 		maxRetries: opts.maxRetries ?? 2,
 		timeout: 60_000,
 		fetch: recordingFetch,
+		defaultHeaders: opts.headers,
 	});
 }
 
@@ -224,6 +225,15 @@ const steps = {
 			vectors: e.data.map((d) => ({ index: d.index, embedding: Array.from(d.embedding) })),
 			float: f.data.map((d) => d.embedding),
 		};
+	},
+
+	// A provider key sent along on every call, as the client's default
+	// headers (X-OpenRouter-Key, say).
+	async inline_key() {
+		const c = await client({ headers: plan.headers }).chat.completions.create({
+			model, messages: hello,
+		});
+		return { content: c.choices[0].message.content, keygate: c.keygate };
 	},
 
 	// The error classes, one call each.
