@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import threading
@@ -475,6 +476,9 @@ class Providers:
 
 def run_node(script, *args, env=None):
     """Runs node tests/sdk/SCRIPT ARGS; returns the CompletedProcess."""
+    if shutil.which("node") is None:
+        raise ks.StackError("node is not installed (tests/dev.sh installs "
+                            "Debian's nodejs when there is none)")
     if not os.path.isdir(NODE_MODULES):
         raise ks.StackError("%s is missing: run tests/dev.sh (npm ci in "
                             "tests/sdk) first" % NODE_MODULES)
