@@ -1137,6 +1137,20 @@ def test_curl_tenants_with_a_jwt(gw):
     assert isinstance(body["data"], list) and body["data"], body
 
 
+def listed_ids(g, page, key, query=""):
+    """The ids of a key listing's first `page` and of the pages after it
+    (the documented command reads the first only)."""
+    ids = [k["id"] for k in page["data"]]
+    while page.get("next_cursor"):
+        r = g.s.get("/v1/api_keys?%scursor=%s" % (
+            query, urllib.parse.quote(page["next_cursor"])),
+            headers=ks.auth(key))
+        assert r.status == 200, r.body
+        page = r.json
+        ids += [k["id"] for k in page["data"]]
+    return ids
+
+
 def test_curl_prefix_hash_key_lifecycle_and_dev_key_rotation(gw):
     """api-keys-prefix-hash, in its order: mint a real key with the
     development key, list, revoke one, then revoke the development key
@@ -1152,8 +1166,8 @@ def test_curl_prefix_hash_key_lifecycle_and_dev_key_rotation(gw):
     status, listed = curl(gw, """curl $KEYGATE_URL/v1/api_keys \\
   -H "Authorization: Bearer $KEYGATE_API_KEY\"""", ks.DEV_KEY)
     assert status == 200, listed
-    assert made["id"] in [k["id"] for k in listed["data"]]
     assert not any("key" in k for k in listed["data"]), listed
+    assert made["id"] in listed_ids(gw, listed, ks.DEV_KEY)
     doomed = create_key(gw.s, new_key, name="doomed")
     doomed_id = gw.s.get("/v1/auth/whoami", headers=ks.auth(doomed)
                          ).json["key_id"]
@@ -1164,7 +1178,8 @@ def test_curl_prefix_hash_key_lifecycle_and_dev_key_rotation(gw):
     status, listed = curl(gw, """curl "$KEYGATE_URL/v1/api_keys?include_revoked=true" \\
   -H "Authorization: Bearer $KEYGATE_API_KEY\"""", new_key)
     assert status == 200, listed
-    assert doomed_id in [k["id"] for k in listed["data"]]
+    assert doomed_id in listed_ids(gw, listed, new_key,
+                                   "include_revoked=true&")
     status, dev = curl(gw, """curl -X DELETE $KEYGATE_URL/v1/api_keys/00000000-0000-0000-0000-000000000010 \\
   -H "Authorization: Bearer $KEYGATE_API_KEY\"""", new_key)
     assert status == 200 and dev["revoked_at"], dev
