@@ -6,6 +6,7 @@
 
 #include "server/router.h"
 
+struct checks;
 struct json_object;
 struct principal;
 struct request;
@@ -63,6 +64,43 @@ void	api_tenants_credits(struct request *);
  * worker's next batch: what a request with that key does (api/app.c).
  */
 void	api_key_used(struct request *, const struct principal *p);
+
+/* The gateway (api/chat.c), for its three routes. */
+
+/* The shape a client speaks. */
+enum api_format {
+	API_FORMAT_CHAT,	/* OpenAI chat completions */
+	API_FORMAT_MESSAGES,	/* Anthropic's Messages API */
+	API_FORMAT_EMBEDDINGS,	/* OpenAI embeddings */
+	API_FORMAT__MAX
+};
+
+/*
+ * Runs a checked gateway request to its end, answered: routes model,
+ * resolves the key, holds credits, calls the provider and answers in the
+ * client's format with the keygate block, streamed or not.  body is the
+ * request in the OpenAI shape (borrowed); orig the client's own when it
+ * is another (a Messages request, passed to Anthropic as it came), else
+ * NULL.
+ */
+void	api_gateway(struct request *, enum api_format,
+	    struct json_object *body, struct json_object *orig,
+	    const char *model);
+/* Refuses fields that would redirect the call; 0, or -1 after a 400. */
+int	api_gateway_forbidden(struct request *, struct json_object *body)
+	    __attribute__((warn_unused_result));
+/* The model (borrowed), or NULL with the failure in the checks. */
+const char *api_gateway_model(struct checks *, struct json_object *body);
+/* Records a failure unless messages is a non-empty array. */
+void	api_gateway_turns(struct checks *, struct json_object *body);
+/*
+ * Every inline key sent must have its provider's form, as a key stored in
+ * the vault must: a mistyped or misplaced key is the client's to fix, and
+ * never worth a provider call.  Checked whether or not the call would use
+ * it.  0, or -1 after answering 400.
+ */
+int	api_gateway_inline_keys(struct request *)
+	    __attribute__((warn_unused_result));
 
 /* Shared by the handlers (api/common.c). */
 

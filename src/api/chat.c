@@ -1,12 +1,12 @@
 /*
- * POST /v1/chat/completions, POST /v1/messages and POST /v1/embeddings:
- * the gateway.  Parse and
- * check the request, route the model, pick the key by priority, call the
- * provider, and answer in the client's shape (OpenAI's, or Anthropic's
- * Messages) with a "keygate" block, streamed or not.  A Messages request
- * goes to Anthropic as it came; to any other provider it is an OpenAI
- * request, whose reply and chunks are turned back into Messages shapes.
- * Embeddings go to OpenAI and OpenRouter as sent, to Gemini translated.
+ * The gateway, for POST /v1/chat/completions here and for
+ * api/messages.c and api/embeddings.c: route the model, pick the key by
+ * priority, hold credits, call the provider, and answer in the client's
+ * shape (OpenAI's, or Anthropic's Messages) with a "keygate" block,
+ * streamed or not.  A Messages request goes to Anthropic as it came; to
+ * any other provider it is an OpenAI request, whose reply and chunks are
+ * turned back into Messages shapes.  Embeddings go to OpenAI and
+ * OpenRouter as sent, to Gemini translated.
  */
 #include "autoconfig.h"
 
@@ -198,9 +198,8 @@ keygate_headers(struct chat *c, bool charged)
 		    "memory");
 }
 
-/* Refuses the fields that would redirect the call; 0, or -1 after 400. */
-static int
-check_forbidden(struct request *req, struct json_object *body)
+int
+api_gateway_forbidden(struct request *req, struct json_object *body)
 {
 	size_t	 i;
 
@@ -214,36 +213,38 @@ check_forbidden(struct request *req, struct json_object *body)
 	return 0;
 }
 
-/* Checks the request; 0, or -1 after answering. */
-static int
-check_request(struct request *req, struct json_object *body, const char **model)
+const char *
+api_gateway_model(struct checks *ck, struct json_object *body)
 {
-	struct checks	 c = { NULL };
-	struct json_object *msgs;
+	struct json_object *v;
+	const char	*model;
 	bool		 present;
 
-	if (check_forbidden(req, body) == -1)
-		return -1;
-	*model = check_string(&c, body, "model", 256, &present);
-	if (*model == NULL && c.details == NULL)
-		check_fail(&c, "model", "required: a model name");
-	else if (*model != NULL && **model == '\0')
-		check_fail(&c, "model", "must not be empty");
+	if (!json_object_object_get_ex(body, "model", &v) || v == NULL) {
+		check_fail(ck, "model", "required: a model name");
+		return NULL;
+	}
+	if ((model = check_string(ck, body, "model", 256, &present)) != NULL &&
+	    *model == '\0') {
+		check_fail(ck, "model", "must not be empty");
+		return NULL;
+	}
+	return model;
+}
+
+void
+api_gateway_turns(struct checks *ck, struct json_object *body)
+{
+	struct json_object *msgs;
+
 	if (!json_object_object_get_ex(body, "messages", &msgs) ||
 	    !json_object_is_type(msgs, json_type_array) ||
 	    json_object_array_length(msgs) == 0)
-		check_fail(&c, "messages", "required: a non-empty array");
-	return check_done(req, &c);
+		check_fail(ck, "messages", "required: a non-empty array");
 }
 
-/*
- * Every inline key sent must have its provider's form, as a key stored in
- * the vault must: a mistyped or misplaced key is the client's to fix, and
- * never worth a provider call.  Checked whether or not the call would use
- * it.  0, or -1 after answering 400.
- */
-static int
-check_inline_keys(struct request *req)
+int
+api_gateway_inline_keys(struct request *req)
 {
 	const char	*v;
 	int		 i;
@@ -1268,16 +1269,11 @@ pass_header(struct request *req, const char *param, const char *name,
 		buf_reset(line);
 }
 
-/*
- * The gateway call itself, once the request is checked: body is the
- * request in the OpenAI shape, orig the client's own (the Messages
- * request, passed to Anthropic as it is; NULL for an OpenAI client).
- */
-static void
-gateway_call(struct chat *c, struct json_object *body,
-    struct json_object *orig, const char *model)
+void
+api_gateway(struct request *req, enum api_format format,
+    struct json_object *body, struct json_object *orig, const char *model)
 {
-	struct request	*req = c->req;
+	struct chat	 chat, *c = &chat;
 	struct worker	*w = req->w;
 	struct json_object *v, *opts;
 	struct upstream_call call;
@@ -1285,6 +1281,10 @@ gateway_call(struct chat *c, struct json_object *body,
 			 version = { 0 }, beta = { 0 };
 	size_t		 strip, nh = 0;
 
+	memset(c, 0, sizeof(*c));
+	c->req = req;
+	c->messages = format == API_FORMAT_MESSAGES;
+	c->embed = format == API_FORMAT_EMBEDDINGS;
 	/* Anthropic has no embeddings. */
 	if (c->embed && gateway_upstream(w->cfg, model, &strip) == NULL &&
 	    gateway_route(model) == PROVIDER_ANTHROPIC) {
@@ -1392,108 +1392,22 @@ void
 api_chat_completions(struct request *req)
 {
 	struct json_object *body;
-	struct chat	 c;
-	const char	*model;
-
-	memset(&c, 0, sizeof(c));
-	c.req = req;
-	if (!api_body_object(req, &body))
-		return;
-	if (body == NULL) {
-		struct checks ck = { NULL };
-
-		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "messages", "required: a non-empty array");
-		if (check_done(req, &ck) == -1)
-			return;
-	}
-	if (check_request(req, body, &model) == -1 ||
-	    check_inline_keys(req) == -1)
-		return;
-	gateway_call(&c, body, NULL, model);
-}
-
-/*
- * POST /v1/messages: a Messages request, checked as Anthropic checks it
- * (model, max_tokens and a non-empty messages array are required), then
- * the same gateway.
- */
-void
-api_messages(struct request *req)
-{
-	struct json_object *body, *chat = NULL;
 	struct checks	 ck = { NULL };
-	struct chat	 c;
-	const char	*model;
-	char		 err[160];
-	long		 max;
-	bool		 present;
-
-	memset(&c, 0, sizeof(c));
-	c.req = req;
-	c.messages = true;
-	if (!api_body_object(req, &body))
-		return;
-	if (body == NULL) {
-		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "max_tokens", "required: a whole number of "
-		    "at least 1");
-		check_fail(&ck, "messages", "required: a non-empty array");
-	} else if (!check_int(&ck, body, "max_tokens", 1, 1 << 24, &max,
-	    &present) && !present)
-		check_fail(&ck, "max_tokens", "required: a whole number of "
-		    "at least 1");
-	/* With no body the checks have failed, and answered. */
-	if (check_done(req, &ck) == -1 ||
-	    check_request(req, body, &model) == -1 ||
-	    check_inline_keys(req) == -1)
-		return;
-	if (messages_to_chat(body, &chat, err, sizeof(err)) == -1) {
-		http_error(req, ERR_BAD_REQUEST, "This request is not a "
-		    "Messages request: %s.", err);
-		return;
-	}
-	gateway_call(&c, chat, body, model);
-	json_object_put(chat);
-}
-
-/*
- * POST /v1/embeddings: model and input (a string, or a non-empty array of
- * strings or token arrays) are required; then the same gateway, priced on
- * the input alone.
- */
-void
-api_embeddings(struct request *req)
-{
-	struct json_object *body, *in;
-	struct checks	 ck = { NULL };
-	struct chat	 c;
 	const char	*model = NULL;
-	bool		 present;
 
-	memset(&c, 0, sizeof(c));
-	c.req = req;
-	c.embed = true;
 	if (!api_body_object(req, &body))
 		return;
 	if (body == NULL) {
 		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "input", "required: a string or an array");
+		check_fail(&ck, "messages", "required: a non-empty array");
 	} else {
-		if (check_forbidden(req, body) == -1)
+		if (api_gateway_forbidden(req, body) == -1)
 			return;
-		model = check_string(&ck, body, "model", 256, &present);
-		if (model == NULL && !present)
-			check_fail(&ck, "model", "required: a model name");
-		if (!json_object_object_get_ex(body, "input", &in) ||
-		    !(json_object_is_type(in, json_type_string) ||
-		    (json_object_is_type(in, json_type_array) &&
-		    json_object_array_length(in) > 0)))
-			check_fail(&ck, "input", "required: a string or a "
-			    "non-empty array");
+		model = api_gateway_model(&ck, body);
+		api_gateway_turns(&ck, body);
 	}
 	/* With no body the checks have failed, and answered. */
-	if (check_done(req, &ck) == -1 || check_inline_keys(req) == -1)
+	if (check_done(req, &ck) == -1 || api_gateway_inline_keys(req) == -1)
 		return;
-	gateway_call(&c, body, NULL, model);
+	api_gateway(req, API_FORMAT_CHAT, body, NULL, model);
 }

@@ -128,7 +128,8 @@ class Complete:
     `newline` ends every line ("\r\n" is as valid as "\n"); `split`
     writes each event in two pieces, 50 ms apart, cut in the middle of its
     JSON; `multiline` sends each JSON chunk on two `data:` lines (after its
-    first comma), which a reader joins with a newline.  `wait` seconds pass
+    first comma), which a reader joins with a newline.  A stream with
+    "n" in the request streams that many choices.  `wait` seconds pass
     before a whole (not streamed) answer, watching the connection.
 
     A request that asks for a JSON answer (OpenAI's response_format,
@@ -543,22 +544,28 @@ class MockLLM:
             ex.provider == "openrouter" or (
                 isinstance(opts, dict) and opts.get("include_usage") is True))
 
-        def chunk(delta, finish=None, choices=True):
+        def chunk(delta, finish=None, choices=True, index=0):
             c = {"id": cid, "object": "chat.completion.chunk",
                  "created": created, "model": model,
                  "system_fingerprint": "fp_mock",
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                              "finish_reason": finish}] if choices else []}
+                 "choices": [{"index": index, "delta": delta,
+                              "logprobs": None, "finish_reason": finish}]
+                 if choices else []}
             if ex.provider == "openrouter":
                 c["provider"] = "MockCloud"
             if with_usage:
                 c["usage"] = None
             return c
 
+        # With n choices, each piece goes out once per choice, in turn,
+        # and every choice finishes at the end.
+        n = ex.json.get("n") if isinstance(ex.json.get("n"), int) else 1
         parts = self._pieces(self._text(ex, b), b.pieces)
-        events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": part}) for part in parts]
-        events.append(chunk({}, b.finish_reason))
+        events = [chunk({"role": "assistant", "content": ""}, index=k)
+                  for k in range(n)]
+        events += [chunk({"content": part}, index=k) for part in parts
+                   for k in range(n)]
+        events += [chunk({}, b.finish_reason, index=k) for k in range(n)]
         if with_usage:
             u = chunk(None, choices=False)
             u["usage"] = self._usage(b)

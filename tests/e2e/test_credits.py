@@ -443,3 +443,19 @@ def test_a_stream_cut_short_bills_once_and_says_so(billed, mock):
     assert len(rows) == 1
     assert round(events[-1]["keygate"]["credits_charged"] * 1e6) == \
         int(rows[0][0])
+
+
+def test_a_stream_of_several_choices_has_keygate_on_the_last_finish(
+        billed, mock):
+    """Every choice keeps its finish_reason chunk; the keygate member
+    rides on the last of them, once the call is settled."""
+    mock.behave("openai", Complete(usage=(40, 9), pieces=2))
+    tid, key = tenant(billed, 1)
+    chunks, _ = stream(billed, key, dict(BODY, n=3))
+    chunks, kg = ks.stream_chunks(chunks)
+    finishes = [(ch["index"], ch["finish_reason"]) for c in chunks
+                for ch in c["choices"] if ch["finish_reason"]]
+    assert finishes == [(0, "stop"), (1, "stop"), (2, "stop")]
+    assert chunks == [c for c in mock.only("openai").chunks()
+                      if c["choices"]]
+    assert round(kg["credits_charged"] * 1e6) == cost(40, 9)

@@ -123,7 +123,10 @@ def test_gemini_takes_no_token_arrays(gw, mock):
     ({"model": "text-embedding-3-small", "input": []}, "input"),
     ({"model": "text-embedding-3-small", "input": 5}, "input"),
     ({"input": "x"}, "model"),
-], ids=["no-input", "empty-input", "number-input", "no-model"])
+    ({"model": None, "input": "x"}, "model"),
+    ({"model": 7, "input": "x"}, "model"),
+], ids=["no-input", "empty-input", "number-input", "no-model", "null-model",
+        "number-model"])
 def test_a_bad_request_is_422_and_not_sent(gw, mock, body, field):
     r = gw.post("/v1/embeddings", body, headers=dict(
         ks.auth(), **{"X-OpenAI-Key": KEYS["openai"]}))

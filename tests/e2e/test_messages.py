@@ -215,7 +215,12 @@ def test_the_version_header_reaches_anthropic(gw, mock):
       "messages": []}, "messages"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
      "model"),
-], ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model"])
+    ({"model": None, "max_tokens": 5,
+      "messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "", "max_tokens": 5,
+      "messages": [{"role": "user", "content": "x"}]}, "model"),
+], ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model",
+        "null-model", "empty-model"])
 def test_a_bad_request_is_422_and_not_sent(gw, mock, body, field):
     r = gw.post("/v1/messages", body, headers=headers("anthropic"))
     err = ks.assert_error(r, 422, "validation_error")
@@ -281,3 +286,23 @@ def test_chat_completions_carry_the_headers_too(gw, mock):
     assert "x-keygate-pool-markup-applied" not in r.headers
     assert float(r.headers["x-keygate-credits-charged"]) == \
         kg["credits_charged"]
+
+
+def test_the_key_rate_limit_holds(gw, mock):
+    """The same per-key limit as every route: the second call in the
+    window is 429 with Retry-After, and never reaches the provider."""
+    made = gw.post("/v1/api_keys", {"name": "slow", "scopes": ["chat:write"],
+                                    "rate_limit_max": 1,
+                                    "rate_limit_window": "1 hour"},
+                   headers=ks.auth())
+    assert made.status == 201, made.body
+    body = dict(BODY, model=MODELS["anthropic"])
+    h = headers("anthropic", key=made.json["key"])
+    first = gw.post("/v1/messages", body, headers=h)
+    assert first.status == 200, first.body
+    assert first.headers["x-ratelimit-limit"] == "1"
+    assert first.headers["x-ratelimit-remaining"] == "0"
+    second = gw.post("/v1/messages", body, headers=h)
+    ks.assert_error(second, 429, "rate_limit_exceeded")
+    assert int(second.headers["retry-after"]) > 0
+    assert len(mock.seen("anthropic")) == 1
