@@ -41,8 +41,6 @@ SDK_DIR = os.path.join(ks.SRCDIR, "tests", "sdk")
 NODE_MODULES = os.path.join(SDK_DIR, "node_modules")
 NODE_TIMEOUT = 240          # s, one node run of several calls
 
-ROOT = "00000000-0000-0000-0000-000000000001"
-
 PROVIDER_KEYS = {
     "openai": "sk-proj-" + "o" * 40,
     "anthropic": "sk-ant-api03-" + "a" * 40,
@@ -51,14 +49,14 @@ PROVIDER_KEYS = {
 }
 POOL_KEY = "sk-or-v1-" + "p" * 64
 
-# A chat model of each provider, and what the gateway names the provider.
+# A chat model of each provider, and the gateway's name for the provider.
 MODELS = [
     ("openai", "gpt-4o-mini"),
     ("anthropic", "claude-3-5-haiku-latest"),
     ("google", "gemini-2.0-flash"),
     ("openrouter", "openai/gpt-4o-mini"),
 ]
-MODEL_IDS = [m for _, m in MODELS]
+# Anthropic has no embeddings API.
 EMBEDDING_MODELS = [
     ("openai", "text-embedding-3-small"),
     ("google", "gemini-embedding-001"),
@@ -521,7 +519,7 @@ def gw(workdir, pg):
     try:
         # An admin key of its own, so the dev key may be revoked later.
         admin = create_key(s, ks.DEV_KEY, scopes=["*"], name="admin")
-        r = s.post("/v1/tenants/%s/credits" % ROOT,
+        r = s.post("/v1/tenants/%s/credits" % ks.ROOT_TENANT,
                    {"amount": 1000, "reason": "sdk tests"},
                    headers=ks.auth(admin))
         assert r.status == 200, r.body
@@ -1129,7 +1127,7 @@ def test_curl_tenants_with_x_api_key(gw):
 def test_curl_tenants_with_a_jwt(gw):
     """A token without scopes reads."""
     token = ks.jwt_token(gw.s.kg.config["jwt_secret"], {
-        "sub": "reporting", "tenant_id": ROOT,
+        "sub": "reporting", "tenant_id": ks.ROOT_TENANT,
         "exp": int(time.time()) + 300})
     status, body = curl(gw, """curl $KEYGATE_URL/v1/tenants \\
 -H "Authorization: Bearer $KEYGATE_API_KEY\"""", token)
