@@ -7,8 +7,10 @@
 #                        tenant credits, print an admin key once with
 #                        examples; Ctrl-C stops everything
 #   tests/dev.sh check   install and build the same way (strict warnings as
-#                        errors, AddressSanitizer + UndefinedBehaviorSanitizer)
-#                        and run every test: make check, make distcheck and
+#                        errors, AddressSanitizer + UndefinedBehaviorSanitizer),
+#                        install the official client SDKs the tests drive
+#                        keygate with (npm ci in tests/sdk), and run every
+#                        test: make check, make distcheck and
 #                        tests/deb/run (builds the .deb and, unless
 #                        KEYGATE_DEB_INSTALL=0, installs, upgrades and purges
 #                        it on this machine)
@@ -29,6 +31,9 @@ PACKAGES=(build-essential autoconf automake pkg-config
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
 	libcmocka-dev postgresql lighttpd apache2 nginx python3 python3-pytest
 	curl wrk ca-certificates)
+# Node.js runs the official client SDKs in tests/sdk; machine images
+# usually bring their own, so Debian's only when there is none.
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'tests/dev.sh: %s\n' "$*" >&2; exit 1; }
@@ -58,6 +63,19 @@ install_packages() {
 			update-rc.d "$unit" disable >/dev/null 2>&1 || true
 		fi
 	done
+}
+
+# The official client SDKs that tests/e2e/test_sdk.py drives keygate with,
+# from the npm registry at the versions tests/sdk/package-lock.json pins,
+# into tests/sdk/node_modules (again only when the lock file changed).
+install_sdks() {
+	local dir=$SRC/tests/sdk
+	[ -f "$dir/node_modules/.package-lock.json" ] &&
+		[ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ] &&
+		return 0
+	say "npm ci in tests/sdk"
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+		die "npm ci in tests/sdk failed"
 }
 
 # build FLAVOUR [configure flags...]: an out-of-tree build in _build/FLAVOUR.
@@ -303,6 +321,7 @@ summary() {
 
 cmd_check() {
 	install_packages
+	install_sdks
 	build check --enable-werror --enable-sanitizers
 	say "make check"
 	local rc=0 f

@@ -156,6 +156,14 @@ collect(struct request *req, const char *only, struct json_object *data)
 				rc = add(req, sent, data, u->models[j],
 				    (long long)cfg->read_at);
 	}
+	/*
+	 * An OpenRouter id (vendor/model) is passed on as it is: the list
+	 * cannot name OpenRouter's whole catalogue, but one asked for by
+	 * name is there when a key reaches it.
+	 */
+	if (rc == 0 && only != NULL && strchr(only, '/') != NULL &&
+	    json_object_array_length(data) == 0)
+		rc = add(req, sent, data, only, (long long)cfg->read_at);
 	if (rc == -1)
 		api_db_failed(req);
 	return rc;

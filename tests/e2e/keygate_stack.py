@@ -8,6 +8,7 @@ Everything here starts something real and owns it until close():
     Apache        Apache httpd in front of keygated, from fcgi/apache.conf
     Nginx         nginx in front of keygated, from fcgi/nginx.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
+    loopback_server  a bare one, for mocks that speak a wire format of their own
     Stack         keygated (on a migrated database) behind one of them
     GuardedService  another service behind the same web server, guarded by
                   keygate from fcgi/<web>-authorizer.conf (guarded_stack())
@@ -1366,6 +1367,31 @@ def describe(samples, limit=10):
 # ---------------------------------------------------------------------------
 # Mock LLM provider
 
+def loopback_server(serve):
+    """A threaded HTTP/1.1 server on a free loopback port that calls
+    serve(handler, body) for every request, `body` being the bytes the
+    request carried.  Returns the server; shutdown() and server_close()
+    stop it."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _any(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            serve(self, self.rfile.read(n) if n else b"")
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever,
+                     kwargs={"poll_interval": 0.1}, daemon=True,
+                     name="loopback-server").start()
+    return server
+
+
 MockRequest = collections.namedtuple(
     "MockRequest", "method path query headers body time")
 
@@ -1881,6 +1907,23 @@ class Stack:
     def close(self):
         self.web.close()
         self.kg.close()
+
+
+def b64url(data):
+    """base64url without padding, as JWTs use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_token(secret, claims, header=None, sign=True):
+    """An HS256 JWT of `claims` signed with `secret` (unsigned, with an
+    empty signature, when sign is false)."""
+    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(claims).encode())
+    if not sign:
+        return "%s.%s." % (h, p)
+    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
+                   hashlib.sha256).digest()
+    return "%s.%s.%s" % (h, p, b64url(mac))
 
 
 ROOT_TENANT = "00000000-0000-0000-0000-000000000001"

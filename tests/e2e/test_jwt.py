@@ -8,6 +8,7 @@ import time
 import pytest
 
 import keygate_stack as ks
+from keygate_stack import b64url as b64, jwt_token as token
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 INVALID = (b'{"error":{"message":"Invalid API key.",'
