@@ -14,6 +14,7 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/credits.h"
+#include "core/tenants.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -58,6 +59,38 @@ api_account(struct request *req)
 	http_respond_json(req, 200, o);
 }
 
+/* 402 for a transfer the giver's free balance cannot pay. */
+static void
+short_of(struct request *req, const char *tenant, long long micro)
+{
+	const char	*p[1] = { tenant };
+	struct db_res	*res;
+	struct json_object *root, *err;
+	long long	 available;
+	char		 need[24], have[24], msg[128];
+
+	if ((res = db_query(req->w->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
+	    NULL) {
+		api_db_failed(req);
+		return;
+	}
+	available = db_rows(res) == 1 ? atoll(db_value(res, 0, 0)) : 0;
+	db_res_free(res);
+	credits_format(micro, need, sizeof(need));
+	credits_format(available, have, sizeof(have));
+	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
+	    "Available: %s", need, have);
+	err = json_object_new_object();
+	json_object_object_add(err, "message", json_str(msg));
+	json_object_object_add(err, "type", json_str("insufficient_credits"));
+	json_object_object_add(err, "code", json_str("insufficient_credits"));
+	json_object_object_add(err, "required_credits", credits(micro));
+	json_object_object_add(err, "available_credits", credits(available));
+	root = json_object_new_object();
+	json_object_object_add(root, "error", err);
+	http_respond_json(req, 402, root);
+}
+
 void
 api_tenants_credits(struct request *req)
 {
@@ -69,7 +102,9 @@ api_tenants_credits(struct request *req)
 	const char	*reason, *p[2];
 	char		 amt[32];
 	long long	 micro = 0, balance;
-	bool		 present, answered;
+	const char	*from;
+	bool		 present, answered, mint;
+	int		 rows;
 	double		 d;
 
 	if (!uuid_valid(req->param) ||
@@ -100,13 +135,38 @@ api_tenants_credits(struct request *req)
 	reason = check_string(&c, body, "reason", 500, &present);
 	if (check_done(req, &c) == -1)
 		return;
+	/*
+	 * Only the root tenant creates credits; any other tenant moves them
+	 * from its own balance to a tenant below it, never to itself.
+	 */
+	from = req->principal->tenant_id;
+	mint = strcmp(from, TENANT_ROOT) == 0;
+	if (!mint && strcmp(from, req->param) == 0) {
+		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only the root "
+		    "tenant creates credits; a tenant gives a tenant below it "
+		    "credits from its own balance.");
+		return;
+	}
 	snprintf(amt, sizeof(amt), "%lld", micro);
-	p[0] = req->param;
-	p[1] = amt;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
+	if (!mint) {
+		p[0] = from;
+		p[1] = amt;
+		if ((res = db_query(w->db, STMT_CREDITS_DEBIT, 2, p)) == NULL)
+			goto dbfail;
+		rows = db_rows(res);
+		db_res_free(res);
+		if (rows != 1) {
+			db_rollback(w->db);
+			short_of(req, from, micro);
+			return;
+		}
+	}
+	p[0] = req->param;
+	p[1] = amt;
 	if ((res = db_query(w->db, STMT_CREDITS_ADD, 2, p)) == NULL)
 		goto dbfail;
 	balance = atoll(db_value(res, 0, 0));
@@ -117,14 +177,20 @@ api_tenants_credits(struct request *req)
 	    json_object_new_int64(micro));
 	json_object_object_add(details, "reason",
 	    json_str(reason != NULL ? reason : ""));
-	if (api_audit(req, req->param, "credits.add", "tenant", req->param,
-	    details) == -1 || db_commit(w->db) == -1)
+	if (!mint)
+		json_object_object_add(details, "from_tenant_id",
+		    json_str(from));
+	if (api_audit(req, req->param, mint ? "credits.add" :
+	    "credits.transfer", "tenant", req->param, details) == -1 ||
+	    db_commit(w->db) == -1)
 		goto dbfail;
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("credits"));
 	json_object_object_add(o, "tenant_id", json_str(req->param));
 	json_object_object_add(o, "added", credits(micro));
 	json_object_object_add(o, "credits_balance", credits(balance));
+	json_object_object_add(o, "from_tenant_id", mint ? NULL :
+	    json_str(from));
 	http_respond_json(req, 200, o);
 	return;
 dbfail:

@@ -457,6 +457,11 @@ static const struct {
 	[STMT_CREDITS_ADD] = { "credits_add",
 	  "UPDATE tenants SET credits_balance = credits_balance + $2::bigint, "
 	  "updated_at = now() WHERE id = $1::uuid RETURNING credits_balance" },
+	/* What is held stays: only the free part of a balance moves. */
+	[STMT_CREDITS_DEBIT] = { "credits_debit",
+	  "UPDATE tenants SET credits_balance = credits_balance - $2::bigint, "
+	  "updated_at = now() WHERE id = $1::uuid AND credits_balance - "
+	  "credits_reserved >= $2::bigint RETURNING credits_balance" },
 	[STMT_ACCOUNT] = { "account",
 	  "SELECT t.credits_balance, t.credits_reserved, "
 	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND "

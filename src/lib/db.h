@@ -94,6 +94,7 @@ enum stmt {
 				    request, provider, model, source, prompt,
 				    completion, markup, status) -> charged */
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
+	STMT_CREDITS_DEBIT,	/* (tenant, amount) -> balance, or no row */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */
 	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */

@@ -459,3 +459,75 @@ def test_a_stream_of_several_choices_has_keygate_on_the_last_finish(
     assert chunks == [c for c in mock.only("openai").chunks()
                       if c["choices"]]
     assert round(kg["credits_charged"] * 1e6) == cost(40, 9)
+
+
+# ---------------------------------------------------------------------------
+# Who may create money: the root tenant mints, any other tenant transfers
+
+def admin_of(s, parent_key, name, parent=None):
+    """A new tenant (below parent, or below the caller's) and a key of its
+    own with every scope."""
+    body = {"name": name}
+    if parent:
+        body["parent_id"] = parent
+    r = s.post("/v1/tenants", body, headers=ks.auth(parent_key))
+    assert r.status == 201, r.body
+    tid = r.json["id"]
+    r = s.post("/v1/api_keys", {"tenant_id": tid, "name": name + "-admin",
+                                "scopes": ["*"]}, headers=ks.auth(parent_key))
+    assert r.status == 201, r.body
+    return tid, r.json["key"]
+
+
+def balances(s, *tids):
+    rows = dict(s.psql("SELECT id::text, credits_balance::text FROM tenants "
+                       "WHERE id = ANY('{%s}'::uuid[])" % ",".join(tids)))
+    return [int(rows[t]) for t in tids]
+
+
+def test_a_tenant_other_than_the_root_cannot_mint(billed):
+    child, child_key = admin_of(billed, ks.DEV_KEY, "minter")
+    grand, _ = admin_of(billed, child_key, "minted", parent=child)
+    before = balances(billed, child, grand)
+    audits = billed.psql("SELECT count(*) FROM audit_log")[0][0]
+    r = billed.post("/v1/tenants/%s/credits" % child,
+                    {"amount": 1000000000, "reason": "free money"},
+                    headers=ks.auth(child_key))
+    err = ks.assert_error(r, 403, "insufficient_permissions")
+    assert "root tenant" in err["message"], err
+    # Crediting a child is a transfer, and the giver has nothing to give.
+    r = billed.post("/v1/tenants/%s/credits" % grand, {"amount": 5},
+                    headers=ks.auth(child_key))
+    err = ks.assert_error(r, 402, "insufficient_credits")
+    assert err["message"] == "Insufficient credits. Required: 5, " \
+        "Available: 0", err
+    assert err["required_credits"] == 5 and err["available_credits"] == 0
+    assert balances(billed, child, grand) == before
+    assert billed.psql("SELECT count(*) FROM audit_log")[0][0] == audits
+
+
+def test_a_transfer_moves_credits_down_in_one_audited_step(billed):
+    child, child_key = admin_of(billed, ks.DEV_KEY, "giver")
+    grand, _ = admin_of(billed, child_key, "taker", parent=child)
+    r = billed.post("/v1/tenants/%s/credits" % child, {"amount": 10},
+                    headers=ks.auth())
+    assert r.status == 200, r.body
+    assert r.json["from_tenant_id"] is None
+    r = billed.post("/v1/tenants/%s/credits" % grand,
+                    {"amount": 2.5, "reason": "for the team"},
+                    headers=ks.auth(child_key))
+    assert r.status == 200, r.body
+    assert r.json["tenant_id"] == grand
+    assert r.json["from_tenant_id"] == child
+    assert r.json["added"] == 2.5 and r.json["credits_balance"] == 2.5
+    assert balances(billed, child, grand) == [7500000, 2500000]
+    rows = billed.psql("SELECT action, tenant_id::text, "
+                       "details->>'from_tenant_id', details->>'amount_micro' "
+                       "FROM audit_log WHERE action LIKE 'credits.%%' AND "
+                       "target_id = '%s'" % grand)
+    assert rows == [["credits.transfer", grand, child, "2500000"]], rows
+    # More than the giver has left: 402, and nothing moves.
+    r = billed.post("/v1/tenants/%s/credits" % grand, {"amount": 7.6},
+                    headers=ks.auth(child_key))
+    ks.assert_error(r, 402, "insufficient_credits")
+    assert balances(billed, child, grand) == [7500000, 2500000]
