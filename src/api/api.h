@@ -124,7 +124,10 @@ int	api_gateway_forbidden(struct request *, struct json_object *body)
 	    __attribute__((warn_unused_result));
 /* The model (borrowed), or NULL with the failure in the checks. */
 const char *api_gateway_model(struct checks *, struct json_object *body);
-/* Records a failure unless messages is a non-empty array. */
+/*
+ * Records a failure unless messages is a non-empty array, and unless
+ * stream, when sent, is a boolean.
+ */
 void	api_gateway_turns(struct checks *, struct json_object *body);
 /*
  * Every inline key sent must have its provider's form, as a key stored in

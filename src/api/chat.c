@@ -239,10 +239,19 @@ api_gateway_turns(struct checks *ck, struct json_object *body)
 {
 	struct json_object *msgs;
 
+	struct json_object *stream;
+
 	if (!json_object_object_get_ex(body, "messages", &msgs) ||
 	    !json_object_is_type(msgs, json_type_array) ||
 	    json_object_array_length(msgs) == 0)
 		check_fail(ck, "messages", "required: a non-empty array");
+	/*
+	 * A provider takes 1 or "yes" for a stream; keygate would then wait
+	 * for one JSON reply that never comes, so only a boolean will do.
+	 */
+	if (json_object_object_get_ex(body, "stream", &stream) &&
+	    stream != NULL && !json_object_is_type(stream, json_type_boolean))
+		check_fail(ck, "stream", "must be true or false");
 }
 
 int

@@ -531,3 +531,22 @@ def test_a_transfer_moves_credits_down_in_one_audited_step(billed):
                     headers=ks.auth(child_key))
     ks.assert_error(r, 402, "insufficient_credits")
     assert balances(billed, child, grand) == [7500000, 2500000]
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("stream", [1, "yes", "true", {}])
+def test_stream_must_be_a_boolean(billed, mock, route, stream):
+    """A provider would stream on 1 or "yes" while keygate waits for one
+    reply: refused before anything is held or sent."""
+    tid, key = tenant(billed, 5)
+    body = dict(BODY, stream=stream)
+    if route == "/v1/messages":
+        body = {"model": "gpt-4o-mini", "max_tokens": 100, "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]}
+    r = billed.post(route, body, headers=dict(
+        ks.auth(key), **{"X-OpenAI-Key": OPENAI_KEY}))
+    err = ks.assert_error(r, 422, "validation_error")
+    assert [d["field"] for d in err["details"]] == ["stream"], err
+    assert mock.seen() == []
+    assert billed.psql("SELECT credits_balance, credits_reserved FROM "
+                       "tenants WHERE id = '%s'" % tid) == [["5000000", "0"]]
