@@ -24,7 +24,7 @@
 static struct json_object *
 credits(long long micro)
 {
-	return json_object_new_double((double)micro / CREDITS_MICRO);
+	return credits_json(micro);
 }
 
 void

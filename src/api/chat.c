@@ -165,7 +165,7 @@ keygate_block(const struct chat *c)
 	json_object_object_add(o, "provider",
 	    json_object_new_string(gateway_provider_name(&c->key)));
 	json_object_object_add(o, "credits_charged",
-	    json_object_new_double((double)c->charged / CREDITS_MICRO));
+	    credits_json(c->charged));
 	json_object_object_add(o, "request_id",
 	    json_object_new_string(c->req->request_id));
 	return o;
@@ -1222,9 +1222,9 @@ reserve(struct chat *c, struct json_object *body)
 	json_object_object_add(err, "type", json_str("insufficient_credits"));
 	json_object_object_add(err, "code", json_str("insufficient_credits"));
 	json_object_object_add(err, "required_credits",
-	    json_object_new_double((double)est / CREDITS_MICRO));
+	    credits_json(est));
 	json_object_object_add(err, "available_credits",
-	    json_object_new_double((double)available / CREDITS_MICRO));
+	    credits_json(available));
 	json_object_object_add(err, "max_affordable_tokens",
 	    json_object_new_int64(credits_affordable_tokens(&c->price,
 	    c->prompt_est, c->markup, available)));

@@ -82,10 +82,9 @@ entry(struct request *req, const char *const sent[PROVIDER__MAX],
 	    json_object_new_double(w->cfg->pool_markup) : NULL);
 	cost = json_object_new_object();
 	json_object_object_add(cost, "input_per_mtok",
-	    json_object_new_double((double)price.in_per_mtok / CREDITS_MICRO));
+	    credits_json(price.in_per_mtok));
 	json_object_object_add(cost, "output_per_mtok",
-	    json_object_new_double((double)price.out_per_mtok /
-	    CREDITS_MICRO));
+	    credits_json(price.out_per_mtok));
 	json_object_object_add(kg, "pricing", cost);
 	json_object_object_add(m, "keygate", kg);
 	*out = m;

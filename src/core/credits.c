@@ -7,6 +7,7 @@
 
 #include "core/credits.h"
 #include "lib/db.h"
+#include "lib/json.h"
 
 int
 credits_price(struct db *db, const char *model, struct credit_price *p)
@@ -78,6 +79,15 @@ credits_format(long long micro, char *out, size_t outsz)
 		out[--n] = '\0';
 	if (n > 0 && out[n - 1] == '.')
 		out[--n] = '\0';
+}
+
+struct json_object *
+credits_json(long long micro)
+{
+	char	 text[24];
+
+	credits_format(micro, text, sizeof(text));
+	return json_decimal((double)micro / CREDITS_MICRO, text);
 }
 
 enum credits_result

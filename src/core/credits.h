@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 struct db;
+struct json_object;
 
 /*
  * Credits, counted in micro-credits (1 credit = 1 000 000) so that every
@@ -41,6 +42,11 @@ long		 credits_affordable_tokens(const struct credit_price *,
  * which 24 bytes always hold.
  */
 void		 credits_format(long long micro, char *out, size_t outsz);
+/*
+ * micro-credits as a new JSON number written as that exact decimal
+ * ("0.022", never 0.021999999999999999); the caller owns it.
+ */
+struct json_object *credits_json(long long micro);
 /*
  * Holds amount for a request; on CREDITS_OK id names the reservation, on
  * CREDITS_SHORT *available says what there was.  Its own transaction.

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/credits.h"
 #include "core/tenants.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -47,9 +48,9 @@ tenant_json(const struct db_res *r, int row)
 	json_object_object_add(o, "active", json_object_new_boolean(
 	    strcmp(db_value(r, row, TC_ACTIVE), "t") == 0));
 	json_object_object_add(o, "credits_balance",
-	    json_object_new_int64(atoll(db_value(r, row, TC_BALANCE))));
+	    credits_json(atoll(db_value(r, row, TC_BALANCE))));
 	json_object_object_add(o, "credits_reserved",
-	    json_object_new_int64(atoll(db_value(r, row, TC_RESERVED))));
+	    credits_json(atoll(db_value(r, row, TC_RESERVED))));
 	json_object_object_add(o, "created_at",
 	    str_or_null(r, row, TC_CREATED));
 	json_object_object_add(o, "updated_at",

@@ -288,3 +288,9 @@ json_str(const char *s)
 {
 	return json_object_new_string(s);
 }
+
+struct json_object *
+json_decimal(double value, const char *text)
+{
+	return json_object_new_double_s(value, text);
+}

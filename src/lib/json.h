@@ -36,6 +36,11 @@ const char	*json_get_str(struct json_object *o, const char *k);
 /* A new string object: json_object_new_string, shorter. */
 struct json_object *json_str(const char *);
 /*
+ * A new number object written exactly as text ("0.022"), not as the
+ * double's 17 digits; value is what readers of the object get.
+ */
+struct json_object *json_decimal(double value, const char *text);
+/*
  * What a request body may not hold even as valid JSON, because it would
  * not survive the way on: a number beyond a double's range (1e309 would
  * be re-written as the non-JSON token Infinity) and a NUL character in a

@@ -141,6 +141,9 @@ def test_settled_to_real_usage_with_one_usage_row(billed, mock):
     assert r.status == 200, r.body
     charged = cost(40, 9)
     assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+    # Written as the exact decimal, not as a binary double's 17 digits.
+    assert b'"credits_charged":%s,' % decimal(charged).encode() in r.body, \
+        r.body
     assert micro(billed, tid) == 1000000 - charged
     assert micro(billed, tid, "credits_reserved") == 0
     rows = billed.psql("SELECT prompt_tokens, completion_tokens, "
@@ -550,3 +553,19 @@ def test_stream_must_be_a_boolean(billed, mock, route, stream):
     assert mock.seen() == []
     assert billed.psql("SELECT credits_balance, credits_reserved FROM "
                        "tenants WHERE id = '%s'" % tid) == [["5000000", "0"]]
+
+
+def test_amounts_are_written_as_exact_decimals(billed):
+    """1.1 credits is 1.1 in every answer (a double would print
+    1.1000000000000001), and a tenant object counts in credits too."""
+    tid, key = tenant(billed, 1.1)
+    r = billed.get("/v1/account", headers=ks.auth(key))
+    assert b'"credits_balance":1.1,' in r.body, r.body
+    r = billed.get("/v1/tenants/%s" % tid, headers=ks.auth())
+    assert r.status == 200, r.body
+    assert b'"credits_balance":1.1,' in r.body, r.body
+    assert r.json["credits_reserved"] == 0
+    r = billed.post("/v1/tenants/%s/credits" % tid, {"amount": 0.000002},
+                    headers=ks.auth())
+    assert b'"added":0.000002,' in r.body, r.body
+    assert b'"credits_balance":1.100002' in r.body, r.body
