@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,17 +34,35 @@ basis_points(double markup)
 	return llround(markup * 10000.0);
 }
 
+/* n within [0, 10^15]. */
+static long long
+bounded(long long n)
+{
+	return n < 0 ? 0 : n > 1000000000000000LL ? 1000000000000000LL : n;
+}
+
 long long
 credits_cost(const struct credit_price *p, long prompt, long completion,
     double markup)
 {
-	__int128	 base, num, den;
+	__int128	 base, num, den, cost;
+	long long	 bp;
 
-	base = (__int128)prompt * p->in_per_mtok +
-	    (__int128)completion * p->out_per_mtok;
-	num = base * (10000 + basis_points(markup));
+	/*
+	 * Token counts come from clients and providers: a negative one
+	 * counts as none, and a cost beyond a bigint is the largest there is,
+	 * which no balance can hold (402), never a wrapped or negative one.
+	 * With every factor bounded no product below overflows: at most
+	 * 2 * 10^30 * 10^6, where an __int128 holds 1.7 * 10^38.
+	 */
+	base = (__int128)bounded(prompt) * bounded(p->in_per_mtok) +
+	    (__int128)bounded(completion) * bounded(p->out_per_mtok);
+	/* A markup beyond +10000 % counts as that. */
+	bp = basis_points(markup);
+	num = base * (10000 + (bp < 0 ? 0 : bp > 1000000 ? 1000000 : bp));
 	den = (__int128)1000000 * 10000;
-	return (long long)((num + den - 1) / den);
+	cost = (num + den - 1) / den;
+	return cost > LLONG_MAX ? LLONG_MAX : (long long)cost;
 }
 
 long
@@ -79,6 +98,13 @@ credits_format(long long micro, char *out, size_t outsz)
 		out[--n] = '\0';
 	if (n > 0 && out[n - 1] == '.')
 		out[--n] = '\0';
+}
+
+/* A token count as a usage row can hold it: 0 to INT_MAX. */
+static long
+token_count(long n)
+{
+	return n < 0 ? 0 : n > INT_MAX ? INT_MAX : n;
 }
 
 struct json_object *
@@ -140,9 +166,11 @@ credits_settle(struct db *db, const char *id, long long cost,
 	const char	*p[12];
 
 	*charged = 0;
-	snprintf(c, sizeof(c), "%lld", cost);
-	snprintf(pt, sizeof(pt), "%ld", u->prompt_tokens);
-	snprintf(ct, sizeof(ct), "%ld", u->completion_tokens);
+	snprintf(c, sizeof(c), "%lld", cost > 0 ? cost : 0);
+	/* The usage row's columns are integers: a provider's absurd count is
+	 * kept at their bounds rather than lose the row and the charge. */
+	snprintf(pt, sizeof(pt), "%ld", token_count(u->prompt_tokens));
+	snprintf(ct, sizeof(ct), "%ld", token_count(u->completion_tokens));
 	snprintf(mk, sizeof(mk), "%.4f", u->markup);
 	p[0] = id;
 	p[1] = c;

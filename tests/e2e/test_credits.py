@@ -569,3 +569,47 @@ def test_amounts_are_written_as_exact_decimals(billed):
                     headers=ks.auth())
     assert b'"added":0.000002,' in r.body, r.body
     assert b'"credits_balance":1.100002' in r.body, r.body
+
+
+@pytest.mark.parametrize("usage", [(-5, -7), (40, -1), (10**15, 9),
+                                   (40, 2**63 - 1)],
+                         ids=["negative", "negative-output", "huge-prompt",
+                              "huge-output"])
+def test_absurd_provider_usage_still_settles_with_one_row(billed, mock, usage):
+    """Whatever counts the provider claims, the hold is settled, exactly
+    one usage row is written, and no more than the balance is taken."""
+    mock.behave("openai", Complete(usage=usage))
+    tid, key = tenant(billed, 1)
+    r = chat(billed, key)
+    assert r.status == 200, r.body
+    charged = round(r.json["keygate"]["credits_charged"] * 1e6)
+    assert 0 <= charged <= 1000000
+    assert micro(billed, tid) == 1000000 - charged
+    assert micro(billed, tid, "credits_reserved") == 0
+    rows = billed.psql("SELECT prompt_tokens, completion_tokens, "
+                       "credits_charged FROM usage WHERE tenant_id = '%s'"
+                       % tid)
+    assert len(rows) == 1, rows
+    prompt, completion, row_charged = (int(x) for x in rows[0])
+    assert row_charged == charged
+    assert 0 <= prompt <= 2**31 - 1 and 0 <= completion <= 2**31 - 1
+    assert billed.psql("SELECT count(*) FROM credit_reservations WHERE "
+                       "tenant_id = '%s'" % tid) == [["0"]]
+
+
+@pytest.mark.parametrize("model,max_tokens", [
+    ("claude-3-5-haiku-latest", 2**63 - 1), ("gpt-4o", 10**18),
+    ("gpt-4o-mini", 2**62)])
+def test_an_absurd_max_tokens_is_402_not_admitted(billed, mock, model,
+                                                  max_tokens):
+    tid, key = tenant(billed, 0.01)
+    body = dict(BODY, model=model, max_tokens=max_tokens)
+    r = billed.post("/v1/chat/completions", body, headers=dict(
+        ks.auth(key), **{"X-OpenAI-Key": OPENAI_KEY,
+                         "X-Anthropic-Key": "sk-ant-api03-" + "a" * 40}))
+    err = ks.assert_error(r, 402, "insufficient_credits")
+    assert err["available_credits"] == 0.01, err
+    assert err["required_credits"] > 0.01, err
+    assert mock.seen() == []
+    assert micro(billed, tid) == 10000
+    assert micro(billed, tid, "credits_reserved") == 0

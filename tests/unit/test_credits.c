@@ -4,6 +4,7 @@
  */
 #include "autoconfig.h"
 
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,12 +48,34 @@ cost_rounds_up_with_markup(void **state)
 	assert_int_equal(credits_affordable_tokens(&p, 100, 0.25, 0), 0);
 }
 
+/*
+ * Counts from clients and providers: negative ones cost nothing, and
+ * the largest ones cost the most a bigint holds, never a wrapped value.
+ */
+static void
+cost_of_absurd_counts_saturates(void **state)
+{
+	struct credit_price p = { 150000, 600000 };
+	struct credit_price dear = { LLONG_MAX, LLONG_MAX };
+
+	(void)state;
+	assert_int_equal(credits_cost(&p, -5, -1000000, 0), 0);
+	assert_int_equal(credits_cost(&p, -5, 10, 0), 6);
+	assert_true(credits_cost(&p, 1, LONG_MAX, 0) > 0);
+	assert_int_equal(credits_cost(&p, 1, LONG_MAX, 0),
+	    credits_cost(&p, 1, 1000000000000000L, 0));
+	assert_int_equal(credits_cost(&dear, LONG_MAX, LONG_MAX, 1e6),
+	    LLONG_MAX);
+	assert_true(credits_cost(&dear, LONG_MAX, LONG_MAX, 0) > 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(format_is_exact_and_short),
 		cmocka_unit_test(cost_rounds_up_with_markup),
+		cmocka_unit_test(cost_of_absurd_counts_saturates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
