@@ -14,6 +14,7 @@
 #include "api/metrics.h"
 #include "core/apikey.h"
 #include "core/auth.h"
+#include "core/credits.h"
 #include "core/authfail.h"
 #include "core/jwt.h"
 #include "core/keycache.h"
@@ -34,6 +35,7 @@
 #define TOUCH_MAX	64
 #define TOUCH_INTERVAL	1.0	/* s between batches */
 #define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
+#define HOLDS_INTERVAL	2.0	/* s between sweeps for orphaned holds */
 
 /* A worker's API state, kept across requests. */
 struct api_state {
@@ -43,6 +45,7 @@ struct api_state {
 	int		 ntouch;
 	double		 last_touch;		/* monotonic s */
 	double		 last_sweep;		/* monotonic s, 0 = never */
+	double		 last_holds;		/* monotonic s, 0 = never */
 };
 
 /*
@@ -245,6 +248,39 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
 }
 
 /*
+ * Worker 0 of each keygated releases, every HOLDS_INTERVAL, the credit
+ * holds of this host's processes that are gone (a worker killed during a
+ * call) and any past its deadline.  Returns the ms until the next sweep,
+ * or -1 for a worker that does not sweep.
+ */
+static int
+sweep_holds(struct worker *w, struct api_state *st, double now)
+{
+	int	 n;
+
+	if (w->slot != 0 || !w->cfg->credits_enforce)
+		return -1;
+	if (st->last_holds > 0 && now - st->last_holds < HOLDS_INTERVAL)
+		return (int)((HOLDS_INTERVAL - (now - st->last_holds)) * 1000) +
+		    1;
+	st->last_holds = now;
+	if ((n = credits_release_stale(w->db)) == -1)
+		log_warn("PostgreSQL: releasing orphaned credit holds: %s",
+		    db_errmsg(w->db));
+	else if (n > 0)
+		log_info("released %d credit holds whose call ended with its "
+		    "process or outlived its deadline", n);
+	return (int)(HOLDS_INTERVAL * 1000);
+}
+
+/* The sooner of two waits in ms, -1 being none. */
+static int
+sooner(int a, int b)
+{
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/*
  * Writes last_used_at for the keys seen since the last batch: at most once
  * a second per worker, and the statement itself skips keys written less
  * than a minute ago, so a busy key costs one row write a minute.
@@ -256,14 +292,15 @@ api_after(struct worker *w)
 	struct buf	 ids = { 0 };
 	const char	*p[1];
 	double		 now = clock_mono();
-	int		 i;
+	int		 i, holds;
 
 	sweep_dormant(w, st, now);
+	holds = sweep_holds(w, st, now);
 	if (st->ntouch == 0)
-		return -1;
+		return holds;
 	if (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX)
-		return (int)((TOUCH_INTERVAL - (now - st->last_touch)) * 1000) +
-		    1;
+		return sooner(holds, (int)((TOUCH_INTERVAL -
+		    (now - st->last_touch)) * 1000) + 1);
 	if (buf_puts(&ids, "{") == 0) {
 		for (i = 0; i < st->ntouch; i++)
 			if (buf_printf(&ids, "%s%s", i ? "," : "",
@@ -280,7 +317,7 @@ api_after(struct worker *w)
 	buf_free(&ids);
 	st->ntouch = 0;
 	st->last_touch = now;
-	return -1;
+	return holds;
 }
 
 static void

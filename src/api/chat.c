@@ -37,6 +37,8 @@
 
 /* Provider replies kept in memory at most (non-streaming). */
 #define MAX_REPLY	(8 << 20)
+/* s a hold outlives the longest call: its deadline's margin. */
+#define HOLD_MARGIN	60
 /* Bytes of one SSE event we hold while waiting for its end. */
 #define MAX_EVENT	(1 << 20)
 
@@ -1202,7 +1204,8 @@ reserve(struct chat *c, struct json_object *body)
 	est = credits_cost(&c->price, c->prompt_est, max_out, c->markup);
 	switch (credits_reserve(req->w->db, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
-	    req->request_id, est, c->resv, &available)) {
+	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
+	    c->resv, &available)) {
 	case CREDITS_OK:
 		return 0;
 	case CREDITS_SHORT:

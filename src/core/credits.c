@@ -1,5 +1,9 @@
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/types.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -118,22 +122,28 @@ credits_json(long long micro)
 
 enum credits_result
 credits_reserve(struct db *db, const char *tenant, const char *key_id,
-    const char *request_id, long long amount, char id[40],
+    const char *request_id, long long amount, int ttl, char id[40],
     long long *available)
 {
 	struct db_res	*res;
-	char		 amt[24];
-	const char	*p[4];
+	char		 amt[24], host[256], pid[16], secs[16];
+	const char	*p[7];
 	bool		 held;
 
 	id[0] = '\0';
 	*available = 0;
 	snprintf(amt, sizeof(amt), "%lld", amount);
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
+	credits_host(host, sizeof(host));
 	p[0] = tenant;
 	p[1] = key_id;
 	p[2] = request_id;
 	p[3] = amt;
-	if ((res = db_query(db, STMT_CREDITS_RESERVE, 4, p)) == NULL)
+	p[4] = host;
+	p[5] = pid;
+	p[6] = secs;
+	if ((res = db_query(db, STMT_CREDITS_RESERVE, 7, p)) == NULL)
 		return CREDITS_DB;
 	held = db_rows(res) == 1;
 	if (held)
@@ -155,6 +165,43 @@ credits_release(struct db *db, const char *id)
 	const char	*p[1] = { id };
 
 	return db_exec(db, STMT_CREDITS_RELEASE, 1, p);
+}
+
+void
+credits_host(char *out, size_t outsz)
+{
+	if (gethostname(out, outsz) == -1 || out[0] == '\0')
+		snprintf(out, outsz, "localhost");
+	out[outsz - 1] = '\0';
+}
+
+int
+credits_release_stale(struct db *db)
+{
+	struct db_res	*res;
+	const char	*p[1];
+	char		 host[256];
+	pid_t		 pid;
+	int		 i, n = 0;
+
+	credits_host(host, sizeof(host));
+	p[0] = host;
+	if ((res = db_query(db, STMT_CREDITS_STALE, 1, p)) == NULL)
+		return -1;
+	for (i = 0; i < db_rows(res); i++) {
+		pid = (pid_t)atoi(db_value(res, i, 1));
+		/* Alive, or another user's: only a pid that is gone counts. */
+		if (strcmp(db_value(res, i, 2), "t") != 0 &&
+		    (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH))
+			continue;
+		if (credits_release(db, db_value(res, i, 0)) == -1) {
+			n = -1;
+			break;
+		}
+		n++;
+	}
+	db_res_free(res);
+	return n;
 }
 
 int

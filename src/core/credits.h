@@ -50,10 +50,21 @@ struct json_object *credits_json(long long micro);
 /*
  * Holds amount for a request; on CREDITS_OK id names the reservation, on
  * CREDITS_SHORT *available says what there was.  Its own transaction.
+ * The hold names this process (host name, pid) as its owner and ends at
+ * the latest ttl seconds from now: see credits_release_stale().
  */
 enum credits_result credits_reserve(struct db *, const char *tenant,
 		    const char *key_id, const char *request_id, long long amount,
-		    char id[40], long long *available)
+		    int ttl, char id[40], long long *available)
+		    __attribute__((warn_unused_result));
+/* This host's name as holds record it, in out. */
+void		 credits_host(char *out, size_t outsz);
+/*
+ * Releases the holds whose owner process on this host is gone, and any
+ * hold past its deadline: what a process killed during a call (kill -9, a
+ * crash) left.  The number released, or -1.
+ */
+int		 credits_release_stale(struct db *)
 		    __attribute__((warn_unused_result));
 /* Lets a reservation go, charging nothing.  0, or -1. */
 int		 credits_release(struct db *, const char *id)

@@ -424,8 +424,14 @@ static const struct {
 	  "+ $4::bigint WHERE id = $1::uuid AND credits_balance - "
 	  "credits_reserved >= $4::bigint RETURNING id) "
 	  "INSERT INTO credit_reservations (tenant_id, api_key_id, "
-	  "request_id, amount) SELECT t.id, $2::uuid, $3, $4::bigint FROM t "
-	  "RETURNING id", true },
+	  "request_id, amount, owner_host, owner_pid, deadline) "
+	  "SELECT t.id, $2::uuid, $3, $4::bigint, $5, $6::int, "
+	  "now() + make_interval(secs => $7::int) FROM t RETURNING id", true },
+	/* Holds a dead process of this host, or their deadline, left. */
+	[STMT_CREDITS_STALE] = { "credits_stale",
+	  "SELECT id::text, owner_pid, deadline < now() FROM "
+	  "credit_reservations WHERE owner_host = $1 OR deadline < now() "
+	  "LIMIT 1000" },
 	[STMT_CREDITS_AVAILABLE] = { "credits_available",
 	  "SELECT credits_balance - credits_reserved FROM tenants "
 	  "WHERE id = $1::uuid" },

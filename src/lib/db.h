@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 7
+#define DB_SCHEMA_VERSION 8
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -86,7 +86,8 @@ enum stmt {
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
 	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
-	STMT_CREDITS_RESERVE,	/* (tenant, key, request, amount) ->
+	STMT_CREDITS_RESERVE,	/* (tenant, key, request, amount, host,
+				    pid, seconds to deadline) ->
 				    reservation id; no row when short */
 	STMT_CREDITS_AVAILABLE,	/* (tenant) -> balance - reserved */
 	STMT_CREDITS_RELEASE,	/* (reservation id) */
@@ -95,6 +96,7 @@ enum stmt {
 				    completion, markup, status) -> charged */
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
 	STMT_CREDITS_DEBIT,	/* (tenant, amount) -> balance, or no row */
+	STMT_CREDITS_STALE,	/* (host) -> id, owner pid, past deadline */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */
 	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */

@@ -242,6 +242,9 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 		goto out;
 	}
 
+	/* The app's deferred work gets a first turn before any request. */
+	if (app->after != NULL)
+		idle_ms = 0;
 	while (!stop_requested) {
 		n = epoll_pwait(epfd, &ev, 1, idle_ms, &waitmask);
 		if (n == -1) {

@@ -5,11 +5,14 @@ the pool costs (1 + markup) times the same call with the tenant's key."""
 
 import concurrent.futures
 import math
+import os
+import signal
+import threading
 
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Complete, Fail, MockLLM, SSEReader
+from mock_llm import Complete, Fail, Hang, MockLLM, SSEReader
 
 OPENAI_KEY = "sk-proj-" + "c" * 40
 POOL_KEY = "sk-or-v1-" + "p" * 40
@@ -613,3 +616,47 @@ def test_an_absurd_max_tokens_is_402_not_admitted(billed, mock, model,
     assert mock.seen() == []
     assert micro(billed, tid) == 10000
     assert micro(billed, tid, "credits_reserved") == 0
+
+
+# ---------------------------------------------------------------------------
+# Holds that cannot leak
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_hold_of_a_killed_worker_is_released_within_seconds(billed, mock,
+                                                              stream):
+    """kill -9 of the worker holding a call: a surviving worker releases
+    its hold within seconds, so the tenant can spend its balance again."""
+    mock.behave("openai", Hang(60) if not stream else
+                Complete(pause=5, pieces=12))
+    tid, key = tenant(billed, 1)
+    body = dict(BODY, stream=stream)
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        _quiet(lambda: chat(billed, key, body))), daemon=True)
+    t.start()
+    ks.wait_until(lambda: micro(billed, tid, "credits_reserved") > 0, 30,
+                  what="the call's hold")
+    owner = billed.psql("SELECT owner_pid FROM credit_reservations WHERE "
+                        "tenant_id = '%s'" % tid)
+    assert len(owner) == 1, owner
+    pid = int(owner[0][0])
+    assert pid in billed.kg.worker_pids(), (pid, billed.kg.worker_pids())
+    os.kill(pid, signal.SIGKILL)
+    ks.wait_until(lambda: micro(billed, tid, "credits_reserved") == 0, 20,
+                  what="the dead worker's hold to be released")
+    assert billed.psql("SELECT count(*) FROM credit_reservations WHERE "
+                       "tenant_id = '%s'" % tid) == [["0"]]
+    assert micro(billed, tid) == 1000000
+    # The balance is the tenant's to spend again.
+    mock.behave("openai", Complete(usage=(40, 9)))
+    r = chat(billed, key)
+    assert r.status == 200, r.body
+    assert micro(billed, tid) == 1000000 - cost(40, 9)
+    t.join(30)
+
+
+def _quiet(call):
+    try:
+        return call()
+    except Exception as exc:    # the worker died under the request
+        return exc
