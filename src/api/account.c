@@ -65,9 +65,7 @@ short_of(struct request *req, const char *tenant, long long micro)
 {
 	const char	*p[1] = { tenant };
 	struct db_res	*res;
-	struct json_object *root, *err;
 	long long	 available;
-	char		 need[24], have[24], msg[128];
 
 	if ((res = db_query(req->w->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
 	    NULL) {
@@ -76,19 +74,7 @@ short_of(struct request *req, const char *tenant, long long micro)
 	}
 	available = db_rows(res) == 1 ? atoll(db_value(res, 0, 0)) : 0;
 	db_res_free(res);
-	credits_format(micro, need, sizeof(need));
-	credits_format(available, have, sizeof(have));
-	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
-	    "Available: %s", need, have);
-	err = json_object_new_object();
-	json_object_object_add(err, "message", json_str(msg));
-	json_object_object_add(err, "type", json_str("insufficient_credits"));
-	json_object_object_add(err, "code", json_str("insufficient_credits"));
-	json_object_object_add(err, "required_credits", credits(micro));
-	json_object_object_add(err, "available_credits", credits(available));
-	root = json_object_new_object();
-	json_object_object_add(root, "error", err);
-	http_respond_json(req, 402, root);
+	api_insufficient_credits(req, micro, available, -1);
 }
 
 void

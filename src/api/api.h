@@ -207,6 +207,13 @@ struct json_object *api_fetch(struct request *, int get, const char *id,
  * or 404 "No <what> with id <req->param>."
  */
 void	api_missing(struct request *, const char *what);
+/*
+ * Answers 402 insufficient_credits: the message and the error object give
+ * the required and the available credits (micro-credits here), and
+ * max_affordable_tokens when it is not negative.
+ */
+void	api_insufficient_credits(struct request *, long long required,
+	    long long available, long max_affordable_tokens);
 
 /*
  * A listing of the caller's subtree by (caller, cursor, limit): reads

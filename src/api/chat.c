@@ -1178,11 +1178,10 @@ reserve(struct chat *c, struct json_object *body)
 {
 	struct request	*req = c->req;
 	const struct config *cfg = req->w->cfg;
-	struct json_object *msgs, *v, *root, *err;
+	struct json_object *msgs, *v;
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
 	size_t		 n = 0;
-	char		 need[24], have[24], msg[96];
 
 	if (credits_price(req->w->db, c->model, &c->price) == -1) {
 		api_db_failed(req);
@@ -1215,24 +1214,9 @@ reserve(struct chat *c, struct json_object *body)
 		api_db_failed(req);
 		return -1;
 	}
-	credits_format(est, need, sizeof(need));
-	credits_format(available, have, sizeof(have));
-	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
-	    "Available: %s", need, have);
-	root = json_object_new_object();
-	err = json_object_new_object();
-	json_object_object_add(err, "message", json_str(msg));
-	json_object_object_add(err, "type", json_str("insufficient_credits"));
-	json_object_object_add(err, "code", json_str("insufficient_credits"));
-	json_object_object_add(err, "required_credits",
-	    credits_json(est));
-	json_object_object_add(err, "available_credits",
-	    credits_json(available));
-	json_object_object_add(err, "max_affordable_tokens",
-	    json_object_new_int64(credits_affordable_tokens(&c->price,
-	    c->prompt_est, c->markup, available)));
-	json_object_object_add(root, "error", err);
-	http_respond_json(req, 402, root);
+	api_insufficient_credits(req, est, available,
+	    credits_affordable_tokens(&c->price, c->prompt_est, c->markup,
+	    available));
 	return -1;
 }
 

@@ -8,6 +8,7 @@
 #include "api/validate.h"
 #include "core/audit.h"
 #include "core/auth.h"
+#include "core/credits.h"
 #include "core/gateway.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -356,4 +357,30 @@ api_gateway_key(struct request *req, const char *model,
 		break;
 	}
 	return -1;
+}
+
+void
+api_insufficient_credits(struct request *req, long long required,
+    long long available, long max_affordable_tokens)
+{
+	struct json_object *root, *err;
+	char		 need[24], have[24], msg[96];
+
+	credits_format(required, need, sizeof(need));
+	credits_format(available, have, sizeof(have));
+	snprintf(msg, sizeof(msg), "Insufficient credits. Required: %s, "
+	    "Available: %s", need, have);
+	err = json_object_new_object();
+	json_object_object_add(err, "message", json_str(msg));
+	json_object_object_add(err, "type", json_str("insufficient_credits"));
+	json_object_object_add(err, "code", json_str("insufficient_credits"));
+	json_object_object_add(err, "required_credits", credits_json(required));
+	json_object_object_add(err, "available_credits",
+	    credits_json(available));
+	if (max_affordable_tokens >= 0)
+		json_object_object_add(err, "max_affordable_tokens",
+		    json_object_new_int64(max_affordable_tokens));
+	root = json_object_new_object();
+	json_object_object_add(root, "error", err);
+	http_respond_json(req, 402, root);
 }

@@ -2102,23 +2102,6 @@ def new_api_key(stack, scopes, **fields):
     return resp.json["id"], resp.json["key"]
 
 
-def b64url(data):
-    """base64url without padding, as JWTs use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwt_token(secret, claims, header=None, sign=True):
-    """A JWT of `claims` signed with HS256 and `secret` (unsigned, with an
-    empty signature, when sign is false)."""
-    h = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
-    p = b64url(json.dumps(claims).encode())
-    if not sign:
-        return "%s.%s." % (h, p)
-    mac = hmac.new(secret.encode(), ("%s.%s" % (h, p)).encode(),
-                   hashlib.sha256).digest()
-    return "%s.%s.%s" % (h, p, b64url(mac))
-
-
 def statement_calls(stack, fragment):
     """How many times the stack's database has run the statements whose
     text holds `fragment`, as PostgreSQL counts them (pg_stat_statements)."""
