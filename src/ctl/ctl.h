@@ -18,6 +18,10 @@ int	ctl_create_key(const struct config *, struct db *, int argc,
 int	ctl_seed_dev_key(const struct config *, struct db *, int argc,
 	    char **argv);
 
+/* Checks every tenant's credit invariants; the process exit status. */
+int	ctl_ledger_verify(const struct config *, struct db *, int argc,
+	    char **argv);
+
 /* Checks the audit log's hash chain; the process exit status. */
 int	ctl_audit_verify(const struct config *, struct db *, int argc,
 	    char **argv);

@@ -29,6 +29,8 @@ static const struct command {
 	  "re-encrypt the vault under the active master key" },
 	{ "vault-check", ctl_vault_check,
 	  "check that every vault value opens" },
+	{ "ledger-verify", ctl_ledger_verify,
+	  "check every tenant's credits: balance, reserve and holds" },
 	{ "prices", ctl_prices, "list, set or import model prices" },
 	{ "openrouter-models", ctl_openrouter_models,
 	  "list, set or import the OpenRouter ids of models" },

@@ -427,6 +427,25 @@ static const struct {
 	  "request_id, amount, owner_host, owner_pid, deadline) "
 	  "SELECT t.id, $2::uuid, $3, $4::bigint, $5, $6::int, "
 	  "now() + make_interval(secs => $7::int) FROM t RETURNING id", true },
+	/* Every tenant whose credits break an invariant, and how. */
+	[STMT_LEDGER_CHECK] = { "ledger_check",
+	  "WITH h AS (SELECT tenant_id, sum(amount) AS held, "
+	  "count(*) FILTER (WHERE deadline < now()) AS late "
+	  "FROM credit_reservations GROUP BY tenant_id) "
+	  "SELECT t.id::text, concat_ws('; ', "
+	  "CASE WHEN t.credits_balance < 0 THEN 'negative balance ' || "
+	  "t.credits_balance END, "
+	  "CASE WHEN t.credits_reserved < 0 THEN 'negative reserve ' || "
+	  "t.credits_reserved END, "
+	  "CASE WHEN t.credits_reserved <> coalesce(h.held, 0) THEN "
+	  "'reserve ' || t.credits_reserved || ' but holds of ' || "
+	  "coalesce(h.held, 0) END, "
+	  "CASE WHEN coalesce(h.late, 0) > 0 THEN h.late || "
+	  "' hold(s) past their deadline' END) || ' (micro-credits)' "
+	  "FROM tenants t LEFT JOIN h ON h.tenant_id = t.id "
+	  "WHERE t.credits_balance < 0 OR t.credits_reserved < 0 OR "
+	  "t.credits_reserved <> coalesce(h.held, 0) OR "
+	  "coalesce(h.late, 0) > 0 ORDER BY t.id" },
 	/* Holds a dead process of this host, or their deadline, left. */
 	[STMT_CREDITS_STALE] = { "credits_stale",
 	  "SELECT id::text, owner_pid, deadline < now() FROM "

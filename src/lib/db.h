@@ -97,6 +97,7 @@ enum stmt {
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
 	STMT_CREDITS_DEBIT,	/* (tenant, amount) -> balance, or no row */
 	STMT_CREDITS_STALE,	/* (host) -> id, owner pid, past deadline */
+	STMT_LEDGER_CHECK,	/* -> tenant, what is wrong */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */
 	STMT_PRICE_LIST,	/* () -> pattern, in, out per Mtok */

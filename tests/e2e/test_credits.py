@@ -647,6 +647,8 @@ def test_a_hold_of_a_killed_worker_is_released_within_seconds(billed, mock,
     assert billed.psql("SELECT count(*) FROM credit_reservations WHERE "
                        "tenant_id = '%s'" % tid) == [["0"]]
     assert micro(billed, tid) == 1000000
+    out = billed.kg.ctl("ledger-verify")
+    assert out.returncode == 0, (out.stdout, out.stderr)
     # The balance is the tenant's to spend again.
     mock.behave("openai", Complete(usage=(40, 9)))
     r = chat(billed, key)
@@ -660,3 +662,33 @@ def _quiet(call):
         return call()
     except Exception as exc:    # the worker died under the request
         return exc
+
+
+def test_ledger_verify_names_the_tenant_whose_credits_do_not_add_up(billed):
+    tid, _ = tenant(billed, 1)
+    other, _ = tenant(billed, 1)
+    out = billed.kg.ctl("ledger-verify")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert out.stdout == "ledger: every tenant's credits hold\n"
+    # A reserve no hold explains, and a hold past its deadline.
+    billed.psql("UPDATE tenants SET credits_reserved = 5 WHERE id = '%s'"
+                % tid)
+    billed.psql("UPDATE tenants SET credits_reserved = 7 WHERE id = '%s'; "
+                "INSERT INTO credit_reservations (tenant_id, request_id, "
+                "amount, deadline) VALUES ('%s', 'late', 7, now() - "
+                "interval '1 minute')" % (other, other))
+    out = billed.kg.ctl("ledger-verify")
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = sorted(out.stdout.splitlines())
+    assert lines == sorted([
+        "tenant %s: reserve 5 but holds of 0 (micro-credits)" % tid,
+        "tenant %s: 1 hold(s) past their deadline (micro-credits)" % other,
+    ]), out.stdout
+    assert "2 findings" in out.stderr
+    # A running keygated releases the late hold within seconds.
+    ks.wait_until(lambda: micro(billed, other, "credits_reserved") == 0, 20,
+                  what="the late hold to be released")
+    billed.psql("UPDATE tenants SET credits_reserved = 0 WHERE id = '%s'"
+                % tid)
+    out = billed.kg.ctl("ledger-verify")
+    assert out.returncode == 0, (out.stdout, out.stderr)
