@@ -263,36 +263,32 @@ def pid_alive(pid):
     return _proc_state(pid) not in (None, "Z", "X")
 
 
-def child_pids(pid):
-    """The live (non-zombie) direct children of `pid`."""
-    kids = set()
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            kids = {int(x) for x in f.read().split()}
-    except OSError:
-        for stat in glob.glob("/proc/[0-9]*/stat"):
-            try:
-                with open(stat) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.add(int(stat.split("/")[2]))
-    return {k for k in kids if pid_alive(k)}
-
-
-def group_pids(pgid):
-    """The live (non-zombie) processes in process group `pgid`."""
-    found = set()
+def _proc_stats():
+    """(pid, the fields of /proc/<pid>/stat after the command name) of
+    every process still there when read."""
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.add(int(stat.split("/")[2]))
-    return found
+        yield int(stat.split("/")[2]), fields
+
+
+def child_pids(pid):
+    """The live (non-zombie) direct children of `pid`."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            kids = {int(x) for x in f.read().split()}
+    except OSError:
+        kids = {k for k, fields in _proc_stats() if int(fields[1]) == pid}
+    return {k for k in kids if pid_alive(k)}
+
+
+def group_pids(pgid):
+    """The live (non-zombie) processes in process group `pgid`."""
+    return {k for k, fields in _proc_stats()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X")}
 
 
 class _Process:
@@ -2203,6 +2199,19 @@ def assert_json_response(resp):
     assert "no-store" in resp.headers.get("cache-control", ""), (
         "Cache-Control is %r" % resp.headers.get("cache-control"))
     assert resp.headers.get("x-request-id"), "no X-Request-Id header"
+
+
+def count_rows(stack, table, where="true"):
+    """How many rows of `table` in the stack's database match `where`."""
+    return int(stack.pg.scalar("SELECT count(*) FROM %s WHERE %s"
+                               % (table, where), dbname=stack.dbname))
+
+
+def audit_rows(stack, request_id):
+    """The audit_log rows a request wrote, as dicts, oldest first."""
+    rows = stack.psql("SELECT row_to_json(a)::text FROM audit_log a "
+                      "WHERE request_id = '%s' ORDER BY id" % request_id)
+    return [json.loads(r[0]) for r in rows]
 
 
 def assert_error(resp, status, code=None):

@@ -21,6 +21,7 @@ import pytest
 import keygate_stack as ks
 from keygate_stack import DEV_KEY, assert_error, assert_json_response, auth
 from keygate_stack import burst, on_every_worker, rid, served_by, with_rid
+from keygate_stack import audit_rows, count_rows
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 INVALID_KEY_BODY = (b'{"error":{"message":"Invalid API key.",'
@@ -185,17 +186,6 @@ def key_state(stack, kid):
     if row is not None:
         row.pop("last_used_at")
     return row
-
-
-def count(stack, table, where="true"):
-    return int(stack.pg.scalar("SELECT count(*) FROM %s WHERE %s"
-                               % (table, where), dbname=stack.dbname))
-
-
-def audit_rows(stack, request_id):
-    rows = stack.psql("SELECT row_to_json(a)::text FROM audit_log a "
-                      "WHERE request_id = '%s' ORDER BY id" % request_id)
-    return [json.loads(r[0]) for r in rows]
 
 
 def expect_200(resp):
@@ -582,23 +572,23 @@ def key_manager(stack):
 ])
 def test_key_cannot_grant_a_scope_it_lacks(stack, key_manager, scopes):
     key, tenant = key_manager
-    before = count(stack, "api_keys", "tenant_id = '%s'" % tenant)
+    before = count_rows(stack, "api_keys", "tenant_id = '%s'" % tenant)
     resp = create(stack, {"name": "escalate", "scopes": scopes}, key)
     err = assert_error(resp, 403, "insufficient_permissions")
     lacking = [s for s in scopes if s not in ("api_keys:read",
                                               "api_keys:write")]
     assert any(s in err["message"] for s in lacking), err["message"]
-    assert count(stack, "api_keys", "tenant_id = '%s'" % tenant) == before
+    assert count_rows(stack, "api_keys", "tenant_id = '%s'" % tenant) == before
 
 
 def test_key_cannot_take_a_role_above_its_scopes(stack, key_manager):
     key, tenant = key_manager
     admin_role = stack.pg.scalar("SELECT id FROM roles WHERE name = 'admin' "
                                  "AND tenant_id IS NULL", dbname=stack.dbname)
-    before = count(stack, "api_keys", "tenant_id = '%s'" % tenant)
+    before = count_rows(stack, "api_keys", "tenant_id = '%s'" % tenant)
     resp = create(stack, {"name": "role", "role_id": admin_role}, key)
     assert_error(resp, 403, "insufficient_permissions")
-    assert count(stack, "api_keys", "tenant_id = '%s'" % tenant) == before
+    assert count_rows(stack, "api_keys", "tenant_id = '%s'" % tenant) == before
 
 
 @pytest.mark.parametrize("scopes", [
@@ -720,8 +710,8 @@ def test_key_cannot_change_a_more_powerful_key(stack, key_manager, action):
 # 6. Bad input, limits, other tenants
 
 def test_create_reports_each_bad_field_once(stack):
-    before = count(stack, "api_keys")
-    audit_before = count(stack, "audit_log")
+    before = count_rows(stack, "api_keys")
+    audit_before = count_rows(stack, "audit_log")
     body = {
         "name": 5,
         "scopes": ["api_keys:nope"],
@@ -742,8 +732,8 @@ def test_create_reports_each_bad_field_once(stack):
     for d in details:
         assert set(d) == {"field", "message"}, d
         assert isinstance(d["message"], str) and d["message"], d
-    assert count(stack, "api_keys") == before
-    assert count(stack, "audit_log") == audit_before
+    assert count_rows(stack, "api_keys") == before
+    assert count_rows(stack, "audit_log") == audit_before
 
 
 @pytest.mark.parametrize("extra", [
@@ -755,12 +745,12 @@ def test_create_reports_each_bad_field_once(stack):
 ])
 def test_create_refuses_unknown_fields(stack, extra):
     name = "mass-assign-%s" % secrets.token_hex(4)
-    before = count(stack, "api_keys")
+    before = count_rows(stack, "api_keys")
     resp = create(stack, dict(extra, name=name, scopes=["chat:write"]))
     err = assert_error(resp, 422, "validation_error")
     assert sorted(d["field"] for d in err["details"]) == sorted(extra)
-    assert count(stack, "api_keys") == before
-    assert count(stack, "api_keys", "name = '%s'" % name) == 0
+    assert count_rows(stack, "api_keys") == before
+    assert count_rows(stack, "api_keys", "name = '%s'" % name) == 0
 
 
 @pytest.mark.parametrize("body,field", [
@@ -775,11 +765,11 @@ def test_create_refuses_unknown_fields(stack, extra):
     ({"scopes": ["chat:write"], "env": "dev"}, "env"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_create_refuses_a_bad_field(stack, body, field):
-    before = count(stack, "api_keys")
+    before = count_rows(stack, "api_keys")
     resp = create(stack, body)
     err = assert_error(resp, 422, "validation_error")
     assert [d["field"] for d in err["details"]] == [field], err
-    assert count(stack, "api_keys") == before
+    assert count_rows(stack, "api_keys") == before
 
 
 def test_create_accepts_every_optional_field(stack):
@@ -869,13 +859,13 @@ def test_key_limit_reached_is_409(make_stack):
     tenant = new_tenant(s)
     ids = [mint(s, ["chat:write"], tenant_id=tenant)[1]["id"]
            for _ in range(3)]
-    audit_before = count(s, "audit_log")
+    audit_before = count_rows(s, "audit_log")
     request_id = rid("limit")
     resp = create(s, {"name": "fourth", "scopes": ["chat:write"],
                       "tenant_id": tenant}, request_id=request_id)
     assert_error(resp, 409, "key_limit_reached")
-    assert count(s, "api_keys", "tenant_id = '%s'" % tenant) == 3
-    assert count(s, "audit_log") == audit_before
+    assert count_rows(s, "api_keys", "tenant_id = '%s'" % tenant) == 3
+    assert count_rows(s, "audit_log") == audit_before
     assert audit_rows(s, request_id) == []
     # Only active keys count: after a revocation there is room again.
     resp = s.request("DELETE", "/v1/api_keys/" + ids[0], headers=auth())
@@ -892,7 +882,7 @@ def test_key_limit_holds_under_concurrent_creates(make_stack):
                     {"scopes": ["chat:write"], "tenant_id": tenant}, n=12)
     statuses = sorted(r.status for _, r in results)
     assert statuses == [201] * 3 + [409] * 9, statuses
-    assert count(s, "api_keys", "tenant_id = '%s'" % tenant) == 3
+    assert count_rows(s, "api_keys", "tenant_id = '%s'" % tenant) == 3
 
 
 MALFORMED_IDS = {
@@ -927,10 +917,10 @@ METHODS = ["GET", "PATCH", "DELETE", "ROTATE"]
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", sorted(MALFORMED_IDS))
 def test_malformed_or_unknown_id_is_404(stack, method, kind):
-    audit_before = count(stack, "audit_log")
+    audit_before = count_rows(stack, "audit_log")
     resp = id_request(stack, method, MALFORMED_IDS[kind])
     assert_error(resp, 404, "not_found")
-    assert count(stack, "audit_log") == audit_before
+    assert count_rows(stack, "audit_log") == audit_before
 
 
 @pytest.fixture
@@ -949,7 +939,7 @@ def two_tenants(stack):
 def test_other_tenants_key_is_404_and_untouched(stack, two_tenants, method):
     a_key, b_key, b_id = two_tenants
     before = key_state(stack, b_id)
-    audit_before = count(stack, "audit_log")
+    audit_before = count_rows(stack, "audit_log")
     request_id = rid("foreign")
     resp = id_request(stack, method, b_id, key=a_key, request_id=request_id)
     err = assert_error(resp, 404, "not_found")
@@ -961,7 +951,7 @@ def test_other_tenants_key_is_404_and_untouched(stack, two_tenants, method):
     assert other.body.replace(ghost.encode(), b"ID") == resp.body.replace(
         b_id.encode(), b"ID")
     assert key_state(stack, b_id) == before
-    assert count(stack, "audit_log") == audit_before
+    assert count_rows(stack, "audit_log") == audit_before
     assert audit_rows(stack, request_id) == []
     who = whoami(stack, b_key)
     assert who.status == 200 and who.json["key_id"] == b_id, err
@@ -970,11 +960,11 @@ def test_other_tenants_key_is_404_and_untouched(stack, two_tenants, method):
 def test_create_in_another_tenant_is_404(stack, two_tenants):
     a_key, _, b_id = two_tenants
     b = key_row(stack, b_id)["tenant_id"]
-    before = count(stack, "api_keys", "tenant_id = '%s'" % b)
+    before = count_rows(stack, "api_keys", "tenant_id = '%s'" % b)
     resp = create(stack, {"scopes": ["api_keys:read"], "tenant_id": b},
                   a_key)
     assert_error(resp, 404, "not_found")
-    assert count(stack, "api_keys", "tenant_id = '%s'" % b) == before
+    assert count_rows(stack, "api_keys", "tenant_id = '%s'" % b) == before
 
 
 # ---------------------------------------------------------------------------
@@ -998,7 +988,7 @@ def test_each_mutation_writes_one_audit_row(stack, key_manager, action):
     caller, tenant = key_manager
     caller_id = key_id(stack, caller)
     _, target = mint(stack, ["api_keys:read"], key=caller)
-    before = count(stack, "audit_log")
+    before = count_rows(stack, "audit_log")
     request_id = rid("audit")
     if action == "api_key.create":
         resp = create(stack, {"name": "audited", "scopes": ["api_keys:read"]},
@@ -1021,7 +1011,7 @@ def test_each_mutation_writes_one_audit_row(stack, key_manager, action):
     assert row["request_id"] == resp.headers["x-request-id"]
     assert row["client_addr"], row
     assert row["row_hash"] and row["prev_hash"] is not None
-    assert count(stack, "audit_log") == before + 1
+    assert count_rows(stack, "audit_log") == before + 1
     text = json.dumps(row)
     if resp.json.get("key"):
         assert resp.json["key"] not in text
@@ -1111,7 +1101,7 @@ FAILING = {
 def database_state(stack):
     """Everything a failed key request must leave as it was (but
     last_used_at, which any use may write lazily)."""
-    return (count(stack, "audit_log"),
+    return (count_rows(stack, "audit_log"),
             stack.psql("SELECT (row_to_json(k)::jsonb - 'last_used_at')::text "
                        "FROM api_keys k ORDER BY id"))
 
@@ -1141,8 +1131,8 @@ def test_ten_thousand_keys_across_all_workers(make_stack):
     total, threads = 10000, 16
     s = make_stack(workers=3)
     workers = s.kg.worker_pids()
-    rows_before = count(s, "api_keys")
-    audit_before = count(s, "audit_log", "action = 'api_key.create'")
+    rows_before = count_rows(s, "api_keys")
+    audit_before = count_rows(s, "audit_log", "action = 'api_key.create'")
     lock = threading.Lock()
     results = []
     issued = [0]
@@ -1183,10 +1173,10 @@ def test_ten_thousand_keys_across_all_workers(make_stack):
     bad = [k for k in keys if not KEY_RE.match(k) or
            checksum(k[:-6]) != k[-6:]]
     assert not bad, bad[:5]
-    assert count(s, "api_keys") == rows_before + total
+    assert count_rows(s, "api_keys") == rows_before + total
     assert int(s.pg.scalar("SELECT count(DISTINCT key_hash) FROM api_keys",
                            dbname=s.dbname)) == rows_before + total
-    assert count(s, "audit_log",
+    assert count_rows(s, "audit_log",
                  "action = 'api_key.create'") == audit_before + total
     served = {}
     for line in s.kg.log_lines():
@@ -1534,7 +1524,7 @@ def test_repeated_revoke_and_empty_patch_change_nothing(stack):
     assert again.status == 200
     assert again.json["revoked_at"] == first.json["revoked_at"]
     assert key_row(stack, kid) == before
-    assert count(stack, "audit_log", "target_id = '%s' AND action = "
+    assert count_rows(stack, "audit_log", "target_id = '%s' AND action = "
                  "'api_key.revoke'" % kid) == 1
     r = stack.request("PATCH", "/v1/api_keys/" + kid, {"name": "late"},
                       headers=auth(DEV_KEY))
@@ -1548,7 +1538,7 @@ def test_repeated_revoke_and_empty_patch_change_nothing(stack):
                       headers=auth(DEV_KEY))
     assert r.status == 200 and r.json["id"] == kid2
     assert key_row(stack, kid2) == before
-    assert count(stack, "audit_log", "target_id = '%s' AND action = "
+    assert count_rows(stack, "audit_log", "target_id = '%s' AND action = "
                  "'api_key.update'" % kid2) == 0
 
 

@@ -48,10 +48,14 @@ class World:
         return r.json
 
     def snapshot(self, name):
+        """Everything of a tenant's subtree but the keys' last_used_at: a
+        worker writes that after a later response, at most once a second,
+        so a key used before the snapshot may get it at any moment."""
         tid = self.t[name]
         return self.s.psql(
             "SELECT (SELECT json_agg(t ORDER BY id) FROM tenants t "
-            "WHERE '%s' = ANY(path))::text, (SELECT json_agg(k ORDER BY id) "
+            "WHERE '%s' = ANY(path))::text, (SELECT json_agg("
+            "to_jsonb(k) - 'last_used_at' ORDER BY id) "
             "FROM api_keys k WHERE tenant_id = '%s')::text, "
             "(SELECT json_agg(r ORDER BY id) FROM roles r "
             "WHERE tenant_id = '%s')::text" % (tid, tid, tid))

@@ -44,6 +44,7 @@ import pytest
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
 from keygate_stack import on_every_worker, served_by
+from keygate_stack import audit_rows, count_rows
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -212,17 +213,6 @@ def snapshot(stack):
     return {(t, p): (c, k) for t, p, c, k in stack.psql(
         "SELECT tenant_id, provider, ciphertext, master_key_id "
         "FROM llm_keys")}
-
-
-def count(stack, table, where="true"):
-    return int(stack.pg.scalar("SELECT count(*) FROM %s WHERE %s"
-                               % (table, where), dbname=stack.dbname))
-
-
-def audit_rows(stack, request_id):
-    rows = stack.psql("SELECT row_to_json(a)::text FROM audit_log a "
-                      "WHERE request_id = '%s' ORDER BY id" % request_id)
-    return [json.loads(r[0]) for r in rows]
 
 
 def parse_ts(text):
@@ -664,7 +654,7 @@ def test_no_key_in_any_response_log_line_or_database_dump(vault, tenant,
 
 def test_vault_check_decrypts_every_untouched_value(vault, tenant, mock):
     assert tenant.store(accepted(mock, four_keys())).status == 200
-    assert_vault_ok(vault, count(vault, "llm_keys"))
+    assert_vault_ok(vault, count_rows(vault, "llm_keys"))
 
 
 def flip_hex(text, index):
@@ -888,7 +878,7 @@ def rot(workdir, pg, mock):
             for tid, key, keys in pool.map(populate, ids):
                 r.tenants.append((tid, key))
                 r.keys[tid] = keys
-        assert count(s, "llm_keys") == 4 * ROTATION_TENANTS
+        assert count_rows(s, "llm_keys") == 4 * ROTATION_TENANTS
         yield r
     finally:
         s.close()
@@ -1093,7 +1083,7 @@ def test_rotate_encryption_key_from_the_shell(rot):
     assert re.search(r"\b%d\b" % len(before), p.stdout), (
         "the count %d is not in %r" % (len(before), p.stdout))
     assert assert_one_key(before, snapshot(rot.stack), active) == "rotated"
-    assert count(rot.stack, "audit_log",
+    assert count_rows(rot.stack, "audit_log",
                  "action = 'vault.reencrypt' AND target_id = '%s'"
                  % active) == 1
     for key in rot.ring:        # no master key in the output
