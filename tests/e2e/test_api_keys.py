@@ -366,7 +366,12 @@ def inactive_tenant_key(stack):
     tenant = new_tenant(stack)
     key, _ = mint(stack, ["chat:write"], tenant_id=tenant)
     assert whoami(stack, key).status == 200
-    stack.psql("UPDATE tenants SET active = false WHERE id = '%s'" % tenant)
+    # Through the API, which tells every worker before it answers; a
+    # change made with SQL reaches them by NOTIFY (test_keycache.py).
+    r = stack.request("DELETE", "/v1/tenants/%s" % tenant, headers=auth())
+    assert r.status == 200, r.body
+    assert stack.psql("SELECT active FROM tenants WHERE id = '%s'"
+                      % tenant) == [["f"]]
     return key
 
 
