@@ -261,10 +261,6 @@ def chat(stack, headers, model="gpt-4o-mini"):
         timeout=15)
 
 
-def gateway_exists(stack):
-    return stack.post(CHAT, {}, headers=auth()).status != 404
-
-
 def prepare_gateway(stack):
     """A price for every model, so that the gateway can charge."""
     stack.psql("INSERT INTO prices (pattern, input_per_mtok, "
@@ -287,14 +283,7 @@ def vault_check(stack, keyring=None):
     test when the command does not exist."""
     env = {"KEYGATE_MASTER_KEYS": keyring} if keyring else None
     p = stack.kg.ctl("vault-check", env=env)
-    if p.returncode == 2 and "unknown command" in p.stderr:
-        pytest.skip("keygatectl vault-check does not exist yet")
     return p
-
-
-def has_vault_check(stack):
-    p = stack.kg.ctl("vault-check")
-    return not (p.returncode == 2 and "unknown command" in p.stderr)
 
 
 def assert_vault_ok(stack, expected=None, keyring=None):
@@ -503,8 +492,6 @@ def test_each_value_gets_its_own_random_iv(vault, mock):
 
 def test_the_gateway_calls_the_provider_with_the_stored_key(vault, tenant,
                                                            mock):
-    if not gateway_exists(vault):
-        pytest.skip("POST /v1/chat/completions does not exist yet")
     keys = accepted(mock, four_keys())
     assert tenant.store(keys).status == 200
     resp = tenant.chat("gpt-4o-mini")
@@ -626,10 +613,9 @@ def test_no_key_in_any_response_log_line_or_database_dump(vault, tenant,
     texts.append(tenant.store({"anthropic": bad}).body.decode())
     texts.append(vault.get(PATH, headers=tenant.headers).body.decode())
     texts.append(tenant.delete("google").body.decode())
-    if gateway_exists(vault):       # a call that uses the stored key
-        reply = tenant.chat("gpt-4o-mini")
-        assert reply.status == 200, reply.body
-        texts.append(reply.body.decode())
+    reply = tenant.chat("gpt-4o-mini")    # a call that uses the stored key
+    assert reply.status == 200, reply.body
+    texts.append(reply.body.decode())
     texts.append(vault.get(PATH, headers=tenant.headers).body.decode())
     texts.append(vault.post(REENCRYPT, headers=auth()).body.decode())
     all_keys = list(keys.values()) + [bad]
@@ -734,8 +720,6 @@ def test_vault_check_names_every_value_that_fails(vault, mock):
 def test_the_gateway_never_sends_a_moved_or_altered_value(vault, mock, how):
     """Whatever the gateway answers for a spoiled value, no provider is
     called with a key that is not the caller's own for that provider."""
-    if not gateway_exists(vault):
-        pytest.skip("POST /v1/chat/completions does not exist yet")
     victim, donor = Tenant(vault), Tenant(vault)
     keys = {}
     for t in (victim, donor):
@@ -826,8 +810,6 @@ class Rotation:
 
     def assert_values_work(self, mock, tenants=(0, 1, 2)):
         """The gateway calls OpenAI with each tenant's own stored key."""
-        if not gateway_exists(self.stack):
-            return
         for i in tenants:
             tid, key = self.tenants[i]
             mock.accept("openai", self.keys[tid]["openai"])
@@ -942,9 +924,8 @@ def test_reencrypt_moves_every_value_to_the_new_key(rot, mock):
     before = snapshot(rot.stack)
     total = len(before)
     assert total >= 4 * ROTATION_TENANTS
-    checking = has_vault_check(rot.stack)
-    if checking:        # old values are readable under a keyring
-        assert_vault_ok(rot.stack, total)
+    # Old values are readable under a keyring.
+    assert_vault_ok(rot.stack, total)
     request_id = rid("reencrypt")
     with rot.status_load() as load:
         load.wait_for(20)
@@ -964,9 +945,8 @@ def test_reencrypt_moves_every_value_to_the_new_key(rot, mock):
     bad = rot.status_failures(samples)
     assert not bad, "status during the rotation:\n" + ks.describe(bad)
     assert len(samples) >= 40
-    if checking:        # every value decrypts under the new key alone
-        assert_vault_ok(rot.stack, total,
-                        keyring=keyring_text(rot.ring[:1]))
+    # Every value decrypts under the new key alone.
+    assert_vault_ok(rot.stack, total, keyring=keyring_text(rot.ring[:1]))
     rot.assert_values_work(mock)
 
 
@@ -984,8 +964,7 @@ def test_values_stored_after_a_key_change_use_the_active_key(rot):
     for k, v in after.items():
         if k != (tid, "openai"):
             assert v == before[k], "%r changed" % (k,)
-    if has_vault_check(rot.stack):
-        assert_vault_ok(rot.stack, len(after))
+    assert_vault_ok(rot.stack, len(after))
 
 
 def test_reencrypt_failing_midway_changes_nothing(rot):
@@ -1050,8 +1029,7 @@ def test_rotation_killed_midway_leaves_every_value_under_one_key(rot,
         drop_trigger(rot.stack)
     after = snapshot(rot.stack)
     outcome = assert_one_key(before, after, active)
-    if has_vault_check(rot.stack):
-        assert_vault_ok(rot.stack, len(after))
+    assert_vault_ok(rot.stack, len(after))
     bad = rot.status_failures(samples)
     assert not bad, "status during the stalled rotation:\n" + ks.describe(bad)
     rot.assert_values_work(mock)
@@ -1162,8 +1140,6 @@ def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
     of them at once: warm every worker with key A, replace it with B, and
     no worker may call the provider with A again; delete it, and none may
     call the provider at all."""
-    if not gateway_exists(vault):
-        pytest.skip("POST /v1/chat/completions does not exist yet")
     first = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(first).status == 200
     body = {"model": "gpt-4o-mini", "max_tokens": 5,
@@ -1458,8 +1434,7 @@ def test_concurrent_stores_for_one_tenant_leave_one_value(vault, tenant,
     rows = tenant.rows()
     assert set(rows) == {"openrouter"}
     assert_v1(rows["openrouter"]["ciphertext"], keys[0])
-    if has_vault_check(vault):
-        assert_vault_ok(vault)
+    assert_vault_ok(vault)
 
 
 def test_one_rejected_key_stores_none_of_the_request(vault, tenant, mock):
