@@ -12,3 +12,7 @@ CREATE INDEX credit_reservations_owner_idx
     ON credit_reservations (owner_host, owner_pid);
 CREATE INDEX credit_reservations_deadline_idx
     ON credit_reservations (deadline);
+
+-- A settlement names the hold it settled, once: sent again after a lost
+-- connection, it finds its own usage row instead of charging twice.
+ALTER TABLE usage ADD COLUMN reservation_id uuid UNIQUE;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <sys/types.h>
 #include <limits.h>
+#include <time.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,9 @@ basis_points(double markup)
 {
 	return llround(markup * 10000.0);
 }
+
+/* Sendings of one settlement while PostgreSQL is out of reach, 0.5 s apart. */
+#define SETTLE_TRIES	20
 
 /* n within [0, 10^15]. */
 static long long
@@ -211,6 +215,9 @@ credits_settle(struct db *db, const char *id, long long cost,
 	struct db_res	*res;
 	char		 c[24], pt[24], ct[24], mk[24];
 	const char	*p[12];
+	const struct timespec pause = { 0, 500 * 1000 * 1000 };
+	int		 try;
+	bool		 found;
 
 	*charged = 0;
 	snprintf(c, sizeof(c), "%lld", cost > 0 ? cost : 0);
@@ -231,8 +238,31 @@ credits_settle(struct db *db, const char *id, long long cost,
 	p[9] = ct;
 	p[10] = u->pool ? mk : NULL;
 	p[11] = u->status;
-	if ((res = db_query(db, STMT_CREDITS_SETTLE, 12, p)) == NULL)
-		return -1;
+	/*
+	 * A settlement is sent once per connection; when the connection is
+	 * lost (PostgreSQL restarting) it may or may not have committed, so
+	 * after reconnecting the usage row it writes says which, and only a
+	 * settlement that did not happen is sent again.  Up to about ten
+	 * seconds: a hold still there then is left to the deadline sweep.
+	 */
+	for (try = 0; ; try++) {
+		if (try > 0 && (res = db_query(db, STMT_CREDITS_SETTLED, 1,
+		    p)) != NULL) {
+			found = db_rows(res) == 1;
+			if (found)
+				*charged = atoll(db_value(res, 0, 0));
+			db_res_free(res);
+			if (found)
+				return 0;
+		} else if (try > 0)
+			goto again;
+		if ((res = db_query(db, STMT_CREDITS_SETTLE, 12, p)) != NULL)
+			break;
+again:
+		if (db_status(db) != DB_UNAVAILABLE || try >= SETTLE_TRIES)
+			return -1;
+		nanosleep(&pause, NULL);
+	}
 	if (db_rows(res) == 1)
 		*charged = atoll(db_value(res, 0, 0));
 	db_res_free(res);

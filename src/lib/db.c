@@ -476,9 +476,13 @@ static const struct {
 	  "WHERE t.id = c.id RETURNING c.charged) "
 	  "INSERT INTO usage (tenant_id, api_key_id, request_id, provider, "
 	  "model, key_source, prompt_tokens, completion_tokens, "
-	  "credits_charged, markup, status) SELECT $3::uuid, $4::uuid, $5, "
-	  "$6, $7, $8, $9::int, $10::int, coalesce((SELECT charged FROM s), "
-	  "0), $11::numeric, $12 RETURNING credits_charged", true },
+	  "credits_charged, markup, status, reservation_id) SELECT $3::uuid, "
+	  "$4::uuid, $5, $6, $7, $8, $9::int, $10::int, coalesce((SELECT "
+	  "charged FROM s), 0), $11::numeric, $12, $1::uuid "
+	  "RETURNING credits_charged", true },
+	/* What a settlement that may have been lost with its connection did. */
+	[STMT_CREDITS_SETTLED] = { "credits_settled",
+	  "SELECT credits_charged FROM usage WHERE reservation_id = $1::uuid" },
 	[STMT_CREDITS_ADD] = { "credits_add",
 	  "UPDATE tenants SET credits_balance = credits_balance + $2::bigint, "
 	  "updated_at = now() WHERE id = $1::uuid RETURNING credits_balance" },

@@ -94,6 +94,7 @@ enum stmt {
 	STMT_CREDITS_SETTLE,	/* (reservation id, cost, tenant, key,
 				    request, provider, model, source, prompt,
 				    completion, markup, status) -> charged */
+	STMT_CREDITS_SETTLED,	/* (reservation id) -> charged, or no row */
 	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
 	STMT_CREDITS_DEBIT,	/* (tenant, amount) -> balance, or no row */
 	STMT_CREDITS_STALE,	/* (host) -> id, owner pid, past deadline */

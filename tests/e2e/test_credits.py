@@ -692,3 +692,41 @@ def test_ledger_verify_names_the_tenant_whose_credits_do_not_add_up(billed):
                 % tid)
     out = billed.kg.ctl("ledger-verify")
     assert out.returncode == 0, (out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_postgresql_restarted_during_a_call_charges_it_once(
+        make_stack, own_pg, mock, stream):
+    """The worker's connection dies while the provider answers: the
+    settlement is sent again once PostgreSQL is back, the answer's charge
+    is the one recorded, with one usage row and no hold left."""
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=2)
+    s = make_stack(cluster=own_pg, **cfg)
+    tid, key = tenant(s, 1)
+    mock.behave("openai", Complete(wait=0 if stream else 4, pause=1 if
+                                   stream else 0, pieces=4, usage=(40, 9)))
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        chat(s, key, dict(BODY, stream=stream))), daemon=True)
+    t.start()
+    ks.wait_until(lambda: mock.seen(), 20, what="the provider call")
+    own_pg.restart()
+    t.join(60)
+    assert out, "no answer"
+    r = out[0]
+    assert r.status == 200, r.body
+    charged = cost(40, 9)
+    if stream:
+        chunks = [ks.json.loads(l[6:]) for l in r.body.decode().splitlines()
+                  if l.startswith("data: {")]
+        _, kg = ks.stream_chunks(chunks)
+    else:
+        kg = r.json["keygate"]
+    assert round(kg["credits_charged"] * 1e6) == charged, kg
+    assert micro(s, tid) == 1000000 - charged
+    assert micro(s, tid, "credits_reserved") == 0
+    assert s.psql("SELECT count(*), sum(credits_charged) FROM usage WHERE "
+                  "tenant_id = '%s'" % tid) == [["1", str(charged)]]
+    done = s.kg.ctl("ledger-verify")
+    assert done.returncode == 0, (done.stdout, done.stderr)
