@@ -39,7 +39,6 @@
 
 /* A worker's API state, kept across requests. */
 struct api_state {
-	struct principal principal;		/* the current caller */
 	struct af_shared *failures;		/* shared; NULL = this worker */
 	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
 	int		 ntouch;
@@ -468,6 +467,7 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 {
 	struct worker	*w = req->w;
 	struct api_state *st = w->app_data;
+	struct principal *p;
 	const char	*cred;
 	char		 addr[80], prefix[80];
 
@@ -483,17 +483,27 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 	failure_subjects(w->cfg, req, cred, addr, prefix);
 	if (!failures_allow(w, req, addr, prefix, v))
 		return false;
+	/* The caller is the request's own: other requests run meanwhile. */
+	if ((p = req->principal) == NULL &&
+	    (p = calloc(1, sizeof(*p))) == NULL) {
+		api_verdict_set(v, ERR_INTERNAL, "Out of memory.");
+		return false;
+	}
+	req->principal = NULL;
 	switch (jwt_looks_like(cred) ?
-	    auth_jwt(w->db, w->cfg, cred, &st->principal) :
-	    auth_key(w->db, w->cfg, w->keys, cred, &st->principal)) {
+	    auth_jwt(w->db, w->cfg, cred, p) :
+	    auth_key(w->db, w->cfg, w->keys, cred, p)) {
 	case AUTH_OK:
+		req->principal = p;
 		break;
 	case AUTH_UNAVAILABLE:
+		free(p);
 		v->err = ERR_DATABASE_UNAVAILABLE;
 		return false;
 	case AUTH_MISSING:
 	case AUTH_INVALID:
 	case AUTH_RESULT__MAX:
+		free(p);
 		af_count(st->failures, addr, w->cfg->auth_failures_window,
 		    time(NULL));
 		if (prefix[0] != '\0')
@@ -502,14 +512,11 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 		api_verdict_set(v, ERR_INVALID_API_KEY, "Invalid API key.");
 		return false;
 	}
-	req->principal = &st->principal;
-	req->key_id = st->principal.key_id[0] != '\0' ?
-	    st->principal.key_id : st->principal.key_prefix;
-	api_key_used(req, &st->principal);
-	if (!limit(w, req, &st->principal, v))
+	req->key_id = p->key_id[0] != '\0' ? p->key_id : p->key_prefix;
+	api_key_used(req, p);
+	if (!limit(w, req, p, v))
 		return false;
-	if (scope != NULL && *scope != '\0' &&
-	    !auth_allows(&st->principal, scope)) {
+	if (scope != NULL && *scope != '\0' && !auth_allows(p, scope)) {
 		api_verdict_set(v, ERR_INSUFFICIENT_PERMISSIONS, "This key "
 		    "lacks the scope %s, which %s %s needs.", scope,
 		    req->method, req->path);
@@ -571,6 +578,11 @@ read_json(struct worker *w, struct request *req)
 	if (rc == 1) {
 		http_error(req, ERR_REQUEST_TOO_LARGE, "Request body is larger "
 		    "than %ld bytes.", w->cfg->max_body_bytes);
+		return -1;
+	}
+	if (rc == 2) {
+		http_error(req, ERR_REQUEST_TIMEOUT, "The request body did not "
+		    "arrive within %d s.", w->cfg->body_timeout);
 		return -1;
 	}
 	if (rc == -1) {
@@ -659,12 +671,20 @@ api_handle(struct worker *w, struct request *req)
 	metrics_sync(w);
 }
 
+/* A transaction in the worker's connection is this request's alone. */
+static bool
+api_pinned(struct worker *w)
+{
+	return w->db != NULL && db_in_transaction(w->db);
+}
+
 const struct worker_app api_app = {
 	.name = "api",
 	.start = api_start,
 	.handle = api_handle,
 	.after = api_after,
 	.stop = api_stop,
+	.pinned = api_pinned,
 	.shared_size = api_shared_size,
 	.shared_init = api_shared_init,
 	.worker_exited = api_worker_exited,

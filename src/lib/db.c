@@ -1077,6 +1077,12 @@ db_commit(struct db *db)
 	return rc;
 }
 
+bool
+db_in_transaction(const struct db *db)
+{
+	return db->in_tx;
+}
+
 void
 db_rollback(struct db *db)
 {

@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -11,6 +12,28 @@
 
 #include "lib/clock.h"
 #include "lib/upstream.h"
+
+/*
+ * Set by the process: called with true as a call starts waiting on the
+ * network and with false before it touches anything of its caller's again
+ * (keygated's workers let other requests run meanwhile).
+ */
+static void	(*wait_fn)(void *, bool);
+static void	*wait_arg;
+
+void
+upstream_set_waiting(void (*fn)(void *arg, bool waiting), void *arg)
+{
+	wait_fn = fn;
+	wait_arg = arg;
+}
+
+static void
+waiting(bool begin)
+{
+	if (wait_fn != NULL)
+		wait_fn(wait_arg, begin);
+}
 
 struct sink {
 	struct buf	*body;		/* collect here, or */
@@ -61,11 +84,15 @@ on_data(char *p, size_t size, size_t n, void *arg)
 	size_t		 len = size * n;
 
 	long		 status = 0;
+	int		 rc;
 
 	s->last_byte = clock_mono();
 	if (s->fn != NULL) {
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
-		if (s->fn(s->ctx, status, p, len) == -1) {
+		waiting(false);
+		rc = s->fn(s->ctx, status, p, len);
+		waiting(true);
+		if (rc == -1) {
 			s->aborted = 1;
 			return 0;	/* curl stops: CURLE_WRITE_ERROR */
 		}
@@ -177,9 +204,39 @@ on_seek(void *arg, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_FAIL;
 }
 
+/*
+ * Kept connections: one cache of connections (with DNS answers and TLS
+ * sessions) shared by every call of the process, whichever thread makes
+ * it, and the handles of finished calls, kept to be used again.
+ */
+#define UPSTREAM_KEPT_HANDLES 64
+
 struct upstream {
-	CURL		*h;		/* made at the first call, NULL before */
+	pthread_mutex_t	 mu;		/* guards idle[] */
+	CURL		*idle[UPSTREAM_KEPT_HANDLES];
+	int		 nidle;
+	CURLSH		*share;		/* NULL = none (out of memory) */
+	pthread_mutex_t	 locks[CURL_LOCK_DATA_LAST];
 };
+
+static void
+share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+	struct upstream	*u = arg;
+
+	(void)h;
+	(void)access;
+	pthread_mutex_lock(&u->locks[data]);
+}
+
+static void
+share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+	struct upstream	*u = arg;
+
+	(void)h;
+	pthread_mutex_unlock(&u->locks[data]);
+}
 
 int
 upstream_global_init(void)
@@ -190,17 +247,79 @@ upstream_global_init(void)
 struct upstream *
 upstream_new(void)
 {
-	return calloc(1, sizeof(struct upstream));
+	struct upstream	*u;
+	int		 i;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return NULL;
+	pthread_mutex_init(&u->mu, NULL);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&u->locks[i], NULL);
+	if ((u->share = curl_share_init()) != NULL) {
+		curl_share_setopt(u->share, CURLSHOPT_LOCKFUNC, share_lock);
+		curl_share_setopt(u->share, CURLSHOPT_UNLOCKFUNC,
+		    share_unlock);
+		curl_share_setopt(u->share, CURLSHOPT_USERDATA, u);
+		curl_share_setopt(u->share, CURLSHOPT_SHARE,
+		    CURL_LOCK_DATA_CONNECT);
+		curl_share_setopt(u->share, CURLSHOPT_SHARE,
+		    CURL_LOCK_DATA_DNS);
+		curl_share_setopt(u->share, CURLSHOPT_SHARE,
+		    CURL_LOCK_DATA_SSL_SESSION);
+	}
+	return u;
 }
 
 void
 upstream_free(struct upstream *u)
 {
+	int	 i;
+
 	if (u == NULL)
 		return;
-	if (u->h != NULL)
-		curl_easy_cleanup(u->h);
+	for (i = 0; i < u->nidle; i++)
+		curl_easy_cleanup(u->idle[i]);
+	if (u->share != NULL)
+		curl_share_cleanup(u->share);
 	free(u);
+}
+
+/* A handle for a call: a kept one, or a new one; NULL = out of memory. */
+static CURL *
+handle_take(struct upstream *u)
+{
+	CURL	*h = NULL;
+
+	if (u == NULL)
+		return curl_easy_init();
+	pthread_mutex_lock(&u->mu);
+	if (u->nidle > 0)
+		h = u->idle[--u->nidle];
+	pthread_mutex_unlock(&u->mu);
+	return h != NULL ? h : curl_easy_init();
+}
+
+/*
+ * Gives a handle back after its call.  Nothing of the call may stay but
+ * the connection: not its URL, headers (with the provider key), body or
+ * callbacks.
+ */
+static void
+handle_give(struct upstream *u, CURL *h)
+{
+	if (u == NULL) {
+		curl_easy_cleanup(h);
+		return;
+	}
+	curl_easy_reset(h);
+	pthread_mutex_lock(&u->mu);
+	if (u->nidle < UPSTREAM_KEPT_HANDLES) {
+		u->idle[u->nidle++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&u->mu);
+	if (h != NULL)
+		curl_easy_cleanup(h);
 }
 
 static enum upstream_result
@@ -216,14 +335,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 
 	*status = 0;
 	c->retry_after[0] = c->retry_after_ms[0] = '\0';
-	/*
-	 * What a kept handle holds between calls is its connections (and
-	 * TLS sessions and DNS answers); it is reset after every call.
-	 */
-	if (c->via != NULL && c->via->h == NULL)
-		c->via->h = curl_easy_init();
-	h = c->via != NULL ? c->via->h : curl_easy_init();
-	if (h == NULL) {
+	if ((h = handle_take(c->via)) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
 	}
@@ -257,6 +369,8 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
 	curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, UPSTREAM_MAXAGE_CONN);
+	if (c->via != NULL && c->via->share != NULL)
+		curl_easy_setopt(h, CURLOPT_SHARE, c->via->share);
 	if (c->body != NULL) {
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
@@ -266,7 +380,9 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)c->body_len);
 	}
+	waiting(true);
 	rc = curl_easy_perform(h);
+	waiting(false);
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 		res = UPSTREAM_OK;
@@ -284,14 +400,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		snprintf(err, errsz, "%s", curl_easy_strerror(rc));
 		res = UPSTREAM_UNREACHABLE;
 	}
-	/*
-	 * Nothing of this call may stay but the connection: not its URL,
-	 * headers (with the provider key), body or callbacks.
-	 */
-	if (c->via != NULL)
-		curl_easy_reset(h);
-	else
-		curl_easy_cleanup(h);
+	handle_give(c->via, h);
 	for (tmp = hdrs; tmp != NULL; tmp = tmp->next)
 		explicit_bzero(tmp->data, strlen(tmp->data));
 	curl_slist_free_all(hdrs);

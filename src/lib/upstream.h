@@ -1,6 +1,7 @@
 #ifndef KEYGATE_LIB_UPSTREAM_H
 #define KEYGATE_LIB_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/buf.h"
@@ -14,9 +15,9 @@
 #define UPSTREAM_MAX_HEADERS 8
 
 /*
- * Connections kept open between calls (one curl handle): a worker owns
- * one, so that calls to a provider reuse a connection instead of a TCP and
- * TLS handshake each.
+ * Connections kept open between calls: a worker owns one set, shared by
+ * the calls of all its threads, so that calls to a provider reuse a
+ * connection instead of a TCP and TLS handshake each.
  */
 struct upstream;
 
@@ -67,6 +68,12 @@ typedef int	(*upstream_data_fn)(void *ctx, long status, const char *p,
  */
 long		 upstream_retry_seconds(const struct upstream_call *);
 
+/*
+ * fn(arg, true) is called as every call starts waiting on the network,
+ * fn(arg, false) before the call's callbacks run and before it returns.
+ */
+void		 upstream_set_waiting(void (*fn)(void *arg, bool waiting),
+		    void *arg);
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));
 /* Kept connections, none open yet; NULL when out of memory. */

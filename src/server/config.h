@@ -72,6 +72,10 @@ struct config {
 	int		 workers;		/* 0 = 2 x CPUs */
 	long		 max_requests;		/* per worker, 0 = unlimited */
 	int		 shutdown_timeout;	/* s */
+	int		 worker_calls;		/* requests in flight a worker takes */
+	int		 max_concurrent_calls;	/* per key and host, 0 = unlimited */
+	int		 body_timeout;		/* s to receive a request body */
+	int		 client_timeout;	/* s a write to the client may wait */
 	char		*database_url;		/* libpq conninfo or URI */
 	int		 database_connect_timeout; /* s */
 	int		 database_statement_timeout; /* s a statement may run */

@@ -38,6 +38,8 @@ const struct http_err_info http_errs[ERR__MAX] = {
 	{ 400, "invalid_request_error", "model_not_available" }, /* ERR_MODEL_NOT_AVAILABLE */
 	{ 404, "not_found_error", "model_not_found" },		/* ERR_MODEL_NOT_FOUND */
 	{ 501, "api_error", "not_implemented" },		/* ERR_NOT_IMPLEMENTED */
+	{ 408, "invalid_request_error", "request_timeout" },	/* ERR_REQUEST_TIMEOUT */
+	{ 429, "rate_limit_error", "too_many_concurrent_calls" }, /* ERR_TOO_MANY_CALLS */
 };
 
 /* Seconds a client should wait before retrying while the database is down. */

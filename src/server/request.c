@@ -5,13 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <fastcgi.h>
 #include <fcgiapp.h>
 
+#include "lib/clock.h"
 #include "lib/json.h"
 #include "server/log.h"
 #include "server/request.h"
+#include "server/worker.h"
 
 struct request_io {
 	FCGX_Request	 fcgx;
@@ -95,6 +98,13 @@ request_io_finish(struct request_io *io, struct request *req)
 	(void)req;
 	if (io->active) {
 		wipe_key_params(io);
+		/*
+		 * Every request gets a connection of its own: one kept for
+		 * the web server's next request would be read by this
+		 * request's thread, while the accept loop only watches the
+		 * listen socket.
+		 */
+		io->fcgx.keepConnection = 0;
 		FCGX_Finish_r(&io->fcgx);
 	}
 	io->active = false;
@@ -104,6 +114,71 @@ const char *
 request_param(const struct request *req, const char *name)
 {
 	return FCGX_GetParam(name, req->io->fcgx.envp);
+}
+
+/*
+ * Lets other requests run while this one waits on its client, unless the
+ * app holds something they must not touch (an open transaction): true
+ * when the worker's lock was released, to be taken back with relock().
+ */
+static bool
+unlock_for_io(struct request *req)
+{
+	struct worker	*w = req->w;
+
+	if (w == NULL || (w->app->pinned != NULL && w->app->pinned(w)))
+		return false;
+	worker_release(w);
+	return true;
+}
+
+static void
+relock(struct request *req, bool released)
+{
+	if (released)
+		worker_acquire(req->w);
+}
+
+/* Sets a socket timeout of s seconds (at least 1 ms; 0 = none). */
+static void
+sock_timeout(int fd, int opt, double s)
+{
+	struct timeval	 tv;
+
+	if (s > 0 && s < 0.001)
+		s = 0.001;
+	tv.tv_sec = (time_t)s;
+	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+	(void)setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
+
+void
+request_set_deadlines(struct request *req, int body_s, int write_s)
+{
+	req->body_deadline = clock_mono() + body_s;
+	sock_timeout(req->io->fcgx.ipcFd, SO_SNDTIMEO, write_s);
+}
+
+/* One piece of the body within the deadline: as FCGX_GetStr(), or -2. */
+static int
+body_piece(struct request *req, char *p, int n)
+{
+	double	 left = req->body_deadline - clock_mono();
+	bool	 released;
+	int	 got;
+
+	if (req->body_deadline > 0) {
+		if (left <= 0)
+			return -2;
+		sock_timeout(req->io->fcgx.ipcFd, SO_RCVTIMEO, left);
+	}
+	released = unlock_for_io(req);
+	got = FCGX_GetStr(p, n, req->io->fcgx.in);
+	relock(req, released);
+	if (req->body_deadline > 0 && clock_mono() >= req->body_deadline &&
+	    FCGX_GetError(req->io->fcgx.in) != 0)
+		return -2;
+	return got;
 }
 
 int
@@ -126,7 +201,9 @@ request_read_body(struct request *req, size_t max)
 	 * more than max: a body that keeps coming is refused, not buffered.
 	 */
 	for (;;) {
-		n = FCGX_GetStr(chunk, sizeof(chunk), req->io->fcgx.in);
+		n = body_piece(req, chunk, sizeof(chunk));
+		if (n == -2)
+			return 2;
 		if (n < 0)
 			return -1;
 		if (n == 0)
@@ -145,16 +222,21 @@ int
 request_write(struct request *req, const void *p, size_t n)
 {
 	const char	*s = p;
+	bool		 released = unlock_for_io(req);
+	int		 rc = 0;
 
 	while (n > 0) {
 		int chunk = n > 65536 ? 65536 : (int)n;
 
-		if (FCGX_PutStr(s, chunk, req->io->fcgx.out) != chunk)
-			return -1;
+		if (FCGX_PutStr(s, chunk, req->io->fcgx.out) != chunk) {
+			rc = -1;
+			break;
+		}
 		s += chunk;
 		n -= (size_t)chunk;
 	}
-	return 0;
+	relock(req, released);
+	return rc;
 }
 
 bool
@@ -185,7 +267,12 @@ request_abandoned(struct request *req)
 int
 request_flush(struct request *req)
 {
-	return FCGX_FFlush(req->io->fcgx.out) == 0 ? 0 : -1;
+	bool	 released = unlock_for_io(req);
+	int	 rc;
+
+	rc = FCGX_FFlush(req->io->fcgx.out) == 0 ? 0 : -1;
+	relock(req, released);
+	return rc;
 }
 
 void
@@ -194,6 +281,7 @@ request_clear(struct request *req)
 	struct buf	 body = req->body, headers = req->headers;
 
 	free(req->path);
+	free(req->principal);
 	/* Bodies carry secrets (provider keys, new keys): wipe them. */
 	if (body.data != NULL)
 		explicit_bzero(body.data, body.len);

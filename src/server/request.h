@@ -29,13 +29,15 @@ struct request {
 	char		 request_id[REQUEST_ID_MAX + 1];
 	char		 param[REQUEST_PARAM_MAX + 1]; /* the {id} segment */
 	double		 started;	/* monotonic s */
+	double		 body_deadline;	/* monotonic s, 0 = none */
 	bool		 authorizer;	/* FCGI_AUTHORIZER, not a responder */
 	struct buf	 body;		/* raw request body */
 	struct json_object *json;	/* parsed body (owned), NULL = none */
 	struct buf	 headers;	/* extra response header lines */
 	int		 status;	/* status sent, 0 = not yet */
 	bool		 client_gone;	/* a write to the client failed */
-	struct principal *principal;	/* the authenticated caller, or NULL */
+	struct principal *principal;	/* the authenticated caller (owned,
+					   a malloc'd block), or NULL */
 	const char	*key_id;	/* authenticated key id, for the log */
 	char		 key_id_buf[40];
 };
@@ -60,9 +62,16 @@ void		 request_io_finish(struct request_io *, struct request *);
 /* A FastCGI parameter ("HTTP_X_API_KEY", "CONTENT_LENGTH", ...) or NULL. */
 const char	*request_param(const struct request *, const char *);
 /*
+ * The request's deadlines: its body must have arrived within body_s of
+ * now, and a write to the client may wait at most write_s.
+ */
+void		 request_set_deadlines(struct request *, int body_s,
+		    int write_s);
+/*
  * Reads the body into req->body.  Returns 0, 1 when it is larger than max
- * (only the declared length is looked at; nothing is read), or -1 when the
- * connection failed.
+ * (only the declared length is looked at; nothing is read), 2 when it did
+ * not arrive within the body deadline, or -1 when the connection failed.
+ * Other requests run while it waits.
  */
 int		 request_read_body(struct request *, size_t max)
 		    __attribute__((warn_unused_result));

@@ -1,6 +1,7 @@
 #ifndef KEYGATE_SERVER_WORKER_H
 #define KEYGATE_SERVER_WORKER_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +35,13 @@ struct worker_app {
 	int		(*after)(struct worker *);
 	void		(*stop)(struct worker *);
 	/*
+	 * True while the app holds what another request must not touch
+	 * (an open transaction on the worker's database connection): a
+	 * request then keeps the worker's lock while it waits on its
+	 * client.  May be NULL.
+	 */
+	bool		(*pinned)(struct worker *);
+	/*
 	 * Memory every worker of this keygated shares (NULL: none): as many
 	 * bytes as shared_size() says, mapped by the master before the
 	 * first fork, zeroed, handed to shared_init() once (0, or -1), and
@@ -55,8 +63,14 @@ struct metrics_seen {
 	unsigned long	 reconnects;	/* PostgreSQL reconnects */
 };
 
-/* Everything a worker process owns.  One per process; passed explicitly. */
+/*
+ * Everything a worker process owns.  One per process; passed explicitly.
+ * Requests run on threads of their own, and the app's code (handle(),
+ * after(), stop()) always runs with lock held: what the worker and the
+ * app own needs no other lock.
+ */
 struct worker {
+	pthread_mutex_t		 lock;
 	const struct config	*cfg;		/* borrowed from the master */
 	const struct worker_app	*app;
 	int			 listen_fd;	/* shared, non-blocking */
@@ -72,6 +86,14 @@ struct worker {
 	void			*shared;	/* the app's shared memory */
 	void			*app_data;	/* owned by the app */
 };
+
+/*
+ * Around a wait (a provider, a slow client), the request's thread lets go
+ * of w->lock so that other requests run meanwhile, and takes it back
+ * before touching anything the worker or the app owns again.
+ */
+void	worker_release(struct worker *);
+void	worker_acquire(struct worker *);
 
 /* Worker exit codes the master tells apart. */
 #define WORKER_EXIT_OK		0	/* stopped or recycled: respawn */

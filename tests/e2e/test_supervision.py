@@ -36,7 +36,7 @@ def log_line_matching(kg, pattern, timeout=5):
         return None
 
 
-def test_killed_worker_is_replaced_and_only_its_request_fails(make_stack):
+def test_killed_worker_is_replaced_and_only_its_requests_fail(make_stack):
     s = make_stack(workers=3)
     workers = s.kg.wait_workers()
     victim = min(workers)
@@ -53,8 +53,11 @@ def test_killed_worker_is_replaced_and_only_its_request_fails(make_stack):
         load.wait_for(100)
     finally:
         samples = load.stop()
+    # A worker holds every request it took until answered: those in
+    # flight when it died fail (at most one per load thread), no other.
     failures = [x for x in samples if x.status != 200]
-    assert len(failures) <= 1, describe(failures)
+    assert len(failures) <= 4, describe(failures)
+    assert all(x.start < killed for x in failures), describe(failures)
     assert new & workers == workers - {victim}, "other workers were touched"
     assert len(new - workers) == 1
     after = [x for x in samples if x.start > respawned]
