@@ -97,6 +97,13 @@ void	api_refuse(struct request *, const struct api_verdict *,
  * worker's next batch: what a request with that key does (api/app.c).
  */
 void	api_key_used(struct request *, const struct principal *p);
+/*
+ * A gateway call of the authenticated caller starts: false (answered 429
+ * too_many_concurrent_calls) when its key has max_concurrent_calls in
+ * flight on this host already.  Every true is followed by api_call_end().
+ */
+bool	api_call_begin(struct request *);
+void	api_call_end(struct request *);
 
 /* The gateway (api/chat.c), for its three routes. */
 

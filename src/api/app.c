@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/clock.h"
 #include "api/api.h"
@@ -21,6 +23,7 @@
 #include "core/keys.h"
 #include "core/ratelimit.h"
 #include "core/vault.h"
+#include "core/calls.h"
 #include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -45,6 +48,8 @@ struct api_state {
 	double		 last_touch;		/* monotonic s */
 	double		 last_sweep;		/* monotonic s, 0 = never */
 	double		 last_holds;		/* monotonic s, 0 = never */
+	unsigned long	 connects;		/* of w->db, last seen */
+	unsigned	 db_back;		/* db_news.back, last seen */
 };
 
 /*
@@ -79,10 +84,68 @@ failures_offset(void)
 	return metrics_offset() + aligned(metrics_shared_size());
 }
 
+/* Then the calls in flight per key. */
+static size_t
+calls_offset(void)
+{
+	return failures_offset() + aligned(af_shared_size());
+}
+
+/* Last, what the workers tell each other of the database. */
+struct db_news {
+	atomic_uint	 back;		/* bumped by a worker that reconnected */
+};
+
+static size_t
+news_offset(void)
+{
+	return calls_offset() + aligned(calls_shared_size());
+}
+
 static size_t
 api_shared_size(void)
 {
-	return failures_offset() + af_shared_size();
+	return news_offset() + sizeof(struct db_news);
+}
+
+static struct db_news *
+db_news(void *shared)
+{
+	return shared != NULL ?
+	    (struct db_news *)((char *)shared + news_offset()) : NULL;
+}
+
+/*
+ * A worker that finds the database back tells the others, who try again
+ * at once instead of when their own wait between attempts ends: once
+ * one worker answers again, they all do.
+ */
+static void
+db_news_exchange(struct worker *w)
+{
+	struct api_state *st = w->app_data;
+	struct db_news	*news = db_news(w->shared);
+	unsigned long	 n;
+	unsigned	 back;
+
+	if (news == NULL || w->db == NULL)
+		return;
+	if ((n = db_connects(w->db)) != st->connects) {
+		st->connects = n;
+		st->db_back = atomic_fetch_add(&news->back, 1) + 1;
+		return;
+	}
+	if ((back = atomic_load(&news->back)) != st->db_back) {
+		st->db_back = back;
+		db_retry_now(w->db);
+	}
+}
+
+static struct calls_shared *
+calls_table(void *shared)
+{
+	return shared != NULL ?
+	    (struct calls_shared *)((char *)shared + calls_offset()) : NULL;
 }
 
 static int
@@ -92,15 +155,17 @@ api_shared_init(void *p)
 	    rl_shared_init((struct rl_shared *)((char *)p +
 	    limits_offset())) == -1 ||
 	    af_shared_init((struct af_shared *)((char *)p +
-	    failures_offset())) == -1)
+	    failures_offset())) == -1 ||
+	    calls_shared_init(calls_table(p)) == -1)
 		return -1;
 	return metrics_shared_init((struct metrics *)((char *)p +
 	    metrics_offset()));
 }
 
 static void
-api_worker_exited(void *p, bool crashed)
+api_worker_exited(void *p, pid_t pid, bool crashed)
 {
+	calls_forget(calls_table(p), pid);
 	metrics_worker_exit((struct metrics *)((char *)p + metrics_offset()),
 	    crashed);
 }
@@ -662,6 +727,7 @@ api_handle(struct worker *w, struct request *req)
 {
 	size_t	 row = METRICS_ROUTE_NONE;
 
+	db_news_exchange(w);
 	if (req->authorizer) {
 		row = METRICS_ROUTE_AUTHORIZER;
 		api_authorizer(req);
@@ -669,6 +735,50 @@ api_handle(struct worker *w, struct request *req)
 		dispatch(w, req, &row);
 	metrics_request(w, row, req->status, clock_mono() - req->started);
 	metrics_sync(w);
+	db_news_exchange(w);
+}
+
+/* The caller's name in the table of calls in flight. */
+static const char *
+call_owner(const struct request *req)
+{
+	const struct principal *p = req->principal;
+
+	return p->key_id[0] != '\0' ? p->key_id : p->key_prefix;
+}
+
+bool
+api_call_begin(struct request *req)
+{
+	const struct config *cfg = req->w->cfg;
+
+	switch (calls_begin(calls_table(req->w->shared), call_owner(req),
+	    getpid(), cfg->max_concurrent_calls)) {
+	case CALLS_OK:
+		req->call_counted = true;
+		return true;
+	case CALLS_UNCOUNTED:
+		return true;
+	case CALLS_LIMIT:
+		break;
+	}
+	if (http_header(req, "Retry-After", "1") == -1) {
+		http_error(req, ERR_INTERNAL, "out of memory");
+		return false;
+	}
+	http_error(req, ERR_TOO_MANY_CALLS, "This key has %d calls in flight "
+	    "already, the most max_concurrent_calls allows; retry when one "
+	    "has ended.", cfg->max_concurrent_calls);
+	return false;
+}
+
+void
+api_call_end(struct request *req)
+{
+	if (!req->call_counted)
+		return;
+	calls_end(calls_table(req->w->shared), call_owner(req), getpid());
+	req->call_counted = false;
 }
 
 /* A transaction in the worker's connection is this request's alone. */

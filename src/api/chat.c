@@ -1304,6 +1304,8 @@ api_gateway(struct request *req, enum api_format format,
 		    "model \"%.128s\" for embeddings.", model);
 		return;
 	}
+	if (!api_call_begin(req))
+		return;
 	if (api_gateway_key(req, model, &c->key) == -1)
 		goto out;
 	c->model = model;
@@ -1397,6 +1399,7 @@ out:
 		release(c);
 	if (reserved)
 		metrics_holds(w, -1);
+	api_call_end(req);
 	gateway_key_free(&c->key);
 	buf_free(&url);
 	buf_free_secret(&auth);

@@ -574,6 +574,7 @@ struct db {
 	void		*notified_arg;
 	bool		 connected_once; /* a connection was made before */
 	unsigned long	 reconnects;	/* connections made after the first */
+	unsigned long	 connects;	/* connections made */
 };
 
 /* Copies the first line of a libpq message, without a trailing newline. */
@@ -831,10 +832,23 @@ db_connect(struct db *db)
 	}
 	db->next_attempt = 0;
 	db->status = DB_OK;
+	db->connects++;
 	if (db->connected_once)
 		db->reconnects++;
 	db->connected_once = true;
 	return 0;
+}
+
+unsigned long
+db_connects(const struct db *db)
+{
+	return db->connects;
+}
+
+void
+db_retry_now(struct db *db)
+{
+	db->next_attempt = 0;
 }
 
 unsigned long

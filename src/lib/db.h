@@ -178,6 +178,10 @@ unsigned long	 db_reconnects(const struct db *);
 void		 db_set_timeouts(struct db *, int statement_ms, int lock_ms);
 /* True when the last failure was a statement or lock timeout. */
 bool		 db_timed_out(const struct db *);
+/* Connections made so far, the first included. */
+unsigned long	 db_connects(const struct db *);
+/* The next call tries to connect, however recent the last attempt. */
+void		 db_retry_now(struct db *);
 /* True between db_begin() (or _snapshot) and the commit or rollback. */
 bool		 db_in_transaction(const struct db *);
 /* The SQLSTATE of the last DB_ERROR ("" when none). */

@@ -166,6 +166,8 @@ upstream_retry_seconds(const struct upstream_call *c)
  * request is rarely written to a connection the server is closing.
  */
 #define UPSTREAM_MAXAGE_CONN	4L	/* s */
+#define UPSTREAM_BUFFER		4096L	/* bytes read at a time */
+#define UPSTREAM_UPLOAD_BUFFER	16384L	/* the least curl takes */
 
 /*
  * The request body, handed to curl piece by piece.  Only the first
@@ -369,6 +371,12 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
 	curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, UPSTREAM_MAXAGE_CONN);
+	/*
+	 * Thousands of calls wait at once: small buffers (provider events
+	 * are small; a whole answer just takes more reads).
+	 */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, UPSTREAM_BUFFER);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, UPSTREAM_UPLOAD_BUFFER);
 	if (c->via != NULL && c->via->share != NULL)
 		curl_easy_setopt(h, CURLOPT_SHARE, c->via->share);
 	if (c->body != NULL) {

@@ -65,7 +65,7 @@ struct cf_key {
  */
 static const struct cf_key keys[] = {
 	{ "listen", CF_STR, F(listen), false, "unix:/run/keygate/keygate.sock", 0, 0 },
-	{ "listen_backlog", CF_INT, F(listen_backlog), false, "1024", 1, 65535 },
+	{ "listen_backlog", CF_INT, F(listen_backlog), false, "4096", 1, 65535 },
 	{ "socket_mode", CF_OCTAL, F(socket_mode), false, "0660", 0, 0777 },
 	{ "user", CF_STR, F(user), false, "", 0, 0 },
 	{ "workers", CF_INT, F(workers), true, "0", 0, 1024 },

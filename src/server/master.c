@@ -273,6 +273,9 @@ reap(struct master *m)
 		describe_exit(status, how, sizeof(how));
 		if (pid == m->retiring) {
 			m->retiring = 0;
+			if (m->app->worker_exited != NULL && m->shared != NULL)
+				m->app->worker_exited(m->shared, pid,
+				    status != 0);
 			if (status != 0)
 				log_warn("replaced worker %ld %s", (long)pid,
 				    how);
@@ -302,7 +305,7 @@ reap(struct master *m)
 			continue;
 		}
 		if (m->app->worker_exited != NULL && m->shared != NULL)
-			m->app->worker_exited(m->shared, !(WIFEXITED(status) &&
+			m->app->worker_exited(m->shared, pid, !(WIFEXITED(status) &&
 			    WEXITSTATUS(status) == 0));
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 			/* Recycled after max_requests: replace at once. */

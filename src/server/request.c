@@ -155,7 +155,7 @@ sock_timeout(int fd, int opt, double s)
 void
 request_set_deadlines(struct request *req, int body_s, int write_s)
 {
-	req->body_deadline = clock_mono() + body_s;
+	req->body_timeout = body_s;
 	sock_timeout(req->io->fcgx.ipcFd, SO_SNDTIMEO, write_s);
 }
 
@@ -163,10 +163,14 @@ request_set_deadlines(struct request *req, int body_s, int write_s)
 static int
 body_piece(struct request *req, char *p, int n)
 {
-	double	 left = req->body_deadline - clock_mono();
+	double	 left;
 	bool	 released;
 	int	 got;
 
+	/* The client's time runs from the first read, not from the accept. */
+	if (req->body_deadline == 0 && req->body_timeout > 0)
+		req->body_deadline = clock_mono() + req->body_timeout;
+	left = req->body_deadline - clock_mono();
 	if (req->body_deadline > 0) {
 		if (left <= 0)
 			return -2;

@@ -29,13 +29,15 @@ struct request {
 	char		 request_id[REQUEST_ID_MAX + 1];
 	char		 param[REQUEST_PARAM_MAX + 1]; /* the {id} segment */
 	double		 started;	/* monotonic s */
-	double		 body_deadline;	/* monotonic s, 0 = none */
+	int		 body_timeout;	/* s from the first read, 0 = none */
+	double		 body_deadline;	/* monotonic s, 0 = not yet reading */
 	bool		 authorizer;	/* FCGI_AUTHORIZER, not a responder */
 	struct buf	 body;		/* raw request body */
 	struct json_object *json;	/* parsed body (owned), NULL = none */
 	struct buf	 headers;	/* extra response header lines */
 	int		 status;	/* status sent, 0 = not yet */
 	bool		 client_gone;	/* a write to the client failed */
+	bool		 call_counted;	/* a gateway call in flight, counted */
 	struct principal *principal;	/* the authenticated caller (owned,
 					   a malloc'd block), or NULL */
 	const char	*key_id;	/* authenticated key id, for the log */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -208,6 +209,7 @@ struct pool {
 	double		 after_due;	/* monotonic s, 0 = not wanted */
 	int		 wake_fd;	/* eventfd: a request finished */
 	atomic_bool	 wake_on_release; /* the accept loop waits for the lock */
+	atomic_llong	 held_since;	/* ns the lock is held from, 0 = free */
 };
 
 static struct pool pool = {
@@ -230,9 +232,19 @@ static struct pool pool = {
 
 static void wake_main(void);
 
+static long long
+now_ns(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 void
 worker_release(struct worker *w)
 {
+	atomic_store_explicit(&pool.held_since, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&w->lock);
 	if (atomic_load_explicit(&pool.wake_on_release, memory_order_relaxed) &&
 	    atomic_exchange(&pool.wake_on_release, false))
@@ -243,6 +255,8 @@ void
 worker_acquire(struct worker *w)
 {
 	pthread_mutex_lock(&w->lock);
+	atomic_store_explicit(&pool.held_since, now_ns(),
+	    memory_order_relaxed);
 }
 
 /* lib/upstream's hook: a provider call waits without the lock. */
@@ -365,22 +379,31 @@ spawn_thread(struct worker *w)
 }
 
 /*
- * Whether the app's lock is free now.  A worker whose lock is held (a
- * request waits on the database, or computes) leaves new connections to
- * the other workers, who are all woken for each one; when it is busy, the
- * next release of the lock wakes the accept loop again.
+ * A lock held this long means its holder waits (on the database, most
+ * likely) rather than computes.
+ */
+#define POOL_STUCK_NS	5000000LL	/* 5 ms */
+
+/*
+ * Whether the worker should take a connection now, as far as its lock
+ * goes: not while a request has held the lock for long (it waits on the
+ * database, say), so that new connections go to the other workers, who
+ * are all woken for each one.  The next release of the lock wakes the
+ * accept loop again.
  */
 static bool
 lock_free(struct worker *w)
 {
-	if (pthread_mutex_trylock(&w->lock) == 0) {
-		pthread_mutex_unlock(&w->lock);
+	long long since;
+
+	(void)w;
+	since = atomic_load(&pool.held_since);
+	if (since == 0 || now_ns() - since < POOL_STUCK_NS)
 		return true;
-	}
 	atomic_store(&pool.wake_on_release, true);
-	if (pthread_mutex_trylock(&w->lock) == 0) {
+	since = atomic_load(&pool.held_since);
+	if (since == 0 || now_ns() - since < POOL_STUCK_NS) {
 		atomic_store(&pool.wake_on_release, false);
-		pthread_mutex_unlock(&w->lock);
 		return true;
 	}
 	return false;
@@ -638,6 +661,11 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 		return WORKER_EXIT_FATAL;
 	}
 	crypto_after_fork();
+	/*
+	 * The app's code runs one thread at a time: one malloc arena is
+	 * enough, and spares the memory of one per thread.
+	 */
+	mallopt(M_ARENA_MAX, 1);
 	if (w->app->start != NULL && w->app->start(w) == -1)
 		return WORKER_EXIT_FATAL;
 	upstream_set_waiting(waiting, w);

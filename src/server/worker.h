@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct config;
 struct db;
@@ -53,7 +54,7 @@ struct worker_app {
 	 * In the master, when a worker exited and will be replaced (may be
 	 * NULL): crashed, or recycled after max_requests.
 	 */
-	void		(*worker_exited)(void *shared, bool crashed);
+	void		(*worker_exited)(void *shared, pid_t pid, bool crashed);
 };
 
 /* What a worker last added to the shared metrics from its own counts. */

@@ -298,6 +298,8 @@ class MockLLM:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                                       Handler)
+        # Thousands of calls may connect at once.
+        self.server.socket.listen(4096)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(
@@ -845,7 +847,11 @@ class MockLLM:
             if self._closing.is_set():
                 raise _PeerClosed()
             try:
-                readable, _, _ = select.select([sock], [], [], min(left, 0.02))
+                # poll(), not select(): thousands of connections may be
+                # open, with descriptors past select()'s 1024.
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                readable = poller.poll(min(left, 0.02) * 1000)
                 gone = bool(readable) and not sock.recv(1, socket.MSG_PEEK)
             except OSError:
                 gone = True
@@ -1007,3 +1013,144 @@ class SSEReader:
                 self.sock.close()
             except OSError:
                 pass
+
+
+# ---------------------------------------------------------------------------
+# Many calls at once
+
+class BulkOpenAI:
+    """OpenAI's chat completions for thousands of calls at once: one
+    asyncio process of its own (MockLLM's thread per call would spend the
+    tests' CPU), every call answered alike.  A streamed call gets a role
+    chunk, `pieces` chunks of `content` `pause` seconds apart, the finish
+    chunk, the usage chunk when asked for, then [DONE]; a whole one waits
+    pieces x pause seconds.  stats() counts the calls received, completed
+    (everything written) and cut (the peer left first)."""
+
+    def __init__(self, content, pieces=8, pause=1.0, usage=(9, 8)):
+        import subprocess
+        import sys
+        spec = json.dumps({"content": content, "pieces": pieces,
+                           "pause": pause, "usage": list(usage)})
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "bulk", spec],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.port = int(self.proc.stdout.readline())
+
+    def config(self):
+        return {"openai_base_url": "http://127.0.0.1:%d/v1" % self.port}
+
+    def stats(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", "/stats")
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
+
+    def wait_for(self, received, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.stats()
+            if st["received"] >= received:
+                return st
+            time.sleep(0.1)
+        raise AssertionError("the provider received %d call(s) of %d" % (
+            self.stats()["received"], received))
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _bulk_main(spec):
+    import asyncio
+    spec = json.loads(spec)
+    stats = {"received": 0, "completed": 0, "cut": 0, "arrivals": []}
+    text = spec["content"]
+    n = spec["pieces"]
+    pieces = [text[i * len(text) // n:(i + 1) * len(text) // n]
+              for i in range(n)]
+
+    def event(obj):
+        return ("data: %s\n\n" % json.dumps(obj)).encode()
+
+    async def answer(reader, writer):
+        line = await reader.readline()
+        length = 0
+        while True:
+            h = await reader.readline()
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        body = await reader.readexactly(length) if length else b""
+        if line.startswith(b"GET /stats"):
+            out = json.dumps(stats).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                         b"\r\nConnection: close\r\nContent-Length: %d\r\n"
+                         b"\r\n%s" % (len(out), out))
+            await writer.drain()
+            writer.close()
+            return
+        stats["received"] += 1
+        stats["arrivals"].append(time.monotonic())
+        req = json.loads(body or b"{}")
+        cid = "chatcmpl-" + secrets.token_hex(12)
+        base = {"id": cid, "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": req.get("model", "")}
+        p, c = spec["usage"]
+        usage = {"prompt_tokens": p, "completion_tokens": c,
+                 "total_tokens": p + c}
+        try:
+            if not req.get("stream"):
+                await asyncio.sleep(n * spec["pause"])
+                out = json.dumps(dict(base, object="chat.completion",
+                                      choices=[{"index": 0, "message": {
+                                          "role": "assistant",
+                                          "content": text},
+                                          "finish_reason": "stop"}],
+                                      usage=usage)).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
+                             b"application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(out),
+                                                                out))
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
+                             b"text/event-stream\r\nConnection: close\r\n\r\n")
+                writer.write(event(dict(base, choices=[{
+                    "index": 0, "delta": {"role": "assistant",
+                                          "content": ""},
+                    "finish_reason": None}])))
+                for piece in pieces:
+                    await writer.drain()
+                    await asyncio.sleep(spec["pause"])
+                    writer.write(event(dict(base, choices=[{
+                        "index": 0, "delta": {"content": piece},
+                        "finish_reason": None}])))
+                writer.write(event(dict(base, choices=[{
+                    "index": 0, "delta": {}, "finish_reason": "stop"}])))
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    writer.write(event(dict(base, choices=[], usage=usage)))
+                writer.write(b"data: [DONE]\n\n")
+            await writer.drain()
+            stats["completed"] += 1
+        except (ConnectionError, OSError):
+            stats["cut"] += 1
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(answer, "127.0.0.1", 0,
+                                            backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "bulk":
+        _bulk_main(sys.argv[2])
