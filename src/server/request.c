@@ -139,6 +139,30 @@ relock(struct request *req, bool released)
 		worker_acquire(req->w);
 }
 
+/* True unless the body's next bytes are in libfcgi's buffer or socket. */
+static bool
+read_would_wait(struct request *req)
+{
+	FCGX_Stream	*in = req->io->fcgx.in;
+	struct pollfd	 pfd;
+
+	if (in->rdNext != in->stop)
+		return false;
+	pfd.fd = req->io->fcgx.ipcFd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) != 1;
+}
+
+/* True unless n bytes fit in what libfcgi buffers before writing. */
+static bool
+write_would_wait(struct request *req, size_t n)
+{
+	FCGX_Stream	*out = req->io->fcgx.out;
+
+	return out->stop - out->wrNext < (ptrdiff_t)n;
+}
+
 /* Sets a socket timeout of s seconds (at least 1 ms; 0 = none). */
 static void
 sock_timeout(int fd, int opt, double s)
@@ -176,7 +200,7 @@ body_piece(struct request *req, char *p, int n)
 			return -2;
 		sock_timeout(req->io->fcgx.ipcFd, SO_RCVTIMEO, left);
 	}
-	released = unlock_for_io(req);
+	released = read_would_wait(req) && unlock_for_io(req);
 	got = FCGX_GetStr(p, n, req->io->fcgx.in);
 	relock(req, released);
 	if (req->body_deadline > 0 && clock_mono() >= req->body_deadline &&
@@ -226,8 +250,10 @@ int
 request_write(struct request *req, const void *p, size_t n)
 {
 	const char	*s = p;
-	bool		 released = unlock_for_io(req);
+	bool		 released;
 	int		 rc = 0;
+
+	released = write_would_wait(req, n) && unlock_for_io(req);
 
 	while (n > 0) {
 		int chunk = n > 65536 ? 65536 : (int)n;

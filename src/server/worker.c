@@ -186,41 +186,47 @@ struct job {
 };
 
 /*
- * The threads of a worker.  The process's first thread waits for
- * connections, signals and timers, and accepts; each accepted request goes
- * to a thread of its own (an idle one, or one made for it), which keeps it
- * to the end.  The app's code runs under w->lock, one thread at a time, as
- * in a worker of one thread: only waits let go of it (reading the body,
- * writing to the client, waiting on a provider), so that thousands of
- * calls can wait at once while the caches, the database connection and
- * the app's state need no locks of their own.
+ * The threads of a worker, leader and followers.  One thread at a time,
+ * the leader, waits for a connection; the one that accepts it serves the
+ * request itself, as a worker of one thread would.  While it computes or
+ * waits on the database, nobody in this worker accepts, and new
+ * connections go to the other workers.  As soon as it waits on anything
+ * else (a provider, a slow client, a body still arriving) it lets go of
+ * w->lock, and another thread becomes the leader: an idle one, or one
+ * made for it.  The app's code runs under w->lock, one thread at a time,
+ * so that the caches, the database connection and the app's state need no
+ * locks of their own; a request that never waits never changes thread.
+ * The process's first thread handles signals and the app's timer.
  */
 struct pool {
 	pthread_mutex_t	 mu;		/* guards what follows */
-	pthread_cond_t	 work;		/* a job was queued, or stopping */
-	struct job	*queue, *tail;	/* accepted, waiting for a thread */
-	int		 queued;
-	struct job	*free;
+	pthread_cond_t	 follow;	/* followers wait here */
+	bool		 leader;	/* a thread waits for connections */
+	bool		 promoting;	/* one was asked to lead */
 	int		 threads;	/* alive */
-	int		 idle;		/* waiting for a job */
+	int		 idle;		/* followers waiting */
 	int		 inflight;	/* accepted, not yet finished */
 	unsigned long	 served;
-	bool		 stopping;	/* idle threads exit */
+	bool		 stopping;	/* SIGTERM: accept nothing more */
 	double		 after_due;	/* monotonic s, 0 = not wanted */
-	int		 wake_fd;	/* eventfd: a request finished */
-	atomic_bool	 wake_on_release; /* the accept loop waits for the lock */
-	atomic_llong	 held_since;	/* ns the lock is held from, 0 = free */
+	struct job	*free;
+	atomic_bool	 leading;	/* mirrors leader, read without mu */
+	int		 wake_fd;	/* eventfd: the first thread's loop */
+	int		 stop_fd;	/* eventfd: the leader stops waiting */
+	int		 epfd;		/* the leader's: listen socket, stop_fd */
 };
 
 static struct pool pool = {
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.wake_fd = -1,
+	.stop_fd = -1,
+	.epfd = -1,
 };
 
 /*
- * Threads kept waiting for work when idle, and how long one more than that
- * waits before it ends; the stack every request thread gets (the address
- * space is reserved, only pages touched cost memory; sanitizers need more).
+ * Followers kept when idle, and how long one more than that waits before
+ * it ends; the stack every thread gets (the address space is reserved,
+ * only pages touched cost memory; sanitizers need far more).
  */
 #define POOL_SPARE	8
 #define POOL_IDLE_S	10
@@ -230,134 +236,18 @@ static struct pool pool = {
 #define POOL_STACK	(256u << 10)
 #endif
 
-static void wake_main(void);
-
-static long long
-now_ns(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-void
-worker_release(struct worker *w)
-{
-	atomic_store_explicit(&pool.held_since, 0, memory_order_relaxed);
-	pthread_mutex_unlock(&w->lock);
-	if (atomic_load_explicit(&pool.wake_on_release, memory_order_relaxed) &&
-	    atomic_exchange(&pool.wake_on_release, false))
-		wake_main();
-}
-
-void
-worker_acquire(struct worker *w)
-{
-	pthread_mutex_lock(&w->lock);
-	atomic_store_explicit(&pool.held_since, now_ns(),
-	    memory_order_relaxed);
-}
-
-/* lib/upstream's hook: a provider call waits without the lock. */
-static void
-waiting(void *arg, bool begin)
-{
-	if (begin)
-		worker_release(arg);
-	else
-		worker_acquire(arg);
-}
+static void	*thread_main(void *);
 
 static void
-wake_main(void)
+wake(int fd)
 {
 	uint64_t one = 1;
 
-	if (write(pool.wake_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
-		log_warn("write: waking the accept loop: %s", strerror(errno));
+	if (write(fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		log_warn("write: waking a thread: %s", strerror(errno));
 }
 
-/* The app's deferred work; with w->lock held. */
-static void
-run_after(struct worker *w)
-{
-	int	 ms;
-
-	if (w->app->after == NULL)
-		return;
-	ms = w->app->after(w);
-	pthread_mutex_lock(&pool.mu);
-	pool.after_due = ms < 0 ? 0 : clock_mono() + ms / 1000.0;
-	pthread_mutex_unlock(&pool.mu);
-}
-
-/* The next job for a thread, or NULL when the thread should end. */
-static struct job *
-next_job(void)
-{
-	struct timespec	 until;
-	struct job	*job;
-	int		 rc = 0;
-
-	pthread_mutex_lock(&pool.mu);
-	pool.idle++;
-	while (pool.queue == NULL && !pool.stopping && rc != ETIMEDOUT) {
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += POOL_IDLE_S;
-		rc = pthread_cond_timedwait(&pool.work, &pool.mu, &until);
-		if (rc == ETIMEDOUT && pool.idle <= POOL_SPARE)
-			rc = 0;		/* one of the spares: stay */
-	}
-	pool.idle--;
-	if ((job = pool.queue) != NULL) {
-		if ((pool.queue = job->next) == NULL)
-			pool.tail = NULL;
-		pool.queued--;
-	} else
-		pool.threads--;
-	pthread_mutex_unlock(&pool.mu);
-	if (job == NULL)
-		wake_main();
-	return job;
-}
-
-static void
-job_done(struct job *job)
-{
-	pthread_mutex_lock(&pool.mu);
-	job->next = pool.free;
-	pool.free = job;
-	pool.inflight--;
-	pool.served++;
-	pthread_mutex_unlock(&pool.mu);
-	wake_main();
-}
-
-static void *
-thread_main(void *arg)
-{
-	struct worker	*w = arg;
-	struct job	*job;
-
-	while ((job = next_job()) != NULL) {
-		request_set_deadlines(&job->req, w->cfg->body_timeout,
-		    w->cfg->client_timeout);
-		worker_acquire(w);
-		serve(w, &job->req);
-		worker_release(w);
-		/* Flushing and closing may wait on a slow client. */
-		request_io_finish(job->io, &job->req);
-		request_clear(&job->req);
-		worker_acquire(w);
-		run_after(w);
-		worker_release(w);
-		job_done(job);
-	}
-	return NULL;
-}
-
-/* One more thread; 0, or -1 (logged) when none could be made. */
+/* One more thread; with pool.mu held.  0, or -1 (logged). */
 static int
 spawn_thread(struct worker *w)
 {
@@ -375,111 +265,218 @@ spawn_thread(struct worker *w)
 		    strerror(rc));
 		return -1;
 	}
+	pool.threads++;
 	return 0;
 }
 
-/*
- * A lock held this long means its holder waits (on the database, most
- * likely) rather than computes.
- */
-#define POOL_STUCK_NS	5000000LL	/* 5 ms */
-
-/*
- * Whether the worker should take a connection now, as far as its lock
- * goes: not while a request has held the lock for long (it waits on the
- * database, say), so that new connections go to the other workers, who
- * are all woken for each one.  The next release of the lock wakes the
- * accept loop again.
- */
-static bool
-lock_free(struct worker *w)
+/* Sees that some thread leads: wakes a follower, or makes one. */
+static void
+promote(struct worker *w)
 {
-	long long since;
-
-	(void)w;
-	since = atomic_load(&pool.held_since);
-	if (since == 0 || now_ns() - since < POOL_STUCK_NS)
-		return true;
-	atomic_store(&pool.wake_on_release, true);
-	since = atomic_load(&pool.held_since);
-	if (since == 0 || now_ns() - since < POOL_STUCK_NS) {
-		atomic_store(&pool.wake_on_release, false);
-		return true;
+	pthread_mutex_lock(&pool.mu);
+	if (!pool.leader && !pool.promoting && !pool.stopping) {
+		pool.promoting = true;
+		if (pool.idle > 0)
+			pthread_cond_signal(&pool.follow);
+		else if (spawn_thread(w) == -1)
+			pool.promoting = false;
 	}
-	return false;
+	pthread_mutex_unlock(&pool.mu);
 }
 
-/* Whether max_requests is reached by what was taken so far. */
+void
+worker_release(struct worker *w)
+{
+	pthread_mutex_unlock(&w->lock);
+	if (!atomic_load_explicit(&pool.leading, memory_order_relaxed))
+		promote(w);
+}
+
+void
+worker_acquire(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+}
+
+/* lib/upstream's hook: a provider call waits without the lock. */
+static void
+waiting(void *arg, bool begin)
+{
+	if (begin)
+		worker_release(arg);
+	else
+		worker_acquire(arg);
+}
+
+/* The app's deferred work; with w->lock held. */
+static void
+run_after(struct worker *w)
+{
+	int	 ms;
+
+	if (w->app->after == NULL)
+		return;
+	ms = w->app->after(w);
+	pthread_mutex_lock(&pool.mu);
+	pool.after_due = ms < 0 ? 0 : clock_mono() + ms / 1000.0;
+	pthread_mutex_unlock(&pool.mu);
+	if (ms >= 0)
+		wake(pool.wake_fd);
+}
+
+/* With pool.mu held: max_requests is reached by what was taken. */
 static bool
 recycled(const struct worker *w)
 {
-	bool	 done;
-
-	if (w->cfg->max_requests == 0)
-		return false;
-	pthread_mutex_lock(&pool.mu);
-	done = pool.served + (unsigned long)pool.inflight >=
+	return w->cfg->max_requests > 0 &&
+	    pool.served + (unsigned long)pool.inflight >=
 	    (unsigned long)w->cfg->max_requests;
-	pthread_mutex_unlock(&pool.mu);
-	return done;
 }
 
 /*
- * Accepts the connections waiting, as many as the worker may still take:
- * 0, or -1 on an error that ends the worker (logged).
+ * Waits until this thread may lead: no other leads, and the worker may
+ * take a request.  With pool.mu held; false when the thread should end.
  */
-static int
-accept_some(struct worker *w)
+static bool
+await_lead(struct worker *w)
+{
+	struct timespec	 until;
+	int		 rc;
+
+	for (;;) {
+		if (pool.stopping || recycled(w))
+			return false;
+		if (!pool.leader && pool.inflight < w->cfg->worker_calls)
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += POOL_IDLE_S;
+		pool.idle++;
+		rc = pthread_cond_timedwait(&pool.follow, &pool.mu, &until);
+		pool.idle--;
+		if (rc == ETIMEDOUT && pool.idle >= POOL_SPARE)
+			return false;	/* more idle threads than needed */
+	}
+}
+
+/* A job to accept into: a kept one, or a new one; NULL = none. */
+static struct job *
+job_get(struct worker *w)
 {
 	struct job	*job;
-	int		 i, rc, more;
 
-	for (i = 0; i < 16; i++) {
-		if (recycled(w) || !lock_free(w))
-			return 0;
-		pthread_mutex_lock(&pool.mu);
-		if (pool.inflight >= w->cfg->worker_calls) {
-			pthread_mutex_unlock(&pool.mu);
-			return 0;
+	pthread_mutex_lock(&pool.mu);
+	if ((job = pool.free) != NULL)
+		pool.free = job->next;
+	pthread_mutex_unlock(&pool.mu);
+	if (job == NULL && (job = calloc(1, sizeof(*job))) == NULL)
+		return NULL;
+	if (job->io == NULL &&
+	    (job->io = request_io_new(w->listen_fd)) == NULL) {
+		free(job);
+		return NULL;
+	}
+	return job;
+}
+
+static void
+job_put(struct job *job)
+{
+	pthread_mutex_lock(&pool.mu);
+	job->next = pool.free;
+	pool.free = job;
+	pthread_mutex_unlock(&pool.mu);
+}
+
+/*
+ * As the leader: waits for a connection and accepts it.  The job, or NULL
+ * when the leader should stop waiting (stopping, or an error).
+ */
+static struct job *
+lead(struct worker *w)
+{
+	struct epoll_event ev;
+	struct job	*job;
+	int		 n, rc;
+
+	for (;;) {
+		n = epoll_wait(pool.epfd, &ev, 1, -1);
+		if (n == -1 && errno != EINTR) {
+			log_error("epoll_wait: waiting for connections: %s",
+			    strerror(errno));
+			return NULL;
 		}
-		if ((job = pool.free) != NULL)
-			pool.free = job->next;
-		pthread_mutex_unlock(&pool.mu);
-		if (job == NULL && (job = calloc(1, sizeof(*job))) == NULL)
-			return 0;
-		if (job->io == NULL &&
-		    (job->io = request_io_new(w->listen_fd)) == NULL) {
-			free(job);
-			return 0;
+		if (n <= 0)
+			continue;
+		if (ev.data.fd == pool.stop_fd)
+			return NULL;
+		if ((job = job_get(w)) == NULL) {
+			usleep(10000);	/* out of memory: let others go on */
+			continue;
 		}
 		rc = request_io_accept(job->io, &job->req);
-		pthread_mutex_lock(&pool.mu);
-		if (rc != 0) {
-			job->next = pool.free;
-			pool.free = job;
-			pthread_mutex_unlock(&pool.mu);
-			return rc == 1 ? 0 : -1;
-		}
-		job->next = NULL;
-		if (pool.tail != NULL)
-			pool.tail->next = job;
-		else
-			pool.queue = job;
-		pool.tail = job;
-		pool.queued++;
-		pool.inflight++;
-		more = pool.queued > pool.idle;
-		if (more)
-			pool.threads++;
-		pthread_cond_signal(&pool.work);
-		pthread_mutex_unlock(&pool.mu);
-		if (more && spawn_thread(w) == -1) {
-			pthread_mutex_lock(&pool.mu);
-			pool.threads--;
-			pthread_mutex_unlock(&pool.mu);
-		}
+		if (rc == 0)
+			return job;
+		job_put(job);
+		if (rc == -1)
+			usleep(10000);	/* logged; do not spin on it */
+		/* Or another worker took it. */
 	}
-	return 0;
+}
+
+/* Serves a request accepted by this thread, to the end. */
+static void
+serve_job(struct worker *w, struct job *job)
+{
+	request_set_deadlines(&job->req, w->cfg->body_timeout,
+	    w->cfg->client_timeout);
+	worker_acquire(w);
+	serve(w, &job->req);
+	run_after(w);
+	/*
+	 * No other leader is woken: this thread leads next, once the
+	 * answer is flushed (at most a socket buffer's worth, mostly).
+	 */
+	pthread_mutex_unlock(&w->lock);
+	request_io_finish(job->io, &job->req);
+	request_clear(&job->req);
+}
+
+static void *
+thread_main(void *arg)
+{
+	struct worker	*w = arg;
+	struct job	*job;
+
+	pthread_mutex_lock(&pool.mu);
+	while (await_lead(w)) {
+		pool.leader = true;
+		pool.promoting = false;
+		atomic_store(&pool.leading, true);
+		pthread_mutex_unlock(&pool.mu);
+		job = lead(w);
+		pthread_mutex_lock(&pool.mu);
+		pool.leader = false;
+		atomic_store(&pool.leading, false);
+		if (job == NULL)
+			break;
+		pool.inflight++;
+		/* Recycled: the idle followers end now, not when they time out. */
+		if (recycled(w))
+			pthread_cond_broadcast(&pool.follow);
+		pthread_mutex_unlock(&pool.mu);
+
+		serve_job(w, job);
+
+		pthread_mutex_lock(&pool.mu);
+		job->next = pool.free;
+		pool.free = job;
+		pool.inflight--;
+		pool.served++;
+	}
+	pool.threads--;
+	pthread_mutex_unlock(&pool.mu);
+	wake(pool.wake_fd);
+	return NULL;
 }
 
 /* Milliseconds until the app's deferred work is due, -1 = none. */
@@ -498,14 +495,14 @@ after_wait(void)
 }
 
 static int
-watch(int epfd, int fd, int op, uint32_t events)
+watch(int epfd, int fd, uint32_t events)
 {
 	struct epoll_event ev;
 
 	memset(&ev, 0, sizeof(ev));
 	ev.events = events;
 	ev.data.fd = fd;
-	if (epoll_ctl(epfd, op, fd, &ev) == -1) {
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
 		log_error("epoll_ctl: watching descriptor %d: %s", fd,
 		    strerror(errno));
 		return -1;
@@ -513,99 +510,69 @@ watch(int epfd, int fd, int op, uint32_t events)
 	return 0;
 }
 
-/* Requests accepted and not yet finished. */
-static int
-inflight(void)
+/* Stops the leader and every follower; running requests go on. */
+static void
+stop_taking(void)
 {
-	int	 n;
-
 	pthread_mutex_lock(&pool.mu);
-	n = pool.inflight;
+	pool.stopping = true;
+	pthread_cond_broadcast(&pool.follow);
 	pthread_mutex_unlock(&pool.mu);
-	return n;
+	wake(pool.stop_fd);
 }
 
 /*
- * The accept loop: connections, SIGTERM, finished requests and the app's
- * timer.  The listen socket is watched only while the worker takes
- * connections: not once stopping (SIGTERM) or recycled (max_requests),
- * nor while it holds worker_calls requests (the other workers take them
- * meanwhile).  Returns the worker's exit code once it takes no more and
- * the last request finished.
+ * The first thread's loop: SIGTERM and the app's timer, until every
+ * thread has ended (stopped, or recycled after max_requests, once the
+ * requests they held were answered).  Returns the exit code.
  */
 static int
-accept_loop(struct worker *w, int epfd, int sigfd)
+first_loop(struct worker *w, int epfd, int sigfd)
 {
-	struct epoll_event evs[4];
+	struct epoll_event evs[2];
 	struct signalfd_siginfo si;
 	uint64_t	 count;
-	bool		 listening = false, stopping = false, done, want;
-	int		 n, i, ms;
+	int		 n, i, ms, left, code = WORKER_EXIT_OK;
 
-	for (;;) {
-		done = stopping || recycled(w);
-		want = !done && inflight() < w->cfg->worker_calls &&
-		    lock_free(w);
-		if (want != listening) {
-			if (watch(epfd, w->listen_fd, want ? EPOLL_CTL_ADD :
-			    EPOLL_CTL_DEL, EPOLLIN) == -1)
-				return WORKER_EXIT_FAILURE;
-			listening = want;
-		}
-		if (done && inflight() == 0) {
-			if (!stopping)
-				log_info("worker recycled after %lu requests",
-				    pool.served);
-			return WORKER_EXIT_OK;
-		}
-		ms = after_wait();
-		n = epoll_wait(epfd, evs, 4, ms);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			log_error("epoll_wait: waiting for connections: %s",
-			    strerror(errno));
-			return WORKER_EXIT_FAILURE;
-		}
-		for (i = 0; i < n; i++) {
-			if (evs[i].data.fd == sigfd) {
-				while (read(sigfd, &si, sizeof(si)) > 0)
-					stopping = true;
-			} else if (evs[i].data.fd == pool.wake_fd) {
-				if (read(pool.wake_fd, &count,
-				    sizeof(count)) == -1 && errno != EAGAIN)
-					return WORKER_EXIT_FAILURE;
-			} else if (listening && !stopping &&
-			    accept_some(w) == -1)
-				return WORKER_EXIT_FAILURE;
-		}
-		if (ms >= 0 && after_wait() == 0) {
-			worker_acquire(w);
-			run_after(w);
-			worker_release(w);
-		}
-	}
-}
-
-/* Tells idle threads to end and waits for every thread to be gone. */
-static void
-threads_end(void)
-{
-	struct job	*job;
-	int		 left;
-
-	pthread_mutex_lock(&pool.mu);
-	pool.stopping = true;
-	pthread_cond_broadcast(&pool.work);
-	pthread_mutex_unlock(&pool.mu);
 	for (;;) {
 		pthread_mutex_lock(&pool.mu);
 		left = pool.threads;
 		pthread_mutex_unlock(&pool.mu);
 		if (left == 0)
 			break;
-		usleep(1000);
+		ms = after_wait();
+		n = epoll_wait(epfd, evs, 2, ms);
+		if (n == -1 && errno != EINTR) {
+			log_error("epoll_wait: waiting for signals: %s",
+			    strerror(errno));
+			stop_taking();
+			code = WORKER_EXIT_FAILURE;
+			usleep(10000);
+			continue;
+		}
+		for (i = 0; i < n; i++) {
+			if (evs[i].data.fd == sigfd) {
+				while (read(sigfd, &si, sizeof(si)) > 0)
+					stop_taking();
+			} else
+				(void)read(pool.wake_fd, &count, sizeof(count));
+		}
+		if (ms >= 0 && after_wait() == 0) {
+			worker_acquire(w);
+			run_after(w);
+			pthread_mutex_unlock(&w->lock);
+		}
 	}
+	if (!pool.stopping)
+		log_info("worker recycled after %lu requests", pool.served);
+	return code;
+}
+
+static void
+pool_free(void)
+{
+	struct job	*job;
+
 	while ((job = pool.free) != NULL) {
 		pool.free = job->next;
 		buf_free(&job->req.body);
@@ -640,6 +607,7 @@ raise_nofile(const struct config *cfg)
 static int
 worker_setup(struct worker *w, int *epfd, int *sigfd)
 {
+	pthread_condattr_t attr;
 	char	 err[160] = "";
 
 	if ((*sigfd = signals_init()) == -1)
@@ -669,27 +637,28 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 	if (w->app->start != NULL && w->app->start(w) == -1)
 		return WORKER_EXIT_FATAL;
 	upstream_set_waiting(waiting, w);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool.follow, &attr);
+	pthread_condattr_destroy(&attr);
 	if ((pool.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
-	    (*epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+	    (pool.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (*epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    (pool.epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
 		log_error("epoll_create1: waiting for connections: %s",
 		    strerror(errno));
 		return WORKER_EXIT_FAILURE;
 	}
-	if (watch(*epfd, *sigfd, EPOLL_CTL_ADD, EPOLLIN) == -1 ||
-	    watch(*epfd, pool.wake_fd, EPOLL_CTL_ADD, EPOLLIN) == -1)
+	/*
+	 * EPOLLEXCLUSIVE wakes one worker's leader per new connection
+	 * instead of every worker's.
+	 */
+	if (watch(*epfd, *sigfd, EPOLLIN) == -1 ||
+	    watch(*epfd, pool.wake_fd, EPOLLIN) == -1 ||
+	    watch(pool.epfd, pool.stop_fd, EPOLLIN) == -1 ||
+	    watch(pool.epfd, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE) == -1)
 		return WORKER_EXIT_FAILURE;
 	return 0;
-}
-
-static void
-pool_init(void)
-{
-	pthread_condattr_t attr;
-
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&pool.work, &attr);
-	pthread_condattr_destroy(&attr);
 }
 
 void
@@ -706,15 +675,19 @@ worker_main(const struct config *cfg, const struct worker_app *app,
 	w.slot = slot;
 	w.shared = shared;
 	pthread_mutex_init(&w.lock, NULL);
-	pool_init();
 
 	if ((code = worker_setup(&w, &epfd, &sigfd)) == 0) {
 		/* The app's deferred work gets a first turn first. */
 		if (app->after != NULL)
 			pool.after_due = clock_mono();
-		code = accept_loop(&w, epfd, sigfd);
+		pthread_mutex_lock(&pool.mu);
+		if (spawn_thread(&w) == -1)
+			code = WORKER_EXIT_FAILURE;
+		pthread_mutex_unlock(&pool.mu);
+		if (code == 0)
+			code = first_loop(&w, epfd, sigfd);
 	}
-	threads_end();
+	pool_free();
 	w.served = pool.served;
 	if (app->stop != NULL)
 		app->stop(&w);
