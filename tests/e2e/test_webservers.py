@@ -13,6 +13,7 @@ body; and a key sent in the query string never reaches the access log."""
 
 import json
 import secrets
+import struct
 import time
 import uuid
 
@@ -20,7 +21,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
-from mock_llm import Complete, SSEReader
+from mock_llm import Complete, Hang, SSEReader
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -166,6 +167,47 @@ def test_a_client_gone_mid_stream_ends_the_upstream_call(served, mock):
                                   "messages": MESSAGES},
                            headers=dict(auth(), **openai_key(mock)))
         assert resp.status == 200, resp.body[:300]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
+        served, mock, streamed, web_server, request):
+    """The provider has answered nothing yet when the client leaves: the
+    web server closes its FastCGI connection, and keygated ends the
+    provider call within about a second, charging nothing.  Apache's
+    mod_proxy_fcgi does not watch the client until it has something to
+    write to it (keygated(8), fcgi/apache.conf)."""
+    if web_server == "apache":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="mod_proxy_fcgi notices a client that left "
+            "only when the answer begins"))
+    import socket
+    import urllib.parse
+    mock.behave("openai", Hang(30.0))
+    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES,
+                       "stream": streamed}).encode()
+    u = urllib.parse.urlsplit(served.url)
+    c = socket.create_connection((u.hostname, u.port), timeout=10)
+    head = "".join("%s: %s\r\n" % kv for kv in dict(
+        auth(), **openai_key(mock)).items())
+    c.sendall(("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: "
+               "application/json\r\nContent-Length: %d\r\n\r\n"
+               % (CHAT, head, len(body))).encode() + body)
+    up = mock.wait_for(1)[0]
+    left = time.monotonic()
+    # A client that gives up resets its connection (SO_LINGER 0): a bare
+    # FIN would also be a client that only half-closed, still reading.
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                 struct.pack("ii", 1, 0))
+    c.close()
+    assert up.done.wait(10), "the upstream call went on after the client " \
+        "left"
+    took = time.monotonic() - left
+    print("\nprovider call ended %.2f s after the client left" % took)
+    assert up.closed_at is not None and not up.completed
+    assert up.closed_at - left < 3, took
+    rid = served.psql("SELECT count(*) FROM credit_reservations")
+    assert rid == [["0"]], rid
 
 
 # ---------------------------------------------------------------------------
