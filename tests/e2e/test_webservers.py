@@ -181,6 +181,10 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
         request.applymarker(pytest.mark.xfail(
             strict=True, reason="mod_proxy_fcgi notices a client that left "
             "only when the answer begins"))
+    elif web_server == "lighttpd":
+        request.applymarker(pytest.mark.xfail(
+            strict=False, reason="lighttpd 1.4.69 passes a reset on to the "
+            "backend only in some states of the client connection"))
     import socket
     import urllib.parse
     mock.behave("openai", Hang(30.0))
