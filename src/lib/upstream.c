@@ -207,11 +207,14 @@ on_seek(void *arg, curl_off_t offset, int origin)
 }
 
 /*
- * Kept connections: one cache of connections (with DNS answers and TLS
- * sessions) shared by every call of the process, whichever thread makes
- * it, and the handles of finished calls, kept to be used again.
+ * Kept connections: the handles of finished calls, each with the
+ * connection it made, kept to be used again by any thread, and the DNS
+ * answers and TLS sessions, shared by all of them (so that a new
+ * connection resumes a TLS session instead of a full handshake).  The
+ * connections themselves are not shared between handles: libcurl does
+ * not support that across threads.
  */
-#define UPSTREAM_KEPT_HANDLES 64
+#define UPSTREAM_KEPT_HANDLES 256
 
 struct upstream {
 	pthread_mutex_t	 mu;		/* guards idle[] */
@@ -262,8 +265,6 @@ upstream_new(void)
 		curl_share_setopt(u->share, CURLSHOPT_UNLOCKFUNC,
 		    share_unlock);
 		curl_share_setopt(u->share, CURLSHOPT_USERDATA, u);
-		curl_share_setopt(u->share, CURLSHOPT_SHARE,
-		    CURL_LOCK_DATA_CONNECT);
 		curl_share_setopt(u->share, CURLSHOPT_SHARE,
 		    CURL_LOCK_DATA_DNS);
 		curl_share_setopt(u->share, CURLSHOPT_SHARE,
