@@ -24,6 +24,7 @@
 #include "lib/clock.h"
 #include "lib/db.h"
 #include "lib/json.h"
+#include "lib/sse.h"
 #include "lib/upstream.h"
 #include "providers/anthropic.h"
 #include "providers/gemini.h"
@@ -55,9 +56,8 @@ struct chat {
 	bool		 want_usage;	/* the client asked for the usage chunk */
 	bool		 started;	/* stream headers sent */
 	bool		 done;		/* [DONE] sent */
-	bool		 saw_cr;	/* the last byte read was \r */
 	long		 status;
-	struct buf	 pending;	/* SSE bytes not yet a whole event */
+	struct sse_parser sse;		/* the provider's stream */
 	struct buf	 errbody;	/* a non-200 streamed reply */
 	struct anthropic_stream ant;	/* translation state */
 	struct gemini_state gem;
@@ -897,51 +897,29 @@ translate_gemini(struct chat *c, struct json_object *ev)
 }
 
 /*
- * One SSE event from an OpenAI-format stream (line endings already made
- * \n): passed on as it came, except that the usage-only chunk goes only to
- * clients that asked for it, and [DONE] is preceded by our closing chunk.
- * Several data: lines make one payload, joined with \n.
+ * One SSE event of the provider's stream (lib/sse.c joined its data
+ * lines): an OpenAI-format one is passed on as it came, except that the
+ * usage-only chunk goes only to clients that asked for it, and [DONE] is
+ * preceded by our closing chunk.
  */
 static int
-on_event(struct chat *c, const char *ev, size_t n)
+on_event(void *arg, const struct sse_event *ev)
 {
+	struct chat	*c = arg;
 	struct json_object *o;
 	enum json_parse_error why;
-	struct buf	 data = { 0 };
-	const char	*line = ev, *nl, *v;
 	char		 err[64];
-	int		 rc = 0, lines = 0;
+	int		 rc = 0;
 
-	while (line < ev + n) {
-		nl = memchr(line, '\n', (size_t)(ev + n - line));
-		if (nl == NULL)
-			nl = ev + n;
-		if ((size_t)(nl - line) >= 5 && strncmp(line, "data:", 5) == 0) {
-			v = line + 5;
-			if (v < nl && *v == ' ')
-				v++;
-			if ((lines++ > 0 && buf_puts(&data, "\n") == -1) ||
-			    buf_append(&data, v, (size_t)(nl - v)) == -1) {
-				buf_free(&data);
-				return -1;
-			}
-		}
-		line = nl + 1;
-	}
-	if (lines == 0) {
-		buf_free(&data);
-		return 0;	/* comments and event names carry nothing */
-	}
-	if (data.len == 6 && memcmp(data.data, "[DONE]", 6) == 0) {
-		buf_free(&data);
+	if (c->done)
+		return 0;	/* what follows the end is not read */
+	if (ev->len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)
 		return emit_done(c);
-	}
-	o = json_parse(data.data, data.len, &why, err, sizeof(err));
+	o = json_parse(ev->data, ev->len, &why, err, sizeof(err));
 	if (c->key.provider == PROVIDER_GOOGLE) {
 		rc = o != NULL ? translate_gemini(c, o) : 0;
 		if (o != NULL)
 			json_object_put(o);
-		buf_free(&data);
 		return rc;
 	}
 	if (c->key.provider == PROVIDER_ANTHROPIC) {
@@ -949,51 +927,26 @@ on_event(struct chat *c, const char *ev, size_t n)
 		    translate_anthropic(c, o);
 		if (o != NULL)
 			json_object_put(o);
-		buf_free(&data);
 		return rc;
 	}
-	c->delivered += data.len;
+	c->delivered += ev->len;
 	if (o == NULL)
-		rc = emit(c, data.data, data.len);	/* not ours to judge */
+		rc = emit(c, ev->data, ev->len);	/* not ours to judge */
 	else if (json_object_object_get_ex(o, "error", NULL))
 		rc = fail_stream(c, o);
-	else if (lines > 1)
+	else if (ev->lines > 1)
 		rc = send_chunk(c, o, NULL, 0);	/* one line from several */
 	else
-		rc = send_chunk(c, o, data.data, data.len);	/* as it came */
+		rc = send_chunk(c, o, ev->data, ev->len);	/* as it came */
 	if (o != NULL)
 		json_object_put(o);
-	buf_free(&data);
 	return rc;
-}
-
-/*
- * Appends provider bytes with every line ending made \n (\r\n, \r and
- * \n are all line ends in SSE), minding a \r\n split across two reads.
- */
-static int
-append_lines(struct chat *c, const char *p, size_t n)
-{
-	size_t	 i;
-
-	for (i = 0; i < n; i++) {
-		if (p[i] == '\n' && c->saw_cr) {
-			c->saw_cr = false;
-			continue;
-		}
-		c->saw_cr = p[i] == '\r';
-		if (buf_append(&c->pending, c->saw_cr ? "\n" : p + i, 1) == -1)
-			return -1;
-	}
-	return 0;
 }
 
 static int
 on_stream_data(void *arg, long status, const char *p, size_t n)
 {
 	struct chat	*c = arg;
-	char		*end;
-	size_t		 evlen;
 
 	c->status = status;
 	if (status != 200) {
@@ -1007,18 +960,8 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 			return -1;
 		c->started = true;
 	}
-	if (append_lines(c, p, n) == -1 || c->pending.len > MAX_EVENT)
+	if (sse_feed(&c->sse, p, n, on_event, c) != 0)
 		return -1;
-	/* Whole events end with a blank line. */
-	while (!c->done && c->pending.len > 0 &&
-	    (end = strstr(c->pending.data, "\n\n")) != NULL) {
-		evlen = (size_t)(end - c->pending.data);
-		if (on_event(c, c->pending.data, evlen) == -1)
-			return -1;
-		memmove(c->pending.data, end + 2,
-		    c->pending.len - evlen - 2 + 1);
-		c->pending.len -= evlen + 2;
-	}
 	return c->req->client_gone ? -1 : 0;
 }
 
@@ -1294,6 +1237,7 @@ api_gateway(struct request *req, enum api_format format,
 	bool		 reserved = false;	/* a credit hold is counted */
 
 	memset(c, 0, sizeof(*c));
+	sse_init(&c->sse, MAX_EVENT);
 	c->req = req;
 	c->messages = format == API_FORMAT_MESSAGES;
 	c->embed = format == API_FORMAT_EMBEDDINGS;
@@ -1406,7 +1350,7 @@ out:
 	buf_free(&out);
 	buf_free(&version);
 	buf_free(&beta);
-	buf_free(&c->pending);
+	sse_free(&c->sse);
 	buf_free(&c->errbody);
 	if (c->held != NULL)
 		json_object_put(c->held);
