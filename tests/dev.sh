@@ -10,7 +10,7 @@
 #                        errors, AddressSanitizer + UndefinedBehaviorSanitizer),
 #                        install the official client SDKs the tests drive
 #                        keygate with (npm ci in tests/sdk), and run every
-#                        test: make check, make distcheck and
+#                        test: make check, tests/fuzz/run, make distcheck and
 #                        tests/deb/run (builds the .deb and, unless
 #                        KEYGATE_DEB_INSTALL=0, installs, upgrades and purges
 #                        it on this machine)
@@ -30,7 +30,7 @@ PACKAGES=(build-essential autoconf automake pkg-config
 	python3-jsonschema
 	libfcgi-dev libpq-dev libgcrypt20-dev libjson-c-dev libcurl4-openssl-dev
 	libcmocka-dev postgresql lighttpd apache2 nginx python3 python3-pytest
-	curl wrk ca-certificates)
+	curl wrk ca-certificates clang-14 libclang-rt-14-dev)
 # Node.js runs the official client SDKs in tests/sdk; machine images
 # usually bring their own, so Debian's only when there is none.
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
@@ -342,6 +342,17 @@ cmd_check() {
 		cat "$f"
 	done
 	grep -E '^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):' "$BUILD/test-suite.log" || true
+	# The parsers of untrusted bytes, fuzzed a few seconds each (run
+	# tests/fuzz/run with FUZZ_SECONDS for longer).
+	say "tests/fuzz/run"
+	if ! FUZZ_SECONDS=${FUZZ_SECONDS:-5} FUZZ_DIR=$BUILD/fuzz \
+	    "$SRC/tests/fuzz/run" >"$BUILD/fuzz.log" 2>&1; then
+		tail -40 "$BUILD/fuzz.log"
+		echo "tests/fuzz/run failed"
+		rc=1
+	else
+		cat "$BUILD/fuzz.log"
+	fi
 	# The tarball builds, installs and uninstalls cleanly on its own (its
 	# unit tests run again inside; the end-to-end ones ran above).
 	say "make distcheck"

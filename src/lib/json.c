@@ -104,6 +104,7 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 	struct json_tokener	*tok;
 	struct json_object	*obj = NULL;
 	enum json_tokener_error	 jerr;
+	size_t			 end;
 
 	*why = JSON_PARSE_OK;
 	if (!json_utf8_valid(text, len)) {
@@ -126,9 +127,21 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 	    JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
-	if (obj == NULL || jerr != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len) {
-		if (jerr == json_tokener_error_depth) {
+	end = json_tokener_get_parse_end(tok);
+	/*
+	 * A number or literal that ends the text ("true", "42") leaves the
+	 * tokener waiting for more: the end of the text ends it.
+	 */
+	if (jerr == json_tokener_continue && end == len) {
+		obj = json_tokener_parse_ex(tok, "", 1);
+		jerr = json_tokener_get_error(tok);
+	}
+	if (obj == NULL || jerr != json_tokener_success || end != len) {
+		if (jerr == json_tokener_success && end == len) {
+			*why = JSON_PARSE_SYNTAX;	/* json-c reads null as NULL */
+			snprintf(err, errsz, "request body is null, not a "
+			    "JSON object");
+		} else if (jerr == json_tokener_error_depth) {
 			*why = JSON_PARSE_DEPTH;
 			snprintf(err, errsz, "request body is nested too deeply");
 		} else {
@@ -136,8 +149,7 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 			snprintf(err, errsz, "request body is not valid JSON: "
 			    "%s at offset %zu", jerr == json_tokener_continue ?
 			    "unexpected end of input" :
-			    json_tokener_error_desc(jerr),
-			    json_tokener_get_parse_end(tok));
+			    json_tokener_error_desc(jerr), end);
 		}
 		if (obj != NULL)
 			json_object_put(obj);

@@ -31,6 +31,16 @@ test_parse_ok(void **state)
 	assert_true(json_object_object_get_ex(o, "b", &v));
 	assert_string_equal(json_object_get_string(v), "\xc3\xa9");
 	json_object_put(o);
+	/* A number or literal that ends the text is whole (found by fuzzing:
+	 * the tokener waited for more). */
+	o = parse("true", 4, &why, err);
+	assert_non_null(o);
+	assert_true(json_object_get_boolean(o));
+	json_object_put(o);
+	o = parse("42", 2, &why, err);
+	assert_non_null(o);
+	assert_int_equal(json_object_get_int(o), 42);
+	json_object_put(o);
 }
 
 static void
@@ -51,6 +61,10 @@ test_parse_errors(void **state)
 	assert_null(parse("{\"a\":NaN}", 9, &why, err));
 	assert_null(parse("{\"a\":Infinity}", 14, &why, err));
 	assert_null(parse("{\"a\":1,}", 8, &why, err));
+	assert_null(parse("null", 4, &why, err));
+	assert_string_equal(err, "request body is null, not a JSON object");
+	assert_null(parse("42x", 3, &why, err));
+	assert_null(parse("tru", 3, &why, err));
 	{
 		struct json_object *o = parse("{\"a\":1e5,\"b\":[true,"
 		    "false,null],\"c\":\"it's NaN\"}", 46, &why, err);
