@@ -18,7 +18,7 @@ import time
 import pytest
 
 import keygate_stack as ks
-from mock_llm import BulkOpenAI, Complete, MockLLM
+from mock_llm import BulkOpenAI, Complete
 
 OPENAI_KEY = "sk-proj-" + "f" * 40
 CALLS = int(os.environ.get("KEYGATE_E2E_CALLS", "2000"))
@@ -26,18 +26,11 @@ CALLS = int(os.environ.get("KEYGATE_E2E_CALLS", "2000"))
 CONTENT = "".join("piece%02d " % i for i in range(8))
 
 
-@pytest.fixture(scope="module")
-def mock_server():
-    m = MockLLM()
-    yield m
-    m.close()
-
-
 @pytest.fixture
-def mock(mock_server):
-    mock_server.reset()
-    mock_server.accept("openai", OPENAI_KEY)
-    return mock_server
+def openai(fresh_mock):
+    """The module's mock provider, reset, taking OPENAI_KEY."""
+    fresh_mock.accept("openai", OPENAI_KEY)
+    return fresh_mock
 
 
 def gateway(make_stack, mock, **config):
@@ -259,7 +252,8 @@ def test_thousands_of_streams_in_flight_at_once(make_stack, bulk):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_a_key_over_its_cap_of_calls_in_flight_gets_429(make_stack, mock):
+def test_a_key_over_its_cap_of_calls_in_flight_gets_429(make_stack, openai):
+    mock = openai
     s = gateway(make_stack, mock, workers=2, max_concurrent_calls="3")
     mock.behave("openai", Complete(wait=3.0))
     tid, key = tenant(s, 100)
@@ -322,7 +316,8 @@ def send_partial(socket_path, uri, params, part):
     return c
 
 
-def test_a_slow_upload_gets_408_and_holds_no_worker(make_stack, mock):
+def test_a_slow_upload_gets_408_and_holds_no_worker(make_stack, openai):
+    mock = openai
     s = gateway(make_stack, mock, workers=1, body_timeout="2")
     body = json.dumps({"name": "never-created"}).encode()
     conn = send_partial(s.kg.socket_path, "/v1/tenants",
@@ -347,10 +342,11 @@ def test_a_slow_upload_gets_408_and_holds_no_worker(make_stack, mock):
                   "'never-created'") == [["0"]]
 
 
-def test_a_client_that_stops_reading_is_let_go(make_stack, mock):
+def test_a_client_that_stops_reading_is_let_go(make_stack, openai):
     """A stream to a client that reads nothing ends once a write has
     waited client_timeout: the provider call is ended, what was produced
     is charged once, and the worker served others all along."""
+    mock = openai
     s = gateway(make_stack, mock, workers=1, client_timeout="2")
     mock.behave("openai", Complete(content="z" * 4000000, pieces=4000))
     tid, key = tenant(s, 1000)
@@ -406,7 +402,8 @@ def _load_streams(s, key, stop, results):
 
 
 def test_reloads_and_stop_under_a_backlog_that_never_empties(make_stack,
-                                                             mock):
+                                                             openai):
+    mock = openai
     s = gateway(make_stack, mock, workers=2, shutdown_timeout="20")
     mock.behave("openai", Complete(content=CONTENT, pieces=8, pause=0.25,
                                    usage=(9, 8)))

@@ -109,6 +109,11 @@ def test_no_secret_in_any_environment(from_environment):
 def test_no_core_dumps_and_locked_secrets(from_environment):
     kg, _ = from_environment
     workers = sorted(kg.wait_workers())
+    # A worker is root for the moment between fork and the switch to its
+    # user, before it touches the network or the database.
+    ks.wait_until(lambda: all(int(status_field(pid, "Uid")[0]) != 0
+                              for pid in workers), 5,
+                  what="the workers to run as their user")
     for pid in [kg.pid] + workers:
         limits = [line for line in proc_text(pid, "limits").decode()
                   .splitlines() if line.startswith("Max core file size")]
