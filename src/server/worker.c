@@ -312,15 +312,20 @@ waiting(void *arg, bool begin)
 static void
 run_after(struct worker *w)
 {
+	double	 due;
+	bool	 sooner;
 	int	 ms;
 
 	if (w->app->after == NULL)
 		return;
 	ms = w->app->after(w);
+	due = ms < 0 ? 0 : clock_mono() + ms / 1000.0;
 	pthread_mutex_lock(&pool.mu);
-	pool.after_due = ms < 0 ? 0 : clock_mono() + ms / 1000.0;
+	/* The first thread sleeps until the old time: wake it if sooner. */
+	sooner = due != 0 && (pool.after_due == 0 || due < pool.after_due);
+	pool.after_due = due;
 	pthread_mutex_unlock(&pool.mu);
-	if (ms >= 0)
+	if (sooner)
 		wake(pool.wake_fd);
 }
 
@@ -353,8 +358,10 @@ await_lead(struct worker *w)
 		pool.idle++;
 		rc = pthread_cond_timedwait(&pool.follow, &pool.mu, &until);
 		pool.idle--;
-		if (rc == ETIMEDOUT && pool.idle >= POOL_SPARE)
-			return false;	/* more idle threads than needed */
+		/* More idle threads than needed, and none asked to lead. */
+		if (rc == ETIMEDOUT && pool.idle >= POOL_SPARE &&
+		    !pool.promoting)
+			return false;
 	}
 }
 
