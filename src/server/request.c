@@ -213,7 +213,7 @@ int
 request_read_body(struct request *req, size_t max)
 {
 	const char	*cl = request_param(req, "CONTENT_LENGTH");
-	char		*end, chunk[8192];
+	char		*end, chunk[1024];	/* small: a thread's stack pages stay */
 	unsigned long long declared = 0;
 	int		 n;
 
