@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -430,6 +431,23 @@ lead(struct worker *w)
 	}
 }
 
+/*
+ * Whether another connection waits already.  The kernel wakes the leader
+ * of one worker per new connection (EPOLLEXCLUSIVE); a connection that
+ * came while this leader was leaving its wait may have been counted as
+ * its own, and no other leader was woken for it: this worker takes it.
+ */
+static bool
+more_waiting(const struct worker *w)
+{
+	struct pollfd	 pfd;
+
+	pfd.fd = w->listen_fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1;
+}
+
 /* Serves a request accepted by this thread, to the end. */
 static void
 serve_job(struct worker *w, struct job *job)
@@ -471,6 +489,8 @@ thread_main(void *arg)
 		if (recycled(w))
 			pthread_cond_broadcast(&pool.follow);
 		pthread_mutex_unlock(&pool.mu);
+		if (more_waiting(w))
+			promote(w);
 
 		serve_job(w, job);
 
