@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api.h"
 #include "api/metrics.h"
@@ -26,9 +27,8 @@
 #include "lib/json.h"
 #include "lib/sse.h"
 #include "lib/upstream.h"
-#include "providers/anthropic.h"
-#include "providers/gemini.h"
 #include "providers/messages.h"
+#include "providers/provider.h"
 #include "providers/providers.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -57,18 +57,15 @@ struct chat {
 	bool		 started;	/* stream headers sent */
 	bool		 done;		/* [DONE] sent */
 	long		 status;
-	struct sse_parser sse;		/* the provider's stream */
+	struct provider_stream ps;	/* the provider's stream */
 	struct buf	 errbody;	/* a non-200 streamed reply */
-	struct anthropic_stream ant;	/* translation state */
-	struct gemini_state gem;
+	const struct provider_module *prov;
+	struct provider_call pc;	/* the request out, the usage told */
 	/* Credits: what is held, and what the call used. */
 	char		 resv[40];	/* reservation id, "" = none */
 	struct credit_price price;
 	double		 markup;
-	long		 prompt_est;	/* tokens, estimated from the body */
-	long		 prompt_tokens;	/* from the provider, when told */
-	long		 completion_tokens;
-	bool		 have_usage;
+	long		 max_out;	/* output tokens held */
 	size_t		 delivered;	/* bytes of content sent on */
 	long long	 charged;	/* micro-credits */
 	const char	*model;		/* the client's model name */
@@ -102,9 +99,17 @@ settle(struct chat *c, const char *status)
 
 	if (c->resv[0] == '\0')
 		return;
-	prompt = c->have_usage ? c->prompt_tokens : c->prompt_est;
-	completion = c->have_usage ? c->completion_tokens :
+	prompt = c->pc.have_usage ? c->pc.prompt_tokens : c->pc.prompt_estimate;
+	completion = c->pc.have_usage ? c->pc.completion_tokens :
 	    (long)(c->delivered + 3) / 4;
+	/*
+	 * A stream cut short: the provider's count stops at what it last
+	 * told, while the text sent on says what was produced (about four
+	 * bytes a token).
+	 */
+	if (strcmp(status, "partial") == 0 &&
+	    completion < (long)(c->delivered + 3) / 4)
+		completion = (long)(c->delivered + 3) / 4;
 	memset(&u, 0, sizeof(u));
 	u.tenant = c->req->principal->tenant_id;
 	u.key_id = c->req->principal->key_id[0] ? c->req->principal->key_id :
@@ -135,21 +140,6 @@ release(struct chat *c)
 		log_error("PostgreSQL: releasing the reservation of request "
 		    "%s: %s", c->req->request_id, db_errmsg(c->req->w->db));
 	c->resv[0] = '\0';
-}
-
-/* Reads usage {prompt_tokens, completion_tokens} from a reply or chunk. */
-static void
-take_usage(struct chat *c, struct json_object *o)
-{
-	struct json_object *u, *v;
-
-	if (!json_get(o, "usage", &u))
-		return;
-	if (json_get(u, "prompt_tokens", &v))
-		c->prompt_tokens = (long)json_object_get_int64(v);
-	if (json_get(u, "completion_tokens", &v))
-		c->completion_tokens = (long)json_object_get_int64(v);
-	c->have_usage = true;
 }
 
 static struct json_object *
@@ -263,13 +253,13 @@ api_gateway_inline_keys(struct request *req)
 	int		 i;
 
 	for (i = 0; i < PROVIDER__MAX; i++) {
-		v = request_param(req, gateway_inline_param[i]);
+		v = request_param(req, providers[i]->inline_param);
 		if (v == NULL || *v == '\0' ||
 		    provider_key_format_ok((enum provider)i, v))
 			continue;
 		http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s key "
-		    "format in %s: expected %s.", provider_names[i],
-		    gateway_inline_header[i], provider_key_formats[i]);
+		    "format in %s: expected %s.", providers[i]->name,
+		    providers[i]->inline_header, providers[i]->key_format);
 		return -1;
 	}
 	return 0;
@@ -430,67 +420,21 @@ respond_whole(struct chat *c, struct upstream_call *call)
 			json_object_put(o);
 		http_error(c->req, ERR_UPSTREAM, "%s sent a reply that is not "
 		    "a JSON object.", gateway_provider_name(&c->key));
-	} else if (c->embed && c->key.provider == PROVIDER_GOOGLE) {
-		struct json_object *t, *v;
-		const char	*enc = json_get(c->body, "encoding_format", &v) ?
-		    json_object_get_string(v) : NULL;
+	} else {
+		struct json_object *t = c->prov->reply(&c->pc, o, err,
+		    sizeof(err));
 
-		t = gemini_embed_response(o, c->model, enc != NULL &&
-		    strcmp(enc, "base64") == 0, c->prompt_est, err, sizeof(err));
 		json_object_put(o);
 		if (t == NULL)
 			http_error(c->req, ERR_UPSTREAM, "%s.", err);
 		else {
-			take_usage(c, t);
+			if (c->messages && !c->native) {
+				o = messages_from_chat(t);
+				json_object_put(t);
+				t = o;
+			}
 			answer_whole(c, t);
 		}
-	} else if (c->embed) {
-		take_usage(c, o);
-		answer_whole(c, o);
-	} else if (c->native) {
-		/* Read for its usage; answered as it came. */
-		struct json_object *t = anthropic_response(o, "");
-
-		if (t == NULL) {
-			json_object_put(o);
-			http_error(c->req, ERR_UPSTREAM, "anthropic sent a "
-			    "reply that is not a message.");
-		} else {
-			take_usage(c, t);
-			json_object_put(t);
-			answer_whole(c, o);
-		}
-	} else {
-		if (c->key.provider == PROVIDER_ANTHROPIC) {
-			struct json_object *t = anthropic_response(o,
-			    c->ant.answer);
-
-			json_object_put(o);
-			if ((o = t) == NULL) {
-				http_error(c->req, ERR_UPSTREAM, "anthropic "
-				    "sent a reply that is not a message.");
-				buf_free(&reply);
-				return;
-			}
-		} else if (c->key.provider == PROVIDER_GOOGLE) {
-			struct json_object *t = gemini_response(o,
-			    c->key.model, err, sizeof(err));
-
-			json_object_put(o);
-			if ((o = t) == NULL) {
-				http_error(c->req, ERR_UPSTREAM, "%s.", err);
-				buf_free(&reply);
-				return;
-			}
-		}
-		take_usage(c, o);
-		if (c->messages) {
-			struct json_object *t = messages_from_chat(o);
-
-			json_object_put(o);
-			o = t;
-		}
-		answer_whole(c, o);
 	}
 	/* Any answer but the one above charged nothing. */
 	release(c);
@@ -579,9 +523,9 @@ put_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
 	if (!c->messages)
 		return text != NULL ? emit(c, text, n) : emit_json(c, o);
 	evs = json_object_new_array();
-	messages_stream_chunk(&c->ms, o, c->have_usage ? c->prompt_tokens :
-	    c->prompt_est, c->have_usage ? c->completion_tokens :
-	    (long)(c->delivered + 3) / 4, evs);
+	messages_stream_chunk(&c->ms, o, c->pc.have_usage ?
+	    c->pc.prompt_tokens : c->pc.prompt_estimate, c->pc.have_usage ?
+	    c->pc.completion_tokens : (long)(c->delivered + 3) / 4, evs);
 	rc = emit_events(c, evs);
 	json_object_put(evs);
 	return rc;
@@ -617,16 +561,7 @@ emit_with_keygate(struct chat *c, struct json_object *o)
 static void
 settle_stream(struct chat *c, const char *status)
 {
-	if (c->key.provider == PROVIDER_ANTHROPIC && c->ant.id[0] != '\0') {
-		c->prompt_tokens = c->ant.input_tokens;
-		c->completion_tokens = c->ant.output_tokens;
-		c->have_usage = true;
-	} else if (c->key.provider == PROVIDER_GOOGLE && c->gem.finished) {
-		c->prompt_tokens = c->gem.prompt_tokens;
-		c->completion_tokens = c->gem.completion_tokens;
-		c->have_usage = true;
-	}
-	settle(c, c->have_usage ? status : "partial");
+	settle(c, c->pc.have_usage ? status : "partial");
 }
 
 /* A chunk of the stream's id, model and created (new); choice 0. */
@@ -673,8 +608,9 @@ close_stream(struct chat *c, struct json_object *usage)
 		else {
 			o = shaped_chunk(c, NULL, NULL);
 			json_object_object_add(o, "usage", chat_usage(
-			    c->have_usage ? c->prompt_tokens : c->prompt_est,
-			    c->have_usage ? c->completion_tokens :
+			    c->pc.have_usage ? c->pc.prompt_tokens :
+			    c->pc.prompt_estimate, c->pc.have_usage ?
+			    c->pc.completion_tokens :
 			    (long)(c->delivered + 3) / 4));
 		}
 		c->usage_sent = true;
@@ -724,6 +660,38 @@ is_usage_chunk(struct json_object *o)
 }
 
 /*
+ * The bytes of content a chunk carries: text, and the arguments of tool
+ * calls.  What a stream cut short is billed on.
+ */
+static size_t
+content_bytes(struct json_object *o)
+{
+	struct json_object *choices, *d, *v, *calls, *fn;
+	const char	*t;
+	size_t		 i, j, n = 0;
+
+	if (!json_get(o, "choices", &choices) ||
+	    !json_object_is_type(choices, json_type_array))
+		return 0;
+	for (i = 0; i < json_object_array_length(choices); i++) {
+		if (!json_get(json_object_array_get_idx(choices, i), "delta",
+		    &d))
+			continue;
+		if ((t = json_get_str(d, "content")) != NULL)
+			n += strlen(t);
+		if (!json_get(d, "tool_calls", &calls) ||
+		    !json_object_is_type(calls, json_type_array))
+			continue;
+		for (j = 0; j < json_object_array_length(calls); j++)
+			if (json_get(json_object_array_get_idx(calls, j),
+			    "function", &fn) && json_get(fn, "arguments", &v) &&
+			    json_object_is_type(v, json_type_string))
+				n += (size_t)json_object_get_string_len(v);
+	}
+	return n;
+}
+
+/*
  * Passes one chunk (borrowed) to the client: text as it came when given,
  * else o's own.  A finish chunk is held for the keygate block, the usage
  * chunk settles the call and closes the stream's chunks, and any other
@@ -740,7 +708,7 @@ send_chunk(struct chat *c, struct json_object *o, const char *text, size_t n)
 			json_object_put(c->shape);
 		c->shape = json_object_get(o);
 	}
-	take_usage(c, o);
+	c->delivered += content_bytes(o);
 	if (is_usage_chunk(o))
 		return close_stream(c, o);
 	c->held = NULL;
@@ -803,62 +771,6 @@ fail_stream(struct chat *c, struct json_object *o)
 	return rc == 0 ? emit(c, "[DONE]", 6) : -1;
 }
 
-/* One Anthropic event, as OpenAI chunks. */
-static int
-translate_anthropic(struct chat *c, struct json_object *ev)
-{
-	struct json_object *out = NULL;
-	int		 rc = 0;
-
-	switch (anthropic_stream_event(&c->ant, ev, &out)) {
-	case ANT_SKIP:
-	case ANT_STEP__MAX:
-		break;
-	case ANT_EMIT:
-		rc = send_chunk(c, out, NULL, 0);
-		break;
-	case ANT_DONE:
-		rc = send_chunk(c, out, NULL, 0);
-		if (rc == 0)
-			rc = emit_done(c);
-		break;
-	case ANT_ERROR:
-		rc = fail_stream(c, out);
-		break;
-	}
-	if (out != NULL)
-		json_object_put(out);
-	return rc;
-}
-
-/*
- * One event of a Messages stream from Anthropic, for a Messages client:
- * passed on as it came, its usage kept; message_delta (the final usage)
- * settles the call and carries the keygate block, as does an error.
- */
-static int
-pass_anthropic(struct chat *c, struct json_object *ev)
-{
-	struct json_object *out = NULL;
-	enum anthropic_step step;
-	const char	*type = json_get_str(ev, "type");
-	int		 rc;
-
-	step = anthropic_stream_event(&c->ant, ev, &out);
-	if (out != NULL)
-		json_object_put(out);
-	if (step == ANT_ERROR || (type != NULL &&
-	    strcmp(type, "message_delta") == 0 && !c->kg_sent)) {
-		settle_stream(c, step == ANT_ERROR ? "partial" : "ok");
-		json_object_object_add(ev, "keygate", keygate_block(c));
-		c->kg_sent = true;
-	}
-	rc = emit_event(c, ev);
-	if (step == ANT_ERROR || step == ANT_DONE)
-		c->done = true;
-	return rc;
-}
-
 /* Sends a mid-stream error event, then closes the stream properly. */
 static int
 emit_error(struct chat *c, const char *message, const char *code)
@@ -877,71 +789,64 @@ emit_error(struct chat *c, const char *message, const char *code)
 	return rc;
 }
 
-/* One Gemini stream event, as OpenAI chunks. */
-static int
-translate_gemini(struct chat *c, struct json_object *ev)
-{
-	struct json_object *out = json_object_new_array();
-	char		 err[256];
-	size_t		 i;
-	int		 rc = 0;
-
-	if (gemini_stream_event(&c->gem, ev, out, err, sizeof(err)) == -1) {
-		json_object_put(out);
-		return emit_error(c, err, "upstream_error");
-	}
-	for (i = 0; rc == 0 && i < json_object_array_length(out); i++)
-		rc = send_chunk(c, json_object_array_get_idx(out, i), NULL, 0);
-	json_object_put(out);
-	return rc;
-}
-
 /*
- * One SSE event of the provider's stream (lib/sse.c joined its data
- * lines): an OpenAI-format one is passed on as it came, except that the
- * usage-only chunk goes only to clients that asked for it, and [DONE] is
- * preceded by our closing chunk.
+ * One event of a Messages stream from a provider that speaks it, for a
+ * Messages client: passed on as it came, what it carried counted; the
+ * event with the final usage settles the call and carries the keygate
+ * block, as does an error.
  */
 static int
-on_event(void *arg, const struct sse_event *ev)
+pass_native(void *arg, struct json_object *ev, enum provider_step step,
+    struct json_object *chunks)
 {
 	struct chat	*c = arg;
-	struct json_object *o;
-	enum json_parse_error why;
-	char		 err[64];
-	int		 rc = 0;
+	size_t		 i;
+	int	 rc;
 
-	if (c->done)
-		return 0;	/* what follows the end is not read */
-	if (ev->len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)
-		return emit_done(c);
-	o = json_parse(ev->data, ev->len, &why, err, sizeof(err));
-	if (c->key.provider == PROVIDER_GOOGLE) {
-		rc = o != NULL ? translate_gemini(c, o) : 0;
-		if (o != NULL)
-			json_object_put(o);
-		return rc;
+	for (i = 0; i < json_object_array_length(chunks); i++)
+		c->delivered += content_bytes(json_object_array_get_idx(chunks,
+		    i));
+	if ((step == PROVIDER_ERROR || c->pc.usage_final) && !c->kg_sent) {
+		settle_stream(c, step == PROVIDER_ERROR ? "partial" : "ok");
+		json_object_object_add(ev, "keygate", keygate_block(c));
+		c->kg_sent = true;
 	}
-	if (c->key.provider == PROVIDER_ANTHROPIC) {
-		rc = o == NULL ? 0 : c->native ? pass_anthropic(c, o) :
-		    translate_anthropic(c, o);
-		if (o != NULL)
-			json_object_put(o);
-		return rc;
-	}
-	c->delivered += ev->len;
-	if (o == NULL)
-		rc = emit(c, ev->data, ev->len);	/* not ours to judge */
-	else if (json_object_object_get_ex(o, "error", NULL))
-		rc = fail_stream(c, o);
-	else if (ev->lines > 1)
-		rc = send_chunk(c, o, NULL, 0);	/* one line from several */
-	else
-		rc = send_chunk(c, o, ev->data, ev->len);	/* as it came */
-	if (o != NULL)
-		json_object_put(o);
+	rc = emit_event(c, ev);
+	if (step != PROVIDER_MORE)
+		c->done = true;
 	return rc;
 }
+
+/* A chunk of the provider's stream (see struct provider_sink). */
+static int
+on_chunk(void *arg, struct json_object *o, const struct sse_event *raw)
+{
+	struct chat	*c = arg;
+
+	if (o == NULL)
+		return emit(c, raw->data, raw->len);	/* not ours to judge */
+	return send_chunk(c, o, raw != NULL ? raw->data : NULL,
+	    raw != NULL ? raw->len : 0);
+}
+
+static int
+on_end(void *arg)
+{
+	return emit_done(arg);
+}
+
+static int
+on_fail(void *arg, struct json_object *err)
+{
+	return fail_stream(arg, err);
+}
+
+static const struct provider_sink sink = {
+	.chunk = on_chunk,
+	.end = on_end,
+	.fail = on_fail,
+	.native = pass_native,
+};
 
 static int
 on_stream_data(void *arg, long status, const char *p, size_t n)
@@ -960,7 +865,7 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 			return -1;
 		c->started = true;
 	}
-	if (sse_feed(&c->sse, p, n, on_event, c) != 0)
+	if (provider_stream_feed(&c->ps, p, n) != 0)
 		return -1;
 	return c->req->client_gone ? -1 : 0;
 }
@@ -989,126 +894,15 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	}
 	if (c->done || c->req->client_gone)
 		return;
-	/* Gemini has no terminator: the end of the body is the end. */
-	if (c->key.provider == PROVIDER_GOOGLE && r == UPSTREAM_OK &&
-	    c->gem.finished) {
-		struct json_object *u = gemini_usage_chunk(&c->gem);
-
-		if (send_chunk(c, u, NULL, 0) == 0)
-			(void)emit_done(c);
-		json_object_put(u);
+	/* A format without a terminator: the end of the body may be the end. */
+	if (provider_stream_finish(&c->ps, r == UPSTREAM_OK) != 1)
 		return;
-	}
 	/* Cut short: say so in the stream, then close it properly. */
 	snprintf(msg, sizeof(msg), "%s %s", gateway_provider_name(&c->key),
 	    r == UPSTREAM_TIMEOUT ? "stopped answering" :
 	    "ended the stream early");
 	(void)emit_error(c, msg, r == UPSTREAM_TIMEOUT ? "upstream_timeout" :
 	    "upstream_error");
-}
-
-/*
- * The Messages call: URL, x-api-key header and the body, translated from
- * the OpenAI shape (or the client's own Messages request when native).
- */
-static int
-prepare_anthropic(struct chat *c, struct json_object *body, struct buf *url,
-    struct buf *auth, struct buf *out)
-{
-	struct json_object *areq = NULL;
-	const char	*base = provider_base_url(c->req->w->cfg,
-	    PROVIDER_ANTHROPIC), *t;
-	size_t		 bl = strlen(base), n;
-	char		 err[160];
-
-	while (bl > 0 && base[bl - 1] == '/')
-		bl--;
-	if (c->native) {
-		/* A Messages request goes as it came, for the model resolved. */
-		if (json_object_deep_copy(body, &areq, NULL) != 0) {
-			http_error(c->req, ERR_INTERNAL, "out of memory");
-			return -1;
-		}
-		json_object_object_add(areq, "model", json_str(c->key.model));
-	} else if (anthropic_request(body, c->key.model,
-	    c->req->w->cfg->default_max_tokens, &areq, err,
-	    sizeof(err)) == -1) {
-		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
-		    "to anthropic: %s.", err);
-		return -1;
-	}
-	t = json_text(areq, &n);
-	if (buf_printf(url, "%.*s/v1/messages", (int)bl, base) == -1 ||
-	    buf_printf(auth, "x-api-key: %s", c->key.secret.data) == -1 ||
-	    buf_append(out, t, n) == -1) {
-		json_object_put(areq);
-		http_error(c->req, ERR_INTERNAL, "out of memory");
-		return -1;
-	}
-	json_object_put(areq);
-	return 0;
-}
-
-/*
- * The model goes in a Gemini URL's path, so it must be a plain name; false
- * after answering 400 when it is not.
- */
-static bool
-gemini_model_ok(struct chat *c, const char *m)
-{
-	if (m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789.-_")] == '\0')
-		return true;
-	http_error(c->req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not a google "
-	    "model name.", m);
-	return false;
-}
-
-/*
- * An embeddings call: OpenAI-format providers and upstreams take the
- * request as it is (model resolved); Gemini takes batchEmbedContents.
- */
-static int
-prepare_embeddings(struct chat *c, struct json_object *body, struct buf *url,
-    struct buf *auth, struct buf *out)
-{
-	const struct config *cfg = c->req->w->cfg;
-	struct json_object *greq;
-	const char	*base, *t, *m = c->key.model;
-	size_t		 bl, n;
-	char		 err[160];
-
-	if (c->key.provider != PROVIDER_GOOGLE || c->key.upstream != NULL) {
-		if (openai_prepare_embeddings(c->key.upstream != NULL ?
-		    c->key.upstream->url : provider_base_url(cfg,
-		    c->key.provider), m, c->key.secret.data, body, url, auth,
-		    out) == 0)
-			return 0;
-		http_error(c->req, ERR_INTERNAL, "The request could not be "
-		    "prepared.");
-		return -1;
-	}
-	if (!gemini_model_ok(c, m))
-		return -1;
-	if (gemini_embed_request(body, m, &greq, err, sizeof(err)) == -1) {
-		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
-		    "to google: %s.", err);
-		return -1;
-	}
-	base = provider_base_url(cfg, PROVIDER_GOOGLE);
-	bl = strlen(base);
-	while (bl > 0 && base[bl - 1] == '/')
-		bl--;
-	t = json_text(greq, &n);
-	if (buf_printf(url, "%.*s/v1beta/models/%s:batchEmbedContents",
-	    (int)bl, base, m) == -1 || buf_printf(auth, "x-goog-api-key: %s",
-	    c->key.secret.data) == -1 || buf_append(out, t, n) == -1) {
-		json_object_put(greq);
-		http_error(c->req, ERR_INTERNAL, "out of memory");
-		return -1;
-	}
-	json_object_put(greq);
-	return 0;
 }
 
 /*
@@ -1135,7 +929,7 @@ reserve(struct chat *c, struct json_object *body)
 	if (json_get(body, c->embed ? "input" : "messages", &msgs))
 		(void)json_text(msgs, &n);
 	/* About four bytes a token, rounded up: a safe side for a hold. */
-	c->prompt_est = (long)(n + 3) / 4;
+	c->pc.prompt_estimate = (long)(n + 3) / 4;
 	if (c->embed)
 		max_out = 0;	/* an embedding is priced on its input */
 	else if ((json_get(body, "max_completion_tokens", &v) ||
@@ -1143,7 +937,9 @@ reserve(struct chat *c, struct json_object *body)
 	    json_object_is_type(v, json_type_int) &&
 	    json_object_get_int64(v) > 0)
 		max_out = (long)json_object_get_int64(v);
-	est = credits_cost(&c->price, c->prompt_est, max_out, c->markup);
+	c->max_out = max_out;
+	est = credits_cost(&c->price, c->pc.prompt_estimate, max_out,
+	    c->markup);
 	switch (credits_reserve(req->w->db, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
 	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
@@ -1158,168 +954,126 @@ reserve(struct chat *c, struct json_object *body)
 		return -1;
 	}
 	api_insufficient_credits(req, est, available,
-	    credits_affordable_tokens(&c->price, c->prompt_est, c->markup,
+	    credits_affordable_tokens(&c->price, c->pc.prompt_estimate, c->markup,
 	    available));
 	return -1;
 }
 
 /*
- * The generateContent call: the model goes in the path, so it must be a
- * plain name; the key goes in a header, never in the URL.
- */
-static int
-prepare_gemini(struct chat *c, struct json_object *body, struct buf *url,
-    struct buf *auth, struct buf *out)
-{
-	struct json_object *greq;
-	const char	*base = provider_base_url(c->req->w->cfg,
-	    PROVIDER_GOOGLE), *t, *m = c->key.model;
-	size_t		 bl = strlen(base), n;
-	char		 err[160];
-
-	if (!gemini_model_ok(c, m))
-		return -1;
-	while (bl > 0 && base[bl - 1] == '/')
-		bl--;
-	if (gemini_request(body, &greq, err, sizeof(err)) == -1) {
-		http_error(c->req, ERR_BAD_REQUEST, "This request cannot be sent "
-		    "to google: %s.", err);
-		return -1;
-	}
-	t = json_text(greq, &n);
-	if (buf_printf(url, "%.*s/v1beta/models/%s:%s", (int)bl, base, m,
-	    c->stream ? "streamGenerateContent?alt=sse" : "generateContent") ==
-	    -1 || buf_printf(auth, "x-goog-api-key: %s",
-	    c->key.secret.data) == -1 || buf_append(out, t, n) == -1) {
-		json_object_put(greq);
-		http_error(c->req, ERR_INTERNAL, "out of memory");
-		return -1;
-	}
-	json_object_put(greq);
-	return 0;
-}
-
-/*
- * Adds the header `name: value` of the client's request to call when it
- * sent one of printable ASCII (Anthropic's version and betas).
+ * The header `name: value` of the client's request into line when it sent
+ * one of printable ASCII, at most 256 bytes (Anthropic's version and
+ * betas, for a native call).
  */
 static void
 pass_header(struct request *req, const char *param, const char *name,
-    const char *fallback, struct buf *line)
+    struct buf *line)
 {
 	const char	*v = request_param(req, param);
 	size_t		 i;
 
-	if (v != NULL)
-		for (i = 0; v[i] != '\0'; i++)
-			if (v[i] < 0x20 || v[i] > 0x7e || i >= 256) {
-				v = NULL;
-				break;
-			}
 	if (v == NULL || *v == '\0')
-		v = fallback;
-	if (v != NULL && buf_printf(line, "%s: %s", name, v) == -1)
+		return;
+	for (i = 0; v[i] != '\0'; i++)
+		if (v[i] < 0x20 || v[i] > 0x7e || i >= 256)
+			return;
+	if (buf_printf(line, "%s: %s", name, v) == -1)
 		buf_reset(line);
 }
 
-void
-api_gateway(struct request *req, enum api_format format,
-    struct json_object *body, struct json_object *orig, const char *model)
+/* The headers of the call: the provider's, the client's, the key. */
+static void
+call_headers(struct chat *c, struct upstream_call *call, struct buf *auth,
+    struct buf passed[2])
 {
-	struct chat	 chat, *c = &chat;
-	struct worker	*w = req->w;
-	struct json_object *v, *opts;
-	struct upstream_call call;
-	struct buf	 url = { 0 }, auth = { 0 }, out = { 0 },
-			 version = { 0 }, beta = { 0 };
-	size_t		 strip, nh = 0;
-	double		 began;
-	bool		 reserved = false;	/* a credit hold is counted */
+	const struct provider_module *p = c->prov;
+	size_t		 nh = 0, i, j, len;
 
-	memset(c, 0, sizeof(*c));
-	sse_init(&c->sse, MAX_EVENT);
-	c->req = req;
-	c->messages = format == API_FORMAT_MESSAGES;
-	c->embed = format == API_FORMAT_EMBEDDINGS;
-	/* Anthropic has no embeddings: refused before any key is looked up. */
-	if (c->embed && gateway_upstream(w->cfg, model, &strip) == NULL &&
-	    gateway_route(model) == PROVIDER_ANTHROPIC) {
-		http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the "
-		    "model \"%.128s\" for embeddings.", model);
-		return;
+	for (i = 0; i < 2 && c->pc.headers[i] != NULL; i++)
+		call->headers[nh++] = c->pc.headers[i];
+	for (i = 0; c->native && i < 2 && p->pass_header[i][0] != NULL; i++) {
+		pass_header(c->req, p->pass_header[i][1], p->pass_header[i][0],
+		    &passed[i]);
+		if (passed[i].len == 0)
+			continue;
+		/* The client's replaces the provider's of that name. */
+		len = strlen(p->pass_header[i][0]);
+		for (j = 0; j < nh; j++)
+			if (strncasecmp(call->headers[j], passed[i].data,
+			    len + 1) == 0)
+				break;
+		call->headers[j] = passed[i].data;
+		if (j == nh)
+			nh++;
 	}
-	if (!api_call_begin(req))
-		return;
-	if (api_gateway_key(req, model, &c->key) == -1)
-		goto out;
-	c->model = model;
-	c->body = body;
-	c->native = orig != NULL && c->key.provider == PROVIDER_ANTHROPIC &&
-	    c->key.upstream == NULL;
-	if (w->cfg->credits_enforce) {
-		if (reserve(c, body) == -1)
-			goto out;
-		reserved = true;
-		metrics_holds(w, 1);
+	/* An upstream without a key gets no Authorization at all. */
+	if (c->key.secret.len > 0 && buf_printf(auth, "%s%s", p->auth,
+	    c->key.secret.data) == 0)
+		call->headers[nh++] = auth->data;
+	call->headers[nh++] = "Content-Type: application/json";
+	call->headers[nh++] = c->stream ? "Accept: text/event-stream" :
+	    "Accept: application/json";
+}
+
+/*
+ * The provider's request for the call, from the client's (orig: a
+ * Messages request as it came); 0, or -1 after answering.
+ */
+static int
+prepare(struct chat *c, struct json_object *orig)
+{
+	struct request	*req = c->req;
+	const struct config *cfg = req->w->cfg;
+	char		 err[160];
+
+	c->pc.op = c->embed ? PROVIDER_EMBED : c->native ? PROVIDER_NATIVE :
+	    PROVIDER_CHAT;
+	c->pc.stream = c->stream;
+	c->pc.base = c->key.upstream != NULL ? c->key.upstream->url :
+	    cfg->base_url[c->key.provider];
+	c->pc.model = c->key.model;
+	c->pc.request = c->native ? orig : c->body;
+	c->pc.max_tokens = c->max_out;
+	c->pc.default_max_tokens = cfg->default_max_tokens;
+	if (c->prov->state_size > 0 &&
+	    (c->pc.state = calloc(1, c->prov->state_size)) == NULL) {
+		http_error(req, ERR_INTERNAL, "out of memory");
+		return -1;
 	}
-	c->stream = !c->embed &&
-	    json_object_object_get_ex(body, "stream", &v) &&
-	    json_object_is_type(v, json_type_boolean) &&
-	    json_object_get_boolean(v);
-	c->want_usage = !c->messages &&
-	    json_object_object_get_ex(body, "stream_options", &opts) &&
-	    json_object_object_get_ex(opts, "include_usage", &v) &&
-	    json_object_get_boolean(v);
-	messages_stream_init(&c->ms, c->prompt_est);
-	memset(&call, 0, sizeof(call));
-	if (c->embed) {
-		if (prepare_embeddings(c, body, &url, &auth, &out) == -1)
-			goto out;
-	} else if (c->key.provider == PROVIDER_ANTHROPIC) {
-		if (prepare_anthropic(c, c->native ? orig : body, &url, &auth,
-		    &out) == -1)
-			goto out;
-		if (!c->native)
-			anthropic_answer_tool(body, c->ant.answer);
-		pass_header(req, "HTTP_ANTHROPIC_VERSION", "anthropic-version",
-		    c->native ? "2023-06-01" : NULL, &version);
-		if (!c->native || version.len == 0) {
-			buf_reset(&version);
-			if (buf_puts(&version, "anthropic-version: "
-			    "2023-06-01") == -1) {
-				http_error(req, ERR_INTERNAL, "out of memory");
-				goto out;
-			}
-		}
-		call.headers[nh++] = version.data;
-		if (c->native) {
-			pass_header(req, "HTTP_ANTHROPIC_BETA", "anthropic-beta",
-			    NULL, &beta);
-			if (beta.len > 0)
-				call.headers[nh++] = beta.data;
-		}
-	} else if (c->key.provider == PROVIDER_GOOGLE) {
-		gemini_state_init(&c->gem, c->key.model, gemini_choices(body));
-		if (prepare_gemini(c, body, &url, &auth, &out) == -1)
-			goto out;
-	} else if (openai_prepare(c->key.upstream != NULL ?
-	    c->key.upstream->url : provider_base_url(w->cfg, c->key.provider),
-	    c->key.model, c->key.secret.data, body, &url, &auth, &out) == -1) {
+	switch (c->prov->prepare(&c->pc, err, sizeof(err))) {
+	case PROVIDER_OK:
+		return 0;
+	case PROVIDER_REFUSED:
+		http_error(req, ERR_BAD_REQUEST, "This request cannot be sent "
+		    "to %s: %s.", gateway_provider_name(&c->key), err);
+		break;
+	case PROVIDER_BAD_MODEL:
+		http_error(req, ERR_UNSUPPORTED_MODEL, "\"%.128s\" is not a %s "
+		    "model name.", c->key.model, gateway_provider_name(&c->key));
+		break;
+	case PROVIDER_FAILED:
+	case PROVIDER_RESULT__MAX:
 		http_error(req, ERR_INTERNAL, "The request could not be "
 		    "prepared.");
-		goto out;
+		break;
 	}
+	return -1;
+}
+
+/* Calls the provider and answers. */
+static void
+call_provider(struct chat *c, struct buf *auth, struct buf passed[2])
+{
+	struct worker	*w = c->req->w;
+	struct upstream_call call;
+	double		 began;
+
+	memset(&call, 0, sizeof(call));
 	call.via = w->upstream;
 	call.method = "POST";
-	call.url = url.data;
-	/* An upstream without a key gets no Authorization at all. */
-	if (auth.len > 0)
-		call.headers[nh++] = auth.data;
-	call.headers[nh++] = "Content-Type: application/json";
-	call.headers[nh++] = c->stream ? "Accept: text/event-stream" :
-	    "Accept: application/json";
-	call.body = out.data;
-	call.body_len = out.len;
+	call.url = c->pc.url.data;
+	call_headers(c, &call, auth, passed);
+	call.body = c->pc.body.data;
+	call.body_len = c->pc.body.len;
 	call.connect_timeout = w->cfg->upstream_connect_timeout;
 	call.total_timeout = w->cfg->upstream_total_timeout;
 	call.idle_timeout = w->cfg->upstream_idle_timeout;
@@ -1334,7 +1088,66 @@ api_gateway(struct request *req, enum api_format format,
 		respond_whole(c, &call);
 	metrics_call_end(w, c->key.upstream != NULL ? PROVIDER__MAX :
 	    (unsigned)c->key.provider, c->stream,
-	    metrics_outcome_of(req->status), clock_mono() - began);
+	    metrics_outcome_of(c->req->status), clock_mono() - began);
+}
+
+/* True, after answering, when no provider serving model has embeddings. */
+static bool
+no_embeddings(struct request *req, const char *model)
+{
+	enum provider	 p;
+	size_t		 strip;
+
+	if (gateway_upstream(req->w->cfg, model, &strip) != NULL ||
+	    (p = provider_route(model)) == PROVIDER__MAX ||
+	    providers[p]->embeddings)
+		return false;
+	http_error(req, ERR_UNSUPPORTED_MODEL, "No provider serves the model "
+	    "\"%.128s\" for embeddings.", model);
+	return true;
+}
+
+void
+api_gateway(struct request *req, enum api_format format,
+    struct json_object *body, struct json_object *orig, const char *model)
+{
+	struct chat	 chat, *c = &chat;
+	struct worker	*w = req->w;
+	struct json_object *v, *opts;
+	struct buf	 auth = { 0 }, passed[2] = { { 0 }, { 0 } };
+	bool		 reserved = false;	/* a credit hold is counted */
+
+	memset(c, 0, sizeof(*c));
+	c->req = req;
+	c->messages = format == API_FORMAT_MESSAGES;
+	c->embed = format == API_FORMAT_EMBEDDINGS;
+	/* Refused before any key is looked up. */
+	if (c->embed && no_embeddings(req, model))
+		return;
+	if (!api_call_begin(req))
+		return;
+	if (api_gateway_key(req, model, &c->key) == -1)
+		goto out;
+	c->prov = gateway_provider(&c->key);
+	c->model = model;
+	c->body = body;
+	c->native = orig != NULL && c->prov->native_messages;
+	if (w->cfg->credits_enforce) {
+		if (reserve(c, body) == -1)
+			goto out;
+		reserved = true;
+		metrics_holds(w, 1);
+	}
+	c->stream = !c->embed && json_get(body, "stream", &v) &&
+	    json_object_is_type(v, json_type_boolean) &&
+	    json_object_get_boolean(v);
+	c->want_usage = !c->messages && json_get(body, "stream_options",
+	    &opts) && json_get(opts, "include_usage", &v) &&
+	    json_object_get_boolean(v);
+	messages_stream_init(&c->ms, c->pc.prompt_estimate);
+	provider_stream_init(&c->ps, c->prov, &c->pc, &sink, c, MAX_EVENT);
+	if (prepare(c, orig) == 0)
+		call_provider(c, &auth, passed);
 out:
 	/* A stream that went out is paid for; anything else is released. */
 	if (c->started)
@@ -1345,12 +1158,11 @@ out:
 		metrics_holds(w, -1);
 	api_call_end(req);
 	gateway_key_free(&c->key);
-	buf_free(&url);
 	buf_free_secret(&auth);
-	buf_free(&out);
-	buf_free(&version);
-	buf_free(&beta);
-	sse_free(&c->sse);
+	buf_free(&passed[0]);
+	buf_free(&passed[1]);
+	provider_call_free(&c->pc);
+	provider_stream_free(&c->ps);
 	buf_free(&c->errbody);
 	if (c->held != NULL)
 		json_object_put(c->held);

@@ -314,7 +314,7 @@ api_gateway_key(struct request *req, const char *model,
 	int		 i;
 
 	for (i = 0; i < PROVIDER__MAX; i++)
-		sent[i] = request_param(req, gateway_inline_param[i]);
+		sent[i] = request_param(req, providers[i]->inline_param);
 	switch (gateway_resolve(w->db, w->vault, w->keys, w->cfg,
 	    req->principal->tenant_id, model, sent, true, out)) {
 	case RESOLVE_OK:
@@ -330,8 +330,8 @@ api_gateway_key(struct request *req, const char *model,
 		    "id for it in this keygate's list. Send a key for %s as %s "
 		    "or store one with POST /v1/account/llm-keys, or name an "
 		    "OpenRouter model (vendor/model).", model,
-		    p < PROVIDER__MAX ? provider_names[p] : "provider",
-		    p < PROVIDER__MAX ? gateway_inline_header[p] : "a header");
+		    p < PROVIDER__MAX ? providers[p]->name : "provider",
+		    p < PROVIDER__MAX ? providers[p]->inline_header : "a header");
 		break;
 	case RESOLVE_NONE:
 		p = out->native;
@@ -339,12 +339,12 @@ api_gateway_key(struct request *req, const char *model,
 			http_error(req, ERR_MISSING_PROVIDER_KEY, "No %s key or "
 			    "OpenRouter key found. Store one with POST "
 			    "/v1/account/llm-keys, or send it as %s.",
-			    provider_names[p], gateway_inline_header[p]);
+			    providers[p]->name, providers[p]->inline_header);
 		else
 			http_error(req, ERR_MISSING_PROVIDER_KEY, "No "
 			    "OpenRouter key found. Store one with POST "
 			    "/v1/account/llm-keys, or send it as %s.",
-			    gateway_inline_header[PROVIDER_OPENROUTER]);
+			    providers[PROVIDER_OPENROUTER]->inline_header);
 		break;
 	case RESOLVE_DB:
 		api_db_failed(req);

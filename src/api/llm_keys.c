@@ -64,6 +64,7 @@ api_llm_keys_store(struct request *req)
 	const char	*keys[PROVIDER__MAX], *p[5];
 	char		 reason[256];
 	bool		 present;
+	long		 connect, timeout;
 	int		 i, n = 0;
 
 	if (w->vault == NULL) {
@@ -87,28 +88,33 @@ api_llm_keys_store(struct request *req)
 		if (keys[i] != NULL &&
 		    !provider_key_format_ok((enum provider)i, keys[i])) {
 			http_error(req, ERR_INVALID_PROVIDER_KEY, "Invalid %s "
-			    "key format: expected %s.", provider_names[i],
-			    provider_key_formats[i]);
+			    "key format: expected %s.", providers[i]->name,
+			    providers[i]->key_format);
 			return;
 		}
 	/* Every key is tried before anything is stored: all or none. */
+	connect = w->cfg->upstream_connect_timeout;
+	timeout = connect + w->cfg->upstream_idle_timeout;
+	if (timeout > w->cfg->upstream_total_timeout)
+		timeout = w->cfg->upstream_total_timeout;
 	if (w->cfg->validate_llm_keys)
 		for (i = 0; i < PROVIDER__MAX; i++) {
 			if (keys[i] == NULL)
 				continue;
-			switch (provider_validate_key(w->cfg, (enum provider)i,
-			    keys[i], reason, sizeof(reason))) {
+			switch (provider_validate_key((enum provider)i,
+			    w->cfg->base_url[i], keys[i], connect, timeout,
+			    reason, sizeof(reason))) {
 			case VALIDATE_OK:
 				break;
 			case VALIDATE_REJECTED:
 				http_error(req, ERR_INVALID_UPSTREAM_KEY,
 				    "Invalid API key: Key validation failed: "
-				    "%s: %s", provider_names[i], reason);
+				    "%s: %s", providers[i]->name, reason);
 				return;
 			case VALIDATE_UNREACHABLE:
 			case VALIDATE_RESULT__MAX:
 				http_error(req, ERR_UPSTREAM, "Key validation "
-				    "failed: %s: %s", provider_names[i],
+				    "failed: %s: %s", providers[i]->name,
 				    reason);
 				return;
 			}
@@ -117,7 +123,7 @@ api_llm_keys_store(struct request *req)
 	memset(sealed, 0, sizeof(sealed));
 	for (i = 0; i < PROVIDER__MAX; i++)
 		if (keys[i] != NULL && vault_seal(w->vault,
-		    req->principal->tenant_id, provider_names[i], keys[i],
+		    req->principal->tenant_id, providers[i]->name, keys[i],
 		    &sealed[i]) == -1) {
 			http_error(req, ERR_INTERNAL, "The key could not be "
 			    "sealed.");
@@ -132,12 +138,12 @@ api_llm_keys_store(struct request *req)
 		if (keys[i] == NULL)
 			continue;
 		p[0] = req->principal->tenant_id;
-		p[1] = provider_names[i];
+		p[1] = providers[i]->name;
 		p[2] = sealed[i].data;
 		p[3] = vault_active_id(w->vault);
 		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
 		json_object_array_add(list,
-		    json_object_new_string(provider_names[i]));
+		    json_object_new_string(providers[i]->name));
 		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
 			json_object_put(list);
 			goto dbfail;
@@ -194,12 +200,12 @@ api_llm_keys_status(struct request *req)
 	json_object_object_add(o, "pool_available", json_object_new_boolean(
 	    w->cfg->pool_openrouter_key[0] != '\0'));
 	for (i = 0; i < PROVIDER__MAX; i++) {
-		snprintf(name, sizeof(name), "has_%s_key", provider_names[i]);
+		snprintf(name, sizeof(name), "has_%s_key", providers[i]->name);
 		json_object_object_add(o, name, json_object_new_boolean(has[i]));
 	}
 	for (i = 0; i < PROVIDER__MAX; i++) {
 		snprintf(name, sizeof(name), "%s_last_validated",
-		    provider_names[i]);
+		    providers[i]->name);
 		json_object_object_add(o, name, validated[i] != NULL &&
 		    *validated[i] != '\0' ?
 		    json_object_new_string(validated[i]) : NULL);

@@ -379,7 +379,7 @@ label(enum dim d, size_t i, char *out, size_t outsz)
 		return true;
 	case DIM_PROVIDER:
 		snprintf(out, outsz, "provider=\"%s\"", i < PROVIDER__MAX ?
-		    provider_names[i] : "upstream");
+		    providers[i]->name : "upstream");
 		return true;
 	case DIM_OUTCOME:
 		snprintf(out, outsz, "outcome=\"%s\"", outcome_names[i]);

@@ -34,7 +34,7 @@ owner_of(const struct gateway_key *k, char *out, size_t outsz)
 	if (k->upstream != NULL)
 		snprintf(out, outsz, "%s", k->upstream->name);
 	else if (k->native < PROVIDER__MAX && k->native != PROVIDER_OPENROUTER)
-		snprintf(out, outsz, "%s", provider_names[k->native]);
+		snprintf(out, outsz, "%s", providers[k->native]->name);
 	else	/* an OpenRouter id: "vendor/model" */
 		snprintf(out, outsz, "%.*s", (int)strcspn(k->model, "/"),
 		    k->model);
@@ -134,7 +134,7 @@ collect(struct request *req, const char *only, struct json_object *data)
 	int		 r, rc = 0;
 
 	for (i = 0; i < PROVIDER__MAX; i++)
-		sent[i] = request_param(req, gateway_inline_param[i]);
+		sent[i] = request_param(req, providers[i]->inline_param);
 	if ((res = db_query(req->w->db, STMT_MODEL_IDS, 0, NULL)) == NULL) {
 		api_db_failed(req);
 		return -1;

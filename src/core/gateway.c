@@ -9,20 +9,6 @@
 #include "lib/db.h"
 #include "server/config.h"
 
-const char *const gateway_inline_param[PROVIDER__MAX] = {
-	"HTTP_X_OPENAI_KEY",		/* PROVIDER_OPENAI */
-	"HTTP_X_ANTHROPIC_KEY",		/* PROVIDER_ANTHROPIC */
-	"HTTP_X_GOOGLE_KEY",		/* PROVIDER_GOOGLE */
-	"HTTP_X_OPENROUTER_KEY",	/* PROVIDER_OPENROUTER */
-};
-
-const char *const gateway_inline_header[PROVIDER__MAX] = {
-	"X-OpenAI-Key",		/* PROVIDER_OPENAI */
-	"X-Anthropic-Key",	/* PROVIDER_ANTHROPIC */
-	"X-Google-Key",		/* PROVIDER_GOOGLE */
-	"X-OpenRouter-Key",	/* PROVIDER_OPENROUTER */
-};
-
 const char *const gateway_source_names[SOURCE__MAX] = {
 	"upstream",		/* SOURCE_UPSTREAM */
 	"inline",		/* SOURCE_INLINE */
@@ -31,34 +17,6 @@ const char *const gateway_source_names[SOURCE__MAX] = {
 	"vault_openrouter",	/* SOURCE_VAULT_OPENROUTER */
 	"pool",			/* SOURCE_POOL */
 };
-
-enum provider
-gateway_route(const char *m)
-{
-	static const struct {
-		const char	*prefix;
-		enum provider	 provider;
-	} rules[] = {
-		{ "gpt-", PROVIDER_OPENAI },
-		{ "o1", PROVIDER_OPENAI },
-		{ "o3", PROVIDER_OPENAI },
-		{ "o4", PROVIDER_OPENAI },
-		{ "chatgpt-", PROVIDER_OPENAI },
-		{ "text-embedding-", PROVIDER_OPENAI },
-		{ "claude-", PROVIDER_ANTHROPIC },
-		{ "gemini-", PROVIDER_GOOGLE },
-	};
-	size_t	 i;
-
-	/* vendor/model is an OpenRouter id, whatever the vendor. */
-	if (strchr(m, '/') != NULL)
-		return m[0] != '/' && m[strlen(m) - 1] != '/' ?
-		    PROVIDER_OPENROUTER : PROVIDER__MAX;
-	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
-		if (strncmp(m, rules[i].prefix, strlen(rules[i].prefix)) == 0)
-			return rules[i].provider;
-	return PROVIDER__MAX;
-}
 
 const struct config_upstream *
 gateway_upstream(const struct config *cfg, const char *m, size_t *strip)
@@ -97,8 +55,16 @@ gateway_provider_name(const struct gateway_key *k)
 {
 	if (k->upstream != NULL)
 		return k->upstream->name;
-	return k->provider < PROVIDER__MAX ? provider_names[k->provider] :
+	return k->provider < PROVIDER__MAX ? providers[k->provider]->name :
 	    "none";
+}
+
+const struct provider_module *
+gateway_provider(const struct gateway_key *k)
+{
+	if (k->upstream != NULL)
+		return &provider_upstream;
+	return k->provider < PROVIDER__MAX ? providers[k->provider] : NULL;
 }
 
 /*
@@ -127,7 +93,7 @@ open_sealed(const struct vault *v, const char *key_id, const char *tenant,
     enum provider p, const char *ciphertext, struct buf *out,
     enum resolve_result *why)
 {
-	if (vault_open(v, key_id, tenant, provider_names[p], ciphertext,
+	if (vault_open(v, key_id, tenant, providers[p]->name, ciphertext,
 	    out) == 0)
 		return 1;
 	*why = RESOLVE_VAULT;
@@ -145,7 +111,7 @@ vault_key(struct db *db, const struct vault *v, struct keycache *kc,
     const char *tenant, enum provider p, struct buf *out,
     enum resolve_result *why)
 {
-	const char	*params[2] = { tenant, provider_names[p] };
+	const char	*params[2] = { tenant, providers[p]->name };
 	const struct keycache_sealed *e;
 	struct db_res	*res;
 	double		 now = clock_mono();
@@ -246,7 +212,7 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 		snprintf(out->model, sizeof(out->model), "%s", model + strip);
 		return take(out, SOURCE_UPSTREAM, up->key, open);
 	}
-	out->native = gateway_route(model);
+	out->native = provider_route(model);
 	out->provider = out->native;
 	/* A name no rule routes may still have an OpenRouter id. */
 	if (out->native == PROVIDER__MAX &&

@@ -19,24 +19,11 @@ struct vault;
  */
 
 /*
- * The FastCGI parameter of each provider's inline key header
- * (X-OpenAI-Key -> HTTP_X_OPENAI_KEY, ...).
- */
-extern const char *const gateway_inline_param[PROVIDER__MAX];
-/* The same headers as clients write them (X-OpenAI-Key, ...). */
-extern const char *const gateway_inline_header[PROVIDER__MAX];
-
-/*
- * The built-in provider serving model by name, or PROVIDER__MAX when none
- * does.  Operator upstreams come first: see gateway_upstream().
- */
-enum provider	 gateway_route(const char *model);
-/*
  * The operator upstream (borrowed from cfg) serving model, or NULL.  An
  * exact name wins over a prefix, a longer prefix over a shorter one; a
  * prefix matches only a longer name.  *strip gets how many leading bytes
  * of model go unsent (the matched prefix, for an upstream with strip).
- * Callers ask this before gateway_route(): an upstream's names win.
+ * Callers ask this before provider_route(): an upstream's names win.
  */
 const struct config_upstream *gateway_upstream(const struct config *,
 		    const char *model, size_t *strip);
@@ -73,6 +60,8 @@ struct gateway_key {
 
 /* The name a call's provider goes by: an upstream's, or a built-in's. */
 const char	*gateway_provider_name(const struct gateway_key *);
+/* The provider a call goes to: an upstream is OpenAI's format. */
+const struct provider_module *gateway_provider(const struct gateway_key *);
 
 enum resolve_result {
 	RESOLVE_OK,

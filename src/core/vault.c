@@ -11,20 +11,6 @@
 #include "lib/harden.h"
 #include "lib/db.h"
 
-const char *const provider_names[PROVIDER__MAX] = {
-	"openai",	/* PROVIDER_OPENAI */
-	"anthropic",	/* PROVIDER_ANTHROPIC */
-	"google",	/* PROVIDER_GOOGLE */
-	"openrouter",	/* PROVIDER_OPENROUTER */
-};
-
-const char *const provider_key_formats[PROVIDER__MAX] = {
-	"sk-proj-... or sk-...",	/* PROVIDER_OPENAI */
-	"sk-ant-...",			/* PROVIDER_ANTHROPIC */
-	"AIza...",			/* PROVIDER_GOOGLE */
-	"sk-or-...",			/* PROVIDER_OPENROUTER */
-};
-
 #define VAULT_MAX_KEYS	8
 #define VAULT_ID_MAX	32
 /* HKDF inputs: the purpose is named so no other use can share the key. */
@@ -40,44 +26,6 @@ struct vault {
 	struct vault_key keys[VAULT_MAX_KEYS];
 	int		 n;		/* keys[0] is active */
 };
-
-enum provider
-provider_parse(const char *s)
-{
-	int	 p;
-
-	for (p = 0; p < PROVIDER__MAX; p++)
-		if (strcmp(s, provider_names[p]) == 0)
-			return (enum provider)p;
-	return PROVIDER__MAX;
-}
-
-bool
-provider_key_format_ok(enum provider p, const char *key)
-{
-	size_t	 n = strlen(key), i;
-
-	if (n < 20 || n > 512)
-		return false;
-	for (i = 0; i < n; i++)
-		if (!isgraph((unsigned char)key[i]))
-			return false;
-	switch (p) {
-	case PROVIDER_OPENAI:
-		return strncmp(key, "sk-", 3) == 0 &&
-		    strncmp(key, "sk-ant-", 7) != 0 &&
-		    strncmp(key, "sk-or-", 6) != 0;
-	case PROVIDER_ANTHROPIC:
-		return strncmp(key, "sk-ant-", 7) == 0;
-	case PROVIDER_GOOGLE:
-		return strncmp(key, "AIza", 4) == 0;
-	case PROVIDER_OPENROUTER:
-		return strncmp(key, "sk-or-", 6) == 0;
-	case PROVIDER__MAX:
-		break;
-	}
-	return false;
-}
 
 void
 vault_free(struct vault *v)

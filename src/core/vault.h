@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "lib/buf.h"
+#include "providers/provider.h"
 
 /*
  * The vault: tenants' LLM provider keys, sealed with AES-256-GCM under keys
@@ -12,28 +13,6 @@
  * its tenant and provider through the associated data, so a value copied to
  * another row does not open.
  */
-
-enum provider {
-	PROVIDER_OPENAI,
-	PROVIDER_ANTHROPIC,
-	PROVIDER_GOOGLE,
-	PROVIDER_OPENROUTER,
-	PROVIDER__MAX
-};
-
-extern const char *const provider_names[PROVIDER__MAX];
-/* What each provider's keys look like, for messages ("sk-ant-..."). */
-extern const char *const provider_key_formats[PROVIDER__MAX];
-
-/* The provider of a name ("openai"), or PROVIDER__MAX. */
-enum provider	 provider_parse(const char *);
-/*
- * True when key looks like one of the provider's keys: OpenAI sk-proj- or
- * sk- (but not another provider's sk-ant- / sk-or-), Anthropic sk-ant-,
- * Google AIza, OpenRouter sk-or-; 20 to 512 printable characters, no
- * blanks.
- */
-bool		 provider_key_format_ok(enum provider, const char *key);
 
 struct vault;
 

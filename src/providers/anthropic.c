@@ -11,7 +11,6 @@
 #include "lib/json.h"
 #include "providers/anthropic.h"
 #include "providers/providers.h"
-#include "server/config.h"
 
 /* Appends the text of an OpenAI content (string or parts) to out. */
 static int
@@ -684,3 +683,106 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 	}
 	return ANT_SKIP;	/* ping, content_block_stop, unknown */
 }
+
+/* The provider (providers/provider.h): state is the stream's. */
+
+static enum provider_result
+prepare(struct provider_call *c, char *err, size_t errsz)
+{
+	struct anthropic_stream *s = c->state;
+	struct json_object *o = NULL;
+
+	if (c->op == PROVIDER_NATIVE) {
+		/* A Messages request goes as it came, for the model resolved. */
+		if (json_object_deep_copy(c->request, &o, NULL) != 0)
+			return PROVIDER_FAILED;
+		json_object_object_add(o, "model", json_str(c->model));
+	} else if (c->op != PROVIDER_CHAT) {
+		snprintf(err, errsz, "anthropic has no embeddings");
+		return PROVIDER_REFUSED;
+	} else if (anthropic_request(c->request, c->model, c->max_tokens > 0 ?
+	    c->max_tokens : c->default_max_tokens, &o, err, errsz) == -1)
+		return PROVIDER_REFUSED;
+	else
+		anthropic_answer_tool(c->request, s->answer);
+	c->headers[0] = "anthropic-version: 2023-06-01";
+	return provider_put(c, "/v1/messages", o);
+}
+
+static struct json_object *
+reply(struct provider_call *c, struct json_object *o, char *err,
+    size_t errsz)
+{
+	const struct anthropic_stream *s = c->state;
+	struct json_object *t;
+
+	/* A native reply is read for its usage only. */
+	t = anthropic_response(o, c->op == PROVIDER_NATIVE ? "" : s->answer);
+	if (t == NULL) {
+		snprintf(err, errsz, "anthropic sent a reply that is not a "
+		    "message");
+		return NULL;
+	}
+	provider_take_usage(c, t);
+	if (c->op != PROVIDER_NATIVE)
+		return t;
+	json_object_put(t);
+	return json_object_get(o);
+}
+
+static enum provider_step
+event(struct provider_call *c, struct json_object *ev,
+    struct json_object *out)
+{
+	struct anthropic_stream *s = c->state;
+	struct json_object *o = NULL;
+	const char	*type = json_get_str(ev, "type");
+	enum provider_step r = PROVIDER_MORE;
+
+	switch (anthropic_stream_event(s, ev, &o)) {
+	case ANT_SKIP:
+	case ANT_EMIT:
+	case ANT_STEP__MAX:
+		break;
+	case ANT_DONE:
+		r = PROVIDER_END;
+		break;
+	case ANT_ERROR:
+		r = PROVIDER_ERROR;
+		break;
+	}
+	if (o != NULL)
+		json_object_array_add(out, o);
+	/* message_start tells the input, message_delta the final output. */
+	if (s->id[0] != '\0') {
+		c->prompt_tokens = s->input_tokens;
+		c->completion_tokens = s->output_tokens;
+		c->have_usage = true;
+	}
+	if (type != NULL && strcmp(type, "message_delta") == 0)
+		c->usage_final = true;
+	return r;
+}
+
+static const char *const anthropic_models[] = { "claude-", NULL };
+
+const struct provider_module provider_anthropic = {
+	.name = "anthropic",
+	.key_format = "sk-ant-...",
+	.key_prefix = "sk-ant-",
+	.inline_header = "X-Anthropic-Key",
+	.inline_param = "HTTP_X_ANTHROPIC_KEY",
+	.models = anthropic_models,
+	.native_messages = true,
+	.auth = "x-api-key: ",
+	.check_path = "/v1/models",
+	.check_header = "anthropic-version: 2023-06-01",
+	.pass_header = {
+		{ "anthropic-version", "HTTP_ANTHROPIC_VERSION" },
+		{ "anthropic-beta", "HTTP_ANTHROPIC_BETA" },
+	},
+	.state_size = sizeof(struct anthropic_stream),
+	.prepare = prepare,
+	.reply = reply,
+	.event = event,
+};

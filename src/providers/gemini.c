@@ -804,3 +804,122 @@ gemini_embed_response(struct json_object *reply, const char *model,
 	json_object_object_add(o, "usage", u);
 	return o;
 }
+
+/* The provider (providers/provider.h): state is the translation's. */
+
+/* The model goes in the URL's path: a plain name only. */
+static bool
+model_ok(const char *m)
+{
+	return m[strspn(m, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-_")] == '\0';
+}
+
+/* What was held is all the call may produce. */
+static void
+limit_output(struct provider_call *c, struct json_object *o)
+{
+	struct json_object *gc, *v;
+
+	if (c->max_tokens <= 0)
+		return;
+	if (!json_get(o, "generationConfig", &gc)) {
+		gc = json_object_new_object();
+		json_object_object_add(o, "generationConfig", gc);
+	}
+	if (!json_get(gc, "maxOutputTokens", &v))
+		json_object_object_add(gc, "maxOutputTokens",
+		    json_object_new_int64(c->max_tokens));
+}
+
+static enum provider_result
+prepare(struct provider_call *c, char *err, size_t errsz)
+{
+	struct gemini_state *s = c->state;
+	struct json_object *o;
+	char		 path[400];
+
+	if (!model_ok(c->model) || strlen(c->model) > 256)
+		return PROVIDER_BAD_MODEL;
+	if (c->op == PROVIDER_EMBED) {
+		if (gemini_embed_request(c->request, c->model, &o, err,
+		    errsz) == -1)
+			return PROVIDER_REFUSED;
+		snprintf(path, sizeof(path), "/v1beta/models/%s:"
+		    "batchEmbedContents", c->model);
+		return provider_put(c, path, o);
+	}
+	if (gemini_request(c->request, &o, err, errsz) == -1)
+		return PROVIDER_REFUSED;
+	limit_output(c, o);
+	gemini_state_init(s, c->model, gemini_choices(c->request));
+	snprintf(path, sizeof(path), "/v1beta/models/%s:%s", c->model,
+	    c->stream ? "streamGenerateContent?alt=sse" : "generateContent");
+	return provider_put(c, path, o);
+}
+
+static struct json_object *
+reply(struct provider_call *c, struct json_object *o, char *err,
+    size_t errsz)
+{
+	struct json_object *t;
+	const char	*enc;
+
+	if (c->op == PROVIDER_EMBED) {
+		enc = json_get_str(c->request, "encoding_format");
+		t = gemini_embed_response(o, c->model, enc != NULL &&
+		    strcmp(enc, "base64") == 0, c->prompt_estimate, err, errsz);
+	} else
+		t = gemini_response(o, c->model, err, errsz);
+	if (t != NULL)
+		provider_take_usage(c, t);
+	return t;
+}
+
+static enum provider_step
+event(struct provider_call *c, struct json_object *ev,
+    struct json_object *out)
+{
+	struct gemini_state *s = c->state;
+	char		 err[256];
+
+	if (gemini_stream_event(s, ev, out, err, sizeof(err)) == -1)
+		return provider_stream_error(out, err, "upstream_error");
+	if (s->finished) {
+		c->prompt_tokens = s->prompt_tokens;
+		c->completion_tokens = s->completion_tokens;
+		c->have_usage = true;
+	}
+	return PROVIDER_MORE;
+}
+
+/* Gemini has no terminator: the end of the body is the end. */
+static bool
+body_end(struct provider_call *c, struct json_object *out)
+{
+	const struct gemini_state *s = c->state;
+
+	if (!s->finished)
+		return false;
+	json_object_array_add(out, gemini_usage_chunk(s));
+	return true;
+}
+
+static const char *const google_models[] = { "gemini-", NULL };
+
+const struct provider_module provider_google = {
+	.name = "google",
+	.key_format = "AIza...",
+	.key_prefix = "AIza",
+	.inline_header = "X-Google-Key",
+	.inline_param = "HTTP_X_GOOGLE_KEY",
+	.models = google_models,
+	.embeddings = true,
+	.auth = "x-goog-api-key: ",
+	.check_path = "/v1beta/models",
+	.state_size = sizeof(struct gemini_state),
+	.prepare = prepare,
+	.reply = reply,
+	.event = event,
+	.body_end = body_end,
+};

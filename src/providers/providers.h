@@ -3,10 +3,8 @@
 
 #include <stddef.h>
 
-#include "core/vault.h"
 #include "lib/buf.h"
-
-struct config;
+#include "providers/provider.h"
 
 enum validate_result {
 	VALIDATE_OK,
@@ -16,17 +14,15 @@ enum validate_result {
 };
 
 /*
- * Tries key against the provider's cheapest authenticated endpoint (the
- * model list; OpenRouter's key endpoint) at the configured base URL.  The
- * key travels in a header, never in a URL.  reason gets the provider's own
- * message on a rejection, or what went wrong otherwise.
+ * Tries key against the provider's cheapest authenticated endpoint (its
+ * check_path: the model list; OpenRouter's key endpoint) under base, within
+ * the timeouts (s).  The key travels in a header, never in a URL.  reason
+ * gets the provider's own message on a rejection, or what went wrong
+ * otherwise.
  */
-enum validate_result provider_validate_key(const struct config *,
-		    enum provider, const char *key, char *reason,
-		    size_t reasonsz);
-
-/* The configured base URL of a provider. */
-const char	*provider_base_url(const struct config *, enum provider);
+enum validate_result provider_validate_key(enum provider, const char *base,
+		    const char *key, long connect_timeout, long timeout,
+		    char *reason, size_t reasonsz);
 /*
  * The provider's own message from an error body, else "HTTP <status>".
  * OpenAI, Gemini and OpenRouter use {"error":{"message"}}, Anthropic
@@ -94,22 +90,5 @@ int		 chat_response_format(struct json_object *req,
  * both Anthropic and Gemini want.
  */
 struct json_object *chat_stop_list(struct json_object *stop);
-
-/*
- * An OpenAI-format call (OpenAI, OpenRouter, an operator upstream) to the
- * API at base: the URL, the auth header (left empty when key is NULL or
- * "") and the body to send, from the client's request (borrowed).  model
- * replaces the client's; a stream always asks for usage.  0, or -1.
- */
-int		 openai_prepare(const char *base, const char *model,
-		    const char *key, struct json_object *request,
-		    struct buf *url, struct buf *auth, struct buf *body)
-		    __attribute__((warn_unused_result));
-
-/* As openai_prepare(), for an embeddings call (POST <base>/embeddings). */
-int		 openai_prepare_embeddings(const char *base, const char *model,
-		    const char *key, struct json_object *request,
-		    struct buf *url, struct buf *auth, struct buf *body)
-		    __attribute__((warn_unused_result));
 
 #endif

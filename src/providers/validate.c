@@ -7,40 +7,6 @@
 #include "lib/json.h"
 #include "lib/upstream.h"
 #include "providers/providers.h"
-#include "server/config.h"
-
-/* Where each provider answers "is this key good?", under its base URL. */
-static const struct {
-	const char	*path;
-	const char	*auth;		/* header carrying the key, up to it */
-	const char	*extra;		/* another header, or NULL */
-} checks[PROVIDER__MAX] = {
-	/* PROVIDER_OPENAI */
-	{ "/models", "Authorization: Bearer ", NULL },
-	/* PROVIDER_ANTHROPIC */
-	{ "/v1/models", "x-api-key: ", "anthropic-version: 2023-06-01" },
-	/* PROVIDER_GOOGLE */
-	{ "/v1beta/models", "x-goog-api-key: ", NULL },
-	/* PROVIDER_OPENROUTER */
-	{ "/key", "Authorization: Bearer ", NULL },
-};
-
-const char *
-provider_base_url(const struct config *cfg, enum provider p)
-{
-	switch (p) {
-	case PROVIDER_OPENAI:
-		return cfg->openai_base_url;
-	case PROVIDER_ANTHROPIC:
-		return cfg->anthropic_base_url;
-	case PROVIDER_GOOGLE:
-		return cfg->google_base_url;
-	case PROVIDER_OPENROUTER:
-	case PROVIDER__MAX:
-		break;
-	}
-	return cfg->openrouter_base_url;
-}
 
 void
 provider_error_word(const char *s, char *out, size_t outsz)
@@ -94,12 +60,12 @@ provider_error_message(const struct buf *body, long status, char *out,
 }
 
 enum validate_result
-provider_validate_key(const struct config *cfg, enum provider p,
-    const char *key, char *reason, size_t reasonsz)
+provider_validate_key(enum provider p, const char *base, const char *key,
+    long connect_timeout, long timeout, char *reason, size_t reasonsz)
 {
+	const struct provider_module *d = providers[p];
 	struct upstream_call call;
 	struct buf	 url = { 0 }, auth = { 0 }, body = { 0 };
-	const char	*base = provider_base_url(cfg, p);
 	size_t		 bl = strlen(base);
 	long		 status;
 	enum validate_result rc = VALIDATE_UNREACHABLE;
@@ -107,20 +73,17 @@ provider_validate_key(const struct config *cfg, enum provider p,
 	memset(&call, 0, sizeof(call));
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (buf_printf(&url, "%.*s%s", (int)bl, base, checks[p].path) == -1 ||
-	    buf_printf(&auth, "%s%s", checks[p].auth, key) == -1) {
+	if (buf_printf(&url, "%.*s%s", (int)bl, base, d->check_path) == -1 ||
+	    buf_printf(&auth, "%s%s", d->auth, key) == -1) {
 		snprintf(reason, reasonsz, "out of memory");
 		goto out;
 	}
 	call.method = "GET";
 	call.url = url.data;
 	call.headers[0] = auth.data;
-	call.headers[1] = checks[p].extra;
-	call.connect_timeout = cfg->upstream_connect_timeout;
-	call.total_timeout = cfg->upstream_connect_timeout +
-	    cfg->upstream_idle_timeout;
-	if (call.total_timeout > cfg->upstream_total_timeout)
-		call.total_timeout = cfg->upstream_total_timeout;
+	call.headers[1] = d->check_header;
+	call.connect_timeout = connect_timeout;
+	call.total_timeout = timeout;
 	call.max_response = 1 << 20;
 	if (upstream_perform(&call, &status, &body, reason, reasonsz) !=
 	    UPSTREAM_OK)

@@ -94,10 +94,10 @@ static const struct cf_key keys[] = {
 	{ "max_active_keys_per_tenant", CF_LONG, F(max_active_keys_per_tenant), true, "0", 0, 1e9 },
 	{ "dormant_disable_days", CF_INT, F(dormant_disable_days), true, "0", 0, 36500 },
 	{ "validate_llm_keys", CF_BOOL, F(validate_llm_keys), true, "true", 0, 0 },
-	{ "openai_base_url", CF_STR, F(openai_base_url), true, "https://api.openai.com/v1", 0, 0 },
-	{ "anthropic_base_url", CF_STR, F(anthropic_base_url), true, "https://api.anthropic.com", 0, 0 },
-	{ "google_base_url", CF_STR, F(google_base_url), true, "https://generativelanguage.googleapis.com", 0, 0 },
-	{ "openrouter_base_url", CF_STR, F(openrouter_base_url), true, "https://openrouter.ai/api/v1", 0, 0 },
+	{ "openai_base_url", CF_STR, F(base_url[PROVIDER_OPENAI]), true, "https://api.openai.com/v1", 0, 0 },
+	{ "anthropic_base_url", CF_STR, F(base_url[PROVIDER_ANTHROPIC]), true, "https://api.anthropic.com", 0, 0 },
+	{ "google_base_url", CF_STR, F(base_url[PROVIDER_GOOGLE]), true, "https://generativelanguage.googleapis.com", 0, 0 },
+	{ "openrouter_base_url", CF_STR, F(base_url[PROVIDER_OPENROUTER]), true, "https://openrouter.ai/api/v1", 0, 0 },
 	{ "pool_openrouter_key", CF_SECRET, F(pool_openrouter_key), true, "", 0, 0 },
 	{ "pool_markup", CF_DOUBLE, F(pool_markup), true, "0.25", 0, 10 },
 	{ "upstreams", CF_UPSTREAMS, F(upstreams), true, "", 0, 0 },
@@ -232,14 +232,6 @@ parse_bool(const char *v, bool *out)
 		return -1;
 	return 0;
 }
-
-/*
- * Names an upstream may not take: the built-in providers', which the
- * gateway reports as "provider" and writes into usage rows.
- */
-static const char *const builtin_provider[] = {
-	"openai", "anthropic", "google", "openrouter", NULL,
-};
 
 static bool
 upstream_name_ok(const char *s, size_t n)
@@ -386,12 +378,12 @@ upstream_entry(struct config_upstream *all, size_t n,
 		    "32 of a-z, 0-9, '_' and '-'", tok);
 		return -1;
 	}
-	for (i = 0; builtin_provider[i] != NULL; i++)
-		if (strcmp(tok, builtin_provider[i]) == 0) {
-			snprintf(err, errsz, "upstreams: %s: the name of a "
-			    "built-in provider", tok);
-			return -1;
-		}
+	/* The gateway reports it as "provider" and writes it in usage rows. */
+	if (provider_parse(tok) != PROVIDER__MAX) {
+		snprintf(err, errsz, "upstreams: %s: the name of a built-in "
+		    "provider", tok);
+		return -1;
+	}
 	for (i = 0; i < n; i++)
 		if (strcmp(all[i].name, tok) == 0) {
 			snprintf(err, errsz, "upstreams: %s: named twice", tok);

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "providers/provider.h"
+
 #ifndef KEYGATE_SYSCONFDIR
 #define KEYGATE_SYSCONFDIR "/etc/keygate"
 #endif
@@ -95,10 +97,8 @@ struct config {
 	long		 max_active_keys_per_tenant; /* 0 = unlimited */
 	int		 dormant_disable_days;	/* 0 = never */
 	bool		 validate_llm_keys;
-	char		*openai_base_url;
-	char		*anthropic_base_url;
-	char		*google_base_url;
-	char		*openrouter_base_url;
+	/* Each built-in provider's base URL, by enum provider. */
+	char		*base_url[PROVIDER__MAX];
 	char		*pool_openrouter_key;	/* secret, "" = no pool */
 	double		 pool_markup;		/* fraction, 0.25 = +25 % */
 	struct config_upstreams upstreams;	/* operator-defined upstreams */

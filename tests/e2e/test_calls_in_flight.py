@@ -22,8 +22,10 @@ from mock_llm import BulkOpenAI, Complete
 
 OPENAI_KEY = "sk-proj-" + "f" * 40
 CALLS = int(os.environ.get("KEYGATE_E2E_CALLS", "2000"))
-# The stream each of them gets: 8 pieces a second apart, about 10 s.
-CONTENT = "".join("piece%02d " % i for i in range(8))
+# The stream each of them gets: 12 pieces a second apart, about 14 s, so
+# that the first still streams when the last arrives on a slow (sanitizer)
+# build.
+CONTENT = "".join("piece%02d " % i for i in range(12))
 
 
 @pytest.fixture
@@ -169,7 +171,7 @@ async def _streams(url, key, n, started, results):
 
 @pytest.fixture
 def bulk():
-    m = BulkOpenAI(CONTENT, pieces=8, pause=1.0, usage=(9, 8))
+    m = BulkOpenAI(CONTENT, pieces=12, pause=1.0, usage=(9, 8))
     yield m
     m.close()
 

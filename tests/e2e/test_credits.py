@@ -730,3 +730,76 @@ def test_postgresql_restarted_during_a_call_charges_it_once(
                   "tenant_id = '%s'" % tid) == [["1", str(charged)]]
     done = s.kg.ctl("ledger-verify")
     assert done.returncode == 0, (done.stdout, done.stderr)
+
+
+ANTHROPIC_KEY = "sk-ant-api03-" + "c" * 40
+GOOGLE_KEY = "AIza" + "c" * 35
+INLINE = {"openai": ("X-OpenAI-Key", OPENAI_KEY, "gpt-4o-mini"),
+          "anthropic": ("X-Anthropic-Key", ANTHROPIC_KEY,
+                        "claude-3-5-haiku-latest"),
+          "google": ("X-Google-Key", GOOGLE_KEY, "gemini-2.0-flash"),
+          "openrouter": ("X-OpenRouter-Key", POOL_KEY,
+                         "meta-llama/llama-3.1-8b-instruct")}
+# Where each provider's request says how many tokens it may produce.
+LIMIT = {"openai": lambda b: b.get("max_completion_tokens"),
+         "anthropic": lambda b: b.get("max_tokens"),
+         "google": lambda b: b.get("generationConfig", {}).get(
+             "maxOutputTokens"),
+         "openrouter": lambda b: b.get("max_tokens")}
+
+
+def call_on(s, key, provider, body, stream=False):
+    header, secret, model = INLINE[provider]
+    headers = dict(ks.auth(key), **{header: secret})
+    body = dict(body, model=model)
+    if not stream:
+        return s.post("/v1/chat/completions", body, headers=headers)
+    r = SSEReader(s.url + "/v1/chat/completions", dict(body, stream=True),
+                  headers)
+    assert r.status == 200, r.body
+    return [e for e in r.read_all()]
+
+
+@pytest.mark.parametrize("provider", sorted(INLINE))
+def test_the_tokens_held_are_the_calls_limit_upstream(billed, mock,
+                                                      provider):
+    """A request that sets no limit is held for default_max_tokens: the
+    provider is told that limit, so it cannot produce more than was held;
+    a request's own limit goes as it came."""
+    mock.accept(provider, INLINE[provider][1])
+    tid, key = tenant(billed, 1)
+    body = {"messages": BODY["messages"]}
+    assert call_on(billed, key, provider, body).status == 200
+    assert LIMIT[provider](mock.only(provider).json) == 4096
+    mock.reset()
+    mock.accept(provider, INLINE[provider][1])
+    assert call_on(billed, key, provider,
+                   dict(body, max_tokens=77)).status == 200
+    sent = mock.only(provider).json
+    assert LIMIT[provider](sent) in (None, 77)
+    if provider == "openai":
+        assert sent["max_tokens"] == 77
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google"])
+def test_a_stream_cut_short_is_billed_for_the_text_it_produced(
+        billed, mock, provider):
+    """The provider goes away mid-stream: the usage row counts the text
+    that reached the client (about four bytes a token), not the bytes of
+    the events around it, and not zero when the provider had told no
+    output yet."""
+    mock.accept(provider, INLINE[provider][1])
+    mock.behave(provider, Complete(content="a" * 400, pieces=8,
+                                   stop_after=5))
+    tid, key = tenant(billed, 1)
+    events = call_on(billed, key, provider, BODY, stream=True)
+    text = "".join(c["delta"].get("content") or "" for e in events
+                   if e.data != "[DONE]" for c in e.json.get("choices", []))
+    assert 0 < len(text) < 400, text
+    assert "error" in events[-2].json, events[-2].data
+    rows = billed.psql("SELECT completion_tokens, credits_charged, status "
+                       "FROM usage WHERE tenant_id = '%s'" % tid)
+    assert rows == [[str(math.ceil(len(text) / 4)), rows[0][1],
+                     "partial"]], (rows, len(text))
+    assert micro(billed, tid) == 1000000 - int(rows[0][1])
+    assert micro(billed, tid, "credits_reserved") == 0

@@ -131,12 +131,14 @@ def test_anthropic_with_tools_of_its_own_may_call_them(gw, mock):
 def test_google_gets_json_out_and_the_schema(gw, mock):
     assert chat(gw, "google", response_format=FORMAT).status == 200
     gc = mock.only("google").json["generationConfig"]
+    # The output tokens held for the call are its limit.
     assert gc == {"responseMimeType": "application/json",
-                  "responseJsonSchema": SCHEMA}
+                  "responseJsonSchema": SCHEMA, "maxOutputTokens": 4096}
     assert chat(gw, "google",
                 response_format={"type": "json_object"}).status == 200
     gc = mock.seen("google")[-1].json["generationConfig"]
-    assert gc == {"responseMimeType": "application/json"}
+    assert gc == {"responseMimeType": "application/json",
+                  "maxOutputTokens": 4096}
 
 
 def test_openai_gets_response_format_as_sent(gw, mock):

@@ -52,19 +52,19 @@ static void
 test_builtin_rules(void **state)
 {
 	(void)state;
-	assert_int_equal(gateway_route("gpt-4o-mini"), PROVIDER_OPENAI);
-	assert_int_equal(gateway_route("o3-mini"), PROVIDER_OPENAI);
-	assert_int_equal(gateway_route("chatgpt-4o-latest"), PROVIDER_OPENAI);
-	assert_int_equal(gateway_route("text-embedding-3-small"),
+	assert_int_equal(provider_route("gpt-4o-mini"), PROVIDER_OPENAI);
+	assert_int_equal(provider_route("o3-mini"), PROVIDER_OPENAI);
+	assert_int_equal(provider_route("chatgpt-4o-latest"), PROVIDER_OPENAI);
+	assert_int_equal(provider_route("text-embedding-3-small"),
 	    PROVIDER_OPENAI);
-	assert_int_equal(gateway_route("gemini-embedding-001"), PROVIDER_GOOGLE);
-	assert_int_equal(gateway_route("claude-3-5-haiku"), PROVIDER_ANTHROPIC);
-	assert_int_equal(gateway_route("gemini-2.0-flash"), PROVIDER_GOOGLE);
-	assert_int_equal(gateway_route("meta-llama/llama-3.1-8b"),
+	assert_int_equal(provider_route("gemini-embedding-001"), PROVIDER_GOOGLE);
+	assert_int_equal(provider_route("claude-3-5-haiku"), PROVIDER_ANTHROPIC);
+	assert_int_equal(provider_route("gemini-2.0-flash"), PROVIDER_GOOGLE);
+	assert_int_equal(provider_route("meta-llama/llama-3.1-8b"),
 	    PROVIDER_OPENROUTER);
-	assert_int_equal(gateway_route("llama3"), PROVIDER__MAX);
-	assert_int_equal(gateway_route("local/"), PROVIDER__MAX);
-	assert_int_equal(gateway_route("/gpt-4o"), PROVIDER__MAX);
+	assert_int_equal(provider_route("llama3"), PROVIDER__MAX);
+	assert_int_equal(provider_route("local/"), PROVIDER__MAX);
+	assert_int_equal(provider_route("/gpt-4o"), PROVIDER__MAX);
 }
 
 static void
