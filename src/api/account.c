@@ -85,7 +85,7 @@ api_tenants_credits(struct request *req)
 	struct json_object *body, *v, *details, *o;
 	struct checks	 c = { NULL };
 	struct db_res	*res;
-	const char	*reason, *p[2];
+	const char	*reason, *p[5];
 	char		 amt[32];
 	long long	 micro = 0, balance;
 	const char	*from;
@@ -141,7 +141,9 @@ api_tenants_credits(struct request *req)
 	if (!mint) {
 		p[0] = from;
 		p[1] = amt;
-		if ((res = db_query(w->db, STMT_CREDITS_DEBIT, 2, p)) == NULL)
+		p[2] = req->param;
+		p[3] = req->request_id;
+		if ((res = db_query(w->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
 			goto dbfail;
 		rows = db_rows(res);
 		db_res_free(res);
@@ -153,7 +155,10 @@ api_tenants_credits(struct request *req)
 	}
 	p[0] = req->param;
 	p[1] = amt;
-	if ((res = db_query(w->db, STMT_CREDITS_ADD, 2, p)) == NULL)
+	p[2] = mint ? "mint" : "transfer_in";
+	p[3] = mint ? NULL : from;
+	p[4] = req->request_id;
+	if ((res = db_query(w->db, STMT_CREDITS_ADD, 5, p)) == NULL)
 		goto dbfail;
 	balance = atoll(db_value(res, 0, 0));
 	db_res_free(res);

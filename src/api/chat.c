@@ -919,13 +919,23 @@ reserve(struct chat *c, struct json_object *body)
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
 	size_t		 n = 0;
+	bool		 pool = c->key.pool && c->key.upstream == NULL;
+	int		 rc;
 
-	if (credits_price(req->w->db, c->model, &c->price) == -1) {
+	rc = pool ? credits_pool_price(req->w->db, c->key.model, c->model,
+	    &c->price) : credits_price(req->w->db, c->model, &c->price);
+	if (rc == -1) {
 		api_db_failed(req);
 		return -1;
 	}
-	c->markup = c->key.pool && c->key.upstream == NULL ?
-	    cfg->pool_markup : 0;
+	if (pool && rc == 0) {
+		http_error(req, ERR_MODEL_NOT_AVAILABLE, "The operator's pool "
+		    "serves only models with a price of their own, and "
+		    "\"%.128s\" has none (the operator sets one with "
+		    "keygatectl prices).", c->model);
+		return -1;
+	}
+	c->markup = pool ? cfg->pool_markup : 0;
 	if (json_get(body, c->embed ? "input" : "messages", &msgs))
 		(void)json_text(msgs, &n);
 	/* About four bytes a token, rounded up: a safe side for a hold. */

@@ -27,9 +27,23 @@ credits_price(struct db *db, const char *model, struct credit_price *p)
 	if (db_rows(res) == 1) {
 		p->in_per_mtok = atoll(db_value(res, 0, 0));
 		p->out_per_mtok = atoll(db_value(res, 0, 1));
+		p->specific = strcmp(db_value(res, 0, 2), "*") != 0;
 	}
 	db_res_free(res);
 	return 0;
+}
+
+int
+credits_pool_price(struct db *db, const char *called, const char *asked,
+    struct credit_price *p)
+{
+	if (credits_price(db, called, p) == -1)
+		return -1;
+	if (p->specific)
+		return 1;
+	if (credits_price(db, asked, p) == -1)
+		return -1;
+	return p->specific ? 1 : 0;
 }
 
 /* The markup in basis points: 0.25 -> 2500, exactly. */
@@ -166,9 +180,9 @@ credits_reserve(struct db *db, const char *tenant, const char *key_id,
 int
 credits_release(struct db *db, const char *id)
 {
-	const char	*p[1] = { id };
+	const char	*p[2] = { id, "release" };
 
-	return db_exec(db, STMT_CREDITS_RELEASE, 1, p);
+	return db_exec(db, STMT_CREDITS_RELEASE, 2, p);
 }
 
 void
@@ -183,7 +197,7 @@ int
 credits_release_stale(struct db *db)
 {
 	struct db_res	*res;
-	const char	*p[1];
+	const char	*p[1], *q[2] = { NULL, "expiry" };
 	char		 host[256];
 	pid_t		 pid;
 	int		 i, n = 0;
@@ -198,7 +212,8 @@ credits_release_stale(struct db *db)
 		if (strcmp(db_value(res, i, 2), "t") != 0 &&
 		    (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH))
 			continue;
-		if (credits_release(db, db_value(res, i, 0)) == -1) {
+		q[0] = db_value(res, i, 0);
+		if (db_exec(db, STMT_CREDITS_RELEASE, 2, q) == -1) {
 			n = -1;
 			break;
 		}

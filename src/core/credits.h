@@ -19,6 +19,8 @@ struct json_object;
 struct credit_price {
 	long long	 in_per_mtok;	/* micro-credits per million tokens */
 	long long	 out_per_mtok;
+	bool		 specific;	/* a pattern other than the catch-all
+					   '*' set it */
 };
 
 enum credits_result {
@@ -31,6 +33,15 @@ enum credits_result {
 /* The price of model: the longest matching pattern.  0, or -1. */
 int		 credits_price(struct db *, const char *model,
 		    struct credit_price *) __attribute__((warn_unused_result));
+/*
+ * The price of a call on the operator's pool: a pool call is priced by the
+ * model actually called (called, its OpenRouter id), or by the name the
+ * client asked for when only that has a price of its own, never by the
+ * catch-all.  1 with *p set, 0 when neither has a price of its own, -1.
+ */
+int		 credits_pool_price(struct db *, const char *called,
+		    const char *asked, struct credit_price *p)
+		    __attribute__((warn_unused_result));
 /* The cost in micro-credits, rounded up, with markup (0.25 = +25 %). */
 long long	 credits_cost(const struct credit_price *, long prompt,
 		    long completion, double markup);

@@ -12,7 +12,8 @@
 
 /*
  * Names every tenant that breaks one of the credit invariants: a negative
- * balance or reserve; a reserve that is not the sum of its holds; a hold
+ * balance or reserve; a reserve that is not the sum of its holds; a
+ * balance or reserve that is not the sum of its ledger rows; a hold
  * past its deadline (its call cannot still run: a running keygated
  * releases such holds within seconds).  The exit status: 0 clean, 1 with
  * a line per finding, 2 on a usage or database error.

@@ -292,6 +292,8 @@ static const struct {
 	  "RETURNING 1), "
 	  "c AS (DELETE FROM credit_reservations WHERE tenant_id IN "
 	  "(SELECT id FROM sub) RETURNING 1), "
+	  "cl AS (DELETE FROM credit_ledger WHERE tenant_id IN "
+	  "(SELECT id FROM sub) RETURNING 1), "
 	  "l AS (DELETE FROM llm_keys WHERE tenant_id IN (SELECT id FROM sub) "
 	  "RETURNING 1), "
 	  "k AS (DELETE FROM api_keys WHERE tenant_id IN (SELECT id FROM sub) "
@@ -409,7 +411,8 @@ static const struct {
 	  "DELETE FROM rate_counters WHERE window_start < $1::bigint" },
 	/* Patterns are operator data: only '*' is a wildcard in them. */
 	[STMT_PRICE_FOR] = { "price_for",
-	  "SELECT input_per_mtok, output_per_mtok FROM prices WHERE $1 LIKE "
+	  "SELECT input_per_mtok, output_per_mtok, pattern FROM prices "
+	  "WHERE $1 LIKE "
 	  "replace(replace(replace(replace(pattern, '\\', '\\\\'), '%', "
 	  "'\\%'), '_', '\\_'), '*', '%') "
 	  "ORDER BY length(pattern) DESC, pattern LIMIT 1" },
@@ -422,11 +425,15 @@ static const struct {
 	[STMT_CREDITS_RESERVE] = { "credits_reserve",
 	  "WITH t AS (UPDATE tenants SET credits_reserved = credits_reserved "
 	  "+ $4::bigint WHERE id = $1::uuid AND credits_balance - "
-	  "credits_reserved >= $4::bigint RETURNING id) "
-	  "INSERT INTO credit_reservations (tenant_id, api_key_id, "
+	  "credits_reserved >= $4::bigint RETURNING id), "
+	  "r AS (INSERT INTO credit_reservations (tenant_id, api_key_id, "
 	  "request_id, amount, owner_host, owner_pid, deadline) "
 	  "SELECT t.id, $2::uuid, $3, $4::bigint, $5, $6::int, "
-	  "now() + make_interval(secs => $7::int) FROM t RETURNING id", true },
+	  "now() + make_interval(secs => $7::int) FROM t RETURNING id), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
+	  "reservation_id, request_id) SELECT $1::uuid, 'hold', $4::bigint, "
+	  "r.id, $3 FROM r) "
+	  "SELECT id FROM r", true },
 	/* Every tenant whose credits break an invariant, and how. */
 	[STMT_LEDGER_CHECK] = { "ledger_check",
 	  "WITH h AS (SELECT tenant_id, sum(amount) AS held, "
@@ -441,11 +448,22 @@ static const struct {
 	  "'reserve ' || t.credits_reserved || ' but holds of ' || "
 	  "coalesce(h.held, 0) END, "
 	  "CASE WHEN coalesce(h.late, 0) > 0 THEN h.late || "
-	  "' hold(s) past their deadline' END) || ' (micro-credits)' "
+	  "' hold(s) past their deadline' END, "
+	  "CASE WHEN t.credits_balance <> coalesce(l.amount, 0) THEN "
+	  "'balance ' || t.credits_balance || ' but ledger rows of ' || "
+	  "coalesce(l.amount, 0) END, "
+	  "CASE WHEN t.credits_reserved <> coalesce(l.held, 0) THEN "
+	  "'reserve ' || t.credits_reserved || ' but ledger holds of ' || "
+	  "coalesce(l.held, 0) END) || ' (micro-credits)' "
 	  "FROM tenants t LEFT JOIN h ON h.tenant_id = t.id "
+	  "LEFT JOIN (SELECT tenant_id, sum(amount) AS amount, "
+	  "sum(held) AS held FROM credit_ledger GROUP BY tenant_id) l "
+	  "ON l.tenant_id = t.id "
 	  "WHERE t.credits_balance < 0 OR t.credits_reserved < 0 OR "
 	  "t.credits_reserved <> coalesce(h.held, 0) OR "
-	  "coalesce(h.late, 0) > 0 ORDER BY t.id" },
+	  "coalesce(h.late, 0) > 0 OR "
+	  "t.credits_balance <> coalesce(l.amount, 0) OR "
+	  "t.credits_reserved <> coalesce(l.held, 0) ORDER BY t.id" },
 	/* Holds a dead process of this host, or their deadline, left. */
 	[STMT_CREDITS_STALE] = { "credits_stale",
 	  "SELECT id::text, owner_pid, deadline < now() FROM "
@@ -454,9 +472,14 @@ static const struct {
 	[STMT_CREDITS_AVAILABLE] = { "credits_available",
 	  "SELECT credits_balance - credits_reserved FROM tenants "
 	  "WHERE id = $1::uuid" },
+	/* $2 says why: 'release', or 'expiry' (see credits_release_stale()). */
 	[STMT_CREDITS_RELEASE] = { "credits_release",
 	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
-	  "RETURNING tenant_id, amount) UPDATE tenants t SET "
+	  "RETURNING tenant_id, amount, request_id), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
+	  "reservation_id, request_id) SELECT r.tenant_id, $2, -r.amount, "
+	  "$1::uuid, r.request_id FROM r) "
+	  "UPDATE tenants t SET "
 	  "credits_reserved = t.credits_reserved - r.amount FROM r "
 	  "WHERE t.id = r.tenant_id" },
 	/*
@@ -473,7 +496,10 @@ static const struct {
 	  "JOIN r ON t.id = r.tenant_id FOR UPDATE OF t), "
 	  "s AS (UPDATE tenants t SET credits_reserved = t.credits_reserved - "
 	  "c.amount, credits_balance = t.credits_balance - c.charged FROM c "
-	  "WHERE t.id = c.id RETURNING c.charged) "
+	  "WHERE t.id = c.id RETURNING c.charged), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, held, "
+	  "reservation_id, request_id) SELECT c.id, 'charge', -c.charged, "
+	  "-c.amount, $1::uuid, $5 FROM c) "
 	  "INSERT INTO usage (tenant_id, api_key_id, request_id, provider, "
 	  "model, key_source, prompt_tokens, completion_tokens, "
 	  "credits_charged, markup, status, reservation_id) SELECT $3::uuid, "
@@ -483,14 +509,26 @@ static const struct {
 	/* What a settlement that may have been lost with its connection did. */
 	[STMT_CREDITS_SETTLED] = { "credits_settled",
 	  "SELECT credits_charged FROM usage WHERE reservation_id = $1::uuid" },
+	/* $3 is 'mint' or 'transfer_in', $4 the giver, $5 the request. */
 	[STMT_CREDITS_ADD] = { "credits_add",
-	  "UPDATE tenants SET credits_balance = credits_balance + $2::bigint, "
-	  "updated_at = now() WHERE id = $1::uuid RETURNING credits_balance" },
-	/* What is held stays: only the free part of a balance moves. */
+	  "WITH t AS (UPDATE tenants SET credits_balance = credits_balance + "
+	  "$2::bigint, updated_at = now() WHERE id = $1::uuid "
+	  "RETURNING id, credits_balance), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, "
+	  "counterpart, request_id) SELECT t.id, $3, $2::bigint, $4::uuid, $5 "
+	  "FROM t) SELECT credits_balance FROM t" },
+	/*
+	 * What is held stays: only the free part of a balance moves.  $3 is
+	 * the receiver, $4 the request.
+	 */
 	[STMT_CREDITS_DEBIT] = { "credits_debit",
-	  "UPDATE tenants SET credits_balance = credits_balance - $2::bigint, "
-	  "updated_at = now() WHERE id = $1::uuid AND credits_balance - "
-	  "credits_reserved >= $2::bigint RETURNING credits_balance" },
+	  "WITH t AS (UPDATE tenants SET credits_balance = credits_balance - "
+	  "$2::bigint, updated_at = now() WHERE id = $1::uuid AND "
+	  "credits_balance - credits_reserved >= $2::bigint "
+	  "RETURNING id, credits_balance), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, "
+	  "counterpart, request_id) SELECT t.id, 'transfer_out', -$2::bigint, "
+	  "$3::uuid, $4 FROM t) SELECT credits_balance FROM t" },
 	[STMT_ACCOUNT] = { "account",
 	  "SELECT t.credits_balance, t.credits_reserved, "
 	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND "

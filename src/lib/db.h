@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 8
+#define DB_SCHEMA_VERSION 9
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -85,18 +85,20 @@ enum stmt {
 	STMT_RATE_GIVE_BACK,	/* (subject, window start, n) */
 	STMT_RATE_PEEK,		/* (subject, window start) -> count */
 	STMT_RATE_PRUNE,	/* (before) */
-	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok */
+	STMT_PRICE_FOR,		/* (model) -> in, out per Mtok, pattern */
 	STMT_CREDITS_RESERVE,	/* (tenant, key, request, amount, host,
 				    pid, seconds to deadline) ->
 				    reservation id; no row when short */
 	STMT_CREDITS_AVAILABLE,	/* (tenant) -> balance - reserved */
-	STMT_CREDITS_RELEASE,	/* (reservation id) */
+	STMT_CREDITS_RELEASE,	/* (reservation id, why) */
 	STMT_CREDITS_SETTLE,	/* (reservation id, cost, tenant, key,
 				    request, provider, model, source, prompt,
 				    completion, markup, status) -> charged */
 	STMT_CREDITS_SETTLED,	/* (reservation id) -> charged, or no row */
-	STMT_CREDITS_ADD,	/* (tenant, amount) -> balance */
-	STMT_CREDITS_DEBIT,	/* (tenant, amount) -> balance, or no row */
+	STMT_CREDITS_ADD,	/* (tenant, amount, kind, giver, request)
+				   -> balance */
+	STMT_CREDITS_DEBIT,	/* (tenant, amount, receiver, request)
+				   -> balance, or no row */
 	STMT_CREDITS_STALE,	/* (host) -> id, owner pid, past deadline */
 	STMT_LEDGER_CHECK,	/* -> tenant, what is wrong */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,

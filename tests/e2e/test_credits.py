@@ -87,6 +87,22 @@ def micro(s, tid, col="credits_balance"):
                       % (col, tid))[0][0])
 
 
+def set_balance(s, tid, micro_credits):
+    """Sets a balance as an operator's SQL would, with the ledger row that
+    keeps it the sum of the tenant's rows."""
+    s.psql("INSERT INTO credit_ledger (tenant_id, kind, amount) SELECT id, "
+           "'opening', %d - credits_balance FROM tenants WHERE id = '%s'; "
+           "UPDATE tenants SET credits_balance = %d WHERE id = '%s'"
+           % (micro_credits, tid, micro_credits, tid))
+
+
+def ledger(s, tid):
+    """The tenant's ledger rows: [kind, amount, held], oldest first."""
+    return [[k, int(a), int(h)] for k, a, h in s.psql(
+        "SELECT kind, amount, held FROM credit_ledger WHERE tenant_id = "
+        "'%s' ORDER BY id" % tid)]
+
+
 def chat(s, key, body=BODY, inline=True):
     headers = ks.auth(key)
     if inline:
@@ -117,8 +133,7 @@ def test_short_balance_is_402_and_the_provider_is_never_called(billed,
                                                                mock):
     est, prompt = estimate()
     tid, key = tenant(billed, None)
-    billed.psql("UPDATE tenants SET credits_balance = %d WHERE id = '%s'"
-                % (est - 1, tid))
+    set_balance(billed, tid, est - 1)
     r = chat(billed, key)
     err = ks.assert_error(r, 402, "insufficient_credits")
     assert round(err["required_credits"] * 1e6) == est
@@ -154,13 +169,20 @@ def test_settled_to_real_usage_with_one_usage_row(billed, mock):
                        "WHERE tenant_id = '%s'" % tid)
     assert rows == [["40", "9", str(charged), "user",
                      r.headers["x-request-id"]]]
+    # Every movement is a ledger row: the top-up, the hold, the charge.
+    est, _ = estimate()
+    assert ledger(billed, tid) == [["mint", 1000000, 0], ["hold", 0, est],
+                                   ["charge", -charged, -est]]
+    assert billed.psql("SELECT count(DISTINCT reservation_id), "
+                       "min(request_id) FROM credit_ledger WHERE "
+                       "tenant_id = '%s' AND kind <> 'mint'" % tid) == \
+        [["1", r.headers["x-request-id"]]]
 
 
 def test_concurrent_requests_never_overspend(billed, mock):
     est, _ = estimate()
     tid, key = tenant(billed, None)
-    billed.psql("UPDATE tenants SET credits_balance = %d WHERE id = '%s'"
-                % (5 * est, tid))
+    set_balance(billed, tid, 5 * est)
     mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
     with concurrent.futures.ThreadPoolExecutor(20) as ex:
         results = list(ex.map(lambda _: chat(billed, key), range(40)))
@@ -189,6 +211,10 @@ def test_failed_call_costs_nothing(billed, mock, failure):
         assert micro(billed, tid, "credits_reserved") == 0
         assert billed.psql("SELECT count(*) FROM usage WHERE tenant_id = "
                            "'%s'" % tid) == [["0"]]
+        est, _ = estimate()
+        assert ledger(billed, tid) == [["mint", 1000000, 0],
+                                       ["hold", 0, est],
+                                       ["release", 0, -est]]
     finally:
         mock.behave("openai", Complete())
 
@@ -532,6 +558,13 @@ def test_a_transfer_moves_credits_down_in_one_audited_step(billed):
                        "FROM audit_log WHERE action LIKE 'credits.%%' AND "
                        "target_id = '%s'" % grand)
     assert rows == [["credits.transfer", grand, child, "2500000"]], rows
+    # Both sides of the transfer are ledger rows, naming each other.
+    assert ledger(billed, child) == [["mint", 10000000, 0],
+                                     ["transfer_out", -2500000, 0]]
+    assert ledger(billed, grand) == [["transfer_in", 2500000, 0]]
+    assert billed.psql("SELECT counterpart::text FROM credit_ledger WHERE "
+                       "tenant_id IN ('%s', '%s') AND kind LIKE 'transfer%%' "
+                       "ORDER BY id" % (child, grand)) == [[grand], [child]]
     # More than the giver has left: 402, and nothing moves.
     r = billed.post("/v1/tenants/%s/credits" % grand, {"amount": 7.6},
                     headers=ks.auth(child_key))
@@ -670,26 +703,40 @@ def test_ledger_verify_names_the_tenant_whose_credits_do_not_add_up(billed):
     out = billed.kg.ctl("ledger-verify")
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert out.stdout == "ledger: every tenant's credits hold\n"
-    # A reserve no hold explains, and a hold past its deadline.
+    third, _ = tenant(billed, 1)
+    # A reserve no hold explains, a hold past its deadline (with its
+    # ledger row), and a balance changed without a ledger row.
     billed.psql("UPDATE tenants SET credits_reserved = 5 WHERE id = '%s'"
                 % tid)
     billed.psql("UPDATE tenants SET credits_reserved = 7 WHERE id = '%s'; "
-                "INSERT INTO credit_reservations (tenant_id, request_id, "
-                "amount, deadline) VALUES ('%s', 'late', 7, now() - "
-                "interval '1 minute')" % (other, other))
+                "WITH r AS (INSERT INTO credit_reservations (tenant_id, "
+                "request_id, amount, deadline) VALUES ('%s', 'late', 7, "
+                "now() - interval '1 minute') RETURNING id) "
+                "INSERT INTO credit_ledger (tenant_id, kind, held, "
+                "reservation_id) SELECT '%s', 'hold', 7, id FROM r"
+                % (other, other, other))
+    billed.psql("UPDATE tenants SET credits_balance = credits_balance + 3 "
+                "WHERE id = '%s'" % third)
     out = billed.kg.ctl("ledger-verify")
     assert out.returncode == 1, (out.stdout, out.stderr)
     lines = sorted(out.stdout.splitlines())
     assert lines == sorted([
-        "tenant %s: reserve 5 but holds of 0 (micro-credits)" % tid,
+        "tenant %s: reserve 5 but holds of 0; reserve 5 but ledger holds "
+        "of 0 (micro-credits)" % tid,
         "tenant %s: 1 hold(s) past their deadline (micro-credits)" % other,
+        "tenant %s: balance 1000003 but ledger rows of 1000000 "
+        "(micro-credits)" % third,
     ]), out.stdout
-    assert "2 findings" in out.stderr
-    # A running keygated releases the late hold within seconds.
+    assert "3 findings" in out.stderr
+    # A running keygated lets the late hold go within seconds, and says
+    # so in the ledger.
     ks.wait_until(lambda: micro(billed, other, "credits_reserved") == 0, 20,
                   what="the late hold to be released")
-    billed.psql("UPDATE tenants SET credits_reserved = 0 WHERE id = '%s'"
-                % tid)
+    assert ledger(billed, other) == [["mint", 1000000, 0], ["hold", 0, 7],
+                                     ["expiry", 0, -7]]
+    billed.psql("UPDATE tenants SET credits_reserved = 0 WHERE id = '%s'; "
+                "UPDATE tenants SET credits_balance = credits_balance - 3 "
+                "WHERE id = '%s'" % (tid, third))
     out = billed.kg.ctl("ledger-verify")
     assert out.returncode == 0, (out.stdout, out.stderr)
 
@@ -803,3 +850,113 @@ def test_a_stream_cut_short_is_billed_for_the_text_it_produced(
                      "partial"]], (rows, len(text))
     assert micro(billed, tid) == 1000000 - int(rows[0][1])
     assert micro(billed, tid, "credits_reserved") == 0
+
+
+def test_a_pool_call_is_priced_by_its_model_never_by_the_catch_all(
+        billed, mock):
+    """The operator's pool serves a model only at a price of its own: a
+    name only the catch-all '*' prices is refused before anything is held
+    or called; once the operator prices it, calls are charged by it."""
+    tid, key = tenant(billed, 1)
+    body = dict(BODY, model="mistralai/mistral-7b-instruct")
+    r = chat(billed, key, body, inline=False)
+    assert r.status == 400, r.body
+    assert r.json["error"]["code"] == "model_not_available"
+    assert "mistralai/mistral-7b-instruct" in r.json["error"]["message"]
+    assert mock.seen() == []
+    assert micro(billed, tid) == 1000000
+    assert micro(billed, tid, "credits_reserved") == 0
+    billed.psql("INSERT INTO prices (pattern, input_per_mtok, "
+                "output_per_mtok) VALUES ('mistralai/mistral-7b-instruct', 15000000, "
+                "60000000)")
+    try:
+        mock.behave("openrouter", Complete(usage=(10, 5)))
+        r = chat(billed, key, body, inline=False)
+        assert r.status == 200, r.body
+        charged = math.ceil((10 * 15000000 + 5 * 60000000) * 1.25 / 1e6)
+        assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+        assert micro(billed, tid) == 1000000 - charged
+        # A native name the pool maps to OpenRouter keeps its own price.
+        r = chat(billed, key, dict(BODY, model="gpt-4o-mini"), inline=False)
+        assert r.status == 200, r.body
+        assert mock.seen("openrouter")[-1].json["model"] == \
+            "openai/gpt-4o-mini"
+    finally:
+        billed.psql("DELETE FROM prices WHERE pattern = 'mistralai/mistral-7b-instruct'")
+
+
+def _exact(s, tids):
+    """The ledger's invariants, for the tenants given and for all: each
+    balance the sum of its rows, no hold left, every usage row's charge a
+    ledger row of the same amount."""
+    out = s.kg.ctl("ledger-verify")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    for tid in tids:
+        rows = ledger(s, tid)
+        assert sum(a for _, a, _ in rows) == micro(s, tid)
+        assert sum(h for _, _, h in rows) == 0, rows
+        assert s.psql(
+            "SELECT coalesce(sum(credits_charged), 0) FROM usage WHERE "
+            "tenant_id = '%s'" % tid) == [[str(-sum(
+                a for k, a, _ in rows if k == "charge"))]]
+
+
+def test_random_movements_keep_every_balance_the_sum_of_its_rows(billed,
+                                                                 mock):
+    """A property over random sequences of top-ups, transfers up and down
+    the tree, calls that succeed, fail, are cut short or report absurd
+    usage, and a worker killed with a call in hand: after every step the
+    ledger is exact (KEYGATE_E2E_SEED replays a sequence)."""
+    import random
+    seed = int(os.environ.get("KEYGATE_E2E_SEED", random.randrange(1 << 30)))
+    rnd = random.Random(seed)
+    parent, parent_key = admin_of(billed, ks.DEV_KEY, "prop-parent")
+    child, child_key = admin_of(billed, parent_key, "prop-child",
+                                parent=parent)
+    tids, keys = [parent, child], {parent: parent_key, child: child_key}
+    behaviours = [
+        lambda: Complete(usage=(rnd.randrange(1, 500), rnd.randrange(0, 300))),
+        lambda: Complete(usage=(10**18, -5)),
+        lambda: Complete(content="c" * 300, pieces=6, stop_after=3),
+        lambda: Fail(rnd.choice([400, 429, 500])),
+    ]
+    steps = []
+    for i in range(30):
+        what = rnd.choice(["mint", "transfer", "call", "call", "call",
+                           "stream"] + (["crash"] if i == 15 else []))
+        tid = rnd.choice(tids)
+        steps.append((what, tid == child))
+        if what == "mint":
+            r = billed.post("/v1/tenants/%s/credits" % tid, {
+                "amount": rnd.randrange(1, 3000000) / 1e6},
+                headers=ks.auth())
+            assert r.status == 200, r.body
+        elif what == "transfer":
+            r = billed.post("/v1/tenants/%s/credits" % child, {
+                "amount": rnd.randrange(1, 500000) / 1e6},
+                headers=ks.auth(parent_key))
+            assert r.status in (200, 402), r.body
+        elif what in ("call", "stream"):
+            mock.behave("openai", rnd.choice(behaviours)())
+            r = chat(billed, keys[tid], dict(BODY, stream=what == "stream"))
+            assert r.status in (200, 400, 402, 429, 502), r.body
+        else:
+            r = billed.post("/v1/tenants/%s/credits" % tid, {"amount": 1},
+                            headers=ks.auth())
+            assert r.status == 200, r.body
+            mock.behave("openai", Hang(60))
+            t = threading.Thread(target=lambda: _quiet(
+                lambda: chat(billed, keys[tid])), daemon=True)
+            t.start()
+            held = ks.wait_until(lambda: billed.psql(
+                "SELECT owner_pid FROM credit_reservations WHERE "
+                "tenant_id = '%s'" % tid), 30, what="the call's hold")
+            os.kill(int(held[0][0]), signal.SIGKILL)
+            ks.wait_until(lambda: micro(billed, tid, "credits_reserved") ==
+                          0, 20, what="the dead worker's hold to go")
+        try:
+            _exact(billed, tids)
+        except AssertionError as e:
+            raise AssertionError("seed %d, after %s: %s" % (seed, steps, e))
+    kinds = {k for t in tids for k, _, _ in ledger(billed, t)}
+    assert {"mint", "hold"} <= kinds, (seed, kinds)
