@@ -200,6 +200,47 @@ def test_concurrent_requests_never_overspend(billed, mock):
     assert balance == 5 * est - int(used[1])
 
 
+def test_two_instances_on_one_database_never_overspend(billed, mock,
+                                                       make_keygated,
+                                                       workdir):
+    """40 calls of a tenant funded for 5, sent to two keygated instances
+    (each behind its own lighttpd) on the same database at once: at most
+    5 reach the provider, the balance never goes below zero, and the
+    ledger is exact."""
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=3)
+    # One deployment: the same secrets on both hosts.
+    for k in ("hmac_secret", "jwt_secret", "master_keys"):
+        cfg[k] = billed.kg.config[k]
+    other = make_keygated(billed.dbname, start=True, **cfg)
+    web = ks.Lighttpd(workdir.subdir("web"), other.socket_path)
+    try:
+        est, _ = estimate()
+        tid, key = tenant(billed, None)
+        set_balance(billed, tid, 5 * est)
+        mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
+        headers = dict(ks.auth(key), **{"X-OpenAI-Key": OPENAI_KEY})
+        urls = [billed.url, web.url]
+        with concurrent.futures.ThreadPoolExecutor(40) as ex:
+            results = list(ex.map(lambda i: ks.request(
+                "POST", urls[i % 2] + "/v1/chat/completions", BODY,
+                headers), range(40)))
+        ok = [i for i, r in enumerate(results) if r.status == 200]
+        assert sorted(r.status for r in results) == \
+            [200] * len(ok) + [402] * (40 - len(ok))
+        assert 1 <= len(ok) <= 5, ok
+        assert len(mock.seen("openai")) == len(ok)
+        assert micro(billed, tid) >= 0
+        assert micro(billed, tid, "credits_reserved") == 0
+        used = billed.psql("SELECT count(*), coalesce(sum(credits_charged), "
+                           "0) FROM usage WHERE tenant_id = '%s'" % tid)[0]
+        assert int(used[0]) == len(ok)
+        assert micro(billed, tid) == 5 * est - int(used[1])
+        _exact(billed, [tid])
+    finally:
+        web.close()
+
+
 @pytest.mark.parametrize("failure", [Fail(500), Fail(400)])
 def test_failed_call_costs_nothing(billed, mock, failure):
     mock.behave("openai", failure)
