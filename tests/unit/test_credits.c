@@ -36,7 +36,8 @@ format_is_exact_and_short(void **state)
 static void
 cost_rounds_up_with_markup(void **state)
 {
-	struct credit_price p = { 150000, 600000 };
+	struct credit_price p = { .in_per_mtok = 150000,
+	    .out_per_mtok = 600000 };
 
 	(void)state;
 	/* 100 * 0.15 + 10 * 0.6 = 21 micro-credits; +25 % = 26.25 -> 27 */
@@ -55,8 +56,10 @@ cost_rounds_up_with_markup(void **state)
 static void
 cost_of_absurd_counts_saturates(void **state)
 {
-	struct credit_price p = { 150000, 600000 };
-	struct credit_price dear = { LLONG_MAX, LLONG_MAX };
+	struct credit_price p = { .in_per_mtok = 150000,
+	    .out_per_mtok = 600000 };
+	struct credit_price dear = { .in_per_mtok = LLONG_MAX,
+	    .out_per_mtok = LLONG_MAX };
 
 	(void)state;
 	assert_int_equal(credits_cost(&p, -5, -1000000, 0), 0);
