@@ -9,6 +9,7 @@
 
 struct checks;
 struct json_object;
+struct lease_shared;
 struct principal;
 struct request;
 struct worker;
@@ -20,6 +21,9 @@ extern const struct worker_app api_app;
 /* The route table: one row per SPEC route that exists. */
 extern const struct route api_routes[];
 extern const size_t api_nroutes;
+
+/* The credits leased to this host, in the workers' shared memory. */
+struct lease_shared *api_leases(struct worker *);
 
 /* Handlers, one group per file. */
 void	api_health(struct request *);

@@ -24,6 +24,8 @@
 #include "core/ratelimit.h"
 #include "core/vault.h"
 #include "core/calls.h"
+#include "core/lease.h"
+#include "api/leases.h"
 #include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -91,6 +93,13 @@ calls_offset(void)
 	return failures_offset() + aligned(af_shared_size());
 }
 
+/* Then the credits leased to this host. */
+static size_t
+leases_offset(void)
+{
+	return calls_offset() + aligned(calls_shared_size());
+}
+
 /* Last, what the workers tell each other of the database. */
 struct db_news {
 	atomic_uint	 back;		/* bumped by a worker that reconnected */
@@ -99,7 +108,7 @@ struct db_news {
 static size_t
 news_offset(void)
 {
-	return calls_offset() + aligned(calls_shared_size());
+	return leases_offset() + aligned(lease_shared_size());
 }
 
 static size_t
@@ -148,6 +157,19 @@ calls_table(void *shared)
 	    (struct calls_shared *)((char *)shared + calls_offset()) : NULL;
 }
 
+static struct lease_shared *
+lease_table(void *shared)
+{
+	return shared != NULL ?
+	    (struct lease_shared *)((char *)shared + leases_offset()) : NULL;
+}
+
+struct lease_shared *
+api_leases(struct worker *w)
+{
+	return lease_table(w->shared);
+}
+
 static int
 api_shared_init(void *p)
 {
@@ -156,7 +178,8 @@ api_shared_init(void *p)
 	    limits_offset())) == -1 ||
 	    af_shared_init((struct af_shared *)((char *)p +
 	    failures_offset())) == -1 ||
-	    calls_shared_init(calls_table(p)) == -1)
+	    calls_shared_init(calls_table(p)) == -1 ||
+	    lease_shared_init(lease_table(p)) == -1)
 		return -1;
 	return metrics_shared_init((struct metrics *)((char *)p +
 	    metrics_offset()));
@@ -166,6 +189,7 @@ static void
 api_worker_exited(void *p, pid_t pid, bool crashed)
 {
 	calls_forget(calls_table(p), pid);
+	lease_forget(lease_table(p), pid);
 	metrics_worker_exit((struct metrics *)((char *)p + metrics_offset()),
 	    crashed);
 }
@@ -180,7 +204,10 @@ cache_changed(void *arg, const char *what, bool own)
 {
 	struct worker	*w = arg;
 
-	keycache_forget(w->keys, what, own);
+	if (what[0] == '*' || what[0] == '$')
+		credits_prices_forget();
+	if (what[0] != '$')
+		keycache_forget(w->keys, what, own);
 }
 
 /*
@@ -189,7 +216,7 @@ cache_changed(void *arg, const char *what, bool own)
  * not migrated is, because no request could succeed.
  */
 static int
-api_start(struct worker *w)
+start(struct worker *w)
 {
 	int	 version = 0;
 
@@ -242,6 +269,7 @@ api_start(struct worker *w)
 		log_error("db_listen: keygate_cache: refused");
 		return -1;
 	}
+	credits_prices_cache();
 	if (db_schema_version(w->db, &version) == -1) {
 		log_warn("PostgreSQL: connecting at start: %s; answering 503 "
 		    "until it is reachable", db_errmsg(w->db));
@@ -276,6 +304,15 @@ api_start(struct worker *w)
 		return db_status(w->db) == DB_UNAVAILABLE ? 0 : -1;
 	}
 	return 0;
+}
+
+/* The worker of slot 0 also starts the host's ledger writer. */
+static int
+api_start(struct worker *w)
+{
+	if (start(w) == -1)
+		return -1;
+	return leases_start(w);
 }
 
 /*
@@ -406,6 +443,7 @@ api_key_used(struct request *req, const struct principal *p)
 static void
 api_stop(struct worker *w)
 {
+	leases_stop(w);
 	/* Flush what is pending, if the worker got as far as a database. */
 	if (w->app_data != NULL && w->db != NULL) {
 		struct api_state *st = w->app_data;

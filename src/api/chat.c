@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/leases.h"
 #include "api/metrics.h"
 #include "api/validate.h"
 #include "core/auth.h"
@@ -63,6 +64,7 @@ struct chat {
 	struct provider_call pc;	/* the request out, the usage told */
 	/* Credits: what is held, and what the call used. */
 	char		 resv[40];	/* reservation id, "" = none */
+	int		 hold;		/* in this host's lease, -1 = none */
 	struct credit_price price;
 	double		 markup;
 	long		 max_out;	/* output tokens held */
@@ -91,13 +93,35 @@ struct chat {
  * the provider did not report is estimated (prompt from the body, output
  * from the bytes passed on).  Once.
  */
+/* Settles a call held in this host's lease. */
+static void
+spend(struct chat *c, const struct credits_usage *u)
+{
+	struct lease_usage lu;
+
+	memset(&lu, 0, sizeof(lu));
+	lu.key_id = u->key_id;
+	lu.request_id = u->request_id;
+	lu.provider = u->provider;
+	lu.model = u->model;
+	lu.pool = u->pool;
+	lu.markup = u->markup;
+	lu.prompt_tokens = u->prompt_tokens;
+	lu.completion_tokens = u->completion_tokens;
+	lu.status = u->status;
+	(void)leases_spend(c->req->w, c->hold, credits_cost(&c->price,
+	    u->prompt_tokens, u->completion_tokens, c->markup), &lu,
+	    &c->charged);
+	c->hold = -1;
+}
+
 static void
 settle(struct chat *c, const char *status)
 {
 	struct credits_usage u;
 	long		 prompt, completion;
 
-	if (c->resv[0] == '\0')
+	if (c->resv[0] == '\0' && c->hold < 0)
 		return;
 	prompt = c->pc.have_usage ? c->pc.prompt_tokens : c->pc.prompt_estimate;
 	completion = c->pc.have_usage ? c->pc.completion_tokens :
@@ -122,6 +146,10 @@ settle(struct chat *c, const char *status)
 	u.prompt_tokens = prompt;
 	u.completion_tokens = completion;
 	u.status = status;
+	if (c->hold >= 0) {
+		spend(c, &u);
+		return;
+	}
 	if (credits_settle(c->req->w->db, c->resv, credits_cost(&c->price,
 	    prompt, completion, c->markup), &u, &c->charged) == -1)
 		log_error("PostgreSQL: settling request %s: %s; the "
@@ -134,6 +162,10 @@ settle(struct chat *c, const char *status)
 static void
 release(struct chat *c)
 {
+	if (c->hold >= 0) {
+		leases_drop(c->req->w, c->hold);
+		c->hold = -1;
+	}
 	if (c->resv[0] == '\0')
 		return;
 	if (credits_release(c->req->w->db, c->resv) == -1)
@@ -950,6 +982,18 @@ reserve(struct chat *c, struct json_object *body)
 	c->max_out = max_out;
 	est = credits_cost(&c->price, c->pc.prompt_estimate, max_out,
 	    c->markup);
+	switch (leases_hold(req->w, req->principal->tenant_id, est,
+	    cfg->upstream_total_timeout + HOLD_MARGIN, &c->hold, &available)) {
+	case LEASES_HELD:
+		return 0;
+	case LEASES_SHORT:
+		goto refuse;
+	case LEASES_DB:
+		api_db_failed(req);
+		return -1;
+	case LEASES_NONE:
+		break;
+	}
 	switch (credits_reserve(req->w->db, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
 	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
@@ -963,6 +1007,7 @@ reserve(struct chat *c, struct json_object *body)
 		api_db_failed(req);
 		return -1;
 	}
+refuse:
 	api_insufficient_credits(req, est, available,
 	    credits_affordable_tokens(&c->price, c->pc.prompt_estimate, c->markup,
 	    available));
@@ -1129,6 +1174,7 @@ api_gateway(struct request *req, enum api_format format,
 
 	memset(c, 0, sizeof(*c));
 	c->req = req;
+	c->hold = -1;
 	c->messages = format == API_FORMAT_MESSAGES;
 	c->embed = format == API_FORMAT_EMBEDDINGS;
 	/* Refused before any key is looked up. */

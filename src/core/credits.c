@@ -12,16 +12,54 @@
 #include <string.h>
 
 #include "core/credits.h"
+#include "core/lease.h"
+#include "lib/buf.h"
 #include "lib/db.h"
 #include "lib/json.h"
+
+/*
+ * Prices a worker looked up, kept until PostgreSQL announces a change of
+ * them (keygate_cache "$", or "*" after a reconnect).  Only in processes
+ * that hear those announcements: credits_prices_cache() turns it on.
+ */
+#define PRICE_CACHE	128
+#define PRICE_MODEL_MAX	256
+
+static struct {
+	char		 model[PRICE_MODEL_MAX + 1];	/* "" = empty */
+	struct credit_price p;
+} price_cache[PRICE_CACHE];
+static unsigned	 price_next;
+static bool	 price_caching;
+
+void
+credits_prices_cache(void)
+{
+	price_caching = true;
+}
+
+void
+credits_prices_forget(void)
+{
+	memset(price_cache, 0, sizeof(price_cache));
+	price_next = 0;
+}
 
 int
 credits_price(struct db *db, const char *model, struct credit_price *p)
 {
 	const char	*params[1] = { model };
 	struct db_res	*res;
+	size_t		 n = strlen(model);
+	unsigned	 i;
 
 	memset(p, 0, sizeof(*p));
+	if (price_caching && n > 0 && n <= PRICE_MODEL_MAX)
+		for (i = 0; i < PRICE_CACHE; i++)
+			if (strcmp(price_cache[i].model, model) == 0) {
+				*p = price_cache[i].p;
+				return 0;
+			}
 	if ((res = db_query(db, STMT_PRICE_FOR, 1, params)) == NULL)
 		return -1;
 	if (db_rows(res) == 1) {
@@ -30,6 +68,11 @@ credits_price(struct db *db, const char *model, struct credit_price *p)
 		p->specific = strcmp(db_value(res, 0, 2), "*") != 0;
 	}
 	db_res_free(res);
+	if (price_caching && n > 0 && n <= PRICE_MODEL_MAX) {
+		i = price_next++ % PRICE_CACHE;
+		memcpy(price_cache[i].model, model, n + 1);
+		price_cache[i].p = *p;
+	}
 	return 0;
 }
 
@@ -282,4 +325,176 @@ again:
 		*charged = atoll(db_value(res, 0, 0));
 	db_res_free(res);
 	return 0;
+}
+
+enum credits_result
+credits_lease_new(struct db *db, const char *tenant, long long need,
+    long long want, pid_t owner, int ttl, char id[40], long long *got,
+    long long *available)
+{
+	struct db_res	*res;
+	char		 n[24], w[24], host[256], pid[16], secs[16];
+	const char	*p[6];
+	bool		 held;
+
+	id[0] = '\0';
+	*got = 0;
+	*available = 0;
+	snprintf(n, sizeof(n), "%lld", need);
+	snprintf(w, sizeof(w), "%lld", want > need ? want : need);
+	snprintf(pid, sizeof(pid), "%d", (int)owner);
+	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
+	credits_host(host, sizeof(host));
+	p[0] = tenant;
+	p[1] = n;
+	p[2] = w;
+	p[3] = host;
+	p[4] = pid;
+	p[5] = secs;
+	if ((res = db_query(db, STMT_LEASE_NEW, 6, p)) == NULL)
+		return CREDITS_DB;
+	held = db_rows(res) == 1;
+	if (held) {
+		snprintf(id, 40, "%s", db_value(res, 0, 0));
+		*got = atoll(db_value(res, 0, 1));
+	}
+	db_res_free(res);
+	if (held)
+		return CREDITS_OK;
+	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
+		return CREDITS_DB;
+	if (db_rows(res) == 1)
+		*available = atoll(db_value(res, 0, 0));
+	db_res_free(res);
+	return CREDITS_SHORT;
+}
+
+enum credits_result
+credits_lease_grow(struct db *db, const char *lease, const char *tenant,
+    long long need, long long want, int ttl, long long *got, bool *gone,
+    long long *available)
+{
+	struct db_res	*res;
+	char		 n[24], w[24], secs[16];
+	const char	*p[5];
+	bool		 held = false;
+
+	*got = 0;
+	*gone = false;
+	*available = 0;
+	snprintf(n, sizeof(n), "%lld", need);
+	snprintf(w, sizeof(w), "%lld", want > need ? want : need);
+	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
+	p[0] = lease;
+	p[1] = tenant;
+	p[2] = n;
+	p[3] = w;
+	p[4] = secs;
+	if ((res = db_query(db, STMT_LEASE_GROW, 5, p)) == NULL)
+		return CREDITS_DB;
+	if (db_rows(res) == 1) {
+		*gone = strcmp(db_value(res, 0, 1), "t") != 0;
+		held = !db_isnull(res, 0, 0);
+		if (held)
+			*got = atoll(db_value(res, 0, 0));
+	}
+	db_res_free(res);
+	if (held)
+		return CREDITS_OK;
+	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p + 1)) == NULL)
+		return CREDITS_DB;
+	if (db_rows(res) == 1)
+		*available = atoll(db_value(res, 0, 0));
+	db_res_free(res);
+	return CREDITS_SHORT;
+}
+
+/*
+ * Appends s to an array literal in b as one element: NULL for NULL,
+ * else quoted, with '"' and '\' escaped.
+ */
+static int
+element(struct buf *b, const char *s)
+{
+	if (buf_printf(b, "%s", b->len == 0 ? "{" : ",") == -1)
+		return -1;
+	if (s == NULL)
+		return buf_printf(b, "NULL");
+	if (buf_printf(b, "\"") == -1)
+		return -1;
+	for (; *s != '\0'; s++)
+		if (buf_printf(b, "%s%c", *s == '"' || *s == '\\' ? "\\" : "",
+		    *s) == -1)
+			return -1;
+	return buf_printf(b, "\"");
+}
+
+int
+credits_lease_write(struct db *db, const struct lease_record *r, int n)
+{
+	struct buf	 col[13];
+	const char	*p[13];
+	char		 num[4][32];
+	int		 i, j, rc = 0;
+
+	memset(col, 0, sizeof(col));
+	for (i = 0; i < n && rc == 0; i++) {
+		snprintf(num[0], sizeof(num[0]), "%ld",
+		    token_count(r[i].prompt_tokens));
+		snprintf(num[1], sizeof(num[1]), "%ld",
+		    token_count(r[i].completion_tokens));
+		snprintf(num[2], sizeof(num[2]), "%lld", r[i].charged);
+		snprintf(num[3], sizeof(num[3]), "%.4f", r[i].markup);
+		p[0] = r[i].tenant;
+		p[1] = r[i].key_id[0] != '\0' ? r[i].key_id : NULL;
+		p[2] = r[i].request_id;
+		p[3] = r[i].provider;
+		p[4] = r[i].model;
+		p[5] = r[i].pool ? "pool" : "user";
+		p[6] = num[0];
+		p[7] = num[1];
+		p[8] = num[2];
+		p[9] = r[i].pool ? num[3] : NULL;
+		p[10] = r[i].status;
+		p[11] = r[i].lease[0] != '\0' ? r[i].lease : NULL;
+		p[12] = r[i].call;
+		for (j = 0; j < 13 && rc == 0; j++)
+			rc = element(&col[j], p[j]);
+	}
+	for (j = 0; j < 13 && rc == 0; j++) {
+		rc = buf_printf(&col[j], "}");
+		p[j] = col[j].data;
+	}
+	if (rc == 0)
+		rc = db_exec(db, STMT_LEASE_WRITE, 13, p);
+	for (j = 0; j < 13; j++)
+		buf_free(&col[j]);
+	return rc;
+}
+
+int
+credits_lease_renew(struct db *db, char (*ids)[LEASE_ID_LEN + 1], int n,
+    int ttl, void (*renewed)(void *, const char *), void *arg)
+{
+	struct db_res	*res;
+	struct buf	 b = { 0 };
+	const char	*p[2];
+	char		 secs[16];
+	int		 i, rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++)
+		rc = element(&b, ids[i]);
+	if (rc == 0)
+		rc = buf_printf(&b, n == 0 ? "{}" : "}");
+	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
+	p[0] = b.data;
+	p[1] = secs;
+	if (rc == 0 && (res = db_query(db, STMT_LEASE_RENEW, 2, p)) != NULL) {
+		for (i = 0; i < db_rows(res); i++)
+			renewed(arg, db_value(res, i, 0));
+		db_res_free(res);
+	} else
+		rc = -1;
+	buf_free(&b);
+	return rc;
 }

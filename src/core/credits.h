@@ -4,6 +4,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <sys/types.h>
+
+#include "core/lease.h"
+
 struct db;
 struct json_object;
 
@@ -30,6 +34,12 @@ enum credits_result {
 	CREDITS_RESULT__MAX
 };
 
+/*
+ * Keep prices looked up in this process until credits_prices_forget():
+ * for a process that hears PostgreSQL's announcements of price changes.
+ */
+void		 credits_prices_cache(void);
+void		 credits_prices_forget(void);
 /* The price of model: the longest matching pattern.  0, or -1. */
 int		 credits_price(struct db *, const char *model,
 		    struct credit_price *) __attribute__((warn_unused_result));
@@ -102,6 +112,40 @@ struct credits_usage {
  */
 int		 credits_settle(struct db *, const char *id, long long cost,
 		    const struct credits_usage *, long long *charged)
+		    __attribute__((warn_unused_result));
+
+/*
+ * Leases (see core/lease.h).  A new lease of this host for tenant: up to
+ * want of its free balance, at least need, owned by process owner (the
+ * master) until ttl seconds from now.  On CREDITS_OK id names it and *got
+ * says how much it holds; on CREDITS_SHORT *available is the free balance.
+ */
+enum credits_result credits_lease_new(struct db *, const char *tenant,
+		    long long need, long long want, pid_t owner, int ttl,
+		    char id[40], long long *got, long long *available)
+		    __attribute__((warn_unused_result));
+/*
+ * Grows lease by up to want, at least need (0 only renews it), and moves
+ * its deadline to ttl seconds from now.  *gone when the lease no longer
+ * exists (then CREDITS_SHORT).
+ */
+enum credits_result credits_lease_grow(struct db *, const char *lease,
+		    const char *tenant, long long need, long long want,
+		    int ttl, long long *got, bool *gone, long long *available)
+		    __attribute__((warn_unused_result));
+/*
+ * Writes n records of calls ended on leases: usage rows and each lease's
+ * charge, in one statement.  Safe to send again.  0, or -1.
+ */
+int		 credits_lease_write(struct db *, const struct lease_record *,
+		    int n) __attribute__((warn_unused_result));
+/*
+ * Moves the deadline of n leases to ttl seconds from now; renewed() is
+ * told each that still exists.  0, or -1.
+ */
+int		 credits_lease_renew(struct db *,
+		    char (*ids)[LEASE_ID_LEN + 1], int n, int ttl,
+		    void (*renewed)(void *, const char *), void *arg)
 		    __attribute__((warn_unused_result));
 
 #endif

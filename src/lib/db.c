@@ -434,6 +434,84 @@ static const struct {
 	  "reservation_id, request_id) SELECT $1::uuid, 'hold', $4::bigint, "
 	  "r.id, $3 FROM r) "
 	  "SELECT id FROM r", true },
+	/*
+	 * A lease: up to want (at least need) of the free balance held for
+	 * this host as one reservation, owned by the master.
+	 */
+	[STMT_LEASE_NEW] = { "lease_new",
+	  "WITH a AS (SELECT id, least($3::bigint, credits_balance - "
+	  "credits_reserved) AS n FROM tenants WHERE id = $1::uuid AND "
+	  "credits_balance - credits_reserved >= $2::bigint FOR UPDATE), "
+	  "t AS (UPDATE tenants SET credits_reserved = credits_reserved + a.n "
+	  "FROM a WHERE tenants.id = a.id RETURNING a.n), "
+	  "r AS (INSERT INTO credit_reservations (tenant_id, request_id, "
+	  "amount, owner_host, owner_pid, deadline) SELECT $1::uuid, "
+	  "'lease', t.n, $4, $5::int, now() + make_interval(secs => "
+	  "$6::int) FROM t RETURNING id, amount), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
+	  "reservation_id, request_id) SELECT $1::uuid, 'hold', r.amount, "
+	  "r.id, 'lease' FROM r) "
+	  "SELECT id::text, amount FROM r", true },
+	/* The lease's row is locked first: one the sweep let go stays gone. */
+	[STMT_LEASE_GROW] = { "lease_grow",
+	  "WITH c AS (SELECT id FROM credit_reservations WHERE id = $1::uuid "
+	  "FOR UPDATE), "
+	  "a AS (SELECT id, least($4::bigint, credits_balance - "
+	  "credits_reserved) AS n FROM tenants WHERE id = $2::uuid AND "
+	  "credits_balance - credits_reserved >= $3::bigint AND "
+	  "EXISTS (SELECT 1 FROM c) FOR UPDATE), "
+	  "t AS (UPDATE tenants SET credits_reserved = credits_reserved + a.n "
+	  "FROM a WHERE tenants.id = a.id RETURNING a.n), "
+	  "r AS (UPDATE credit_reservations SET amount = amount + t.n, "
+	  "deadline = now() + make_interval(secs => $5::int) FROM t "
+	  "WHERE credit_reservations.id = $1::uuid "
+	  "RETURNING credit_reservations.id, t.n), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
+	  "reservation_id, request_id) SELECT $2::uuid, 'hold', r.n, r.id, "
+	  "'lease' FROM r WHERE r.n > 0) "
+	  "SELECT (SELECT n FROM r), EXISTS (SELECT 1 FROM c)", true },
+	[STMT_LEASE_RENEW] = { "lease_renew",
+	  "UPDATE credit_reservations SET deadline = now() + "
+	  "make_interval(secs => $2::int) WHERE id = ANY($1::uuid[]) "
+	  "RETURNING id::text" },
+	/*
+	 * Calls ended on leases: their usage rows, and per lease one charge
+	 * that takes their sum from the balance and from what the lease
+	 * holds, in one statement.  A usage row already there (a batch that
+	 * committed before its writer died) is not written or charged again;
+	 * a call on a lease the database no longer has is charged nothing.
+	 */
+	[STMT_LEASE_WRITE] = { "lease_write",
+	  "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
+	  "$4::text[], $5::text[], $6::text[], $7::int[], $8::int[], "
+	  "$9::bigint[], $10::numeric[], $11::text[], $12::uuid[], "
+	  "$13::uuid[]) AS b(tenant_id, api_key_id, request_id, provider, "
+	  "model, key_source, prompt_tokens, completion_tokens, charged, "
+	  "markup, status, lease, call)), "
+	  "c AS (SELECT id FROM credit_reservations WHERE id IN "
+	  "(SELECT lease FROM b) FOR UPDATE), "
+	  "u AS (INSERT INTO usage (tenant_id, api_key_id, request_id, "
+	  "provider, model, key_source, prompt_tokens, completion_tokens, "
+	  "credits_charged, markup, status, reservation_id, lease_id) "
+	  "SELECT b.tenant_id, b.api_key_id, b.request_id, b.provider, "
+	  "b.model, b.key_source, b.prompt_tokens, b.completion_tokens, "
+	  "CASE WHEN c.id IS NULL THEN 0 ELSE b.charged END, b.markup, "
+	  "b.status, b.call, c.id FROM b LEFT JOIN c ON c.id = b.lease "
+	  "ON CONFLICT (reservation_id) DO NOTHING "
+	  "RETURNING tenant_id, lease_id, credits_charged), "
+	  "s AS (SELECT tenant_id, lease_id, sum(credits_charged) AS n "
+	  "FROM u WHERE lease_id IS NOT NULL GROUP BY 1, 2 "
+	  "HAVING sum(credits_charged) > 0), "
+	  "r AS (UPDATE credit_reservations SET amount = amount - s.n FROM s "
+	  "WHERE credit_reservations.id = s.lease_id), "
+	  "x AS (SELECT tenant_id, sum(n) AS n FROM s GROUP BY 1), "
+	  "t AS (UPDATE tenants SET credits_balance = credits_balance - x.n, "
+	  "credits_reserved = credits_reserved - x.n FROM x "
+	  "WHERE tenants.id = x.tenant_id), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, held, "
+	  "reservation_id, request_id) SELECT tenant_id, 'charge', -n, -n, "
+	  "lease_id, 'lease' FROM s) "
+	  "SELECT count(*) FROM u" },
 	/* Every tenant whose credits break an invariant, and how. */
 	[STMT_LEDGER_CHECK] = { "ledger_check",
 	  "WITH h AS (SELECT tenant_id, sum(amount) AS held, "

@@ -9,7 +9,7 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 9
+#define DB_SCHEMA_VERSION 10
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
@@ -100,6 +100,15 @@ enum stmt {
 	STMT_CREDITS_DEBIT,	/* (tenant, amount, receiver, request)
 				   -> balance, or no row */
 	STMT_CREDITS_STALE,	/* (host) -> id, owner pid, past deadline */
+	STMT_LEASE_NEW,		/* (tenant, need, want, host, pid, seconds)
+				   -> lease id, amount; no row when short */
+	STMT_LEASE_GROW,	/* (lease, tenant, need, want, seconds) ->
+				   amount (NULL when short), lease exists */
+	STMT_LEASE_RENEW,	/* (lease ids as uuid[], seconds) -> ids */
+	STMT_LEASE_WRITE,	/* (tenants, keys, requests, providers,
+				    models, sources, prompts, completions,
+				    charges, markups, statuses, leases, call
+				    ids: array literals) -> rows written */
 	STMT_LEDGER_CHECK,	/* -> tenant, what is wrong */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */

@@ -104,6 +104,7 @@ struct config {
 	struct config_upstreams upstreams;	/* operator-defined upstreams */
 	char		*upstream_keys;		/* secret: "name:key,..." */
 	bool		 credits_enforce;	/* charge gateway calls */
+	bool		 credits_lease;		/* hold from a lease per host */
 	int		 default_max_tokens;	/* when a request sets none */
 	int		 upstream_connect_timeout; /* s */
 	int		 upstream_idle_timeout;	/* s */

@@ -1,0 +1,43 @@
+#ifndef KEYGATE_API_LEASES_H
+#define KEYGATE_API_LEASES_H
+
+#include <stdbool.h>
+
+#include "core/lease.h"
+
+struct worker;
+
+/*
+ * A worker's side of credits leased per host (core/lease.h): holding a
+ * call's estimate from its tenant's lease, growing the lease from the
+ * database when it is short, and charging a call that ended; and, in the
+ * worker of slot 0, the host's writer thread.
+ */
+
+enum leases_result {
+	LEASES_HELD,		/* *hold names the call's hold */
+	LEASES_NONE,		/* no lease here: hold in the database */
+	LEASES_SHORT,		/* not enough: *available says what there is */
+	LEASES_DB,		/* the database failed: see db_status() */
+};
+
+enum leases_result leases_hold(struct worker *, const char *tenant,
+	    long long amount, int ttl, int *hold, long long *available);
+/*
+ * Charges cost to hold and waits (the worker's lock let go) until its
+ * usage row is written.  0 with *charged what was taken; -1 when it could
+ * not be confirmed in time (it is written later, as long as this host
+ * runs; *charged is then 0).
+ */
+int	leases_spend(struct worker *, int hold, long long cost,
+	    const struct lease_usage *, long long *charged);
+/* Lets a hold go, charging nothing. */
+void	leases_drop(struct worker *, int hold);
+
+/* The writer, in slot 0.  0, or -1. */
+int	leases_start(struct worker *);
+/* Stops it once nothing is left to write on this host, or is wanted by
+ * the worker replacing this one, or shutdown_timeout passed. */
+void	leases_stop(struct worker *);
+
+#endif

@@ -1,0 +1,565 @@
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+#include "core/lease.h"
+#include "lib/shmlock.h"
+
+/*
+ * The tables, all under one lock:
+ *   - tenants: open addressing on the tenant id's hash, probed linearly;
+ *     an entry once used keeps its tenant (only its lease comes and
+ *     goes), so probes never stop short.  For each lease, always
+ *         held = avail + pending + the amounts of its calls' holds,
+ *     which is also how the entry is mended when the lock's holder died.
+ *   - holds: one per call holding credits, taken from a free scan.
+ *   - ring: records seq in [done, head) wait for the writer; a record is
+ *     written whole under the lock before head moves past it.
+ * done and queued are futex words: callers wait on done, the writer on
+ * queued.
+ */
+#define LOCK_WAIT_MS	50
+
+/* done, queued and wanted are read and written outside the lock too. */
+#define LOAD(x)		__atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+#define STORE(x, v)	__atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+#define ADD(x, v)	__atomic_fetch_add(&(x), (v), __ATOMIC_SEQ_CST)
+
+struct lease_tenant {
+	char		 tenant[LEASE_ID_LEN + 1];	/* "" = never used */
+	char		 lease[LEASE_ID_LEN + 1];	/* "" = none */
+	bool		 lost;		/* the database lost the lease while
+					   calls held from it */
+	int32_t		 calls;
+	int64_t		 held;		/* what the lease row holds */
+	int64_t		 avail;		/* not promised to a call */
+	int64_t		 pending;	/* charged, not yet written */
+	double		 last_used;	/* monotonic s */
+	double		 valid;		/* usable for calls ending before */
+};
+
+struct lease_hold {
+	int32_t		 pid;		/* 0 = free */
+	int32_t		 t;		/* index in tenants */
+	int64_t		 amount;
+};
+
+struct lease_shared {
+	pthread_mutex_t	 lock;
+	pthread_mutex_t	 writer;
+	uint32_t	 done;		/* records before it are written */
+	uint32_t	 queued;	/* bumped when one is queued */
+	int32_t		 wanted;	/* writers waiting for the role */
+	uint32_t	 head;		/* the next record's number */
+	uint32_t	 used;		/* tenant entries used */
+	uint32_t	 hint;		/* where to look for a free hold */
+	struct lease_tenant t[LEASE_TENANTS];
+	struct lease_hold h[LEASE_HOLDS];
+	struct lease_record ring[LEASE_RING];
+};
+
+size_t
+lease_shared_size(void)
+{
+	return sizeof(struct lease_shared);
+}
+
+int
+lease_shared_init(struct lease_shared *s)
+{
+	return shmlock_init(&s->lock, 2, sizeof(pthread_mutex_t));
+}
+
+static void
+futex_wake(uint32_t *w)
+{
+	(void)syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, NULL,
+	    NULL, 0);
+}
+
+static void
+futex_wait(uint32_t *w, uint32_t seen, long ms)
+{
+	struct timespec	 ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	(void)syscall(SYS_futex, w, FUTEX_WAIT, seen, &ts, NULL,
+	    0);
+}
+
+/* Mends the tables after a process died holding the lock. */
+static void
+mend(struct lease_shared *s)
+{
+	uint32_t	 i, seq;
+	int64_t		 holds;
+
+	for (i = 0; i < LEASE_TENANTS; i++) {
+		s->t[i].calls = 0;
+		s->t[i].pending = 0;
+	}
+	for (i = 0; i < LEASE_HOLDS; i++)
+		if (s->h[i].pid != 0)
+			s->t[s->h[i].t].calls++;
+	for (seq = LOAD(s->done); seq != s->head; seq++) {
+		const struct lease_record *r = &s->ring[seq % LEASE_RING];
+
+		for (i = 0; i < LEASE_TENANTS; i++)
+			if (s->t[i].lease[0] != '\0' &&
+			    strcmp(s->t[i].lease, r->lease) == 0)
+				s->t[i].pending += r->charged;
+	}
+	for (i = 0; i < LEASE_TENANTS; i++) {
+		struct lease_tenant *e = &s->t[i];
+		uint32_t j;
+
+		holds = 0;
+		for (j = 0; j < LEASE_HOLDS; j++)
+			if (s->h[j].pid != 0 && s->h[j].t == (int32_t)i)
+				holds += s->h[j].amount;
+		e->avail = e->held - e->pending - holds;
+		if (e->avail < 0)
+			e->avail = 0;
+	}
+}
+
+static bool
+lock_wait(struct lease_shared *s, long ms)
+{
+	bool	 abandoned = false;
+
+	if (shmlock_take(&s->lock, ms, &abandoned) == -1)
+		return false;
+	if (abandoned)
+		mend(s);
+	return true;
+}
+
+static bool
+lock(struct lease_shared *s)
+{
+	return lock_wait(s, LOCK_WAIT_MS);
+}
+
+/* For what must not be lost: waits as long as it takes. */
+static void
+lock_hard(struct lease_shared *s)
+{
+	while (!lock_wait(s, 1000))
+		continue;
+}
+
+static void
+unlock(struct lease_shared *s)
+{
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* FNV-1a. */
+static uint32_t
+hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* The entry of tenant, added when add; NULL when absent or no room. */
+static struct lease_tenant *
+find(struct lease_shared *s, const char *tenant, bool add)
+{
+	uint32_t	 i, n;
+	struct lease_tenant *e;
+
+	if (strlen(tenant) != LEASE_ID_LEN)
+		return NULL;
+	i = hash(tenant) % LEASE_TENANTS;
+	for (n = 0; n < LEASE_TENANTS; n++, i = (i + 1) % LEASE_TENANTS) {
+		e = &s->t[i];
+		if (e->tenant[0] == '\0')
+			break;
+		if (strcmp(e->tenant, tenant) == 0)
+			return e;
+	}
+	/* Three quarters full: probes would grow long. */
+	if (!add || n == LEASE_TENANTS || s->used >= LEASE_TENANTS / 4 * 3)
+		return NULL;
+	memcpy(e->tenant, tenant, LEASE_ID_LEN + 1);
+	s->used++;
+	return e;
+}
+
+static int
+hold_alloc(struct lease_shared *s)
+{
+	uint32_t	 i, n;
+
+	for (n = 0, i = s->hint; n < LEASE_HOLDS; n++,
+	    i = (i + 1) % LEASE_HOLDS)
+		if (s->h[i].pid == 0) {
+			s->hint = (i + 1) % LEASE_HOLDS;
+			return (int)i;
+		}
+	return -1;
+}
+
+enum lease_result
+lease_hold(struct lease_shared *s, const char *tenant, long long amount,
+    pid_t pid, double now, double ends, int *hold, long long *need,
+    char lease[LEASE_ID_LEN + 1])
+{
+	struct lease_tenant *e;
+	int		 i;
+
+	*hold = -1;
+	*need = 0;
+	lease[0] = '\0';
+	if (amount < 0 || !lock(s))
+		return LEASE_NONE;
+	if ((e = find(s, tenant, true)) == NULL || (e->lost && e->calls > 0)) {
+		unlock(s);
+		return LEASE_NONE;
+	}
+	e->lost = false;
+	if (e->lease[0] == '\0' || e->valid < ends || e->avail < amount) {
+		memcpy(lease, e->lease, LEASE_ID_LEN + 1);
+		*need = e->lease[0] != '\0' && e->avail < amount ?
+		    amount - e->avail : e->lease[0] == '\0' ? amount : 0;
+		unlock(s);
+		return LEASE_NEED;
+	}
+	if ((i = hold_alloc(s)) == -1) {
+		unlock(s);
+		return LEASE_NONE;
+	}
+	e->avail -= amount;
+	e->calls++;
+	e->last_used = now;
+	s->h[i].t = (int32_t)(e - s->t);
+	s->h[i].amount = amount;
+	s->h[i].pid = pid;
+	unlock(s);
+	*hold = i;
+	return LEASE_HELD;
+}
+
+int
+lease_grown(struct lease_shared *s, const char *tenant, const char *lease,
+    long long amount, double valid, double now)
+{
+	struct lease_tenant *e;
+	int		 rc = 0;
+
+	lock_hard(s);
+	if ((e = find(s, tenant, true)) == NULL)
+		rc = 1;
+	else if (e->lease[0] == '\0' && !(e->lost && e->calls > 0)) {
+		memcpy(e->lease, lease, LEASE_ID_LEN + 1);
+		e->lost = false;
+		e->held = amount;
+		e->avail = amount;
+		e->pending = 0;
+		e->valid = valid;
+		e->last_used = now;
+	} else if (strcmp(e->lease, lease) == 0) {
+		e->held += amount;
+		e->avail += amount;
+		e->valid = valid;
+		e->last_used = now;
+	} else
+		rc = 1;
+	unlock(s);
+	return rc;
+}
+
+/* Ends hold i, its amount less charged back to the lease. */
+static void
+end_hold(struct lease_shared *s, int i, long long charged)
+{
+	struct lease_hold *h = &s->h[i];
+	struct lease_tenant *e = &s->t[h->t];
+
+	if (!e->lost && e->lease[0] != '\0') {
+		e->avail += h->amount - charged;
+		e->pending += charged;
+	}
+	if (e->calls > 0)
+		e->calls--;
+	h->pid = 0;
+	h->amount = 0;
+}
+
+void
+lease_drop(struct lease_shared *s, int hold)
+{
+	if (hold < 0 || hold >= LEASE_HOLDS)
+		return;
+	lock_hard(s);
+	if (s->h[hold].pid != 0)
+		end_hold(s, hold, 0);
+	unlock(s);
+}
+
+static void
+copy(char *dst, size_t sz, const char *src)
+{
+	size_t	 n = src != NULL ? strlen(src) : 0;
+
+	if (n >= sz)
+		n = sz - 1;
+	memcpy(dst, src != NULL ? src : "", n);
+	dst[n] = '\0';
+}
+
+int
+lease_spend(struct lease_shared *s, int hold, long long cost,
+    const struct lease_usage *u, pid_t pid, long long *charged,
+    uint32_t *seq)
+{
+	struct lease_hold *h;
+	struct lease_tenant *e;
+	struct lease_record *r;
+	long long	 cap;
+
+	*charged = 0;
+	if (hold < 0 || hold >= LEASE_HOLDS)
+		return -1;
+	lock_hard(s);
+	h = &s->h[hold];
+	if (h->pid == 0 || s->head - LOAD(s->done) >= LEASE_RING) {
+		unlock(s);
+		return -1;
+	}
+	e = &s->t[h->t];
+	if (!e->lost && e->lease[0] != '\0') {
+		/* Never beyond the lease: what is left over is forgiven. */
+		cap = h->amount + e->avail;
+		*charged = cost < 0 ? 0 : cost < cap ? cost : cap;
+	}
+	r = &s->ring[s->head % LEASE_RING];
+	memset(r, 0, sizeof(*r));
+	r->seq = s->head;
+	r->pid = pid;
+	memcpy(r->tenant, e->tenant, sizeof(r->tenant));
+	memcpy(r->lease, e->lease, sizeof(r->lease));
+	copy(r->call, sizeof(r->call), u->call);
+	copy(r->key_id, sizeof(r->key_id), u->key_id);
+	copy(r->request_id, sizeof(r->request_id), u->request_id);
+	copy(r->provider, sizeof(r->provider), u->provider);
+	copy(r->model, sizeof(r->model), u->model);
+	copy(r->status, sizeof(r->status), u->status);
+	r->pool = u->pool;
+	r->markup = u->markup;
+	r->prompt_tokens = u->prompt_tokens;
+	r->completion_tokens = u->completion_tokens;
+	r->charged = *charged;
+	end_hold(s, hold, *charged);
+	*seq = s->head++;
+	ADD(s->queued, 1);
+	unlock(s);
+	futex_wake(&s->queued);
+	return 0;
+}
+
+bool
+lease_written(struct lease_shared *s, uint32_t seq, long wait_ms)
+{
+	struct timespec	 t0, t;
+	uint32_t	 done;
+	long		 left;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		done = LOAD(s->done);
+		/* Written once done has moved past seq (modulo 2^32). */
+		if ((int32_t)(done - seq) > 0)
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = wait_ms - ((t.tv_sec - t0.tv_sec) * 1000 +
+		    (t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0)
+			return false;
+		futex_wait(&s->done, done, left < 100 ? left : 100);
+	}
+}
+
+void
+lease_forget(struct lease_shared *s, pid_t pid)
+{
+	int	 i;
+
+	lock_hard(s);
+	for (i = 0; i < LEASE_HOLDS; i++)
+		if (s->h[i].pid == pid)
+			end_hold(s, i, 0);
+	unlock(s);
+}
+
+int
+lease_pending(struct lease_shared *s, struct lease_record *out, int max,
+    long wait_ms)
+{
+	uint32_t	 q, seq;
+	int		 n = 0;
+
+	q = LOAD(s->queued);
+	if (!lock(s))
+		return 0;
+	if (s->head == LOAD(s->done)) {
+		unlock(s);
+		futex_wait(&s->queued, q, wait_ms);
+		if (!lock(s))
+			return 0;
+	}
+	for (seq = LOAD(s->done); seq != s->head && n < max; seq++)
+		out[n++] = s->ring[seq % LEASE_RING];
+	unlock(s);
+	return n;
+}
+
+void
+lease_committed(struct lease_shared *s, const struct lease_record *r,
+    int n)
+{
+	struct lease_tenant *e;
+	int		 i;
+
+	lock_hard(s);
+	for (i = 0; i < n; i++) {
+		if ((e = find(s, r[i].tenant, false)) == NULL ||
+		    e->lease[0] == '\0' || strcmp(e->lease, r[i].lease) != 0)
+			continue;
+		e->held -= r[i].charged;
+		e->pending -= r[i].charged;
+	}
+	if (n > 0)
+		STORE(s->done, r[n - 1].seq + 1);
+	unlock(s);
+	futex_wake(&s->done);
+}
+
+void
+lease_lost(struct lease_shared *s, const char *lease)
+{
+	int	 i;
+
+	lock_hard(s);
+	for (i = 0; i < LEASE_TENANTS; i++) {
+		struct lease_tenant *e = &s->t[i];
+
+		if (e->lease[0] == '\0' || strcmp(e->lease, lease) != 0)
+			continue;
+		e->lease[0] = '\0';
+		e->lost = e->calls > 0;
+		e->held = e->avail = e->pending = 0;
+	}
+	unlock(s);
+}
+
+int
+lease_idle(struct lease_shared *s, double now, double idle,
+    char (*out)[2][LEASE_ID_LEN + 1], int max)
+{
+	int	 i, n = 0;
+	bool	 empty;
+
+	if (!lock(s))
+		return 0;
+	empty = s->head == LOAD(s->done);
+	for (i = 0; i < LEASE_TENANTS && n < max; i++) {
+		struct lease_tenant *e = &s->t[i];
+
+		if (e->lease[0] == '\0' || e->calls > 0 ||
+		    (e->pending != 0 && !empty) || now - e->last_used < idle)
+			continue;
+		memcpy(out[n][0], e->tenant, LEASE_ID_LEN + 1);
+		memcpy(out[n][1], e->lease, LEASE_ID_LEN + 1);
+		n++;
+		e->lease[0] = '\0';
+		e->held = e->avail = e->pending = 0;
+	}
+	unlock(s);
+	return n;
+}
+
+int
+lease_all(struct lease_shared *s, char (*out)[LEASE_ID_LEN + 1], int max)
+{
+	int	 i, n = 0;
+
+	if (!lock(s))
+		return 0;
+	for (i = 0; i < LEASE_TENANTS && n < max; i++)
+		if (s->t[i].lease[0] != '\0')
+			memcpy(out[n++], s->t[i].lease, LEASE_ID_LEN + 1);
+	unlock(s);
+	return n;
+}
+
+void
+lease_renewed(struct lease_shared *s, const char *lease, double valid)
+{
+	int	 i;
+
+	lock_hard(s);
+	for (i = 0; i < LEASE_TENANTS; i++)
+		if (s->t[i].lease[0] != '\0' &&
+		    strcmp(s->t[i].lease, lease) == 0)
+			s->t[i].valid = valid;
+	unlock(s);
+}
+
+int
+lease_writer_take(struct lease_shared *s, long wait_ms)
+{
+	bool	 abandoned;
+	int	 rc;
+
+	ADD(s->wanted, 1);
+	rc = shmlock_take(&s->writer, wait_ms, &abandoned);
+	ADD(s->wanted, -1);
+	return rc;
+}
+
+bool
+lease_writer_wanted(struct lease_shared *s)
+{
+	return LOAD(s->wanted) > 0;
+}
+
+void
+lease_writer_give(struct lease_shared *s)
+{
+	pthread_mutex_unlock(&s->writer);
+}
+
+void
+lease_wake_writer(struct lease_shared *s)
+{
+	ADD(s->queued, 1);
+	futex_wake(&s->queued);
+}
+
+int
+lease_busy(struct lease_shared *s)
+{
+	int	 i, n;
+
+	lock_hard(s);
+	n = (int)(s->head - LOAD(s->done));
+	for (i = 0; i < LEASE_TENANTS; i++)
+		n += s->t[i].calls;
+	unlock(s);
+	return n;
+}

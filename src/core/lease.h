@@ -1,0 +1,162 @@
+#ifndef KEYGATE_CORE_LEASE_H
+#define KEYGATE_CORE_LEASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * Credits leased per host.  Instead of a hold and a settlement in the
+ * database per call, a host holds a slice of a tenant's balance (a lease:
+ * one credit_reservations row, owned by the master) and its workers hold
+ * each call's estimate from that slice in the memory they share.  A call
+ * that ends becomes a record in a ring; one writer per host turns every
+ * record waiting there into its usage row and the lease's charge in one
+ * transaction, and the call's answer waits for that commit.  A lease idle
+ * for a while goes back to the balance.
+ *
+ * What survives what:
+ *   - a worker killed: its calls' holds go back to the lease (charged
+ *     nothing, as a hold released); its records already in the ring are
+ *     written by the writer;
+ *   - the whole host gone: the lease row's owner (the master's pid) is
+ *     gone, so the next sweep on this host, or the deadline on any other,
+ *     lets the rest go; what was committed was charged.
+ * Nothing can be spent beyond a lease, and a lease is taken from the
+ * free balance in the database: a balance is never overspent, across
+ * workers or hosts.
+ *
+ * This module is the shared memory only; the database side is in
+ * core/credits.c and the writer in api/leases.c.
+ */
+struct lease_shared;
+
+#define LEASE_ID_LEN	36		/* a uuid as text */
+#define LEASE_TENANTS	2048		/* tenants with a lease on a host */
+#define LEASE_HOLDS	16384		/* calls holding credits on a host */
+#define LEASE_RING	4096		/* calls ended, not yet written */
+#define LEASE_MODEL_MAX	256
+#define LEASE_REQ_MAX	128
+
+size_t	lease_shared_size(void);
+/* Prepares zeroed memory of lease_shared_size() bytes; 0, or -1. */
+int	lease_shared_init(struct lease_shared *)
+	    __attribute__((warn_unused_result));
+
+enum lease_result {
+	LEASE_HELD,		/* *hold names the call's hold */
+	LEASE_NEED,		/* the lease must grow by at least *need */
+	LEASE_NONE,		/* no room in the tables: hold in the
+				   database instead */
+};
+
+/*
+ * Holds amount of tenant's lease for a call of process pid that ends by
+ * ends (monotonic s).  On LEASE_NEED, *lease says which lease to grow
+ * ("" for a new one).
+ */
+enum lease_result lease_hold(struct lease_shared *, const char *tenant,
+	    long long amount, pid_t pid, double now, double ends, int *hold,
+	    long long *need, char lease[LEASE_ID_LEN + 1]);
+/*
+ * The lease of tenant grew by amount (a new lease id when it had none),
+ * valid until valid (monotonic s).  0; 1 when another process made a new
+ * lease meanwhile, so that this one must be let go by the caller.
+ */
+int	lease_grown(struct lease_shared *, const char *tenant,
+	    const char *lease, long long amount, double valid, double now);
+/* Lets a call's hold go: nothing charged. */
+void	lease_drop(struct lease_shared *, int hold);
+
+/* What one ended call used, for its usage row. */
+struct lease_usage {
+	const char	*call;		/* a uuid of the call's own */
+	const char	*key_id;	/* NULL for a token */
+	const char	*request_id;
+	const char	*provider;
+	const char	*model;
+	bool		 pool;
+	double		 markup;
+	long		 prompt_tokens;
+	long		 completion_tokens;
+	const char	*status;	/* "ok", "partial" */
+};
+
+/*
+ * Charges cost to a call's hold: up to the hold and what the lease has
+ * free beyond it (the rest is forgiven: *charged says what was taken),
+ * and queues its usage record.  0 with *seq the record's number, -1 when
+ * the ring is full (the hold then stays: try again, or drop it).
+ */
+int	lease_spend(struct lease_shared *, int hold, long long cost,
+	    const struct lease_usage *, pid_t pid, long long *charged,
+	    uint32_t *seq);
+/*
+ * Waits until record seq is written, at most wait_ms.  True once it is.
+ */
+bool	lease_written(struct lease_shared *, uint32_t seq, long wait_ms);
+
+/* Forgets what process pid held (it has exited): back to the leases. */
+void	lease_forget(struct lease_shared *, pid_t pid);
+
+/* For the writer. */
+
+/* One record as the writer reads it. */
+struct lease_record {
+	uint32_t	 seq;
+	int32_t		 pid;		/* the worker that queued it */
+	char		 tenant[LEASE_ID_LEN + 1];
+	char		 lease[LEASE_ID_LEN + 1];
+	char		 call[LEASE_ID_LEN + 1];	/* the call's own id */
+	char		 key_id[LEASE_ID_LEN + 1];	/* "" for a token */
+	char		 request_id[LEASE_REQ_MAX + 1];
+	char		 provider[24];
+	char		 model[LEASE_MODEL_MAX + 1];
+	char		 status[12];
+	bool		 pool;
+	double		 markup;
+	long		 prompt_tokens;
+	long		 completion_tokens;
+	long long	 charged;
+};
+
+/*
+ * Copies up to max records waiting, oldest first, into out; waits at
+ * most wait_ms for one when none is.  The number copied.
+ */
+int	lease_pending(struct lease_shared *, struct lease_record *out,
+	    int max, long wait_ms);
+/*
+ * The n records lease_pending() gave are written: their charges leave
+ * the leases' held amounts, and whoever waits on them is woken.
+ */
+void	lease_committed(struct lease_shared *, const struct lease_record *,
+	    int n);
+/* A lease the database no longer has: forgotten, whatever it held. */
+void	lease_lost(struct lease_shared *, const char *lease);
+
+/*
+ * The leases of tenants with no call and nothing to write for idle
+ * seconds are taken out of the table (up to max, each as tenant and
+ * lease id into out), for the writer to let go.
+ */
+int	lease_idle(struct lease_shared *, double now, double idle,
+	    char (*out)[2][LEASE_ID_LEN + 1], int max);
+/* Up to max lease ids in the table, to renew. */
+int	lease_all(struct lease_shared *, char (*out)[LEASE_ID_LEN + 1],
+	    int max);
+/* Leases renewed: usable for calls ending before valid. */
+void	lease_renewed(struct lease_shared *, const char *lease, double valid);
+
+/* Writers: at most one at a time per host.  0 with the role, -1. */
+int	lease_writer_take(struct lease_shared *, long wait_ms);
+/* True while a writer waits for the role (a worker replacing another). */
+bool	lease_writer_wanted(struct lease_shared *);
+void	lease_writer_give(struct lease_shared *);
+/* Ends a writer's wait in lease_pending() at once. */
+void	lease_wake_writer(struct lease_shared *);
+/* Calls holding credits and records waiting, on this host. */
+int	lease_busy(struct lease_shared *);
+
+#endif

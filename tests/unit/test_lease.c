@@ -1,0 +1,182 @@
+/* Unit tests for src/core/lease.c: credits leased per host. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/lease.h"
+
+#define T1	"11111111-1111-4111-8111-111111111111"
+#define T2	"22222222-2222-4222-8222-222222222222"
+#define L1	"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+#define L2	"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+
+static struct lease_shared *
+table(void)
+{
+	struct lease_shared *s = calloc(1, lease_shared_size());
+
+	assert_non_null(s);
+	assert_int_equal(lease_shared_init(s), 0);
+	return s;
+}
+
+static const struct lease_usage usage = {
+	.call = "cccccccc-cccc-4ccc-8ccc-cccccccccccc",
+	.request_id = "req-1", .provider = "openai", .model = "gpt-4o-mini",
+	.prompt_tokens = 10, .completion_tokens = 5, .status = "ok",
+};
+
+/* Takes a hold of amount for tenant t, which must succeed. */
+static int
+held(struct lease_shared *s, const char *t, long long amount, pid_t pid)
+{
+	char	 lease[LEASE_ID_LEN + 1];
+	long long need;
+	int	 h;
+
+	assert_int_equal(lease_hold(s, t, amount, pid, 0, 10, &h, &need,
+	    lease), LEASE_HELD);
+	return h;
+}
+
+/* No lease: the caller must make one of at least the amount. */
+static void
+test_first_call_needs_a_lease(void **state)
+{
+	struct lease_shared *s = table();
+	char	 lease[LEASE_ID_LEN + 1];
+	long long need;
+	int	 h;
+
+	(void)state;
+	assert_int_equal(lease_hold(s, T1, 300, 7, 0, 10, &h, &need, lease),
+	    LEASE_NEED);
+	assert_int_equal(need, 300);
+	assert_string_equal(lease, "");
+	assert_int_equal(lease_grown(s, T1, L1, 1000, 100, 0), 0);
+	h = held(s, T1, 300, 7);
+	assert_true(h >= 0);
+	/* 700 left: a call of 800 needs 100 more of that lease. */
+	assert_int_equal(lease_hold(s, T1, 800, 7, 0, 10, &h, &need, lease),
+	    LEASE_NEED);
+	assert_int_equal(need, 100);
+	assert_string_equal(lease, L1);
+	/* A lease valid too briefly for the call must be renewed first. */
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 200, &h, &need, lease),
+	    LEASE_NEED);
+	assert_int_equal(need, 0);
+	free(s);
+}
+
+/* Spending never takes more than the hold and what the lease has free. */
+static void
+test_spend_is_capped_and_queued(void **state)
+{
+	struct lease_shared *s = table();
+	struct lease_record r[4];
+	long long charged;
+	uint32_t seq;
+	int	 h, h2;
+
+	(void)state;
+	assert_int_equal(lease_grown(s, T1, L1, 1000, 100, 0), 0);
+	h = held(s, T1, 600, 7);
+	h2 = held(s, T1, 300, 7);
+	/* 100 free: a cost of 900 takes 600 + 100, the rest is forgiven. */
+	assert_int_equal(lease_spend(s, h, 900, &usage, 7, &charged, &seq),
+	    0);
+	assert_int_equal(charged, 700);
+	assert_int_equal(seq, 0);
+	assert_int_equal(lease_spend(s, h2, 50, &usage, 7, &charged, &seq),
+	    0);
+	assert_int_equal(charged, 50);
+	assert_int_equal(seq, 1);
+	assert_false(lease_written(s, 1, 0));
+	assert_int_equal(lease_busy(s), 2);
+	assert_int_equal(lease_pending(s, r, 4, 0), 2);
+	assert_string_equal(r[0].lease, L1);
+	assert_string_equal(r[0].tenant, T1);
+	assert_int_equal(r[0].charged, 700);
+	assert_int_equal(r[1].charged, 50);
+	lease_committed(s, r, 2);
+	assert_true(lease_written(s, 1, 0));
+	assert_int_equal(lease_busy(s), 0);
+	/* 1000 - 750 charged = 250 left, free for the next call. */
+	h = held(s, T1, 250, 7);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &charged,
+	    r[0].lease), LEASE_NEED);
+	lease_drop(s, h);
+	free(s);
+}
+
+/* A process that exits gives its holds back to the lease. */
+static void
+test_forget_process(void **state)
+{
+	struct lease_shared *s = table();
+	char	 out[4][2][LEASE_ID_LEN + 1];
+
+	(void)state;
+	assert_int_equal(lease_grown(s, T1, L1, 500, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T2, L2, 500, 100, 0), 0);
+	(void)held(s, T1, 500, 7);
+	(void)held(s, T2, 200, 8);
+	assert_int_equal(lease_busy(s), 2);
+	lease_forget(s, 7);
+	assert_int_equal(lease_busy(s), 1);
+	(void)held(s, T1, 500, 9);
+	lease_forget(s, 9);
+	/* Idle: T1's lease goes back, T2's has a call. */
+	assert_int_equal(lease_idle(s, 5, 2, out, 4), 1);
+	assert_string_equal(out[0][0], T1);
+	assert_string_equal(out[0][1], L1);
+	/* Another process made a lease meanwhile: the second is refused. */
+	assert_int_equal(lease_grown(s, T1, L1, 100, 100, 5), 0);
+	assert_int_equal(lease_grown(s, T1, L2, 100, 100, 5), 1);
+	free(s);
+}
+
+/* A lease the database lost: its calls are charged nothing, and no new
+ * lease is taken until they have ended. */
+static void
+test_lost_lease(void **state)
+{
+	struct lease_shared *s = table();
+	char	 lease[LEASE_ID_LEN + 1];
+	long long need, charged;
+	uint32_t seq;
+	int	 h, h2;
+
+	(void)state;
+	assert_int_equal(lease_grown(s, T1, L1, 500, 100, 0), 0);
+	h = held(s, T1, 100, 7);
+	lease_lost(s, L1);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &need, lease),
+	    LEASE_NONE);
+	assert_int_equal(lease_spend(s, h, 90, &usage, 7, &charged, &seq), 0);
+	assert_int_equal(charged, 0);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &need, lease),
+	    LEASE_NEED);
+	free(s);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_first_call_needs_a_lease),
+		cmocka_unit_test(test_spend_is_capped_and_queued),
+		cmocka_unit_test(test_forget_process),
+		cmocka_unit_test(test_lost_lease),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
