@@ -32,6 +32,7 @@
 #define RENEW_EVERY	10.0		/* s */
 #define IDLE		2.0		/* s */
 #define WRITE_BATCH	256
+#define GATHER_MS	1
 #define WRITE_WAIT_MS	10000
 #define RETURNS_MAX	64
 
@@ -251,6 +252,31 @@ renew(struct writer *wr, struct db *db, double now)
 			lease_lost(wr->s, wr->renew[i]);
 }
 
+/*
+ * The records waiting.  A commit costs the same for one row as for many,
+ * so while many calls are in flight (others will end any moment), a few
+ * records wait up to GATHER_MS for more: group commit, as PostgreSQL's
+ * commit_delay does, but only when there is a group to wait for.
+ */
+static int
+gather(struct writer *wr)
+{
+	const struct timespec pause = { 0, 250 * 1000 };
+	double		 until = 0;
+	int		 n;
+
+	for (;;) {
+		n = lease_pending(wr->s, wr->rec, WRITE_BATCH, 500);
+		if (n == 0 || n == WRITE_BATCH || lease_calls(wr->s) == 0)
+			return n;
+		if (until == 0)
+			until = clock_mono() + GATHER_MS / 1000.0;
+		else if (clock_mono() >= until)
+			return n;
+		nanosleep(&pause, NULL);
+	}
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -269,12 +295,13 @@ writer_main(void *arg)
 	}
 	db_set_timeouts(db, wr->cfg->database_statement_timeout * 1000,
 	    wr->cfg->database_lock_timeout * 1000);
+	db_prefer_generic_plans(db);
 	/* A worker being replaced may write still: wait for its turn. */
 	while (lease_writer_take(wr->s, 200) == -1)
 		if (atomic_load(&wr->stop))
 			goto out;
 	for (;;) {
-		n = lease_pending(wr->s, wr->rec, WRITE_BATCH, 500);
+		n = gather(wr);
 		if (n > 0 && credits_lease_write(db, wr->rec, n) == 0) {
 			lease_committed(wr->s, wr->rec, n);
 			if (failing)

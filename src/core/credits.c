@@ -416,17 +416,27 @@ credits_lease_grow(struct db *db, const char *lease, const char *tenant,
 static int
 element(struct buf *b, const char *s)
 {
-	if (buf_printf(b, "%s", b->len == 0 ? "{" : ",") == -1)
+	size_t	 n;
+
+	if (buf_puts(b, b->len == 0 ? "{" : ",") == -1)
 		return -1;
 	if (s == NULL)
-		return buf_printf(b, "NULL");
-	if (buf_printf(b, "\"") == -1)
+		return buf_puts(b, "NULL");
+	if (buf_puts(b, "\"") == -1)
 		return -1;
-	for (; *s != '\0'; s++)
-		if (buf_printf(b, "%s%c", *s == '"' || *s == '\\' ? "\\" : "",
-		    *s) == -1)
+	while (*s != '\0') {
+		n = strcspn(s, "\"\\");
+		if (buf_append(b, s, n) == -1)
 			return -1;
-	return buf_printf(b, "\"");
+		s += n;
+		if (*s != '\0') {
+			if (buf_append(b, "\\", 1) == -1 ||
+			    buf_append(b, s, 1) == -1)
+				return -1;
+			s++;
+		}
+	}
+	return buf_puts(b, "\"");
 }
 
 int

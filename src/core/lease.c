@@ -61,6 +61,7 @@ struct lease_shared {
 	uint32_t	 head;		/* the next record's number */
 	uint32_t	 used;		/* tenant entries used */
 	uint32_t	 hint;		/* where to look for a free hold */
+	int32_t		 holds;		/* holds taken, read outside the lock */
 	struct lease_tenant t[LEASE_TENANTS];
 	struct lease_hold h[LEASE_HOLDS];
 	struct lease_record ring[LEASE_RING];
@@ -105,9 +106,12 @@ mend(struct lease_shared *s)
 		s->t[i].calls = 0;
 		s->t[i].pending = 0;
 	}
+	STORE(s->holds, 0);
 	for (i = 0; i < LEASE_HOLDS; i++)
-		if (s->h[i].pid != 0)
+		if (s->h[i].pid != 0) {
 			s->t[s->h[i].t].calls++;
+			ADD(s->holds, 1);
+		}
 	for (seq = LOAD(s->done); seq != s->head; seq++) {
 		const struct lease_record *r = &s->ring[seq % LEASE_RING];
 
@@ -245,6 +249,7 @@ lease_hold(struct lease_shared *s, const char *tenant, long long amount,
 	}
 	e->avail -= amount;
 	e->calls++;
+	ADD(s->holds, 1);
 	e->last_used = now;
 	s->h[i].t = (int32_t)(e - s->t);
 	s->h[i].amount = amount;
@@ -296,6 +301,7 @@ end_hold(struct lease_shared *s, int i, long long charged)
 	}
 	if (e->calls > 0)
 		e->calls--;
+	ADD(s->holds, -1);
 	h->pid = 0;
 	h->amount = 0;
 }
@@ -549,6 +555,12 @@ lease_wake_writer(struct lease_shared *s)
 {
 	ADD(s->queued, 1);
 	futex_wake(&s->queued);
+}
+
+int
+lease_calls(struct lease_shared *s)
+{
+	return LOAD(s->holds);
 }
 
 int

@@ -156,6 +156,8 @@ bool	lease_writer_wanted(struct lease_shared *);
 void	lease_writer_give(struct lease_shared *);
 /* Ends a writer's wait in lease_pending() at once. */
 void	lease_wake_writer(struct lease_shared *);
+/* Calls holding credits on this host, without the lock: a hint. */
+int	lease_calls(struct lease_shared *);
 /* Calls holding credits and records waiting, on this host. */
 int	lease_busy(struct lease_shared *);
 

@@ -676,7 +676,7 @@ struct db {
 	PGconn		*conn;		/* NULL = not connected */
 	char		*conninfo;	/* secret: may hold a password */
 	char		 timeout[16];	/* connect_timeout, s */
-	char		 options[80];	/* -c settings of every session */
+	char		 options[128];	/* -c settings of every session */
 	char		*appname;
 	bool		 prepared[STMT__MAX]; /* on this connection */
 	bool		 in_tx;		/* between db_begin and commit */
@@ -742,6 +742,16 @@ db_set_timeouts(struct db *db, int statement_ms, int lock_ms)
 	snprintf(db->options, sizeof(db->options), "-c statement_timeout=%d "
 	    "-c lock_timeout=%d", statement_ms, lock_ms);
 	/* The next statement connects again, with them. */
+	disconnect(db);
+}
+
+void
+db_prefer_generic_plans(struct db *db)
+{
+	size_t	 n = strlen(db->options);
+
+	snprintf(db->options + n, sizeof(db->options) - n,
+	    " -c plan_cache_mode=force_generic_plan");
 	disconnect(db);
 }
 

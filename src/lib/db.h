@@ -187,6 +187,11 @@ unsigned long	 db_reconnects(const struct db *);
  * stays usable, and db_timed_out() says so.
  */
 void		 db_set_timeouts(struct db *, int statement_ms, int lock_ms);
+/*
+ * Plans every prepared statement once (after db_set_timeouts()): for a
+ * connection that sends one costly statement over and over.
+ */
+void		 db_prefer_generic_plans(struct db *);
 /* True when the last failure was a statement or lock timeout. */
 bool		 db_timed_out(const struct db *);
 /* Connections made so far, the first included. */

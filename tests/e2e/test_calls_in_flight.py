@@ -403,10 +403,15 @@ def _load_streams(s, key, stop, results):
     return threads
 
 
+@pytest.mark.parametrize("lease", [False, True], ids=["holds", "leased"])
 def test_reloads_and_stop_under_a_backlog_that_never_empties(make_stack,
-                                                             openai):
+                                                             openai, lease):
+    """Also with credits leased per host: the ledger writer hands over
+    to the worker replacing it, and at SIGTERM stays until every call's
+    usage row is written, then gives the leases back."""
     mock = openai
-    s = gateway(make_stack, mock, workers=2, shutdown_timeout="20")
+    s = gateway(make_stack, mock, workers=2, shutdown_timeout="20",
+                credits_lease="true" if lease else "false")
     mock.behave("openai", Complete(content=CONTENT, pieces=8, pause=0.25,
                                    usage=(9, 8)))
     tid, key = tenant(s, 1000)
@@ -459,3 +464,8 @@ def test_reloads_and_stop_under_a_backlog_that_never_empties(make_stack,
     rows = s.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s' AND "
                   "status <> 'ok'" % tid)
     assert rows == [["0"]], rows
+    # Every stream answered whole was charged once, and the ledger adds up.
+    rows = s.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s'" % tid)
+    assert int(rows[0][0]) >= len(taken)
+    out = s.kg.ctl("ledger-verify")
+    assert out.returncode == 0, (out.stdout, out.stderr)

@@ -926,29 +926,42 @@ def test_a_pool_call_is_priced_by_its_model_never_by_the_catch_all(
         billed.psql("DELETE FROM prices WHERE pattern = 'mistralai/mistral-7b-instruct'")
 
 
-def _exact(s, tids):
+def _exact(s, tids, leased=False):
     """The ledger's invariants, for the tenants given and for all: each
-    balance the sum of its rows, no hold left, every usage row's charge a
-    ledger row of the same amount."""
+    balance the sum of its rows, no hold left (with leases: none but what
+    the leases hold), every usage row's charge a ledger row of the same
+    amount."""
     out = s.kg.ctl("ledger-verify")
     assert out.returncode == 0, (out.stdout, out.stderr)
     for tid in tids:
         rows = ledger(s, tid)
         assert sum(a for _, a, _ in rows) == micro(s, tid)
-        assert sum(h for _, _, h in rows) == 0, rows
+        held = micro(s, tid, "credits_reserved") if leased else 0
+        assert sum(h for _, _, h in rows) == held, rows
+        if leased:
+            assert s.psql("SELECT coalesce(sum(amount), 0) FROM "
+                          "credit_reservations WHERE tenant_id = '%s' AND "
+                          "request_id = 'lease'" % tid) == [[str(held)]]
         assert s.psql(
             "SELECT coalesce(sum(credits_charged), 0) FROM usage WHERE "
             "tenant_id = '%s'" % tid) == [[str(-sum(
                 a for k, a, _ in rows if k == "charge"))]]
 
 
-def test_random_movements_keep_every_balance_the_sum_of_its_rows(billed,
-                                                                 mock):
+@pytest.mark.parametrize("leased", [False, True], ids=["holds", "leased"])
+def test_random_movements_keep_every_balance_the_sum_of_its_rows(
+        make_stack, mock, leased):
     """A property over random sequences of top-ups, transfers up and down
     the tree, calls that succeed, fail, are cut short or report absurd
     usage, and a worker killed with a call in hand: after every step the
-    ledger is exact (KEYGATE_E2E_SEED replays a sequence)."""
+    ledger is exact (KEYGATE_E2E_SEED replays a sequence).  With credits
+    leased per host too, where the killed call's hold is in the lease."""
     import random
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false",
+               pool_openrouter_key=POOL_KEY, pool_markup="0.25", workers=3,
+               credits_lease="true" if leased else "false")
+    billed = make_stack(**cfg)
     seed = int(os.environ.get("KEYGATE_E2E_SEED", random.randrange(1 << 30)))
     rnd = random.Random(seed)
     parent, parent_key = admin_of(billed, ks.DEV_KEY, "prop-parent")
@@ -986,17 +999,25 @@ def test_random_movements_keep_every_balance_the_sum_of_its_rows(billed,
                             headers=ks.auth())
             assert r.status == 200, r.body
             mock.behave("openai", Hang(60))
+            seen = len(mock.seen())
             t = threading.Thread(target=lambda: _quiet(
                 lambda: chat(billed, keys[tid])), daemon=True)
             t.start()
-            held = ks.wait_until(lambda: billed.psql(
-                "SELECT owner_pid FROM credit_reservations WHERE "
-                "tenant_id = '%s'" % tid), 30, what="the call's hold")
-            os.kill(int(held[0][0]), signal.SIGKILL)
+            if leased:
+                # The hold is in the lease, in memory: every worker goes.
+                mock.wait_for(seen + 1, 30)
+                for pid in billed.kg.worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                billed.kg.wait_workers(timeout=20)
+            else:
+                held = ks.wait_until(lambda: billed.psql(
+                    "SELECT owner_pid FROM credit_reservations WHERE "
+                    "tenant_id = '%s'" % tid), 30, what="the call's hold")
+                os.kill(int(held[0][0]), signal.SIGKILL)
             ks.wait_until(lambda: micro(billed, tid, "credits_reserved") ==
-                          0, 20, what="the dead worker's hold to go")
+                          0, 30, what="the dead worker's hold to go")
         try:
-            _exact(billed, tids)
+            _exact(billed, tids, leased)
         except AssertionError as e:
             raise AssertionError("seed %d, after %s: %s" % (seed, steps, e))
     kinds = {k for t in tids for k, _, _ in ledger(billed, t)}
