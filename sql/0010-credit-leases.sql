@@ -7,6 +7,12 @@
 -- own id, so a usage row written twice is still one row.
 ALTER TABLE usage ADD COLUMN lease_id uuid;
 
+-- What a call cost beyond what could be charged (the balance, or the
+-- lease, ran out before its usage was known): forgiven, and recorded so
+-- that the operator sees it.  Its usage row's cost is charged + forgiven.
+ALTER TABLE usage ADD COLUMN credits_forgiven bigint NOT NULL DEFAULT 0
+    CHECK (credits_forgiven >= 0);
+
 -- Workers keep prices in memory: a change of them is announced like a
 -- change of keys (keygate_cache, "$").
 CREATE FUNCTION keygate_prices_changed() RETURNS trigger

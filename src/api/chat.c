@@ -441,6 +441,13 @@ respond_whole(struct chat *c, struct upstream_call *call)
 	long		 status;
 
 	r = upstream_perform(call, &status, &reply, err, sizeof(err));
+	/*
+	 * The client left while the provider worked on what it was sent:
+	 * the provider bills the prompt at least, and so is the tenant (what
+	 * it would have answered is not known).
+	 */
+	if (r == UPSTREAM_ABORTED && c->req->client_gone && call->sent)
+		settle(c, "partial");
 	if (r != UPSTREAM_OK)
 		transport_error(c, r, err);
 	else if (status < 200 || status >= 300)
@@ -910,6 +917,10 @@ respond_stream(struct chat *c, struct upstream_call *call)
 	long		 status;
 
 	r = upstream_stream(call, on_stream_data, c, &status, err, sizeof(err));
+	/* Left before the first event: the prompt, as for a whole call. */
+	if (!c->started && r == UPSTREAM_ABORTED && c->req->client_gone &&
+	    call->sent)
+		settle(c, "partial");
 	if (!c->started) {
 		if (r == UPSTREAM_OK && status != 200)
 			provider_error(c, status, &c->errbody, call);

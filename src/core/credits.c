@@ -442,9 +442,9 @@ element(struct buf *b, const char *s)
 int
 credits_lease_write(struct db *db, const struct lease_record *r, int n)
 {
-	struct buf	 col[13];
-	const char	*p[13];
-	char		 num[4][32];
+	struct buf	 col[14];
+	const char	*p[14];
+	char		 num[5][32];
 	int		 i, j, rc = 0;
 
 	memset(col, 0, sizeof(col));
@@ -455,6 +455,7 @@ credits_lease_write(struct db *db, const struct lease_record *r, int n)
 		    token_count(r[i].completion_tokens));
 		snprintf(num[2], sizeof(num[2]), "%lld", r[i].charged);
 		snprintf(num[3], sizeof(num[3]), "%.4f", r[i].markup);
+		snprintf(num[4], sizeof(num[4]), "%lld", r[i].cost);
 		p[0] = r[i].tenant;
 		p[1] = r[i].key_id[0] != '\0' ? r[i].key_id : NULL;
 		p[2] = r[i].request_id;
@@ -468,16 +469,17 @@ credits_lease_write(struct db *db, const struct lease_record *r, int n)
 		p[10] = r[i].status;
 		p[11] = r[i].lease[0] != '\0' ? r[i].lease : NULL;
 		p[12] = r[i].call;
-		for (j = 0; j < 13 && rc == 0; j++)
+		p[13] = num[4];
+		for (j = 0; j < 14 && rc == 0; j++)
 			rc = element(&col[j], p[j]);
 	}
-	for (j = 0; j < 13 && rc == 0; j++) {
+	for (j = 0; j < 14 && rc == 0; j++) {
 		rc = buf_printf(&col[j], "}");
 		p[j] = col[j].data;
 	}
 	if (rc == 0)
-		rc = db_exec(db, STMT_LEASE_WRITE, 13, p);
-	for (j = 0; j < 13; j++)
+		rc = db_exec(db, STMT_LEASE_WRITE, 14, p);
+	for (j = 0; j < 14; j++)
 		buf_free(&col[j]);
 	return rc;
 }

@@ -370,6 +370,7 @@ lease_spend(struct lease_shared *s, int hold, long long cost,
 	r->prompt_tokens = u->prompt_tokens;
 	r->completion_tokens = u->completion_tokens;
 	r->charged = *charged;
+	r->cost = cost < *charged ? *charged : cost;
 	end_hold(s, hold, *charged);
 	*seq = s->head++;
 	ADD(s->queued, 1);

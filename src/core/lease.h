@@ -119,6 +119,8 @@ struct lease_record {
 	long		 prompt_tokens;
 	long		 completion_tokens;
 	long long	 charged;
+	long long	 cost;		/* what the call cost: charged, and
+					   what was forgiven beyond it */
 };
 
 /*

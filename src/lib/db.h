@@ -108,7 +108,8 @@ enum stmt {
 	STMT_LEASE_WRITE,	/* (tenants, keys, requests, providers,
 				    models, sources, prompts, completions,
 				    charges, markups, statuses, leases, call
-				    ids: array literals) -> rows written */
+				    ids, costs: array literals) -> rows
+				    written */
 	STMT_LEDGER_CHECK,	/* -> tenant, what is wrong */
 	STMT_ACCOUNT,		/* (tenant) -> balance, reserved, active keys,
 				    all keys */

@@ -334,9 +334,12 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	CURL		*h;
 	CURLcode	 rc;
 	enum upstream_result res;
+	curl_off_t	 sent = 0;
+	long		 head = 0;
 	int		 i;
 
 	*status = 0;
+	c->sent = false;
 	c->retry_after[0] = c->retry_after_ms[0] = '\0';
 	if ((h = handle_take(c->via)) == NULL) {
 		snprintf(err, errsz, "out of memory");
@@ -392,6 +395,10 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	waiting(true);
 	rc = curl_easy_perform(h);
 	waiting(false);
+	c->sent = curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &sent) ==
+	    CURLE_OK && sent >= (curl_off_t)c->body_len &&
+	    curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &head) == CURLE_OK &&
+	    head > 0;
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
 		res = UPSTREAM_OK;

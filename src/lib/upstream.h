@@ -39,6 +39,8 @@ struct upstream_call {
 	 */
 	int		(*gone)(void *gone_arg);
 	void		*gone_arg;
+	bool		 sent;			/* out: the whole request went
+						   out (the provider has it) */
 	char		 retry_after[32];	/* out: the Retry-After header */
 	char		 retry_after_ms[32];	/* out: retry-after-ms */
 };

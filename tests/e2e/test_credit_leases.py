@@ -246,3 +246,22 @@ def test_postgresql_restarted_under_leased_calls_loses_no_charge(
                                 r.json["keygate"]["credits_charged"] > 0])
     assert micro(s, tid) == 5000000 - int(used[1])
     _exact(s, [tid])
+
+
+def test_a_cost_beyond_the_lease_is_charged_up_to_it_and_recorded(leased,
+                                                                  mock):
+    """A provider claiming far more usage than was held: the call takes
+    its hold and what the lease has free, never more, and the rest is
+    recorded as forgiven on its usage row."""
+    mock.behave("openai", Complete(usage=(10**15, 9)))
+    tid, key = tenant(leased, 1)
+    r = chat(leased, key)
+    assert r.status == 200, r.body
+    charged = round(r.json["keygate"]["credits_charged"] * 1e6)
+    assert 0 < charged <= 1000000
+    rows = leased.psql("SELECT credits_charged, credits_forgiven FROM usage "
+                       "WHERE tenant_id = '%s'" % tid)
+    assert rows[0][0] == str(charged) and int(rows[0][1]) > 0, rows
+    idle(leased, tid)
+    assert micro(leased, tid) == 1000000 - charged >= 0
+    _exact(leased, [tid])

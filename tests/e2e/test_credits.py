@@ -672,6 +672,13 @@ def test_absurd_provider_usage_still_settles_with_one_row(billed, mock, usage):
     assert 0 <= prompt <= 2**31 - 1 and 0 <= completion <= 2**31 - 1
     assert billed.psql("SELECT count(*) FROM credit_reservations WHERE "
                        "tenant_id = '%s'" % tid) == [["0"]]
+    # What could not be charged is not silently gone: the row says it.
+    forgiven = int(billed.psql("SELECT credits_forgiven FROM usage WHERE "
+                               "tenant_id = '%s'" % tid)[0][0])
+    if max(usage) > 10**9:
+        assert charged == 1000000 and forgiven > 0, (charged, forgiven)
+    else:
+        assert forgiven == 0
 
 
 @pytest.mark.parametrize("model,max_tokens", [

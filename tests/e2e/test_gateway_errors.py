@@ -8,7 +8,8 @@ goes wrong, against the mock OpenAI and OpenRouter (mock_llm.MockLLM):
 - an inline provider key that does not look like its provider's is a 400
   naming the provider, and no provider is called;
 - a client that leaves during a non-streamed call ends the upstream call
-  at once, and its reservation is released exactly once."""
+  at once, and it is settled exactly once, for the prompt the provider
+  had."""
 
 import json
 import os
@@ -277,13 +278,21 @@ def test_fastcgi_client_works(gw, mock):
     assert json.loads(payload)["keygate"]["provider"] == "openai"
 
 
-@pytest.mark.parametrize("how", ["close", "abort"])
-def test_a_client_leaving_a_whole_call_ends_it_and_releases(gw, mock, how):
+@pytest.mark.parametrize("how,stream", [("close", False), ("abort", False),
+                                        ("close", True)],
+                         ids=["close", "abort", "stream"])
+def test_a_client_leaving_a_whole_call_ends_it_and_pays_the_prompt(gw, mock,
+                                                                   how,
+                                                                   stream):
+    """The provider had the request when the client left (a whole call,
+    or a stream before its first event): the call ends at once, and the
+    tenant pays what the provider certainly processed, the prompt, with
+    one usage row marked partial."""
     t = Tenant(gw)
     before = t.money()
     mock.behave("openai", Hang(30))
     request_id = "e2e-err-" + secrets.token_hex(8)
-    s = fcgi_chat(gw, t.key, request_id, body())
+    s = fcgi_chat(gw, t.key, request_id, body(stream=stream))
     up = mock.wait_for(1)[0]
     # The reservation is held while the provider thinks.
     ks.wait_until(lambda: t.money()[1] > 0, 5, what="the reservation")
@@ -299,9 +308,16 @@ def test_a_client_leaving_a_whole_call_ends_it_and_releases(gw, mock, how):
             "after the client left" % (up.closed_at - gone)
     finally:
         s.close()
-    # Released once: the balance as it was, nothing held, no usage row.
-    ks.wait_until(lambda: t.money() == before, 5,
-                  what="the reservation to be released")
+    # Settled once: the prompt charged, nothing held, one usage row.
+    ks.wait_until(lambda: t.money()[1:] == (0, before[2] + 1), 5,
+                  what="the reservation to be settled")
+    rows = gw.psql("SELECT prompt_tokens, completion_tokens, status, "
+                   "credits_charged FROM usage WHERE request_id = '%s'"
+                   % request_id)
+    assert len(rows) == 1, rows
+    prompt, completion, status, charged = rows[0]
+    assert (int(prompt) > 0, completion, status) == (True, "0", "partial")
+    assert 0 < int(charged) and t.money()[0] == before[0] - int(charged)
     assert gw.psql("SELECT count(*) FROM credit_reservations WHERE "
                    "tenant_id = '%s'" % t.id) == [["0"]]
     # The access log says the client closed the request.
@@ -313,8 +329,8 @@ def test_a_client_leaving_a_whole_call_ends_it_and_releases(gw, mock, how):
     for _ in range(3):
         assert t.chat(body()).status == 200
     assert gw.psql("SELECT count(*) FROM usage WHERE request_id = '%s'"
-                   % request_id) == [["0"]]
-    assert t.money()[2] == before[2] + 3
+                   % request_id) == [["1"]]
+    assert t.money()[2] == before[2] + 4
 
 
 def test_a_client_that_waits_is_not_taken_for_gone(gw, mock):

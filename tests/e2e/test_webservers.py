@@ -174,7 +174,7 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
         served, mock, streamed, web_server, request):
     """The provider has answered nothing yet when the client leaves: the
     web server closes its FastCGI connection, and keygated ends the
-    provider call within about a second, charging nothing.  Apache's
+    provider call within about a second.  Apache's
     mod_proxy_fcgi does not watch the client until it has something to
     write to it (keygated(8), fcgi/apache.conf)."""
     if web_server == "apache":
