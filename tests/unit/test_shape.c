@@ -1,0 +1,141 @@
+/* Unit tests for src/providers/shape.c: the OpenAI shapes translations
+ * produce. */
+#include "autoconfig.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "providers/providers.h"
+
+static void
+assert_json(struct json_object *o, const char *want)
+{
+	struct json_object *w = json_tokener_parse(want);
+
+	assert_non_null(w);
+	if (!json_object_equal(o, w))
+		fail_msg("%s\n   is not %s", json_object_to_json_string(o),
+		    want);
+	json_object_put(w);
+}
+
+static void
+test_chunks(void **state)
+{
+	struct json_object *o;
+
+	(void)state;
+	o = chat_chunk("c1", "m", 7, json_tokener_parse("{\"content\":\"hi\"}"),
+	    NULL);
+	assert_json(o, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+	    "\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}");
+	json_object_put(o);
+	o = chat_chunk_at("c1", "m", 7, 2, json_object_new_object(), "stop");
+	assert_json(o, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":2,"
+	    "\"delta\":{},\"finish_reason\":\"stop\"}]}");
+	json_object_put(o);
+	/* No delta: the usage chunk's empty choices. */
+	o = chat_chunk("c1", "m", 7, NULL, NULL);
+	assert_json(o, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":7,\"model\":\"m\",\"choices\":[]}");
+	json_object_put(o);
+	o = chat_usage(3, 4);
+	assert_json(o, "{\"prompt_tokens\":3,\"completion_tokens\":4,"
+	    "\"total_tokens\":7}");
+	json_object_put(o);
+}
+
+static void
+test_response_format(void **state)
+{
+	struct json_object *req, *schema;
+	char		 err[128];
+	static const struct {
+		const char	*body;
+		int		 want;
+	} cases[] = {
+		{ "{}", CHAT_FORMAT_TEXT },
+		{ "{\"response_format\":{\"type\":\"text\"}}", CHAT_FORMAT_TEXT },
+		{ "{\"response_format\":{\"type\":\"json_object\"}}",
+		    CHAT_FORMAT_JSON },
+		{ "{\"response_format\":{\"type\":\"json_schema\","
+		    "\"json_schema\":{\"schema\":{\"type\":\"object\"}}}}",
+		    CHAT_FORMAT_SCHEMA },
+		{ "{\"response_format\":{\"type\":\"json_schema\"}}", -1 },
+		{ "{\"response_format\":{\"type\":\"json_schema\","
+		    "\"json_schema\":{\"schema\":[]}}}", -1 },
+		{ "{\"response_format\":{\"type\":\"xml\"}}", -1 },
+		{ "{\"response_format\":\"json\"}", -1 },
+		{ "{\"response_format\":{}}", -1 },
+	};
+	size_t		 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		req = json_tokener_parse(cases[i].body);
+		assert_non_null(req);
+		err[0] = '\0';
+		assert_int_equal(chat_response_format(req, &schema, err,
+		    sizeof(err)), cases[i].want);
+		if (cases[i].want == CHAT_FORMAT_SCHEMA)
+			assert_json(schema, "{\"type\":\"object\"}");
+		else
+			assert_null(schema);
+		if (cases[i].want == -1)
+			assert_true(strstr(err, "response_format") != NULL);
+		json_object_put(req);
+	}
+}
+
+static void
+test_stop_and_turns(void **state)
+{
+	struct json_object *s, *turns;
+
+	(void)state;
+	s = json_object_new_string("END");
+	turns = chat_stop_list(s);
+	assert_json(turns, "[\"END\"]");
+	json_object_put(turns);
+	json_object_put(s);
+	s = json_tokener_parse("[\"a\",\"b\"]");
+	turns = chat_stop_list(s);
+	assert_json(turns, "[\"a\",\"b\"]");
+	json_object_put(turns);
+	json_object_put(s);
+
+	/* Roles alternate: a second turn of one role joins the first. */
+	turns = json_object_new_array();
+	chat_add_turn(turns, "user", "content",
+	    json_tokener_parse("[{\"text\":\"1\"}]"));
+	chat_add_turn(turns, "user", "content",
+	    json_tokener_parse("[{\"text\":\"2\"}]"));
+	chat_add_turn(turns, "assistant", "content",
+	    json_tokener_parse("[{\"text\":\"3\"}]"));
+	chat_add_turn(turns, "user", "parts",
+	    json_tokener_parse("[{\"text\":\"4\"}]"));
+	assert_json(turns, "[{\"role\":\"user\",\"content\":[{\"text\":\"1\"},"
+	    "{\"text\":\"2\"}]},{\"role\":\"assistant\",\"content\":[{\"text\":"
+	    "\"3\"}]},{\"role\":\"user\",\"parts\":[{\"text\":\"4\"}]}]");
+	json_object_put(turns);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_response_format),
+		cmocka_unit_test(test_stop_and_turns),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
