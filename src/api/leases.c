@@ -44,7 +44,7 @@ struct writer {
 	struct lease_shared *s;
 	struct lease_record rec[WRITE_BATCH];
 	char		 renew[LEASE_TENANTS][LEASE_ID_LEN + 1];
-	bool		 found[LEASE_TENANTS];
+	bool		 found[LEASE_TENANTS];	/* renew[i] still exists */
 	int		 nrenew;
 	char		 idle[RETURNS_MAX][2][LEASE_ID_LEN + 1];
 	char		 retry[RETURNS_MAX][LEASE_ID_LEN + 1];
@@ -93,8 +93,9 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 			    need + amount * LEASE_CALLS, lease_ttl(w->cfg, ttl),
 			    &got, &gone, &avail)) {
 			case CREDITS_OK:
-				(void)lease_grown(s, tenant, lease, got, now +
-				    lease_ttl(w->cfg, ttl) - LEASE_MARGIN, now);
+				(void)lease_grown(s, tenant, lease, false, got,
+				    now + lease_ttl(w->cfg, ttl) - LEASE_MARGIN,
+				    now);
 				continue;
 			case CREDITS_SHORT:
 				if (gone) {
@@ -112,7 +113,7 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 		    LEASE_CALLS, owner, lease_ttl(w->cfg, ttl), id, &got,
 		    &avail)) {
 		case CREDITS_OK:
-			if (lease_grown(s, tenant, id, got, now +
+			if (lease_grown(s, tenant, id, true, got, now +
 			    lease_ttl(w->cfg, ttl) - LEASE_MARGIN, now) == 0)
 				continue;
 			/* Another worker made one meanwhile: use that. */

@@ -95,77 +95,6 @@ futex_wait(uint32_t *w, uint32_t seen, long ms)
 	    0);
 }
 
-/* Mends the tables after a process died holding the lock. */
-static void
-mend(struct lease_shared *s)
-{
-	uint32_t	 i, seq;
-	int64_t		 holds;
-
-	for (i = 0; i < LEASE_TENANTS; i++) {
-		s->t[i].calls = 0;
-		s->t[i].pending = 0;
-	}
-	STORE(s->holds, 0);
-	for (i = 0; i < LEASE_HOLDS; i++)
-		if (s->h[i].pid != 0) {
-			s->t[s->h[i].t].calls++;
-			ADD(s->holds, 1);
-		}
-	for (seq = LOAD(s->done); seq != s->head; seq++) {
-		const struct lease_record *r = &s->ring[seq % LEASE_RING];
-
-		for (i = 0; i < LEASE_TENANTS; i++)
-			if (s->t[i].lease[0] != '\0' &&
-			    strcmp(s->t[i].lease, r->lease) == 0)
-				s->t[i].pending += r->charged;
-	}
-	for (i = 0; i < LEASE_TENANTS; i++) {
-		struct lease_tenant *e = &s->t[i];
-		uint32_t j;
-
-		holds = 0;
-		for (j = 0; j < LEASE_HOLDS; j++)
-			if (s->h[j].pid != 0 && s->h[j].t == (int32_t)i)
-				holds += s->h[j].amount;
-		e->avail = e->held - e->pending - holds;
-		if (e->avail < 0)
-			e->avail = 0;
-	}
-}
-
-static bool
-lock_wait(struct lease_shared *s, long ms)
-{
-	bool	 abandoned = false;
-
-	if (shmlock_take(&s->lock, ms, &abandoned) == -1)
-		return false;
-	if (abandoned)
-		mend(s);
-	return true;
-}
-
-static bool
-lock(struct lease_shared *s)
-{
-	return lock_wait(s, LOCK_WAIT_MS);
-}
-
-/* For what must not be lost: waits as long as it takes. */
-static void
-lock_hard(struct lease_shared *s)
-{
-	while (!lock_wait(s, 1000))
-		continue;
-}
-
-static void
-unlock(struct lease_shared *s)
-{
-	pthread_mutex_unlock(&s->lock);
-}
-
 /* FNV-1a. */
 static uint32_t
 hash(const char *s)
@@ -202,6 +131,74 @@ find(struct lease_shared *s, const char *tenant, bool add)
 	memcpy(e->tenant, tenant, LEASE_ID_LEN + 1);
 	s->used++;
 	return e;
+}
+
+/* Mends the tables after a process died holding the lock. */
+static void
+mend(struct lease_shared *s)
+{
+	static int64_t	 holds[LEASE_TENANTS];
+	struct lease_tenant *e;
+	uint32_t	 i, seq;
+
+	memset(holds, 0, sizeof(holds));
+	for (i = 0; i < LEASE_TENANTS; i++) {
+		s->t[i].calls = 0;
+		s->t[i].pending = 0;
+	}
+	STORE(s->holds, 0);
+	for (i = 0; i < LEASE_HOLDS; i++)
+		if (s->h[i].pid != 0) {
+			s->t[s->h[i].t].calls++;
+			holds[s->h[i].t] += s->h[i].amount;
+			ADD(s->holds, 1);
+		}
+	for (seq = LOAD(s->done); seq != s->head; seq++) {
+		const struct lease_record *r = &s->ring[seq % LEASE_RING];
+
+		if ((e = find(s, r->tenant, false)) != NULL &&
+		    e->lease[0] != '\0' && strcmp(e->lease, r->lease) == 0)
+			e->pending += r->charged;
+	}
+	/* held = avail + pending + holds, always. */
+	for (i = 0; i < LEASE_TENANTS; i++) {
+		e = &s->t[i];
+		e->avail = e->held - e->pending - holds[i];
+		if (e->avail < 0)
+			e->avail = 0;
+	}
+}
+
+static bool
+lock_wait(struct lease_shared *s, long ms)
+{
+	bool	 abandoned = false;
+
+	if (shmlock_take(&s->lock, ms, &abandoned) == -1)
+		return false;
+	if (abandoned)
+		mend(s);
+	return true;
+}
+
+static bool
+lock(struct lease_shared *s)
+{
+	return lock_wait(s, LOCK_WAIT_MS);
+}
+
+/* For what must not be lost: waits as long as it takes. */
+static void
+lock_hard(struct lease_shared *s)
+{
+	while (!lock_wait(s, 1000))
+		continue;
+}
+
+static void
+unlock(struct lease_shared *s)
+{
+	pthread_mutex_unlock(&s->lock);
 }
 
 static int
@@ -261,7 +258,7 @@ lease_hold(struct lease_shared *s, const char *tenant, long long amount,
 
 int
 lease_grown(struct lease_shared *s, const char *tenant, const char *lease,
-    long long amount, double valid, double now)
+    bool fresh, long long amount, double valid, double now)
 {
 	struct lease_tenant *e;
 	int		 rc = 0;
@@ -269,7 +266,8 @@ lease_grown(struct lease_shared *s, const char *tenant, const char *lease,
 	lock_hard(s);
 	if ((e = find(s, tenant, true)) == NULL)
 		rc = 1;
-	else if (e->lease[0] == '\0' && !(e->lost && e->calls > 0)) {
+	else if (fresh && e->lease[0] == '\0' &&
+	    !(e->lost && e->calls > 0)) {
 		memcpy(e->lease, lease, LEASE_ID_LEN + 1);
 		e->lost = false;
 		e->held = amount;

@@ -33,7 +33,7 @@
 struct lease_shared;
 
 #define LEASE_ID_LEN	36		/* a uuid as text */
-#define LEASE_TENANTS	2048		/* tenants with a lease on a host */
+#define LEASE_TENANTS	16384		/* tenants a host has leased to */
 #define LEASE_HOLDS	16384		/* calls holding credits on a host */
 #define LEASE_RING	4096		/* calls ended, not yet written */
 #define LEASE_MODEL_MAX	256
@@ -60,12 +60,15 @@ enum lease_result lease_hold(struct lease_shared *, const char *tenant,
 	    long long amount, pid_t pid, double now, double ends, int *hold,
 	    long long *need, char lease[LEASE_ID_LEN + 1]);
 /*
- * The lease of tenant grew by amount (a new lease id when it had none),
- * valid until valid (monotonic s).  0; 1 when another process made a new
- * lease meanwhile, so that this one must be let go by the caller.
+ * The lease of tenant grew by amount, or was made (fresh), valid until
+ * valid (monotonic s).  0; 1 when the table no longer has that lease: a
+ * fresh one because another process made one meanwhile (the caller lets
+ * its own go), a grown one because the writer let it go meanwhile (with
+ * what it grew by).
  */
 int	lease_grown(struct lease_shared *, const char *tenant,
-	    const char *lease, long long amount, double valid, double now);
+	    const char *lease, bool fresh, long long amount, double valid,
+	    double now);
 /* Lets a call's hold go: nothing charged. */
 void	lease_drop(struct lease_shared *, int hold);
 

@@ -61,7 +61,7 @@ test_first_call_needs_a_lease(void **state)
 	    LEASE_NEED);
 	assert_int_equal(need, 300);
 	assert_string_equal(lease, "");
-	assert_int_equal(lease_grown(s, T1, L1, 1000, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T1, L1, true, 1000, 100, 0), 0);
 	h = held(s, T1, 300, 7);
 	assert_true(h >= 0);
 	/* 700 left: a call of 800 needs 100 more of that lease. */
@@ -87,7 +87,7 @@ test_spend_is_capped_and_queued(void **state)
 	int	 h, h2;
 
 	(void)state;
-	assert_int_equal(lease_grown(s, T1, L1, 1000, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T1, L1, true, 1000, 100, 0), 0);
 	h = held(s, T1, 600, 7);
 	h2 = held(s, T1, 300, 7);
 	/* 100 free: a cost of 900 takes 600 + 100, the rest is forgiven. */
@@ -125,8 +125,8 @@ test_forget_process(void **state)
 	char	 out[4][2][LEASE_ID_LEN + 1];
 
 	(void)state;
-	assert_int_equal(lease_grown(s, T1, L1, 500, 100, 0), 0);
-	assert_int_equal(lease_grown(s, T2, L2, 500, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T1, L1, true, 500, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T2, L2, true, 500, 100, 0), 0);
 	(void)held(s, T1, 500, 7);
 	(void)held(s, T2, 200, 8);
 	assert_int_equal(lease_busy(s), 2);
@@ -138,9 +138,13 @@ test_forget_process(void **state)
 	assert_int_equal(lease_idle(s, 5, 2, out, 4), 1);
 	assert_string_equal(out[0][0], T1);
 	assert_string_equal(out[0][1], L1);
+	/* A lease let go meanwhile does not come back by growing. */
+	assert_int_equal(lease_grown(s, T1, L1, false, 100, 100, 5), 1);
 	/* Another process made a lease meanwhile: the second is refused. */
-	assert_int_equal(lease_grown(s, T1, L1, 100, 100, 5), 0);
-	assert_int_equal(lease_grown(s, T1, L2, 100, 100, 5), 1);
+	assert_int_equal(lease_grown(s, T1, L1, true, 100, 100, 5), 0);
+	assert_int_equal(lease_grown(s, T1, L2, true, 100, 100, 5), 1);
+	/* And the one made grows. */
+	assert_int_equal(lease_grown(s, T1, L1, false, 100, 100, 5), 0);
 	free(s);
 }
 
@@ -156,7 +160,7 @@ test_lost_lease(void **state)
 	int	 h, h2;
 
 	(void)state;
-	assert_int_equal(lease_grown(s, T1, L1, 500, 100, 0), 0);
+	assert_int_equal(lease_grown(s, T1, L1, true, 500, 100, 0), 0);
 	h = held(s, T1, 100, 7);
 	lease_lost(s, L1);
 	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &need, lease),
