@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <malloc.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -41,6 +42,8 @@
 #define TOUCH_INTERVAL	1.0	/* s between batches */
 #define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
 #define HOLDS_INTERVAL	2.0	/* s between sweeps for orphaned holds */
+#define KEPT_CALLS	16	/* provider handles always kept */
+#define KEPT_IDLE	5.0	/* s before the others are let go */
 
 /* A worker's API state, kept across requests. */
 struct api_state {
@@ -393,10 +396,18 @@ api_after(struct worker *w)
 	struct buf	 ids = { 0 };
 	const char	*p[1];
 	double		 now = clock_mono();
-	int		 i, holds;
+	int		 i, holds, left;
 
 	sweep_dormant(w, st, now);
 	holds = sweep_holds(w, st, now);
+	/*
+	 * Provider connections a burst of calls left, beyond a few kept for
+	 * the next calls, go after a while: their descriptors and memory.
+	 */
+	if (upstream_trim(w->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
+		(void)malloc_trim(0);	/* and the heap they used */
+	if (left > 0)
+		holds = sooner(holds, (int)(KEPT_IDLE * 1000));
 	if (st->ntouch == 0)
 		return holds;
 	if (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX)

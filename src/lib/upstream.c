@@ -218,7 +218,9 @@ on_seek(void *arg, curl_off_t offset, int origin)
 
 struct upstream {
 	pthread_mutex_t	 mu;		/* guards idle[] */
-	CURL		*idle[UPSTREAM_KEPT_HANDLES];
+	CURL		*idle[UPSTREAM_KEPT_HANDLES];	/* oldest first */
+	double		 since[UPSTREAM_KEPT_HANDLES];	/* given back at,
+							   monotonic s */
 	int		 nidle;
 	CURLSH		*share;		/* NULL = none (out of memory) */
 	pthread_mutex_t	 locks[CURL_LOCK_DATA_LAST];
@@ -287,6 +289,33 @@ upstream_free(struct upstream *u)
 	free(u);
 }
 
+int
+upstream_trim(struct upstream *u, int keep, double idle, int *left)
+{
+	CURL	*h;
+	double	 now = clock_mono();
+	int	 freed = 0, n = 0;
+
+	for (; u != NULL; freed++) {
+		h = NULL;
+		pthread_mutex_lock(&u->mu);
+		if (u->nidle > keep && now - u->since[0] >= idle) {
+			h = u->idle[0];
+			u->nidle--;
+			memmove(u->idle, u->idle + 1, u->nidle * sizeof(*u->idle));
+			memmove(u->since, u->since + 1,
+			    u->nidle * sizeof(*u->since));
+		}
+		n = u->nidle;
+		pthread_mutex_unlock(&u->mu);
+		if (h == NULL)
+			break;
+		curl_easy_cleanup(h);
+	}
+	*left = n > keep ? n - keep : 0;
+	return freed;
+}
+
 /* A handle for a call: a kept one, or a new one; NULL = out of memory. */
 static CURL *
 handle_take(struct upstream *u)
@@ -317,6 +346,7 @@ handle_give(struct upstream *u, CURL *h)
 	curl_easy_reset(h);
 	pthread_mutex_lock(&u->mu);
 	if (u->nidle < UPSTREAM_KEPT_HANDLES) {
+		u->since[u->nidle] = clock_mono();
 		u->idle[u->nidle++] = h;
 		h = NULL;
 	}

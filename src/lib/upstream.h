@@ -83,6 +83,13 @@ struct upstream	*upstream_new(void) __attribute__((warn_unused_result));
 /* Closes them and frees; NULL is accepted. */
 void		 upstream_free(struct upstream *);
 /*
+ * Lets go of kept handles (and their connections) beyond keep that have
+ * been idle idle seconds: what a burst of calls left.  The number let
+ * go; *left says how many beyond keep are still kept.
+ */
+int		 upstream_trim(struct upstream *, int keep, double idle,
+		    int *left);
+/*
  * Performs the call; on UPSTREAM_OK *status and body hold the answer.
  * err gets a short reason for the other results (no secrets).
  */
