@@ -93,28 +93,6 @@ struct chat {
  * the provider did not report is estimated (prompt from the body, output
  * from the bytes passed on).  Once.
  */
-/* Settles a call held in this host's lease. */
-static void
-spend(struct chat *c, const struct credits_usage *u)
-{
-	struct lease_usage lu;
-
-	memset(&lu, 0, sizeof(lu));
-	lu.key_id = u->key_id;
-	lu.request_id = u->request_id;
-	lu.provider = u->provider;
-	lu.model = u->model;
-	lu.pool = u->pool;
-	lu.markup = u->markup;
-	lu.prompt_tokens = u->prompt_tokens;
-	lu.completion_tokens = u->completion_tokens;
-	lu.status = u->status;
-	(void)leases_spend(c->req->w, c->hold, credits_cost(&c->price,
-	    u->prompt_tokens, u->completion_tokens, c->markup), &lu,
-	    &c->charged);
-	c->hold = -1;
-}
-
 static void
 settle(struct chat *c, const char *status)
 {
@@ -146,8 +124,11 @@ settle(struct chat *c, const char *status)
 	u.prompt_tokens = prompt;
 	u.completion_tokens = completion;
 	u.status = status;
+	/* Held in this host's lease: charged there, written by its writer. */
 	if (c->hold >= 0) {
-		spend(c, &u);
+		(void)leases_spend(c->req->w, c->hold, credits_cost(&c->price,
+		    prompt, completion, c->markup), &u, &c->charged);
+		c->hold = -1;
 		return;
 	}
 	if (credits_settle(c->req->w->db, c->resv, credits_cost(&c->price,

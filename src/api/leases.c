@@ -149,10 +149,9 @@ call_id(char out[LEASE_ID_LEN + 1])
 
 int
 leases_spend(struct worker *w, int hold, long long cost,
-    const struct lease_usage *u, long long *charged)
+    const struct credits_usage *u, long long *charged)
 {
 	struct lease_shared *s = api_leases(w);
-	struct lease_usage mine = *u;
 	const struct timespec pause = { 0, 50 * 1000 * 1000 };
 	char		 call[LEASE_ID_LEN + 1];
 	uint32_t	 seq;
@@ -163,10 +162,9 @@ leases_spend(struct worker *w, int hold, long long cost,
 	if (s == NULL)
 		return -1;
 	call_id(call);
-	mine.call = call;
 	/* A full ring is the database down for a while: wait for room. */
-	for (waited = 0; lease_spend(s, hold, cost, &mine, getpid(), charged,
-	    &seq) == -1; waited += 50) {
+	for (waited = 0; lease_spend(s, hold, cost, u, call, getpid(),
+	    charged, &seq) == -1; waited += 50) {
 		if (waited >= WRITE_WAIT_MS) {
 			log_error("request %s: the usage rows waiting to be "
 			    "written fill the queue; the call is not charged",

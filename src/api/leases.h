@@ -5,6 +5,7 @@
 
 #include "core/lease.h"
 
+struct credits_usage;
 struct worker;
 
 /*
@@ -30,7 +31,7 @@ enum leases_result leases_hold(struct worker *, const char *tenant,
  * runs; *charged is then 0).
  */
 int	leases_spend(struct worker *, int hold, long long cost,
-	    const struct lease_usage *, long long *charged);
+	    const struct credits_usage *, long long *charged);
 /* Lets a hold go, charging nothing. */
 void	leases_drop(struct worker *, int hold);
 

@@ -181,6 +181,21 @@ credits_json(long long micro)
 	return json_decimal((double)micro / CREDITS_MICRO, text);
 }
 
+/* Not enough was free: *available says what is.  CREDITS_SHORT, or DB. */
+static enum credits_result
+short_of(struct db *db, const char *tenant, long long *available)
+{
+	struct db_res	*res;
+	const char	*p[1] = { tenant };
+
+	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
+		return CREDITS_DB;
+	if (db_rows(res) == 1)
+		*available = atoll(db_value(res, 0, 0));
+	db_res_free(res);
+	return CREDITS_SHORT;
+}
+
 enum credits_result
 credits_reserve(struct db *db, const char *tenant, const char *key_id,
     const char *request_id, long long amount, int ttl, char id[40],
@@ -212,12 +227,7 @@ credits_reserve(struct db *db, const char *tenant, const char *key_id,
 	db_res_free(res);
 	if (held)
 		return CREDITS_OK;
-	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
-		return CREDITS_DB;
-	if (db_rows(res) == 1)
-		*available = atoll(db_value(res, 0, 0));
-	db_res_free(res);
-	return CREDITS_SHORT;
+	return short_of(db, tenant, available);
 }
 
 int
@@ -361,12 +371,7 @@ credits_lease_new(struct db *db, const char *tenant, long long need,
 	db_res_free(res);
 	if (held)
 		return CREDITS_OK;
-	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p)) == NULL)
-		return CREDITS_DB;
-	if (db_rows(res) == 1)
-		*available = atoll(db_value(res, 0, 0));
-	db_res_free(res);
-	return CREDITS_SHORT;
+	return short_of(db, tenant, available);
 }
 
 enum credits_result
@@ -401,12 +406,7 @@ credits_lease_grow(struct db *db, const char *lease, const char *tenant,
 	db_res_free(res);
 	if (held)
 		return CREDITS_OK;
-	if ((res = db_query(db, STMT_CREDITS_AVAILABLE, 1, p + 1)) == NULL)
-		return CREDITS_DB;
-	if (db_rows(res) == 1)
-		*available = atoll(db_value(res, 0, 0));
-	db_res_free(res);
-	return CREDITS_SHORT;
+	return short_of(db, tenant, available);
 }
 
 /*

@@ -10,6 +10,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 
+#include "core/credits.h"
 #include "core/lease.h"
 #include "lib/shmlock.h"
 
@@ -328,8 +329,8 @@ copy(char *dst, size_t sz, const char *src)
 
 int
 lease_spend(struct lease_shared *s, int hold, long long cost,
-    const struct lease_usage *u, pid_t pid, long long *charged,
-    uint32_t *seq)
+    const struct credits_usage *u, const char *call, pid_t pid,
+    long long *charged, uint32_t *seq)
 {
 	struct lease_hold *h;
 	struct lease_tenant *e;
@@ -357,7 +358,7 @@ lease_spend(struct lease_shared *s, int hold, long long cost,
 	r->pid = pid;
 	memcpy(r->tenant, e->tenant, sizeof(r->tenant));
 	memcpy(r->lease, e->lease, sizeof(r->lease));
-	copy(r->call, sizeof(r->call), u->call);
+	copy(r->call, sizeof(r->call), call);
 	copy(r->key_id, sizeof(r->key_id), u->key_id);
 	copy(r->request_id, sizeof(r->request_id), u->request_id);
 	copy(r->provider, sizeof(r->provider), u->provider);

@@ -30,6 +30,7 @@
  * This module is the shared memory only; the database side is in
  * core/credits.c and the writer in api/leases.c.
  */
+struct credits_usage;
 struct lease_shared;
 
 #define LEASE_ID_LEN	36		/* a uuid as text */
@@ -72,29 +73,16 @@ int	lease_grown(struct lease_shared *, const char *tenant,
 /* Lets a call's hold go: nothing charged. */
 void	lease_drop(struct lease_shared *, int hold);
 
-/* What one ended call used, for its usage row. */
-struct lease_usage {
-	const char	*call;		/* a uuid of the call's own */
-	const char	*key_id;	/* NULL for a token */
-	const char	*request_id;
-	const char	*provider;
-	const char	*model;
-	bool		 pool;
-	double		 markup;
-	long		 prompt_tokens;
-	long		 completion_tokens;
-	const char	*status;	/* "ok", "partial" */
-};
-
 /*
  * Charges cost to a call's hold: up to the hold and what the lease has
  * free beyond it (the rest is forgiven: *charged says what was taken),
- * and queues its usage record.  0 with *seq the record's number, -1 when
- * the ring is full (the hold then stays: try again, or drop it).
+ * and queues its usage record, named call (a uuid of its own).  0 with
+ * *seq the record's number, -1 when the ring is full (the hold then
+ * stays: try again, or drop it).
  */
 int	lease_spend(struct lease_shared *, int hold, long long cost,
-	    const struct lease_usage *, pid_t pid, long long *charged,
-	    uint32_t *seq);
+	    const struct credits_usage *, const char *call, pid_t pid,
+	    long long *charged, uint32_t *seq);
 /*
  * Waits until record seq is written, at most wait_ms.  True once it is.
  */

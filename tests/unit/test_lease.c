@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "core/credits.h"
 #include "core/lease.h"
 
 #define T1	"11111111-1111-4111-8111-111111111111"
@@ -28,8 +29,9 @@ table(void)
 	return s;
 }
 
-static const struct lease_usage usage = {
-	.call = "cccccccc-cccc-4ccc-8ccc-cccccccccccc",
+#define CALL	"cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+
+static const struct credits_usage usage = {
 	.request_id = "req-1", .provider = "openai", .model = "gpt-4o-mini",
 	.prompt_tokens = 10, .completion_tokens = 5, .status = "ok",
 };
@@ -91,12 +93,12 @@ test_spend_is_capped_and_queued(void **state)
 	h = held(s, T1, 600, 7);
 	h2 = held(s, T1, 300, 7);
 	/* 100 free: a cost of 900 takes 600 + 100, the rest is forgiven. */
-	assert_int_equal(lease_spend(s, h, 900, &usage, 7, &charged, &seq),
-	    0);
+	assert_int_equal(lease_spend(s, h, 900, &usage, CALL, 7, &charged,
+	    &seq), 0);
 	assert_int_equal(charged, 700);
 	assert_int_equal(seq, 0);
-	assert_int_equal(lease_spend(s, h2, 50, &usage, 7, &charged, &seq),
-	    0);
+	assert_int_equal(lease_spend(s, h2, 50, &usage, CALL, 7, &charged,
+	    &seq), 0);
 	assert_int_equal(charged, 50);
 	assert_int_equal(seq, 1);
 	assert_false(lease_written(s, 1, 0));
@@ -165,7 +167,8 @@ test_lost_lease(void **state)
 	lease_lost(s, L1);
 	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &need, lease),
 	    LEASE_NONE);
-	assert_int_equal(lease_spend(s, h, 90, &usage, 7, &charged, &seq), 0);
+	assert_int_equal(lease_spend(s, h, 90, &usage, CALL, 7, &charged,
+	    &seq), 0);
 	assert_int_equal(charged, 0);
 	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h2, &need, lease),
 	    LEASE_NEED);
