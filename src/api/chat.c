@@ -63,8 +63,7 @@ struct chat {
 	const struct provider_module *prov;
 	struct provider_call pc;	/* the request out, the usage told */
 	/* Credits: what is held, and what the call used. */
-	char		 resv[40];	/* reservation id, "" = none */
-	int		 hold;		/* in this host's lease, -1 = none */
+	struct hold	 hold;		/* the credits held for the call */
 	struct credit_price price;
 	double		 markup;
 	long		 max_out;	/* output tokens held */
@@ -99,7 +98,7 @@ settle(struct chat *c, const char *status)
 	struct credits_usage u;
 	long		 prompt, completion;
 
-	if (c->resv[0] == '\0' && c->hold < 0)
+	if (!hold_taken(&c->hold))
 		return;
 	prompt = c->pc.have_usage ? c->pc.prompt_tokens : c->pc.prompt_estimate;
 	completion = c->pc.have_usage ? c->pc.completion_tokens :
@@ -124,35 +123,15 @@ settle(struct chat *c, const char *status)
 	u.prompt_tokens = prompt;
 	u.completion_tokens = completion;
 	u.status = status;
-	/* Held in this host's lease: charged there, written by its writer. */
-	if (c->hold >= 0) {
-		(void)leases_spend(c->req->w, c->hold, credits_cost(&c->price,
-		    prompt, completion, c->markup), &u, &c->charged);
-		c->hold = -1;
-		return;
-	}
-	if (credits_settle(c->req->w->db, c->resv, credits_cost(&c->price,
-	    prompt, completion, c->markup), &u, &c->charged) == -1)
-		log_error("PostgreSQL: settling request %s: %s; the "
-		    "reservation stays held", c->req->request_id,
-		    db_errmsg(c->req->w->db));
-	c->resv[0] = '\0';
+	hold_finish(c->req->w, &c->hold, credits_cost(&c->price, prompt,
+	    completion, c->markup), &u, &c->charged);
 }
 
-/* Lets the reservation go: the call produced nothing. */
+/* Lets the hold go: the call produced nothing. */
 static void
 release(struct chat *c)
 {
-	if (c->hold >= 0) {
-		leases_drop(c->req->w, c->hold);
-		c->hold = -1;
-	}
-	if (c->resv[0] == '\0')
-		return;
-	if (credits_release(c->req->w->db, c->resv) == -1)
-		log_error("PostgreSQL: releasing the reservation of request "
-		    "%s: %s", c->req->request_id, db_errmsg(c->req->w->db));
-	c->resv[0] = '\0';
+	hold_drop(c->req->w, &c->hold);
 }
 
 static struct json_object *
@@ -974,32 +953,18 @@ reserve(struct chat *c, struct json_object *body)
 	c->max_out = max_out;
 	est = credits_cost(&c->price, c->pc.prompt_estimate, max_out,
 	    c->markup);
-	switch (leases_hold(req->w, req->principal->tenant_id, est,
-	    cfg->upstream_total_timeout + HOLD_MARGIN, &c->hold, &available)) {
-	case LEASES_HELD:
-		return 0;
-	case LEASES_SHORT:
-		goto refuse;
-	case LEASES_DB:
-		api_db_failed(req);
-		return -1;
-	case LEASES_NONE:
-		break;
-	}
-	switch (credits_reserve(req->w->db, req->principal->tenant_id,
+	switch (hold_take(req->w, &c->hold, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
 	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
-	    c->resv, &available)) {
-	case CREDITS_OK:
+	    &available)) {
+	case 0:
 		return 0;
-	case CREDITS_SHORT:
+	case 1:
 		break;
-	case CREDITS_DB:
-	case CREDITS_RESULT__MAX:
+	default:
 		api_db_failed(req);
 		return -1;
 	}
-refuse:
 	api_insufficient_credits(req, est, available,
 	    credits_affordable_tokens(&c->price, c->pc.prompt_estimate, c->markup,
 	    available));
@@ -1166,7 +1131,7 @@ api_gateway(struct request *req, enum api_format format,
 
 	memset(c, 0, sizeof(*c));
 	c->req = req;
-	c->hold = -1;
+	hold_init(&c->hold);
 	c->messages = format == API_FORMAT_MESSAGES;
 	c->embed = format == API_FORMAT_EMBEDDINGS;
 	/* Refused before any key is looked up. */

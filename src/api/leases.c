@@ -198,6 +198,72 @@ leases_drop(struct worker *w, int hold)
 		lease_drop(s, hold);
 }
 
+void
+hold_init(struct hold *h)
+{
+	h->resv[0] = '\0';
+	h->lease = -1;
+}
+
+bool
+hold_taken(const struct hold *h)
+{
+	return h->lease >= 0 || h->resv[0] != '\0';
+}
+
+int
+hold_take(struct worker *w, struct hold *h, const char *tenant,
+    const char *key_id, const char *request_id, long long amount, int ttl,
+    long long *available)
+{
+	hold_init(h);
+	switch (leases_hold(w, tenant, amount, ttl, &h->lease, available)) {
+	case LEASES_HELD:
+		return 0;
+	case LEASES_SHORT:
+		return 1;
+	case LEASES_DB:
+		return -1;
+	case LEASES_NONE:
+		break;
+	}
+	switch (credits_reserve(w->db, tenant, key_id, request_id, amount,
+	    ttl, h->resv, available)) {
+	case CREDITS_OK:
+		return 0;
+	case CREDITS_SHORT:
+		return 1;
+	default:
+		return -1;
+	}
+}
+
+void
+hold_finish(struct worker *w, struct hold *h, long long cost,
+    const struct credits_usage *u, long long *charged)
+{
+	/* Held in this host's lease: charged there, written by its writer. */
+	if (h->lease >= 0)
+		(void)leases_spend(w, h->lease, cost, u, charged);
+	else if (h->resv[0] != '\0' &&
+	    credits_settle(w->db, h->resv, cost, u, charged) == -1)
+		log_error("PostgreSQL: settling request %s: %s; the "
+		    "reservation stays held", u->request_id,
+		    db_errmsg(w->db));
+	hold_init(h);
+}
+
+void
+hold_drop(struct worker *w, struct hold *h)
+{
+	if (h->lease >= 0)
+		leases_drop(w, h->lease);
+	else if (h->resv[0] != '\0' && credits_release(w->db, h->resv) == -1)
+		log_error("PostgreSQL: releasing reservation %s: %s", h->resv,
+		    db_errmsg(w->db));
+	hold_init(h);
+}
+
 static void
 renewed(void *arg, const char *id)
 {

@@ -35,6 +35,29 @@ int	leases_spend(struct worker *, int hold, long long cost,
 /* Lets a hold go, charging nothing. */
 void	leases_drop(struct worker *, int hold);
 
+/*
+ * One call's credits held: in this host's lease when credits_lease is on
+ * and the lease has room, else as a reservation in the database.  A
+ * call takes its hold, then either finishes it (charging the cost, with
+ * its usage row) or drops it (charging nothing); both are once, and a
+ * zeroed hold after hold_init() is none.
+ */
+struct hold {
+	char		 resv[40];	/* reservation id, "" = none */
+	int		 lease;		/* hold in the lease, -1 = none */
+};
+
+void	hold_init(struct hold *);
+/* 0 held; 1 short (*available says what is free); -1 the database. */
+int	hold_take(struct worker *, struct hold *, const char *tenant,
+	    const char *key_id, const char *request_id, long long amount,
+	    int ttl, long long *available) __attribute__((warn_unused_result));
+/* Charges cost with the usage row u; *charged what was recorded. */
+void	hold_finish(struct worker *, struct hold *, long long cost,
+	    const struct credits_usage *u, long long *charged);
+void	hold_drop(struct worker *, struct hold *);
+bool	hold_taken(const struct hold *);
+
 /* The writer, in slot 0.  0, or -1. */
 int	leases_start(struct worker *);
 /* Stops it once nothing is left to write on this host, or is wanted by
