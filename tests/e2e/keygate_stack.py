@@ -63,6 +63,12 @@ BUILDDIR = os.path.abspath(os.environ.get("KEYGATE_BUILDDIR") or TOP)
 SRCDIR = os.path.abspath(os.environ.get("KEYGATE_SRCDIR") or TOP)
 KEEP_WORKDIR = os.environ.get("KEYGATE_KEEP_WORKDIR") == "1"
 
+# The mock servers are http.server's, which listen with a backlog of 5: a
+# burst of calls from every worker at once (new connections, as keygated
+# lets go of the ones a burst left) could overflow it and see a
+# connection reset, a failure of the mock, not of keygated.
+http.server.ThreadingHTTPServer.request_queue_size = 128
+
 KEYGATED = os.path.join(BUILDDIR, "keygated")
 KEYGATECTL = os.path.join(BUILDDIR, "keygatectl")
 # The OpenAPI document as built (src/api/openapi.json.in, version filled in).
