@@ -420,14 +420,6 @@ anthropic_finish(const char *stop_reason)
 	return "stop";
 }
 
-static long
-usage_field(struct json_object *u, const char *k)
-{
-	struct json_object *v;
-
-	return json_get(u, k, &v) ? (long)json_object_get_int64(v) : 0;
-}
-
 struct json_object *
 anthropic_response(struct json_object *r, const char *answer)
 {
@@ -510,10 +502,10 @@ anthropic_response(struct json_object *r, const char *answer)
 	json_object_object_add(o, "choices", choices);
 	(void)json_get(r, "usage", &u);
 	json_object_object_add(o, "usage", chat_usage(
-	    usage_field(u, "input_tokens") +
-	    usage_field(u, "cache_creation_input_tokens") +
-	    usage_field(u, "cache_read_input_tokens"),
-	    usage_field(u, "output_tokens")));
+	    usage_count(u, "input_tokens") +
+	    usage_count(u, "cache_creation_input_tokens") +
+	    usage_count(u, "cache_read_input_tokens"),
+	    usage_count(u, "output_tokens")));
 	buf_free(&text);
 	buf_free(&json);
 	return o;
@@ -552,11 +544,11 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 			snprintf(s->model, sizeof(s->model), "%s",
 			    json_get_str(m, "model") ? json_get_str(m, "model") : "");
 			if (json_get(m, "usage", &u)) {
-				s->input_tokens = usage_field(u, "input_tokens") +
-				    usage_field(u,
+				s->input_tokens = usage_count(u, "input_tokens") +
+				    usage_count(u,
 				    "cache_creation_input_tokens") +
-				    usage_field(u, "cache_read_input_tokens");
-				s->output_tokens = usage_field(u,
+				    usage_count(u, "cache_read_input_tokens");
+				s->output_tokens = usage_count(u,
 				    "output_tokens");
 			}
 		}
@@ -646,7 +638,7 @@ anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
 		struct json_object *u;
 
 		if (json_get(ev, "usage", &u) && json_get(u, "output_tokens", &v))
-			s->output_tokens = (long)json_object_get_int64(v);
+			s->output_tokens = usage_count(u, "output_tokens");
 		if (json_get(ev, "delta", &d) && json_get_str(d, "stop_reason") != NULL) {
 			snprintf(s->finish, sizeof(s->finish), "%s",
 			    s->answer[0] != '\0' && s->ntools == 0 ? "stop" :

@@ -358,18 +358,14 @@ gemini_state_init(struct gemini_state *s, const char *model, int n)
 static void
 take_usage(struct gemini_state *s, struct json_object *r)
 {
-	struct json_object *u, *v;
+	struct json_object *u;
 
 	if (!json_get(r, "usageMetadata", &u))
 		return;
-	s->prompt_tokens = (json_get(u, "promptTokenCount", &v) ?
-	    (long)json_object_get_int64(v) : 0) +
-	    (json_get(u, "toolUsePromptTokenCount", &v) ?
-	    (long)json_object_get_int64(v) : 0);
-	s->completion_tokens = (json_get(u, "candidatesTokenCount", &v) ?
-	    (long)json_object_get_int64(v) : 0) +
-	    (json_get(u, "thoughtsTokenCount", &v) ?
-	    (long)json_object_get_int64(v) : 0);
+	s->prompt_tokens = usage_count(u, "promptTokenCount") +
+	    usage_count(u, "toolUsePromptTokenCount");
+	s->completion_tokens = usage_count(u, "candidatesTokenCount") +
+	    usage_count(u, "thoughtsTokenCount");
 }
 
 /*

@@ -397,7 +397,7 @@ struct json_object *
 messages_from_chat(struct json_object *c)
 {
 	struct json_object *o = json_object_new_object(), *content, *choices,
-			   *ch = NULL, *msg = NULL, *calls, *u, *v;
+			   *ch = NULL, *msg = NULL, *calls, *u;
 	const char	*text = NULL;
 	long		 in = 0, out = 0;
 	size_t		 i;
@@ -418,10 +418,8 @@ messages_from_chat(struct json_object *c)
 			json_object_array_add(content,
 			    tool_block(json_object_array_get_idx(calls, i)));
 	if (json_get(c, "usage", &u)) {
-		if (json_get(u, "prompt_tokens", &v))
-			in = (long)json_object_get_int64(v);
-		if (json_get(u, "completion_tokens", &v))
-			out = (long)json_object_get_int64(v);
+		in = usage_count(u, "prompt_tokens");
+		out = usage_count(u, "completion_tokens");
 	}
 	json_object_object_add(o, "id", json_str(json_get_str(c, "id") ?
 	    json_get_str(c, "id") : ""));

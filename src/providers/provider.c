@@ -10,6 +10,7 @@
 
 #include "lib/json.h"
 #include "providers/provider.h"
+#include "providers/providers.h"
 
 const struct provider_module *const providers[PROVIDER__MAX] = {
 	&provider_openai,	/* PROVIDER_OPENAI */
@@ -119,9 +120,9 @@ provider_take_usage(struct provider_call *c, struct json_object *o)
 	if (!json_get(o, "usage", &u))
 		return;
 	if (json_get(u, "prompt_tokens", &v))
-		c->prompt_tokens = (long)json_object_get_int64(v);
+		c->prompt_tokens = usage_count(u, "prompt_tokens");
 	if (json_get(u, "completion_tokens", &v))
-		c->completion_tokens = (long)json_object_get_int64(v);
+		c->completion_tokens = usage_count(u, "completion_tokens");
 	c->have_usage = true;
 }
 

@@ -68,6 +68,13 @@ struct json_object *chat_chunk_at(const char *id, const char *model,
  */
 void		 chat_add_turn(struct json_object *turns, const char *role,
 		    const char *member, struct json_object *items);
+/*
+ * A token count a provider reported under key in u: 0 when absent, and
+ * within 0..USAGE_COUNT_MAX whatever it says, so that sums of a few of them
+ * cannot overflow.  Billing bounds what it charges separately.
+ */
+#define USAGE_COUNT_MAX	2147483647L
+long		 usage_count(struct json_object *u, const char *key);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
 /* What a request's response_format asks for. */

@@ -4,6 +4,8 @@
  */
 #include "autoconfig.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,16 +42,33 @@ chat_chunk_at(const char *id, const char *model, long created, int index,
 	return o;
 }
 
+long
+usage_count(struct json_object *u, const char *key)
+{
+	struct json_object *v;
+	int64_t		 n;
+
+	if (u == NULL || !json_get(u, key, &v))
+		return 0;
+	n = json_object_get_int64(v);
+	return n < 0 ? 0 : n > USAGE_COUNT_MAX ? USAGE_COUNT_MAX : (long)n;
+}
+
 struct json_object *
 chat_usage(long prompt, long completion)
 {
 	struct json_object *u = json_object_new_object();
+	long		 sum;
+
+	/* A provider's figures are its own: they may be absurd. */
+	if (__builtin_add_overflow(prompt, completion, &sum))
+		sum = prompt > 0 ? LONG_MAX : LONG_MIN;
 
 	json_object_object_add(u, "prompt_tokens", json_object_new_int64(prompt));
 	json_object_object_add(u, "completion_tokens",
 	    json_object_new_int64(completion));
 	json_object_object_add(u, "total_tokens",
-	    json_object_new_int64(prompt + completion));
+	    json_object_new_int64(sum));
 	return u;
 }
 

@@ -2,6 +2,7 @@
  * produce. */
 #include "autoconfig.h"
 
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,6 +47,39 @@ test_chunks(void **state)
 	o = chat_chunk("c1", "m", 7, NULL, NULL);
 	assert_json(o, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
 	    "\"created\":7,\"model\":\"m\",\"choices\":[]}");
+	json_object_put(o);
+	o = chat_usage(3, 4);
+	assert_json(o, "{\"prompt_tokens\":3,\"completion_tokens\":4,"
+	    "\"total_tokens\":7}");
+	json_object_put(o);
+}
+
+/* A provider's counts are bounded, and their sum cannot overflow. */
+static void
+test_usage_counts(void **state)
+{
+	struct json_object *u, *o;
+
+	(void)state;
+	u = json_tokener_parse("{\"a\":12,\"neg\":-5,\"huge\":"
+	    "222222222222222222222222222,\"max\":9223372036854775807,"
+	    "\"text\":\"7\",\"f\":3.9}");
+	assert_non_null(u);
+	assert_int_equal(usage_count(u, "a"), 12);
+	assert_int_equal(usage_count(u, "neg"), 0);
+	assert_int_equal(usage_count(u, "huge"), USAGE_COUNT_MAX);
+	assert_int_equal(usage_count(u, "max"), USAGE_COUNT_MAX);
+	assert_int_equal(usage_count(u, "absent"), 0);
+	assert_int_equal(usage_count(u, "f"), 3);
+	assert_int_equal(usage_count(NULL, "a"), 0);
+	json_object_put(u);
+	o = chat_usage(LONG_MAX, 2);
+	assert_json(o, "{\"prompt_tokens\":9223372036854775807,"
+	    "\"completion_tokens\":2,\"total_tokens\":9223372036854775807}");
+	json_object_put(o);
+	o = chat_usage(LONG_MIN, -2);
+	assert_int_equal(json_object_get_int64(json_object_object_get(o,
+	    "total_tokens")), INT64_MIN);
 	json_object_put(o);
 	o = chat_usage(3, 4);
 	assert_json(o, "{\"prompt_tokens\":3,\"completion_tokens\":4,"
@@ -133,6 +167,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_usage_counts),
 		cmocka_unit_test(test_response_format),
 		cmocka_unit_test(test_stop_and_turns),
 	};
