@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "api/metrics.h"
 #include "core/apikey.h"
+#include "core/audit.h"
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/authfail.h"
@@ -268,6 +269,10 @@ start(struct worker *w)
 	}
 	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
 	    w->cfg->database_lock_timeout * 1000);
+	if (audit_attach(w->db, w->cfg->hmac_secret) == -1) {
+		log_error("audit_attach: keying the audit chain: failed");
+		return -1;
+	}
 	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
 		log_error("db_listen: keygate_cache: refused");
 		return -1;

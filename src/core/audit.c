@@ -1,9 +1,42 @@
 #include "autoconfig.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "core/audit.h"
+#include "lib/crypto.h"
 #include "lib/db.h"
+
+#define HMAC_BLOCK	64	/* SHA-256's block */
+
+int
+audit_attach(struct db *db, const char *hmac_secret)
+{
+	static const char label[] = "keygate-audit-chain";
+	uint8_t		 key[CRYPTO_SHA256_LEN], pads[2 * HMAC_BLOCK];
+	char		 hex[4 * HMAC_BLOCK + 1];
+	size_t		 i;
+	int		 rc;
+
+	if (crypto_hmac_sha256(hmac_secret, strlen(hmac_secret), label,
+	    sizeof(label) - 1, key) == -1)
+		return -1;
+	/* HMAC's two padded keys: PostgreSQL then needs only sha256(). */
+	memset(pads, 0, sizeof(pads));
+	memcpy(pads, key, sizeof(key));
+	memcpy(pads + HMAC_BLOCK, key, sizeof(key));
+	for (i = 0; i < HMAC_BLOCK; i++) {
+		pads[i] ^= 0x36;
+		pads[HMAC_BLOCK + i] ^= 0x5c;
+	}
+	crypto_hex(pads, sizeof(pads), hex);
+	rc = db_set_session(db, "keygate.audit_key", hex);
+	explicit_bzero(key, sizeof(key));
+	explicit_bzero(pads, sizeof(pads));
+	explicit_bzero(hex, sizeof(hex));
+	return rc;
+}
 
 static const char *
 or_empty(const char *s)

@@ -21,6 +21,17 @@ struct audit_entry {
 };
 
 /*
+ * Keys the chain of every session db opens from now on.  Each row's hash
+ * is an HMAC-SHA256 under a key derived from hmac_secret, a secret kept out
+ * of the database: whoever can only write the table cannot make a row that
+ * verifies.  The key reaches PostgreSQL as the session setting
+ * keygate.audit_key (its inner and outer pads, hex); without it a session
+ * cannot append.  0, or -1 out of memory.
+ */
+int	audit_attach(struct db *, const char *hmac_secret)
+	    __attribute__((warn_unused_result));
+
+/*
  * Appends the row.  Call it inside the transaction that makes the change,
  * so both commit or neither does.  0, or -1 with db_status() set.
  */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/audit.h"
 #include "ctl/ctl.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
@@ -125,7 +126,10 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return 1;
 	}
-	if (db_connect(db) == -1) {
+	if (audit_attach(db, cfg->hmac_secret) == -1) {
+		fprintf(stderr, "keygatectl: keying the audit chain: failed\n");
+		code = 1;
+	} else if (db_connect(db) == -1) {
 		fprintf(stderr, "keygatectl: connecting to PostgreSQL: %s\n",
 		    db_errmsg(db));
 		code = 1;

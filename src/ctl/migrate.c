@@ -157,6 +157,64 @@ out:
 	return rc;
 }
 
+/*
+ * Gives the audit log, its sequence and the functions of its chain to
+ * another role (keygate.audit_owner, set for the transaction), leaving
+ * keygate's own role (the owner of tenants) SELECT and INSERT only: it can
+ * no longer edit, delete, truncate, or switch off the triggers.
+ */
+static const char audit_owner_sql[] =
+    "DO $$\n"
+    "DECLARE\n"
+    "    owner name := current_setting('keygate.audit_owner');\n"
+    "    app   name;\n"
+    "    f     text;\n"
+    "BEGIN\n"
+    "    SELECT tableowner INTO app FROM pg_tables\n"
+    "        WHERE schemaname = current_schema() AND tablename = 'tenants';\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = owner) THEN\n"
+    "        RAISE EXCEPTION 'role % does not exist: create it first "
+    "(CREATE ROLE % NOLOGIN)', owner, owner;\n"
+    "    END IF;\n"
+    "    IF owner = app OR pg_has_role(app, owner, 'MEMBER') THEN\n"
+    "        RAISE EXCEPTION 'keygate runs as %, which is or can act as "
+    "%: the audit log needs an owner keygate cannot act as', app, owner;\n"
+    "    END IF;\n"
+    "    IF (SELECT rolsuper FROM pg_roles WHERE rolname = app) THEN\n"
+    "        RAISE EXCEPTION 'keygate runs as %, a superuser, whom no "
+    "owner can keep out: run it as an ordinary role first', app;\n"
+    "    END IF;\n"
+    "    EXECUTE format('ALTER TABLE audit_log OWNER TO %I', owner);\n"
+    "    FOREACH f IN ARRAY ARRAY['audit_log_chain()', "
+    "'audit_log_refuse()', 'audit_row_hash(bytea, audit_log)', "
+    "'audit_row_text(audit_log)'] LOOP\n"
+    "        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', f, owner);\n"
+    "    END LOOP;\n"
+    "    EXECUTE format('REVOKE ALL ON audit_log FROM %I', app);\n"
+    "    EXECUTE format('GRANT SELECT, INSERT ON audit_log TO %I', app);\n"
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE audit_log_id_seq TO %I', "
+    "app);\n"
+    "END\n"
+    "$$";
+
+static int
+give_audit_log(struct db *db, const char *owner)
+{
+	const char	*p[2] = { "keygate.audit_owner", owner };
+
+	if (db_begin(db) == -1 || db_exec_script(db, MIGRATE_LOCK) == -1 ||
+	    db_exec(db, STMT_SET_LOCAL, 2, p) == -1 ||
+	    db_exec_script(db, audit_owner_sql) == -1 || db_commit(db) == -1) {
+		fprintf(stderr, "keygatectl: giving the audit log to %s: %s\n",
+		    owner, db_errmsg(db));
+		db_rollback(db);
+		return -1;
+	}
+	printf("the audit log now belongs to %s; keygate's role may only read "
+	    "and append to it\n", owner);
+	return 0;
+}
+
 static const char migrations_table[] =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
     " version integer PRIMARY KEY,"
@@ -168,12 +226,13 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "status", no_argument, NULL, 's' },
+		{ "audit-owner", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct migration *m;
 	struct db_res	*res;
-	const char	*params[1];
+	const char	*params[1], *audit_owner = NULL;
 	char		 ver[16];
 	int		 n = 0, i, rc, applied = 0, status_only = 0, ch;
 	int		 code = 1;
@@ -184,11 +243,25 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		case 's':
 			status_only = 1;
 			break;
+		case 'o':
+			if (*optarg == '\0') {
+				fprintf(stderr, "keygatectl: --audit-owner needs "
+				    "a role\n");
+				return 2;
+			}
+			audit_owner = optarg;
+			break;
 		case 'h':
-			printf("usage: keygatectl migrate [--status]\n\n"
+			printf("usage: keygatectl migrate [--status] "
+			    "[--audit-owner ROLE]\n\n"
 			    "Applies the migrations in %s that the database "
 			    "does not have yet,\neach in its own transaction. "
-			    " --status lists them without applying.\n",
+			    " --status lists them without applying.\n"
+			    "--audit-owner then gives the audit log to ROLE "
+			    "(an existing role keygate\ncannot act as), so that "
+			    "keygate's role may only read and append to it;\n"
+			    "run it as a superuser, e.g. with "
+			    "KEYGATE_DATABASE_URL naming one.\n",
 			    cfg->sql_dir);
 			return 0;
 		default:
@@ -238,6 +311,9 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 	if (!status_only && applied == 0)
 		printf("nothing to apply: the database is up to date "
 		    "(version %d)\n", m[n - 1].version);
+	if (!status_only && audit_owner != NULL &&
+	    give_audit_log(db, audit_owner) == -1)
+		goto out;
 	code = 0;
 	/* KEYGATE_SEED_DEV_KEY=true at migrate time seeds the dev key. */
 	if (!status_only && config_getenv("KEYGATE_SEED_DEV_KEY") != NULL &&

@@ -75,6 +75,8 @@ static const struct {
 	[STMT_MIGRATION_RECORD] = { "migration_record",
 	  "INSERT INTO schema_migrations (version, name) "
 	  "VALUES ($1::int, $2)" },
+	[STMT_SET_LOCAL] = { "set_local",
+	  "SELECT pg_catalog.set_config($1, $2, true)" },
 	[STMT_TENANT_EXISTS] = { "tenant_exists",
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND active" },
 	[STMT_KEY_INSERT] = { "key_insert",
@@ -695,6 +697,8 @@ struct db {
 	bool		 connected_once; /* a connection was made before */
 	unsigned long	 reconnects;	/* connections made after the first */
 	unsigned long	 connects;	/* connections made */
+	char		*setting;	/* set_config() on connect, or NULL */
+	char		*setting_value;	/* secret: wiped when freed */
 };
 
 /* Copies the first line of a libpq message, without a trailing newline. */
@@ -767,6 +771,51 @@ db_timed_out(const struct db *db)
 	    strcmp(db->sqlstate, "55P03") == 0);
 }
 
+static void
+free_setting(struct db *db)
+{
+	if (db->setting_value != NULL) {
+		explicit_bzero(db->setting_value, strlen(db->setting_value));
+		free(db->setting_value);
+	}
+	free(db->setting);
+	db->setting = db->setting_value = NULL;
+}
+
+int
+db_set_session(struct db *db, const char *name, const char *value)
+{
+	free_setting(db);
+	if ((db->setting = strdup(name)) == NULL ||
+	    (db->setting_value = strdup(value)) == NULL) {
+		free_setting(db);
+		return -1;
+	}
+	/* The next statement connects again, with it. */
+	disconnect(db);
+	return 0;
+}
+
+/*
+ * Sets the session's setting, as a parameter: the value is in no query
+ * text (pg_stat_activity, the server's log of statements).  0, or -1.
+ */
+static int
+apply_setting(struct db *db)
+{
+	const char	*p[2] = { db->setting, db->setting_value };
+	PGresult	*res;
+	int		 rc;
+
+	if (db->setting == NULL)
+		return 0;
+	res = PQexecParams(db->conn, "SELECT pg_catalog.set_config($1, $2, "
+	    "false) IS NULL", 2, NULL, p, NULL, NULL, 0);
+	rc = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+	PQclear(res);
+	return rc;
+}
+
 void
 db_free(struct db *db)
 {
@@ -778,6 +827,7 @@ db_free(struct db *db)
 		free(db->conninfo);
 	}
 	free(db->appname);
+	free_setting(db);
 	free(db);
 }
 
@@ -954,7 +1004,7 @@ db_connect(struct db *db)
 		return -1;
 	}
 	PQsetNoticeProcessor(db->conn, ignore_notice, NULL);
-	if (subscribe(db) == -1) {
+	if (apply_setting(db) == -1 || subscribe(db) == -1) {
 		set_error(db, DB_UNAVAILABLE, NULL, PQerrorMessage(db->conn));
 		disconnect(db);
 		db->next_attempt = now + RECONNECT_INTERVAL;

@@ -9,12 +9,13 @@
  */
 
 /* The highest migration in sql/ this build expects to find applied. */
-#define DB_SCHEMA_VERSION 10
+#define DB_SCHEMA_VERSION 11
 
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
 	STMT_MIGRATION_APPLIED,	/* (version) -> 1 row when applied */
 	STMT_MIGRATION_RECORD,	/* (version, name) */
+	STMT_SET_LOCAL,		/* (setting, value): to the transaction's end */
 	STMT_TENANT_EXISTS,	/* (id) -> 1 row when it exists and is active */
 	STMT_KEY_INSERT,	/* (tenant, name, env, prefix, hash hex, last4,
 				    scopes, role, expires, rl max, rl window,
@@ -188,6 +189,14 @@ unsigned long	 db_reconnects(const struct db *);
  * stays usable, and db_timed_out() says so.
  */
 void		 db_set_timeouts(struct db *, int statement_ms, int lock_ms);
+/*
+ * Sets the custom setting name (e.g. "keygate.x") to value in every
+ * session from now on, passed as a parameter so that it shows in no query
+ * text; the current session, if any, is closed.  The value may be secret:
+ * it is wiped when replaced or freed.  0, or -1 out of memory.
+ */
+int		 db_set_session(struct db *, const char *name,
+		    const char *value) __attribute__((warn_unused_result));
 /*
  * Plans every prepared statement once (after db_set_timeouts()): for a
  * connection that sends one costly statement over and over.

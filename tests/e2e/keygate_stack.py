@@ -436,12 +436,12 @@ class PgCluster:
         self.psql('CREATE DATABASE "%s"' % name, dbname="postgres")
         return self.conninfo_for(name)
 
-    def psql(self, sql, dbname=None, timeout=30):
+    def psql(self, sql, dbname=None, timeout=30, user="postgres"):
         """Runs `sql` and returns the rows of its last statement as lists of
         strings (NULL and '' both read as '').  Raises StackError on error."""
         argv = [os.path.join(self.bindir, "psql"), "-X", "-q", "-t", "--csv",
                 "-v", "ON_ERROR_STOP=1", "-h", self.sockdir,
-                "-p", str(self.port), "-U", "postgres",
+                "-p", str(self.port), "-U", user,
                 "-d", dbname or self.dbname, "-c", sql]
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -563,6 +563,17 @@ class TableLock:
 
 def _secret():
     return secrets.token_hex(32)
+
+
+def audit_key(hmac_secret):
+    """What keygated gives each of its sessions as keygate.audit_key: the
+    HMAC-SHA256 inner and outer padded keys, hex, of a key derived from
+    hmac_secret.  Returns (setting, derived key)."""
+    key = hmac.new(hmac_secret.encode(), b"keygate-audit-chain",
+                   hashlib.sha256).digest()
+    block = key.ljust(64, b"\0")
+    pads = bytes(b ^ 0x36 for b in block) + bytes(b ^ 0x5c for b in block)
+    return pads.hex(), key
 
 
 def default_config(workdir, conninfo):
