@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -177,6 +178,20 @@ serve(struct worker *w, struct request *req)
 }
 
 /*
+ * A request thread and its stack, which is ours: glibc would keep the
+ * stacks of ended threads in a cache of its own, each with pages still
+ * resident, long after a burst.  The first thread joins an ended one and
+ * unmaps its stack.
+ */
+struct pool_thread {
+	struct pool_thread *next;
+	struct worker	*w;
+	pthread_t	 t;
+	void		*stack;		/* mmap()ed, guard page included */
+	size_t		 size;
+};
+
+/*
  * A request in flight: its FastCGI connection and what it owns.  Kept on
  * a free list with their buffers once answered.
  */
@@ -211,6 +226,9 @@ struct pool {
 	bool		 stopping;	/* SIGTERM: accept nothing more */
 	double		 after_due;	/* monotonic s, 0 = not wanted */
 	struct job	*free;
+	int		 nfree;		/* on that list */
+	bool		 trim;		/* jobs were freed: give the heap back */
+	struct pool_thread *ended;	/* to be joined, their stacks unmapped */
 	atomic_bool	 leading;	/* mirrors leader, read without mu */
 	int		 wake_fd;	/* eventfd: the first thread's loop */
 	int		 stop_fd;	/* eventfd: the leader stops waiting */
@@ -252,22 +270,58 @@ wake(int fd)
 static int
 spawn_thread(struct worker *w)
 {
+	struct pool_thread *pt;
 	pthread_attr_t	 attr;
-	pthread_t	 t;
+	size_t		 guard = (size_t)sysconf(_SC_PAGESIZE);
 	int		 rc;
 
+	if ((pt = calloc(1, sizeof(*pt))) == NULL) {
+		log_error("calloc: a request thread: out of memory");
+		return -1;
+	}
+	pt->w = w;
+	pt->size = guard + POOL_STACK;
+	pt->stack = mmap(NULL, pt->size, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (pt->stack == MAP_FAILED) {
+		log_error("mmap: a request thread's stack: %s",
+		    strerror(errno));
+		free(pt);
+		return -1;
+	}
+	/* Stacks grow down: an overflow faults on the lowest page. */
+	(void)mprotect(pt->stack, guard, PROT_NONE);
 	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, POOL_STACK);
-	rc = pthread_create(&t, &attr, thread_main, w);
+	pthread_attr_setstack(&attr, (char *)pt->stack + guard, POOL_STACK);
+	rc = pthread_create(&pt->t, &attr, thread_main, pt);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		log_error("pthread_create: starting a request thread: %s",
 		    strerror(rc));
+		munmap(pt->stack, pt->size);
+		free(pt);
 		return -1;
 	}
 	pool.threads++;
 	return 0;
+}
+
+/* Joins the threads that ended and frees their stacks. */
+static void
+reap_threads(void)
+{
+	struct pool_thread *pt, *next;
+
+	pthread_mutex_lock(&pool.mu);
+	pt = pool.ended;
+	pool.ended = NULL;
+	pthread_mutex_unlock(&pool.mu);
+	for (; pt != NULL; pt = next) {
+		next = pt->next;
+		(void)pthread_join(pt->t, NULL);
+		munmap(pt->stack, pt->size);
+		free(pt);
+	}
 }
 
 /* Sees that some thread leads: wakes a follower, or makes one. */
@@ -373,8 +427,10 @@ job_get(struct worker *w)
 	struct job	*job;
 
 	pthread_mutex_lock(&pool.mu);
-	if ((job = pool.free) != NULL)
+	if ((job = pool.free) != NULL) {
 		pool.free = job->next;
+		pool.nfree--;
+	}
 	pthread_mutex_unlock(&pool.mu);
 	if (job == NULL && (job = calloc(1, sizeof(*job))) == NULL)
 		return NULL;
@@ -387,11 +443,36 @@ job_get(struct worker *w)
 }
 
 static void
+job_free(struct job *job)
+{
+	buf_free(&job->req.body);
+	buf_free(&job->req.headers);
+	request_io_free(job->io);
+	free(job);
+}
+
+/*
+ * Keeps a finished job, with its buffers, for a next request: as many as
+ * there are threads and a few more.  The rest, left by a burst, are freed.
+ * With pool.mu held.
+ */
+static void
+job_keep(struct job *job)
+{
+	if (pool.nfree >= pool.threads + POOL_SPARE) {
+		job_free(job);
+		return;
+	}
+	job->next = pool.free;
+	pool.free = job;
+	pool.nfree++;
+}
+
+static void
 job_put(struct job *job)
 {
 	pthread_mutex_lock(&pool.mu);
-	job->next = pool.free;
-	pool.free = job;
+	job_keep(job);
 	pthread_mutex_unlock(&pool.mu);
 }
 
@@ -469,7 +550,8 @@ serve_job(struct worker *w, struct job *job)
 static void *
 thread_main(void *arg)
 {
-	struct worker	*w = arg;
+	struct pool_thread *pt = arg;
+	struct worker	*w = pt->w;
 	struct job	*job;
 
 	pthread_mutex_lock(&pool.mu);
@@ -495,12 +577,21 @@ thread_main(void *arg)
 		serve_job(w, job);
 
 		pthread_mutex_lock(&pool.mu);
-		job->next = pool.free;
-		pool.free = job;
+		job_keep(job);
 		pool.inflight--;
 		pool.served++;
 	}
 	pool.threads--;
+	/* The jobs a burst left go with the threads it made. */
+	while (pool.nfree > pool.threads + POOL_SPARE) {
+		job = pool.free;
+		pool.free = job->next;
+		pool.nfree--;
+		job_free(job);
+		pool.trim = true;
+	}
+	pt->next = pool.ended;
+	pool.ended = pt;
 	pthread_mutex_unlock(&pool.mu);
 	wake(pool.wake_fd);
 	return NULL;
@@ -560,13 +651,24 @@ first_loop(struct worker *w, int epfd, int sigfd)
 	struct signalfd_siginfo si;
 	uint64_t	 count;
 	int		 n, i, ms, left, code = WORKER_EXIT_OK;
+	bool		 trim;
 
 	for (;;) {
 		pthread_mutex_lock(&pool.mu);
 		left = pool.threads;
+		trim = pool.trim && pool.idle <= POOL_SPARE;
+		if (trim)
+			pool.trim = false;
 		pthread_mutex_unlock(&pool.mu);
+		reap_threads();
 		if (left == 0)
 			break;
+		/*
+		 * The threads of a burst have ended, and their jobs with them:
+		 * the heap they used goes back to the system.
+		 */
+		if (trim)
+			(void)malloc_trim(0);
 		ms = after_wait();
 		n = epoll_wait(epfd, evs, 2, ms);
 		if (n == -1 && errno != EINTR) {
@@ -602,11 +704,9 @@ pool_free(void)
 
 	while ((job = pool.free) != NULL) {
 		pool.free = job->next;
-		buf_free(&job->req.body);
-		buf_free(&job->req.headers);
-		request_io_free(job->io);
-		free(job);
+		job_free(job);
 	}
+	pool.nfree = 0;
 }
 
 /*

@@ -310,7 +310,42 @@ def reload_stop(wd, pg, mock):
         s.close()
 
 
+def _leave_burst(s, bulk, req, calls):
+    """1,000 streams opened, each left once its first piece arrived; waits
+    until every provider call ended and its usage row is written.  The
+    seconds from leaving to the last provider call's end, and the mock's
+    figures."""
+    socks, seen = [], {}
+    for _ in range(1000):
+        c = socket.create_connection(("127.0.0.1", s.web.port))
+        c.sendall(req)
+        socks.append(c)
+    deadline = time.monotonic() + 60
+    while len(seen) < len(socks) and time.monotonic() < deadline:
+        ready, _, _ = select.select([c for c in socks if c not in seen],
+                                    [], [], 1)
+        for c in ready:
+            got = c.recv(65536)
+            if b"piece" in got or not got:
+                seen[c] = got
+    left = time.monotonic()
+    for c in socks:
+        c.close()
+    st = ks.wait_until(lambda: (lambda x: x if x["cut"] +
+                                x["completed"] >= calls else None)(
+        bulk.stats()), 60, what="every provider call to end")
+    ended = time.monotonic() - left
+    ks.wait_until(lambda: s.psql("SELECT count(*) FROM usage") ==
+                  [[str(calls)]], 30, what="every usage row")
+    # Idle threads end, and the provider handles a burst left go.
+    time.sleep(12)
+    return ended, st
+
+
 def leave(wd, pg):
+    """Two bursts: the first shows what a burst leaves behind (threads,
+    buffers and provider connections kept for the next), the second that
+    nothing grows from one to the next."""
     bulk = BulkOpenAI(CONTENT, pieces=12, pause=0.5, usage=(9, 8))
     s = stack(wd, pg, "leave", credits_enforce="true", **bulk.config())
     try:
@@ -326,48 +361,33 @@ def leave(wd, pg):
                "Authorization: Bearer %s\r\nX-OpenAI-Key: %s\r\n"
                "Content-Type: application/json\r\nContent-Length: %d\r\n"
                "\r\n%s" % (ks.DEV_KEY, OPENAI_KEY, len(body), body)).encode()
-        socks, seen = [], {}
-        for _ in range(1000):
-            c = socket.create_connection(("127.0.0.1", s.web.port))
-            c.sendall(req)
-            socks.append(c)
-        deadline = time.monotonic() + 60
-        while len(seen) < len(socks) and time.monotonic() < deadline:
-            ready, _, _ = select.select([c for c in socks if c not in seen],
-                                        [], [], 1)
-            for c in ready:
-                got = c.recv(65536)
-                if b"piece" in got or not got:
-                    seen[c] = got
-        left = time.monotonic()
-        for c in socks:
-            c.close()
-        st = ks.wait_until(lambda: (lambda x: x if x["cut"] +
-                                    x["completed"] >= 1000 else None)(
-            bulk.stats()), 60, what="every provider call to end")
-        ended = time.monotonic() - left
-        ks.wait_until(lambda: s.psql("SELECT count(*) FROM usage") ==
-                      [["1000"]], 30, what="1,000 usage rows")
-        # Idle threads end, and the provider handles a burst left go.
-        time.sleep(12)
+        ended, st = _leave_burst(s, bulk, req, 1000)
         procs1 = processes(s)
+        fds1, rss1 = fds(procs1), rss_kib(procs1)
+        _leave_burst(s, bulk, req, 2000)
+        procs2 = processes(s)
+        fds2, rss2 = fds(procs2), rss_kib(procs2)
         rows = s.psql("SELECT count(*), count(*) FILTER (WHERE "
                       "credits_charged > 0), min(status), max(status) FROM "
                       "usage")[0]
         held = s.psql("SELECT count(*) FROM credit_reservations")[0][0]
-        check("leave: the same processes", procs1 == procs)
+        check("leave: the same processes", procs1 == procs == procs2)
         check("leave: one charged usage row per call",
-              rows[:2] == ["1000", "1000"], str(rows))
+              rows[:2] == ["2000", "2000"], str(rows))
         check("leave: no hold left", held == "0")
         check("leave: ledger-verify", ledger_ok(s))
-        return ("leave: 1,000 clients left mid-stream: provider calls ended "
-                "%.2f s later (%d cut, %d completed); workers %s; file "
-                "descriptors %d -> %d; memory %d -> %d KiB; %s usage rows "
+        check("leave: nothing grows from one burst to the next",
+              fds2 <= fds1 and rss2 <= rss1 * 1.05,
+              "fds %d -> %d, %d -> %d KiB" % (fds1, fds2, rss1, rss2))
+        return ("leave: 1,000 clients left mid-stream, twice: provider "
+                "calls ended %.2f s later (%d cut, %d completed); workers "
+                "%s; file descriptors %d -> %d -> %d; memory %d -> %d -> %d "
+                "KiB (before, after one burst, after two); %s usage rows "
                 "(%s charged, status %s..%s), %s holds left, ledger-verify "
                 "%s" % (ended, st["cut"], st["completed"],
-                        "unchanged" if procs1 == procs else "CHANGED",
-                        fds0, fds(procs1), rss0, rss_kib(procs1), rows[0],
-                        rows[1], rows[2], rows[3], held,
+                        "unchanged" if procs1 == procs == procs2 else
+                        "CHANGED", fds0, fds1, fds2, rss0, rss1, rss2,
+                        rows[0], rows[1], rows[2], rows[3], held,
                         "ok" if ledger_ok(s) else "FAILED"))
     finally:
         s.close()
