@@ -43,8 +43,13 @@
 #define TOUCH_INTERVAL	1.0	/* s between batches */
 #define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
 #define HOLDS_INTERVAL	2.0	/* s between sweeps for orphaned holds */
-#define KEPT_CALLS	16	/* provider handles always kept */
-#define KEPT_IDLE	5.0	/* s before the others are let go */
+/*
+ * Provider handles idle this long are let go, with their connections and
+ * descriptors: lib/upstream.c uses no connection idle for 4 s again, so
+ * a handle kept longer would only hold a connection to be closed.
+ */
+#define KEPT_CALLS	0	/* handles kept whatever their age */
+#define KEPT_IDLE	5.0	/* s */
 
 /* A worker's API state, kept across requests. */
 struct api_state {
@@ -406,8 +411,8 @@ api_after(struct worker *w)
 	sweep_dormant(w, st, now);
 	holds = sweep_holds(w, st, now);
 	/*
-	 * Provider connections a burst of calls left, beyond a few kept for
-	 * the next calls, go after a while: their descriptors and memory.
+	 * Provider connections a burst of calls left, and any no call has
+	 * used for a while, go: their descriptors and memory.
 	 */
 	if (upstream_trim(w->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
 		(void)malloc_trim(0);	/* and the heap they used */
