@@ -166,7 +166,7 @@ upstream_retry_seconds(const struct upstream_call *c)
  * request is rarely written to a connection the server is closing.
  */
 #define UPSTREAM_MAXAGE_CONN	4L	/* s */
-#define UPSTREAM_BUFFER		4096L	/* bytes read at a time */
+#define UPSTREAM_BUFFER		1024L	/* bytes read at a time: curl's least */
 #define UPSTREAM_UPLOAD_BUFFER	16384L	/* the least curl takes */
 
 /*
