@@ -56,6 +56,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
+
+from mock_llm import SSEReader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -2404,3 +2407,117 @@ def assert_documented(method, path, resp):
     problems = openapi_problems(openapi_document(), method, path, resp)
     assert not problems, "\n".join(problems)
     return resp
+
+
+# ---------------------------------------------------------------------------
+# Tenants, keys and hosts, as the tests make them
+
+INVALID_KEY_BODY = (b'{"error":{"message":"Invalid API key.",'
+                    b'"type":"authentication_error",'
+                    b'"code":"invalid_api_key"}}')
+
+
+def assert_invalid_key(resp):
+    """The one 401 every bad credential gets, byte for byte."""
+    assert resp.status == 401, "expected 401, got %d: %r" % (
+        resp.status, resp.body[:300])
+    assert_json_response(resp)
+    assert resp.body == INVALID_KEY_BODY, resp.body
+
+
+def expect_200(resp):
+    assert resp.status == 200, resp.body[:300]
+
+
+def mint(stack, scopes, key=DEV_KEY, **fields):
+    """Creates a key through the API (with `key`, the development key by
+    default); returns (secret, key object)."""
+    body = dict(fields, scopes=scopes)
+    body.setdefault("name", "e2e")
+    resp = stack.post("/v1/api_keys", body, headers=auth(key))
+    assert resp.status == 201, resp.body[:500]
+    return resp.json["key"], resp.json
+
+
+def limited_key(stack, limit, window):
+    """A key allowed `limit` requests per `window`."""
+    return mint(stack, ["models:read"], name="limited",
+                rate_limit_max=limit, rate_limit_window=window)[0]
+
+
+def new_tenant(stack, name="e2e", parent=ROOT_TENANT, credits=None):
+    """A tenant below `parent`, inserted with SQL; returns its id."""
+    tid = str(uuid.uuid4())
+    stack.psql("INSERT INTO tenants (id, parent_id, name, path%s) SELECT "
+               "'%s', id, '%s', path || '%s'::uuid%s FROM tenants "
+               "WHERE id = '%s'" % (
+                   ", credits_balance" if credits is not None else "", tid,
+                   name, tid, ", %d" % credits if credits is not None
+                   else "", parent))
+    return tid
+
+
+class Tenant:
+    """A new tenant below the root with a key of its own, made with
+    keygatectl; what a module needs besides (its vault, its ledger) a
+    subclass adds.  `extra` headers are added to the key's, and a fresh
+    X-Request-Id unless `request_id` is given."""
+
+    name = "e2e"
+    scopes = ("chat:write",)
+    credits = None          # micro-credits, None: the schema's default
+
+    def __init__(self, stack, scopes=None):
+        self.stack = stack
+        self.id = new_tenant(stack, self.name, credits=self.credits)
+        p = stack.kg.ctl("create-key", "--name", self.name, "--scopes",
+                         ",".join(scopes or self.scopes), "--tenant",
+                         self.id)
+        assert p.returncode == 0, p.stdout + p.stderr
+        self.key = p.stdout.strip()
+
+    def headers(self, extra=None, request_id=None):
+        h = dict(auth(self.key))
+        h["X-Request-Id"] = request_id or "%s-%s" % (
+            self.name, secrets.token_hex(8))
+        h.update(extra or {})
+        return h
+
+    def chat(self, body, extra=None, request_id=None, timeout=15):
+        return self.stack.post("/v1/chat/completions", body,
+                               headers=self.headers(extra, request_id),
+                               timeout=timeout)
+
+    def stream(self, body, extra=None, request_id=None, timeout=15):
+        return SSEReader(self.stack.url + "/v1/chat/completions",
+                         dict(body, stream=True),
+                         self.headers(extra, request_id), timeout=timeout)
+
+
+class Host:
+    """A second keygated (behind its own lighttpd) on an existing stack's
+    database, as another host sharing it would be."""
+
+    def __init__(self, workdir, stack, **config):
+        d = workdir.subdir("kg")
+        config.setdefault("workers", 3)
+        self.kg = Keygated(d, stack.kg.config["database_url"],
+                           hmac_secret=stack.kg.config["hmac_secret"],
+                           **config)
+        self.web = Lighttpd(d, self.kg.socket_path)
+
+    def get(self, path, **kw):
+        return request("GET", self.web.url + path, **kw)
+
+    def close(self):
+        self.web.close()
+        self.kg.close()
+
+
+def restart(kg, **changes):
+    """Stops keygated, applies `changes` to its config, starts it again."""
+    kg.sigterm()
+    if kg.wait(10) is None:
+        kg.proc.kill_group()
+    kg.rewrite_config(**changes)
+    kg.start()

@@ -25,14 +25,12 @@ import os
 import re
 import secrets
 import time
-import uuid
 
 import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
-from mock_llm import (Complete, Drop, Fail, Hang, Raw, Redirect,
-                      SSEReader)
+from mock_llm import Complete, Drop, Fail, Hang, Raw, Redirect
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 CHAT = "/v1/chat/completions"
@@ -113,20 +111,15 @@ def provider_key(provider):
     return key
 
 
-class Tenant:
-    """A new tenant below the root and a key of it with `scopes`."""
+class Tenant(ks.Tenant):
+    """A tenant whose key may call the gateway and keep its vault; every
+    key made is looked for in the logs at the end."""
 
-    def __init__(self, stack, scopes=("chat:write", "llm_keys:write",
-                                      "llm_keys:read")):
-        self.stack = stack
-        self.id = str(uuid.uuid4())
-        stack.psql("INSERT INTO tenants (id, parent_id, name, path) SELECT "
-                   "'%s', id, 'e2e-gw', path || '%s'::uuid FROM tenants "
-                   "WHERE id = '%s'" % (self.id, self.id, ROOT))
-        p = stack.kg.ctl("create-key", "--name", "e2e-gw", "--scopes",
-                         ",".join(scopes), "--tenant", self.id)
-        assert p.returncode == 0, p.stdout + p.stderr
-        self.key = p.stdout.strip()
+    name = "e2e-gw"
+    scopes = ("chat:write", "llm_keys:write", "llm_keys:read")
+
+    def __init__(self, stack, scopes=None):
+        super().__init__(stack, scopes)
         _secrets.add(self.key)
 
     def store(self, **keys):
@@ -136,19 +129,6 @@ class Tenant:
                                headers=auth(self.key))
         assert resp.status == 200, resp.body[:500]
         return resp
-
-    def chat(self, body, headers=None, request_id=None, timeout=15):
-        h = dict(auth(self.key))
-        h["X-Request-Id"] = request_id or rid()
-        h.update(headers or {})
-        return self.stack.post(CHAT, body, headers=h, timeout=timeout)
-
-    def stream(self, body, headers=None, request_id=None, timeout=15):
-        h = dict(auth(self.key))
-        h["X-Request-Id"] = request_id or rid()
-        h.update(headers or {})
-        return SSEReader(self.stack.url + CHAT, dict(body, stream=True), h,
-                         timeout=timeout)
 
 
 def chat_body(model="gpt-4o-mini", **fields):

@@ -15,12 +15,11 @@ import json
 import os
 import secrets
 import time
-import uuid
 
 import pytest
 
 import keygate_stack as ks
-from keygate_stack import assert_error, auth
+from keygate_stack import assert_error
 from mock_llm import Complete, Fail, Hang, SSEReader
 
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -51,30 +50,16 @@ def fresh(mock):
     mock.accept("openrouter", OPENROUTER_KEY)
 
 
-class Tenant:
-    """A tenant with 10 credits and a chat key."""
+class Tenant(ks.Tenant):
+    """A tenant with 10 credits and a chat key; its calls send the OpenAI
+    key unless told otherwise."""
 
-    def __init__(self, stack):
-        self.stack = stack
-        self.id = str(uuid.uuid4())
-        stack.psql("INSERT INTO tenants (id, parent_id, name, path, "
-                   "credits_balance) SELECT '%s', id, 'e2e-err', path || "
-                   "'%s'::uuid, 10000000 FROM tenants WHERE id = '%s'"
-                   % (self.id, self.id, ROOT))
-        p = stack.kg.ctl("create-key", "--name", "e2e-err", "--scopes",
-                         "chat:write", "--tenant", self.id)
-        assert p.returncode == 0, p.stdout + p.stderr
-        self.key = p.stdout.strip()
+    name = "e2e-err"
+    credits = 10000000
 
-    def headers(self, extra=None):
-        h = dict(auth(self.key))
-        h["X-Request-Id"] = "e2e-err-" + secrets.token_hex(8)
-        h.update(extra if extra is not None else
-                 {"X-OpenAI-Key": OPENAI_KEY})
-        return h
-
-    def chat(self, body, extra=None):
-        return self.stack.post(CHAT, body, headers=self.headers(extra))
+    def headers(self, extra=None, request_id=None):
+        return super().headers({"X-OpenAI-Key": OPENAI_KEY} if extra is None
+                               else extra, request_id)
 
     def money(self):
         """(balance, reserved, usage rows), in micro-credits."""

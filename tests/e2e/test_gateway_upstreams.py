@@ -14,13 +14,12 @@ import json
 import os
 import re
 import secrets
-import uuid
 
 import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
-from mock_llm import Complete, Fail, Hang, MockLLM, Redirect, SSEReader
+from mock_llm import Complete, Fail, Hang, MockLLM, Redirect
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 CHAT = "/v1/chat/completions"
@@ -97,35 +96,11 @@ def fresh_mocks(gpu, plain, builtin):
     builtin.accept("openrouter", OPENROUTER_KEY, POOL_KEY)
 
 
-class Tenant:
+class Tenant(ks.Tenant):
     """A new tenant below the root, with a chat key."""
 
-    def __init__(self, stack, scopes=("chat:write", "models:read",
-                                      "llm_keys:write")):
-        self.stack = stack
-        self.id = str(uuid.uuid4())
-        stack.psql("INSERT INTO tenants (id, parent_id, name, path) SELECT "
-                   "'%s', id, 'e2e-up', path || '%s'::uuid FROM tenants "
-                   "WHERE id = '%s'" % (self.id, self.id, ROOT))
-        p = stack.kg.ctl("create-key", "--name", "e2e-up", "--scopes",
-                         ",".join(scopes), "--tenant", self.id)
-        assert p.returncode == 0, p.stdout + p.stderr
-        self.key = p.stdout.strip()
-
-    def headers(self, extra=None, request_id=None):
-        h = dict(auth(self.key))
-        h["X-Request-Id"] = request_id or "e2e-up-" + secrets.token_hex(8)
-        h.update(extra or {})
-        return h
-
-    def chat(self, body, extra=None, request_id=None):
-        return self.stack.post(CHAT, body, headers=self.headers(
-            extra, request_id))
-
-    def stream(self, body, extra=None, request_id=None):
-        return SSEReader(self.stack.url + CHAT, dict(body, stream=True),
-                         self.headers(extra, request_id))
-
+    name = "e2e-up"
+    scopes = ("chat:write", "models:read", "llm_keys:write")
 
 def body(model, **fields):
     b = {"model": model, "messages": MESSAGES}

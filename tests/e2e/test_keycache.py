@@ -14,9 +14,8 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import assert_error, auth
-from test_api_keys import (assert_invalid_key, expect_200, mint,
-                           on_every_worker)
-from test_ratelimit import Host, limited_key
+from keygate_stack import (Host, assert_invalid_key, expect_200,
+                           limited_key, mint, on_every_worker)
 
 WHOAMI = "/v1/auth/whoami"
 

@@ -9,40 +9,12 @@ import pytest
 import keygate_stack as ks
 
 
-class Host:
-    """A second keygated (behind its own lighttpd) on an existing
-    database, as another host sharing it would be."""
-
-    def __init__(self, workdir, stack):
-        d = workdir.subdir("kg")
-        self.kg = ks.Keygated(d, stack.kg.config["database_url"], workers=3,
-                              hmac_secret=stack.kg.config["hmac_secret"])
-        self.web = ks.Lighttpd(d, self.kg.socket_path)
-
-    def get(self, path, **kw):
-        return ks.request("GET", self.web.url + path, **kw)
-
-    def close(self):
-        self.web.close()
-        self.kg.close()
-
-
 @pytest.fixture
 def two_hosts(make_stack, workdir):
     a = make_stack(workers=3)
-    b = Host(workdir, a)
+    b = ks.Host(workdir, a)
     yield a, b
     b.close()
-
-
-def limited_key(stack, limit, window):
-    r = stack.post("/v1/api_keys", {"name": "limited",
-                                    "scopes": ["models:read"],
-                                    "rate_limit_max": limit,
-                                    "rate_limit_window": window},
-                   headers=ks.auth())
-    assert r.status == 201, r.body
-    return r.json["key"]
 
 
 def hammer(hosts, key, n):
@@ -62,7 +34,7 @@ def wait_for_window_start(window):
 
 def test_exact_limit_across_workers_and_hosts(two_hosts):
     a, b = two_hosts
-    key = limited_key(a, 25, "20 seconds")
+    key = ks.limited_key(a, 25, "20 seconds")
     wait_for_window_start(20)
     results = hammer([a, b], key, 80)
     ok = [r for r in results if r.status == 200]
@@ -90,13 +62,13 @@ def test_exact_limit_across_workers_and_hosts(two_hosts):
                    l.get("status") == 429]
         assert admitted and refused
     # Another key is not affected.
-    other = limited_key(a, 25, "20 seconds")
+    other = ks.limited_key(a, 25, "20 seconds")
     assert b.get("/v1/auth/whoami", headers=ks.auth(other)).status == 200
 
 
 def test_next_window_admits_again(make_stack):
     s = make_stack(workers=2)
-    key = limited_key(s, 3, "5 seconds")
+    key = ks.limited_key(s, 3, "5 seconds")
     wait_for_window_start(5)
     statuses = [s.get("/v1/auth/whoami", headers=ks.auth(key)).status
                 for _ in range(5)]
@@ -124,7 +96,7 @@ def test_default_limit_comes_from_config(make_stack):
 
 def test_refused_requests_are_not_counted_and_change_nothing(make_stack):
     s = make_stack(workers=1)
-    key = limited_key(s, 2, "1 minute")
+    key = ks.limited_key(s, 2, "1 minute")
     wait_for_window_start(60)
     for _ in range(2):
         assert s.get("/v1/auth/whoami", headers=ks.auth(key)).status == 200
@@ -141,7 +113,7 @@ def test_refused_requests_are_not_counted_and_change_nothing(make_stack):
 
 def test_verify_counts_against_the_verified_key(make_stack):
     s = make_stack(workers=2)
-    key = limited_key(s, 2, "1 minute")
+    key = ks.limited_key(s, 2, "1 minute")
     wait_for_window_start(60)
     answers = [s.post("/v1/keys/verify", {"key": key}, headers=ks.auth())
                for _ in range(3)]
@@ -157,7 +129,7 @@ def test_verify_counts_against_the_verified_key(make_stack):
 
 def test_rate_limiting_off_counts_nothing(make_stack):
     s = make_stack(workers=2, rate_limiting="false")
-    key = limited_key(s, 2, "1 minute")
+    key = ks.limited_key(s, 2, "1 minute")
     for _ in range(6):
         r = s.get("/v1/auth/whoami", headers=ks.auth(key))
         assert r.status == 200, r.body

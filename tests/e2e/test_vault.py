@@ -37,7 +37,6 @@ import string
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -111,25 +110,14 @@ def with_rid(headers, request_id):
 
 
 def new_tenant(stack, parent=ROOT, name="e2e-vault"):
-    """A tenant below `parent`, inserted with SQL; returns its id."""
-    tid = str(uuid.uuid4())
-    stack.psql("INSERT INTO tenants (id, parent_id, name, path, "
-               "credits_balance) SELECT '%s', id, '%s', path || '%s'::uuid, "
-               "%d FROM tenants WHERE id = '%s'"
-               % (tid, name, tid, CREDITS, parent))
-    assert stack.pg.scalar("SELECT count(*) FROM tenants WHERE id = '%s'"
-                           % tid, dbname=stack.dbname) == "1"
-    return tid
+    """A tenant below `parent` with CREDITS, inserted with SQL."""
+    return ks.new_tenant(stack, name, parent, credits=CREDITS)
 
 
 def mint(stack, tenant, scopes=None):
     """An API key of `tenant` made through the API; returns the secret."""
-    resp = stack.post("/v1/api_keys", {"name": "e2e-vault",
-                                       "scopes": scopes or TENANT_SCOPES,
-                                       "tenant_id": tenant},
-                      headers=auth())
-    assert resp.status == 201, resp.body[:500]
-    return resp.json["key"]
+    return ks.mint(stack, scopes or TENANT_SCOPES, name="e2e-vault",
+                   tenant_id=tenant)[0]
 
 
 class Tenant:
@@ -322,13 +310,7 @@ def keyring_text(ring):
                     for i, k in ring)
 
 
-def restart(kg, **changes):
-    """Stops keygated, applies `changes` to its config, starts it again."""
-    kg.sigterm()
-    if kg.wait(10) is None:
-        kg.proc.kill_group()
-    kg.rewrite_config(**changes)
-    kg.start()
+restart = ks.restart
 
 
 def retry_after_ok(resp):

@@ -38,7 +38,7 @@ import pytest
 
 import keygate_stack as ks
 from keygate_stack import auth
-from test_vault import restart
+from keygate_stack import restart
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
