@@ -112,16 +112,22 @@ def head(stack):
     return p.stdout.strip()
 
 
-REBUILD_CHAIN = """
+def rebuild(row_hash):
+    """A DO block writing every row's hash again, in id order, as
+    `row_hash` computes it from `last` (the previous hash) and `r`."""
+    return """
     DO $$
     DECLARE r audit_log; last bytea := '\\x'::bytea;
     BEGIN
         FOR r IN SELECT * FROM audit_log ORDER BY id LOOP
             UPDATE audit_log SET prev_hash = last,
-                row_hash = audit_row_hash(last, r) WHERE id = r.id;
+                row_hash = %s WHERE id = r.id;
             SELECT row_hash INTO last FROM audit_log WHERE id = r.id;
         END LOOP;
-    END $$"""
+    END $$""" % row_hash
+
+
+REBUILD_CHAIN = rebuild("audit_row_hash(last, r)")
 
 
 def test_a_signed_head_verifies(audited):
@@ -184,16 +190,7 @@ PLAIN_TEXT = """convert_to(concat_ws(E'\\x1f', r.id::text,
     r.actor, r.action, r.target_type, r.target_id, r.request_id,
     r.client_addr, r.details::text), 'UTF8')"""
 
-REBUILD_PLAIN = """
-    DO $$
-    DECLARE r audit_log; last bytea := '\\x'::bytea;
-    BEGIN
-        FOR r IN SELECT * FROM audit_log ORDER BY id LOOP
-            UPDATE audit_log SET prev_hash = last,
-                row_hash = sha256(last || %s) WHERE id = r.id;
-            SELECT row_hash INTO last FROM audit_log WHERE id = r.id;
-        END LOOP;
-    END $$""" % PLAIN_TEXT
+REBUILD_PLAIN = rebuild("sha256(last || %s)" % PLAIN_TEXT)
 
 
 def test_each_row_hash_is_an_hmac_under_a_key_derived_from_hmac_secret(
