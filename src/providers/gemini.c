@@ -127,117 +127,138 @@ answer_format(struct json_object *req, struct json_object *gc, char *err,
 	return 0;
 }
 
-int
-gemini_request(struct json_object *req, struct json_object **out, char *err,
+/* An assistant message: its text, then its tool calls.  0, or -1. */
+static int
+model_turn(struct json_object *m, struct json_object *contents, char *err,
     size_t errsz)
 {
-	struct json_object *o = json_object_new_object(), *contents, *msgs, *m,
-			   *v, *content, *parts, *gc, *calls, *fn, *args;
-	struct json_object *sys = json_object_new_array();
+	struct json_object *parts, *calls, *tc, *fn, *args, *p, *f;
 	enum json_parse_error why;
-	const char	*role, *s, *name;
+	const char	*s;
 	char		 e[64];
+	size_t		 j;
+
+	if ((parts = parts_of(json_object_object_get(m, "content"))) == NULL)
+		return -1;
+	if (json_get(m, "tool_calls", &calls) &&
+	    json_object_is_type(calls, json_type_array))
+		for (j = 0; j < json_object_array_length(calls); j++) {
+			tc = json_object_array_get_idx(calls, j);
+			if (!json_get(tc, "function", &fn) ||
+			    json_get_str(fn, "name") == NULL) {
+				json_object_put(parts);
+				return -1;
+			}
+			s = json_get_str(fn, "arguments");
+			args = json_parse(s != NULL && *s ? s : "{}",
+			    s != NULL && *s ? strlen(s) : 2, &why, e, sizeof(e));
+			if (args == NULL) {
+				snprintf(err, errsz, "tool call arguments are "
+				    "not JSON");
+				json_object_put(parts);
+				return -1;
+			}
+			f = json_object_new_object();
+			json_object_object_add(f, "name",
+			    json_str(json_get_str(fn, "name")));
+			json_object_object_add(f, "args", args);
+			p = json_object_new_object();
+			json_object_object_add(p, "functionCall", f);
+			json_object_array_add(parts, p);
+		}
+	chat_add_turn(contents, "model", "parts", parts);
+	return 0;
+}
+
+/*
+ * A tool message (message i of msgs): a functionResponse, named after the
+ * call it answers.  0, or -1.
+ */
+static int
+tool_turn(struct json_object *msgs, size_t i, struct json_object *contents,
+    char *err, size_t errsz)
+{
+	struct json_object *m = json_object_array_get_idx(msgs, i), *content,
+			   *p, *fr, *resp, *parts;
+	struct buf	 text = { 0 };
+	const char	*s, *name;
+
+	if ((s = json_get_str(m, "tool_call_id")) == NULL ||
+	    (name = call_name(msgs, i, s)) == NULL) {
+		snprintf(err, errsz, "a tool result answers no earlier tool "
+		    "call");
+		return -1;
+	}
+	content = json_object_object_get(m, "content");
+	if (content != NULL && json_object_is_type(content, json_type_string) &&
+	    buf_puts(&text, json_object_get_string(content)) == -1) {
+		buf_free(&text);
+		return -1;
+	}
+	resp = json_object_new_object();
+	json_object_object_add(resp, "output",
+	    json_str(text.data != NULL ? text.data : ""));
+	buf_free(&text);
+	fr = json_object_new_object();
+	json_object_object_add(fr, "name", json_str(name));
+	json_object_object_add(fr, "response", resp);
+	p = json_object_new_object();
+	json_object_object_add(p, "functionResponse", fr);
+	parts = json_object_new_array();
+	json_object_array_add(parts, p);
+	chat_add_turn(contents, "user", "parts", parts);
+	return 0;
+}
+
+/*
+ * The messages as Gemini's contents (turns of alternating roles) and its
+ * system instruction's parts (sys).  0, or -1.
+ */
+static int
+turns(struct json_object *msgs, struct json_object *contents,
+    struct json_object *sys, char *err, size_t errsz)
+{
+	struct json_object *m, *parts;
+	const char	*role;
 	size_t		 i, j;
 
-	*out = NULL;
-	snprintf(err, errsz, "the request cannot be expressed for google");
-	contents = json_object_new_array();
-	json_object_object_add(o, "contents", contents);
-	if (!json_get(req, "messages", &msgs) ||
-	    !json_object_is_type(msgs, json_type_array))
-		goto bad;
 	for (i = 0; i < json_object_array_length(msgs); i++) {
 		m = json_object_array_get_idx(msgs, i);
 		if ((role = json_get_str(m, "role")) == NULL)
-			goto bad;
-		content = NULL;
-		(void)json_get(m, "content", &content);
+			return -1;
 		if (strcmp(role, "system") == 0 ||
 		    strcmp(role, "developer") == 0) {
-			if ((parts = parts_of(content)) == NULL)
-				goto bad;
+			if ((parts = parts_of(json_object_object_get(m,
+			    "content"))) == NULL)
+				return -1;
 			for (j = 0; j < json_object_array_length(parts); j++)
 				json_object_array_add(sys, json_object_get(
 				    json_object_array_get_idx(parts, j)));
 			json_object_put(parts);
 		} else if (strcmp(role, "user") == 0) {
-			if ((parts = parts_of(content)) == NULL)
-				goto bad;
+			if ((parts = parts_of(json_object_object_get(m,
+			    "content"))) == NULL)
+				return -1;
 			chat_add_turn(contents, "user", "parts", parts);
 		} else if (strcmp(role, "assistant") == 0) {
-			if ((parts = parts_of(content)) == NULL)
-				goto bad;
-			if (json_get(m, "tool_calls", &calls) &&
-			    json_object_is_type(calls, json_type_array))
-				for (j = 0; j < json_object_array_length(calls);
-				    j++) {
-					struct json_object *tc =
-					    json_object_array_get_idx(calls, j),
-					    *p, *f;
-
-					if (!json_get(tc, "function", &fn) ||
-					    json_get_str(fn, "name") == NULL) {
-						json_object_put(parts);
-						goto bad;
-					}
-					s = json_get_str(fn, "arguments");
-					args = json_parse(s != NULL && *s ? s :
-					    "{}", s != NULL && *s ? strlen(s) : 2,
-					    &why, e, sizeof(e));
-					if (args == NULL) {
-						snprintf(err, errsz, "tool call "
-						    "arguments are not JSON");
-						json_object_put(parts);
-						goto bad;
-					}
-					f = json_object_new_object();
-					json_object_object_add(f, "name",
-					    json_str(json_get_str(fn, "name")));
-					json_object_object_add(f, "args", args);
-					p = json_object_new_object();
-					json_object_object_add(p,
-					    "functionCall", f);
-					json_object_array_add(parts, p);
-				}
-			chat_add_turn(contents, "model", "parts", parts);
+			if (model_turn(m, contents, err, errsz) == -1)
+				return -1;
 		} else if (strcmp(role, "tool") == 0) {
-			struct json_object *p, *fr, *resp;
-			struct buf text = { 0 };
-
-			if ((s = json_get_str(m, "tool_call_id")) == NULL ||
-			    (name = call_name(msgs, i, s)) == NULL) {
-				snprintf(err, errsz, "a tool result answers no "
-				    "earlier tool call");
-				goto bad;
-			}
-			if (content != NULL && json_object_is_type(content,
-			    json_type_string) && buf_puts(&text,
-			    json_object_get_string(content)) == -1) {
-				buf_free(&text);
-				goto bad;
-			}
-			resp = json_object_new_object();
-			json_object_object_add(resp, "output",
-			    json_str(text.data != NULL ? text.data : ""));
-			buf_free(&text);
-			fr = json_object_new_object();
-			json_object_object_add(fr, "name", json_str(name));
-			json_object_object_add(fr, "response", resp);
-			p = json_object_new_object();
-			json_object_object_add(p, "functionResponse", fr);
-			parts = json_object_new_array();
-			json_object_array_add(parts, p);
-			chat_add_turn(contents, "user", "parts", parts);
+			if (tool_turn(msgs, i, contents, err, errsz) == -1)
+				return -1;
 		} else
-			goto bad;
+			return -1;
 	}
-	if (json_object_array_length(sys) > 0) {
-		struct json_object *si = json_object_new_object();
+	return 0;
+}
 
-		json_object_object_add(si, "parts", json_object_get(sys));
-		json_object_object_add(o, "systemInstruction", si);
-	}
-	gc = json_object_new_object();
+/* The sampling settings, as generationConfig when there are any.  0, -1. */
+static int
+generation_config(struct json_object *req, struct json_object *o, char *err,
+    size_t errsz)
+{
+	struct json_object *gc = json_object_new_object(), *v;
+
 	if ((json_get(req, "max_completion_tokens", &v) ||
 	    json_get(req, "max_tokens", &v)))
 		json_object_object_add(gc, "maxOutputTokens",
@@ -253,7 +274,7 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 			snprintf(err, errsz, "n must be a whole number from 1 "
 			    "to %d", GEMINI_MAX_CHOICES);
 			json_object_put(gc);
-			goto bad;
+			return -1;
 		}
 		json_object_object_add(gc, "candidateCount", json_object_get(v));
 	}
@@ -261,65 +282,108 @@ gemini_request(struct json_object *req, struct json_object **out, char *err,
 		json_object_object_add(gc, "stopSequences", chat_stop_list(v));
 	if (answer_format(req, gc, err, errsz) == -1) {
 		json_object_put(gc);
-		goto bad;
+		return -1;
 	}
 	if (json_object_object_length(gc) > 0)
 		json_object_object_add(o, "generationConfig", gc);
 	else
 		json_object_put(gc);
-	if (json_get(req, "tools", &v) && json_object_is_type(v, json_type_array)) {
-		struct json_object *decls = json_object_new_array(), *t, *tl;
+	return 0;
+}
 
-		for (i = 0; i < json_object_array_length(v); i++) {
-			struct json_object *d, *params;
+/* tools as functionDeclarations.  0, or -1. */
+static int
+tool_declarations(struct json_object *req, struct json_object *o)
+{
+	struct json_object *v, *decls, *t, *tl, *fn, *d, *params;
+	size_t		 i;
 
-			if (!json_get(json_object_array_get_idx(v, i), "function",
-			    &fn) || json_get_str(fn, "name") == NULL) {
-				json_object_put(decls);
-				goto bad;
-			}
-			d = json_object_new_object();
-			json_object_object_add(d, "name", json_str(json_get_str(fn, "name")));
-			if (json_get_str(fn, "description") != NULL)
-				json_object_object_add(d, "description",
-				    json_str(json_get_str(fn, "description")));
-			if (json_get(fn, "parameters", &params))
-				json_object_object_add(d, "parameters",
-				    json_object_get(params));
-			json_object_array_add(decls, d);
+	if (!json_get(req, "tools", &v) ||
+	    !json_object_is_type(v, json_type_array))
+		return 0;
+	decls = json_object_new_array();
+	for (i = 0; i < json_object_array_length(v); i++) {
+		if (!json_get(json_object_array_get_idx(v, i), "function",
+		    &fn) || json_get_str(fn, "name") == NULL) {
+			json_object_put(decls);
+			return -1;
 		}
-		t = json_object_new_object();
-		json_object_object_add(t, "functionDeclarations", decls);
-		tl = json_object_new_array();
-		json_object_array_add(tl, t);
-		json_object_object_add(o, "tools", tl);
+		d = json_object_new_object();
+		json_object_object_add(d, "name",
+		    json_str(json_get_str(fn, "name")));
+		if (json_get_str(fn, "description") != NULL)
+			json_object_object_add(d, "description",
+			    json_str(json_get_str(fn, "description")));
+		if (json_get(fn, "parameters", &params))
+			json_object_object_add(d, "parameters",
+			    json_object_get(params));
+		json_object_array_add(decls, d);
 	}
-	if (json_get(req, "tool_choice", &v)) {
-		struct json_object *tc = json_object_new_object(),
-				   *fcc = json_object_new_object();
-		const char *c = json_object_is_type(v, json_type_string) ?
-		    json_object_get_string(v) : NULL;
+	t = json_object_new_object();
+	json_object_object_add(t, "functionDeclarations", decls);
+	tl = json_object_new_array();
+	json_object_array_add(tl, t);
+	json_object_object_add(o, "tools", tl);
+	return 0;
+}
 
-		json_object_object_add(tc, "functionCallingConfig", fcc);
-		if (c != NULL && strcmp(c, "auto") == 0)
-			json_object_object_add(fcc, "mode", json_str("AUTO"));
-		else if (c != NULL && strcmp(c, "none") == 0)
-			json_object_object_add(fcc, "mode", json_str("NONE"));
-		else if (c != NULL && strcmp(c, "required") == 0)
-			json_object_object_add(fcc, "mode", json_str("ANY"));
-		else if (json_get(v, "function", &fn) && json_get_str(fn, "name")) {
-			struct json_object *names = json_object_new_array();
+/* tool_choice as toolConfig.  0, or -1. */
+static int
+tool_config(struct json_object *req, struct json_object *o)
+{
+	struct json_object *v, *tc, *fcc, *fn, *names;
+	const char	*c;
 
-			json_object_array_add(names, json_str(json_get_str(fn, "name")));
-			json_object_object_add(fcc, "mode", json_str("ANY"));
-			json_object_object_add(fcc, "allowedFunctionNames",
-			    names);
-		} else {
-			json_object_put(tc);
-			goto bad;
-		}
-		json_object_object_add(o, "toolConfig", tc);
+	if (!json_get(req, "tool_choice", &v))
+		return 0;
+	tc = json_object_new_object();
+	fcc = json_object_new_object();
+	c = json_object_is_type(v, json_type_string) ?
+	    json_object_get_string(v) : NULL;
+	json_object_object_add(tc, "functionCallingConfig", fcc);
+	if (c != NULL && strcmp(c, "auto") == 0)
+		json_object_object_add(fcc, "mode", json_str("AUTO"));
+	else if (c != NULL && strcmp(c, "none") == 0)
+		json_object_object_add(fcc, "mode", json_str("NONE"));
+	else if (c != NULL && strcmp(c, "required") == 0)
+		json_object_object_add(fcc, "mode", json_str("ANY"));
+	else if (json_get(v, "function", &fn) && json_get_str(fn, "name")) {
+		names = json_object_new_array();
+		json_object_array_add(names, json_str(json_get_str(fn, "name")));
+		json_object_object_add(fcc, "mode", json_str("ANY"));
+		json_object_object_add(fcc, "allowedFunctionNames", names);
+	} else {
+		json_object_put(tc);
+		return -1;
 	}
+	json_object_object_add(o, "toolConfig", tc);
+	return 0;
+}
+
+int
+gemini_request(struct json_object *req, struct json_object **out, char *err,
+    size_t errsz)
+{
+	struct json_object *o = json_object_new_object(), *contents, *msgs,
+			   *si;
+	struct json_object *sys = json_object_new_array();
+
+	*out = NULL;
+	snprintf(err, errsz, "the request cannot be expressed for google");
+	contents = json_object_new_array();
+	json_object_object_add(o, "contents", contents);
+	if (!json_get(req, "messages", &msgs) ||
+	    !json_object_is_type(msgs, json_type_array) ||
+	    turns(msgs, contents, sys, err, errsz) == -1)
+		goto bad;
+	if (json_object_array_length(sys) > 0) {
+		si = json_object_new_object();
+		json_object_object_add(si, "parts", json_object_get(sys));
+		json_object_object_add(o, "systemInstruction", si);
+	}
+	if (generation_config(req, o, err, errsz) == -1 ||
+	    tool_declarations(req, o) == -1 || tool_config(req, o) == -1)
+		goto bad;
 	json_object_put(sys);
 	*out = o;
 	return 0;
