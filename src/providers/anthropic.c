@@ -255,62 +255,76 @@ answer_format(struct json_object *req, struct json_object *o,
 	return 0;
 }
 
-int
-anthropic_request(struct json_object *req, const char *model,
-    long default_max, struct json_object **out, char *err, size_t errsz)
+/* A tool message: a tool_result block in a user turn.  0, or -1. */
+static int
+tool_result(struct json_object *m, struct json_object *msgs)
 {
-	struct json_object *o = json_object_new_object(), *msgs, *m, *v,
-			   *content, *tools, *blocks, *b;
-	struct buf	 system = { 0 };
-	const char	*role, *s;
-	double		 t;
+	struct json_object *b, *blocks;
+	struct buf	 res = { 0 };
+	const char	*s;
+
+	if ((s = json_get_str(m, "tool_call_id")) == NULL ||
+	    content_text(json_object_object_get(m, "content"), &res) == -1) {
+		buf_free(&res);
+		return -1;
+	}
+	b = json_object_new_object();
+	json_object_object_add(b, "type", json_str("tool_result"));
+	json_object_object_add(b, "tool_use_id", json_str(s));
+	json_object_object_add(b, "content",
+	    json_str(res.data != NULL ? res.data : ""));
+	buf_free(&res);
+	blocks = json_object_new_array();
+	json_object_array_add(blocks, b);
+	chat_add_turn(msgs, "user", "content", blocks);
+	return 0;
+}
+
+/*
+ * The messages as Anthropic's (turns of alternating roles), the system
+ * and developer ones gathered in system.  0, or -1.
+ */
+static int
+turns(struct json_object *v, struct json_object *msgs, struct buf *system,
+    char *err, size_t errsz)
+{
+	struct json_object *m, *content, *blocks;
+	const char	*role;
 	size_t		 i;
 
-	*out = NULL;
-	snprintf(err, errsz, "the request cannot be expressed for anthropic");
-	json_object_object_add(o, "model", json_str(model));
-	msgs = json_object_new_array();
-	json_object_object_add(o, "messages", msgs);
-	if (!json_get(req, "messages", &v) || !json_object_is_type(v, json_type_array))
-		goto bad;
 	for (i = 0; i < json_object_array_length(v); i++) {
 		m = json_object_array_get_idx(v, i);
 		if ((role = json_get_str(m, "role")) == NULL)
-			goto bad;
-		content = NULL;
-		(void)json_get(m, "content", &content);
+			return -1;
+		content = json_object_object_get(m, "content");
 		if (strcmp(role, "system") == 0 ||
 		    strcmp(role, "developer") == 0) {
-			if (content_text(content, &system) == -1)
-				goto bad;
+			if (content_text(content, system) == -1)
+				return -1;
 		} else if (strcmp(role, "user") == 0) {
 			if ((blocks = user_blocks(content)) == NULL)
-				goto bad;
+				return -1;
 			chat_add_turn(msgs, "user", "content", blocks);
 		} else if (strcmp(role, "assistant") == 0) {
 			if ((blocks = assistant_blocks(m, err, errsz)) == NULL)
-				goto bad;
+				return -1;
 			chat_add_turn(msgs, "assistant", "content", blocks);
 		} else if (strcmp(role, "tool") == 0) {
-			struct buf res = { 0 };
-
-			if ((s = json_get_str(m, "tool_call_id")) == NULL ||
-			    content_text(content, &res) == -1) {
-				buf_free(&res);
-				goto bad;
-			}
-			b = json_object_new_object();
-			json_object_object_add(b, "type", json_str("tool_result"));
-			json_object_object_add(b, "tool_use_id", json_str(s));
-			json_object_object_add(b, "content",
-			    json_str(res.data != NULL ? res.data : ""));
-			buf_free(&res);
-			blocks = json_object_new_array();
-			json_object_array_add(blocks, b);
-			chat_add_turn(msgs, "user", "content", blocks);
+			if (tool_result(m, msgs) == -1)
+				return -1;
 		} else
-			goto bad;
+			return -1;
 	}
+	return 0;
+}
+
+/* The sampling settings.  0, or -1. */
+static int
+sampling(struct json_object *req, struct json_object *o, long default_max,
+    char *err, size_t errsz)
+{
+	struct json_object *v;
+	double		 t;
 
 	/* max_tokens is required: the client's, else a default. */
 	if ((json_get(req, "max_completion_tokens", &v) ||
@@ -333,64 +347,98 @@ anthropic_request(struct json_object *req, const char *model,
 		json_object_object_add(o, "stop_sequences", chat_stop_list(v));
 	if (json_get(req, "n", &v) && json_object_get_int(v) > 1) {
 		snprintf(err, errsz, "anthropic answers one choice: n must be 1");
-		goto bad;
+		return -1;
 	}
-	if (json_get(req, "tools", &tools) &&
-	    json_object_is_type(tools, json_type_array)) {
-		struct json_object *at = json_object_new_array(), *fn, *params;
+	return 0;
+}
 
-		json_object_object_add(o, "tools", at);
-		for (i = 0; i < json_object_array_length(tools); i++) {
-			struct json_object *tl =
-			    json_object_array_get_idx(tools, i), *a;
+/* tools, each with an input_schema.  0, or -1. */
+static int
+tools_of(struct json_object *req, struct json_object *o)
+{
+	struct json_object *tools, *at, *fn, *params, *a, *e;
+	size_t		 i;
 
-			if (!json_get(tl, "function", &fn) ||
-			    json_get_str(fn, "name") == NULL)
-				goto bad;
-			a = json_object_new_object();
-			json_object_object_add(a, "name",
-			    json_str(json_get_str(fn, "name")));
-			if (json_get_str(fn, "description") != NULL)
-				json_object_object_add(a, "description",
-				    json_str(json_get_str(fn, "description")));
-			if (json_get(fn, "parameters", &params))
-				json_object_object_add(a, "input_schema",
-				    json_object_get(params));
-			else {
-				struct json_object *e = json_object_new_object();
-
-				json_object_object_add(e, "type", json_str("object"));
-				json_object_object_add(a, "input_schema", e);
-			}
-			json_object_array_add(at, a);
+	if (!json_get(req, "tools", &tools) ||
+	    !json_object_is_type(tools, json_type_array))
+		return 0;
+	at = json_object_new_array();
+	json_object_object_add(o, "tools", at);
+	for (i = 0; i < json_object_array_length(tools); i++) {
+		if (!json_get(json_object_array_get_idx(tools, i), "function",
+		    &fn) || json_get_str(fn, "name") == NULL)
+			return -1;
+		a = json_object_new_object();
+		json_object_object_add(a, "name",
+		    json_str(json_get_str(fn, "name")));
+		if (json_get_str(fn, "description") != NULL)
+			json_object_object_add(a, "description",
+			    json_str(json_get_str(fn, "description")));
+		if (json_get(fn, "parameters", &params))
+			json_object_object_add(a, "input_schema",
+			    json_object_get(params));
+		else {
+			e = json_object_new_object();
+			json_object_object_add(e, "type", json_str("object"));
+			json_object_object_add(a, "input_schema", e);
 		}
+		json_object_array_add(at, a);
 	}
-	if (json_get(req, "tool_choice", &v)) {
-		struct json_object *tc = json_object_new_object(), *fn;
-		const char *c = json_object_is_type(v, json_type_string) ?
-		    json_object_get_string(v) : NULL;
+	return 0;
+}
 
-		if (c != NULL && strcmp(c, "required") == 0)
-			json_object_object_add(tc, "type", json_str("any"));
-		else if (c != NULL && (strcmp(c, "auto") == 0 ||
-		    strcmp(c, "none") == 0))
-			json_object_object_add(tc, "type", json_str(c));
-		else if (json_get(v, "function", &fn) &&
-		    json_get_str(fn, "name") != NULL) {
-			json_object_object_add(tc, "type", json_str("tool"));
-			json_object_object_add(tc, "name",
-			    json_str(json_get_str(fn, "name")));
-		} else {
-			json_object_put(tc);
-			goto bad;
-		}
-		if (json_get(req, "parallel_tool_calls", &b) &&
-		    !json_object_get_boolean(b))
-			json_object_object_add(tc, "disable_parallel_tool_use",
-			    json_object_new_boolean(1));
-		json_object_object_add(o, "tool_choice", tc);
+/* tool_choice, and parallel_tool_calls with it.  0, or -1. */
+static int
+tool_choice(struct json_object *req, struct json_object *o)
+{
+	struct json_object *v, *tc, *fn, *b;
+	const char	*c;
+
+	if (!json_get(req, "tool_choice", &v))
+		return 0;
+	tc = json_object_new_object();
+	c = json_object_is_type(v, json_type_string) ?
+	    json_object_get_string(v) : NULL;
+	if (c != NULL && strcmp(c, "required") == 0)
+		json_object_object_add(tc, "type", json_str("any"));
+	else if (c != NULL && (strcmp(c, "auto") == 0 ||
+	    strcmp(c, "none") == 0))
+		json_object_object_add(tc, "type", json_str(c));
+	else if (json_get(v, "function", &fn) &&
+	    json_get_str(fn, "name") != NULL) {
+		json_object_object_add(tc, "type", json_str("tool"));
+		json_object_object_add(tc, "name",
+		    json_str(json_get_str(fn, "name")));
+	} else {
+		json_object_put(tc);
+		return -1;
 	}
-	if (answer_format(req, o, &system, err, errsz) == -1)
+	if (json_get(req, "parallel_tool_calls", &b) &&
+	    !json_object_get_boolean(b))
+		json_object_object_add(tc, "disable_parallel_tool_use",
+		    json_object_new_boolean(1));
+	json_object_object_add(o, "tool_choice", tc);
+	return 0;
+}
+
+int
+anthropic_request(struct json_object *req, const char *model,
+    long default_max, struct json_object **out, char *err, size_t errsz)
+{
+	struct json_object *o = json_object_new_object(), *msgs, *v;
+	struct buf	 system = { 0 };
+
+	*out = NULL;
+	snprintf(err, errsz, "the request cannot be expressed for anthropic");
+	json_object_object_add(o, "model", json_str(model));
+	msgs = json_object_new_array();
+	json_object_object_add(o, "messages", msgs);
+	if (!json_get(req, "messages", &v) ||
+	    !json_object_is_type(v, json_type_array) ||
+	    turns(v, msgs, &system, err, errsz) == -1 ||
+	    sampling(req, o, default_max, err, errsz) == -1 ||
+	    tools_of(req, o) == -1 || tool_choice(req, o) == -1 ||
+	    answer_format(req, o, &system, err, errsz) == -1)
 		goto bad;
 	if (system.len > 0)
 		json_object_object_add(o, "system", json_str(system.data));
