@@ -572,155 +572,190 @@ chunk(const struct anthropic_stream *s, struct json_object *delta, const char *f
 	return chat_chunk(s->id, s->model, s->created, delta, finish);
 }
 
+/* A chunk whose delta holds one tool call's piece; id and name or NULL. */
+static struct json_object *
+tool_call_chunk(struct anthropic_stream *s, int index, const char *id,
+    const char *name, const char *args)
+{
+	struct json_object *tc = json_object_new_object(), *fn, *tcs, *delta;
+
+	json_object_object_add(tc, "index", json_object_new_int(index));
+	if (id != NULL) {
+		json_object_object_add(tc, "id", json_str(id));
+		json_object_object_add(tc, "type", json_str("function"));
+	}
+	fn = json_object_new_object();
+	if (name != NULL)
+		json_object_object_add(fn, "name", json_str(name));
+	json_object_object_add(fn, "arguments", json_str(args));
+	json_object_object_add(tc, "function", fn);
+	tcs = json_object_new_array();
+	json_object_array_add(tcs, tc);
+	delta = json_object_new_object();
+	json_object_object_add(delta, "tool_calls", tcs);
+	return chunk(s, delta, NULL);
+}
+
+static const char *
+or_empty(const char *v)
+{
+	return v != NULL ? v : "";
+}
+
+static enum anthropic_step
+message_start(struct anthropic_stream *s, struct json_object *ev,
+    struct json_object **out)
+{
+	struct json_object *m, *u, *delta;
+
+	if (json_get(ev, "message", &m)) {
+		snprintf(s->id, sizeof(s->id), "%s",
+		    or_empty(json_get_str(m, "id")));
+		snprintf(s->model, sizeof(s->model), "%s",
+		    or_empty(json_get_str(m, "model")));
+		if (json_get(m, "usage", &u)) {
+			s->input_tokens = usage_count(u, "input_tokens") +
+			    usage_count(u, "cache_creation_input_tokens") +
+			    usage_count(u, "cache_read_input_tokens");
+			s->output_tokens = usage_count(u, "output_tokens");
+		}
+	}
+	s->created = (long)time(NULL);
+	delta = json_object_new_object();
+	json_object_object_add(delta, "role", json_str("assistant"));
+	json_object_object_add(delta, "content", json_str(""));
+	*out = chunk(s, delta, NULL);
+	return ANT_EMIT;
+}
+
+/* A tool_use block begins: a tool call, unless it carries the answer. */
+static enum anthropic_step
+block_start(struct anthropic_stream *s, struct json_object *ev,
+    struct json_object **out)
+{
+	struct json_object *v, *cb;
+	const char	*dt;
+	int		 idx;
+
+	idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
+	if (!json_get(ev, "content_block", &cb) ||
+	    (dt = json_get_str(cb, "type")) == NULL ||
+	    strcmp(dt, "tool_use") != 0 || idx < 0 || idx >= ANT_MAX_BLOCKS)
+		return ANT_SKIP;
+	if (s->answer[0] != '\0' && json_get_str(cb, "name") != NULL &&
+	    strcmp(json_get_str(cb, "name"), s->answer) == 0) {
+		s->block_tool[idx] = -1;	/* content follows */
+		return ANT_SKIP;
+	}
+	/* Our own tool counter: not Anthropic's block index. */
+	s->block_tool[idx] = s->ntools + 1;
+	*out = tool_call_chunk(s, s->ntools++, or_empty(json_get_str(cb, "id")),
+	    or_empty(json_get_str(cb, "name")), "");
+	return ANT_EMIT;
+}
+
+static enum anthropic_step
+block_delta(struct anthropic_stream *s, struct json_object *ev,
+    struct json_object **out)
+{
+	struct json_object *v, *d, *delta;
+	const char	*dt;
+	int		 idx;
+
+	idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
+	if (!json_get(ev, "delta", &d) || (dt = json_get_str(d, "type")) == NULL)
+		return ANT_SKIP;
+	if (strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
+	    idx < ANT_MAX_BLOCKS && s->block_tool[idx] == -1) {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "content",
+		    json_str(or_empty(json_get_str(d, "partial_json"))));
+		*out = chunk(s, delta, NULL);
+		return ANT_EMIT;
+	}
+	/* A JSON answer is the content alone. */
+	if (strcmp(dt, "text_delta") == 0 && json_get_str(d, "text") &&
+	    s->answer[0] == '\0') {
+		delta = json_object_new_object();
+		json_object_object_add(delta, "content",
+		    json_str(json_get_str(d, "text")));
+		*out = chunk(s, delta, NULL);
+		return ANT_EMIT;
+	}
+	if (strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
+	    idx < ANT_MAX_BLOCKS && s->block_tool[idx] > 0) {
+		*out = tool_call_chunk(s, s->block_tool[idx] - 1, NULL, NULL,
+		    or_empty(json_get_str(d, "partial_json")));
+		return ANT_EMIT;
+	}
+	return ANT_SKIP;
+}
+
+static enum anthropic_step
+message_delta(struct anthropic_stream *s, struct json_object *ev,
+    struct json_object **out)
+{
+	struct json_object *u, *v, *d;
+
+	if (json_get(ev, "usage", &u) && json_get(u, "output_tokens", &v))
+		s->output_tokens = usage_count(u, "output_tokens");
+	if (json_get(ev, "delta", &d) && json_get_str(d, "stop_reason") != NULL) {
+		snprintf(s->finish, sizeof(s->finish), "%s",
+		    s->answer[0] != '\0' && s->ntools == 0 ? "stop" :
+		    anthropic_finish(json_get_str(d, "stop_reason")));
+		*out = chunk(s, json_object_new_object(), s->finish);
+		return ANT_EMIT;
+	}
+	return ANT_SKIP;
+}
+
+static enum anthropic_step
+stream_error(struct json_object *ev, struct json_object **out)
+{
+	struct json_object *e = json_object_new_object(), *err;
+	char		 etype[64] = "upstream_error";
+
+	if (!json_get(ev, "error", &err))
+		err = NULL;
+	json_object_object_add(e, "message", json_str(err != NULL &&
+	    json_get_str(err, "message") ? json_get_str(err, "message") :
+	    "anthropic reported an error"));
+	/* Its own type (overloaded_error, ...), as a 4xx keeps it. */
+	if (err != NULL)
+		provider_error_word(json_get_str(err, "type"), etype,
+		    sizeof(etype));
+	json_object_object_add(e, "type", json_str(etype));
+	json_object_object_add(e, "code", json_str("upstream_error"));
+	*out = json_object_new_object();
+	json_object_object_add(*out, "error", e);
+	return ANT_ERROR;
+}
+
 enum anthropic_step
 anthropic_stream_event(struct anthropic_stream *s, struct json_object *ev,
     struct json_object **out)
 {
-	struct json_object *v, *d, *delta, *tcs, *tc, *fn, *err;
-	const char	*type = json_get_str(ev, "type"), *dt;
-	int		 idx;
+	const char	*type = json_get_str(ev, "type");
 
 	*out = NULL;
 	if (type == NULL)
 		return ANT_SKIP;
-	if (strcmp(type, "message_start") == 0) {
-		struct json_object *m, *u;
-
-		if (json_get(ev, "message", &m)) {
-			snprintf(s->id, sizeof(s->id), "%s",
-			    json_get_str(m, "id") ? json_get_str(m, "id") : "");
-			snprintf(s->model, sizeof(s->model), "%s",
-			    json_get_str(m, "model") ? json_get_str(m, "model") : "");
-			if (json_get(m, "usage", &u)) {
-				s->input_tokens = usage_count(u, "input_tokens") +
-				    usage_count(u,
-				    "cache_creation_input_tokens") +
-				    usage_count(u, "cache_read_input_tokens");
-				s->output_tokens = usage_count(u,
-				    "output_tokens");
-			}
-		}
-		s->created = (long)time(NULL);
-		delta = json_object_new_object();
-		json_object_object_add(delta, "role", json_str("assistant"));
-		json_object_object_add(delta, "content", json_str(""));
-		*out = chunk(s, delta, NULL);
-		return ANT_EMIT;
-	}
-	if (strcmp(type, "content_block_start") == 0) {
-		struct json_object *cb;
-
-		idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
-		if (!json_get(ev, "content_block", &cb) ||
-		    (dt = json_get_str(cb, "type")) == NULL ||
-		    strcmp(dt, "tool_use") != 0 || idx < 0 ||
-		    idx >= ANT_MAX_BLOCKS)
-			return ANT_SKIP;
-		if (s->answer[0] != '\0' && json_get_str(cb, "name") != NULL &&
-		    strcmp(json_get_str(cb, "name"), s->answer) == 0) {
-			s->block_tool[idx] = -1;	/* content follows */
-			return ANT_SKIP;
-		}
-		/* Our own tool counter: not Anthropic's block index. */
-		s->block_tool[idx] = s->ntools + 1;
-		tc = json_object_new_object();
-		json_object_object_add(tc, "index",
-		    json_object_new_int(s->ntools++));
-		json_object_object_add(tc, "id",
-		    json_str(json_get_str(cb, "id") ? json_get_str(cb, "id") : ""));
-		json_object_object_add(tc, "type", json_str("function"));
-		fn = json_object_new_object();
-		json_object_object_add(fn, "name",
-		    json_str(json_get_str(cb, "name") ? json_get_str(cb, "name") : ""));
-		json_object_object_add(fn, "arguments", json_str(""));
-		json_object_object_add(tc, "function", fn);
-		tcs = json_object_new_array();
-		json_object_array_add(tcs, tc);
-		delta = json_object_new_object();
-		json_object_object_add(delta, "tool_calls", tcs);
-		*out = chunk(s, delta, NULL);
-		return ANT_EMIT;
-	}
-	if (strcmp(type, "content_block_delta") == 0) {
-		idx = json_get(ev, "index", &v) ? json_object_get_int(v) : -1;
-		if (!json_get(ev, "delta", &d) || (dt = json_get_str(d, "type")) == NULL)
-			return ANT_SKIP;
-		if (strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
-		    idx < ANT_MAX_BLOCKS && s->block_tool[idx] == -1) {
-			delta = json_object_new_object();
-			json_object_object_add(delta, "content",
-			    json_str(json_get_str(d, "partial_json") ?
-			    json_get_str(d, "partial_json") : ""));
-			*out = chunk(s, delta, NULL);
-			return ANT_EMIT;
-		}
-		/* A JSON answer is the content alone. */
-		if (strcmp(dt, "text_delta") == 0 && json_get_str(d, "text") &&
-		    s->answer[0] == '\0') {
-			delta = json_object_new_object();
-			json_object_object_add(delta, "content",
-			    json_str(json_get_str(d, "text")));
-			*out = chunk(s, delta, NULL);
-			return ANT_EMIT;
-		}
-		if (strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
-		    idx < ANT_MAX_BLOCKS && s->block_tool[idx] > 0) {
-			tc = json_object_new_object();
-			json_object_object_add(tc, "index",
-			    json_object_new_int(s->block_tool[idx] - 1));
-			fn = json_object_new_object();
-			json_object_object_add(fn, "arguments",
-			    json_str(json_get_str(d, "partial_json") ?
-			    json_get_str(d, "partial_json") : ""));
-			json_object_object_add(tc, "function", fn);
-			tcs = json_object_new_array();
-			json_object_array_add(tcs, tc);
-			delta = json_object_new_object();
-			json_object_object_add(delta, "tool_calls", tcs);
-			*out = chunk(s, delta, NULL);
-			return ANT_EMIT;
-		}
-		return ANT_SKIP;
-	}
-	if (strcmp(type, "message_delta") == 0) {
-		struct json_object *u;
-
-		if (json_get(ev, "usage", &u) && json_get(u, "output_tokens", &v))
-			s->output_tokens = usage_count(u, "output_tokens");
-		if (json_get(ev, "delta", &d) && json_get_str(d, "stop_reason") != NULL) {
-			snprintf(s->finish, sizeof(s->finish), "%s",
-			    s->answer[0] != '\0' && s->ntools == 0 ? "stop" :
-			    anthropic_finish(json_get_str(d, "stop_reason")));
-			*out = chunk(s, json_object_new_object(), s->finish);
-			return ANT_EMIT;
-		}
-		return ANT_SKIP;
-	}
+	if (strcmp(type, "message_start") == 0)
+		return message_start(s, ev, out);
+	if (strcmp(type, "content_block_start") == 0)
+		return block_start(s, ev, out);
+	if (strcmp(type, "content_block_delta") == 0)
+		return block_delta(s, ev, out);
+	if (strcmp(type, "message_delta") == 0)
+		return message_delta(s, ev, out);
 	if (strcmp(type, "message_stop") == 0) {
 		*out = chunk(s, NULL, NULL);
 		json_object_object_add(*out, "usage",
 		    chat_usage(s->input_tokens, s->output_tokens));
 		return ANT_DONE;
 	}
-	if (strcmp(type, "error") == 0) {
-		struct json_object *e = json_object_new_object();
-		char		 etype[64] = "upstream_error";
-
-		if (!json_get(ev, "error", &err))
-			err = NULL;
-		json_object_object_add(e, "message", json_str(err != NULL &&
-		    json_get_str(err, "message") ? json_get_str(err, "message") :
-		    "anthropic reported an error"));
-		/* Its own type (overloaded_error, ...), as a 4xx keeps it. */
-		if (err != NULL)
-			provider_error_word(json_get_str(err, "type"), etype,
-			    sizeof(etype));
-		json_object_object_add(e, "type", json_str(etype));
-		json_object_object_add(e, "code", json_str("upstream_error"));
-		*out = json_object_new_object();
-		json_object_object_add(*out, "error", e);
-		return ANT_ERROR;
-	}
+	if (strcmp(type, "error") == 0)
+		return stream_error(ev, out);
 	return ANT_SKIP;	/* ping, content_block_stop, unknown */
 }
 
