@@ -356,7 +356,7 @@ sampling(struct json_object *req, struct json_object *o, long default_max,
 static int
 tools_of(struct json_object *req, struct json_object *o)
 {
-	struct json_object *tools, *at, *fn, *params, *a, *e;
+	struct json_object *tools, *at, *fn, *a;
 	size_t		 i;
 
 	if (!json_get(req, "tools", &tools) ||
@@ -366,22 +366,9 @@ tools_of(struct json_object *req, struct json_object *o)
 	json_object_object_add(o, "tools", at);
 	for (i = 0; i < json_object_array_length(tools); i++) {
 		if (!json_get(json_object_array_get_idx(tools, i), "function",
-		    &fn) || json_get_str(fn, "name") == NULL)
+		    &fn) || (a = chat_tool_decl(fn, "parameters",
+		    "input_schema", true)) == NULL)
 			return -1;
-		a = json_object_new_object();
-		json_object_object_add(a, "name",
-		    json_str(json_get_str(fn, "name")));
-		if (json_get_str(fn, "description") != NULL)
-			json_object_object_add(a, "description",
-			    json_str(json_get_str(fn, "description")));
-		if (json_get(fn, "parameters", &params))
-			json_object_object_add(a, "input_schema",
-			    json_object_get(params));
-		else {
-			e = json_object_new_object();
-			json_object_object_add(e, "type", json_str("object"));
-			json_object_object_add(a, "input_schema", e);
-		}
 		json_object_array_add(at, a);
 	}
 	return 0;

@@ -295,7 +295,7 @@ generation_config(struct json_object *req, struct json_object *o, char *err,
 static int
 tool_declarations(struct json_object *req, struct json_object *o)
 {
-	struct json_object *v, *decls, *t, *tl, *fn, *d, *params;
+	struct json_object *v, *decls, *t, *tl, *fn, *d;
 	size_t		 i;
 
 	if (!json_get(req, "tools", &v) ||
@@ -304,19 +304,11 @@ tool_declarations(struct json_object *req, struct json_object *o)
 	decls = json_object_new_array();
 	for (i = 0; i < json_object_array_length(v); i++) {
 		if (!json_get(json_object_array_get_idx(v, i), "function",
-		    &fn) || json_get_str(fn, "name") == NULL) {
+		    &fn) || (d = chat_tool_decl(fn, "parameters", "parameters",
+		    false)) == NULL) {
 			json_object_put(decls);
 			return -1;
 		}
-		d = json_object_new_object();
-		json_object_object_add(d, "name",
-		    json_str(json_get_str(fn, "name")));
-		if (json_get_str(fn, "description") != NULL)
-			json_object_object_add(d, "description",
-			    json_str(json_get_str(fn, "description")));
-		if (json_get(fn, "parameters", &params))
-			json_object_object_add(d, "parameters",
-			    json_object_get(params));
 		json_object_array_add(decls, d);
 	}
 	t = json_object_new_object();

@@ -231,20 +231,11 @@ add_tools(struct json_object *req, struct json_object *o, char *err,
 		out = json_object_new_array();
 		json_object_object_add(o, "tools", out);
 		for (i = 0; i < json_object_array_length(tools); i++) {
-			struct json_object *t = json_object_array_get_idx(tools,
-			    i), *f;
+			struct json_object *f;
 
-			if (json_get_str(t, "name") == NULL)
+			if ((f = chat_tool_decl(json_object_array_get_idx(tools,
+			    i), "input_schema", "parameters", false)) == NULL)
 				goto bad;
-			f = json_object_new_object();
-			json_object_object_add(f, "name",
-			    json_str(json_get_str(t, "name")));
-			if (json_get_str(t, "description") != NULL)
-				json_object_object_add(f, "description",
-				    json_str(json_get_str(t, "description")));
-			if (json_get(t, "input_schema", &v))
-				json_object_object_add(f, "parameters",
-				    json_object_get(v));
 			fn = json_object_new_object();
 			json_object_object_add(fn, "type", json_str("function"));
 			json_object_object_add(fn, "function", f);

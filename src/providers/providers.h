@@ -75,6 +75,14 @@ void		 chat_add_turn(struct json_object *turns, const char *role,
  */
 #define USAGE_COUNT_MAX	2147483647L
 long		 usage_count(struct json_object *u, const char *key);
+/*
+ * A tool's declaration in another provider's words: its name and
+ * description as they are, its schema (fn's member from) as member to, or
+ * {"type":"object"} when fn has none and empty_schema is set.  NULL when
+ * fn has no name.
+ */
+struct json_object *chat_tool_decl(struct json_object *fn, const char *from,
+		    const char *to, bool empty_schema);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
 /* What a request's response_format asks for. */

@@ -42,6 +42,30 @@ chat_chunk_at(const char *id, const char *model, long created, int index,
 	return o;
 }
 
+struct json_object *
+chat_tool_decl(struct json_object *fn, const char *from, const char *to,
+    bool empty_schema)
+{
+	struct json_object *d, *schema;
+	const char	*name = json_get_str(fn, "name");
+
+	if (name == NULL)
+		return NULL;
+	d = json_object_new_object();
+	json_object_object_add(d, "name", json_str(name));
+	if (json_get_str(fn, "description") != NULL)
+		json_object_object_add(d, "description",
+		    json_str(json_get_str(fn, "description")));
+	if (json_get(fn, from, &schema))
+		json_object_object_add(d, to, json_object_get(schema));
+	else if (empty_schema) {
+		schema = json_object_new_object();
+		json_object_object_add(schema, "type", json_str("object"));
+		json_object_object_add(d, to, schema);
+	}
+	return d;
+}
+
 long
 usage_count(struct json_object *u, const char *key)
 {
