@@ -442,6 +442,102 @@ signals_init(sigset_t *waitmask)
 	sigdelset(waitmask, SIGCHLD);
 }
 
+/* The memory the app's workers share, made before any of them.  0, -1. */
+static int
+share_memory(struct master *m)
+{
+	m->shared_len = m->app->shared_size();
+	m->shared = mmap(NULL, m->shared_len, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m->shared == MAP_FAILED) {
+		log_error("mmap: %zu bytes for the workers to share: %s",
+		    m->shared_len, strerror(errno));
+		m->shared = NULL;
+		return -1;
+	}
+	if (m->app->shared_init != NULL && m->app->shared_init(m->shared) == -1) {
+		log_error("preparing the memory the workers share: failed");
+		return -1;
+	}
+	return 0;
+}
+
+/* What the signal handlers noted since the last turn of the loop. */
+static void
+take_signals(struct master *m)
+{
+	if (pending_child) {
+		pending_child = 0;
+		reap(m);
+	}
+	if (pending_stop) {
+		pending_stop = 0;
+		if (!m->stopping)
+			log_info("stopping: letting in-flight requests finish "
+			    "(at most %d s)", m->cfg->shutdown_timeout);
+		begin_stop(m, 0);
+	}
+	if (pending_reload) {
+		pending_reload = 0;
+		if (!m->stopping)
+			reload(m);
+	}
+}
+
+/*
+ * Stopping, with workers left: past the deadline they are killed.  The
+ * time to look again, no later than wake.
+ */
+static double
+stop_step(struct master *m, double now, double wake)
+{
+	int	 i;
+
+	if (now >= m->deadline) {
+		log_warn("shutdown_timeout reached: killing %d remaining "
+		    "workers", live_children(m));
+		for (i = 0; i < m->maxslots; i++)
+			if (m->slots[i].pid > 0)
+				kill(m->slots[i].pid, SIGKILL);
+		if (m->retiring > 0)
+			kill(m->retiring, SIGKILL);
+		m->deadline = now + 5.0;
+	}
+	return m->deadline < wake ? m->deadline : wake;
+}
+
+/*
+ * A worker in every slot: an empty one is filled once its back-off has
+ * passed, one beyond the slots a reload left is retired.  The time to look
+ * again, no later than wake.
+ */
+static double
+keep_workers(struct master *m, double now, double wake)
+{
+	struct slot	*s;
+	int		 i;
+
+	for (i = 0; i < m->maxslots; i++) {
+		s = &m->slots[i];
+		if (i >= m->nslots) {
+			/* Fewer workers after a reload. */
+			if (s->pid > 0 && m->retiring == 0) {
+				m->retiring = s->pid;
+				s->pid = 0;
+				kill(m->retiring, SIGTERM);
+			}
+			continue;
+		}
+		if (s->pid != 0)
+			continue;
+		if (s->next_start <= now)
+			spawn(m, i);
+		else if (s->next_start < wake)
+			wake = s->next_start;
+	}
+	return wake;
+}
+
 int
 master_run(struct config *cfg, const struct worker_app *app)
 {
@@ -449,7 +545,7 @@ master_run(struct config *cfg, const struct worker_app *app)
 	struct timespec	 ts;
 	sigset_t	 waitmask;
 	double		 now, wake;
-	int		 i, code;
+	int		 code;
 
 	if ((m = calloc(1, sizeof(*m))) == NULL) {
 		log_error("calloc: starting the master: out of memory");
@@ -466,84 +562,24 @@ master_run(struct config *cfg, const struct worker_app *app)
 		code = 1;
 		goto out;
 	}
-	if (app->shared_size != NULL) {
-		m->shared_len = app->shared_size();
-		m->shared = mmap(NULL, m->shared_len, PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		if (m->shared == MAP_FAILED) {
-			log_error("mmap: %zu bytes for the workers to share: %s",
-			    m->shared_len, strerror(errno));
-			m->shared = NULL;
-			code = 1;
-			goto out;
-		}
-		if (app->shared_init != NULL &&
-		    app->shared_init(m->shared) == -1) {
-			log_error("preparing the memory the workers share: "
-			    "failed");
-			code = 1;
-			goto out;
-		}
+	if (app->shared_size != NULL && share_memory(m) == -1) {
+		code = 1;
+		goto out;
 	}
 	log_info("keygated %s starting %d workers (%s mode)", PACKAGE_VERSION,
 	    m->nslots, config_mode_names[cfg->mode]);
 
 	for (;;) {
-		if (pending_child) {
-			pending_child = 0;
-			reap(m);
-		}
-		if (pending_stop) {
-			pending_stop = 0;
-			if (!m->stopping)
-				log_info("stopping: letting in-flight requests "
-				    "finish (at most %d s)",
-				    m->cfg->shutdown_timeout);
-			begin_stop(m, 0);
-		}
-		if (pending_reload) {
-			pending_reload = 0;
-			if (!m->stopping)
-				reload(m);
-		}
+		take_signals(m);
 		now = clock_mono();
 		wake = now + 1.0;
 		if (m->stopping) {
 			if (live_children(m) == 0)
 				break;
-			if (now >= m->deadline) {
-				log_warn("shutdown_timeout reached: killing %d "
-				    "remaining workers", live_children(m));
-				for (i = 0; i < m->maxslots; i++)
-					if (m->slots[i].pid > 0)
-						kill(m->slots[i].pid, SIGKILL);
-				if (m->retiring > 0)
-					kill(m->retiring, SIGKILL);
-				m->deadline = now + 5.0;
-			}
-			if (m->deadline < wake)
-				wake = m->deadline;
+			wake = stop_step(m, now, wake);
 		} else {
 			replace_step(m);
-			for (i = 0; i < m->maxslots; i++) {
-				struct slot *s = &m->slots[i];
-
-				if (i >= m->nslots) {
-					/* Fewer workers after a reload. */
-					if (s->pid > 0 && m->retiring == 0) {
-						m->retiring = s->pid;
-						s->pid = 0;
-						kill(m->retiring, SIGTERM);
-					}
-					continue;
-				}
-				if (s->pid != 0)
-					continue;
-				if (s->next_start <= now)
-					spawn(m, i);
-				else if (s->next_start < wake)
-					wake = s->next_start;
-			}
+			wake = keep_workers(m, now, wake);
 		}
 		now = clock_mono();
 		if (wake < now)
