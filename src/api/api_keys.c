@@ -336,17 +336,95 @@ target_ok(struct request *req, struct key_fields *f)
 	return ok;
 }
 
+/* The key_spec of fields f for tenant; its numbers are written in rl. */
+static void
+spec_of(const struct request *req, const struct key_fields *f,
+    const char *tenant, struct key_spec *spec, char rl[2][24])
+{
+	memset(spec, 0, sizeof(*spec));
+	spec->tenant_id = tenant;
+	spec->name = f->name != NULL ? f->name : "";
+	spec->env = f->env != NULL ? f->env : "live";
+	spec->scopes = f->scopes;
+	spec->nscopes = f->nscopes;
+	spec->role_id = f->role_id;
+	spec->expires_at = f->expires[0] != '\0' ? f->expires : NULL;
+	spec->created_by = req->principal->key_id[0] ?
+	    req->principal->key_id : NULL;
+	if (f->has_rl_max && f->rl_max > 0) {
+		snprintf(rl[0], sizeof(rl[0]), "%ld", f->rl_max);
+		spec->rate_limit_max = rl[0];
+	}
+	if (f->has_rl_window && f->rl_window > 0) {
+		snprintf(rl[1], sizeof(rl[1]), "%d", f->rl_window);
+		spec->rate_limit_window = rl[1];
+	}
+}
+
+/*
+ * In the key's transaction: locks the tenant's row, which makes the count
+ * and the insert one step, and says whether the tenant may have one more
+ * active key.  1 yes; 0 no (answered, rolled back); -1 the database
+ * failed.
+ */
+static int
+room_for_key(struct request *req, const char *tenant)
+{
+	struct worker	*w = req->w;
+	struct db_res	*res;
+	const char	*p[1] = { tenant };
+	long		 have;
+
+	if (db_exec(w->db, STMT_TENANT_LOCK, 1, p) == -1)
+		return -1;
+	if (w->cfg->max_active_keys_per_tenant <= 0)
+		return 1;
+	if ((res = db_query(w->db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
+		return -1;
+	have = atol(db_value(res, 0, 0));
+	db_res_free(res);
+	if (have < w->cfg->max_active_keys_per_tenant)
+		return 1;
+	db_rollback(w->db);
+	http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has %ld "
+	    "active keys, the most allowed.", tenant,
+	    w->cfg->max_active_keys_per_tenant);
+	return 0;
+}
+
+/* The audit row of a new key: its prefix and scopes.  0, or -1. */
+static int
+audit_created(struct request *req, const char *tenant,
+    const struct key_fields *f, const struct key_created *out)
+{
+	struct json_object *details;
+	char		 scopes_csv[1200];
+	size_t		 i;
+
+	scopes_csv[0] = '\0';
+	for (i = 0; i < f->nscopes; i++)
+		snprintf(scopes_csv + strlen(scopes_csv),
+		    sizeof(scopes_csv) - strlen(scopes_csv), "%s%s",
+		    i ? "," : "", f->scopes[i]);
+	details = json_object_new_object();
+	json_object_object_add(details, "key_prefix",
+	    json_object_new_string(out->prefix));
+	json_object_object_add(details, "scopes",
+	    json_object_new_string(scopes_csv));
+	return api_audit(req, tenant, "api_key.create", "api_key", out->id,
+	    details);
+}
+
 void
 api_keys_create(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *obj = NULL;
 	struct key_fields f;
 	struct key_spec	 spec;
 	struct key_created out;
-	struct db_res	*res;
-	const char	*tenant, *p[1];
-	char		 rlmax[24], rlwin[24], scopes_csv[1200];
+	const char	*tenant;
+	char		 rl[2][24];
 	bool		 answered;
 	size_t		 i;
 
@@ -376,47 +454,18 @@ api_keys_create(struct request *req)
 	if (f.role_id != NULL && !role_usable(req, f.role_id, tenant))
 		return;
 
-	memset(&spec, 0, sizeof(spec));
-	spec.tenant_id = tenant;
-	spec.name = f.name != NULL ? f.name : "";
-	spec.env = f.env != NULL ? f.env : "live";
-	spec.scopes = f.scopes;
-	spec.nscopes = f.nscopes;
-	spec.role_id = f.role_id;
-	spec.expires_at = f.expires[0] != '\0' ? f.expires : NULL;
-	spec.created_by = req->principal->key_id[0] ? req->principal->key_id :
-	    NULL;
-	if (f.has_rl_max && f.rl_max > 0) {
-		snprintf(rlmax, sizeof(rlmax), "%ld", f.rl_max);
-		spec.rate_limit_max = rlmax;
-	}
-	if (f.has_rl_window && f.rl_window > 0) {
-		snprintf(rlwin, sizeof(rlwin), "%d", f.rl_window);
-		spec.rate_limit_window = rlwin;
-	}
-
+	spec_of(req, &f, tenant, &spec, rl);
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	p[0] = tenant;
-	/* The tenant row's lock makes the count and the insert one step. */
-	if (db_exec(w->db, STMT_TENANT_LOCK, 1, p) == -1)
+	switch (room_for_key(req, tenant)) {
+	case 1:
+		break;
+	case 0:
+		return;
+	default:
 		goto dbfail;
-	if (w->cfg->max_active_keys_per_tenant > 0) {
-		if ((res = db_query(w->db, STMT_KEY_COUNT_ACTIVE, 1, p)) ==
-		    NULL)
-			goto dbfail;
-		if (atol(db_value(res, 0, 0)) >=
-		    w->cfg->max_active_keys_per_tenant) {
-			db_res_free(res);
-			db_rollback(w->db);
-			http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s "
-			    "already has %ld active keys, the most allowed.",
-			    tenant, w->cfg->max_active_keys_per_tenant);
-			return;
-		}
-		db_res_free(res);
 	}
 	switch (key_create(w->db, w->cfg->key_brand, w->cfg->hmac_secret,
 	    &spec, &out)) {
@@ -435,18 +484,8 @@ api_keys_create(struct request *req)
 	case KEY_RESULT__MAX:
 		goto dbfail;
 	}
-	scopes_csv[0] = '\0';
-	for (i = 0; i < f.nscopes; i++)
-		snprintf(scopes_csv + strlen(scopes_csv),
-		    sizeof(scopes_csv) - strlen(scopes_csv), "%s%s",
-		    i ? "," : "", f.scopes[i]);
-	details = json_object_new_object();
-	json_object_object_add(details, "key_prefix",
-	    json_object_new_string(out.prefix));
-	json_object_object_add(details, "scopes",
-	    json_object_new_string(scopes_csv));
-	if (api_audit(req, tenant, "api_key.create", "api_key", out.id,
-	    details) == -1 || (obj = key_now(req, out.id)) == NULL ||
+	if (audit_created(req, tenant, &f, &out) == -1 ||
+	    (obj = key_now(req, out.id)) == NULL ||
 	    db_commit(w->db) == -1) {
 		key_created_wipe(&out);
 		if (obj != NULL)
