@@ -27,6 +27,85 @@ usage(FILE *f)
 	    "tenant %s, env live.\n", ROOT_TENANT);
 }
 
+/* The scopes of --scopes, comma- or space-separated.  0, or -1 (said). */
+static int
+split_scopes(char *list, const char *scopes[MAX_SCOPES], size_t *n)
+{
+	char	*tok, *save = NULL;
+
+	*n = 0;
+	for (tok = strtok_r(list, ", ", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", ", &save)) {
+		if (!scope_valid(tok)) {
+			fprintf(stderr, "keygatectl: create-key: unknown scope "
+			    "\"%s\"\n", tok);
+			return -1;
+		}
+		if (*n == MAX_SCOPES) {
+			fprintf(stderr, "keygatectl: create-key: too many "
+			    "scopes\n");
+			return -1;
+		}
+		scopes[(*n)++] = tok;
+	}
+	if (*n == 0) {
+		fprintf(stderr, "keygatectl: create-key: --scopes is empty\n");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Makes the key and its audit row in one transaction and prints it, once.
+ * The exit code.
+ */
+static int
+write_key(const struct config *cfg, struct db *db, const struct key_spec *spec)
+{
+	struct key_created out;
+	struct audit_entry audit;
+	char		 details[256];
+	enum key_result	 kr;
+
+	if (db_begin(db) == -1)
+		goto dberr;
+	kr = key_create(db, cfg->key_brand, cfg->hmac_secret, spec, &out);
+	if (kr == KEY_NO_TENANT) {
+		fprintf(stderr, "keygatectl: create-key: tenant %s does not "
+		    "exist or is inactive\n", spec->tenant_id);
+		db_rollback(db);
+		return 1;
+	}
+	if (kr != KEY_OK) {
+		db_rollback(db);
+		goto dberr;
+	}
+	snprintf(details, sizeof(details), "{\"key_prefix\":\"%s\","
+	    "\"via\":\"keygatectl\"}", out.prefix);
+	memset(&audit, 0, sizeof(audit));
+	audit.tenant_id = spec->tenant_id;
+	audit.actor = "keygatectl";
+	audit.action = "api_key.create";
+	audit.target_type = "api_key";
+	audit.target_id = out.id;
+	audit.details = details;
+	if (audit_write(db, &audit) == -1 || db_commit(db) == -1) {
+		key_created_wipe(&out);
+		db_rollback(db);
+		goto dberr;
+	}
+	printf("%s\n", out.key);
+	fflush(stdout);
+	key_created_wipe(&out);
+	fprintf(stderr, "created key %s (%s...%s) in tenant %s; it is shown "
+	    "only this once\n", out.id, out.prefix, out.last4,
+	    spec->tenant_id);
+	return 0;
+dberr:
+	fprintf(stderr, "keygatectl: create-key: %s\n", db_errmsg(db));
+	return 1;
+}
+
 int
 ctl_create_key(const struct config *cfg, struct db *db, int argc,
     char **argv)
@@ -40,13 +119,9 @@ ctl_create_key(const struct config *cfg, struct db *db, int argc,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct key_spec	 spec;
-	struct key_created out;
-	struct audit_entry audit;
 	const char	*scopes[MAX_SCOPES];
-	char		*scopelist = NULL, *tok, *save = NULL, details[256];
-	size_t		 n = 0;
-	int		 ch, code = 1;
-	enum key_result	 kr;
+	char		*scopelist = NULL;
+	int		 ch, code;
 
 	memset(&spec, 0, sizeof(spec));
 	spec.tenant_id = ROOT_TENANT;
@@ -80,73 +155,17 @@ ctl_create_key(const struct config *cfg, struct db *db, int argc,
 	}
 	if (scopelist == NULL && (scopelist = strdup("*")) == NULL)
 		return 1;
-	for (tok = strtok_r(scopelist, ", ", &save); tok != NULL;
-	    tok = strtok_r(NULL, ", ", &save)) {
-		if (!scope_valid(tok)) {
-			fprintf(stderr, "keygatectl: create-key: unknown scope "
-			    "\"%s\"\n", tok);
-			code = 2;
-			goto out;
-		}
-		if (n == MAX_SCOPES) {
-			fprintf(stderr, "keygatectl: create-key: too many "
-			    "scopes\n");
-			code = 2;
-			goto out;
-		}
-		scopes[n++] = tok;
-	}
-	if (n == 0) {
-		fprintf(stderr, "keygatectl: create-key: --scopes is empty\n");
+	if (split_scopes(scopelist, scopes, &spec.nscopes) == -1)
 		code = 2;
-		goto out;
-	}
-	if (strcmp(spec.env, "live") != 0 && strcmp(spec.env, "test") != 0) {
+	else if (strcmp(spec.env, "live") != 0 &&
+	    strcmp(spec.env, "test") != 0) {
 		fprintf(stderr, "keygatectl: create-key: --env must be live or "
 		    "test\n");
 		code = 2;
-		goto out;
+	} else {
+		spec.scopes = scopes;
+		code = write_key(cfg, db, &spec);
 	}
-	spec.scopes = scopes;
-	spec.nscopes = n;
-
-	if (db_begin(db) == -1)
-		goto dberr;
-	kr = key_create(db, cfg->key_brand, cfg->hmac_secret, &spec, &out);
-	if (kr == KEY_NO_TENANT) {
-		fprintf(stderr, "keygatectl: create-key: tenant %s does not "
-		    "exist or is inactive\n", spec.tenant_id);
-		db_rollback(db);
-		goto out;
-	}
-	if (kr != KEY_OK) {
-		db_rollback(db);
-		goto dberr;
-	}
-	snprintf(details, sizeof(details), "{\"key_prefix\":\"%s\","
-	    "\"via\":\"keygatectl\"}", out.prefix);
-	memset(&audit, 0, sizeof(audit));
-	audit.tenant_id = spec.tenant_id;
-	audit.actor = "keygatectl";
-	audit.action = "api_key.create";
-	audit.target_type = "api_key";
-	audit.target_id = out.id;
-	audit.details = details;
-	if (audit_write(db, &audit) == -1 || db_commit(db) == -1) {
-		key_created_wipe(&out);
-		db_rollback(db);
-		goto dberr;
-	}
-	printf("%s\n", out.key);
-	fflush(stdout);
-	key_created_wipe(&out);
-	fprintf(stderr, "created key %s (%s...%s) in tenant %s; it is shown "
-	    "only this once\n", out.id, out.prefix, out.last4, spec.tenant_id);
-	code = 0;
-	goto out;
-dberr:
-	fprintf(stderr, "keygatectl: create-key: %s\n", db_errmsg(db));
-out:
 	free(scopelist);
 	return code;
 }

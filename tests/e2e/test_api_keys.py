@@ -189,6 +189,24 @@ def texts_of(*responses):
 # ---------------------------------------------------------------------------
 # 1. Secrets: where the raw key may and may not appear
 
+@pytest.mark.parametrize("args,why", [
+    (["--scopes", "bogus"], 'unknown scope "bogus"'),
+    (["--scopes", ", ,"], "--scopes is empty"),
+    (["--scopes", ",".join(["models:read"] * 65)], "too many scopes"),
+    (["--env", "prod"], "--env must be live or test"),
+    (["--tenant", "00000000-0000-0000-0000-00000000beef"],
+     "does not exist or is inactive"),
+], ids=["unknown-scope", "no-scope", "too-many", "env", "no-tenant"])
+def test_keygatectl_create_key_refuses_and_makes_nothing(stack, args, why):
+    keys = count_rows(stack, "api_keys")
+    audit = count_rows(stack, "audit_log")
+    p = stack.kg.ctl("create-key", "--name", "refused", *args)
+    assert p.returncode == (1 if "tenant" in args[0] else 2), p.stderr
+    assert why in p.stderr and p.stdout == ""
+    assert count_rows(stack, "api_keys") == keys
+    assert count_rows(stack, "audit_log") == audit
+
+
 def test_created_key_authenticates_with_bearer_and_x_api_key(stack):
     tenant = new_tenant(stack)
     request_id = rid("create")
