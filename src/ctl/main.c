@@ -55,6 +55,22 @@ usage(FILE *f)
 	    "See keygatectl(8).\n");
 }
 
+/*
+ * A command asked for its help: it answers without the database, which
+ * is connected to only when a command uses it.
+ */
+static bool
+asks_help(int argc, char **argv)
+{
+	int	 i;
+
+	for (i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -129,7 +145,7 @@ main(int argc, char *argv[])
 	if (audit_attach(db, cfg->hmac_secret) == -1) {
 		fprintf(stderr, "keygatectl: keying the audit chain: failed\n");
 		code = 1;
-	} else if (db_connect(db) == -1) {
+	} else if (!asks_help(argc - a, argv + a) && db_connect(db) == -1) {
 		fprintf(stderr, "keygatectl: connecting to PostgreSQL: %s\n",
 		    db_errmsg(db));
 		code = 1;

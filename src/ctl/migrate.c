@@ -215,6 +215,42 @@ give_audit_log(struct db *db, const char *owner)
 	return 0;
 }
 
+/* Each migration, applied or pending; changes nothing.  0, or 1. */
+static int
+list_status(struct db *db, const struct migration *m, int n)
+{
+	struct db_res	*res;
+	const char	*params[1];
+	char		 ver[16];
+	int		 i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(ver, sizeof(ver), "%d", m[i].version);
+		params[0] = ver;
+		if ((res = db_query(db, STMT_MIGRATION_APPLIED, 1, params)) ==
+		    NULL) {
+			fprintf(stderr, "keygatectl: %s\n", db_errmsg(db));
+			return 1;
+		}
+		printf("%-8s %s\n", db_rows(res) > 0 ? "applied" : "pending",
+		    m[i].file);
+		db_res_free(res);
+	}
+	return 0;
+}
+
+static void
+usage(const struct config *cfg)
+{
+	printf("usage: keygatectl migrate [--status] [--audit-owner ROLE]\n\n"
+	    "Applies the migrations in %s that the database does not have "
+	    "yet,\neach in its own transaction.  --status lists them without "
+	    "applying.\n--audit-owner then gives the audit log to ROLE (an "
+	    "existing role keygate\ncannot act as), so that keygate's role "
+	    "may only read and append to it;\nrun it as a superuser, e.g. with "
+	    "KEYGATE_DATABASE_URL naming one.\n", cfg->sql_dir);
+}
+
 static const char migrations_table[] =
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
     " version integer PRIMARY KEY,"
@@ -231,9 +267,7 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct migration *m;
-	struct db_res	*res;
-	const char	*params[1], *audit_owner = NULL;
-	char		 ver[16];
+	const char	*audit_owner = NULL;
 	int		 n = 0, i, rc, applied = 0, status_only = 0, ch;
 	int		 code = 1;
 
@@ -252,17 +286,7 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 			audit_owner = optarg;
 			break;
 		case 'h':
-			printf("usage: keygatectl migrate [--status] "
-			    "[--audit-owner ROLE]\n\n"
-			    "Applies the migrations in %s that the database "
-			    "does not have yet,\neach in its own transaction. "
-			    " --status lists them without applying.\n"
-			    "--audit-owner then gives the audit log to ROLE "
-			    "(an existing role keygate\ncannot act as), so that "
-			    "keygate's role may only read and append to it;\n"
-			    "run it as a superuser, e.g. with "
-			    "KEYGATE_DATABASE_URL naming one.\n",
-			    cfg->sql_dir);
+			usage(cfg);
 			return 0;
 		default:
 			return 2;
@@ -286,21 +310,11 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		db_rollback(db);
 		goto out;
 	}
+	if (status_only) {
+		code = list_status(db, m, n);
+		goto out;
+	}
 	for (i = 0; i < n; i++) {
-		if (status_only) {
-			snprintf(ver, sizeof(ver), "%d", m[i].version);
-			params[0] = ver;
-			res = db_query(db, STMT_MIGRATION_APPLIED, 1, params);
-			if (res == NULL) {
-				fprintf(stderr, "keygatectl: %s\n",
-				    db_errmsg(db));
-				goto out;
-			}
-			printf("%-8s %s\n", db_rows(res) > 0 ? "applied" :
-			    "pending", m[i].file);
-			db_res_free(res);
-			continue;
-		}
 		if ((rc = apply(db, cfg->sql_dir, &m[i])) == -1)
 			goto out;
 		if (rc == 1) {
@@ -308,15 +322,14 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 			applied++;
 		}
 	}
-	if (!status_only && applied == 0)
+	if (applied == 0)
 		printf("nothing to apply: the database is up to date "
 		    "(version %d)\n", m[n - 1].version);
-	if (!status_only && audit_owner != NULL &&
-	    give_audit_log(db, audit_owner) == -1)
+	if (audit_owner != NULL && give_audit_log(db, audit_owner) == -1)
 		goto out;
 	code = 0;
 	/* KEYGATE_SEED_DEV_KEY=true at migrate time seeds the dev key. */
-	if (!status_only && config_getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
+	if (config_getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
 	    strcmp(config_getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0) {
 		char name[] = "seed-dev-key";
 		char *args[] = { name, NULL };

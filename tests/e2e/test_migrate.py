@@ -78,3 +78,20 @@ def test_keygated_refuses_unmigrated_database(fresh_database, make_keygated):
     assert mentions <= 3, "said %d times in %.1fs:\n%s" % (
         mentions, elapsed, text[-2000:])
     assert ks.group_pids(kg.pid) == set(), "workers left behind"
+
+
+def test_every_command_s_help_needs_no_database(workdir):
+    """--help answers even where PostgreSQL cannot be reached."""
+    d = workdir.subdir("help")
+    conf = os.path.join(d, "keygate.conf")
+    with open(conf, "w") as f:
+        f.write('database_url = "host=%s/none dbname=none"\n' % d)
+    for cmd in ("migrate", "create-key", "seed-dev-key", "audit-verify",
+                "audit-head", "rotate-encryption-key", "vault-check",
+                "ledger-verify", "prices", "openrouter-models"):
+        p = ks.keygatectl(conf, cmd, "--help")
+        assert p.returncode == 0, (cmd, p.stderr)
+        assert p.stdout.startswith("usage: keygatectl " + cmd), p.stdout
+        assert "PostgreSQL" not in p.stderr
+    p = ks.keygatectl(conf, "migrate", "--status")
+    assert p.returncode == 1 and "connecting to PostgreSQL" in p.stderr
