@@ -88,6 +88,48 @@ image_part(struct json_object *b)
 	return p;
 }
 
+/* A tool_result block as an OpenAI tool message, or NULL. */
+static struct json_object *
+tool_message(struct json_object *b)
+{
+	struct json_object *t, *v = NULL;
+	struct buf	 res = { 0 };
+
+	(void)json_get(b, "content", &v);
+	if (json_get_str(b, "tool_use_id") == NULL ||
+	    blocks_text(v, &res) == -1) {
+		buf_free(&res);
+		return NULL;
+	}
+	t = json_object_new_object();
+	json_object_object_add(t, "role", json_str("tool"));
+	json_object_object_add(t, "tool_call_id",
+	    json_str(json_get_str(b, "tool_use_id")));
+	json_object_object_add(t, "content",
+	    json_str(res.data != NULL ? res.data : ""));
+	buf_free(&res);
+	return t;
+}
+
+/* A tool_use block as an OpenAI tool call, or NULL. */
+static struct json_object *
+tool_call(struct json_object *b)
+{
+	struct json_object *tc, *fn, *v;
+
+	if (json_get_str(b, "id") == NULL || json_get_str(b, "name") == NULL)
+		return NULL;
+	tc = json_object_new_object();
+	json_object_object_add(tc, "id", json_str(json_get_str(b, "id")));
+	json_object_object_add(tc, "type", json_str("function"));
+	fn = json_object_new_object();
+	json_object_object_add(fn, "name", json_str(json_get_str(b, "name")));
+	json_object_object_add(fn, "arguments", json_str(json_get(b, "input",
+	    &v) ? json_text(v, NULL) : "{}"));
+	json_object_object_add(tc, "function", fn);
+	return tc;
+}
+
 /*
  * One Messages turn as OpenAI turns appended to msgs: a user turn's
  * tool_result blocks become tool turns (first, as OpenAI wants them right
@@ -98,7 +140,7 @@ static int
 add_turn(struct json_object *msgs, struct json_object *m, char *err,
     size_t errsz)
 {
-	struct json_object *content, *parts, *calls = NULL, *t, *v, *part;
+	struct json_object *content, *parts, *calls = NULL, *t, *part;
 	const char	*role = json_get_str(m, "role"), *type;
 	struct buf	 text = { 0 };
 	size_t		 i;
@@ -148,44 +190,16 @@ add_turn(struct json_object *msgs, struct json_object *m, char *err,
 			json_object_array_add(parts, part);
 		} else if (strcmp(type, "tool_result") == 0 &&
 		    strcmp(role, "user") == 0) {
-			struct buf res = { 0 };
-
-			v = NULL;
-			(void)json_get(b, "content", &v);
-			if (json_get_str(b, "tool_use_id") == NULL ||
-			    blocks_text(v, &res) == -1) {
-				buf_free(&res);
+			if ((t = tool_message(b)) == NULL)
 				goto out;
-			}
-			t = json_object_new_object();
-			json_object_object_add(t, "role", json_str("tool"));
-			json_object_object_add(t, "tool_call_id",
-			    json_str(json_get_str(b, "tool_use_id")));
-			json_object_object_add(t, "content",
-			    json_str(res.data != NULL ? res.data : ""));
-			buf_free(&res);
 			json_object_array_add(msgs, t);
 		} else if (strcmp(type, "tool_use") == 0 &&
 		    strcmp(role, "assistant") == 0) {
-			struct json_object *tc, *fn;
-
-			if (json_get_str(b, "id") == NULL ||
-			    json_get_str(b, "name") == NULL)
+			if ((t = tool_call(b)) == NULL)
 				goto out;
-			tc = json_object_new_object();
-			json_object_object_add(tc, "id",
-			    json_str(json_get_str(b, "id")));
-			json_object_object_add(tc, "type", json_str("function"));
-			fn = json_object_new_object();
-			json_object_object_add(fn, "name",
-			    json_str(json_get_str(b, "name")));
-			json_object_object_add(fn, "arguments",
-			    json_str(json_get(b, "input", &v) ?
-			    json_text(v, NULL) : "{}"));
-			json_object_object_add(tc, "function", fn);
 			if (calls == NULL)
 				calls = json_object_new_array();
-			json_object_array_add(calls, tc);
+			json_object_array_add(calls, t);
 		} else if (strcmp(type, "thinking") == 0 ||
 		    strcmp(type, "redacted_thinking") == 0)
 			;	/* Anthropic's own: nothing others could read */
