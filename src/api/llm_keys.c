@@ -54,6 +54,45 @@ success(struct request *req, const char *message)
 	http_respond_json(req, 200, o);
 }
 
+/*
+ * Each key given (keys[provider], or NULL) tried with its provider.  False
+ * after answering for the first that is refused or cannot be tried.
+ */
+static bool
+all_valid(struct request *req, const char *const keys[PROVIDER__MAX])
+{
+	const struct config *cfg = req->w->cfg;
+	char		 reason[256];
+	long		 connect, timeout;
+	int		 i;
+
+	connect = cfg->upstream_connect_timeout;
+	timeout = connect + cfg->upstream_idle_timeout;
+	if (timeout > cfg->upstream_total_timeout)
+		timeout = cfg->upstream_total_timeout;
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		if (keys[i] == NULL)
+			continue;
+		switch (provider_validate_key((enum provider)i,
+		    cfg->base_url[i], keys[i], connect, timeout, reason,
+		    sizeof(reason))) {
+		case VALIDATE_OK:
+			break;
+		case VALIDATE_REJECTED:
+			http_error(req, ERR_INVALID_UPSTREAM_KEY, "Invalid API "
+			    "key: Key validation failed: %s: %s",
+			    providers[i]->name, reason);
+			return false;
+		case VALIDATE_UNREACHABLE:
+		case VALIDATE_RESULT__MAX:
+			http_error(req, ERR_UPSTREAM, "Key validation failed: "
+			    "%s: %s", providers[i]->name, reason);
+			return false;
+		}
+	}
+	return true;
+}
+
 void
 api_llm_keys_store(struct request *req)
 {
@@ -62,9 +101,7 @@ api_llm_keys_store(struct request *req)
 	struct checks	 c = { NULL };
 	struct buf	 sealed[PROVIDER__MAX];
 	const char	*keys[PROVIDER__MAX], *p[5];
-	char		 reason[256];
 	bool		 present;
-	long		 connect, timeout;
 	int		 i, n = 0;
 
 	if (w->vault == NULL) {
@@ -93,33 +130,8 @@ api_llm_keys_store(struct request *req)
 			return;
 		}
 	/* Every key is tried before anything is stored: all or none. */
-	connect = w->cfg->upstream_connect_timeout;
-	timeout = connect + w->cfg->upstream_idle_timeout;
-	if (timeout > w->cfg->upstream_total_timeout)
-		timeout = w->cfg->upstream_total_timeout;
-	if (w->cfg->validate_llm_keys)
-		for (i = 0; i < PROVIDER__MAX; i++) {
-			if (keys[i] == NULL)
-				continue;
-			switch (provider_validate_key((enum provider)i,
-			    w->cfg->base_url[i], keys[i], connect, timeout,
-			    reason, sizeof(reason))) {
-			case VALIDATE_OK:
-				break;
-			case VALIDATE_REJECTED:
-				http_error(req, ERR_INVALID_UPSTREAM_KEY,
-				    "Invalid API key: Key validation failed: "
-				    "%s: %s", providers[i]->name, reason);
-				return;
-			case VALIDATE_UNREACHABLE:
-			case VALIDATE_RESULT__MAX:
-				http_error(req, ERR_UPSTREAM, "Key validation "
-				    "failed: %s: %s", providers[i]->name,
-				    reason);
-				return;
-			}
-		}
-
+	if (w->cfg->validate_llm_keys && !all_valid(req, keys))
+		return;
 	memset(sealed, 0, sizeof(sealed));
 	for (i = 0; i < PROVIDER__MAX; i++)
 		if (keys[i] != NULL && vault_seal(w->vault,
