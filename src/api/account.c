@@ -77,21 +77,65 @@ short_of(struct request *req, const char *tenant, long long micro)
 	api_insufficient_credits(req, micro, available, -1);
 }
 
+/*
+ * The amount given, in micro-credits: whole micro-credits, more than none
+ * and at most a billion credits.  0 after recording what is wrong.
+ */
+static long long
+check_amount(struct checks *c, struct json_object *body)
+{
+	struct json_object *v;
+	double		 d;
+
+	if (!json_get(body, "amount", &v) ||
+	    (!json_object_is_type(v, json_type_int) &&
+	    !json_object_is_type(v, json_type_double))) {
+		check_fail(c, "amount", "required: a number of credits");
+		return 0;
+	}
+	d = json_object_get_double(v);
+	if (!(d > 0 && d <= 1e9) ||
+	    fabs(d * CREDITS_MICRO - llround(d * CREDITS_MICRO)) > 1e-3) {
+		check_fail(c, "amount", "must be more than 0 and at most "
+		    "1000000000, in steps of 0.000001");
+		return 0;
+	}
+	return llround(d * CREDITS_MICRO);
+}
+
+/* The audit row of credits added to req->param, from a tenant or minted. */
+static int
+audit_credits(struct request *req, long long micro, const char *reason,
+    const char *from)
+{
+	struct json_object *details = json_object_new_object();
+
+	json_object_object_add(details, "amount", credits(micro));
+	json_object_object_add(details, "amount_micro",
+	    json_object_new_int64(micro));
+	json_object_object_add(details, "reason",
+	    json_str(reason != NULL ? reason : ""));
+	if (from != NULL)
+		json_object_object_add(details, "from_tenant_id",
+		    json_str(from));
+	return api_audit(req, req->param, from == NULL ? "credits.add" :
+	    "credits.transfer", "tenant", req->param, details);
+}
+
 void
 api_tenants_credits(struct request *req)
 {
 	static const char *const fields[] = { "amount", "reason", NULL };
 	struct worker	*w = req->w;
-	struct json_object *body, *v, *details, *o;
+	struct json_object *body, *o;
 	struct checks	 c = { NULL };
 	struct db_res	*res;
 	const char	*reason, *p[5];
 	char		 amt[32];
-	long long	 micro = 0, balance;
+	long long	 micro, balance;
 	const char	*from;
 	bool		 present, answered, mint;
 	int		 rows;
-	double		 d;
 
 	if (!uuid_valid(req->param) ||
 	    !api_tenant_reachable(req, req->param, &answered)) {
@@ -104,20 +148,7 @@ api_tenants_credits(struct request *req)
 		return;
 	if (body != NULL)
 		check_known_fields(&c, body, fields);
-	if (!json_get(body, "amount", &v) ||
-	    (!json_object_is_type(v, json_type_int) &&
-	    !json_object_is_type(v, json_type_double)))
-		check_fail(&c, "amount", "required: a number of credits");
-	else {
-		d = json_object_get_double(v);
-		/* Whole micro-credits, and at most a billion credits. */
-		if (!(d > 0 && d <= 1e9) ||
-		    fabs(d * CREDITS_MICRO - llround(d * CREDITS_MICRO)) > 1e-3)
-			check_fail(&c, "amount", "must be more than 0 and at "
-			    "most 1000000000, in steps of 0.000001");
-		else
-			micro = llround(d * CREDITS_MICRO);
-	}
+	micro = check_amount(&c, body);
 	reason = check_string(&c, body, "reason", 500, &present);
 	if (check_done(req, &c) == -1)
 		return;
@@ -162,17 +193,7 @@ api_tenants_credits(struct request *req)
 		goto dbfail;
 	balance = atoll(db_value(res, 0, 0));
 	db_res_free(res);
-	details = json_object_new_object();
-	json_object_object_add(details, "amount", credits(micro));
-	json_object_object_add(details, "amount_micro",
-	    json_object_new_int64(micro));
-	json_object_object_add(details, "reason",
-	    json_str(reason != NULL ? reason : ""));
-	if (!mint)
-		json_object_object_add(details, "from_tenant_id",
-		    json_str(from));
-	if (api_audit(req, req->param, mint ? "credits.add" :
-	    "credits.transfer", "tenant", req->param, details) == -1 ||
+	if (audit_credits(req, micro, reason, mint ? NULL : from) == -1 ||
 	    db_commit(w->db) == -1)
 		goto dbfail;
 	o = json_object_new_object();
