@@ -355,6 +355,49 @@ handle_give(struct upstream *u, CURL *h)
 		curl_easy_cleanup(h);
 }
 
+/* The call's headers as curl takes them; NULL when there are none. */
+static struct curl_slist *
+header_list(const struct upstream_call *c)
+{
+	struct curl_slist *hdrs = NULL, *tmp;
+	int		 i;
+
+	for (i = 0; i < UPSTREAM_MAX_HEADERS && c->headers[i] != NULL; i++) {
+		if ((tmp = curl_slist_append(hdrs, c->headers[i])) == NULL)
+			break;
+		hdrs = tmp;
+	}
+	/* The body goes at once: no "Expect: 100-continue" round trip. */
+	if (c->body != NULL && (tmp = curl_slist_append(hdrs, "Expect:")) !=
+	    NULL)
+		hdrs = tmp;
+	return hdrs;
+}
+
+/* What curl's rc and the sink's state say of the call, err telling why. */
+static enum upstream_result
+outcome(const struct upstream_call *c, const struct sink *sink, CURLcode rc,
+    char *err, size_t errsz)
+{
+	if (rc == CURLE_OK)
+		return UPSTREAM_OK;
+	if (sink->aborted || sink->left) {
+		snprintf(err, errsz, "the receiver stopped the call");
+		return UPSTREAM_ABORTED;
+	}
+	if (sink->too_large) {
+		snprintf(err, errsz, "the reply is larger than %zu bytes",
+		    c->max_response);
+		return UPSTREAM_TOO_LARGE;
+	}
+	if (rc == CURLE_OPERATION_TIMEDOUT || sink->idled) {
+		snprintf(err, errsz, "no answer within the timeout");
+		return UPSTREAM_TIMEOUT;
+	}
+	snprintf(err, errsz, "%s", curl_easy_strerror(rc));
+	return UPSTREAM_UNREACHABLE;
+}
+
 static enum upstream_result
 run(struct upstream_call *c, struct sink *sink, long *status,
     char *err, size_t errsz)
@@ -366,7 +409,6 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	enum upstream_result res;
 	curl_off_t	 sent = 0;
 	long		 head = 0;
-	int		 i;
 
 	*status = 0;
 	c->sent = false;
@@ -375,15 +417,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		snprintf(err, errsz, "out of memory");
 		return UPSTREAM_UNREACHABLE;
 	}
-	for (i = 0; i < UPSTREAM_MAX_HEADERS && c->headers[i] != NULL; i++) {
-		if ((tmp = curl_slist_append(hdrs, c->headers[i])) == NULL)
-			break;
-		hdrs = tmp;
-	}
-	/* The body goes at once: no "Expect: 100-continue" round trip. */
-	if (c->body != NULL && (tmp = curl_slist_append(hdrs, "Expect:")) !=
-	    NULL)
-		hdrs = tmp;
+	hdrs = header_list(c);
 	curl_easy_setopt(h, CURLOPT_URL, c->url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -429,23 +463,9 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	    CURLE_OK && sent >= (curl_off_t)c->body_len &&
 	    curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &head) == CURLE_OK &&
 	    head > 0;
-	if (rc == CURLE_OK) {
+	if (rc == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-		res = UPSTREAM_OK;
-	} else if (sink->aborted || sink->left) {
-		snprintf(err, errsz, "the receiver stopped the call");
-		res = UPSTREAM_ABORTED;
-	} else if (sink->too_large) {
-		snprintf(err, errsz, "the reply is larger than %zu bytes",
-		    c->max_response);
-		res = UPSTREAM_TOO_LARGE;
-	} else if (rc == CURLE_OPERATION_TIMEDOUT || sink->idled) {
-		snprintf(err, errsz, "no answer within the timeout");
-		res = UPSTREAM_TIMEOUT;
-	} else {
-		snprintf(err, errsz, "%s", curl_easy_strerror(rc));
-		res = UPSTREAM_UNREACHABLE;
-	}
+	res = outcome(c, sink, rc, err, errsz);
 	handle_give(c->via, h);
 	for (tmp = hdrs; tmp != NULL; tmp = tmp->next)
 		explicit_bzero(tmp->data, strlen(tmp->data));
