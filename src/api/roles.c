@@ -390,6 +390,37 @@ dbfail:
 	api_db_failed(req);
 }
 
+/*
+ * Whether the caller may give role, one of tenant's visible roles: it must
+ * hold every scope the role grants.  False after answering.
+ */
+static bool
+role_grantable(struct request *req, const char *role, const char *tenant)
+{
+	struct principal probe;
+	struct db_res	*res;
+	const char	*p[3] = { role, tenant, req->principal->tenant_id };
+
+	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
+		api_db_failed(req);
+		return false;
+	}
+	if (db_rows(res) == 0) {
+		db_res_free(res);
+		http_error(req, ERR_NOT_FOUND, "No role with id %s for this "
+		    "key's tenant.", role);
+		return false;
+	}
+	memset(&probe, 0, sizeof(probe));
+	if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
+		db_res_free(res);
+		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
+		return false;
+	}
+	db_res_free(res);
+	return within_caller(req, probe.scopes, probe.nscopes, CANNOT_GRANT);
+}
+
 /* PUT and DELETE /v1/api_keys/{id}/role. */
 static void
 set_role(struct request *req, const char *role)
@@ -397,7 +428,6 @@ set_role(struct request *req, const char *role)
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL, *details;
 	struct db_res	*res;
-	struct principal probe;
 	const char	*p[3];
 	char		 tenant[40];
 	bool		 found;
@@ -438,32 +468,8 @@ set_role(struct request *req, const char *role)
 	}
 	json_object_put(obj);
 	obj = NULL;
-	if (role != NULL) {
-		p[0] = role;
-		p[1] = tenant;
-		p[2] = req->principal->tenant_id;
-		if ((res = db_query(w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
-			api_db_failed(req);
-			return;
-		}
-		if (db_rows(res) == 0) {
-			db_res_free(res);
-			http_error(req, ERR_NOT_FOUND, "No role with id %s for "
-			    "this key's tenant.", role);
-			return;
-		}
-		memset(&probe, 0, sizeof(probe));
-		if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
-			db_res_free(res);
-			http_error(req, ERR_INTERNAL, "The role has too many "
-			    "scopes.");
-			return;
-		}
-		db_res_free(res);
-		if (!within_caller(req, probe.scopes, probe.nscopes,
-		    CANNOT_GRANT))
-			return;
-	}
+	if (role != NULL && !role_grantable(req, role, tenant))
+		return;
 	p[0] = req->param;
 	p[1] = req->principal->tenant_id;
 	p[2] = role;
@@ -484,11 +490,8 @@ set_role(struct request *req, const char *role)
 		goto dbfail;
 	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
 	db_res_free(res);
-	if (obj == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
+	if (obj == NULL)
 		goto dbfail;
-	}
 	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
