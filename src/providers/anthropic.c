@@ -455,55 +455,76 @@ anthropic_finish(const char *stop_reason)
 	return "stop";
 }
 
+static const char *
+or_empty(const char *v)
+{
+	return v != NULL ? v : "";
+}
+
+/* What an answer's content blocks say, gathered. */
+struct reply {
+	struct buf	 text;		/* its text blocks */
+	struct buf	 json;		/* the answer tool's input */
+	struct json_object *calls;	/* its other tool calls, or NULL */
+	int		 ntools;
+	bool		 answered;	/* the answer tool was called */
+};
+
+/* The content blocks read into rp; 0, or -1 out of memory. */
+static int
+read_blocks(struct json_object *content, const char *answer,
+    struct reply *rp)
+{
+	struct json_object *b, *input;
+	const char	*type, *name;
+	size_t		 i;
+
+	for (i = 0; i < json_object_array_length(content); i++) {
+		b = json_object_array_get_idx(content, i);
+		type = json_get_str(b, "type");
+		name = json_get_str(b, "name");
+		input = json_object_object_get(b, "input");
+		if (type != NULL && strcmp(type, "text") == 0 &&
+		    json_get_str(b, "text") != NULL) {
+			if (buf_puts(&rp->text, json_get_str(b, "text")) == -1)
+				return -1;
+		} else if (type != NULL && strcmp(type, "tool_use") == 0 &&
+		    answer != NULL && *answer != '\0' && name != NULL &&
+		    strcmp(name, answer) == 0) {
+			/* The JSON answer: the content, alone. */
+			if (buf_puts(&rp->json, input != NULL ?
+			    json_text(input, NULL) : "{}") == -1)
+				return -1;
+			rp->answered = true;
+		} else if (type != NULL && strcmp(type, "tool_use") == 0) {
+			if (rp->calls == NULL)
+				rp->calls = json_object_new_array();
+			json_object_array_add(rp->calls, chat_tool_call(
+			    or_empty(json_get_str(b, "id")), or_empty(name),
+			    input));
+			rp->ntools++;
+		}
+	}
+	return 0;
+}
+
 struct json_object *
 anthropic_response(struct json_object *r, const char *answer)
 {
-	struct json_object *o, *content, *msg, *choice, *choices, *calls = NULL,
-			   *u = NULL;
-	struct buf	 text = { 0 }, json = { 0 };
-	const char	*type, *finish;
-	size_t		 i;
-	int		 ntools = 0;
-	bool		 answered = false;
+	struct json_object *o, *content, *msg, *choice, *choices, *u = NULL;
+	struct reply	 rp = { { 0 }, { 0 }, NULL, 0, false };
+	struct buf	*text;
+	const char	*finish;
 
 	if (json_get_str(r, "id") == NULL || !json_get(r, "content", &content) ||
 	    !json_object_is_type(content, json_type_array))
 		return NULL;
-	for (i = 0; i < json_object_array_length(content); i++) {
-		struct json_object *b = json_object_array_get_idx(content, i),
-				   *input, *tc, *fn;
-
-		type = json_get_str(b, "type");
-		if (type != NULL && strcmp(type, "text") == 0 &&
-		    json_get_str(b, "text") != NULL) {
-			if (buf_puts(&text, json_get_str(b, "text")) == -1)
-				goto bad;
-		} else if (type != NULL && strcmp(type, "tool_use") == 0 &&
-		    answer != NULL && *answer != '\0' &&
-		    json_get_str(b, "name") != NULL &&
-		    strcmp(json_get_str(b, "name"), answer) == 0) {
-			/* The JSON answer: the content, alone. */
-			if (buf_puts(&json, json_get(b, "input", &input) ?
-			    json_text(input, NULL) : "{}") == -1)
-				goto bad;
-			answered = true;
-		} else if (type != NULL && strcmp(type, "tool_use") == 0) {
-			if (calls == NULL)
-				calls = json_object_new_array();
-			tc = json_object_new_object();
-			fn = json_object_new_object();
-			json_object_object_add(tc, "id",
-			    json_str(json_get_str(b, "id") ? json_get_str(b, "id") : ""));
-			json_object_object_add(tc, "type", json_str("function"));
-			json_object_object_add(fn, "name",
-			    json_str(json_get_str(b, "name") ? json_get_str(b, "name") : ""));
-			json_object_object_add(fn, "arguments",
-			    json_str(json_get(b, "input", &input) ?
-			    json_text(input, NULL) : "{}"));
-			json_object_object_add(tc, "function", fn);
-			json_object_array_add(calls, tc);
-			ntools++;
-		}
+	if (read_blocks(content, answer, &rp) == -1) {
+		buf_free(&rp.text);
+		buf_free(&rp.json);
+		if (rp.calls != NULL)
+			json_object_put(rp.calls);
+		return NULL;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "id", json_str(json_get_str(r, "id")));
@@ -511,25 +532,21 @@ anthropic_response(struct json_object *r, const char *answer)
 	json_object_object_add(o, "created",
 	    json_object_new_int64((int64_t)time(NULL)));
 	json_object_object_add(o, "model",
-	    json_str(json_get_str(r, "model") ? json_get_str(r, "model") : ""));
-	if (answered) {
-		buf_free(&text);
-		text = json;
-		json = (struct buf){ 0 };
-	}
+	    json_str(or_empty(json_get_str(r, "model"))));
+	text = rp.answered ? &rp.json : &rp.text;
 	msg = json_object_new_object();
 	json_object_object_add(msg, "role", json_str("assistant"));
 	json_object_object_add(msg, "content",
-	    text.len > 0 || ntools == 0 ? json_str(text.data ? text.data : "") :
-	    NULL);
-	if (calls != NULL)
-		json_object_object_add(msg, "tool_calls", calls);
+	    text->len > 0 || rp.ntools == 0 ?
+	    json_str(text->data ? text->data : "") : NULL);
+	if (rp.calls != NULL)
+		json_object_object_add(msg, "tool_calls", rp.calls);
 	choice = json_object_new_object();
 	json_object_object_add(choice, "index", json_object_new_int(0));
 	json_object_object_add(choice, "message", msg);
 	finish = anthropic_finish(json_get_str(r, "stop_reason"));
 	/* The answer tool's call is the answer: a plain stop. */
-	if (finish == NULL || (answered && ntools == 0))
+	if (finish == NULL || (rp.answered && rp.ntools == 0))
 		finish = "stop";
 	json_object_object_add(choice, "finish_reason", json_str(finish));
 	choices = json_object_new_array();
@@ -541,15 +558,9 @@ anthropic_response(struct json_object *r, const char *answer)
 	    usage_count(u, "cache_creation_input_tokens") +
 	    usage_count(u, "cache_read_input_tokens"),
 	    usage_count(u, "output_tokens")));
-	buf_free(&text);
-	buf_free(&json);
+	buf_free(&rp.text);
+	buf_free(&rp.json);
 	return o;
-bad:
-	buf_free(&text);
-	buf_free(&json);
-	if (calls != NULL)
-		json_object_put(calls);
-	return NULL;
 }
 
 /* A chunk with the stream's id, model and created, and one choice. */
@@ -581,12 +592,6 @@ tool_call_chunk(struct anthropic_stream *s, int index, const char *id,
 	delta = json_object_new_object();
 	json_object_object_add(delta, "tool_calls", tcs);
 	return chunk(s, delta, NULL);
-}
-
-static const char *
-or_empty(const char *v)
-{
-	return v != NULL ? v : "";
 }
 
 static enum anthropic_step

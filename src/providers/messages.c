@@ -115,19 +115,10 @@ tool_message(struct json_object *b)
 static struct json_object *
 tool_call(struct json_object *b)
 {
-	struct json_object *tc, *fn, *v;
-
 	if (json_get_str(b, "id") == NULL || json_get_str(b, "name") == NULL)
 		return NULL;
-	tc = json_object_new_object();
-	json_object_object_add(tc, "id", json_str(json_get_str(b, "id")));
-	json_object_object_add(tc, "type", json_str("function"));
-	fn = json_object_new_object();
-	json_object_object_add(fn, "name", json_str(json_get_str(b, "name")));
-	json_object_object_add(fn, "arguments", json_str(json_get(b, "input",
-	    &v) ? json_text(v, NULL) : "{}"));
-	json_object_object_add(tc, "function", fn);
-	return tc;
+	return chat_tool_call(json_get_str(b, "id"), json_get_str(b, "name"),
+	    json_object_object_get(b, "input"));
 }
 
 /*

@@ -83,6 +83,12 @@ long		 usage_count(struct json_object *u, const char *key);
  */
 struct json_object *chat_tool_decl(struct json_object *fn, const char *from,
 		    const char *to, bool empty_schema);
+/*
+ * An OpenAI tool call: {id, type "function", function {name, arguments}},
+ * the arguments input's JSON text ({} when input is NULL).
+ */
+struct json_object *chat_tool_call(const char *id, const char *name,
+		    struct json_object *input);
 /* {"prompt_tokens","completion_tokens","total_tokens"}. */
 struct json_object *chat_usage(long prompt, long completion);
 /* What a request's response_format asks for. */

@@ -66,6 +66,21 @@ chat_tool_decl(struct json_object *fn, const char *from, const char *to,
 	return d;
 }
 
+struct json_object *
+chat_tool_call(const char *id, const char *name, struct json_object *input)
+{
+	struct json_object *tc = json_object_new_object(), *fn;
+
+	json_object_object_add(tc, "id", json_str(id));
+	json_object_object_add(tc, "type", json_str("function"));
+	fn = json_object_new_object();
+	json_object_object_add(fn, "name", json_str(name));
+	json_object_object_add(fn, "arguments", json_str(input != NULL ?
+	    json_text(input, NULL) : "{}"));
+	json_object_object_add(tc, "function", fn);
+	return tc;
+}
+
 long
 usage_count(struct json_object *u, const char *key)
 {
