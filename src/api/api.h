@@ -187,6 +187,14 @@ void	api_commit_respond(struct request *, int status,
 bool	api_tenant_reachable(struct request *, const char *tenant,
 	    bool *answered);
 /*
+ * The scopes of role, one of the roles tenant can see, into *scopes
+ * (a principal holding nothing else).  1 found; 0 no such role (not
+ * answered); -1 answered (the database, or a role of too many scopes).
+ */
+struct principal;
+int	api_role_scopes(struct request *, const char *role,
+	    const char *tenant, struct principal *scopes);
+/*
  * Writes the audit row of a mutation inside the open transaction: actor,
  * request id and client address come from the request.  0 or -1.
  */

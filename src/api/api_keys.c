@@ -283,29 +283,17 @@ static bool
 role_usable(struct request *req, const char *role, const char *tenant)
 {
 	struct principal probe;
-	const char	*p[3] = { role, tenant, req->principal->tenant_id };
-	struct db_res	*res;
 	struct checks	 c = { NULL };
 
-	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
-		api_db_failed(req);
-		return false;
-	}
-	if (db_rows(res) == 0) {
-		db_res_free(res);
+	switch (api_role_scopes(req, role, tenant, &probe)) {
+	case 1:
+		return within_caller(req, probe.scopes, probe.nscopes);
+	case 0:
 		check_fail(&c, "role_id", "no such role for this tenant");
-		if (check_done(req, &c) == -1)
-			return false;
+		return check_done(req, &c) == 0;	/* -1: answered */
+	default:
 		return false;
 	}
-	memset(&probe, 0, sizeof(probe));
-	if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
-		db_res_free(res);
-		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
-		return false;
-	}
-	db_res_free(res);
-	return within_caller(req, probe.scopes, probe.nscopes);
 }
 
 /* Key id as the caller sees it now, or NULL (see api_missing()). */

@@ -68,6 +68,29 @@ api_commit_respond(struct request *req, int status, struct json_object *obj)
 	http_respond_json(req, status, obj);
 }
 
+int
+api_role_scopes(struct request *req, const char *role, const char *tenant,
+    struct principal *scopes)
+{
+	const char	*p[3] = { role, tenant, req->principal->tenant_id };
+	struct db_res	*res;
+	int		 rc = 1;
+
+	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
+		api_db_failed(req);
+		return -1;
+	}
+	memset(scopes, 0, sizeof(*scopes));
+	if (db_rows(res) == 0)
+		rc = 0;
+	else if (auth_set_scopes(scopes, db_value(res, 0, 0)) == -1) {
+		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
+		rc = -1;
+	}
+	db_res_free(res);
+	return rc;
+}
+
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {

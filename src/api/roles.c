@@ -398,27 +398,18 @@ static bool
 role_grantable(struct request *req, const char *role, const char *tenant)
 {
 	struct principal probe;
-	struct db_res	*res;
-	const char	*p[3] = { role, tenant, req->principal->tenant_id };
 
-	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
-		api_db_failed(req);
-		return false;
-	}
-	if (db_rows(res) == 0) {
-		db_res_free(res);
+	switch (api_role_scopes(req, role, tenant, &probe)) {
+	case 1:
+		return within_caller(req, probe.scopes, probe.nscopes,
+		    CANNOT_GRANT);
+	case 0:
 		http_error(req, ERR_NOT_FOUND, "No role with id %s for this "
 		    "key's tenant.", role);
 		return false;
-	}
-	memset(&probe, 0, sizeof(probe));
-	if (auth_set_scopes(&probe, db_value(res, 0, 0)) == -1) {
-		db_res_free(res);
-		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
+	default:
 		return false;
 	}
-	db_res_free(res);
-	return within_caller(req, probe.scopes, probe.nscopes, CANNOT_GRANT);
 }
 
 /* PUT and DELETE /v1/api_keys/{id}/role. */
