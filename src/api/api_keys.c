@@ -70,6 +70,58 @@ not_found(struct request *req)
 	http_error(req, ERR_NOT_FOUND, "No API key with id %s.", req->param);
 }
 
+/* scopes: known ones, MAX_SCOPES at most. */
+static void
+read_scopes(struct checks *c, struct json_object *body, struct key_fields *f)
+{
+	struct json_object *arr, *v;
+	const char	*s;
+	bool		 present;
+	size_t		 i;
+
+	arr = check_string_array(c, body, "scopes", MAX_SCOPES, &present);
+	if (arr != NULL) {
+		f->has_scopes = true;
+		for (i = 0; i < json_object_array_length(arr); i++) {
+			s = json_object_get_string(
+			    json_object_array_get_idx(arr, i));
+			if (!scope_valid(s)) {
+				check_fail(c, "scopes", "unknown scope "
+				    "\"%.64s\"", s);
+				break;
+			}
+			f->scopes[f->nscopes++] = s;
+		}
+	} else if (present && json_object_object_get_ex(body, "scopes", &v) &&
+	    v == NULL)
+		check_fail(c, "scopes", "must be an array of strings");
+}
+
+/* expires_at: a timestamp in the future, or null for none. */
+static void
+read_expiry(struct checks *c, struct json_object *body, struct key_fields *f)
+{
+	const char	*s;
+	bool		 present;
+	time_t		 t;
+
+	s = check_string(c, body, "expires_at", 40, &present);
+	if (!present)
+		return;
+	f->has_expires = true;
+	if (s == NULL)
+		return;
+	if (iso8601_parse(s, &t) == -1)
+		check_fail(c, "expires_at", "must be an ISO 8601 timestamp "
+		    "such as 2030-01-01T00:00:00Z");
+	else if (t <= time(NULL))
+		check_fail(c, "expires_at", "must be in the future");
+	else {
+		f->expires_t = t;
+		iso_utc(t, f->expires, sizeof(f->expires));
+	}
+}
+
 /*
  * Reads the fields common to create and update; 0, or -1 after answering.
  */
@@ -83,11 +135,9 @@ read_fields(struct request *req, struct json_object *body, bool create,
 	static const char *const update_fields[] = { "name", "scopes",
 	    "expires_at", "rate_limit_max", "rate_limit_window", NULL };
 	struct checks	 c = { NULL };
-	struct json_object *arr, *v;
+	struct json_object *v;
 	const char	*s;
 	bool		 present;
-	size_t		 i;
-	time_t		 t;
 	long		 l;
 
 	memset(f, 0, sizeof(*f));
@@ -100,23 +150,7 @@ read_fields(struct request *req, struct json_object *body, bool create,
 	if (present && f->name == NULL && c.details == NULL)
 		check_fail(&c, "name", "must be a string");
 
-	arr = check_string_array(&c, body, "scopes", MAX_SCOPES, &present);
-	if (arr != NULL) {
-		f->has_scopes = true;
-		for (i = 0; i < json_object_array_length(arr); i++) {
-			s = json_object_get_string(
-			    json_object_array_get_idx(arr, i));
-			if (!scope_valid(s)) {
-				check_fail(&c, "scopes", "unknown scope "
-				    "\"%.64s\"", s);
-				break;
-			}
-			f->scopes[f->nscopes++] = s;
-		}
-	} else if (present && json_object_object_get_ex(body, "scopes", &v) &&
-	    v == NULL)
-		check_fail(&c, "scopes", "must be an array of strings");
-
+	read_scopes(&c, body, f);
 	if (create) {
 		f->role_id = check_string(&c, body, "role_id", 36, &present);
 		if (f->role_id != NULL && !uuid_valid(f->role_id))
@@ -130,25 +164,7 @@ read_fields(struct request *req, struct json_object *body, bool create,
 		    strcmp(f->env, "test") != 0)
 			check_fail(&c, "env", "must be \"live\" or \"test\"");
 	}
-
-	s = check_string(&c, body, "expires_at", 40, &present);
-	if (present) {
-		f->has_expires = true;
-		if (s != NULL) {
-			if (iso8601_parse(s, &t) == -1)
-				check_fail(&c, "expires_at", "must be an ISO "
-				    "8601 timestamp such as "
-				    "2030-01-01T00:00:00Z");
-			else if (t <= time(NULL))
-				check_fail(&c, "expires_at", "must be in the "
-				    "future");
-			else {
-				f->expires_t = t;
-				iso_utc(t, f->expires, sizeof(f->expires));
-			}
-		}
-	}
-
+	read_expiry(&c, body, f);
 	if (check_int(&c, body, "rate_limit_max", 1, 100000, &l, &present)) {
 		f->rl_max = l;
 		f->has_rl_max = true;
