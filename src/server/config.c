@@ -686,6 +686,50 @@ config_authz_find(const struct config *c, const char *method,
 	return best;
 }
 
+/* A whole, octal or real number within the key's range, into field. */
+static int
+set_number(const struct cf_key *k, void *field, const char *v, char *err,
+    size_t errsz)
+{
+	char	*end;
+	long	 l;
+	double	 d;
+
+	errno = 0;
+	if (k->type == CF_DOUBLE) {
+		d = strtod(v, &end);
+		if (*v == '\0' || *end != '\0' || errno != 0 || d != d) {
+			snprintf(err, errsz, "%s: expected a number, got \"%s\"",
+			    k->name, v);
+			return -1;
+		}
+		if (d < k->min || d > k->max) {
+			snprintf(err, errsz, "%s: %g is out of range (%g to %g)",
+			    k->name, d, k->min, k->max);
+			return -1;
+		}
+		*(double *)field = d;
+		return 0;
+	}
+	l = strtol(v, &end, k->type == CF_OCTAL ? 8 : 10);
+	if (*v == '\0' || *end != '\0' || errno != 0) {
+		snprintf(err, errsz, "%s: expected %s, got \"%s\"", k->name,
+		    k->type == CF_OCTAL ? "an octal number" : "a whole number",
+		    v);
+		return -1;
+	}
+	if (l < (long)k->min || l > (long)k->max) {
+		snprintf(err, errsz, "%s: %ld is out of range (%.0f to %.0f)",
+		    k->name, l, k->min, k->max);
+		return -1;
+	}
+	if (k->type == CF_LONG)
+		*(long *)field = l;
+	else
+		*(int *)field = (int)l;
+	return 0;
+}
+
 /*
  * Stores one value.  Returns 0, or -1 with the reason (no location) in err.
  */
@@ -693,9 +737,7 @@ static int
 key_set(struct config *c, const struct cf_key *k, const char *v,
     char *err, size_t errsz)
 {
-	char	*end, *dup;
-	long	 l;
-	double	 d;
+	char	*dup;
 	int	 w;
 	void	*field = (char *)c + k->offset;
 
@@ -715,39 +757,8 @@ key_set(struct config *c, const struct cf_key *k, const char *v,
 	case CF_INT:
 	case CF_LONG:
 	case CF_OCTAL:
-		errno = 0;
-		l = strtol(v, &end, k->type == CF_OCTAL ? 8 : 10);
-		if (*v == '\0' || *end != '\0' || errno != 0) {
-			snprintf(err, errsz, "%s: expected %s, got \"%s\"",
-			    k->name, k->type == CF_OCTAL ?
-			    "an octal number" : "a whole number", v);
-			return -1;
-		}
-		if (l < (long)k->min || l > (long)k->max) {
-			snprintf(err, errsz, "%s: %ld is out of range "
-			    "(%.0f to %.0f)", k->name, l, k->min, k->max);
-			return -1;
-		}
-		if (k->type == CF_LONG)
-			*(long *)field = l;
-		else
-			*(int *)field = (int)l;
-		return 0;
 	case CF_DOUBLE:
-		errno = 0;
-		d = strtod(v, &end);
-		if (*v == '\0' || *end != '\0' || errno != 0 || d != d) {
-			snprintf(err, errsz, "%s: expected a number, got \"%s\"",
-			    k->name, v);
-			return -1;
-		}
-		if (d < k->min || d > k->max) {
-			snprintf(err, errsz, "%s: %g is out of range (%g to %g)",
-			    k->name, d, k->min, k->max);
-			return -1;
-		}
-		*(double *)field = d;
-		return 0;
+		return set_number(k, field, v, err, errsz);
 	case CF_BOOL:
 		if (parse_bool(v, (bool *)field) == -1) {
 			snprintf(err, errsz, "%s: expected true or false, "
