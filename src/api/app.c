@@ -220,6 +220,34 @@ cache_changed(void *arg, const char *what, bool own)
 }
 
 /*
+ * The worker's database handle: its timeouts, the audit key its sessions
+ * are given, the channel it listens on.  Connecting waits for the first
+ * statement.  0, or -1 (logged).
+ */
+static int
+open_database(struct worker *w)
+{
+	w->db = db_new(w->cfg->database_url,
+	    w->cfg->database_connect_timeout, "keygated");
+	if (w->db == NULL) {
+		log_error("db_new: preparing the database handle: out of "
+		    "memory");
+		return -1;
+	}
+	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
+	    w->cfg->database_lock_timeout * 1000);
+	if (audit_attach(w->db, w->cfg->hmac_secret) == -1) {
+		log_error("audit_attach: keying the audit chain: failed");
+		return -1;
+	}
+	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
+		log_error("db_listen: keygate_cache: refused");
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Connects to PostgreSQL and checks the schema.  An unreachable server is
  * not fatal (requests get 503 until it is back); a reachable one that is
  * not migrated is, because no request could succeed.
@@ -250,10 +278,8 @@ start(struct worker *w)
 		    metrics_offset());
 		((struct api_state *)w->app_data)->failures =
 		    (struct af_shared *)((char *)w->shared + failures_offset());
-		w->keys = keycache_new(w->shared);
-	} else
-		w->keys = keycache_new(NULL);
-	if (w->keys == NULL) {
+	}
+	if ((w->keys = keycache_new(w->shared)) == NULL) {
 		log_error("calloc: the key cache: out of memory");
 		return -1;
 	}
@@ -265,23 +291,8 @@ start(struct worker *w)
 		log_error("calloc: the upstream connections: out of memory");
 		return -1;
 	}
-	w->db = db_new(w->cfg->database_url,
-	    w->cfg->database_connect_timeout, "keygated");
-	if (w->db == NULL) {
-		log_error("db_new: preparing the database handle: out of "
-		    "memory");
+	if (open_database(w) == -1)
 		return -1;
-	}
-	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
-	    w->cfg->database_lock_timeout * 1000);
-	if (audit_attach(w->db, w->cfg->hmac_secret) == -1) {
-		log_error("audit_attach: keying the audit chain: failed");
-		return -1;
-	}
-	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
-		log_error("db_listen: keygate_cache: refused");
-		return -1;
-	}
 	credits_prices_cache();
 	if (db_schema_version(w->db, &version) == -1) {
 		log_warn("PostgreSQL: connecting at start: %s; answering 503 "
