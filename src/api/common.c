@@ -10,6 +10,7 @@
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/gateway.h"
+#include "core/roles.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -72,23 +73,21 @@ int
 api_role_scopes(struct request *req, const char *role, const char *tenant,
     struct principal *scopes)
 {
-	const char	*p[3] = { role, tenant, req->principal->tenant_id };
-	struct db_res	*res;
-	int		 rc = 1;
-
-	if ((res = db_query(req->w->db, STMT_ROLE_SCOPES, 3, p)) == NULL) {
-		api_db_failed(req);
-		return -1;
-	}
-	memset(scopes, 0, sizeof(*scopes));
-	if (db_rows(res) == 0)
-		rc = 0;
-	else if (auth_set_scopes(scopes, db_value(res, 0, 0)) == -1) {
+	switch (role_scopes(req->w->db, role, tenant,
+	    req->principal->tenant_id, scopes)) {
+	case ROLE_FOUND:
+		return 1;
+	case ROLE_NOT_FOUND:
+		return 0;
+	case ROLE_TOO_MANY_SCOPES:
 		http_error(req, ERR_INTERNAL, "The role has too many scopes.");
-		rc = -1;
+		return -1;
+	case ROLE_DB:
+	case ROLE_LOOKUP__MAX:
+		break;
 	}
-	db_res_free(res);
-	return rc;
+	api_db_failed(req);
+	return -1;
 }
 
 bool
