@@ -617,6 +617,22 @@ api_keys_get(struct request *req)
 	http_respond_json(req, 200, o);
 }
 
+/* {"field": true, ...} for each member of body: what an update changed. */
+static struct json_object *
+fields_named(struct json_object *body)
+{
+	struct json_object *names = json_object_new_object();
+
+	if (body != NULL) {
+		json_object_object_foreach(body, name, val) {
+			(void)val;
+			json_object_object_add(names, name,
+			    json_object_new_boolean(1));
+		}
+	}
+	return names;
+}
+
 void
 api_keys_update(struct request *req)
 {
@@ -678,14 +694,7 @@ api_keys_update(struct request *req)
 		    "be changed.", req->param);
 		return;
 	}
-	details = json_object_new_object();
-	if (body != NULL) {
-		json_object_object_foreach(body, name, val) {
-			(void)val;
-			json_object_object_add(details, name,
-			    json_object_new_boolean(1));
-		}
-	}
+	details = fields_named(body);
 	if ((obj = key_now(req, req->param)) == NULL ||
 	    api_audit(req, obj_tenant(obj), "api_key.update", "api_key",
 	    req->param, details) == -1) {
