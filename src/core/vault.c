@@ -40,15 +40,74 @@ vault_free(struct vault *v)
 	free(v);
 }
 
+/*
+ * The keyring entry ID:BASE64 from p to end, as v's next key: derived
+ * with HKDF into locked memory, the decoded bytes wiped.  0, or -1 with
+ * err set (a key already added is v's to free).
+ */
+static int
+add_key(struct vault *v, const char *p, const char *end, char *err,
+    size_t errsz)
+{
+	const char	*colon = memchr(p, ':', (size_t)(end - p));
+	uint8_t		 raw[64];
+	long		 len;
+	size_t		 idl;
+	int		 i, rc = -1;
+
+	if (v->n == VAULT_MAX_KEYS) {
+		snprintf(err, errsz, "master_keys: more than %d keys",
+		    VAULT_MAX_KEYS);
+		return -1;
+	}
+	if (colon == NULL || colon == p ||
+	    (idl = (size_t)(colon - p)) >= VAULT_ID_MAX) {
+		snprintf(err, errsz, "master_keys: entry %d is not ID:BASE64",
+		    v->n + 1);
+		return -1;
+	}
+	len = base64_decode(colon + 1, (size_t)(end - colon - 1), false, raw,
+	    sizeof(raw));
+	if (len != CRYPTO_KEY_LEN) {
+		snprintf(err, errsz, "master_keys: key %.*s does not decode to "
+		    "32 bytes", (int)idl, p);
+		goto out;
+	}
+	for (i = 0; i < v->n; i++)
+		if (strlen(v->keys[i].id) == idl &&
+		    memcmp(v->keys[i].id, p, idl) == 0) {
+			snprintf(err, errsz, "master_keys: id %.*s appears "
+			    "twice", (int)idl, p);
+			goto out;
+		}
+	memcpy(v->keys[v->n].id, p, idl);
+	v->keys[v->n].key = crypto_secure_alloc(CRYPTO_KEY_LEN);
+	if (v->keys[v->n].key == NULL ||
+	    crypto_hkdf_sha256(raw, CRYPTO_KEY_LEN, VAULT_SALT,
+	    sizeof(VAULT_SALT) - 1, VAULT_INFO, sizeof(VAULT_INFO) - 1,
+	    v->keys[v->n].key, CRYPTO_KEY_LEN) == -1) {
+		snprintf(err, errsz, "master_keys: deriving key %.*s failed",
+		    (int)idl, p);
+		v->n++;		/* vault_free() frees what was allocated */
+		goto out;
+	}
+	/*
+	 * libgcrypt locked its secure pool in the process that made it; a
+	 * worker forked since must lock the page again.
+	 */
+	(void)harden_lock(v->keys[v->n].key, CRYPTO_KEY_LEN);
+	v->n++;
+	rc = 0;
+out:
+	explicit_bzero(raw, sizeof(raw));
+	return rc;
+}
+
 struct vault *
 vault_new(const char *ring, char *err, size_t errsz)
 {
 	struct vault	*v;
-	const char	*p = ring, *end, *colon;
-	uint8_t		 raw[64];
-	long		 len;
-	size_t		 idl;
-	int		 i;
+	const char	*p = ring, *end;
 
 	if (ring == NULL || *ring == '\0') {
 		snprintf(err, errsz, "master_keys is empty");
@@ -64,53 +123,8 @@ vault_new(const char *ring, char *err, size_t errsz)
 		if (*p == '\0')
 			break;
 		end = p + strcspn(p, ", ");
-		colon = memchr(p, ':', (size_t)(end - p));
-		if (v->n == VAULT_MAX_KEYS) {
-			snprintf(err, errsz, "master_keys: more than %d keys",
-			    VAULT_MAX_KEYS);
+		if (add_key(v, p, end, err, errsz) == -1)
 			goto fail;
-		}
-		if (colon == NULL || colon == p ||
-		    (idl = (size_t)(colon - p)) >= VAULT_ID_MAX) {
-			snprintf(err, errsz, "master_keys: entry %d is not "
-			    "ID:BASE64", v->n + 1);
-			goto fail;
-		}
-		len = base64_decode(colon + 1, (size_t)(end - colon - 1),
-		    false, raw, sizeof(raw));
-		if (len != CRYPTO_KEY_LEN) {
-			snprintf(err, errsz, "master_keys: key %.*s does not "
-			    "decode to 32 bytes", (int)idl, p);
-			explicit_bzero(raw, sizeof(raw));
-			goto fail;
-		}
-		for (i = 0; i < v->n; i++)
-			if (strlen(v->keys[i].id) == idl &&
-			    memcmp(v->keys[i].id, p, idl) == 0) {
-				snprintf(err, errsz, "master_keys: id %.*s "
-				    "appears twice", (int)idl, p);
-				explicit_bzero(raw, sizeof(raw));
-				goto fail;
-			}
-		memcpy(v->keys[v->n].id, p, idl);
-		v->keys[v->n].key = crypto_secure_alloc(CRYPTO_KEY_LEN);
-		if (v->keys[v->n].key == NULL ||
-		    crypto_hkdf_sha256(raw, CRYPTO_KEY_LEN, VAULT_SALT,
-		    sizeof(VAULT_SALT) - 1, VAULT_INFO, sizeof(VAULT_INFO) - 1,
-		    v->keys[v->n].key, CRYPTO_KEY_LEN) == -1) {
-			snprintf(err, errsz, "master_keys: deriving key %.*s "
-			    "failed", (int)idl, p);
-			explicit_bzero(raw, sizeof(raw));
-			v->n++;
-			goto fail;
-		}
-		explicit_bzero(raw, sizeof(raw));
-		/*
-		 * libgcrypt locked its secure pool in the process that made
-		 * it; a worker forked since must lock the page again.
-		 */
-		(void)harden_lock(v->keys[v->n].key, CRYPTO_KEY_LEN);
-		v->n++;
 		p = end;
 	}
 	if (v->n == 0) {
