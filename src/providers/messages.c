@@ -122,6 +122,36 @@ tool_call(struct json_object *b)
 }
 
 /*
+ * A turn's gathered content as its OpenAI message: a user's parts (when
+ * there are any), an assistant's text and tool calls (taken).
+ */
+static void
+end_turn(struct json_object *msgs, const char *role,
+    struct json_object *parts, const struct buf *text,
+    struct json_object *calls)
+{
+	struct json_object *t;
+
+	if (strcmp(role, "user") == 0) {
+		if (json_object_array_length(parts) > 0) {
+			t = json_object_new_object();
+			json_object_object_add(t, "role", json_str("user"));
+			json_object_object_add(t, "content",
+			    json_object_get(parts));
+			json_object_array_add(msgs, t);
+		}
+		return;
+	}
+	t = json_object_new_object();
+	json_object_object_add(t, "role", json_str("assistant"));
+	json_object_object_add(t, "content", text->len > 0 || calls == NULL ?
+	    json_str(text->data != NULL ? text->data : "") : NULL);
+	if (calls != NULL)
+		json_object_object_add(t, "tool_calls", calls);
+	json_object_array_add(msgs, t);
+}
+
+/*
  * One Messages turn as OpenAI turns appended to msgs: a user turn's
  * tool_result blocks become tool turns (first, as OpenAI wants them right
  * after the call), its text and images one user turn; an assistant turn's
@@ -197,21 +227,8 @@ add_turn(struct json_object *msgs, struct json_object *m, char *err,
 		else
 			goto out;
 	}
-	if (strcmp(role, "user") == 0 && json_object_array_length(parts) > 0) {
-		t = json_object_new_object();
-		json_object_object_add(t, "role", json_str("user"));
-		json_object_object_add(t, "content", json_object_get(parts));
-		json_object_array_add(msgs, t);
-	} else if (strcmp(role, "assistant") == 0) {
-		t = json_object_new_object();
-		json_object_object_add(t, "role", json_str("assistant"));
-		json_object_object_add(t, "content", text.len > 0 || calls == NULL ?
-		    json_str(text.data != NULL ? text.data : "") : NULL);
-		if (calls != NULL)
-			json_object_object_add(t, "tool_calls", calls);
-		calls = NULL;
-		json_object_array_add(msgs, t);
-	}
+	end_turn(msgs, role, parts, &text, calls);
+	calls = NULL;
 	rc = 0;
 out:
 	json_object_put(parts);
