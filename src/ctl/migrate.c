@@ -257,6 +257,25 @@ static const char migrations_table[] =
     " name text NOT NULL,"
     " applied_at timestamptz NOT NULL DEFAULT now())";
 
+/* schema_migrations, made when missing.  0, or -1 (said). */
+static int
+prepare_table(struct db *db)
+{
+	if (db_begin(db) == -1 || db_exec_script(db, MIGRATE_LOCK) == -1 ||
+	    db_exec_script(db, "SET LOCAL client_min_messages = warning") ==
+	    -1 || db_exec_script(db, migrations_table) == -1 ||
+	    db_commit(db) == -1) {
+		fprintf(stderr, "keygatectl: preparing schema_migrations: %s\n",
+		    db_errmsg(db));
+		db_rollback(db);
+		return -1;
+	}
+	return 0;
+}
+
+static char seed_name[] = "seed-dev-key";
+static char *seed_args[] = { seed_name, NULL };
+
 int
 ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 {
@@ -301,15 +320,8 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 		    cfg->sql_dir);
 		goto out;
 	}
-	if (db_begin(db) == -1 || db_exec_script(db, MIGRATE_LOCK) == -1 ||
-	    db_exec_script(db, "SET LOCAL client_min_messages = warning") ==
-	    -1 || db_exec_script(db, migrations_table) == -1 ||
-	    db_commit(db) == -1) {
-		fprintf(stderr, "keygatectl: preparing schema_migrations: %s\n",
-		    db_errmsg(db));
-		db_rollback(db);
+	if (prepare_table(db) == -1)
 		goto out;
-	}
 	if (status_only) {
 		code = list_status(db, m, n);
 		goto out;
@@ -330,12 +342,8 @@ ctl_migrate(const struct config *cfg, struct db *db, int argc, char **argv)
 	code = 0;
 	/* KEYGATE_SEED_DEV_KEY=true at migrate time seeds the dev key. */
 	if (config_getenv("KEYGATE_SEED_DEV_KEY") != NULL &&
-	    strcmp(config_getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0) {
-		char name[] = "seed-dev-key";
-		char *args[] = { name, NULL };
-
-		code = ctl_seed_dev_key(cfg, db, 1, args);
-	}
+	    strcmp(config_getenv("KEYGATE_SEED_DEV_KEY"), "true") == 0)
+		code = ctl_seed_dev_key(cfg, db, 1, seed_args);
 out:
 	for (i = 0; i < n; i++)
 		free(m[i].file);
