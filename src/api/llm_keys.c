@@ -93,6 +93,37 @@ all_valid(struct request *req, const char *const keys[PROVIDER__MAX])
 	return true;
 }
 
+/*
+ * Each sealed key given (keys[provider]) written in the open transaction;
+ * the providers stored, or NULL when the database failed.
+ */
+static struct json_object *
+store_sealed(struct request *req, const char *const keys[PROVIDER__MAX],
+    const struct buf sealed[PROVIDER__MAX])
+{
+	struct worker	*w = req->w;
+	struct json_object *list = json_object_new_array();
+	const char	*p[5];
+	int		 i;
+
+	for (i = 0; i < PROVIDER__MAX; i++) {
+		if (keys[i] == NULL)
+			continue;
+		p[0] = req->principal->tenant_id;
+		p[1] = providers[i]->name;
+		p[2] = sealed[i].data;
+		p[3] = vault_active_id(w->vault);
+		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
+		json_object_array_add(list,
+		    json_object_new_string(providers[i]->name));
+		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
+			json_object_put(list);
+			return NULL;
+		}
+	}
+	return list;
+}
+
 void
 api_llm_keys_store(struct request *req)
 {
@@ -100,7 +131,7 @@ api_llm_keys_store(struct request *req)
 	struct json_object *body, *details, *list;
 	struct checks	 c = { NULL };
 	struct buf	 sealed[PROVIDER__MAX];
-	const char	*keys[PROVIDER__MAX], *p[5];
+	const char	*keys[PROVIDER__MAX];
 	bool		 present;
 	int		 i, n = 0;
 
@@ -145,22 +176,8 @@ api_llm_keys_store(struct request *req)
 		vault_db_failed(req);
 		goto out;
 	}
-	list = json_object_new_array();
-	for (i = 0; i < PROVIDER__MAX; i++) {
-		if (keys[i] == NULL)
-			continue;
-		p[0] = req->principal->tenant_id;
-		p[1] = providers[i]->name;
-		p[2] = sealed[i].data;
-		p[3] = vault_active_id(w->vault);
-		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
-		json_object_array_add(list,
-		    json_object_new_string(providers[i]->name));
-		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
-			json_object_put(list);
-			goto dbfail;
-		}
-	}
+	if ((list = store_sealed(req, keys, sealed)) == NULL)
+		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "providers", list);
 	json_object_object_add(details, "validated",
