@@ -78,6 +78,30 @@ short_of(struct request *req, const char *tenant, long long micro)
 }
 
 /*
+ * In the movement's transaction: takes micro-credits (amt) from the free
+ * part of from's balance, for req->param.  1 taken; 0 from is short
+ * (answered 402, rolled back); -1 the database failed.
+ */
+static int
+debit_giver(struct request *req, const char *from, const char *amt,
+    long long micro)
+{
+	const char	*p[4] = { from, amt, req->param, req->request_id };
+	struct db_res	*res;
+	int		 rows;
+
+	if ((res = db_query(req->w->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
+		return -1;
+	rows = db_rows(res);
+	db_res_free(res);
+	if (rows == 1)
+		return 1;
+	db_rollback(req->w->db);
+	short_of(req, from, micro);
+	return 0;
+}
+
+/*
  * The amount given, in micro-credits: whole micro-credits, more than none
  * and at most a billion credits.  0 after recording what is wrong.
  */
@@ -135,7 +159,6 @@ api_tenants_credits(struct request *req)
 	long long	 micro, balance;
 	const char	*from;
 	bool		 present, answered, mint;
-	int		 rows;
 
 	if (!uuid_valid(req->param) ||
 	    !api_tenant_reachable(req, req->param, &answered)) {
@@ -170,18 +193,13 @@ api_tenants_credits(struct request *req)
 		return;
 	}
 	if (!mint) {
-		p[0] = from;
-		p[1] = amt;
-		p[2] = req->param;
-		p[3] = req->request_id;
-		if ((res = db_query(w->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
-			goto dbfail;
-		rows = db_rows(res);
-		db_res_free(res);
-		if (rows != 1) {
-			db_rollback(w->db);
-			short_of(req, from, micro);
+		switch (debit_giver(req, from, amt, micro)) {
+		case 1:
+			break;
+		case 0:
 			return;
+		default:
+			goto dbfail;
 		}
 	}
 	p[0] = req->param;
