@@ -340,6 +340,22 @@ target_ok(struct request *req, struct key_fields *f)
 	return ok;
 }
 
+/*
+ * Neither scopes nor a role: the key may do what its creator may, no
+ * more.  The creator's effective scopes become the key's own.
+ */
+static void
+inherit_scopes(const struct request *req, struct key_fields *f)
+{
+	size_t	 i;
+
+	if (f->has_scopes || f->role_id != NULL)
+		return;
+	for (i = 0; i < req->principal->nscopes; i++)
+		f->scopes[i] = req->principal->scopes[i];
+	f->nscopes = req->principal->nscopes;
+}
+
 /* The key_spec of fields f for tenant; its numbers are written in rl. */
 static void
 spec_of(const struct request *req, const struct key_fields *f,
@@ -430,20 +446,11 @@ api_keys_create(struct request *req)
 	const char	*tenant;
 	char		 rl[2][24];
 	bool		 answered;
-	size_t		 i;
 
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
 		return;
-	/*
-	 * Neither scopes nor a role: the key may do what its creator may,
-	 * no more.  The creator's effective scopes become the key's own.
-	 */
-	if (!f.has_scopes && f.role_id == NULL) {
-		for (i = 0; i < req->principal->nscopes; i++)
-			f.scopes[i] = req->principal->scopes[i];
-		f.nscopes = req->principal->nscopes;
-	}
+	inherit_scopes(req, &f);
 	tenant = f.tenant_id != NULL ? f.tenant_id :
 	    req->principal->tenant_id;
 	if (!api_tenant_reachable(req, tenant, &answered)) {

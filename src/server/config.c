@@ -579,6 +579,48 @@ authz_free(struct config_authz *a)
 }
 
 /*
+ * One rule's words, [METHOD] /PREFIX SCOPE (nt of them), checked into r:
+ * its method; tok[0] and tok[1] are left naming the prefix and the scope.
+ * 0, or -1 with err set.
+ */
+static int
+rule_of(char *tok[4], size_t nt, struct config_authz_rule *r, char *err,
+    size_t errsz)
+{
+	size_t	 i;
+
+	memset(r, 0, sizeof(*r));
+	if (nt == 3) {
+		for (i = 0; tok[0][i] != '\0'; i++)
+			if (!isupper((unsigned char)tok[0][i]))
+				break;
+		if (tok[0][i] != '\0' || i == 0 || i >= sizeof(r->method)) {
+			snprintf(err, errsz, "authorize: \"%.20s\" is not a "
+			    "method such as GET", tok[0]);
+			return -1;
+		}
+		memcpy(r->method, tok[0], i + 1);
+		tok[0] = tok[1];
+		tok[1] = tok[2];
+	} else if (nt != 2) {
+		snprintf(err, errsz, "authorize: expected \"[METHOD] /PREFIX "
+		    "SCOPE\"");
+		return -1;
+	}
+	if (tok[0][0] != '/') {
+		snprintf(err, errsz, "authorize: the prefix \"%.64s\" does not "
+		    "start with '/'", tok[0]);
+		return -1;
+	}
+	if (!scope_valid(tok[1])) {
+		snprintf(err, errsz, "authorize: %s: \"%.64s\" is not a scope "
+		    "(resource:action)", tok[0], tok[1]);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Adds the rules of text ("[METHOD] /prefix scope", several separated by
  * ';') to a.  0, or -1 with the reason in err and a unchanged.
  */
@@ -602,35 +644,8 @@ authz_add(struct config_authz *a, const char *text, char *err, size_t errsz)
 				break;
 		if (nt == 0)
 			continue;	/* an empty entry */
-		memset(&r, 0, sizeof(r));
-		if (nt == 3) {
-			for (i = 0; tok[0][i] != '\0'; i++)
-				if (!isupper((unsigned char)tok[0][i]))
-					break;
-			if (tok[0][i] != '\0' || i == 0 ||
-			    i >= sizeof(r.method)) {
-				snprintf(err, errsz, "authorize: \"%.20s\" is "
-				    "not a method such as GET", tok[0]);
-				goto fail;
-			}
-			memcpy(r.method, tok[0], i + 1);
-			tok[0] = tok[1];
-			tok[1] = tok[2];
-		} else if (nt != 2) {
-			snprintf(err, errsz, "authorize: expected "
-			    "\"[METHOD] /PREFIX SCOPE\"");
+		if (rule_of(tok, nt, &r, err, errsz) == -1)
 			goto fail;
-		}
-		if (tok[0][0] != '/') {
-			snprintf(err, errsz, "authorize: the prefix \"%.64s\" "
-			    "does not start with '/'", tok[0]);
-			goto fail;
-		}
-		if (!scope_valid(tok[1])) {
-			snprintf(err, errsz, "authorize: %s: \"%.64s\" is not "
-			    "a scope (resource:action)", tok[0], tok[1]);
-			goto fail;
-		}
 		for (i = 0; i < a->n; i++)
 			if (strcmp(a->v[i].prefix, tok[0]) == 0 &&
 			    strcmp(a->v[i].method, r.method) == 0) {
