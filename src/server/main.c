@@ -98,8 +98,12 @@ check_keyring(const struct config *cfg, const char *path)
 	return 0;
 }
 
-int
-main(int argc, char *argv[])
+/*
+ * The command line: the configuration's path and whether only to check
+ * it.  -1 to go on, else the exit code (help, version, a usage error).
+ */
+static int
+parse_args(int argc, char *argv[], const char **path, int *check_only)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -108,26 +112,15 @@ main(int argc, char *argv[])
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char	*path = NULL;
-	struct config	*cfg;
-	char		 err[512];
-	int		 ch, check_only = 0;
-
-	tune_malloc(argv);
-	/* Before anything can read them or crash with them. */
-	config_env_take();
-	if (harden_process(err, sizeof(err)) == -1) {
-		fprintf(stderr, "keygated: %s\n", err);
-		return 1;
-	}
+	int	 ch;
 
 	while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			*path = optarg;
 			break;
 		case 't':
-			check_only = 1;
+			*check_only = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -144,18 +137,36 @@ main(int argc, char *argv[])
 		usage(stderr);
 		return 2;
 	}
-	if (path == NULL)
-		path = config_getenv("KEYGATE_CONFIG");
-	if (path == NULL)
-		path = CONFIG_DEFAULT_PATH;
+	if (*path == NULL)
+		*path = config_getenv("KEYGATE_CONFIG");
+	if (*path == NULL)
+		*path = CONFIG_DEFAULT_PATH;
+	return -1;
+}
 
+int
+main(int argc, char *argv[])
+{
+	const char	*path = NULL;
+	struct config	*cfg;
+	char		 err[512];
+	int		 rc, check_only = 0;
+
+	tune_malloc(argv);
+	/* Before anything can read them or crash with them. */
+	config_env_take();
+	if (harden_process(err, sizeof(err)) == -1) {
+		fprintf(stderr, "keygated: %s\n", err);
+		return 1;
+	}
+	if ((rc = parse_args(argc, argv, &path, &check_only)) != -1)
+		return rc;
 	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "keygated: %s\n", err);
 		return 2;
 	}
 	if (check_only) {
-		int	 rc = check_keyring(cfg, path);
-
+		rc = check_keyring(cfg, path);
 		if (rc == 0)
 			printf("%s: configuration OK\n", path);
 		config_free(cfg);
