@@ -56,6 +56,54 @@ usage(FILE *f)
 }
 
 /*
+ * The options before the command (--config, --help, --version) and the
+ * command, at argv[*at].  -1 to go on, else the exit code.
+ */
+static int
+parse_args(int argc, char *argv[], const char **path, int *at,
+    const struct command **cmd)
+{
+	size_t	 i;
+	int	 a;
+
+	for (a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--config") == 0 ||
+		    strcmp(argv[a], "-c") == 0) {
+			if (++a == argc) {
+				usage(stderr);
+				return 2;
+			}
+			*path = argv[a];
+		} else if (strncmp(argv[a], "--config=", 9) == 0)
+			*path = argv[a] + 9;
+		else if (strcmp(argv[a], "--help") == 0 ||
+		    strcmp(argv[a], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[a], "--version") == 0 ||
+		    strcmp(argv[a], "-V") == 0) {
+			printf("keygatectl %s\n", PACKAGE_VERSION);
+			return 0;
+		} else
+			break;
+	}
+	if (a == argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[a], commands[i].name) == 0)
+			*cmd = &commands[i];
+	if (*cmd == NULL) {
+		fprintf(stderr, "keygatectl: unknown command \"%s\"\n", argv[a]);
+		usage(stderr);
+		return 2;
+	}
+	*at = a;
+	return -1;
+}
+
+/*
  * A command asked for its help: it answers without the database, which
  * is connected to only when a command uses it.
  */
@@ -79,7 +127,6 @@ main(int argc, char *argv[])
 	struct config	*cfg;
 	struct db	*db;
 	char		 err[512];
-	size_t		 i;
 	int		 a, code;
 
 	/* Before anything can read them or crash with them. */
@@ -88,39 +135,8 @@ main(int argc, char *argv[])
 		fprintf(stderr, "keygatectl: %s\n", err);
 		return 1;
 	}
-	for (a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--config") == 0 ||
-		    strcmp(argv[a], "-c") == 0) {
-			if (++a == argc) {
-				usage(stderr);
-				return 2;
-			}
-			path = argv[a];
-		} else if (strncmp(argv[a], "--config=", 9) == 0)
-			path = argv[a] + 9;
-		else if (strcmp(argv[a], "--help") == 0 ||
-		    strcmp(argv[a], "-h") == 0) {
-			usage(stdout);
-			return 0;
-		} else if (strcmp(argv[a], "--version") == 0 ||
-		    strcmp(argv[a], "-V") == 0) {
-			printf("keygatectl %s\n", PACKAGE_VERSION);
-			return 0;
-		} else
-			break;
-	}
-	if (a == argc) {
-		usage(stderr);
-		return 2;
-	}
-	for (i = 0; i < NCOMMANDS; i++)
-		if (strcmp(argv[a], commands[i].name) == 0)
-			cmd = &commands[i];
-	if (cmd == NULL) {
-		fprintf(stderr, "keygatectl: unknown command \"%s\"\n", argv[a]);
-		usage(stderr);
-		return 2;
-	}
+	if ((code = parse_args(argc, argv, &path, &a, &cmd)) != -1)
+		return code;
 	if (path == NULL)
 		path = config_getenv("KEYGATE_CONFIG");
 	/* Without a file, defaults and KEYGATE_* variables alone. */
