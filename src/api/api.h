@@ -7,7 +7,9 @@
 #include "server/http.h"
 #include "server/router.h"
 
+struct auth_settings;
 struct checks;
+struct gateway_settings;
 struct json_object;
 struct lease_shared;
 struct principal;
@@ -23,6 +25,10 @@ extern const struct route api_routes[];
 extern const size_t api_nroutes;
 
 /* The credits leased to this host, in the workers' shared memory. */
+/* The settings core/auth.c checks credentials with. */
+const struct auth_settings *api_auth_settings(const struct worker *);
+/* The settings core/gateway.c chooses keys with. */
+const struct gateway_settings *api_gateway_settings(const struct worker *);
 struct lease_shared *api_leases(struct worker *);
 
 /* Handlers, one group per file. */

@@ -97,7 +97,8 @@ api_keys_verify(struct request *req)
 	if (check_done(req, &c) == -1)
 		return;
 
-	ar = auth_key(req->w->db, req->w->cfg, req->w->keys, key, &target);
+	ar = auth_key(req->w->db, api_auth_settings(req->w),
+	    req->w->keys, key, &target);
 	if (ar == AUTH_UNAVAILABLE) {
 		api_db_unavailable(req, false);
 		return;

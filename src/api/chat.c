@@ -1110,7 +1110,7 @@ no_embeddings(struct request *req, const char *model)
 	enum provider	 p;
 	size_t		 strip;
 
-	if (gateway_upstream(req->w->cfg, model, &strip) != NULL ||
+	if (gateway_upstream(&req->w->cfg->upstreams, model, &strip) != NULL ||
 	    (p = provider_route(model)) == PROVIDER__MAX ||
 	    providers[p]->embeddings)
 		return false;

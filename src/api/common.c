@@ -337,7 +337,7 @@ api_gateway_key(struct request *req, const char *model,
 
 	for (i = 0; i < PROVIDER__MAX; i++)
 		sent[i] = request_param(req, providers[i]->inline_param);
-	switch (gateway_resolve(w->db, w->vault, w->keys, w->cfg,
+	switch (gateway_resolve(w->db, w->vault, w->keys, api_gateway_settings(w),
 	    req->principal->tenant_id, model, sent, true, out)) {
 	case RESOLVE_OK:
 		return 0;

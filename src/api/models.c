@@ -57,7 +57,7 @@ entry(struct request *req, const char *const sent[PROVIDER__MAX],
 
 	*out = NULL;
 	/* Nothing is opened: k holds no secret, and needs no freeing. */
-	r = gateway_resolve(w->db, w->vault, w->keys, w->cfg,
+	r = gateway_resolve(w->db, w->vault, w->keys, api_gateway_settings(w),
 	    req->principal->tenant_id, id, sent, false, &k);
 	if (r == RESOLVE_DB)
 		return -1;

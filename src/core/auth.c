@@ -14,7 +14,6 @@
 #include "lib/clock.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
-#include "server/config.h"
 
 /* Columns of STMT_KEY_LOOKUP. */
 enum {
@@ -144,7 +143,7 @@ lookup(struct db *db, struct keycache *kc, const char *prefix,
 }
 
 enum auth_result
-auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
+auth_key(struct db *db, const struct auth_settings *set, struct keycache *kc,
     const char *key, struct principal *p)
 {
 	/* Compared against when the prefix is unknown: same work, no match. */
@@ -162,12 +161,12 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 	memset(p, 0, sizeof(*p));
 	if (key == NULL || *key == '\0')
 		return AUTH_MISSING;
-	if (cfg->mode != MODE_PRODUCTION && strcmp(key, APIKEY_DEV) == 0) {
+	if (set->dev_key && strcmp(key, APIKEY_DEV) == 0) {
 		memset(&parts, 0, sizeof(parts));
 		memcpy(parts.prefix, APIKEY_DEV_PREFIX,
 		    sizeof(APIKEY_DEV_PREFIX));
 		dev = true;
-	} else if (apikey_parse(key, cfg->key_brand, &parts) == -1)
+	} else if (apikey_parse(key, set->key_brand, &parts) == -1)
 		return AUTH_INVALID;
 	if ((rc = lookup(db, kc, parts.prefix, &tmp, &e)) != AUTH_OK)
 		return rc;
@@ -175,7 +174,7 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 		stored = e->hash;
 	rc = AUTH_INVALID;
 	match = false;
-	if (apikey_hash(dev ? APIKEY_DEV_HMAC : cfg->hmac_secret, key,
+	if (apikey_hash(dev ? APIKEY_DEV_HMAC : set->hmac_secret, key,
 	    mac) == 0) {
 		crypto_hex(mac, sizeof(mac), machex);
 		match = strlen(stored) == sizeof(machex) - 1 &&
@@ -211,7 +210,7 @@ auth_key(struct db *db, const struct config *cfg, struct keycache *kc,
 }
 
 enum auth_result
-auth_jwt(struct db *db, const struct config *cfg, const char *token,
+auth_jwt(struct db *db, const struct auth_settings *set, const char *token,
     struct principal *p)
 {
 	struct jwt_claims c;
@@ -221,9 +220,9 @@ auth_jwt(struct db *db, const struct config *cfg, const char *token,
 
 	memset(p, 0, sizeof(*p));
 	/* No jwt_secret, no tokens: there is no fallback secret. */
-	if (cfg->jwt_secret[0] == '\0')
+	if (set->jwt_secret[0] == '\0')
 		return AUTH_INVALID;
-	if (jwt_verify(token, cfg->jwt_secret, cfg->jwt_leeway, time(NULL),
+	if (jwt_verify(token, set->jwt_secret, set->jwt_leeway, time(NULL),
 	    &c) != JWT_OK)
 		return AUTH_INVALID;
 	params[0] = c.tenant_id;

@@ -5,7 +5,6 @@
 #include <stddef.h>
 #include <time.h>
 
-struct config;
 struct db;
 struct keycache;
 
@@ -52,7 +51,19 @@ const char	*auth_credential(const char *authorization, const char *x_api_key);
  * and its timing say nothing about the secret.  (A cached prefix answers
  * sooner than one read from PostgreSQL; prefixes are not secret.)
  */
-enum auth_result auth_key(struct db *, const struct config *,
+/*
+ * What checking a credential needs of keygate.conf, as plain values (the
+ * API fills it in from its configuration).
+ */
+struct auth_settings {
+	bool		 dev_key;	/* the development key may be used */
+	const char	*key_brand;	/* the keys' brand prefix */
+	const char	*hmac_secret;	/* keys are stored as its HMAC */
+	const char	*jwt_secret;	/* "" = no tokens */
+	int		 jwt_leeway;	/* s of clock skew for exp/nbf */
+};
+
+enum auth_result auth_key(struct db *, const struct auth_settings *,
 		    struct keycache *, const char *key, struct principal *)
 		    __attribute__((warn_unused_result));
 /*
@@ -60,7 +71,8 @@ enum auth_result auth_key(struct db *, const struct config *,
  * A token without "scopes" gets the built-in role reader's.  Failures are
  * AUTH_INVALID, like a bad key.
  */
-enum auth_result auth_jwt(struct db *, const struct config *, const char *token,
+enum auth_result auth_jwt(struct db *, const struct auth_settings *,
+		    const char *token,
 		    struct principal *) __attribute__((warn_unused_result));
 /* True when the principal's effective scopes allow scope. */
 bool		 auth_allows(const struct principal *, const char *scope);

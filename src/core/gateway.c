@@ -5,9 +5,9 @@
 
 #include "core/gateway.h"
 #include "core/keycache.h"
+#include "core/upstreams.h"
 #include "lib/clock.h"
 #include "lib/db.h"
-#include "server/config.h"
 
 const char *const gateway_source_names[SOURCE__MAX] = {
 	"upstream",		/* SOURCE_UPSTREAM */
@@ -19,14 +19,15 @@ const char *const gateway_source_names[SOURCE__MAX] = {
 };
 
 const struct config_upstream *
-gateway_upstream(const struct config *cfg, const char *m, size_t *strip)
+gateway_upstream(const struct config_upstreams *ups, const char *m,
+    size_t *strip)
 {
 	const struct config_upstream *best = NULL, *u;
 	size_t		 i, j, len, best_len = 0, ml = strlen(m);
 
 	*strip = 0;
-	for (i = 0; i < cfg->upstreams.n; i++) {
-		u = &cfg->upstreams.v[i];
+	for (i = 0; i < ups->n; i++) {
+		u = &ups->v[i];
 		for (j = 0; j < u->nmodels; j++) {
 			len = strlen(u->models[j]);
 			if (u->models[j][len - 1] != '*') {
@@ -189,7 +190,7 @@ take(struct gateway_key *out, enum key_source source, const char *secret,
 
 enum resolve_result
 gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
-    const struct config *cfg, const char *tenant, const char *model,
+    const struct gateway_settings *set, const char *tenant, const char *model,
     const char *const inline_keys[PROVIDER__MAX], bool open,
     struct gateway_key *out)
 {
@@ -206,7 +207,7 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 	snprintf(out->model, sizeof(out->model), "%s", model);
 
 	/* 0. An operator upstream's names win, with its own key. */
-	if ((up = gateway_upstream(cfg, model, &strip)) != NULL) {
+	if ((up = gateway_upstream(set->upstreams, model, &strip)) != NULL) {
 		out->provider = PROVIDER__MAX;
 		out->upstream = up;
 		snprintf(out->model, sizeof(out->model), "%s", model + strip);
@@ -256,10 +257,10 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 		}
 	}
 	/* 5. The operator's pool, with its markup. */
-	if (cfg->pool_openrouter_key[0] != '\0') {
+	if (set->pool_key[0] != '\0') {
 		if ((mapped = via_openrouter(db, model, out)) != RESOLVE_OK)
 			return mapped;
-		return take(out, SOURCE_POOL, cfg->pool_openrouter_key, open);
+		return take(out, SOURCE_POOL, set->pool_key, open);
 	}
 	return RESOLVE_NONE;
 }

@@ -7,8 +7,8 @@
 #include "core/vault.h"
 #include "lib/buf.h"
 
-struct config;
 struct config_upstream;
+struct config_upstreams;
 struct db;
 struct keycache;
 struct vault;
@@ -19,14 +19,21 @@ struct vault;
  */
 
 /*
- * The operator upstream (borrowed from cfg) serving model, or NULL.  An
+ * The operator upstream (borrowed from ups) serving model, or NULL.  An
  * exact name wins over a prefix, a longer prefix over a shorter one; a
  * prefix matches only a longer name.  *strip gets how many leading bytes
  * of model go unsent (the matched prefix, for an upstream with strip).
  * Callers ask this before provider_route(): an upstream's names win.
  */
-const struct config_upstream *gateway_upstream(const struct config *,
-		    const char *model, size_t *strip);
+const struct config_upstream *gateway_upstream(
+		    const struct config_upstreams *, const char *model,
+		    size_t *strip);
+
+/* What choosing a key needs of the configuration, as plain values. */
+struct gateway_settings {
+	const struct config_upstreams *upstreams; /* the operator's */
+	const char	*pool_key;	/* the OpenRouter pool's, "" = none */
+};
 
 /*
  * Where the key paying for a call comes from, in the order tried: the
@@ -93,7 +100,7 @@ enum resolve_result {
  * nothing is decrypted and out->secret stays empty: for a listing.
  */
 enum resolve_result gateway_resolve(struct db *, const struct vault *,
-		    struct keycache *kc, const struct config *,
+		    struct keycache *kc, const struct gateway_settings *,
 		    const char *tenant, const char *model,
 		    const char *const inline_keys[PROVIDER__MAX], bool open,
 		    struct gateway_key *out) __attribute__((warn_unused_result));

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "core/upstreams.h"
 #include "providers/provider.h"
 
 #ifndef KEYGATE_SYSCONFDIR
@@ -14,27 +15,6 @@
 #define KEYGATE_SQL_DIR "/usr/share/keygate/sql"
 #endif
 #define CONFIG_DEFAULT_PATH KEYGATE_SYSCONFDIR "/keygate.conf"
-
-/*
- * An operator-defined upstream that speaks the OpenAI chat format (vLLM,
- * llama.cpp's server, Ollama), from the upstreams and upstream_keys
- * settings.
- */
-struct config_upstream {
-	char		 name[33];	/* [a-z0-9_-], 1 to 32 characters */
-	char		*url;		/* http(s) base URL, no trailing '/' */
-	char	       **models;	/* exact names, or prefixes ending in '*' */
-	size_t		 nmodels;
-	bool		 strip;		/* send a prefix match without the prefix */
-	char		*key;		/* secret, from upstream_keys; NULL = none */
-};
-
-/* The upstreams setting: the text as written and what it says. */
-struct config_upstreams {
-	char		*text;
-	struct config_upstream *v;	/* in the order written */
-	size_t		 n;
-};
 
 /*
  * One authorize rule: requests for paths under prefix (and, when method is

@@ -1,0 +1,169 @@
+#include "autoconfig.h"
+
+/*
+ * What a worker does between requests, off the client's path: the batch
+ * of last_used_at writes, the sweeps for dormant keys and for credit
+ * holds whose call ended with its process, and letting idle provider
+ * connections go.
+ */
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/app.h"
+#include "core/auth.h"
+#include "core/credits.h"
+#include "core/ratelimit.h"
+#include "lib/buf.h"
+#include "lib/clock.h"
+#include "lib/db.h"
+#include "lib/upstream.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/request.h"
+#include "server/worker.h"
+
+#define TOUCH_INTERVAL	1.0	/* s between batches */
+#define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
+#define HOLDS_INTERVAL	2.0	/* s between sweeps for orphaned holds */
+/*
+ * Provider handles idle this long are let go, with their connections and
+ * descriptors: lib/upstream.c uses no connection idle for 4 s again, so
+ * a handle kept longer would only hold a connection to be closed.
+ */
+#define KEPT_CALLS	0	/* handles kept whatever their age */
+#define KEPT_IDLE	5.0	/* s */
+
+/*
+ * Every DORMANT_INTERVAL per worker: with dormant_disable_days set,
+ * disables keys unused that long, each with its audit row.  Workers racing on the
+ * same key are serialized by its row lock: each key is disabled once.
+ */
+static void
+sweep_dormant(struct worker *w, struct api_state *st, double now)
+{
+	struct db_res	*res;
+	const char	*p[1];
+	char		 days[16];
+
+	if (st->last_sweep > 0 && now - st->last_sweep < DORMANT_INTERVAL)
+		return;
+	st->last_sweep = now;
+	/* Old rate-limit windows go on the same schedule. */
+	if (w->slot == 0)
+		rl_prune(w->db);
+	if (w->cfg->dormant_disable_days <= 0)
+		return;
+	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
+	p[0] = days;
+	if ((res = db_query(w->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
+		log_warn("PostgreSQL: disabling dormant keys: %s",
+		    db_errmsg(w->db));
+		return;
+	}
+	if (db_rows(res) > 0)
+		log_info("disabled %d keys unused for %d days", db_rows(res),
+		    w->cfg->dormant_disable_days);
+	db_res_free(res);
+}
+
+/*
+ * Worker 0 of each keygated releases, every HOLDS_INTERVAL, the credit
+ * holds of this host's processes that are gone (a worker killed during a
+ * call) and any past its deadline.  Returns the ms until the next sweep,
+ * or -1 for a worker that does not sweep.
+ */
+static int
+sweep_holds(struct worker *w, struct api_state *st, double now)
+{
+	int	 n;
+
+	if (w->slot != 0 || !w->cfg->credits_enforce)
+		return -1;
+	if (st->last_holds > 0 && now - st->last_holds < HOLDS_INTERVAL)
+		return (int)((HOLDS_INTERVAL - (now - st->last_holds)) * 1000) +
+		    1;
+	st->last_holds = now;
+	if ((n = credits_release_stale(w->db)) == -1)
+		log_warn("PostgreSQL: releasing orphaned credit holds: %s",
+		    db_errmsg(w->db));
+	else if (n > 0)
+		log_info("released %d credit holds whose call ended with its "
+		    "process or outlived its deadline", n);
+	return (int)(HOLDS_INTERVAL * 1000);
+}
+
+/* The sooner of two waits in ms, -1 being none. */
+static int
+sooner(int a, int b)
+{
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/*
+ * Writes last_used_at for the keys seen since the last batch: at most once
+ * a second per worker, and the statement itself skips keys written less
+ * than a minute ago, so a busy key costs one row write a minute.
+ */
+int
+api_after(struct worker *w)
+{
+	struct api_state *st = w->app_data;
+	struct buf	 ids = { 0 };
+	const char	*p[1];
+	double		 now = clock_mono();
+	int		 i, holds, left;
+
+	sweep_dormant(w, st, now);
+	holds = sweep_holds(w, st, now);
+	/*
+	 * Provider connections a burst of calls left, and any no call has
+	 * used for a while, go: their descriptors and memory.
+	 */
+	if (upstream_trim(w->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
+		(void)malloc_trim(0);	/* and the heap they used */
+	if (left > 0)
+		holds = sooner(holds, (int)(KEPT_IDLE * 1000));
+	if (st->ntouch == 0)
+		return holds;
+	if (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX)
+		return sooner(holds, (int)((TOUCH_INTERVAL -
+		    (now - st->last_touch)) * 1000) + 1);
+	if (buf_puts(&ids, "{") == 0) {
+		for (i = 0; i < st->ntouch; i++)
+			if (buf_printf(&ids, "%s%s", i ? "," : "",
+			    st->touch[i]) == -1)
+				break;
+		if (i == st->ntouch && buf_puts(&ids, "}") == 0) {
+			p[0] = ids.data;
+			if (db_exec(w->db, STMT_KEY_TOUCH, 1, p) == -1)
+				log_warn("PostgreSQL: recording last use of "
+				    "%d keys: %s", st->ntouch,
+				    db_errmsg(w->db));
+		}
+	}
+	buf_free(&ids);
+	st->ntouch = 0;
+	st->last_touch = now;
+	return holds;
+}
+
+static void
+remember_use(struct api_state *st, const char *key_id)
+{
+	int	 i;
+
+	for (i = 0; i < st->ntouch; i++)
+		if (strcmp(st->touch[i], key_id) == 0)
+			return;
+	if (st->ntouch < TOUCH_MAX && strlen(key_id) < sizeof(st->touch[0]))
+		memcpy(st->touch[st->ntouch++], key_id, strlen(key_id) + 1);
+}
+
+void
+api_key_used(struct request *req, const struct principal *p)
+{
+	if (p->touch && p->key_id[0] != '\0')
+		remember_use(req->w->app_data, p->key_id);
+}

@@ -1,0 +1,173 @@
+#include "autoconfig.h"
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "api/api.h"
+#include "api/app.h"
+#include "api/metrics.h"
+#include "core/authfail.h"
+#include "core/calls.h"
+#include "core/keycache.h"
+#include "core/lease.h"
+#include "core/ratelimit.h"
+#include "lib/db.h"
+#include "server/worker.h"
+
+/*
+ * What the workers of one keygated share: the changes to keys they made
+ * themselves (so that the others drop what they cached before the change
+ * is answered), then the rate-limit counters, then the metrics.
+ */
+static size_t
+aligned(size_t n)
+{
+	size_t	 a = alignof(max_align_t);
+
+	return (n + a - 1) / a * a;
+}
+
+static size_t
+limits_offset(void)
+{
+	return aligned(keycache_shared_size());
+}
+
+static size_t
+metrics_offset(void)
+{
+	return limits_offset() + aligned(rl_shared_size());
+}
+
+/* Then the failed authentications. */
+static size_t
+failures_offset(void)
+{
+	return metrics_offset() + aligned(metrics_shared_size());
+}
+
+/* Then the calls in flight per key. */
+static size_t
+calls_offset(void)
+{
+	return failures_offset() + aligned(af_shared_size());
+}
+
+/* Then the credits leased to this host. */
+static size_t
+leases_offset(void)
+{
+	return calls_offset() + aligned(calls_shared_size());
+}
+
+/* Last, what the workers tell each other of the database. */
+struct db_news {
+	atomic_uint	 back;		/* bumped by a worker that reconnected */
+};
+
+static size_t
+news_offset(void)
+{
+	return leases_offset() + aligned(lease_shared_size());
+}
+
+size_t
+api_shared_size(void)
+{
+	return news_offset() + sizeof(struct db_news);
+}
+
+static struct db_news *
+db_news(void *shared)
+{
+	return shared != NULL ?
+	    (struct db_news *)((char *)shared + news_offset()) : NULL;
+}
+
+/*
+ * A worker that finds the database back tells the others, who try again
+ * at once instead of when their own wait between attempts ends: once
+ * one worker answers again, they all do.
+ */
+void
+api_db_news(struct worker *w)
+{
+	struct api_state *st = w->app_data;
+	struct db_news	*news = db_news(w->shared);
+	unsigned long	 n;
+	unsigned	 back;
+
+	if (news == NULL || w->db == NULL)
+		return;
+	if ((n = db_connects(w->db)) != st->connects) {
+		st->connects = n;
+		st->db_back = atomic_fetch_add(&news->back, 1) + 1;
+		return;
+	}
+	if ((back = atomic_load(&news->back)) != st->db_back) {
+		st->db_back = back;
+		db_retry_now(w->db);
+	}
+}
+
+struct calls_shared *
+api_shared_calls(void *shared)
+{
+	return shared != NULL ?
+	    (struct calls_shared *)((char *)shared + calls_offset()) : NULL;
+}
+
+static struct lease_shared *
+lease_table(void *shared)
+{
+	return shared != NULL ?
+	    (struct lease_shared *)((char *)shared + leases_offset()) : NULL;
+}
+
+struct rl_shared *
+api_shared_limits(void *shared)
+{
+	return shared != NULL ?
+	    (struct rl_shared *)((char *)shared + limits_offset()) : NULL;
+}
+
+struct metrics *
+api_shared_metrics(void *shared)
+{
+	return shared != NULL ?
+	    (struct metrics *)((char *)shared + metrics_offset()) : NULL;
+}
+
+struct af_shared *
+api_shared_failures(void *shared)
+{
+	return shared != NULL ?
+	    (struct af_shared *)((char *)shared + failures_offset()) : NULL;
+}
+
+struct lease_shared *
+api_leases(struct worker *w)
+{
+	return lease_table(w->shared);
+}
+
+int
+api_shared_init(void *p)
+{
+	if (keycache_shared_init(p) == -1 ||
+	    rl_shared_init(api_shared_limits(p)) == -1 ||
+	    af_shared_init(api_shared_failures(p)) == -1 ||
+	    calls_shared_init(api_shared_calls(p)) == -1 ||
+	    lease_shared_init(lease_table(p)) == -1)
+		return -1;
+	return metrics_shared_init(api_shared_metrics(p));
+}
+
+void
+api_worker_exited(void *p, pid_t pid, bool crashed)
+{
+	calls_forget(api_shared_calls(p), pid);
+	lease_forget(lease_table(p), pid);
+	metrics_worker_exit(api_shared_metrics(p), crashed);
+}
