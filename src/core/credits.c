@@ -131,6 +131,24 @@ credits_cost(const struct credit_price *p, long prompt, long completion,
 }
 
 long
+credits_tokens_of(size_t n)
+{
+	return n >= (size_t)LONG_MAX - 3 ? LONG_MAX / 4 : (long)((n + 3) / 4);
+}
+
+void
+credits_billed(const struct credits_counts *k, bool partial, long *prompt,
+    long *completion)
+{
+	long	 produced = credits_tokens_of(k->delivered);
+
+	*prompt = k->told ? k->prompt : k->prompt_estimate;
+	*completion = k->told ? k->completion : produced;
+	if (partial && *completion < produced)
+		*completion = produced;
+}
+
+long
 credits_affordable_tokens(const struct credit_price *p, long prompt,
     double markup, long long available)
 {

@@ -55,6 +55,30 @@ int		 credits_pool_price(struct db *, const char *called,
 /* The cost in micro-credits, rounded up, with markup (0.25 = +25 %). */
 long long	 credits_cost(const struct credit_price *, long prompt,
 		    long completion, double markup);
+/*
+ * Tokens in n bytes of text, where no provider counted them: about four
+ * bytes a token, rounded up (the safe side for a hold).
+ */
+long		 credits_tokens_of(size_t n);
+/*
+ * What a call produced, as far as keygate knows it: the provider's counts
+ * when it told them, and the request's and the content's sizes.
+ */
+struct credits_counts {
+	bool		 told;		/* the provider sent usage */
+	long		 prompt;	/* its counts */
+	long		 completion;
+	long		 prompt_estimate; /* tokens, from the request's bytes */
+	size_t		 delivered;	/* bytes of content passed on */
+};
+/*
+ * The tokens a call is billed for: the provider's counts, else the
+ * estimates (the output from the content passed on).  A call cut short
+ * (partial) is billed no less than the content passed on: a provider's
+ * count stops at what it last told.
+ */
+void		 credits_billed(const struct credits_counts *, bool partial,
+		    long *prompt, long *completion);
 /* The most output tokens available micro-credits pay for after prompt. */
 long		 credits_affordable_tokens(const struct credit_price *,
 		    long prompt, double markup, long long available);

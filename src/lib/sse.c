@@ -124,10 +124,27 @@ sse_feed(struct sse_parser *s, const char *p, size_t n, sse_event_fn fn,
 }
 
 int
+sse_write(struct buf *out, const char *event, const char *p, size_t n)
+{
+	const char	*line = p, *nl;
+
+	if (event != NULL && buf_printf(out, "event: %s\n", event) == -1)
+		return -1;
+	/* A line a data: field; "" is one empty field. */
+	do {
+		if ((nl = memchr(line, '\n', (size_t)(p + n - line))) == NULL)
+			nl = p + n;
+		if (buf_puts(out, "data: ") == -1 ||
+		    buf_append(out, line, (size_t)(nl - line)) == -1 ||
+		    buf_puts(out, "\n") == -1)
+			return -1;
+		line = nl + 1;
+	} while (line < p + n);
+	return buf_puts(out, "\n");
+}
+
+int
 sse_write_data(struct buf *out, const char *p, size_t n)
 {
-	if (buf_puts(out, "data: ") == -1 || buf_append(out, p, n) == -1 ||
-	    buf_puts(out, "\n\n") == -1)
-		return -1;
-	return 0;
+	return sse_write(out, NULL, p, n);
 }

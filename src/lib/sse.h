@@ -52,7 +52,14 @@ int	sse_feed(struct sse_parser *, const char *p, size_t n,
 /* Frees what the parser holds; it can be initialised again. */
 void	sse_free(struct sse_parser *);
 
-/* Appends the event "data: <p>" (p is one line: no \r or \n) to out. */
+/*
+ * Appends an event to out: "event: <event>" when event is not NULL, then
+ * p's lines (split at \n; a trailing \n adds none) each as a "data:"
+ * line, then the blank line.  0, or -1 when memory ran out.
+ */
+int	sse_write(struct buf *out, const char *event, const char *p, size_t n)
+	    __attribute__((warn_unused_result));
+/* The same without an event name. */
 int	sse_write_data(struct buf *out, const char *p, size_t n)
 	    __attribute__((warn_unused_result));
 
