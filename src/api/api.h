@@ -147,6 +147,16 @@ const char *api_gateway_model(struct checks *, struct json_object *body);
  */
 void	api_gateway_turns(struct checks *, struct json_object *body);
 /*
+ * The checks of every gateway route, in order: a JSON object (a missing
+ * body fails "model" and each field absent names, with why), no
+ * forbidden field, a model, the route's own check, the inline keys' form.
+ * 0 with *body and *model set, or -1 after answering.
+ */
+int	api_gateway_checked(struct request *, const char *const absent[][2],
+	    void (*check)(struct checks *, struct json_object *),
+	    struct json_object **body, const char **model)
+	    __attribute__((warn_unused_result));
+/*
  * Every inline key sent must have its provider's form, as a key stored in
  * the vault must: a mistyped or misplaced key is the client's to fix, and
  * never worth a provider call.  Checked whether or not the call would use

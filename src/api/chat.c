@@ -169,26 +169,43 @@ out:
 	api_call_end(req);
 }
 
-void
-api_chat_completions(struct request *req)
+int
+api_gateway_checked(struct request *req, const char *const absent[][2],
+    void (*check)(struct checks *, struct json_object *),
+    struct json_object **body, const char **model)
 {
-	struct json_object *body;
 	struct checks	 ck = { NULL };
-	const char	*model = NULL;
+	size_t		 i;
 
-	if (!api_body_object(req, &body))
-		return;
-	if (body == NULL) {
+	*model = NULL;
+	if (!api_body_object(req, body))
+		return -1;
+	if (*body == NULL) {
 		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "messages", "required: a non-empty array");
+		for (i = 0; absent[i][0] != NULL; i++)
+			check_fail(&ck, absent[i][0], "%s", absent[i][1]);
 	} else {
-		if (api_gateway_forbidden(req, body) == -1)
-			return;
-		model = api_gateway_model(&ck, body);
-		api_gateway_turns(&ck, body);
+		if (api_gateway_forbidden(req, *body) == -1)
+			return -1;
+		*model = api_gateway_model(&ck, *body);
+		check(&ck, *body);
 	}
 	/* With no body the checks have failed, and answered. */
 	if (check_done(req, &ck) == -1 || api_gateway_inline_keys(req) == -1)
-		return;
-	api_gateway(req, API_FORMAT_CHAT, body, NULL, model);
+		return -1;
+	return 0;
+}
+
+void
+api_chat_completions(struct request *req)
+{
+	static const char *const absent[][2] = {
+		{ "messages", "required: a non-empty array" }, { NULL, NULL },
+	};
+	struct json_object *body;
+	const char	*model;
+
+	if (api_gateway_checked(req, absent, api_gateway_turns, &body,
+	    &model) == 0)
+		api_gateway(req, API_FORMAT_CHAT, body, NULL, model);
 }

@@ -13,36 +13,33 @@
 #include "server/http.h"
 #include "server/request.h"
 
+/* input is a string, or a non-empty array of strings or token arrays. */
+static void
+check_input(struct checks *ck, struct json_object *body)
+{
+	struct json_object *in;
+
+	if (!json_object_object_get_ex(body, "input", &in) ||
+	    !(json_object_is_type(in, json_type_string) ||
+	    (json_object_is_type(in, json_type_array) &&
+	    json_object_array_length(in) > 0)))
+		check_fail(ck, "input", "required: a string or a non-empty "
+		    "array");
+}
+
 /*
- * POST /v1/embeddings: model and input (a string, or a non-empty array of
- * strings or token arrays) are required; then the same gateway, priced on
- * the input alone.
+ * POST /v1/embeddings: model and input are required; then the same
+ * gateway, priced on the input alone.
  */
 void
 api_embeddings(struct request *req)
 {
-	struct json_object *body, *in;
-	struct checks	 ck = { NULL };
-	const char	*model = NULL;
+	static const char *const absent[][2] = {
+		{ "input", "required: a string or an array" }, { NULL, NULL },
+	};
+	struct json_object *body;
+	const char	*model;
 
-	if (!api_body_object(req, &body))
-		return;
-	if (body == NULL) {
-		check_fail(&ck, "model", "required: a model name");
-		check_fail(&ck, "input", "required: a string or an array");
-	} else {
-		if (api_gateway_forbidden(req, body) == -1)
-			return;
-		model = api_gateway_model(&ck, body);
-		if (!json_object_object_get_ex(body, "input", &in) ||
-		    !(json_object_is_type(in, json_type_string) ||
-		    (json_object_is_type(in, json_type_array) &&
-		    json_object_array_length(in) > 0)))
-			check_fail(&ck, "input", "required: a string or a "
-			    "non-empty array");
-	}
-	/* With no body the checks have failed, and answered. */
-	if (check_done(req, &ck) == -1 || api_gateway_inline_keys(req) == -1)
-		return;
-	api_gateway(req, API_FORMAT_EMBEDDINGS, body, NULL, model);
+	if (api_gateway_checked(req, absent, check_input, &body, &model) == 0)
+		api_gateway(req, API_FORMAT_EMBEDDINGS, body, NULL, model);
 }
