@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/authfail.h"
+#include "lib/hash.h"
 #include "lib/shmlock.h"
 
 #define AF_SETS		512	/* sets of counters, each with its lock */
@@ -49,13 +50,9 @@ static struct af_set *
 set_of(struct af_shared *sh, const char *subject)
 {
 	struct af_set	*set;
-	uint32_t	 h = 2166136261u;
-	const char	*s;
 	bool		 abandoned;
 
-	for (s = subject; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	set = &sh->set[h % AF_SETS];
+	set = &sh->set[hash_fnv32(subject) % AF_SETS];
 	if (shmlock_take(&set->mu, AF_LOCK_WAIT_MS, &abandoned) == -1)
 		return NULL;
 	if (abandoned)

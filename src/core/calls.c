@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/calls.h"
+#include "lib/hash.h"
 #include "lib/shmlock.h"
 
 /*
@@ -43,16 +44,12 @@ calls_shared_init(struct calls_shared *t)
 	return shmlock_init(&t->lock, 1, sizeof(*t));
 }
 
-/* FNV-1a, never 0 (0 marks an unused entry). */
+/* Never 0 (0 marks an unused entry). */
 static uint64_t
 hash(const char *s)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h = hash_fnv64(s);
 
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
 	return h != 0 ? h : 1;
 }
 

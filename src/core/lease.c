@@ -12,6 +12,7 @@
 
 #include "core/credits.h"
 #include "core/lease.h"
+#include "lib/hash.h"
 #include "lib/shmlock.h"
 
 /*
@@ -96,19 +97,6 @@ futex_wait(uint32_t *w, uint32_t seen, long ms)
 	    0);
 }
 
-/* FNV-1a. */
-static uint32_t
-hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 16777619u;
-	}
-	return h;
-}
-
 /* The entry of tenant, added when add; NULL when absent or no room. */
 static struct lease_tenant *
 find(struct lease_shared *s, const char *tenant, bool add)
@@ -118,7 +106,7 @@ find(struct lease_shared *s, const char *tenant, bool add)
 
 	if (strlen(tenant) != LEASE_ID_LEN)
 		return NULL;
-	i = hash(tenant) % LEASE_TENANTS;
+	i = hash_fnv32(tenant) % LEASE_TENANTS;
 	for (n = 0; n < LEASE_TENANTS; n++, i = (i + 1) % LEASE_TENANTS) {
 		e = &s->t[i];
 		if (e->tenant[0] == '\0')

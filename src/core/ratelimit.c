@@ -10,6 +10,7 @@
 
 #include "core/ratelimit.h"
 #include "lib/db.h"
+#include "lib/hash.h"
 #include "lib/shmlock.h"
 
 /* Counters older than this are of no use: the longest window is 31 days. */
@@ -75,16 +76,6 @@ set_lock(struct rl_set *set)
 	if (abandoned)
 		memset(set->slot, 0, sizeof(set->slot));
 	return 0;
-}
-
-static uint32_t
-fnv1a(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
 }
 
 /*
@@ -208,7 +199,7 @@ rl_take(struct db *db, struct rl_shared *sh, const char *subject, long limit,
 		decide(st, limit - count, granted > 0, now);
 		return RL_OK;
 	}
-	set = &sh->set[fnv1a(subject) % RL_SETS];
+	set = &sh->set[hash_fnv32(subject) % RL_SETS];
 	if (set_lock(set) == -1)
 		return rl_take(db, NULL, subject, limit, window, st);
 	s = slot_for(set, subject, ws);
