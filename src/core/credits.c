@@ -214,38 +214,65 @@ short_of(struct db *db, const char *tenant, long long *available)
 	return CREDITS_SHORT;
 }
 
+/* Who holds: this host, the process, and for how long (s). */
+struct holder {
+	char		 host[256];
+	char		 pid[16];
+	char		 secs[16];
+};
+
+static void
+holder_of(struct holder *h, pid_t pid, int ttl)
+{
+	credits_host(h->host, sizeof(h->host));
+	snprintf(h->pid, sizeof(h->pid), "%d", (int)pid);
+	snprintf(h->secs, sizeof(h->secs), "%d", ttl > 0 ? ttl : 1);
+}
+
+/*
+ * What a statement that takes a hold answered (res, freed): the hold's id
+ * (and, when got is not NULL, what it got) from its row, or, when none
+ * came, what the tenant has.
+ */
+static enum credits_result
+took(struct db *db, struct db_res *res, const char *tenant, char id[40],
+    long long *got, long long *available)
+{
+	bool		 held = db_rows(res) == 1;
+
+	if (held) {
+		snprintf(id, 40, "%s", db_value(res, 0, 0));
+		if (got != NULL)
+			*got = atoll(db_value(res, 0, 1));
+	}
+	db_res_free(res);
+	return held ? CREDITS_OK : short_of(db, tenant, available);
+}
+
 enum credits_result
 credits_reserve(struct db *db, const char *tenant, const char *key_id,
     const char *request_id, long long amount, int ttl, char id[40],
     long long *available)
 {
 	struct db_res	*res;
-	char		 amt[24], host[256], pid[16], secs[16];
+	struct holder	 h;
+	char		 amt[24];
 	const char	*p[7];
-	bool		 held;
 
 	id[0] = '\0';
 	*available = 0;
 	snprintf(amt, sizeof(amt), "%lld", amount);
-	snprintf(pid, sizeof(pid), "%d", (int)getpid());
-	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
-	credits_host(host, sizeof(host));
+	holder_of(&h, getpid(), ttl);
 	p[0] = tenant;
 	p[1] = key_id;
 	p[2] = request_id;
 	p[3] = amt;
-	p[4] = host;
-	p[5] = pid;
-	p[6] = secs;
+	p[4] = h.host;
+	p[5] = h.pid;
+	p[6] = h.secs;
 	if ((res = db_query(db, STMT_CREDITS_RESERVE, 7, p)) == NULL)
 		return CREDITS_DB;
-	held = db_rows(res) == 1;
-	if (held)
-		snprintf(id, 40, "%s", db_value(res, 0, 0));
-	db_res_free(res);
-	if (held)
-		return CREDITS_OK;
-	return short_of(db, tenant, available);
+	return took(db, res, tenant, id, NULL, available);
 }
 
 int
@@ -361,35 +388,25 @@ credits_lease_new(struct db *db, const char *tenant, long long need,
     long long *available)
 {
 	struct db_res	*res;
-	char		 n[24], w[24], host[256], pid[16], secs[16];
+	struct holder	 h;
+	char		 n[24], w[24];
 	const char	*p[6];
-	bool		 held;
 
 	id[0] = '\0';
 	*got = 0;
 	*available = 0;
 	snprintf(n, sizeof(n), "%lld", need);
 	snprintf(w, sizeof(w), "%lld", want > need ? want : need);
-	snprintf(pid, sizeof(pid), "%d", (int)owner);
-	snprintf(secs, sizeof(secs), "%d", ttl > 0 ? ttl : 1);
-	credits_host(host, sizeof(host));
+	holder_of(&h, owner, ttl);
 	p[0] = tenant;
 	p[1] = n;
 	p[2] = w;
-	p[3] = host;
-	p[4] = pid;
-	p[5] = secs;
+	p[3] = h.host;
+	p[4] = h.pid;
+	p[5] = h.secs;
 	if ((res = db_query(db, STMT_LEASE_NEW, 6, p)) == NULL)
 		return CREDITS_DB;
-	held = db_rows(res) == 1;
-	if (held) {
-		snprintf(id, 40, "%s", db_value(res, 0, 0));
-		*got = atoll(db_value(res, 0, 1));
-	}
-	db_res_free(res);
-	if (held)
-		return CREDITS_OK;
-	return short_of(db, tenant, available);
+	return took(db, res, tenant, id, got, available);
 }
 
 enum credits_result
