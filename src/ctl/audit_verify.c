@@ -44,14 +44,11 @@ ctl_audit_head(const struct config *cfg, struct db *db, int argc,
 	char		 mac[HASH_HEX + 1];
 	int		 code = 1;
 
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "-h") == 0)) {
-		printf("usage: keygatectl audit-head\n\n"
-		    "Prints the audit log's newest row as ID:HASH:SIGNATURE, "
-		    "signed with\nhmac_secret; keep it outside the database "
-		    "and give it to\naudit-verify --head later.\n");
+	if (ctl_wants_help(argc, argv, "usage: keygatectl audit-head\n\n"
+	    "Prints the audit log's newest row as ID:HASH:SIGNATURE, signed "
+	    "with\nhmac_secret; keep it outside the database and give it "
+	    "to\naudit-verify --head later.\n"))
 		return 0;
-	}
 	if (argc > 1) {
 		fprintf(stderr, "keygatectl: audit-head takes no arguments\n");
 		return 2;
@@ -146,14 +143,12 @@ ctl_audit_verify(const struct config *cfg, struct db *db, int argc,
 	const char	*head = NULL;
 	int		 code;
 
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "-h") == 0)) {
-		printf("usage: keygatectl audit-verify [--head ID:HASH:SIGNATURE]"
-		    "\n\nChecks the audit log's hash chain; exits 1 naming the "
-		    "first bad row.\nWith --head, also that the log still holds "
-		    "the head audit-head\nprinted and signed earlier.\n");
+	if (ctl_wants_help(argc, argv, "usage: keygatectl audit-verify "
+	    "[--head ID:HASH:SIGNATURE]\n\nChecks the audit log's hash chain; "
+	    "exits 1 naming the first bad row.\nWith --head, also that the "
+	    "log still holds the head audit-head\nprinted and signed "
+	    "earlier.\n"))
 		return 0;
-	}
 	if (argc == 3 && strcmp(argv[1], "--head") == 0)
 		head = argv[2];
 	else if (argc > 1) {

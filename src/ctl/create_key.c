@@ -178,16 +178,12 @@ ctl_seed_dev_key(const struct config *cfg, struct db *db, int argc,
 	char		 id[40];
 	int		 rc;
 
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "-h") == 0)) {
-		printf("usage: keygatectl seed-dev-key\n\n"
-		    "Stores the development key %s\n(id %s, scope *, root "
-		    "tenant) unless it exists and is usable;\na revoked, "
-		    "disabled or expired one is replaced by a fresh one.\n"
-		    "Refused in mode = production.\n", APIKEY_DEV,
-		    APIKEY_DEV_ID);
+	if (ctl_wants_help(argc, argv, "usage: keygatectl seed-dev-key\n\n"
+	    "Stores the development key " APIKEY_DEV "\n(id " APIKEY_DEV_ID
+	    ", scope *, root tenant) unless it exists and is usable;\na "
+	    "revoked, disabled or expired one is replaced by a fresh one.\n"
+	    "Refused in mode = production.\n"))
 		return 0;
-	}
 	if (cfg->mode == MODE_PRODUCTION) {
 		fprintf(stderr, "keygatectl: seed-dev-key: refused in mode = "
 		    "production\n");

@@ -7,6 +7,12 @@ struct config;
 struct db;
 struct db_res;
 
+/*
+ * 1 after printing usage when the command's first argument is --help or
+ * -h, else 0.
+ */
+int	ctl_wants_help(int argc, char **argv, const char *usage);
+
 /* Applies the pending migrations in cfg->sql_dir; the process exit status. */
 int	ctl_migrate(const struct config *, struct db *, int argc, char **argv);
 

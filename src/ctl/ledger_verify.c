@@ -26,15 +26,12 @@ ctl_ledger_verify(const struct config *cfg, struct db *db, int argc,
 	int		 i, n;
 
 	(void)cfg;
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "-h") == 0)) {
-		printf("usage: keygatectl ledger-verify\n\n"
-		    "Checks every tenant's credits: no negative balance or "
-		    "reserve, a reserve\nequal to the sum of its holds, no hold "
-		    "past its deadline.  Prints one\nline per tenant that "
-		    "breaks one and exits 1; exits 0 when all hold.\n");
+	if (ctl_wants_help(argc, argv, "usage: keygatectl ledger-verify\n\n"
+	    "Checks every tenant's credits: no negative balance or reserve, "
+	    "a reserve\nequal to the sum of its holds, no hold past its "
+	    "deadline.  Prints one\nline per tenant that breaks one and exits "
+	    "1; exits 0 when all hold.\n"))
 		return 0;
-	}
 	if (argc > 1) {
 		fprintf(stderr, "keygatectl: ledger-verify takes no "
 		    "arguments\n");

@@ -103,6 +103,17 @@ parse_args(int argc, char *argv[], const char **path, int *at,
 	return -1;
 }
 
+int
+ctl_wants_help(int argc, char **argv, const char *usage)
+{
+	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0)) {
+		fputs(usage, stdout);
+		return 1;
+	}
+	return 0;
+}
+
 /*
  * A command asked for its help: it answers without the database, which
  * is connected to only when a command uses it.

@@ -20,17 +20,6 @@ open_vault(const struct config *cfg)
 	return v;
 }
 
-static int
-wants_help(int argc, char **argv, const char *usage)
-{
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "-h") == 0)) {
-		printf("%s", usage);
-		return 1;
-	}
-	return 0;
-}
-
 /*
  * Re-seals every vault value under the active master key in one
  * transaction: after a crash or an error nothing has changed, and every
@@ -45,7 +34,7 @@ ctl_rotate_encryption_key(const struct config *cfg, struct db *db, int argc,
 	char		 err[256], details[128];
 	long		 n;
 
-	if (wants_help(argc, argv, "usage: keygatectl rotate-encryption-key\n\n"
+	if (ctl_wants_help(argc, argv, "usage: keygatectl rotate-encryption-key\n\n"
 	    "Re-encrypts every stored provider key under the first entry of\n"
 	    "master_keys, in one transaction: all or none.\n"))
 		return 0;
@@ -98,7 +87,7 @@ ctl_vault_check(const struct config *cfg, struct db *db, int argc,
 	char		 err[256];
 	long		 bad, total;
 
-	if (wants_help(argc, argv, "usage: keygatectl vault-check\n\n"
+	if (ctl_wants_help(argc, argv, "usage: keygatectl vault-check\n\n"
 	    "Opens every stored provider key with master_keys and prints a\n"
 	    "line \"bad TENANT PROVIDER (master key ID)\" for each one that does\n"
 	    "not open.  Changes nothing.\n"))
