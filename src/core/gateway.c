@@ -150,9 +150,9 @@ vault_key(struct db *db, const struct vault *v, struct keycache *kc,
 static enum resolve_result
 via_openrouter(struct db *db, const char *model, struct gateway_key *out)
 {
-	out->provider = PROVIDER_OPENROUTER;
+	out->provider = provider_aggregator();
 	/* vendor/model is an OpenRouter id already. */
-	if (out->native == PROVIDER_OPENROUTER) {
+	if (out->native == out->provider) {
 		snprintf(out->model, sizeof(out->model), "%s", model);
 		return RESOLVE_OK;
 	}
@@ -170,8 +170,8 @@ via_openrouter(struct db *db, const char *model, struct gateway_key *out)
 static const char *
 sent(const char *const inline_keys[PROVIDER__MAX], enum provider p)
 {
-	if (inline_keys == NULL || inline_keys[p] == NULL ||
-	    *inline_keys[p] == '\0')
+	if (inline_keys == NULL || p >= PROVIDER__MAX ||
+	    inline_keys[p] == NULL || *inline_keys[p] == '\0')
 		return NULL;
 	return inline_keys[p];
 }
@@ -195,6 +195,7 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
     struct gateway_key *out)
 {
 	const struct config_upstream *up;
+	const enum provider any = provider_aggregator();	/* OpenRouter */
 	enum resolve_result why = RESOLVE_NONE, mapped = RESOLVE_NONE;
 	struct buf	*into = open ? &out->secret : NULL;
 	const char	*k;
@@ -228,9 +229,9 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 	 * 2. An OpenRouter key sent along serves any model OpenRouter has an
 	 * id for; for one it has none, the tenant's own key may still do.
 	 */
-	if ((k = sent(inline_keys, PROVIDER_OPENROUTER)) != NULL) {
+	if ((k = sent(inline_keys, any)) != NULL) {
 		if ((mapped = via_openrouter(db, model, out)) == RESOLVE_OK)
-			return take(out, out->native == PROVIDER_OPENROUTER ?
+			return take(out, out->native == any ?
 			    SOURCE_INLINE : SOURCE_INLINE_OPENROUTER, k, open);
 		if (mapped != RESOLVE_UNMAPPED)
 			return mapped;
@@ -244,9 +245,9 @@ gateway_resolve(struct db *db, const struct vault *v, struct keycache *kc,
 	if (mapped == RESOLVE_UNMAPPED)
 		return RESOLVE_UNMAPPED;
 	/* 4. The tenant's own OpenRouter key, for any model. */
-	if (out->native != PROVIDER_OPENROUTER) {
-		out->provider = PROVIDER_OPENROUTER;
-		if ((rc = vault_key(db, v, kc, tenant, PROVIDER_OPENROUTER,
+	if (any < PROVIDER__MAX && out->native != any) {
+		out->provider = any;
+		if ((rc = vault_key(db, v, kc, tenant, any,
 		    into, &why)) == -1)
 			return why;
 		if (rc == 1) {

@@ -57,6 +57,17 @@ provider_key_format_ok(enum provider p, const char *key)
 }
 
 enum provider
+provider_aggregator(void)
+{
+	int	 p;
+
+	for (p = 0; p < PROVIDER__MAX; p++)
+		if (providers[p]->vendor_ids)
+			return (enum provider)p;
+	return PROVIDER__MAX;
+}
+
+enum provider
 provider_route(const char *m)
 {
 	size_t	 i, n = strlen(m);

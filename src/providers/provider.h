@@ -158,6 +158,12 @@ bool		 provider_key_format_ok(enum provider, const char *key);
  * none does.
  */
 enum provider	 provider_route(const char *model);
+/*
+ * The provider that serves any model by a "vendor/model" id (vendor_ids;
+ * OpenRouter): the gateway's way to a model when no key of the model's
+ * own provider is at hand.  PROVIDER__MAX when there is none.
+ */
+enum provider	 provider_aggregator(void);
 
 /*
  * The call's request to base + path: the URL, and the body (o, taken) as
