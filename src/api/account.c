@@ -34,7 +34,7 @@ api_account(struct request *req)
 	struct json_object *o;
 	struct db_res	*res;
 
-	if ((res = db_query(req->w->db, STMT_ACCOUNT, 1, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_ACCOUNT, 1, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -67,7 +67,7 @@ short_of(struct request *req, const char *tenant, long long micro)
 	struct db_res	*res;
 	long long	 available;
 
-	if ((res = db_query(req->w->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
+	if ((res = db_query(app(req->w)->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
 	    NULL) {
 		api_db_failed(req);
 		return;
@@ -90,13 +90,13 @@ debit_giver(struct request *req, const char *from, const char *amt,
 	struct db_res	*res;
 	int		 rows;
 
-	if ((res = db_query(req->w->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
+	if ((res = db_query(app(req->w)->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
 		return -1;
 	rows = db_rows(res);
 	db_res_free(res);
 	if (rows == 1)
 		return 1;
-	db_rollback(req->w->db);
+	db_rollback(app(req->w)->db);
 	short_of(req, from, micro);
 	return 0;
 }
@@ -188,7 +188,7 @@ api_tenants_credits(struct request *req)
 		return;
 	}
 	snprintf(amt, sizeof(amt), "%lld", micro);
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
@@ -207,12 +207,12 @@ api_tenants_credits(struct request *req)
 	p[2] = mint ? "mint" : "transfer_in";
 	p[3] = mint ? NULL : from;
 	p[4] = req->request_id;
-	if ((res = db_query(w->db, STMT_CREDITS_ADD, 5, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_CREDITS_ADD, 5, p)) == NULL)
 		goto dbfail;
 	balance = atoll(db_value(res, 0, 0));
 	db_res_free(res);
 	if (audit_credits(req, micro, reason, mint ? NULL : from) == -1 ||
-	    db_commit(w->db) == -1)
+	    db_commit(app(w)->db) == -1)
 		goto dbfail;
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("credits"));
@@ -296,7 +296,7 @@ api_account_usage(struct request *req)
 	p[3] = cursor[0] ? cursor : NULL;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[4] = lim;
-	if ((res = db_query(req->w->db, STMT_USAGE_LIST, 5, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_USAGE_LIST, 5, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -308,7 +308,7 @@ api_account_usage(struct request *req)
 		snprintf(next, sizeof(next), "%s",
 		    db_value(res, limit - 1, UC_ID));
 	db_res_free(res);
-	if ((res = db_query(req->w->db, STMT_USAGE_TOTALS, 3, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_USAGE_TOTALS, 3, p)) == NULL) {
 		json_object_put(data);
 		api_db_failed(req);
 		return;

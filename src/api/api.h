@@ -6,9 +6,16 @@
 
 #include "server/http.h"
 #include "server/router.h"
+#include "server/worker.h"
 
 struct auth_settings;
 struct checks;
+struct db;
+struct keycache;
+struct metrics;
+struct rl_shared;
+struct upstream;
+struct vault;
 struct gateway_settings;
 struct json_object;
 struct lease_shared;
@@ -16,6 +23,33 @@ struct principal;
 struct request;
 struct worker;
 struct worker_app;
+
+/* What a worker last added to the shared metrics from its own counts. */
+struct metrics_seen {
+	unsigned long	 hits;		/* key cache hits */
+	unsigned long	 misses;	/* key cache misses */
+	unsigned long	 reconnects;	/* PostgreSQL reconnects */
+};
+
+/*
+ * What the API opened in a worker (api/app.c), the worker's app_data: the
+ * handles every handler uses.  app(w) finds them.
+ */
+struct app {
+	struct db		*db;		/* owned, NULL until started */
+	struct vault		*vault;		/* owned, NULL = unusable */
+	struct keycache		*keys;		/* owned, verified keys */
+	struct upstream		*upstream;	/* owned, kept connections */
+	struct rl_shared	*limits;	/* in shared, NULL = none */
+	struct metrics		*metrics;	/* in shared, NULL = none */
+	struct metrics_seen	 metrics_seen;
+};
+
+static inline struct app *
+app(const struct worker *w)
+{
+	return w->app_data;
+}
 
 /* keygate's HTTP API, as a worker app. */
 extern const struct worker_app api_app;

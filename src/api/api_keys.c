@@ -395,17 +395,17 @@ room_for_key(struct request *req, const char *tenant)
 	const char	*p[1] = { tenant };
 	long		 have;
 
-	if (db_exec(w->db, STMT_TENANT_LOCK, 1, p) == -1)
+	if (db_exec(app(w)->db, STMT_TENANT_LOCK, 1, p) == -1)
 		return -1;
 	if (w->cfg->max_active_keys_per_tenant <= 0)
 		return 1;
-	if ((res = db_query(w->db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
 		return -1;
 	have = atol(db_value(res, 0, 0));
 	db_res_free(res);
 	if (have < w->cfg->max_active_keys_per_tenant)
 		return 1;
-	db_rollback(w->db);
+	db_rollback(app(w)->db);
 	http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has %ld "
 	    "active keys, the most allowed.", tenant,
 	    w->cfg->max_active_keys_per_tenant);
@@ -466,7 +466,7 @@ api_keys_create(struct request *req)
 		return;
 
 	spec_of(req, &f, tenant, &spec, rl);
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
@@ -478,16 +478,16 @@ api_keys_create(struct request *req)
 	default:
 		goto dbfail;
 	}
-	switch (key_create(w->db, w->cfg->key_brand, w->cfg->hmac_secret,
+	switch (key_create(app(w)->db, w->cfg->key_brand, w->cfg->hmac_secret,
 	    &spec, &out)) {
 	case KEY_OK:
 		break;
 	case KEY_NO_TENANT:
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", tenant);
 		return;
 	case KEY_BAD_INPUT:
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		http_error(req, ERR_BAD_REQUEST, "The key could not be made "
 		    "from these fields.");
 		return;
@@ -497,7 +497,7 @@ api_keys_create(struct request *req)
 	}
 	if (audit_created(req, tenant, &f, &out) == -1 ||
 	    (obj = key_now(req, out.id)) == NULL ||
-	    db_commit(w->db) == -1) {
+	    db_commit(app(w)->db) == -1) {
 		key_created_wipe(&out);
 		if (obj != NULL)
 			json_object_put(obj);
@@ -563,7 +563,7 @@ api_keys_list(struct request *req)
 	p[2] = incl;
 	p[3] = cursor[0] ? cursor : NULL;
 	p[4] = lim;
-	if ((res = db_query(req->w->db, STMT_KEY_LIST, 5, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_KEY_LIST, 5, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -600,7 +600,7 @@ api_keys_dormant(struct request *req)
 	p[1] = days;
 	p[2] = cursor[0] ? cursor : NULL;
 	p[3] = lim;
-	if ((res = db_query(req->w->db, STMT_KEY_DORMANT, 4, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_KEY_DORMANT, 4, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -686,17 +686,17 @@ api_keys_update(struct request *req)
 	p[10] = f.has_rl_window ? "true" : "false";
 	p[11] = f.rl_window > 0 ? rlwin : NULL;
 
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_KEY_UPDATE, 12, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_KEY_UPDATE, 12, p)) == NULL)
 		goto dbfail;
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
 		/* target_ok() saw it: it is revoked. */
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
 		    "be changed.", req->param);
 		return;
@@ -733,17 +733,17 @@ api_keys_revoke(struct request *req)
 	}
 	if (!target_ok(req, NULL))
 		return;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_KEY_REVOKE, 2, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_KEY_REVOKE, 2, p)) == NULL)
 		goto dbfail;
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
 		/* Revoked already: the answer is the same, nothing changes. */
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		if ((obj = key_now(req, req->param)) == NULL)
 			api_db_failed(req);
 		else
@@ -802,14 +802,14 @@ api_keys_rotate(struct request *req)
 	    json_object_object_get_ex(cur, "env", &envv) ?
 	    json_object_get_string(envv) : "live");
 	json_object_put(cur);
-	if (db_begin(w->db) == -1)
+	if (db_begin(app(w)->db) == -1)
 		goto dbfail;
-	switch (key_rotate(w->db, w->cfg->key_brand, w->cfg->hmac_secret,
+	switch (key_rotate(app(w)->db, w->cfg->key_brand, w->cfg->hmac_secret,
 	    req->param, req->principal->tenant_id, env, grace, &out)) {
 	case KEY_OK:
 		break;
 	case KEY_NO_TENANT:
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
 		    "be rotated.", req->param);
 		return;
@@ -825,7 +825,7 @@ api_keys_rotate(struct request *req)
 	    json_object_new_int64(grace));
 	if ((obj = key_now(req, req->param)) == NULL ||
 	    api_audit(req, obj_tenant(obj), "api_key.rotate", "api_key",
-	    req->param, details) == -1 || db_commit(w->db) == -1) {
+	    req->param, details) == -1 || db_commit(app(w)->db) == -1) {
 		/* api_audit() took details only when it was reached. */
 		if (obj == NULL)
 			json_object_put(details);
@@ -839,6 +839,6 @@ api_keys_rotate(struct request *req)
 	return;
 dbfail:
 	key_created_wipe(&out);
-	db_rollback(w->db);
+	db_rollback(app(w)->db);
 	api_db_failed(req);
 }

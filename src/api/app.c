@@ -37,7 +37,7 @@ cache_changed(void *arg, const char *what, bool own)
 	if (what[0] == '*' || what[0] == '$')
 		credits_prices_forget();
 	if (what[0] != '$')
-		keycache_forget(w->keys, what, own);
+		keycache_forget(app(w)->keys, what, own);
 }
 
 /*
@@ -48,20 +48,20 @@ cache_changed(void *arg, const char *what, bool own)
 static int
 open_database(struct worker *w)
 {
-	w->db = db_new(w->cfg->database_url,
+	app(w)->db = db_new(w->cfg->database_url,
 	    w->cfg->database_connect_timeout, "keygated");
-	if (w->db == NULL) {
+	if (app(w)->db == NULL) {
 		log_error("db_new: preparing the database handle: out of "
 		    "memory");
 		return -1;
 	}
-	db_set_timeouts(w->db, w->cfg->database_statement_timeout * 1000,
+	db_set_timeouts(app(w)->db, w->cfg->database_statement_timeout * 1000,
 	    w->cfg->database_lock_timeout * 1000);
-	if (audit_attach(w->db, w->cfg->hmac_secret) == -1) {
+	if (audit_attach(app(w)->db, w->cfg->hmac_secret) == -1) {
 		log_error("audit_attach: keying the audit chain: failed");
 		return -1;
 	}
-	if (db_listen(w->db, "keygate_cache", cache_changed, w) == -1) {
+	if (db_listen(app(w)->db, "keygate_cache", cache_changed, w) == -1) {
 		log_error("db_listen: keygate_cache: refused");
 		return -1;
 	}
@@ -109,7 +109,7 @@ start(struct worker *w)
 	if (w->cfg->master_keys[0] != '\0') {
 		char err[160];
 
-		if ((w->vault = vault_new(w->cfg->master_keys, err,
+		if ((app(w)->vault = vault_new(w->cfg->master_keys, err,
 		    sizeof(err))) == NULL) {
 			log_error("vault: %s", err);
 			return -1;
@@ -120,10 +120,10 @@ start(struct worker *w)
 	auth_settings_of(w->cfg, &st->auth);
 	st->gateway.upstreams = &w->cfg->upstreams;
 	st->gateway.pool_key = w->cfg->pool_openrouter_key;
-	w->limits = api_shared_limits(w->shared);
-	w->metrics = api_shared_metrics(w->shared);
+	app(w)->limits = api_shared_limits(w->shared);
+	app(w)->metrics = api_shared_metrics(w->shared);
 	st->failures = api_shared_failures(w->shared);
-	if ((w->keys = keycache_new(w->shared)) == NULL) {
+	if ((app(w)->keys = keycache_new(w->shared)) == NULL) {
 		log_error("calloc: the key cache: out of memory");
 		return -1;
 	}
@@ -131,16 +131,16 @@ start(struct worker *w)
 		log_error("curl_global_init: starting the worker: failed");
 		return -1;
 	}
-	if ((w->upstream = upstream_new()) == NULL) {
+	if ((app(w)->upstream = upstream_new()) == NULL) {
 		log_error("calloc: the upstream connections: out of memory");
 		return -1;
 	}
 	if (open_database(w) == -1)
 		return -1;
 	credits_prices_cache();
-	if (db_schema_version(w->db, &version) == -1) {
+	if (db_schema_version(app(w)->db, &version) == -1) {
 		log_warn("PostgreSQL: connecting at start: %s; answering 503 "
-		    "until it is reachable", db_errmsg(w->db));
+		    "until it is reachable", db_errmsg(app(w)->db));
 		return 0;
 	}
 	if (version < DB_SCHEMA_VERSION) {
@@ -149,7 +149,7 @@ start(struct worker *w)
 		    DB_SCHEMA_VERSION);
 		return -1;
 	}
-	switch (key_dev_active(w->db)) {
+	switch (key_dev_active(app(w)->db)) {
 	case 1:
 		if (w->cfg->mode == MODE_PRODUCTION) {
 			log_error("the development key %s is present: "
@@ -163,13 +163,13 @@ start(struct worker *w)
 		break;
 	case -1:
 		log_warn("PostgreSQL: checking for the development key: %s",
-		    db_errmsg(w->db));
+		    db_errmsg(app(w)->db));
 		break;
 	}
-	if (db_prepare_all(w->db) == -1) {
+	if (db_prepare_all(app(w)->db) == -1) {
 		log_error("PostgreSQL: preparing statements: %s",
-		    db_errmsg(w->db));
-		return db_status(w->db) == DB_UNAVAILABLE ? 0 : -1;
+		    db_errmsg(app(w)->db));
+		return db_status(app(w)->db) == DB_UNAVAILABLE ? 0 : -1;
 	}
 	return 0;
 }
@@ -188,20 +188,20 @@ api_stop(struct worker *w)
 {
 	leases_stop(w);
 	/* Flush what is pending, if the worker got as far as a database. */
-	if (w->app_data != NULL && w->db != NULL) {
+	if (w->app_data != NULL && app(w)->db != NULL) {
 		struct api_state *st = w->app_data;
 
 		st->last_touch = 0;
 		(void)api_after(w);
 	}
-	db_free(w->db);
-	w->db = NULL;
-	vault_free(w->vault);
-	w->vault = NULL;
-	keycache_free(w->keys);
-	w->keys = NULL;
-	upstream_free(w->upstream);
-	w->upstream = NULL;
+	db_free(app(w)->db);
+	app(w)->db = NULL;
+	vault_free(app(w)->vault);
+	app(w)->vault = NULL;
+	keycache_free(app(w)->keys);
+	app(w)->keys = NULL;
+	upstream_free(app(w)->upstream);
+	app(w)->upstream = NULL;
 	free(w->app_data);
 	w->app_data = NULL;
 }
@@ -210,7 +210,7 @@ api_stop(struct worker *w)
 static bool
 api_pinned(struct worker *w)
 {
-	return w->db != NULL && db_in_transaction(w->db);
+	return app(w)->db != NULL && db_in_transaction(app(w)->db);
 }
 
 const struct worker_app api_app = {

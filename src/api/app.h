@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "api/api.h"
 #include "core/auth.h"
 #include "core/gateway.h"
 
@@ -25,8 +26,9 @@ struct worker;
 /* Keys whose last_used_at is written in one batch after a response. */
 #define TOUCH_MAX	64
 
-/* A worker's API state, kept across requests. */
+/* A worker's API state, kept across requests: its handles first. */
 struct api_state {
+	struct app	 app;			/* app(w) */
 	struct af_shared *failures;		/* shared; NULL = this worker */
 	char		 touch[TOUCH_MAX][40];	/* key ids to mark used */
 	int		 ntouch;

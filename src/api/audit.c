@@ -111,7 +111,7 @@ api_audit_list(struct request *req)
 	p[6] = cursor[0] ? cursor : NULL;
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	p[7] = lim;
-	if ((res = db_query(req->w->db, STMT_AUDIT_LIST, 8, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_AUDIT_LIST, 8, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}

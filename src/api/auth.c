@@ -97,8 +97,8 @@ api_keys_verify(struct request *req)
 	if (check_done(req, &c) == -1)
 		return;
 
-	ar = auth_key(req->w->db, api_auth_settings(req->w),
-	    req->w->keys, key, &target);
+	ar = auth_key(app(req->w)->db, api_auth_settings(req->w),
+	    app(req->w)->keys, key, &target);
 	if (ar == AUTH_UNAVAILABLE) {
 		api_db_unavailable(req, false);
 		return;
@@ -133,7 +133,7 @@ api_keys_verify(struct request *req)
 		http_respond_json(req, 200, o);
 		return;
 	}
-	if (rl_take(req->w->db, req->w->limits, target.key_id, max, window,
+	if (rl_take(app(req->w)->db, app(req->w)->limits, target.key_id, max, window,
 	    &rl) != RL_OK) {
 		api_db_failed(req);
 		return;

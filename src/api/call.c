@@ -133,8 +133,8 @@ call_reserve(struct call *c, struct json_object *body)
 	bool		 pool = c->key.pool && c->key.upstream == NULL;
 	int		 rc;
 
-	rc = pool ? credits_pool_price(req->w->db, c->key.model, c->model,
-	    &c->price) : credits_price(req->w->db, c->model, &c->price);
+	rc = pool ? credits_pool_price(app(req->w)->db, c->key.model, c->model,
+	    &c->price) : credits_price(app(req->w)->db, c->model, &c->price);
 	if (rc == -1) {
 		api_db_failed(req);
 		return -1;
@@ -363,7 +363,7 @@ call_perform(struct call *c)
 	double		 began;
 
 	memset(&call, 0, sizeof(call));
-	call.via = w->upstream;
+	call.via = app(w)->upstream;
 	call.method = "POST";
 	call.url = c->pc.url.data;
 	call_headers(c, &call, &auth, passed);

@@ -21,7 +21,7 @@
 void
 api_db_unavailable(struct request *req, bool vault)
 {
-	struct db *db = req->w->db;
+	struct db *db = app(req->w)->db;
 
 	if (db_timed_out(db))
 		log_warn("PostgreSQL: %s %s: %s (SQLSTATE %s); answering 503",
@@ -39,7 +39,7 @@ api_db_unavailable(struct request *req, bool vault)
 void
 api_db_failed(struct request *req)
 {
-	struct db *db = req->w->db;
+	struct db *db = app(req->w)->db;
 
 	if (db_status(db) == DB_UNAVAILABLE) {
 		api_db_unavailable(req, false);
@@ -54,14 +54,14 @@ api_db_failed(struct request *req)
 void
 api_abort(struct request *req)
 {
-	db_rollback(req->w->db);
+	db_rollback(app(req->w)->db);
 	api_db_failed(req);
 }
 
 void
 api_commit_respond(struct request *req, int status, struct json_object *obj)
 {
-	if (db_commit(req->w->db) == -1) {
+	if (db_commit(app(req->w)->db) == -1) {
 		json_object_put(obj);
 		api_abort(req);
 		return;
@@ -73,7 +73,7 @@ int
 api_role_scopes(struct request *req, const char *role, const char *tenant,
     struct principal *scopes)
 {
-	switch (role_scopes(req->w->db, role, tenant,
+	switch (role_scopes(app(req->w)->db, role, tenant,
 	    req->principal->tenant_id, scopes)) {
 	case ROLE_FOUND:
 		return 1;
@@ -100,7 +100,7 @@ api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 	*answered = false;
 	if (!uuid_valid(tenant))
 		return false;
-	if ((res = db_query(req->w->db, STMT_TENANT_IN_SUBTREE, 2, p)) ==
+	if ((res = db_query(app(req->w)->db, STMT_TENANT_IN_SUBTREE, 2, p)) ==
 	    NULL) {
 		api_db_failed(req);
 		*answered = true;
@@ -130,7 +130,7 @@ api_audit(struct request *req, const char *tenant, const char *action,
 	e.request_id = req->request_id;
 	e.client_addr = req->remote_addr;
 	e.details = details != NULL ? json_text(details, NULL) : NULL;
-	rc = audit_write(req->w->db, &e);
+	rc = audit_write(app(req->w)->db, &e);
 	if (details != NULL)
 		json_object_put(details);
 	return rc;
@@ -257,7 +257,7 @@ api_cursor_known(struct request *req, int get, const char *cursor)
 
 	if (*cursor == '\0')
 		return true;
-	if ((res = db_query(req->w->db, (enum stmt)get, 2, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL) {
 		api_db_failed(req);
 		return false;
 	}
@@ -286,7 +286,7 @@ api_list_page(struct request *req, int list, int get, int id_col,
 	p[0] = req->principal->tenant_id;
 	p[1] = cursor[0] ? cursor : NULL;
 	p[2] = lim;
-	if ((res = db_query(req->w->db, (enum stmt)list, 3, p)) == NULL) {
+	if ((res = db_query(app(req->w)->db, (enum stmt)list, 3, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -309,7 +309,7 @@ api_fetch(struct request *req, int get, const char *id,
 	struct db_res	*res;
 	struct json_object *o;
 
-	if ((res = db_query(req->w->db, (enum stmt)get, 2, p)) == NULL)
+	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL)
 		return NULL;
 	o = db_rows(res) == 1 ? render(res, 0) : NULL;
 	db_res_free(res);
@@ -319,7 +319,7 @@ api_fetch(struct request *req, int get, const char *id,
 void
 api_missing(struct request *req, const char *what)
 {
-	if (db_status(req->w->db) != DB_OK)
+	if (db_status(app(req->w)->db) != DB_OK)
 		api_db_failed(req);
 	else
 		http_error(req, ERR_NOT_FOUND, "No %s with id %s.", what,
@@ -337,7 +337,7 @@ api_gateway_key(struct request *req, const char *model,
 
 	for (i = 0; i < PROVIDER__MAX; i++)
 		sent[i] = request_param(req, providers[i]->inline_param);
-	switch (gateway_resolve(w->db, w->vault, w->keys, api_gateway_settings(w),
+	switch (gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys, api_gateway_settings(w),
 	    req->principal->tenant_id, model, sent, true, out)) {
 	case RESOLVE_OK:
 		return 0;

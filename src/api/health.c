@@ -21,7 +21,7 @@ api_health(struct request *req)
 	struct db_res	*res;
 	bool		 up;
 
-	res = db_query(w->db, STMT_SCHEMA_VERSION, 0, NULL);
+	res = db_query(app(w)->db, STMT_SCHEMA_VERSION, 0, NULL);
 	up = res != NULL;
 	db_res_free(res);
 
@@ -31,7 +31,7 @@ api_health(struct request *req)
 	json_object_object_add(o, "database",
 	    json_object_new_string(up ? "connected" : "unavailable"));
 	json_object_object_add(o, "vault", json_object_new_string(
-	    up && w->vault != NULL ? "connected" : "unavailable"));
+	    up && app(w)->vault != NULL ? "connected" : "unavailable"));
 	json_object_object_add(o, "version",
 	    json_object_new_string(PACKAGE_VERSION));
 	if (!up && http_header(req, "Retry-After", "2") == -1) {

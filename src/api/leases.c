@@ -89,7 +89,7 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 			break;
 		}
 		if (lease[0] != '\0') {
-			switch (credits_lease_grow(w->db, lease, tenant, need,
+			switch (credits_lease_grow(app(w)->db, lease, tenant, need,
 			    need + amount * LEASE_CALLS, lease_ttl(w->cfg, ttl),
 			    &got, &gone, &avail)) {
 			case CREDITS_OK:
@@ -109,7 +109,7 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 				return LEASES_DB;
 			}
 		}
-		switch (credits_lease_new(w->db, tenant, need, need + amount *
+		switch (credits_lease_new(app(w)->db, tenant, need, need + amount *
 		    LEASE_CALLS, owner, lease_ttl(w->cfg, ttl), id, &got,
 		    &avail)) {
 		case CREDITS_OK:
@@ -117,10 +117,10 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 			    lease_ttl(w->cfg, ttl) - LEASE_MARGIN, now) == 0)
 				continue;
 			/* Another worker made one meanwhile: use that. */
-			if (credits_release(w->db, id) == -1)
+			if (credits_release(app(w)->db, id) == -1)
 				log_error("PostgreSQL: letting lease %s go: "
 				    "%s; it ends at its deadline", id,
-				    db_errmsg(w->db));
+				    db_errmsg(app(w)->db));
 			continue;
 		case CREDITS_SHORT:
 			*available = avail;
@@ -227,7 +227,7 @@ hold_take(struct worker *w, struct hold *h, const char *tenant,
 	case LEASES_NONE:
 		break;
 	}
-	switch (credits_reserve(w->db, tenant, key_id, request_id, amount,
+	switch (credits_reserve(app(w)->db, tenant, key_id, request_id, amount,
 	    ttl, h->resv, available)) {
 	case CREDITS_OK:
 		return 0;
@@ -246,10 +246,10 @@ hold_finish(struct worker *w, struct hold *h, long long cost,
 	if (h->lease >= 0)
 		(void)leases_spend(w, h->lease, cost, u, charged);
 	else if (h->resv[0] != '\0' &&
-	    credits_settle(w->db, h->resv, cost, u, charged) == -1)
+	    credits_settle(app(w)->db, h->resv, cost, u, charged) == -1)
 		log_error("PostgreSQL: settling request %s: %s; the "
 		    "reservation stays held", u->request_id,
-		    db_errmsg(w->db));
+		    db_errmsg(app(w)->db));
 	hold_init(h);
 }
 
@@ -258,9 +258,9 @@ hold_drop(struct worker *w, struct hold *h)
 {
 	if (h->lease >= 0)
 		leases_drop(w, h->lease);
-	else if (h->resv[0] != '\0' && credits_release(w->db, h->resv) == -1)
+	else if (h->resv[0] != '\0' && credits_release(app(w)->db, h->resv) == -1)
 		log_error("PostgreSQL: releasing reservation %s: %s", h->resv,
-		    db_errmsg(w->db));
+		    db_errmsg(app(w)->db));
 	hold_init(h);
 }
 

@@ -38,7 +38,7 @@ vault_unavailable(struct request *req)
 static void
 vault_db_failed(struct request *req)
 {
-	if (db_status(req->w->db) == DB_UNAVAILABLE)
+	if (db_status(app(req->w)->db) == DB_UNAVAILABLE)
 		vault_unavailable(req);
 	else
 		api_db_failed(req);
@@ -112,11 +112,11 @@ store_sealed(struct request *req, const char *const keys[PROVIDER__MAX],
 		p[0] = req->principal->tenant_id;
 		p[1] = providers[i]->name;
 		p[2] = sealed[i].data;
-		p[3] = vault_active_id(w->vault);
+		p[3] = vault_active_id(app(w)->vault);
 		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
 		json_object_array_add(list,
 		    json_object_new_string(providers[i]->name));
-		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
+		if (db_exec(app(w)->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
 			json_object_put(list);
 			return NULL;
 		}
@@ -135,7 +135,7 @@ api_llm_keys_store(struct request *req)
 	bool		 present;
 	int		 i, n = 0;
 
-	if (w->vault == NULL) {
+	if (app(w)->vault == NULL) {
 		vault_unavailable(req);
 		return;
 	}
@@ -165,14 +165,14 @@ api_llm_keys_store(struct request *req)
 		return;
 	memset(sealed, 0, sizeof(sealed));
 	for (i = 0; i < PROVIDER__MAX; i++)
-		if (keys[i] != NULL && vault_seal(w->vault,
+		if (keys[i] != NULL && vault_seal(app(w)->vault,
 		    req->principal->tenant_id, providers[i]->name, keys[i],
 		    &sealed[i]) == -1) {
 			http_error(req, ERR_INTERNAL, "The key could not be "
 			    "sealed.");
 			goto out;
 		}
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		vault_db_failed(req);
 		goto out;
 	}
@@ -184,14 +184,14 @@ api_llm_keys_store(struct request *req)
 	    json_object_new_boolean(w->cfg->validate_llm_keys));
 	if (api_audit(req, req->principal->tenant_id, "llm_key.store",
 	    "tenant", req->principal->tenant_id, details) == -1 ||
-	    db_commit(w->db) == -1)
+	    db_commit(app(w)->db) == -1)
 		goto dbfail;
 	success(req, w->cfg->validate_llm_keys ?
 	    "LLM API keys stored and validated successfully" :
 	    "LLM API keys stored");
 	goto out;
 dbfail:
-	db_rollback(w->db);
+	db_rollback(app(w)->db);
 	vault_db_failed(req);
 out:
 	for (i = 0; i < PROVIDER__MAX; i++)
@@ -211,11 +211,11 @@ api_llm_keys_status(struct request *req)
 	int		 i, r;
 	enum provider	 pv;
 
-	if (w->vault == NULL) {
+	if (app(w)->vault == NULL) {
 		vault_unavailable(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_LLM_KEY_STATUS, 1, p)) == NULL) {
+	if ((res = db_query(app(w)->db, STMT_LLM_KEY_STATUS, 1, p)) == NULL) {
 		vault_db_failed(req);
 		return;
 	}
@@ -253,7 +253,7 @@ api_llm_keys_delete(struct request *req)
 	char		 provider[32];
 	int		 rc, r;
 
-	if (w->vault == NULL) {
+	if (app(w)->vault == NULL) {
 		vault_unavailable(req);
 		return;
 	}
@@ -272,11 +272,11 @@ api_llm_keys_delete(struct request *req)
 	}
 	p[0] = req->principal->tenant_id;
 	p[1] = rc == 1 ? provider : NULL;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		vault_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_LLM_KEY_DELETE, 2, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_LLM_KEY_DELETE, 2, p)) == NULL)
 		goto dbfail;
 	list = json_object_new_array();
 	for (r = 0; r < db_rows(res); r++)
@@ -287,12 +287,12 @@ api_llm_keys_delete(struct request *req)
 	json_object_object_add(details, "providers", list);
 	if (api_audit(req, req->principal->tenant_id, "llm_key.delete",
 	    "tenant", req->principal->tenant_id, details) == -1 ||
-	    db_commit(w->db) == -1)
+	    db_commit(app(w)->db) == -1)
 		goto dbfail;
 	success(req, "LLM keys deleted");
 	return;
 dbfail:
-	db_rollback(w->db);
+	db_rollback(app(w)->db);
 	vault_db_failed(req);
 }
 
@@ -310,18 +310,18 @@ api_maintenance_reencrypt(struct request *req)
 		    "reserved to the operator.");
 		return;
 	}
-	if (w->vault == NULL) {
+	if (app(w)->vault == NULL) {
 		vault_unavailable(req);
 		return;
 	}
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		vault_db_failed(req);
 		return;
 	}
-	if ((n = vault_reencrypt_all(w->db, w->vault, err, sizeof(err))) <
+	if ((n = vault_reencrypt_all(app(w)->db, app(w)->vault, err, sizeof(err))) <
 	    0) {
-		db_rollback(w->db);
-		if (db_status(w->db) != DB_OK)
+		db_rollback(app(w)->db);
+		if (db_status(app(w)->db) != DB_OK)
 			vault_db_failed(req);
 		else {
 			/* err may name any tenant: it stays in the log. */
@@ -336,11 +336,11 @@ api_maintenance_reencrypt(struct request *req)
 	details = json_object_new_object();
 	json_object_object_add(details, "reencrypted", json_object_new_int64(n));
 	json_object_object_add(details, "master_key_id",
-	    json_object_new_string(vault_active_id(w->vault)));
+	    json_object_new_string(vault_active_id(app(w)->vault)));
 	if (api_audit(req, req->principal->tenant_id, "vault.reencrypt",
-	    "vault", vault_active_id(w->vault), details) == -1 ||
-	    db_commit(w->db) == -1) {
-		db_rollback(w->db);
+	    "vault", vault_active_id(app(w)->vault), details) == -1 ||
+	    db_commit(app(w)->db) == -1) {
+		db_rollback(app(w)->db);
 		vault_db_failed(req);
 		return;
 	}
@@ -348,6 +348,6 @@ api_maintenance_reencrypt(struct request *req)
 	json_object_object_add(o, "success", json_object_new_boolean(1));
 	json_object_object_add(o, "reencrypted", json_object_new_int64(n));
 	json_object_object_add(o, "master_key_id",
-	    json_object_new_string(vault_active_id(w->vault)));
+	    json_object_new_string(vault_active_id(app(w)->vault)));
 	http_respond_json(req, 200, o);
 }

@@ -52,14 +52,14 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
 	st->last_sweep = now;
 	/* Old rate-limit windows go on the same schedule. */
 	if (w->slot == 0)
-		rl_prune(w->db);
+		rl_prune(app(w)->db);
 	if (w->cfg->dormant_disable_days <= 0)
 		return;
 	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
 	p[0] = days;
-	if ((res = db_query(w->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
+	if ((res = db_query(app(w)->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
 		log_warn("PostgreSQL: disabling dormant keys: %s",
-		    db_errmsg(w->db));
+		    db_errmsg(app(w)->db));
 		return;
 	}
 	if (db_rows(res) > 0)
@@ -85,9 +85,9 @@ sweep_holds(struct worker *w, struct api_state *st, double now)
 		return (int)((HOLDS_INTERVAL - (now - st->last_holds)) * 1000) +
 		    1;
 	st->last_holds = now;
-	if ((n = credits_release_stale(w->db)) == -1)
+	if ((n = credits_release_stale(app(w)->db)) == -1)
 		log_warn("PostgreSQL: releasing orphaned credit holds: %s",
-		    db_errmsg(w->db));
+		    db_errmsg(app(w)->db));
 	else if (n > 0)
 		log_info("released %d credit holds whose call ended with its "
 		    "process or outlived its deadline", n);
@@ -121,7 +121,7 @@ api_after(struct worker *w)
 	 * Provider connections a burst of calls left, and any no call has
 	 * used for a while, go: their descriptors and memory.
 	 */
-	if (upstream_trim(w->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
+	if (upstream_trim(app(w)->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
 		(void)malloc_trim(0);	/* and the heap they used */
 	if (left > 0)
 		holds = sooner(holds, (int)(KEPT_IDLE * 1000));
@@ -137,10 +137,10 @@ api_after(struct worker *w)
 				break;
 		if (i == st->ntouch && buf_puts(&ids, "}") == 0) {
 			p[0] = ids.data;
-			if (db_exec(w->db, STMT_KEY_TOUCH, 1, p) == -1)
+			if (db_exec(app(w)->db, STMT_KEY_TOUCH, 1, p) == -1)
 				log_warn("PostgreSQL: recording last use of "
 				    "%d keys: %s", st->ntouch,
-				    db_errmsg(w->db));
+				    db_errmsg(app(w)->db));
 		}
 	}
 	buf_free(&ids);

@@ -231,7 +231,7 @@ observe(struct metrics *mx, enum metric m, size_t i, double seconds)
 static bool
 counting(const struct worker *w)
 {
-	return w->metrics != NULL && w->cfg->metrics;
+	return app(w)->metrics != NULL && w->cfg->metrics;
 }
 
 void
@@ -247,11 +247,11 @@ metrics_request(struct worker *w, size_t route, int status, double seconds)
 		route = METRICS_ROUTES - 1;
 	for (s = 0; s < NSTATUS && statuses[s] != status; s++)
 		;
-	add(w->metrics, M_REQUESTS, route * (NSTATUS + 1) + s, 1);
-	observe(w->metrics, M_REQUEST_SECONDS, route, seconds);
+	add(app(w)->metrics, M_REQUESTS, route * (NSTATUS + 1) + s, 1);
+	observe(app(w)->metrics, M_REQUEST_SECONDS, route, seconds);
 	for (r = 0; r < NREFUSAL; r++)
 		if (refusals[r] == status)
-			add(w->metrics, M_REFUSALS, r, 1);
+			add(app(w)->metrics, M_REFUSALS, r, 1);
 }
 
 void
@@ -259,9 +259,9 @@ metrics_call_begin(struct worker *w, bool stream)
 {
 	if (!counting(w))
 		return;
-	add(w->metrics, M_CALLS_IN_FLIGHT, 0, 1);
+	add(app(w)->metrics, M_CALLS_IN_FLIGHT, 0, 1);
 	if (stream)
-		add(w->metrics, M_STREAMS_IN_FLIGHT, 0, 1);
+		add(app(w)->metrics, M_STREAMS_IN_FLIGHT, 0, 1);
 }
 
 void
@@ -272,11 +272,11 @@ metrics_call_end(struct worker *w, unsigned provider, bool stream,
 		return;
 	if (provider > PROVIDER__MAX)
 		provider = PROVIDER__MAX;
-	add(w->metrics, M_CALLS_IN_FLIGHT, 0, -1);
+	add(app(w)->metrics, M_CALLS_IN_FLIGHT, 0, -1);
 	if (stream)
-		add(w->metrics, M_STREAMS_IN_FLIGHT, 0, -1);
-	add(w->metrics, M_PROVIDER_CALLS, provider * OUTCOME__MAX + o, 1);
-	observe(w->metrics, M_PROVIDER_SECONDS, provider, seconds);
+		add(app(w)->metrics, M_STREAMS_IN_FLIGHT, 0, -1);
+	add(app(w)->metrics, M_PROVIDER_CALLS, provider * OUTCOME__MAX + o, 1);
+	observe(app(w)->metrics, M_PROVIDER_SECONDS, provider, seconds);
 }
 
 enum metrics_outcome
@@ -297,14 +297,14 @@ void
 metrics_holds(struct worker *w, int delta)
 {
 	if (counting(w))
-		add(w->metrics, M_CREDIT_HOLDS, 0, delta);
+		add(app(w)->metrics, M_CREDIT_HOLDS, 0, delta);
 }
 
 void
 metrics_authz(struct worker *w, bool allowed)
 {
 	if (counting(w))
-		add(w->metrics, M_AUTHZ, allowed ? 0 : 1, 1);
+		add(app(w)->metrics, M_AUTHZ, allowed ? 0 : 1, 1);
 }
 
 void
@@ -317,20 +317,20 @@ metrics_worker_exit(struct metrics *mx, bool crashed)
 void
 metrics_sync(struct worker *w)
 {
-	struct metrics_seen *seen = &w->metrics_seen;
+	struct metrics_seen *seen = &app(w)->metrics_seen;
 	unsigned long	 hits = 0, misses = 0, reconnects;
 
 	if (!counting(w))
 		return;
-	keycache_counts(w->keys, &hits, &misses);
-	reconnects = db_reconnects(w->db);
+	keycache_counts(app(w)->keys, &hits, &misses);
+	reconnects = db_reconnects(app(w)->db);
 	if (hits != seen->hits)
-		add(w->metrics, M_CACHE_HITS, 0, (int64_t)(hits - seen->hits));
+		add(app(w)->metrics, M_CACHE_HITS, 0, (int64_t)(hits - seen->hits));
 	if (misses != seen->misses)
-		add(w->metrics, M_CACHE_MISSES, 0,
+		add(app(w)->metrics, M_CACHE_MISSES, 0,
 		    (int64_t)(misses - seen->misses));
 	if (reconnects != seen->reconnects)
-		add(w->metrics, M_DB_RECONNECTS, 0,
+		add(app(w)->metrics, M_DB_RECONNECTS, 0,
 		    (int64_t)(reconnects - seen->reconnects));
 	seen->hits = hits;
 	seen->misses = misses;
@@ -495,7 +495,7 @@ api_metrics(struct request *req)
 		api_refuse(req, &v, 0);
 		return;
 	}
-	if (w->metrics == NULL) {
+	if (app(w)->metrics == NULL) {
 		http_error(req, ERR_NOT_IMPLEMENTED, "This keygated keeps no "
 		    "metrics.");
 		return;
@@ -503,7 +503,7 @@ api_metrics(struct request *req)
 	/* What this worker counted so far belongs in the answer. */
 	metrics_sync(w);
 	for (m = 0; m < M__MAX; m++)
-		if (render(&b, w->metrics, (enum metric)m) == -1) {
+		if (render(&b, app(w)->metrics, (enum metric)m) == -1) {
 			buf_free(&b);
 			http_error(req, ERR_INTERNAL, "out of memory");
 			return;

@@ -51,8 +51,8 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 
 	if (!w->cfg->rate_limiting)
 		return true;
-	if (rl_take(w->db, w->limits, subject, max, window, &rl) != RL_OK) {
-		if (db_status(w->db) == DB_UNAVAILABLE)
+	if (rl_take(app(w)->db, app(w)->limits, subject, max, window, &rl) != RL_OK) {
+		if (db_status(app(w)->db) == DB_UNAVAILABLE)
 			v->err = ERR_DATABASE_UNAVAILABLE;
 		else
 			api_verdict_set(v, ERR_INTERNAL, "The rate limit could "
@@ -163,8 +163,8 @@ api_admit(struct request *req, const char *scope, struct api_verdict *v)
 	}
 	req->principal = NULL;
 	switch (jwt_looks_like(cred) ?
-	    auth_jwt(w->db, api_auth_settings(w), cred, p) :
-	    auth_key(w->db, api_auth_settings(w), w->keys, cred, p)) {
+	    auth_jwt(app(w)->db, api_auth_settings(w), cred, p) :
+	    auth_key(app(w)->db, api_auth_settings(w), app(w)->keys, cred, p)) {
 	case AUTH_OK:
 		req->principal = p;
 		break;

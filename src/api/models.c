@@ -57,13 +57,13 @@ entry(struct request *req, const char *const sent[PROVIDER__MAX],
 
 	*out = NULL;
 	/* Nothing is opened: k holds no secret, and needs no freeing. */
-	r = gateway_resolve(w->db, w->vault, w->keys, api_gateway_settings(w),
+	r = gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys, api_gateway_settings(w),
 	    req->principal->tenant_id, id, sent, false, &k);
 	if (r == RESOLVE_DB)
 		return -1;
 	if (r != RESOLVE_OK)
 		return 0;
-	if (credits_price(w->db, id, &price) == -1)
+	if (credits_price(app(w)->db, id, &price) == -1)
 		return -1;
 	owner_of(&k, owner, sizeof(owner));
 	m = json_object_new_object();
@@ -135,7 +135,7 @@ collect(struct request *req, const char *only, struct json_object *data)
 
 	for (i = 0; i < PROVIDER__MAX; i++)
 		sent[i] = request_param(req, providers[i]->inline_param);
-	if ((res = db_query(req->w->db, STMT_MODEL_IDS, 0, NULL)) == NULL) {
+	if ((res = db_query(app(req->w)->db, STMT_MODEL_IDS, 0, NULL)) == NULL) {
 		api_db_failed(req);
 		return -1;
 	}

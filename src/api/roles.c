@@ -144,7 +144,7 @@ role_now(struct request *req, const char *id, bool *mine)
 	struct db_res	*res;
 	struct json_object *o = NULL;
 
-	if ((res = db_query(req->w->db, STMT_ROLE_GET, 2, p)) == NULL)
+	if ((res = db_query(app(req->w)->db, STMT_ROLE_GET, 2, p)) == NULL)
 		return NULL;
 	if (db_rows(res) == 1) {
 		o = role_json(res, 0);
@@ -158,7 +158,7 @@ role_now(struct request *req, const char *id, bool *mine)
 static void
 missing(struct request *req)
 {
-	if (db_status(req->w->db) != DB_OK)
+	if (db_status(app(req->w)->db) != DB_OK)
 		api_db_failed(req);
 	else
 		not_found(req);
@@ -201,13 +201,13 @@ api_roles_create(struct request *req)
 	p[1] = f.name;
 	p[2] = f.description != NULL ? f.description : "";
 	p[3] = f.scopes_lit;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_ROLE_INSERT, 4, p)) == NULL) {
-		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
-			db_rollback(w->db);
+	if ((res = db_query(app(w)->db, STMT_ROLE_INSERT, 4, p)) == NULL) {
+		if (strcmp(db_sqlstate(app(w)->db), "23505") == 0) {
+			db_rollback(app(w)->db);
 			http_error(req, ERR_CONFLICT, "A role named \"%s\" "
 			    "already exists there.", f.name);
 			return;
@@ -309,13 +309,13 @@ api_roles_update(struct request *req)
 	p[5] = f.description != NULL ? f.description : "";
 	p[6] = f.has_scopes ? "true" : "false";
 	p[7] = f.has_scopes ? f.scopes_lit : "{}";
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_ROLE_UPDATE, 8, p)) == NULL) {
-		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
-			db_rollback(w->db);
+	if ((res = db_query(app(w)->db, STMT_ROLE_UPDATE, 8, p)) == NULL) {
+		if (strcmp(db_sqlstate(app(w)->db), "23505") == 0) {
+			db_rollback(app(w)->db);
 			http_error(req, ERR_CONFLICT, "A role with that name "
 			    "already exists there.");
 			return;
@@ -325,7 +325,7 @@ api_roles_update(struct request *req)
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		not_found(req);
 		return;
 	}
@@ -364,29 +364,29 @@ api_roles_delete(struct request *req)
 		missing(req);
 		return;
 	}
-	if (db_begin(w->db) == -1)
+	if (db_begin(app(w)->db) == -1)
 		goto dbfail;
-	if ((res = db_query(w->db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
 		goto dbfail;
 	assigned = atol(db_value(res, 0, 0));
 	db_res_free(res);
 	if (assigned > 0) {
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		json_object_put(obj);
 		http_error(req, ERR_CONFLICT, "Role %s is assigned to %ld keys; "
 		    "remove it from them first.", req->param, assigned);
 		return;
 	}
-	if (db_exec(w->db, STMT_ROLE_DELETE, 2, p) == -1 ||
+	if (db_exec(app(w)->db, STMT_ROLE_DELETE, 2, p) == -1 ||
 	    api_audit(req, req->principal->tenant_id, "role.delete", "role",
-	    req->param, NULL) == -1 || db_commit(w->db) == -1)
+	    req->param, NULL) == -1 || db_commit(app(w)->db) == -1)
 		goto dbfail;
 	json_object_object_add(obj, "deleted", json_object_new_boolean(1));
 	http_respond_json(req, 200, obj);
 	return;
 dbfail:
 	json_object_put(obj);
-	db_rollback(w->db);
+	db_rollback(app(w)->db);
 	api_db_failed(req);
 }
 
@@ -431,7 +431,7 @@ set_role(struct request *req, const char *role)
 	/* The key's tenant decides which roles it may take. */
 	p[0] = req->param;
 	p[1] = req->principal->tenant_id;
-	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL) {
+	if ((res = db_query(app(w)->db, STMT_KEY_GET, 2, p)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -464,11 +464,11 @@ set_role(struct request *req, const char *role)
 	p[0] = req->param;
 	p[1] = req->principal->tenant_id;
 	p[2] = role;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if (db_exec(w->db, STMT_KEY_SET_ROLE, 3, p) == -1)
+	if (db_exec(app(w)->db, STMT_KEY_SET_ROLE, 3, p) == -1)
 		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "role_id",
@@ -477,7 +477,7 @@ set_role(struct request *req, const char *role)
 	    "api_key.role_remove", "api_key", req->param, details) == -1)
 		goto dbfail;
 	p[1] = req->principal->tenant_id;
-	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_KEY_GET, 2, p)) == NULL)
 		goto dbfail;
 	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
 	db_res_free(res);

@@ -98,16 +98,16 @@ api_db_news(struct worker *w)
 	unsigned long	 n;
 	unsigned	 back;
 
-	if (news == NULL || w->db == NULL)
+	if (news == NULL || app(w)->db == NULL)
 		return;
-	if ((n = db_connects(w->db)) != st->connects) {
+	if ((n = db_connects(app(w)->db)) != st->connects) {
 		st->connects = n;
 		st->db_back = atomic_fetch_add(&news->back, 1) + 1;
 		return;
 	}
 	if ((back = atomic_load(&news->back)) != st->db_back) {
 		st->db_back = back;
-		db_retry_now(w->db);
+		db_retry_now(app(w)->db);
 	}
 }
 

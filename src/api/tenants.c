@@ -75,11 +75,11 @@ api_tenants_create(struct request *req)
 	}
 	p[0] = parent;
 	p[1] = name;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_INSERT, 2, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_TENANT_INSERT, 2, p)) == NULL)
 		goto dbfail;
 	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
 	db_res_free(res);
@@ -150,16 +150,16 @@ api_tenants_update(struct request *req)
 	p[1] = req->principal->tenant_id;
 	p[2] = name != NULL ? "true" : "false";
 	p[3] = name != NULL ? name : "";
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_UPDATE, 4, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_TENANT_UPDATE, 4, p)) == NULL)
 		goto dbfail;
 	found = db_rows(res) == 1;
 	db_res_free(res);
 	if (!found) {
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		not_found(req);
 		return;
 	}
@@ -218,11 +218,11 @@ api_tenants_delete(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
 		goto dbfail;
 	n = db_rows(res);
 	db_res_free(res);
@@ -312,12 +312,12 @@ api_tenants_export(struct request *req)
 			not_found(req);
 		return;
 	}
-	if (db_begin_snapshot(w->db) == -1) {
+	if (db_begin_snapshot(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
 	if (http_stream_begin(req, 200, "application/json") == -1) {
-		db_rollback(w->db);
+		db_rollback(app(w)->db);
 		return;
 	}
 	gmtime_r(&t, &tm);
@@ -329,7 +329,7 @@ api_tenants_export(struct request *req)
 	    sizeof(export_parts[0]); i++) {
 		ep.rows = 0;
 		if (buf_printf(&ep.out, ",\"%s\":[", export_parts[i].name) ==
-		    -1 || (rc = db_each_row(w->db, export_parts[i].stmt, 1, p,
+		    -1 || (rc = db_each_row(app(w)->db, export_parts[i].stmt, 1, p,
 		    export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
 			rc = rc != 0 ? rc : -1;
 	}
@@ -339,8 +339,8 @@ api_tenants_export(struct request *req)
 		rc = export_flush(&ep);
 	if (rc == -1 && !req->client_gone)
 		log_error("PostgreSQL: exporting tenant %s: %s; the document "
-		    "was cut short", req->param, db_errmsg(w->db));
-	db_rollback(w->db);
+		    "was cut short", req->param, db_errmsg(app(w)->db));
+	db_rollback(app(w)->db);
 	buf_free(&ep.out);
 }
 
@@ -356,11 +356,11 @@ api_tenants_purge(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(w->db) == -1) {
+	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_PURGE, 1, p)) == NULL)
+	if ((res = db_query(app(w)->db, STMT_TENANT_PURGE, 1, p)) == NULL)
 		goto dbfail;
 	counts = json_parse(db_value(res, 0, 0), strlen(db_value(res, 0, 0)),
 	    &why, err, sizeof(err));
@@ -368,7 +368,7 @@ api_tenants_purge(struct request *req)
 	if (counts == NULL)
 		goto dbfail;
 	if (api_audit(req, req->param, "tenant.purge", "tenant", req->param,
-	    json_object_get(counts)) == -1 || db_commit(w->db) == -1) {
+	    json_object_get(counts)) == -1 || db_commit(app(w)->db) == -1) {
 		json_object_put(counts);
 		goto dbfail;
 	}

@@ -8,13 +8,7 @@
 #include <sys/types.h>
 
 struct config;
-struct db;
-struct keycache;
-struct metrics;
 struct request;
-struct rl_shared;
-struct upstream;
-struct vault;
 struct worker;
 
 /*
@@ -57,13 +51,6 @@ struct worker_app {
 	void		(*worker_exited)(void *shared, pid_t pid, bool crashed);
 };
 
-/* What a worker last added to the shared metrics from its own counts. */
-struct metrics_seen {
-	unsigned long	 hits;		/* key cache hits */
-	unsigned long	 misses;	/* key cache misses */
-	unsigned long	 reconnects;	/* PostgreSQL reconnects */
-};
-
 /*
  * Everything a worker process owns.  One per process; passed explicitly.
  * Requests run on threads of their own, and the app's code (handle(),
@@ -77,13 +64,6 @@ struct worker {
 	int			 listen_fd;	/* shared, non-blocking */
 	int			 slot;		/* index in the master's table */
 	unsigned long		 served;	/* requests answered */
-	struct db		*db;		/* owned, NULL until start() */
-	struct vault		*vault;		/* owned, NULL = unusable */
-	struct keycache		*keys;		/* owned, verified keys */
-	struct upstream		*upstream;	/* owned, kept connections */
-	struct rl_shared	*limits;	/* in shared, NULL = none */
-	struct metrics		*metrics;	/* in shared, NULL = none */
-	struct metrics_seen	 metrics_seen;
 	void			*shared;	/* the app's shared memory */
 	void			*app_data;	/* owned by the app */
 };
