@@ -72,6 +72,51 @@ cost_of_absurd_counts_saturates(void **state)
 	assert_true(credits_cost(&dear, LONG_MAX, LONG_MAX, 0) > 0);
 }
 
+/* About four bytes a token, rounded up; never a negative count. */
+static void
+tokens_of_bytes_round_up(void **state)
+{
+	(void)state;
+	assert_int_equal(credits_tokens_of(0), 0);
+	assert_int_equal(credits_tokens_of(1), 1);
+	assert_int_equal(credits_tokens_of(4), 1);
+	assert_int_equal(credits_tokens_of(5), 2);
+	assert_true(credits_tokens_of((size_t)-1) > 0);
+	assert_true(credits_tokens_of((size_t)LONG_MAX) > 0);
+}
+
+/*
+ * What a call is billed for: the provider's counts when told; else the
+ * estimate of the prompt and the content passed on; a call cut short
+ * never less than what was passed on.
+ */
+static void
+billed_by_counts_or_content(void **state)
+{
+	struct credits_counts k = { .told = true, .prompt = 10,
+	    .completion = 3, .prompt_estimate = 50, .delivered = 400 };
+	long		 in, out;
+
+	(void)state;
+	credits_billed(&k, false, &in, &out);
+	assert_int_equal(in, 10);
+	assert_int_equal(out, 3);
+	/* Cut short: the count stopped at 3, the 400 bytes sent say 100. */
+	credits_billed(&k, true, &in, &out);
+	assert_int_equal(in, 10);
+	assert_int_equal(out, 100);
+	k.completion = 500;
+	credits_billed(&k, true, &in, &out);
+	assert_int_equal(out, 500);
+	k.told = false;
+	credits_billed(&k, false, &in, &out);
+	assert_int_equal(in, 50);
+	assert_int_equal(out, 100);
+	k.delivered = 0;
+	credits_billed(&k, true, &in, &out);
+	assert_int_equal(out, 0);
+}
+
 int
 main(void)
 {
@@ -79,6 +124,8 @@ main(void)
 		cmocka_unit_test(format_is_exact_and_short),
 		cmocka_unit_test(cost_rounds_up_with_markup),
 		cmocka_unit_test(cost_of_absurd_counts_saturates),
+		cmocka_unit_test(tokens_of_bytes_round_up),
+		cmocka_unit_test(billed_by_counts_or_content),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -43,7 +43,8 @@ with_upstreams(const char *text)
 static const char *
 routed(const struct config *c, const char *model, size_t *strip)
 {
-	const struct config_upstream *u = gateway_upstream(c, model, strip);
+	const struct config_upstream *u = gateway_upstream(&c->upstreams, model,
+	    strip);
 
 	return u != NULL ? u->name : "-";
 }
@@ -130,7 +131,11 @@ static enum resolve_result
 resolve(const struct config *c, const char *model,
     const char *const sent[PROVIDER__MAX], bool open, struct gateway_key *k)
 {
-	return gateway_resolve(NULL, NULL, NULL, c, "t", model, sent, open, k);
+	struct gateway_settings set = { &c->upstreams,
+	    c->pool_openrouter_key };
+
+	return gateway_resolve(NULL, NULL, NULL, &set, "t", model, sent, open,
+	    k);
 }
 
 static void

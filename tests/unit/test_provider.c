@@ -320,6 +320,21 @@ test_the_table_names_routes_and_checks_keys(void **state)
 	    "sk-or-v1-0123456789abcdef"));
 }
 
+/* The gateway's way to any model is the provider that takes vendor ids. */
+static void
+test_the_aggregator_is_the_one_with_vendor_ids(void **state)
+{
+	enum provider	 p = provider_aggregator();
+	int		 i, n = 0;
+
+	(void)state;
+	assert_true(p < PROVIDER__MAX);
+	assert_string_equal(providers[p]->name, "openrouter");
+	for (i = 0; i < PROVIDER__MAX; i++)
+		n += providers[i]->vendor_ids;
+	assert_int_equal(n, 1);
+}
+
 int
 main(void)
 {
@@ -329,6 +344,7 @@ main(void)
 		cmocka_unit_test(test_openai_chunks_are_passed_on_as_they_came),
 		cmocka_unit_test(test_openai_request_carries_the_limit_held),
 		cmocka_unit_test(test_the_table_names_routes_and_checks_keys),
+		cmocka_unit_test(test_the_aggregator_is_the_one_with_vendor_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

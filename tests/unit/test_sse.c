@@ -182,6 +182,27 @@ test_writer(void **state)
 	buf_free(&b);
 }
 
+/* Named events, and data of several lines: what a parser reads back. */
+static void
+test_writer_lines_and_names(void **state)
+{
+	struct buf	 b = { 0 };
+
+	(void)state;
+	assert_int_equal(sse_write(&b, "message_start", "{\"a\":1}", 7), 0);
+	assert_string_equal(b.data, "event: message_start\ndata: {\"a\":1}\n\n");
+	buf_reset(&b);
+	assert_int_equal(sse_write(&b, NULL, "one\ntwo\n", 8), 0);
+	assert_string_equal(b.data, "data: one\ndata: two\n\n");
+	buf_reset(&b);
+	assert_int_equal(sse_write(&b, NULL, "", 0), 0);
+	assert_string_equal(b.data, "data: \n\n");
+	buf_reset(&b);
+	assert_int_equal(sse_write(&b, "", "x\n\ny", 4), 0);
+	assert_string_equal(b.data, "event: \ndata: x\ndata: \ndata: y\n\n");
+	buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -193,6 +214,7 @@ main(void)
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_callback_stops),
 		cmocka_unit_test(test_writer),
+		cmocka_unit_test(test_writer_lines_and_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
