@@ -27,22 +27,36 @@
  * Turns the hold into the real cost (core/credits.c says of what) and
  * writes the usage row.  Once.
  */
+/* What the provider told of the call's tokens. */
+static void
+told_of(const struct call *c, struct credits_told *t)
+{
+	t->told = c->pc.have_usage;
+	t->prompt = c->pc.prompt_tokens;
+	t->completion = c->pc.completion_tokens;
+}
+
+void
+call_tokens(const struct call *c, long *prompt, long *completion)
+{
+	struct credits_told t;
+
+	told_of(c, &t);
+	credits_bill_tokens(&c->bill, &t, false, prompt, completion);
+}
+
 void
 call_settle(struct call *c, const char *status)
 {
-	struct credits_counts k;
+	struct credits_told t;
 	struct credits_usage u;
 	long		 prompt, completion;
 
 	if (!hold_taken(&c->hold))
 		return;
-	k.told = c->pc.have_usage;
-	k.prompt = c->pc.prompt_tokens;
-	k.completion = c->pc.completion_tokens;
-	k.prompt_estimate = c->pc.prompt_estimate;
-	k.delivered = c->delivered;
-	credits_billed(&k, strcmp(status, "partial") == 0, &prompt,
-	    &completion);
+	told_of(c, &t);
+	credits_bill_tokens(&c->bill, &t, strcmp(status, "partial") == 0,
+	    &prompt, &completion);
 	memset(&u, 0, sizeof(u));
 	u.tenant = c->req->principal->tenant_id;
 	u.key_id = c->req->principal->key_id[0] ? c->req->principal->key_id :
@@ -51,12 +65,12 @@ call_settle(struct call *c, const char *status)
 	u.provider = gateway_provider_name(&c->key);
 	u.model = c->model;
 	u.pool = c->key.pool;
-	u.markup = c->markup;
+	u.markup = c->bill.markup;
 	u.prompt_tokens = prompt;
 	u.completion_tokens = completion;
 	u.status = status;
-	hold_finish(c->req->w, &c->hold, credits_cost(&c->price, prompt,
-	    completion, c->markup), &u, &c->charged);
+	hold_finish(c->req->w, &c->hold, credits_bill_cost(&c->bill, prompt,
+	    completion), &u, &c->bill.charged);
 }
 
 /* Lets the hold go: the call produced nothing. */
@@ -81,7 +95,7 @@ call_keygate_block(const struct call *c)
 	json_object_object_add(o, "provider",
 	    json_object_new_string(gateway_provider_name(&c->key)));
 	json_object_object_add(o, "credits_charged",
-	    credits_json(c->charged));
+	    credits_json(c->bill.charged));
 	json_object_object_add(o, "request_id",
 	    json_object_new_string(c->req->request_id));
 	return o;
@@ -108,7 +122,7 @@ call_keygate_headers(struct call *c, bool charged)
 		rc = http_header(req, "X-Keygate-Pool-Markup-Applied", "%g",
 		    req->w->cfg->pool_markup);
 	if (rc == 0 && charged) {
-		credits_format(c->charged, n, sizeof(n));
+		credits_format(c->bill.charged, n, sizeof(n));
 		rc = http_header(req, "X-Keygate-Credits-Charged", "%s", n);
 	}
 	if (rc == -1)
@@ -126,6 +140,7 @@ call_reserve(struct call *c, struct json_object *body)
 {
 	struct request	*req = c->req;
 	const struct config *cfg = req->w->cfg;
+	struct credit_price price;
 	struct json_object *msgs, *v;
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
@@ -134,7 +149,7 @@ call_reserve(struct call *c, struct json_object *body)
 	int		 rc;
 
 	rc = pool ? credits_pool_price(app(req->w)->db, c->key.model, c->model,
-	    &c->price) : credits_price(app(req->w)->db, c->model, &c->price);
+	    &price) : credits_price(app(req->w)->db, c->model, &price);
 	if (rc == -1) {
 		api_db_failed(req);
 		return -1;
@@ -146,11 +161,8 @@ call_reserve(struct call *c, struct json_object *body)
 		    "keygatectl prices).", c->model);
 		return -1;
 	}
-	c->markup = pool ? cfg->pool_markup : 0;
 	if (json_get(body, c->embed ? "input" : "messages", &msgs))
 		(void)json_text(msgs, &n);
-	/* About four bytes a token, rounded up: a safe side for a hold. */
-	c->pc.prompt_estimate = credits_tokens_of(n);
 	if (c->embed)
 		max_out = 0;	/* an embedding is priced on its input */
 	else if ((json_get(body, "max_completion_tokens", &v) ||
@@ -158,9 +170,9 @@ call_reserve(struct call *c, struct json_object *body)
 	    json_object_is_type(v, json_type_int) &&
 	    json_object_get_int64(v) > 0)
 		max_out = (long)json_object_get_int64(v);
-	c->max_out = max_out;
-	est = credits_cost(&c->price, c->pc.prompt_estimate, max_out,
-	    c->markup);
+	est = credits_bill_open(&c->bill, &price, pool ? cfg->pool_markup : 0,
+	    n, max_out);
+	c->pc.prompt_estimate = c->bill.prompt_estimate;
 	switch (hold_take(req->w, &c->hold, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
 	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
@@ -174,8 +186,8 @@ call_reserve(struct call *c, struct json_object *body)
 		return -1;
 	}
 	api_insufficient_credits(req, est, available,
-	    credits_affordable_tokens(&c->price, c->pc.prompt_estimate, c->markup,
-	    available));
+	    credits_affordable_tokens(&c->bill.price, c->bill.prompt_estimate,
+	    c->bill.markup, available));
 	return -1;
 }
 
@@ -252,7 +264,7 @@ call_prepare(struct call *c, struct json_object *orig)
 	    cfg->base_url[c->key.provider];
 	c->pc.model = c->key.model;
 	c->pc.request = c->native ? orig : c->body;
-	c->pc.max_tokens = c->max_out;
+	c->pc.max_tokens = c->bill.max_out;
 	c->pc.default_max_tokens = cfg->default_max_tokens;
 	if (c->prov->state_size > 0 &&
 	    (c->pc.state = calloc(1, c->prov->state_size)) == NULL) {

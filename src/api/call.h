@@ -51,11 +51,7 @@ struct call {
 	struct provider_call pc;	/* the request out, the usage told */
 	/* Credits: what is held, and what the call used. */
 	struct hold	 hold;		/* the credits held for the call */
-	struct credit_price price;
-	double		 markup;
-	long		 max_out;	/* output tokens held */
-	size_t		 delivered;	/* bytes of content sent on */
-	long long	 charged;	/* micro-credits */
+	struct credits_bill bill;	/* its price, and what it produced */
 	const char	*model;		/* the client's model name */
 	/*
 	 * The keygate block rides on the chunk that carries finish_reason,
@@ -84,6 +80,8 @@ void	call_settle(struct call *, const char *status);
 void	call_release(struct call *);
 struct json_object *call_keygate_block(const struct call *);
 void	call_keygate_headers(struct call *, bool charged);
+/* The tokens so far: the provider's counts, or the estimates. */
+void	call_tokens(const struct call *, long *prompt, long *completion);
 
 /* call_stream.c */
 void	call_stream_init(struct call *);

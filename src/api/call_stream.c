@@ -81,14 +81,14 @@ static int
 put_chunk(struct call *c, struct json_object *o, const char *text, size_t n)
 {
 	struct json_object *evs;
+	long		 prompt, completion;
 	int		 rc;
 
 	if (!c->messages)
 		return text != NULL ? emit(c, text, n) : emit_json(c, o);
 	evs = json_object_new_array();
-	messages_stream_chunk(&c->ms, o, c->pc.have_usage ?
-	    c->pc.prompt_tokens : c->pc.prompt_estimate, c->pc.have_usage ?
-	    c->pc.completion_tokens : credits_tokens_of(c->delivered), evs);
+	call_tokens(c, &prompt, &completion);
+	messages_stream_chunk(&c->ms, o, prompt, completion, evs);
 	rc = emit_events(c, evs);
 	json_object_put(evs);
 	return rc;
@@ -155,6 +155,7 @@ static int
 close_stream(struct call *c, struct json_object *usage)
 {
 	struct json_object *o;
+	long		 prompt, completion;
 	int		 rc = 0;
 
 	settle_stream(c, "ok");
@@ -169,12 +170,10 @@ close_stream(struct call *c, struct json_object *usage)
 		if (usage != NULL)
 			o = json_object_get(usage);
 		else {
+			call_tokens(c, &prompt, &completion);
 			o = shaped_chunk(c, NULL, NULL);
-			json_object_object_add(o, "usage", chat_usage(
-			    c->pc.have_usage ? c->pc.prompt_tokens :
-			    c->pc.prompt_estimate, c->pc.have_usage ?
-			    c->pc.completion_tokens :
-			    credits_tokens_of(c->delivered)));
+			json_object_object_add(o, "usage", chat_usage(prompt,
+			    completion));
 		}
 		c->usage_sent = true;
 		rc = emit_with_keygate(c, o);
@@ -271,7 +270,7 @@ send_chunk(struct call *c, struct json_object *o, const char *text, size_t n)
 			json_object_put(c->shape);
 		c->shape = json_object_get(o);
 	}
-	c->delivered += content_bytes(o);
+	credits_bill_progress(&c->bill, content_bytes(o));
 	if (is_usage_chunk(o))
 		return close_stream(c, o);
 	c->held = NULL;
@@ -367,8 +366,8 @@ pass_native(void *arg, struct json_object *ev, enum provider_step step,
 	int	 rc;
 
 	for (i = 0; i < json_object_array_length(chunks); i++)
-		c->delivered += content_bytes(json_object_array_get_idx(chunks,
-		    i));
+		credits_bill_progress(&c->bill, content_bytes(
+		    json_object_array_get_idx(chunks, i)));
 	if ((step == PROVIDER_ERROR || c->pc.usage_final) && !c->kg_sent) {
 		settle_stream(c, step == PROVIDER_ERROR ? "partial" : "ok");
 		json_object_object_add(ev, "keygate", call_keygate_block(c));

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,16 +137,43 @@ credits_tokens_of(size_t n)
 	return n >= (size_t)LONG_MAX - 3 ? LONG_MAX / 4 : (long)((n + 3) / 4);
 }
 
+long long
+credits_bill_open(struct credits_bill *b, const struct credit_price *price,
+    double markup, size_t prompt_bytes, long max_out)
+{
+	memset(b, 0, sizeof(*b));
+	b->price = *price;
+	b->markup = markup;
+	b->prompt_estimate = credits_tokens_of(prompt_bytes);
+	b->max_out = max_out > 0 ? max_out : 0;
+	return credits_cost(&b->price, b->prompt_estimate, b->max_out,
+	    b->markup);
+}
+
 void
-credits_billed(const struct credits_counts *k, bool partial, long *prompt,
+credits_bill_progress(struct credits_bill *b, size_t n)
+{
+	b->delivered = n > SIZE_MAX - b->delivered ? SIZE_MAX :
+	    b->delivered + n;
+}
+
+void
+credits_bill_tokens(const struct credits_bill *b,
+    const struct credits_told *told, bool partial, long *prompt,
     long *completion)
 {
-	long	 produced = credits_tokens_of(k->delivered);
+	long	 produced = credits_tokens_of(b->delivered);
 
-	*prompt = k->told ? k->prompt : k->prompt_estimate;
-	*completion = k->told ? k->completion : produced;
+	*prompt = told->told ? told->prompt : b->prompt_estimate;
+	*completion = told->told ? told->completion : produced;
 	if (partial && *completion < produced)
 		*completion = produced;
+}
+
+long long
+credits_bill_cost(const struct credits_bill *b, long prompt, long completion)
+{
+	return credits_cost(&b->price, prompt, completion, b->markup);
 }
 
 long

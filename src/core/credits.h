@@ -61,24 +61,50 @@ long long	 credits_cost(const struct credit_price *, long prompt,
  */
 long		 credits_tokens_of(size_t n);
 /*
- * What a call produced, as far as keygate knows it: the provider's counts
- * when it told them, and the request's and the content's sizes.
+ * A call's bill: the price it is charged at, what was held for it, and
+ * what it produced.  The caller opens it when it holds the estimate,
+ * tells it of the content it passes on, and closes it with what the
+ * provider told: the tokens billed and their cost come from here, so
+ * that every route bills alike.
  */
-struct credits_counts {
-	bool		 told;		/* the provider sent usage */
-	long		 prompt;	/* its counts */
-	long		 completion;
-	long		 prompt_estimate; /* tokens, from the request's bytes */
+struct credits_bill {
+	struct credit_price price;
+	double		 markup;	/* the pool's (0.25 = +25 %), 0 = none */
+	long		 prompt_estimate; /* tokens, from the request's size */
+	long		 max_out;	/* output tokens held */
 	size_t		 delivered;	/* bytes of content passed on */
+	long long	 charged;	/* micro-credits recorded, once closed */
 };
+
+/* What the provider told of a call's tokens. */
+struct credits_told {
+	bool		 told;		/* it sent usage */
+	long		 prompt;
+	long		 completion;
+};
+
 /*
- * The tokens a call is billed for: the provider's counts, else the
- * estimates (the output from the content passed on).  A call cut short
- * (partial) is billed no less than the content passed on: a provider's
- * count stops at what it last told.
+ * Opens b at price and markup for a request of prompt_bytes (its
+ * messages, or an embedding's input) that may produce max_out tokens;
+ * returns the estimate to hold, in micro-credits.
  */
-void		 credits_billed(const struct credits_counts *, bool partial,
-		    long *prompt, long *completion);
+long long	 credits_bill_open(struct credits_bill *b,
+		    const struct credit_price *price, double markup,
+		    size_t prompt_bytes, long max_out);
+/* n more bytes of content (text, tool-call arguments) passed on. */
+void		 credits_bill_progress(struct credits_bill *b, size_t n);
+/*
+ * The tokens billed: the provider's counts when told, else the estimates
+ * (the output from the content passed on).  A call cut short (partial)
+ * is billed no less than the content passed on: a provider's count stops
+ * at what it last told.
+ */
+void		 credits_bill_tokens(const struct credits_bill *b,
+		    const struct credits_told *told, bool partial, long *prompt,
+		    long *completion);
+/* The cost of those tokens at the bill's price and markup. */
+long long	 credits_bill_cost(const struct credits_bill *b, long prompt,
+		    long completion);
 /* The most output tokens available micro-credits pay for after prompt. */
 long		 credits_affordable_tokens(const struct credit_price *,
 		    long prompt, double markup, long long available);

@@ -86,35 +86,50 @@ tokens_of_bytes_round_up(void **state)
 }
 
 /*
- * What a call is billed for: the provider's counts when told; else the
- * estimate of the prompt and the content passed on; a call cut short
- * never less than what was passed on.
+ * A call's bill: the estimate held; then the tokens billed, the
+ * provider's counts when told, else the estimate of the prompt and the
+ * content passed on; a call cut short never less than what was passed
+ * on; and their cost.
  */
 static void
-billed_by_counts_or_content(void **state)
+bill_counts_what_was_told_or_produced(void **state)
 {
-	struct credits_counts k = { .told = true, .prompt = 10,
-	    .completion = 3, .prompt_estimate = 50, .delivered = 400 };
+	struct credit_price p = { .in_per_mtok = 1000000,
+	    .out_per_mtok = 2000000 };
+	struct credits_bill b;
+	struct credits_told t = { .told = true, .prompt = 10,
+	    .completion = 3 };
 	long		 in, out;
 
 	(void)state;
-	credits_billed(&k, false, &in, &out);
+	/* 200 bytes of prompt are 50 tokens; 100 output tokens held. */
+	assert_int_equal(credits_bill_open(&b, &p, 0, 200, 100),
+	    50 + 2 * 100);
+	assert_int_equal(b.prompt_estimate, 50);
+	assert_int_equal(credits_bill_open(&b, &p, 0.5, 200, -7), 75);
+	assert_int_equal(b.max_out, 0);
+	credits_bill_progress(&b, 300);
+	credits_bill_progress(&b, 100);
+	assert_int_equal(b.delivered, 400);
+	credits_bill_tokens(&b, &t, false, &in, &out);
 	assert_int_equal(in, 10);
 	assert_int_equal(out, 3);
 	/* Cut short: the count stopped at 3, the 400 bytes sent say 100. */
-	credits_billed(&k, true, &in, &out);
-	assert_int_equal(in, 10);
+	credits_bill_tokens(&b, &t, true, &in, &out);
 	assert_int_equal(out, 100);
-	k.completion = 500;
-	credits_billed(&k, true, &in, &out);
+	t.completion = 500;
+	credits_bill_tokens(&b, &t, true, &in, &out);
 	assert_int_equal(out, 500);
-	k.told = false;
-	credits_billed(&k, false, &in, &out);
+	t.told = false;
+	credits_bill_tokens(&b, &t, false, &in, &out);
 	assert_int_equal(in, 50);
 	assert_int_equal(out, 100);
-	k.delivered = 0;
-	credits_billed(&k, true, &in, &out);
-	assert_int_equal(out, 0);
+	/* +50 %, rounded up. */
+	assert_int_equal(credits_bill_cost(&b, in, out), (50 + 200) * 3 / 2);
+	credits_bill_progress(&b, (size_t)-1);
+	assert_true(b.delivered == (size_t)-1);
+	credits_bill_tokens(&b, &t, true, &in, &out);
+	assert_true(out > 0);
 }
 
 int
@@ -125,7 +140,7 @@ main(void)
 		cmocka_unit_test(cost_rounds_up_with_markup),
 		cmocka_unit_test(cost_of_absurd_counts_saturates),
 		cmocka_unit_test(tokens_of_bytes_round_up),
-		cmocka_unit_test(billed_by_counts_or_content),
+		cmocka_unit_test(bill_counts_what_was_told_or_produced),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
