@@ -8,7 +8,6 @@ Everything here starts something real and owns it until close():
     Apache        Apache httpd in front of keygated, from fcgi/apache.conf
     Nginx         nginx in front of keygated, from fcgi/nginx.conf
     MockProvider  a loopback HTTP server standing in for an LLM provider
-    loopback_server  a bare one, for mocks that speak a wire format of their own
     Stack         keygated (on a migrated database) behind one of them
     GuardedService  another service behind the same web server, guarded by
                   keygate from fcgi/<web>-authorizer.conf (guarded_stack())
@@ -35,12 +34,12 @@ Paths come from KEYGATE_BUILDDIR (keygated, keygatectl) and KEYGATE_SRCDIR
 import atexit
 import base64
 import collections
+import contextlib
 import csv
 import glob
 import hashlib
 import hmac
 import http.client
-import http.server
 import io
 import json
 import os
@@ -58,19 +57,13 @@ import time
 import urllib.parse
 import uuid
 
-from mock_llm import SSEReader
+from mock_llm import LoopbackServer, SSEReader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 BUILDDIR = os.path.abspath(os.environ.get("KEYGATE_BUILDDIR") or TOP)
 SRCDIR = os.path.abspath(os.environ.get("KEYGATE_SRCDIR") or TOP)
 KEEP_WORKDIR = os.environ.get("KEYGATE_KEEP_WORKDIR") == "1"
-
-# The mock servers are http.server's, which listen with a backlog of 5: a
-# burst of calls from every worker at once (new connections, as keygated
-# lets go of the ones a burst left) could overflow it and see a
-# connection reset, a failure of the mock, not of keygated.
-http.server.ThreadingHTTPServer.request_queue_size = 128
 
 KEYGATED = os.path.join(BUILDDIR, "keygated")
 KEYGATECTL = os.path.join(BUILDDIR, "keygatectl")
@@ -1383,33 +1376,17 @@ def describe(samples, limit=10):
 # ---------------------------------------------------------------------------
 # Mock LLM provider
 
-def loopback_server(serve):
-    """A threaded HTTP/1.1 server on a free loopback port that calls
-    serve(handler, body) for every request, `body` being the bytes the
-    request carried.  Returns the server; shutdown() and server_close()
-    stop it."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class MockRequest(collections.namedtuple(
+        "MockRequest", "method path query headers body time")):
+    """One request a MockProvider received: `query` parsed, `headers`
+    with lower-case names, `body` the bytes it carried."""
 
-        def log_message(self, *args):
-            pass
+    __slots__ = ()
 
-        def _any(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            serve(self, self.rfile.read(n) if n else b"")
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever,
-                     kwargs={"poll_interval": 0.1}, daemon=True,
-                     name="loopback-server").start()
-    return server
-
-
-MockRequest = collections.namedtuple(
-    "MockRequest", "method path query headers body time")
+    @property
+    def json(self):
+        """The body as JSON (None when empty)."""
+        return json.loads(self.body or b"null")
 
 
 class MockReply:
@@ -1546,27 +1523,8 @@ class MockProvider:
         self._faults = {p: None for p in self.PROVIDERS}
         self._holds = {p: None for p in self.PROVIDERS}
         self._closing = threading.Event()
-        mock = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def _handle(self):
-                mock._serve(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="mock-provider")
-        self._thread.start()
+        self.server = LoopbackServer(self._serve, "mock-provider")
+        self.port = self.server.port
         for provider, where in self.PROVIDERS.items():
             self.route("GET", where["validate"],
                        self._validation_handler(provider))
@@ -1802,8 +1760,7 @@ class MockProvider:
         return best[1] if best else None
 
     def _serve(self, h):
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
+        body = LoopbackServer.read_body(h)
         parts = urllib.parse.urlsplit(h.path)
         req = MockRequest(h.command, parts.path,
                           urllib.parse.parse_qs(parts.query,
@@ -1866,8 +1823,7 @@ class MockProvider:
         _unregister(self)
         self._closing.set()
         self.behave()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     def __repr__(self):
         return "MockProvider(%s)" % self.url
@@ -1961,40 +1917,34 @@ class EchoBackend:
     X_API_KEY=...)."""
 
     def __init__(self):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, fmt, *args):
-                pass
-
-            def do_GET(self):
-                lines = []
-                for name, value in self.headers.items():
-                    low = name.lower()
-                    if low.startswith("x-keygate-"):
-                        name = "KEYGATE_" + low[len("x-keygate-"):]
-                    elif low not in ("authorization", "x-api-key"):
-                        continue
-                    lines.append("%s=%s" % (
-                        name.upper().replace("-", "_"), value))
-                body = ("\n".join(sorted(lines)) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         kwargs={"poll_interval": 0.1}, daemon=True,
-                         name="echo-backend").start()
+        self.server = LoopbackServer(self._echo, "echo-backend",
+                                     protocol="HTTP/1.0")
+        self.port = self.server.port
         _register(self)
+
+    @staticmethod
+    def _echo(h):
+        if h.command != "GET":
+            h.send_error(501, "Unsupported method (%r)" % h.command)
+            return
+        lines = []
+        for name, value in h.headers.items():
+            low = name.lower()
+            if low.startswith("x-keygate-"):
+                name = "KEYGATE_" + low[len("x-keygate-"):]
+            elif low not in ("authorization", "x-api-key"):
+                continue
+            lines.append("%s=%s" % (name.upper().replace("-", "_"), value))
+        body = ("\n".join(sorted(lines)) + "\n").encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def close(self):
         _unregister(self)
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 class GuardedService:
@@ -2249,6 +2199,49 @@ def assert_error(resp, status, code=None):
         assert err["code"] == code, "error code %r, expected %r" % (
             err["code"], code)
     return err
+
+
+def sse_data(resp):
+    """The data of every Server-Sent Event of a whole response, in order
+    ("[DONE]" included)."""
+    return [line[6:] for block in resp.body.decode().split("\n\n")
+            for line in block.split("\n") if line.startswith("data: ")]
+
+
+def finished_stream(resp, usage=False):
+    """stream_chunks() of a whole streamed response, which must end with
+    [DONE]."""
+    events = sse_data(resp)
+    assert events and events[-1] == "[DONE]", events
+    return stream_chunks([json.loads(e) for e in events[:-1]], usage)
+
+
+def inline_chat(stack, provider, body, key):
+    """POST /v1/chat/completions with the development key and, unless it
+    is empty, `key` inline for `provider`."""
+    headers = dict(auth())
+    if key:
+        headers[INLINE_KEY_HEADERS[provider]] = key
+    return stack.post("/v1/chat/completions", body, headers=headers)
+
+
+@contextlib.contextmanager
+def direct_stack(workdir, pg, mock, provider, tag):
+    """A stack of two workers, on a database of its own named after `tag`,
+    that calls `provider` on `mock` (a MockProvider) and validates no key:
+    for the tests of a provider's wire format.  Gives (stack, mock), and
+    closes both."""
+    try:
+        s = Stack(workdir.subdir("kg"), pg,
+                  dbname="%s_%d" % (tag, time.time_ns()), workers=2,
+                  validate_llm_keys="false",
+                  **{"%s_base_url" % provider: mock.base_url(provider)})
+        try:
+            yield s, mock
+        finally:
+            s.close()
+    finally:
+        mock.close()
 
 
 def stream_chunks(chunks, usage=False):

@@ -1,6 +1,7 @@
 """A loopback stand-in for the OpenAI-format chat providers, for the
 gateway's end-to-end tests.
 
+    LoopbackServer  the HTTP server every mock runs on
     MockLLM       an HTTP server answering POST <base>/chat/completions the
                   way OpenAI and OpenRouter do, recording every exchange
     Complete      a normal answer (JSON, or Server-Sent Events when the
@@ -13,10 +14,11 @@ gateway's end-to-end tests.
     Raw           any status and body, e.g. something that is not JSON
     SSEReader     a client for keygate's streams, timing every event
 
-The mock runs its own ThreadingHTTPServer so that it can watch each
-connection: while it pauses or stalls it polls the socket, and it records
-when the peer closed the connection (`Exchange.closed_at`), which is how
-the tests see that keygate ended an upstream call.
+The mock runs on LoopbackServer, the one HTTP server of every mock in the
+tests, and watches each connection: while it pauses or stalls it polls
+the socket, and it records when the peer closed the connection
+(`Exchange.closed_at`), which is how the tests see that keygate ended an
+upstream call.
 
 Providers live below their own path prefixes, like the real base URLs:
 
@@ -262,6 +264,66 @@ class Exchange:
 # ---------------------------------------------------------------------------
 # The server
 
+class _ThreadingServer(http.server.ThreadingHTTPServer):
+    # http.server listens with a backlog of 5: a burst of calls from every
+    # worker at once (new connections, as keygated lets go of the ones a
+    # burst left) could overflow it and see a connection reset, a failure
+    # of the mock, not of keygated.
+    request_queue_size = 128
+    daemon_threads = True
+
+
+class LoopbackServer:
+    """The one HTTP server every mock of the tests runs on: threaded, on a
+    free loopback port, handing each request, whatever its method, to
+    serve(handler), where `handler` is the request's
+    BaseHTTPRequestHandler (its command, path, headers and unread body).
+    A peer that leaves mid-answer ends its connection quietly.  `backlog`
+    lets many calls connect at once; `protocol` is the HTTP version the
+    server answers in (HTTP/1.1 keeps connections open)."""
+
+    def __init__(self, serve, name, backlog=None, protocol="HTTP/1.1"):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = protocol
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def _any(self):
+                serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+        self.server = _ThreadingServer(("127.0.0.1", 0), Handler)
+        if backlog:
+            self.server.socket.listen(backlog)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+            daemon=True, name=name)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @staticmethod
+    def read_body(h):
+        """The bytes of the request `h` carries (Content-Length long)."""
+        n = int(h.headers.get("Content-Length") or 0)
+        return h.rfile.read(n) if n else b""
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class _PeerClosed(Exception):
     pass
 
@@ -277,35 +339,9 @@ class MockLLM:
         self.exchanges = []
         self.accepted = {p: set() for p in ALL_BASES}
         self.behaviour = {p: Complete() for p in ALL_BASES}
-        mock = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def handle_one_request(self):
-                try:
-                    super().handle_one_request()
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-
-            def _any(self):
-                mock._serve(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
         # Thousands of calls may connect at once.
-        self.server.socket.listen(4096)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-            daemon=True, name="mock-llm")
-        self._thread.start()
+        self.server = LoopbackServer(self._serve, "mock-llm", backlog=4096)
+        self.port = self.server.port
 
     # -- configuration
 
@@ -878,8 +914,7 @@ class MockLLM:
 
     def close(self):
         self._closing.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     def __repr__(self):
         return "MockLLM(%s)" % self.url
