@@ -2157,6 +2157,7 @@ def on_every_worker(stack, method, path, headers, check, body=None):
     assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
+
 # ---------------------------------------------------------------------------
 # Assertions shared by the tests
 
@@ -2452,22 +2453,33 @@ def new_tenant(stack, name="e2e", parent=ROOT_TENANT, credits=None):
 
 class Tenant:
     """A new tenant below the root with a key of its own, made with
-    keygatectl; what a module needs besides (its vault, its ledger) a
+    keygatectl (through POST /v1/api_keys with the development key when
+    `key_by_api`); what a module needs besides (its vault, its ledger) a
     subclass adds.  `extra` headers are added to the key's, and a fresh
-    X-Request-Id unless `request_id` is given."""
+    X-Request-Id unless `request_id` is given; `key_headers` are the key's
+    alone."""
 
     name = "e2e"
     scopes = ("chat:write",)
     credits = None          # micro-credits, None: the schema's default
+    key_by_api = False
 
     def __init__(self, stack, scopes=None):
         self.stack = stack
         self.id = new_tenant(stack, self.name, credits=self.credits)
+        scopes = scopes or self.scopes
+        if self.key_by_api:
+            self.key = mint(stack, list(scopes), name=self.name,
+                            tenant_id=self.id)[0]
+            return
         p = stack.kg.ctl("create-key", "--name", self.name, "--scopes",
-                         ",".join(scopes or self.scopes), "--tenant",
-                         self.id)
+                         ",".join(scopes), "--tenant", self.id)
         assert p.returncode == 0, p.stdout + p.stderr
         self.key = p.stdout.strip()
+
+    @property
+    def key_headers(self):
+        return dict(auth(self.key))
 
     def headers(self, extra=None, request_id=None):
         h = dict(auth(self.key))
