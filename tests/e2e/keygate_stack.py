@@ -2157,6 +2157,18 @@ def on_every_worker(stack, method, path, headers, check, body=None):
     assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
+def assert_scopes_everywhere(stack, key, scopes):
+    """Every worker refuses `key` the list of API keys (which it lacks
+    the scope for) and answers its whoami with exactly `scopes`."""
+    on_every_worker(stack, "GET", "/v1/api_keys?limit=1", auth(key),
+                    lambda r: assert_error(r, 403,
+                                           "insufficient_permissions"))
+
+    def new_scopes(r):
+        assert r.status == 200, r.body
+        assert r.json["scopes"] == scopes
+    on_every_worker(stack, "GET", "/v1/auth/whoami", auth(key), new_scopes)
+
 
 # ---------------------------------------------------------------------------
 # Assertions shared by the tests

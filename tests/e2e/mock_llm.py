@@ -916,6 +916,12 @@ class MockLLM:
         self._closing.set()
         self.server.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __repr__(self):
         return "MockLLM(%s)" % self.url
 

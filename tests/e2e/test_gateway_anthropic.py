@@ -3,7 +3,6 @@ translated from the OpenAI chat shape, the reply and the stream back to it.
 The mock below speaks Anthropic's wire format (as documented) on loopback."""
 
 import json
-import time
 
 import pytest
 
