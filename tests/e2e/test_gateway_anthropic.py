@@ -7,6 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
+from mock_llm import MockProvider, MockReply
 
 KEY = "sk-ant-api03-" + "k" * 40
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -46,7 +47,7 @@ STREAM = [
 ]
 
 
-class AnthropicMock(ks.MockProvider):
+class AnthropicMock(MockProvider):
     """POST /anthropic/v1/messages, as Anthropic answers it, on the mock
     provider; it accepts KEY."""
 
@@ -58,17 +59,18 @@ class AnthropicMock(ks.MockProvider):
         self.route("POST", self.PROVIDERS["anthropic"]["chat"], self.messages)
 
     def messages(self, req):
-        if not self.is_accepted("anthropic", self.presented_key("anthropic", req)):
-            return ks.MockReply(*self.REJECTIONS["anthropic"])
+        key = self.presented_key("anthropic", req)
+        if not self.is_accepted("anthropic", key):
+            return MockReply(*self.REJECTIONS["anthropic"])
         if self.fail:
-            return ks.MockReply(*self.fail)
+            return MockReply(*self.fail)
         body = req.json
         if body.get("stream"):
-            return ks.MockReply(200, tuple(
+            return MockReply(200, tuple(
                 "event: %s\ndata: %s\n\n" % (name, json.dumps(data))
                 for name, data in self.events),
                 {"Content-Type": "text/event-stream"}, delay=0.02)
-        return ks.MockReply(200, {
+        return MockReply(200, {
             "id": "msg_2", "type": "message", "role": "assistant",
             "model": body["model"],
             "content": [{"type": "text", "text": "It rains."}],
@@ -79,7 +81,8 @@ class AnthropicMock(ks.MockProvider):
 
 @pytest.fixture(scope="module")
 def ant(workdir, pg):
-    with ks.direct_stack(workdir, pg, AnthropicMock(), "anthropic", "ant") as both:
+    with ks.direct_stack(workdir, pg, AnthropicMock(), "anthropic",
+                         "ant") as both:
         yield both
 
 

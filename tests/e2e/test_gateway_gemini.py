@@ -7,6 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
+from mock_llm import MockProvider, MockReply
 
 KEY = "AIzaSy" + "g" * 33
 MODEL = "gemini-2.0-flash"
@@ -55,7 +56,7 @@ def stream_n(n):
     return events
 
 
-class GeminiMock(ks.MockProvider):
+class GeminiMock(MockProvider):
     """POST /google/v1beta/models/{m}:generateContent and
     :streamGenerateContent?alt=sse, as Gemini answers them, on the mock
     provider; with generationConfig.candidateCount above 1, that many
@@ -69,17 +70,17 @@ class GeminiMock(ks.MockProvider):
 
     def generate(self, req):
         if not self.is_accepted("google", self.presented_key("google", req)):
-            return ks.MockReply(*self.REJECTIONS["google"])
+            return MockReply(*self.REJECTIONS["google"])
         body = req.json
         prefix = "/google/v1beta/models/%s:" % MODEL
         n = (body.get("generationConfig") or {}).get("candidateCount", 1)
         if req.path == prefix + "generateContent" and n > 1:
-            return ks.MockReply(200, {
+            return MockReply(200, {
                 "candidates": candidates(n),
                 "usageMetadata": {"promptTokenCount": 4,
                                   "candidatesTokenCount": 3 * n}})
         if req.path == prefix + "generateContent":
-            return ks.MockReply(200, {
+            return MockReply(200, {
                 "candidates": [{"content": {"role": "model",
                                             "parts": [{"text": "Sunny."}]},
                                 "finishReason": self.finish}],
@@ -89,11 +90,11 @@ class GeminiMock(ks.MockProvider):
         if (req.path == prefix + "streamGenerateContent" and
                 req.query == {"alt": ["sse"]}):
             # No terminator: the stream ends with the body.
-            return ks.MockReply(200, tuple(
+            return MockReply(200, tuple(
                 "data: %s\r\n\r\n" % json.dumps(data)
                 for data in (STREAM if n == 1 else stream_n(n))),
                 {"Content-Type": "text/event-stream"}, delay=0.02)
-        return ks.MockReply(404, {"error": {"code": 404,
+        return MockReply(404, {"error": {"code": 404,
                                             "message": "not found",
                                             "status": "NOT_FOUND"}})
 

@@ -44,6 +44,7 @@ import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
 from keygate_stack import on_every_worker, served_by
 from keygate_stack import audit_rows, count_rows
+from mock_llm import MockProvider, MockReply
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -312,7 +313,7 @@ def retry_after_ok(resp):
 
 @pytest.fixture(scope="module")
 def mock():
-    m = ks.MockProvider()
+    m = MockProvider()
     yield m
     m.close()
 
@@ -1376,7 +1377,7 @@ def test_a_redirecting_provider_is_not_followed(vault, tenant, mock):
     """A validation request that is redirected elsewhere must not carry
     the key there (redirects are never followed)."""
     key = accepted(mock, {"openai": provider_key("openai")})
-    mock.misbehave("openai", "reply", reply=ks.MockReply(
+    mock.misbehave("openai", "reply", reply=MockReply(
         302, b"", {"Location": mock.url + "/elsewhere/v1/models"}))
     resp = tenant.store(key)
     assert resp.status != 200, resp.body
@@ -1478,7 +1479,7 @@ def test_hanging_provider_is_502_within_the_timeout(vault, tenant, mock):
 def far(workdir, pg):
     """Every provider at a port where nothing listens; a pool key set."""
     dead = "http://127.0.0.1:%d" % ks.free_tcp_port()
-    config = {"%s_base_url" % p: dead + ks.MockProvider.PROVIDERS[p]["base"]
+    config = {"%s_base_url" % p: dead + MockProvider.PROVIDERS[p]["base"]
               for p in PROVIDERS}
     s = ks.Stack(workdir.subdir("kg"), pg,
                  dbname="far_%d_%d" % (os.getpid(), time.time_ns()),
