@@ -34,7 +34,6 @@ import pytest
 
 import keygate_stack as ks
 from mock_llm import MockLLM
-import mock_llm
 
 
 def pytest_report_header(config):
@@ -125,36 +124,36 @@ def new_dbname(prefix="kg"):
     return "%s_%d_%d" % (prefix, os.getpid(), _db_counter[0])
 
 
+def _makes(build):
+    """A fixture's factory: each call builds with build(*args, **kw), and
+    whatever was built is closed, newest first, when the fixture ends."""
+    made = []
+
+    def make(*args, **kw):
+        made.append(build(*args, **kw))
+        return made[-1]
+    yield make
+    for obj in reversed(made):
+        obj.close()
+
+
 @pytest.fixture
 def make_stack(workdir, pg):
     """make_stack(pg=None, **config) -> a Stack on a new database."""
-    made = []
-
-    def make(cluster=None, **config):
-        cluster = cluster or pg
-        s = ks.Stack(workdir.subdir("kg"), cluster, dbname=new_dbname(),
-                     **config)
-        made.append(s)
-        return s
-    yield make
-    for s in reversed(made):
-        s.close()
+    def build(cluster=None, **config):
+        return ks.Stack(workdir.subdir("kg"), cluster or pg,
+                        dbname=new_dbname(), **config)
+    yield from _makes(build)
 
 
 @pytest.fixture
 def make_keygated(workdir, pg):
     """make_keygated(dbname, **kw) -> a Keygated on `dbname` in the shared
     cluster, in its own directory; not started unless start=True."""
-    made = []
-
-    def make(dbname, start=False, **kw):
-        kg = ks.Keygated(workdir.subdir("kg"), pg.conninfo_for(dbname),
-                         start=start, **kw)
-        made.append(kg)
-        return kg
-    yield make
-    for kg in reversed(made):
-        kg.close()
+    def build(dbname, start=False, **kw):
+        return ks.Keygated(workdir.subdir("kg"), pg.conninfo_for(dbname),
+                           start=start, **kw)
+    yield from _makes(build)
 
 
 @pytest.fixture
@@ -175,16 +174,14 @@ def own_pg(workdir):
 @pytest.fixture(scope="module")
 def mock():
     """A mock LLM provider (mock_llm.MockLLM) for the module's tests."""
-    m = MockLLM()
-    yield m
-    m.close()
+    with MockLLM() as m:
+        yield m
 
 
 @pytest.fixture(scope="module")
 def llm():
-    m = mock_llm.MockLLM()
-    yield m
-    m.close()
+    with MockLLM() as m:
+        yield m
 
 
 @pytest.fixture

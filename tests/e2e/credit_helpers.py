@@ -2,9 +2,11 @@
 the estimate and cost of the standard call at gpt-4o-mini's seeded
 price, and the ledger's invariants."""
 
+import concurrent.futures
 import math
 
 import keygate_stack as ks
+from mock_llm import Complete
 
 OPENAI_KEY = "sk-proj-" + "c" * 40
 POOL_KEY = "sk-or-v1-" + "p" * 40
@@ -117,3 +119,36 @@ def _exact(s, tids, leased=False):
         if leased:
             assert leases == reserved, row
         assert usage == charges, row
+
+
+def overspend_burst(s, mock):
+    """Forty calls at once (twenty at a time) of a new tenant funded for
+    five estimates, the provider answering each after a pause.  Returns
+    (the tenant's id, its funds, the responses)."""
+    est, _ = estimate()
+    tid, key = tenant(s, None)
+    set_balance(s, tid, 5 * est)
+    mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
+    with concurrent.futures.ThreadPoolExecutor(20) as ex:
+        results = list(ex.map(lambda _: chat(s, key), range(40)))
+    return tid, 5 * est, results
+
+
+def usage_of(s, tid):
+    """(how many calls, the credits charged) in `tid`'s usage rows."""
+    used = s.psql("SELECT count(*), coalesce(sum(credits_charged), 0) "
+                  "FROM usage WHERE tenant_id = '%s'" % tid)[0]
+    return int(used[0]), int(used[1])
+
+
+def charged_call(s, mock, usage=(40, 9)):
+    """One call of a new tenant funded with a credit, the provider saying
+    it used `usage` tokens: answered, and charged their cost.  Returns
+    (the tenant's id, the response, the micro-credits charged)."""
+    mock.behave("openai", Complete(usage=usage))
+    tid, key = tenant(s, 1)
+    r = chat(s, key)
+    assert r.status == 200, r.body
+    charged = cost(*usage)
+    assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+    return tid, r, charged

@@ -7,13 +7,9 @@ Everything here starts something real and owns it until close():
     Lighttpd      lighttpd in front of keygated, from fcgi/lighttpd.conf
     Apache        Apache httpd in front of keygated, from fcgi/apache.conf
     Nginx         nginx in front of keygated, from fcgi/nginx.conf
-    MockProvider  a loopback HTTP server standing in for an LLM provider
-    loopback_server  a bare one, for mocks that speak a wire format of their own
     Stack         keygated (on a migrated database) behind one of them
     GuardedService  another service behind the same web server, guarded by
                   keygate from fcgi/<web>-authorizer.conf (guarded_stack())
-    EchoBackend   a loopback application that prints the X-Keygate-*
-                  headers it gets
     request()     one HTTP request, no connection reuse
     fcgi_request()  one request straight to keygated's FastCGI socket
     parse_metrics()  the samples of GET /metrics
@@ -35,12 +31,12 @@ Paths come from KEYGATE_BUILDDIR (keygated, keygatectl) and KEYGATE_SRCDIR
 import atexit
 import base64
 import collections
+import contextlib
 import csv
 import glob
 import hashlib
 import hmac
 import http.client
-import http.server
 import io
 import json
 import os
@@ -58,19 +54,13 @@ import time
 import urllib.parse
 import uuid
 
-from mock_llm import SSEReader
+from mock_llm import EchoBackend, SSEReader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 BUILDDIR = os.path.abspath(os.environ.get("KEYGATE_BUILDDIR") or TOP)
 SRCDIR = os.path.abspath(os.environ.get("KEYGATE_SRCDIR") or TOP)
 KEEP_WORKDIR = os.environ.get("KEYGATE_KEEP_WORKDIR") == "1"
-
-# The mock servers are http.server's, which listen with a backlog of 5: a
-# burst of calls from every worker at once (new connections, as keygated
-# lets go of the ones a burst left) could overflow it and see a
-# connection reset, a failure of the mock, not of keygated.
-http.server.ThreadingHTTPServer.request_queue_size = 128
 
 KEYGATED = os.path.join(BUILDDIR, "keygated")
 KEYGATECTL = os.path.join(BUILDDIR, "keygatectl")
@@ -1381,499 +1371,6 @@ def describe(samples, limit=10):
 
 
 # ---------------------------------------------------------------------------
-# Mock LLM provider
-
-def loopback_server(serve):
-    """A threaded HTTP/1.1 server on a free loopback port that calls
-    serve(handler, body) for every request, `body` being the bytes the
-    request carried.  Returns the server; shutdown() and server_close()
-    stop it."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def _any(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            serve(self, self.rfile.read(n) if n else b"")
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever,
-                     kwargs={"poll_interval": 0.1}, daemon=True,
-                     name="loopback-server").start()
-    return server
-
-
-MockRequest = collections.namedtuple(
-    "MockRequest", "method path query headers body time")
-
-
-class MockReply:
-    """What a mock route answers.  `body` is bytes, a str, a JSON-able
-    value, or an iterable of byte chunks (sent chunked, flushed one by one,
-    `delay` seconds apart, e.g. for Server-Sent Events)."""
-
-    def __init__(self, status=200, body=b"", headers=None, delay=0.0):
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-        self.delay = delay
-
-
-# Where each provider's API lives below its base URL; keygate's
-# <provider>_base_url points at MockProvider.url (plus any prefix).
-PROVIDER_PATHS = {
-    "openai": {"chat": "/v1/chat/completions", "models": "/v1/models"},
-    "anthropic": {"chat": "/v1/messages", "models": "/v1/models"},
-    "google": {"chat": "/v1beta/models/",       # MODEL:generateContent
-               "models": "/v1beta/models"},
-    "openrouter": {"chat": "/api/v1/chat/completions",
-                   "models": "/api/v1/models"},
-}
-
-
-class MockProvider:
-    """A loopback HTTP server standing in for the LLM providers.
-
-    Every request is recorded.  Routes are added with
-    route(method, path_prefix, handler); the handler gets a MockRequest and
-    returns a MockReply, a (status, body) tuple, or None to close the
-    connection without answering.  The longest matching prefix wins;
-    without a match the answer is a 404 in JSON.
-
-    One mock serves all four providers, each below its own path prefix
-    (PROVIDERS); config() gives the `<provider>_base_url` settings that
-    point keygate at it.  Out of the box each provider answers its real
-    key-validation request the way the real one does: 200 for a key in
-    accepted[provider] (see accept()), otherwise that provider's own
-    rejection (REJECTIONS); the OpenAI-compatible ones (OPENAI_COMPATIBLE)
-    also answer a chat completion for an accepted key.  Anthropic's and
-    Google's chat endpoints are left to route().  A provider can be told to misbehave
-    ("hang": answer only after HANG_SECONDS, longer than any client timeout
-    a test configures; "error": a 5xx; "drop": close the connection without
-    a reply; "reply": a given MockReply), or to hold every answer until the
-    test releases it (hold()).
-    Routes added later for other endpoints (chat completions, say) get the
-    same switches by answering through provider_reply()."""
-
-    # Per provider: `prefix`, the first path segment that is the
-    # provider's own; `base`, what <provider>_base_url points at below the
-    # mock's URL (the real services' base URLs end the same way); and
-    # `validate`, the path keygate requests to check a key.
-    PROVIDERS = collections.OrderedDict([
-        ("openai", {"prefix": "/openai/", "base": "/openai/v1",
-                    "validate": "/openai/v1/models",
-                    "chat": "/openai/v1/chat/completions"}),
-        ("anthropic", {"prefix": "/anthropic/", "base": "/anthropic",
-                       "validate": "/anthropic/v1/models",
-                       "chat": "/anthropic/v1/messages"}),
-        ("google", {"prefix": "/google/", "base": "/google",
-                    "validate": "/google/v1beta/models",
-                    # + MODEL:generateContent or :streamGenerateContent
-                    "chat": "/google/v1beta/models/"}),
-        ("openrouter", {"prefix": "/openrouter/",
-                        "base": "/openrouter/api/v1",
-                        "validate": "/openrouter/api/v1/key",
-                        "chat": "/openrouter/api/v1/chat/completions"}),
-    ])
-    # Providers whose chat endpoint speaks the OpenAI format; the mock
-    # answers their `chat` path out of the box (see _openai_chat_handler).
-    OPENAI_COMPATIBLE = ("openai", "openrouter")
-    ANTHROPIC_VERSION = "2023-06-01"
-
-    # What each provider answers to a key it accepts ...
-    ACCEPTED = {
-        "openai": {"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model"}]},
-        "anthropic": {"data": [], "has_more": False, "first_id": None,
-                      "last_id": None},
-        "google": {"models": []},
-        "openrouter": {"data": {"label": "sk-or-v1-abc...", "limit": None,
-                                "usage": 0}},
-    }
-    # ... to one it does not (status, body; `message` is the reason a
-    # client is shown) ...
-    REJECTIONS = {
-        "openai": (401, {"error": {
-            "message": "Incorrect API key provided: sk-...xyz.",
-            "type": "invalid_request_error", "param": None,
-            "code": "invalid_api_key"}}),
-        "anthropic": (401, {"type": "error", "error": {
-            "type": "authentication_error", "message": "invalid x-api-key"}}),
-        "google": (400, {"error": {
-            "code": 400,
-            "message": "API key not valid. Please pass a valid API key.",
-            "status": "INVALID_ARGUMENT",
-            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                         "reason": "API_KEY_INVALID"}]}}),
-        "openrouter": (401, {"error": {"message": "No auth credentials found",
-                                       "code": 401}}),
-    }
-    REJECTION_MESSAGES = {
-        "openai": "Incorrect API key provided: sk-...xyz.",
-        "anthropic": "invalid x-api-key",
-        "google": "API key not valid. Please pass a valid API key.",
-        "openrouter": "No auth credentials found",
-    }
-    # ... and when told to fail with a 5xx.
-    SERVER_ERRORS = {
-        "openai": {"error": {
-            "message": "The server had an error while processing your "
-                       "request. Sorry about that!",
-            "type": "server_error", "param": None, "code": None}},
-        "anthropic": {"type": "error", "error": {
-            "type": "api_error", "message": "Internal server error"}},
-        "google": {"error": {"code": 500,
-                             "message": "An internal error has occurred.",
-                             "status": "INTERNAL"}},
-        "openrouter": {"error": {"message": "Internal Server Error",
-                                 "code": 500}},
-    }
-    HANG_SECONDS = 60
-    HOLD_SECONDS = 30
-
-    def __init__(self):
-        self.requests = []
-        self._routes = []
-        self._lock = threading.Lock()
-        # Per provider: the keys it accepts, and what it is told to do
-        # instead of answering (None, or a (mode, status, threading.Event)).
-        self.accepted = {p: set() for p in self.PROVIDERS}
-        self._faults = {p: None for p in self.PROVIDERS}
-        self._holds = {p: None for p in self.PROVIDERS}
-        self._closing = threading.Event()
-        mock = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def _handle(self):
-                mock._serve(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="mock-provider")
-        self._thread.start()
-        for provider, where in self.PROVIDERS.items():
-            self.route("GET", where["validate"],
-                       self._validation_handler(provider))
-        for provider in self.OPENAI_COMPATIBLE:
-            self.route("POST", self.PROVIDERS[provider]["chat"],
-                       self._openai_chat_handler(provider))
-        _register(self)
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def route(self, method, path_prefix, handler):
-        """Answers `method` requests whose path starts with `path_prefix`."""
-        with self._lock:
-            self._routes.append((method.upper(), path_prefix, handler))
-
-    def requests_to(self, path_prefix):
-        with self._lock:
-            return [r for r in self.requests if r.path.startswith(path_prefix)]
-
-    def reset(self):
-        with self._lock:
-            self.requests.clear()
-
-    # -- the providers
-
-    def base_url(self, provider):
-        """What keygate's <provider>_base_url should be."""
-        return self.url + self.PROVIDERS[provider]["base"]
-
-    def config(self):
-        """The four <provider>_base_url settings, for Stack(**config)."""
-        return {"%s_base_url" % p: self.base_url(p) for p in self.PROVIDERS}
-
-    def provider_of(self, path):
-        """The provider whose prefix `path` is under, or None."""
-        for provider, where in self.PROVIDERS.items():
-            if path.startswith(where["prefix"]):
-                return provider
-        return None
-
-    def requests_for(self, provider):
-        """Every recorded request under `provider`'s prefix, oldest first."""
-        return self.requests_to(self.PROVIDERS[provider]["prefix"])
-
-    def wait_for_requests(self, provider, count=1, timeout=10):
-        """Waits until `provider` has received at least `count` requests."""
-        return wait_until(lambda: len(self.requests_for(provider)) >= count,
-                          timeout, what="%d request(s) to the mock %s"
-                          % (count, provider))
-
-    def accept(self, provider, *keys):
-        """Makes `provider` accept `keys` (in addition to earlier ones)."""
-        with self._lock:
-            self.accepted[provider].update(keys)
-
-    def reject(self, provider, *keys):
-        """Makes `provider` reject `keys` again; every key without any."""
-        with self._lock:
-            if keys:
-                self.accepted[provider].difference_update(keys)
-            else:
-                self.accepted[provider].clear()
-
-    def is_accepted(self, provider, key):
-        with self._lock:
-            return key in self.accepted[provider]
-
-    def misbehave(self, provider, mode, status=500, reply=None):
-        """From now on `provider` answers every request by `mode`: "hang"
-        (answers only after HANG_SECONDS, or when behave() or close() is
-        called), "error" (`status` with the provider's 5xx body), "drop"
-        (closes the connection without a reply) or "reply" (always
-        `reply`, a MockReply: a redirect, say)."""
-        if mode not in ("hang", "error", "drop", "reply"):
-            raise ValueError("unknown mode %r" % mode)
-        with self._lock:
-            old = self._faults[provider]
-            self._faults[provider] = (
-                mode, reply if mode == "reply" else status, threading.Event())
-        if old:
-            old[2].set()
-
-    def hold(self, provider):
-        """Makes `provider` hold every answer until release() (at most
-        HOLD_SECONDS).  Returns nothing; see wait_for_requests()."""
-        with self._lock:
-            if self._holds[provider] is None:
-                self._holds[provider] = threading.Event()
-
-    def release(self, provider=None):
-        """Lets held answers of `provider` (of every provider) go."""
-        for p in [provider] if provider else list(self.PROVIDERS):
-            with self._lock:
-                gate, self._holds[p] = self._holds[p], None
-            if gate:
-                gate.set()
-
-    def behave(self, provider=None):
-        """Ends misbehaving and holding for `provider` (or all of them);
-        anything hanging is answered at once."""
-        for p in [provider] if provider else list(self.PROVIDERS):
-            with self._lock:
-                fault, self._faults[p] = self._faults[p], None
-            if fault:
-                fault[2].set()
-            self.release(p)
-
-    def restore(self):
-        """Back to how the mock started: every provider well-behaved and
-        accepting no key, and no request recorded."""
-        self.behave()
-        with self._lock:
-            for keys in self.accepted.values():
-                keys.clear()
-            self.requests.clear()
-
-    @staticmethod
-    def presented_key(provider, req):
-        """The key a request presents the way `provider` expects it (the
-        Authorization bearer, x-api-key or x-goog-api-key header), or None."""
-        if provider in ("openai", "openrouter"):
-            value = req.headers.get("authorization", "")
-            return value[len("Bearer "):] if value.startswith(
-                "Bearer ") else None
-        if provider == "anthropic":
-            return req.headers.get("x-api-key")
-        if provider == "google":
-            return req.headers.get("x-goog-api-key")
-        raise ValueError(provider)
-
-    def provider_reply(self, provider, req, answer):
-        """Applies `provider`'s current hold and fault, then answers with
-        answer(req) if it is behaving.  For route handlers."""
-        with self._lock:
-            gate = self._holds[provider]
-        if gate is not None:
-            gate.wait(self.HOLD_SECONDS)
-        with self._lock:
-            fault = self._faults[provider]
-        if fault is not None:
-            mode, value, wake = fault     # value: a status or a reply
-            if mode == "drop":
-                return None
-            if mode == "reply":
-                return value
-            if mode == "hang":
-                wake.wait(self.HANG_SECONDS)
-                if self._closing.is_set():
-                    return None
-                value = 500
-            return MockReply(value, self.SERVER_ERRORS[provider])
-        return answer(req)
-
-    def _validation_handler(self, provider):
-        path = self.PROVIDERS[provider]["validate"]
-
-        def answer(req):
-            if req.path.rstrip("/") != path:
-                return MockReply(404, {"error": {
-                    "message": "no mock route for %s %s" % (req.method,
-                                                            req.path),
-                    "code": 404}})
-            if provider == "anthropic" and req.headers.get(
-                    "anthropic-version") != self.ANTHROPIC_VERSION:
-                return MockReply(400, {"type": "error", "error": {
-                    "type": "invalid_request_error",
-                    "message": "anthropic-version: header is required"}})
-            key = self.presented_key(provider, req)
-            if key is not None and self.is_accepted(provider, key):
-                return MockReply(200, self.ACCEPTED[provider])
-            return MockReply(*self.REJECTIONS[provider])
-
-        return lambda req: self.provider_reply(provider, req, answer)
-
-    def chat_requests(self, provider):
-        """The chat requests `provider` has received, oldest first."""
-        return self.requests_to(self.PROVIDERS[provider]["chat"])
-
-    def _openai_chat_handler(self, provider):
-        """An OpenAI-format chat completion for an accepted key ("ok",
-        streamed when the request asks for it); else the rejection."""
-        def answer(req):
-            key = self.presented_key(provider, req)
-            if key is None or not self.is_accepted(provider, key):
-                return MockReply(*self.REJECTIONS[provider])
-            try:
-                body = json.loads(req.body or b"{}")
-            except ValueError:
-                body = {}
-            model = body.get("model") if isinstance(body, dict) else None
-            model = model if isinstance(model, str) else "mock-model"
-            usage = {"prompt_tokens": 5, "completion_tokens": 1,
-                     "total_tokens": 6}
-            base = {"id": "chatcmpl-mock", "created": int(time.time()),
-                    "model": model}
-            if isinstance(body, dict) and body.get("stream") is True:
-                chunks = [
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {"role": "assistant",
-                                              "content": ""},
-                        "finish_reason": None}]),
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {"content": "ok"},
-                        "finish_reason": None}]),
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {}, "finish_reason": "stop"}],
-                         usage=usage),
-                ]
-                events = ["data: %s\n\n" % json.dumps(c) for c in chunks]
-                events.append("data: [DONE]\n\n")
-                # A tuple, not a list: sent chunk by chunk, not as JSON.
-                return MockReply(200, tuple(events), {
-                    "Content-Type": "text/event-stream"})
-            return MockReply(200, dict(
-                base, object="chat.completion", choices=[{
-                    "index": 0, "message": {"role": "assistant",
-                                            "content": "ok"},
-                    "finish_reason": "stop"}], usage=usage))
-
-        return lambda req: self.provider_reply(provider, req, answer)
-
-    # -- serving
-
-    def _find(self, method, path):
-        best = None
-        with self._lock:
-            for m, prefix, handler in self._routes:
-                if m == method and path.startswith(prefix) and (
-                        best is None or len(prefix) > len(best[0])):
-                    best = (prefix, handler)
-        return best[1] if best else None
-
-    def _serve(self, h):
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
-        parts = urllib.parse.urlsplit(h.path)
-        req = MockRequest(h.command, parts.path,
-                          urllib.parse.parse_qs(parts.query,
-                                                keep_blank_values=True),
-                          {k.lower(): v for k, v in h.headers.items()},
-                          body, time.time())
-        with self._lock:
-            self.requests.append(req)
-        handler = self._find(h.command, parts.path)
-        if handler is None:
-            reply = MockReply(404, {"error": {
-                "message": "no mock route for %s %s" % (h.command, parts.path),
-                "type": "invalid_request_error", "code": "not_found"}})
-        else:
-            reply = handler(req)
-            if isinstance(reply, tuple):
-                reply = MockReply(*reply)
-        if reply is None:
-            # No answer at all: the client sees the connection close.
-            h.close_connection = True
-            return
-        self._send(h, reply)
-
-    @staticmethod
-    def _send(h, reply):
-        body = reply.body
-        headers = dict(reply.headers)
-        if isinstance(body, str):
-            body = body.encode()
-        elif not isinstance(body, bytes) and (
-                isinstance(body, (dict, list)) or not hasattr(body, "__iter__")):
-            body = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        try:
-            h.send_response(reply.status)
-            for k, v in headers.items():
-                h.send_header(k, v)
-            if isinstance(body, bytes):
-                h.send_header("Content-Length", str(len(body)))
-                h.end_headers()
-                if reply.delay:
-                    time.sleep(reply.delay)
-                h.wfile.write(body)
-            else:
-                h.send_header("Transfer-Encoding", "chunked")
-                h.end_headers()
-                for chunk in body:
-                    if reply.delay:
-                        time.sleep(reply.delay)
-                    if isinstance(chunk, str):
-                        chunk = chunk.encode()
-                    h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    h.wfile.flush()
-                h.wfile.write(b"0\r\n\r\n")
-            h.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def close(self):
-        _unregister(self)
-        self._closing.set()
-        self.behave()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __repr__(self):
-        return "MockProvider(%s)" % self.url
-
-
-# ---------------------------------------------------------------------------
 # A whole stack
 
 class Stack:
@@ -1952,49 +1449,6 @@ INLINE_KEY_HEADERS = {"openai": "X-OpenAI-Key",
 PROVIDER_MODELS = {"openai": "gpt-4o-mini",
                    "anthropic": "claude-3-5-haiku-latest",
                    "google": "gemini-2.0-flash"}
-
-
-class EchoBackend:
-    """A loopback HTTP application that answers every GET with the
-    X-Keygate-* headers it was sent, as KEYGATE_KEY_ID=... lines (and the
-    credential headers, should any reach it, as AUTHORIZATION=... and
-    X_API_KEY=...)."""
-
-    def __init__(self):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, fmt, *args):
-                pass
-
-            def do_GET(self):
-                lines = []
-                for name, value in self.headers.items():
-                    low = name.lower()
-                    if low.startswith("x-keygate-"):
-                        name = "KEYGATE_" + low[len("x-keygate-"):]
-                    elif low not in ("authorization", "x-api-key"):
-                        continue
-                    lines.append("%s=%s" % (
-                        name.upper().replace("-", "_"), value))
-                body = ("\n".join(sorted(lines)) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         kwargs={"poll_interval": 0.1}, daemon=True,
-                         name="echo-backend").start()
-        _register(self)
-
-    def close(self):
-        _unregister(self)
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class GuardedService:
@@ -2207,6 +1661,19 @@ def on_every_worker(stack, method, path, headers, check, body=None):
     assert workers <= seen, "workers %r, served by %r" % (workers, seen)
 
 
+def assert_scopes_everywhere(stack, key, scopes):
+    """Every worker refuses `key` the list of API keys (which it lacks
+    the scope for) and answers its whoami with exactly `scopes`."""
+    on_every_worker(stack, "GET", "/v1/api_keys?limit=1", auth(key),
+                    lambda r: assert_error(r, 403,
+                                           "insufficient_permissions"))
+
+    def new_scopes(r):
+        assert r.status == 200, r.body
+        assert r.json["scopes"] == scopes
+    on_every_worker(stack, "GET", "/v1/auth/whoami", auth(key), new_scopes)
+
+
 # ---------------------------------------------------------------------------
 # Assertions shared by the tests
 
@@ -2249,6 +1716,49 @@ def assert_error(resp, status, code=None):
         assert err["code"] == code, "error code %r, expected %r" % (
             err["code"], code)
     return err
+
+
+def sse_data(resp):
+    """The data of every Server-Sent Event of a whole response, in order
+    ("[DONE]" included)."""
+    return [line[6:] for block in resp.body.decode().split("\n\n")
+            for line in block.split("\n") if line.startswith("data: ")]
+
+
+def finished_stream(resp, usage=False):
+    """stream_chunks() of a whole streamed response, which must end with
+    [DONE]."""
+    events = sse_data(resp)
+    assert events and events[-1] == "[DONE]", events
+    return stream_chunks([json.loads(e) for e in events[:-1]], usage)
+
+
+def inline_chat(stack, provider, body, key):
+    """POST /v1/chat/completions with the development key and, unless it
+    is empty, `key` inline for `provider`."""
+    headers = dict(auth())
+    if key:
+        headers[INLINE_KEY_HEADERS[provider]] = key
+    return stack.post("/v1/chat/completions", body, headers=headers)
+
+
+@contextlib.contextmanager
+def direct_stack(workdir, pg, mock, provider, tag):
+    """A stack of two workers, on a database of its own named after `tag`,
+    that calls `provider` on `mock` (a MockProvider) and validates no key:
+    for the tests of a provider's wire format.  Gives (stack, mock), and
+    closes both."""
+    try:
+        s = Stack(workdir.subdir("kg"), pg,
+                  dbname="%s_%d" % (tag, time.time_ns()), workers=2,
+                  validate_llm_keys="false",
+                  **{"%s_base_url" % provider: mock.base_url(provider)})
+        try:
+            yield s, mock
+        finally:
+            s.close()
+    finally:
+        mock.close()
 
 
 def stream_chunks(chunks, usage=False):
@@ -2459,22 +1969,33 @@ def new_tenant(stack, name="e2e", parent=ROOT_TENANT, credits=None):
 
 class Tenant:
     """A new tenant below the root with a key of its own, made with
-    keygatectl; what a module needs besides (its vault, its ledger) a
+    keygatectl (through POST /v1/api_keys with the development key when
+    `key_by_api`); what a module needs besides (its vault, its ledger) a
     subclass adds.  `extra` headers are added to the key's, and a fresh
-    X-Request-Id unless `request_id` is given."""
+    X-Request-Id unless `request_id` is given; `key_headers` are the key's
+    alone."""
 
     name = "e2e"
     scopes = ("chat:write",)
     credits = None          # micro-credits, None: the schema's default
+    key_by_api = False
 
     def __init__(self, stack, scopes=None):
         self.stack = stack
         self.id = new_tenant(stack, self.name, credits=self.credits)
+        scopes = scopes or self.scopes
+        if self.key_by_api:
+            self.key = mint(stack, list(scopes), name=self.name,
+                            tenant_id=self.id)[0]
+            return
         p = stack.kg.ctl("create-key", "--name", self.name, "--scopes",
-                         ",".join(scopes or self.scopes), "--tenant",
-                         self.id)
+                         ",".join(scopes), "--tenant", self.id)
         assert p.returncode == 0, p.stdout + p.stderr
         self.key = p.stdout.strip()
+
+    @property
+    def key_headers(self):
+        return dict(auth(self.key))
 
     def headers(self, extra=None, request_id=None):
         h = dict(auth(self.key))

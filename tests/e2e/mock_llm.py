@@ -1,6 +1,11 @@
 """A loopback stand-in for the OpenAI-format chat providers, for the
 gateway's end-to-end tests.
 
+    LoopbackServer  the HTTP server every mock runs on
+    MockProvider  the four providers' key validation, and whatever routes a
+                  test adds, each answering a MockRequest with a MockReply
+    EchoBackend   a loopback application that prints the X-Keygate-*
+                  headers it gets
     MockLLM       an HTTP server answering POST <base>/chat/completions the
                   way OpenAI and OpenRouter do, recording every exchange
     Complete      a normal answer (JSON, or Server-Sent Events when the
@@ -13,10 +18,11 @@ gateway's end-to-end tests.
     Raw           any status and body, e.g. something that is not JSON
     SSEReader     a client for keygate's streams, timing every event
 
-The mock runs its own ThreadingHTTPServer so that it can watch each
-connection: while it pauses or stalls it polls the socket, and it records
-when the peer closed the connection (`Exchange.closed_at`), which is how
-the tests see that keygate ended an upstream call.
+The mock runs on LoopbackServer, the one HTTP server of every mock in the
+tests, and watches each connection: while it pauses or stalls it polls
+the socket, and it records when the peer closed the connection
+(`Exchange.closed_at`), which is how the tests see that keygate ended an
+upstream call.
 
 Providers live below their own path prefixes, like the real base URLs:
 
@@ -45,6 +51,7 @@ answer a request that carries no key at all, as such servers may.
 All times are time.monotonic(), so they compare with the client's.
 """
 
+import collections
 import http.client
 import http.server
 import json
@@ -262,6 +269,66 @@ class Exchange:
 # ---------------------------------------------------------------------------
 # The server
 
+class _ThreadingServer(http.server.ThreadingHTTPServer):
+    # http.server listens with a backlog of 5: a burst of calls from every
+    # worker at once (new connections, as keygated lets go of the ones a
+    # burst left) could overflow it and see a connection reset, a failure
+    # of the mock, not of keygated.
+    request_queue_size = 128
+    daemon_threads = True
+
+
+class LoopbackServer:
+    """The one HTTP server every mock of the tests runs on: threaded, on a
+    free loopback port, handing each request, whatever its method, to
+    serve(handler), where `handler` is the request's
+    BaseHTTPRequestHandler (its command, path, headers and unread body).
+    A peer that leaves mid-answer ends its connection quietly.  `backlog`
+    lets many calls connect at once; `protocol` is the HTTP version the
+    server answers in (HTTP/1.1 keeps connections open)."""
+
+    def __init__(self, serve, name, backlog=None, protocol="HTTP/1.1"):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = protocol
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def _any(self):
+                serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+        self.server = _ThreadingServer(("127.0.0.1", 0), Handler)
+        if backlog:
+            self.server.socket.listen(backlog)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+            daemon=True, name=name)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @staticmethod
+    def read_body(h):
+        """The bytes of the request `h` carries (Content-Length long)."""
+        n = int(h.headers.get("Content-Length") or 0)
+        return h.rfile.read(n) if n else b""
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class _PeerClosed(Exception):
     pass
 
@@ -277,35 +344,9 @@ class MockLLM:
         self.exchanges = []
         self.accepted = {p: set() for p in ALL_BASES}
         self.behaviour = {p: Complete() for p in ALL_BASES}
-        mock = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def handle_one_request(self):
-                try:
-                    super().handle_one_request()
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-
-            def _any(self):
-                mock._serve(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
         # Thousands of calls may connect at once.
-        self.server.socket.listen(4096)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-            daemon=True, name="mock-llm")
-        self._thread.start()
+        self.server = LoopbackServer(self._serve, "mock-llm", backlog=4096)
+        self.port = self.server.port
 
     # -- configuration
 
@@ -878,8 +919,13 @@ class MockLLM:
 
     def close(self):
         self._closing.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __repr__(self):
         return "MockLLM(%s)" % self.url
@@ -1013,6 +1059,507 @@ class SSEReader:
                 self.sock.close()
             except OSError:
                 pass
+
+
+# ---------------------------------------------------------------------------
+# The providers as routes: MockProvider, and EchoBackend
+
+def _stack():
+    """keygate_stack, which imports this module: imported when first
+    needed, for its registry of what to close and its bounded waits."""
+    import keygate_stack
+    return keygate_stack
+
+
+
+class MockRequest(collections.namedtuple(
+        "MockRequest", "method path query headers body time")):
+    """One request a MockProvider received: `query` parsed, `headers`
+    with lower-case names, `body` the bytes it carried."""
+
+    __slots__ = ()
+
+    @property
+    def json(self):
+        """The body as JSON (None when empty)."""
+        return json.loads(self.body or b"null")
+
+
+class MockReply:
+    """What a mock route answers.  `body` is bytes, a str, a JSON-able
+    value, or an iterable of byte chunks (sent chunked, flushed one by one,
+    `delay` seconds apart, e.g. for Server-Sent Events)."""
+
+    def __init__(self, status=200, body=b"", headers=None, delay=0.0):
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        self.delay = delay
+
+
+# Where each provider's API lives below its base URL; keygate's
+# <provider>_base_url points at MockProvider.url (plus any prefix).
+PROVIDER_PATHS = {
+    "openai": {"chat": "/v1/chat/completions", "models": "/v1/models"},
+    "anthropic": {"chat": "/v1/messages", "models": "/v1/models"},
+    "google": {"chat": "/v1beta/models/",       # MODEL:generateContent
+               "models": "/v1beta/models"},
+    "openrouter": {"chat": "/api/v1/chat/completions",
+                   "models": "/api/v1/models"},
+}
+
+
+class MockProvider:
+    """A loopback HTTP server standing in for the LLM providers.
+
+    Every request is recorded.  Routes are added with
+    route(method, path_prefix, handler); the handler gets a MockRequest and
+    returns a MockReply, a (status, body) tuple, or None to close the
+    connection without answering.  The longest matching prefix wins;
+    without a match the answer is a 404 in JSON.
+
+    One mock serves all four providers, each below its own path prefix
+    (PROVIDERS); config() gives the `<provider>_base_url` settings that
+    point keygate at it.  Out of the box each provider answers its real
+    key-validation request the way the real one does: 200 for a key in
+    accepted[provider] (see accept()), otherwise that provider's own
+    rejection (REJECTIONS); the OpenAI-compatible ones (OPENAI_COMPATIBLE)
+    also answer a chat completion for an accepted key.  Anthropic's and
+    Google's chat endpoints are left to route().  A provider can be told to misbehave
+    ("hang": answer only after HANG_SECONDS, longer than any client timeout
+    a test configures; "error": a 5xx; "drop": close the connection without
+    a reply; "reply": a given MockReply), or to hold every answer until the
+    test releases it (hold()).
+    Routes added later for other endpoints (chat completions, say) get the
+    same switches by answering through provider_reply()."""
+
+    # Per provider: `prefix`, the first path segment that is the
+    # provider's own; `base`, what <provider>_base_url points at below the
+    # mock's URL (the real services' base URLs end the same way); and
+    # `validate`, the path keygate requests to check a key.
+    PROVIDERS = collections.OrderedDict([
+        ("openai", {"prefix": "/openai/", "base": "/openai/v1",
+                    "validate": "/openai/v1/models",
+                    "chat": "/openai/v1/chat/completions"}),
+        ("anthropic", {"prefix": "/anthropic/", "base": "/anthropic",
+                       "validate": "/anthropic/v1/models",
+                       "chat": "/anthropic/v1/messages"}),
+        ("google", {"prefix": "/google/", "base": "/google",
+                    "validate": "/google/v1beta/models",
+                    # + MODEL:generateContent or :streamGenerateContent
+                    "chat": "/google/v1beta/models/"}),
+        ("openrouter", {"prefix": "/openrouter/",
+                        "base": "/openrouter/api/v1",
+                        "validate": "/openrouter/api/v1/key",
+                        "chat": "/openrouter/api/v1/chat/completions"}),
+    ])
+    # Providers whose chat endpoint speaks the OpenAI format; the mock
+    # answers their `chat` path out of the box (see _openai_chat_handler).
+    OPENAI_COMPATIBLE = ("openai", "openrouter")
+    ANTHROPIC_VERSION = "2023-06-01"
+
+    # What each provider answers to a key it accepts ...
+    ACCEPTED = {
+        "openai": {"object": "list", "data": [
+            {"id": "gpt-4o-mini", "object": "model"}]},
+        "anthropic": {"data": [], "has_more": False, "first_id": None,
+                      "last_id": None},
+        "google": {"models": []},
+        "openrouter": {"data": {"label": "sk-or-v1-abc...", "limit": None,
+                                "usage": 0}},
+    }
+    # ... to one it does not (status, body; `message` is the reason a
+    # client is shown) ...
+    REJECTIONS = {
+        "openai": (401, {"error": {
+            "message": "Incorrect API key provided: sk-...xyz.",
+            "type": "invalid_request_error", "param": None,
+            "code": "invalid_api_key"}}),
+        "anthropic": (401, {"type": "error", "error": {
+            "type": "authentication_error", "message": "invalid x-api-key"}}),
+        "google": (400, {"error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                         "reason": "API_KEY_INVALID"}]}}),
+        "openrouter": (401, {"error": {"message": "No auth credentials found",
+                                       "code": 401}}),
+    }
+    REJECTION_MESSAGES = {
+        "openai": "Incorrect API key provided: sk-...xyz.",
+        "anthropic": "invalid x-api-key",
+        "google": "API key not valid. Please pass a valid API key.",
+        "openrouter": "No auth credentials found",
+    }
+    # ... and when told to fail with a 5xx.
+    SERVER_ERRORS = {
+        "openai": {"error": {
+            "message": "The server had an error while processing your "
+                       "request. Sorry about that!",
+            "type": "server_error", "param": None, "code": None}},
+        "anthropic": {"type": "error", "error": {
+            "type": "api_error", "message": "Internal server error"}},
+        "google": {"error": {"code": 500,
+                             "message": "An internal error has occurred.",
+                             "status": "INTERNAL"}},
+        "openrouter": {"error": {"message": "Internal Server Error",
+                                 "code": 500}},
+    }
+    HANG_SECONDS = 60
+    HOLD_SECONDS = 30
+
+    def __init__(self):
+        self.requests = []
+        self._routes = []
+        self._lock = threading.Lock()
+        # Per provider: the keys it accepts, and what it is told to do
+        # instead of answering (None, or a (mode, status, threading.Event)).
+        self.accepted = {p: set() for p in self.PROVIDERS}
+        self._faults = {p: None for p in self.PROVIDERS}
+        self._holds = {p: None for p in self.PROVIDERS}
+        self._closing = threading.Event()
+        self.server = LoopbackServer(self._serve, "mock-provider")
+        self.port = self.server.port
+        for provider, where in self.PROVIDERS.items():
+            self.route("GET", where["validate"],
+                       self._validation_handler(provider))
+        for provider in self.OPENAI_COMPATIBLE:
+            self.route("POST", self.PROVIDERS[provider]["chat"],
+                       self._openai_chat_handler(provider))
+        _stack()._register(self)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def route(self, method, path_prefix, handler):
+        """Answers `method` requests whose path starts with `path_prefix`."""
+        with self._lock:
+            self._routes.append((method.upper(), path_prefix, handler))
+
+    def requests_to(self, path_prefix):
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(path_prefix)]
+
+    def reset(self):
+        with self._lock:
+            self.requests.clear()
+
+    # -- the providers
+
+    def base_url(self, provider):
+        """What keygate's <provider>_base_url should be."""
+        return self.url + self.PROVIDERS[provider]["base"]
+
+    def config(self):
+        """The four <provider>_base_url settings, for Stack(**config)."""
+        return {"%s_base_url" % p: self.base_url(p) for p in self.PROVIDERS}
+
+    def provider_of(self, path):
+        """The provider whose prefix `path` is under, or None."""
+        for provider, where in self.PROVIDERS.items():
+            if path.startswith(where["prefix"]):
+                return provider
+        return None
+
+    def requests_for(self, provider):
+        """Every recorded request under `provider`'s prefix, oldest first."""
+        return self.requests_to(self.PROVIDERS[provider]["prefix"])
+
+    def wait_for_requests(self, provider, count=1, timeout=10):
+        """Waits until `provider` has received at least `count` requests."""
+        return _stack().wait_until(
+            lambda: len(self.requests_for(provider)) >= count, timeout,
+            what="%d request(s) to the mock %s" % (count, provider))
+
+    def accept(self, provider, *keys):
+        """Makes `provider` accept `keys` (in addition to earlier ones)."""
+        with self._lock:
+            self.accepted[provider].update(keys)
+
+    def reject(self, provider, *keys):
+        """Makes `provider` reject `keys` again; every key without any."""
+        with self._lock:
+            if keys:
+                self.accepted[provider].difference_update(keys)
+            else:
+                self.accepted[provider].clear()
+
+    def is_accepted(self, provider, key):
+        with self._lock:
+            return key in self.accepted[provider]
+
+    def misbehave(self, provider, mode, status=500, reply=None):
+        """From now on `provider` answers every request by `mode`: "hang"
+        (answers only after HANG_SECONDS, or when behave() or close() is
+        called), "error" (`status` with the provider's 5xx body), "drop"
+        (closes the connection without a reply) or "reply" (always
+        `reply`, a MockReply: a redirect, say)."""
+        if mode not in ("hang", "error", "drop", "reply"):
+            raise ValueError("unknown mode %r" % mode)
+        with self._lock:
+            old = self._faults[provider]
+            self._faults[provider] = (
+                mode, reply if mode == "reply" else status, threading.Event())
+        if old:
+            old[2].set()
+
+    def hold(self, provider):
+        """Makes `provider` hold every answer until release() (at most
+        HOLD_SECONDS).  Returns nothing; see wait_for_requests()."""
+        with self._lock:
+            if self._holds[provider] is None:
+                self._holds[provider] = threading.Event()
+
+    def release(self, provider=None):
+        """Lets held answers of `provider` (of every provider) go."""
+        for p in [provider] if provider else list(self.PROVIDERS):
+            with self._lock:
+                gate, self._holds[p] = self._holds[p], None
+            if gate:
+                gate.set()
+
+    def behave(self, provider=None):
+        """Ends misbehaving and holding for `provider` (or all of them);
+        anything hanging is answered at once."""
+        for p in [provider] if provider else list(self.PROVIDERS):
+            with self._lock:
+                fault, self._faults[p] = self._faults[p], None
+            if fault:
+                fault[2].set()
+            self.release(p)
+
+    def restore(self):
+        """Back to how the mock started: every provider well-behaved and
+        accepting no key, and no request recorded."""
+        self.behave()
+        with self._lock:
+            for keys in self.accepted.values():
+                keys.clear()
+            self.requests.clear()
+
+    @staticmethod
+    def presented_key(provider, req):
+        """The key a request presents the way `provider` expects it (the
+        Authorization bearer, x-api-key or x-goog-api-key header), or None."""
+        if provider in ("openai", "openrouter"):
+            value = req.headers.get("authorization", "")
+            return value[len("Bearer "):] if value.startswith(
+                "Bearer ") else None
+        if provider == "anthropic":
+            return req.headers.get("x-api-key")
+        if provider == "google":
+            return req.headers.get("x-goog-api-key")
+        raise ValueError(provider)
+
+    def provider_reply(self, provider, req, answer):
+        """Applies `provider`'s current hold and fault, then answers with
+        answer(req) if it is behaving.  For route handlers."""
+        with self._lock:
+            gate = self._holds[provider]
+        if gate is not None:
+            gate.wait(self.HOLD_SECONDS)
+        with self._lock:
+            fault = self._faults[provider]
+        if fault is not None:
+            mode, value, wake = fault     # value: a status or a reply
+            if mode == "drop":
+                return None
+            if mode == "reply":
+                return value
+            if mode == "hang":
+                wake.wait(self.HANG_SECONDS)
+                if self._closing.is_set():
+                    return None
+                value = 500
+            return MockReply(value, self.SERVER_ERRORS[provider])
+        return answer(req)
+
+    def _validation_handler(self, provider):
+        path = self.PROVIDERS[provider]["validate"]
+
+        def answer(req):
+            if req.path.rstrip("/") != path:
+                return MockReply(404, {"error": {
+                    "message": "no mock route for %s %s" % (req.method,
+                                                            req.path),
+                    "code": 404}})
+            if provider == "anthropic" and req.headers.get(
+                    "anthropic-version") != self.ANTHROPIC_VERSION:
+                return MockReply(400, {"type": "error", "error": {
+                    "type": "invalid_request_error",
+                    "message": "anthropic-version: header is required"}})
+            key = self.presented_key(provider, req)
+            if key is not None and self.is_accepted(provider, key):
+                return MockReply(200, self.ACCEPTED[provider])
+            return MockReply(*self.REJECTIONS[provider])
+
+        return lambda req: self.provider_reply(provider, req, answer)
+
+    def chat_requests(self, provider):
+        """The chat requests `provider` has received, oldest first."""
+        return self.requests_to(self.PROVIDERS[provider]["chat"])
+
+    def _openai_chat_handler(self, provider):
+        """An OpenAI-format chat completion for an accepted key ("ok",
+        streamed when the request asks for it); else the rejection."""
+        def answer(req):
+            key = self.presented_key(provider, req)
+            if key is None or not self.is_accepted(provider, key):
+                return MockReply(*self.REJECTIONS[provider])
+            try:
+                body = json.loads(req.body or b"{}")
+            except ValueError:
+                body = {}
+            model = body.get("model") if isinstance(body, dict) else None
+            model = model if isinstance(model, str) else "mock-model"
+            usage = {"prompt_tokens": 5, "completion_tokens": 1,
+                     "total_tokens": 6}
+            base = {"id": "chatcmpl-mock", "created": int(time.time()),
+                    "model": model}
+            if isinstance(body, dict) and body.get("stream") is True:
+                chunks = [
+                    dict(base, object="chat.completion.chunk", choices=[{
+                        "index": 0, "delta": {"role": "assistant",
+                                              "content": ""},
+                        "finish_reason": None}]),
+                    dict(base, object="chat.completion.chunk", choices=[{
+                        "index": 0, "delta": {"content": "ok"},
+                        "finish_reason": None}]),
+                    dict(base, object="chat.completion.chunk", choices=[{
+                        "index": 0, "delta": {}, "finish_reason": "stop"}],
+                         usage=usage),
+                ]
+                events = ["data: %s\n\n" % json.dumps(c) for c in chunks]
+                events.append("data: [DONE]\n\n")
+                # A tuple, not a list: sent chunk by chunk, not as JSON.
+                return MockReply(200, tuple(events), {
+                    "Content-Type": "text/event-stream"})
+            return MockReply(200, dict(
+                base, object="chat.completion", choices=[{
+                    "index": 0, "message": {"role": "assistant",
+                                            "content": "ok"},
+                    "finish_reason": "stop"}], usage=usage))
+
+        return lambda req: self.provider_reply(provider, req, answer)
+
+    # -- serving
+
+    def _find(self, method, path):
+        best = None
+        with self._lock:
+            for m, prefix, handler in self._routes:
+                if m == method and path.startswith(prefix) and (
+                        best is None or len(prefix) > len(best[0])):
+                    best = (prefix, handler)
+        return best[1] if best else None
+
+    def _serve(self, h):
+        body = LoopbackServer.read_body(h)
+        parts = urllib.parse.urlsplit(h.path)
+        req = MockRequest(h.command, parts.path,
+                          urllib.parse.parse_qs(parts.query,
+                                                keep_blank_values=True),
+                          {k.lower(): v for k, v in h.headers.items()},
+                          body, time.time())
+        with self._lock:
+            self.requests.append(req)
+        handler = self._find(h.command, parts.path)
+        if handler is None:
+            reply = MockReply(404, {"error": {
+                "message": "no mock route for %s %s" % (h.command, parts.path),
+                "type": "invalid_request_error", "code": "not_found"}})
+        else:
+            reply = handler(req)
+            if isinstance(reply, tuple):
+                reply = MockReply(*reply)
+        if reply is None:
+            # No answer at all: the client sees the connection close.
+            h.close_connection = True
+            return
+        self._send(h, reply)
+
+    @staticmethod
+    def _send(h, reply):
+        body = reply.body
+        headers = dict(reply.headers)
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, bytes) and (
+                isinstance(body, (dict, list)) or not hasattr(body, "__iter__")):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            h.send_response(reply.status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            if isinstance(body, bytes):
+                h.send_header("Content-Length", str(len(body)))
+                h.end_headers()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                h.wfile.write(body)
+            else:
+                h.send_header("Transfer-Encoding", "chunked")
+                h.end_headers()
+                for chunk in body:
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    if isinstance(chunk, str):
+                        chunk = chunk.encode()
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    h.wfile.flush()
+                h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def close(self):
+        _stack()._unregister(self)
+        self._closing.set()
+        self.behave()
+        self.server.close()
+
+    def __repr__(self):
+        return "MockProvider(%s)" % self.url
+
+
+class EchoBackend:
+    """A loopback HTTP application that answers every GET with the
+    X-Keygate-* headers it was sent, as KEYGATE_KEY_ID=... lines (and the
+    credential headers, should any reach it, as AUTHORIZATION=... and
+    X_API_KEY=...)."""
+
+    def __init__(self):
+        self.server = LoopbackServer(self._echo, "echo-backend",
+                                     protocol="HTTP/1.0")
+        self.port = self.server.port
+        _stack()._register(self)
+
+    @staticmethod
+    def _echo(h):
+        if h.command != "GET":
+            h.send_error(501, "Unsupported method (%r)" % h.command)
+            return
+        lines = []
+        for name, value in h.headers.items():
+            low = name.lower()
+            if low.startswith("x-keygate-"):
+                name = "KEYGATE_" + low[len("x-keygate-"):]
+            elif low not in ("authorization", "x-api-key"):
+                continue
+            lines.append("%s=%s" % (name.upper().replace("-", "_"), value))
+        body = ("\n".join(sorted(lines)) + "\n").encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def close(self):
+        _stack()._unregister(self)
+        self.server.close()
 
 
 # ---------------------------------------------------------------------------

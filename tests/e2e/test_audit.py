@@ -20,6 +20,16 @@ def verify(stack):
     return stack.kg.ctl("audit-verify")
 
 
+def assert_broken_at(stack, row, *words):
+    """audit-verify fails, naming `row` as where the chain breaks and
+    saying each of `words`."""
+    p = verify(stack)
+    assert p.returncode == 1, p.stdout
+    assert "broken at row %d" % row in p.stdout
+    for word in words:
+        assert word in p.stdout
+
+
 def tamper(stack, sql):
     """Runs sql with the append-only triggers out of the way, as someone
     with direct database access could."""
@@ -57,20 +67,14 @@ def test_edited_row_is_named(audited):
     s, ids = audited
     tamper(s, "UPDATE audit_log SET action = 'api_key.revoke' "
               "WHERE id = %d" % ids[2])
-    p = verify(s)
-    assert p.returncode == 1
-    assert "broken at row %d" % ids[2] in p.stdout
-    assert "edited" in p.stdout
+    assert_broken_at(s, ids[2], "edited")
 
 
 def test_deleted_row_is_found(audited):
     s, ids = audited
     tamper(s, "DELETE FROM audit_log WHERE id = %d" % ids[2])
-    p = verify(s)
-    assert p.returncode == 1
     # The row after the gap no longer follows the one before it.
-    assert "broken at row %d" % ids[3] in p.stdout
-    assert "removed" in p.stdout
+    assert_broken_at(s, ids[3], "removed")
 
 
 def test_reordered_rows_are_found(audited):
@@ -88,9 +92,7 @@ def test_reordered_rows_are_found(audited):
             prev_hash = o.prev_hash, row_hash = o.row_hash
         FROM sw o WHERE (t.id, o.id) IN ((%(a)d, %(b)d), (%(b)d, %(a)d))
     """ % {"a": a, "b": b})
-    p = verify(s)
-    assert p.returncode == 1
-    assert "broken at row %d" % a in p.stdout
+    assert_broken_at(s, a)
 
 
 def test_chain_links_every_row_to_the_one_before(audited):
@@ -214,10 +216,7 @@ def test_a_chain_rebuilt_without_the_key_is_found(audited):
     s, ids = audited
     tamper(s, "UPDATE audit_log SET action = 'api_key.revoke' WHERE id = %d"
            % ids[2] + ";" + REBUILD_PLAIN)
-    p = verify(s)
-    assert p.returncode == 1, p.stdout
-    assert "broken at row %d" % ids[0] in p.stdout
-    assert "edited" in p.stdout
+    assert_broken_at(s, ids[0], "edited")
 
 
 def test_a_session_without_the_key_cannot_append(audited):

@@ -17,9 +17,9 @@ import pytest
 
 import keygate_stack as ks
 from mock_llm import Complete, Hang
-from credit_helpers import (BODY, POOL_KEY, _exact, _quiet, chat, cost,
-                            estimate, fresh, ledger, micro, set_balance,
-                            tenant)
+from credit_helpers import (BODY, POOL_KEY, _exact, _quiet, charged_call,
+                            chat, cost, fresh, ledger, micro, overspend_burst,
+                            tenant, usage_of)
 
 
 @pytest.fixture
@@ -49,12 +49,7 @@ def idle(s, tid, timeout=20):
 
 
 def test_a_call_is_charged_from_the_lease_with_one_usage_row(leased, mock):
-    mock.behave("openai", Complete(usage=(40, 9)))
-    tid, key = tenant(leased, 1)
-    r = chat(leased, key)
-    assert r.status == 200, r.body
-    charged = cost(40, 9)
-    assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+    tid, r, charged = charged_call(leased, mock)
     # Answered after the usage row and the charge were committed.
     rows = leased.psql("SELECT prompt_tokens, completion_tokens, "
                        "credits_charged, request_id, lease_id IS NOT NULL, "
@@ -100,22 +95,16 @@ def test_many_calls_share_one_lease_and_the_ledger_is_exact(leased, mock):
 
 
 def test_concurrent_calls_never_overspend_a_lease(leased, mock):
-    est, _ = estimate()
-    tid, key = tenant(leased, None)
-    set_balance(leased, tid, 5 * est)
-    mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
-    with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        results = list(ex.map(lambda _: chat(leased, key), range(40)))
+    tid, funds, results = overspend_burst(leased, mock)
     ok = [r for r in results if r.status == 200]
     assert sorted(r.status for r in results) == \
         [200] * len(ok) + [402] * (40 - len(ok))
     assert 1 <= len(ok) <= 5
     assert len(mock.seen("openai")) == len(ok)
     idle(leased, tid)
-    used = leased.psql("SELECT count(*), coalesce(sum(credits_charged), 0) "
-                       "FROM usage WHERE tenant_id = '%s'" % tid)[0]
-    assert int(used[0]) == len(ok)
-    assert micro(leased, tid) == 5 * est - int(used[1]) >= 0
+    calls, charged = usage_of(leased, tid)
+    assert calls == len(ok)
+    assert micro(leased, tid) == funds - charged >= 0
     _exact(leased, [tid])
 
 

@@ -13,8 +13,9 @@ import pytest
 
 import keygate_stack as ks
 from credit_helpers import (BODY, IN, OUT, OPENAI_KEY, POOL_KEY, _exact,
-                            _quiet, chat, cost, decimal, estimate, fresh,
-                            ledger, micro, set_balance, tenant)
+                            _quiet, charged_call, chat, cost, decimal,
+                            estimate, fresh, ledger, micro, overspend_burst,
+                            set_balance, tenant, usage_of)
 from mock_llm import Complete, Fail, Hang, SSEReader
 
 
@@ -75,12 +76,7 @@ def test_short_balance_is_402_and_the_provider_is_never_called(billed,
 
 
 def test_settled_to_real_usage_with_one_usage_row(billed, mock):
-    mock.behave("openai", Complete(usage=(40, 9)))
-    tid, key = tenant(billed, 1)
-    r = chat(billed, key)
-    assert r.status == 200, r.body
-    charged = cost(40, 9)
-    assert round(r.json["keygate"]["credits_charged"] * 1e6) == charged
+    tid, r, charged = charged_call(billed, mock)
     # Written as the exact decimal, not as a binary double's 17 digits.
     assert b'"credits_charged":%s,' % decimal(charged).encode() in r.body, \
         r.body
@@ -102,12 +98,7 @@ def test_settled_to_real_usage_with_one_usage_row(billed, mock):
 
 
 def test_concurrent_requests_never_overspend(billed, mock):
-    est, _ = estimate()
-    tid, key = tenant(billed, None)
-    set_balance(billed, tid, 5 * est)
-    mock.behave("openai", Complete(usage=(100, 100), pause=0.05))
-    with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        results = list(ex.map(lambda _: chat(billed, key), range(40)))
+    tid, funds, results = overspend_burst(billed, mock)
     ok = [r for r in results if r.status == 200]
     short = [r for r in results if r.status == 402]
     assert len(ok) + len(short) == 40
@@ -116,10 +107,9 @@ def test_concurrent_requests_never_overspend(billed, mock):
     balance = micro(billed, tid)
     assert balance >= 0
     assert micro(billed, tid, "credits_reserved") == 0
-    used = billed.psql("SELECT count(*), coalesce(sum(credits_charged), 0) "
-                       "FROM usage WHERE tenant_id = '%s'" % tid)[0]
-    assert int(used[0]) == len(ok)
-    assert balance == 5 * est - int(used[1])
+    calls, charged = usage_of(billed, tid)
+    assert calls == len(ok)
+    assert balance == funds - charged
 
 
 @pytest.mark.parametrize("leased", [False, True], ids=["holds", "leased"])

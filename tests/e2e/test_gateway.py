@@ -288,16 +288,22 @@ def test_unknown_models_are_unsupported(gw, mock, model):
 # ---------------------------------------------------------------------------
 # Routing and the reply
 
-@pytest.mark.parametrize("model", OPENAI_MODELS)
-def test_openai_models_go_to_openai(gw, mock, model):
+def assert_routed(gw, mock, model, provider):
+    """A call for `model` with the user's key reaches `provider` alone,
+    the model unchanged, and its reply comes back."""
     t = Tenant(gw)
-    headers, key = with_key(mock, "openai")
+    headers, key = with_key(mock, provider)
     request_id = rid()
     resp = t.chat(chat_body(model), headers, request_id)
-    up = mock.only("openai")
+    up = mock.only(provider)
     assert up.bearer == key
     assert up.json["model"] == model
-    assert_reply(resp, request_id, "user", "openai", up)
+    assert_reply(resp, request_id, "user", provider, up)
+
+
+@pytest.mark.parametrize("model", OPENAI_MODELS)
+def test_openai_models_go_to_openai(gw, mock, model):
+    assert_routed(gw, mock, model, "openai")
 
 
 @pytest.mark.parametrize("model", [
@@ -305,14 +311,7 @@ def test_openai_models_go_to_openai(gw, mock, model):
     "openai/gpt-4o", "anthropic/claude-3.5-sonnet",
 ])
 def test_vendor_models_go_to_openrouter_unchanged(gw, mock, model):
-    t = Tenant(gw)
-    headers, key = with_key(mock, "openrouter")
-    request_id = rid()
-    resp = t.chat(chat_body(model), headers, request_id)
-    up = mock.only("openrouter")
-    assert up.bearer == key
-    assert up.json["model"] == model
-    assert_reply(resp, request_id, "user", "openrouter", up)
+    assert_routed(gw, mock, model, "openrouter")
 
 
 def test_the_request_reaches_the_provider_intact(gw, mock):

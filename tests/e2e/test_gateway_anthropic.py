@@ -2,14 +2,12 @@
 translated from the OpenAI chat shape, the reply and the stream back to it.
 The mock below speaks Anthropic's wire format (as documented) on loopback."""
 
-import http.server
 import json
-import threading
-import time
 
 import pytest
 
 import keygate_stack as ks
+from mock_llm import MockProvider, MockReply
 
 KEY = "sk-ant-api03-" + "k" * 40
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -49,107 +47,52 @@ STREAM = [
 ]
 
 
-class AnthropicMock:
-    """POST /anthropic/v1/messages, as Anthropic answers it."""
+class AnthropicMock(MockProvider):
+    """POST /anthropic/v1/messages, as Anthropic answers it, on the mock
+    provider; it accepts KEY."""
 
     def __init__(self):
-        self.requests = []
+        super().__init__()
+        self.accept("anthropic", KEY)
         self.fail = None        # (status, body) to answer instead
         self.events = STREAM    # what a stream sends
-        mock = self
+        self.route("POST", self.PROVIDERS["anthropic"]["chat"], self.messages)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n) or b"null")
-                mock.requests.append((self.path, dict(self.headers), body))
-                if self.path != "/anthropic/v1/messages":
-                    return self.reply(404, {"type": "error", "error": {
-                        "type": "not_found_error", "message": "no route"}})
-                if self.headers.get("x-api-key") != KEY:
-                    return self.reply(401, {"type": "error", "error": {
-                        "type": "authentication_error",
-                        "message": "invalid x-api-key"}})
-                if mock.fail:
-                    return self.reply(*mock.fail)
-                if body.get("stream"):
-                    return self.stream()
-                return self.reply(200, {
-                    "id": "msg_2", "type": "message", "role": "assistant",
-                    "model": body["model"],
-                    "content": [{"type": "text", "text": "It rains."}],
-                    "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": 12, "output_tokens": 4,
-                              "cache_read_input_tokens": 3}})
-
-            def reply(self, status, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def stream(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for name, data in mock.events:
-                    ev = ("event: %s\ndata: %s\n\n"
-                          % (name, json.dumps(data))).encode()
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-                    self.wfile.flush()
-                    time.sleep(0.02)
-                self.wfile.write(b"0\r\n\r\n")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def messages(self, req):
+        key = self.presented_key("anthropic", req)
+        if not self.is_accepted("anthropic", key):
+            return MockReply(*self.REJECTIONS["anthropic"])
+        if self.fail:
+            return MockReply(*self.fail)
+        body = req.json
+        if body.get("stream"):
+            return MockReply(200, tuple(
+                "event: %s\ndata: %s\n\n" % (name, json.dumps(data))
+                for name, data in self.events),
+                {"Content-Type": "text/event-stream"}, delay=0.02)
+        return MockReply(200, {
+            "id": "msg_2", "type": "message", "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": "It rains."}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 4,
+                      "cache_read_input_tokens": 3}})
 
 
 @pytest.fixture(scope="module")
 def ant(workdir, pg):
-    mock = AnthropicMock()
-    s = ks.Stack(workdir.subdir("kg"), pg, dbname="ant_%d" % time.time_ns(),
-                 workers=2, anthropic_base_url=mock.url + "/anthropic",
-                 validate_llm_keys="false")
-    yield s, mock
-    s.close()
-    mock.close()
+    with ks.direct_stack(workdir, pg, AnthropicMock(), "anthropic",
+                         "ant") as both:
+        yield both
 
 
 def chat(s, body, key=KEY):
-    headers = dict(ks.auth())
-    if key:
-        headers["X-Anthropic-Key"] = key
-    return s.post("/v1/chat/completions", body, headers=headers)
-
-
-def sse(resp):
-    events = []
-    for block in resp.body.decode().split("\n\n"):
-        for line in block.split("\n"):
-            if line.startswith("data: "):
-                events.append(line[6:])
-    return events
+    return ks.inline_chat(s, "anthropic", body, key)
 
 
 def test_reply_is_translated_both_ways(ant):
     s, mock = ant
-    mock.requests.clear()
+    mock.reset()
     r = chat(s, {"model": "claude-3-5-haiku-latest", "temperature": 1.5,
                  "stop": ["END"],
                  "messages": [{"role": "system", "content": "Be brief."},
@@ -164,10 +107,10 @@ def test_reply_is_translated_both_ways(ant):
     assert r.json["keygate"]["provider"] == "anthropic"
     assert r.json["keygate"]["key_source"] == "user"
     assert r.json["keygate"]["pool_markup_applied"] is None
-    path, headers, body = mock.requests[-1]
+    headers, body = mock.requests[-1].headers, mock.requests[-1].json
     assert headers["x-api-key"] == KEY
     assert headers["anthropic-version"] == "2023-06-01"
-    assert "Authorization" not in headers
+    assert "authorization" not in headers
     assert ks.DEV_KEY not in json.dumps(headers) + json.dumps(body)
     assert body == {"model": "claude-3-5-haiku-latest",
                     "system": "Be brief.",
@@ -184,10 +127,7 @@ def test_stream_is_translated_with_tool_calls(ant):
                  "messages": [{"role": "user", "content": "Weather?"}]})
     assert r.status == 200, r.body
     assert r.headers["content-type"].startswith("text/event-stream")
-    events = sse(r)
-    assert events[-1] == "[DONE]"
-    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]],
-                                  usage=True)
+    chunks, kg = ks.finished_stream(r, usage=True)
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
     text = "".join(d.get("content", "") for d in deltas)
@@ -213,7 +153,7 @@ def test_usage_chunk_only_when_asked(ant):
     s, _ = ant
     r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
                  "messages": [{"role": "user", "content": "Weather?"}]})
-    chunks, kg = ks.stream_chunks([json.loads(e) for e in sse(r)[:-1]])
+    chunks, kg = ks.stream_chunks([json.loads(e) for e in ks.sse_data(r)[:-1]])
     assert not any("usage" in c for c in chunks)
     assert kg["provider"] == "anthropic" and kg["credits_charged"] >= 0
 
@@ -248,7 +188,7 @@ def test_an_error_mid_stream_keeps_its_type(ant):
     finally:
         mock.events = STREAM
     assert r.status == 200, r.body
-    events = sse(r)
+    events = ks.sse_data(r)
     assert events[-1] == "[DONE]", events
     # The error, with the keygate member, last before [DONE].
     last = json.loads(events[-2])

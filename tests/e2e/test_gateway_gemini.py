@@ -2,15 +2,12 @@
 translated from the OpenAI chat shape, the reply and the stream back to it.
 The mock below speaks Gemini's wire format (as documented) on loopback."""
 
-import http.server
 import json
-import threading
-import time
-import urllib.parse
 
 import pytest
 
 import keygate_stack as ks
+from mock_llm import MockProvider, MockReply
 
 KEY = "AIzaSy" + "g" * 33
 MODEL = "gemini-2.0-flash"
@@ -59,109 +56,57 @@ def stream_n(n):
     return events
 
 
-class GeminiMock:
+class GeminiMock(MockProvider):
     """POST /google/v1beta/models/{m}:generateContent and
-    :streamGenerateContent?alt=sse, as Gemini answers them; with
-    generationConfig.candidateCount above 1, that many candidates."""
+    :streamGenerateContent?alt=sse, as Gemini answers them, on the mock
+    provider; with generationConfig.candidateCount above 1, that many
+    candidates.  It accepts KEY."""
 
     def __init__(self):
-        self.requests = []
+        super().__init__()
+        self.accept("google", KEY)
         self.finish = "STOP"
-        mock = self
+        self.route("POST", self.PROVIDERS["google"]["chat"], self.generate)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n) or b"null")
-                mock.requests.append((self.path, dict(self.headers), body))
-                url = urllib.parse.urlsplit(self.path)
-                if self.headers.get("x-goog-api-key") != KEY:
-                    return self.reply(400, {"error": {
-                        "code": 400, "status": "INVALID_ARGUMENT",
-                        "message": "API key not valid. Please pass a valid "
-                                   "API key."}})
-                prefix = "/google/v1beta/models/%s:" % MODEL
-                n = (body.get("generationConfig") or {}).get(
-                    "candidateCount", 1)
-                if url.path == prefix + "generateContent" and n > 1:
-                    return self.reply(200, {
-                        "candidates": candidates(n),
-                        "usageMetadata": {"promptTokenCount": 4,
-                                          "candidatesTokenCount": 3 * n}})
-                if url.path == prefix + "generateContent":
-                    return self.reply(200, {
-                        "candidates": [{"content": {"role": "model",
-                                                    "parts": [{"text":
-                                                               "Sunny."}]},
-                                        "finishReason": mock.finish}],
-                        "usageMetadata": {"promptTokenCount": 6,
-                                          "candidatesTokenCount": 2},
-                        "modelVersion": MODEL})
-                if (url.path == prefix + "streamGenerateContent" and
-                        url.query == "alt=sse"):
-                    return self.stream(STREAM if n == 1 else stream_n(n))
-                self.reply(404, {"error": {"code": 404,
-                                           "message": "not found",
-                                           "status": "NOT_FOUND"}})
-
-            def reply(self, status, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def stream(self, events):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for data in events:
-                    ev = ("data: %s\r\n\r\n" % json.dumps(data)).encode()
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-                    self.wfile.flush()
-                    time.sleep(0.02)
-                # No terminator: the stream ends with the body.
-                self.wfile.write(b"0\r\n\r\n")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def generate(self, req):
+        if not self.is_accepted("google", self.presented_key("google", req)):
+            return MockReply(*self.REJECTIONS["google"])
+        body = req.json
+        prefix = "/google/v1beta/models/%s:" % MODEL
+        n = (body.get("generationConfig") or {}).get("candidateCount", 1)
+        if req.path == prefix + "generateContent" and n > 1:
+            return MockReply(200, {
+                "candidates": candidates(n),
+                "usageMetadata": {"promptTokenCount": 4,
+                                  "candidatesTokenCount": 3 * n}})
+        if req.path == prefix + "generateContent":
+            return MockReply(200, {
+                "candidates": [{"content": {"role": "model",
+                                            "parts": [{"text": "Sunny."}]},
+                                "finishReason": self.finish}],
+                "usageMetadata": {"promptTokenCount": 6,
+                                  "candidatesTokenCount": 2},
+                "modelVersion": MODEL})
+        if (req.path == prefix + "streamGenerateContent" and
+                req.query == {"alt": ["sse"]}):
+            # No terminator: the stream ends with the body.
+            return MockReply(200, tuple(
+                "data: %s\r\n\r\n" % json.dumps(data)
+                for data in (STREAM if n == 1 else stream_n(n))),
+                {"Content-Type": "text/event-stream"}, delay=0.02)
+        return MockReply(404, {"error": {"code": 404,
+                                            "message": "not found",
+                                            "status": "NOT_FOUND"}})
 
 
 @pytest.fixture(scope="module")
 def gem(workdir, pg):
-    mock = GeminiMock()
-    s = ks.Stack(workdir.subdir("kg"), pg, dbname="gem_%d" % time.time_ns(),
-                 workers=2, google_base_url=mock.url + "/google",
-                 validate_llm_keys="false")
-    yield s, mock
-    s.close()
-    mock.close()
+    with ks.direct_stack(workdir, pg, GeminiMock(), "google", "gem") as both:
+        yield both
 
 
 def chat(s, body, key=KEY):
-    headers = dict(ks.auth())
-    headers["X-Google-Key"] = key
-    return s.post("/v1/chat/completions", body, headers=headers)
-
-
-def sse(resp):
-    return [line[6:] for block in resp.body.decode().split("\n\n")
-            for line in block.split("\n") if line.startswith("data: ")]
+    return ks.inline_chat(s, "google", body, key)
 
 
 def test_reply_is_translated_both_ways(gem):
@@ -176,9 +121,11 @@ def test_reply_is_translated_both_ways(gem):
     assert r.json["usage"] == {"prompt_tokens": 6, "completion_tokens": 2,
                                "total_tokens": 8}
     assert r.json["keygate"]["provider"] == "google"
-    path, headers, body = mock.requests[-1]
+    req = mock.requests[-1]
+    headers, body = req.headers, req.json
     # The key travels in a header, never in the URL.
-    assert KEY not in path and "key=" not in path
+    assert KEY not in req.path and "key" not in req.query
+    assert KEY not in json.dumps(req.query)
     assert headers["x-goog-api-key"] == KEY
     assert ks.DEV_KEY not in json.dumps(headers) + json.dumps(body)
     assert body == {"contents": [{"role": "user",
@@ -193,10 +140,7 @@ def test_stream_is_translated_and_closed(gem):
                  "stream_options": {"include_usage": True},
                  "messages": [{"role": "user", "content": "Weather?"}]})
     assert r.status == 200, r.body
-    events = sse(r)
-    assert events[-1] == "[DONE]"
-    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]],
-                                  usage=True)
+    chunks, kg = ks.finished_stream(r, usage=True)
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert "".join(d.get("content", "") for d in deltas) == "Let me check."
@@ -252,7 +196,7 @@ def test_several_choices_come_back_as_choices(gem):
     r = chat(s, {"model": MODEL, "n": 3,
                  "messages": [{"role": "user", "content": "Weather?"}]})
     assert r.status == 200, r.body
-    assert mock.requests[-1][2]["generationConfig"] == {"candidateCount": 3}
+    assert mock.requests[-1].json["generationConfig"] == {"candidateCount": 3}
     assert r.json["choices"] == [
         {"index": k, "message": {"role": "assistant",
                                  "content": "Answer %d." % k},
@@ -266,9 +210,7 @@ def test_several_choices_stream_by_index(gem):
     r = chat(s, {"model": MODEL, "n": 2, "stream": True,
                  "messages": [{"role": "user", "content": "Weather?"}]})
     assert r.status == 200, r.body
-    events = sse(r)
-    assert events[-1] == "[DONE]"
-    chunks, kg = ks.stream_chunks([json.loads(e) for e in events[:-1]])
+    chunks, kg = ks.finished_stream(r)
     text, finish, roles = {}, {}, {}
     for c in chunks:
         for ch in c["choices"]:

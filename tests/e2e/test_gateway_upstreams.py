@@ -39,23 +39,20 @@ LOCAL_IN, LOCAL_OUT = 200000, 400000
 
 @pytest.fixture(scope="module")
 def gpu():
-    m = MockLLM()
-    yield m
-    m.close()
+    with MockLLM() as m:
+        yield m
 
 
 @pytest.fixture(scope="module")
 def plain():
-    m = MockLLM()
-    yield m
-    m.close()
+    with MockLLM() as m:
+        yield m
 
 
 @pytest.fixture(scope="module")
 def builtin():
-    m = MockLLM()
-    yield m
-    m.close()
+    with MockLLM() as m:
+        yield m
 
 
 def upstreams(gpu, plain):

@@ -36,6 +36,7 @@ import urllib.parse
 import pytest
 
 import keygate_stack as ks
+from mock_llm import LoopbackServer
 
 SDK_DIR = os.path.join(ks.SRCDIR, "tests", "sdk")
 NODE_MODULES = os.path.join(SDK_DIR, "node_modules")
@@ -112,8 +113,8 @@ class Providers:
         self.requests = []
         self.armed = set()
         self._lock = threading.Lock()
-        self.server = ks.loopback_server(self.serve)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.server = LoopbackServer(self.serve, "sdk-providers")
+        self.url = self.server.url
 
     def config(self):
         return {"%s_base_url" % p: self.url + b for p, b in
@@ -132,12 +133,12 @@ class Providers:
             return len(self.requests)
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     # -- dispatch
 
-    def serve(self, h, raw):
+    def serve(self, h):
+        raw = LoopbackServer.read_body(h)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

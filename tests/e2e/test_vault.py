@@ -44,6 +44,7 @@ import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
 from keygate_stack import on_every_worker, served_by
 from keygate_stack import audit_rows, count_rows
+from mock_llm import MockProvider, MockReply
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -109,26 +110,14 @@ def with_rid(headers, request_id):
     return dict(headers, **{"X-Request-Id": request_id})
 
 
-def new_tenant(stack, parent=ROOT, name="e2e-vault"):
-    """A tenant below `parent` with CREDITS, inserted with SQL."""
-    return ks.new_tenant(stack, name, parent, credits=CREDITS)
+class Tenant(ks.Tenant):
+    """A tenant with an API key, made through the API, that may read and
+    write its vault and call the gateway."""
 
-
-def mint(stack, tenant, scopes=None):
-    """An API key of `tenant` made through the API; returns the secret."""
-    return ks.mint(stack, scopes or TENANT_SCOPES, name="e2e-vault",
-                   tenant_id=tenant)[0]
-
-
-class Tenant:
-    """A tenant with an API key that may read and write its vault and
-    call the gateway."""
-
-    def __init__(self, stack, scopes=None):
-        self.stack = stack
-        self.id = new_tenant(stack)
-        self.key = mint(stack, self.id, scopes)
-        self.headers = auth(self.key)
+    name = "e2e-vault"
+    scopes = TENANT_SCOPES
+    credits = CREDITS
+    key_by_api = True
 
     def store(self, keys, request_id=None, timeout=10):
         """POSTs {provider: key}, or `keys` as it is when it is anything
@@ -136,20 +125,20 @@ class Tenant:
         is_by_provider = (isinstance(keys, dict) and keys and
                           set(keys) <= set(PROVIDERS))
         body = body_of(keys) if is_by_provider else keys
-        headers = self.headers
+        headers = self.key_headers
         if request_id:
             headers = with_rid(headers, request_id)
         return self.stack.post(PATH, body, headers=headers, timeout=timeout)
 
     def status(self):
-        resp = self.stack.get(PATH, headers=self.headers)
+        resp = self.stack.get(PATH, headers=self.key_headers)
         assert resp.status == 200, resp.body[:500]
         assert_status_object(resp.json)
         return resp.json
 
     def delete(self, provider=None, request_id=None):
         path = PATH + ("?provider=%s" % provider if provider else "")
-        headers = self.headers
+        headers = self.key_headers
         if request_id:
             headers = with_rid(headers, request_id)
         return self.stack.request("DELETE", path, headers=headers)
@@ -157,8 +146,9 @@ class Tenant:
     def rows(self):
         return vault_rows(self.stack, self.id)
 
-    def chat(self, model="gpt-4o-mini"):
-        return chat(self.stack, self.headers, model)
+    def ask(self, model="gpt-4o-mini"):
+        """A gateway call to `model` with the key alone."""
+        return chat(self.stack, self.key_headers, model)
 
     def has(self):
         """The providers the status says this tenant has a key for."""
@@ -323,7 +313,7 @@ def retry_after_ok(resp):
 
 @pytest.fixture(scope="module")
 def mock():
-    m = ks.MockProvider()
+    m = MockProvider()
     yield m
     m.close()
 
@@ -366,7 +356,7 @@ def accepted(mock, keys):
 # 1. Store, status, delete
 
 def test_new_tenant_has_no_provider_keys(vault, tenant):
-    resp = vault.get(PATH, headers=tenant.headers)
+    resp = vault.get(PATH, headers=tenant.key_headers)
     assert resp.status == 200, resp.body
     assert_json_response(resp)
     assert resp.json == dict(
@@ -476,7 +466,7 @@ def test_the_gateway_calls_the_provider_with_the_stored_key(vault, tenant,
                                                            mock):
     keys = accepted(mock, four_keys())
     assert tenant.store(keys).status == 200
-    resp = tenant.chat("gpt-4o-mini")
+    resp = tenant.ask("gpt-4o-mini")
     assert resp.status == 200, resp.body
     assert resp.json["keygate"]["key_source"] == "user", resp.json
     assert resp.json["keygate"]["provider"] == "openai", resp.json
@@ -534,7 +524,7 @@ def test_delete_of_an_unknown_provider_is_400_and_deletes_nothing(
     before = tenant.rows()
     request_id = rid("delete-bad")
     resp = vault.request("DELETE", PATH + "?" + query,
-                         headers=with_rid(tenant.headers, request_id))
+                         headers=with_rid(tenant.key_headers, request_id))
     assert_error(resp, 400)
     assert tenant.rows() == before, "DELETE ?%s deleted keys" % query
     assert audit_rows(vault, request_id) == []
@@ -548,7 +538,8 @@ def test_a_misspelt_delete_parameter_deletes_nothing(vault, tenant, mock,
     parameter must be refused rather than read as "all of them"."""
     assert tenant.store(accepted(mock, four_keys())).status == 200
     before = tenant.rows()
-    resp = vault.request("DELETE", PATH + "?" + query, headers=tenant.headers)
+    resp = vault.request("DELETE", PATH + "?" + query,
+                         headers=tenant.key_headers)
     assert_error(resp, 400)
     assert tenant.rows() == before, "DELETE ?%s deleted keys" % query
 
@@ -575,7 +566,7 @@ def test_reading_needs_llm_keys_read_and_writing_llm_keys_write(vault, mock):
     err = assert_error(reader.delete(), 403, "insufficient_permissions")
     assert "llm_keys:write" in err["message"]
     assert reader.status()["has_openai_key"] is False
-    err = assert_error(vault.get(PATH, headers=other.headers), 403,
+    err = assert_error(vault.get(PATH, headers=other.key_headers), 403,
                        "insufficient_permissions")
     assert "llm_keys:read" in err["message"]
     assert mock.requests == [], "a provider was asked for a refused store"
@@ -593,12 +584,12 @@ def test_no_key_in_any_response_log_line_or_database_dump(vault, tenant,
     texts.append(resp.body.decode())
     bad = provider_key("anthropic")                  # a rejected one
     texts.append(tenant.store({"anthropic": bad}).body.decode())
-    texts.append(vault.get(PATH, headers=tenant.headers).body.decode())
+    texts.append(vault.get(PATH, headers=tenant.key_headers).body.decode())
     texts.append(tenant.delete("google").body.decode())
-    reply = tenant.chat("gpt-4o-mini")    # a call that uses the stored key
+    reply = tenant.ask("gpt-4o-mini")    # a call that uses the stored key
     assert reply.status == 200, reply.body
     texts.append(reply.body.decode())
-    texts.append(vault.get(PATH, headers=tenant.headers).body.decode())
+    texts.append(vault.get(PATH, headers=tenant.key_headers).body.decode())
     texts.append(vault.post(REENCRYPT, headers=auth()).body.decode())
     all_keys = list(keys.values()) + [bad]
     for text in texts:
@@ -710,7 +701,7 @@ def test_the_gateway_never_sends_a_moved_or_altered_value(vault, mock, how):
     spoiled = tamper(vault, how, victim, donor)
     try:
         mock.reset()
-        resp = victim.chat("gpt-4o-mini")
+        resp = victim.ask("gpt-4o-mini")
         if resp.status != 200:
             assert_error(resp, resp.status)
         assert_upstream_keys(mock, keys[victim])
@@ -833,7 +824,8 @@ def rot(workdir, pg, mock):
         assert len(ids) == ROTATION_TENANTS
 
         def populate(tid):
-            key = mint(s, tid)
+            key = ks.mint(s, TENANT_SCOPES, name=Tenant.name,
+                          tenant_id=tid)[0]
             keys = four_keys()
             resp = s.post(PATH, body_of(keys), headers=auth(key))
             assert resp.status == 200, resp.body
@@ -1099,7 +1091,7 @@ def test_malformed_master_keys_are_refused_at_start(workdir, vault, ring):
 def test_a_stored_key_and_its_deletion_reach_every_worker_at_once(
         vault, tenant, mock):
     assert tenant.status()["has_openrouter_key"] is False
-    on_every_worker(vault, "GET", PATH, tenant.headers,
+    on_every_worker(vault, "GET", PATH, tenant.key_headers,
                     lambda r: r.status == 200)      # warm every worker
     keys = accepted(mock, {"openrouter": provider_key("openrouter")})
     assert tenant.store(keys).status == 200
@@ -1107,13 +1099,13 @@ def test_a_stored_key_and_its_deletion_reach_every_worker_at_once(
     def has_it(resp):
         assert resp.status == 200, resp.body
         assert resp.json["has_openrouter_key"] is True, resp.body
-    on_every_worker(vault, "GET", PATH, tenant.headers, has_it)
+    on_every_worker(vault, "GET", PATH, tenant.key_headers, has_it)
     assert tenant.delete("openrouter").status == 200
 
     def lacks_it(resp):
         assert resp.status == 200, resp.body
         assert resp.json["has_openrouter_key"] is False, resp.body
-    on_every_worker(vault, "GET", PATH, tenant.headers, lacks_it)
+    on_every_worker(vault, "GET", PATH, tenant.key_headers, lacks_it)
 
 
 def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
@@ -1129,12 +1121,12 @@ def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
 
     def ok(resp):
         assert resp.status == 200, resp.body
-    on_every_worker(vault, "POST", CHAT, tenant.headers, ok, body)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, ok, body)
     assert_upstream_keys(mock, first)
     second = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(second).status == 200
     mock.reset()
-    on_every_worker(vault, "POST", CHAT, tenant.headers, ok, body)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, ok, body)
     assert mock.chat_requests("openai"), "no call reached the provider"
     assert_upstream_keys(mock, second)
     assert tenant.delete().status == 200
@@ -1142,7 +1134,7 @@ def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
 
     def refused(resp):
         assert_error(resp, 401, "missing_provider_key")
-    on_every_worker(vault, "POST", CHAT, tenant.headers, refused, body)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, refused, body)
     assert mock.chat_requests("openai") == [], "a deleted key was used"
 
 
@@ -1162,11 +1154,11 @@ def test_stored_keys_are_read_once_per_worker(vault, tenant, mock):
     the vault again for every call."""
     keys = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(keys).status == 200
-    on_every_worker(vault, "POST", CHAT, tenant.headers,
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers,
                     lambda r: r.status == 200, CHAT_BODY)
     before = vault_lookups(vault)
     for _ in range(60):
-        assert vault.post(CHAT, CHAT_BODY, headers=tenant.headers).status \
+        assert vault.post(CHAT, CHAT_BODY, headers=tenant.key_headers).status \
             == 200
     assert vault_lookups(vault) - before < 4
     assert_upstream_keys(mock, keys)
@@ -1177,14 +1169,15 @@ def test_a_key_stored_where_none_was_reaches_every_worker(vault, tenant,
     """No key is remembered too: a store ends that everywhere at once."""
     def refused(resp):
         assert_error(resp, 401, "missing_provider_key")
-    on_every_worker(vault, "POST", CHAT, tenant.headers, refused, CHAT_BODY)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, refused,
+                    CHAT_BODY)
     keys = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(keys).status == 200
     mock.reset()
 
     def ok(resp):
         assert resp.status == 200, resp.body
-    on_every_worker(vault, "POST", CHAT, tenant.headers, ok, CHAT_BODY)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, ok, CHAT_BODY)
     assert_upstream_keys(mock, keys)
 
 
@@ -1193,17 +1186,19 @@ def test_a_key_deleted_in_the_database_reaches_every_worker(vault, tenant,
     """As another host or an operator's SQL would delete it."""
     keys = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(keys).status == 200
-    on_every_worker(vault, "POST", CHAT, tenant.headers,
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers,
                     lambda r: r.status == 200, CHAT_BODY)
     vault.psql("DELETE FROM llm_keys WHERE tenant_id = '%s'" % tenant.id)
-    ks.wait_until(lambda: vault.post(CHAT, CHAT_BODY, headers=tenant.headers
+    ks.wait_until(lambda: vault.post(CHAT, CHAT_BODY,
+                                     headers=tenant.key_headers
                                      ).status == 401, 2,
                   what="the deleted key to be gone")
     mock.reset()
 
     def refused(resp):
         assert_error(resp, 401, "missing_provider_key")
-    on_every_worker(vault, "POST", CHAT, tenant.headers, refused, CHAT_BODY)
+    on_every_worker(vault, "POST", CHAT, tenant.key_headers, refused,
+                    CHAT_BODY)
     assert mock.chat_requests("openai") == [], "a deleted key was used"
 
 
@@ -1305,7 +1300,7 @@ def test_unknown_fields_wrong_types_and_empty_body_are_422(vault, tenant,
                          ids=["malformed", "array", "string"])
 def test_a_body_that_is_not_an_object_is_refused(vault, tenant, mock, raw):
     resp = vault.post(PATH, raw, headers=dict(
-        tenant.headers, **{"Content-Type": "application/json"}))
+        tenant.key_headers, **{"Content-Type": "application/json"}))
     assert_error(resp, resp.status)
     assert resp.status in (400, 422), resp.body
     assert mock.requests == []
@@ -1382,7 +1377,7 @@ def test_a_redirecting_provider_is_not_followed(vault, tenant, mock):
     """A validation request that is redirected elsewhere must not carry
     the key there (redirects are never followed)."""
     key = accepted(mock, {"openai": provider_key("openai")})
-    mock.misbehave("openai", "reply", reply=ks.MockReply(
+    mock.misbehave("openai", "reply", reply=MockReply(
         302, b"", {"Location": mock.url + "/elsewhere/v1/models"}))
     resp = tenant.store(key)
     assert resp.status != 200, resp.body
@@ -1484,7 +1479,7 @@ def test_hanging_provider_is_502_within_the_timeout(vault, tenant, mock):
 def far(workdir, pg):
     """Every provider at a port where nothing listens; a pool key set."""
     dead = "http://127.0.0.1:%d" % ks.free_tcp_port()
-    config = {"%s_base_url" % p: dead + ks.MockProvider.PROVIDERS[p]["base"]
+    config = {"%s_base_url" % p: dead + MockProvider.PROVIDERS[p]["base"]
               for p in PROVIDERS}
     s = ks.Stack(workdir.subdir("kg"), pg,
                  dbname="far_%d_%d" % (os.getpid(), time.time_ns()),
@@ -1508,7 +1503,7 @@ def test_unreachable_provider_is_502(far, provider):
 
 def test_pool_available_when_a_pool_key_is_configured(far):
     t = Tenant(far)
-    resp = far.get(PATH, headers=t.headers)
+    resp = far.get(PATH, headers=t.key_headers)
     assert resp.status == 200, resp.body
     assert_status_object(resp.json)
     assert resp.json["pool_available"] is True
@@ -1557,7 +1552,7 @@ def test_status_and_delete_while_database_is_down_are_503(outage, mock):
     before = t.rows()
     outage.pg.stop()
     try:
-        for resp in (outage.get(PATH, headers=t.headers), t.delete()):
+        for resp in (outage.get(PATH, headers=t.key_headers), t.delete()):
             assert_error(resp, 503)
             assert retry_after_ok(resp), resp.headers
     finally:
