@@ -22,7 +22,7 @@
  * to stop a worker inside a publish.  (The library's copy is then not
  * linked in: every symbol it has is already here.)
  */
-#include "../../src/core/keycache.c"
+#include "core/keycache.c"
 
 #define KEY_A	"11111111-1111-1111-1111-111111111111"
 #define KEY_B	"22222222-2222-2222-2222-222222222222"

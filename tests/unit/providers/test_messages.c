@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "json_fixture.h"
+#include "../json_fixture.h"
 
 #include "lib/json.h"
 #include "providers/messages.h"

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "json_fixture.h"
+#include "../json_fixture.h"
 
 #include "lib/crypto.h"
 #include "lib/json.h"
