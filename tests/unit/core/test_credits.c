@@ -2,15 +2,9 @@
  * Unit tests for src/core/credits.c's arithmetic: exact decimals of
  * micro-credits, the cost of a call and what a balance still pays for.
  */
-#include "autoconfig.h"
+#include "../unit.h"
 
 #include <limits.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <string.h>
-
-#include <cmocka.h>
 
 #include "core/credits.h"
 
@@ -72,14 +66,7 @@ cost_of_absurd_counts_saturates(void **state)
 	assert_true(credits_cost(&dear, LONG_MAX, LONG_MAX, 0) > 0);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(format_is_exact_and_short),
-		cmocka_unit_test(cost_rounds_up_with_markup),
-		cmocka_unit_test(cost_of_absurd_counts_saturates),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(format_is_exact_and_short),
+    cmocka_unit_test(cost_rounds_up_with_markup),
+    cmocka_unit_test(cost_of_absurd_counts_saturates))

@@ -1,31 +1,13 @@
 /* Unit tests for src/lib/crypto.c: published vectors, refusals, fork. */
-#include "autoconfig.h"
+#include "../unit.h"
 
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
 #include "lib/crypto.h"
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 /* Decodes lower- or upper-case hex into out; fails the test on bad input. */
 static size_t
@@ -903,25 +885,18 @@ test_random_after_fork(void **state)
 			    total, FORK_KIDS + 1);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_gcm_spec_vectors),
-		cmocka_unit_test(test_gcm_wycheproof_valid),
-		cmocka_unit_test(test_gcm_wycheproof_modified_tag),
-		cmocka_unit_test(test_gcm_other_iv_lengths_refused),
-		cmocka_unit_test(test_gcm_round_trip),
-		cmocka_unit_test(test_hkdf_rfc5869_case1),
-		cmocka_unit_test(test_hkdf_rfc5869_case2),
-		cmocka_unit_test(test_hkdf_rfc5869_case3),
-		cmocka_unit_test(test_hkdf_lengths),
-		cmocka_unit_test(test_hmac_rfc4231),
-		cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_equal),
-		cmocka_unit_test(test_random),
-		cmocka_unit_test(test_random_after_fork),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_gcm_spec_vectors),
+    cmocka_unit_test(test_gcm_wycheproof_valid),
+    cmocka_unit_test(test_gcm_wycheproof_modified_tag),
+    cmocka_unit_test(test_gcm_other_iv_lengths_refused),
+    cmocka_unit_test(test_gcm_round_trip),
+    cmocka_unit_test(test_hkdf_rfc5869_case1),
+    cmocka_unit_test(test_hkdf_rfc5869_case2),
+    cmocka_unit_test(test_hkdf_rfc5869_case3),
+    cmocka_unit_test(test_hkdf_lengths),
+    cmocka_unit_test(test_hmac_rfc4231),
+    cmocka_unit_test(test_sha256),
+    cmocka_unit_test(test_equal),
+    cmocka_unit_test(test_random),
+    cmocka_unit_test(test_random_after_fork))

@@ -4,16 +4,7 @@
  * stream events are {"say":text} and {"bye":n}) driven through the same
  * stream path the gateway uses.
  */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/json.h"
 #include "providers/provider.h"
@@ -250,13 +241,12 @@ test_openai_request_carries_the_limit_held(void **state)
 {
 	struct provider_call c = { 0 };
 	struct json_object *req, *sent;
-	enum json_parse_error why;
 	char		 err[64];
 	const char	*text = "{\"model\":\"m\",\"stream\":true,"
 	    "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
 
 	(void)state;
-	req = json_parse(text, strlen(text), &why, err, sizeof(err));
+	req = unit_json(text);
 	c.op = PROVIDER_CHAT;
 	c.stream = true;
 	c.base = "https://api.openai.com/v1";
@@ -267,8 +257,7 @@ test_openai_request_carries_the_limit_held(void **state)
 	    PROVIDER_OK);
 	assert_string_equal(c.url.data,
 	    "https://api.openai.com/v1/chat/completions");
-	sent = json_parse(c.body.data, c.body.len, &why, err, sizeof(err));
-	assert_non_null(sent);
+	sent = unit_json(c.body.data);
 	assert_string_equal(json_get_str(sent, "model"), "gpt-4o-mini");
 	assert_true(json_object_get_int64(json_object_object_get(sent,
 	    "max_completion_tokens")) == 300);
@@ -320,16 +309,9 @@ test_the_table_names_routes_and_checks_keys(void **state)
 	    "sk-or-v1-0123456789abcdef"));
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_a_fake_provider_prepares_and_streams),
-		cmocka_unit_test(test_a_stream_cut_short_or_failing_says_so),
-		cmocka_unit_test(test_openai_chunks_are_passed_on_as_they_came),
-		cmocka_unit_test(test_openai_request_carries_the_limit_held),
-		cmocka_unit_test(test_the_table_names_routes_and_checks_keys),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_a_fake_provider_prepares_and_streams),
+    cmocka_unit_test(test_a_stream_cut_short_or_failing_says_so),
+    cmocka_unit_test(test_openai_chunks_are_passed_on_as_they_came),
+    cmocka_unit_test(test_openai_request_carries_the_limit_held),
+    cmocka_unit_test(test_the_table_names_routes_and_checks_keys))
