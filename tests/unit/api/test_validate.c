@@ -30,7 +30,8 @@ failed(struct checks *c)
 static void
 test_strings(void **state)
 {
-	struct json_object *b = unit_json("{\"name\":\"ab\",\"n\":3,\"long\":\"abcd\","
+	struct json_object *b = unit_json(
+	    "{\"name\":\"ab\",\"n\":3,\"long\":\"abcd\","
 	    "\"nul\":\"a\\u0000b\",\"none\":null}");
 	struct checks	 c = { NULL };
 	bool		 present;
@@ -56,7 +57,8 @@ test_strings(void **state)
 static void
 test_numbers_and_booleans(void **state)
 {
-	struct json_object *b = unit_json("{\"a\":5,\"b\":-1,\"c\":1.5,\"d\":true,"
+	struct json_object *b = unit_json(
+	    "{\"a\":5,\"b\":-1,\"c\":1.5,\"d\":true,"
 	    "\"e\":\"true\",\"f\":9223372036854775807}");
 	struct checks	 c = { NULL };
 	bool		 present, on = false;
@@ -82,7 +84,8 @@ test_numbers_and_booleans(void **state)
 static void
 test_arrays_and_known_fields(void **state)
 {
-	struct json_object *b = unit_json("{\"s\":[\"x\",\"y\"],\"m\":[\"x\",1],"
+	struct json_object *b = unit_json(
+	    "{\"s\":[\"x\",\"y\"],\"m\":[\"x\",1],"
 	    "\"t\":\"x\",\"big\":[\"a\",\"b\",\"c\"]}");
 	static const char *const allowed[] = { "s", "m", "t", NULL };
 	struct checks	 c = { NULL };
