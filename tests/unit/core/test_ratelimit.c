@@ -15,6 +15,8 @@
  */
 #include "core/ratelimit.c"
 
+#include "../fake_db.h"
+
 #define WINDOW	86400	/* s: a day, so no test runs across a window */
 
 /* The rows of rate_counters, and what was asked of them. */
@@ -29,11 +31,6 @@ static long	 max_want;	/* the largest block asked for */
 static long	 given_back;	/* requests given back by rate_give_back */
 static long	 pruned_before;	/* rate_prune's parameter */
 static bool	 db_down;	/* every statement fails */
-
-struct db_res {
-	int	 rows;
-	char	 value[2][24];	/* count, granted */
-};
 
 static struct row *
 row(const char *subject, long start, bool make)
@@ -74,15 +71,13 @@ db_query(struct db *db, enum stmt st, int n, const char *const *p)
 		max_want = want;
 	fresh = row(p[0], atol(p[1]), false) == NULL;
 	r = row(p[0], atol(p[1]), true);
-	res = calloc(1, sizeof(*res));
-	assert_non_null(res);
 	if (!fresh && r->count >= limit)
-		return res;		/* the WHERE refuses: no row */
+		return fake_res(0);	/* the WHERE refuses: no row */
 	granted = want < limit - r->count ? want : limit - r->count;
 	r->count += granted;
-	res->rows = 1;
-	snprintf(res->value[0], sizeof(res->value[0]), "%ld", r->count);
-	snprintf(res->value[1], sizeof(res->value[1]), "%ld", granted);
+	res = fake_res(1);
+	fake_set(res, 0, "%ld", r->count);
+	fake_set(res, 1, "%ld", granted);
 	return res;
 }
 
@@ -108,26 +103,6 @@ db_exec(struct db *db, enum stmt st, int n, const char *const *p)
 		given_back += atol(p[2]);
 	}
 	return 0;
-}
-
-int
-db_rows(const struct db_res *res)
-{
-	return res->rows;
-}
-
-const char *
-db_value(const struct db_res *res, int r, int col)
-{
-	assert_int_equal(r, 0);
-	assert_true(col == 0 || col == 1);
-	return res->value[col];
-}
-
-void
-db_res_free(struct db_res *res)
-{
-	free(res);
 }
 
 /* No rows, nothing asked yet: set up before each test. */
