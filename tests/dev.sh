@@ -300,7 +300,7 @@ count() {
 # Adds up what the test programs reported and prints one closing line.
 summary() {
 	local dir=$1 passed=0 failed=0 skipped=0 f n last
-	for f in "$dir"/tests/unit/*.log; do
+	for f in "$dir"/tests/unit/*/*.log; do
 		[ -f "$f" ] || continue
 		n=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$f" | tail -1)
 		passed=$((passed + ${n:-0}))
@@ -336,7 +336,7 @@ cmd_check() {
 	ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0} \
 	UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
 		make -C "$BUILD" -j"$(nproc)" check >/dev/null 2>&1 || rc=$?
-	for f in "$BUILD"/tests/unit/*.log "$BUILD"/tests/e2e/run.log; do
+	for f in "$BUILD"/tests/unit/*/*.log "$BUILD"/tests/e2e/run.log; do
 		[ -f "$f" ] || continue
 		echo "---- ${f#"$BUILD"/}"
 		cat "$f"

@@ -3,30 +3,11 @@
  * generateContent requests out; replies and stream events in, OpenAI
  * shapes out, with the finish-reason rules Gemini needs.
  */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <cmocka.h>
-
-#include "json_fixture.h"
+#include "../unit.h"
 
 #include "lib/crypto.h"
 #include "lib/json.h"
 #include "providers/gemini.h"
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 static void
 test_request_translation(void **state)
@@ -35,7 +16,7 @@ test_request_translation(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"model\":\"gemini-2.0-flash\",\"max_tokens\":50,"
+	in = unit_json("{\"model\":\"gemini-2.0-flash\",\"max_tokens\":50,"
 	    "\"temperature\":0.3,\"stop\":[\"END\"],\"messages\":["
 	    "{\"role\":\"system\",\"content\":\"Be brief.\"},"
 	    "{\"role\":\"user\",\"content\":\"Weather in Oslo?\"},"
@@ -66,13 +47,15 @@ test_request_translation(void **state)
 	json_object_put(out);
 
 	/* A tool result that answers no call cannot be named: refused. */
-	in = parse("{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"x\","
+	in = unit_json(
+	    "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"x\","
 	    "\"content\":\"y\"}]}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
 	assert_string_equal(err, "a tool result answers no earlier tool call");
 	json_object_put(in);
 	/* Gemini is never asked to fetch a URL for us. */
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+	in = unit_json(
+	    "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
 	    "\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
 	json_object_put(in);
@@ -86,7 +69,8 @@ test_response_translation(void **state)
 
 	(void)state;
 	/* STOP with a function call is tool_calls. */
-	in = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
+	in = unit_json(
+	    "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
 	    "[{\"text\":\"thinking\",\"thought\":true},{\"text\":\"Checking.\"},"
 	    "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"city\":"
 	    "\"Oslo\"}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":"
@@ -108,13 +92,14 @@ test_response_translation(void **state)
 	json_object_put(out);
 
 	/* MALFORMED_FUNCTION_CALL is an error, not a stop. */
-	in = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	in = unit_json("{\"candidates\":[{\"content\":{\"parts\":[]},"
 	    "\"finishReason\":\"MALFORMED_FUNCTION_CALL\"}]}");
 	assert_null(gemini_response(in, "m", err, sizeof(err)));
 	assert_string_equal(err, "google ended with MALFORMED_FUNCTION_CALL");
 	json_object_put(in);
 	/* SAFETY is content_filter; MAX_TOKENS is length. */
-	in = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},"
+	in = unit_json(
+	    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},"
 	    "\"finishReason\":\"MAX_TOKENS\"}]}");
 	out = gemini_response(in, "m", err, sizeof(err));
 	assert_true(json_object_object_get_ex(out, "choices", &ch));
@@ -134,18 +119,20 @@ test_stream_translation(void **state)
 	(void)state;
 	gemini_state_init(&s, "gemini-2.0-flash", 1);
 	out = json_object_new_array();
-	ev = parse("{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
+	ev = unit_json(
+	    "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
 	    "[{\"text\":\"Hel\"}]}}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
 	    0);
 	json_object_put(ev);
 	/* The call arrives whole; STOP comes in a later chunk without it. */
-	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":"
+	ev = unit_json(
+	    "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":"
 	    "{\"name\":\"f\",\"args\":{\"a\":1}}}]}}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
 	    0);
 	json_object_put(ev);
-	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	ev = unit_json("{\"candidates\":[{\"content\":{\"parts\":[]},"
 	    "\"finishReason\":\"STOP\"}],\"usageMetadata\":{"
 	    "\"promptTokenCount\":4,\"candidatesTokenCount\":6}}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
@@ -175,7 +162,7 @@ test_stream_translation(void **state)
 	json_object_put(out);
 	/* A mid-stream error ends the translation. */
 	out = json_object_new_array();
-	ev = parse("{\"error\":{\"code\":503,\"message\":\"overloaded\","
+	ev = unit_json("{\"error\":{\"code\":503,\"message\":\"overloaded\","
 	    "\"status\":\"UNAVAILABLE\"}}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)),
 	    -1);
@@ -195,7 +182,8 @@ test_several_choices(void **state)
 	size_t	 i;
 
 	(void)state;
-	in = parse("{\"model\":\"m\",\"n\":3,\"messages\":[{\"role\":\"user\","
+	in = unit_json(
+	    "{\"model\":\"m\",\"n\":3,\"messages\":[{\"role\":\"user\","
 	    "\"content\":\"Hi\"}]}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
 	assert_json(json_object_object_get(out, "generationConfig"),
@@ -207,7 +195,7 @@ test_several_choices(void **state)
 		snprintf(text, sizeof(text), "{\"model\":\"m\",\"n\":%s,"
 		    "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
 		    bad_n[i]);
-		in = parse(text);
+		in = unit_json(text);
 		assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
 		assert_string_equal(err, "n must be a whole number from 1 to 8");
 		assert_int_equal(gemini_choices(in), 1);
@@ -215,7 +203,7 @@ test_several_choices(void **state)
 	}
 
 	/* Gemini leaves index 0 out; each choice numbers its own calls. */
-	in = parse("{\"candidates\":["
+	in = unit_json("{\"candidates\":["
 	    "{\"content\":{\"parts\":[{\"text\":\"One.\"}]},"
 	    "\"finishReason\":\"STOP\"},"
 	    "{\"index\":1,\"content\":{\"parts\":[{\"functionCall\":"
@@ -240,13 +228,14 @@ test_several_choices(void **state)
 	json_object_put(in);
 	json_object_put(out);
 	/* One candidate in error fails the reply; so does a repeated index. */
-	in = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	in = unit_json("{\"candidates\":[{\"content\":{\"parts\":[]},"
 	    "\"finishReason\":\"STOP\"},{\"index\":1,\"finishReason\":"
 	    "\"MALFORMED_FUNCTION_CALL\"}]}");
 	assert_null(gemini_response(in, "m", err, sizeof(err)));
 	assert_string_equal(err, "google ended with MALFORMED_FUNCTION_CALL");
 	json_object_put(in);
-	in = parse("{\"candidates\":[{\"index\":1,\"finishReason\":\"STOP\"},"
+	in = unit_json(
+	    "{\"candidates\":[{\"index\":1,\"finishReason\":\"STOP\"},"
 	    "{\"index\":1,\"finishReason\":\"STOP\"}]}");
 	assert_null(gemini_response(in, "m", err, sizeof(err)));
 	assert_string_equal(err, "google sent a candidate out of place");
@@ -255,16 +244,18 @@ test_several_choices(void **state)
 	/* A stream: chunks per choice, finished when both are. */
 	gemini_state_init(&s, "m", 2);
 	out = json_object_new_array();
-	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"A\"}]}},"
+	ev = unit_json(
+	    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"A\"}]}},"
 	    "{\"index\":1,\"content\":{\"parts\":[{\"text\":\"B\"}]}}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
 	json_object_put(ev);
-	ev = parse("{\"candidates\":[{\"index\":1,\"content\":{\"parts\":[]},"
+	ev = unit_json(
+	    "{\"candidates\":[{\"index\":1,\"content\":{\"parts\":[]},"
 	    "\"finishReason\":\"STOP\"}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
 	json_object_put(ev);
 	assert_false(s.finished);
-	ev = parse("{\"candidates\":[{\"content\":{\"parts\":[]},"
+	ev = unit_json("{\"candidates\":[{\"content\":{\"parts\":[]},"
 	    "\"finishReason\":\"STOP\"}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), 0);
 	json_object_put(ev);
@@ -290,7 +281,8 @@ test_several_choices(void **state)
 	json_object_put(out);
 	/* A candidate beyond n is an error, not a new choice. */
 	out = json_object_new_array();
-	ev = parse("{\"candidates\":[{\"index\":2,\"content\":{\"parts\":[]}}]}");
+	ev = unit_json(
+	    "{\"candidates\":[{\"index\":2,\"content\":{\"parts\":[]}}]}");
 	assert_int_equal(gemini_stream_event(&s, ev, out, err, sizeof(err)), -1);
 	assert_string_equal(err, "google sent more candidates than asked for");
 	json_object_put(ev);
@@ -305,7 +297,7 @@ test_json_answer(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
 	    "{\"name\":\"Event\",\"strict\":true,\"schema\":{\"type\":"
 	    "\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
@@ -319,7 +311,7 @@ test_json_answer(void **state)
 	    "\"application/json\"}}");
 	json_object_put(in);
 	json_object_put(out);
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"json_object\"}}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
 	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
@@ -327,14 +319,14 @@ test_json_answer(void **state)
 	    "\"responseMimeType\":\"application/json\"}}");
 	json_object_put(in);
 	json_object_put(out);
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"text\"}}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), 0);
 	assert_json(out, "{\"contents\":[{\"role\":\"user\",\"parts\":"
 	    "[{\"text\":\"x\"}]}]}");
 	json_object_put(in);
 	json_object_put(out);
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":\"json\"}");
 	assert_int_equal(gemini_request(in, &out, err, sizeof(err)), -1);
 	assert_string_equal(err, "response_format.type must be text, "
@@ -350,7 +342,7 @@ test_embeddings(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"model\":\"x\",\"input\":[\"a\",\"b\"],"
+	in = unit_json("{\"model\":\"x\",\"input\":[\"a\",\"b\"],"
 	    "\"dimensions\":2}");
 	assert_int_equal(gemini_embed_request(in, "gemini-embedding-001", &out,
 	    err, sizeof(err)), 0);
@@ -361,7 +353,7 @@ test_embeddings(void **state)
 	    "\"text\":\"b\"}]},\"outputDimensionality\":2}]}");
 	json_object_put(in);
 	json_object_put(out);
-	in = parse("{\"input\":[[1,2]]}");
+	in = unit_json("{\"input\":[[1,2]]}");
 	assert_int_equal(gemini_embed_request(in, "m", &out, err, sizeof(err)),
 	    -1);
 	assert_string_equal(err, "google embeds text: input must be a string "
@@ -369,7 +361,7 @@ test_embeddings(void **state)
 	json_object_put(in);
 
 	/* 1.0 and -2.0 as float32: 0000803f 000000c0. */
-	in = parse("{\"embeddings\":[{\"values\":[1.0,-2.0]}]}");
+	in = unit_json("{\"embeddings\":[{\"values\":[1.0,-2.0]}]}");
 	out = gemini_embed_response(in, "m", false, 3, err, sizeof(err));
 	assert_json(out, "{\"object\":\"list\",\"data\":[{\"object\":"
 	    "\"embedding\",\"index\":0,\"embedding\":[1.0,-2.0]}],"
@@ -383,23 +375,16 @@ test_embeddings(void **state)
 	    "\"total_tokens\":3}}");
 	json_object_put(out);
 	json_object_put(in);
-	in = parse("{\"error\":{}}");
+	in = unit_json("{\"error\":{}}");
 	assert_null(gemini_embed_response(in, "m", false, 3, err, sizeof(err)));
 	assert_string_equal(err, "google sent no embeddings");
 	json_object_put(in);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request_translation),
-		cmocka_unit_test(test_response_translation),
-		cmocka_unit_test(test_stream_translation),
-		cmocka_unit_test(test_several_choices),
-		cmocka_unit_test(test_json_answer),
-		cmocka_unit_test(test_embeddings),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_request_translation),
+    cmocka_unit_test(test_response_translation),
+    cmocka_unit_test(test_stream_translation),
+    cmocka_unit_test(test_several_choices),
+    cmocka_unit_test(test_json_answer),
+    cmocka_unit_test(test_embeddings))

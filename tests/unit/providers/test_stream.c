@@ -1,19 +1,10 @@
 /*
- * Unit tests for src/providers/provider.c and stream.c: the descriptors'
- * data, and a provider added in a few lines (a fake one, "echo", whose
- * stream events are {"say":text} and {"bye":n}) driven through the same
- * stream path the gateway uses.
+ * Unit tests for src/providers/stream.c: a provider added in a few lines
+ * (a fake one, "echo", whose stream events are {"say":text} and
+ * {"bye":n}) driven through the same stream path the gateway uses, and
+ * OpenAI's chunks passed on as they came.
  */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/json.h"
 #include "providers/provider.h"
@@ -112,10 +103,24 @@ heard_fail(void *arg, struct json_object *err)
 	return note(arg, "fail", json_get_str(e, "message"));
 }
 
+/* A native call's event: its step (0 more, 1 end, 2 error) is heard. */
+static int
+heard_native(void *arg, struct json_object *ev, enum provider_step step,
+    struct json_object *chunks)
+{
+	char	 what[16];
+
+	(void)ev;
+	(void)chunks;
+	snprintf(what, sizeof(what), "native:%d", (int)step);
+	return note(arg, what, NULL);
+}
+
 static const struct provider_sink sink = {
 	.chunk = heard_chunk,
 	.end = heard_end,
 	.fail = heard_fail,
+	.native = heard_native,
 };
 
 /*
@@ -244,108 +249,174 @@ test_openai_chunks_are_passed_on_as_they_came(void **state)
 	assert_string_equal(got, "as-it-came;finish=1");
 	free(got);
 }
+/* A format with no end event: the body's end closes it, when whole. */
+static bool
+echo_body_end(struct provider_call *c, struct json_object *out)
+{
+	struct json_object *v;
+
+	if (*(int *)c->state == 0)
+		return false;		/* nothing said: cut short */
+	v = json_object_new_object();
+	json_object_object_add(v, "content", json_str("."));
+	json_object_array_add(out, chat_chunk("echo-1", c->model, 1, v,
+	    "stop"));
+	return true;
+}
+
+static const struct provider_module echo_tail = {
+	.name = "echo-tail",
+	.state_size = sizeof(int),
+	.prepare = echo_prepare,
+	.event = echo_event,
+	.body_end = echo_body_end,
+};
 
 static void
-test_openai_request_carries_the_limit_held(void **state)
+test_a_format_without_an_end_event(void **state)
 {
 	struct provider_call c = { 0 };
-	struct json_object *req, *sent;
-	enum json_parse_error why;
-	char		 err[64];
-	const char	*text = "{\"model\":\"m\",\"stream\":true,"
-	    "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+	struct provider_stream s;
+	struct heard	 h = { { 0 }, 0, 0 };
+	const char	*say = "data: {\"say\":\"a\"}\n\n";
+	char		*got;
 
 	(void)state;
-	req = json_parse(text, strlen(text), &why, err, sizeof(err));
 	c.op = PROVIDER_CHAT;
-	c.stream = true;
-	c.base = "https://api.openai.com/v1";
-	c.model = "gpt-4o-mini";
-	c.request = req;
-	c.max_tokens = 300;
-	assert_int_equal(provider_openai.prepare(&c, err, sizeof(err)),
-	    PROVIDER_OK);
-	assert_string_equal(c.url.data,
-	    "https://api.openai.com/v1/chat/completions");
-	sent = json_parse(c.body.data, c.body.len, &why, err, sizeof(err));
-	assert_non_null(sent);
-	assert_string_equal(json_get_str(sent, "model"), "gpt-4o-mini");
-	assert_true(json_object_get_int64(json_object_object_get(sent,
-	    "max_completion_tokens")) == 300);
-	assert_true(json_object_get_boolean(json_object_object_get(
-	    json_object_object_get(sent, "stream_options"), "include_usage")));
-	json_object_put(sent);
-	/* OpenRouter and the upstreams know max_tokens. */
-	assert_int_equal(provider_openrouter.prepare(&c, err, sizeof(err)),
-	    PROVIDER_OK);
-	assert_non_null(strstr(c.body.data, "\"max_tokens\":300"));
-	/* A request's own limit wins; none held, none added. */
-	json_object_object_add(req, "max_tokens", json_object_new_int64(5));
-	assert_int_equal(provider_openai.prepare(&c, err, sizeof(err)),
-	    PROVIDER_OK);
-	assert_null(strstr(c.body.data, "max_completion_tokens"));
-	json_object_object_del(req, "max_tokens");
-	c.max_tokens = 0;
-	assert_int_equal(provider_openai.prepare(&c, err, sizeof(err)),
-	    PROVIDER_OK);
-	assert_null(strstr(c.body.data, "max_"));
+	c.model = "echo-small";
+	c.state = calloc(1, echo_tail.state_size);
+	got = run(&echo_tail, &c, say, 5, 0);
+	assert_string_equal(got, "chunk:a;chunk:.;end;finish=0");
+	free(got);
+	/* The sink may stop at the closing chunks: no end then. */
+	got = run(&echo_tail, &c, say, 64, 2);
+	assert_string_equal(got, "chunk:a;chunk:.;finish=-1");
+	free(got);
+	/* An end event came: the body's end adds nothing. */
+	got = run(&echo_tail, &c, "data: {\"bye\":1}\n\n", 64, 0);
+	assert_string_equal(got, "end;finish=0");
+	free(got);
+	/* The format says the body was cut short. */
+	*(int *)c.state = 0;
+	got = run(&echo_tail, &c, ": only a comment\n\n", 64, 0);
+	assert_string_equal(got, "finish=1");
+	free(got);
+	/* A transfer that failed is cut short, whatever the format says. */
+	provider_stream_init(&s, &echo_tail, &c, &sink, &h, 1 << 16);
+	assert_int_equal(provider_stream_feed(&s, say, strlen(say)), 0);
+	assert_int_equal(provider_stream_finish(&s, false), 1);
+	assert_string_equal(h.log.data, "chunk:a;");
+	provider_stream_free(&s);
+	buf_free(&h.log);
 	provider_call_free(&c);
-	json_object_put(req);
 }
 
-static void
-test_the_table_names_routes_and_checks_keys(void **state)
+/* One event that came to a chunk and then an error. */
+static enum provider_step
+half_event(struct provider_call *c, struct json_object *ev,
+    struct json_object *out)
 {
-	int	 p;
+	struct json_object *v = json_object_new_object();
+
+	(void)ev;
+	json_object_object_add(v, "content", json_str("half"));
+	json_object_array_add(out, chat_chunk("h-1", c->model, 1, v, NULL));
+	return provider_stream_error(out, "went away", "upstream_error");
+}
+
+static const struct provider_module half = {
+	.name = "half",
+	.prepare = echo_prepare,
+	.event = half_event,
+};
+
+/* The chunks before an error are heard, then the failure, once. */
+static void
+test_chunks_then_an_error(void **state)
+{
+	struct provider_call c = { 0 };
+	char		*got;
 
 	(void)state;
-	for (p = 0; p < PROVIDER__MAX; p++) {
-		assert_int_equal(provider_parse(providers[p]->name), p);
-		assert_non_null(providers[p]->prepare);
-		assert_non_null(providers[p]->reply);
-		assert_non_null(providers[p]->check_path);
-		assert_non_null(strstr(providers[p]->inline_param,
-		    "HTTP_X_"));
-	}
-	assert_int_equal(provider_parse("upstream"), PROVIDER__MAX);
-	assert_int_equal(provider_route("claude-3-5-haiku"),
-	    PROVIDER_ANTHROPIC);
-	assert_int_equal(provider_route("mistral/large"), PROVIDER_OPENROUTER);
-	assert_int_equal(provider_route("llama3"), PROVIDER__MAX);
-	assert_true(provider_key_format_ok(PROVIDER_OPENROUTER,
-	    "sk-or-v1-0123456789abcdef"));
-	assert_false(provider_key_format_ok(PROVIDER_OPENAI,
-	    "sk-or-v1-0123456789abcdef"));
-	assert_false(provider_key_format_ok(PROVIDER__MAX,
-	    "sk-or-v1-0123456789abcdef"));
+	c.op = PROVIDER_CHAT;
+	c.model = "m";
+	got = run(&half, &c, "data: {}\n\ndata: {}\n\n", 3, 0);
+	assert_string_equal(got, "chunk:half;fail:went away;finish=0");
+	free(got);
+	/* A sink that stops at the chunk hears no failure. */
+	got = run(&half, &c, "data: {}\n\n", 64, 1);
+	assert_string_equal(got, "chunk:half;finish=-1");
+	free(got);
 }
 
-/* The gateway's way to any model is the provider that takes vendor ids. */
+/*
+ * A native call's events go to the sink's native operation with their
+ * step, and nothing is read after the end or an error.
+ */
 static void
-test_the_aggregator_is_the_one_with_vendor_ids(void **state)
+test_a_native_call(void **state)
 {
-	enum provider	 p = provider_aggregator();
-	int		 i, n = 0;
+	struct provider_call c = { 0 };
+	char		*got;
 
 	(void)state;
-	assert_true(p < PROVIDER__MAX);
-	assert_string_equal(providers[p]->name, "openrouter");
-	for (i = 0; i < PROVIDER__MAX; i++)
-		n += providers[i]->vendor_ids;
-	assert_int_equal(n, 1);
+	c.op = PROVIDER_NATIVE;
+	c.model = "echo-small";
+	c.state = calloc(1, echo.state_size);
+	got = run(&echo, &c, "data: {\"say\":\"a\"}\n\n"
+	    "data: {\"say\":\"b\"}\n\ndata: {\"bye\":2}\n\n"
+	    "data: {\"say\":\"c\"}\n\n", 7, 0);
+	assert_string_equal(got, "native:0;native:0;native:1;finish=0");
+	free(got);
+	assert_int_equal(*(int *)c.state, 2);
+	assert_int_equal(c.completion_tokens, 2);
+	got = run(&echo, &c, "data: {\"what\":1}\n\ndata: {\"say\":\"d\"}\n\n",
+	    64, 0);
+	assert_string_equal(got, "native:2;finish=0");
+	free(got);
+	/* Cut short: the caller says so. */
+	got = run(&echo, &c, "data: {\"say\":\"e\"}\n\n", 64, 0);
+	assert_string_equal(got, "native:0;finish=1");
+	free(got);
+	provider_call_free(&c);
 }
 
-int
-main(void)
+/*
+ * [DONE] ends any stream; an event that is not JSON is skipped by a
+ * provider with a format of its own; one longer than max stops the feed.
+ */
+static void
+test_done_not_json_and_too_long(void **state)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_a_fake_provider_prepares_and_streams),
-		cmocka_unit_test(test_a_stream_cut_short_or_failing_says_so),
-		cmocka_unit_test(test_openai_chunks_are_passed_on_as_they_came),
-		cmocka_unit_test(test_openai_request_carries_the_limit_held),
-		cmocka_unit_test(test_the_table_names_routes_and_checks_keys),
-		cmocka_unit_test(test_the_aggregator_is_the_one_with_vendor_ids),
-	};
+	struct provider_call c = { 0 };
+	struct provider_stream s;
+	struct heard	 h = { { 0 }, 0, 0 };
+	const char	*big = "data: {\"say\":\"0123456789abcdef\"}\n\n";
+	char		*got;
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	(void)state;
+	c.op = PROVIDER_CHAT;
+	c.model = "echo-small";
+	c.state = calloc(1, echo.state_size);
+	got = run(&echo, &c, "data: [DONE]\n\ndata: {\"say\":\"x\"}\n\n",
+	    64, 0);
+	assert_string_equal(got, "end;finish=0");
+	free(got);
+	got = run(&echo, &c, "data: not json\n\ndata: {\"bye\":0}\n\n", 4, 0);
+	assert_string_equal(got, "end;finish=0");
+	free(got);
+	provider_stream_init(&s, &echo, &c, &sink, &h, 16);
+	assert_int_equal(provider_stream_feed(&s, big, strlen(big)), -2);
+	assert_null(h.log.data);
+	provider_stream_free(&s);
+	provider_call_free(&c);
 }
+
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_a_fake_provider_prepares_and_streams),
+    cmocka_unit_test(test_a_stream_cut_short_or_failing_says_so),
+    cmocka_unit_test(test_openai_chunks_are_passed_on_as_they_came),
+    cmocka_unit_test(test_a_format_without_an_end_event),
+    cmocka_unit_test(test_chunks_then_an_error),
+    cmocka_unit_test(test_a_native_call),
+    cmocka_unit_test(test_done_not_json_and_too_long))

@@ -1,15 +1,7 @@
 /* Unit tests for src/server/config.c: parsing, ranges, env, errors. */
-#include "autoconfig.h"
+#include "../unit.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #include "server/config.h"
 
@@ -422,21 +414,14 @@ test_every_key_is_documented(void **state)
 	free(conf);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_file_values_and_comments),
-		cmocka_unit_test(test_errors_name_file_and_line),
-		cmocka_unit_test(test_env_overrides_file),
-		cmocka_unit_test(test_production_refuses_weak_secrets),
-		cmocka_unit_test(test_windows),
-		cmocka_unit_test(test_restart_needed),
-		cmocka_unit_test(test_upstreams),
-		cmocka_unit_test(test_authorize_rules),
-		cmocka_unit_test(test_every_key_is_documented),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_defaults),
+    cmocka_unit_test(test_file_values_and_comments),
+    cmocka_unit_test(test_errors_name_file_and_line),
+    cmocka_unit_test(test_env_overrides_file),
+    cmocka_unit_test(test_production_refuses_weak_secrets),
+    cmocka_unit_test(test_windows),
+    cmocka_unit_test(test_restart_needed),
+    cmocka_unit_test(test_upstreams),
+    cmocka_unit_test(test_authorize_rules),
+    cmocka_unit_test(test_every_key_is_documented))

@@ -1,13 +1,5 @@
 /* Unit tests for src/core/vault.c: keyring, sealing, binding, formats. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/vault.h"
 #include "lib/crypto.h"
@@ -18,15 +10,6 @@
 #define T1 "00000000-0000-0000-0000-000000000001"
 #define T2 "11111111-1111-1111-1111-111111111111"
 #define SECRET "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 static void
 test_keyring_errors(void **state)
@@ -167,16 +150,9 @@ test_provider_formats(void **state)
 	assert_int_equal(provider_parse("azure"), PROVIDER__MAX);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_keyring_errors),
-		cmocka_unit_test(test_seal_open_and_format),
-		cmocka_unit_test(test_binding_and_tampering),
-		cmocka_unit_test(test_old_key_readable_after_rotation),
-		cmocka_unit_test(test_provider_formats),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_keyring_errors),
+    cmocka_unit_test(test_seal_open_and_format),
+    cmocka_unit_test(test_binding_and_tampering),
+    cmocka_unit_test(test_old_key_readable_after_rotation),
+    cmocka_unit_test(test_provider_formats))

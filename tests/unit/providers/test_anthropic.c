@@ -3,17 +3,7 @@
  * Messages requests out; Messages replies and stream events in, OpenAI
  * shapes out.  The event sequence is the one Anthropic documents.
  */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <cmocka.h>
-
-#include "json_fixture.h"
+#include "../unit.h"
 
 #include "lib/buf.h"
 #include "lib/json.h"
@@ -26,7 +16,8 @@ test_request_translation(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"model\":\"claude-x\",\"temperature\":1.7,\"top_p\":0.9,"
+	in = unit_json(
+	    "{\"model\":\"claude-x\",\"temperature\":1.7,\"top_p\":0.9,"
 	    "\"stop\":\"END\",\"max_tokens\":100,\"parallel_tool_calls\":false,"
 	    "\"messages\":["
 	    "{\"role\":\"system\",\"content\":\"Be brief.\"},"
@@ -75,7 +66,8 @@ test_request_translation(void **state)
 	json_object_put(out);
 
 	/* max_tokens is required by Anthropic: a default is supplied. */
-	in = parse("{\"model\":\"c\",\"stream\":true,\"messages\":[{\"role\":"
+	in = unit_json(
+	    "{\"model\":\"c\",\"stream\":true,\"messages\":[{\"role\":"
 	    "\"user\",\"content\":\"x\"}]}");
 	assert_int_equal(anthropic_request(in, "c", 4096, &out, err, sizeof(err)), 0);
 	assert_json(out, "{\"model\":\"c\",\"messages\":[{\"role\":\"user\","
@@ -92,20 +84,21 @@ test_request_refusals(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":["
+	in = unit_json("{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":["
 	    "{\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":"
 	    "\"{not json\"}}]}]}");
 	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	assert_string_equal(err, "tool call c has arguments that are not JSON");
 	json_object_put(in);
-	in = parse("{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":"
+	in = unit_json("{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":"
 	    "\"x\"}]}");
 	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	assert_string_equal(err, "anthropic answers one choice: n must be 1");
 	json_object_put(in);
-	in = parse("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}");
+	in = unit_json(
+	    "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}");
 	assert_int_equal(anthropic_request(in, "m", 4096, &out, err, sizeof(err)),
 	    -1);
 	json_object_put(in);
@@ -117,7 +110,7 @@ test_response_translation(void **state)
 	struct json_object *in, *out, *v;
 
 	(void)state;
-	in = parse("{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"
+	in = unit_json("{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"
 	    "\"assistant\",\"model\":\"claude-x\",\"content\":[{\"type\":"
 	    "\"text\",\"text\":\"Let me check.\"},{\"type\":\"tool_use\","
 	    "\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{\"city\":"
@@ -146,7 +139,7 @@ test_response_translation(void **state)
 	    "length");
 	assert_string_equal(anthropic_finish("tool_use"), "tool_calls");
 	assert_string_equal(anthropic_finish("refusal"), "content_filter");
-	in = parse("{\"type\":\"error\"}");
+	in = unit_json("{\"type\":\"error\"}");
 	assert_null(anthropic_response(in, ""));
 	json_object_put(in);
 }
@@ -202,7 +195,7 @@ test_stream_translation(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	for (i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
-		ev = parse(events[i]);
+		ev = unit_json(events[i]);
 		step = anthropic_stream_event(&s, ev, &out);
 		json_object_put(ev);
 		if (chunks[i] == NULL) {
@@ -239,14 +232,14 @@ test_stream_translation(void **state)
 	 * A mid-stream error ends the stream with the provider's message and
 	 * type (a word; anything else is the generic one).
 	 */
-	ev = parse("{\"type\":\"error\",\"error\":{\"type\":"
+	ev = unit_json("{\"type\":\"error\",\"error\":{\"type\":"
 	    "\"overloaded_error\",\"message\":\"Overloaded\"}}");
 	assert_int_equal(anthropic_stream_event(&s, ev, &out), ANT_ERROR);
 	assert_json(out, "{\"error\":{\"message\":\"Overloaded\",\"type\":"
 	    "\"overloaded_error\",\"code\":\"upstream_error\"}}");
 	json_object_put(ev);
 	json_object_put(out);
-	ev = parse("{\"type\":\"error\",\"error\":{\"type\":"
+	ev = unit_json("{\"type\":\"error\",\"error\":{\"type\":"
 	    "\"<b>odd</b>\",\"message\":\"Odd\"}}");
 	assert_int_equal(anthropic_stream_event(&s, ev, &out), ANT_ERROR);
 	assert_json(out, "{\"error\":{\"message\":\"Odd\",\"type\":"
@@ -285,7 +278,7 @@ test_json_answer(void **state)
 	};
 
 	(void)state;
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
 	    "{\"name\":\"Event\",\"strict\":true,\"schema\":{\"type\":"
 	    "\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
@@ -306,7 +299,7 @@ test_json_answer(void **state)
 	json_object_put(out);
 
 	/* json_object: an instruction and any object; a name of our own. */
-	in = parse("{\"messages\":[{\"role\":\"system\",\"content\":"
+	in = unit_json("{\"messages\":[{\"role\":\"system\",\"content\":"
 	    "\"Be brief.\"},{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
 	    "\"f\"}}],\"response_format\":{\"type\":\"json_object\"}}");
@@ -325,14 +318,14 @@ test_json_answer(void **state)
 	json_object_put(out);
 
 	/* Formats there are not. */
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"yaml\"}}");
 	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
 	    sizeof(err)), -1);
 	assert_string_equal(err, "response_format.type must be text, "
 	    "json_object or json_schema");
 	json_object_put(in);
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	in = unit_json("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
 	    "{\"name\":\"E\"}}}");
 	assert_int_equal(anthropic_request(in, "m", 100, &out, err,
@@ -342,7 +335,7 @@ test_json_answer(void **state)
 	json_object_put(in);
 
 	/* The reply: the tool's input is the content. */
-	in = parse("{\"id\":\"msg_2\",\"model\":\"m\",\"content\":["
+	in = unit_json("{\"id\":\"msg_2\",\"model\":\"m\",\"content\":["
 	    "{\"type\":\"tool_use\",\"id\":\"toolu_9\",\"name\":\"Event\","
 	    "\"input\":{\"name\":\"fair\"}}],\"stop_reason\":\"tool_use\","
 	    "\"usage\":{\"input_tokens\":5,\"output_tokens\":9}}");
@@ -362,7 +355,7 @@ test_json_answer(void **state)
 	    i++) {
 		struct json_object *c, *d, *v;
 
-		ev = parse(answer_events[i]);
+		ev = unit_json(answer_events[i]);
 		if (anthropic_stream_event(&s, ev, &out) == ANT_EMIT) {
 			assert_true(json_object_object_get_ex(out, "choices",
 			    &choices));
@@ -386,16 +379,9 @@ test_json_answer(void **state)
 	buf_free(&content);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request_translation),
-		cmocka_unit_test(test_request_refusals),
-		cmocka_unit_test(test_response_translation),
-		cmocka_unit_test(test_stream_translation),
-		cmocka_unit_test(test_json_answer),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_request_translation),
+    cmocka_unit_test(test_request_refusals),
+    cmocka_unit_test(test_response_translation),
+    cmocka_unit_test(test_stream_translation),
+    cmocka_unit_test(test_json_answer))

@@ -1,25 +1,8 @@
 /* Unit tests for src/core/apikey.c: format, checksum, prefix, HMAC. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/apikey.h"
 #include "lib/crypto.h"
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 static void
 test_crc32_vector(void **state)
@@ -128,16 +111,9 @@ test_hmac_is_keyed(void **state)
 	assert_true(crypto_equal(a, b, sizeof(a)));
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_crc32_vector),
-		cmocka_unit_test(test_base62),
-		cmocka_unit_test(test_generate_and_parse),
-		cmocka_unit_test(test_parse_rejects),
-		cmocka_unit_test(test_hmac_is_keyed),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_crc32_vector),
+    cmocka_unit_test(test_base62),
+    cmocka_unit_test(test_generate_and_parse),
+    cmocka_unit_test(test_parse_rejects),
+    cmocka_unit_test(test_hmac_is_keyed))

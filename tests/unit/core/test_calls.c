@@ -1,25 +1,11 @@
 /* Unit tests for src/core/calls.c: calls in flight per key and host. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/calls.h"
 
-static struct calls_shared *
-table(void)
-{
-	struct calls_shared *t = calloc(1, calls_shared_size());
-
-	assert_non_null(t);
-	assert_int_equal(calls_shared_init(t), 0);
-	return t;
-}
+/* The table of calls in flight the workers share, fresh. */
+UNIT_SHARED(table, struct calls_shared, calls_shared_size,
+    calls_shared_init)
 
 /* max calls of a key at once, counted across processes; others apart. */
 static void
@@ -92,14 +78,7 @@ test_many_keys_over_time(void **state)
 	free(t);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_limit_per_key),
-		cmocka_unit_test(test_forget_process),
-		cmocka_unit_test(test_many_keys_over_time),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_limit_per_key),
+    cmocka_unit_test(test_forget_process),
+    cmocka_unit_test(test_many_keys_over_time))

@@ -1,14 +1,5 @@
 /* Unit tests for src/lib/sse.c: Server-Sent Events from untrusted bytes. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/sse.h"
 
@@ -203,19 +194,12 @@ test_writer_lines_and_names(void **state)
 	buf_free(&b);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_line_ends),
-		cmocka_unit_test(test_fields),
-		cmocka_unit_test(test_stream_edges),
-		cmocka_unit_test(test_nul_bytes_in_data),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_callback_stops),
-		cmocka_unit_test(test_writer),
-		cmocka_unit_test(test_writer_lines_and_names),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_line_ends),
+    cmocka_unit_test(test_fields),
+    cmocka_unit_test(test_stream_edges),
+    cmocka_unit_test(test_nul_bytes_in_data),
+    cmocka_unit_test(test_limits),
+    cmocka_unit_test(test_callback_stops),
+    cmocka_unit_test(test_writer),
+    cmocka_unit_test(test_writer_lines_and_names))

@@ -4,16 +4,8 @@
  * through which workers of one keygated pass their changes on (here two
  * caches on one block of memory, as two workers would be).
  */
-#include "autoconfig.h"
+#include "../unit.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -22,7 +14,7 @@
  * to stop a worker inside a publish.  (The library's copy is then not
  * linked in: every symbol it has is already here.)
  */
-#include "../../src/core/keycache.c"
+#include "core/keycache.c"
 
 #define KEY_A	"11111111-1111-1111-1111-111111111111"
 #define KEY_B	"22222222-2222-2222-2222-222222222222"
@@ -220,15 +212,9 @@ test_entries_age_out(void **state)
 	keycache_free(kc);
 }
 
-static struct keycache_shared *
-shared_new(void)
-{
-	struct keycache_shared *sh = calloc(1, keycache_shared_size());
-
-	assert_non_null(sh);
-	assert_int_equal(keycache_shared_init(sh), 0);
-	return sh;
-}
+/* The ring of changes the workers share, fresh. */
+UNIT_SHARED(shared_new, struct keycache_shared, keycache_shared_size,
+    keycache_shared_init)
 
 static void
 test_a_workers_own_change_reaches_the_others(void **state)
@@ -349,20 +335,13 @@ test_a_worker_left_far_behind_drops_everything(void **state)
 	free(sh);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_each_change_drops_what_it_touched),
-		cmocka_unit_test(test_unknown_prefixes),
-		cmocka_unit_test(test_anything_else_drops_everything),
-		cmocka_unit_test(test_a_change_during_a_read_keeps_nothing),
-		cmocka_unit_test(test_entries_age_out),
-		cmocka_unit_test(test_a_workers_own_change_reaches_the_others),
-		cmocka_unit_test(
-		    test_a_change_published_while_a_worker_waits_is_not_skipped),
-		cmocka_unit_test(test_a_worker_left_far_behind_drops_everything),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_each_change_drops_what_it_touched),
+    cmocka_unit_test(test_unknown_prefixes),
+    cmocka_unit_test(test_anything_else_drops_everything),
+    cmocka_unit_test(test_a_change_during_a_read_keeps_nothing),
+    cmocka_unit_test(test_entries_age_out),
+    cmocka_unit_test(test_a_workers_own_change_reaches_the_others),
+    cmocka_unit_test(
+        test_a_change_published_while_a_worker_waits_is_not_skipped),
+    cmocka_unit_test(test_a_worker_left_far_behind_drops_everything))

@@ -1,13 +1,5 @@
 /* Unit tests for src/lib/buf.c: the growable byte buffer. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/buf.h"
 
@@ -78,14 +70,7 @@ test_json_escape(void **state)
 	buf_free(&b);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_append_keeps_a_terminated_string),
-		cmocka_unit_test(test_printf),
-		cmocka_unit_test(test_json_escape),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_append_keeps_a_terminated_string),
+    cmocka_unit_test(test_printf),
+    cmocka_unit_test(test_json_escape))

@@ -2,15 +2,9 @@
  * Unit tests for src/core/credits.c's arithmetic: exact decimals of
  * micro-credits, the cost of a call and what a balance still pays for.
  */
-#include "autoconfig.h"
+#include "../unit.h"
 
 #include <limits.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <string.h>
-
-#include <cmocka.h>
 
 #include "core/credits.h"
 
@@ -132,16 +126,9 @@ bill_counts_what_was_told_or_produced(void **state)
 	assert_true(out > 0);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(format_is_exact_and_short),
-		cmocka_unit_test(cost_rounds_up_with_markup),
-		cmocka_unit_test(cost_of_absurd_counts_saturates),
-		cmocka_unit_test(tokens_of_bytes_round_up),
-		cmocka_unit_test(bill_counts_what_was_told_or_produced),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(format_is_exact_and_short),
+    cmocka_unit_test(cost_rounds_up_with_markup),
+    cmocka_unit_test(cost_of_absurd_counts_saturates),
+    cmocka_unit_test(tokens_of_bytes_round_up),
+    cmocka_unit_test(bill_counts_what_was_told_or_produced))

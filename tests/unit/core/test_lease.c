@@ -1,15 +1,5 @@
 /* Unit tests for src/core/lease.c: credits leased per host. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/credits.h"
 #include "core/lease.h"
@@ -19,15 +9,9 @@
 #define L1	"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 #define L2	"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 
-static struct lease_shared *
-table(void)
-{
-	struct lease_shared *s = calloc(1, lease_shared_size());
-
-	assert_non_null(s);
-	assert_int_equal(lease_shared_init(s), 0);
-	return s;
-}
+/* The table of leases the workers share, fresh. */
+UNIT_SHARED(table, struct lease_shared, lease_shared_size,
+    lease_shared_init)
 
 #define CALL	"cccccccc-cccc-4ccc-8ccc-cccccccccccc"
 
@@ -175,15 +159,8 @@ test_lost_lease(void **state)
 	free(s);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_first_call_needs_a_lease),
-		cmocka_unit_test(test_spend_is_capped_and_queued),
-		cmocka_unit_test(test_forget_process),
-		cmocka_unit_test(test_lost_lease),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_first_call_needs_a_lease),
+    cmocka_unit_test(test_spend_is_capped_and_queued),
+    cmocka_unit_test(test_forget_process),
+    cmocka_unit_test(test_lost_lease))

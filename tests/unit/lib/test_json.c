@@ -1,12 +1,5 @@
 /* Unit tests for src/lib/json.c and src/lib/buf.c. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/buf.h"
 #include "lib/json.h"
@@ -163,33 +156,9 @@ test_utf8(void **state)
 	assert_false(json_utf8_valid("\xf5\x80\x80\x80", 4));	/* > U+10FFFF */
 }
 
-static void
-test_buf_escape(void **state)
-{
-	struct buf b = { 0 };
-
-	(void)state;
-	assert_int_equal(buf_json_escape(&b, "a\"b\\c\n\x01", 7), 0);
-	assert_string_equal(b.data, "a\\\"b\\\\c\\n\\u0001");
-	buf_reset(&b);
-	assert_int_equal(buf_printf(&b, "%d-%s", 42, "x"), 0);
-	assert_string_equal(b.data, "42-x");
-	assert_int_equal(b.len, 4);
-	buf_free_secret(&b);
-	assert_null(b.data);
-}
-
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_ok),
-		cmocka_unit_test(test_parse_errors),
-		cmocka_unit_test(test_values_portable),
-		cmocka_unit_test(test_wipe),
-		cmocka_unit_test(test_utf8),
-		cmocka_unit_test(test_buf_escape),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_parse_ok),
+    cmocka_unit_test(test_parse_errors),
+    cmocka_unit_test(test_values_portable),
+    cmocka_unit_test(test_wipe),
+    cmocka_unit_test(test_utf8))

@@ -1,13 +1,5 @@
 /* Unit tests for src/lib/base64.c: RFC 4648 vectors, both alphabets. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "lib/base64.h"
 
@@ -90,14 +82,7 @@ test_refusals(void **state)
 	    (uint8_t *)out, 5), -1);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rfc4648_vectors),
-		cmocka_unit_test(test_alphabets),
-		cmocka_unit_test(test_refusals),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_rfc4648_vectors),
+    cmocka_unit_test(test_alphabets),
+    cmocka_unit_test(test_refusals))

@@ -1,31 +1,13 @@
 /* Unit tests for src/lib/crypto.c: published vectors, refusals, fork. */
-#include "autoconfig.h"
+#include "../unit.h"
 
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-
 #include "lib/crypto.h"
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 /* Decodes lower- or upper-case hex into out; fails the test on bad input. */
 static size_t
@@ -810,36 +792,20 @@ cmp_iv(const void *a, const void *b)
 	return memcmp(a, b, CRYPTO_GCM_IV_LEN);
 }
 
+/* Moves all n bytes between p and fd: writes them out, or reads them in. */
 static int
-write_all(int fd, const uint8_t *p, size_t n)
+move_all(int fd, uint8_t *p, size_t n, bool out)
 {
-	ssize_t	 w;
+	ssize_t	 k;
 
 	while (n > 0) {
-		w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
+		k = out ? write(fd, p, n) : read(fd, p, n);
+		if (k < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
+		if (k <= 0)
 			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int
-read_all(int fd, uint8_t *p, size_t n)
-{
-	ssize_t	 r;
-
-	while (n > 0) {
-		r = read(fd, p, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
+		p += k;
+		n -= (size_t)k;
 	}
 	return 0;
 }
@@ -854,7 +820,7 @@ child_draws(int fd)
 	for (i = 0; i < FORK_DRAWS / FORK_BATCH; i++) {
 		for (j = 0; j < FORK_BATCH; j++)
 			crypto_random(batch[j], CRYPTO_GCM_IV_LEN);
-		if (write_all(fd, &batch[0][0], sizeof(batch)) != 0)
+		if (move_all(fd, &batch[0][0], sizeof(batch), true) != 0)
 			_exit(2);
 	}
 	_exit(close(fd) == 0 ? 0 : 3);
@@ -886,8 +852,8 @@ test_random_after_fork(void **state)
 		crypto_random(forked_ivs[FORK_KIDS * FORK_DRAWS + i],
 		    CRYPTO_GCM_IV_LEN);
 	for (k = 0; k < FORK_KIDS; k++) {
-		if (read_all(fds[k][0], forked_ivs[(size_t)k * FORK_DRAWS],
-		    (size_t)FORK_DRAWS * CRYPTO_GCM_IV_LEN) != 0)
+		if (move_all(fds[k][0], forked_ivs[(size_t)k * FORK_DRAWS],
+		    (size_t)FORK_DRAWS * CRYPTO_GCM_IV_LEN, false) != 0)
 			fail_msg("short read from child %d", k);
 		close(fds[k][0]);
 		assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
@@ -903,25 +869,18 @@ test_random_after_fork(void **state)
 			    total, FORK_KIDS + 1);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_gcm_spec_vectors),
-		cmocka_unit_test(test_gcm_wycheproof_valid),
-		cmocka_unit_test(test_gcm_wycheproof_modified_tag),
-		cmocka_unit_test(test_gcm_other_iv_lengths_refused),
-		cmocka_unit_test(test_gcm_round_trip),
-		cmocka_unit_test(test_hkdf_rfc5869_case1),
-		cmocka_unit_test(test_hkdf_rfc5869_case2),
-		cmocka_unit_test(test_hkdf_rfc5869_case3),
-		cmocka_unit_test(test_hkdf_lengths),
-		cmocka_unit_test(test_hmac_rfc4231),
-		cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_equal),
-		cmocka_unit_test(test_random),
-		cmocka_unit_test(test_random_after_fork),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_gcm_spec_vectors),
+    cmocka_unit_test(test_gcm_wycheproof_valid),
+    cmocka_unit_test(test_gcm_wycheproof_modified_tag),
+    cmocka_unit_test(test_gcm_other_iv_lengths_refused),
+    cmocka_unit_test(test_gcm_round_trip),
+    cmocka_unit_test(test_hkdf_rfc5869_case1),
+    cmocka_unit_test(test_hkdf_rfc5869_case2),
+    cmocka_unit_test(test_hkdf_rfc5869_case3),
+    cmocka_unit_test(test_hkdf_lengths),
+    cmocka_unit_test(test_hmac_rfc4231),
+    cmocka_unit_test(test_sha256),
+    cmocka_unit_test(test_equal),
+    cmocka_unit_test(test_random),
+    cmocka_unit_test(test_random_after_fork))

@@ -1,11 +1,5 @@
 /* Unit tests for src/core/scope.c: known scopes and wildcards. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/scope.h"
 
@@ -52,13 +46,6 @@ test_allows(void **state)
 	assert_false(scope_allows(reader, 0, "api_keys:read"));
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_valid),
-		cmocka_unit_test(test_allows),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_valid),
+    cmocka_unit_test(test_allows))

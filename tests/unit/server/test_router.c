@@ -1,12 +1,5 @@
 /* Unit tests for src/server/router.c: matching, {id}, {id+}, 404, 405 and HEAD. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "server/router.h"
 
@@ -183,17 +176,10 @@ test_head_is_get(void **state)
 	    ROUTE_NOT_FOUND);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_exact_and_param),
-		cmocka_unit_test(test_uuid_canonical),
-		cmocka_unit_test(test_not_found),
-		cmocka_unit_test(test_rest_of_the_path),
-		cmocka_unit_test(test_method_not_allowed),
-		cmocka_unit_test(test_head_is_get),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_exact_and_param),
+    cmocka_unit_test(test_uuid_canonical),
+    cmocka_unit_test(test_not_found),
+    cmocka_unit_test(test_rest_of_the_path),
+    cmocka_unit_test(test_method_not_allowed),
+    cmocka_unit_test(test_head_is_get))

@@ -3,16 +3,7 @@
  * OpenAI requests out; OpenAI replies and chunks in, Messages replies and
  * stream events out.
  */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <string.h>
-
-#include <cmocka.h>
-
-#include "json_fixture.h"
+#include "../unit.h"
 
 #include "lib/json.h"
 #include "providers/messages.h"
@@ -24,7 +15,7 @@ test_request(void **state)
 	char	 err[160];
 
 	(void)state;
-	in = parse("{\"model\":\"m\",\"max_tokens\":9,\"stream\":true,"
+	in = unit_json("{\"model\":\"m\",\"max_tokens\":9,\"stream\":true,"
 	    "\"system\":[{\"type\":\"text\",\"text\":\"A\"},{\"type\":\"text\","
 	    "\"text\":\"B\"}],\"top_k\":3,\"messages\":[{\"role\":\"user\","
 	    "\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"base64\","
@@ -51,17 +42,20 @@ test_request(void **state)
 	json_object_put(in);
 	json_object_put(out);
 
-	in = parse("{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}");
+	in = unit_json(
+	    "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}");
 	assert_int_equal(messages_to_chat(in, &out, err, sizeof(err)), -1);
 	assert_string_equal(err, "messages: role must be user or assistant");
 	json_object_put(in);
-	in = parse("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+	in = unit_json(
+	    "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
 	    "\"document\"}]}]}");
 	assert_int_equal(messages_to_chat(in, &out, err, sizeof(err)), -1);
 	assert_string_equal(err, "messages: a content block cannot be sent to "
 	    "this provider");
 	json_object_put(in);
-	in = parse("{\"messages\":[],\"tool_choice\":{\"type\":\"maybe\"}}");
+	in = unit_json(
+	    "{\"messages\":[],\"tool_choice\":{\"type\":\"maybe\"}}");
 	assert_int_equal(messages_to_chat(in, &out, err, sizeof(err)), -1);
 	assert_string_equal(err, "tools and tool_choice must be in the "
 	    "Messages API's shape");
@@ -74,7 +68,7 @@ test_reply(void **state)
 	struct json_object *in, *out;
 
 	(void)state;
-	in = parse("{\"id\":\"chatcmpl-1\",\"model\":\"m\",\"choices\":[{"
+	in = unit_json("{\"id\":\"chatcmpl-1\",\"model\":\"m\",\"choices\":[{"
 	    "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
 	    "\"Let me see.\",\"tool_calls\":[{\"id\":\"call_1\",\"type\":"
 	    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
@@ -126,7 +120,7 @@ test_stream(void **state)
 	(void)state;
 	messages_stream_init(&s, 11);
 	for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-		c = parse(chunks[i]);
+		c = unit_json(chunks[i]);
 		messages_stream_chunk(&s, c, 12, 4, out);
 		json_object_put(c);
 	}
@@ -158,14 +152,7 @@ test_stream(void **state)
 	json_object_put(out);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request),
-		cmocka_unit_test(test_reply),
-		cmocka_unit_test(test_stream),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_request),
+    cmocka_unit_test(test_reply),
+    cmocka_unit_test(test_stream))

@@ -1,13 +1,5 @@
 /* Unit tests for src/core/jwt.c: RFC 7515 vector, alg, claims, times. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <string.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/jwt.h"
 #include "lib/crypto.h"
@@ -15,15 +7,6 @@
 #define SECRET "0123456789abcdef0123456789abcdef-test"
 #define TENANT "00000000-0000-0000-0000-000000000001"
 #define NOW 2000000000
-
-static int
-setup(void **state)
-{
-	char	 err[128];
-
-	(void)state;
-	return crypto_init(err, sizeof(err));
-}
 
 static enum jwt_result
 check(const char *payload, struct jwt_claims *c)
@@ -154,15 +137,8 @@ test_refused_algs_and_shapes(void **state)
 	assert_string_equal(c.tenant_id, "abcdef00-0000-0000-0000-00000000000a");
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rfc7515_a1),
-		cmocka_unit_test(test_good_token),
-		cmocka_unit_test(test_times),
-		cmocka_unit_test(test_refused_algs_and_shapes),
-	};
-
-	return cmocka_run_group_tests(tests, setup, NULL);
-}
+UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_rfc7515_a1),
+    cmocka_unit_test(test_good_token),
+    cmocka_unit_test(test_times),
+    cmocka_unit_test(test_refused_algs_and_shapes))

@@ -3,17 +3,9 @@
  * built-in provider a model name goes to, and in which order the rules
  * apply.
  */
-#include "autoconfig.h"
+#include "../unit.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #include "core/gateway.h"
 #include "server/config.h"
@@ -203,17 +195,10 @@ test_resolve_inline_key_first(void **state)
 	config_free(c);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_builtin_rules),
-		cmocka_unit_test(test_no_upstreams_route_nothing),
-		cmocka_unit_test(test_exact_then_longest_prefix),
-		cmocka_unit_test(test_a_bare_star_takes_everything),
-		cmocka_unit_test(test_resolve_upstream),
-		cmocka_unit_test(test_resolve_inline_key_first),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_builtin_rules),
+    cmocka_unit_test(test_no_upstreams_route_nothing),
+    cmocka_unit_test(test_exact_then_longest_prefix),
+    cmocka_unit_test(test_a_bare_star_takes_everything),
+    cmocka_unit_test(test_resolve_upstream),
+    cmocka_unit_test(test_resolve_inline_key_first))

@@ -1,26 +1,9 @@
 /* Unit tests for src/api/validate.c: request body and query checks. */
-#include "autoconfig.h"
+#include "../unit.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
 #include <time.h>
 
-#include <cmocka.h>
-#include <json-c/json.h>
-
 #include "api/validate.h"
-
-static struct json_object *
-body(const char *text)
-{
-	struct json_object *o = json_tokener_parse(text);
-
-	assert_non_null(o);
-	return o;
-}
 
 /* The fields named in the recorded errors, comma-separated. */
 static const char *
@@ -47,7 +30,8 @@ failed(struct checks *c)
 static void
 test_strings(void **state)
 {
-	struct json_object *b = body("{\"name\":\"ab\",\"n\":3,\"long\":\"abcd\","
+	struct json_object *b = unit_json(
+	    "{\"name\":\"ab\",\"n\":3,\"long\":\"abcd\","
 	    "\"nul\":\"a\\u0000b\",\"none\":null}");
 	struct checks	 c = { NULL };
 	bool		 present;
@@ -73,7 +57,8 @@ test_strings(void **state)
 static void
 test_numbers_and_booleans(void **state)
 {
-	struct json_object *b = body("{\"a\":5,\"b\":-1,\"c\":1.5,\"d\":true,"
+	struct json_object *b = unit_json(
+	    "{\"a\":5,\"b\":-1,\"c\":1.5,\"d\":true,"
 	    "\"e\":\"true\",\"f\":9223372036854775807}");
 	struct checks	 c = { NULL };
 	bool		 present, on = false;
@@ -99,7 +84,8 @@ test_numbers_and_booleans(void **state)
 static void
 test_arrays_and_known_fields(void **state)
 {
-	struct json_object *b = body("{\"s\":[\"x\",\"y\"],\"m\":[\"x\",1],"
+	struct json_object *b = unit_json(
+	    "{\"s\":[\"x\",\"y\"],\"m\":[\"x\",1],"
 	    "\"t\":\"x\",\"big\":[\"a\",\"b\",\"c\"]}");
 	static const char *const allowed[] = { "s", "m", "t", NULL };
 	struct checks	 c = { NULL };
@@ -182,17 +168,10 @@ test_query(void **state)
 	assert_true(query_only("", "x"));
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_strings),
-		cmocka_unit_test(test_numbers_and_booleans),
-		cmocka_unit_test(test_arrays_and_known_fields),
-		cmocka_unit_test(test_uuid),
-		cmocka_unit_test(test_timestamps),
-		cmocka_unit_test(test_query),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_strings),
+    cmocka_unit_test(test_numbers_and_booleans),
+    cmocka_unit_test(test_arrays_and_known_fields),
+    cmocka_unit_test(test_uuid),
+    cmocka_unit_test(test_timestamps),
+    cmocka_unit_test(test_query))

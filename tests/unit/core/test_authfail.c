@@ -1,25 +1,10 @@
 /* Unit tests for src/core/authfail.c: counting failures per subject. */
-#include "autoconfig.h"
-
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include <cmocka.h>
+#include "../unit.h"
 
 #include "core/authfail.h"
 
-static struct af_shared *
-shared(void)
-{
-	struct af_shared *sh = calloc(1, af_shared_size());
-
-	assert_non_null(sh);
-	assert_int_equal(af_shared_init(sh), 0);
-	return sh;
-}
+/* The failure counts the workers share, fresh. */
+UNIT_SHARED(shared, struct af_shared, af_shared_size, af_shared_init)
 
 /* Refused after max failures, until the window ends; others unaffected. */
 static void
@@ -72,13 +57,6 @@ test_many_subjects_never_share_a_count(void **state)
 	free(sh);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_limit_per_subject),
-		cmocka_unit_test(test_many_subjects_never_share_a_count),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_limit_per_subject),
+    cmocka_unit_test(test_many_subjects_never_share_a_count))

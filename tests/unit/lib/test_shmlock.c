@@ -1,15 +1,10 @@
 /* Unit tests for src/lib/shmlock.c: locks the workers share. */
-#include "autoconfig.h"
+#include "../unit.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #include "lib/shmlock.h"
 
@@ -114,14 +109,7 @@ test_a_dead_holder_s_lock_is_taken_and_said(void **state)
 	munmap(s, sizeof(*s));
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_each_lock_its_own),
-		cmocka_unit_test(test_held_elsewhere_is_refused_in_time),
-		cmocka_unit_test(test_a_dead_holder_s_lock_is_taken_and_said),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_each_lock_its_own),
+    cmocka_unit_test(test_held_elsewhere_is_refused_in_time),
+    cmocka_unit_test(test_a_dead_holder_s_lock_is_taken_and_said))

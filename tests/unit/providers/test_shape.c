@@ -1,30 +1,10 @@
 /* Unit tests for src/providers/shape.c: the OpenAI shapes translations
  * produce. */
-#include "autoconfig.h"
+#include "../unit.h"
 
 #include <limits.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
-#include <cmocka.h>
-#include <json-c/json.h>
 
 #include "providers/providers.h"
-
-static void
-assert_json(struct json_object *o, const char *want)
-{
-	struct json_object *w = json_tokener_parse(want);
-
-	assert_non_null(w);
-	if (!json_object_equal(o, w))
-		fail_msg("%s\n   is not %s", json_object_to_json_string(o),
-		    want);
-	json_object_put(w);
-}
 
 static void
 test_chunks(void **state)
@@ -32,7 +12,7 @@ test_chunks(void **state)
 	struct json_object *o;
 
 	(void)state;
-	o = chat_chunk("c1", "m", 7, json_tokener_parse("{\"content\":\"hi\"}"),
+	o = chat_chunk("c1", "m", 7, unit_json("{\"content\":\"hi\"}"),
 	    NULL);
 	assert_json(o, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
 	    "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
@@ -61,7 +41,7 @@ test_usage_counts(void **state)
 	struct json_object *u, *o;
 
 	(void)state;
-	u = json_tokener_parse("{\"a\":12,\"neg\":-5,\"huge\":"
+	u = unit_json("{\"a\":12,\"neg\":-5,\"huge\":"
 	    "222222222222222222222222222,\"max\":9223372036854775807,"
 	    "\"text\":\"7\",\"f\":3.9}");
 	assert_non_null(u);
@@ -80,10 +60,6 @@ test_usage_counts(void **state)
 	o = chat_usage(LONG_MIN, -2);
 	assert_int_equal(json_object_get_int64(json_object_object_get(o,
 	    "total_tokens")), INT64_MIN);
-	json_object_put(o);
-	o = chat_usage(3, 4);
-	assert_json(o, "{\"prompt_tokens\":3,\"completion_tokens\":4,"
-	    "\"total_tokens\":7}");
 	json_object_put(o);
 }
 
@@ -114,7 +90,7 @@ test_response_format(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		req = json_tokener_parse(cases[i].body);
+		req = unit_json(cases[i].body);
 		assert_non_null(req);
 		err[0] = '\0';
 		assert_int_equal(chat_response_format(req, &schema, err,
@@ -140,7 +116,7 @@ test_stop_and_turns(void **state)
 	assert_json(turns, "[\"END\"]");
 	json_object_put(turns);
 	json_object_put(s);
-	s = json_tokener_parse("[\"a\",\"b\"]");
+	s = unit_json("[\"a\",\"b\"]");
 	turns = chat_stop_list(s);
 	assert_json(turns, "[\"a\",\"b\"]");
 	json_object_put(turns);
@@ -149,28 +125,21 @@ test_stop_and_turns(void **state)
 	/* Roles alternate: a second turn of one role joins the first. */
 	turns = json_object_new_array();
 	chat_add_turn(turns, "user", "content",
-	    json_tokener_parse("[{\"text\":\"1\"}]"));
+	    unit_json("[{\"text\":\"1\"}]"));
 	chat_add_turn(turns, "user", "content",
-	    json_tokener_parse("[{\"text\":\"2\"}]"));
+	    unit_json("[{\"text\":\"2\"}]"));
 	chat_add_turn(turns, "assistant", "content",
-	    json_tokener_parse("[{\"text\":\"3\"}]"));
+	    unit_json("[{\"text\":\"3\"}]"));
 	chat_add_turn(turns, "user", "parts",
-	    json_tokener_parse("[{\"text\":\"4\"}]"));
+	    unit_json("[{\"text\":\"4\"}]"));
 	assert_json(turns, "[{\"role\":\"user\",\"content\":[{\"text\":\"1\"},"
 	    "{\"text\":\"2\"}]},{\"role\":\"assistant\",\"content\":[{\"text\":"
 	    "\"3\"}]},{\"role\":\"user\",\"parts\":[{\"text\":\"4\"}]}]");
 	json_object_put(turns);
 }
 
-int
-main(void)
-{
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_chunks),
-		cmocka_unit_test(test_usage_counts),
-		cmocka_unit_test(test_response_format),
-		cmocka_unit_test(test_stop_and_turns),
-	};
-
-	return cmocka_run_group_tests(tests, NULL, NULL);
-}
+UNIT_MAIN(NULL,
+    cmocka_unit_test(test_chunks),
+    cmocka_unit_test(test_usage_counts),
+    cmocka_unit_test(test_response_format),
+    cmocka_unit_test(test_stop_and_turns))
