@@ -285,19 +285,13 @@ credits_reserve(struct db *db, const char *tenant, const char *key_id,
 	struct db_res	*res;
 	struct holder	 h;
 	char		 amt[24];
-	const char	*p[7];
+	const char	*p[7] = { tenant, key_id, request_id, amt, h.host, h.pid,
+	    h.secs };
 
 	id[0] = '\0';
 	*available = 0;
 	snprintf(amt, sizeof(amt), "%lld", amount);
 	holder_of(&h, getpid(), ttl);
-	p[0] = tenant;
-	p[1] = key_id;
-	p[2] = request_id;
-	p[3] = amt;
-	p[4] = h.host;
-	p[5] = h.pid;
-	p[6] = h.secs;
 	if ((res = db_query(db, STMT_CREDITS_RESERVE, 7, p)) == NULL)
 		return CREDITS_DB;
 	return took(db, res, tenant, id, NULL, available);
@@ -418,7 +412,7 @@ credits_lease_new(struct db *db, const char *tenant, long long need,
 	struct db_res	*res;
 	struct holder	 h;
 	char		 n[24], w[24];
-	const char	*p[6];
+	const char	*p[6] = { tenant, n, w, h.host, h.pid, h.secs };
 
 	id[0] = '\0';
 	*got = 0;
@@ -426,12 +420,6 @@ credits_lease_new(struct db *db, const char *tenant, long long need,
 	snprintf(n, sizeof(n), "%lld", need);
 	snprintf(w, sizeof(w), "%lld", want > need ? want : need);
 	holder_of(&h, owner, ttl);
-	p[0] = tenant;
-	p[1] = n;
-	p[2] = w;
-	p[3] = h.host;
-	p[4] = h.pid;
-	p[5] = h.secs;
 	if ((res = db_query(db, STMT_LEASE_NEW, 6, p)) == NULL)
 		return CREDITS_DB;
 	return took(db, res, tenant, id, got, available);
