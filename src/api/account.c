@@ -14,6 +14,7 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/credits.h"
+#include "core/ledger.h"
 #include "core/tenants.h"
 #include "lib/db.h"
 #include "lib/json.h"
@@ -63,42 +64,13 @@ api_account(struct request *req)
 static void
 short_of(struct request *req, const char *tenant, long long micro)
 {
-	const char	*p[1] = { tenant };
-	struct db_res	*res;
 	long long	 available;
 
-	if ((res = db_query(req->w->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
-	    NULL) {
+	if (ledger_available(req->w->db, tenant, &available) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	available = db_rows(res) == 1 ? atoll(db_value(res, 0, 0)) : 0;
-	db_res_free(res);
 	api_insufficient_credits(req, micro, available, -1);
-}
-
-/*
- * In the movement's transaction: takes micro-credits (amt) from the free
- * part of from's balance, for req->param.  1 taken; 0 from is short
- * (answered 402, rolled back); -1 the database failed.
- */
-static int
-debit_giver(struct request *req, const char *from, const char *amt,
-    long long micro)
-{
-	const char	*p[4] = { from, amt, req->param, req->request_id };
-	struct db_res	*res;
-	int		 rows;
-
-	if ((res = db_query(req->w->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
-		return -1;
-	rows = db_rows(res);
-	db_res_free(res);
-	if (rows == 1)
-		return 1;
-	db_rollback(req->w->db);
-	short_of(req, from, micro);
-	return 0;
 }
 
 /*
@@ -153,11 +125,8 @@ api_tenants_credits(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *o;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*reason, *p[5];
-	char		 amt[32];
+	const char	*reason, *from;
 	long long	 micro, balance;
-	const char	*from;
 	bool		 present, answered, mint;
 
 	if (!uuid_valid(req->param) ||
@@ -175,42 +144,31 @@ api_tenants_credits(struct request *req)
 	reason = check_string(&c, body, "reason", 500, &present);
 	if (check_done(req, &c) == -1)
 		return;
-	/*
-	 * Only the root tenant creates credits; any other tenant moves them
-	 * from its own balance to a tenant below it, never to itself.
-	 */
 	from = req->principal->tenant_id;
-	mint = strcmp(from, TENANT_ROOT) == 0;
-	if (!mint && strcmp(from, req->param) == 0) {
+	mint = ledger_mints(from);
+	if (ledger_may_give(from, req->param) != LEDGER_OK) {
 		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only the root "
 		    "tenant creates credits; a tenant gives a tenant below it "
 		    "credits from its own balance.");
 		return;
 	}
-	snprintf(amt, sizeof(amt), "%lld", micro);
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if (!mint) {
-		switch (debit_giver(req, from, amt, micro)) {
-		case 1:
-			break;
-		case 0:
-			return;
-		default:
-			goto dbfail;
-		}
-	}
-	p[0] = req->param;
-	p[1] = amt;
-	p[2] = mint ? "mint" : "transfer_in";
-	p[3] = mint ? NULL : from;
-	p[4] = req->request_id;
-	if ((res = db_query(w->db, STMT_CREDITS_ADD, 5, p)) == NULL)
+	switch (ledger_give(w->db, from, req->param, micro, req->request_id,
+	    &balance)) {
+	case LEDGER_OK:
+		break;
+	case LEDGER_SHORT:
+		db_rollback(w->db);
+		short_of(req, from, micro);
+		return;
+	case LEDGER_NOT_BELOW:
+	case LEDGER_DB:
+	case LEDGER_RESULT__MAX:
 		goto dbfail;
-	balance = atoll(db_value(res, 0, 0));
-	db_res_free(res);
+	}
 	if (audit_credits(req, micro, reason, mint ? NULL : from) == -1 ||
 	    db_commit(w->db) == -1)
 		goto dbfail;

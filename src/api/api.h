@@ -280,4 +280,19 @@ bool	api_page_params_serial(struct request *, int *limit, char *cursor,
 void	api_page_respond(struct request *, struct json_object *data,
 	    const char *next);
 
+/*
+ * No escalation: every scope given must be among the caller's
+ * (role_scope_beyond()); otherwise answers 403 "This key cannot <verb>
+ * scope <the first one missing>..." and returns false.
+ */
+bool	api_within_caller(struct request *, const char *const *scopes,
+	    size_t n, const char *verb);
+/*
+ * Whether the caller may give role, one of the roles tenant can see: it
+ * must hold every scope the role grants.  1 yes; 0 no such role (not
+ * answered); -1 answered (403, or as api_role_scopes()).
+ */
+int	api_role_grantable(struct request *, const char *role,
+	    const char *tenant);
+
 #endif

@@ -188,23 +188,11 @@ read_fields(struct request *req, struct json_object *body, bool create,
 	return check_done(req, &c);
 }
 
-/*
- * No escalation: every scope a caller grants must be within its own.
- * false after answering 403.
- */
+/* No escalation: every scope a caller grants must be within its own. */
 static bool
 within_caller(struct request *req, const char *const *scopes, size_t n)
 {
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		if (!auth_allows(req->principal, scopes[i])) {
-			http_error(req, ERR_INSUFFICIENT_PERMISSIONS,
-			    "This key cannot grant scope %s: it is not among "
-			    "its own.", scopes[i]);
-			return false;
-		}
-	return true;
+	return api_within_caller(req, scopes, n, "grant");
 }
 
 /* True when max per win allows more than cmax per cwin, at once or over time. */
@@ -298,12 +286,11 @@ within_bounds(struct request *req, struct key_fields *f,
 static bool
 role_usable(struct request *req, const char *role, const char *tenant)
 {
-	struct principal probe;
 	struct checks	 c = { NULL };
 
-	switch (api_role_scopes(req, role, tenant, &probe)) {
+	switch (api_role_grantable(req, role, tenant)) {
 	case 1:
-		return within_caller(req, probe.scopes, probe.nscopes);
+		return true;
 	case 0:
 		check_fail(&c, "role_id", "no such role for this tenant");
 		return check_done(req, &c) == 0;	/* -1: answered */
@@ -382,34 +369,29 @@ spec_of(const struct request *req, const struct key_fields *f,
 }
 
 /*
- * In the key's transaction: locks the tenant's row, which makes the count
- * and the insert one step, and says whether the tenant may have one more
- * active key.  1 yes; 0 no (answered, rolled back); -1 the database
+ * In the key's transaction, the tenant's quota of active keys
+ * (key_room()).  1 room; 0 full (answered, rolled back); -1 the database
  * failed.
  */
 static int
 room_for_key(struct request *req, const char *tenant)
 {
 	struct worker	*w = req->w;
-	struct db_res	*res;
-	const char	*p[1] = { tenant };
-	long		 have;
+	long		 max = w->cfg->max_active_keys_per_tenant;
 
-	if (db_exec(w->db, STMT_TENANT_LOCK, 1, p) == -1)
-		return -1;
-	if (w->cfg->max_active_keys_per_tenant <= 0)
+	switch (key_room(w->db, tenant, max)) {
+	case KEY_ROOM:
 		return 1;
-	if ((res = db_query(w->db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
-		return -1;
-	have = atol(db_value(res, 0, 0));
-	db_res_free(res);
-	if (have < w->cfg->max_active_keys_per_tenant)
-		return 1;
-	db_rollback(w->db);
-	http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has %ld "
-	    "active keys, the most allowed.", tenant,
-	    w->cfg->max_active_keys_per_tenant);
-	return 0;
+	case KEY_ROOM_FULL:
+		db_rollback(w->db);
+		http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has "
+		    "%ld active keys, the most allowed.", tenant, max);
+		return 0;
+	case KEY_ROOM_DB:
+	case KEY_ROOM__MAX:
+		break;
+	}
+	return -1;
 }
 
 /* The audit row of a new key: its prefix and scopes.  0, or -1. */

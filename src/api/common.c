@@ -91,6 +91,31 @@ api_role_scopes(struct request *req, const char *role, const char *tenant,
 }
 
 bool
+api_within_caller(struct request *req, const char *const *scopes, size_t n,
+    const char *verb)
+{
+	const char	*beyond;
+
+	if ((beyond = role_scope_beyond(req->principal, scopes, n)) == NULL)
+		return true;
+	http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key cannot %s "
+	    "scope %s: it is not among its own.", verb, beyond);
+	return false;
+}
+
+int
+api_role_grantable(struct request *req, const char *role, const char *tenant)
+{
+	struct principal probe;
+	int	 rc;
+
+	if ((rc = api_role_scopes(req, role, tenant, &probe)) != 1)
+		return rc;
+	return api_within_caller(req, probe.scopes, probe.nscopes, "grant") ?
+	    1 : -1;
+}
+
+bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
 	const char	*p[2] = { tenant, req->principal->tenant_id };

@@ -103,20 +103,16 @@ store_sealed(struct request *req, const char *const keys[PROVIDER__MAX],
 {
 	struct worker	*w = req->w;
 	struct json_object *list = json_object_new_array();
-	const char	*p[5];
 	int		 i;
 
 	for (i = 0; i < PROVIDER__MAX; i++) {
 		if (keys[i] == NULL)
 			continue;
-		p[0] = req->principal->tenant_id;
-		p[1] = providers[i]->name;
-		p[2] = sealed[i].data;
-		p[3] = vault_active_id(w->vault);
-		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
 		json_object_array_add(list,
 		    json_object_new_string(providers[i]->name));
-		if (db_exec(w->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
+		if (vault_store(w->db, w->vault, req->principal->tenant_id,
+		    providers[i]->name, sealed[i].data,
+		    w->cfg->validate_llm_keys) == -1) {
 			json_object_put(list);
 			return NULL;
 		}

@@ -13,6 +13,7 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/keys.h"
+#include "core/roles.h"
 #include "core/scope.h"
 #include "core/tenants.h"
 #include "lib/db.h"
@@ -100,26 +101,6 @@ read_fields(struct request *req, struct json_object *body, bool create,
 
 #define CANNOT_GRANT "grant"
 
-/*
- * Every scope is among the caller's; otherwise answers 403 "This key
- * cannot <verb> scope <the first one missing>..." and returns false.
- */
-static bool
-within_caller(struct request *req, const char *const *scopes, size_t n,
-    const char *verb)
-{
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		if (!auth_allows(req->principal, scopes[i])) {
-			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key "
-			    "cannot %s scope %s: it is not among its own.",
-			    verb, scopes[i]);
-			return false;
-		}
-	return true;
-}
-
 /* The "scopes" of a rendered key or role are all among the caller's. */
 static bool
 scopes_within_caller(struct request *req, struct json_object *obj,
@@ -134,7 +115,7 @@ scopes_within_caller(struct request *req, struct json_object *obj,
 	for (i = 0; i < json_object_array_length(own) && n < MAX_SCOPES; i++)
 		list[n++] = json_object_get_string(
 		    json_object_array_get_idx(own, i));
-	return within_caller(req, list, n, verb);
+	return api_within_caller(req, list, n, verb);
 }
 
 static struct json_object *
@@ -195,7 +176,7 @@ api_roles_create(struct request *req)
 			return;
 		}
 	}
-	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
+	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
 	p[0] = f.global ? NULL : f.tenant_id;
 	p[1] = f.name;
@@ -299,7 +280,7 @@ api_roles_update(struct request *req)
 	if (!changeable(req) || !api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1)
 		return;
-	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
+	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
 	p[0] = req->param;
 	p[1] = req->principal->tenant_id;
@@ -354,8 +335,6 @@ api_roles_delete(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *obj;
-	struct db_res	*res;
-	const char	*p[2] = { req->param, req->principal->tenant_id };
 	long		 assigned;
 
 	if (!changeable(req))
@@ -366,19 +345,21 @@ api_roles_delete(struct request *req)
 	}
 	if (db_begin(w->db) == -1)
 		goto dbfail;
-	if ((res = db_query(w->db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
-		goto dbfail;
-	assigned = atol(db_value(res, 0, 0));
-	db_res_free(res);
-	if (assigned > 0) {
+	switch (role_delete(w->db, req->param, req->principal->tenant_id,
+	    &assigned)) {
+	case ROLE_REMOVED:
+		break;
+	case ROLE_IN_USE:
 		db_rollback(w->db);
 		json_object_put(obj);
 		http_error(req, ERR_CONFLICT, "Role %s is assigned to %ld keys; "
 		    "remove it from them first.", req->param, assigned);
 		return;
+	case ROLE_REMOVAL_DB:
+	case ROLE_REMOVAL__MAX:
+		goto dbfail;
 	}
-	if (db_exec(w->db, STMT_ROLE_DELETE, 2, p) == -1 ||
-	    api_audit(req, req->principal->tenant_id, "role.delete", "role",
+	if (api_audit(req, req->principal->tenant_id, "role.delete", "role",
 	    req->param, NULL) == -1 || db_commit(w->db) == -1)
 		goto dbfail;
 	json_object_object_add(obj, "deleted", json_object_new_boolean(1));
@@ -397,12 +378,9 @@ dbfail:
 static bool
 role_grantable(struct request *req, const char *role, const char *tenant)
 {
-	struct principal probe;
-
-	switch (api_role_scopes(req, role, tenant, &probe)) {
+	switch (api_role_grantable(req, role, tenant)) {
 	case 1:
-		return within_caller(req, probe.scopes, probe.nscopes,
-		    CANNOT_GRANT);
+		return true;
 	case 0:
 		http_error(req, ERR_NOT_FOUND, "No role with id %s for this "
 		    "key's tenant.", role);

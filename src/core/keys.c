@@ -277,3 +277,21 @@ key_seed_dev(struct db *db, char *id, size_t idsz)
 	db_res_free(res);
 	return rc;
 }
+
+enum key_room
+key_room(struct db *db, const char *tenant, long max)
+{
+	const char	*p[1] = { tenant };
+	struct db_res	*res;
+	long		 have;
+
+	if (db_exec(db, STMT_TENANT_LOCK, 1, p) == -1)
+		return KEY_ROOM_DB;
+	if (max <= 0)
+		return KEY_ROOM;
+	if ((res = db_query(db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
+		return KEY_ROOM_DB;
+	have = atol(db_value(res, 0, 0));
+	db_res_free(res);
+	return have < max ? KEY_ROOM : KEY_ROOM_FULL;
+}

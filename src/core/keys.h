@@ -92,4 +92,20 @@ void		 key_created_wipe(struct key_created *);
 int		 key_scopes_literal(const char *const *, size_t, char *out,
 		    size_t outsz) __attribute__((warn_unused_result));
 
+/* Whether a tenant may have one more active key. */
+enum key_room {
+	KEY_ROOM,
+	KEY_ROOM_FULL,		/* it has the most allowed already */
+	KEY_ROOM_DB,		/* see db_status() */
+	KEY_ROOM__MAX
+};
+
+/*
+ * The per-tenant quota: at most max active keys (0 or less = no limit).
+ * Inside the caller's transaction, before the insert: locks the tenant's
+ * row, which makes the count and the insert one step.
+ */
+enum key_room	 key_room(struct db *, const char *tenant, long max)
+		    __attribute__((warn_unused_result));
+
 #endif

@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/auth.h"
@@ -23,4 +24,34 @@ role_scopes(struct db *db, const char *role, const char *tenant,
 		rc = ROLE_TOO_MANY_SCOPES;
 	db_res_free(res);
 	return rc;
+}
+
+const char *
+role_scope_beyond(const struct principal *giver, const char *const *scopes,
+    size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (!auth_allows(giver, scopes[i]))
+			return scopes[i];
+	return NULL;
+}
+
+enum role_removal
+role_delete(struct db *db, const char *id, const char *caller_tenant,
+    long *assigned)
+{
+	const char	*p[2] = { id, caller_tenant };
+	struct db_res	*res;
+
+	if ((res = db_query(db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
+		return ROLE_REMOVAL_DB;
+	*assigned = atol(db_value(res, 0, 0));
+	db_res_free(res);
+	if (*assigned > 0)
+		return ROLE_IN_USE;
+	if (db_exec(db, STMT_ROLE_DELETE, 2, p) == -1)
+		return ROLE_REMOVAL_DB;
+	return ROLE_REMOVED;
 }

@@ -387,3 +387,17 @@ vault_check_all(struct db *db, const struct vault *v, long *total,
 	db_res_free(res);
 	return nbad;
 }
+
+int
+vault_store(struct db *db, const struct vault *v, const char *tenant,
+    const char *provider, const char *sealed, bool validated)
+{
+	const char	*p[5];
+
+	p[0] = tenant;
+	p[1] = provider;
+	p[2] = sealed;
+	p[3] = vault_active_id(v);
+	p[4] = validated ? "true" : "false";
+	return db_exec(db, STMT_LLM_KEY_UPSERT, 5, p);
+}

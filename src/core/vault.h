@@ -65,4 +65,15 @@ long		 vault_check_all(struct db *, const struct vault *, long *total,
 		    const char *key_id), void *ctx, char *err, size_t errsz)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Inside the caller's transaction, stores tenant's key for provider,
+ * sealed under the active key (vault_seal()), in place of the one it had;
+ * validated says whether the provider accepted it.  0, or -1 with
+ * db_status() set.
+ */
+int		 vault_store(struct db *, const struct vault *,
+		    const char *tenant, const char *provider,
+		    const char *sealed, bool validated)
+		    __attribute__((warn_unused_result));
+
 #endif
