@@ -4,6 +4,7 @@
 #include <stddef.h>
 
 #include "core/apikey.h"
+#include "lib/db.h"
 
 struct db;
 
@@ -38,11 +39,10 @@ enum key_result {
 	KEY_RESULT__MAX
 };
 
-/* The columns of a key row (KEY_COLS in db.c), in order. */
+/* The columns of a key row, in order: the list is DB_KEY_COLUMNS. */
 enum key_col {
-	KC_ID, KC_TENANT, KC_NAME, KC_ENV, KC_PREFIX, KC_LAST4, KC_SCOPES,
-	KC_ROLE, KC_EXPIRES, KC_REVOKED, KC_DISABLED, KC_RL_MAX, KC_RL_WINDOW,
-	KC_LAST_USED, KC_CREATED, KC_UPDATED, KC_EFFECTIVE, KC__MAX
+	DB_KEY_COLUMNS(DB_COLS_ENUM)
+	KC__MAX
 };
 
 struct db_res;
