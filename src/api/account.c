@@ -15,7 +15,7 @@
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/ledger.h"
-#include "core/tenants.h"
+#include "core/usage.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -31,32 +31,30 @@ credits(long long micro)
 void
 api_account(struct request *req)
 {
-	const char	*p[1] = { req->principal->tenant_id };
+	struct usage_account a;
 	struct json_object *o;
-	struct db_res	*res;
 
-	if ((res = db_query(req->w->db, STMT_ACCOUNT, 1, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	if (db_rows(res) != 1) {
-		db_res_free(res);
+	switch (usage_account(req->w->db, req->principal->tenant_id, &a)) {
+	case USAGE_OK:
+		break;
+	case USAGE_NOT_FOUND:
 		http_error(req, ERR_NOT_FOUND, "No such tenant.");
+		return;
+	case USAGE_DB:
+	case USAGE_RESULT__MAX:
+		api_db_failed(req);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("account"));
 	json_object_object_add(o, "tenant_id",
 	    json_str(req->principal->tenant_id));
-	json_object_object_add(o, "credits_balance",
-	    credits(atoll(db_value(res, 0, 0))));
-	json_object_object_add(o, "credits_reserved",
-	    credits(atoll(db_value(res, 0, 1))));
+	json_object_object_add(o, "credits_balance", credits(a.balance));
+	json_object_object_add(o, "credits_reserved", credits(a.reserved));
 	json_object_object_add(o, "active_keys",
-	    json_object_new_int64(atoll(db_value(res, 0, 2))));
+	    json_object_new_int64(a.active_keys));
 	json_object_object_add(o, "total_keys",
-	    json_object_new_int64(atoll(db_value(res, 0, 3))));
-	db_res_free(res);
+	    json_object_new_int64(a.total_keys));
 	http_respond_json(req, 200, o);
 }
 
@@ -185,9 +183,6 @@ dbfail:
 	api_abort(req);
 }
 
-enum { UC_ID, UC_REQUEST, UC_KEY, UC_PROVIDER, UC_MODEL, UC_SOURCE,
-    UC_PROMPT, UC_COMPLETION, UC_CHARGED, UC_STATUS, UC_CREATED };
-
 static struct json_object *
 usage_row(const struct db_res *r, int i)
 {
@@ -236,25 +231,40 @@ time_param(struct request *req, const char *name, char *out, size_t outsz,
 	return true;
 }
 
+/* The "totals" of a usage listing. */
+static struct json_object *
+totals_json(const struct usage_totals *t)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "requests",
+	    json_object_new_int64(t->requests));
+	json_object_object_add(o, "prompt_tokens",
+	    json_object_new_int64(t->prompt_tokens));
+	json_object_object_add(o, "completion_tokens",
+	    json_object_new_int64(t->completion_tokens));
+	json_object_object_add(o, "credits_charged", credits(t->charged));
+	return o;
+}
+
 void
 api_account_usage(struct request *req)
 {
-	struct json_object *o, *data, *totals;
+	const char	*tenant = req->principal->tenant_id;
+	struct json_object *o, *data;
+	struct usage_totals t;
 	struct db_res	*res;
-	const char	*p[5];
-	char		 from[64], to[64], cursor[32], lim[16], next[32] = "";
+	const char	*since, *until;
+	char		 from[64], to[64], cursor[32], next[32] = "";
 	int		 limit, i, n;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
-	p[0] = req->principal->tenant_id;
-	if (!time_param(req, "from", from, sizeof(from), &p[1]) ||
-	    !time_param(req, "to", to, sizeof(to), &p[2]))
+	if (!time_param(req, "from", from, sizeof(from), &since) ||
+	    !time_param(req, "to", to, sizeof(to), &until))
 		return;
-	p[3] = cursor[0] ? cursor : NULL;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[4] = lim;
-	if ((res = db_query(req->w->db, STMT_USAGE_LIST, 5, p)) == NULL) {
+	if ((res = usage_list(req->w->db, tenant, since, until,
+	    cursor[0] ? cursor : NULL, limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -266,26 +276,16 @@ api_account_usage(struct request *req)
 		snprintf(next, sizeof(next), "%s",
 		    db_value(res, limit - 1, UC_ID));
 	db_res_free(res);
-	if ((res = db_query(req->w->db, STMT_USAGE_TOTALS, 3, p)) == NULL) {
+	if (usage_totals(req->w->db, tenant, since, until, &t) == -1) {
 		json_object_put(data);
 		api_db_failed(req);
 		return;
 	}
-	totals = json_object_new_object();
-	json_object_object_add(totals, "requests",
-	    json_object_new_int64(atoll(db_value(res, 0, 0))));
-	json_object_object_add(totals, "prompt_tokens",
-	    json_object_new_int64(atoll(db_value(res, 0, 1))));
-	json_object_object_add(totals, "completion_tokens",
-	    json_object_new_int64(atoll(db_value(res, 0, 2))));
-	json_object_object_add(totals, "credits_charged",
-	    credits(atoll(db_value(res, 0, 3))));
-	db_res_free(res);
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("list"));
 	json_object_object_add(o, "data", data);
 	json_object_object_add(o, "next_cursor", next[0] ? json_str(next) :
 	    NULL);
-	json_object_object_add(o, "totals", totals);
+	json_object_object_add(o, "totals", totals_json(&t));
 	http_respond_json(req, 200, o);
 }

@@ -11,15 +11,13 @@
 
 #include "api/api.h"
 #include "api/validate.h"
+#include "core/audit.h"
 #include "core/auth.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
 #include "server/request.h"
 #include "server/worker.h"
-
-enum { AL_ID, AL_CREATED, AL_TENANT, AL_ACTOR_KEY, AL_ACTOR, AL_ACTION,
-    AL_TARGET_TYPE, AL_TARGET, AL_REQUEST, AL_CLIENT, AL_DETAILS };
 
 static struct json_object *
 str_or_null(const struct db_res *r, int row, int col)
@@ -93,25 +91,25 @@ void
 api_audit_list(struct request *req)
 {
 	struct json_object *data;
+	struct audit_filter f;
 	struct db_res	*res;
-	const char	*p[8];
 	char		 action[64], actor[64], target[128], since[64],
-			 until[64], cursor[32], lim[16], next[32] = "";
+			 until[64], cursor[32], next[32] = "";
 	int		 limit, i, n;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
-	p[0] = req->principal->tenant_id;
-	if (!filter(req, "action", 0, action, sizeof(action), &p[1]) ||
-	    !filter(req, "actor_key_id", 1, actor, sizeof(actor), &p[2]) ||
-	    !filter(req, "target_id", 0, target, sizeof(target), &p[3]) ||
-	    !filter(req, "since", 2, since, sizeof(since), &p[4]) ||
-	    !filter(req, "until", 2, until, sizeof(until), &p[5]))
+	if (!filter(req, "action", 0, action, sizeof(action), &f.action) ||
+	    !filter(req, "actor_key_id", 1, actor, sizeof(actor),
+	    &f.actor_key_id) ||
+	    !filter(req, "target_id", 0, target, sizeof(target),
+	    &f.target_id) ||
+	    !filter(req, "since", 2, since, sizeof(since), &f.since) ||
+	    !filter(req, "until", 2, until, sizeof(until), &f.until))
 		return;
-	p[6] = cursor[0] ? cursor : NULL;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[7] = lim;
-	if ((res = db_query(req->w->db, STMT_AUDIT_LIST, 8, p)) == NULL) {
+	f.cursor = cursor[0] ? cursor : NULL;
+	if ((res = audit_list(req->w->db, req->principal->tenant_id, &f,
+	    limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}

@@ -11,6 +11,7 @@
 #include "core/credits.h"
 #include "core/gateway.h"
 #include "core/roles.h"
+#include "core/tenants.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -118,22 +119,22 @@ api_role_grantable(struct request *req, const char *role, const char *tenant)
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
-	const char	*p[2] = { tenant, req->principal->tenant_id };
-	struct db_res	*res;
-	bool		 ok;
-
 	*answered = false;
 	if (!uuid_valid(tenant))
 		return false;
-	if ((res = db_query(req->w->db, STMT_TENANT_IN_SUBTREE, 2, p)) ==
-	    NULL) {
-		api_db_failed(req);
-		*answered = true;
+	switch (tenant_within(req->w->db, tenant, req->principal->tenant_id)) {
+	case TENANT_OK:
+		return true;
+	case TENANT_NOT_FOUND:
+	case TENANT_SELF:
 		return false;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		break;
 	}
-	ok = db_rows(res) == 1;
-	db_res_free(res);
-	return ok;
+	api_db_failed(req);
+	*answered = true;
+	return false;
 }
 
 int

@@ -121,11 +121,11 @@ scopes_within_caller(struct request *req, struct json_object *obj,
 static struct json_object *
 role_now(struct request *req, const char *id, bool *mine)
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
 	struct db_res	*res;
 	struct json_object *o = NULL;
 
-	if ((res = db_query(req->w->db, STMT_ROLE_GET, 2, p)) == NULL)
+	if ((res = role_get(req->w->db, id, req->principal->tenant_id)) ==
+	    NULL)
 		return NULL;
 	if (db_rows(res) == 1) {
 		o = role_json(res, 0);
@@ -151,8 +151,6 @@ api_roles_create(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct role_fields f;
-	struct db_res	*res;
-	const char	*p[4];
 	char		 id[40];
 	bool		 answered;
 
@@ -161,7 +159,7 @@ api_roles_create(struct request *req)
 		return;
 	if (f.global) {
 		/* Global roles reach every tenant: only the root may add. */
-		if (strcmp(req->principal->tenant_id, TENANT_ROOT) != 0) {
+		if (!role_may_add_global(req->principal->tenant_id)) {
 			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only a "
 			    "key of the root tenant can create global roles.");
 			return;
@@ -178,25 +176,24 @@ api_roles_create(struct request *req)
 	}
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	p[0] = f.global ? NULL : f.tenant_id;
-	p[1] = f.name;
-	p[2] = f.description != NULL ? f.description : "";
-	p[3] = f.scopes_lit;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_ROLE_INSERT, 4, p)) == NULL) {
-		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
-			db_rollback(w->db);
-			http_error(req, ERR_CONFLICT, "A role named \"%s\" "
-			    "already exists there.", f.name);
-			return;
-		}
+	switch (role_create(w->db, f.global ? NULL : f.tenant_id, f.name,
+	    f.description, f.scopes_lit, id, sizeof(id))) {
+	case ROLE_WRITTEN:
+		break;
+	case ROLE_NAME_TAKEN:
+		db_rollback(w->db);
+		http_error(req, ERR_CONFLICT, "A role named \"%s\" already "
+		    "exists there.", f.name);
+		return;
+	case ROLE_WRITE_NOT_FOUND:
+	case ROLE_WRITE_DB:
+	case ROLE_WRITE__MAX:
 		goto dbfail;
 	}
-	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(f.name));
 	json_object_object_add(details, "scopes",
@@ -273,42 +270,32 @@ api_roles_update(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct role_fields f;
-	struct db_res	*res;
-	const char	*p[8];
-	bool		 found;
 
 	if (!changeable(req) || !api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1)
 		return;
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = f.name != NULL ? "true" : "false";
-	p[3] = f.name != NULL ? f.name : "";
-	p[4] = f.description != NULL ? "true" : "false";
-	p[5] = f.description != NULL ? f.description : "";
-	p[6] = f.has_scopes ? "true" : "false";
-	p[7] = f.has_scopes ? f.scopes_lit : "{}";
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_ROLE_UPDATE, 8, p)) == NULL) {
-		if (strcmp(db_sqlstate(w->db), "23505") == 0) {
-			db_rollback(w->db);
-			http_error(req, ERR_CONFLICT, "A role with that name "
-			    "already exists there.");
-			return;
-		}
-		goto dbfail;
-	}
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	switch (role_update(w->db, req->param, req->principal->tenant_id,
+	    f.name, f.description, f.has_scopes ? f.scopes_lit : NULL)) {
+	case ROLE_WRITTEN:
+		break;
+	case ROLE_NAME_TAKEN:
+		db_rollback(w->db);
+		http_error(req, ERR_CONFLICT, "A role with that name already "
+		    "exists there.");
+		return;
+	case ROLE_WRITE_NOT_FOUND:
 		db_rollback(w->db);
 		not_found(req);
 		return;
+	case ROLE_WRITE_DB:
+	case ROLE_WRITE__MAX:
+		goto dbfail;
 	}
 	details = json_object_new_object();
 	if (f.has_scopes)
@@ -397,7 +384,6 @@ set_role(struct request *req, const char *role)
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL, *details;
 	struct db_res	*res;
-	const char	*p[3];
 	char		 tenant[40];
 	bool		 found;
 
@@ -407,9 +393,8 @@ set_role(struct request *req, const char *role)
 		return;
 	}
 	/* The key's tenant decides which roles it may take. */
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL) {
+	if ((res = key_get(w->db, req->param, req->principal->tenant_id)) ==
+	    NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -439,14 +424,12 @@ set_role(struct request *req, const char *role)
 	obj = NULL;
 	if (role != NULL && !role_grantable(req, role, tenant))
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = role;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if (db_exec(w->db, STMT_KEY_SET_ROLE, 3, p) == -1)
+	if (key_set_role(w->db, req->param, req->principal->tenant_id,
+	    role) == -1)
 		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "role_id",
@@ -454,8 +437,8 @@ set_role(struct request *req, const char *role)
 	if (api_audit(req, tenant, role != NULL ? "api_key.role_assign" :
 	    "api_key.role_remove", "api_key", req->param, details) == -1)
 		goto dbfail;
-	p[1] = req->principal->tenant_id;
-	if ((res = db_query(w->db, STMT_KEY_GET, 2, p)) == NULL)
+	if ((res = key_get(w->db, req->param, req->principal->tenant_id)) ==
+	    NULL)
 		goto dbfail;
 	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
 	db_res_free(res);

@@ -5,6 +5,7 @@
 #include "autoconfig.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -46,8 +47,7 @@ api_tenants_create(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*name, *parent, *p[2];
+	const char	*name, *parent;
 	char		 id[40];
 	bool		 present, answered;
 
@@ -73,16 +73,12 @@ api_tenants_create(struct request *req)
 			    parent);
 		return;
 	}
-	p[0] = parent;
-	p[1] = name;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_INSERT, 2, p)) == NULL)
+	if (tenant_create(w->db, parent, name, id, sizeof(id)) == -1)
 		goto dbfail;
-	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(name));
 	json_object_object_add(details, "parent_id",
@@ -129,9 +125,8 @@ api_tenants_update(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*name, *p[4];
-	bool		 present, found;
+	const char	*name;
+	bool		 present;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -146,22 +141,22 @@ api_tenants_update(struct request *req)
 		check_fail(&c, "name", "must be 1 to 200 bytes");
 	if (check_done(req, &c) == -1)
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_UPDATE, 4, p)) == NULL)
-		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	switch (tenant_rename(w->db, req->param, req->principal->tenant_id,
+	    name)) {
+	case TENANT_OK:
+		break;
+	case TENANT_NOT_FOUND:
+	case TENANT_SELF:
 		db_rollback(w->db);
 		not_found(req);
 		return;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		goto dbfail;
 	}
 	details = json_object_new_object();
 	if (name != NULL)
@@ -187,23 +182,27 @@ dbfail:
 static bool
 strictly_below(struct request *req)
 {
-	bool	 answered;
-
 	if (!uuid_valid(req->param)) {
 		not_found(req);
 		return false;
 	}
-	if (!api_tenant_reachable(req, req->param, &answered)) {
-		if (!answered)
-			not_found(req);
+	switch (tenant_below(req->w->db, req->param,
+	    req->principal->tenant_id)) {
+	case TENANT_OK:
+		return true;
+	case TENANT_NOT_FOUND:
+		not_found(req);
 		return false;
-	}
-	if (strcmp(req->param, req->principal->tenant_id) == 0) {
+	case TENANT_SELF:
 		http_error(req, ERR_CONFLICT, "A key cannot remove its own "
 		    "tenant.");
 		return false;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		break;
 	}
-	return true;
+	api_db_failed(req);
+	return false;
 }
 
 /* DELETE deactivates the tenant and its subtree: their keys stop working. */
@@ -212,8 +211,6 @@ api_tenants_delete(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL, *details;
-	struct db_res	*res;
-	const char	*p[1] = { req->param };
 	int		 n;
 
 	if (!strictly_below(req))
@@ -222,10 +219,8 @@ api_tenants_delete(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
+	if ((n = tenant_deactivate(w->db, req->param)) == -1)
 		goto dbfail;
-	n = db_rows(res);
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
@@ -349,10 +344,8 @@ api_tenants_purge(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *counts, *o;
-	struct db_res	*res;
-	const char	*p[1] = { req->param };
 	enum json_parse_error why;
-	char		 err[64];
+	char		 err[64], *text;
 
 	if (!strictly_below(req))
 		return;
@@ -360,11 +353,10 @@ api_tenants_purge(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_TENANT_PURGE, 1, p)) == NULL)
+	if ((text = tenant_purge(w->db, req->param)) == NULL)
 		goto dbfail;
-	counts = json_parse(db_value(res, 0, 0), strlen(db_value(res, 0, 0)),
-	    &why, err, sizeof(err));
-	db_res_free(res);
+	counts = json_parse(text, strlen(text), &why, err, sizeof(err));
+	free(text);
 	if (counts == NULL)
 		goto dbfail;
 	if (api_audit(req, req->param, "tenant.purge", "tenant", req->param,

@@ -295,3 +295,20 @@ key_room(struct db *db, const char *tenant, long max)
 	db_res_free(res);
 	return have < max ? KEY_ROOM : KEY_ROOM_FULL;
 }
+
+struct db_res *
+key_get(struct db *db, const char *id, const char *caller_tenant)
+{
+	const char	*p[2] = { id, caller_tenant };
+
+	return db_query(db, STMT_KEY_GET, 2, p);
+}
+
+int
+key_set_role(struct db *db, const char *id, const char *caller_tenant,
+    const char *role)
+{
+	const char	*p[3] = { id, caller_tenant, role };
+
+	return db_exec(db, STMT_KEY_SET_ROLE, 3, p);
+}

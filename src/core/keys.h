@@ -108,4 +108,19 @@ enum key_room {
 enum key_room	 key_room(struct db *, const char *tenant, long max)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Key id as caller_tenant sees it (its subtree): a row of enum key_col or
+ * none, to be freed with db_res_free(); NULL with db_status() set.
+ */
+struct db_res	*key_get(struct db *, const char *id,
+		    const char *caller_tenant)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, gives key id of caller_tenant's
+ * subtree role (NULL = none).  0, or -1 with db_status() set.
+ */
+int		 key_set_role(struct db *, const char *id,
+		    const char *caller_tenant, const char *role)
+		    __attribute__((warn_unused_result));
+
 #endif

@@ -1,6 +1,7 @@
 #ifndef KEYGATE_CORE_ROLES_H
 #define KEYGATE_CORE_ROLES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct db;
@@ -47,6 +48,44 @@ enum role_removal {
  */
 enum role_removal role_delete(struct db *, const char *id,
 		    const char *caller_tenant, long *assigned)
+		    __attribute__((warn_unused_result));
+
+/* Global roles reach every tenant: only the root tenant adds them. */
+bool		 role_may_add_global(const char *caller_tenant);
+
+/* What writing a role came to. */
+enum role_write {
+	ROLE_WRITTEN,
+	ROLE_NAME_TAKEN,	/* its tenant has a role of that name */
+	ROLE_WRITE_NOT_FOUND,	/* no such role the caller may change */
+	ROLE_WRITE_DB,		/* the database failed: db_status() says how */
+	ROLE_WRITE__MAX
+};
+
+/*
+ * Inside the caller's transaction, a new role of tenant (NULL = global)
+ * granting scopes (a PostgreSQL array literal, key_scopes_literal()); its
+ * id into id.  A failure other than ROLE_WRITE_DB leaves the transaction
+ * to be rolled back.
+ */
+enum role_write	 role_create(struct db *, const char *tenant,
+		    const char *name, const char *description,
+		    const char *scopes, char *id, size_t idsz)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, changes role id of caller's subtree:
+ * each of name, description and scopes that is not NULL.
+ */
+enum role_write	 role_update(struct db *, const char *id,
+		    const char *caller_tenant, const char *name,
+		    const char *description, const char *scopes)
+		    __attribute__((warn_unused_result));
+/*
+ * Role id as caller_tenant sees it: a row of enum role_col (core/tenants.h)
+ * or none, to be freed with db_res_free(); NULL with db_status() set.
+ */
+struct db_res	*role_get(struct db *, const char *id,
+		    const char *caller_tenant)
 		    __attribute__((warn_unused_result));
 
 #endif

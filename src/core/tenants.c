@@ -1,5 +1,6 @@
 #include "autoconfig.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,4 +80,89 @@ role_json(const struct db_res *r, int row)
 	json_object_object_add(o, "updated_at",
 	    str_or_null(r, row, RC_UPDATED));
 	return o;
+}
+
+enum tenant_result
+tenant_within(struct db *db, const char *tenant, const char *caller)
+{
+	const char	*p[2] = { tenant, caller };
+	struct db_res	*res;
+	bool		 ok;
+
+	if ((res = db_query(db, STMT_TENANT_IN_SUBTREE, 2, p)) == NULL)
+		return TENANT_DB;
+	ok = db_rows(res) == 1;
+	db_res_free(res);
+	return ok ? TENANT_OK : TENANT_NOT_FOUND;
+}
+
+enum tenant_result
+tenant_below(struct db *db, const char *tenant, const char *caller)
+{
+	enum tenant_result rc;
+
+	if ((rc = tenant_within(db, tenant, caller)) != TENANT_OK)
+		return rc;
+	return strcmp(tenant, caller) == 0 ? TENANT_SELF : TENANT_OK;
+}
+
+int
+tenant_create(struct db *db, const char *parent, const char *name, char *id,
+    size_t idsz)
+{
+	const char	*p[2] = { parent, name };
+	struct db_res	*res;
+
+	if ((res = db_query(db, STMT_TENANT_INSERT, 2, p)) == NULL)
+		return -1;
+	snprintf(id, idsz, "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	return 0;
+}
+
+enum tenant_result
+tenant_rename(struct db *db, const char *id, const char *caller,
+    const char *name)
+{
+	const char	*p[4];
+	struct db_res	*res;
+	bool		 found;
+
+	p[0] = id;
+	p[1] = caller;
+	p[2] = name != NULL ? "true" : "false";
+	p[3] = name != NULL ? name : "";
+	if ((res = db_query(db, STMT_TENANT_UPDATE, 4, p)) == NULL)
+		return TENANT_DB;
+	found = db_rows(res) == 1;
+	db_res_free(res);
+	return found ? TENANT_OK : TENANT_NOT_FOUND;
+}
+
+int
+tenant_deactivate(struct db *db, const char *id)
+{
+	const char	*p[1] = { id };
+	struct db_res	*res;
+	int		 n;
+
+	if ((res = db_query(db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
+		return -1;
+	n = db_rows(res);
+	db_res_free(res);
+	return n;
+}
+
+char *
+tenant_purge(struct db *db, const char *id)
+{
+	const char	*p[1] = { id };
+	struct db_res	*res;
+	char		*counts;
+
+	if ((res = db_query(db, STMT_TENANT_PURGE, 1, p)) == NULL)
+		return NULL;
+	counts = strdup(db_value(res, 0, 0));
+	db_res_free(res);
+	return counts;
 }

@@ -28,4 +28,58 @@ struct json_object *role_json(const struct db_res *, int row);
 /* "a,b,c" as a JSON array of strings; a new object. */
 struct json_object *csv_json_array(const char *);
 
+#include <stdbool.h>
+#include <stddef.h>
+
+struct db;
+
+enum tenant_result {
+	TENANT_OK,
+	TENANT_NOT_FOUND,	/* none, or not within the caller's subtree */
+	TENANT_SELF,		/* the caller's own tenant, where one below it
+				   is needed */
+	TENANT_DB,		/* see db_status() */
+	TENANT_RESULT__MAX
+};
+
+/*
+ * Whether tenant is caller's own tenant or one below it: TENANT_OK,
+ * TENANT_NOT_FOUND, or TENANT_DB.
+ */
+enum tenant_result tenant_within(struct db *, const char *tenant,
+		    const char *caller) __attribute__((warn_unused_result));
+/*
+ * Whether tenant is strictly below caller's: a caller can neither
+ * deactivate nor purge the tenant it stands in (TENANT_SELF).
+ */
+enum tenant_result tenant_below(struct db *, const char *tenant,
+		    const char *caller) __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, a new tenant name below parent; its id
+ * into id.  0, or -1 with db_status() set.
+ */
+int		 tenant_create(struct db *, const char *parent,
+		    const char *name, char *id, size_t idsz)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, renames tenant id (within caller's
+ * subtree) to name; NULL changes nothing but its updated_at.
+ */
+enum tenant_result tenant_rename(struct db *, const char *id,
+		    const char *caller, const char *name)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, deactivates tenant id and its subtree:
+ * their keys stop working.  How many tenants, or -1 with db_status() set.
+ */
+int		 tenant_deactivate(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, deletes tenant id, its subtree and all
+ * they hold.  What was deleted, as the text of a JSON object of counts
+ * (a new string the caller frees), or NULL with db_status() set.
+ */
+char		*tenant_purge(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
+
 #endif
