@@ -295,4 +295,16 @@ bool	api_within_caller(struct request *, const char *const *scopes,
 int	api_role_grantable(struct request *, const char *role,
 	    const char *tenant);
 
+/* Renderers: the API's view of a row, a new object the caller owns. */
+/* The value of a column, or JSON null when it is empty or NULL. */
+struct json_object *api_text_or_null(const struct db_res *, int row, int col);
+/* "a,b,c" as a JSON array of strings. */
+struct json_object *api_csv_array(const char *);
+/* A key row (enum key_col): metadata only, never a secret or hash. */
+struct json_object *api_key_json(const struct db_res *, int row);
+/* A tenant row (enum tenant_col). */
+struct json_object *api_tenant_json(const struct db_res *, int row);
+/* A role row (enum role_col). */
+struct json_object *api_role_json(const struct db_res *, int row);
+
 #endif

@@ -299,11 +299,59 @@ role_usable(struct request *req, const char *role, const char *tenant)
 	}
 }
 
+/* The API's view of a key row: metadata only, never a secret or hash. */
+struct json_object *
+api_key_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+	const char	*w;
+	char		 win[32];
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, KC_ID));
+	json_object_object_add(o, "object", json_object_new_string("api_key"));
+	json_object_object_add(o, "name", json_object_new_string(
+	    db_value(r, row, KC_NAME)));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, KC_TENANT));
+	json_object_object_add(o, "env", api_text_or_null(r, row, KC_ENV));
+	json_object_object_add(o, "key_prefix",
+	    api_text_or_null(r, row, KC_PREFIX));
+	json_object_object_add(o, "last4", api_text_or_null(r, row, KC_LAST4));
+	json_object_object_add(o, "scopes",
+	    api_csv_array(db_value(r, row, KC_SCOPES)));
+	json_object_object_add(o, "role_id", api_text_or_null(r, row, KC_ROLE));
+	json_object_object_add(o, "effective_scopes",
+	    api_csv_array(db_value(r, row, KC_EFFECTIVE)));
+	json_object_object_add(o, "expires_at",
+	    api_text_or_null(r, row, KC_EXPIRES));
+	json_object_object_add(o, "revoked_at",
+	    api_text_or_null(r, row, KC_REVOKED));
+	json_object_object_add(o, "disabled_at",
+	    api_text_or_null(r, row, KC_DISABLED));
+	w = db_value(r, row, KC_RL_MAX);
+	json_object_object_add(o, "rate_limit_max", *w != '\0' ?
+	    json_object_new_int64(atol(w)) : NULL);
+	w = db_value(r, row, KC_RL_WINDOW);
+	if (*w != '\0') {
+		key_window_text(atoi(w), win, sizeof(win));
+		json_object_object_add(o, "rate_limit_window",
+		    json_object_new_string(win));
+	} else
+		json_object_object_add(o, "rate_limit_window", NULL);
+	json_object_object_add(o, "last_used_at",
+	    api_text_or_null(r, row, KC_LAST_USED));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, KC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, KC_UPDATED));
+	return o;
+}
+
 /* Key id as the caller sees it now, or NULL (see api_missing()). */
 static struct json_object *
 key_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_KEY_GET, id, key_json);
+	return api_fetch(req, STMT_KEY_GET, id, api_key_json);
 }
 
 /*
@@ -502,7 +550,7 @@ respond_page(struct request *req, struct db_res *res, int limit)
 	char	 next[40] = "";
 
 	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, key_json(res, i));
+		json_object_array_add(data, api_key_json(res, i));
 	if (n > limit)
 		snprintf(next, sizeof(next), "%s",
 		    db_value(res, limit - 1, KC_ID));

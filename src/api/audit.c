@@ -20,14 +20,6 @@
 #include "server/worker.h"
 
 static struct json_object *
-str_or_null(const struct db_res *r, int row, int col)
-{
-	const char *v = db_value(r, row, col);
-
-	return *v == '\0' ? NULL : json_object_new_string(v);
-}
-
-static struct json_object *
 row_json(const struct db_res *r, int row)
 {
 	struct json_object *o = json_object_new_object(), *d;
@@ -40,19 +32,22 @@ row_json(const struct db_res *r, int row)
 	json_object_object_add(o, "object",
 	    json_object_new_string("audit_log"));
 	json_object_object_add(o, "created_at",
-	    str_or_null(r, row, AL_CREATED));
-	json_object_object_add(o, "tenant_id", str_or_null(r, row, AL_TENANT));
+	    api_text_or_null(r, row, AL_CREATED));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, AL_TENANT));
 	json_object_object_add(o, "actor_key_id",
-	    str_or_null(r, row, AL_ACTOR_KEY));
-	json_object_object_add(o, "actor", str_or_null(r, row, AL_ACTOR));
-	json_object_object_add(o, "action", str_or_null(r, row, AL_ACTION));
+	    api_text_or_null(r, row, AL_ACTOR_KEY));
+	json_object_object_add(o, "actor", api_text_or_null(r, row, AL_ACTOR));
+	json_object_object_add(o, "action",
+	    api_text_or_null(r, row, AL_ACTION));
 	json_object_object_add(o, "target_type",
-	    str_or_null(r, row, AL_TARGET_TYPE));
-	json_object_object_add(o, "target_id", str_or_null(r, row, AL_TARGET));
+	    api_text_or_null(r, row, AL_TARGET_TYPE));
+	json_object_object_add(o, "target_id",
+	    api_text_or_null(r, row, AL_TARGET));
 	json_object_object_add(o, "request_id",
-	    str_or_null(r, row, AL_REQUEST));
+	    api_text_or_null(r, row, AL_REQUEST));
 	json_object_object_add(o, "client_addr",
-	    str_or_null(r, row, AL_CLIENT));
+	    api_text_or_null(r, row, AL_CLIENT));
 	d = json_parse(details, strlen(details), &why, err, sizeof(err));
 	json_object_object_add(o, "details", d);
 	return o;

@@ -91,6 +91,31 @@ api_role_scopes(struct request *req, const char *role, const char *tenant,
 	return -1;
 }
 
+struct json_object *
+api_text_or_null(const struct db_res *r, int row, int col)
+{
+	const char *v = db_value(r, row, col);
+
+	return *v == '\0' ? NULL : json_object_new_string(v);
+}
+
+struct json_object *
+api_csv_array(const char *csv)
+{
+	struct json_object *a = json_object_new_array();
+	const char	*p = csv, *comma;
+
+	while (*p != '\0') {
+		comma = strchr(p, ',');
+		if (comma == NULL)
+			comma = p + strlen(p);
+		json_object_array_add(a,
+		    json_object_new_string_len(p, (int)(comma - p)));
+		p = *comma == ',' ? comma + 1 : comma;
+	}
+	return a;
+}
+
 bool
 api_within_caller(struct request *req, const char *const *scopes, size_t n,
     const char *verb)

@@ -118,6 +118,31 @@ scopes_within_caller(struct request *req, struct json_object *obj,
 	return api_within_caller(req, list, n, verb);
 }
 
+/* The API's view of a role row. */
+struct json_object *
+api_role_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, RC_ID));
+	json_object_object_add(o, "object", json_object_new_string("role"));
+	json_object_object_add(o, "name",
+	    json_object_new_string(db_value(r, row, RC_NAME)));
+	json_object_object_add(o, "description",
+	    json_object_new_string(db_value(r, row, RC_DESCRIPTION)));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, RC_TENANT));
+	json_object_object_add(o, "scopes",
+	    api_csv_array(db_value(r, row, RC_SCOPES)));
+	json_object_object_add(o, "builtin", json_object_new_boolean(
+	    strcmp(db_value(r, row, RC_BUILTIN), "t") == 0));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, RC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, RC_UPDATED));
+	return o;
+}
+
 static struct json_object *
 role_now(struct request *req, const char *id, bool *mine)
 {
@@ -128,7 +153,7 @@ role_now(struct request *req, const char *id, bool *mine)
 	    NULL)
 		return NULL;
 	if (db_rows(res) == 1) {
-		o = role_json(res, 0);
+		o = api_role_json(res, 0);
 		if (mine != NULL)
 			*mine = strcmp(db_value(res, 0, RC_MINE), "t") == 0;
 	}
@@ -214,7 +239,8 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID, role_json);
+	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID,
+	    api_role_json);
 }
 
 void
@@ -402,7 +428,7 @@ set_role(struct request *req, const char *role)
 	if (found) {
 		snprintf(tenant, sizeof(tenant), "%s",
 		    db_value(res, 0, KC_TENANT));
-		obj = key_json(res, 0);
+		obj = api_key_json(res, 0);
 	}
 	db_res_free(res);
 	if (!found) {
@@ -440,7 +466,7 @@ set_role(struct request *req, const char *role)
 	if ((res = key_get(w->db, req->param, req->principal->tenant_id)) ==
 	    NULL)
 		goto dbfail;
-	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
+	obj = db_rows(res) == 1 ? api_key_json(res, 0) : NULL;
 	db_res_free(res);
 	if (obj == NULL)
 		goto dbfail;

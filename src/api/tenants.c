@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "api/validate.h"
 #include "core/auth.h"
+#include "core/credits.h"
 #include "core/tenants.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -28,10 +29,37 @@ not_found(struct request *req)
 }
 
 /* The tenant as the caller sees it now, or NULL (see api_missing()). */
+/* The API's view of a tenant row. */
+struct json_object *
+api_tenant_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, TC_ID));
+	json_object_object_add(o, "object", json_object_new_string("tenant"));
+	json_object_object_add(o, "name",
+	    json_object_new_string(db_value(r, row, TC_NAME)));
+	json_object_object_add(o, "parent_id",
+	    api_text_or_null(r, row, TC_PARENT));
+	json_object_object_add(o, "path",
+	    api_csv_array(db_value(r, row, TC_PATH)));
+	json_object_object_add(o, "active", json_object_new_boolean(
+	    strcmp(db_value(r, row, TC_ACTIVE), "t") == 0));
+	json_object_object_add(o, "credits_balance",
+	    credits_json(atoll(db_value(r, row, TC_BALANCE))));
+	json_object_object_add(o, "credits_reserved",
+	    credits_json(atoll(db_value(r, row, TC_RESERVED))));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, TC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, TC_UPDATED));
+	return o;
+}
+
 static struct json_object *
 tenant_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_TENANT_GET, id, tenant_json);
+	return api_fetch(req, STMT_TENANT_GET, id, api_tenant_json);
 }
 
 static void
@@ -99,7 +127,7 @@ void
 api_tenants_list(struct request *req)
 {
 	api_list_page(req, STMT_TENANT_LIST, STMT_TENANT_GET, TC_ID,
-	    tenant_json);
+	    api_tenant_json);
 }
 
 void

@@ -7,10 +7,8 @@
 
 #include "core/keys.h"
 #include "core/scope.h"
-#include "core/tenants.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
-#include "lib/json.h"
 
 int
 key_scopes_literal(const char *const *scopes, size_t n, char *out,
@@ -178,60 +176,6 @@ key_window_text(int secs, char *out, size_t outsz)
 			return;
 		}
 	snprintf(out, outsz, "%d seconds", secs);
-}
-
-static struct json_object *
-str_or_null(const struct db_res *r, int row, int col)
-{
-	const char *v = db_value(r, row, col);
-
-	return db_isnull(r, row, col) || *v == '\0' ? NULL :
-	    json_object_new_string(v);
-}
-
-struct json_object *
-key_json(const struct db_res *r, int row)
-{
-	struct json_object *o = json_object_new_object();
-	const char	*w;
-	char		 win[32];
-
-	json_object_object_add(o, "id", str_or_null(r, row, KC_ID));
-	json_object_object_add(o, "object", json_object_new_string("api_key"));
-	json_object_object_add(o, "name", json_object_new_string(
-	    db_value(r, row, KC_NAME)));
-	json_object_object_add(o, "tenant_id", str_or_null(r, row, KC_TENANT));
-	json_object_object_add(o, "env", str_or_null(r, row, KC_ENV));
-	json_object_object_add(o, "key_prefix", str_or_null(r, row, KC_PREFIX));
-	json_object_object_add(o, "last4", str_or_null(r, row, KC_LAST4));
-	json_object_object_add(o, "scopes",
-	    csv_json_array(db_value(r, row, KC_SCOPES)));
-	json_object_object_add(o, "role_id", str_or_null(r, row, KC_ROLE));
-	json_object_object_add(o, "effective_scopes",
-	    csv_json_array(db_value(r, row, KC_EFFECTIVE)));
-	json_object_object_add(o, "expires_at",
-	    str_or_null(r, row, KC_EXPIRES));
-	json_object_object_add(o, "revoked_at",
-	    str_or_null(r, row, KC_REVOKED));
-	json_object_object_add(o, "disabled_at",
-	    str_or_null(r, row, KC_DISABLED));
-	w = db_value(r, row, KC_RL_MAX);
-	json_object_object_add(o, "rate_limit_max", *w != '\0' ?
-	    json_object_new_int64(atol(w)) : NULL);
-	w = db_value(r, row, KC_RL_WINDOW);
-	if (*w != '\0') {
-		key_window_text(atoi(w), win, sizeof(win));
-		json_object_object_add(o, "rate_limit_window",
-		    json_object_new_string(win));
-	} else
-		json_object_object_add(o, "rate_limit_window", NULL);
-	json_object_object_add(o, "last_used_at",
-	    str_or_null(r, row, KC_LAST_USED));
-	json_object_object_add(o, "created_at",
-	    str_or_null(r, row, KC_CREATED));
-	json_object_object_add(o, "updated_at",
-	    str_or_null(r, row, KC_UPDATED));
-	return o;
 }
 
 int

@@ -46,13 +46,7 @@ enum key_col {
 };
 
 struct db_res;
-struct json_object;
 
-/*
- * The API's view of key row `row`: metadata only, never a secret or hash.
- * Returns a new object the caller owns.
- */
-struct json_object *key_json(const struct db_res *, int row);
 /* "1 minute", "30 seconds", ... for a window in seconds, into out. */
 void		 key_window_text(int seconds, char *out, size_t outsz);
 

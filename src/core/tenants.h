@@ -4,7 +4,6 @@
 #include "lib/db.h"
 
 struct db_res;
-struct json_object;
 
 #define TENANT_ROOT "00000000-0000-0000-0000-000000000001"
 
@@ -21,12 +20,6 @@ enum role_col {
 	RC__MAX
 };
 
-/* The API's view of a tenant row; a new object the caller owns. */
-struct json_object *tenant_json(const struct db_res *, int row);
-/* The API's view of a role row; a new object the caller owns. */
-struct json_object *role_json(const struct db_res *, int row);
-/* "a,b,c" as a JSON array of strings; a new object. */
-struct json_object *csv_json_array(const char *);
 
 #include <stdbool.h>
 #include <stddef.h>
