@@ -125,15 +125,10 @@ api_tenants_credits(struct request *req)
 	struct checks	 c = { NULL };
 	const char	*reason, *from;
 	long long	 micro, balance;
-	bool		 present, answered, mint;
+	bool		 present, mint;
 
-	if (!uuid_valid(req->param) ||
-	    !api_tenant_reachable(req, req->param, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    req->param);
+	if (!api_tenant_target(req, req->param))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL)
@@ -255,8 +250,8 @@ api_account_usage(struct request *req)
 	struct usage_totals t;
 	struct db_res	*res;
 	const char	*since, *until;
-	char		 from[64], to[64], cursor[32], next[32] = "";
-	int		 limit, i, n;
+	char		 from[64], to[64], cursor[32], next[40];
+	int		 limit;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
@@ -268,13 +263,7 @@ api_account_usage(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, usage_row(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, UC_ID));
+	data = api_page_rows(res, limit, UC_ID, usage_row, next, sizeof(next));
 	db_res_free(res);
 	if (usage_totals(req->w->db, tenant, since, until, &t) == -1) {
 		json_object_put(data);

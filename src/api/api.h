@@ -307,4 +307,32 @@ struct json_object *api_tenant_json(const struct db_res *, int row);
 /* A role row (enum role_col). */
 struct json_object *api_role_json(const struct db_res *, int row);
 
+/*
+ * The rows of a page fetched with limit + 1 rows: the first limit
+ * rendered, in a new array; into next, the id (column id_col) of the last
+ * one shown when there are more, else "".
+ */
+struct json_object *api_page_rows(const struct db_res *, int limit,
+	    int id_col, struct json_object *(*render)(const struct db_res *,
+	    int), char *next, size_t nextsz);
+
+/*
+ * The tenant a request acts on must be the caller's or one below it: true
+ * when it is; false after answering 404 "No tenant with id <tenant>." (or
+ * the database failure).
+ */
+bool	api_tenant_target(struct request *, const char *tenant);
+
+/*
+ * The end of a change in the open transaction: writes its audit row
+ * (details taken), reads the object changed (get by (id, caller), rendered
+ * by render), commits and answers it with status.  A failure anywhere
+ * answers as api_abort().
+ */
+void	api_change_done(struct request *, const char *tenant,
+	    const char *action, const char *target_type, const char *id,
+	    struct json_object *details, int get,
+	    struct json_object *(*render)(const struct db_res *, int),
+	    int status);
+
 #endif

@@ -475,7 +475,6 @@ api_keys_create(struct request *req)
 	struct key_created out;
 	const char	*tenant;
 	char		 rl[2][24];
-	bool		 answered;
 
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
@@ -483,12 +482,8 @@ api_keys_create(struct request *req)
 	inherit_scopes(req, &f);
 	tenant = f.tenant_id != NULL ? f.tenant_id :
 	    req->principal->tenant_id;
-	if (!api_tenant_reachable(req, tenant, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    tenant);
+	if (!api_tenant_target(req, tenant))
 		return;
-	}
 	if (!within_caller(req, f.scopes, f.nscopes) ||
 	    !within_bounds(req, &f, NULL))
 		return;
@@ -541,30 +536,31 @@ dbfail:
 	api_abort(req);
 }
 
-/* Shared by list and dormant: renders rows, fetched with limit + 1. */
+/*
+ * Shared by list and dormant: answers the rows res (fetched with limit + 1,
+ * freed here), or the database failure when it is NULL.
+ */
 static void
 respond_page(struct request *req, struct db_res *res, int limit)
 {
-	struct json_object *data = json_object_new_array();
-	int	 i, n = db_rows(res);
-	char	 next[40] = "";
+	struct json_object *data;
+	char	 next[40];
 
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, api_key_json(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, KC_ID));
+	if (res == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = api_page_rows(res, limit, KC_ID, api_key_json, next,
+	    sizeof(next));
+	db_res_free(res);
 	api_page_respond(req, data, next[0] ? next : NULL);
 }
 
 void
 api_keys_list(struct request *req)
 {
-	struct db_res	*res;
-	const char	*p[5];
-	char		 cursor[64], tenant[64], incl[8], lim[16];
+	char		 cursor[64], tenant[64], incl[8];
 	int		 limit, rc;
-	bool		 answered;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, STMT_KEY_GET, cursor))
@@ -574,12 +570,8 @@ api_keys_list(struct request *req)
 		http_error(req, ERR_BAD_REQUEST, "tenant_id must be a UUID.");
 		return;
 	}
-	if (rc == 1 && !api_tenant_reachable(req, tenant, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    tenant);
+	if (rc == 1 && !api_tenant_target(req, tenant))
 		return;
-	}
 	if (query_get(req->query, "include_revoked", incl, sizeof(incl)) != 1)
 		strcpy(incl, "false");
 	if (strcmp(incl, "true") != 0 && strcmp(incl, "false") != 0) {
@@ -587,26 +579,15 @@ api_keys_list(struct request *req)
 		    "or false.");
 		return;
 	}
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = rc == 1 ? tenant : NULL;
-	p[2] = incl;
-	p[3] = cursor[0] ? cursor : NULL;
-	p[4] = lim;
-	if ((res = db_query(req->w->db, STMT_KEY_LIST, 5, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	respond_page(req, res, limit);
-	db_res_free(res);
+	respond_page(req, key_list(req->w->db, req->principal->tenant_id,
+	    rc == 1 ? tenant : NULL, strcmp(incl, "true") == 0,
+	    cursor[0] ? cursor : NULL, limit + 1), limit);
 }
 
 void
 api_keys_dormant(struct request *req)
 {
-	struct db_res	*res;
-	const char	*p[4];
-	char		 cursor[64], days[16], lim[16], *end;
+	char		 cursor[64], days[16], *end;
 	int		 limit, rc;
 	long		 d = 90;
 
@@ -624,18 +605,8 @@ api_keys_dormant(struct request *req)
 		    "from 1 to 36500.");
 		return;
 	}
-	snprintf(days, sizeof(days), "%ld", d);
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = days;
-	p[2] = cursor[0] ? cursor : NULL;
-	p[3] = lim;
-	if ((res = db_query(req->w->db, STMT_KEY_DORMANT, 4, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	respond_page(req, res, limit);
-	db_res_free(res);
+	respond_page(req, key_dormant(req->w->db, req->principal->tenant_id,
+	    d, cursor[0] ? cursor : NULL, limit + 1), limit);
 }
 
 void

@@ -89,8 +89,8 @@ api_audit_list(struct request *req)
 	struct audit_filter f;
 	struct db_res	*res;
 	char		 action[64], actor[64], target[128], since[64],
-			 until[64], cursor[32], next[32] = "";
-	int		 limit, i, n;
+			 until[64], cursor[32], next[40];
+	int		 limit;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
@@ -108,13 +108,7 @@ api_audit_list(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, row_json(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, AL_ID));
+	data = api_page_rows(res, limit, AL_ID, row_json, next, sizeof(next));
 	db_res_free(res);
 	api_page_respond(req, data, next[0] ? next : NULL);
 }

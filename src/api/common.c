@@ -162,6 +162,34 @@ api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 	return false;
 }
 
+void
+api_change_done(struct request *req, const char *tenant, const char *action,
+    const char *target_type, const char *id, struct json_object *details,
+    int get, struct json_object *(*render)(const struct db_res *, int),
+    int status)
+{
+	struct json_object *obj;
+
+	if (api_audit(req, tenant, action, target_type, id, details) == -1 ||
+	    (obj = api_fetch(req, get, id, render)) == NULL) {
+		api_abort(req);
+		return;
+	}
+	api_commit_respond(req, status, obj);
+}
+
+bool
+api_tenant_target(struct request *req, const char *tenant)
+{
+	bool	 answered;
+
+	if (api_tenant_reachable(req, tenant, &answered))
+		return true;
+	if (!answered)
+		http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", tenant);
+	return false;
+}
+
 int
 api_audit(struct request *req, const char *tenant, const char *action,
     const char *target_type, const char *target_id,
@@ -327,8 +355,8 @@ api_list_page(struct request *req, int list, int get, int id_col,
 	struct json_object *data;
 	struct db_res	*res;
 	const char	*p[3];
-	char		 cursor[64], lim[16], next[40] = "";
-	int		 limit, i, n;
+	char		 cursor[64], lim[16], next[40];
+	int		 limit;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, get, cursor))
@@ -341,15 +369,26 @@ api_list_page(struct request *req, int list, int get, int id_col,
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
+	data = api_page_rows(res, limit, id_col, render, next, sizeof(next));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}
+
+struct json_object *
+api_page_rows(const struct db_res *res, int limit, int id_col,
+    struct json_object *(*render)(const struct db_res *, int), char *next,
+    size_t nextsz)
+{
+	struct json_object *data = json_object_new_array();
+	int	 i, n = db_rows(res);
+
 	for (i = 0; i < n && i < limit; i++)
 		json_object_array_add(data, render(res, i));
 	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, id_col));
-	db_res_free(res);
-	api_page_respond(req, data, next[0] ? next : NULL);
+		snprintf(next, nextsz, "%s", db_value(res, limit - 1, id_col));
+	else if (nextsz > 0)
+		next[0] = '\0';
+	return data;
 }
 
 struct json_object *

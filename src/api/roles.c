@@ -174,10 +174,9 @@ void
 api_roles_create(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct role_fields f;
 	char		 id[40];
-	bool		 answered;
 
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
@@ -192,12 +191,8 @@ api_roles_create(struct request *req)
 	} else {
 		if (f.tenant_id == NULL)
 			f.tenant_id = req->principal->tenant_id;
-		if (!api_tenant_reachable(req, f.tenant_id, &answered)) {
-			if (!answered)
-				http_error(req, ERR_NOT_FOUND, "No tenant with "
-				    "id %s.", f.tenant_id);
+		if (!api_tenant_target(req, f.tenant_id))
 			return;
-		}
 	}
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
@@ -223,14 +218,8 @@ api_roles_create(struct request *req)
 	json_object_object_add(details, "name", json_object_new_string(f.name));
 	json_object_object_add(details, "scopes",
 	    json_object_new_string(f.scopes_lit));
-	if (api_audit(req, f.global ? NULL : f.tenant_id, "role.create",
-	    "role", id, details) == -1 ||
-	    (obj = role_now(req, id, NULL)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 201, obj);
+	api_change_done(req, f.global ? NULL : f.tenant_id, "role.create",
+	    "role", id, details, STMT_ROLE_GET, api_role_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -294,7 +283,7 @@ void
 api_roles_update(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct role_fields f;
 
 	if (!changeable(req) || !api_body_object(req, &body) ||
@@ -330,14 +319,8 @@ api_roles_update(struct request *req)
 	if (f.name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(f.name));
-	if (api_audit(req, req->principal->tenant_id, "role.update", "role",
-	    req->param, details) == -1 ||
-	    (obj = role_now(req, req->param, NULL)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->principal->tenant_id, "role.update", "role",
+	    req->param, details, STMT_ROLE_GET, api_role_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -460,17 +443,9 @@ set_role(struct request *req, const char *role)
 	details = json_object_new_object();
 	json_object_object_add(details, "role_id",
 	    role != NULL ? json_object_new_string(role) : NULL);
-	if (api_audit(req, tenant, role != NULL ? "api_key.role_assign" :
-	    "api_key.role_remove", "api_key", req->param, details) == -1)
-		goto dbfail;
-	if ((res = key_get(w->db, req->param, req->principal->tenant_id)) ==
-	    NULL)
-		goto dbfail;
-	obj = db_rows(res) == 1 ? api_key_json(res, 0) : NULL;
-	db_res_free(res);
-	if (obj == NULL)
-		goto dbfail;
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, tenant, role != NULL ? "api_key.role_assign" :
+	    "api_key.role_remove", "api_key", req->param, details,
+	    STMT_KEY_GET, api_key_json, 200);
 	return;
 dbfail:
 	api_abort(req);

@@ -73,11 +73,11 @@ api_tenants_create(struct request *req)
 {
 	static const char *const fields[] = { "name", "parent_id", NULL };
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct checks	 c = { NULL };
 	const char	*name, *parent;
 	char		 id[40];
-	bool		 present, answered;
+	bool		 present;
 
 	if (!api_body_object(req, &body))
 		return;
@@ -95,12 +95,8 @@ api_tenants_create(struct request *req)
 		return;
 	if (parent == NULL)
 		parent = req->principal->tenant_id;
-	if (!api_tenant_reachable(req, parent, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    parent);
+	if (!api_tenant_target(req, parent))
 		return;
-	}
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
@@ -111,13 +107,8 @@ api_tenants_create(struct request *req)
 	json_object_object_add(details, "name", json_object_new_string(name));
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
-	if (api_audit(req, id, "tenant.create", "tenant", id, details) == -1 ||
-	    (obj = tenant_now(req, id)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 201, obj);
+	api_change_done(req, id, "tenant.create", "tenant", id, details,
+	    STMT_TENANT_GET, api_tenant_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -151,7 +142,7 @@ api_tenants_update(struct request *req)
 {
 	static const char *const fields[] = { "name", NULL };
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct checks	 c = { NULL };
 	const char	*name;
 	bool		 present;
@@ -190,13 +181,8 @@ api_tenants_update(struct request *req)
 	if (name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
-	if (api_audit(req, req->param, "tenant.update", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->param, "tenant.update", "tenant", req->param,
+	    details, STMT_TENANT_GET, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -238,7 +224,7 @@ void
 api_tenants_delete(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *obj = NULL, *details;
+	struct json_object *details;
 	int		 n;
 
 	if (!strictly_below(req))
@@ -252,13 +238,8 @@ api_tenants_delete(struct request *req)
 	details = json_object_new_object();
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
-	if (api_audit(req, req->param, "tenant.delete", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->param, "tenant.delete", "tenant", req->param,
+	    details, STMT_TENANT_GET, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -325,16 +306,11 @@ api_tenants_export(struct request *req)
 	char		 now[32];
 	struct tm	 tm;
 	time_t		 t = time(NULL);
-	bool		 answered;
 	size_t		 i;
 	int		 rc = 0;
 
-	if (!uuid_valid(req->param) ||
-	    !api_tenant_reachable(req, req->param, &answered)) {
-		if (!uuid_valid(req->param) || !answered)
-			not_found(req);
+	if (!api_tenant_target(req, req->param))
 		return;
-	}
 	if (db_begin_snapshot(w->db) == -1) {
 		api_db_failed(req);
 		return;

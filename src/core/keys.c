@@ -256,3 +256,35 @@ key_set_role(struct db *db, const char *id, const char *caller_tenant,
 
 	return db_exec(db, STMT_KEY_SET_ROLE, 3, p);
 }
+
+struct db_res *
+key_list(struct db *db, const char *caller_tenant, const char *tenant,
+    bool include_revoked, const char *cursor, int limit)
+{
+	const char	*p[5];
+	char		 lim[16];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = caller_tenant;
+	p[1] = tenant;
+	p[2] = include_revoked ? "true" : "false";
+	p[3] = cursor;
+	p[4] = lim;
+	return db_query(db, STMT_KEY_LIST, 5, p);
+}
+
+struct db_res *
+key_dormant(struct db *db, const char *caller_tenant, long days,
+    const char *cursor, int limit)
+{
+	const char	*p[4];
+	char		 d[24], lim[16];
+
+	snprintf(d, sizeof(d), "%ld", days);
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = caller_tenant;
+	p[1] = d;
+	p[2] = cursor;
+	p[3] = lim;
+	return db_query(db, STMT_KEY_DORMANT, 4, p);
+}

@@ -1,6 +1,7 @@
 #ifndef KEYGATE_CORE_KEYS_H
 #define KEYGATE_CORE_KEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/apikey.h"
@@ -115,6 +116,24 @@ struct db_res	*key_get(struct db *, const char *id,
  */
 int		 key_set_role(struct db *, const char *id,
 		    const char *caller_tenant, const char *role)
+		    __attribute__((warn_unused_result));
+
+/*
+ * The keys of caller_tenant's subtree (of tenant only when not NULL),
+ * revoked ones too when include_revoked, after row id cursor (NULL = from
+ * the first), at most limit: rows of enum key_col to be freed with
+ * db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*key_list(struct db *, const char *caller_tenant,
+		    const char *tenant, bool include_revoked,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+/*
+ * As key_list() for the usable keys of caller_tenant's subtree not used
+ * for days days (never used: not since they were made).
+ */
+struct db_res	*key_dormant(struct db *, const char *caller_tenant,
+		    long days, const char *cursor, int limit)
 		    __attribute__((warn_unused_result));
 
 #endif
