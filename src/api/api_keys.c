@@ -647,10 +647,9 @@ api_keys_update(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct key_fields f;
-	struct db_res	*res;
-	const char	*p[12];
+	struct key_change ch;
 	char		 scopes[2048], rlmax[24], rlwin[24];
-	bool		 found;
+	int		 rc;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -674,28 +673,24 @@ api_keys_update(struct request *req)
 		return;
 	snprintf(rlmax, sizeof(rlmax), "%ld", f.rl_max);
 	snprintf(rlwin, sizeof(rlwin), "%d", f.rl_window);
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = f.has_name ? "true" : "false";
-	p[3] = f.name != NULL ? f.name : "";
-	p[4] = f.has_scopes ? "true" : "false";
-	p[5] = f.has_scopes ? scopes : "{}";
-	p[6] = f.has_expires ? "true" : "false";
-	p[7] = f.expires[0] != '\0' ? f.expires : NULL;
-	p[8] = f.has_rl_max ? "true" : "false";
-	p[9] = f.rl_max > 0 ? rlmax : NULL;
-	p[10] = f.has_rl_window ? "true" : "false";
-	p[11] = f.rl_window > 0 ? rlwin : NULL;
-
+	memset(&ch, 0, sizeof(ch));
+	ch.has_name = f.has_name;
+	ch.name = f.name;
+	ch.scopes = f.has_scopes ? scopes : NULL;
+	ch.has_expires = f.has_expires;
+	ch.expires_at = f.expires[0] != '\0' ? f.expires : NULL;
+	ch.has_rl_max = f.has_rl_max;
+	ch.rl_max = f.rl_max > 0 ? rlmax : NULL;
+	ch.has_rl_window = f.has_rl_window;
+	ch.rl_window = f.rl_window > 0 ? rlwin : NULL;
 	if (db_begin(w->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_KEY_UPDATE, 12, p)) == NULL)
+	if ((rc = key_update(w->db, req->param, req->principal->tenant_id,
+	    &ch)) == -1)
 		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	if (rc == 0) {
 		/* target_ok() saw it: it is revoked. */
 		db_rollback(w->db);
 		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
@@ -724,9 +719,7 @@ api_keys_revoke(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL;
-	struct db_res	*res;
-	const char	*p[2] = { req->param, req->principal->tenant_id };
-	bool		 found;
+	int		 rc;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -738,11 +731,10 @@ api_keys_revoke(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(w->db, STMT_KEY_REVOKE, 2, p)) == NULL)
+	if ((rc = key_revoke(w->db, req->param,
+	    req->principal->tenant_id)) == -1)
 		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	if (rc == 0) {
 		/* Revoked already: the answer is the same, nothing changes. */
 		db_rollback(w->db);
 		if ((obj = key_now(req, req->param)) == NULL)

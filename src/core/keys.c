@@ -288,3 +288,44 @@ key_dormant(struct db *db, const char *caller_tenant, long days,
 	p[3] = lim;
 	return db_query(db, STMT_KEY_DORMANT, 4, p);
 }
+
+int
+key_revoke(struct db *db, const char *id, const char *caller_tenant)
+{
+	const char	*p[2] = { id, caller_tenant };
+	struct db_res	*res;
+	int		 rc;
+
+	if ((res = db_query(db, STMT_KEY_REVOKE, 2, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1;
+	db_res_free(res);
+	return rc;
+}
+
+int
+key_update(struct db *db, const char *id, const char *caller_tenant,
+    const struct key_change *c)
+{
+	const char	*p[12];
+	struct db_res	*res;
+	int		 rc;
+
+	p[0] = id;
+	p[1] = caller_tenant;
+	p[2] = c->has_name ? "true" : "false";
+	p[3] = c->name != NULL ? c->name : "";
+	p[4] = c->scopes != NULL ? "true" : "false";
+	p[5] = c->scopes != NULL ? c->scopes : "{}";
+	p[6] = c->has_expires ? "true" : "false";
+	p[7] = c->expires_at;
+	p[8] = c->has_rl_max ? "true" : "false";
+	p[9] = c->rl_max;
+	p[10] = c->has_rl_window ? "true" : "false";
+	p[11] = c->rl_window;
+	if ((res = db_query(db, STMT_KEY_UPDATE, 12, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1;
+	db_res_free(res);
+	return rc;
+}

@@ -136,4 +136,34 @@ struct db_res	*key_dormant(struct db *, const char *caller_tenant,
 		    long days, const char *cursor, int limit)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Inside the caller's transaction, revokes key id of caller_tenant's
+ * subtree.  1 revoked now; 0 nothing changed (revoked already, or no such
+ * key); -1 with db_status() set.
+ */
+int		 key_revoke(struct db *, const char *id,
+		    const char *caller_tenant) __attribute__((warn_unused_result));
+
+/* What an update of a key changes: a field only when its has_ is set. */
+struct key_change {
+	bool		 has_name;
+	const char	*name;		/* NULL = "" */
+	const char	*scopes;	/* an array literal; NULL = unchanged */
+	bool		 has_expires;
+	const char	*expires_at;	/* ISO 8601; NULL = never */
+	bool		 has_rl_max;
+	const char	*rl_max;	/* decimal text; NULL = the default */
+	bool		 has_rl_window;
+	const char	*rl_window;	/* seconds as text; NULL = the default */
+};
+
+/*
+ * Inside the caller's transaction, changes key id of caller_tenant's
+ * subtree as c says.  1 changed; 0 not (revoked, or no such key); -1 with
+ * db_status() set.
+ */
+int		 key_update(struct db *, const char *id,
+		    const char *caller_tenant, const struct key_change *c)
+		    __attribute__((warn_unused_result));
+
 #endif
