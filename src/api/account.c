@@ -14,7 +14,8 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/credits.h"
-#include "core/tenants.h"
+#include "core/ledger.h"
+#include "core/usage.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -30,32 +31,30 @@ credits(long long micro)
 void
 api_account(struct request *req)
 {
-	const char	*p[1] = { req->principal->tenant_id };
+	struct usage_account a;
 	struct json_object *o;
-	struct db_res	*res;
 
-	if ((res = db_query(app(req->w)->db, STMT_ACCOUNT, 1, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	if (db_rows(res) != 1) {
-		db_res_free(res);
+	switch (usage_account(app(req->w)->db, req->principal->tenant_id, &a)) {
+	case USAGE_OK:
+		break;
+	case USAGE_NOT_FOUND:
 		http_error(req, ERR_NOT_FOUND, "No such tenant.");
+		return;
+	case USAGE_DB:
+	case USAGE_RESULT__MAX:
+		api_db_failed(req);
 		return;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("account"));
 	json_object_object_add(o, "tenant_id",
 	    json_str(req->principal->tenant_id));
-	json_object_object_add(o, "credits_balance",
-	    credits(atoll(db_value(res, 0, 0))));
-	json_object_object_add(o, "credits_reserved",
-	    credits(atoll(db_value(res, 0, 1))));
+	json_object_object_add(o, "credits_balance", credits(a.balance));
+	json_object_object_add(o, "credits_reserved", credits(a.reserved));
 	json_object_object_add(o, "active_keys",
-	    json_object_new_int64(atoll(db_value(res, 0, 2))));
+	    json_object_new_int64(a.active_keys));
 	json_object_object_add(o, "total_keys",
-	    json_object_new_int64(atoll(db_value(res, 0, 3))));
-	db_res_free(res);
+	    json_object_new_int64(a.total_keys));
 	http_respond_json(req, 200, o);
 }
 
@@ -63,42 +62,13 @@ api_account(struct request *req)
 static void
 short_of(struct request *req, const char *tenant, long long micro)
 {
-	const char	*p[1] = { tenant };
-	struct db_res	*res;
 	long long	 available;
 
-	if ((res = db_query(app(req->w)->db, STMT_CREDITS_AVAILABLE, 1, p)) ==
-	    NULL) {
+	if (ledger_available(app(req->w)->db, tenant, &available) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	available = db_rows(res) == 1 ? atoll(db_value(res, 0, 0)) : 0;
-	db_res_free(res);
 	api_insufficient_credits(req, micro, available, -1);
-}
-
-/*
- * In the movement's transaction: takes micro-credits (amt) from the free
- * part of from's balance, for req->param.  1 taken; 0 from is short
- * (answered 402, rolled back); -1 the database failed.
- */
-static int
-debit_giver(struct request *req, const char *from, const char *amt,
-    long long micro)
-{
-	const char	*p[4] = { from, amt, req->param, req->request_id };
-	struct db_res	*res;
-	int		 rows;
-
-	if ((res = db_query(app(req->w)->db, STMT_CREDITS_DEBIT, 4, p)) == NULL)
-		return -1;
-	rows = db_rows(res);
-	db_res_free(res);
-	if (rows == 1)
-		return 1;
-	db_rollback(app(req->w)->db);
-	short_of(req, from, micro);
-	return 0;
 }
 
 /*
@@ -153,20 +123,12 @@ api_tenants_credits(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *o;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*reason, *p[5];
-	char		 amt[32];
+	const char	*reason, *from;
 	long long	 micro, balance;
-	const char	*from;
-	bool		 present, answered, mint;
+	bool		 present, mint;
 
-	if (!uuid_valid(req->param) ||
-	    !api_tenant_reachable(req, req->param, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    req->param);
+	if (!api_tenant_target(req, req->param))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL)
@@ -175,42 +137,31 @@ api_tenants_credits(struct request *req)
 	reason = check_string(&c, body, "reason", 500, &present);
 	if (check_done(req, &c) == -1)
 		return;
-	/*
-	 * Only the root tenant creates credits; any other tenant moves them
-	 * from its own balance to a tenant below it, never to itself.
-	 */
 	from = req->principal->tenant_id;
-	mint = strcmp(from, TENANT_ROOT) == 0;
-	if (!mint && strcmp(from, req->param) == 0) {
+	mint = ledger_mints(from);
+	if (ledger_may_give(from, req->param) != LEDGER_OK) {
 		http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only the root "
 		    "tenant creates credits; a tenant gives a tenant below it "
 		    "credits from its own balance.");
 		return;
 	}
-	snprintf(amt, sizeof(amt), "%lld", micro);
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if (!mint) {
-		switch (debit_giver(req, from, amt, micro)) {
-		case 1:
-			break;
-		case 0:
-			return;
-		default:
-			goto dbfail;
-		}
-	}
-	p[0] = req->param;
-	p[1] = amt;
-	p[2] = mint ? "mint" : "transfer_in";
-	p[3] = mint ? NULL : from;
-	p[4] = req->request_id;
-	if ((res = db_query(app(w)->db, STMT_CREDITS_ADD, 5, p)) == NULL)
+	switch (ledger_give(app(w)->db, from, req->param, micro, req->request_id,
+	    &balance)) {
+	case LEDGER_OK:
+		break;
+	case LEDGER_SHORT:
+		db_rollback(app(w)->db);
+		short_of(req, from, micro);
+		return;
+	case LEDGER_NOT_BELOW:
+	case LEDGER_DB:
+	case LEDGER_RESULT__MAX:
 		goto dbfail;
-	balance = atoll(db_value(res, 0, 0));
-	db_res_free(res);
+	}
 	if (audit_credits(req, micro, reason, mint ? NULL : from) == -1 ||
 	    db_commit(app(w)->db) == -1)
 		goto dbfail;
@@ -226,9 +177,6 @@ api_tenants_credits(struct request *req)
 dbfail:
 	api_abort(req);
 }
-
-enum { UC_ID, UC_REQUEST, UC_KEY, UC_PROVIDER, UC_MODEL, UC_SOURCE,
-    UC_PROMPT, UC_COMPLETION, UC_CHARGED, UC_STATUS, UC_CREATED };
 
 static struct json_object *
 usage_row(const struct db_res *r, int i)
@@ -278,56 +226,55 @@ time_param(struct request *req, const char *name, char *out, size_t outsz,
 	return true;
 }
 
+/* The "totals" of a usage listing. */
+static struct json_object *
+totals_json(const struct usage_totals *t)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "requests",
+	    json_object_new_int64(t->requests));
+	json_object_object_add(o, "prompt_tokens",
+	    json_object_new_int64(t->prompt_tokens));
+	json_object_object_add(o, "completion_tokens",
+	    json_object_new_int64(t->completion_tokens));
+	json_object_object_add(o, "credits_charged", credits(t->charged));
+	return o;
+}
+
 void
 api_account_usage(struct request *req)
 {
-	struct json_object *o, *data, *totals;
+	const char	*tenant = req->principal->tenant_id;
+	struct json_object *o, *data;
+	struct usage_totals t;
 	struct db_res	*res;
-	const char	*p[5];
-	char		 from[64], to[64], cursor[32], lim[16], next[32] = "";
-	int		 limit, i, n;
+	const char	*since, *until;
+	char		 from[64], to[64], cursor[32], next[40];
+	int		 limit;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
-	p[0] = req->principal->tenant_id;
-	if (!time_param(req, "from", from, sizeof(from), &p[1]) ||
-	    !time_param(req, "to", to, sizeof(to), &p[2]))
+	if (!time_param(req, "from", from, sizeof(from), &since) ||
+	    !time_param(req, "to", to, sizeof(to), &until))
 		return;
-	p[3] = cursor[0] ? cursor : NULL;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[4] = lim;
-	if ((res = db_query(app(req->w)->db, STMT_USAGE_LIST, 5, p)) == NULL) {
+	if ((res = usage_list(app(req->w)->db, tenant, since, until,
+	    cursor[0] ? cursor : NULL, limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, usage_row(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, UC_ID));
+	data = api_page_rows(res, limit, UC_ID, usage_row, next, sizeof(next));
 	db_res_free(res);
-	if ((res = db_query(app(req->w)->db, STMT_USAGE_TOTALS, 3, p)) == NULL) {
+	if (usage_totals(app(req->w)->db, tenant, since, until, &t) == -1) {
 		json_object_put(data);
 		api_db_failed(req);
 		return;
 	}
-	totals = json_object_new_object();
-	json_object_object_add(totals, "requests",
-	    json_object_new_int64(atoll(db_value(res, 0, 0))));
-	json_object_object_add(totals, "prompt_tokens",
-	    json_object_new_int64(atoll(db_value(res, 0, 1))));
-	json_object_object_add(totals, "completion_tokens",
-	    json_object_new_int64(atoll(db_value(res, 0, 2))));
-	json_object_object_add(totals, "credits_charged",
-	    credits(atoll(db_value(res, 0, 3))));
-	db_res_free(res);
 	o = json_object_new_object();
 	json_object_object_add(o, "object", json_str("list"));
 	json_object_object_add(o, "data", data);
 	json_object_object_add(o, "next_cursor", next[0] ? json_str(next) :
 	    NULL);
-	json_object_object_add(o, "totals", totals);
+	json_object_object_add(o, "totals", totals_json(&t));
 	http_respond_json(req, 200, o);
 }

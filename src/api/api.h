@@ -314,4 +314,59 @@ bool	api_page_params_serial(struct request *, int *limit, char *cursor,
 void	api_page_respond(struct request *, struct json_object *data,
 	    const char *next);
 
+/*
+ * No escalation: every scope given must be among the caller's
+ * (role_scope_beyond()); otherwise answers 403 "This key cannot <verb>
+ * scope <the first one missing>..." and returns false.
+ */
+bool	api_within_caller(struct request *, const char *const *scopes,
+	    size_t n, const char *verb);
+/*
+ * Whether the caller may give role, one of the roles tenant can see: it
+ * must hold every scope the role grants.  1 yes; 0 no such role (not
+ * answered); -1 answered (403, or as api_role_scopes()).
+ */
+int	api_role_grantable(struct request *, const char *role,
+	    const char *tenant);
+
+/* Renderers: the API's view of a row, a new object the caller owns. */
+/* The value of a column, or JSON null when it is empty or NULL. */
+struct json_object *api_text_or_null(const struct db_res *, int row, int col);
+/* "a,b,c" as a JSON array of strings. */
+struct json_object *api_csv_array(const char *);
+/* A key row (enum key_col): metadata only, never a secret or hash. */
+struct json_object *api_key_json(const struct db_res *, int row);
+/* A tenant row (enum tenant_col). */
+struct json_object *api_tenant_json(const struct db_res *, int row);
+/* A role row (enum role_col). */
+struct json_object *api_role_json(const struct db_res *, int row);
+
+/*
+ * The rows of a page fetched with limit + 1 rows: the first limit
+ * rendered, in a new array; into next, the id (column id_col) of the last
+ * one shown when there are more, else "".
+ */
+struct json_object *api_page_rows(const struct db_res *, int limit,
+	    int id_col, struct json_object *(*render)(const struct db_res *,
+	    int), char *next, size_t nextsz);
+
+/*
+ * The tenant a request acts on must be the caller's or one below it: true
+ * when it is; false after answering 404 "No tenant with id <tenant>." (or
+ * the database failure).
+ */
+bool	api_tenant_target(struct request *, const char *tenant);
+
+/*
+ * The end of a change in the open transaction: writes its audit row
+ * (details taken), reads the object changed (get by (id, caller), rendered
+ * by render), commits and answers it with status.  A failure anywhere
+ * answers as api_abort().
+ */
+void	api_change_done(struct request *, const char *tenant,
+	    const char *action, const char *target_type, const char *id,
+	    struct json_object *details, int get,
+	    struct json_object *(*render)(const struct db_res *, int),
+	    int status);
+
 #endif

@@ -188,23 +188,11 @@ read_fields(struct request *req, struct json_object *body, bool create,
 	return check_done(req, &c);
 }
 
-/*
- * No escalation: every scope a caller grants must be within its own.
- * false after answering 403.
- */
+/* No escalation: every scope a caller grants must be within its own. */
 static bool
 within_caller(struct request *req, const char *const *scopes, size_t n)
 {
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		if (!auth_allows(req->principal, scopes[i])) {
-			http_error(req, ERR_INSUFFICIENT_PERMISSIONS,
-			    "This key cannot grant scope %s: it is not among "
-			    "its own.", scopes[i]);
-			return false;
-		}
-	return true;
+	return api_within_caller(req, scopes, n, "grant");
 }
 
 /* True when max per win allows more than cmax per cwin, at once or over time. */
@@ -298,12 +286,11 @@ within_bounds(struct request *req, struct key_fields *f,
 static bool
 role_usable(struct request *req, const char *role, const char *tenant)
 {
-	struct principal probe;
 	struct checks	 c = { NULL };
 
-	switch (api_role_scopes(req, role, tenant, &probe)) {
+	switch (api_role_grantable(req, role, tenant)) {
 	case 1:
-		return within_caller(req, probe.scopes, probe.nscopes);
+		return true;
 	case 0:
 		check_fail(&c, "role_id", "no such role for this tenant");
 		return check_done(req, &c) == 0;	/* -1: answered */
@@ -312,11 +299,59 @@ role_usable(struct request *req, const char *role, const char *tenant)
 	}
 }
 
+/* The API's view of a key row: metadata only, never a secret or hash. */
+struct json_object *
+api_key_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+	const char	*w;
+	char		 win[32];
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, KC_ID));
+	json_object_object_add(o, "object", json_object_new_string("api_key"));
+	json_object_object_add(o, "name", json_object_new_string(
+	    db_value(r, row, KC_NAME)));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, KC_TENANT));
+	json_object_object_add(o, "env", api_text_or_null(r, row, KC_ENV));
+	json_object_object_add(o, "key_prefix",
+	    api_text_or_null(r, row, KC_PREFIX));
+	json_object_object_add(o, "last4", api_text_or_null(r, row, KC_LAST4));
+	json_object_object_add(o, "scopes",
+	    api_csv_array(db_value(r, row, KC_SCOPES)));
+	json_object_object_add(o, "role_id", api_text_or_null(r, row, KC_ROLE));
+	json_object_object_add(o, "effective_scopes",
+	    api_csv_array(db_value(r, row, KC_EFFECTIVE)));
+	json_object_object_add(o, "expires_at",
+	    api_text_or_null(r, row, KC_EXPIRES));
+	json_object_object_add(o, "revoked_at",
+	    api_text_or_null(r, row, KC_REVOKED));
+	json_object_object_add(o, "disabled_at",
+	    api_text_or_null(r, row, KC_DISABLED));
+	w = db_value(r, row, KC_RL_MAX);
+	json_object_object_add(o, "rate_limit_max", *w != '\0' ?
+	    json_object_new_int64(atol(w)) : NULL);
+	w = db_value(r, row, KC_RL_WINDOW);
+	if (*w != '\0') {
+		key_window_text(atoi(w), win, sizeof(win));
+		json_object_object_add(o, "rate_limit_window",
+		    json_object_new_string(win));
+	} else
+		json_object_object_add(o, "rate_limit_window", NULL);
+	json_object_object_add(o, "last_used_at",
+	    api_text_or_null(r, row, KC_LAST_USED));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, KC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, KC_UPDATED));
+	return o;
+}
+
 /* Key id as the caller sees it now, or NULL (see api_missing()). */
 static struct json_object *
 key_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_KEY_GET, id, key_json);
+	return api_fetch(req, STMT_KEY_GET, id, api_key_json);
 }
 
 /*
@@ -382,34 +417,29 @@ spec_of(const struct request *req, const struct key_fields *f,
 }
 
 /*
- * In the key's transaction: locks the tenant's row, which makes the count
- * and the insert one step, and says whether the tenant may have one more
- * active key.  1 yes; 0 no (answered, rolled back); -1 the database
+ * In the key's transaction, the tenant's quota of active keys
+ * (key_room()).  1 room; 0 full (answered, rolled back); -1 the database
  * failed.
  */
 static int
 room_for_key(struct request *req, const char *tenant)
 {
 	struct worker	*w = req->w;
-	struct db_res	*res;
-	const char	*p[1] = { tenant };
-	long		 have;
+	long		 max = w->cfg->max_active_keys_per_tenant;
 
-	if (db_exec(app(w)->db, STMT_TENANT_LOCK, 1, p) == -1)
-		return -1;
-	if (w->cfg->max_active_keys_per_tenant <= 0)
+	switch (key_room(app(w)->db, tenant, max)) {
+	case KEY_ROOM:
 		return 1;
-	if ((res = db_query(app(w)->db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
-		return -1;
-	have = atol(db_value(res, 0, 0));
-	db_res_free(res);
-	if (have < w->cfg->max_active_keys_per_tenant)
-		return 1;
-	db_rollback(app(w)->db);
-	http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has %ld "
-	    "active keys, the most allowed.", tenant,
-	    w->cfg->max_active_keys_per_tenant);
-	return 0;
+	case KEY_ROOM_FULL:
+		db_rollback(app(w)->db);
+		http_error(req, ERR_KEY_LIMIT_REACHED, "Tenant %s already has "
+		    "%ld active keys, the most allowed.", tenant, max);
+		return 0;
+	case KEY_ROOM_DB:
+	case KEY_ROOM__MAX:
+		break;
+	}
+	return -1;
 }
 
 /* The audit row of a new key: its prefix and scopes.  0, or -1. */
@@ -445,7 +475,6 @@ api_keys_create(struct request *req)
 	struct key_created out;
 	const char	*tenant;
 	char		 rl[2][24];
-	bool		 answered;
 
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
@@ -453,12 +482,8 @@ api_keys_create(struct request *req)
 	inherit_scopes(req, &f);
 	tenant = f.tenant_id != NULL ? f.tenant_id :
 	    req->principal->tenant_id;
-	if (!api_tenant_reachable(req, tenant, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    tenant);
+	if (!api_tenant_target(req, tenant))
 		return;
-	}
 	if (!within_caller(req, f.scopes, f.nscopes) ||
 	    !within_bounds(req, &f, NULL))
 		return;
@@ -511,30 +536,31 @@ dbfail:
 	api_abort(req);
 }
 
-/* Shared by list and dormant: renders rows, fetched with limit + 1. */
+/*
+ * Shared by list and dormant: answers the rows res (fetched with limit + 1,
+ * freed here), or the database failure when it is NULL.
+ */
 static void
 respond_page(struct request *req, struct db_res *res, int limit)
 {
-	struct json_object *data = json_object_new_array();
-	int	 i, n = db_rows(res);
-	char	 next[40] = "";
+	struct json_object *data;
+	char	 next[40];
 
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, key_json(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, KC_ID));
+	if (res == NULL) {
+		api_db_failed(req);
+		return;
+	}
+	data = api_page_rows(res, limit, KC_ID, api_key_json, next,
+	    sizeof(next));
+	db_res_free(res);
 	api_page_respond(req, data, next[0] ? next : NULL);
 }
 
 void
 api_keys_list(struct request *req)
 {
-	struct db_res	*res;
-	const char	*p[5];
-	char		 cursor[64], tenant[64], incl[8], lim[16];
+	char		 cursor[64], tenant[64], incl[8];
 	int		 limit, rc;
-	bool		 answered;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, STMT_KEY_GET, cursor))
@@ -544,12 +570,8 @@ api_keys_list(struct request *req)
 		http_error(req, ERR_BAD_REQUEST, "tenant_id must be a UUID.");
 		return;
 	}
-	if (rc == 1 && !api_tenant_reachable(req, tenant, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    tenant);
+	if (rc == 1 && !api_tenant_target(req, tenant))
 		return;
-	}
 	if (query_get(req->query, "include_revoked", incl, sizeof(incl)) != 1)
 		strcpy(incl, "false");
 	if (strcmp(incl, "true") != 0 && strcmp(incl, "false") != 0) {
@@ -557,26 +579,15 @@ api_keys_list(struct request *req)
 		    "or false.");
 		return;
 	}
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = rc == 1 ? tenant : NULL;
-	p[2] = incl;
-	p[3] = cursor[0] ? cursor : NULL;
-	p[4] = lim;
-	if ((res = db_query(app(req->w)->db, STMT_KEY_LIST, 5, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	respond_page(req, res, limit);
-	db_res_free(res);
+	respond_page(req, key_list(app(req->w)->db, req->principal->tenant_id,
+	    rc == 1 ? tenant : NULL, strcmp(incl, "true") == 0,
+	    cursor[0] ? cursor : NULL, limit + 1), limit);
 }
 
 void
 api_keys_dormant(struct request *req)
 {
-	struct db_res	*res;
-	const char	*p[4];
-	char		 cursor[64], days[16], lim[16], *end;
+	char		 cursor[64], days[16], *end;
 	int		 limit, rc;
 	long		 d = 90;
 
@@ -594,18 +605,8 @@ api_keys_dormant(struct request *req)
 		    "from 1 to 36500.");
 		return;
 	}
-	snprintf(days, sizeof(days), "%ld", d);
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = days;
-	p[2] = cursor[0] ? cursor : NULL;
-	p[3] = lim;
-	if ((res = db_query(app(req->w)->db, STMT_KEY_DORMANT, 4, p)) == NULL) {
-		api_db_failed(req);
-		return;
-	}
-	respond_page(req, res, limit);
-	db_res_free(res);
+	respond_page(req, key_dormant(app(req->w)->db, req->principal->tenant_id,
+	    d, cursor[0] ? cursor : NULL, limit + 1), limit);
 }
 
 void
@@ -646,10 +647,9 @@ api_keys_update(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *body, *obj = NULL, *details;
 	struct key_fields f;
-	struct db_res	*res;
-	const char	*p[12];
+	struct key_change ch;
 	char		 scopes[2048], rlmax[24], rlwin[24];
-	bool		 found;
+	int		 rc;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -673,28 +673,24 @@ api_keys_update(struct request *req)
 		return;
 	snprintf(rlmax, sizeof(rlmax), "%ld", f.rl_max);
 	snprintf(rlwin, sizeof(rlwin), "%d", f.rl_window);
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = f.has_name ? "true" : "false";
-	p[3] = f.name != NULL ? f.name : "";
-	p[4] = f.has_scopes ? "true" : "false";
-	p[5] = f.has_scopes ? scopes : "{}";
-	p[6] = f.has_expires ? "true" : "false";
-	p[7] = f.expires[0] != '\0' ? f.expires : NULL;
-	p[8] = f.has_rl_max ? "true" : "false";
-	p[9] = f.rl_max > 0 ? rlmax : NULL;
-	p[10] = f.has_rl_window ? "true" : "false";
-	p[11] = f.rl_window > 0 ? rlwin : NULL;
-
+	memset(&ch, 0, sizeof(ch));
+	ch.has_name = f.has_name;
+	ch.name = f.name;
+	ch.scopes = f.has_scopes ? scopes : NULL;
+	ch.has_expires = f.has_expires;
+	ch.expires_at = f.expires[0] != '\0' ? f.expires : NULL;
+	ch.has_rl_max = f.has_rl_max;
+	ch.rl_max = f.rl_max > 0 ? rlmax : NULL;
+	ch.has_rl_window = f.has_rl_window;
+	ch.rl_window = f.rl_window > 0 ? rlwin : NULL;
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_KEY_UPDATE, 12, p)) == NULL)
+	if ((rc = key_update(app(w)->db, req->param, req->principal->tenant_id,
+	    &ch)) == -1)
 		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	if (rc == 0) {
 		/* target_ok() saw it: it is revoked. */
 		db_rollback(app(w)->db);
 		http_error(req, ERR_CONFLICT, "Key %s is revoked and cannot "
@@ -723,9 +719,7 @@ api_keys_revoke(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL;
-	struct db_res	*res;
-	const char	*p[2] = { req->param, req->principal->tenant_id };
-	bool		 found;
+	int		 rc;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -737,11 +731,10 @@ api_keys_revoke(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_KEY_REVOKE, 2, p)) == NULL)
+	if ((rc = key_revoke(app(w)->db, req->param,
+	    req->principal->tenant_id)) == -1)
 		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	if (rc == 0) {
 		/* Revoked already: the answer is the same, nothing changes. */
 		db_rollback(app(w)->db);
 		if ((obj = key_now(req, req->param)) == NULL)

@@ -11,23 +11,13 @@
 
 #include "api/api.h"
 #include "api/validate.h"
+#include "core/audit.h"
 #include "core/auth.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
 #include "server/request.h"
 #include "server/worker.h"
-
-enum { AL_ID, AL_CREATED, AL_TENANT, AL_ACTOR_KEY, AL_ACTOR, AL_ACTION,
-    AL_TARGET_TYPE, AL_TARGET, AL_REQUEST, AL_CLIENT, AL_DETAILS };
-
-static struct json_object *
-str_or_null(const struct db_res *r, int row, int col)
-{
-	const char *v = db_value(r, row, col);
-
-	return *v == '\0' ? NULL : json_object_new_string(v);
-}
 
 static struct json_object *
 row_json(const struct db_res *r, int row)
@@ -42,19 +32,22 @@ row_json(const struct db_res *r, int row)
 	json_object_object_add(o, "object",
 	    json_object_new_string("audit_log"));
 	json_object_object_add(o, "created_at",
-	    str_or_null(r, row, AL_CREATED));
-	json_object_object_add(o, "tenant_id", str_or_null(r, row, AL_TENANT));
+	    api_text_or_null(r, row, AL_CREATED));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, AL_TENANT));
 	json_object_object_add(o, "actor_key_id",
-	    str_or_null(r, row, AL_ACTOR_KEY));
-	json_object_object_add(o, "actor", str_or_null(r, row, AL_ACTOR));
-	json_object_object_add(o, "action", str_or_null(r, row, AL_ACTION));
+	    api_text_or_null(r, row, AL_ACTOR_KEY));
+	json_object_object_add(o, "actor", api_text_or_null(r, row, AL_ACTOR));
+	json_object_object_add(o, "action",
+	    api_text_or_null(r, row, AL_ACTION));
 	json_object_object_add(o, "target_type",
-	    str_or_null(r, row, AL_TARGET_TYPE));
-	json_object_object_add(o, "target_id", str_or_null(r, row, AL_TARGET));
+	    api_text_or_null(r, row, AL_TARGET_TYPE));
+	json_object_object_add(o, "target_id",
+	    api_text_or_null(r, row, AL_TARGET));
 	json_object_object_add(o, "request_id",
-	    str_or_null(r, row, AL_REQUEST));
+	    api_text_or_null(r, row, AL_REQUEST));
 	json_object_object_add(o, "client_addr",
-	    str_or_null(r, row, AL_CLIENT));
+	    api_text_or_null(r, row, AL_CLIENT));
 	d = json_parse(details, strlen(details), &why, err, sizeof(err));
 	json_object_object_add(o, "details", d);
 	return o;
@@ -93,35 +86,29 @@ void
 api_audit_list(struct request *req)
 {
 	struct json_object *data;
+	struct audit_filter f;
 	struct db_res	*res;
-	const char	*p[8];
 	char		 action[64], actor[64], target[128], since[64],
-			 until[64], cursor[32], lim[16], next[32] = "";
-	int		 limit, i, n;
+			 until[64], cursor[32], next[40];
+	int		 limit;
 
 	if (!api_page_params_serial(req, &limit, cursor, sizeof(cursor)))
 		return;
-	p[0] = req->principal->tenant_id;
-	if (!filter(req, "action", 0, action, sizeof(action), &p[1]) ||
-	    !filter(req, "actor_key_id", 1, actor, sizeof(actor), &p[2]) ||
-	    !filter(req, "target_id", 0, target, sizeof(target), &p[3]) ||
-	    !filter(req, "since", 2, since, sizeof(since), &p[4]) ||
-	    !filter(req, "until", 2, until, sizeof(until), &p[5]))
+	if (!filter(req, "action", 0, action, sizeof(action), &f.action) ||
+	    !filter(req, "actor_key_id", 1, actor, sizeof(actor),
+	    &f.actor_key_id) ||
+	    !filter(req, "target_id", 0, target, sizeof(target),
+	    &f.target_id) ||
+	    !filter(req, "since", 2, since, sizeof(since), &f.since) ||
+	    !filter(req, "until", 2, until, sizeof(until), &f.until))
 		return;
-	p[6] = cursor[0] ? cursor : NULL;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[7] = lim;
-	if ((res = db_query(app(req->w)->db, STMT_AUDIT_LIST, 8, p)) == NULL) {
+	f.cursor = cursor[0] ? cursor : NULL;
+	if ((res = audit_list(app(req->w)->db, req->principal->tenant_id, &f,
+	    limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
-	for (i = 0; i < n && i < limit; i++)
-		json_object_array_add(data, row_json(res, i));
-	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, AL_ID));
+	data = api_page_rows(res, limit, AL_ID, row_json, next, sizeof(next));
 	db_res_free(res);
 	api_page_respond(req, data, next[0] ? next : NULL);
 }

@@ -11,6 +11,7 @@
 #include "core/credits.h"
 #include "core/gateway.h"
 #include "core/roles.h"
+#include "core/tenants.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/http.h"
@@ -90,25 +91,103 @@ api_role_scopes(struct request *req, const char *role, const char *tenant,
 	return -1;
 }
 
+struct json_object *
+api_text_or_null(const struct db_res *r, int row, int col)
+{
+	const char *v = db_value(r, row, col);
+
+	return *v == '\0' ? NULL : json_object_new_string(v);
+}
+
+struct json_object *
+api_csv_array(const char *csv)
+{
+	struct json_object *a = json_object_new_array();
+	const char	*p = csv, *comma;
+
+	while (*p != '\0') {
+		comma = strchr(p, ',');
+		if (comma == NULL)
+			comma = p + strlen(p);
+		json_object_array_add(a,
+		    json_object_new_string_len(p, (int)(comma - p)));
+		p = *comma == ',' ? comma + 1 : comma;
+	}
+	return a;
+}
+
+bool
+api_within_caller(struct request *req, const char *const *scopes, size_t n,
+    const char *verb)
+{
+	const char	*beyond;
+
+	if ((beyond = role_scope_beyond(req->principal, scopes, n)) == NULL)
+		return true;
+	http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key cannot %s "
+	    "scope %s: it is not among its own.", verb, beyond);
+	return false;
+}
+
+int
+api_role_grantable(struct request *req, const char *role, const char *tenant)
+{
+	struct principal probe;
+	int	 rc;
+
+	if ((rc = api_role_scopes(req, role, tenant, &probe)) != 1)
+		return rc;
+	return api_within_caller(req, probe.scopes, probe.nscopes, "grant") ?
+	    1 : -1;
+}
+
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
-	const char	*p[2] = { tenant, req->principal->tenant_id };
-	struct db_res	*res;
-	bool		 ok;
-
 	*answered = false;
 	if (!uuid_valid(tenant))
 		return false;
-	if ((res = db_query(app(req->w)->db, STMT_TENANT_IN_SUBTREE, 2, p)) ==
-	    NULL) {
-		api_db_failed(req);
-		*answered = true;
+	switch (tenant_within(app(req->w)->db, tenant, req->principal->tenant_id)) {
+	case TENANT_OK:
+		return true;
+	case TENANT_NOT_FOUND:
+	case TENANT_SELF:
 		return false;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		break;
 	}
-	ok = db_rows(res) == 1;
-	db_res_free(res);
-	return ok;
+	api_db_failed(req);
+	*answered = true;
+	return false;
+}
+
+void
+api_change_done(struct request *req, const char *tenant, const char *action,
+    const char *target_type, const char *id, struct json_object *details,
+    int get, struct json_object *(*render)(const struct db_res *, int),
+    int status)
+{
+	struct json_object *obj;
+
+	if (api_audit(req, tenant, action, target_type, id, details) == -1 ||
+	    (obj = api_fetch(req, get, id, render)) == NULL) {
+		api_abort(req);
+		return;
+	}
+	api_commit_respond(req, status, obj);
+}
+
+bool
+api_tenant_target(struct request *req, const char *tenant)
+{
+	bool	 answered;
+
+	if (api_tenant_reachable(req, tenant, &answered))
+		return true;
+	if (!answered)
+		http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", tenant);
+	return false;
 }
 
 int
@@ -276,8 +355,8 @@ api_list_page(struct request *req, int list, int get, int id_col,
 	struct json_object *data;
 	struct db_res	*res;
 	const char	*p[3];
-	char		 cursor[64], lim[16], next[40] = "";
-	int		 limit, i, n;
+	char		 cursor[64], lim[16], next[40];
+	int		 limit;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, get, cursor))
@@ -290,15 +369,26 @@ api_list_page(struct request *req, int list, int get, int id_col,
 		api_db_failed(req);
 		return;
 	}
-	data = json_object_new_array();
-	n = db_rows(res);
+	data = api_page_rows(res, limit, id_col, render, next, sizeof(next));
+	db_res_free(res);
+	api_page_respond(req, data, next[0] ? next : NULL);
+}
+
+struct json_object *
+api_page_rows(const struct db_res *res, int limit, int id_col,
+    struct json_object *(*render)(const struct db_res *, int), char *next,
+    size_t nextsz)
+{
+	struct json_object *data = json_object_new_array();
+	int	 i, n = db_rows(res);
+
 	for (i = 0; i < n && i < limit; i++)
 		json_object_array_add(data, render(res, i));
 	if (n > limit)
-		snprintf(next, sizeof(next), "%s",
-		    db_value(res, limit - 1, id_col));
-	db_res_free(res);
-	api_page_respond(req, data, next[0] ? next : NULL);
+		snprintf(next, nextsz, "%s", db_value(res, limit - 1, id_col));
+	else if (nextsz > 0)
+		next[0] = '\0';
+	return data;
 }
 
 struct json_object *

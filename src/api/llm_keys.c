@@ -103,20 +103,16 @@ store_sealed(struct request *req, const char *const keys[PROVIDER__MAX],
 {
 	struct worker	*w = req->w;
 	struct json_object *list = json_object_new_array();
-	const char	*p[5];
 	int		 i;
 
 	for (i = 0; i < PROVIDER__MAX; i++) {
 		if (keys[i] == NULL)
 			continue;
-		p[0] = req->principal->tenant_id;
-		p[1] = providers[i]->name;
-		p[2] = sealed[i].data;
-		p[3] = vault_active_id(app(w)->vault);
-		p[4] = w->cfg->validate_llm_keys ? "true" : "false";
 		json_object_array_add(list,
 		    json_object_new_string(providers[i]->name));
-		if (db_exec(app(w)->db, STMT_LLM_KEY_UPSERT, 5, p) == -1) {
+		if (vault_store(app(w)->db, app(w)->vault, req->principal->tenant_id,
+		    providers[i]->name, sealed[i].data,
+		    w->cfg->validate_llm_keys) == -1) {
 			json_object_put(list);
 			return NULL;
 		}
@@ -203,43 +199,32 @@ api_llm_keys_status(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *o;
-	struct db_res	*res;
-	const char	*p[1] = { req->principal->tenant_id };
-	const char	*validated[PROVIDER__MAX] = { NULL };
-	bool		 has[PROVIDER__MAX] = { false };
+	struct vault_status st;
 	char		 name[48];
-	int		 i, r;
-	enum provider	 pv;
+	int		 i;
 
 	if (app(w)->vault == NULL) {
 		vault_unavailable(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_LLM_KEY_STATUS, 1, p)) == NULL) {
+	if (vault_status(app(w)->db, req->principal->tenant_id, &st) == -1) {
 		vault_db_failed(req);
 		return;
 	}
-	for (r = 0; r < db_rows(res); r++)
-		if ((pv = provider_parse(db_value(res, r, 0))) !=
-		    PROVIDER__MAX) {
-			has[pv] = true;
-			validated[pv] = db_value(res, r, 1);
-		}
 	o = json_object_new_object();
 	json_object_object_add(o, "pool_available", json_object_new_boolean(
 	    w->cfg->pool_openrouter_key[0] != '\0'));
 	for (i = 0; i < PROVIDER__MAX; i++) {
 		snprintf(name, sizeof(name), "has_%s_key", providers[i]->name);
-		json_object_object_add(o, name, json_object_new_boolean(has[i]));
+		json_object_object_add(o, name,
+		    json_object_new_boolean(st.has[i]));
 	}
 	for (i = 0; i < PROVIDER__MAX; i++) {
 		snprintf(name, sizeof(name), "%s_last_validated",
 		    providers[i]->name);
-		json_object_object_add(o, name, validated[i] != NULL &&
-		    *validated[i] != '\0' ?
-		    json_object_new_string(validated[i]) : NULL);
+		json_object_object_add(o, name, st.validated[i][0] != '\0' ?
+		    json_object_new_string(st.validated[i]) : NULL);
 	}
-	db_res_free(res);
 	http_respond_json(req, 200, o);
 }
 
@@ -249,7 +234,6 @@ api_llm_keys_delete(struct request *req)
 	struct worker	*w = req->w;
 	struct json_object *details, *list;
 	struct db_res	*res;
-	const char	*p[2];
 	char		 provider[32];
 	int		 rc, r;
 
@@ -270,13 +254,12 @@ api_llm_keys_delete(struct request *req)
 		    "openai, anthropic, google, openrouter.");
 		return;
 	}
-	p[0] = req->principal->tenant_id;
-	p[1] = rc == 1 ? provider : NULL;
 	if (db_begin(app(w)->db) == -1) {
 		vault_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_LLM_KEY_DELETE, 2, p)) == NULL)
+	if ((res = vault_delete(app(w)->db, req->principal->tenant_id,
+	    rc == 1 ? provider : NULL)) == NULL)
 		goto dbfail;
 	list = json_object_new_array();
 	for (r = 0; r < db_rows(res); r++)

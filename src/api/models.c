@@ -20,6 +20,7 @@
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/gateway.h"
+#include "core/models.h"
 #include "lib/db.h"
 #include "lib/json.h"
 #include "server/config.h"
@@ -135,15 +136,15 @@ collect(struct request *req, const char *only, struct json_object *data)
 
 	for (i = 0; i < PROVIDER__MAX; i++)
 		sent[i] = request_param(req, providers[i]->inline_param);
-	if ((res = db_query(app(req->w)->db, STMT_MODEL_IDS, 0, NULL)) == NULL) {
+	if ((res = models_known(app(req->w)->db)) == NULL) {
 		api_db_failed(req);
 		return -1;
 	}
 	for (r = 0; rc == 0 && r < db_rows(res); r++) {
-		id = db_value(res, r, 0);
+		id = db_value(res, r, MC_ID);
 		if (only == NULL || strcmp(only, id) == 0)
 			rc = add(req, sent, data, id,
-			    atoll(db_value(res, r, 1)));
+			    atoll(db_value(res, r, MC_CREATED)));
 	}
 	db_res_free(res);
 	/* An upstream's exact names; a prefix ("local/...") names none. */

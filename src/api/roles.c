@@ -13,6 +13,7 @@
 #include "api/validate.h"
 #include "core/auth.h"
 #include "core/keys.h"
+#include "core/roles.h"
 #include "core/scope.h"
 #include "core/tenants.h"
 #include "lib/db.h"
@@ -100,26 +101,6 @@ read_fields(struct request *req, struct json_object *body, bool create,
 
 #define CANNOT_GRANT "grant"
 
-/*
- * Every scope is among the caller's; otherwise answers 403 "This key
- * cannot <verb> scope <the first one missing>..." and returns false.
- */
-static bool
-within_caller(struct request *req, const char *const *scopes, size_t n,
-    const char *verb)
-{
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		if (!auth_allows(req->principal, scopes[i])) {
-			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "This key "
-			    "cannot %s scope %s: it is not among its own.",
-			    verb, scopes[i]);
-			return false;
-		}
-	return true;
-}
-
 /* The "scopes" of a rendered key or role are all among the caller's. */
 static bool
 scopes_within_caller(struct request *req, struct json_object *obj,
@@ -134,20 +115,45 @@ scopes_within_caller(struct request *req, struct json_object *obj,
 	for (i = 0; i < json_object_array_length(own) && n < MAX_SCOPES; i++)
 		list[n++] = json_object_get_string(
 		    json_object_array_get_idx(own, i));
-	return within_caller(req, list, n, verb);
+	return api_within_caller(req, list, n, verb);
+}
+
+/* The API's view of a role row. */
+struct json_object *
+api_role_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, RC_ID));
+	json_object_object_add(o, "object", json_object_new_string("role"));
+	json_object_object_add(o, "name",
+	    json_object_new_string(db_value(r, row, RC_NAME)));
+	json_object_object_add(o, "description",
+	    json_object_new_string(db_value(r, row, RC_DESCRIPTION)));
+	json_object_object_add(o, "tenant_id",
+	    api_text_or_null(r, row, RC_TENANT));
+	json_object_object_add(o, "scopes",
+	    api_csv_array(db_value(r, row, RC_SCOPES)));
+	json_object_object_add(o, "builtin", json_object_new_boolean(
+	    strcmp(db_value(r, row, RC_BUILTIN), "t") == 0));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, RC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, RC_UPDATED));
+	return o;
 }
 
 static struct json_object *
 role_now(struct request *req, const char *id, bool *mine)
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
 	struct db_res	*res;
 	struct json_object *o = NULL;
 
-	if ((res = db_query(app(req->w)->db, STMT_ROLE_GET, 2, p)) == NULL)
+	if ((res = role_get(app(req->w)->db, id, req->principal->tenant_id)) ==
+	    NULL)
 		return NULL;
 	if (db_rows(res) == 1) {
-		o = role_json(res, 0);
+		o = api_role_json(res, 0);
 		if (mine != NULL)
 			*mine = strcmp(db_value(res, 0, RC_MINE), "t") == 0;
 	}
@@ -168,19 +174,16 @@ void
 api_roles_create(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct role_fields f;
-	struct db_res	*res;
-	const char	*p[4];
 	char		 id[40];
-	bool		 answered;
 
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, true, &f) == -1)
 		return;
 	if (f.global) {
 		/* Global roles reach every tenant: only the root may add. */
-		if (strcmp(req->principal->tenant_id, TENANT_ROOT) != 0) {
+		if (!role_may_add_global(req->principal->tenant_id)) {
 			http_error(req, ERR_INSUFFICIENT_PERMISSIONS, "Only a "
 			    "key of the root tenant can create global roles.");
 			return;
@@ -188,46 +191,35 @@ api_roles_create(struct request *req)
 	} else {
 		if (f.tenant_id == NULL)
 			f.tenant_id = req->principal->tenant_id;
-		if (!api_tenant_reachable(req, f.tenant_id, &answered)) {
-			if (!answered)
-				http_error(req, ERR_NOT_FOUND, "No tenant with "
-				    "id %s.", f.tenant_id);
+		if (!api_tenant_target(req, f.tenant_id))
 			return;
-		}
 	}
-	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
+	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	p[0] = f.global ? NULL : f.tenant_id;
-	p[1] = f.name;
-	p[2] = f.description != NULL ? f.description : "";
-	p[3] = f.scopes_lit;
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_ROLE_INSERT, 4, p)) == NULL) {
-		if (strcmp(db_sqlstate(app(w)->db), "23505") == 0) {
-			db_rollback(app(w)->db);
-			http_error(req, ERR_CONFLICT, "A role named \"%s\" "
-			    "already exists there.", f.name);
-			return;
-		}
+	switch (role_create(app(w)->db, f.global ? NULL : f.tenant_id, f.name,
+	    f.description, f.scopes_lit, id, sizeof(id))) {
+	case ROLE_WRITTEN:
+		break;
+	case ROLE_NAME_TAKEN:
+		db_rollback(app(w)->db);
+		http_error(req, ERR_CONFLICT, "A role named \"%s\" already "
+		    "exists there.", f.name);
+		return;
+	case ROLE_WRITE_NOT_FOUND:
+	case ROLE_WRITE_DB:
+	case ROLE_WRITE__MAX:
 		goto dbfail;
 	}
-	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(f.name));
 	json_object_object_add(details, "scopes",
 	    json_object_new_string(f.scopes_lit));
-	if (api_audit(req, f.global ? NULL : f.tenant_id, "role.create",
-	    "role", id, details) == -1 ||
-	    (obj = role_now(req, id, NULL)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 201, obj);
+	api_change_done(req, f.global ? NULL : f.tenant_id, "role.create",
+	    "role", id, details, STMT_ROLE_GET, api_role_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -236,7 +228,8 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID, role_json);
+	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID,
+	    api_role_json);
 }
 
 void
@@ -290,44 +283,34 @@ void
 api_roles_update(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct role_fields f;
-	struct db_res	*res;
-	const char	*p[8];
-	bool		 found;
 
 	if (!changeable(req) || !api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1)
 		return;
-	if (!within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
+	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = f.name != NULL ? "true" : "false";
-	p[3] = f.name != NULL ? f.name : "";
-	p[4] = f.description != NULL ? "true" : "false";
-	p[5] = f.description != NULL ? f.description : "";
-	p[6] = f.has_scopes ? "true" : "false";
-	p[7] = f.has_scopes ? f.scopes_lit : "{}";
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_ROLE_UPDATE, 8, p)) == NULL) {
-		if (strcmp(db_sqlstate(app(w)->db), "23505") == 0) {
-			db_rollback(app(w)->db);
-			http_error(req, ERR_CONFLICT, "A role with that name "
-			    "already exists there.");
-			return;
-		}
-		goto dbfail;
-	}
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	switch (role_update(app(w)->db, req->param, req->principal->tenant_id,
+	    f.name, f.description, f.has_scopes ? f.scopes_lit : NULL)) {
+	case ROLE_WRITTEN:
+		break;
+	case ROLE_NAME_TAKEN:
+		db_rollback(app(w)->db);
+		http_error(req, ERR_CONFLICT, "A role with that name already "
+		    "exists there.");
+		return;
+	case ROLE_WRITE_NOT_FOUND:
 		db_rollback(app(w)->db);
 		not_found(req);
 		return;
+	case ROLE_WRITE_DB:
+	case ROLE_WRITE__MAX:
+		goto dbfail;
 	}
 	details = json_object_new_object();
 	if (f.has_scopes)
@@ -336,14 +319,8 @@ api_roles_update(struct request *req)
 	if (f.name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(f.name));
-	if (api_audit(req, req->principal->tenant_id, "role.update", "role",
-	    req->param, details) == -1 ||
-	    (obj = role_now(req, req->param, NULL)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->principal->tenant_id, "role.update", "role",
+	    req->param, details, STMT_ROLE_GET, api_role_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -354,8 +331,6 @@ api_roles_delete(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *obj;
-	struct db_res	*res;
-	const char	*p[2] = { req->param, req->principal->tenant_id };
 	long		 assigned;
 
 	if (!changeable(req))
@@ -366,19 +341,21 @@ api_roles_delete(struct request *req)
 	}
 	if (db_begin(app(w)->db) == -1)
 		goto dbfail;
-	if ((res = db_query(app(w)->db, STMT_ROLE_ASSIGNED, 1, p)) == NULL)
-		goto dbfail;
-	assigned = atol(db_value(res, 0, 0));
-	db_res_free(res);
-	if (assigned > 0) {
+	switch (role_delete(app(w)->db, req->param, req->principal->tenant_id,
+	    &assigned)) {
+	case ROLE_REMOVED:
+		break;
+	case ROLE_IN_USE:
 		db_rollback(app(w)->db);
 		json_object_put(obj);
 		http_error(req, ERR_CONFLICT, "Role %s is assigned to %ld keys; "
 		    "remove it from them first.", req->param, assigned);
 		return;
+	case ROLE_REMOVAL_DB:
+	case ROLE_REMOVAL__MAX:
+		goto dbfail;
 	}
-	if (db_exec(app(w)->db, STMT_ROLE_DELETE, 2, p) == -1 ||
-	    api_audit(req, req->principal->tenant_id, "role.delete", "role",
+	if (api_audit(req, req->principal->tenant_id, "role.delete", "role",
 	    req->param, NULL) == -1 || db_commit(app(w)->db) == -1)
 		goto dbfail;
 	json_object_object_add(obj, "deleted", json_object_new_boolean(1));
@@ -397,12 +374,9 @@ dbfail:
 static bool
 role_grantable(struct request *req, const char *role, const char *tenant)
 {
-	struct principal probe;
-
-	switch (api_role_scopes(req, role, tenant, &probe)) {
+	switch (api_role_grantable(req, role, tenant)) {
 	case 1:
-		return within_caller(req, probe.scopes, probe.nscopes,
-		    CANNOT_GRANT);
+		return true;
 	case 0:
 		http_error(req, ERR_NOT_FOUND, "No role with id %s for this "
 		    "key's tenant.", role);
@@ -419,7 +393,6 @@ set_role(struct request *req, const char *role)
 	struct worker	*w = req->w;
 	struct json_object *obj = NULL, *details;
 	struct db_res	*res;
-	const char	*p[3];
 	char		 tenant[40];
 	bool		 found;
 
@@ -429,9 +402,8 @@ set_role(struct request *req, const char *role)
 		return;
 	}
 	/* The key's tenant decides which roles it may take. */
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	if ((res = db_query(app(w)->db, STMT_KEY_GET, 2, p)) == NULL) {
+	if ((res = key_get(app(w)->db, req->param, req->principal->tenant_id)) ==
+	    NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -439,7 +411,7 @@ set_role(struct request *req, const char *role)
 	if (found) {
 		snprintf(tenant, sizeof(tenant), "%s",
 		    db_value(res, 0, KC_TENANT));
-		obj = key_json(res, 0);
+		obj = api_key_json(res, 0);
 	}
 	db_res_free(res);
 	if (!found) {
@@ -461,29 +433,19 @@ set_role(struct request *req, const char *role)
 	obj = NULL;
 	if (role != NULL && !role_grantable(req, role, tenant))
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = role;
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if (db_exec(app(w)->db, STMT_KEY_SET_ROLE, 3, p) == -1)
+	if (key_set_role(app(w)->db, req->param, req->principal->tenant_id,
+	    role) == -1)
 		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "role_id",
 	    role != NULL ? json_object_new_string(role) : NULL);
-	if (api_audit(req, tenant, role != NULL ? "api_key.role_assign" :
-	    "api_key.role_remove", "api_key", req->param, details) == -1)
-		goto dbfail;
-	p[1] = req->principal->tenant_id;
-	if ((res = db_query(app(w)->db, STMT_KEY_GET, 2, p)) == NULL)
-		goto dbfail;
-	obj = db_rows(res) == 1 ? key_json(res, 0) : NULL;
-	db_res_free(res);
-	if (obj == NULL)
-		goto dbfail;
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, tenant, role != NULL ? "api_key.role_assign" :
+	    "api_key.role_remove", "api_key", req->param, details,
+	    STMT_KEY_GET, api_key_json, 200);
 	return;
 dbfail:
 	api_abort(req);

@@ -5,12 +5,14 @@
 #include "autoconfig.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "api/api.h"
 #include "api/validate.h"
 #include "core/auth.h"
+#include "core/credits.h"
 #include "core/tenants.h"
 #include "lib/buf.h"
 #include "lib/db.h"
@@ -27,10 +29,37 @@ not_found(struct request *req)
 }
 
 /* The tenant as the caller sees it now, or NULL (see api_missing()). */
+/* The API's view of a tenant row. */
+struct json_object *
+api_tenant_json(const struct db_res *r, int row)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", api_text_or_null(r, row, TC_ID));
+	json_object_object_add(o, "object", json_object_new_string("tenant"));
+	json_object_object_add(o, "name",
+	    json_object_new_string(db_value(r, row, TC_NAME)));
+	json_object_object_add(o, "parent_id",
+	    api_text_or_null(r, row, TC_PARENT));
+	json_object_object_add(o, "path",
+	    api_csv_array(db_value(r, row, TC_PATH)));
+	json_object_object_add(o, "active", json_object_new_boolean(
+	    strcmp(db_value(r, row, TC_ACTIVE), "t") == 0));
+	json_object_object_add(o, "credits_balance",
+	    credits_json(atoll(db_value(r, row, TC_BALANCE))));
+	json_object_object_add(o, "credits_reserved",
+	    credits_json(atoll(db_value(r, row, TC_RESERVED))));
+	json_object_object_add(o, "created_at",
+	    api_text_or_null(r, row, TC_CREATED));
+	json_object_object_add(o, "updated_at",
+	    api_text_or_null(r, row, TC_UPDATED));
+	return o;
+}
+
 static struct json_object *
 tenant_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_TENANT_GET, id, tenant_json);
+	return api_fetch(req, STMT_TENANT_GET, id, api_tenant_json);
 }
 
 static void
@@ -44,12 +73,11 @@ api_tenants_create(struct request *req)
 {
 	static const char *const fields[] = { "name", "parent_id", NULL };
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*name, *parent, *p[2];
+	const char	*name, *parent;
 	char		 id[40];
-	bool		 present, answered;
+	bool		 present;
 
 	if (!api_body_object(req, &body))
 		return;
@@ -67,33 +95,20 @@ api_tenants_create(struct request *req)
 		return;
 	if (parent == NULL)
 		parent = req->principal->tenant_id;
-	if (!api_tenant_reachable(req, parent, &answered)) {
-		if (!answered)
-			http_error(req, ERR_NOT_FOUND, "No tenant with id %s.",
-			    parent);
+	if (!api_tenant_target(req, parent))
 		return;
-	}
-	p[0] = parent;
-	p[1] = name;
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_TENANT_INSERT, 2, p)) == NULL)
+	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1)
 		goto dbfail;
-	snprintf(id, sizeof(id), "%s", db_value(res, 0, 0));
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(name));
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
-	if (api_audit(req, id, "tenant.create", "tenant", id, details) == -1 ||
-	    (obj = tenant_now(req, id)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 201, obj);
+	api_change_done(req, id, "tenant.create", "tenant", id, details,
+	    STMT_TENANT_GET, api_tenant_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -103,7 +118,7 @@ void
 api_tenants_list(struct request *req)
 {
 	api_list_page(req, STMT_TENANT_LIST, STMT_TENANT_GET, TC_ID,
-	    tenant_json);
+	    api_tenant_json);
 }
 
 void
@@ -127,11 +142,10 @@ api_tenants_update(struct request *req)
 {
 	static const char *const fields[] = { "name", NULL };
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *details;
 	struct checks	 c = { NULL };
-	struct db_res	*res;
-	const char	*name, *p[4];
-	bool		 present, found;
+	const char	*name;
+	bool		 present;
 
 	if (!uuid_valid(req->param)) {
 		not_found(req);
@@ -146,34 +160,29 @@ api_tenants_update(struct request *req)
 		check_fail(&c, "name", "must be 1 to 200 bytes");
 	if (check_done(req, &c) == -1)
 		return;
-	p[0] = req->param;
-	p[1] = req->principal->tenant_id;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
 	if (db_begin(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_TENANT_UPDATE, 4, p)) == NULL)
-		goto dbfail;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	if (!found) {
+	switch (tenant_rename(app(w)->db, req->param, req->principal->tenant_id,
+	    name)) {
+	case TENANT_OK:
+		break;
+	case TENANT_NOT_FOUND:
+	case TENANT_SELF:
 		db_rollback(app(w)->db);
 		not_found(req);
 		return;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		goto dbfail;
 	}
 	details = json_object_new_object();
 	if (name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
-	if (api_audit(req, req->param, "tenant.update", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->param, "tenant.update", "tenant", req->param,
+	    details, STMT_TENANT_GET, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -187,23 +196,27 @@ dbfail:
 static bool
 strictly_below(struct request *req)
 {
-	bool	 answered;
-
 	if (!uuid_valid(req->param)) {
 		not_found(req);
 		return false;
 	}
-	if (!api_tenant_reachable(req, req->param, &answered)) {
-		if (!answered)
-			not_found(req);
+	switch (tenant_below(app(req->w)->db, req->param,
+	    req->principal->tenant_id)) {
+	case TENANT_OK:
+		return true;
+	case TENANT_NOT_FOUND:
+		not_found(req);
 		return false;
-	}
-	if (strcmp(req->param, req->principal->tenant_id) == 0) {
+	case TENANT_SELF:
 		http_error(req, ERR_CONFLICT, "A key cannot remove its own "
 		    "tenant.");
 		return false;
+	case TENANT_DB:
+	case TENANT_RESULT__MAX:
+		break;
 	}
-	return true;
+	api_db_failed(req);
+	return false;
 }
 
 /* DELETE deactivates the tenant and its subtree: their keys stop working. */
@@ -211,9 +224,7 @@ void
 api_tenants_delete(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *obj = NULL, *details;
-	struct db_res	*res;
-	const char	*p[1] = { req->param };
+	struct json_object *details;
 	int		 n;
 
 	if (!strictly_below(req))
@@ -222,20 +233,13 @@ api_tenants_delete(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
+	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1)
 		goto dbfail;
-	n = db_rows(res);
-	db_res_free(res);
 	details = json_object_new_object();
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
-	if (api_audit(req, req->param, "tenant.delete", "tenant", req->param,
-	    details) == -1 || (obj = tenant_now(req, req->param)) == NULL) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
+	api_change_done(req, req->param, "tenant.delete", "tenant", req->param,
+	    details, STMT_TENANT_GET, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -302,16 +306,11 @@ api_tenants_export(struct request *req)
 	char		 now[32];
 	struct tm	 tm;
 	time_t		 t = time(NULL);
-	bool		 answered;
 	size_t		 i;
 	int		 rc = 0;
 
-	if (!uuid_valid(req->param) ||
-	    !api_tenant_reachable(req, req->param, &answered)) {
-		if (!uuid_valid(req->param) || !answered)
-			not_found(req);
+	if (!api_tenant_target(req, req->param))
 		return;
-	}
 	if (db_begin_snapshot(app(w)->db) == -1) {
 		api_db_failed(req);
 		return;
@@ -349,10 +348,8 @@ api_tenants_purge(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct json_object *counts, *o;
-	struct db_res	*res;
-	const char	*p[1] = { req->param };
 	enum json_parse_error why;
-	char		 err[64];
+	char		 err[64], *text;
 
 	if (!strictly_below(req))
 		return;
@@ -360,11 +357,10 @@ api_tenants_purge(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	if ((res = db_query(app(w)->db, STMT_TENANT_PURGE, 1, p)) == NULL)
+	if ((text = tenant_purge(app(w)->db, req->param)) == NULL)
 		goto dbfail;
-	counts = json_parse(db_value(res, 0, 0), strlen(db_value(res, 0, 0)),
-	    &why, err, sizeof(err));
-	db_res_free(res);
+	counts = json_parse(text, strlen(text), &why, err, sizeof(err));
+	free(text);
 	if (counts == NULL)
 		goto dbfail;
 	if (api_audit(req, req->param, "tenant.purge", "tenant", req->param,

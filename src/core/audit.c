@@ -2,6 +2,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/audit.h"
@@ -55,4 +56,23 @@ audit_write(struct db *db, const struct audit_entry *e)
 	};
 
 	return db_exec(db, STMT_AUDIT_INSERT, 9, p);
+}
+
+struct db_res *
+audit_list(struct db *db, const char *caller_tenant,
+    const struct audit_filter *f, int limit)
+{
+	const char	*p[8];
+	char		 lim[16];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = caller_tenant;
+	p[1] = f->action;
+	p[2] = f->actor_key_id;
+	p[3] = f->target_id;
+	p[4] = f->since;
+	p[5] = f->until;
+	p[6] = f->cursor;
+	p[7] = lim;
+	return db_query(db, STMT_AUDIT_LIST, 8, p);
 }

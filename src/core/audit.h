@@ -38,4 +38,32 @@ int	audit_attach(struct db *, const char *hmac_secret)
 int	audit_write(struct db *, const struct audit_entry *)
 	    __attribute__((warn_unused_result));
 
+/* The columns of an audit row as audit_list() reads them, in order. */
+enum audit_col {
+	AL_ID, AL_CREATED, AL_TENANT, AL_ACTOR_KEY, AL_ACTOR, AL_ACTION,
+	AL_TARGET_TYPE, AL_TARGET, AL_REQUEST, AL_CLIENT, AL_DETAILS, AL__MAX
+};
+
+/* Which rows audit_list() reads; NULL = any. */
+struct audit_filter {
+	const char	*action;
+	const char	*actor_key_id;
+	const char	*target_id;
+	const char	*since;		/* ISO 8601 */
+	const char	*until;		/* ISO 8601 */
+	const char	*cursor;	/* rows older than this id */
+};
+
+struct db_res;
+
+/*
+ * The audit rows of caller_tenant's subtree that f lets through, newest
+ * first, at most limit: rows of enum audit_col (who acted is shown only
+ * to whom may see it), to be freed with db_res_free(), or NULL with
+ * db_status() set.
+ */
+struct db_res	*audit_list(struct db *, const char *caller_tenant,
+		    const struct audit_filter *f, int limit)
+		    __attribute__((warn_unused_result));
+
 #endif

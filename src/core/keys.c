@@ -7,10 +7,8 @@
 
 #include "core/keys.h"
 #include "core/scope.h"
-#include "core/tenants.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
-#include "lib/json.h"
 
 int
 key_scopes_literal(const char *const *scopes, size_t n, char *out,
@@ -180,60 +178,6 @@ key_window_text(int secs, char *out, size_t outsz)
 	snprintf(out, outsz, "%d seconds", secs);
 }
 
-static struct json_object *
-str_or_null(const struct db_res *r, int row, int col)
-{
-	const char *v = db_value(r, row, col);
-
-	return db_isnull(r, row, col) || *v == '\0' ? NULL :
-	    json_object_new_string(v);
-}
-
-struct json_object *
-key_json(const struct db_res *r, int row)
-{
-	struct json_object *o = json_object_new_object();
-	const char	*w;
-	char		 win[32];
-
-	json_object_object_add(o, "id", str_or_null(r, row, KC_ID));
-	json_object_object_add(o, "object", json_object_new_string("api_key"));
-	json_object_object_add(o, "name", json_object_new_string(
-	    db_value(r, row, KC_NAME)));
-	json_object_object_add(o, "tenant_id", str_or_null(r, row, KC_TENANT));
-	json_object_object_add(o, "env", str_or_null(r, row, KC_ENV));
-	json_object_object_add(o, "key_prefix", str_or_null(r, row, KC_PREFIX));
-	json_object_object_add(o, "last4", str_or_null(r, row, KC_LAST4));
-	json_object_object_add(o, "scopes",
-	    csv_json_array(db_value(r, row, KC_SCOPES)));
-	json_object_object_add(o, "role_id", str_or_null(r, row, KC_ROLE));
-	json_object_object_add(o, "effective_scopes",
-	    csv_json_array(db_value(r, row, KC_EFFECTIVE)));
-	json_object_object_add(o, "expires_at",
-	    str_or_null(r, row, KC_EXPIRES));
-	json_object_object_add(o, "revoked_at",
-	    str_or_null(r, row, KC_REVOKED));
-	json_object_object_add(o, "disabled_at",
-	    str_or_null(r, row, KC_DISABLED));
-	w = db_value(r, row, KC_RL_MAX);
-	json_object_object_add(o, "rate_limit_max", *w != '\0' ?
-	    json_object_new_int64(atol(w)) : NULL);
-	w = db_value(r, row, KC_RL_WINDOW);
-	if (*w != '\0') {
-		key_window_text(atoi(w), win, sizeof(win));
-		json_object_object_add(o, "rate_limit_window",
-		    json_object_new_string(win));
-	} else
-		json_object_object_add(o, "rate_limit_window", NULL);
-	json_object_object_add(o, "last_used_at",
-	    str_or_null(r, row, KC_LAST_USED));
-	json_object_object_add(o, "created_at",
-	    str_or_null(r, row, KC_CREATED));
-	json_object_object_add(o, "updated_at",
-	    str_or_null(r, row, KC_UPDATED));
-	return o;
-}
-
 int
 key_dev_active(struct db *db)
 {
@@ -274,6 +218,114 @@ key_seed_dev(struct db *db, char *id, size_t idsz)
 	rc = db_rows(res) == 1 ? 1 : 0;
 	if (rc == 1)
 		snprintf(id, idsz, "%s", db_value(res, 0, 0));
+	db_res_free(res);
+	return rc;
+}
+
+enum key_room
+key_room(struct db *db, const char *tenant, long max)
+{
+	const char	*p[1] = { tenant };
+	struct db_res	*res;
+	long		 have;
+
+	if (db_exec(db, STMT_TENANT_LOCK, 1, p) == -1)
+		return KEY_ROOM_DB;
+	if (max <= 0)
+		return KEY_ROOM;
+	if ((res = db_query(db, STMT_KEY_COUNT_ACTIVE, 1, p)) == NULL)
+		return KEY_ROOM_DB;
+	have = atol(db_value(res, 0, 0));
+	db_res_free(res);
+	return have < max ? KEY_ROOM : KEY_ROOM_FULL;
+}
+
+struct db_res *
+key_get(struct db *db, const char *id, const char *caller_tenant)
+{
+	const char	*p[2] = { id, caller_tenant };
+
+	return db_query(db, STMT_KEY_GET, 2, p);
+}
+
+int
+key_set_role(struct db *db, const char *id, const char *caller_tenant,
+    const char *role)
+{
+	const char	*p[3] = { id, caller_tenant, role };
+
+	return db_exec(db, STMT_KEY_SET_ROLE, 3, p);
+}
+
+struct db_res *
+key_list(struct db *db, const char *caller_tenant, const char *tenant,
+    bool include_revoked, const char *cursor, int limit)
+{
+	const char	*p[5];
+	char		 lim[16];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = caller_tenant;
+	p[1] = tenant;
+	p[2] = include_revoked ? "true" : "false";
+	p[3] = cursor;
+	p[4] = lim;
+	return db_query(db, STMT_KEY_LIST, 5, p);
+}
+
+struct db_res *
+key_dormant(struct db *db, const char *caller_tenant, long days,
+    const char *cursor, int limit)
+{
+	const char	*p[4];
+	char		 d[24], lim[16];
+
+	snprintf(d, sizeof(d), "%ld", days);
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = caller_tenant;
+	p[1] = d;
+	p[2] = cursor;
+	p[3] = lim;
+	return db_query(db, STMT_KEY_DORMANT, 4, p);
+}
+
+int
+key_revoke(struct db *db, const char *id, const char *caller_tenant)
+{
+	const char	*p[2] = { id, caller_tenant };
+	struct db_res	*res;
+	int		 rc;
+
+	if ((res = db_query(db, STMT_KEY_REVOKE, 2, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1;
+	db_res_free(res);
+	return rc;
+}
+
+int
+key_update(struct db *db, const char *id, const char *caller_tenant,
+    const struct key_change *c)
+{
+	const char	*p[12];
+	struct db_res	*res;
+	int		 rc;
+
+	p[0] = id;
+	p[1] = caller_tenant;
+	p[2] = c->has_name ? "true" : "false";
+	p[3] = c->name != NULL ? c->name : "";
+	p[4] = c->scopes != NULL ? "true" : "false";
+	p[5] = c->scopes != NULL ? c->scopes : "{}";
+	p[6] = c->has_expires ? "true" : "false";
+	p[7] = c->expires_at;
+	p[8] = c->has_rl_max ? "true" : "false";
+	p[9] = c->rl_max;
+	p[10] = c->has_rl_window ? "true" : "false";
+	p[11] = c->rl_window;
+	if ((res = db_query(db, STMT_KEY_UPDATE, 12, p)) == NULL)
+		return -1;
+	rc = db_rows(res) == 1;
 	db_res_free(res);
 	return rc;
 }

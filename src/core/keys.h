@@ -1,9 +1,11 @@
 #ifndef KEYGATE_CORE_KEYS_H
 #define KEYGATE_CORE_KEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/apikey.h"
+#include "lib/db.h"
 
 struct db;
 
@@ -38,21 +40,14 @@ enum key_result {
 	KEY_RESULT__MAX
 };
 
-/* The columns of a key row (KEY_COLS in db.c), in order. */
+/* The columns of a key row, in order: the list is DB_KEY_COLUMNS. */
 enum key_col {
-	KC_ID, KC_TENANT, KC_NAME, KC_ENV, KC_PREFIX, KC_LAST4, KC_SCOPES,
-	KC_ROLE, KC_EXPIRES, KC_REVOKED, KC_DISABLED, KC_RL_MAX, KC_RL_WINDOW,
-	KC_LAST_USED, KC_CREATED, KC_UPDATED, KC_EFFECTIVE, KC__MAX
+	DB_KEY_COLUMNS(DB_COLS_ENUM)
+	KC__MAX
 };
 
 struct db_res;
-struct json_object;
 
-/*
- * The API's view of key row `row`: metadata only, never a secret or hash.
- * Returns a new object the caller owns.
- */
-struct json_object *key_json(const struct db_res *, int row);
 /* "1 minute", "30 seconds", ... for a window in seconds, into out. */
 void		 key_window_text(int seconds, char *out, size_t outsz);
 
@@ -91,5 +86,84 @@ void		 key_created_wipe(struct key_created *);
  */
 int		 key_scopes_literal(const char *const *, size_t, char *out,
 		    size_t outsz) __attribute__((warn_unused_result));
+
+/* Whether a tenant may have one more active key. */
+enum key_room {
+	KEY_ROOM,
+	KEY_ROOM_FULL,		/* it has the most allowed already */
+	KEY_ROOM_DB,		/* see db_status() */
+	KEY_ROOM__MAX
+};
+
+/*
+ * The per-tenant quota: at most max active keys (0 or less = no limit).
+ * Inside the caller's transaction, before the insert: locks the tenant's
+ * row, which makes the count and the insert one step.
+ */
+enum key_room	 key_room(struct db *, const char *tenant, long max)
+		    __attribute__((warn_unused_result));
+
+/*
+ * Key id as caller_tenant sees it (its subtree): a row of enum key_col or
+ * none, to be freed with db_res_free(); NULL with db_status() set.
+ */
+struct db_res	*key_get(struct db *, const char *id,
+		    const char *caller_tenant)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, gives key id of caller_tenant's
+ * subtree role (NULL = none).  0, or -1 with db_status() set.
+ */
+int		 key_set_role(struct db *, const char *id,
+		    const char *caller_tenant, const char *role)
+		    __attribute__((warn_unused_result));
+
+/*
+ * The keys of caller_tenant's subtree (of tenant only when not NULL),
+ * revoked ones too when include_revoked, after row id cursor (NULL = from
+ * the first), at most limit: rows of enum key_col to be freed with
+ * db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*key_list(struct db *, const char *caller_tenant,
+		    const char *tenant, bool include_revoked,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+/*
+ * As key_list() for the usable keys of caller_tenant's subtree not used
+ * for days days (never used: not since they were made).
+ */
+struct db_res	*key_dormant(struct db *, const char *caller_tenant,
+		    long days, const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+
+/*
+ * Inside the caller's transaction, revokes key id of caller_tenant's
+ * subtree.  1 revoked now; 0 nothing changed (revoked already, or no such
+ * key); -1 with db_status() set.
+ */
+int		 key_revoke(struct db *, const char *id,
+		    const char *caller_tenant) __attribute__((warn_unused_result));
+
+/* What an update of a key changes: a field only when its has_ is set. */
+struct key_change {
+	bool		 has_name;
+	const char	*name;		/* NULL = "" */
+	const char	*scopes;	/* an array literal; NULL = unchanged */
+	bool		 has_expires;
+	const char	*expires_at;	/* ISO 8601; NULL = never */
+	bool		 has_rl_max;
+	const char	*rl_max;	/* decimal text; NULL = the default */
+	bool		 has_rl_window;
+	const char	*rl_window;	/* seconds as text; NULL = the default */
+};
+
+/*
+ * Inside the caller's transaction, changes key id of caller_tenant's
+ * subtree as c says.  1 changed; 0 not (revoked, or no such key); -1 with
+ * db_status() set.
+ */
+int		 key_update(struct db *, const char *id,
+		    const char *caller_tenant, const struct key_change *c)
+		    __attribute__((warn_unused_result));
 
 #endif

@@ -1,28 +1,78 @@
 #ifndef KEYGATE_CORE_TENANTS_H
 #define KEYGATE_CORE_TENANTS_H
 
+#include "lib/db.h"
+
 struct db_res;
-struct json_object;
 
 #define TENANT_ROOT "00000000-0000-0000-0000-000000000001"
 
-/* The columns of a tenant row (TENANT_COLS in db.c), in order. */
+/* The columns of a tenant row, in order: the list is DB_TENANT_COLUMNS. */
 enum tenant_col {
-	TC_ID, TC_PARENT, TC_NAME, TC_PATH, TC_ACTIVE, TC_BALANCE,
-	TC_RESERVED, TC_CREATED, TC_UPDATED, TC__MAX
+	DB_TENANT_COLUMNS(DB_COLS_ENUM)
+	TC__MAX
 };
 
-/* The columns of a role row (ROLE_COLS in db.c), then "modifiable". */
+/* The columns of a role row (DB_ROLE_COLUMNS), then "modifiable". */
 enum role_col {
-	RC_ID, RC_TENANT, RC_NAME, RC_DESCRIPTION, RC_SCOPES, RC_BUILTIN,
-	RC_CREATED, RC_UPDATED, RC_MINE, RC__MAX
+	DB_ROLE_COLUMNS(DB_COLS_ENUM)
+	RC_MINE,
+	RC__MAX
 };
 
-/* The API's view of a tenant row; a new object the caller owns. */
-struct json_object *tenant_json(const struct db_res *, int row);
-/* The API's view of a role row; a new object the caller owns. */
-struct json_object *role_json(const struct db_res *, int row);
-/* "a,b,c" as a JSON array of strings; a new object. */
-struct json_object *csv_json_array(const char *);
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct db;
+
+enum tenant_result {
+	TENANT_OK,
+	TENANT_NOT_FOUND,	/* none, or not within the caller's subtree */
+	TENANT_SELF,		/* the caller's own tenant, where one below it
+				   is needed */
+	TENANT_DB,		/* see db_status() */
+	TENANT_RESULT__MAX
+};
+
+/*
+ * Whether tenant is caller's own tenant or one below it: TENANT_OK,
+ * TENANT_NOT_FOUND, or TENANT_DB.
+ */
+enum tenant_result tenant_within(struct db *, const char *tenant,
+		    const char *caller) __attribute__((warn_unused_result));
+/*
+ * Whether tenant is strictly below caller's: a caller can neither
+ * deactivate nor purge the tenant it stands in (TENANT_SELF).
+ */
+enum tenant_result tenant_below(struct db *, const char *tenant,
+		    const char *caller) __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, a new tenant name below parent; its id
+ * into id.  0, or -1 with db_status() set.
+ */
+int		 tenant_create(struct db *, const char *parent,
+		    const char *name, char *id, size_t idsz)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, renames tenant id (within caller's
+ * subtree) to name; NULL changes nothing but its updated_at.
+ */
+enum tenant_result tenant_rename(struct db *, const char *id,
+		    const char *caller, const char *name)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, deactivates tenant id and its subtree:
+ * their keys stop working.  How many tenants, or -1 with db_status() set.
+ */
+int		 tenant_deactivate(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, deletes tenant id, its subtree and all
+ * they hold.  What was deleted, as the text of a JSON object of counts
+ * (a new string the caller frees), or NULL with db_status() set.
+ */
+char		*tenant_purge(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
 
 #endif

@@ -387,3 +387,47 @@ vault_check_all(struct db *db, const struct vault *v, long *total,
 	db_res_free(res);
 	return nbad;
 }
+
+int
+vault_store(struct db *db, const struct vault *v, const char *tenant,
+    const char *provider, const char *sealed, bool validated)
+{
+	const char	*p[5];
+
+	p[0] = tenant;
+	p[1] = provider;
+	p[2] = sealed;
+	p[3] = vault_active_id(v);
+	p[4] = validated ? "true" : "false";
+	return db_exec(db, STMT_LLM_KEY_UPSERT, 5, p);
+}
+
+int
+vault_status(struct db *db, const char *tenant, struct vault_status *out)
+{
+	const char	*p[1] = { tenant };
+	struct db_res	*res;
+	enum provider	 pv;
+	int		 r;
+
+	memset(out, 0, sizeof(*out));
+	if ((res = db_query(db, STMT_LLM_KEY_STATUS, 1, p)) == NULL)
+		return -1;
+	for (r = 0; r < db_rows(res); r++)
+		if ((pv = provider_parse(db_value(res, r, 0))) !=
+		    PROVIDER__MAX) {
+			out->has[pv] = true;
+			snprintf(out->validated[pv], sizeof(out->validated[pv]),
+			    "%s", db_value(res, r, 1));
+		}
+	db_res_free(res);
+	return 0;
+}
+
+struct db_res *
+vault_delete(struct db *db, const char *tenant, const char *provider)
+{
+	const char	*p[2] = { tenant, provider };
+
+	return db_query(db, STMT_LLM_KEY_DELETE, 2, p);
+}

@@ -65,4 +65,32 @@ long		 vault_check_all(struct db *, const struct vault *, long *total,
 		    const char *key_id), void *ctx, char *err, size_t errsz)
 		    __attribute__((warn_unused_result));
 
+/*
+ * Inside the caller's transaction, stores tenant's key for provider,
+ * sealed under the active key (vault_seal()), in place of the one it had;
+ * validated says whether the provider accepted it.  0, or -1 with
+ * db_status() set.
+ */
+int		 vault_store(struct db *, const struct vault *,
+		    const char *tenant, const char *provider,
+		    const char *sealed, bool validated)
+		    __attribute__((warn_unused_result));
+
+/* Which providers a tenant has a stored key for, and when each was tried. */
+struct vault_status {
+	bool	 has[PROVIDER__MAX];
+	char	 validated[PROVIDER__MAX][40];	/* ISO 8601, "" = never */
+};
+
+/* tenant's stored keys into *out.  0, or -1 with db_status() set. */
+int		 vault_status(struct db *, const char *tenant,
+		    struct vault_status *out) __attribute__((warn_unused_result));
+/*
+ * Inside the caller's transaction, deletes tenant's stored key for
+ * provider (NULL = every one): rows of the providers deleted, to be freed
+ * with db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*vault_delete(struct db *, const char *tenant,
+		    const char *provider) __attribute__((warn_unused_result));
+
 #endif

@@ -19,33 +19,19 @@ const char *const db_status_names[DB_STATUS__MAX] = {
 };
 
 /* Timestamps leave the database as ISO 8601 in UTC. */
-#define TS(c) "to_char(" c " AT TIME ZONE 'UTC', " \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define TS(c) DB_TS(c)
 
 /* A key as the API shows it; the column order is enum key_col. */
-#define KEY_COLS \
-	"k.id, k.tenant_id, k.name, k.env, k.key_prefix, k.last4, " \
-	"array_to_string(k.scopes, ','), coalesce(k.role_id::text, ''), " \
-	TS("k.expires_at") ", " TS("k.revoked_at") ", " \
-	TS("k.disabled_at") ", coalesce(k.rate_limit_max::text, ''), " \
-	"coalesce(k.rate_limit_window::text, ''), " TS("k.last_used_at") \
-	", " TS("k.created_at") ", " TS("k.updated_at") ", " \
-	"array_to_string(coalesce(r.scopes, k.scopes), ',') "
+#define KEY_COLS DB_KEY_COLUMNS(DB_COLS_SQL)
 #define KEY_FROM \
 	"FROM api_keys k JOIN tenants t ON t.id = k.tenant_id " \
 	"LEFT JOIN roles r ON r.id = k.role_id "
 
 /* A tenant as the API shows it; the column order is enum tenant_col. */
-#define TENANT_COLS \
-	"t.id, coalesce(t.parent_id::text, ''), t.name, " \
-	"array_to_string(t.path, ','), t.active, t.credits_balance, " \
-	"t.credits_reserved, " TS("t.created_at") ", " TS("t.updated_at") " "
+#define TENANT_COLS DB_TENANT_COLUMNS(DB_COLS_SQL)
 
 /* A role as the API shows it; the column order is enum role_col. */
-#define ROLE_COLS \
-	"r.id, coalesce(r.tenant_id::text, ''), r.name, r.description, " \
-	"array_to_string(r.scopes, ','), r.builtin, " TS("r.created_at") \
-	", " TS("r.updated_at") " "
+#define ROLE_COLS DB_ROLE_COLUMNS(DB_COLS_SQL)
 /* Roles a caller sees: global ones, and those of its subtree. */
 #define ROLE_VISIBLE(caller) \
 	"(r.tenant_id IS NULL OR EXISTS (SELECT 1 FROM tenants rt WHERE " \
@@ -61,6 +47,11 @@ const char *const db_status_names[DB_STATUS__MAX] = {
  */
 static const struct {
 	const char	*name;
+	/*
+	 * How many parameters sql takes: $1 to $nparams, each at least once
+	 * (tests/unit/lib/test_db.c counts them).
+	 */
+	int		 nparams;
 	const char	*sql;
 	/*
 	 * Never sent twice: the statement changes something on its own and
@@ -68,18 +59,18 @@ static const struct {
 	 */
 	bool		 once;
 } stmts[STMT__MAX] = {
-	[STMT_SCHEMA_VERSION] = { "schema_version",
+	[STMT_SCHEMA_VERSION] = { "schema_version", 0,
 	  "SELECT coalesce(max(version), 0) FROM schema_migrations" },
-	[STMT_MIGRATION_APPLIED] = { "migration_applied",
+	[STMT_MIGRATION_APPLIED] = { "migration_applied", 1,
 	  "SELECT 1 FROM schema_migrations WHERE version = $1::int" },
-	[STMT_MIGRATION_RECORD] = { "migration_record",
+	[STMT_MIGRATION_RECORD] = { "migration_record", 2,
 	  "INSERT INTO schema_migrations (version, name) "
 	  "VALUES ($1::int, $2)" },
-	[STMT_SET_LOCAL] = { "set_local",
+	[STMT_SET_LOCAL] = { "set_local", 2,
 	  "SELECT pg_catalog.set_config($1, $2, true)" },
-	[STMT_TENANT_EXISTS] = { "tenant_exists",
+	[STMT_TENANT_EXISTS] = { "tenant_exists", 1,
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND active" },
-	[STMT_KEY_INSERT] = { "key_insert",
+	[STMT_KEY_INSERT] = { "key_insert", 12,
 	  "INSERT INTO api_keys (tenant_id, name, env, key_prefix, key_hash, "
 	  "last4, scopes, role_id, expires_at, rate_limit_max, "
 	  "rate_limit_window, created_by) VALUES ($1::uuid, $2, $3, $4, "
@@ -87,11 +78,11 @@ static const struct {
 	  "$10::int, $11::int, $12::uuid) "
 	  "RETURNING id, to_char(created_at AT TIME ZONE 'UTC', "
 	  "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" },
-	[STMT_AUDIT_INSERT] = { "audit_insert",
+	[STMT_AUDIT_INSERT] = { "audit_insert", 9,
 	  "INSERT INTO audit_log (tenant_id, actor_key_id, actor, action, "
 	  "target_type, target_id, request_id, client_addr, details) VALUES "
 	  "($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9::jsonb)" },
-	[STMT_KEY_LOOKUP] = { "key_lookup",
+	[STMT_KEY_LOOKUP] = { "key_lookup", 1,
 	  "SELECT k.id, k.tenant_id, encode(CASE WHEN k.key_prefix = $1 "
 	  "THEN k.key_hash ELSE k.prev_key_hash END, 'hex'), "
 	  "(k.revoked_at IS NULL AND k.disabled_at IS NULL AND "
@@ -107,15 +98,15 @@ static const struct {
 	  "'') "
 	  KEY_FROM
 	  "WHERE k.key_prefix = $1 OR k.prev_key_prefix = $1" },
-	[STMT_KEY_TOUCH] = { "key_touch",
+	[STMT_KEY_TOUCH] = { "key_touch", 1,
 	  "UPDATE api_keys SET last_used_at = now() "
 	  "WHERE id = ANY($1::uuid[]) AND (last_used_at IS NULL OR "
 	  "last_used_at < now() - interval '1 minute')" },
-	[STMT_TENANT_IN_SUBTREE] = { "tenant_in_subtree",
+	[STMT_TENANT_IN_SUBTREE] = { "tenant_in_subtree", 2,
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid AND $2::uuid = ANY(path)" },
-	[STMT_TENANT_LOCK] = { "tenant_lock",
+	[STMT_TENANT_LOCK] = { "tenant_lock", 1,
 	  "SELECT 1 FROM tenants WHERE id = $1::uuid FOR UPDATE" },
-	[STMT_KEY_COUNT_ACTIVE] = { "key_count_active",
+	[STMT_KEY_COUNT_ACTIVE] = { "key_count_active", 1,
 	  "SELECT count(*) FROM api_keys WHERE tenant_id = $1::uuid AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL AND "
 	  "(expires_at IS NULL OR expires_at > now())" },
@@ -123,15 +114,15 @@ static const struct {
 	 * A role a key of tenant $2 may take, as caller $3 sees it: global,
 	 * or of a tenant on $2's path that is also in $3's subtree.
 	 */
-	[STMT_ROLE_SCOPES] = { "role_scopes",
+	[STMT_ROLE_SCOPES] = { "role_scopes", 3,
 	  "SELECT array_to_string(r.scopes, ',') FROM roles r "
 	  "WHERE r.id = $1::uuid AND (r.tenant_id IS NULL OR EXISTS "
 	  "(SELECT 1 FROM tenants t WHERE t.id = $2::uuid AND "
 	  "r.tenant_id = ANY(t.path))) AND " ROLE_VISIBLE("$3::uuid") },
-	[STMT_KEY_GET] = { "key_get",
+	[STMT_KEY_GET] = { "key_get", 2,
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE k.id = $1::uuid AND $2::uuid = ANY(t.path)" },
-	[STMT_KEY_LIST] = { "key_list",
+	[STMT_KEY_LIST] = { "key_list", 5,
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE t.path @> ARRAY[$1::uuid] "
 	  "AND ($2::uuid IS NULL OR k.tenant_id = $2::uuid) "
@@ -139,7 +130,7 @@ static const struct {
 	  "AND ($4::uuid IS NULL OR (k.created_at, k.id) > "
 	  "(SELECT created_at, id FROM api_keys WHERE id = $4::uuid)) "
 	  "ORDER BY k.created_at, k.id LIMIT $5::int" },
-	[STMT_KEY_DORMANT] = { "key_dormant",
+	[STMT_KEY_DORMANT] = { "key_dormant", 4,
 	  "SELECT " KEY_COLS KEY_FROM
 	  "WHERE t.path @> ARRAY[$1::uuid] AND k.revoked_at IS NULL "
 	  "AND k.disabled_at IS NULL AND (k.expires_at IS NULL OR "
@@ -148,7 +139,7 @@ static const struct {
 	  "AND ($3::uuid IS NULL OR (k.created_at, k.id) > "
 	  "(SELECT created_at, id FROM api_keys WHERE id = $3::uuid)) "
 	  "ORDER BY k.created_at, k.id LIMIT $4::int" },
-	[STMT_KEY_UPDATE] = { "key_update",
+	[STMT_KEY_UPDATE] = { "key_update", 12,
 	  "UPDATE api_keys k SET "
 	  "name = CASE WHEN $3::bool THEN $4 ELSE k.name END, "
 	  "scopes = CASE WHEN $5::bool THEN $6::text[] ELSE k.scopes END, "
@@ -161,13 +152,13 @@ static const struct {
 	  "updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
-	[STMT_KEY_REVOKE] = { "key_revoke",
+	[STMT_KEY_REVOKE] = { "key_revoke", 2,
 	  "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()), "
 	  "prev_key_prefix = NULL, prev_key_hash = NULL, "
 	  "prev_expires_at = NULL, updated_at = now() FROM tenants t "
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
-	[STMT_KEY_ROTATE] = { "key_rotate",
+	[STMT_KEY_ROTATE] = { "key_rotate", 6,
 	  "UPDATE api_keys k SET "
 	  "prev_key_prefix = CASE WHEN $6::int > 0 THEN k.key_prefix END, "
 	  "prev_key_hash = CASE WHEN $6::int > 0 THEN k.key_hash END, "
@@ -178,7 +169,7 @@ static const struct {
 	  "WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) AND k.revoked_at IS NULL RETURNING k.id" },
 	/* The chain recomputed in id order. */
-	[STMT_AUDIT_VERIFY] = { "audit_verify",
+	[STMT_AUDIT_VERIFY] = { "audit_verify", 0,
 	  "WITH c AS (SELECT id, prev_hash = coalesce(lag(row_hash) OVER "
 	  "(ORDER BY id), '\\x'::bytea) AS link_ok, "
 	  "row_hash = audit_row_hash(prev_hash, a) AS row_ok "
@@ -186,14 +177,14 @@ static const struct {
 	  "SELECT (SELECT count(*) FROM c), b.id, b.link_ok, b.row_ok "
 	  "FROM (SELECT 1) one LEFT JOIN (SELECT * FROM c WHERE NOT link_ok "
 	  "OR NOT row_ok ORDER BY id LIMIT 1) b ON true" },
-	[STMT_AUDIT_HEAD] = { "audit_head",
+	[STMT_AUDIT_HEAD] = { "audit_head", 0,
 	  "SELECT id, encode(row_hash, 'hex') FROM audit_log "
 	  "ORDER BY id DESC LIMIT 1" },
-	[STMT_AUDIT_ROW_HASH] = { "audit_row_hash",
+	[STMT_AUDIT_ROW_HASH] = { "audit_row_hash", 1,
 	  "SELECT encode(row_hash, 'hex') FROM audit_log "
 	  "WHERE id = $1::bigint" },
 	/* One statement: the keys and their audit rows commit together. */
-	[STMT_KEY_DISABLE_DORMANT] = { "key_disable_dormant",
+	[STMT_KEY_DISABLE_DORMANT] = { "key_disable_dormant", 1,
 	  "WITH d AS (UPDATE api_keys SET disabled_at = now(), "
 	  "updated_at = now() WHERE revoked_at IS NULL AND "
 	  "disabled_at IS NULL AND coalesce(last_used_at, created_at) < "
@@ -204,27 +195,27 @@ static const struct {
 	  "'api_key.disable', 'api_key', id::text, jsonb_build_object("
 	  "'reason', 'dormant', 'days', $1::int, 'key_prefix', key_prefix) "
 	  "FROM d RETURNING target_id" },
-	[STMT_BUILTIN_ROLE_SCOPES] = { "builtin_role_scopes",
+	[STMT_BUILTIN_ROLE_SCOPES] = { "builtin_role_scopes", 1,
 	  "SELECT array_to_string(scopes, ',') FROM roles "
 	  "WHERE name = $1 AND builtin AND tenant_id IS NULL" },
-	[STMT_TENANT_INSERT] = { "tenant_insert",
+	[STMT_TENANT_INSERT] = { "tenant_insert", 2,
 	  "INSERT INTO tenants (id, parent_id, name, path) "
 	  "SELECT g.id, p.id, $2, p.path || g.id FROM tenants p, "
 	  "(SELECT gen_random_uuid() AS id) g WHERE p.id = $1::uuid "
 	  "RETURNING id" },
-	[STMT_TENANT_GET] = { "tenant_get",
+	[STMT_TENANT_GET] = { "tenant_get", 2,
 	  "SELECT " TENANT_COLS "FROM tenants t "
 	  "WHERE t.id = $1::uuid AND $2::uuid = ANY(t.path)" },
-	[STMT_TENANT_LIST] = { "tenant_list",
+	[STMT_TENANT_LIST] = { "tenant_list", 3,
 	  "SELECT " TENANT_COLS "FROM tenants t "
 	  "WHERE t.path @> ARRAY[$1::uuid] AND ($2::uuid IS NULL OR "
 	  "(t.created_at, t.id) > (SELECT created_at, id FROM tenants "
 	  "WHERE id = $2::uuid)) ORDER BY t.created_at, t.id LIMIT $3::int" },
-	[STMT_TENANT_UPDATE] = { "tenant_update",
+	[STMT_TENANT_UPDATE] = { "tenant_update", 4,
 	  "UPDATE tenants t SET name = CASE WHEN $3::bool THEN $4 "
 	  "ELSE t.name END, updated_at = now() "
 	  "WHERE t.id = $1::uuid AND $2::uuid = ANY(t.path) RETURNING t.id" },
-	[STMT_TENANT_DEACTIVATE] = { "tenant_deactivate",
+	[STMT_TENANT_DEACTIVATE] = { "tenant_deactivate", 1,
 	  "UPDATE tenants SET active = false, updated_at = now() "
 	  "WHERE path @> ARRAY[$1::uuid] AND active RETURNING id" },
 	/*
@@ -233,7 +224,7 @@ static const struct {
 	 */
 #define EXPORT_SUB \
 	"WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]) "
-	[STMT_EXPORT_TENANTS] = { "export_tenants", EXPORT_SUB
+	[STMT_EXPORT_TENANTS] = { "export_tenants", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'id', t.id, 'parent_id', t.parent_id, 'name', t.name, "
 	  "'path', t.path, 'active', t.active, "
@@ -241,7 +232,7 @@ static const struct {
 	  "'metadata', t.metadata, 'created_at', t.created_at)::text "
 	  "FROM tenants t WHERE t.id IN (SELECT id FROM sub) "
 	  "ORDER BY cardinality(t.path), t.created_at" },
-	[STMT_EXPORT_KEYS] = { "export_keys", EXPORT_SUB
+	[STMT_EXPORT_KEYS] = { "export_keys", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, "
 	  "'env', k.env, 'key_prefix', k.key_prefix, 'last4', k.last4, "
@@ -251,20 +242,20 @@ static const struct {
 	  "'created_at', k.created_at)::text "
 	  "FROM api_keys k WHERE k.tenant_id IN (SELECT id FROM sub) "
 	  "ORDER BY k.created_at, k.id" },
-	[STMT_EXPORT_ROLES] = { "export_roles", EXPORT_SUB
+	[STMT_EXPORT_ROLES] = { "export_roles", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'id', r.id, 'tenant_id', r.tenant_id, 'name', r.name, "
 	  "'description', r.description, 'scopes', r.scopes)::text "
 	  "FROM roles r WHERE r.tenant_id IN (SELECT id FROM sub) "
 	  "ORDER BY r.created_at" },
-	[STMT_EXPORT_LLM_KEYS] = { "export_llm_keys", EXPORT_SUB
+	[STMT_EXPORT_LLM_KEYS] = { "export_llm_keys", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'tenant_id', l.tenant_id, 'provider', l.provider, "
 	  "'last_validated_at', l.last_validated_at, "
 	  "'updated_at', l.updated_at)::text "
 	  "FROM llm_keys l WHERE l.tenant_id IN (SELECT id FROM sub) "
 	  "ORDER BY l.tenant_id, l.provider" },
-	[STMT_EXPORT_USAGE] = { "export_usage", EXPORT_SUB
+	[STMT_EXPORT_USAGE] = { "export_usage", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'request_id', u.request_id, 'tenant_id', u.tenant_id, "
 	  "'api_key_id', u.api_key_id, 'provider', u.provider, "
@@ -274,7 +265,7 @@ static const struct {
 	  "'created_at', u.created_at)::text "
 	  "FROM usage u WHERE u.tenant_id IN (SELECT id FROM sub) "
 	  "ORDER BY u.id" },
-	[STMT_EXPORT_AUDIT] = { "export_audit", EXPORT_SUB
+	[STMT_EXPORT_AUDIT] = { "export_audit", 1, EXPORT_SUB
 	  "SELECT json_build_object("
 	  "'id', a.id, 'created_at', a.created_at, 'tenant_id', a.tenant_id, "
 	  "'actor_key_id', a.actor_key_id, 'actor', a.actor, "
@@ -288,7 +279,7 @@ static const struct {
 	 * in one statement so the self-referencing parent_id is checked
 	 * once the whole subtree is gone.  Audit rows stay: they hold ids.
 	 */
-	[STMT_TENANT_PURGE] = { "tenant_purge",
+	[STMT_TENANT_PURGE] = { "tenant_purge", 1,
 	  "WITH sub AS (SELECT id FROM tenants WHERE path @> ARRAY[$1::uuid]), "
 	  "u AS (DELETE FROM usage WHERE tenant_id IN (SELECT id FROM sub) "
 	  "RETURNING 1), "
@@ -310,30 +301,30 @@ static const struct {
 	  "'llm_keys', (SELECT count(*) FROM l), "
 	  "'usage', (SELECT count(*) FROM u), "
 	  "'credit_reservations', (SELECT count(*) FROM c))::text" },
-	[STMT_ROLE_INSERT] = { "role_insert",
+	[STMT_ROLE_INSERT] = { "role_insert", 4,
 	  "INSERT INTO roles (tenant_id, name, description, scopes) "
 	  "VALUES ($1::uuid, $2, $3, $4::text[]) RETURNING id" },
-	[STMT_ROLE_GET] = { "role_get",
+	[STMT_ROLE_GET] = { "role_get", 2,
 	  "SELECT " ROLE_COLS ", " ROLE_MINE("$2::uuid") "FROM roles r "
 	  "WHERE r.id = $1::uuid AND " ROLE_VISIBLE("$2::uuid") },
-	[STMT_ROLE_LIST] = { "role_list",
+	[STMT_ROLE_LIST] = { "role_list", 3,
 	  "SELECT " ROLE_COLS ", " ROLE_MINE("$1::uuid") "FROM roles r "
 	  "WHERE " ROLE_VISIBLE("$1::uuid")
 	  "AND ($2::uuid IS NULL OR (r.created_at, r.id) > "
 	  "(SELECT created_at, id FROM roles WHERE id = $2::uuid)) "
 	  "ORDER BY r.created_at, r.id LIMIT $3::int" },
-	[STMT_ROLE_UPDATE] = { "role_update",
+	[STMT_ROLE_UPDATE] = { "role_update", 8,
 	  "UPDATE roles r SET name = CASE WHEN $3::bool THEN $4 "
 	  "ELSE r.name END, description = CASE WHEN $5::bool THEN $6 "
 	  "ELSE r.description END, scopes = CASE WHEN $7::bool THEN "
 	  "$8::text[] ELSE r.scopes END, updated_at = now() "
 	  "WHERE r.id = $1::uuid AND " ROLE_MINE("$2::uuid") "RETURNING r.id" },
-	[STMT_ROLE_DELETE] = { "role_delete",
+	[STMT_ROLE_DELETE] = { "role_delete", 2,
 	  "DELETE FROM roles r WHERE r.id = $1::uuid AND " ROLE_MINE("$2::uuid")
 	  "RETURNING r.id" },
-	[STMT_ROLE_ASSIGNED] = { "role_assigned",
+	[STMT_ROLE_ASSIGNED] = { "role_assigned", 1,
 	  "SELECT count(*) FROM api_keys WHERE role_id = $1::uuid" },
-	[STMT_KEY_SET_ROLE] = { "key_set_role",
+	[STMT_KEY_SET_ROLE] = { "key_set_role", 3,
 	  "UPDATE api_keys k SET role_id = $3::uuid, updated_at = now() "
 	  "FROM tenants t WHERE k.id = $1::uuid AND t.id = k.tenant_id AND "
 	  "$2::uuid = ANY(t.path) RETURNING k.id" },
@@ -348,7 +339,7 @@ static const struct {
  * parent): an
 	 * ancestor's key ids and addresses are not a descendant's to see.
 	 */
-	[STMT_AUDIT_LIST] = { "audit_list",
+	[STMT_AUDIT_LIST] = { "audit_list", 8,
 	  "SELECT a.id, " TS("a.created_at") ", coalesce(a.tenant_id::text, "
 	  "''), CASE WHEN v.shown THEN coalesce(a.actor_key_id::text, '') "
 	  "ELSE '' END, CASE WHEN v.shown THEN a.actor END, a.action, "
@@ -366,28 +357,28 @@ static const struct {
 	  "AND ($6::timestamptz IS NULL OR a.created_at < $6::timestamptz) "
 	  "AND ($7::bigint IS NULL OR a.id < $7::bigint) "
 	  "ORDER BY a.id DESC LIMIT $8::int" },
-	[STMT_LLM_KEY_UPSERT] = { "llm_key_upsert",
+	[STMT_LLM_KEY_UPSERT] = { "llm_key_upsert", 5,
 	  "INSERT INTO llm_keys (tenant_id, provider, ciphertext, "
 	  "master_key_id, last_validated_at) VALUES ($1::uuid, $2, $3, $4, "
 	  "CASE WHEN $5::bool THEN now() END) ON CONFLICT (tenant_id, "
 	  "provider) DO UPDATE SET ciphertext = EXCLUDED.ciphertext, "
 	  "master_key_id = EXCLUDED.master_key_id, last_validated_at = "
 	  "EXCLUDED.last_validated_at, updated_at = now()" },
-	[STMT_LLM_KEY_STATUS] = { "llm_key_status",
+	[STMT_LLM_KEY_STATUS] = { "llm_key_status", 1,
 	  "SELECT provider, coalesce(" TS("last_validated_at") ", '') "
 	  "FROM llm_keys WHERE tenant_id = $1::uuid" },
-	[STMT_LLM_KEY_DELETE] = { "llm_key_delete",
+	[STMT_LLM_KEY_DELETE] = { "llm_key_delete", 2,
 	  "DELETE FROM llm_keys WHERE tenant_id = $1::uuid AND "
 	  "($2::text IS NULL OR provider = $2) RETURNING provider" },
-	[STMT_LLM_KEY_ALL] = { "llm_key_all",
+	[STMT_LLM_KEY_ALL] = { "llm_key_all", 0,
 	  "SELECT tenant_id, provider, ciphertext, master_key_id "
 	  "FROM llm_keys ORDER BY tenant_id, provider FOR UPDATE" },
-	[STMT_LLM_KEY_REWRITE] = { "llm_key_rewrite",
+	[STMT_LLM_KEY_REWRITE] = { "llm_key_rewrite", 4,
 	  "UPDATE llm_keys AS l SET ciphertext = u.ct, master_key_id = $4, "
 	  "updated_at = now() FROM unnest($1::uuid[], $2::text[], "
 	  "$3::text[]) AS u(tenant, provider, ct) "
 	  "WHERE l.tenant_id = u.tenant AND l.provider = u.provider" },
-	[STMT_LLM_KEY_GET] = { "llm_key_get",
+	[STMT_LLM_KEY_GET] = { "llm_key_get", 2,
 	  "SELECT ciphertext, master_key_id FROM llm_keys "
 	  "WHERE tenant_id = $1::uuid AND provider = $2" },
 	/*
@@ -395,24 +386,24 @@ static const struct {
 	 * worker of every host on the same counter, and a request over the
 	 * limit changes nothing.
 	 */
-	[STMT_RATE_TAKE] = { "rate_take",
+	[STMT_RATE_TAKE] = { "rate_take", 4,
 	  "INSERT INTO rate_counters AS r (subject, window_start, count, "
 	  "granted) VALUES ($1, $2::bigint, least($4::int, $3::int), "
 	  "least($4::int, $3::int)) ON CONFLICT (subject, window_start) "
 	  "DO UPDATE SET count = r.count + least($4::int, $3::int - r.count), "
 	  "granted = least($4::int, $3::int - r.count) "
 	  "WHERE r.count < $3::int RETURNING count, granted" },
-	[STMT_RATE_GIVE_BACK] = { "rate_give_back",
+	[STMT_RATE_GIVE_BACK] = { "rate_give_back", 3,
 	  "UPDATE rate_counters SET count = count - $3::int "
 	  "WHERE subject = $1 AND window_start = $2::bigint AND "
 	  "count >= $3::int" },
-	[STMT_RATE_PEEK] = { "rate_peek",
+	[STMT_RATE_PEEK] = { "rate_peek", 2,
 	  "SELECT coalesce((SELECT count FROM rate_counters WHERE "
 	  "subject = $1 AND window_start = $2::bigint), 0)" },
-	[STMT_RATE_PRUNE] = { "rate_prune",
+	[STMT_RATE_PRUNE] = { "rate_prune", 1,
 	  "DELETE FROM rate_counters WHERE window_start < $1::bigint" },
 	/* Patterns are operator data: only '*' is a wildcard in them. */
-	[STMT_PRICE_FOR] = { "price_for",
+	[STMT_PRICE_FOR] = { "price_for", 1,
 	  "SELECT input_per_mtok, output_per_mtok, pattern FROM prices "
 	  "WHERE $1 LIKE "
 	  "replace(replace(replace(replace(pattern, '\\', '\\\\'), '%', "
@@ -424,7 +415,7 @@ static const struct {
 	 * more than the balance.  A statement of its own, so the lock lasts
 	 * one round trip and the commit.
 	 */
-	[STMT_CREDITS_RESERVE] = { "credits_reserve",
+	[STMT_CREDITS_RESERVE] = { "credits_reserve", 7,
 	  "WITH t AS (UPDATE tenants SET credits_reserved = credits_reserved "
 	  "+ $4::bigint WHERE id = $1::uuid AND credits_balance - "
 	  "credits_reserved >= $4::bigint RETURNING id), "
@@ -440,7 +431,7 @@ static const struct {
 	 * A lease: up to want (at least need) of the free balance held for
 	 * this host as one reservation, owned by the master.
 	 */
-	[STMT_LEASE_NEW] = { "lease_new",
+	[STMT_LEASE_NEW] = { "lease_new", 6,
 	  "WITH a AS (SELECT id, least($3::bigint, credits_balance - "
 	  "credits_reserved) AS n FROM tenants WHERE id = $1::uuid AND "
 	  "credits_balance - credits_reserved >= $2::bigint FOR UPDATE), "
@@ -455,7 +446,7 @@ static const struct {
 	  "r.id, 'lease' FROM r) "
 	  "SELECT id::text, amount FROM r", true },
 	/* The lease's row is locked first: one the sweep let go stays gone. */
-	[STMT_LEASE_GROW] = { "lease_grow",
+	[STMT_LEASE_GROW] = { "lease_grow", 5,
 	  "WITH c AS (SELECT id FROM credit_reservations WHERE id = $1::uuid "
 	  "FOR UPDATE), "
 	  "a AS (SELECT id, least($4::bigint, credits_balance - "
@@ -472,7 +463,7 @@ static const struct {
 	  "reservation_id, request_id) SELECT $2::uuid, 'hold', r.n, r.id, "
 	  "'lease' FROM r WHERE r.n > 0) "
 	  "SELECT (SELECT n FROM r), EXISTS (SELECT 1 FROM c)", true },
-	[STMT_LEASE_RENEW] = { "lease_renew",
+	[STMT_LEASE_RENEW] = { "lease_renew", 2,
 	  "UPDATE credit_reservations SET deadline = now() + "
 	  "make_interval(secs => $2::int) WHERE id = ANY($1::uuid[]) "
 	  "RETURNING id::text" },
@@ -483,7 +474,7 @@ static const struct {
 	 * committed before its writer died) is not written or charged again;
 	 * a call on a lease the database no longer has is charged nothing.
 	 */
-	[STMT_LEASE_WRITE] = { "lease_write",
+	[STMT_LEASE_WRITE] = { "lease_write", 14,
 	  "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
 	  "$4::text[], $5::text[], $6::text[], $7::int[], $8::int[], "
 	  "$9::bigint[], $10::numeric[], $11::text[], $12::uuid[], "
@@ -517,7 +508,7 @@ static const struct {
 	  "lease_id, 'lease' FROM s) "
 	  "SELECT count(*) FROM u" },
 	/* Every tenant whose credits break an invariant, and how. */
-	[STMT_LEDGER_CHECK] = { "ledger_check",
+	[STMT_LEDGER_CHECK] = { "ledger_check", 0,
 	  "WITH h AS (SELECT tenant_id, sum(amount) AS held, "
 	  "count(*) FILTER (WHERE deadline < now()) AS late "
 	  "FROM credit_reservations GROUP BY tenant_id) "
@@ -547,15 +538,15 @@ static const struct {
 	  "t.credits_balance <> coalesce(l.amount, 0) OR "
 	  "t.credits_reserved <> coalesce(l.held, 0) ORDER BY t.id" },
 	/* Holds a dead process of this host, or their deadline, left. */
-	[STMT_CREDITS_STALE] = { "credits_stale",
+	[STMT_CREDITS_STALE] = { "credits_stale", 1,
 	  "SELECT id::text, owner_pid, deadline < now() FROM "
 	  "credit_reservations WHERE owner_host = $1 OR deadline < now() "
 	  "LIMIT 1000" },
-	[STMT_CREDITS_AVAILABLE] = { "credits_available",
+	[STMT_CREDITS_AVAILABLE] = { "credits_available", 1,
 	  "SELECT credits_balance - credits_reserved FROM tenants "
 	  "WHERE id = $1::uuid" },
 	/* $2 says why: 'release', or 'expiry' (see credits_release_stale()). */
-	[STMT_CREDITS_RELEASE] = { "credits_release",
+	[STMT_CREDITS_RELEASE] = { "credits_release", 2,
 	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
 	  "RETURNING tenant_id, amount, request_id), "
 	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
@@ -570,7 +561,7 @@ static const struct {
 	 * usage row is written by the same statement: exactly one, charged
 	 * 0 when the reservation was already gone.
 	 */
-	[STMT_CREDITS_SETTLE] = { "credits_settle",
+	[STMT_CREDITS_SETTLE] = { "credits_settle", 12,
 	  "WITH r AS (DELETE FROM credit_reservations WHERE id = $1::uuid "
 	  "RETURNING tenant_id, amount), c AS (SELECT t.id, r.amount, "
 	  "least($2::bigint, greatest(t.credits_balance - "
@@ -591,10 +582,10 @@ static const struct {
 	  "$2::bigint - coalesce((SELECT charged FROM s), 0) "
 	  "RETURNING credits_charged", true },
 	/* What a settlement that may have been lost with its connection did. */
-	[STMT_CREDITS_SETTLED] = { "credits_settled",
+	[STMT_CREDITS_SETTLED] = { "credits_settled", 1,
 	  "SELECT credits_charged FROM usage WHERE reservation_id = $1::uuid" },
 	/* $3 is 'mint' or 'transfer_in', $4 the giver, $5 the request. */
-	[STMT_CREDITS_ADD] = { "credits_add",
+	[STMT_CREDITS_ADD] = { "credits_add", 5,
 	  "WITH t AS (UPDATE tenants SET credits_balance = credits_balance + "
 	  "$2::bigint, updated_at = now() WHERE id = $1::uuid "
 	  "RETURNING id, credits_balance), "
@@ -605,7 +596,7 @@ static const struct {
 	 * What is held stays: only the free part of a balance moves.  $3 is
 	 * the receiver, $4 the request.
 	 */
-	[STMT_CREDITS_DEBIT] = { "credits_debit",
+	[STMT_CREDITS_DEBIT] = { "credits_debit", 4,
 	  "WITH t AS (UPDATE tenants SET credits_balance = credits_balance - "
 	  "$2::bigint, updated_at = now() WHERE id = $1::uuid AND "
 	  "credits_balance - credits_reserved >= $2::bigint "
@@ -613,36 +604,36 @@ static const struct {
 	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, "
 	  "counterpart, request_id) SELECT t.id, 'transfer_out', -$2::bigint, "
 	  "$3::uuid, $4 FROM t) SELECT credits_balance FROM t" },
-	[STMT_ACCOUNT] = { "account",
+	[STMT_ACCOUNT] = { "account", 1,
 	  "SELECT t.credits_balance, t.credits_reserved, "
 	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND "
 	  "k.revoked_at IS NULL AND k.disabled_at IS NULL AND "
 	  "(k.expires_at IS NULL OR k.expires_at > now())), "
 	  "(SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id) "
 	  "FROM tenants t WHERE t.id = $1::uuid" },
-	[STMT_PRICE_LIST] = { "price_list",
+	[STMT_PRICE_LIST] = { "price_list", 0,
 	  "SELECT pattern, input_per_mtok, output_per_mtok FROM prices "
 	  "ORDER BY pattern" },
-	[STMT_PRICE_SET] = { "price_set",
+	[STMT_PRICE_SET] = { "price_set", 3,
 	  "INSERT INTO prices (pattern, input_per_mtok, output_per_mtok) "
 	  "VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT (pattern) DO "
 	  "UPDATE SET input_per_mtok = EXCLUDED.input_per_mtok, "
 	  "output_per_mtok = EXCLUDED.output_per_mtok, updated_at = now()" },
-	[STMT_OPENROUTER_MODEL_GET] = { "openrouter_model_get",
+	[STMT_OPENROUTER_MODEL_GET] = { "openrouter_model_get", 1,
 	  "SELECT openrouter_id FROM openrouter_models WHERE model = $1" },
-	[STMT_OPENROUTER_MODEL_LIST] = { "openrouter_model_list",
+	[STMT_OPENROUTER_MODEL_LIST] = { "openrouter_model_list", 0,
 	  "SELECT model, openrouter_id FROM openrouter_models ORDER BY model" },
-	[STMT_OPENROUTER_MODEL_SET] = { "openrouter_model_set",
+	[STMT_OPENROUTER_MODEL_SET] = { "openrouter_model_set", 2,
 	  "INSERT INTO openrouter_models (model, openrouter_id) VALUES ($1, $2) "
 	  "ON CONFLICT (model) DO UPDATE SET openrouter_id = "
 	  "EXCLUDED.openrouter_id, updated_at = now()" },
-	[STMT_MODEL_IDS] = { "model_ids",
+	[STMT_MODEL_IDS] = { "model_ids", 0,
 	  "SELECT DISTINCT ON (model) model, created FROM ("
 	  "SELECT model, extract(epoch FROM created_at)::bigint AS created "
 	  "FROM openrouter_models UNION ALL "
 	  "SELECT pattern, extract(epoch FROM updated_at)::bigint FROM prices "
 	  "WHERE strpos(pattern, '*') = 0) m ORDER BY model, created" },
-	[STMT_USAGE_LIST] = { "usage_list",
+	[STMT_USAGE_LIST] = { "usage_list", 5,
 	  "SELECT id, request_id, coalesce(api_key_id::text, ''), provider, "
 	  "model, key_source, prompt_tokens, completion_tokens, "
 	  "credits_charged, status, " TS("created_at") " FROM usage "
@@ -651,21 +642,21 @@ static const struct {
 	  "AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz) "
 	  "AND ($4::bigint IS NULL OR id < $4::bigint) "
 	  "ORDER BY id DESC LIMIT $5::int" },
-	[STMT_USAGE_TOTALS] = { "usage_totals",
+	[STMT_USAGE_TOTALS] = { "usage_totals", 3,
 	  "SELECT count(*), coalesce(sum(prompt_tokens), 0), "
 	  "coalesce(sum(completion_tokens), 0), "
 	  "coalesce(sum(credits_charged), 0) FROM usage "
 	  "WHERE tenant_id = $1::uuid "
 	  "AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) "
 	  "AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz)" },
-	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active",
+	[STMT_DEV_KEY_ACTIVE] = { "dev_key_active", 1,
 	  "SELECT 1 FROM api_keys WHERE key_prefix = $1 AND "
 	  "revoked_at IS NULL AND disabled_at IS NULL" },
-	[STMT_DEV_KEY_CLEAR] = { "dev_key_clear",
+	[STMT_DEV_KEY_CLEAR] = { "dev_key_clear", 2,
 	  "DELETE FROM api_keys WHERE (id = $1::uuid OR key_prefix = $2) "
 	  "AND (revoked_at IS NOT NULL OR disabled_at IS NOT NULL OR "
 	  "expires_at <= now())" },
-	[STMT_DEV_KEY_INSERT] = { "dev_key_insert",
+	[STMT_DEV_KEY_INSERT] = { "dev_key_insert", 5,
 	  "INSERT INTO api_keys (id, tenant_id, name, env, key_prefix, "
 	  "key_hash, last4, scopes) VALUES ($1::uuid, $2::uuid, "
 	  "'development key', 'dev', $3, decode($4, 'hex'), $5, '{*}') "
@@ -1357,4 +1348,22 @@ db_schema_version(struct db *db, int *version)
 		note_failure(db, res);
 	PQclear(res);
 	return rc;
+}
+
+const char *
+db_stmt_name(enum stmt s)
+{
+	return stmts[s].name;
+}
+
+const char *
+db_stmt_sql(enum stmt s)
+{
+	return stmts[s].sql;
+}
+
+int
+db_stmt_nparams(enum stmt s)
+{
+	return stmts[s].nparams;
 }

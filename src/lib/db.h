@@ -11,6 +11,65 @@
 /* The highest migration in sql/ this build expects to find applied. */
 #define DB_SCHEMA_VERSION 11
 
+/* A timestamp column as ISO 8601 in UTC. */
+#define DB_TS(c) "to_char(" c " AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+/*
+ * The columns of the rows the API shows, each list written once: db.c's
+ * statements select them in this order (DB_COLS_SQL) and core/ numbers
+ * them from the same list (DB_COLS_ENUM), so the two cannot drift apart.
+ * X(name, sql): each column's SQL carries what separates it from the next.
+ */
+#define DB_COLS_SQL(name, sql)	sql
+#define DB_COLS_ENUM(name, sql)	name,
+
+/* A key (enum key_col, core/keys.h); rows of KEY_FROM in db.c. */
+#define DB_KEY_COLUMNS(X) \
+	X(KC_ID, "k.id, ") \
+	X(KC_TENANT, "k.tenant_id, ") \
+	X(KC_NAME, "k.name, ") \
+	X(KC_ENV, "k.env, ") \
+	X(KC_PREFIX, "k.key_prefix, ") \
+	X(KC_LAST4, "k.last4, ") \
+	X(KC_SCOPES, "array_to_string(k.scopes, ','), ") \
+	X(KC_ROLE, "coalesce(k.role_id::text, ''), ") \
+	X(KC_EXPIRES, DB_TS("k.expires_at") ", ") \
+	X(KC_REVOKED, DB_TS("k.revoked_at") ", ") \
+	X(KC_DISABLED, DB_TS("k.disabled_at") ", ") \
+	X(KC_RL_MAX, "coalesce(k.rate_limit_max::text, ''), ") \
+	X(KC_RL_WINDOW, "coalesce(k.rate_limit_window::text, ''), ") \
+	X(KC_LAST_USED, DB_TS("k.last_used_at") ", ") \
+	X(KC_CREATED, DB_TS("k.created_at") ", ") \
+	X(KC_UPDATED, DB_TS("k.updated_at") ", ") \
+	X(KC_EFFECTIVE, "array_to_string(coalesce(r.scopes, k.scopes), ',') ")
+
+/* A tenant (enum tenant_col, core/tenants.h), of tenants t. */
+#define DB_TENANT_COLUMNS(X) \
+	X(TC_ID, "t.id, ") \
+	X(TC_PARENT, "coalesce(t.parent_id::text, ''), ") \
+	X(TC_NAME, "t.name, ") \
+	X(TC_PATH, "array_to_string(t.path, ','), ") \
+	X(TC_ACTIVE, "t.active, ") \
+	X(TC_BALANCE, "t.credits_balance, ") \
+	X(TC_RESERVED, "t.credits_reserved, ") \
+	X(TC_CREATED, DB_TS("t.created_at") ", ") \
+	X(TC_UPDATED, DB_TS("t.updated_at") " ")
+
+/*
+ * A role (enum role_col, core/tenants.h), of roles r; the statements that
+ * read one add whether the caller may change it.
+ */
+#define DB_ROLE_COLUMNS(X) \
+	X(RC_ID, "r.id, ") \
+	X(RC_TENANT, "coalesce(r.tenant_id::text, ''), ") \
+	X(RC_NAME, "r.name, ") \
+	X(RC_DESCRIPTION, "r.description, ") \
+	X(RC_SCOPES, "array_to_string(r.scopes, ','), ") \
+	X(RC_BUILTIN, "r.builtin, ") \
+	X(RC_CREATED, DB_TS("r.created_at") ", ") \
+	X(RC_UPDATED, DB_TS("r.updated_at") " ")
+
 enum stmt {
 	STMT_SCHEMA_VERSION,	/* () -> max(version) */
 	STMT_MIGRATION_APPLIED,	/* (version) -> 1 row when applied */
@@ -269,5 +328,13 @@ int		 db_schema_version(struct db *, int *version)
 		    __attribute__((warn_unused_result));
 
 extern const char *const db_status_names[DB_STATUS__MAX];
+
+/*
+ * The statement table as it is written, for the tests that check it: the
+ * name, the SQL text and the number of parameters it says it takes.
+ */
+const char	*db_stmt_name(enum stmt);
+const char	*db_stmt_sql(enum stmt);
+int		 db_stmt_nparams(enum stmt);
 
 #endif

@@ -1,10 +1,11 @@
 /*
- * Unit tests for src/core/tenants.c, its part that needs no database row:
- * the comma-separated lists PostgreSQL hands back (a tenant's path, a
- * role's scopes) as JSON arrays.
+ * Unit tests for src/api/common.c, its part that needs no request: the
+ * comma-separated lists PostgreSQL hands back (a tenant's path, a role's
+ * scopes) rendered as JSON arrays.
  */
 #include "../unit.h"
 
+#include "api/api.h"
 #include "core/tenants.h"
 
 static void
@@ -29,7 +30,7 @@ test_csv_as_an_array(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		a = csv_json_array(cases[i].csv);
+		a = api_csv_array(cases[i].csv);
 		assert_json(a, cases[i].want);
 		json_object_put(a);
 	}
