@@ -149,8 +149,8 @@ api_tenants_credits(struct request *req)
 		api_db_failed(req);
 		return;
 	}
-	switch (ledger_give(app(w)->db, from, req->param, micro, req->request_id,
-	    &balance)) {
+	switch (ledger_give(app(w)->db, from, req->param, micro,
+	    req->request_id, &balance)) {
 	case LEDGER_OK:
 		break;
 	case LEDGER_SHORT:

@@ -605,8 +605,9 @@ api_keys_dormant(struct request *req)
 		    "from 1 to 36500.");
 		return;
 	}
-	respond_page(req, key_dormant(app(req->w)->db, req->principal->tenant_id,
-	    d, cursor[0] ? cursor : NULL, limit + 1), limit);
+	respond_page(req, key_dormant(app(req->w)->db,
+	    req->principal->tenant_id, d, cursor[0] ? cursor : NULL, limit + 1),
+	    limit);
 }
 
 void

@@ -133,8 +133,8 @@ api_keys_verify(struct request *req)
 		http_respond_json(req, 200, o);
 		return;
 	}
-	if (rl_take(app(req->w)->db, app(req->w)->limits, target.key_id, max, window,
-	    &rl) != RL_OK) {
+	if (rl_take(app(req->w)->db, app(req->w)->limits, target.key_id, max,
+	    window, &rl) != RL_OK) {
 		api_db_failed(req);
 		return;
 	}

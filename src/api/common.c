@@ -147,7 +147,8 @@ api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 	*answered = false;
 	if (!uuid_valid(tenant))
 		return false;
-	switch (tenant_within(app(req->w)->db, tenant, req->principal->tenant_id)) {
+	switch (tenant_within(app(req->w)->db, tenant,
+	    req->principal->tenant_id)) {
 	case TENANT_OK:
 		return true;
 	case TENANT_NOT_FOUND:
@@ -427,8 +428,9 @@ api_gateway_key(struct request *req, const char *model,
 
 	for (i = 0; i < PROVIDER__MAX; i++)
 		sent[i] = request_param(req, providers[i]->inline_param);
-	switch (gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys, api_gateway_settings(w),
-	    req->principal->tenant_id, model, sent, true, out)) {
+	switch (gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys,
+	    api_gateway_settings(w), req->principal->tenant_id, model, sent,
+	    true, out)) {
 	case RESOLVE_OK:
 		return 0;
 	case RESOLVE_UNROUTED:

@@ -89,9 +89,9 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 			break;
 		}
 		if (lease[0] != '\0') {
-			switch (credits_lease_grow(app(w)->db, lease, tenant, need,
-			    need + amount * LEASE_CALLS, lease_ttl(w->cfg, ttl),
-			    &got, &gone, &avail)) {
+			switch (credits_lease_grow(app(w)->db, lease, tenant,
+			    need, need + amount * LEASE_CALLS,
+			    lease_ttl(w->cfg, ttl), &got, &gone, &avail)) {
 			case CREDITS_OK:
 				(void)lease_grown(s, tenant, lease, false, got,
 				    now + lease_ttl(w->cfg, ttl) - LEASE_MARGIN,
@@ -109,9 +109,9 @@ leases_hold(struct worker *w, const char *tenant, long long amount,
 				return LEASES_DB;
 			}
 		}
-		switch (credits_lease_new(app(w)->db, tenant, need, need + amount *
-		    LEASE_CALLS, owner, lease_ttl(w->cfg, ttl), id, &got,
-		    &avail)) {
+		switch (credits_lease_new(app(w)->db, tenant, need, need +
+		    amount * LEASE_CALLS, owner, lease_ttl(w->cfg, ttl), id,
+		    &got, &avail)) {
 		case CREDITS_OK:
 			if (lease_grown(s, tenant, id, true, got, now +
 			    lease_ttl(w->cfg, ttl) - LEASE_MARGIN, now) == 0)
@@ -258,7 +258,8 @@ hold_drop(struct worker *w, struct hold *h)
 {
 	if (h->lease >= 0)
 		leases_drop(w, h->lease);
-	else if (h->resv[0] != '\0' && credits_release(app(w)->db, h->resv) == -1)
+	else if (h->resv[0] != '\0' &&
+	    credits_release(app(w)->db, h->resv) == -1)
 		log_error("PostgreSQL: releasing reservation %s: %s", h->resv,
 		    db_errmsg(app(w)->db));
 	hold_init(h);

@@ -110,8 +110,8 @@ store_sealed(struct request *req, const char *const keys[PROVIDER__MAX],
 			continue;
 		json_object_array_add(list,
 		    json_object_new_string(providers[i]->name));
-		if (vault_store(app(w)->db, app(w)->vault, req->principal->tenant_id,
-		    providers[i]->name, sealed[i].data,
+		if (vault_store(app(w)->db, app(w)->vault,
+		    req->principal->tenant_id, providers[i]->name, sealed[i].data,
 		    w->cfg->validate_llm_keys) == -1) {
 			json_object_put(list);
 			return NULL;
@@ -301,8 +301,8 @@ api_maintenance_reencrypt(struct request *req)
 		vault_db_failed(req);
 		return;
 	}
-	if ((n = vault_reencrypt_all(app(w)->db, app(w)->vault, err, sizeof(err))) <
-	    0) {
+	if ((n = vault_reencrypt_all(app(w)->db, app(w)->vault, err,
+	    sizeof(err))) < 0) {
 		db_rollback(app(w)->db);
 		if (db_status(app(w)->db) != DB_OK)
 			vault_db_failed(req);

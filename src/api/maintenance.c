@@ -57,7 +57,8 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
 		return;
 	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
 	p[0] = days;
-	if ((res = db_query(app(w)->db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL) {
+	if ((res = db_query(app(w)->db, STMT_KEY_DISABLE_DORMANT, 1, p)) ==
+	    NULL) {
 		log_warn("PostgreSQL: disabling dormant keys: %s",
 		    db_errmsg(app(w)->db));
 		return;

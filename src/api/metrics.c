@@ -325,7 +325,8 @@ metrics_sync(struct worker *w)
 	keycache_counts(app(w)->keys, &hits, &misses);
 	reconnects = db_reconnects(app(w)->db);
 	if (hits != seen->hits)
-		add(app(w)->metrics, M_CACHE_HITS, 0, (int64_t)(hits - seen->hits));
+		add(app(w)->metrics, M_CACHE_HITS, 0,
+		    (int64_t)(hits - seen->hits));
 	if (misses != seen->misses)
 		add(app(w)->metrics, M_CACHE_MISSES, 0,
 		    (int64_t)(misses - seen->misses));

@@ -51,7 +51,8 @@ limit(struct worker *w, struct request *req, const struct principal *p,
 
 	if (!w->cfg->rate_limiting)
 		return true;
-	if (rl_take(app(w)->db, app(w)->limits, subject, max, window, &rl) != RL_OK) {
+	if (rl_take(app(w)->db, app(w)->limits, subject, max, window, &rl) !=
+	    RL_OK) {
 		if (db_status(app(w)->db) == DB_UNAVAILABLE)
 			v->err = ERR_DATABASE_UNAVAILABLE;
 		else

@@ -58,8 +58,9 @@ entry(struct request *req, const char *const sent[PROVIDER__MAX],
 
 	*out = NULL;
 	/* Nothing is opened: k holds no secret, and needs no freeing. */
-	r = gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys, api_gateway_settings(w),
-	    req->principal->tenant_id, id, sent, false, &k);
+	r = gateway_resolve(app(w)->db, app(w)->vault, app(w)->keys,
+	    api_gateway_settings(w), req->principal->tenant_id, id, sent, false,
+	    &k);
 	if (r == RESOLVE_DB)
 		return -1;
 	if (r != RESOLVE_OK)

@@ -402,8 +402,8 @@ set_role(struct request *req, const char *role)
 		return;
 	}
 	/* The key's tenant decides which roles it may take. */
-	if ((res = key_get(app(w)->db, req->param, req->principal->tenant_id)) ==
-	    NULL) {
+	if ((res = key_get(app(w)->db, req->param,
+	    req->principal->tenant_id)) == NULL) {
 		api_db_failed(req);
 		return;
 	}

@@ -328,8 +328,8 @@ api_tenants_export(struct request *req)
 	    sizeof(export_parts[0]); i++) {
 		ep.rows = 0;
 		if (buf_printf(&ep.out, ",\"%s\":[", export_parts[i].name) ==
-		    -1 || (rc = db_each_row(app(w)->db, export_parts[i].stmt, 1, p,
-		    export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
+		    -1 || (rc = db_each_row(app(w)->db, export_parts[i].stmt, 1,
+		    p, export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
 			rc = rc != 0 ? rc : -1;
 	}
 	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
