@@ -115,6 +115,55 @@ buf_json_escape(struct buf *b, const char *s, size_t n)
 	return buf_append(b, s + start, n - start);
 }
 
+/*
+ * The length of the UTF-8 sequence that starts p (at most n bytes), or 0
+ * when none does: a stray continuation byte, an overlong form, a
+ * surrogate, beyond U+10FFFF, or cut short.
+ */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	size_t	 len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+		return 0;
+	return len;
+}
+
+int
+buf_json_escape_text(struct buf *b, const char *s, size_t n)
+{
+	size_t	 i = 0, run = 0, k;
+
+	while (i < n) {
+		if ((k = utf8_len((const unsigned char *)s + i, n - i)) > 0) {
+			i += k;
+			continue;
+		}
+		if (buf_json_escape(b, s + run, i - run) == -1 ||
+		    buf_puts(b, "\\ufffd") == -1)
+			return -1;
+		run = ++i;
+	}
+	return buf_json_escape(b, s + run, n - run);
+}
+
 void
 buf_reset(struct buf *b)
 {

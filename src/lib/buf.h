@@ -30,6 +30,13 @@ int	buf_vprintf(struct buf *, const char *, va_list)
 /* Appends s as the body of a JSON string (escaped, without quotes). */
 int	buf_json_escape(struct buf *, const char *, size_t)
 	    __attribute__((warn_unused_result));
+/*
+ * The same for text that must come out as UTF-8 whatever came in (a
+ * client's path in the access log): each byte that starts no valid
+ * sequence becomes \ufffd.
+ */
+int	buf_json_escape_text(struct buf *, const char *, size_t)
+	    __attribute__((warn_unused_result));
 /* Forgets the contents but keeps the allocation for reuse. */
 void	buf_reset(struct buf *);
 /* Releases the memory; the buffer is empty and reusable afterwards. */

@@ -90,7 +90,8 @@ log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 		    "\"pid\":%ld,\"msg\":\"", ts, log_level_names[lvl],
 		    (long)getpid());
 	if (rc == 0)
-		rc = buf_json_escape(&line, msg.data ? msg.data : "", msg.len);
+		rc = buf_json_escape_text(&line, msg.data ? msg.data : "",
+		    msg.len);
 	if (rc == 0)
 		rc = buf_puts(&line, "\"}\n");
 	if (rc == 0)
@@ -115,7 +116,7 @@ put_str(struct buf *b, const char *name, const char *v)
 	if (v == NULL)
 		return buf_printf(b, ",\"%s\":null", name);
 	if (buf_printf(b, ",\"%s\":\"", name) == -1 ||
-	    buf_json_escape(b, v, strlen(v)) == -1)
+	    buf_json_escape_text(b, v, strlen(v)) == -1)
 		return -1;
 	return buf_puts(b, "\"");
 }

@@ -70,7 +70,39 @@ test_json_escape(void **state)
 	buf_free(&b);
 }
 
+/* Text that is not UTF-8 comes out as UTF-8: U+FFFD for each bad byte. */
+static void
+test_json_escape_text(void **state)
+{
+	static const struct {
+		const char	*in;
+		const char	*out;
+	} cases[] = {
+		{ "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", NULL },
+		{ "\xff", "\\ufffd" },
+		{ "a\x80" "b", "a\\ufffdb" },
+		{ "\xc3", "\\ufffd" },			/* cut short */
+		{ "\xc0\xaf", "\\ufffd\\ufffd" },	/* overlong */
+		{ "\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd" }, /* a surrogate */
+		{ "\xf4\x90\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd" },
+		{ "\"\xfe\n", "\\\"\\ufffd\\n" },
+	};
+	struct buf	 b = { 0 };
+	size_t		 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		buf_reset(&b);
+		assert_int_equal(buf_json_escape_text(&b, cases[i].in,
+		    strlen(cases[i].in)), 0);
+		assert_string_equal(b.data, cases[i].out != NULL ?
+		    cases[i].out : cases[i].in);
+	}
+	buf_free(&b);
+}
+
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_append_keeps_a_terminated_string),
     cmocka_unit_test(test_printf),
-    cmocka_unit_test(test_json_escape))
+    cmocka_unit_test(test_json_escape),
+    cmocka_unit_test(test_json_escape_text))

@@ -143,17 +143,14 @@ test_access_line(void **state)
 }
 
 /*
- * Bytes that are not UTF-8 go into the line as they are: such a line is
- * not JSON to a strict reader.  A path is the client's, so an access line
- * can be made so.  Known defect, harmless to keygate (no quote, control
- * byte or newline gets through unescaped, so no field or line is forged):
- * today's bytes are expected here; \ufffd in their place would be right.
+ * Bytes that are not UTF-8 (a client's path can hold any) become U+FFFD:
+ * every line stays JSON to a strict reader; valid UTF-8 stays as it is.
  */
 static void
 test_bytes_that_are_not_utf8(void **state)
 {
 	struct log_request r = {
-		.request_id = "r", .method = "GET", .path = "/\xff\xfe",
+		.request_id = "r", .method = "GET", .path = "/\xff\xfe\xc3\xa9",
 		.status = 404, .latency_ms = 1, .key_id = NULL,
 	};
 	char		 path[4096], *line;
@@ -161,10 +158,15 @@ test_bytes_that_are_not_utf8(void **state)
 	(void)state;
 	log_to_temp(path, sizeof(path));
 	log_access(&r);
+	log_msg(LOG_WARN, "odd \xed\xa0\x80 bytes");
 	log_close();
 	line = line_of(path, 0);
-	assert_non_null(strstr(line, "\"path\":\"/\xff\xfe\""));
-	assert_false(json_utf8_valid(line, strlen(line)));
+	assert_non_null(strstr(line, "\"path\":\"/\\ufffd\\ufffd\xc3\xa9\""));
+	assert_true(json_utf8_valid(line, strlen(line)));
+	free(line);
+	line = line_of(path, 1);
+	assert_non_null(strstr(line, "odd \\ufffd\\ufffd\\ufffd bytes"));
+	assert_true(json_utf8_valid(line, strlen(line)));
 	free(line);
 	unlink(path);
 }
