@@ -157,6 +157,10 @@ api_tenants_credits(struct request *req)
 		db_rollback(app(w)->db);
 		short_of(req, from, micro);
 		return;
+	case LEDGER_GONE:
+		db_rollback(app(w)->db);
+		api_missing(req, "tenant");
+		return;
 	case LEDGER_NOT_BELOW:
 	case LEDGER_DB:
 	case LEDGER_RESULT__MAX:

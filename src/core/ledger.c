@@ -53,9 +53,11 @@ ledger_give(struct db *db, const char *giver, const char *to,
 	p[4] = request_id;
 	if ((res = db_query(db, STMT_CREDITS_ADD, 5, p)) == NULL)
 		return LEDGER_DB;
-	*balance = atoll(db_value(res, 0, 0));
+	/* No row: the receiver's row went since the caller looked. */
+	if ((rows = db_rows(res)) == 1)
+		*balance = atoll(db_value(res, 0, 0));
 	db_res_free(res);
-	return LEDGER_OK;
+	return rows == 1 ? LEDGER_OK : LEDGER_GONE;
 }
 
 int

@@ -16,6 +16,7 @@ enum ledger_result {
 	LEDGER_OK,
 	LEDGER_NOT_BELOW,	/* a tenant other than the root gives itself */
 	LEDGER_SHORT,		/* the giver's free balance cannot pay */
+	LEDGER_GONE,		/* the receiver was removed meanwhile */
 	LEDGER_DB,		/* see db_status() */
 	LEDGER_RESULT__MAX
 };
@@ -28,7 +29,8 @@ enum ledger_result ledger_may_give(const char *giver, const char *to);
  * Inside the caller's transaction, gives micro micro-credits to tenant to:
  * minted by the root tenant, taken from any other giver's free balance
  * first.  On LEDGER_OK, *balance is to's balance after.  On LEDGER_SHORT
- * nothing was written; the caller rolls back.
+ * nothing was written, on LEDGER_GONE only the giver's debit: either way
+ * the caller rolls back.
  */
 enum ledger_result ledger_give(struct db *, const char *giver,
 		    const char *to, long long micro, const char *request_id,
