@@ -18,6 +18,7 @@
 
 struct af_shared;
 struct calls_shared;
+struct config;
 struct metrics;
 struct request;
 struct rl_shared;
@@ -43,7 +44,7 @@ struct api_state {
 
 /* shared.c: the layout, and each part of it (NULL without shared memory). */
 size_t	api_shared_size(void);
-int	api_shared_init(void *);
+int	api_shared_init(void *, const struct config *);
 void	api_worker_exited(void *, pid_t, bool crashed);
 struct rl_shared	*api_shared_limits(void *);
 struct metrics		*api_shared_metrics(void *);

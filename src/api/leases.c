@@ -24,7 +24,8 @@
  * busy tenant's host asks the database rarely; it lives as long as the
  * longest call and two minutes more, renewed every RENEW_EVERY seconds
  * while the host runs, and goes back to the balance after IDLE seconds
- * without a call.  A call waits at most WRITE_WAIT_MS for its usage row.
+ * without a call.  A call waits at most WRITE_WAIT_MS for its usage row
+ * (with a journal, only for room in the ring).
  */
 #define LEASE_CALLS	64
 #define LEASE_EXTRA	120		/* s beyond the longest call */
@@ -176,6 +177,9 @@ leases_spend(struct worker *w, int hold, long long cost,
 		nanosleep(&pause, NULL);
 		worker_acquire(w);
 	}
+	/* In the journal, the charge is recorded: it outlives the host. */
+	if (lease_journaled(s))
+		return 0;
 	worker_release(w);
 	written = lease_written(s, seq, WRITE_WAIT_MS);
 	worker_acquire(w);
@@ -196,6 +200,14 @@ leases_drop(struct worker *w, int hold)
 
 	if (s != NULL)
 		lease_drop(s, hold);
+}
+
+bool
+leases_replayed(struct worker *w)
+{
+	struct lease_shared *s = api_leases(w);
+
+	return s == NULL || lease_replayed(s);
 }
 
 void
@@ -416,8 +428,9 @@ leases_start(struct worker *w)
 	struct lease_shared *s = api_leases(w);
 	int		 rc;
 
-	if (w->slot != 0 || s == NULL || !w->cfg->credits_enforce ||
-	    !w->cfg->credits_lease)
+	/* Also to write what a journal holds when leases were turned off. */
+	if (w->slot != 0 || s == NULL || ((!w->cfg->credits_enforce ||
+	    !w->cfg->credits_lease) && lease_replayed(s)))
 		return 0;
 	if ((writer = calloc(1, sizeof(*writer))) == NULL) {
 		log_error("calloc: the ledger writer: out of memory");

@@ -26,9 +26,10 @@ enum leases_result leases_hold(struct worker *, const char *tenant,
 	    long long amount, int ttl, int *hold, long long *available);
 /*
  * Charges cost to hold and waits (the worker's lock let go) until its
- * usage row is written.  0 with *charged what was taken; -1 when it could
- * not be confirmed in time (it is written later, as long as this host
- * runs; *charged is then 0).
+ * usage row is written, or, with a journal, until its record is in it.
+ * 0 with *charged what was taken; -1 when it could not be confirmed in
+ * time (it is written later, as long as this host runs; *charged is
+ * then 0).
  */
 int	leases_spend(struct worker *, int hold, long long cost,
 	    const struct credits_usage *, long long *charged);
@@ -57,6 +58,12 @@ void	hold_finish(struct worker *, struct hold *, long long cost,
 	    const struct credits_usage *u, long long *charged);
 void	hold_drop(struct worker *, struct hold *);
 bool	hold_taken(const struct hold *);
+
+/*
+ * False while records a previous run left in the journal wait: its
+ * leases must not be let go before they are written.
+ */
+bool	leases_replayed(struct worker *);
 
 /* The writer, in slot 0.  0, or -1. */
 int	leases_start(struct worker *);

@@ -12,6 +12,7 @@
 
 #include "api/api.h"
 #include "api/app.h"
+#include "api/leases.h"
 #include "core/auth.h"
 #include "core/credits.h"
 #include "core/ratelimit.h"
@@ -82,6 +83,9 @@ sweep_holds(struct worker *w, struct api_state *st, double now)
 
 	if (w->slot != 0 || !w->cfg->credits_enforce)
 		return -1;
+	/* A dead run's leases still owe the journal's charges. */
+	if (!leases_replayed(w))
+		return (int)(HOLDS_INTERVAL * 1000);
 	if (st->last_holds > 0 && now - st->last_holds < HOLDS_INTERVAL)
 		return (int)((HOLDS_INTERVAL - (now - st->last_holds)) * 1000) +
 		    1;

@@ -1,8 +1,10 @@
 #include "autoconfig.h"
 
+#include <pwd.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "api/app.h"
@@ -13,6 +15,8 @@
 #include "core/lease.h"
 #include "core/ratelimit.h"
 #include "lib/db.h"
+#include "server/config.h"
+#include "server/log.h"
 #include "server/worker.h"
 
 /*
@@ -152,14 +156,46 @@ api_leases(struct worker *w)
 	return lease_table(w->shared);
 }
 
+/*
+ * The ring of ended leased calls in the file credits_journal names, made
+ * as the user the workers run as: what a killed host answered but had
+ * not written waits there for the next keygated.
+ */
+static int
+journal_open(struct lease_shared *s, const struct config *cfg)
+{
+	struct passwd	*pw = NULL;
+	char		 err[512];
+	int		 waiting;
+
+	if (cfg->credits_journal[0] == '\0')
+		return 0;
+	if (cfg->user[0] != '\0' && geteuid() == 0 &&
+	    (pw = getpwnam(cfg->user)) == NULL) {
+		log_error("credits_journal: no user \"%s\"", cfg->user);
+		return -1;
+	}
+	if (lease_journal_open(s, cfg->credits_journal, pw != NULL ?
+	    pw->pw_uid : (uid_t)-1, pw != NULL ? pw->pw_gid : (gid_t)-1,
+	    &waiting, err, sizeof(err)) == -1) {
+		log_error("credits_journal: %s", err);
+		return -1;
+	}
+	if (waiting > 0)
+		log_info("credits_journal: %d leased calls a previous run "
+		    "answered are not written yet: written first", waiting);
+	return 0;
+}
+
 int
-api_shared_init(void *p)
+api_shared_init(void *p, const struct config *cfg)
 {
 	if (keycache_shared_init(p) == -1 ||
 	    rl_shared_init(api_shared_limits(p)) == -1 ||
 	    af_shared_init(api_shared_failures(p)) == -1 ||
 	    calls_shared_init(api_shared_calls(p)) == -1 ||
-	    lease_shared_init(lease_table(p)) == -1)
+	    lease_shared_init(lease_table(p)) == -1 ||
+	    journal_open(lease_table(p), cfg) == -1)
 		return -1;
 	return metrics_shared_init(api_shared_metrics(p));
 }

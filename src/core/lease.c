@@ -1,13 +1,19 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "core/credits.h"
@@ -27,6 +33,11 @@
  *     written whole under the lock before head moves past it.
  * done and queued are futex words: callers wait on done, the writer on
  * queued.
+ *
+ * The ring and its words are a struct lease_journal of their own: in the
+ * shared memory, or (credits_journal) a file mapped shared, so that what
+ * a host answered but had not written yet outlives every one of its
+ * processes: the next keygated to start writes it first.
  */
 #define LOCK_WAIT_MS	50
 
@@ -54,19 +65,36 @@ struct lease_hold {
 	int64_t		 amount;
 };
 
+/*
+ * Its first 32 bytes mean the same in every version of keygate: a later
+ * one reads them before it trusts the rest of a file.
+ */
+#define JOURNAL_MAGIC	"keygate-credits\n"	/* 16 bytes, no NUL */
+
+struct lease_journal {
+	char		 magic[16];
+	uint32_t	 record_size;	/* sizeof(struct lease_record) */
+	uint32_t	 ring_size;	/* LEASE_RING */
+	uint32_t	 done;		/* records before it are written */
+	uint32_t	 head;		/* the next record's number */
+	uint32_t	 queued;	/* bumped when one is queued */
+	uint32_t	 spare;
+	struct lease_record ring[LEASE_RING];
+};
+
 struct lease_shared {
 	pthread_mutex_t	 lock;
 	pthread_mutex_t	 writer;
-	uint32_t	 done;		/* records before it are written */
-	uint32_t	 queued;	/* bumped when one is queued */
 	int32_t		 wanted;	/* writers waiting for the role */
-	uint32_t	 head;		/* the next record's number */
 	uint32_t	 used;		/* tenant entries used */
 	uint32_t	 hint;		/* where to look for a free hold */
 	int32_t		 holds;		/* holds taken, read outside the lock */
+	struct lease_journal *j;	/* &mem, or a file's */
+	bool		 journaled;	/* j is a file's */
+	uint32_t	 replay;	/* head when the file was opened */
 	struct lease_tenant t[LEASE_TENANTS];
 	struct lease_hold h[LEASE_HOLDS];
-	struct lease_record ring[LEASE_RING];
+	struct lease_journal mem;
 };
 
 size_t
@@ -78,6 +106,7 @@ lease_shared_size(void)
 int
 lease_shared_init(struct lease_shared *s)
 {
+	s->j = &s->mem;
 	return shmlock_init(&s->lock, 2, sizeof(pthread_mutex_t));
 }
 
@@ -142,8 +171,8 @@ mend(struct lease_shared *s)
 			holds[s->h[i].t] += s->h[i].amount;
 			ADD(s->holds, 1);
 		}
-	for (seq = LOAD(s->done); seq != s->head; seq++) {
-		const struct lease_record *r = &s->ring[seq % LEASE_RING];
+	for (seq = LOAD(s->j->done); seq != s->j->head; seq++) {
+		const struct lease_record *r = &s->j->ring[seq % LEASE_RING];
 
 		if ((e = find(s, r->tenant, false)) != NULL &&
 		    e->lease[0] != '\0' && strcmp(e->lease, r->lease) == 0)
@@ -330,7 +359,7 @@ lease_spend(struct lease_shared *s, int hold, long long cost,
 		return -1;
 	lock_hard(s);
 	h = &s->h[hold];
-	if (h->pid == 0 || s->head - LOAD(s->done) >= LEASE_RING) {
+	if (h->pid == 0 || s->j->head - LOAD(s->j->done) >= LEASE_RING) {
 		unlock(s);
 		return -1;
 	}
@@ -340,9 +369,9 @@ lease_spend(struct lease_shared *s, int hold, long long cost,
 		cap = h->amount + e->avail;
 		*charged = cost < 0 ? 0 : cost < cap ? cost : cap;
 	}
-	r = &s->ring[s->head % LEASE_RING];
+	r = &s->j->ring[s->j->head % LEASE_RING];
 	memset(r, 0, sizeof(*r));
-	r->seq = s->head;
+	r->seq = s->j->head;
 	r->pid = pid;
 	memcpy(r->tenant, e->tenant, sizeof(r->tenant));
 	memcpy(r->lease, e->lease, sizeof(r->lease));
@@ -359,10 +388,12 @@ lease_spend(struct lease_shared *s, int hold, long long cost,
 	r->charged = *charged;
 	r->cost = cost < *charged ? *charged : cost;
 	end_hold(s, hold, *charged);
-	*seq = s->head++;
-	ADD(s->queued, 1);
+	/* Whole before it counts: a journal's reader may be the next run. */
+	*seq = r->seq;
+	STORE(s->j->head, r->seq + 1);
+	ADD(s->j->queued, 1);
 	unlock(s);
-	futex_wake(&s->queued);
+	futex_wake(&s->j->queued);
 	return 0;
 }
 
@@ -375,7 +406,7 @@ lease_written(struct lease_shared *s, uint32_t seq, long wait_ms)
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		done = LOAD(s->done);
+		done = LOAD(s->j->done);
 		/* Written once done has moved past seq (modulo 2^32). */
 		if ((int32_t)(done - seq) > 0)
 			return true;
@@ -384,7 +415,7 @@ lease_written(struct lease_shared *s, uint32_t seq, long wait_ms)
 		    (t.tv_nsec - t0.tv_nsec) / 1000000);
 		if (left <= 0)
 			return false;
-		futex_wait(&s->done, done, left < 100 ? left : 100);
+		futex_wait(&s->j->done, done, left < 100 ? left : 100);
 	}
 }
 
@@ -407,17 +438,17 @@ lease_pending(struct lease_shared *s, struct lease_record *out, int max,
 	uint32_t	 q, seq;
 	int		 n = 0;
 
-	q = LOAD(s->queued);
+	q = LOAD(s->j->queued);
 	if (!lock(s))
 		return 0;
-	if (s->head == LOAD(s->done)) {
+	if (s->j->head == LOAD(s->j->done)) {
 		unlock(s);
-		futex_wait(&s->queued, q, wait_ms);
+		futex_wait(&s->j->queued, q, wait_ms);
 		if (!lock(s))
 			return 0;
 	}
-	for (seq = LOAD(s->done); seq != s->head && n < max; seq++)
-		out[n++] = s->ring[seq % LEASE_RING];
+	for (seq = LOAD(s->j->done); seq != s->j->head && n < max; seq++)
+		out[n++] = s->j->ring[seq % LEASE_RING];
 	unlock(s);
 	return n;
 }
@@ -438,9 +469,9 @@ lease_committed(struct lease_shared *s, const struct lease_record *r,
 		e->pending -= r[i].charged;
 	}
 	if (n > 0)
-		STORE(s->done, r[n - 1].seq + 1);
+		STORE(s->j->done, r[n - 1].seq + 1);
 	unlock(s);
-	futex_wake(&s->done);
+	futex_wake(&s->j->done);
 }
 
 void
@@ -470,7 +501,7 @@ lease_idle(struct lease_shared *s, double now, double idle,
 
 	if (!lock(s))
 		return 0;
-	empty = s->head == LOAD(s->done);
+	empty = s->j->head == LOAD(s->j->done);
 	for (i = 0; i < LEASE_TENANTS && n < max; i++) {
 		struct lease_tenant *e = &s->t[i];
 
@@ -541,8 +572,8 @@ lease_writer_give(struct lease_shared *s)
 void
 lease_wake_writer(struct lease_shared *s)
 {
-	ADD(s->queued, 1);
-	futex_wake(&s->queued);
+	ADD(s->j->queued, 1);
+	futex_wake(&s->j->queued);
 }
 
 int
@@ -557,9 +588,128 @@ lease_busy(struct lease_shared *s)
 	int	 i, n;
 
 	lock_hard(s);
-	n = (int)(s->head - LOAD(s->done));
+	n = (int)(s->j->head - LOAD(s->j->done));
 	for (i = 0; i < LEASE_TENANTS; i++)
 		n += s->t[i].calls;
 	unlock(s);
 	return n;
+}
+
+/* The journal a file at fd holds, checked; NULL with why in err. */
+static struct lease_journal *
+journal_map(int fd, const char *path, char *err, size_t errsz)
+{
+	struct lease_journal head, *j;
+	struct stat	 st;
+	uint32_t	 seq, waiting;
+	bool		 fresh;
+
+	memset(&head, 0, sizeof(head));
+	if (fstat(fd, &st) == -1 || (st.st_size > 0 && pread(fd, &head,
+	    offsetof(struct lease_journal, ring), 0) !=
+	    (ssize_t)offsetof(struct lease_journal, ring))) {
+		snprintf(err, errsz, "reading %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (st.st_size > 0 && memcmp(head.magic, JOURNAL_MAGIC, 16) != 0) {
+		snprintf(err, errsz, "%s is not a keygate credits journal",
+		    path);
+		return NULL;
+	}
+	waiting = head.head - head.done;
+	fresh = st.st_size == 0 || head.record_size !=
+	    sizeof(struct lease_record) || head.ring_size != LEASE_RING;
+	if (fresh && waiting != 0) {
+		snprintf(err, errsz, "%s holds %u calls not yet written, in "
+		    "the format of another version of keygated: start that "
+		    "version once to write them", path, waiting);
+		return NULL;
+	}
+	if (!fresh && st.st_size != (off_t)sizeof(*j)) {
+		snprintf(err, errsz, "%s is cut short", path);
+		return NULL;
+	}
+	/* Blocks of its own: a full disk is an error now, not a SIGBUS. */
+	if (fresh && (ftruncate(fd, sizeof(*j)) == -1 ||
+	    (errno = posix_fallocate(fd, 0, sizeof(*j))) != 0)) {
+		snprintf(err, errsz, "making room in %s: %s", path,
+		    strerror(errno));
+		return NULL;
+	}
+	j = mmap(NULL, sizeof(*j), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (j == MAP_FAILED) {
+		snprintf(err, errsz, "mmap: %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fresh) {
+		memset(j, 0, sizeof(*j));
+		j->record_size = sizeof(struct lease_record);
+		j->ring_size = LEASE_RING;
+		memcpy(j->magic, JOURNAL_MAGIC, 16);
+		return j;
+	}
+	/* Every record waiting must be whole and where its number says. */
+	for (seq = j->done; waiting <= LEASE_RING && seq != j->head; seq++)
+		if (j->ring[seq % LEASE_RING].seq != seq)
+			break;
+	if (waiting > LEASE_RING || seq != j->head) {
+		snprintf(err, errsz, "%s is damaged (records %u to %u)", path,
+		    j->done, j->head);
+		munmap(j, sizeof(*j));
+		return NULL;
+	}
+	return j;
+}
+
+int
+lease_journal_open(struct lease_shared *s, const char *path, uid_t uid,
+    gid_t gid, int *waiting, char *err, size_t errsz)
+{
+	struct lease_journal *j;
+	int		 fd;
+
+	*waiting = 0;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -1) {
+		snprintf(err, errsz, "opening %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* One keygated per journal: held until this one's last process. */
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK)
+			snprintf(err, errsz, "%s is in use by another "
+			    "keygated", path);
+		else
+			snprintf(err, errsz, "locking %s: %s", path,
+			    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (uid != (uid_t)-1 && fchown(fd, uid, gid) == -1) {
+		snprintf(err, errsz, "chown: %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if ((j = journal_map(fd, path, err, errsz)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	/* The descriptor stays open: it holds the lock. */
+	s->j = j;
+	s->journaled = true;
+	s->replay = j->head;
+	*waiting = (int)(j->head - j->done);
+	return 0;
+}
+
+bool
+lease_journaled(struct lease_shared *s)
+{
+	return s->journaled;
+}
+
+bool
+lease_replayed(struct lease_shared *s)
+{
+	return !s->journaled || (int32_t)(LOAD(s->j->done) - s->replay) >= 0;
 }

@@ -13,8 +13,9 @@
  * each call's estimate from that slice in the memory they share.  A call
  * that ends becomes a record in a ring; one writer per host turns every
  * record waiting there into its usage row and the lease's charge in one
- * transaction, and the call's answer waits for that commit.  A lease idle
- * for a while goes back to the balance.
+ * transaction.  The call's answer waits for that commit; or, when the
+ * ring is a file (a journal, credits_journal), only for its record to be
+ * in the file.  A lease idle for a while goes back to the balance.
  *
  * What survives what:
  *   - a worker killed: its calls' holds go back to the lease (charged
@@ -22,7 +23,10 @@
  *     written by the writer;
  *   - the whole host gone: the lease row's owner (the master's pid) is
  *     gone, so the next sweep on this host, or the deadline on any other,
- *     lets the rest go; what was committed was charged.
+ *     lets the rest go; what was committed was charged.  With a journal,
+ *     the next keygated on the host first writes what the journal holds
+ *     (each record once: a call's usage row is keyed by its own id),
+ *     and only then lets the dead master's leases go.
  * Nothing can be spent beyond a lease, and a lease is taken from the
  * free balance in the database: a balance is never overspent, across
  * workers or hosts.
@@ -87,6 +91,26 @@ int	lease_spend(struct lease_shared *, int hold, long long cost,
  * Waits until record seq is written, at most wait_ms.  True once it is.
  */
 bool	lease_written(struct lease_shared *, uint32_t seq, long wait_ms);
+
+/*
+ * Keeps the ring of ended calls in the file at path instead of in the
+ * shared memory (made when missing, mode 0600, given to uid and gid
+ * unless uid is -1, locked for this keygated alone): what was answered
+ * then outlives every process of the host, and waits there for the
+ * next keygated's writer.  Before the first fork.  0 with *waiting the
+ * records a previous run left unwritten; -1 with why in err.
+ */
+int	lease_journal_open(struct lease_shared *, const char *path, uid_t uid,
+	    gid_t gid, int *waiting, char *err, size_t errsz)
+	    __attribute__((warn_unused_result));
+/* True when the ring is a file's. */
+bool	lease_journaled(struct lease_shared *);
+/*
+ * True once the records a previous run left in the journal are written
+ * (at once without a journal): until then, that run's leases must not
+ * be let go, or their charges would find no lease.
+ */
+bool	lease_replayed(struct lease_shared *);
 
 /* Forgets what process pid held (it has exited): back to the leases. */
 void	lease_forget(struct lease_shared *, pid_t pid);

@@ -104,6 +104,7 @@ static const struct cf_key keys[] = {
 	{ "upstream_keys", CF_UPSTREAM_KEYS, F(upstream_keys), true, "", 0, 0 },
 	{ "credits_enforce", CF_BOOL, F(credits_enforce), true, "true", 0, 0 },
 	{ "credits_lease", CF_BOOL, F(credits_lease), false, "false", 0, 0 },
+	{ "credits_journal", CF_STR, F(credits_journal), false, "", 0, 0 },
 	{ "default_max_tokens", CF_INT, F(default_max_tokens), true, "4096", 1, 1000000 },
 	{ "upstream_connect_timeout", CF_INT, F(upstream_connect_timeout), true, "10", 1, 600 },
 	{ "upstream_idle_timeout", CF_INT, F(upstream_idle_timeout), true, "60", 1, 3600 },

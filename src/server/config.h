@@ -85,6 +85,8 @@ struct config {
 	char		*upstream_keys;		/* secret: "name:key,..." */
 	bool		 credits_enforce;	/* charge gateway calls */
 	bool		 credits_lease;		/* hold from a lease per host */
+	char		*credits_journal;	/* "" = answers wait for the
+						   commit; else a file */
 	int		 default_max_tokens;	/* when a request sets none */
 	int		 upstream_connect_timeout; /* s */
 	int		 upstream_idle_timeout;	/* s */

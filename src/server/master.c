@@ -455,7 +455,8 @@ share_memory(struct master *m)
 		m->shared = NULL;
 		return -1;
 	}
-	if (m->app->shared_init != NULL && m->app->shared_init(m->shared) == -1) {
+	if (m->app->shared_init != NULL && m->app->shared_init(m->shared,
+	    m->cfg) == -1) {
 		log_error("preparing the memory the workers share: failed");
 		return -1;
 	}

@@ -43,7 +43,7 @@ struct worker_app {
 	 * kept across respawns and reloads.
 	 */
 	size_t		(*shared_size)(void);
-	int		(*shared_init)(void *);
+	int		(*shared_init)(void *, const struct config *);
 	/*
 	 * In the master, when a worker exited and will be replaced (may be
 	 * NULL): crashed, or recycled after max_requests.

@@ -9,6 +9,7 @@ movements, are in test_credits.py)."""
 
 import concurrent.futures
 import os
+import subprocess
 import signal
 import threading
 import time
@@ -214,3 +215,71 @@ def test_a_cost_beyond_the_lease_is_charged_up_to_it_and_recorded(leased,
     idle(leased, tid)
     assert micro(leased, tid) == 1000000 - charged >= 0
     _exact(leased, [tid])
+
+
+def test_a_journal_keeps_what_a_killed_host_answered(make_stack, mock,
+                                                     workdir):
+    """credits_journal: answers go out once their charge is in the
+    journal, not in PostgreSQL.  With the usage table locked away from
+    the host's writer, calls are still answered from the lease and their
+    charges wait in the journal; the whole host is then killed (kill -9)
+    before it could write them.  The next keygated writes them first,
+    and only then lets the dead host's lease go: every charge an answer
+    told is recorded, once."""
+    path = os.path.join(workdir.subdir("journal"), "credits.journal")
+    s = make_stack(**lease_config(mock, workers=1, credits_journal=path))
+    mock.behave("openai", Complete(usage=(30, 7)))
+    tid, key = tenant(s, 5)
+    for _ in range(2):
+        assert chat(s, key).status == 200
+    lock = s.pg.hold_lock("usage", s.dbname)
+    answered = [chat(s, key) for _ in range(5)]
+    assert [r.status for r in answered] == [200] * 5, \
+        [r.body for r in answered]
+    told = [round(r.json["keygate"]["credits_charged"] * 1e6)
+            for r in answered]
+    assert told == [cost(30, 7)] * 5
+    s.kg.proc.kill_group()
+    # The dead host's sessions go with it, the statement its writer was
+    # waiting on included.
+    s.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+           "application_name LIKE 'keygated%'")
+    ks.wait_until(lambda: s.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name "
+        "LIKE 'keygated%'") == [["0"]], 10, what="the sessions to end")
+    lock.release()
+    assert s.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s'"
+                  % tid) == [["2"]]
+    s.kg.start()
+    idle(s, tid, timeout=30)
+    assert "written first" in s.kg.log_tail()
+    ids = [r.headers["x-request-id"] for r in answered]
+    rows = s.psql("SELECT request_id, credits_charged FROM usage WHERE "
+                  "tenant_id = '%s' ORDER BY id" % tid)
+    assert len(rows) == 7, rows
+    assert [r[0] for r in rows[2:]] == ids
+    assert [int(r[1]) for r in rows] == [cost(30, 7)] * 7
+    kinds = [k for k, _, _ in ledger(s, tid)]
+    assert kinds[0] == "mint" and kinds[-1] == "expiry", kinds
+    assert micro(s, tid) == 5000000 - 7 * cost(30, 7)
+    _exact(s, [tid])
+    # And the restarted host serves the tenant from a new lease.
+    assert chat(s, key).status == 200
+
+
+def test_a_journal_serves_one_keygated_only(make_stack, mock, workdir):
+    """A second keygated naming the same journal refuses to start, and
+    says why; the first goes on."""
+    path = os.path.join(workdir.subdir("journal"), "credits.journal")
+    s = make_stack(**lease_config(mock, workers=1, credits_journal=path))
+    other = os.path.join(workdir.subdir("other"), "keygated.sock")
+    r = subprocess.run([ks.KEYGATED, "--config", s.kg.config_path],
+                       env=ks.clean_env({"KEYGATE_LISTEN": "unix:" + other}),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=30, text=True)
+    assert r.returncode != 0
+    assert "credits_journal: %s is in use by another keygated" % path \
+        in r.stdout, r.stdout
+    tid, key = tenant(s, 1)
+    assert chat(s, key).status == 200
+    assert os.stat(path).st_mode & 0o777 == 0o600

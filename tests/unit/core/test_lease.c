@@ -1,6 +1,10 @@
 /* Unit tests for src/core/lease.c: credits leased per host. */
 #include "../unit.h"
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "core/credits.h"
 #include "core/lease.h"
 
@@ -159,8 +163,110 @@ test_lost_lease(void **state)
 	free(s);
 }
 
+/* A journal in a fresh temporary folder; its path into path. */
+static void
+journal_path(char *path, size_t sz)
+{
+	char	 dir[] = "/tmp/keygate-journal-XXXXXX";
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sz, "%s/credits.journal", dir);
+}
+
+/* Opens the journal at path into a fresh table; -1 with why in err. */
+static int
+journal(struct lease_shared **s, const char *path, int *waiting, char *err,
+    size_t errsz)
+{
+	*s = table();
+	return lease_journal_open(*s, path, (uid_t)-1, (gid_t)-1, waiting,
+	    err, errsz);
+}
+
+/*
+ * A run that answered two calls and was killed before writing them: the
+ * next run finds both in the journal, whole, and its writer gets them
+ * first; until they are written the run's leases must stay.
+ */
+static void
+test_journal_outlives_the_process(void **state)
+{
+	struct lease_shared *s;
+	struct lease_record r[4];
+	char	 path[128], err[256];
+	long long charged;
+	uint32_t seq;
+	pid_t	 pid;
+	int	 waiting, st;
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	if ((pid = fork()) == 0) {
+		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
+		    waiting != 0 || lease_grown(s, T1, L1, true, 1000, 100,
+		    0) != 0)
+			_exit(1);
+		if (lease_spend(s, held(s, T1, 300, 7), 120, &usage, CALL, 7,
+		    &charged, &seq) != 0 || lease_spend(s, held(s, T1, 300,
+		    7), 500, &usage, L2, 7, &charged, &seq) != 0)
+			_exit(2);
+		_exit(9);	/* killed: nothing written */
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(WEXITSTATUS(st), 9);
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), 0);
+	assert_int_equal(waiting, 2);
+	assert_true(lease_journaled(s));
+	assert_false(lease_replayed(s));
+	assert_int_equal(lease_pending(s, r, 4, 0), 2);
+	assert_string_equal(r[0].call, CALL);
+	assert_string_equal(r[0].lease, L1);
+	assert_int_equal(r[0].charged, 120);
+	assert_string_equal(r[1].call, L2);
+	assert_int_equal(r[1].charged, 500);
+	assert_int_equal(r[1].cost, 500);
+	assert_string_equal(r[1].request_id, "req-1");
+	lease_committed(s, r, 1);
+	assert_false(lease_replayed(s));
+	lease_committed(s, r + 1, 1);
+	assert_true(lease_replayed(s));
+	assert_int_equal(lease_busy(s), 0);
+	free(s);
+	unlink(path);
+}
+
+/* One keygated per journal; a file not a journal is left alone. */
+static void
+test_journal_refusals(void **state)
+{
+	struct lease_shared *s, *s2;
+	char	 path[128], err[256];
+	int	 waiting, fd;
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), 0);
+	assert_int_equal(journal(&s2, path, &waiting, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "in use by another keygated"));
+	free(s2);
+	free(s);
+	unlink(path);
+	/* Someone else's file. */
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "host=db1\nport=5432\n" "xxxxxxxxxxxxxxx"
+	    "xxxxxxxxxxxxxxxxxxxx", 54), 54);
+	close(fd);
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "is not a keygate credits journal"));
+	free(s);
+	unlink(path);
+}
+
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_first_call_needs_a_lease),
     cmocka_unit_test(test_spend_is_capped_and_queued),
     cmocka_unit_test(test_forget_process),
-    cmocka_unit_test(test_lost_lease))
+    cmocka_unit_test(test_lost_lease),
+    cmocka_unit_test(test_journal_outlives_the_process),
+    cmocka_unit_test(test_journal_refusals))
