@@ -4,6 +4,7 @@ price, and the ledger's invariants."""
 
 import concurrent.futures
 import math
+import os
 
 import keygate_stack as ks
 from mock_llm import Complete
@@ -12,6 +13,21 @@ OPENAI_KEY = "sk-proj-" + "c" * 40
 POOL_KEY = "sk-or-v1-" + "p" * 40
 # gpt-4o-mini's seeded price, micro-credits per million tokens.
 IN, OUT = 150000, 600000
+
+
+# The ways a host holds credits: a hold per call in the database, a lease
+# per host whose answers wait for PostgreSQL's commit, and a lease whose
+# answers wait only for the host's journal.
+MODES = ["holds", "leased", "journal"]
+
+
+def credit_mode(mode, workdir):
+    """The settings of one of MODES; a journal of its own in workdir."""
+    cfg = {"credits_lease": "false" if mode == "holds" else "true"}
+    if mode == "journal":
+        cfg["credits_journal"] = os.path.join(workdir.subdir("journal"),
+                                              "credits.journal")
+    return cfg
 
 
 def fresh(m):

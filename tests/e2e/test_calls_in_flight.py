@@ -18,6 +18,7 @@ import time
 import pytest
 
 import keygate_stack as ks
+from credit_helpers import MODES, credit_mode
 from mock_llm import BulkOpenAI, Complete
 
 OPENAI_KEY = "sk-proj-" + "f" * 40
@@ -403,15 +404,17 @@ def _load_streams(s, key, stop, results):
     return threads
 
 
-@pytest.mark.parametrize("lease", [False, True], ids=["holds", "leased"])
+@pytest.mark.parametrize("mode", MODES)
 def test_reloads_and_stop_under_a_backlog_that_never_empties(make_stack,
-                                                             openai, lease):
-    """Also with credits leased per host: the ledger writer hands over
-    to the worker replacing it, and at SIGTERM stays until every call's
-    usage row is written, then gives the leases back."""
+                                                             openai, workdir,
+                                                             mode):
+    """Also with credits leased per host (and answers that wait only for
+    the host's journal): the ledger writer hands over to the worker
+    replacing it, and at SIGTERM stays until every call's usage row is
+    written, then gives the leases back."""
     mock = openai
     s = gateway(make_stack, mock, workers=2, shutdown_timeout="20",
-                credits_lease="true" if lease else "false")
+                **credit_mode(mode, workdir))
     mock.behave("openai", Complete(content=CONTENT, pieces=8, pause=0.25,
                                    usage=(9, 8)))
     tid, key = tenant(s, 1000)

@@ -12,10 +12,11 @@ import threading
 import pytest
 
 import keygate_stack as ks
-from credit_helpers import (BODY, IN, OUT, OPENAI_KEY, POOL_KEY, _exact,
-                            _quiet, charged_call, chat, cost, decimal,
-                            estimate, fresh, ledger, micro, overspend_burst,
-                            set_balance, tenant, usage_of)
+from credit_helpers import (BODY, IN, MODES, OUT, OPENAI_KEY, POOL_KEY,
+                            _exact, _quiet, charged_call, chat, cost,
+                            credit_mode, decimal, estimate, fresh, ledger,
+                            micro, overspend_burst, set_balance, tenant,
+                            usage_of)
 from mock_llm import Complete, Fail, Hang, SSEReader
 
 
@@ -112,21 +113,23 @@ def test_concurrent_requests_never_overspend(billed, mock):
     assert balance == funds - charged
 
 
-@pytest.mark.parametrize("leased", [False, True], ids=["holds", "leased"])
+@pytest.mark.parametrize("mode", MODES)
 def test_two_instances_on_one_database_never_overspend(make_stack, mock,
                                                        make_keygated,
-                                                       workdir, leased):
+                                                       workdir, mode):
     """40 calls of a tenant funded for 5, sent to two keygated instances
     (each behind its own lighttpd) on the same database at once: at most
     5 reach the provider, the balance never goes below zero, and the
-    ledger is exact; also with each host holding a lease of its own."""
+    ledger is exact; also with each host holding a lease of its own
+    (and a journal of its own)."""
     cfg = dict(mock.config())
     cfg.update(credits_enforce="true", validate_llm_keys="false", workers=3,
-               credits_lease="true" if leased else "false")
+               **credit_mode(mode, workdir))
     billed = make_stack(**cfg)
     # One deployment: the same secrets on both hosts.
     for k in ("hmac_secret", "jwt_secret", "master_keys"):
         cfg[k] = billed.kg.config[k]
+    cfg.update(credit_mode(mode, workdir))
     other = make_keygated(billed.dbname, start=True, **cfg)
     web = ks.Lighttpd(workdir.subdir("web"), other.socket_path)
     try:
@@ -843,9 +846,9 @@ def test_a_pool_call_is_priced_by_its_model_never_by_the_catch_all(
         billed.psql("DELETE FROM prices WHERE pattern = 'mistralai/mistral-7b-instruct'")
 
 
-@pytest.mark.parametrize("leased", [False, True], ids=["holds", "leased"])
+@pytest.mark.parametrize("mode", MODES)
 def test_random_movements_keep_every_balance_the_sum_of_its_rows(
-        make_stack, mock, leased):
+        make_stack, mock, workdir, mode):
     """A property over random sequences of top-ups, transfers up and down
     the tree, calls that succeed, fail, are cut short or report absurd
     usage, and a worker killed with a call in hand: after every step the
@@ -855,7 +858,8 @@ def test_random_movements_keep_every_balance_the_sum_of_its_rows(
     cfg = dict(mock.config())
     cfg.update(credits_enforce="true", validate_llm_keys="false",
                pool_openrouter_key=POOL_KEY, pool_markup="0.25", workers=3,
-               credits_lease="true" if leased else "false")
+               **credit_mode(mode, workdir))
+    leased = mode != "holds"
     billed = make_stack(**cfg)
     seed = int(os.environ.get("KEYGATE_E2E_SEED", random.randrange(1 << 30)))
     rnd = random.Random(seed)

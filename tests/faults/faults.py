@@ -409,9 +409,13 @@ def leave(wd, pg):
         bulk.close()
 
 
-def _money_mode(wd, pg, mock, leased):
-    s = stack(wd, pg, "money%d" % leased, workers=3, credits_enforce="true",
-              credits_lease="true" if leased else "false", **mock.config())
+def _money_mode(wd, pg, mock, mode):
+    cfg = dict(credits_lease="false" if mode == "holds" else "true")
+    if mode == "journal":
+        cfg["credits_journal"] = os.path.join(wd.subdir("journal"),
+                                              "credits.journal")
+    s = stack(wd, pg, "money_" + mode, workers=3, credits_enforce="true",
+              **cfg, **mock.config())
     try:
         r = s.post("/v1/tenants", {"name": "money"}, headers=ks.auth())
         tid = r.json["id"]
@@ -475,7 +479,6 @@ def _money_mode(wd, pg, mock, leased):
                               "credit_ledger WHERE tenant_id = '%s' AND "
                               "kind = 'charge'" % tid)[0][0])
         restart_ok = ledger_ok(s) and int(rows[1]) == charged
-        mode = "leased" if leased else "holds"
         check("money (%s): ledger-verify after kill -9" % mode, kill_ok)
         check("money (%s): usage rows equal charges" % mode, restart_ok,
               "%s vs %d" % (rows, charged))
@@ -493,8 +496,8 @@ def _money_mode(wd, pg, mock, leased):
 
 
 def money(wd, pg, mock):
-    return "money: " + "; ".join(_money_mode(wd, pg, mock, leased)
-                                 for leased in (False, True))
+    return "money: " + "; ".join(_money_mode(wd, pg, mock, mode)
+                                 for mode in ("holds", "leased", "journal"))
 
 
 def hostile(wd, pg, mock):
