@@ -250,6 +250,15 @@ lease_hold(struct lease_shared *s, const char *tenant, long long amount,
 		unlock(s);
 		return LEASE_NONE;
 	}
+	/*
+	 * Every call held here must find room in the ring when it ends, or
+	 * it could not be charged: beyond that, calls hold in the database.
+	 */
+	if (s->j->head - LOAD(s->j->done) + (uint32_t)LOAD(s->holds) >=
+	    LEASE_RING) {
+		unlock(s);
+		return LEASE_NONE;
+	}
 	e->lost = false;
 	if (e->lease[0] == '\0' || e->valid < ends || e->avail < amount) {
 		memcpy(lease, e->lease, LEASE_ID_LEN + 1);

@@ -52,8 +52,9 @@ int	lease_shared_init(struct lease_shared *)
 enum lease_result {
 	LEASE_HELD,		/* *hold names the call's hold */
 	LEASE_NEED,		/* the lease must grow by at least *need */
-	LEASE_NONE,		/* no room in the tables: hold in the
-				   database instead */
+	LEASE_NONE,		/* no room in the tables, or none in the
+				   ring for one more call to end: hold
+				   in the database instead */
 };
 
 /*

@@ -163,6 +163,37 @@ test_lost_lease(void **state)
 	free(s);
 }
 
+/*
+ * Every call held must find room in the ring when it ends: once holds
+ * and records waiting fill it, further calls hold in the database.
+ */
+static void
+test_room_in_the_ring_for_every_hold(void **state)
+{
+	struct lease_shared *s = table();
+	char	 lease[LEASE_ID_LEN + 1];
+	long long need, charged;
+	uint32_t seq;
+	int	 i, h, first;
+
+	(void)state;
+	assert_int_equal(lease_grown(s, T1, L1, true, 1000000, 100, 0), 0);
+	first = held(s, T1, 1, 7);
+	for (i = 1; i < LEASE_RING; i++)
+		(void)held(s, T1, 1, 7);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h, &need, lease),
+	    LEASE_NONE);
+	/* A call that ended still waits in the ring: no room yet. */
+	assert_int_equal(lease_spend(s, first, 1, &usage, CALL, 7, &charged,
+	    &seq), 0);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h, &need, lease),
+	    LEASE_NONE);
+	lease_forget(s, 7);
+	assert_int_equal(lease_hold(s, T1, 1, 7, 0, 10, &h, &need, lease),
+	    LEASE_HELD);
+	free(s);
+}
+
 /* A journal in a fresh temporary folder; its path into path. */
 static void
 journal_path(char *path, size_t sz)
@@ -268,5 +299,6 @@ UNIT_MAIN(NULL,
     cmocka_unit_test(test_spend_is_capped_and_queued),
     cmocka_unit_test(test_forget_process),
     cmocka_unit_test(test_lost_lease),
+    cmocka_unit_test(test_room_in_the_ring_for_every_hold),
     cmocka_unit_test(test_journal_outlives_the_process),
     cmocka_unit_test(test_journal_refusals))
