@@ -19,8 +19,8 @@ import pytest
 import keygate_stack as ks
 from mock_llm import Complete, Hang
 from credit_helpers import (BODY, POOL_KEY, _exact, _quiet, charged_call,
-                            chat, cost, fresh, ledger, micro, overspend_burst,
-                            tenant, usage_of)
+                            chat, cost, credit_mode, fresh, ledger, micro,
+                            overspend_burst, tenant, usage_of)
 
 
 @pytest.fixture
@@ -164,11 +164,14 @@ def test_a_killed_host_s_lease_ends_with_what_it_wrote(leased, mock):
     _exact(leased, [tid])
 
 
+@pytest.mark.parametrize("mode", ["leased", "journal"])
 def test_postgresql_restarted_under_leased_calls_loses_no_charge(
-        make_stack, own_pg, mock):
+        make_stack, own_pg, mock, workdir, mode):
     """PostgreSQL restarts while calls are answered: every call that got
-    a 200 with a charge has its usage row and its ledger charge."""
-    s = make_stack(cluster=own_pg, **lease_config(mock))
+    a 200 with a charge has its usage row and its ledger charge; with a
+    journal too, where the answers did not wait for the commit."""
+    s = make_stack(cluster=own_pg, **lease_config(
+        mock, **credit_mode(mode, workdir)))
     mock.behave("openai", Complete(usage=(30, 7), pause=0.2))
     tid, key = tenant(s, 5)
     results = []

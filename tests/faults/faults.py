@@ -3,6 +3,7 @@ behind lighttpd on a PostgreSQL of its own, breaks something, and prints
 one line of what was seen.  An invariant that does not hold is printed
 as FAILED and makes the exit status 1."""
 
+import collections
 import concurrent.futures
 import gzip
 import json
@@ -482,15 +483,19 @@ def _money_mode(wd, pg, mock, mode):
         check("money (%s): ledger-verify after kill -9" % mode, kill_ok)
         check("money (%s): usage rows equal charges" % mode, restart_ok,
               "%s vs %d" % (rows, charged))
+        others = collections.Counter(
+            type(a).__name__ if isinstance(a, Exception) else a.status
+            for a in answers if a not in ok)
         return ("%s: kill -9 of every worker with 40 calls in hand (%d "
                 "answered): nothing held %.2f s later, ledger-verify %s; "
-                "PostgreSQL restarted under 100 calls: %d answered 200, "
-                "%s usage rows charging %s = the ledger's charges %d, "
-                "ledger-verify %s" % (
+                "PostgreSQL restarted under 100 calls: %d answered 200 "
+                "(others: %s), %s usage rows charging %s = the ledger's "
+                "charges %d, ledger-verify %s" % (
                     mode, sum(1 for k in killed if not isinstance(
                         k, Exception) and k.status == 200), freed,
-                    "ok" if kill_ok else "FAILED", len(ok), rows[0],
-                    rows[1], charged, "ok" if ledger_ok(s) else "FAILED"))
+                    "ok" if kill_ok else "FAILED", len(ok),
+                    dict(others) or "none", rows[0], rows[1], charged,
+                    "ok" if ledger_ok(s) else "FAILED"))
     finally:
         s.close()
 

@@ -294,6 +294,69 @@ test_journal_refusals(void **state)
 	unlink(path);
 }
 
+/* Writes what a journal's header says of its records' size. */
+static void
+journal_record_size(const char *path, uint32_t size)
+{
+	int	 fd = open(path, O_RDWR);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &size, sizeof(size), 16), sizeof(size));
+	close(fd);
+}
+
+/*
+ * A journal of another version: with calls waiting it is refused (they
+ * would be misread), empty it is made anew.
+ */
+static void
+test_journal_of_another_version(void **state)
+{
+	struct lease_shared *s;
+	char	 path[128], err[256];
+	long long charged;
+	uint32_t seq;
+	pid_t	 pid;
+	int	 waiting, st;
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	if ((pid = fork()) == 0) {
+		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
+		    lease_grown(s, T1, L1, true, 1000, 100, 0) != 0 ||
+		    lease_spend(s, held(s, T1, 300, 7), 120, &usage, CALL, 7,
+		    &charged, &seq) != 0)
+			_exit(1);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	journal_record_size(path, 12345);
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "holds 1 calls not yet written, in the "
+	    "format of another version"));
+	free(s);
+	/* Written meanwhile by that version: nothing waits. */
+	if ((pid = fork()) == 0) {
+		struct lease_record r[2];
+
+		journal_record_size(path, sizeof(struct lease_record));
+		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
+		    waiting != 1 || lease_pending(s, r, 2, 0) != 1)
+			_exit(1);
+		lease_committed(s, r, 1);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	journal_record_size(path, 12345);
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), 0);
+	assert_int_equal(waiting, 0);
+	assert_true(lease_replayed(s));
+	free(s);
+	unlink(path);
+}
+
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_first_call_needs_a_lease),
     cmocka_unit_test(test_spend_is_capped_and_queued),
@@ -301,4 +364,5 @@ UNIT_MAIN(NULL,
     cmocka_unit_test(test_lost_lease),
     cmocka_unit_test(test_room_in_the_ring_for_every_hold),
     cmocka_unit_test(test_journal_outlives_the_process),
-    cmocka_unit_test(test_journal_refusals))
+    cmocka_unit_test(test_journal_refusals),
+    cmocka_unit_test(test_journal_of_another_version))
