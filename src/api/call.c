@@ -50,6 +50,7 @@ call_settle(struct call *c, const char *status)
 {
 	struct credits_told t;
 	struct credits_usage u;
+	struct holder	 who;
 	long		 prompt, completion;
 
 	if (!hold_taken(&c->hold))
@@ -69,15 +70,40 @@ call_settle(struct call *c, const char *status)
 	u.prompt_tokens = prompt;
 	u.completion_tokens = completion;
 	u.status = status;
-	hold_finish(c->req->w, &c->hold, credits_bill_cost(&c->bill, prompt,
-	    completion), &u, &c->bill.charged);
+	leases_holder(c->req->w, &who);
+	switch (hold_finish(&who, &c->hold, credits_bill_cost(&c->bill, prompt,
+	    completion), &u, &c->bill.charged)) {
+	case HOLD_RING_FULL:
+		log_error("request %s: the usage rows waiting to be written "
+		    "fill the queue; the call is not charged", u.request_id);
+		break;
+	case HOLD_UNCONFIRMED:
+		log_error("request %s: its usage row is not written yet "
+		    "(PostgreSQL?); it stays queued on this host",
+		    u.request_id);
+		break;
+	case HOLD_DB:
+		log_error("PostgreSQL: settling request %s: %s; the "
+		    "reservation stays held", u.request_id,
+		    db_errmsg(who.db));
+		break;
+	default:
+		break;
+	}
 }
 
 /* Lets the hold go: the call produced nothing. */
 void
 call_release(struct call *c)
 {
-	hold_drop(c->req->w, &c->hold);
+	struct holder	 who;
+	char		 resv[sizeof(c->hold.resv)];
+
+	memcpy(resv, c->hold.resv, sizeof(resv));
+	leases_holder(c->req->w, &who);
+	if (hold_drop(&who, &c->hold) == HOLD_DB)
+		log_error("PostgreSQL: releasing reservation %s: %s", resv,
+		    db_errmsg(who.db));
 }
 
 struct json_object *
@@ -141,6 +167,7 @@ call_reserve(struct call *c, struct json_object *body)
 	struct request	*req = c->req;
 	const struct config *cfg = req->w->cfg;
 	struct credit_price price;
+	struct holder	 who;
 	struct json_object *msgs, *v;
 	long		 max_out = cfg->default_max_tokens;
 	long long	 est, available;
@@ -173,13 +200,14 @@ call_reserve(struct call *c, struct json_object *body)
 	est = credits_bill_open(&c->bill, &price, pool ? cfg->pool_markup : 0,
 	    n, max_out);
 	c->pc.prompt_estimate = c->bill.prompt_estimate;
-	switch (hold_take(req->w, &c->hold, req->principal->tenant_id,
+	leases_holder(req->w, &who);
+	switch (hold_take(&who, &c->hold, req->principal->tenant_id,
 	    req->principal->key_id[0] ? req->principal->key_id : NULL,
 	    req->request_id, est, cfg->upstream_total_timeout + HOLD_MARGIN,
 	    &available)) {
-	case 0:
+	case HOLD_OK:
 		return 0;
-	case 1:
+	case HOLD_SHORT:
 		break;
 	default:
 		api_db_failed(req);

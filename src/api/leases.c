@@ -11,30 +11,24 @@
 #include "api/api.h"
 #include "api/leases.h"
 #include "core/credits.h"
+#include "core/hold.h"
 #include "core/lease.h"
 #include "lib/clock.h"
-#include "lib/crypto.h"
 #include "lib/db.h"
 #include "server/config.h"
 #include "server/log.h"
 #include "server/worker.h"
 
 /*
- * A lease grows by what 64 more calls like this one would hold, so that a
- * busy tenant's host asks the database rarely; it lives as long as the
- * longest call and two minutes more, renewed every RENEW_EVERY seconds
- * while the host runs, and goes back to the balance after IDLE seconds
- * without a call.  A call waits at most WRITE_WAIT_MS for its usage row
- * (with a journal, only for room in the ring).
+ * The host's writer (core/hold.c holds and charges calls): a lease is
+ * renewed every RENEW_EVERY seconds while the host runs, for as long as
+ * the longest call and HOLD_LEASE_EXTRA s more, and goes back to the
+ * balance after IDLE seconds without a call.
  */
-#define LEASE_CALLS	64
-#define LEASE_EXTRA	120		/* s beyond the longest call */
-#define LEASE_MARGIN	30.0		/* s of a lease not used for calls */
 #define RENEW_EVERY	10.0		/* s */
 #define IDLE		2.0		/* s */
 #define WRITE_BATCH	256
 #define GATHER_MS	1
-#define WRITE_WAIT_MS	10000
 #define RETURNS_MAX	64
 
 struct writer {
@@ -58,148 +52,33 @@ static int
 lease_ttl(const struct config *cfg, int call_ttl)
 {
 	(void)cfg;
-	return call_ttl + LEASE_EXTRA;
+	return call_ttl + HOLD_LEASE_EXTRA;
 }
 
-enum leases_result
-leases_hold(struct worker *w, const char *tenant, long long amount,
-    int ttl, int *hold, long long *available)
-{
-	struct lease_shared *s = api_leases(w);
-	char		 lease[LEASE_ID_LEN + 1], id[40];
-	long long	 need, got, avail;
-	double		 now;
-	pid_t		 owner = getppid();
-	bool		 gone;
-	int		 try;
-
-	*hold = -1;
-	*available = 0;
-	/* The master owns leases: one that is gone would own them forever. */
-	if (s == NULL || !w->cfg->credits_lease || owner <= 1)
-		return LEASES_NONE;
-	for (try = 0; try < 4; try++) {
-		now = clock_mono();
-		switch (lease_hold(s, tenant, amount, getpid(), now, now + ttl,
-		    hold, &need, lease)) {
-		case LEASE_HELD:
-			return LEASES_HELD;
-		case LEASE_NONE:
-			return LEASES_NONE;
-		case LEASE_NEED:
-			break;
-		}
-		if (lease[0] != '\0') {
-			switch (credits_lease_grow(app(w)->db, lease, tenant,
-			    need, need + amount * LEASE_CALLS,
-			    lease_ttl(w->cfg, ttl), &got, &gone, &avail)) {
-			case CREDITS_OK:
-				(void)lease_grown(s, tenant, lease, false, got,
-				    now + lease_ttl(w->cfg, ttl) - LEASE_MARGIN,
-				    now);
-				continue;
-			case CREDITS_SHORT:
-				if (gone) {
-					lease_lost(s, lease);
-					continue;
-				}
-				/* What is free, here and in the database. */
-				*available = avail + (amount - need);
-				return LEASES_SHORT;
-			default:
-				return LEASES_DB;
-			}
-		}
-		switch (credits_lease_new(app(w)->db, tenant, need, need +
-		    amount * LEASE_CALLS, owner, lease_ttl(w->cfg, ttl), id,
-		    &got, &avail)) {
-		case CREDITS_OK:
-			if (lease_grown(s, tenant, id, true, got, now +
-			    lease_ttl(w->cfg, ttl) - LEASE_MARGIN, now) == 0)
-				continue;
-			/* Another worker made one meanwhile: use that. */
-			if (credits_release(app(w)->db, id) == -1)
-				log_error("PostgreSQL: letting lease %s go: "
-				    "%s; it ends at its deadline", id,
-				    db_errmsg(app(w)->db));
-			continue;
-		case CREDITS_SHORT:
-			*available = avail;
-			return LEASES_SHORT;
-		default:
-			return LEASES_DB;
-		}
-	}
-	return LEASES_NONE;
-}
-
-/* A uuid (version 4) of the call's own, for its usage row. */
 static void
-call_id(char out[LEASE_ID_LEN + 1])
+unlock(void *arg)
 {
-	unsigned char	 b[16];
-
-	crypto_random(b, sizeof(b));
-	b[6] = (b[6] & 0x0f) | 0x40;
-	b[8] = (b[8] & 0x3f) | 0x80;
-	snprintf(out, LEASE_ID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-"
-	    "%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
-	    b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-	    b[15]);
+	worker_release(arg);
 }
 
-int
-leases_spend(struct worker *w, int hold, long long cost,
-    const struct credits_usage *u, long long *charged)
+static void
+relock(void *arg)
 {
-	struct lease_shared *s = api_leases(w);
-	const struct timespec pause = { 0, 50 * 1000 * 1000 };
-	char		 call[LEASE_ID_LEN + 1];
-	uint32_t	 seq;
-	int		 waited;
-	bool		 written;
-
-	*charged = 0;
-	if (s == NULL)
-		return -1;
-	call_id(call);
-	/* A full ring is the database down for a while: wait for room. */
-	for (waited = 0; lease_spend(s, hold, cost, u, call, getpid(),
-	    charged, &seq) == -1; waited += 50) {
-		if (waited >= WRITE_WAIT_MS) {
-			log_error("request %s: the usage rows waiting to be "
-			    "written fill the queue; the call is not charged",
-			    u->request_id);
-			leases_drop(w, hold);
-			return -1;
-		}
-		worker_release(w);
-		nanosleep(&pause, NULL);
-		worker_acquire(w);
-	}
-	/* In the journal, the charge is recorded: it outlives the host. */
-	if (lease_journaled(s))
-		return 0;
-	worker_release(w);
-	written = lease_written(s, seq, WRITE_WAIT_MS);
-	worker_acquire(w);
-	if (!written) {
-		log_error("request %s: its usage row is not written yet "
-		    "(PostgreSQL?); it stays queued on this host",
-		    u->request_id);
-		*charged = 0;
-		return -1;
-	}
-	return 0;
+	worker_acquire(arg);
 }
 
 void
-leases_drop(struct worker *w, int hold)
+leases_holder(struct worker *w, struct holder *who)
 {
 	struct lease_shared *s = api_leases(w);
 
-	if (s != NULL)
-		lease_drop(s, hold);
+	who->db = app(w)->db;
+	who->leases = w->cfg->credits_lease ? s : NULL;
+	/* The master owns the leases; 1 (or 0) when it is gone. */
+	who->owner = getppid();
+	who->unlock = unlock;
+	who->relock = relock;
+	who->arg = w;
 }
 
 bool
@@ -208,73 +87,6 @@ leases_replayed(struct worker *w)
 	struct lease_shared *s = api_leases(w);
 
 	return s == NULL || lease_replayed(s);
-}
-
-void
-hold_init(struct hold *h)
-{
-	h->resv[0] = '\0';
-	h->lease = -1;
-}
-
-bool
-hold_taken(const struct hold *h)
-{
-	return h->lease >= 0 || h->resv[0] != '\0';
-}
-
-int
-hold_take(struct worker *w, struct hold *h, const char *tenant,
-    const char *key_id, const char *request_id, long long amount, int ttl,
-    long long *available)
-{
-	hold_init(h);
-	switch (leases_hold(w, tenant, amount, ttl, &h->lease, available)) {
-	case LEASES_HELD:
-		return 0;
-	case LEASES_SHORT:
-		return 1;
-	case LEASES_DB:
-		return -1;
-	case LEASES_NONE:
-		break;
-	}
-	switch (credits_reserve(app(w)->db, tenant, key_id, request_id, amount,
-	    ttl, h->resv, available)) {
-	case CREDITS_OK:
-		return 0;
-	case CREDITS_SHORT:
-		return 1;
-	default:
-		return -1;
-	}
-}
-
-void
-hold_finish(struct worker *w, struct hold *h, long long cost,
-    const struct credits_usage *u, long long *charged)
-{
-	/* Held in this host's lease: charged there, written by its writer. */
-	if (h->lease >= 0)
-		(void)leases_spend(w, h->lease, cost, u, charged);
-	else if (h->resv[0] != '\0' &&
-	    credits_settle(app(w)->db, h->resv, cost, u, charged) == -1)
-		log_error("PostgreSQL: settling request %s: %s; the "
-		    "reservation stays held", u->request_id,
-		    db_errmsg(app(w)->db));
-	hold_init(h);
-}
-
-void
-hold_drop(struct worker *w, struct hold *h)
-{
-	if (h->lease >= 0)
-		leases_drop(w, h->lease);
-	else if (h->resv[0] != '\0' &&
-	    credits_release(app(w)->db, h->resv) == -1)
-		log_error("PostgreSQL: releasing reservation %s: %s", h->resv,
-		    db_errmsg(app(w)->db));
-	hold_init(h);
 }
 
 static void
@@ -325,7 +137,7 @@ renew(struct writer *wr, struct db *db, double now)
 		if (wr->found[i])
 			lease_renewed(wr->s, wr->renew[i], now +
 			    lease_ttl(wr->cfg, wr->cfg->upstream_total_timeout +
-			    60) - LEASE_MARGIN);
+			    60) - HOLD_LEASE_MARGIN);
 		else
 			lease_lost(wr->s, wr->renew[i]);
 }

@@ -1,0 +1,224 @@
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/credits.h"
+#include "core/hold.h"
+#include "core/lease.h"
+#include "lib/clock.h"
+#include "lib/crypto.h"
+
+/*
+ * A lease grows by what 64 more calls like this one would hold, so that a
+ * busy tenant's host asks the database rarely; it lives as long as the
+ * longest call and HOLD_LEASE_EXTRA s more (renewed by the host's writer
+ * while the host runs).  A call waits at most WRITE_WAIT_MS for its usage
+ * row (with a journal, only for room in the ring).
+ */
+#define LEASE_CALLS	64
+#define WRITE_WAIT_MS	10000
+
+void
+hold_init(struct hold *h)
+{
+	h->resv[0] = '\0';
+	h->lease = -1;
+}
+
+bool
+hold_taken(const struct hold *h)
+{
+	return h->lease >= 0 || h->resv[0] != '\0';
+}
+
+/* Grows tenant's lease (or makes one) by need and then some. */
+static enum hold_result
+lease_more(const struct holder *who, const char *tenant, const char *lease,
+    long long need, long long amount, int ttl, double now,
+    long long *available)
+{
+	char		 id[40];
+	long long	 got, avail;
+	int		 life = ttl + HOLD_LEASE_EXTRA;
+	bool		 gone;
+
+	if (lease[0] != '\0') {
+		switch (credits_lease_grow(who->db, lease, tenant, need,
+		    need + amount * LEASE_CALLS, life, &got, &gone, &avail)) {
+		case CREDITS_OK:
+			(void)lease_grown(who->leases, tenant, lease, false,
+			    got, now + life - HOLD_LEASE_MARGIN, now);
+			return HOLD_OK;
+		case CREDITS_SHORT:
+			if (gone) {
+				lease_lost(who->leases, lease);
+				return HOLD_OK;
+			}
+			/* What is free, here and in the database. */
+			*available = avail + (amount - need);
+			return HOLD_SHORT;
+		default:
+			return HOLD_DB;
+		}
+	}
+	switch (credits_lease_new(who->db, tenant, need, need + amount *
+	    LEASE_CALLS, who->owner, life, id, &got, &avail)) {
+	case CREDITS_OK:
+		/* Another process made one meanwhile: use that, let ours go
+		 * (or leave it to its deadline, when even that fails). */
+		if (lease_grown(who->leases, tenant, id, true, got, now +
+		    life - HOLD_LEASE_MARGIN, now) != 0 &&
+		    credits_release(who->db, id) == -1)
+			return HOLD_OK;
+		return HOLD_OK;
+	case CREDITS_SHORT:
+		*available = avail;
+		return HOLD_SHORT;
+	default:
+		return HOLD_DB;
+	}
+}
+
+/*
+ * Holds amount from tenant's lease: HOLD_OK with *hold set, HOLD_SHORT,
+ * HOLD_DB; or HOLD_OK with *hold -1 when the call must hold in the
+ * database instead (no lease here, or no room in the tables).
+ */
+static enum hold_result
+lease_take(const struct holder *who, const char *tenant, long long amount,
+    int ttl, int *hold, long long *available)
+{
+	char		 lease[LEASE_ID_LEN + 1];
+	long long	 need;
+	double		 now;
+	enum hold_result r;
+	int		 try;
+
+	*hold = -1;
+	/* The owner's leases would outlive it forever. */
+	if (who->leases == NULL || who->owner <= 1)
+		return HOLD_OK;
+	for (try = 0; try < 4; try++) {
+		now = clock_mono();
+		switch (lease_hold(who->leases, tenant, amount, getpid(), now,
+		    now + ttl, hold, &need, lease)) {
+		case LEASE_HELD:
+			return HOLD_OK;
+		case LEASE_NONE:
+			return HOLD_OK;
+		case LEASE_NEED:
+			break;
+		}
+		if ((r = lease_more(who, tenant, lease, need, amount, ttl, now,
+		    available)) != HOLD_OK)
+			return r;
+	}
+	return HOLD_OK;
+}
+
+enum hold_result
+hold_take(const struct holder *who, struct hold *h, const char *tenant,
+    const char *key_id, const char *request_id, long long amount, int ttl,
+    long long *available)
+{
+	enum hold_result r;
+
+	hold_init(h);
+	*available = 0;
+	if ((r = lease_take(who, tenant, amount, ttl, &h->lease,
+	    available)) != HOLD_OK || h->lease >= 0)
+		return r;
+	switch (credits_reserve(who->db, tenant, key_id, request_id, amount,
+	    ttl, h->resv, available)) {
+	case CREDITS_OK:
+		return HOLD_OK;
+	case CREDITS_SHORT:
+		return HOLD_SHORT;
+	default:
+		return HOLD_DB;
+	}
+}
+
+/* A uuid (version 4) of the call's own, for its usage row. */
+static void
+call_id(char out[LEASE_ID_LEN + 1])
+{
+	unsigned char	 b[16];
+
+	crypto_random(b, sizeof(b));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(out, LEASE_ID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
+	    b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+	    b[15]);
+}
+
+/* Charges a hold in the lease; its record is then the writer's. */
+static enum hold_result
+lease_finish(const struct holder *who, int hold, long long cost,
+    const struct credits_usage *u, long long *charged)
+{
+	const struct timespec pause = { 0, 50 * 1000 * 1000 };
+	char		 call[LEASE_ID_LEN + 1];
+	uint32_t	 seq;
+	int		 waited;
+	bool		 written;
+
+	call_id(call);
+	/* A full ring is the database down for a while: wait for room. */
+	for (waited = 0; lease_spend(who->leases, hold, cost, u, call,
+	    getpid(), charged, &seq) == -1; waited += 50) {
+		if (waited >= WRITE_WAIT_MS) {
+			lease_drop(who->leases, hold);
+			*charged = 0;
+			return HOLD_RING_FULL;
+		}
+		who->unlock(who->arg);
+		nanosleep(&pause, NULL);
+		who->relock(who->arg);
+	}
+	/* In the journal, the charge is recorded: it outlives the host. */
+	if (lease_journaled(who->leases))
+		return HOLD_OK;
+	who->unlock(who->arg);
+	written = lease_written(who->leases, seq, WRITE_WAIT_MS);
+	who->relock(who->arg);
+	if (!written) {
+		*charged = 0;
+		return HOLD_UNCONFIRMED;
+	}
+	return HOLD_OK;
+}
+
+enum hold_result
+hold_finish(const struct holder *who, struct hold *h, long long cost,
+    const struct credits_usage *u, long long *charged)
+{
+	enum hold_result r = HOLD_OK;
+
+	*charged = 0;
+	if (h->lease >= 0)
+		r = lease_finish(who, h->lease, cost, u, charged);
+	else if (h->resv[0] != '\0' &&
+	    credits_settle(who->db, h->resv, cost, u, charged) == -1)
+		r = HOLD_DB;
+	hold_init(h);
+	return r;
+}
+
+enum hold_result
+hold_drop(const struct holder *who, struct hold *h)
+{
+	enum hold_result r = HOLD_OK;
+
+	if (h->lease >= 0)
+		lease_drop(who->leases, h->lease);
+	else if (h->resv[0] != '\0' && credits_release(who->db, h->resv) == -1)
+		r = HOLD_DB;
+	hold_init(h);
+	return r;
+}

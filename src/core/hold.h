@@ -1,0 +1,88 @@
+#ifndef KEYGATE_CORE_HOLD_H
+#define KEYGATE_CORE_HOLD_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/*
+ * One call's credits held: in this host's lease of the tenant's balance
+ * (core/lease.h) when leases are on and the lease has room, else as a
+ * reservation in the database (core/credits.h).  A call takes its hold,
+ * then either finishes it (charging the cost, with its usage row) or
+ * drops it (charging nothing); both are once, and a hold after
+ * hold_init() is none.
+ *
+ *	struct hold h;
+ *
+ *	hold_init(&h);
+ *	switch (hold_take(&who, &h, tenant, key, request, estimate, ttl,
+ *	    &available)) { ... }
+ *	... the provider call ...
+ *	hold_finish(&who, &h, cost, &usage, &charged);	or hold_drop()
+ */
+
+struct credits_usage;
+struct db;
+struct lease_shared;
+
+/* What holding needs of the process it runs in. */
+struct holder {
+	struct db	*db;
+	struct lease_shared *leases;	/* NULL: every hold in the database */
+	pid_t		 owner;		/* the process owning this host's
+					   leases; <= 1 when it is gone */
+	/*
+	 * Around a wait for the writer (the ring full, or the commit of the
+	 * call's usage row), so that other calls of the process run.
+	 */
+	void		(*unlock)(void *);
+	void		(*relock)(void *);
+	void		*arg;
+};
+
+struct hold {
+	char		 resv[40];	/* reservation id, "" = none */
+	int		 lease;		/* hold in the lease, -1 = none */
+};
+
+enum hold_result {
+	HOLD_OK,		/* held; or charged and recorded */
+	HOLD_SHORT,		/* not enough: *available says what there is */
+	HOLD_DB,		/* the database failed: see db_status() */
+	HOLD_RING_FULL,		/* charged nothing: the records waiting to be
+				   written filled the ring for too long */
+	HOLD_UNCONFIRMED,	/* queued on this host, not yet written:
+				   *charged says 0 */
+	HOLD_RESULT__MAX
+};
+
+/*
+ * A lease lives as long as the longest call and HOLD_LEASE_EXTRA s more,
+ * and is used for calls that end HOLD_LEASE_MARGIN s before that.
+ */
+#define HOLD_LEASE_EXTRA	120
+#define HOLD_LEASE_MARGIN	30.0
+
+void	hold_init(struct hold *);
+bool	hold_taken(const struct hold *);
+/*
+ * Holds amount of tenant's credits for a call of request_id (by key_id,
+ * NULL for a token) that ends within ttl s.  HOLD_OK, HOLD_SHORT or
+ * HOLD_DB.
+ */
+enum hold_result hold_take(const struct holder *, struct hold *,
+	    const char *tenant, const char *key_id, const char *request_id,
+	    long long amount, int ttl, long long *available)
+	    __attribute__((warn_unused_result));
+/*
+ * Charges cost with the usage row u; *charged what was recorded.  In a
+ * lease, waits (unlocked) until the row is written, or, with a journal,
+ * until its record is in it.  HOLD_OK, HOLD_RING_FULL, HOLD_UNCONFIRMED
+ * or HOLD_DB (a settlement that failed: the reservation stays held).
+ */
+enum hold_result hold_finish(const struct holder *, struct hold *,
+	    long long cost, const struct credits_usage *u, long long *charged);
+/* Lets the hold go, charging nothing.  HOLD_OK or HOLD_DB. */
+enum hold_result hold_drop(const struct holder *, struct hold *);
+
+#endif
