@@ -351,7 +351,7 @@ api_key_json(const struct db_res *r, int row)
 static struct json_object *
 key_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_KEY_GET, id, api_key_json);
+	return api_fetch(req, key_get, id, api_key_json);
 }
 
 /*
@@ -563,7 +563,7 @@ api_keys_list(struct request *req)
 	int		 limit, rc;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
-	    !api_cursor_known(req, STMT_KEY_GET, cursor))
+	    !api_cursor_known(req, key_get, cursor))
 		return;
 	rc = query_get(req->query, "tenant_id", tenant, sizeof(tenant));
 	if (rc == -1 || (rc == 1 && !uuid_valid(tenant))) {
@@ -592,7 +592,7 @@ api_keys_dormant(struct request *req)
 	long		 d = 90;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
-	    !api_cursor_known(req, STMT_KEY_GET, cursor))
+	    !api_cursor_known(req, key_get, cursor))
 		return;
 	rc = query_get(req->query, "days", days, sizeof(days));
 	if (rc == 1) {

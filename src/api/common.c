@@ -166,8 +166,8 @@ api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 void
 api_change_done(struct request *req, const char *tenant, const char *action,
     const char *target_type, const char *id, struct json_object *details,
-    int get, struct json_object *(*render)(const struct db_res *, int),
-    int status)
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    struct json_object *(*render)(const struct db_res *, int), int status)
 {
 	struct json_object *obj;
 
@@ -329,15 +329,17 @@ api_key_within_caller(struct request *req, struct json_object *key)
 }
 
 bool
-api_cursor_known(struct request *req, int get, const char *cursor)
+api_cursor_known(struct request *req,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    const char *cursor)
 {
-	const char	*p[2] = { cursor, req->principal->tenant_id };
 	struct db_res	*res;
 	bool		 ok;
 
 	if (*cursor == '\0')
 		return true;
-	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL) {
+	if ((res = get(app(req->w)->db, cursor,
+	    req->principal->tenant_id)) == NULL) {
 		api_db_failed(req);
 		return false;
 	}
@@ -350,23 +352,22 @@ api_cursor_known(struct request *req, int get, const char *cursor)
 }
 
 void
-api_list_page(struct request *req, int list, int get, int id_col,
-    struct json_object *(*render)(const struct db_res *, int))
+api_list_page(struct request *req,
+    struct db_res *(*list)(struct db *, const char *, const char *, int),
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    int id_col, struct json_object *(*render)(const struct db_res *, int))
 {
 	struct json_object *data;
 	struct db_res	*res;
-	const char	*p[3];
-	char		 cursor[64], lim[16], next[40];
+	char		 cursor[64], next[40];
 	int		 limit;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, get, cursor))
 		return;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = cursor[0] ? cursor : NULL;
-	p[2] = lim;
-	if ((res = db_query(app(req->w)->db, (enum stmt)list, 3, p)) == NULL) {
+	/* One row more than is shown tells whether a next page exists. */
+	if ((res = list(app(req->w)->db, req->principal->tenant_id,
+	    cursor[0] ? cursor : NULL, limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -393,14 +394,15 @@ api_page_rows(const struct db_res *res, int limit, int id_col,
 }
 
 struct json_object *
-api_fetch(struct request *req, int get, const char *id,
-    struct json_object *(*render)(const struct db_res *, int))
+api_fetch(struct request *req,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    const char *id, struct json_object *(*render)(const struct db_res *, int))
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
 	struct db_res	*res;
 	struct json_object *o;
 
-	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL)
+	if ((res = get(app(req->w)->db, id, req->principal->tenant_id)) ==
+	    NULL)
 		return NULL;
 	o = db_rows(res) == 1 ? render(res, 0) : NULL;
 	db_res_free(res);

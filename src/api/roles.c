@@ -219,7 +219,7 @@ api_roles_create(struct request *req)
 	json_object_object_add(details, "scopes",
 	    json_object_new_string(f.scopes_lit));
 	api_change_done(req, f.global ? NULL : f.tenant_id, "role.create",
-	    "role", id, details, STMT_ROLE_GET, api_role_json, 201);
+	    "role", id, details, role_get, api_role_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -228,7 +228,7 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID,
+	api_list_page(req, role_list, role_get, RC_ID,
 	    api_role_json);
 }
 
@@ -320,7 +320,7 @@ api_roles_update(struct request *req)
 		json_object_object_add(details, "name",
 		    json_object_new_string(f.name));
 	api_change_done(req, req->principal->tenant_id, "role.update", "role",
-	    req->param, details, STMT_ROLE_GET, api_role_json, 200);
+	    req->param, details, role_get, api_role_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -445,7 +445,7 @@ set_role(struct request *req, const char *role)
 	    role != NULL ? json_object_new_string(role) : NULL);
 	api_change_done(req, tenant, role != NULL ? "api_key.role_assign" :
 	    "api_key.role_remove", "api_key", req->param, details,
-	    STMT_KEY_GET, api_key_json, 200);
+	    key_get, api_key_json, 200);
 	return;
 dbfail:
 	api_abort(req);

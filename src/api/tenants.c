@@ -59,7 +59,7 @@ api_tenant_json(const struct db_res *r, int row)
 static struct json_object *
 tenant_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_TENANT_GET, id, api_tenant_json);
+	return api_fetch(req, tenant_get, id, api_tenant_json);
 }
 
 static void
@@ -108,7 +108,7 @@ api_tenants_create(struct request *req)
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
 	api_change_done(req, id, "tenant.create", "tenant", id, details,
-	    STMT_TENANT_GET, api_tenant_json, 201);
+	    tenant_get, api_tenant_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -117,7 +117,7 @@ dbfail:
 void
 api_tenants_list(struct request *req)
 {
-	api_list_page(req, STMT_TENANT_LIST, STMT_TENANT_GET, TC_ID,
+	api_list_page(req, tenant_list, tenant_get, TC_ID,
 	    api_tenant_json);
 }
 
@@ -182,7 +182,7 @@ api_tenants_update(struct request *req)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
 	api_change_done(req, req->param, "tenant.update", "tenant", req->param,
-	    details, STMT_TENANT_GET, api_tenant_json, 200);
+	    details, tenant_get, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -239,7 +239,7 @@ api_tenants_delete(struct request *req)
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
 	api_change_done(req, req->param, "tenant.delete", "tenant", req->param,
-	    details, STMT_TENANT_GET, api_tenant_json, 200);
+	    details, tenant_get, api_tenant_json, 200);
 	return;
 dbfail:
 	api_abort(req);

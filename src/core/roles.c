@@ -118,3 +118,10 @@ role_get(struct db *db, const char *id, const char *caller_tenant)
 
 	return db_query(db, STMT_ROLE_GET, 2, p);
 }
+
+struct db_res *
+role_list(struct db *db, const char *caller_tenant, const char *cursor,
+    int limit)
+{
+	return db_query_page(db, STMT_ROLE_LIST, caller_tenant, cursor, limit);
+}

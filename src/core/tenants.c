@@ -31,6 +31,20 @@ tenant_below(struct db *db, const char *tenant, const char *caller)
 	return strcmp(tenant, caller) == 0 ? TENANT_SELF : TENANT_OK;
 }
 
+struct db_res *
+tenant_get(struct db *db, const char *id, const char *caller)
+{
+	const char	*p[2] = { id, caller };
+
+	return db_query(db, STMT_TENANT_GET, 2, p);
+}
+
+struct db_res *
+tenant_list(struct db *db, const char *caller, const char *cursor, int limit)
+{
+	return db_query_page(db, STMT_TENANT_LIST, caller, cursor, limit);
+}
+
 int
 tenant_create(struct db *db, const char *parent, const char *name, char *id,
     size_t idsz)

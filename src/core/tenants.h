@@ -48,6 +48,21 @@ enum tenant_result tenant_within(struct db *, const char *tenant,
 enum tenant_result tenant_below(struct db *, const char *tenant,
 		    const char *caller) __attribute__((warn_unused_result));
 /*
+ * Tenant id as caller sees it (caller's own or one below it): a row of
+ * enum tenant_col or none, to be freed with db_res_free(); NULL with
+ * db_status() set.
+ */
+struct db_res	*tenant_get(struct db *, const char *id, const char *caller)
+		    __attribute__((warn_unused_result));
+/*
+ * The tenants of caller's subtree after the one of id cursor (NULL = from
+ * the first), at most limit: rows of enum tenant_col to be freed with
+ * db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*tenant_list(struct db *, const char *caller,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+/*
  * Inside the caller's transaction, a new tenant name below parent; its id
  * into id.  0, or -1 with db_status() set.
  */

@@ -1143,6 +1143,20 @@ db_query(struct db *db, enum stmt s, int n, const char *const *params)
 	return (struct db_res *)res;
 }
 
+struct db_res *
+db_query_page(struct db *db, enum stmt s, const char *owner,
+    const char *cursor, int limit)
+{
+	const char	*p[3];
+	char		 lim[16];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = owner;
+	p[1] = cursor;
+	p[2] = lim;
+	return db_query(db, s, 3, p);
+}
+
 int
 db_exec(struct db *db, enum stmt s, int n, const char *const *params)
 {

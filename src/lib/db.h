@@ -282,6 +282,14 @@ const char	*db_errmsg(const struct db *);
  */
 struct db_res	*db_query(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));
+/*
+ * As db_query() for a page of a listing whose statement takes (owner,
+ * cursor, limit): cursor NULL = from the first row; limit is written out
+ * here.
+ */
+struct db_res	*db_query_page(struct db *, enum stmt, const char *owner,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
 /* As db_query() for a statement that returns no rows. */
 int		 db_exec(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));
