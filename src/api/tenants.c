@@ -245,19 +245,6 @@ dbfail:
 	api_abort(req);
 }
 
-/* The parts of an export, in the order they are written. */
-static const struct {
-	const char	*name;
-	enum stmt	 stmt;
-} export_parts[] = {
-	{ "tenants", STMT_EXPORT_TENANTS },
-	{ "api_keys", STMT_EXPORT_KEYS },
-	{ "roles", STMT_EXPORT_ROLES },
-	{ "llm_keys", STMT_EXPORT_LLM_KEYS },
-	{ "usage", STMT_EXPORT_USAGE },
-	{ "audit_log", STMT_EXPORT_AUDIT },
-};
-
 #define EXPORT_PAGE	65536	/* bytes written to the client at a time */
 
 /* An export under way: the page being filled, and where the part is. */
@@ -279,35 +266,62 @@ export_flush(struct export_page *ep)
 	return rc;
 }
 
+/* A page that cannot grow cuts the document short: said once, here. */
 static int
-export_row(void *arg, const struct db_res *row)
+export_nomem(struct export_page *ep)
+{
+	log_error("buf_puts: exporting tenant %s: out of memory; the "
+	    "document was cut short", ep->req->param);
+	return -1;
+}
+
+static int
+export_part(void *arg, const char *name)
+{
+	struct export_page *ep = arg;
+
+	ep->rows = 0;
+	return buf_printf(&ep->out, ",\"%s\":[", name) == -1 ?
+	    export_nomem(ep) : 0;
+}
+
+static int
+export_row(void *arg, const char *json)
 {
 	struct export_page *ep = arg;
 
 	if ((ep->rows++ > 0 && buf_puts(&ep->out, ",") == -1) ||
-	    buf_puts(&ep->out, db_value(row, 0, 0)) == -1)
-		return -1;
+	    buf_puts(&ep->out, json) == -1)
+		return export_nomem(ep);
 	return ep->out.len >= EXPORT_PAGE ? export_flush(ep) : 0;
+}
+
+static int
+export_part_end(void *arg)
+{
+	struct export_page *ep = arg;
+
+	return buf_puts(&ep->out, "]") == -1 ? export_nomem(ep) : 0;
 }
 
 /*
  * The subtree's data as one JSON document, written part by part and page
- * by page as PostgreSQL sends the rows, all from one snapshot: memory
- * stays at a page and a row, whatever the size of the subtree.  Once the
- * 200 has gone out a failure can only cut the document short (it is then
- * not valid JSON) and is logged.
+ * by page as PostgreSQL sends the rows (tenant_export()), all from one
+ * snapshot: memory stays at a page and a row, whatever the size of the
+ * subtree.  Once the 200 has gone out a failure can only cut the document
+ * short (it is then not valid JSON) and is logged.
  */
 void
 api_tenants_export(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct export_page ep = { req, { 0 }, 0 };
-	const char	*p[1] = { req->param };
+	const struct tenant_export_sink sink = { export_part, export_row,
+	    export_part_end, &ep };
 	char		 now[32];
 	struct tm	 tm;
 	time_t		 t = time(NULL);
-	size_t		 i;
-	int		 rc = 0;
+	int		 rc;
 
 	if (!api_tenant_target(req, req->param))
 		return;
@@ -323,22 +337,15 @@ api_tenants_export(struct request *req)
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	if (buf_printf(&ep.out, "{\"tenant_id\":\"%s\",\"exported_at\":"
 	    "\"%s\"", req->param, now) == -1)
-		rc = -1;
-	for (i = 0; rc == 0 && i < sizeof(export_parts) /
-	    sizeof(export_parts[0]); i++) {
-		ep.rows = 0;
-		if (buf_printf(&ep.out, ",\"%s\":[", export_parts[i].name) ==
-		    -1 || (rc = db_each_row(app(w)->db, export_parts[i].stmt, 1,
-		    p, export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
-			rc = rc != 0 ? rc : -1;
-	}
-	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
-		rc = -1;
-	if (rc == 0)
-		rc = export_flush(&ep);
-	if (rc == -1 && !req->client_gone)
+		rc = export_nomem(&ep);
+	else if ((rc = tenant_export(app(w)->db, req->param, &sink)) == -1 &&
+	    !req->client_gone)
 		log_error("PostgreSQL: exporting tenant %s: %s; the document "
 		    "was cut short", req->param, db_errmsg(app(w)->db));
+	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
+		rc = export_nomem(&ep);
+	if (rc == 0)
+		(void)export_flush(&ep);
 	db_rollback(app(w)->db);
 	buf_free(&ep.out);
 }

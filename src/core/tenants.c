@@ -92,6 +92,49 @@ tenant_deactivate(struct db *db, const char *id)
 	return n;
 }
 
+/* The parts of an export, in the order they are handed over. */
+static const struct {
+	const char	*name;
+	enum stmt	 stmt;
+} export_parts[] = {
+	{ "tenants", STMT_EXPORT_TENANTS },
+	{ "api_keys", STMT_EXPORT_KEYS },
+	{ "roles", STMT_EXPORT_ROLES },
+	{ "llm_keys", STMT_EXPORT_LLM_KEYS },
+	{ "usage", STMT_EXPORT_USAGE },
+	{ "audit_log", STMT_EXPORT_AUDIT },
+};
+
+/* Each row of an export statement is one column: an object's JSON. */
+static int
+export_row(void *arg, const struct db_res *row)
+{
+	struct tenant_export_sink *sink = arg;
+
+	return sink->row(sink->arg, db_value(row, 0, 0));
+}
+
+int
+tenant_export(struct db *db, const char *id,
+    const struct tenant_export_sink *sink)
+{
+	struct tenant_export_sink to = *sink;	/* db_each_row()'s arg */
+	const char	*p[1] = { id };
+	size_t		 i;
+	int		 rc;
+
+	for (i = 0; i < sizeof(export_parts) / sizeof(export_parts[0]); i++) {
+		if (to.part(to.arg, export_parts[i].name) == -1)
+			return 1;
+		if ((rc = db_each_row(db, export_parts[i].stmt, 1, p,
+		    export_row, &to)) != 0)
+			return rc;
+		if (to.part_end(to.arg) == -1)
+			return 1;
+	}
+	return 0;
+}
+
 char *
 tenant_purge(struct db *db, const char *id)
 {
