@@ -329,3 +329,51 @@ key_update(struct db *db, const char *id, const char *caller_tenant,
 	db_res_free(res);
 	return rc;
 }
+
+int
+key_ids_literal(const char *const *ids, size_t n, char *out, size_t outsz)
+{
+	size_t	 i, l, used = 1;
+
+	if (outsz < 3)
+		return -1;
+	out[0] = '{';
+	for (i = 0; i < n; i++) {
+		l = strlen(ids[i]);
+		if (l == 0 || strcspn(ids[i], "\"\\,{} ") != l ||
+		    used + l + 2 >= outsz)
+			return -1;
+		if (i > 0)
+			out[used++] = ',';
+		memcpy(out + used, ids[i], l);
+		used += l;
+	}
+	out[used++] = '}';
+	out[used] = '\0';
+	return 0;
+}
+
+int
+key_touch(struct db *db, const char *ids)
+{
+	const char	*p[1] = { ids };
+
+	return db_exec(db, STMT_KEY_TOUCH, 1, p);
+}
+
+int
+key_disable_dormant(struct db *db, int days)
+{
+	const char	*p[1];
+	struct db_res	*res;
+	char		 d[16];
+	int		 n;
+
+	snprintf(d, sizeof(d), "%d", days);
+	p[0] = d;
+	if ((res = db_query(db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL)
+		return -1;
+	n = db_rows(res);
+	db_res_free(res);
+	return n;
+}
