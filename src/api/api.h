@@ -221,6 +221,11 @@ int	api_gateway_key(struct request *, const char *model,
 void	api_db_unavailable(struct request *, bool vault);
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);
+/*
+ * Opens the request's transaction: true, or false after answering the
+ * failure as api_db_failed().
+ */
+bool	api_begin(struct request *) __attribute__((warn_unused_result));
 /* Rolls the open transaction back and answers as api_db_failed(). */
 void	api_abort(struct request *);
 /*

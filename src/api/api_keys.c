@@ -491,10 +491,8 @@ api_keys_create(struct request *req)
 		return;
 
 	spec_of(req, &f, tenant, &spec, rl);
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (room_for_key(req, tenant)) {
 	case 1:
 		break;
@@ -684,10 +682,8 @@ api_keys_update(struct request *req)
 	ch.rl_max = f.rl_max > 0 ? rlmax : NULL;
 	ch.has_rl_window = f.has_rl_window;
 	ch.rl_window = f.rl_window > 0 ? rlwin : NULL;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if ((rc = key_update(app(w)->db, req->param, req->principal->tenant_id,
 	    &ch)) == -1)
 		goto dbfail;
@@ -728,10 +724,8 @@ api_keys_revoke(struct request *req)
 	}
 	if (!target_ok(req, NULL))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if ((rc = key_revoke(app(w)->db, req->param,
 	    req->principal->tenant_id)) == -1)
 		goto dbfail;

@@ -52,6 +52,15 @@ api_db_failed(struct request *req)
 	    "(request %s).", req->request_id);
 }
 
+bool
+api_begin(struct request *req)
+{
+	if (db_begin(app(req->w)->db) == 0)
+		return true;
+	api_db_failed(req);
+	return false;
+}
+
 void
 api_abort(struct request *req)
 {

@@ -196,10 +196,8 @@ api_roles_create(struct request *req)
 	}
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (role_create(app(w)->db, f.global ? NULL : f.tenant_id, f.name,
 	    f.description, f.scopes_lit, id, sizeof(id))) {
 	case ROLE_WRITTEN:
@@ -291,10 +289,8 @@ api_roles_update(struct request *req)
 		return;
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (role_update(app(w)->db, req->param, req->principal->tenant_id,
 	    f.name, f.description, f.has_scopes ? f.scopes_lit : NULL)) {
 	case ROLE_WRITTEN:
@@ -433,10 +429,8 @@ set_role(struct request *req, const char *role)
 	obj = NULL;
 	if (role != NULL && !role_grantable(req, role, tenant))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if (key_set_role(app(w)->db, req->param, req->principal->tenant_id,
 	    role) == -1)
 		goto dbfail;

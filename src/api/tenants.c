@@ -97,10 +97,8 @@ api_tenants_create(struct request *req)
 		parent = req->principal->tenant_id;
 	if (!api_tenant_target(req, parent))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1)
 		goto dbfail;
 	details = json_object_new_object();
@@ -160,10 +158,8 @@ api_tenants_update(struct request *req)
 		check_fail(&c, "name", "must be 1 to 200 bytes");
 	if (check_done(req, &c) == -1)
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (tenant_rename(app(w)->db, req->param, req->principal->tenant_id,
 	    name)) {
 	case TENANT_OK:
@@ -229,10 +225,8 @@ api_tenants_delete(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1)
 		goto dbfail;
 	details = json_object_new_object();
@@ -360,10 +354,8 @@ api_tenants_purge(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if ((text = tenant_purge(app(w)->db, req->param)) == NULL)
 		goto dbfail;
 	counts = json_parse(text, strlen(text), &why, err, sizeof(err));
