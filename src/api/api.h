@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/tenants.h"
 #include "server/http.h"
 #include "server/router.h"
 #include "server/worker.h"
@@ -235,6 +236,15 @@ void	api_abort(struct request *);
 void	api_commit_respond(struct request *, int status,
 	    struct json_object *obj);
 /*
+ * Where tenant stands to the caller, by check (tenant_within() or
+ * tenant_below(), given tenant and the caller's tenant): a tenant that
+ * is no UUID is TENANT_NOT_FOUND; TENANT_DB has been answered (the
+ * database failure), any other result is the caller's to answer.
+ */
+enum tenant_result api_tenant_check(struct request *, const char *tenant,
+	    enum tenant_result (*check)(struct db *, const char *,
+	    const char *));
+/*
  * True when tenant is the caller's tenant or below it.  On false the answer
  * has been sent when *answered is set (database failure); otherwise the
  * caller answers 404.
@@ -286,6 +296,20 @@ struct json_object *api_fetch(struct request *,
  * or 404 "No <what> with id <req->param>."
  */
 void	api_missing(struct request *, const char *what);
+/*
+ * The id in the path (req->param) must be a UUID to name anything: true
+ * when it is, else false after answering 404 "No <what> with id <id>."
+ */
+bool	api_path_id(struct request *, const char *what);
+/*
+ * A GET of one object of the caller's subtree, the one the path names:
+ * read by get and rendered by render (as api_fetch()), answered 200, or
+ * 404 "No <what> with id <id>." when the id is no UUID or names none the
+ * caller can see.
+ */
+void	api_get_object(struct request *, const char *what,
+	    struct db_res *(*get)(struct db *, const char *, const char *),
+	    struct json_object *(*render)(const struct db_res *, int));
 /*
  * Answers 402 insufficient_credits: the message and the error object give
  * the required and the available credits (micro-credits here), and

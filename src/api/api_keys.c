@@ -64,12 +64,6 @@ obj_tenant(struct json_object *o)
 	    json_object_get_string(t) : NULL;
 }
 
-static void
-not_found(struct request *req)
-{
-	http_error(req, ERR_NOT_FOUND, "No API key with id %s.", req->param);
-}
-
 /* scopes: known ones, MAX_SCOPES at most. */
 static void
 read_scopes(struct checks *c, struct json_object *body, struct key_fields *f)
@@ -355,6 +349,43 @@ key_now(struct request *req, const char *id)
 }
 
 /*
+ * In the open transaction, after a change to the key the path names: the
+ * key as it is now, its audit row (action, details taken) written in the
+ * name of the key's tenant.  NULL when either failed.
+ */
+static struct json_object *
+key_audited(struct request *req, const char *action,
+    struct json_object *details)
+{
+	struct json_object *obj;
+
+	if ((obj = key_now(req, req->param)) == NULL) {
+		json_object_put(details);
+		return NULL;
+	}
+	if (api_audit(req, obj_tenant(obj), action, "api_key", req->param,
+	    details) == -1) {
+		json_object_put(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/*
+ * Commits the open transaction and answers obj (taken), a key, with
+ * status and with its new secret, shown this once; the secret in out is
+ * wiped here.  A failed commit answers as api_abort().
+ */
+static void
+key_shown(struct request *req, int status, struct json_object *obj,
+    struct key_created *out)
+{
+	json_object_object_add(obj, "key", json_object_new_string(out->key));
+	key_created_wipe(out);
+	api_commit_respond(req, status, obj);
+}
+
+/*
  * The key named in the path exists for the caller and is no more powerful
  * than it, nor would be after the change f (NULL = none).  false after
  * answering 404, 403 or the database failure.
@@ -519,16 +550,11 @@ api_keys_create(struct request *req)
 		goto dbfail;
 	}
 	if (audit_created(req, tenant, &f, &out) == -1 ||
-	    (obj = key_now(req, out.id)) == NULL ||
-	    db_commit(app(w)->db) == -1) {
+	    (obj = key_now(req, out.id)) == NULL) {
 		key_created_wipe(&out);
-		if (obj != NULL)
-			json_object_put(obj);
 		goto dbfail;
 	}
-	json_object_object_add(obj, "key", json_object_new_string(out.key));
-	key_created_wipe(&out);
-	http_respond_json(req, 201, obj);
+	key_shown(req, 201, obj, &out);
 	return;
 dbfail:
 	api_abort(req);
@@ -611,17 +637,7 @@ api_keys_dormant(struct request *req)
 void
 api_keys_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = key_now(req, req->param)) == NULL) {
-		api_missing(req, "API key");
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "API key", key_get, api_key_json);
 }
 
 /* {"field": true, ...} for each member of body: what an update changed. */
@@ -644,16 +660,14 @@ void
 api_keys_update(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body, *obj = NULL;
 	struct key_fields f;
 	struct key_change ch;
 	char		 scopes[2048], rlmax[24], rlwin[24];
 	int		 rc;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1 || !target_ok(req, &f))
 		return;
@@ -694,17 +708,9 @@ api_keys_update(struct request *req)
 		    "be changed.", req->param);
 		return;
 	}
-	details = fields_named(body);
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.update", "api_key",
-	    req->param, details) == -1) {
-		/* api_audit() took details only when it was reached. */
-		if (obj == NULL)
-			json_object_put(details);
-		else
-			json_object_put(obj);
+	if ((obj = key_audited(req, "api_key.update",
+	    fields_named(body))) == NULL)
 		goto dbfail;
-	}
 	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
@@ -718,10 +724,8 @@ api_keys_revoke(struct request *req)
 	struct json_object *obj = NULL;
 	int		 rc;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!target_ok(req, NULL))
 		return;
 	if (!api_begin(req))
@@ -738,13 +742,8 @@ api_keys_revoke(struct request *req)
 			http_respond_json(req, 200, obj);
 		return;
 	}
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.revoke", "api_key",
-	    req->param, NULL) == -1) {
-		if (obj != NULL)
-			json_object_put(obj);
+	if ((obj = key_audited(req, "api_key.revoke", NULL)) == NULL)
 		goto dbfail;
-	}
 	api_commit_respond(req, 200, obj);
 	return;
 dbfail:
@@ -763,10 +762,8 @@ api_keys_rotate(struct request *req)
 	long		 grace = 0;
 	bool		 present;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL) {
@@ -811,19 +808,9 @@ api_keys_rotate(struct request *req)
 	    json_object_new_string(out.prefix));
 	json_object_object_add(details, "grace_seconds",
 	    json_object_new_int64(grace));
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.rotate", "api_key",
-	    req->param, details) == -1 || db_commit(app(w)->db) == -1) {
-		/* api_audit() took details only when it was reached. */
-		if (obj == NULL)
-			json_object_put(details);
-		else
-			json_object_put(obj);
+	if ((obj = key_audited(req, "api_key.rotate", details)) == NULL)
 		goto dbfail;
-	}
-	json_object_object_add(obj, "key", json_object_new_string(out.key));
-	key_created_wipe(&out);
-	http_respond_json(req, 200, obj);
+	key_shown(req, 200, obj, &out);
 	return;
 dbfail:
 	key_created_wipe(&out);

@@ -150,26 +150,29 @@ api_role_grantable(struct request *req, const char *role, const char *tenant)
 	    1 : -1;
 }
 
+enum tenant_result
+api_tenant_check(struct request *req, const char *tenant,
+    enum tenant_result (*check)(struct db *, const char *, const char *))
+{
+	enum tenant_result rc;
+
+	if (!uuid_valid(tenant))
+		return TENANT_NOT_FOUND;
+	rc = check(app(req->w)->db, tenant, req->principal->tenant_id);
+	if (rc == TENANT_DB || rc == TENANT_RESULT__MAX) {
+		api_db_failed(req);
+		return TENANT_DB;
+	}
+	return rc;
+}
+
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
-	*answered = false;
-	if (!uuid_valid(tenant))
-		return false;
-	switch (tenant_within(app(req->w)->db, tenant,
-	    req->principal->tenant_id)) {
-	case TENANT_OK:
-		return true;
-	case TENANT_NOT_FOUND:
-	case TENANT_SELF:
-		return false;
-	case TENANT_DB:
-	case TENANT_RESULT__MAX:
-		break;
-	}
-	api_db_failed(req);
-	*answered = true;
-	return false;
+	enum tenant_result rc = api_tenant_check(req, tenant, tenant_within);
+
+	*answered = rc == TENANT_DB;
+	return rc == TENANT_OK;
 }
 
 void
@@ -416,6 +419,31 @@ api_fetch(struct request *req,
 	o = db_rows(res) == 1 ? render(res, 0) : NULL;
 	db_res_free(res);
 	return o;
+}
+
+bool
+api_path_id(struct request *req, const char *what)
+{
+	if (uuid_valid(req->param))
+		return true;
+	http_error(req, ERR_NOT_FOUND, "No %s with id %s.", what, req->param);
+	return false;
+}
+
+void
+api_get_object(struct request *req, const char *what,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    struct json_object *(*render)(const struct db_res *, int))
+{
+	struct json_object *o;
+
+	if (!api_path_id(req, what))
+		return;
+	if ((o = api_fetch(req, get, req->param, render)) == NULL) {
+		api_missing(req, what);
+		return;
+	}
+	http_respond_json(req, 200, o);
 }
 
 void

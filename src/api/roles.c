@@ -161,15 +161,6 @@ role_now(struct request *req, const char *id, bool *mine)
 	return o;
 }
 
-static void
-missing(struct request *req)
-{
-	if (db_status(app(req->w)->db) != DB_OK)
-		api_db_failed(req);
-	else
-		not_found(req);
-}
-
 void
 api_roles_create(struct request *req)
 {
@@ -233,17 +224,7 @@ api_roles_list(struct request *req)
 void
 api_roles_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = role_now(req, req->param, NULL)) == NULL) {
-		missing(req);
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "role", role_get, api_role_json);
 }
 
 /*
@@ -256,12 +237,10 @@ changeable(struct request *req)
 	struct json_object *o;
 	bool	 mine = false, ok;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "role"))
 		return false;
-	}
 	if ((o = role_now(req, req->param, &mine)) == NULL) {
-		missing(req);
+		api_missing(req, "role");
 		return false;
 	}
 	if (!mine) {
@@ -332,7 +311,7 @@ api_roles_delete(struct request *req)
 	if (!changeable(req))
 		return;
 	if ((obj = role_now(req, req->param, NULL)) == NULL) {
-		missing(req);
+		api_missing(req, "role");
 		return;
 	}
 	if (db_begin(app(w)->db) == -1)
@@ -392,11 +371,8 @@ set_role(struct request *req, const char *role)
 	char		 tenant[40];
 	bool		 found;
 
-	if (!uuid_valid(req->param)) {
-		http_error(req, ERR_NOT_FOUND, "No API key with id %s.",
-		    req->param);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	/* The key's tenant decides which roles it may take. */
 	if ((res = key_get(app(w)->db, req->param,
 	    req->principal->tenant_id)) == NULL) {

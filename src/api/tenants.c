@@ -28,7 +28,6 @@ not_found(struct request *req)
 	http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", req->param);
 }
 
-/* The tenant as the caller sees it now, or NULL (see api_missing()). */
 /* The API's view of a tenant row. */
 struct json_object *
 api_tenant_json(const struct db_res *r, int row)
@@ -56,16 +55,17 @@ api_tenant_json(const struct db_res *r, int row)
 	return o;
 }
 
-static struct json_object *
-tenant_now(struct request *req, const char *id)
-{
-	return api_fetch(req, tenant_get, id, api_tenant_json);
-}
-
+/*
+ * The end of a change to tenant id in the open transaction: its audit row
+ * (details taken) and the tenant as it is now, committed and answered
+ * with status (api_change_done()).
+ */
 static void
-missing(struct request *req)
+tenant_changed(struct request *req, const char *id, const char *action,
+    struct json_object *details, int status)
 {
-	api_missing(req, "tenant");
+	api_change_done(req, id, action, "tenant", id, details, tenant_get,
+	    api_tenant_json, status);
 }
 
 void
@@ -99,17 +99,15 @@ api_tenants_create(struct request *req)
 		return;
 	if (!api_begin(req))
 		return;
-	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1)
-		goto dbfail;
+	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1) {
+		api_abort(req);
+		return;
+	}
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(name));
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
-	api_change_done(req, id, "tenant.create", "tenant", id, details,
-	    tenant_get, api_tenant_json, 201);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, id, "tenant.create", details, 201);
 }
 
 void
@@ -122,17 +120,7 @@ api_tenants_list(struct request *req)
 void
 api_tenants_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = tenant_now(req, req->param)) == NULL) {
-		missing(req);
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "tenant", tenant_get, api_tenant_json);
 }
 
 void
@@ -145,10 +133,8 @@ api_tenants_update(struct request *req)
 	const char	*name;
 	bool		 present;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "tenant"))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL)
@@ -171,17 +157,14 @@ api_tenants_update(struct request *req)
 		return;
 	case TENANT_DB:
 	case TENANT_RESULT__MAX:
-		goto dbfail;
+		api_abort(req);
+		return;
 	}
 	details = json_object_new_object();
 	if (name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
-	api_change_done(req, req->param, "tenant.update", "tenant", req->param,
-	    details, tenant_get, api_tenant_json, 200);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, req->param, "tenant.update", details, 200);
 }
 
 /*
@@ -192,26 +175,20 @@ dbfail:
 static bool
 strictly_below(struct request *req)
 {
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return false;
-	}
-	switch (tenant_below(app(req->w)->db, req->param,
-	    req->principal->tenant_id)) {
+	switch (api_tenant_check(req, req->param, tenant_below)) {
 	case TENANT_OK:
 		return true;
 	case TENANT_NOT_FOUND:
 		not_found(req);
-		return false;
+		break;
 	case TENANT_SELF:
 		http_error(req, ERR_CONFLICT, "A key cannot remove its own "
 		    "tenant.");
-		return false;
+		break;
 	case TENANT_DB:
 	case TENANT_RESULT__MAX:
 		break;
 	}
-	api_db_failed(req);
 	return false;
 }
 
@@ -227,16 +204,14 @@ api_tenants_delete(struct request *req)
 		return;
 	if (!api_begin(req))
 		return;
-	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1)
-		goto dbfail;
+	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1) {
+		api_abort(req);
+		return;
+	}
 	details = json_object_new_object();
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
-	api_change_done(req, req->param, "tenant.delete", "tenant", req->param,
-	    details, tenant_get, api_tenant_json, 200);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, req->param, "tenant.delete", details, 200);
 }
 
 #define EXPORT_PAGE	65536	/* bytes written to the client at a time */
