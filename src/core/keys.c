@@ -315,8 +315,7 @@ key_update(struct db *db, const char *id, const char *caller_tenant,
 	p[1] = caller_tenant;
 	p[2] = c->has_name ? "true" : "false";
 	p[3] = c->name != NULL ? c->name : "";
-	p[4] = c->scopes != NULL ? "true" : "false";
-	p[5] = c->scopes != NULL ? c->scopes : "{}";
+	db_param_change(p + 4, c->scopes, "{}");
 	p[6] = c->has_expires ? "true" : "false";
 	p[7] = c->expires_at;
 	p[8] = c->has_rl_max ? "true" : "false";

@@ -98,12 +98,9 @@ role_update(struct db *db, const char *id, const char *caller_tenant,
 
 	p[0] = id;
 	p[1] = caller_tenant;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
-	p[4] = description != NULL ? "true" : "false";
-	p[5] = description != NULL ? description : "";
-	p[6] = scopes != NULL ? "true" : "false";
-	p[7] = scopes != NULL ? scopes : "{}";
+	db_param_change(p + 2, name, "");
+	db_param_change(p + 4, description, "");
+	db_param_change(p + 6, scopes, "{}");
 	if ((res = db_query(db, STMT_ROLE_UPDATE, 8, p)) == NULL)
 		return write_failed(db);
 	found = db_rows(res) == 1;

@@ -69,8 +69,7 @@ tenant_rename(struct db *db, const char *id, const char *caller,
 
 	p[0] = id;
 	p[1] = caller;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
+	db_param_change(p + 2, name, "");
 	if ((res = db_query(db, STMT_TENANT_UPDATE, 4, p)) == NULL)
 		return TENANT_DB;
 	found = db_rows(res) == 1;

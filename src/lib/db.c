@@ -1143,6 +1143,13 @@ db_query(struct db *db, enum stmt s, int n, const char *const *params)
 	return (struct db_res *)res;
 }
 
+void
+db_param_change(const char **p, const char *value, const char *absent)
+{
+	p[0] = value != NULL ? "true" : "false";
+	p[1] = value != NULL ? value : absent;
+}
+
 struct db_res *
 db_query_page(struct db *db, enum stmt s, const char *owner,
     const char *cursor, int limit)

@@ -290,6 +290,14 @@ struct db_res	*db_query(struct db *, enum stmt, int nparams,
 struct db_res	*db_query_page(struct db *, enum stmt, const char *owner,
 		    const char *cursor, int limit)
 		    __attribute__((warn_unused_result));
+/*
+ * Writes the two parameters of a change a statement makes only when it is
+ * asked for: into p[0] "true" and into p[1] value when value is not NULL,
+ * else "false" and absent (a placeholder the statement leaves unread, of
+ * the parameter's type).  The strings are borrowed.
+ */
+void		 db_param_change(const char **p, const char *value,
+		    const char *absent);
 /* As db_query() for a statement that returns no rows. */
 int		 db_exec(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));
