@@ -372,6 +372,35 @@ key_audited(struct request *req, const char *action,
 }
 
 /*
+ * As key_audited(), then commits and answers the key with 200.  A failure
+ * anywhere answers as api_abort().
+ */
+static void
+key_changed(struct request *req, const char *action,
+    struct json_object *details)
+{
+	struct json_object *obj;
+
+	if ((obj = key_audited(req, action, details)) == NULL) {
+		api_abort(req);
+		return;
+	}
+	api_commit_respond(req, 200, obj);
+}
+
+/* Answers the key the path names as it is: nothing changed, no audit. */
+static void
+key_as_is(struct request *req)
+{
+	struct json_object *obj;
+
+	if ((obj = key_now(req, req->param)) == NULL)
+		api_db_failed(req);
+	else
+		http_respond_json(req, 200, obj);
+}
+
+/*
  * Commits the open transaction and answers obj (taken), a key, with
  * status and with its new secret, shown this once; the secret in out is
  * wiped here.  A failed commit answers as api_abort().
@@ -660,7 +689,7 @@ void
 api_keys_update(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL;
+	struct json_object *body;
 	struct key_fields f;
 	struct key_change ch;
 	char		 scopes[2048], rlmax[24], rlwin[24];
@@ -674,10 +703,7 @@ api_keys_update(struct request *req)
 	if (!f.has_name && !f.has_scopes && !f.has_expires && !f.has_rl_max &&
 	    !f.has_rl_window) {
 		/* Nothing to change: no write, no audit row. */
-		if ((obj = key_now(req, req->param)) == NULL)
-			api_db_failed(req);
-		else
-			http_respond_json(req, 200, obj);
+		key_as_is(req);
 		return;
 	}
 	if (f.has_scopes && (!within_caller(req, f.scopes, f.nscopes) ||
@@ -699,8 +725,10 @@ api_keys_update(struct request *req)
 	if (!api_begin(req))
 		return;
 	if ((rc = key_update(app(w)->db, req->param, req->principal->tenant_id,
-	    &ch)) == -1)
-		goto dbfail;
+	    &ch)) == -1) {
+		api_abort(req);
+		return;
+	}
 	if (rc == 0) {
 		/* target_ok() saw it: it is revoked. */
 		db_rollback(app(w)->db);
@@ -708,20 +736,13 @@ api_keys_update(struct request *req)
 		    "be changed.", req->param);
 		return;
 	}
-	if ((obj = key_audited(req, "api_key.update",
-	    fields_named(body))) == NULL)
-		goto dbfail;
-	api_commit_respond(req, 200, obj);
-	return;
-dbfail:
-	api_abort(req);
+	key_changed(req, "api_key.update", fields_named(body));
 }
 
 void
 api_keys_revoke(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *obj = NULL;
 	int		 rc;
 
 	if (!api_path_id(req, "API key"))
@@ -731,23 +752,17 @@ api_keys_revoke(struct request *req)
 	if (!api_begin(req))
 		return;
 	if ((rc = key_revoke(app(w)->db, req->param,
-	    req->principal->tenant_id)) == -1)
-		goto dbfail;
+	    req->principal->tenant_id)) == -1) {
+		api_abort(req);
+		return;
+	}
 	if (rc == 0) {
 		/* Revoked already: the answer is the same, nothing changes. */
 		db_rollback(app(w)->db);
-		if ((obj = key_now(req, req->param)) == NULL)
-			api_db_failed(req);
-		else
-			http_respond_json(req, 200, obj);
+		key_as_is(req);
 		return;
 	}
-	if ((obj = key_audited(req, "api_key.revoke", NULL)) == NULL)
-		goto dbfail;
-	api_commit_respond(req, 200, obj);
-	return;
-dbfail:
-	api_abort(req);
+	key_changed(req, "api_key.revoke", NULL);
 }
 
 void
