@@ -182,14 +182,11 @@ int
 key_dev_active(struct db *db)
 {
 	const char	*p[1] = { APIKEY_DEV_PREFIX };
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
-	if ((res = db_query(db, STMT_DEV_KEY_ACTIVE, 1, p)) == NULL)
+	if ((n = db_query_count(db, STMT_DEV_KEY_ACTIVE, 1, p)) == -1)
 		return -1;
-	rc = db_rows(res) > 0;
-	db_res_free(res);
-	return rc;
+	return n > 0;
 }
 
 int
@@ -293,14 +290,11 @@ int
 key_revoke(struct db *db, const char *id, const char *caller_tenant)
 {
 	const char	*p[2] = { id, caller_tenant };
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
-	if ((res = db_query(db, STMT_KEY_REVOKE, 2, p)) == NULL)
+	if ((n = db_query_count(db, STMT_KEY_REVOKE, 2, p)) == -1)
 		return -1;
-	rc = db_rows(res) == 1;
-	db_res_free(res);
-	return rc;
+	return n == 1;
 }
 
 int
@@ -308,8 +302,7 @@ key_update(struct db *db, const char *id, const char *caller_tenant,
     const struct key_change *c)
 {
 	const char	*p[12];
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
 	p[0] = id;
 	p[1] = caller_tenant;
@@ -322,11 +315,9 @@ key_update(struct db *db, const char *id, const char *caller_tenant,
 	p[9] = c->rl_max;
 	p[10] = c->has_rl_window ? "true" : "false";
 	p[11] = c->rl_window;
-	if ((res = db_query(db, STMT_KEY_UPDATE, 12, p)) == NULL)
+	if ((n = db_query_count(db, STMT_KEY_UPDATE, 12, p)) == -1)
 		return -1;
-	rc = db_rows(res) == 1;
-	db_res_free(res);
-	return rc;
+	return n == 1;
 }
 
 int
@@ -364,15 +355,9 @@ int
 key_disable_dormant(struct db *db, int days)
 {
 	const char	*p[1];
-	struct db_res	*res;
 	char		 d[16];
-	int		 n;
 
 	snprintf(d, sizeof(d), "%d", days);
 	p[0] = d;
-	if ((res = db_query(db, STMT_KEY_DISABLE_DORMANT, 1, p)) == NULL)
-		return -1;
-	n = db_rows(res);
-	db_res_free(res);
-	return n;
+	return db_query_count(db, STMT_KEY_DISABLE_DORMANT, 1, p);
 }

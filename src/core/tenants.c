@@ -11,14 +11,11 @@ enum tenant_result
 tenant_within(struct db *db, const char *tenant, const char *caller)
 {
 	const char	*p[2] = { tenant, caller };
-	struct db_res	*res;
-	bool		 ok;
+	int		 n;
 
-	if ((res = db_query(db, STMT_TENANT_IN_SUBTREE, 2, p)) == NULL)
+	if ((n = db_query_count(db, STMT_TENANT_IN_SUBTREE, 2, p)) == -1)
 		return TENANT_DB;
-	ok = db_rows(res) == 1;
-	db_res_free(res);
-	return ok ? TENANT_OK : TENANT_NOT_FOUND;
+	return n == 1 ? TENANT_OK : TENANT_NOT_FOUND;
 }
 
 enum tenant_result
@@ -64,31 +61,22 @@ tenant_rename(struct db *db, const char *id, const char *caller,
     const char *name)
 {
 	const char	*p[4];
-	struct db_res	*res;
-	bool		 found;
+	int		 n;
 
 	p[0] = id;
 	p[1] = caller;
 	db_param_change(p + 2, name, "");
-	if ((res = db_query(db, STMT_TENANT_UPDATE, 4, p)) == NULL)
+	if ((n = db_query_count(db, STMT_TENANT_UPDATE, 4, p)) == -1)
 		return TENANT_DB;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	return found ? TENANT_OK : TENANT_NOT_FOUND;
+	return n == 1 ? TENANT_OK : TENANT_NOT_FOUND;
 }
 
 int
 tenant_deactivate(struct db *db, const char *id)
 {
 	const char	*p[1] = { id };
-	struct db_res	*res;
-	int		 n;
 
-	if ((res = db_query(db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
-		return -1;
-	n = db_rows(res);
-	db_res_free(res);
-	return n;
+	return db_query_count(db, STMT_TENANT_DEACTIVATE, 1, p);
 }
 
 /* The parts of an export, in the order they are handed over. */

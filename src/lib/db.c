@@ -1143,6 +1143,19 @@ db_query(struct db *db, enum stmt s, int n, const char *const *params)
 	return (struct db_res *)res;
 }
 
+int
+db_query_count(struct db *db, enum stmt s, int n, const char *const *params)
+{
+	struct db_res	*res;
+	int		 rows;
+
+	if ((res = db_query(db, s, n, params)) == NULL)
+		return -1;
+	rows = db_rows(res);
+	db_res_free(res);
+	return rows;
+}
+
 void
 db_param_change(const char **p, const char *value, const char *absent)
 {

@@ -283,6 +283,12 @@ const char	*db_errmsg(const struct db *);
 struct db_res	*db_query(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));
 /*
+ * As db_query() when only the number of rows matters (those a statement
+ * changed, or found): that number, or -1 with db_status() set.
+ */
+int		 db_query_count(struct db *, enum stmt, int nparams,
+		    const char *const *params) __attribute__((warn_unused_result));
+/*
  * As db_query() for a page of a listing whose statement takes (owner,
  * cursor, limit): cursor NULL = from the first row; limit is written out
  * here.
