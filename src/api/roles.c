@@ -217,8 +217,7 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	api_list_page(req, role_list, role_get, RC_ID,
-	    api_role_json);
+	api_list_page(req, role_list, role_get, RC_ID, api_role_json);
 }
 
 void

@@ -113,8 +113,7 @@ api_tenants_create(struct request *req)
 void
 api_tenants_list(struct request *req)
 {
-	api_list_page(req, tenant_list, tenant_get, TC_ID,
-	    api_tenant_json);
+	api_list_page(req, tenant_list, tenant_get, TC_ID, api_tenant_json);
 }
 
 void
@@ -244,6 +243,10 @@ export_nomem(struct export_page *ep)
 	return -1;
 }
 
+/*
+ * The sink of tenant_export(): each part a member "name":[...] of the
+ * document, its rows the array's objects.
+ */
 static int
 export_part(void *arg, const char *name)
 {

@@ -287,7 +287,8 @@ struct db_res	*db_query(struct db *, enum stmt, int nparams,
  * changed, or found): that number, or -1 with db_status() set.
  */
 int		 db_query_count(struct db *, enum stmt, int nparams,
-		    const char *const *params) __attribute__((warn_unused_result));
+		    const char *const *params)
+		    __attribute__((warn_unused_result));
 /*
  * As db_query() for a page of a listing whose statement takes (owner,
  * cursor, limit): cursor NULL = from the first row; limit is written out
