@@ -145,10 +145,8 @@ api_tenants_credits(struct request *req)
 		    "credits from its own balance.");
 		return;
 	}
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (ledger_give(app(w)->db, from, req->param, micro,
 	    req->request_id, &balance)) {
 	case LEDGER_OK:

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/tenants.h"
 #include "server/http.h"
 #include "server/router.h"
 #include "server/worker.h"
@@ -221,6 +222,11 @@ int	api_gateway_key(struct request *, const char *model,
 void	api_db_unavailable(struct request *, bool vault);
 /* Answers a failed database call: 503 when unreachable, else 500. */
 void	api_db_failed(struct request *);
+/*
+ * Opens the request's transaction: true, or false after answering the
+ * failure as api_db_failed().
+ */
+bool	api_begin(struct request *) __attribute__((warn_unused_result));
 /* Rolls the open transaction back and answers as api_db_failed(). */
 void	api_abort(struct request *);
 /*
@@ -229,6 +235,15 @@ void	api_abort(struct request *);
  */
 void	api_commit_respond(struct request *, int status,
 	    struct json_object *obj);
+/*
+ * Where tenant stands to the caller, by check (tenant_within() or
+ * tenant_below(), given tenant and the caller's tenant): a tenant that
+ * is no UUID is TENANT_NOT_FOUND; TENANT_DB has been answered (the
+ * database failure), any other result is the caller's to answer.
+ */
+enum tenant_result api_tenant_check(struct request *, const char *tenant,
+	    enum tenant_result (*check)(struct db *, const char *,
+	    const char *));
 /*
  * True when tenant is the caller's tenant or below it.  On false the answer
  * has been sent when *answered is set (database failure); otherwise the
@@ -257,25 +272,44 @@ int	api_audit(struct request *, const char *tenant, const char *action,
  * 403 and returns false.
  */
 bool	api_key_within_caller(struct request *, struct json_object *key);
+struct db_res;
 /*
  * A list cursor must be an id the caller can see; false after answering
- * 400.  get is the statement that fetches one such object by (id, caller).
+ * 400.  get is core's reader of one such object by (id, caller's tenant),
+ * as key_get() or tenant_get().
  */
-bool	api_cursor_known(struct request *, int get, const char *cursor);
-struct db_res;
+bool	api_cursor_known(struct request *,
+	    struct db_res *(*get)(struct db *, const char *, const char *),
+	    const char *cursor);
 
 /*
- * One object of the caller's subtree, by running get with (id, caller)
- * and rendering its row; NULL when there is none or the query failed
+ * One object of the caller's subtree, read by get (id, caller's tenant)
+ * and rendered by render; NULL when there is none or the read failed
  * (see api_missing()).
  */
-struct json_object *api_fetch(struct request *, int get, const char *id,
+struct json_object *api_fetch(struct request *,
+	    struct db_res *(*get)(struct db *, const char *, const char *),
+	    const char *id,
 	    struct json_object *(*render)(const struct db_res *, int));
 /*
  * Answers for an object api_fetch() did not find: the database failure,
  * or 404 "No <what> with id <req->param>."
  */
 void	api_missing(struct request *, const char *what);
+/*
+ * The id in the path (req->param) must be a UUID to name anything: true
+ * when it is, else false after answering 404 "No <what> with id <id>."
+ */
+bool	api_path_id(struct request *, const char *what);
+/*
+ * A GET of one object of the caller's subtree, the one the path names:
+ * read by get and rendered by render (as api_fetch()), answered 200, or
+ * 404 "No <what> with id <id>." when the id is no UUID or names none the
+ * caller can see.
+ */
+void	api_get_object(struct request *, const char *what,
+	    struct db_res *(*get)(struct db *, const char *, const char *),
+	    struct json_object *(*render)(const struct db_res *, int));
 /*
  * Answers 402 insufficient_credits: the message and the error object give
  * the required and the available credits (micro-credits here), and
@@ -285,13 +319,18 @@ void	api_insufficient_credits(struct request *, long long required,
 	    long long available, long max_affordable_tokens);
 
 /*
- * A listing of the caller's subtree by (caller, cursor, limit): reads
- * limit and cursor from the query, runs list (fetching limit + 1 rows to
- * know whether there is a next page), renders each row with render, and
- * answers the page.  get fetches one object by (id, caller), to check the
- * cursor; id_col is the id's column in list's rows.
+ * A listing of the caller's subtree: reads limit and cursor from the
+ * query, reads the page with core's list (caller's tenant, cursor, limit;
+ * limit + 1 rows, to know whether there is a next page), renders each row
+ * with render, and answers the page.  get reads one object by (id,
+ * caller's tenant), to check the cursor; id_col is the id's column in
+ * list's rows.
  */
-void	api_list_page(struct request *, int list, int get, int id_col,
+void	api_list_page(struct request *,
+	    struct db_res *(*list)(struct db *, const char *, const char *,
+	    int),
+	    struct db_res *(*get)(struct db *, const char *, const char *),
+	    int id_col,
 	    struct json_object *(*render)(const struct db_res *, int));
 /* The body as an object, or NULL (an empty body is {}); 400 answered. */
 bool	api_body_object(struct request *, struct json_object **out);
@@ -359,13 +398,14 @@ bool	api_tenant_target(struct request *, const char *tenant);
 
 /*
  * The end of a change in the open transaction: writes its audit row
- * (details taken), reads the object changed (get by (id, caller), rendered
- * by render), commits and answers it with status.  A failure anywhere
- * answers as api_abort().
+ * (details taken), reads the object changed (get by (id, caller's
+ * tenant), rendered by render), commits and answers it with status.  A
+ * failure anywhere answers as api_abort().
  */
 void	api_change_done(struct request *, const char *tenant,
 	    const char *action, const char *target_type, const char *id,
-	    struct json_object *details, int get,
+	    struct json_object *details,
+	    struct db_res *(*get)(struct db *, const char *, const char *),
 	    struct json_object *(*render)(const struct db_res *, int),
 	    int status);
 

@@ -64,12 +64,6 @@ obj_tenant(struct json_object *o)
 	    json_object_get_string(t) : NULL;
 }
 
-static void
-not_found(struct request *req)
-{
-	http_error(req, ERR_NOT_FOUND, "No API key with id %s.", req->param);
-}
-
 /* scopes: known ones, MAX_SCOPES at most. */
 static void
 read_scopes(struct checks *c, struct json_object *body, struct key_fields *f)
@@ -351,7 +345,73 @@ api_key_json(const struct db_res *r, int row)
 static struct json_object *
 key_now(struct request *req, const char *id)
 {
-	return api_fetch(req, STMT_KEY_GET, id, api_key_json);
+	return api_fetch(req, key_get, id, api_key_json);
+}
+
+/*
+ * In the open transaction, after a change to the key the path names: the
+ * key as it is now, its audit row (action, details taken) written in the
+ * name of the key's tenant.  NULL when either failed.
+ */
+static struct json_object *
+key_audited(struct request *req, const char *action,
+    struct json_object *details)
+{
+	struct json_object *obj;
+
+	if ((obj = key_now(req, req->param)) == NULL) {
+		json_object_put(details);
+		return NULL;
+	}
+	if (api_audit(req, obj_tenant(obj), action, "api_key", req->param,
+	    details) == -1) {
+		json_object_put(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/*
+ * As key_audited(), then commits and answers the key with 200.  A failure
+ * anywhere answers as api_abort().
+ */
+static void
+key_changed(struct request *req, const char *action,
+    struct json_object *details)
+{
+	struct json_object *obj;
+
+	if ((obj = key_audited(req, action, details)) == NULL) {
+		api_abort(req);
+		return;
+	}
+	api_commit_respond(req, 200, obj);
+}
+
+/* Answers the key the path names as it is: nothing changed, no audit. */
+static void
+key_as_is(struct request *req)
+{
+	struct json_object *obj;
+
+	if ((obj = key_now(req, req->param)) == NULL)
+		api_db_failed(req);
+	else
+		http_respond_json(req, 200, obj);
+}
+
+/*
+ * Commits the open transaction and answers obj (taken), a key, with
+ * status and with its new secret, shown this once; the secret in out is
+ * wiped here.  A failed commit answers as api_abort().
+ */
+static void
+key_shown(struct request *req, int status, struct json_object *obj,
+    struct key_created *out)
+{
+	json_object_object_add(obj, "key", json_object_new_string(out->key));
+	key_created_wipe(out);
+	api_commit_respond(req, status, obj);
 }
 
 /*
@@ -491,10 +551,8 @@ api_keys_create(struct request *req)
 		return;
 
 	spec_of(req, &f, tenant, &spec, rl);
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (room_for_key(req, tenant)) {
 	case 1:
 		break;
@@ -521,16 +579,11 @@ api_keys_create(struct request *req)
 		goto dbfail;
 	}
 	if (audit_created(req, tenant, &f, &out) == -1 ||
-	    (obj = key_now(req, out.id)) == NULL ||
-	    db_commit(app(w)->db) == -1) {
+	    (obj = key_now(req, out.id)) == NULL) {
 		key_created_wipe(&out);
-		if (obj != NULL)
-			json_object_put(obj);
 		goto dbfail;
 	}
-	json_object_object_add(obj, "key", json_object_new_string(out.key));
-	key_created_wipe(&out);
-	http_respond_json(req, 201, obj);
+	key_shown(req, 201, obj, &out);
 	return;
 dbfail:
 	api_abort(req);
@@ -563,7 +616,7 @@ api_keys_list(struct request *req)
 	int		 limit, rc;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
-	    !api_cursor_known(req, STMT_KEY_GET, cursor))
+	    !api_cursor_known(req, key_get, cursor))
 		return;
 	rc = query_get(req->query, "tenant_id", tenant, sizeof(tenant));
 	if (rc == -1 || (rc == 1 && !uuid_valid(tenant))) {
@@ -592,7 +645,7 @@ api_keys_dormant(struct request *req)
 	long		 d = 90;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
-	    !api_cursor_known(req, STMT_KEY_GET, cursor))
+	    !api_cursor_known(req, key_get, cursor))
 		return;
 	rc = query_get(req->query, "days", days, sizeof(days));
 	if (rc == 1) {
@@ -613,17 +666,7 @@ api_keys_dormant(struct request *req)
 void
 api_keys_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = key_now(req, req->param)) == NULL) {
-		api_missing(req, "API key");
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "API key", key_get, api_key_json);
 }
 
 /* {"field": true, ...} for each member of body: what an update changed. */
@@ -646,26 +689,21 @@ void
 api_keys_update(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *body, *obj = NULL, *details;
+	struct json_object *body;
 	struct key_fields f;
 	struct key_change ch;
 	char		 scopes[2048], rlmax[24], rlwin[24];
 	int		 rc;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!api_body_object(req, &body) ||
 	    read_fields(req, body, false, &f) == -1 || !target_ok(req, &f))
 		return;
 	if (!f.has_name && !f.has_scopes && !f.has_expires && !f.has_rl_max &&
 	    !f.has_rl_window) {
 		/* Nothing to change: no write, no audit row. */
-		if ((obj = key_now(req, req->param)) == NULL)
-			api_db_failed(req);
-		else
-			http_respond_json(req, 200, obj);
+		key_as_is(req);
 		return;
 	}
 	if (f.has_scopes && (!within_caller(req, f.scopes, f.nscopes) ||
@@ -684,13 +722,13 @@ api_keys_update(struct request *req)
 	ch.rl_max = f.rl_max > 0 ? rlmax : NULL;
 	ch.has_rl_window = f.has_rl_window;
 	ch.rl_window = f.rl_window > 0 ? rlwin : NULL;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
+		return;
+	if ((rc = key_update(app(w)->db, req->param, req->principal->tenant_id,
+	    &ch)) == -1) {
+		api_abort(req);
 		return;
 	}
-	if ((rc = key_update(app(w)->db, req->param, req->principal->tenant_id,
-	    &ch)) == -1)
-		goto dbfail;
 	if (rc == 0) {
 		/* target_ok() saw it: it is revoked. */
 		db_rollback(app(w)->db);
@@ -698,63 +736,33 @@ api_keys_update(struct request *req)
 		    "be changed.", req->param);
 		return;
 	}
-	details = fields_named(body);
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.update", "api_key",
-	    req->param, details) == -1) {
-		/* api_audit() took details only when it was reached. */
-		if (obj == NULL)
-			json_object_put(details);
-		else
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
-	return;
-dbfail:
-	api_abort(req);
+	key_changed(req, "api_key.update", fields_named(body));
 }
 
 void
 api_keys_revoke(struct request *req)
 {
 	struct worker	*w = req->w;
-	struct json_object *obj = NULL;
 	int		 rc;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!target_ok(req, NULL))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
+		return;
+	if ((rc = key_revoke(app(w)->db, req->param,
+	    req->principal->tenant_id)) == -1) {
+		api_abort(req);
 		return;
 	}
-	if ((rc = key_revoke(app(w)->db, req->param,
-	    req->principal->tenant_id)) == -1)
-		goto dbfail;
 	if (rc == 0) {
 		/* Revoked already: the answer is the same, nothing changes. */
 		db_rollback(app(w)->db);
-		if ((obj = key_now(req, req->param)) == NULL)
-			api_db_failed(req);
-		else
-			http_respond_json(req, 200, obj);
+		key_as_is(req);
 		return;
 	}
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.revoke", "api_key",
-	    req->param, NULL) == -1) {
-		if (obj != NULL)
-			json_object_put(obj);
-		goto dbfail;
-	}
-	api_commit_respond(req, 200, obj);
-	return;
-dbfail:
-	api_abort(req);
+	key_changed(req, "api_key.revoke", NULL);
 }
 
 void
@@ -769,10 +777,8 @@ api_keys_rotate(struct request *req)
 	long		 grace = 0;
 	bool		 present;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL) {
@@ -817,19 +823,9 @@ api_keys_rotate(struct request *req)
 	    json_object_new_string(out.prefix));
 	json_object_object_add(details, "grace_seconds",
 	    json_object_new_int64(grace));
-	if ((obj = key_now(req, req->param)) == NULL ||
-	    api_audit(req, obj_tenant(obj), "api_key.rotate", "api_key",
-	    req->param, details) == -1 || db_commit(app(w)->db) == -1) {
-		/* api_audit() took details only when it was reached. */
-		if (obj == NULL)
-			json_object_put(details);
-		else
-			json_object_put(obj);
+	if ((obj = key_audited(req, "api_key.rotate", details)) == NULL)
 		goto dbfail;
-	}
-	json_object_object_add(obj, "key", json_object_new_string(out.key));
-	key_created_wipe(&out);
-	http_respond_json(req, 200, obj);
+	key_shown(req, 200, obj, &out);
 	return;
 dbfail:
 	key_created_wipe(&out);

@@ -52,6 +52,15 @@ api_db_failed(struct request *req)
 	    "(request %s).", req->request_id);
 }
 
+bool
+api_begin(struct request *req)
+{
+	if (db_begin(app(req->w)->db) == 0)
+		return true;
+	api_db_failed(req);
+	return false;
+}
+
 void
 api_abort(struct request *req)
 {
@@ -141,33 +150,36 @@ api_role_grantable(struct request *req, const char *role, const char *tenant)
 	    1 : -1;
 }
 
+enum tenant_result
+api_tenant_check(struct request *req, const char *tenant,
+    enum tenant_result (*check)(struct db *, const char *, const char *))
+{
+	enum tenant_result rc;
+
+	if (!uuid_valid(tenant))
+		return TENANT_NOT_FOUND;
+	rc = check(app(req->w)->db, tenant, req->principal->tenant_id);
+	if (rc == TENANT_DB || rc == TENANT_RESULT__MAX) {
+		api_db_failed(req);
+		return TENANT_DB;
+	}
+	return rc;
+}
+
 bool
 api_tenant_reachable(struct request *req, const char *tenant, bool *answered)
 {
-	*answered = false;
-	if (!uuid_valid(tenant))
-		return false;
-	switch (tenant_within(app(req->w)->db, tenant,
-	    req->principal->tenant_id)) {
-	case TENANT_OK:
-		return true;
-	case TENANT_NOT_FOUND:
-	case TENANT_SELF:
-		return false;
-	case TENANT_DB:
-	case TENANT_RESULT__MAX:
-		break;
-	}
-	api_db_failed(req);
-	*answered = true;
-	return false;
+	enum tenant_result rc = api_tenant_check(req, tenant, tenant_within);
+
+	*answered = rc == TENANT_DB;
+	return rc == TENANT_OK;
 }
 
 void
 api_change_done(struct request *req, const char *tenant, const char *action,
     const char *target_type, const char *id, struct json_object *details,
-    int get, struct json_object *(*render)(const struct db_res *, int),
-    int status)
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    struct json_object *(*render)(const struct db_res *, int), int status)
 {
 	struct json_object *obj;
 
@@ -329,15 +341,17 @@ api_key_within_caller(struct request *req, struct json_object *key)
 }
 
 bool
-api_cursor_known(struct request *req, int get, const char *cursor)
+api_cursor_known(struct request *req,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    const char *cursor)
 {
-	const char	*p[2] = { cursor, req->principal->tenant_id };
 	struct db_res	*res;
 	bool		 ok;
 
 	if (*cursor == '\0')
 		return true;
-	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL) {
+	if ((res = get(app(req->w)->db, cursor,
+	    req->principal->tenant_id)) == NULL) {
 		api_db_failed(req);
 		return false;
 	}
@@ -350,23 +364,22 @@ api_cursor_known(struct request *req, int get, const char *cursor)
 }
 
 void
-api_list_page(struct request *req, int list, int get, int id_col,
-    struct json_object *(*render)(const struct db_res *, int))
+api_list_page(struct request *req,
+    struct db_res *(*list)(struct db *, const char *, const char *, int),
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    int id_col, struct json_object *(*render)(const struct db_res *, int))
 {
 	struct json_object *data;
 	struct db_res	*res;
-	const char	*p[3];
-	char		 cursor[64], lim[16], next[40];
+	char		 cursor[64], next[40];
 	int		 limit;
 
 	if (!api_page_params(req, &limit, cursor, sizeof(cursor)) ||
 	    !api_cursor_known(req, get, cursor))
 		return;
-	snprintf(lim, sizeof(lim), "%d", limit + 1);
-	p[0] = req->principal->tenant_id;
-	p[1] = cursor[0] ? cursor : NULL;
-	p[2] = lim;
-	if ((res = db_query(app(req->w)->db, (enum stmt)list, 3, p)) == NULL) {
+	/* One row more than is shown tells whether a next page exists. */
+	if ((res = list(app(req->w)->db, req->principal->tenant_id,
+	    cursor[0] ? cursor : NULL, limit + 1)) == NULL) {
 		api_db_failed(req);
 		return;
 	}
@@ -393,18 +406,44 @@ api_page_rows(const struct db_res *res, int limit, int id_col,
 }
 
 struct json_object *
-api_fetch(struct request *req, int get, const char *id,
-    struct json_object *(*render)(const struct db_res *, int))
+api_fetch(struct request *req,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    const char *id, struct json_object *(*render)(const struct db_res *, int))
 {
-	const char	*p[2] = { id, req->principal->tenant_id };
 	struct db_res	*res;
 	struct json_object *o;
 
-	if ((res = db_query(app(req->w)->db, (enum stmt)get, 2, p)) == NULL)
+	if ((res = get(app(req->w)->db, id, req->principal->tenant_id)) ==
+	    NULL)
 		return NULL;
 	o = db_rows(res) == 1 ? render(res, 0) : NULL;
 	db_res_free(res);
 	return o;
+}
+
+bool
+api_path_id(struct request *req, const char *what)
+{
+	if (uuid_valid(req->param))
+		return true;
+	http_error(req, ERR_NOT_FOUND, "No %s with id %s.", what, req->param);
+	return false;
+}
+
+void
+api_get_object(struct request *req, const char *what,
+    struct db_res *(*get)(struct db *, const char *, const char *),
+    struct json_object *(*render)(const struct db_res *, int))
+{
+	struct json_object *o;
+
+	if (!api_path_id(req, what))
+		return;
+	if ((o = api_fetch(req, get, req->param, render)) == NULL) {
+		api_missing(req, what);
+		return;
+	}
+	http_respond_json(req, 200, o);
 }
 
 void

@@ -15,8 +15,8 @@
 #include "api/leases.h"
 #include "core/auth.h"
 #include "core/credits.h"
+#include "core/keys.h"
 #include "core/ratelimit.h"
-#include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/db.h"
 #include "lib/upstream.h"
@@ -44,9 +44,7 @@
 static void
 sweep_dormant(struct worker *w, struct api_state *st, double now)
 {
-	struct db_res	*res;
-	const char	*p[1];
-	char		 days[16];
+	int	 n;
 
 	if (st->last_sweep > 0 && now - st->last_sweep < DORMANT_INTERVAL)
 		return;
@@ -56,18 +54,13 @@ sweep_dormant(struct worker *w, struct api_state *st, double now)
 		rl_prune(app(w)->db);
 	if (w->cfg->dormant_disable_days <= 0)
 		return;
-	snprintf(days, sizeof(days), "%d", w->cfg->dormant_disable_days);
-	p[0] = days;
-	if ((res = db_query(app(w)->db, STMT_KEY_DISABLE_DORMANT, 1, p)) ==
-	    NULL) {
+	if ((n = key_disable_dormant(app(w)->db,
+	    w->cfg->dormant_disable_days)) == -1)
 		log_warn("PostgreSQL: disabling dormant keys: %s",
 		    db_errmsg(app(w)->db));
-		return;
-	}
-	if (db_rows(res) > 0)
-		log_info("disabled %d keys unused for %d days", db_rows(res),
+	else if (n > 0)
+		log_info("disabled %d keys unused for %d days", n,
 		    w->cfg->dormant_disable_days);
-	db_res_free(res);
 }
 
 /*
@@ -115,8 +108,8 @@ int
 api_after(struct worker *w)
 {
 	struct api_state *st = w->app_data;
-	struct buf	 ids = { 0 };
-	const char	*p[1];
+	const char	*ids[TOUCH_MAX];
+	char		 lit[TOUCH_MAX * sizeof(st->touch[0]) + 2];
 	double		 now = clock_mono();
 	int		 i, holds, left;
 
@@ -135,20 +128,13 @@ api_after(struct worker *w)
 	if (now - st->last_touch < TOUCH_INTERVAL && st->ntouch < TOUCH_MAX)
 		return sooner(holds, (int)((TOUCH_INTERVAL -
 		    (now - st->last_touch)) * 1000) + 1);
-	if (buf_puts(&ids, "{") == 0) {
-		for (i = 0; i < st->ntouch; i++)
-			if (buf_printf(&ids, "%s%s", i ? "," : "",
-			    st->touch[i]) == -1)
-				break;
-		if (i == st->ntouch && buf_puts(&ids, "}") == 0) {
-			p[0] = ids.data;
-			if (db_exec(app(w)->db, STMT_KEY_TOUCH, 1, p) == -1)
-				log_warn("PostgreSQL: recording last use of "
-				    "%d keys: %s", st->ntouch,
-				    db_errmsg(app(w)->db));
-		}
-	}
-	buf_free(&ids);
+	for (i = 0; i < st->ntouch; i++)
+		ids[i] = st->touch[i];
+	/* Room for every id and a comma after each: the literal fits. */
+	if (key_ids_literal(ids, (size_t)st->ntouch, lit, sizeof(lit)) == 0 &&
+	    key_touch(app(w)->db, lit) == -1)
+		log_warn("PostgreSQL: recording last use of %d keys: %s",
+		    st->ntouch, db_errmsg(app(w)->db));
 	st->ntouch = 0;
 	st->last_touch = now;
 	return holds;

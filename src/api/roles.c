@@ -161,15 +161,6 @@ role_now(struct request *req, const char *id, bool *mine)
 	return o;
 }
 
-static void
-missing(struct request *req)
-{
-	if (db_status(app(req->w)->db) != DB_OK)
-		api_db_failed(req);
-	else
-		not_found(req);
-}
-
 void
 api_roles_create(struct request *req)
 {
@@ -196,10 +187,8 @@ api_roles_create(struct request *req)
 	}
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (role_create(app(w)->db, f.global ? NULL : f.tenant_id, f.name,
 	    f.description, f.scopes_lit, id, sizeof(id))) {
 	case ROLE_WRITTEN:
@@ -219,7 +208,7 @@ api_roles_create(struct request *req)
 	json_object_object_add(details, "scopes",
 	    json_object_new_string(f.scopes_lit));
 	api_change_done(req, f.global ? NULL : f.tenant_id, "role.create",
-	    "role", id, details, STMT_ROLE_GET, api_role_json, 201);
+	    "role", id, details, role_get, api_role_json, 201);
 	return;
 dbfail:
 	api_abort(req);
@@ -228,24 +217,13 @@ dbfail:
 void
 api_roles_list(struct request *req)
 {
-	api_list_page(req, STMT_ROLE_LIST, STMT_ROLE_GET, RC_ID,
-	    api_role_json);
+	api_list_page(req, role_list, role_get, RC_ID, api_role_json);
 }
 
 void
 api_roles_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = role_now(req, req->param, NULL)) == NULL) {
-		missing(req);
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "role", role_get, api_role_json);
 }
 
 /*
@@ -258,12 +236,10 @@ changeable(struct request *req)
 	struct json_object *o;
 	bool	 mine = false, ok;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "role"))
 		return false;
-	}
 	if ((o = role_now(req, req->param, &mine)) == NULL) {
-		missing(req);
+		api_missing(req, "role");
 		return false;
 	}
 	if (!mine) {
@@ -291,10 +267,8 @@ api_roles_update(struct request *req)
 		return;
 	if (!api_within_caller(req, f.scopes, f.nscopes, CANNOT_GRANT))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (role_update(app(w)->db, req->param, req->principal->tenant_id,
 	    f.name, f.description, f.has_scopes ? f.scopes_lit : NULL)) {
 	case ROLE_WRITTEN:
@@ -320,7 +294,7 @@ api_roles_update(struct request *req)
 		json_object_object_add(details, "name",
 		    json_object_new_string(f.name));
 	api_change_done(req, req->principal->tenant_id, "role.update", "role",
-	    req->param, details, STMT_ROLE_GET, api_role_json, 200);
+	    req->param, details, role_get, api_role_json, 200);
 	return;
 dbfail:
 	api_abort(req);
@@ -336,7 +310,7 @@ api_roles_delete(struct request *req)
 	if (!changeable(req))
 		return;
 	if ((obj = role_now(req, req->param, NULL)) == NULL) {
-		missing(req);
+		api_missing(req, "role");
 		return;
 	}
 	if (db_begin(app(w)->db) == -1)
@@ -396,11 +370,8 @@ set_role(struct request *req, const char *role)
 	char		 tenant[40];
 	bool		 found;
 
-	if (!uuid_valid(req->param)) {
-		http_error(req, ERR_NOT_FOUND, "No API key with id %s.",
-		    req->param);
+	if (!api_path_id(req, "API key"))
 		return;
-	}
 	/* The key's tenant decides which roles it may take. */
 	if ((res = key_get(app(w)->db, req->param,
 	    req->principal->tenant_id)) == NULL) {
@@ -433,10 +404,8 @@ set_role(struct request *req, const char *role)
 	obj = NULL;
 	if (role != NULL && !role_grantable(req, role, tenant))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if (key_set_role(app(w)->db, req->param, req->principal->tenant_id,
 	    role) == -1)
 		goto dbfail;
@@ -445,7 +414,7 @@ set_role(struct request *req, const char *role)
 	    role != NULL ? json_object_new_string(role) : NULL);
 	api_change_done(req, tenant, role != NULL ? "api_key.role_assign" :
 	    "api_key.role_remove", "api_key", req->param, details,
-	    STMT_KEY_GET, api_key_json, 200);
+	    key_get, api_key_json, 200);
 	return;
 dbfail:
 	api_abort(req);

@@ -28,7 +28,6 @@ not_found(struct request *req)
 	http_error(req, ERR_NOT_FOUND, "No tenant with id %s.", req->param);
 }
 
-/* The tenant as the caller sees it now, or NULL (see api_missing()). */
 /* The API's view of a tenant row. */
 struct json_object *
 api_tenant_json(const struct db_res *r, int row)
@@ -56,16 +55,17 @@ api_tenant_json(const struct db_res *r, int row)
 	return o;
 }
 
-static struct json_object *
-tenant_now(struct request *req, const char *id)
-{
-	return api_fetch(req, STMT_TENANT_GET, id, api_tenant_json);
-}
-
+/*
+ * The end of a change to tenant id in the open transaction: its audit row
+ * (details taken) and the tenant as it is now, committed and answered
+ * with status (api_change_done()).
+ */
 static void
-missing(struct request *req)
+tenant_changed(struct request *req, const char *id, const char *action,
+    struct json_object *details, int status)
 {
-	api_missing(req, "tenant");
+	api_change_done(req, id, action, "tenant", id, details, tenant_get,
+	    api_tenant_json, status);
 }
 
 void
@@ -97,44 +97,29 @@ api_tenants_create(struct request *req)
 		parent = req->principal->tenant_id;
 	if (!api_tenant_target(req, parent))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
+		return;
+	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1) {
+		api_abort(req);
 		return;
 	}
-	if (tenant_create(app(w)->db, parent, name, id, sizeof(id)) == -1)
-		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "name", json_object_new_string(name));
 	json_object_object_add(details, "parent_id",
 	    json_object_new_string(parent));
-	api_change_done(req, id, "tenant.create", "tenant", id, details,
-	    STMT_TENANT_GET, api_tenant_json, 201);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, id, "tenant.create", details, 201);
 }
 
 void
 api_tenants_list(struct request *req)
 {
-	api_list_page(req, STMT_TENANT_LIST, STMT_TENANT_GET, TC_ID,
-	    api_tenant_json);
+	api_list_page(req, tenant_list, tenant_get, TC_ID, api_tenant_json);
 }
 
 void
 api_tenants_get(struct request *req)
 {
-	struct json_object *o;
-
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return;
-	}
-	if ((o = tenant_now(req, req->param)) == NULL) {
-		missing(req);
-		return;
-	}
-	http_respond_json(req, 200, o);
+	api_get_object(req, "tenant", tenant_get, api_tenant_json);
 }
 
 void
@@ -147,10 +132,8 @@ api_tenants_update(struct request *req)
 	const char	*name;
 	bool		 present;
 
-	if (!uuid_valid(req->param)) {
-		not_found(req);
+	if (!api_path_id(req, "tenant"))
 		return;
-	}
 	if (!api_body_object(req, &body))
 		return;
 	if (body != NULL)
@@ -160,10 +143,8 @@ api_tenants_update(struct request *req)
 		check_fail(&c, "name", "must be 1 to 200 bytes");
 	if (check_done(req, &c) == -1)
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	switch (tenant_rename(app(w)->db, req->param, req->principal->tenant_id,
 	    name)) {
 	case TENANT_OK:
@@ -175,17 +156,14 @@ api_tenants_update(struct request *req)
 		return;
 	case TENANT_DB:
 	case TENANT_RESULT__MAX:
-		goto dbfail;
+		api_abort(req);
+		return;
 	}
 	details = json_object_new_object();
 	if (name != NULL)
 		json_object_object_add(details, "name",
 		    json_object_new_string(name));
-	api_change_done(req, req->param, "tenant.update", "tenant", req->param,
-	    details, STMT_TENANT_GET, api_tenant_json, 200);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, req->param, "tenant.update", details, 200);
 }
 
 /*
@@ -196,26 +174,20 @@ dbfail:
 static bool
 strictly_below(struct request *req)
 {
-	if (!uuid_valid(req->param)) {
-		not_found(req);
-		return false;
-	}
-	switch (tenant_below(app(req->w)->db, req->param,
-	    req->principal->tenant_id)) {
+	switch (api_tenant_check(req, req->param, tenant_below)) {
 	case TENANT_OK:
 		return true;
 	case TENANT_NOT_FOUND:
 		not_found(req);
-		return false;
+		break;
 	case TENANT_SELF:
 		http_error(req, ERR_CONFLICT, "A key cannot remove its own "
 		    "tenant.");
-		return false;
+		break;
 	case TENANT_DB:
 	case TENANT_RESULT__MAX:
 		break;
 	}
-	api_db_failed(req);
 	return false;
 }
 
@@ -229,34 +201,17 @@ api_tenants_delete(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
+		return;
+	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1) {
+		api_abort(req);
 		return;
 	}
-	if ((n = tenant_deactivate(app(w)->db, req->param)) == -1)
-		goto dbfail;
 	details = json_object_new_object();
 	json_object_object_add(details, "tenants_deactivated",
 	    json_object_new_int(n));
-	api_change_done(req, req->param, "tenant.delete", "tenant", req->param,
-	    details, STMT_TENANT_GET, api_tenant_json, 200);
-	return;
-dbfail:
-	api_abort(req);
+	tenant_changed(req, req->param, "tenant.delete", details, 200);
 }
-
-/* The parts of an export, in the order they are written. */
-static const struct {
-	const char	*name;
-	enum stmt	 stmt;
-} export_parts[] = {
-	{ "tenants", STMT_EXPORT_TENANTS },
-	{ "api_keys", STMT_EXPORT_KEYS },
-	{ "roles", STMT_EXPORT_ROLES },
-	{ "llm_keys", STMT_EXPORT_LLM_KEYS },
-	{ "usage", STMT_EXPORT_USAGE },
-	{ "audit_log", STMT_EXPORT_AUDIT },
-};
 
 #define EXPORT_PAGE	65536	/* bytes written to the client at a time */
 
@@ -279,35 +234,66 @@ export_flush(struct export_page *ep)
 	return rc;
 }
 
+/* A page that cannot grow cuts the document short: said once, here. */
 static int
-export_row(void *arg, const struct db_res *row)
+export_nomem(struct export_page *ep)
+{
+	log_error("buf_puts: exporting tenant %s: out of memory; the "
+	    "document was cut short", ep->req->param);
+	return -1;
+}
+
+/*
+ * The sink of tenant_export(): each part a member "name":[...] of the
+ * document, its rows the array's objects.
+ */
+static int
+export_part(void *arg, const char *name)
+{
+	struct export_page *ep = arg;
+
+	ep->rows = 0;
+	return buf_printf(&ep->out, ",\"%s\":[", name) == -1 ?
+	    export_nomem(ep) : 0;
+}
+
+static int
+export_row(void *arg, const char *json)
 {
 	struct export_page *ep = arg;
 
 	if ((ep->rows++ > 0 && buf_puts(&ep->out, ",") == -1) ||
-	    buf_puts(&ep->out, db_value(row, 0, 0)) == -1)
-		return -1;
+	    buf_puts(&ep->out, json) == -1)
+		return export_nomem(ep);
 	return ep->out.len >= EXPORT_PAGE ? export_flush(ep) : 0;
+}
+
+static int
+export_part_end(void *arg)
+{
+	struct export_page *ep = arg;
+
+	return buf_puts(&ep->out, "]") == -1 ? export_nomem(ep) : 0;
 }
 
 /*
  * The subtree's data as one JSON document, written part by part and page
- * by page as PostgreSQL sends the rows, all from one snapshot: memory
- * stays at a page and a row, whatever the size of the subtree.  Once the
- * 200 has gone out a failure can only cut the document short (it is then
- * not valid JSON) and is logged.
+ * by page as PostgreSQL sends the rows (tenant_export()), all from one
+ * snapshot: memory stays at a page and a row, whatever the size of the
+ * subtree.  Once the 200 has gone out a failure can only cut the document
+ * short (it is then not valid JSON) and is logged.
  */
 void
 api_tenants_export(struct request *req)
 {
 	struct worker	*w = req->w;
 	struct export_page ep = { req, { 0 }, 0 };
-	const char	*p[1] = { req->param };
+	const struct tenant_export_sink sink = { export_part, export_row,
+	    export_part_end, &ep };
 	char		 now[32];
 	struct tm	 tm;
 	time_t		 t = time(NULL);
-	size_t		 i;
-	int		 rc = 0;
+	int		 rc;
 
 	if (!api_tenant_target(req, req->param))
 		return;
@@ -323,22 +309,15 @@ api_tenants_export(struct request *req)
 	strftime(now, sizeof(now), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	if (buf_printf(&ep.out, "{\"tenant_id\":\"%s\",\"exported_at\":"
 	    "\"%s\"", req->param, now) == -1)
-		rc = -1;
-	for (i = 0; rc == 0 && i < sizeof(export_parts) /
-	    sizeof(export_parts[0]); i++) {
-		ep.rows = 0;
-		if (buf_printf(&ep.out, ",\"%s\":[", export_parts[i].name) ==
-		    -1 || (rc = db_each_row(app(w)->db, export_parts[i].stmt, 1,
-		    p, export_row, &ep)) != 0 || buf_puts(&ep.out, "]") == -1)
-			rc = rc != 0 ? rc : -1;
-	}
-	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
-		rc = -1;
-	if (rc == 0)
-		rc = export_flush(&ep);
-	if (rc == -1 && !req->client_gone)
+		rc = export_nomem(&ep);
+	else if ((rc = tenant_export(app(w)->db, req->param, &sink)) == -1 &&
+	    !req->client_gone)
 		log_error("PostgreSQL: exporting tenant %s: %s; the document "
 		    "was cut short", req->param, db_errmsg(app(w)->db));
+	if (rc == 0 && buf_puts(&ep.out, "}") == -1)
+		rc = export_nomem(&ep);
+	if (rc == 0)
+		(void)export_flush(&ep);
 	db_rollback(app(w)->db);
 	buf_free(&ep.out);
 }
@@ -353,10 +332,8 @@ api_tenants_purge(struct request *req)
 
 	if (!strictly_below(req))
 		return;
-	if (db_begin(app(w)->db) == -1) {
-		api_db_failed(req);
+	if (!api_begin(req))
 		return;
-	}
 	if ((text = tenant_purge(app(w)->db, req->param)) == NULL)
 		goto dbfail;
 	counts = json_parse(text, strlen(text), &why, err, sizeof(err));

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/keycache.h"
+#include "lib/hash.h"
 
 #define KEYCACHE_SLOTS	1024	/* direct-mapped by prefix */
 #define SEALED_SLOTS	1024	/* direct-mapped by tenant and provider */
@@ -228,25 +229,18 @@ keycache_token(struct keycache *kc)
 	return kc->changes;
 }
 
-static uint32_t
-fnv1a(const char *s, uint32_t h)
-{
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 static struct keycache_entry *
 slot_of(struct keycache *kc, const char *prefix)
 {
-	return &kc->slot[fnv1a(prefix, 2166136261u) % KEYCACHE_SLOTS];
+	return &kc->slot[hash_fnv32(prefix) % KEYCACHE_SLOTS];
 }
 
 static struct keycache_sealed *
 sealed_of(struct keycache *kc, const char *tenant, int provider)
 {
-	uint32_t h = fnv1a(tenant, 2166136261u);
+	uint32_t h = hash_fnv32(tenant);
 
+	/* The provider mixed in as FNV-1a mixes each byte. */
 	h = (h ^ (unsigned)provider) * 16777619u;
 	return &kc->sealed[h % SEALED_SLOTS];
 }
@@ -284,18 +278,30 @@ keycache_counts(const struct keycache *kc, unsigned long *hits,
 	*misses = kc != NULL ? kc->misses : 0;
 }
 
+/*
+ * Whether what was read for prefix under token may be kept, in a slot
+ * whose prefix holds room bytes: not when a key changed since token was
+ * taken (what was read may be stale already), nor when the prefix does
+ * not fit.  Other workers' changes are taken in first.
+ */
+static bool
+may_keep(struct keycache *kc, const char *prefix, size_t room,
+    unsigned long token)
+{
+	sync_shared(kc);
+	return token == kc->changes && strlen(prefix) < room;
+}
+
 struct keycache_entry *
 keycache_put(struct keycache *kc, const char *prefix, double now,
     unsigned long token)
 {
 	struct keycache_entry *e = slot_of(kc, prefix);
-	size_t		 n = strlen(prefix);
 
-	sync_shared(kc);
-	if (token != kc->changes || n >= sizeof(e->prefix))
+	if (!may_keep(kc, prefix, sizeof(e->prefix), token))
 		return NULL;
 	memset(e, 0, sizeof(*e));
-	memcpy(e->prefix, prefix, n + 1);
+	memcpy(e->prefix, prefix, strlen(prefix) + 1);
 	e->read_at = now;
 	e->generation = kc->generation;
 	return e;
@@ -304,7 +310,7 @@ keycache_put(struct keycache *kc, const char *prefix, double now,
 static struct keycache_miss *
 miss_of(struct keycache *kc, const char *prefix)
 {
-	return &kc->miss[fnv1a(prefix, 2166136261u) % MISS_SLOTS];
+	return &kc->miss[hash_fnv32(prefix) % MISS_SLOTS];
 }
 
 bool
@@ -323,12 +329,10 @@ keycache_miss_put(struct keycache *kc, const char *prefix, double now,
     unsigned long token)
 {
 	struct keycache_miss *m = miss_of(kc, prefix);
-	size_t		 n = strlen(prefix);
 
-	sync_shared(kc);
-	if (token != kc->changes || n >= sizeof(m->prefix))
+	if (!may_keep(kc, prefix, sizeof(m->prefix), token))
 		return;
-	memcpy(m->prefix, prefix, n + 1);
+	memcpy(m->prefix, prefix, strlen(prefix) + 1);
 	m->read_at = now;
 	m->generation = kc->generation;
 }

@@ -182,14 +182,11 @@ int
 key_dev_active(struct db *db)
 {
 	const char	*p[1] = { APIKEY_DEV_PREFIX };
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
-	if ((res = db_query(db, STMT_DEV_KEY_ACTIVE, 1, p)) == NULL)
+	if ((n = db_query_count(db, STMT_DEV_KEY_ACTIVE, 1, p)) == -1)
 		return -1;
-	rc = db_rows(res) > 0;
-	db_res_free(res);
-	return rc;
+	return n > 0;
 }
 
 int
@@ -293,14 +290,11 @@ int
 key_revoke(struct db *db, const char *id, const char *caller_tenant)
 {
 	const char	*p[2] = { id, caller_tenant };
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
-	if ((res = db_query(db, STMT_KEY_REVOKE, 2, p)) == NULL)
+	if ((n = db_query_count(db, STMT_KEY_REVOKE, 2, p)) == -1)
 		return -1;
-	rc = db_rows(res) == 1;
-	db_res_free(res);
-	return rc;
+	return n == 1;
 }
 
 int
@@ -308,24 +302,62 @@ key_update(struct db *db, const char *id, const char *caller_tenant,
     const struct key_change *c)
 {
 	const char	*p[12];
-	struct db_res	*res;
-	int		 rc;
+	int		 n;
 
 	p[0] = id;
 	p[1] = caller_tenant;
 	p[2] = c->has_name ? "true" : "false";
 	p[3] = c->name != NULL ? c->name : "";
-	p[4] = c->scopes != NULL ? "true" : "false";
-	p[5] = c->scopes != NULL ? c->scopes : "{}";
+	db_param_change(p + 4, c->scopes, "{}");
 	p[6] = c->has_expires ? "true" : "false";
 	p[7] = c->expires_at;
 	p[8] = c->has_rl_max ? "true" : "false";
 	p[9] = c->rl_max;
 	p[10] = c->has_rl_window ? "true" : "false";
 	p[11] = c->rl_window;
-	if ((res = db_query(db, STMT_KEY_UPDATE, 12, p)) == NULL)
+	if ((n = db_query_count(db, STMT_KEY_UPDATE, 12, p)) == -1)
 		return -1;
-	rc = db_rows(res) == 1;
-	db_res_free(res);
-	return rc;
+	return n == 1;
+}
+
+int
+key_ids_literal(const char *const *ids, size_t n, char *out, size_t outsz)
+{
+	size_t	 i, l, used = 1;
+
+	if (outsz < 3)
+		return -1;
+	out[0] = '{';
+	for (i = 0; i < n; i++) {
+		l = strlen(ids[i]);
+		if (l == 0 || strcspn(ids[i], "\"\\,{} ") != l ||
+		    used + l + 2 >= outsz)
+			return -1;
+		if (i > 0)
+			out[used++] = ',';
+		memcpy(out + used, ids[i], l);
+		used += l;
+	}
+	out[used++] = '}';
+	out[used] = '\0';
+	return 0;
+}
+
+int
+key_touch(struct db *db, const char *ids)
+{
+	const char	*p[1] = { ids };
+
+	return db_exec(db, STMT_KEY_TOUCH, 1, p);
+}
+
+int
+key_disable_dormant(struct db *db, int days)
+{
+	const char	*p[1];
+	char		 d[16];
+
+	snprintf(d, sizeof(d), "%d", days);
+	p[0] = d;
+	return db_query_count(db, STMT_KEY_DISABLE_DORMANT, 1, p);
 }

@@ -87,6 +87,28 @@ void		 key_created_wipe(struct key_created *);
 int		 key_scopes_literal(const char *const *, size_t, char *out,
 		    size_t outsz) __attribute__((warn_unused_result));
 
+/*
+ * Writes key ids as a PostgreSQL array literal ({id,id}) into out; -1
+ * when an id holds a character that would end or split an element (a
+ * quote, comma, brace, backslash or space), or out is too small.
+ */
+int		 key_ids_literal(const char *const *ids, size_t n, char *out,
+		    size_t outsz) __attribute__((warn_unused_result));
+/*
+ * Records a use of the keys ids (an array literal, key_ids_literal()):
+ * their last_used_at becomes now, except for a key written less than a
+ * minute ago.  0, or -1 with db_status() set.
+ */
+int		 key_touch(struct db *, const char *ids)
+		    __attribute__((warn_unused_result));
+/*
+ * Disables every usable key not used for days days (never used: not
+ * since it was made), each with its audit row, in one statement.  How
+ * many, or -1 with db_status() set.
+ */
+int		 key_disable_dormant(struct db *, int days)
+		    __attribute__((warn_unused_result));
+
 /* Whether a tenant may have one more active key. */
 enum key_room {
 	KEY_ROOM,

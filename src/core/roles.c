@@ -93,22 +93,16 @@ role_update(struct db *db, const char *id, const char *caller_tenant,
     const char *name, const char *description, const char *scopes)
 {
 	const char	*p[8];
-	struct db_res	*res;
-	bool		 found;
+	int		 n;
 
 	p[0] = id;
 	p[1] = caller_tenant;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
-	p[4] = description != NULL ? "true" : "false";
-	p[5] = description != NULL ? description : "";
-	p[6] = scopes != NULL ? "true" : "false";
-	p[7] = scopes != NULL ? scopes : "{}";
-	if ((res = db_query(db, STMT_ROLE_UPDATE, 8, p)) == NULL)
+	db_param_change(p + 2, name, "");
+	db_param_change(p + 4, description, "");
+	db_param_change(p + 6, scopes, "{}");
+	if ((n = db_query_count(db, STMT_ROLE_UPDATE, 8, p)) == -1)
 		return write_failed(db);
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	return found ? ROLE_WRITTEN : ROLE_WRITE_NOT_FOUND;
+	return n == 1 ? ROLE_WRITTEN : ROLE_WRITE_NOT_FOUND;
 }
 
 struct db_res *
@@ -117,4 +111,11 @@ role_get(struct db *db, const char *id, const char *caller_tenant)
 	const char	*p[2] = { id, caller_tenant };
 
 	return db_query(db, STMT_ROLE_GET, 2, p);
+}
+
+struct db_res *
+role_list(struct db *db, const char *caller_tenant, const char *cursor,
+    int limit)
+{
+	return db_query_page(db, STMT_ROLE_LIST, caller_tenant, cursor, limit);
 }

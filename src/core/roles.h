@@ -87,5 +87,13 @@ enum role_write	 role_update(struct db *, const char *id,
 struct db_res	*role_get(struct db *, const char *id,
 		    const char *caller_tenant)
 		    __attribute__((warn_unused_result));
+/*
+ * The roles caller_tenant sees after the one of id cursor (NULL = from the
+ * first), at most limit: rows of enum role_col to be freed with
+ * db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*role_list(struct db *, const char *caller_tenant,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
 
 #endif

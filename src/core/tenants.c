@@ -11,14 +11,11 @@ enum tenant_result
 tenant_within(struct db *db, const char *tenant, const char *caller)
 {
 	const char	*p[2] = { tenant, caller };
-	struct db_res	*res;
-	bool		 ok;
+	int		 n;
 
-	if ((res = db_query(db, STMT_TENANT_IN_SUBTREE, 2, p)) == NULL)
+	if ((n = db_query_count(db, STMT_TENANT_IN_SUBTREE, 2, p)) == -1)
 		return TENANT_DB;
-	ok = db_rows(res) == 1;
-	db_res_free(res);
-	return ok ? TENANT_OK : TENANT_NOT_FOUND;
+	return n == 1 ? TENANT_OK : TENANT_NOT_FOUND;
 }
 
 enum tenant_result
@@ -29,6 +26,20 @@ tenant_below(struct db *db, const char *tenant, const char *caller)
 	if ((rc = tenant_within(db, tenant, caller)) != TENANT_OK)
 		return rc;
 	return strcmp(tenant, caller) == 0 ? TENANT_SELF : TENANT_OK;
+}
+
+struct db_res *
+tenant_get(struct db *db, const char *id, const char *caller)
+{
+	const char	*p[2] = { id, caller };
+
+	return db_query(db, STMT_TENANT_GET, 2, p);
+}
+
+struct db_res *
+tenant_list(struct db *db, const char *caller, const char *cursor, int limit)
+{
+	return db_query_page(db, STMT_TENANT_LIST, caller, cursor, limit);
 }
 
 int
@@ -50,32 +61,65 @@ tenant_rename(struct db *db, const char *id, const char *caller,
     const char *name)
 {
 	const char	*p[4];
-	struct db_res	*res;
-	bool		 found;
+	int		 n;
 
 	p[0] = id;
 	p[1] = caller;
-	p[2] = name != NULL ? "true" : "false";
-	p[3] = name != NULL ? name : "";
-	if ((res = db_query(db, STMT_TENANT_UPDATE, 4, p)) == NULL)
+	db_param_change(p + 2, name, "");
+	if ((n = db_query_count(db, STMT_TENANT_UPDATE, 4, p)) == -1)
 		return TENANT_DB;
-	found = db_rows(res) == 1;
-	db_res_free(res);
-	return found ? TENANT_OK : TENANT_NOT_FOUND;
+	return n == 1 ? TENANT_OK : TENANT_NOT_FOUND;
 }
 
 int
 tenant_deactivate(struct db *db, const char *id)
 {
 	const char	*p[1] = { id };
-	struct db_res	*res;
-	int		 n;
 
-	if ((res = db_query(db, STMT_TENANT_DEACTIVATE, 1, p)) == NULL)
-		return -1;
-	n = db_rows(res);
-	db_res_free(res);
-	return n;
+	return db_query_count(db, STMT_TENANT_DEACTIVATE, 1, p);
+}
+
+/* The parts of an export, in the order they are handed over. */
+static const struct {
+	const char	*name;
+	enum stmt	 stmt;
+} export_parts[] = {
+	{ "tenants", STMT_EXPORT_TENANTS },
+	{ "api_keys", STMT_EXPORT_KEYS },
+	{ "roles", STMT_EXPORT_ROLES },
+	{ "llm_keys", STMT_EXPORT_LLM_KEYS },
+	{ "usage", STMT_EXPORT_USAGE },
+	{ "audit_log", STMT_EXPORT_AUDIT },
+};
+
+/* Each row of an export statement is one column: an object's JSON. */
+static int
+export_row(void *arg, const struct db_res *row)
+{
+	struct tenant_export_sink *sink = arg;
+
+	return sink->row(sink->arg, db_value(row, 0, 0));
+}
+
+int
+tenant_export(struct db *db, const char *id,
+    const struct tenant_export_sink *sink)
+{
+	struct tenant_export_sink to = *sink;	/* db_each_row()'s arg */
+	const char	*p[1] = { id };
+	size_t		 i;
+	int		 rc;
+
+	for (i = 0; i < sizeof(export_parts) / sizeof(export_parts[0]); i++) {
+		if (to.part(to.arg, export_parts[i].name) == -1)
+			return 1;
+		if ((rc = db_each_row(db, export_parts[i].stmt, 1, p,
+		    export_row, &to)) != 0)
+			return rc;
+		if (to.part_end(to.arg) == -1)
+			return 1;
+	}
+	return 0;
 }
 
 char *

@@ -48,6 +48,21 @@ enum tenant_result tenant_within(struct db *, const char *tenant,
 enum tenant_result tenant_below(struct db *, const char *tenant,
 		    const char *caller) __attribute__((warn_unused_result));
 /*
+ * Tenant id as caller sees it (caller's own or one below it): a row of
+ * enum tenant_col or none, to be freed with db_res_free(); NULL with
+ * db_status() set.
+ */
+struct db_res	*tenant_get(struct db *, const char *id, const char *caller)
+		    __attribute__((warn_unused_result));
+/*
+ * The tenants of caller's subtree after the one of id cursor (NULL = from
+ * the first), at most limit: rows of enum tenant_col to be freed with
+ * db_res_free(), or NULL with db_status() set.
+ */
+struct db_res	*tenant_list(struct db *, const char *caller,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+/*
  * Inside the caller's transaction, a new tenant name below parent; its id
  * into id.  0, or -1 with db_status() set.
  */
@@ -66,6 +81,30 @@ enum tenant_result tenant_rename(struct db *, const char *id,
  * their keys stop working.  How many tenants, or -1 with db_status() set.
  */
 int		 tenant_deactivate(struct db *, const char *id)
+		    __attribute__((warn_unused_result));
+/*
+ * Where an export goes: part is told the name of each part before its
+ * rows, row each of them (the JSON text of one object, borrowed for the
+ * call), part_end the end of the part.  Each returns 0 to go on, or -1
+ * to stop the export.
+ */
+struct tenant_export_sink {
+	int	(*part)(void *arg, const char *name);
+	int	(*row)(void *arg, const char *json);
+	int	(*part_end)(void *arg);
+	void	*arg;
+};
+
+/*
+ * Inside the caller's transaction (one snapshot: db_begin_snapshot()),
+ * hands the data of tenant id's subtree to sink, part by part (tenants,
+ * api_keys, roles, llm_keys, usage, audit_log) and row by row as
+ * PostgreSQL sends them, so that memory stays at a row whatever the size
+ * of the subtree.  0 when everything was handed over, 1 when the sink
+ * stopped, -1 with db_status() set.
+ */
+int		 tenant_export(struct db *, const char *id,
+		    const struct tenant_export_sink *sink)
 		    __attribute__((warn_unused_result));
 /*
  * Inside the caller's transaction, deletes tenant id, its subtree and all

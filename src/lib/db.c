@@ -1144,6 +1144,40 @@ db_query(struct db *db, enum stmt s, int n, const char *const *params)
 }
 
 int
+db_query_count(struct db *db, enum stmt s, int n, const char *const *params)
+{
+	struct db_res	*res;
+	int		 rows;
+
+	if ((res = db_query(db, s, n, params)) == NULL)
+		return -1;
+	rows = db_rows(res);
+	db_res_free(res);
+	return rows;
+}
+
+void
+db_param_change(const char **p, const char *value, const char *absent)
+{
+	p[0] = value != NULL ? "true" : "false";
+	p[1] = value != NULL ? value : absent;
+}
+
+struct db_res *
+db_query_page(struct db *db, enum stmt s, const char *owner,
+    const char *cursor, int limit)
+{
+	const char	*p[3];
+	char		 lim[16];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	p[0] = owner;
+	p[1] = cursor;
+	p[2] = lim;
+	return db_query(db, s, 3, p);
+}
+
+int
 db_exec(struct db *db, enum stmt s, int n, const char *const *params)
 {
 	struct db_res	*res;

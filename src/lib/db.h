@@ -282,6 +282,29 @@ const char	*db_errmsg(const struct db *);
  */
 struct db_res	*db_query(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));
+/*
+ * As db_query() when only the number of rows matters (those a statement
+ * changed, or found): that number, or -1 with db_status() set.
+ */
+int		 db_query_count(struct db *, enum stmt, int nparams,
+		    const char *const *params)
+		    __attribute__((warn_unused_result));
+/*
+ * As db_query() for a page of a listing whose statement takes (owner,
+ * cursor, limit): cursor NULL = from the first row; limit is written out
+ * here.
+ */
+struct db_res	*db_query_page(struct db *, enum stmt, const char *owner,
+		    const char *cursor, int limit)
+		    __attribute__((warn_unused_result));
+/*
+ * Writes the two parameters of a change a statement makes only when it is
+ * asked for: into p[0] "true" and into p[1] value when value is not NULL,
+ * else "false" and absent (a placeholder the statement leaves unread, of
+ * the parameter's type).  The strings are borrowed.
+ */
+void		 db_param_change(const char **p, const char *value,
+		    const char *absent);
 /* As db_query() for a statement that returns no rows. */
 int		 db_exec(struct db *, enum stmt, int nparams,
 		    const char *const *params) __attribute__((warn_unused_result));

@@ -147,6 +147,18 @@ test_unknown_prefixes(void **state)
 		keycache_miss_put(kc, "kg_live_wwwwwwww", 3.0, token);
 		assert_false(keycache_miss_get(kc, "kg_live_wwwwwwww", 3.0));
 	}
+	/* A prefix is kept when it fits: 47 bytes and the NUL, not 48. */
+	{
+		char	 longest[49];
+
+		memset(longest, 'v', sizeof(longest) - 1);
+		longest[48] = '\0';
+		keycache_miss_put(kc, longest, 4.0, keycache_token(kc));
+		assert_false(keycache_miss_get(kc, longest, 4.0));
+		longest[47] = '\0';
+		keycache_miss_put(kc, longest, 4.0, keycache_token(kc));
+		assert_true(keycache_miss_get(kc, longest, 4.0));
+	}
 	keycache_free(kc);
 }
 

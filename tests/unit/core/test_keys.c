@@ -1,6 +1,7 @@
 /*
  * Unit tests for src/core/keys.c, its parts that need no database: a
- * key's scopes as a PostgreSQL array literal, and a window in words.
+ * key's scopes and a batch of key ids as PostgreSQL array literals, and a
+ * window in words.
  */
 #include "../unit.h"
 
@@ -38,6 +39,39 @@ test_scopes_literal(void **state)
 	assert_int_equal(key_scopes_literal(two, 2, out, 31), -1);
 	assert_int_equal(key_scopes_literal(two, 2, out, 32), 0);
 	assert_int_equal(strlen(out), 31);
+}
+
+/* Key ids as {a,b}: in order, and only when they fit and cannot split. */
+static void
+test_ids_literal(void **state)
+{
+	const char *const two[] = { "0f0e", "a1b2c3" };
+	const char *const bad[][1] = { { "a,b" }, { "a\"" }, { "a}" },
+	    { "a{" }, { "a\\" }, { "a b" }, { "" } };
+	char	 out[64];
+	size_t	 i;
+
+	(void)state;
+	assert_int_equal(key_ids_literal(two, 2, out, sizeof(out)), 0);
+	assert_string_equal(out, "{0f0e,a1b2c3}");
+	assert_int_equal(key_ids_literal(two, 1, out, sizeof(out)), 0);
+	assert_string_equal(out, "{0f0e}");
+	assert_int_equal(key_ids_literal(two, 0, out, 3), 0);
+	assert_string_equal(out, "{}");
+	assert_int_equal(key_ids_literal(two, 0, out, 2), -1);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(key_ids_literal(bad[i], 1, out, sizeof(out)),
+		    -1);
+	/* {0f0e,a1b2c3} is 13 bytes and its NUL: they fit exactly. */
+	assert_int_equal(key_ids_literal(two, 2, out, 13), -1);
+	assert_int_equal(key_ids_literal(two, 2, out, 14), 0);
+	assert_string_equal(out, "{0f0e,a1b2c3}");
+	/*
+	 * {0f0e} is 6 and its NUL.  As for scopes, the check of a first id
+	 * keeps a byte for a comma it does not have: 8 are asked for.
+	 */
+	assert_int_equal(key_ids_literal(two, 1, out, 7), -1);
+	assert_int_equal(key_ids_literal(two, 1, out, 8), 0);
 }
 
 static void
@@ -81,5 +115,6 @@ test_a_created_key_is_wiped(void **state)
 
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_scopes_literal),
+    cmocka_unit_test(test_ids_literal),
     cmocka_unit_test(test_window_in_words),
     cmocka_unit_test(test_a_created_key_is_wiped))

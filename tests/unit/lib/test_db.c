@@ -2,7 +2,8 @@
  * Unit tests for src/lib/db.c's statement table: the number of parameters
  * each statement says it takes is the number its SQL text uses.  No
  * database is needed; a wrong count would otherwise show only when the
- * statement runs.
+ * statement runs.  And the parameters of a change that may not be asked
+ * for (db_param_change()).
  */
 #include "autoconfig.h"
 
@@ -90,12 +91,33 @@ test_nparams(void **state)
 	}
 }
 
+/* A change asked for, or not: the flag, then the value or a placeholder. */
+static void
+test_param_change(void **state)
+{
+	const char	*p[3] = { NULL, NULL, "untouched" };
+
+	(void)state;
+	db_param_change(p, "new name", "");
+	assert_string_equal(p[0], "true");
+	assert_string_equal(p[1], "new name");
+	db_param_change(p, NULL, "{}");
+	assert_string_equal(p[0], "false");
+	assert_string_equal(p[1], "{}");
+	/* An empty value is a change too: to "". */
+	db_param_change(p, "", "{}");
+	assert_string_equal(p[0], "true");
+	assert_string_equal(p[1], "");
+	assert_string_equal(p[2], "untouched");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_counting),
 		cmocka_unit_test(test_nparams),
+		cmocka_unit_test(test_param_change),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
