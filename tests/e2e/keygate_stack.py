@@ -1745,9 +1745,9 @@ def inline_chat(stack, provider, body, key):
 @contextlib.contextmanager
 def direct_stack(workdir, pg, mock, provider, tag):
     """A stack of two workers, on a database of its own named after `tag`,
-    that calls `provider` on `mock` (a MockProvider) and validates no key:
-    for the tests of a provider's wire format.  Gives (stack, mock), and
-    closes both."""
+    that calls `provider` on `mock` (a mock_llm.MockLLM) and validates no
+    key: for the tests of a provider's wire format.  Gives (stack, mock),
+    and closes both."""
     try:
         s = Stack(workdir.subdir("kg"), pg,
                   dbname="%s_%d" % (tag, time.time_ns()), workers=2,
