@@ -40,8 +40,8 @@ google POST /v1beta/models/{model}:generateContent,
 :streamGenerateContent?alt=sse and :batchEmbedContents (x-goog-api-key).
 Each of the four answers the request keygate checks a key with
 (VALIDATE_PATHS) as it does: 200 for an accepted key, else its own refusal
-(rejection()).  Anything else is recorded and answered 404, so a test notices if one is
-made.  The OpenRouter stand-in knows only real OpenRouter model ids: those
+(rejection()).  Anything else is recorded and answered 404, so a test
+notices if one is made.  The OpenRouter stand-in knows only real OpenRouter model ids: those
 of keygate's own table (sql/0005-openrouter-models.sql) and a few that
 clients name themselves (OPENROUTER_PASSTHROUGH); any other model is
 refused with OpenRouter's 400, so a test notices a guessed id.  An
@@ -80,7 +80,6 @@ BASES = {
 OPERATOR_BASES = {"local": "/local/v1"}
 ALL_BASES = dict(BASES, **OPERATOR_BASES)
 CHAT_PROVIDERS = ("openai", "openrouter", "local")
-ANTHROPIC_VERSION = "2023-06-01"
 
 # OpenRouter model ids that clients send as they are (vendor/model), beyond
 # those keygate maps native ids to; real ids from openrouter.ai.
@@ -190,6 +189,90 @@ def rejection(provider, key):
         code="invalid_api_key")
 
 
+def openai_usage(usage):
+    prompt, completion = usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def openai_call(tool_call):
+    """A tool call, (name, arguments), as OpenAI's tool_calls hold it."""
+    name, args = tool_call
+    return {"id": "call_" + secrets.token_hex(6), "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def openai_completion(model, texts, usage=(11, 7), finish="stop",
+                      tool_call=None, provider="openai"):
+    """An OpenAI-format chat.completion: one choice per text of `texts`
+    (or the call `tool_call`), usage from (prompt, completion) `usage`
+    (None: none), OpenRouter's provider member when it answers."""
+    choices = []
+    for i, text in enumerate(texts):
+        message = {"role": "assistant", "content": text, "refusal": None}
+        if tool_call:
+            message.update(content=None, tool_calls=[openai_call(tool_call)])
+        choices.append({"index": i, "message": message, "logprobs": None,
+                        "finish_reason": "tool_calls" if tool_call
+                        else finish})
+    reply = {"id": "chatcmpl-" + secrets.token_hex(12),
+             "object": "chat.completion", "created": int(time.time()),
+             "model": model, "system_fingerprint": "fp_mock",
+             "choices": choices}
+    if usage is not None:
+        reply["usage"] = openai_usage(usage)
+    if provider == "openrouter":
+        reply["provider"] = "MockCloud"
+    return reply
+
+
+def openai_chunks(model, texts, split, usage=(11, 7), finish="stop",
+                  with_usage=False, tool_call=None, provider="openai"):
+    """The chat.completion.chunk objects of an OpenAI-format stream, [DONE]
+    left out: a role chunk per choice (one per text of `texts`), each
+    text's pieces (split(text)) a choice after another, or the call
+    `tool_call` with empty arguments and then them in pieces, a finish
+    chunk per choice, and with `with_usage` the usage chunk (every chunk
+    before it then carrying "usage": null)."""
+    cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+
+    def chunk(delta, finish=None, index=0):
+        c = {"id": cid, "object": "chat.completion.chunk",
+             "created": created, "model": model,
+             "system_fingerprint": "fp_mock",
+             "choices": [{"index": index, "delta": delta,
+                          "logprobs": None, "finish_reason": finish}]
+             if delta is not None else []}
+        if provider == "openrouter":
+            c["provider"] = "MockCloud"
+        if with_usage:
+            c["usage"] = None
+        return c
+
+    n = len(texts)
+    events = [chunk({"role": "assistant", "content": ""}, index=k)
+              for k in range(n)]
+    if tool_call:
+        call = openai_call(tool_call)
+        args = call["function"]["arguments"]
+        events.append(chunk({"tool_calls": [dict(
+            call, index=0, function=dict(call["function"], arguments=""))]}))
+        events += [chunk({"tool_calls": [{"index": 0, "function": {
+            "arguments": piece}}]}) for piece in split(args)]
+    else:
+        parts = [split(t) for t in texts]
+        events += [chunk({"content": parts[k][j]}, index=k)
+                   for j in range(max(map(len, parts)))
+                   for k in range(n) if j < len(parts[k])]
+    events += [chunk({}, "tool_calls" if tool_call else finish, index=k)
+               for k in range(n)]
+    if with_usage:
+        u = chunk(None)
+        u["usage"] = openai_usage(usage)
+        events.append(u)
+    return events
+
+
 def presented_key(provider, headers):
     """The key a request presents the way `provider` takes it (the
     Authorization bearer, x-api-key or x-goog-api-key; `headers` with
@@ -216,8 +299,9 @@ class Complete:
     first.  `stop_after` closes the connection after that many events,
     without [DONE]; `hang_after` stalls after that many events until the
     peer closes (or `hang` seconds).  `usage=None` sends no usage at all,
-    asked for or not, as some OpenAI-compatible servers do.  `comments` sends OpenRouter's
-    keep-alive comments before the first chunk and between chunks.
+    asked for or not, as some OpenAI-compatible servers do.  `comments`
+    sends OpenRouter's keep-alive comments before the first chunk and
+    between chunks.
     `newline` ends every line ("\r\n" is as valid as "\n"; by default
     the provider's own, CRLF for Gemini's); `split`
     writes each event in two pieces, 50 ms apart, cut in the middle of its
@@ -781,38 +865,12 @@ class MockLLM:
 
     # -- replies
 
-    @staticmethod
-    def _ids():
-        return "chatcmpl-" + secrets.token_hex(12), int(time.time())
-
-    def _usage(self, b):
-        prompt, completion = b.usage
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
-
     def _complete(self, h, ex, b):
         if b.wait:
             self._watch(h, ex, b.wait)
-        cid, created = self._ids()
-        choices = []
-        for i, text in enumerate(self._texts(ex, b)):
-            message = {"role": "assistant", "content": text, "refusal": None}
-            if b.tool_call:
-                message.update(content=None,
-                               tool_calls=[self._openai_call(b)])
-            choices.append({"index": i, "message": message,
-                            "logprobs": None,
-                            "finish_reason": self._finish(b)})
-        reply = {
-            "id": cid, "object": "chat.completion", "created": created,
-            "model": ex.json.get("model"),
-            "system_fingerprint": "fp_mock",
-            "choices": choices,
-        }
-        if b.usage is not None:
-            reply["usage"] = self._usage(b)
-        if ex.provider == "openrouter":
-            reply["provider"] = "MockCloud"
+        reply = openai_completion(ex.json.get("model"), self._texts(ex, b),
+                                  b.usage, b.finish_reason, b.tool_call,
+                                  ex.provider)
         ex.reply = reply
         headers = dict(b.headers)
         headers.setdefault("x-request-id", "req_" + secrets.token_hex(8))
@@ -820,55 +878,20 @@ class MockLLM:
         ex.completed = True
 
     def _stream(self, h, ex, b):
-        cid, created = self._ids()
-        model = ex.json.get("model")
         opts = ex.json.get("stream_options")
         with_usage = b.usage is not None and (
             ex.provider == "openrouter" or (
                 isinstance(opts, dict) and opts.get("include_usage") is True))
-
-        def chunk(delta, finish=None, choices=True, index=0):
-            c = {"id": cid, "object": "chat.completion.chunk",
-                 "created": created, "model": model,
-                 "system_fingerprint": "fp_mock",
-                 "choices": [{"index": index, "delta": delta,
-                              "logprobs": None, "finish_reason": finish}]
-                 if choices else []}
-            if ex.provider == "openrouter":
-                c["provider"] = "MockCloud"
-            if with_usage:
-                c["usage"] = None
-            return c
-
         # With n choices (as many as the request asks for, or one per
         # item of `content`), each piece goes out once per choice, in
         # turn, and every choice finishes at the end.
         texts = self._texts(ex, b)
         if len(texts) == 1 and isinstance(ex.json.get("n"), int):
             texts = texts * ex.json["n"]
-        n = len(texts)
-        events = [chunk({"role": "assistant", "content": ""}, index=k)
-                  for k in range(n)]
-        if b.tool_call:
-            # The call with empty arguments first, then them in pieces.
-            call = self._openai_call(b)
-            args = call["function"]["arguments"]
-            events.append(chunk({"tool_calls": [dict(
-                call, index=0, function=dict(call["function"],
-                                             arguments=""))]}))
-            events += [chunk({"tool_calls": [{"index": 0, "function": {
-                "arguments": piece}}]}) for piece in self._pieces(
-                    args, b.pieces)]
-        else:
-            parts = [self._pieces(t, b.pieces) for t in texts]
-            events += [chunk({"content": parts[k][j]}, index=k)
-                       for j in range(max(map(len, parts)))
-                       for k in range(n) if j < len(parts[k])]
-        events += [chunk({}, self._finish(b), index=k) for k in range(n)]
-        if with_usage:
-            u = chunk(None, choices=False)
-            u["usage"] = self._usage(b)
-            events.append(u)
+        events = openai_chunks(
+            ex.json.get("model"), texts,
+            lambda text: self._pieces(text, b.pieces), b.usage,
+            b.finish_reason, with_usage, b.tool_call, ex.provider)
         events = [json.dumps(e, separators=(",", ":")) for e in events]
         events.append("[DONE]")
 
@@ -927,15 +950,6 @@ class MockLLM:
             return list(b.content)
         return [b.content]
 
-    @staticmethod
-    def _finish(b):
-        return "tool_calls" if b.tool_call else b.finish_reason
-
-    @staticmethod
-    def _openai_call(b):
-        name, args = b.tool_call
-        return {"id": "call_" + secrets.token_hex(6), "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)}}
 
     @staticmethod
     def _pieces(text, n):
@@ -1402,7 +1416,8 @@ class EchoBackend:
 class BulkOpenAI:
     """OpenAI's chat completions for thousands of calls at once: one
     asyncio process of its own (MockLLM's thread per call would spend the
-    tests' CPU), every call answered alike.  A streamed call gets a role
+    tests' CPU), every call answered alike, with MockLLM's replies
+    (openai_completion, openai_chunks).  A streamed call gets a role
     chunk, `pieces` chunks of `content` `pause` seconds apart, the finish
     chunk, the usage chunk when asked for, then [DONE]; a whole one waits
     pieces x pause seconds.  stats() counts the calls received, completed
@@ -1450,8 +1465,11 @@ def _bulk_main(spec):
     stats = {"received": 0, "completed": 0, "cut": 0, "arrivals": []}
     text = spec["content"]
     n = spec["pieces"]
-    pieces = [text[i * len(text) // n:(i + 1) * len(text) // n]
-              for i in range(n)]
+
+    def split(text):
+        """Exactly n pieces, so that a stream takes n pauses."""
+        return [text[i * len(text) // n:(i + 1) * len(text) // n]
+                for i in range(n)]
 
     def event(obj):
         return ("data: %s\n\n" % json.dumps(obj)).encode()
@@ -1478,21 +1496,12 @@ def _bulk_main(spec):
         stats["received"] += 1
         stats["arrivals"].append(time.monotonic())
         req = json.loads(body or b"{}")
-        cid = "chatcmpl-" + secrets.token_hex(12)
-        base = {"id": cid, "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": req.get("model", "")}
-        p, c = spec["usage"]
-        usage = {"prompt_tokens": p, "completion_tokens": c,
-                 "total_tokens": p + c}
+        model, usage = req.get("model", ""), tuple(spec["usage"])
         try:
             if not req.get("stream"):
                 await asyncio.sleep(n * spec["pause"])
-                out = json.dumps(dict(base, object="chat.completion",
-                                      choices=[{"index": 0, "message": {
-                                          "role": "assistant",
-                                          "content": text},
-                                          "finish_reason": "stop"}],
-                                      usage=usage)).encode()
+                out = json.dumps(openai_completion(model, [text],
+                                                   usage)).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
                              b"application/json\r\nConnection: close\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (len(out),
@@ -1500,20 +1509,18 @@ def _bulk_main(spec):
             else:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
                              b"text/event-stream\r\nConnection: close\r\n\r\n")
-                writer.write(event(dict(base, choices=[{
-                    "index": 0, "delta": {"role": "assistant",
-                                          "content": ""},
-                    "finish_reason": None}])))
-                for piece in pieces:
+                chunks = openai_chunks(
+                    model, [text], split, usage, with_usage=bool(
+                        (req.get("stream_options") or {}).get(
+                            "include_usage")))
+                # The role chunk, each piece after a pause, the rest.
+                writer.write(event(chunks[0]))
+                for chunk in chunks[1:1 + n]:
                     await writer.drain()
                     await asyncio.sleep(spec["pause"])
-                    writer.write(event(dict(base, choices=[{
-                        "index": 0, "delta": {"content": piece},
-                        "finish_reason": None}])))
-                writer.write(event(dict(base, choices=[{
-                    "index": 0, "delta": {}, "finish_reason": "stop"}])))
-                if (req.get("stream_options") or {}).get("include_usage"):
-                    writer.write(event(dict(base, choices=[], usage=usage)))
+                    writer.write(event(chunk))
+                for chunk in chunks[1 + n:]:
+                    writer.write(event(chunk))
                 writer.write(b"data: [DONE]\n\n")
             await writer.drain()
             stats["completed"] += 1
