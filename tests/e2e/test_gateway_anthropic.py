@@ -7,7 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Choose, Fail, MockLLM, Raw, Stream
+from mock_llm import Choose, Fail, Raw, Stream
 
 KEY = "sk-ant-api03-" + "k" * 40
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -66,10 +66,8 @@ def messages(events=STREAM):
 
 @pytest.fixture(scope="module")
 def ant(workdir, pg):
-    mock = MockLLM()
-    mock.accept("anthropic", KEY)
-    mock.behave("anthropic", messages())
-    with ks.direct_stack(workdir, pg, mock, "anthropic", "ant") as both:
+    with ks.direct_stack(workdir, pg, "anthropic", KEY, messages(),
+                         "ant") as both:
         yield both
 
 

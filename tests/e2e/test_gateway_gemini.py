@@ -7,7 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
-from mock_llm import Choose, Fail, MockLLM, Raw, Stream
+from mock_llm import Choose, Fail, Raw, Stream
 
 KEY = "AIzaSy" + "g" * 33
 MODEL = "gemini-2.0-flash"
@@ -88,10 +88,8 @@ def generate(finish="STOP"):
 
 @pytest.fixture(scope="module")
 def gem(workdir, pg):
-    mock = MockLLM()
-    mock.accept("google", KEY)
-    mock.behave("google", generate())
-    with ks.direct_stack(workdir, pg, mock, "google", "gem") as both:
+    with ks.direct_stack(workdir, pg, "google", KEY, generate(),
+                         "gem") as both:
         yield both
 
 
