@@ -1427,45 +1427,47 @@ def test_one_rejected_key_stores_none_of_the_request(vault, tenant, mock):
     assert tenant.has() == {"openai", "anthropic"}
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_provider_answering_5xx_is_502(vault, tenant, mock, provider):
-    key = accepted(mock, {provider: provider_key(provider)})[provider]
-    mock.behave(provider, Fail(500))
-    request_id = rid("5xx")
-    resp = tenant.store({provider: key}, request_id)
+def assert_store_is_502(vault, tenant, mock, keys, provider, behaviour,
+                        request_id=None, timeout=10):
+    """Storing `keys` (accepted) while `provider` answers with `behaviour`
+    is a 502 upstream_error that names no key and stores nothing, after
+    `provider` was asked.  Gives the response."""
+    accepted(mock, keys)
+    mock.behave(provider, behaviour)
+    resp = tenant.store(keys, request_id, timeout=timeout)
     assert_error(resp, 502, "upstream_error")
-    assert_no_secret(resp.body.decode(), [key], "the error")
+    assert_no_secret(resp.body.decode(), keys.values(), "the error")
     assert len(mock.seen(provider)) >= 1
     assert_nothing_stored(vault, tenant, request_id=request_id)
+    return resp
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_answering_5xx_is_502(vault, tenant, mock, provider):
+    assert_store_is_502(vault, tenant, mock,
+                        {provider: provider_key(provider)}, provider,
+                        Fail(500), rid("5xx"))
 
 
 def test_provider_503_among_accepted_keys_stores_none(vault, tenant, mock):
-    keys = accepted(mock, four_keys())
-    mock.behave("anthropic", Fail(503))
-    resp = tenant.store(keys)
-    assert_error(resp, 502, "upstream_error")
-    assert_nothing_stored(vault, tenant)
+    assert_store_is_502(vault, tenant, mock, four_keys(), "anthropic",
+                        Fail(503))
 
 
 def test_provider_closing_the_connection_is_502(vault, tenant, mock):
-    key = accepted(mock, {"openrouter": provider_key("openrouter")})
-    mock.behave("openrouter", Drop())
-    resp = tenant.store(key)
-    assert_error(resp, 502, "upstream_error")
-    assert_nothing_stored(vault, tenant)
+    assert_store_is_502(vault, tenant, mock,
+                        {"openrouter": provider_key("openrouter")},
+                        "openrouter", Drop())
 
 
 def test_hanging_provider_is_502_within_the_timeout(vault, tenant, mock):
-    keys = accepted(mock, {"anthropic": provider_key("anthropic")})
-    mock.behave("anthropic", Hang())
     started = time.monotonic()
-    resp = tenant.store(keys, timeout=30)
+    assert_store_is_502(vault, tenant, mock,
+                        {"anthropic": provider_key("anthropic")},
+                        "anthropic", Hang(), timeout=30)
     elapsed = time.monotonic() - started
-    assert_error(resp, 502, "upstream_error")
-    assert len(mock.seen("anthropic")) >= 1
     # upstream_total_timeout is 2 s.
     assert elapsed < 6, "answered after %.1f s" % elapsed
-    assert_nothing_stored(vault, tenant)
     mock.behave("anthropic", Complete())
     assert tenant.status()["has_anthropic_key"] is False
 
