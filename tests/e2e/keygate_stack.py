@@ -54,7 +54,7 @@ import time
 import urllib.parse
 import uuid
 
-from mock_llm import EchoBackend, SSEReader
+from mock_llm import EchoBackend, MockLLM, SSEReader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -1743,11 +1743,14 @@ def inline_chat(stack, provider, body, key):
 
 
 @contextlib.contextmanager
-def direct_stack(workdir, pg, mock, provider, tag):
+def direct_stack(workdir, pg, provider, key, behaviour, tag):
     """A stack of two workers, on a database of its own named after `tag`,
-    that calls `provider` on `mock` (a MockProvider) and validates no key:
-    for the tests of a provider's wire format.  Gives (stack, mock), and
-    closes both."""
+    that calls `provider` on a mock_llm.MockLLM of its own, which accepts
+    `key` and answers with `behaviour`, and validates no key: for the tests
+    of a provider's wire format.  Gives (stack, mock), and closes both."""
+    mock = MockLLM()
+    mock.accept(provider, key)
+    mock.behave(provider, behaviour)
     try:
         s = Stack(workdir.subdir("kg"), pg,
                   dbname="%s_%d" % (tag, time.time_ns()), workers=2,

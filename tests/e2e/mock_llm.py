@@ -1,21 +1,24 @@
-"""A loopback stand-in for the OpenAI-format chat providers, for the
-gateway's end-to-end tests.
+"""A loopback stand-in for the LLM providers, for the gateway's
+end-to-end tests: one mock, a route per provider, that knows each
+provider's wire format (paths, where the key goes, replies, error bodies,
+event streams), and tests saying what it answers with behaviours.
 
     LoopbackServer  the HTTP server every mock runs on
-    MockProvider  the four providers' key validation, and whatever routes a
-                  test adds, each answering a MockRequest with a MockReply
     EchoBackend   a loopback application that prints the X-Keygate-*
                   headers it gets
-    MockLLM       an HTTP server answering POST <base>/chat/completions the
-                  way OpenAI and OpenRouter do, recording every exchange
+    MockLLM       the providers, a route per provider and endpoint (key
+                  validation, chat, embeddings), each in the provider's own
+                  wire format, recording every exchange
     Complete      a normal answer (JSON, or Server-Sent Events when the
                   request asks for a stream), optionally paced, cut short or
-                  stalled part-way
+                  stalled part-way; a tool call, several choices, embeddings
     Fail          an error status with a provider-shaped body
     Hang          no answer at all until the client gives up
     Drop          the connection closed without an answer
     Redirect      a 3xx pointing elsewhere on the mock
     Raw           any status and body, e.g. something that is not JSON
+    Stream        a given event stream, framed as the provider frames it
+    Choose        a behaviour picked for each request from what it asks
     SSEReader     a client for keygate's streams, timing every event
 
 The mock runs on LoopbackServer, the one HTTP server of every mock in the
@@ -35,8 +38,10 @@ openai and openrouter answer chat completions and embeddings; anthropic
 answers POST /v1/messages in its own shape (x-api-key, anthropic-version),
 google POST /v1beta/models/{model}:generateContent,
 :streamGenerateContent?alt=sse and :batchEmbedContents (x-goog-api-key).
-Anything else is recorded and answered 404, so a test notices if one is
-made.  The OpenRouter stand-in knows only real OpenRouter model ids: those
+Each of the four answers the request keygate checks a key with
+(VALIDATE_PATHS) as it does: 200 for an accepted key, else its own refusal
+(rejection()).  Anything else is recorded and answered 404, so a test
+notices if one is made.  The OpenRouter stand-in knows only real OpenRouter model ids: those
 of keygate's own table (sql/0005-openrouter-models.sql) and a few that
 clients name themselves (OPENROUTER_PASSTHROUGH); any other model is
 refused with OpenRouter's 400, so a test notices a guessed id.  An
@@ -51,15 +56,16 @@ answer a request that carries no key at all, as such servers may.
 All times are time.monotonic(), so they compare with the client's.
 """
 
-import collections
 import http.client
 import http.server
+import base64
 import json
 import os
 import re
 import secrets
 import select
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -74,7 +80,6 @@ BASES = {
 OPERATOR_BASES = {"local": "/local/v1"}
 ALL_BASES = dict(BASES, **OPERATOR_BASES)
 CHAT_PROVIDERS = ("openai", "openrouter", "local")
-ANTHROPIC_VERSION = "2023-06-01"
 
 # OpenRouter model ids that clients send as they are (vendor/model), beyond
 # those keygate maps native ids to; real ids from openrouter.ai.
@@ -116,6 +121,170 @@ def openrouter_error(message, code):
     return {"error": {"message": message, "code": code}}
 
 
+# Where each provider checks a key: the request keygate's validation makes.
+VALIDATE_PATHS = {
+    "openai": "/openai/v1/models",
+    "anthropic": "/anthropic/v1/models",
+    "google": "/google/v1beta/models",
+    "openrouter": "/openrouter/api/v1/key",
+}
+# What each of them answers there for a key it accepts.
+KEY_ACCEPTED = {
+    "openai": {"object": "list", "data": [
+        {"id": "gpt-4o-mini", "object": "model", "created": 1721172741,
+         "owned_by": "system"}]},
+    "anthropic": {"data": [], "has_more": False, "first_id": None,
+                  "last_id": None},
+    "google": {"models": []},
+    "openrouter": {"data": {"label": "sk-or-v1-abc...", "limit": None,
+                            "usage": 0}},
+}
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error",
+    403: "permission_error", 404: "not_found_error",
+    413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error",
+}
+GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_body(provider, status, message):
+    """The body `provider` answers an error `status` with."""
+    if provider == "anthropic":
+        return {"type": "error", "error": {
+            "type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"),
+            "message": message}}
+    if provider == "google":
+        return {"error": {"code": status, "message": message,
+                          "status": GOOGLE_STATUSES.get(status, "INTERNAL")}}
+    if provider == "openrouter":
+        return openrouter_error(message, status)
+    return openai_error(
+        message, "server_error" if status >= 500 else
+        ("requests" if status == 429 else "invalid_request_error"),
+        code={429: "rate_limit_exceeded",
+              404: "model_not_found"}.get(status))
+
+
+def rejection(provider, key):
+    """(status, body): how `provider` refuses the key `key` (None: none
+    presented)."""
+    if provider == "anthropic":
+        return 401, error_body(provider, 401, "invalid x-api-key")
+    if provider == "google":
+        body = error_body(provider, 400, "API key not valid. Please pass a "
+                                         "valid API key.")
+        body["error"]["details"] = [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID"}]
+        return 400, body
+    if provider == "openrouter":
+        return 401, openrouter_error("No auth credentials found", 401)
+    return 401, openai_error(
+        "Incorrect API key provided: %s. You can find your API key at "
+        "https://platform.openai.com/account/api-keys." % mask(key or ""),
+        code="invalid_api_key")
+
+
+def openai_usage(usage):
+    prompt, completion = usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def openai_call(tool_call):
+    """A tool call, (name, arguments), as OpenAI's tool_calls hold it."""
+    name, args = tool_call
+    return {"id": "call_" + secrets.token_hex(6), "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def openai_completion(model, texts, usage=(11, 7), finish="stop",
+                      tool_call=None, provider="openai"):
+    """An OpenAI-format chat.completion: one choice per text of `texts`
+    (or the call `tool_call`), usage from (prompt, completion) `usage`
+    (None: none), OpenRouter's provider member when it answers."""
+    choices = []
+    for i, text in enumerate(texts):
+        message = {"role": "assistant", "content": text, "refusal": None}
+        if tool_call:
+            message.update(content=None, tool_calls=[openai_call(tool_call)])
+        choices.append({"index": i, "message": message, "logprobs": None,
+                        "finish_reason": "tool_calls" if tool_call
+                        else finish})
+    reply = {"id": "chatcmpl-" + secrets.token_hex(12),
+             "object": "chat.completion", "created": int(time.time()),
+             "model": model, "system_fingerprint": "fp_mock",
+             "choices": choices}
+    if usage is not None:
+        reply["usage"] = openai_usage(usage)
+    if provider == "openrouter":
+        reply["provider"] = "MockCloud"
+    return reply
+
+
+def openai_chunks(model, texts, split, usage=(11, 7), finish="stop",
+                  with_usage=False, tool_call=None, provider="openai"):
+    """The chat.completion.chunk objects of an OpenAI-format stream, [DONE]
+    left out: a role chunk per choice (one per text of `texts`), each
+    text's pieces (split(text)) a choice after another, or the call
+    `tool_call` with empty arguments and then them in pieces, a finish
+    chunk per choice, and with `with_usage` the usage chunk (every chunk
+    before it then carrying "usage": null)."""
+    cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+
+    def chunk(delta, finish=None, index=0):
+        c = {"id": cid, "object": "chat.completion.chunk",
+             "created": created, "model": model,
+             "system_fingerprint": "fp_mock",
+             "choices": [{"index": index, "delta": delta,
+                          "logprobs": None, "finish_reason": finish}]
+             if delta is not None else []}
+        if provider == "openrouter":
+            c["provider"] = "MockCloud"
+        if with_usage:
+            c["usage"] = None
+        return c
+
+    n = len(texts)
+    events = [chunk({"role": "assistant", "content": ""}, index=k)
+              for k in range(n)]
+    if tool_call:
+        call = openai_call(tool_call)
+        args = call["function"]["arguments"]
+        events.append(chunk({"tool_calls": [dict(
+            call, index=0, function=dict(call["function"], arguments=""))]}))
+        events += [chunk({"tool_calls": [{"index": 0, "function": {
+            "arguments": piece}}]}) for piece in split(args)]
+    else:
+        parts = [split(t) for t in texts]
+        events += [chunk({"content": parts[k][j]}, index=k)
+                   for j in range(max(map(len, parts)))
+                   for k in range(n) if j < len(parts[k])]
+    events += [chunk({}, "tool_calls" if tool_call else finish, index=k)
+               for k in range(n)]
+    if with_usage:
+        u = chunk(None)
+        u["usage"] = openai_usage(usage)
+        events.append(u)
+    return events
+
+
+def presented_key(provider, headers):
+    """The key a request presents the way `provider` takes it (the
+    Authorization bearer, x-api-key or x-goog-api-key; `headers` with
+    lower-case names), or None."""
+    if provider == "anthropic":
+        return headers.get("x-api-key")
+    if provider == "google":
+        return headers.get("x-goog-api-key")
+    value = headers.get("authorization", "")
+    return value[len("Bearer "):] if value.startswith("Bearer ") else None
+
+
 # ---------------------------------------------------------------------------
 # Behaviours
 
@@ -130,9 +299,11 @@ class Complete:
     first.  `stop_after` closes the connection after that many events,
     without [DONE]; `hang_after` stalls after that many events until the
     peer closes (or `hang` seconds).  `usage=None` sends no usage at all,
-    asked for or not, as some OpenAI-compatible servers do.  `comments` sends OpenRouter's
-    keep-alive comments before the first chunk and between chunks.
-    `newline` ends every line ("\r\n" is as valid as "\n"); `split`
+    asked for or not, as some OpenAI-compatible servers do.  `comments`
+    sends OpenRouter's keep-alive comments before the first chunk and
+    between chunks.
+    `newline` ends every line ("\r\n" is as valid as "\n"; by default
+    the provider's own, CRLF for Gemini's); `split`
     writes each event in two pieces, 50 ms apart, cut in the middle of its
     JSON; `multiline` sends each JSON chunk on two `data:` lines (after its
     first comma), which a reader joins with a newline.  A stream with
@@ -142,14 +313,21 @@ class Complete:
     A request that asks for a JSON answer (OpenAI's response_format,
     Anthropic's forced tool, Gemini's responseMimeType) is answered with
     `answer` (a JSON-able object) in the form the provider would give it:
-    content text, a tool_use input, a JSON text part.  An embeddings
-    request gets one vector of `dims` numbers per input."""
+    content text, a tool_use input, a JSON text part.  `tool_call`, a
+    (name, arguments) pair, answers with a call of that tool instead of
+    text, as each provider does (tool_calls, a tool_use block, a
+    functionCall part; a stream sends the arguments in pieces, Gemini's
+    whole).  `content` a list answers one choice (candidate) per item.
+    An embeddings request gets one vector per input: vectors(text), or
+    `dims` numbers made up; OpenAI's in base64 when the request asks for
+    encoding_format "base64"."""
 
     def __init__(self, content="Hello from the mock provider.", pieces=4,
                  pause=0.0, stop_after=None, hang_after=None, hang=30.0,
                  comments=False, usage=(11, 7), finish_reason="stop",
-                 headers=None, newline="\n", split=False, multiline=False,
-                 wait=0.0, answer=None, dims=3):
+                 headers=None, newline=None, split=False, multiline=False,
+                 wait=0.0, answer=None, dims=3, tool_call=None,
+                 vectors=None):
         self.content = content
         self.pieces = pieces
         self.pause = pause
@@ -166,6 +344,8 @@ class Complete:
         self.wait = wait
         self.answer = {"answer": content} if answer is None else answer
         self.dims = dims
+        self.tool_call = tool_call
+        self.vectors = vectors
 
 
 class Fail:
@@ -206,12 +386,71 @@ class Redirect:
 
 
 class Raw:
+    """`status` with `body`: bytes, a str, or a JSON-able value."""
+
     def __init__(self, status, body, content_type="application/json",
                  headers=None):
         self.status = status
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
         self.body = body if isinstance(body, bytes) else body.encode()
         self.content_type = content_type
         self.headers = dict(headers or {})
+
+
+class Stream:
+    """A 200 event stream of the given `events`, framed as the provider
+    frames its own: each a (name, data) pair (Anthropic's named events) or
+    data alone, data a JSON-able value or a str sent as it is (OpenAI's
+    "[DONE]").  `pause` seconds pass before every event after the first;
+    `stop_after` closes the connection after that many events; `newline`
+    (default: the provider's own) ends every line."""
+
+    def __init__(self, events, pause=0.0, stop_after=None, headers=None,
+                 newline=None):
+        self.events = list(events)
+        self.pause = pause
+        self.stop_after = stop_after
+        self.headers = dict(headers or {})
+        self.newline = newline
+
+
+class Choose:
+    """Whatever behaviour choose(exchange) returns, for each request: an
+    answer that depends on what was asked."""
+
+    def __init__(self, choose):
+        self.choose = choose
+
+
+def tool_result(ex):
+    """The result of a tool call that the request of `ex` sends back,
+    parsed as JSON, in its provider's shape (OpenAI's "tool" message,
+    Anthropic's tool_result block, Gemini's functionResponse), or None."""
+    body = ex.json if isinstance(ex.json, dict) else {}
+    if ex.provider == "google":
+        result = None
+        for c in body.get("contents") or []:
+            for part in c.get("parts") or []:
+                if "functionResponse" in part:
+                    result = part["functionResponse"].get("response")
+        if result is None:
+            return None
+        out = result.get("output", result)
+        return json.loads(out) if isinstance(out, str) else out
+    for m in body.get("messages") or []:
+        if ex.provider != "anthropic":
+            if m.get("role") == "tool":
+                return json.loads(m["content"])
+            continue
+        blocks = m.get("content")
+        for b in blocks if isinstance(blocks, list) else []:
+            if b.get("type") == "tool_result":
+                c = b.get("content")
+                if isinstance(c, list):
+                    c = "".join(x.get("text", "") for x in c)
+                return json.loads(c)
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -220,9 +459,11 @@ class Raw:
 class Exchange:
     """One request to the mock and what became of it."""
 
-    def __init__(self, method, path, raw_headers, body, received_at):
+    def __init__(self, method, path, raw_headers, body, received_at,
+                 query=None):
         self.method = method
         self.path = path
+        self.query = query or {}   # the query string, parsed
         self.raw_headers = raw_headers        # [(name, value)] as sent
         self.headers = {}
         for name, value in raw_headers:
@@ -235,6 +476,7 @@ class Exchange:
         self.received_at = received_at
         self.peer = None           # (address, port) of the connection
         self.provider = None
+        self.route = None          # "validate", "chat", "embeddings"
         self.reply = None          # the JSON object answered, if any
         self.events = []           # the SSE data payloads sent, in order
         self.sent_at = []          # when each of them was (about to be)
@@ -257,6 +499,11 @@ class Exchange:
     def bearer(self):
         value = self.headers.get("authorization", "")
         return value[len("Bearer "):] if value.startswith("Bearer ") else None
+
+    @property
+    def key(self):
+        """The key presented the way the provider takes it, or None."""
+        return presented_key(self.provider, self.headers)
 
     def chunks(self):
         """The JSON chunks sent in the stream, [DONE] left out."""
@@ -334,9 +581,15 @@ class _PeerClosed(Exception):
 
 
 class MockLLM:
-    """The mock providers.  Each chat provider answers with its behaviour
+    """The mock providers, one route per provider and endpoint: key
+    validation (VALIDATE_PATHS), chat and embeddings, each in the
+    provider's own wire format.  Each provider answers with its behaviour
     (set with behave(), default Complete()) for a key in accept()ed keys,
-    and with a 401 in its own error shape otherwise."""
+    and with its own refusal (rejection()) otherwise.  A behaviour other
+    than Complete (Fail, Hang, Drop, Redirect, Raw, Stream) applies to
+    every route of the provider; Choose picks one per request."""
+
+    HOLD_SECONDS = 30
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -344,6 +597,7 @@ class MockLLM:
         self.exchanges = []
         self.accepted = {p: set() for p in ALL_BASES}
         self.behaviour = {p: Complete() for p in ALL_BASES}
+        self._holds = {p: None for p in ALL_BASES}
         # Thousands of calls may connect at once.
         self.server = LoopbackServer(self._serve, "mock-llm", backlog=4096)
         self.port = self.server.port
@@ -396,9 +650,30 @@ class MockLLM:
             self.behave(provider, Complete(**complete))
         return self
 
+    def hold(self, provider):
+        """Makes `provider` hold every answer until release() (at most
+        HOLD_SECONDS); the request is recorded when it arrives."""
+        with self._lock:
+            if self._holds[provider] is None:
+                self._holds[provider] = threading.Event()
+
+    def release(self, provider=None):
+        """Lets the held answers of `provider` (of every provider) go."""
+        for p in [provider] if provider else list(ALL_BASES):
+            with self._lock:
+                gate, self._holds[p] = self._holds[p], None
+            if gate:
+                gate.set()
+
+    def clear(self):
+        """No exchange recorded; keys and behaviours stay."""
+        with self._lock:
+            self.exchanges = []
+
     def reset(self):
-        """No exchange recorded, no key accepted, every provider answering
-        Complete()."""
+        """No exchange recorded, no key accepted, nothing held, every
+        provider answering Complete()."""
+        self.release()
         with self._lock:
             self.exchanges = []
             for p in ALL_BASES:
@@ -407,14 +682,33 @@ class MockLLM:
 
     # -- what happened
 
-    def seen(self, provider=None):
-        """Recorded exchanges (under `provider`'s prefix), oldest first."""
+    def mark(self):
+        """Where the record stands now, for seen(since=)."""
         with self._lock:
-            ex = list(self.exchanges)
-        if provider is None:
-            return ex
-        return [e for e in ex if e.path.startswith(ALL_BASES[provider] + "/")
-                or e.path == ALL_BASES[provider]]
+            return len(self.exchanges)
+
+    def seen(self, provider=None, path=None, since=0):
+        """Recorded exchanges (under `provider`'s prefix; to `path`, or
+        below it when it ends with "/"; after mark() gave `since`), oldest
+        first."""
+        with self._lock:
+            ex = self.exchanges[since:]
+        if provider is not None:
+            base = ALL_BASES[provider]
+            ex = [e for e in ex if e.path.startswith(base + "/")
+                  or e.path == base]
+        if path is not None:
+            ex = [e for e in ex if e.path == path or (
+                path.endswith("/") and e.path.startswith(path))]
+        return ex
+
+    def chats(self, provider):
+        """The chat calls `provider` received, oldest first."""
+        return [e for e in self.seen(provider)
+                if e.path == self.chat_path(provider) or (
+                    provider == "google" and ":" in e.path and
+                    e.path.rsplit(":", 1)[1] in ("generateContent",
+                                                 "streamGenerateContent"))]
 
     def only(self, provider):
         """The one exchange there was, which went to `provider`."""
@@ -433,15 +727,17 @@ class MockLLM:
                 ex[0].path
         return ex[0]
 
-    def wait_for(self, count=1, timeout=10):
+    def wait_for(self, count=1, timeout=10, provider=None):
+        """The exchanges (of `provider`) once there are `count` of them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ex = self.seen()
+            ex = self.seen(provider)
             if len(ex) >= count:
                 return ex
             time.sleep(0.02)
-        raise AssertionError("the mock saw %d request(s), expected %d" % (
-            len(self.seen()), count))
+        raise AssertionError("the mock saw %d request(s)%s, expected %d" % (
+            len(self.seen(provider)), " to " + provider if provider else "",
+            count))
 
     # -- serving
 
@@ -454,16 +750,23 @@ class MockLLM:
     def _serve(self, h):
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        path = urllib.parse.urlsplit(h.path).path
-        ex = Exchange(h.command, path, list(h.headers.items()), body,
-                      time.monotonic())
+        parts = urllib.parse.urlsplit(h.path)
+        ex = Exchange(h.command, parts.path, list(h.headers.items()), body,
+                      time.monotonic(), urllib.parse.parse_qs(
+                          parts.query, keep_blank_values=True))
         ex.peer = h.client_address
-        ex.provider = self._provider_of(path)
+        ex.provider = self._provider_of(parts.path)
+        ex.route = self._route(h, ex)
         with self._lock:
             self.exchanges.append(ex)
             behaviour = self.behaviour.get(ex.provider)
             accepted = set(self.accepted.get(ex.provider, ()))
+            gate = self._holds.get(ex.provider)
         try:
+            if gate is not None:
+                gate.wait(self.HOLD_SECONDS)
+            while isinstance(behaviour, Choose):
+                behaviour = behaviour.choose(ex)
             self._answer(h, ex, behaviour, accepted)
         except _PeerClosed:
             h.close_connection = True
@@ -474,17 +777,58 @@ class MockLLM:
             ex.finished_at = time.monotonic()
             ex.done.set()
 
+    def _route(self, h, ex):
+        """What `ex` asks its provider for: "validate", "chat",
+        "embeddings", or None (no such route)."""
+        p, path = ex.provider, ex.path
+        if p is None:
+            return None
+        if h.command == "GET":
+            return "validate" if VALIDATE_PATHS.get(p) == path else None
+        if h.command != "POST":
+            return None
+        if p == "google":
+            method = path.rsplit(":", 1)[-1]
+            if not path.startswith(ALL_BASES[p] + "/v1beta/models/") or \
+                    ":" not in path:
+                return None
+            return {"generateContent": "chat",
+                    "streamGenerateContent": "chat",
+                    "batchEmbedContents": "embeddings",
+                    "embedContent": "embeddings"}.get(method)
+        if path == self.chat_path(p):
+            return "chat"
+        if p in CHAT_PROVIDERS and path == self.embeddings_path(p):
+            return "embeddings"
+        return None
+
+    def _refusal(self, ex, route, accepted):
+        """(status, body) when the provider refuses the request before
+        looking at what it asks (its key, its headers, its model), else
+        None."""
+        p, req = ex.provider, ex.json
+        if ex.key not in accepted:
+            return rejection(p, ex.key)
+        if p == "anthropic" and not re.fullmatch(
+                r"\d{4}-\d{2}-\d{2}", ex.headers.get("anthropic-version", "")):
+            return 400, error_body(p, 400, "anthropic-version: header is "
+                                           "required")
+        if route == "validate":
+            return None
+        if not isinstance(req, dict):
+            return 400, error_body(p, 400, "We could not parse the JSON "
+                                           "body of your request.")
+        if p == "anthropic" and route == "chat" and (not isinstance(
+                req.get("max_tokens"), int) or not req.get("messages")):
+            return 400, error_body(p, 400, "max_tokens: Field required")
+        if p == "openrouter" and req.get("model") not in OPENROUTER_MODELS:
+            return 400, openrouter_error(
+                "%s is not a valid model ID" % req.get("model"), 400)
+        return None
+
     def _answer(self, h, ex, behaviour, accepted):
-        p = ex.provider
-        if p == "anthropic" and h.command == "POST" and \
-                ex.path == self.chat_path(p):
-            return self._anthropic(h, ex, behaviour, accepted)
-        if p == "google" and h.command == "POST" and \
-                ex.path.startswith(ALL_BASES[p] + "/v1beta/models/"):
-            return self._google(h, ex, behaviour, accepted)
-        if (p not in CHAT_PROVIDERS or h.command != "POST" or
-                ex.path not in (self.chat_path(p),
-                                self.embeddings_path(p))):
+        p, route = ex.provider, ex.route
+        if route is None:
             return self._json(h, 404, openai_error(
                 "Unknown request URL: %s %s." % (h.command, ex.path),
                 code="unknown_url"))
@@ -495,49 +839,25 @@ class MockLLM:
             h.end_headers()
             h.wfile.flush()
             return
-        key = ex.bearer
-        if key not in accepted:
-            if p == "openrouter":
-                return self._json(h, 401, openrouter_error(
-                    "No auth credentials found", 401))
-            return self._json(h, 401, openai_error(
-                "Incorrect API key provided: %s. You can find your API key "
-                "at https://platform.openai.com/account/api-keys."
-                % mask(key or ""), code="invalid_api_key"))
-        if ex.json is None or not isinstance(ex.json, dict):
-            return self._json(h, 400, openai_error(
-                "We could not parse the JSON body of your request."))
-        if p == "openrouter" and ex.json.get("model") not in \
-                OPENROUTER_MODELS:
-            ex.reply = openrouter_error(
-                "%s is not a valid model ID" % ex.json.get("model"), 400)
-            return self._json(h, 400, ex.reply)
-        if isinstance(behaviour, Hang):
-            self._watch(h, ex, behaviour.seconds)
+        refused = self._refusal(ex, route, accepted)
+        if refused:
+            ex.reply = refused[1]
+            return self._json(h, refused[0], refused[1])
+        if self._fail_common(h, ex, behaviour):
             return
-        if isinstance(behaviour, Drop):
-            h.close_connection = True
-            return
-        if isinstance(behaviour, Raw):
-            return self._send(h, behaviour.status, behaviour.body,
-                              behaviour.content_type, behaviour.headers)
-        if isinstance(behaviour, Fail):
-            body = behaviour.body
-            if body is None:
-                if p == "openrouter":
-                    body = openrouter_error(behaviour.message,
-                                            behaviour.status)
-                else:
-                    body = openai_error(
-                        behaviour.message,
-                        "server_error" if behaviour.status >= 500 else
-                        ("requests" if behaviour.status == 429 else
-                         "invalid_request_error"),
-                        code={429: "rate_limit_exceeded",
-                              404: "model_not_found"}.get(behaviour.status))
-            ex.reply = body
-            return self._json(h, behaviour.status, body, behaviour.headers)
-        if ex.path == self.embeddings_path(p):
+        if isinstance(behaviour, Stream):
+            self._sse_head(h, behaviour)
+            return self._sse_events(h, ex, behaviour, [
+                e if isinstance(e, tuple) else (None, e)
+                for e in behaviour.events])
+        if route == "validate":
+            ex.reply = KEY_ACCEPTED[p]
+            return self._json(h, 200, ex.reply)
+        if p == "anthropic":
+            return self._anthropic(h, ex, behaviour)
+        if p == "google":
+            return self._google(h, ex, behaviour)
+        if route == "embeddings":
             return self._embeddings(h, ex, behaviour)
         if ex.json.get("stream") is True:
             return self._stream(h, ex, behaviour)
@@ -545,34 +865,12 @@ class MockLLM:
 
     # -- replies
 
-    @staticmethod
-    def _ids():
-        return "chatcmpl-" + secrets.token_hex(12), int(time.time())
-
-    def _usage(self, b):
-        prompt, completion = b.usage
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
-
     def _complete(self, h, ex, b):
         if b.wait:
             self._watch(h, ex, b.wait)
-        cid, created = self._ids()
-        reply = {
-            "id": cid, "object": "chat.completion", "created": created,
-            "model": ex.json.get("model"),
-            "system_fingerprint": "fp_mock",
-            "choices": [{"index": 0,
-                         "message": {"role": "assistant",
-                                     "content": self._text(ex, b),
-                                     "refusal": None},
-                         "logprobs": None,
-                         "finish_reason": b.finish_reason}],
-        }
-        if b.usage is not None:
-            reply["usage"] = self._usage(b)
-        if ex.provider == "openrouter":
-            reply["provider"] = "MockCloud"
+        reply = openai_completion(ex.json.get("model"), self._texts(ex, b),
+                                  b.usage, b.finish_reason, b.tool_call,
+                                  ex.provider)
         ex.reply = reply
         headers = dict(b.headers)
         headers.setdefault("x-request-id", "req_" + secrets.token_hex(8))
@@ -580,39 +878,20 @@ class MockLLM:
         ex.completed = True
 
     def _stream(self, h, ex, b):
-        cid, created = self._ids()
-        model = ex.json.get("model")
         opts = ex.json.get("stream_options")
         with_usage = b.usage is not None and (
             ex.provider == "openrouter" or (
                 isinstance(opts, dict) and opts.get("include_usage") is True))
-
-        def chunk(delta, finish=None, choices=True, index=0):
-            c = {"id": cid, "object": "chat.completion.chunk",
-                 "created": created, "model": model,
-                 "system_fingerprint": "fp_mock",
-                 "choices": [{"index": index, "delta": delta,
-                              "logprobs": None, "finish_reason": finish}]
-                 if choices else []}
-            if ex.provider == "openrouter":
-                c["provider"] = "MockCloud"
-            if with_usage:
-                c["usage"] = None
-            return c
-
-        # With n choices, each piece goes out once per choice, in turn,
-        # and every choice finishes at the end.
-        n = ex.json.get("n") if isinstance(ex.json.get("n"), int) else 1
-        parts = self._pieces(self._text(ex, b), b.pieces)
-        events = [chunk({"role": "assistant", "content": ""}, index=k)
-                  for k in range(n)]
-        events += [chunk({"content": part}, index=k) for part in parts
-                   for k in range(n)]
-        events += [chunk({}, b.finish_reason, index=k) for k in range(n)]
-        if with_usage:
-            u = chunk(None, choices=False)
-            u["usage"] = self._usage(b)
-            events.append(u)
+        # With n choices (as many as the request asks for, or one per
+        # item of `content`), each piece goes out once per choice, in
+        # turn, and every choice finishes at the end.
+        texts = self._texts(ex, b)
+        if len(texts) == 1 and isinstance(ex.json.get("n"), int):
+            texts = texts * ex.json["n"]
+        events = openai_chunks(
+            ex.json.get("model"), texts,
+            lambda text: self._pieces(text, b.pieces), b.usage,
+            b.finish_reason, with_usage, b.tool_call, ex.provider)
         events = [json.dumps(e, separators=(",", ":")) for e in events]
         events.append("[DONE]")
 
@@ -625,7 +904,7 @@ class MockLLM:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.flush()
-        nl = b.newline.encode()
+        nl = (b.newline or "\n").encode()
         comment = b": OPENROUTER PROCESSING" + nl + nl
         if b.comments:
             self._write_chunk(h, ex, comment)
@@ -660,42 +939,51 @@ class MockLLM:
         ex.completed = True
 
     @staticmethod
-    def _text(ex, b):
-        """The content of a chat answer: `answer` as JSON text when the
-        OpenAI-format request asked for JSON."""
+    def _texts(ex, b):
+        """The content of each choice of a chat answer: `answer` as JSON
+        text when the OpenAI-format request asked for JSON."""
         rf = ex.json.get("response_format") if ex.json else None
         if isinstance(rf, dict) and rf.get("type") in ("json_object",
                                                        "json_schema"):
-            return json.dumps(b.answer)
-        return b.content
+            return [json.dumps(b.answer)]
+        if isinstance(b.content, (list, tuple)):
+            return list(b.content)
+        return [b.content]
+
 
     @staticmethod
     def _pieces(text, n):
         step = -(-len(text) // max(1, n)) or 1
         return [text[i:i + step] for i in range(0, len(text), step)] or [""]
 
-    def _vectors(self, b, count):
+    def _vectors(self, b, texts):
+        if b.vectors:
+            return [list(b.vectors(t)) for t in texts]
         return [[round(0.1 * (i + 1) + 0.01 * k, 4) for k in range(b.dims)]
-                for i in range(count)]
+                for i in range(len(texts))]
 
     def _embeddings(self, h, ex, b):
         """OpenAI's embeddings: one vector per input (a string or a list
-        of them), usage prompt_tokens from `usage`."""
+        of them), in base64 (little-endian float32) when asked for, usage
+        prompt_tokens from `usage`."""
         inp = ex.json.get("input")
-        count = len(inp) if isinstance(inp, list) else 1
+        vectors = self._vectors(b, inp if isinstance(inp, list) else [inp])
+        if ex.json.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(
+                "<%df" % len(v), *v)).decode() for v in vectors]
         reply = {"object": "list", "model": ex.json.get("model"),
                  "data": [{"object": "embedding", "index": i,
                            "embedding": v}
-                          for i, v in enumerate(self._vectors(b, count))],
+                          for i, v in enumerate(vectors)],
                  "usage": {"prompt_tokens": b.usage[0],
                            "total_tokens": b.usage[0]}}
         ex.reply = reply
         self._json(h, 200, reply)
         ex.completed = True
 
-    def _fail_common(self, h, ex, behaviour, body):
-        """Hang, Drop, Raw and Fail for the providers of their own shape;
-        True when one of them answered."""
+    def _fail_common(self, h, ex, behaviour):
+        """Hang, Drop, Raw and Fail, the latter in the provider's own
+        error shape; True when one of them answered."""
         if isinstance(behaviour, Hang):
             self._watch(h, ex, behaviour.seconds)
             return True
@@ -707,7 +995,8 @@ class MockLLM:
                        behaviour.content_type, behaviour.headers)
             return True
         if isinstance(behaviour, Fail):
-            ex.reply = behaviour.body if behaviour.body is not None else body
+            ex.reply = behaviour.body if behaviour.body is not None else \
+                error_body(ex.provider, behaviour.status, behaviour.message)
             self._json(h, behaviour.status, ex.reply, behaviour.headers)
             return True
         return False
@@ -723,17 +1012,20 @@ class MockLLM:
         h.wfile.flush()
 
     def _sse_events(self, h, ex, b, events):
-        """Writes (event name or None, JSON-able) pairs, paced and cut as
-        `b` says, then ends the body."""
+        """Writes (event name or None, JSON-able or str) pairs, paced and
+        cut as `b` says, lines ended as the provider ends them (Gemini:
+        CRLF) unless `b` says otherwise, then ends the body."""
+        nl = b.newline or ("\r\n" if ex.provider == "google" else "\n")
         for i, (name, data) in enumerate(events):
             if b.stop_after is not None and i >= b.stop_after:
                 h.close_connection = True
                 return
             if i and b.pause:
                 self._watch(h, ex, b.pause)
-            text = json.dumps(data, separators=(",", ":"))
-            frame = ("event: %s\n" % name if name else "") + \
-                "data: %s\n\n" % text
+            text = data if isinstance(data, str) else json.dumps(
+                data, separators=(",", ":"))
+            frame = ("event: %s%s" % (name, nl) if name else "") + \
+                "data: %s%s%s" % (text, nl, nl)
             ex.events.append(text)
             ex.sent_at.append(time.monotonic())
             self._write_chunk(h, ex, frame.encode())
@@ -742,41 +1034,26 @@ class MockLLM:
 
     # -- Anthropic
 
-    def _anthropic(self, h, ex, b, accepted):
-        key = ex.headers.get("x-api-key")
-        if key not in accepted:
-            return self._json(h, 401, {"type": "error", "error": {
-                "type": "authentication_error",
-                "message": "invalid x-api-key"}})
-        if ex.headers.get("anthropic-version") != ANTHROPIC_VERSION:
-            return self._json(h, 400, {"type": "error", "error": {
-                "type": "invalid_request_error",
-                "message": "anthropic-version: header is required"}})
+    def _anthropic(self, h, ex, b):
         req = ex.json
-        if not isinstance(req, dict) or not isinstance(
-                req.get("max_tokens"), int) or not req.get("messages"):
-            return self._json(h, 400, {"type": "error", "error": {
-                "type": "invalid_request_error",
-                "message": "max_tokens: Field required"}})
-        if self._fail_common(h, ex, b, {"type": "error", "error": {
-                "type": "overloaded_error" if getattr(b, "status", 0) == 529
-                else "api_error", "message": b.message
-                if isinstance(b, Fail) else ""}}):
-            return
         choice = req.get("tool_choice") or {}
         forced = choice.get("name") if choice.get("type") == "tool" else None
         if forced is None and choice.get("type") == "any":
             forced = (req.get("tools") or [{}])[-1].get("name")
         mid = "msg_" + secrets.token_hex(12)
         prompt, completion = b.usage or (0, 0)
-        stop = "tool_use" if forced else {
-            "stop": "end_turn", "length": "max_tokens",
-            "tool_calls": "tool_use"}.get(b.finish_reason, "end_turn")
         if forced:
             block = {"type": "tool_use", "id": "toolu_" + secrets.token_hex(
                 8), "name": forced, "input": b.answer}
+        elif b.tool_call:
+            block = {"type": "tool_use", "id": "toolu_" + secrets.token_hex(
+                8), "name": b.tool_call[0], "input": b.tool_call[1]}
         else:
-            block = {"type": "text", "text": b.content}
+            block = {"type": "text", "text": self._texts(ex, b)[0]}
+        tool = block["type"] == "tool_use"
+        stop = "tool_use" if tool else {
+            "stop": "end_turn", "length": "max_tokens",
+            "tool_calls": "tool_use"}.get(b.finish_reason, "end_turn")
         if req.get("stream") is not True:
             reply = {"id": mid, "type": "message", "role": "assistant",
                      "model": req.get("model"), "content": [block],
@@ -790,15 +1067,15 @@ class MockLLM:
             "model": req.get("model"), "stop_reason": None,
             "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": 1}}})]
-        start = dict(block, input={}) if forced else dict(block, text="")
+        start = dict(block, input={}) if tool else dict(block, text="")
         events.append(("content_block_start", {
             "type": "content_block_start", "index": 0,
             "content_block": start}))
         events.append(("ping", {"type": "ping"}))
-        text = json.dumps(b.answer) if forced else b.content
+        text = json.dumps(block["input"]) if tool else block["text"]
         for piece in self._pieces(text, b.pieces):
             delta = {"type": "input_json_delta", "partial_json": piece} \
-                if forced else {"type": "text_delta", "text": piece}
+                if tool else {"type": "text_delta", "text": piece}
             events.append(("content_block_delta", {
                 "type": "content_block_delta", "index": 0, "delta": delta}))
         events.append(("content_block_stop", {"type": "content_block_stop",
@@ -813,53 +1090,76 @@ class MockLLM:
 
     # -- Google
 
-    def _google(self, h, ex, b, accepted):
-        key = ex.headers.get("x-goog-api-key")
-        if key not in accepted:
-            return self._json(h, 400, {"error": {
-                "code": 400, "status": "INVALID_ARGUMENT",
-                "message": "API key not valid. Please pass a valid API "
-                           "key."}})
+    def _google(self, h, ex, b):
         method = ex.path.rsplit(":", 1)[-1]
-        req = ex.json if isinstance(ex.json, dict) else {}
-        if self._fail_common(h, ex, b, {"error": {
-                "code": getattr(b, "status", 500),
-                "message": getattr(b, "message", ""),
-                "status": "UNAVAILABLE"}}):
-            return
+        req = ex.json
         prompt, completion = b.usage or (0, 0)
-        if method == "batchEmbedContents":
-            reqs = req.get("requests") or []
-            reply = {"embeddings": [{"values": v} for v in self._vectors(
-                b, len(reqs))]}
+        def text_of(content):
+            parts = (content or {}).get("parts") or [{}]
+            return parts[0].get("text")
+        if method == "embedContent":
+            reply = {"embedding": {"values": self._vectors(
+                b, [text_of(req.get("content"))])[0]}}
             ex.reply = reply
             return self._json(h, 200, reply)
-        if method not in ("generateContent", "streamGenerateContent"):
-            return self._json(h, 404, {"error": {
-                "code": 404, "status": "NOT_FOUND",
-                "message": "no such method"}})
+        if method == "batchEmbedContents":
+            texts = [text_of(r.get("content"))
+                     for r in req.get("requests") or []]
+            reply = {"embeddings": [{"values": v}
+                                    for v in self._vectors(b, texts)]}
+            ex.reply = reply
+            return self._json(h, 200, reply)
         gc = req.get("generationConfig") or {}
-        text = json.dumps(b.answer) if gc.get("responseMimeType") == \
-            "application/json" else b.content
+        texts = [json.dumps(b.answer)] if gc.get("responseMimeType") == \
+            "application/json" else self._texts(ex, b)
+        if b.tool_call:
+            texts = [None]
         finish = {"length": "MAX_TOKENS"}.get(b.finish_reason, "STOP")
+
+        def candidate(k, parts, finished=True):
+            # proto3 JSON leaves out every zero: index 0 too.
+            c = {"content": {"role": "model", "parts": parts}}
+            if k:
+                c["index"] = k
+            if finished:
+                c["finishReason"] = finish
+            return c
+
+        def parts_of(text):
+            if b.tool_call:
+                return [{"functionCall": {"name": b.tool_call[0],
+                                          "args": b.tool_call[1]}}]
+            return [{"text": text}]
         usage = {"promptTokenCount": prompt,
                  "candidatesTokenCount": completion,
                  "totalTokenCount": prompt + completion}
         model = ex.path.rsplit("/", 1)[-1].split(":")[0]
         if method == "generateContent":
-            reply = {"candidates": [{"content": {"role": "model", "parts": [
-                {"text": text}]}, "finishReason": finish}],
-                "usageMetadata": usage, "modelVersion": model}
+            reply = {"candidates": [candidate(k, parts_of(t))
+                                    for k, t in enumerate(texts)],
+                     "usageMetadata": usage, "modelVersion": model}
             ex.reply = reply
             return self._json(h, 200, reply)
-        pieces = self._pieces(text, b.pieces)
-        events = [(None, {"candidates": [{"content": {
-            "role": "model", "parts": [{"text": p}]}}],
-            "modelVersion": model}) for p in pieces[:-1]]
-        events.append((None, {"candidates": [{"content": {
-            "role": "model", "parts": [{"text": pieces[-1]}]},
-            "finishReason": finish}], "usageMetadata": usage,
-            "modelVersion": model}))
+        if len(texts) > 1:
+            # Each candidate's text in an event of its own, then every
+            # one finishes together.
+            events = [(None, {"candidates": [candidate(k, parts_of(t),
+                                                       False)],
+                              "modelVersion": model})
+                      for k, t in enumerate(texts)]
+            events.append((None, {"candidates": [
+                candidate(k, []) for k in range(len(texts))],
+                "usageMetadata": usage, "modelVersion": model}))
+        else:
+            # A function call comes whole.
+            pieces = [None] if b.tool_call else self._pieces(texts[0],
+                                                             b.pieces)
+            events = [(None, {"candidates": [candidate(0, parts_of(p),
+                                                       False)],
+                              "modelVersion": model}) for p in pieces[:-1]]
+            events.append((None, {"candidates": [candidate(
+                0, parts_of(pieces[-1]))], "usageMetadata": usage,
+                "modelVersion": model}))
         self._sse_head(h, b)
         self._sse_events(h, ex, b, events)
 
@@ -919,6 +1219,7 @@ class MockLLM:
 
     def close(self):
         self._closing.set()
+        self.release()
         self.server.close()
 
     def __enter__(self):
@@ -1062,7 +1363,7 @@ class SSEReader:
 
 
 # ---------------------------------------------------------------------------
-# The providers as routes: MockProvider, and EchoBackend
+# An application behind keygate: EchoBackend
 
 def _stack():
     """keygate_stack, which imports this module: imported when first
@@ -1070,459 +1371,6 @@ def _stack():
     import keygate_stack
     return keygate_stack
 
-
-
-class MockRequest(collections.namedtuple(
-        "MockRequest", "method path query headers body time")):
-    """One request a MockProvider received: `query` parsed, `headers`
-    with lower-case names, `body` the bytes it carried."""
-
-    __slots__ = ()
-
-    @property
-    def json(self):
-        """The body as JSON (None when empty)."""
-        return json.loads(self.body or b"null")
-
-
-class MockReply:
-    """What a mock route answers.  `body` is bytes, a str, a JSON-able
-    value, or an iterable of byte chunks (sent chunked, flushed one by one,
-    `delay` seconds apart, e.g. for Server-Sent Events)."""
-
-    def __init__(self, status=200, body=b"", headers=None, delay=0.0):
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-        self.delay = delay
-
-
-# Where each provider's API lives below its base URL; keygate's
-# <provider>_base_url points at MockProvider.url (plus any prefix).
-PROVIDER_PATHS = {
-    "openai": {"chat": "/v1/chat/completions", "models": "/v1/models"},
-    "anthropic": {"chat": "/v1/messages", "models": "/v1/models"},
-    "google": {"chat": "/v1beta/models/",       # MODEL:generateContent
-               "models": "/v1beta/models"},
-    "openrouter": {"chat": "/api/v1/chat/completions",
-                   "models": "/api/v1/models"},
-}
-
-
-class MockProvider:
-    """A loopback HTTP server standing in for the LLM providers.
-
-    Every request is recorded.  Routes are added with
-    route(method, path_prefix, handler); the handler gets a MockRequest and
-    returns a MockReply, a (status, body) tuple, or None to close the
-    connection without answering.  The longest matching prefix wins;
-    without a match the answer is a 404 in JSON.
-
-    One mock serves all four providers, each below its own path prefix
-    (PROVIDERS); config() gives the `<provider>_base_url` settings that
-    point keygate at it.  Out of the box each provider answers its real
-    key-validation request the way the real one does: 200 for a key in
-    accepted[provider] (see accept()), otherwise that provider's own
-    rejection (REJECTIONS); the OpenAI-compatible ones (OPENAI_COMPATIBLE)
-    also answer a chat completion for an accepted key.  Anthropic's and
-    Google's chat endpoints are left to route().  A provider can be told to misbehave
-    ("hang": answer only after HANG_SECONDS, longer than any client timeout
-    a test configures; "error": a 5xx; "drop": close the connection without
-    a reply; "reply": a given MockReply), or to hold every answer until the
-    test releases it (hold()).
-    Routes added later for other endpoints (chat completions, say) get the
-    same switches by answering through provider_reply()."""
-
-    # Per provider: `prefix`, the first path segment that is the
-    # provider's own; `base`, what <provider>_base_url points at below the
-    # mock's URL (the real services' base URLs end the same way); and
-    # `validate`, the path keygate requests to check a key.
-    PROVIDERS = collections.OrderedDict([
-        ("openai", {"prefix": "/openai/", "base": "/openai/v1",
-                    "validate": "/openai/v1/models",
-                    "chat": "/openai/v1/chat/completions"}),
-        ("anthropic", {"prefix": "/anthropic/", "base": "/anthropic",
-                       "validate": "/anthropic/v1/models",
-                       "chat": "/anthropic/v1/messages"}),
-        ("google", {"prefix": "/google/", "base": "/google",
-                    "validate": "/google/v1beta/models",
-                    # + MODEL:generateContent or :streamGenerateContent
-                    "chat": "/google/v1beta/models/"}),
-        ("openrouter", {"prefix": "/openrouter/",
-                        "base": "/openrouter/api/v1",
-                        "validate": "/openrouter/api/v1/key",
-                        "chat": "/openrouter/api/v1/chat/completions"}),
-    ])
-    # Providers whose chat endpoint speaks the OpenAI format; the mock
-    # answers their `chat` path out of the box (see _openai_chat_handler).
-    OPENAI_COMPATIBLE = ("openai", "openrouter")
-    ANTHROPIC_VERSION = "2023-06-01"
-
-    # What each provider answers to a key it accepts ...
-    ACCEPTED = {
-        "openai": {"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model"}]},
-        "anthropic": {"data": [], "has_more": False, "first_id": None,
-                      "last_id": None},
-        "google": {"models": []},
-        "openrouter": {"data": {"label": "sk-or-v1-abc...", "limit": None,
-                                "usage": 0}},
-    }
-    # ... to one it does not (status, body; `message` is the reason a
-    # client is shown) ...
-    REJECTIONS = {
-        "openai": (401, {"error": {
-            "message": "Incorrect API key provided: sk-...xyz.",
-            "type": "invalid_request_error", "param": None,
-            "code": "invalid_api_key"}}),
-        "anthropic": (401, {"type": "error", "error": {
-            "type": "authentication_error", "message": "invalid x-api-key"}}),
-        "google": (400, {"error": {
-            "code": 400,
-            "message": "API key not valid. Please pass a valid API key.",
-            "status": "INVALID_ARGUMENT",
-            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                         "reason": "API_KEY_INVALID"}]}}),
-        "openrouter": (401, {"error": {"message": "No auth credentials found",
-                                       "code": 401}}),
-    }
-    REJECTION_MESSAGES = {
-        "openai": "Incorrect API key provided: sk-...xyz.",
-        "anthropic": "invalid x-api-key",
-        "google": "API key not valid. Please pass a valid API key.",
-        "openrouter": "No auth credentials found",
-    }
-    # ... and when told to fail with a 5xx.
-    SERVER_ERRORS = {
-        "openai": {"error": {
-            "message": "The server had an error while processing your "
-                       "request. Sorry about that!",
-            "type": "server_error", "param": None, "code": None}},
-        "anthropic": {"type": "error", "error": {
-            "type": "api_error", "message": "Internal server error"}},
-        "google": {"error": {"code": 500,
-                             "message": "An internal error has occurred.",
-                             "status": "INTERNAL"}},
-        "openrouter": {"error": {"message": "Internal Server Error",
-                                 "code": 500}},
-    }
-    HANG_SECONDS = 60
-    HOLD_SECONDS = 30
-
-    def __init__(self):
-        self.requests = []
-        self._routes = []
-        self._lock = threading.Lock()
-        # Per provider: the keys it accepts, and what it is told to do
-        # instead of answering (None, or a (mode, status, threading.Event)).
-        self.accepted = {p: set() for p in self.PROVIDERS}
-        self._faults = {p: None for p in self.PROVIDERS}
-        self._holds = {p: None for p in self.PROVIDERS}
-        self._closing = threading.Event()
-        self.server = LoopbackServer(self._serve, "mock-provider")
-        self.port = self.server.port
-        for provider, where in self.PROVIDERS.items():
-            self.route("GET", where["validate"],
-                       self._validation_handler(provider))
-        for provider in self.OPENAI_COMPATIBLE:
-            self.route("POST", self.PROVIDERS[provider]["chat"],
-                       self._openai_chat_handler(provider))
-        _stack()._register(self)
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def route(self, method, path_prefix, handler):
-        """Answers `method` requests whose path starts with `path_prefix`."""
-        with self._lock:
-            self._routes.append((method.upper(), path_prefix, handler))
-
-    def requests_to(self, path_prefix):
-        with self._lock:
-            return [r for r in self.requests if r.path.startswith(path_prefix)]
-
-    def reset(self):
-        with self._lock:
-            self.requests.clear()
-
-    # -- the providers
-
-    def base_url(self, provider):
-        """What keygate's <provider>_base_url should be."""
-        return self.url + self.PROVIDERS[provider]["base"]
-
-    def config(self):
-        """The four <provider>_base_url settings, for Stack(**config)."""
-        return {"%s_base_url" % p: self.base_url(p) for p in self.PROVIDERS}
-
-    def provider_of(self, path):
-        """The provider whose prefix `path` is under, or None."""
-        for provider, where in self.PROVIDERS.items():
-            if path.startswith(where["prefix"]):
-                return provider
-        return None
-
-    def requests_for(self, provider):
-        """Every recorded request under `provider`'s prefix, oldest first."""
-        return self.requests_to(self.PROVIDERS[provider]["prefix"])
-
-    def wait_for_requests(self, provider, count=1, timeout=10):
-        """Waits until `provider` has received at least `count` requests."""
-        return _stack().wait_until(
-            lambda: len(self.requests_for(provider)) >= count, timeout,
-            what="%d request(s) to the mock %s" % (count, provider))
-
-    def accept(self, provider, *keys):
-        """Makes `provider` accept `keys` (in addition to earlier ones)."""
-        with self._lock:
-            self.accepted[provider].update(keys)
-
-    def reject(self, provider, *keys):
-        """Makes `provider` reject `keys` again; every key without any."""
-        with self._lock:
-            if keys:
-                self.accepted[provider].difference_update(keys)
-            else:
-                self.accepted[provider].clear()
-
-    def is_accepted(self, provider, key):
-        with self._lock:
-            return key in self.accepted[provider]
-
-    def misbehave(self, provider, mode, status=500, reply=None):
-        """From now on `provider` answers every request by `mode`: "hang"
-        (answers only after HANG_SECONDS, or when behave() or close() is
-        called), "error" (`status` with the provider's 5xx body), "drop"
-        (closes the connection without a reply) or "reply" (always
-        `reply`, a MockReply: a redirect, say)."""
-        if mode not in ("hang", "error", "drop", "reply"):
-            raise ValueError("unknown mode %r" % mode)
-        with self._lock:
-            old = self._faults[provider]
-            self._faults[provider] = (
-                mode, reply if mode == "reply" else status, threading.Event())
-        if old:
-            old[2].set()
-
-    def hold(self, provider):
-        """Makes `provider` hold every answer until release() (at most
-        HOLD_SECONDS).  Returns nothing; see wait_for_requests()."""
-        with self._lock:
-            if self._holds[provider] is None:
-                self._holds[provider] = threading.Event()
-
-    def release(self, provider=None):
-        """Lets held answers of `provider` (of every provider) go."""
-        for p in [provider] if provider else list(self.PROVIDERS):
-            with self._lock:
-                gate, self._holds[p] = self._holds[p], None
-            if gate:
-                gate.set()
-
-    def behave(self, provider=None):
-        """Ends misbehaving and holding for `provider` (or all of them);
-        anything hanging is answered at once."""
-        for p in [provider] if provider else list(self.PROVIDERS):
-            with self._lock:
-                fault, self._faults[p] = self._faults[p], None
-            if fault:
-                fault[2].set()
-            self.release(p)
-
-    def restore(self):
-        """Back to how the mock started: every provider well-behaved and
-        accepting no key, and no request recorded."""
-        self.behave()
-        with self._lock:
-            for keys in self.accepted.values():
-                keys.clear()
-            self.requests.clear()
-
-    @staticmethod
-    def presented_key(provider, req):
-        """The key a request presents the way `provider` expects it (the
-        Authorization bearer, x-api-key or x-goog-api-key header), or None."""
-        if provider in ("openai", "openrouter"):
-            value = req.headers.get("authorization", "")
-            return value[len("Bearer "):] if value.startswith(
-                "Bearer ") else None
-        if provider == "anthropic":
-            return req.headers.get("x-api-key")
-        if provider == "google":
-            return req.headers.get("x-goog-api-key")
-        raise ValueError(provider)
-
-    def provider_reply(self, provider, req, answer):
-        """Applies `provider`'s current hold and fault, then answers with
-        answer(req) if it is behaving.  For route handlers."""
-        with self._lock:
-            gate = self._holds[provider]
-        if gate is not None:
-            gate.wait(self.HOLD_SECONDS)
-        with self._lock:
-            fault = self._faults[provider]
-        if fault is not None:
-            mode, value, wake = fault     # value: a status or a reply
-            if mode == "drop":
-                return None
-            if mode == "reply":
-                return value
-            if mode == "hang":
-                wake.wait(self.HANG_SECONDS)
-                if self._closing.is_set():
-                    return None
-                value = 500
-            return MockReply(value, self.SERVER_ERRORS[provider])
-        return answer(req)
-
-    def _validation_handler(self, provider):
-        path = self.PROVIDERS[provider]["validate"]
-
-        def answer(req):
-            if req.path.rstrip("/") != path:
-                return MockReply(404, {"error": {
-                    "message": "no mock route for %s %s" % (req.method,
-                                                            req.path),
-                    "code": 404}})
-            if provider == "anthropic" and req.headers.get(
-                    "anthropic-version") != self.ANTHROPIC_VERSION:
-                return MockReply(400, {"type": "error", "error": {
-                    "type": "invalid_request_error",
-                    "message": "anthropic-version: header is required"}})
-            key = self.presented_key(provider, req)
-            if key is not None and self.is_accepted(provider, key):
-                return MockReply(200, self.ACCEPTED[provider])
-            return MockReply(*self.REJECTIONS[provider])
-
-        return lambda req: self.provider_reply(provider, req, answer)
-
-    def chat_requests(self, provider):
-        """The chat requests `provider` has received, oldest first."""
-        return self.requests_to(self.PROVIDERS[provider]["chat"])
-
-    def _openai_chat_handler(self, provider):
-        """An OpenAI-format chat completion for an accepted key ("ok",
-        streamed when the request asks for it); else the rejection."""
-        def answer(req):
-            key = self.presented_key(provider, req)
-            if key is None or not self.is_accepted(provider, key):
-                return MockReply(*self.REJECTIONS[provider])
-            try:
-                body = json.loads(req.body or b"{}")
-            except ValueError:
-                body = {}
-            model = body.get("model") if isinstance(body, dict) else None
-            model = model if isinstance(model, str) else "mock-model"
-            usage = {"prompt_tokens": 5, "completion_tokens": 1,
-                     "total_tokens": 6}
-            base = {"id": "chatcmpl-mock", "created": int(time.time()),
-                    "model": model}
-            if isinstance(body, dict) and body.get("stream") is True:
-                chunks = [
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {"role": "assistant",
-                                              "content": ""},
-                        "finish_reason": None}]),
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {"content": "ok"},
-                        "finish_reason": None}]),
-                    dict(base, object="chat.completion.chunk", choices=[{
-                        "index": 0, "delta": {}, "finish_reason": "stop"}],
-                         usage=usage),
-                ]
-                events = ["data: %s\n\n" % json.dumps(c) for c in chunks]
-                events.append("data: [DONE]\n\n")
-                # A tuple, not a list: sent chunk by chunk, not as JSON.
-                return MockReply(200, tuple(events), {
-                    "Content-Type": "text/event-stream"})
-            return MockReply(200, dict(
-                base, object="chat.completion", choices=[{
-                    "index": 0, "message": {"role": "assistant",
-                                            "content": "ok"},
-                    "finish_reason": "stop"}], usage=usage))
-
-        return lambda req: self.provider_reply(provider, req, answer)
-
-    # -- serving
-
-    def _find(self, method, path):
-        best = None
-        with self._lock:
-            for m, prefix, handler in self._routes:
-                if m == method and path.startswith(prefix) and (
-                        best is None or len(prefix) > len(best[0])):
-                    best = (prefix, handler)
-        return best[1] if best else None
-
-    def _serve(self, h):
-        body = LoopbackServer.read_body(h)
-        parts = urllib.parse.urlsplit(h.path)
-        req = MockRequest(h.command, parts.path,
-                          urllib.parse.parse_qs(parts.query,
-                                                keep_blank_values=True),
-                          {k.lower(): v for k, v in h.headers.items()},
-                          body, time.time())
-        with self._lock:
-            self.requests.append(req)
-        handler = self._find(h.command, parts.path)
-        if handler is None:
-            reply = MockReply(404, {"error": {
-                "message": "no mock route for %s %s" % (h.command, parts.path),
-                "type": "invalid_request_error", "code": "not_found"}})
-        else:
-            reply = handler(req)
-            if isinstance(reply, tuple):
-                reply = MockReply(*reply)
-        if reply is None:
-            # No answer at all: the client sees the connection close.
-            h.close_connection = True
-            return
-        self._send(h, reply)
-
-    @staticmethod
-    def _send(h, reply):
-        body = reply.body
-        headers = dict(reply.headers)
-        if isinstance(body, str):
-            body = body.encode()
-        elif not isinstance(body, bytes) and (
-                isinstance(body, (dict, list)) or not hasattr(body, "__iter__")):
-            body = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        try:
-            h.send_response(reply.status)
-            for k, v in headers.items():
-                h.send_header(k, v)
-            if isinstance(body, bytes):
-                h.send_header("Content-Length", str(len(body)))
-                h.end_headers()
-                if reply.delay:
-                    time.sleep(reply.delay)
-                h.wfile.write(body)
-            else:
-                h.send_header("Transfer-Encoding", "chunked")
-                h.end_headers()
-                for chunk in body:
-                    if reply.delay:
-                        time.sleep(reply.delay)
-                    if isinstance(chunk, str):
-                        chunk = chunk.encode()
-                    h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    h.wfile.flush()
-                h.wfile.write(b"0\r\n\r\n")
-            h.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def close(self):
-        _stack()._unregister(self)
-        self._closing.set()
-        self.behave()
-        self.server.close()
-
-    def __repr__(self):
-        return "MockProvider(%s)" % self.url
 
 
 class EchoBackend:
@@ -1568,7 +1416,8 @@ class EchoBackend:
 class BulkOpenAI:
     """OpenAI's chat completions for thousands of calls at once: one
     asyncio process of its own (MockLLM's thread per call would spend the
-    tests' CPU), every call answered alike.  A streamed call gets a role
+    tests' CPU), every call answered alike, with MockLLM's replies
+    (openai_completion, openai_chunks).  A streamed call gets a role
     chunk, `pieces` chunks of `content` `pause` seconds apart, the finish
     chunk, the usage chunk when asked for, then [DONE]; a whole one waits
     pieces x pause seconds.  stats() counts the calls received, completed
@@ -1616,8 +1465,11 @@ def _bulk_main(spec):
     stats = {"received": 0, "completed": 0, "cut": 0, "arrivals": []}
     text = spec["content"]
     n = spec["pieces"]
-    pieces = [text[i * len(text) // n:(i + 1) * len(text) // n]
-              for i in range(n)]
+
+    def split(text):
+        """Exactly n pieces, so that a stream takes n pauses."""
+        return [text[i * len(text) // n:(i + 1) * len(text) // n]
+                for i in range(n)]
 
     def event(obj):
         return ("data: %s\n\n" % json.dumps(obj)).encode()
@@ -1644,21 +1496,12 @@ def _bulk_main(spec):
         stats["received"] += 1
         stats["arrivals"].append(time.monotonic())
         req = json.loads(body or b"{}")
-        cid = "chatcmpl-" + secrets.token_hex(12)
-        base = {"id": cid, "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": req.get("model", "")}
-        p, c = spec["usage"]
-        usage = {"prompt_tokens": p, "completion_tokens": c,
-                 "total_tokens": p + c}
+        model, usage = req.get("model", ""), tuple(spec["usage"])
         try:
             if not req.get("stream"):
                 await asyncio.sleep(n * spec["pause"])
-                out = json.dumps(dict(base, object="chat.completion",
-                                      choices=[{"index": 0, "message": {
-                                          "role": "assistant",
-                                          "content": text},
-                                          "finish_reason": "stop"}],
-                                      usage=usage)).encode()
+                out = json.dumps(openai_completion(model, [text],
+                                                   usage)).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
                              b"application/json\r\nConnection: close\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (len(out),
@@ -1666,20 +1509,18 @@ def _bulk_main(spec):
             else:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: "
                              b"text/event-stream\r\nConnection: close\r\n\r\n")
-                writer.write(event(dict(base, choices=[{
-                    "index": 0, "delta": {"role": "assistant",
-                                          "content": ""},
-                    "finish_reason": None}])))
-                for piece in pieces:
+                chunks = openai_chunks(
+                    model, [text], split, usage, with_usage=bool(
+                        (req.get("stream_options") or {}).get(
+                            "include_usage")))
+                # The role chunk, each piece after a pause, the rest.
+                writer.write(event(chunks[0]))
+                for chunk in chunks[1:1 + n]:
                     await writer.drain()
                     await asyncio.sleep(spec["pause"])
-                    writer.write(event(dict(base, choices=[{
-                        "index": 0, "delta": {"content": piece},
-                        "finish_reason": None}])))
-                writer.write(event(dict(base, choices=[{
-                    "index": 0, "delta": {}, "finish_reason": "stop"}])))
-                if (req.get("stream_options") or {}).get("include_usage"):
-                    writer.write(event(dict(base, choices=[], usage=usage)))
+                    writer.write(event(chunk))
+                for chunk in chunks[1 + n:]:
+                    writer.write(event(chunk))
                 writer.write(b"data: [DONE]\n\n")
             await writer.drain()
             stats["completed"] += 1

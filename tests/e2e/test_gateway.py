@@ -130,6 +130,14 @@ class Tenant(ks.Tenant):
         assert resp.status == 200, resp.body[:500]
         return resp
 
+    def stored(self, mock, provider):
+        """A new key of `provider`, put in the vault and accepted by the
+        mock."""
+        key = provider_key(provider)
+        self.store(**{"%s_key" % provider: key})
+        mock.accept(provider, key)
+        return key
+
 
 def chat_body(model="gpt-4o-mini", **fields):
     body = {"model": model, "messages": MESSAGES}
@@ -353,9 +361,7 @@ def test_inline_key_beats_the_vault(gw, mock):
 
 def test_the_vault_key_for_the_provider(gw, mock):
     t = Tenant(gw)
-    key = provider_key("openai")
-    t.store(openai_key=key)
-    mock.accept("openai", key)
+    key = t.stored(mock, "openai")
     request_id = rid()
     resp = t.chat(chat_body("o3-mini"), request_id=request_id)
     up = mock.only("openai")
@@ -400,9 +406,7 @@ def test_the_tenants_openrouter_key_serves_any_model(gw, mock, model, routed,
     if source == "inline":
         headers, ork = with_key(mock, "openrouter")
     else:
-        ork = provider_key("openrouter")
-        t.store(openrouter_key=ork)
-        mock.accept("openrouter", ork)
+        ork = t.stored(mock, "openrouter")
     request_id = rid()
     resp = t.chat(chat_body(model), headers, request_id)
     up = mock.only("openrouter")
@@ -448,9 +452,7 @@ def test_a_model_without_an_openrouter_id_is_400(pooled, mock, model,
     if source == "inline":
         headers = with_key(mock, "openrouter")[0]
     elif source == "vault":
-        key = provider_key("openrouter")
-        t.store(openrouter_key=key)
-        mock.accept("openrouter", key)
+        t.stored(mock, "openrouter")
     before = pooled.psql("SELECT count(*) FROM usage")
     err = assert_error(t.chat(chat_body(model), headers), 400,
                        "model_not_available")
@@ -464,9 +466,7 @@ def test_a_model_without_an_openrouter_id_is_400(pooled, mock, model,
 def test_a_model_without_an_openrouter_id_falls_to_the_vault_key(gw, mock):
     """An inline OpenRouter key cannot serve it; the stored key can."""
     t = Tenant(gw)
-    key = provider_key("openai")
-    t.store(openai_key=key)
-    mock.accept("openai", key)
+    key = t.stored(mock, "openai")
     headers, _ = with_key(mock, "openrouter")
     request_id = rid()
     resp = t.chat(chat_body("gpt-e2e-unmapped"), headers, request_id)
@@ -539,9 +539,7 @@ def test_another_tenants_vault_is_not_used(gw, mock):
 
 def test_a_deleted_vault_key_is_no_longer_used(gw, mock):
     t = Tenant(gw)
-    key = provider_key("openai")
-    t.store(openai_key=key)
-    mock.accept("openai", key)
+    key = t.stored(mock, "openai")
     assert t.chat(chat_body()).status == 200
     resp = gw.request("DELETE", "/v1/account/llm-keys?provider=openai",
                       headers=auth(t.key))
@@ -892,9 +890,7 @@ def test_stream_openrouter_comments_and_usage(gw, mock):
     client gets neither a broken stream nor a usage chunk it did not ask
     for."""
     t = Tenant(gw)
-    ork = provider_key("openrouter")
-    t.store(openrouter_key=ork)
-    mock.accept("openrouter", ork)
+    ork = t.stored(mock, "openrouter")
     mock.behave("openrouter", Complete(comments=True, pause=0.05))
     request_id = rid()
     s = t.stream(chat_body("mistralai/mistral-7b-instruct"),
@@ -909,9 +905,7 @@ def test_stream_openrouter_comments_and_usage(gw, mock):
 
 def test_stream_via_the_tenants_openrouter_key_with_usage(gw, mock):
     t = Tenant(gw)
-    ork = provider_key("openrouter")
-    t.store(openrouter_key=ork)
-    mock.accept("openrouter", ork)
+    ork = t.stored(mock, "openrouter")
     request_id = rid()
     s = t.stream(chat_body("gpt-4o-mini",
                            stream_options={"include_usage": True}),
@@ -961,15 +955,24 @@ def test_stream_fails_before_the_first_chunk(gw, mock, reply, status, code):
     assert elapsed < UPSTREAM_TIMEOUT + 1.5, "took %.1fs" % elapsed
 
 
+def stream_from(stack, mock, behaviour, request_id=None):
+    """A new tenant of `stack` streaming a chat from the mock OpenAI, which
+    answers with `behaviour`: (the tenant, its key header, the stream,
+    whose status was 200)."""
+    t = Tenant(stack)
+    headers, _ = with_key(mock, "openai")
+    mock.behave("openai", behaviour)
+    s = t.stream(chat_body(), headers, request_id)
+    assert s.status == 200, s.body
+    return t, headers, s
+
+
 def test_stream_slower_than_the_idle_timeout_in_total(pooled, mock):
     """Gaps shorter than upstream_idle_timeout never end a stream, however
     long it takes in all (3 s here, the idle timeout being 2 s)."""
-    t = Tenant(pooled)
-    headers, _ = with_key(mock, "openai")
-    mock.behave("openai", Complete(pause=0.6, pieces=2))
     request_id = rid()
-    s = t.stream(chat_body(), headers, request_id)
-    assert s.status == 200, s.body
+    _, _, s = stream_from(pooled, mock, Complete(pause=0.6, pieces=2),
+                          request_id)
     chunks, _ = split_keygate(data_events(s.read_all()), request_id, "user",
                               "openai")
     up = mock.only("openai")
@@ -978,11 +981,7 @@ def test_stream_slower_than_the_idle_timeout_in_total(pooled, mock):
 
 
 def test_stream_that_stalls_ends_after_the_idle_timeout(pooled, mock):
-    t = Tenant(pooled)
-    headers, _ = with_key(mock, "openai")
-    mock.behave("openai", Complete(hang_after=2))
-    s = t.stream(chat_body(), headers)
-    assert s.status == 200, s.body
+    _, _, s = stream_from(pooled, mock, Complete(hang_after=2))
     events = s.read_all()
     up = mock.only("openai")
     got = [e.json for e in events if e.data != "[DONE]"]
@@ -994,11 +993,7 @@ def test_stream_that_stalls_ends_after_the_idle_timeout(pooled, mock):
 
 
 def test_stream_cut_by_the_provider_ends(gw, mock):
-    t = Tenant(gw)
-    headers, _ = with_key(mock, "openai")
-    mock.behave("openai", Complete(stop_after=2, pieces=6))
-    s = t.stream(chat_body(), headers)
-    assert s.status == 200, s.body
+    _, _, s = stream_from(gw, mock, Complete(stop_after=2, pieces=6))
     events = s.read_all()
     up = mock.only("openai")
     got = [e.json for e in events if e.data != "[DONE]"]
@@ -1007,11 +1002,8 @@ def test_stream_cut_by_the_provider_ends(gw, mock):
 
 
 def test_client_gone_mid_stream_ends_the_upstream_call(pooled, mock):
-    t = Tenant(pooled)
-    headers, key = with_key(mock, "openai")
-    mock.behave("openai", Complete(pause=0.2, pieces=60))
-    s = t.stream(chat_body(), headers)
-    assert s.status == 200, s.body
+    t, headers, s = stream_from(pooled, mock, Complete(pause=0.2,
+                                                       pieces=60))
     it = s.events()
     next(it)
     next(it)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
-from mock_llm import MockProvider, MockReply
+from mock_llm import Choose, Fail, Raw, Stream
 
 KEY = "sk-ant-api03-" + "k" * 40
 ROOT = "00000000-0000-0000-0000-000000000001"
@@ -47,41 +47,26 @@ STREAM = [
 ]
 
 
-class AnthropicMock(MockProvider):
-    """POST /anthropic/v1/messages, as Anthropic answers it, on the mock
-    provider; it accepts KEY."""
-
-    def __init__(self):
-        super().__init__()
-        self.accept("anthropic", KEY)
-        self.fail = None        # (status, body) to answer instead
-        self.events = STREAM    # what a stream sends
-        self.route("POST", self.PROVIDERS["anthropic"]["chat"], self.messages)
-
-    def messages(self, req):
-        key = self.presented_key("anthropic", req)
-        if not self.is_accepted("anthropic", key):
-            return MockReply(*self.REJECTIONS["anthropic"])
-        if self.fail:
-            return MockReply(*self.fail)
-        body = req.json
+def messages(events=STREAM):
+    """What the mock Anthropic answers POST /v1/messages with: `events`
+    for a stream, else a message of its own."""
+    def answer(ex):
+        body = ex.json or {}
         if body.get("stream"):
-            return MockReply(200, tuple(
-                "event: %s\ndata: %s\n\n" % (name, json.dumps(data))
-                for name, data in self.events),
-                {"Content-Type": "text/event-stream"}, delay=0.02)
-        return MockReply(200, {
+            return Stream(events, pause=0.02)
+        return Raw(200, {
             "id": "msg_2", "type": "message", "role": "assistant",
-            "model": body["model"],
+            "model": body.get("model"),
             "content": [{"type": "text", "text": "It rains."}],
             "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": 12, "output_tokens": 4,
                       "cache_read_input_tokens": 3}})
+    return Choose(answer)
 
 
 @pytest.fixture(scope="module")
 def ant(workdir, pg):
-    with ks.direct_stack(workdir, pg, AnthropicMock(), "anthropic",
+    with ks.direct_stack(workdir, pg, "anthropic", KEY, messages(),
                          "ant") as both:
         yield both
 
@@ -92,7 +77,7 @@ def chat(s, body, key=KEY):
 
 def test_reply_is_translated_both_ways(ant):
     s, mock = ant
-    mock.reset()
+    mock.clear()
     r = chat(s, {"model": "claude-3-5-haiku-latest", "temperature": 1.5,
                  "stop": ["END"],
                  "messages": [{"role": "system", "content": "Be brief."},
@@ -107,7 +92,7 @@ def test_reply_is_translated_both_ways(ant):
     assert r.json["keygate"]["provider"] == "anthropic"
     assert r.json["keygate"]["key_source"] == "user"
     assert r.json["keygate"]["pool_markup_applied"] is None
-    headers, body = mock.requests[-1].headers, mock.requests[-1].json
+    headers, body = mock.seen()[-1].headers, mock.seen()[-1].json
     assert headers["x-api-key"] == KEY
     assert headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in headers
@@ -165,14 +150,13 @@ def test_provider_error_is_passed_on(ant):
              key="sk-ant-api03-" + "w" * 40)
     ks.assert_error(r, 401)
     assert "invalid x-api-key" in r.json["error"]["message"]
-    mock.fail = (529, {"type": "error", "error": {
-        "type": "overloaded_error", "message": "Overloaded"}})
+    mock.behave("anthropic", Fail(529, message="Overloaded"))
     try:
         r = chat(s, {"model": "claude-3-5-haiku-latest",
                      "messages": [{"role": "user", "content": "x"}]})
         ks.assert_error(r, 502, "upstream_error")
     finally:
-        mock.fail = None
+        mock.behave("anthropic", messages())
 
 
 def test_an_error_mid_stream_keeps_its_type(ant):
@@ -180,13 +164,14 @@ def test_an_error_mid_stream_keeps_its_type(ant):
     client gets an error event in OpenAI's shape, its type kept, then
     [DONE]."""
     s, mock = ant
-    mock.events = STREAM[:5] + [("error", {"type": "error", "error": {
-        "type": "overloaded_error", "message": "Overloaded"}})]
+    mock.behave("anthropic", messages(STREAM[:5] + [("error", {
+        "type": "error", "error": {"type": "overloaded_error",
+                                   "message": "Overloaded"}})]))
     try:
         r = chat(s, {"model": "claude-3-5-haiku-latest", "stream": True,
                      "messages": [{"role": "user", "content": "x"}]})
     finally:
-        mock.events = STREAM
+        mock.behave("anthropic", messages())
     assert r.status == 200, r.body
     events = ks.sse_data(r)
     assert events[-1] == "[DONE]", events
@@ -202,26 +187,25 @@ def test_an_error_mid_stream_keeps_its_type(ant):
 
 def test_untranslatable_request_is_400_and_not_sent(ant):
     s, mock = ant
-    before = len(mock.requests)
+    before = len(mock.seen())
     r = chat(s, {"model": "claude-3-5-haiku-latest", "n": 2,
                  "messages": [{"role": "user", "content": "x"}]})
     ks.assert_error(r, 400, "bad_request")
     assert "n must be 1" in r.json["error"]["message"]
-    assert len(mock.requests) == before
+    assert len(mock.seen()) == before
 
 
 def test_provider_error_keeps_its_type(ant):
     """Anthropic names its error type and no code: the type is passed on,
     the code is the generic one."""
     s, mock = ant
-    mock.fail = (400, {"type": "error", "error": {
-        "type": "invalid_request_error",
-        "message": "max_tokens: must be at most 8192"}})
+    mock.behave("anthropic", Fail(400, message="max_tokens: must be at most "
+                                               "8192"))
     try:
         r = chat(s, {"model": "claude-3-5-haiku-latest",
                      "messages": [{"role": "user", "content": "x"}]})
     finally:
-        mock.fail = None
+        mock.behave("anthropic", messages())
     err = ks.assert_error(r, 400, "upstream_error")
     assert err["type"] == "invalid_request_error"
     assert err["message"] == "anthropic: max_tokens: must be at most 8192"
@@ -234,9 +218,9 @@ def test_provider_error_keeps_its_type(ant):
 
 def test_several_choices_are_refused(ant):
     s, mock = ant
-    before = len(mock.requests)
+    before = len(mock.seen())
     r = chat(s, {"model": "claude-3-5-haiku-latest", "n": 2,
                  "messages": [{"role": "user", "content": "x"}]})
     err = ks.assert_error(r, 400, "bad_request")
     assert "n must be 1" in err["message"], err
-    assert len(mock.requests) == before
+    assert len(mock.seen()) == before

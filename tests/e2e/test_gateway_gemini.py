@@ -7,7 +7,7 @@ import json
 import pytest
 
 import keygate_stack as ks
-from mock_llm import MockProvider, MockReply
+from mock_llm import Choose, Fail, Raw, Stream
 
 KEY = "AIzaSy" + "g" * 33
 MODEL = "gemini-2.0-flash"
@@ -56,52 +56,40 @@ def stream_n(n):
     return events
 
 
-class GeminiMock(MockProvider):
-    """POST /google/v1beta/models/{m}:generateContent and
-    :streamGenerateContent?alt=sse, as Gemini answers them, on the mock
-    provider; with generationConfig.candidateCount above 1, that many
-    candidates.  It accepts KEY."""
-
-    def __init__(self):
-        super().__init__()
-        self.accept("google", KEY)
-        self.finish = "STOP"
-        self.route("POST", self.PROVIDERS["google"]["chat"], self.generate)
-
-    def generate(self, req):
-        if not self.is_accepted("google", self.presented_key("google", req)):
-            return MockReply(*self.REJECTIONS["google"])
-        body = req.json
+def generate(finish="STOP"):
+    """What the mock Gemini answers {MODEL}:generateContent and
+    :streamGenerateContent?alt=sse with; with
+    generationConfig.candidateCount above 1, that many candidates.  A
+    whole answer finishes with `finish`."""
+    def answer(ex):
+        body = ex.json or {}
         prefix = "/google/v1beta/models/%s:" % MODEL
         n = (body.get("generationConfig") or {}).get("candidateCount", 1)
-        if req.path == prefix + "generateContent" and n > 1:
-            return MockReply(200, {
+        if ex.path == prefix + "generateContent" and n > 1:
+            return Raw(200, {
                 "candidates": candidates(n),
                 "usageMetadata": {"promptTokenCount": 4,
                                   "candidatesTokenCount": 3 * n}})
-        if req.path == prefix + "generateContent":
-            return MockReply(200, {
+        if ex.path == prefix + "generateContent":
+            return Raw(200, {
                 "candidates": [{"content": {"role": "model",
                                             "parts": [{"text": "Sunny."}]},
-                                "finishReason": self.finish}],
+                                "finishReason": finish}],
                 "usageMetadata": {"promptTokenCount": 6,
                                   "candidatesTokenCount": 2},
                 "modelVersion": MODEL})
-        if (req.path == prefix + "streamGenerateContent" and
-                req.query == {"alt": ["sse"]}):
+        if (ex.path == prefix + "streamGenerateContent" and
+                ex.query == {"alt": ["sse"]}):
             # No terminator: the stream ends with the body.
-            return MockReply(200, tuple(
-                "data: %s\r\n\r\n" % json.dumps(data)
-                for data in (STREAM if n == 1 else stream_n(n))),
-                {"Content-Type": "text/event-stream"}, delay=0.02)
-        return MockReply(404, {"error": {"code": 404,
-                                            "message": "not found",
-                                            "status": "NOT_FOUND"}})
+            return Stream(STREAM if n == 1 else stream_n(n), pause=0.02)
+        return Fail(404, message="not found")
+    return Choose(answer)
 
 
 @pytest.fixture(scope="module")
 def gem(workdir, pg):
-    with ks.direct_stack(workdir, pg, GeminiMock(), "google", "gem") as both:
+    with ks.direct_stack(workdir, pg, "google", KEY, generate(),
+                         "gem") as both:
         yield both
 
 
@@ -121,7 +109,7 @@ def test_reply_is_translated_both_ways(gem):
     assert r.json["usage"] == {"prompt_tokens": 6, "completion_tokens": 2,
                                "total_tokens": 8}
     assert r.json["keygate"]["provider"] == "google"
-    req = mock.requests[-1]
+    req = mock.seen()[-1]
     headers, body = req.headers, req.json
     # The key travels in a header, never in the URL.
     assert KEY not in req.path and "key" not in req.query
@@ -159,14 +147,14 @@ def test_stream_is_translated_and_closed(gem):
 
 def test_malformed_function_call_is_an_error(gem):
     s, mock = gem
-    mock.finish = "MALFORMED_FUNCTION_CALL"
+    mock.behave("google", generate("MALFORMED_FUNCTION_CALL"))
     try:
         r = chat(s, {"model": MODEL,
                      "messages": [{"role": "user", "content": "x"}]})
         ks.assert_error(r, 502, "upstream_error")
         assert "MALFORMED_FUNCTION_CALL" in r.json["error"]["message"]
     finally:
-        mock.finish = "STOP"
+        mock.behave("google", generate())
 
 
 def test_rejected_key_is_passed_on(gem):
@@ -196,7 +184,7 @@ def test_several_choices_come_back_as_choices(gem):
     r = chat(s, {"model": MODEL, "n": 3,
                  "messages": [{"role": "user", "content": "Weather?"}]})
     assert r.status == 200, r.body
-    assert mock.requests[-1].json["generationConfig"] == {"candidateCount": 3}
+    assert mock.seen()[-1].json["generationConfig"] == {"candidateCount": 3}
     assert r.json["choices"] == [
         {"index": k, "message": {"role": "assistant",
                                  "content": "Answer %d." % k},
@@ -230,9 +218,9 @@ def test_several_choices_stream_by_index(gem):
 @pytest.mark.parametrize("n", [0, 9, "2", 1.5])
 def test_n_out_of_range_is_400_and_not_sent(gem, n):
     s, mock = gem
-    before = len(mock.requests)
+    before = len(mock.seen())
     r = chat(s, {"model": MODEL, "n": n,
                  "messages": [{"role": "user", "content": "x"}]})
     err = ks.assert_error(r, 400, "bad_request")
     assert "n must be a whole number from 1 to 8" in err["message"], err
-    assert len(mock.requests) == before
+    assert len(mock.seen()) == before

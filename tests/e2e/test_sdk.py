@@ -21,12 +21,10 @@ not reach PyPI), so the reference documents' Python snippets are listed
 below as not run, with that reason.
 """
 
-import base64
 import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import threading
 import time
@@ -36,7 +34,8 @@ import urllib.parse
 import pytest
 
 import keygate_stack as ks
-from mock_llm import LoopbackServer
+from mock_llm import ALL_BASES, Choose, Complete, Fail, MockLLM
+from mock_llm import tool_result
 
 SDK_DIR = os.path.join(ks.SRCDIR, "tests", "sdk")
 NODE_MODULES = os.path.join(SDK_DIR, "node_modules")
@@ -93,381 +92,74 @@ def asks(body, word):
 # ---------------------------------------------------------------------------
 # The providers, each in its own wire format
 
-class Providers:
-    """OpenAI, OpenRouter, Anthropic, Gemini and an operator's
-    OpenAI-compatible server on one loopback port, each below the prefix
-    its real base URL ends with.  Each answers from what the request asks:
-    a tool call when tools are offered, the tool's result in words when one
-    is sent back, the weather report as JSON when the request carries its
-    schema (in whatever form the provider takes it), n choices when n are
-    asked for, embeddings, and a greeting otherwise.  A prompt containing
-    "Fail with 400" gets the provider's own 400; one containing "Fail with
-    429" gets its 429 (Retry-After: 1) once after arm_429().  Every request
-    is recorded."""
+_armed = set()
+_armed_lock = threading.Lock()
 
-    BASES = {"openai": "/openai/v1", "openrouter": "/openrouter/api/v1",
-             "anthropic": "/anthropic", "google": "/google",
-             "local": "/local/v1"}
 
-    def __init__(self):
-        self.requests = []
-        self.armed = set()
-        self._lock = threading.Lock()
-        self.server = LoopbackServer(self.serve, "sdk-providers")
-        self.url = self.server.url
+def arm_429(provider):
+    """Makes `provider` answer the next "Fail with 429" with its 429."""
+    with _armed_lock:
+        _armed.add(provider)
 
-    def config(self):
-        return {"%s_base_url" % p: self.url + b for p, b in
-                self.BASES.items() if p != "local"}
 
-    def arm_429(self, provider):
-        with self._lock:
-            self.armed.add(provider)
+def disarm_429(provider):
+    """True once after arm_429(provider)."""
+    with _armed_lock:
+        armed = provider in _armed
+        _armed.discard(provider)
+        return armed
 
-    def seen(self, provider, since=0):
-        with self._lock:
-            return [r for r in self.requests[since:] if r.provider == provider]
 
-    def mark(self):
-        with self._lock:
-            return len(self.requests)
-
-    def close(self):
-        self.server.close()
-
-    # -- dispatch
-
-    def serve(self, h):
-        raw = LoopbackServer.read_body(h)
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        parts = urllib.parse.urlsplit(h.path)
-        provider = next((p for p, b in self.BASES.items()
-                         if parts.path.startswith(b + "/")), None)
-        rec = types.SimpleNamespace(
-            provider=provider, method=h.command, path=parts.path,
-            query=parts.query, headers={k.lower(): v for k, v in
-                                        h.headers.items()}, body=body)
-        with self._lock:
-            self.requests.append(rec)
-        rest = parts.path[len(self.BASES[provider]):] if provider else ""
-        if h.command == "GET" and provider == "openai" and rest == "/models":
-            if not self.key_ok(provider, rec.headers):
-                return self.reject(h, provider)
-            return self.json(h, 200, {"object": "list", "data": [{
-                "id": "gpt-4o-mini", "object": "model", "created": 1721172741,
-                "owned_by": "system"}]})
-        if provider is None or h.command != "POST" or not isinstance(
-                body, dict):
-            return self.json(h, 404, {"error": {"message": "no route"}})
-        if not self.key_ok(provider, rec.headers):
-            return self.reject(h, provider)
-        fault = self.fault(provider, body)
-        if fault:
-            return self.fail(h, provider, fault)
-        if provider == "anthropic" and rest == "/v1/messages":
-            return self.anthropic(h, body)
-        if provider == "google":
-            model, _, verb = rest[len("/v1beta/models/"):].partition(":")
-            return self.google(h, model, verb, body)
-        if rest == "/chat/completions":
-            return self.openai(h, provider, body)
-        if rest == "/embeddings" and provider != "local":
-            return self.openai_embeddings(h, body)
-        return self.json(h, 404, {"error": {"message": "no route " + rest}})
-
-    @staticmethod
-    def key_ok(provider, headers):
-        if provider == "local":
-            return True
-        if provider == "anthropic":
-            key = headers.get("x-api-key")
-        elif provider == "google":
-            key = headers.get("x-goog-api-key")
-        else:
-            key = headers.get("authorization", "")[len("Bearer "):]
-        return key == PROVIDER_KEYS[provider] or (
-            provider == "openrouter" and key == POOL_KEY)
-
-    def fault(self, provider, body):
-        if asks(body, "Fail with 400"):
-            return 400
-        if asks(body, "Fail with 429"):
-            with self._lock:
-                if provider in self.armed:
-                    self.armed.discard(provider)
-                    return 429
-        return None
-
-    def reject(self, h, provider):
-        if provider == "anthropic":
-            return self.json(h, 401, {"type": "error", "error": {
-                "type": "authentication_error",
-                "message": "invalid x-api-key"}})
-        if provider == "google":
-            return self.json(h, 400, {"error": {
-                "code": 400, "status": "INVALID_ARGUMENT",
-                "message": "API key not valid. Please pass a valid API "
-                           "key."}})
-        return self.json(h, 401, {"error": {
-            "message": "Incorrect API key provided.",
-            "type": "invalid_request_error", "code": "invalid_api_key"}})
-
-    def fail(self, h, provider, status):
-        msg = (UPSTREAM_400 if status == 400 else
-               "Rate limit reached for requests.")
-        hdrs = {"Retry-After": "1"} if status == 429 else {}
-        if provider == "anthropic":
-            body = {"type": "error", "error": {
-                "type": ("invalid_request_error" if status == 400 else
-                         "rate_limit_error"), "message": msg}}
-        elif provider == "google":
-            body = {"error": {"code": status, "message": msg, "status": (
-                "INVALID_ARGUMENT" if status == 400 else
-                "RESOURCE_EXHAUSTED")}}
-        elif provider == "openrouter":
-            body = {"error": {"message": msg, "code": status}}
-        else:
-            body = {"error": {"message": msg, "type": (
-                "invalid_request_error" if status == 400 else "requests"),
-                "param": None, "code": (None if status == 400 else
-                                        "rate_limit_exceeded")}}
-        return self.json(h, status, body, hdrs)
-
-    # -- OpenAI's format (OpenAI, OpenRouter, the operator's server)
-
-    def openai(self, h, provider, body):
-        msgs = body.get("messages") or []
-        n = body.get("n") or 1
-        result = next((m for m in msgs if m.get("role") == "tool"), None)
-        rf = body.get("response_format") or {}
-        finish, calls = "stop", None
-        if result is not None:
-            contents = [weather_answer(json.loads(result["content"]))]
-        elif body.get("tools"):
-            contents, finish = [None], "tool_calls"
-            calls = [{"id": "call_1", "type": "function", "function": {
-                "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
-        elif rf.get("type") == "json_schema" and asks(rf, "temperature"):
-            contents = [json.dumps(REPORT)]
-        else:
-            contents = [greeting(provider, n, i) for i in range(n)]
-        base = {"id": "chatcmpl-mock1", "created": int(time.time()),
-                "model": body.get("model")}
-        usage = {"prompt_tokens": 9, "completion_tokens": 4,
-                 "total_tokens": 13}
-        if body.get("stream") is True:
-            return self.openai_stream(h, provider, body, base, contents[0],
-                                      calls, finish, usage)
-        choices = []
-        for i, text in enumerate(contents):
-            msg = {"role": "assistant", "content": text, "refusal": None}
-            if calls:
-                msg["tool_calls"] = calls
-            choices.append({"index": i, "message": msg, "logprobs": None,
-                            "finish_reason": finish})
-        return self.json(h, 200, dict(base, object="chat.completion",
-                                      choices=choices, usage=usage))
-
-    def openai_stream(self, h, provider, body, base, text, calls, finish,
-                      usage):
-        opts = body.get("stream_options") or {}
-        # OpenRouter always ends with usage; OpenAI when asked.
-        with_usage = provider == "openrouter" or opts.get("include_usage")
-
-        def chunk(delta, reason=None):
-            return dict(base, object="chat.completion.chunk", choices=[{
-                "index": 0, "delta": delta, "finish_reason": reason}])
-        events = [chunk({"role": "assistant", "content": ""})]
-        if calls:
-            # The call first with empty arguments, then them in pieces.
-            call = calls[0]
-            args = call["function"]["arguments"]
-            events.append(chunk({"tool_calls": [dict(call, index=0, function={
-                "name": call["function"]["name"], "arguments": ""})]}))
-            events += [chunk({"tool_calls": [{"index": 0, "function": {
-                "arguments": piece}}]}) for piece in (args[:5], args[5:])]
-        else:
-            events += [chunk({"content": w if i == 0 else " " + w})
-                       for i, w in enumerate(text.split(" "))]
-        events.append(chunk({}, finish))
-        if with_usage:
-            events.append(dict(base, object="chat.completion.chunk",
-                               choices=[], usage=usage))
-        self.sse(h, ["data: %s\n\n" % json.dumps(e) for e in events] +
-                 ["data: [DONE]\n\n"])
-
-    def openai_embeddings(self, h, body):
+def answer(ex):
+    """What every provider (OpenAI, OpenRouter, Anthropic, Gemini and an
+    operator's OpenAI-compatible server, all on the one mock) answers,
+    from what the request asks, each in its own wire format: a prompt
+    containing "Fail with 400" gets the provider's own 400; one containing
+    "Fail with 429" gets its 429 (Retry-After: 1) once after arm_429();
+    embeddings are vector(text); the weather report as JSON when the
+    request carries its schema (in whatever form the provider takes it),
+    the tool's result in words when one is sent back, a tool call when
+    tools are offered, n choices when n are asked for, and a greeting
+    otherwise."""
+    body = ex.json if isinstance(ex.json, dict) else {}
+    provider = ex.provider
+    if asks(body, "Fail with 400"):
+        return Fail(400, message=UPSTREAM_400)
+    if asks(body, "Fail with 429") and disarm_429(provider):
+        return Fail(429, message="Rate limit reached for requests.",
+                    headers={"Retry-After": "1"})
+    if ex.route == "embeddings":
         inputs = body.get("input")
-        inputs = [inputs] if isinstance(inputs, str) else inputs
-        data = []
-        for i, text in enumerate(inputs):
-            v = vector(text)
-            if body.get("encoding_format") == "base64":
-                v = base64.b64encode(struct.pack("<%df" % len(v), *v)
-                                     ).decode()
-            data.append({"object": "embedding", "index": i, "embedding": v})
-        return self.json(h, 200, {"object": "list", "data": data,
-                                  "model": body.get("model"),
-                                  "usage": {"prompt_tokens": 2 * len(inputs),
-                                            "total_tokens": 2 * len(inputs)}})
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return Complete(vectors=vector, usage=(2 * count, 0))
+    usage = (9, 4)
+    result = tool_result(ex)
+    if asks(body, "temperature_celsius"):
+        return Complete(content=json.dumps(REPORT), answer=REPORT,
+                        usage=usage)
+    if result is not None:
+        return Complete(content=weather_answer(result), usage=usage)
+    if body.get("tools"):
+        return Complete(tool_call=("get_weather", {"city": "Oslo"}),
+                        usage=usage)
+    n = body.get("n") or (body.get("generationConfig") or {}).get(
+        "candidateCount") or 1
+    return Complete(content=[greeting(provider, n, i) for i in range(n)],
+                    usage=usage)
 
-    # -- Anthropic's Messages API
 
-    def anthropic(self, h, body):
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}",
-                            h.headers.get("anthropic-version") or ""):
-            return self.json(h, 400, {"type": "error", "error": {
-                "type": "invalid_request_error",
-                "message": "anthropic-version: header is required"}})
-        blocks, stop = self.anthropic_blocks(body)
-        usage = {"input_tokens": 9, "output_tokens": 4}
-        if body.get("stream") is True:
-            return self.anthropic_stream(h, body, blocks, stop, usage)
-        return self.json(h, 200, {
-            "id": "msg_mock1", "type": "message", "role": "assistant",
-            "model": body.get("model"), "content": blocks,
-            "stop_reason": stop, "stop_sequence": None, "usage": usage})
-
-    @staticmethod
-    def anthropic_blocks(body):
-        tc = body.get("tool_choice") or {}
-        tools = body.get("tools") or []
-        if asks(body, "temperature_celsius"):
-            # The schema came as a tool to force, or as an output format.
-            if tc.get("type") in ("tool", "any") and tools:
-                return [{"type": "tool_use", "id": "toolu_report",
-                         "name": tc.get("name") or tools[0]["name"],
-                         "input": REPORT}], "tool_use"
-            return [{"type": "text", "text": json.dumps(REPORT)}], "end_turn"
-        for m in body.get("messages") or []:
-            for b in m.get("content") if isinstance(m.get("content"),
-                                                    list) else []:
-                if b.get("type") == "tool_result":
-                    c = b.get("content")
-                    if isinstance(c, list):
-                        c = "".join(x.get("text", "") for x in c)
-                    return [{"type": "text", "text": weather_answer(
-                        json.loads(c))}], "end_turn"
-        if tools:
-            return [{"type": "tool_use", "id": "toolu_1",
-                     "name": "get_weather", "input": {"city": "Oslo"}}], \
-                "tool_use"
-        return [{"type": "text", "text": greeting("anthropic")}], "end_turn"
-
-    def anthropic_stream(self, h, body, blocks, stop, usage):
-        events = [("message_start", {"type": "message_start", "message": {
-            "id": "msg_mock1", "type": "message", "role": "assistant",
-            "model": body.get("model"), "content": [], "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": usage["input_tokens"],
-                      "output_tokens": 1}}})]
-        for i, b in enumerate(blocks):
-            if b["type"] == "text":
-                start = {"type": "text", "text": ""}
-                deltas = [{"type": "text_delta", "text": w if j == 0 else
-                           " " + w} for j, w in enumerate(b["text"].split(" "))]
-            else:
-                start = dict(b, input={})
-                text = json.dumps(b["input"])
-                deltas = [{"type": "input_json_delta", "partial_json": p}
-                          for p in (text[:5], text[5:])]
-            events.append(("content_block_start", {
-                "type": "content_block_start", "index": i,
-                "content_block": start}))
-            events += [("content_block_delta", {
-                "type": "content_block_delta", "index": i, "delta": d})
-                for d in deltas]
-            events.append(("content_block_stop", {
-                "type": "content_block_stop", "index": i}))
-        events.append(("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": {"output_tokens": usage["output_tokens"]}}))
-        events.append(("message_stop", {"type": "message_stop"}))
-        self.sse(h, ["event: %s\ndata: %s\n\n" % (name, json.dumps(data))
-                     for name, data in events])
-
-    # -- Gemini's generateContent
-
-    def google(self, h, model, verb, body):
-        if verb == "embedContent":
-            return self.json(h, 200, {"embedding": {
-                "values": vector(body["content"]["parts"][0]["text"])}})
-        if verb == "batchEmbedContents":
-            return self.json(h, 200, {"embeddings": [
-                {"values": vector(r["content"]["parts"][0]["text"])}
-                for r in body["requests"]]})
-        if verb not in ("generateContent", "streamGenerateContent"):
-            return self.json(h, 404, {"error": {"code": 404,
-                                                "message": "no such verb"}})
-        gc = body.get("generationConfig") or {}
-        n = gc.get("candidateCount") or 1
-        result = None
-        for c in body.get("contents") or []:
-            for p in c.get("parts") or []:
-                if "functionResponse" in p:
-                    result = p["functionResponse"].get("response")
-        if (gc.get("responseMimeType") == "application/json" and
-                asks(body, "temperature_celsius")):
-            parts = [[{"text": json.dumps(REPORT)}]]
-        elif result is not None:
-            out = result.get("output", result)
-            parts = [[{"text": weather_answer(json.loads(out) if isinstance(
-                out, str) else out)}]]
-        elif body.get("tools"):
-            parts = [[{"functionCall": {"name": "get_weather",
-                                        "args": {"city": "Oslo"}}}]]
-        else:
-            parts = [[{"text": greeting("google", n, i)}] for i in range(n)]
-        usage = {"promptTokenCount": 9, "candidatesTokenCount": 4,
-                 "totalTokenCount": 13}
-        if verb == "streamGenerateContent":
-            if "text" in parts[0][0]:
-                words = parts[0][0]["text"].split(" ")
-                pieces = [[{"text": w if i == 0 else " " + w}]
-                          for i, w in enumerate(words)]
-            else:   # a function call comes whole
-                pieces = [parts[0]]
-            events = [{"candidates": [{"content": {
-                "role": "model", "parts": p}, "index": 0}]} for p in pieces]
-            events[-1]["candidates"][0]["finishReason"] = "STOP"
-            events[-1]["usageMetadata"] = usage
-            events[-1]["modelVersion"] = model
-            return self.sse(h, ["data: %s\r\n\r\n" % json.dumps(e)
-                                for e in events])
-        return self.json(h, 200, {"candidates": [
-            {"content": {"role": "model", "parts": p}, "finishReason": "STOP",
-             "index": i} for i, p in enumerate(parts)],
-            "usageMetadata": usage, "modelVersion": model})
-
-    # -- the wire
-
-    @staticmethod
-    def json(h, status, obj, headers=None):
-        data = json.dumps(obj).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(data)
-
-    @staticmethod
-    def sse(h, events):
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        for ev in events:
-            ev = ev.encode()
-            h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-            h.wfile.flush()
-        h.wfile.write(b"0\r\n\r\n")
-        h.wfile.flush()
+def providers():
+    """The mock, every provider accepting its key of PROVIDER_KEYS (and
+    OpenRouter the pool's, the operator's server none at all) and
+    answering with answer()."""
+    mock = MockLLM()
+    for provider, key in PROVIDER_KEYS.items():
+        mock.accept(provider, key)
+    mock.accept("openrouter", POOL_KEY)
+    mock.accept("local", None)
+    for provider in ALL_BASES:
+        mock.behave(provider, Choose(answer))
+    return mock
 
 
 # ---------------------------------------------------------------------------
@@ -505,7 +197,7 @@ def create_key(s, admin, **fields):
 
 @pytest.fixture(scope="module")
 def gw(workdir, pg):
-    mock = Providers()
+    mock = providers()
     cfg = mock.config()
     cfg.update(workers=3, validate_llm_keys="false", credits_enforce="true",
                pool_openrouter_key=POOL_KEY, pool_markup="0.25",
@@ -727,7 +419,8 @@ def test_embeddings(gw, provider, model):
     assert isinstance(r["usage"]["prompt_tokens"], int), r["usage"]
     if provider != "google":
         assert r["usage"]["prompt_tokens"] == 4, r["usage"]
-    assert gw.mock.seen(provider, mark), "no call reached %s" % provider
+    assert gw.mock.seen(provider, since=mark), \
+        "no call reached %s" % provider
 
 
 @pytest.mark.parametrize("provider,model", MODELS)
@@ -741,11 +434,11 @@ def test_inline_openrouter_key_serves_any_model(gw, provider, model):
         "X-OpenRouter-Key": PROVIDER_KEYS["openrouter"]})["inline_key"])
     assert r["content"] == greeting("openrouter")
     assert_keygate(r["keygate"], "openrouter")
-    sent = gw.mock.seen("openrouter", mark)
+    sent = gw.mock.seen("openrouter", since=mark)
     expected = model if "/" in model else gw.s.pg.scalar(
         "SELECT openrouter_id FROM openrouter_models WHERE model = '%s'"
         % model, dbname=gw.s.dbname)
-    assert [r.body["model"] for r in sent] == [expected]
+    assert [r.json["model"] for r in sent] == [expected]
     assert [r.headers["authorization"] for r in sent] == [
         "Bearer " + PROVIDER_KEYS["openrouter"]]
 
@@ -757,7 +450,7 @@ def test_inline_openrouter_key_serves_any_model(gw, provider, model):
 def error_runs(gw):
     runs = {}
     for provider, model in MODELS:
-        gw.mock.arm_429(provider)
+        arm_429(provider)
         runs[provider] = openai_run(
             gw, model, ["unauthorized", "forbidden", "no_credits",
                         "unprocessable", "forbidden_field", "upstream_429",
@@ -899,21 +592,22 @@ def test_messages_unauthorized(gw, message_runs, provider, model):
 
 
 def test_messages_reach_anthropic_with_its_key_and_version(gw, message_runs):
-    sent = [r for r in gw.mock.seen("anthropic", message_runs["mark"])
+    sent = [r for r in gw.mock.seen("anthropic",
+                                    since=message_runs["mark"])
             if r.path == "/anthropic/v1/messages"]
     assert sent, "no message reached anthropic"
     for r in sent:
         assert r.headers["x-api-key"] == PROVIDER_KEYS["anthropic"]
         # The SDK's own version, passed on as it sent it.
         assert r.headers["anthropic-version"] == ANTHROPIC_SDK_VERSION
-        assert r.body["model"] == "claude-3-5-haiku-latest", r.body
-        assert r.body["max_tokens"] == 256, r.body
+        assert r.json["model"] == "claude-3-5-haiku-latest", r.json
+        assert r.json["max_tokens"] == 256, r.json
 
 
 def test_no_keygate_key_reaches_a_provider(gw, chat_runs, error_runs,
                                           message_runs):
-    for r in gw.mock.requests:
-        text = json.dumps([r.headers, r.body])
+    for r in gw.mock.seen():
+        text = r.text()
         for key in (gw.user, gw.admin, gw.poor, gw.models_only):
             assert key not in text, "a keygate key reached %s" % r.path
 
@@ -979,7 +673,7 @@ def snippet(g, name, key):
     keygate key; returns the lines it printed, having checked that it
     exited 0 and wrote no warning or error."""
     env = {"KEYGATE_URL": g.s.url, "KEYGATE_API_KEY": key,
-           "OPENAI_BASE_URL": g.mock.url + Providers.BASES["openai"]}
+           "OPENAI_BASE_URL": g.mock.base_url("openai")}
     env.update({"%s_KEY" % p.upper(): k for p, k in PROVIDER_KEYS.items()})
     proc = run_node("snippets.mjs", name, env=env)
     assert proc.returncode == 0 and proc.stderr == "", (
@@ -1025,8 +719,8 @@ def test_snippet_console_sdk_reaches_the_operators_server(gw):
     the operator's own OpenAI-compatible server (an `upstreams` entry)."""
     mark = gw.mock.mark()
     assert snippet(gw, "console_sdk", gw.user) == [greeting("local")]
-    sent = gw.mock.seen("local", mark)
-    assert [r.body["model"] for r in sent] == ["vllm-primary"]
+    sent = gw.mock.seen("local", since=mark)
+    assert [r.json["model"] for r in sent] == ["vllm-primary"]
 
 
 def test_curl_console_chat(gw):
@@ -1068,7 +762,7 @@ def test_snippet_zero_config_flow_uses_the_pool(gw):
     mark = gw.mock.mark()
     _, key = tenant_key(gw, "zero config")
     assert snippet(gw, "zero_config", key) == ["pool", "0.25"]
-    sent = gw.mock.seen("openrouter", mark)
+    sent = gw.mock.seen("openrouter", since=mark)
     assert [r.headers["authorization"] for r in sent] == [
         "Bearer " + POOL_KEY]
 
@@ -1081,7 +775,7 @@ def test_snippet_byok_flow_uses_the_stored_key(gw):
         "Pool available: true", "Has OpenAI key: true",
         "Has Anthropic key: true", "user", "null"]
     assert stored(gw, tid) == ["anthropic", "openai"]
-    sent = gw.mock.seen("openai", mark)
+    sent = gw.mock.seen("openai", since=mark)
     assert [r.headers["authorization"] for r in sent] == [
         "Bearer " + PROVIDER_KEYS["openai"]]
 
@@ -1105,7 +799,8 @@ def test_snippet_validate_and_store(gw):
     tid, key = tenant_key(gw, "validate first")
     assert snippet(gw, "validate_and_store", key) == ["true"]
     assert stored(gw, tid) == ["anthropic", "openai"]
-    sent = [r for r in gw.mock.seen("openai", mark) if r.method == "GET"]
+    sent = [r for r in gw.mock.seen("openai", since=mark)
+            if r.method == "GET"]
     assert [r.path for r in sent] == ["/openai/v1/models"]
 
 
@@ -1120,7 +815,7 @@ def test_snippet_inline_headers_beat_the_pool(gw):
     mark = gw.mock.mark()
     _, key = tenant_key(gw, "inline")
     assert snippet(gw, "inline_headers", key) == ["user", "openai"]
-    assert not gw.mock.seen("openrouter", mark)
+    assert not gw.mock.seen("openrouter", since=mark)
 
 
 def test_curl_tenants_with_x_api_key(gw):

@@ -19,7 +19,8 @@ afterwards.
     6. /health reports whether the vault is usable
 
 Most tests share the module's `vault` stack (three workers, key
-validation on, every provider pointed at one MockProvider).  Each test
+validation on, every provider pointed at the one mock,
+mock_llm.MockLLM).  Each test
 makes its own tenants (inserted with SQL) and keys for them, since provider
 keys belong to the caller's tenant.  The rotation tests have their own
 stack with 200 tenants' worth of values; tests that stop PostgreSQL have
@@ -44,7 +45,8 @@ import keygate_stack as ks
 from keygate_stack import assert_error, assert_json_response, auth
 from keygate_stack import on_every_worker, served_by
 from keygate_stack import audit_rows, count_rows
-from mock_llm import MockProvider, MockReply
+from mock_llm import BASES, VALIDATE_PATHS, Complete, Drop, Fail, Hang
+from mock_llm import Redirect, rejection
 
 ROOT = "00000000-0000-0000-0000-000000000001"
 PROVIDERS = ("openai", "anthropic", "google", "openrouter")
@@ -248,9 +250,9 @@ def prepare_gateway(stack):
 def assert_upstream_keys(mock, allowed):
     """Every chat request the mock received presents the key `allowed`
     ({provider: key}) holds for that provider, and no other."""
-    for provider in mock.OPENAI_COMPATIBLE:
-        for req in mock.chat_requests(provider):
-            key = mock.presented_key(provider, req)
+    for provider in ("openai", "openrouter"):
+        for req in mock.chats(provider):
+            key = req.key
             assert key == allowed.get(provider), (
                 "%s was called with %r, not the tenant's own %s key"
                 % (provider, (key or "")[:12] + "...", provider))
@@ -311,19 +313,13 @@ def retry_after_ok(resp):
 # ---------------------------------------------------------------------------
 # Fixtures
 
-@pytest.fixture(scope="module")
-def mock():
-    m = MockProvider()
-    yield m
-    m.close()
-
-
 @pytest.fixture(autouse=True)
 def fresh_mock(mock):
-    """Every test starts with a well-behaved mock that accepts no key."""
-    mock.restore()
+    """Every test starts with a well-behaved mock that accepts no key, and
+    leaves nothing held."""
+    mock.reset()
     yield mock
-    mock.behave()
+    mock.reset()
 
 
 @pytest.fixture(scope="module")
@@ -376,8 +372,8 @@ def test_storing_all_four_keys_validates_and_encrypts_each(vault, tenant,
     assert resp.headers["x-request-id"] == request_id
     assert resp.json == STORED_VALIDATED
     for p in PROVIDERS:
-        assert len(mock.requests_for(p)) == 1, (
-            "%s was asked %d times" % (p, len(mock.requests_for(p))))
+        assert len(mock.seen(p)) == 1, (
+            "%s was asked %d times" % (p, len(mock.seen(p))))
     status = tenant.status()
     for p in PROVIDERS:
         assert status["has_%s_key" % p] is True, p
@@ -417,13 +413,13 @@ def test_omitted_keys_stay_as_they_are(vault, tenant, mock):
                             "anthropic": provider_key("anthropic")})
     assert tenant.store(first).status == 200
     before = tenant.rows()
-    mock.reset()
+    mock.clear()
     google = accepted(mock, {"google": provider_key("google")})
     resp = tenant.store(google)
     assert resp.status == 200, resp.body
     assert resp.json == STORED_VALIDATED
-    assert [r.path for r in mock.requests] == [
-        mock.PROVIDERS["google"]["validate"]], "validated more than the new key"
+    assert [r.path for r in mock.seen()] == [
+        VALIDATE_PATHS["google"]], "validated more than the new key"
     after = tenant.rows()
     assert set(after) == {"openai", "anthropic", "google"}
     for p in first:
@@ -470,9 +466,9 @@ def test_the_gateway_calls_the_provider_with_the_stored_key(vault, tenant,
     assert resp.status == 200, resp.body
     assert resp.json["keygate"]["key_source"] == "user", resp.json
     assert resp.json["keygate"]["provider"] == "openai", resp.json
-    calls = mock.chat_requests("openai")
+    calls = mock.chats("openai")
     assert len(calls) == 1, calls
-    assert mock.presented_key("openai", calls[0]) == keys["openai"]
+    assert calls[0].key == keys["openai"]
     assert_no_secret(resp.body.decode(), keys.values(), "a chat reply")
 
 
@@ -569,7 +565,7 @@ def test_reading_needs_llm_keys_read_and_writing_llm_keys_write(vault, mock):
     err = assert_error(vault.get(PATH, headers=other.key_headers), 403,
                        "insufficient_permissions")
     assert "llm_keys:read" in err["message"]
-    assert mock.requests == [], "a provider was asked for a refused store"
+    assert mock.seen() == [], "a provider was asked for a refused store"
     assert reader.rows() == {}
 
 
@@ -700,7 +696,7 @@ def test_the_gateway_never_sends_a_moved_or_altered_value(vault, mock, how):
         assert t.store(keys[t]).status == 200
     spoiled = tamper(vault, how, victim, donor)
     try:
-        mock.reset()
+        mock.clear()
         resp = victim.ask("gpt-4o-mini")
         if resp.status != 200:
             assert_error(resp, resp.status)
@@ -786,11 +782,11 @@ class Rotation:
         for i in tenants:
             tid, key = self.tenants[i]
             mock.accept("openai", self.keys[tid]["openai"])
-            mock.reset()
+            mock.clear()
             resp = chat(self.stack, auth(key))
             assert resp.status == 200, resp.body
-            calls = mock.chat_requests("openai")
-            assert [mock.presented_key("openai", c) for c in calls] == [
+            calls = mock.chats("openai")
+            assert [c.key for c in calls] == [
                 self.keys[tid]["openai"]]
 
     def status_failures(self, samples):
@@ -881,7 +877,7 @@ def test_store_without_validation_calls_no_provider(rot, mock):
     assert resp.status == 200, resp.body
     assert_json_response(resp)
     assert resp.json == STORED
-    assert mock.requests == []
+    assert mock.seen() == []
     status = t.status()
     for p in PROVIDERS:
         assert status["has_%s_key" % p] is True
@@ -1125,17 +1121,17 @@ def test_a_replaced_or_deleted_key_reaches_every_workers_gateway_at_once(
     assert_upstream_keys(mock, first)
     second = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(second).status == 200
-    mock.reset()
+    mock.clear()
     on_every_worker(vault, "POST", CHAT, tenant.key_headers, ok, body)
-    assert mock.chat_requests("openai"), "no call reached the provider"
+    assert mock.chats("openai"), "no call reached the provider"
     assert_upstream_keys(mock, second)
     assert tenant.delete().status == 200
-    mock.reset()
+    mock.clear()
 
     def refused(resp):
         assert_error(resp, 401, "missing_provider_key")
     on_every_worker(vault, "POST", CHAT, tenant.key_headers, refused, body)
-    assert mock.chat_requests("openai") == [], "a deleted key was used"
+    assert mock.chats("openai") == [], "a deleted key was used"
 
 
 def vault_lookups(stack):
@@ -1173,7 +1169,7 @@ def test_a_key_stored_where_none_was_reaches_every_worker(vault, tenant,
                     CHAT_BODY)
     keys = accepted(mock, {"openai": provider_key("openai")})
     assert tenant.store(keys).status == 200
-    mock.reset()
+    mock.clear()
 
     def ok(resp):
         assert resp.status == 200, resp.body
@@ -1193,13 +1189,13 @@ def test_a_key_deleted_in_the_database_reaches_every_worker(vault, tenant,
                                      headers=tenant.key_headers
                                      ).status == 401, 2,
                   what="the deleted key to be gone")
-    mock.reset()
+    mock.clear()
 
     def refused(resp):
         assert_error(resp, 401, "missing_provider_key")
     on_every_worker(vault, "POST", CHAT, tenant.key_headers, refused,
                     CHAT_BODY)
-    assert mock.chat_requests("openai") == [], "a deleted key was used"
+    assert mock.chats("openai") == [], "a deleted key was used"
 
 
 # ---------------------------------------------------------------------------
@@ -1244,7 +1240,7 @@ def test_bad_format_is_400_naming_the_provider(vault, tenant, mock,
     resp = tenant.store({"%s_key" % provider: value}, request_id)
     err = assert_error(resp, 400, "invalid_provider_key")
     assert provider in err["message"].lower(), err
-    assert mock.requests == [], "a malformed key was sent to a provider"
+    assert mock.seen() == [], "a malformed key was sent to a provider"
     assert_nothing_stored(vault, tenant, request_id=request_id)
 
 
@@ -1291,7 +1287,7 @@ def test_unknown_fields_wrong_types_and_empty_body_are_422(vault, tenant,
     assert isinstance(details, list) and details, resp.json
     if field:
         assert field in json.dumps(details), details
-    assert mock.requests == []
+    assert mock.seen() == []
     assert_nothing_stored(vault, tenant, request_id=request_id)
 
 
@@ -1303,7 +1299,7 @@ def test_a_body_that_is_not_an_object_is_refused(vault, tenant, mock, raw):
         tenant.key_headers, **{"Content-Type": "application/json"}))
     assert_error(resp, resp.status)
     assert resp.status in (400, 422), resp.body
-    assert mock.requests == []
+    assert mock.seen() == []
     assert_nothing_stored(vault, tenant)
 
 
@@ -1316,8 +1312,8 @@ def test_rejected_key_is_400_with_the_providers_own_reason(vault, tenant,
     err = assert_error(resp, 400, "invalid_api_key")
     assert err["message"] == (
         "Invalid API key: Key validation failed: %s: %s"
-        % (provider, mock.REJECTION_MESSAGES[provider])), err
-    assert len(mock.requests_for(provider)) == 1
+        % (provider, rejection(provider, key)[1]["error"]["message"])), err
+    assert len(mock.seen(provider)) == 1
     assert_no_secret(resp.body.decode(), [key], "the error")
     assert_nothing_stored(vault, tenant, request_id=request_id)
     assert tenant.has() == set()
@@ -1328,11 +1324,11 @@ def test_validation_presents_the_key_the_way_the_provider_expects(
         vault, tenant, mock, provider):
     key = accepted(mock, {provider: provider_key(provider)})[provider]
     assert tenant.store({provider: key}).status == 200
-    reqs = mock.requests_for(provider)
+    reqs = mock.seen(provider)
     assert len(reqs) == 1, reqs
     req = reqs[0]
     assert req.method == "GET"
-    assert req.path == mock.PROVIDERS[provider]["validate"]
+    assert req.path == VALIDATE_PATHS[provider]
     header = {"openai": "authorization", "openrouter": "authorization",
               "anthropic": "x-api-key", "google": "x-goog-api-key"}[provider]
     expected = "Bearer " + key if header == "authorization" else key
@@ -1353,7 +1349,7 @@ def test_validation_presents_the_key_the_way_the_provider_expects(
 def test_google_key_never_appears_in_a_url(vault, tenant, mock):
     key = accepted(mock, {"google": provider_key("google")})["google"]
     assert tenant.store({"google": key}).status == 200
-    req = mock.requests_for("google")[0]
+    req = mock.seen("google")[0]
     assert "key" not in req.query, "?key= in the URL: %r" % (req.query,)
     assert key not in req.path
     assert req.headers.get("x-goog-api-key") == key
@@ -1368,8 +1364,8 @@ def test_keys_with_punctuation_are_presented_verbatim(vault, tenant, mock,
     mock.accept(provider, key)
     resp = tenant.store({provider: key})
     assert resp.status == 200, resp.body
-    req = mock.requests_for(provider)[0]
-    assert mock.presented_key(provider, req) == key
+    req = mock.seen(provider)[0]
+    assert req.key == key
     assert_v1(tenant.rows()[provider]["ciphertext"], key)
 
 
@@ -1377,12 +1373,11 @@ def test_a_redirecting_provider_is_not_followed(vault, tenant, mock):
     """A validation request that is redirected elsewhere must not carry
     the key there (redirects are never followed)."""
     key = accepted(mock, {"openai": provider_key("openai")})
-    mock.misbehave("openai", "reply", reply=MockReply(
-        302, b"", {"Location": mock.url + "/elsewhere/v1/models"}))
+    mock.behave("openai", Redirect(mock.url + "/elsewhere/v1/models"))
     resp = tenant.store(key)
     assert resp.status != 200, resp.body
     assert_error(resp, resp.status)
-    assert mock.requests_to("/elsewhere") == [], "the redirect was followed"
+    assert mock.seen(path="/elsewhere/") == [], "the redirect was followed"
     assert_nothing_stored(vault, tenant)
 
 
@@ -1432,46 +1427,48 @@ def test_one_rejected_key_stores_none_of_the_request(vault, tenant, mock):
     assert tenant.has() == {"openai", "anthropic"}
 
 
+def assert_store_is_502(vault, tenant, mock, keys, provider, behaviour,
+                        request_id=None, timeout=10):
+    """Storing `keys` (accepted) while `provider` answers with `behaviour`
+    is a 502 upstream_error that names no key and stores nothing, after
+    `provider` was asked.  Gives the response."""
+    accepted(mock, keys)
+    mock.behave(provider, behaviour)
+    resp = tenant.store(keys, request_id, timeout=timeout)
+    assert_error(resp, 502, "upstream_error")
+    assert_no_secret(resp.body.decode(), keys.values(), "the error")
+    assert len(mock.seen(provider)) >= 1
+    assert_nothing_stored(vault, tenant, request_id=request_id)
+    return resp
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_provider_answering_5xx_is_502(vault, tenant, mock, provider):
-    key = accepted(mock, {provider: provider_key(provider)})[provider]
-    mock.misbehave(provider, "error", 500)
-    request_id = rid("5xx")
-    resp = tenant.store({provider: key}, request_id)
-    assert_error(resp, 502, "upstream_error")
-    assert_no_secret(resp.body.decode(), [key], "the error")
-    assert len(mock.requests_for(provider)) >= 1
-    assert_nothing_stored(vault, tenant, request_id=request_id)
+    assert_store_is_502(vault, tenant, mock,
+                        {provider: provider_key(provider)}, provider,
+                        Fail(500), rid("5xx"))
 
 
 def test_provider_503_among_accepted_keys_stores_none(vault, tenant, mock):
-    keys = accepted(mock, four_keys())
-    mock.misbehave("anthropic", "error", 503)
-    resp = tenant.store(keys)
-    assert_error(resp, 502, "upstream_error")
-    assert_nothing_stored(vault, tenant)
+    assert_store_is_502(vault, tenant, mock, four_keys(), "anthropic",
+                        Fail(503))
 
 
 def test_provider_closing_the_connection_is_502(vault, tenant, mock):
-    key = accepted(mock, {"openrouter": provider_key("openrouter")})
-    mock.misbehave("openrouter", "drop")
-    resp = tenant.store(key)
-    assert_error(resp, 502, "upstream_error")
-    assert_nothing_stored(vault, tenant)
+    assert_store_is_502(vault, tenant, mock,
+                        {"openrouter": provider_key("openrouter")},
+                        "openrouter", Drop())
 
 
 def test_hanging_provider_is_502_within_the_timeout(vault, tenant, mock):
-    keys = accepted(mock, {"anthropic": provider_key("anthropic")})
-    mock.misbehave("anthropic", "hang")
     started = time.monotonic()
-    resp = tenant.store(keys, timeout=30)
+    assert_store_is_502(vault, tenant, mock,
+                        {"anthropic": provider_key("anthropic")},
+                        "anthropic", Hang(), timeout=30)
     elapsed = time.monotonic() - started
-    assert_error(resp, 502, "upstream_error")
-    assert len(mock.requests_for("anthropic")) >= 1
     # upstream_total_timeout is 2 s.
     assert elapsed < 6, "answered after %.1f s" % elapsed
-    assert_nothing_stored(vault, tenant)
-    mock.behave()
+    mock.behave("anthropic", Complete())
     assert tenant.status()["has_anthropic_key"] is False
 
 
@@ -1479,7 +1476,7 @@ def test_hanging_provider_is_502_within_the_timeout(vault, tenant, mock):
 def far(workdir, pg):
     """Every provider at a port where nothing listens; a pool key set."""
     dead = "http://127.0.0.1:%d" % ks.free_tcp_port()
-    config = {"%s_base_url" % p: dead + MockProvider.PROVIDERS[p]["base"]
+    config = {"%s_base_url" % p: dead + BASES[p]
               for p in PROVIDERS}
     s = ks.Stack(workdir.subdir("kg"), pg,
                  dbname="far_%d_%d" % (os.getpid(), time.time_ns()),
@@ -1583,7 +1580,7 @@ def test_database_lost_during_validation_is_503_and_stores_nothing(outage,
         t.store(keys, timeout=30)))
     thread.start()
     try:
-        mock.wait_for_requests("google")
+        mock.wait_for(1, provider="google")
         outage.pg.stop()
         mock.release("google")
         thread.join(30)
