@@ -215,6 +215,37 @@ journal(struct lease_shared **s, const char *path, int *waiting, char *err,
 }
 
 /*
+ * A run of keygated in a process of its own: it opens the journal at
+ * path, leases 1000 to T1, answers n calls of 300 held each costing
+ * cost[i] (named CALL, then L2), and is killed before writing them.
+ */
+static void
+killed_run(const char *path, const long long *cost, int n)
+{
+	struct lease_shared *s;
+	char	 err[256];
+	long long charged;
+	uint32_t seq;
+	pid_t	 pid;
+	int	 i, waiting, st;
+
+	if ((pid = fork()) == 0) {
+		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
+		    waiting != 0 || lease_grown(s, T1, L1, true, 1000, 100,
+		    0) != 0)
+			_exit(1);
+		for (i = 0; i < n; i++)
+			if (lease_spend(s, held(s, T1, 300, 7), cost[i],
+			    &usage, i == 0 ? CALL : L2, 7, &charged,
+			    &seq) != 0)
+				_exit(2);
+		_exit(9);	/* killed: nothing written */
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(WEXITSTATUS(st), 9);
+}
+
+/*
  * A run that answered two calls and was killed before writing them: the
  * next run finds both in the journal, whole, and its writer gets them
  * first; until they are written the run's leases must stay.
@@ -222,29 +253,15 @@ journal(struct lease_shared **s, const char *path, int *waiting, char *err,
 static void
 test_journal_outlives_the_process(void **state)
 {
+	const long long cost[] = { 120, 500 };
 	struct lease_shared *s;
 	struct lease_record r[4];
 	char	 path[128], err[256];
-	long long charged;
-	uint32_t seq;
-	pid_t	 pid;
-	int	 waiting, st;
+	int	 waiting;
 
 	(void)state;
 	journal_path(path, sizeof(path));
-	if ((pid = fork()) == 0) {
-		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
-		    waiting != 0 || lease_grown(s, T1, L1, true, 1000, 100,
-		    0) != 0)
-			_exit(1);
-		if (lease_spend(s, held(s, T1, 300, 7), 120, &usage, CALL, 7,
-		    &charged, &seq) != 0 || lease_spend(s, held(s, T1, 300,
-		    7), 500, &usage, L2, 7, &charged, &seq) != 0)
-			_exit(2);
-		_exit(9);	/* killed: nothing written */
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_int_equal(WEXITSTATUS(st), 9);
+	killed_run(path, cost, 2);
 	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), 0);
 	assert_int_equal(waiting, 2);
 	assert_true(lease_journaled(s));
@@ -312,25 +329,15 @@ journal_record_size(const char *path, uint32_t size)
 static void
 test_journal_of_another_version(void **state)
 {
+	const long long cost[] = { 120 };
 	struct lease_shared *s;
 	char	 path[128], err[256];
-	long long charged;
-	uint32_t seq;
 	pid_t	 pid;
 	int	 waiting, st;
 
 	(void)state;
 	journal_path(path, sizeof(path));
-	if ((pid = fork()) == 0) {
-		if (journal(&s, path, &waiting, err, sizeof(err)) != 0 ||
-		    lease_grown(s, T1, L1, true, 1000, 100, 0) != 0 ||
-		    lease_spend(s, held(s, T1, 300, 7), 120, &usage, CALL, 7,
-		    &charged, &seq) != 0)
-			_exit(1);
-		_exit(0);
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_int_equal(WEXITSTATUS(st), 0);
+	killed_run(path, cost, 1);
 	journal_record_size(path, 12345);
 	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "holds 1 calls not yet written, in the "
