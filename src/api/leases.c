@@ -29,6 +29,7 @@
 #define IDLE		2.0		/* s */
 #define WRITE_BATCH	256
 #define GATHER_MS	1
+#define JOURNAL_GATHER_MS 10
 #define RETURNS_MAX	64
 
 struct writer {
@@ -146,22 +147,28 @@ renew(struct writer *wr, struct db *db, double now)
  * The records waiting.  A commit costs the same for one row as for many,
  * so while many calls are in flight (others will end any moment), a few
  * records wait up to GATHER_MS for more: group commit, as PostgreSQL's
- * commit_delay does, but only when there is a group to wait for.
+ * commit_delay does, but only when there is a group to wait for.  With a
+ * journal no answer waits for the commit: records then wait up to
+ * JOURNAL_GATHER_MS, whatever is in flight, and the host writes one
+ * batch where it would write many.
  */
 static int
 gather(struct writer *wr)
 {
 	const struct timespec pause = { 0, 250 * 1000 };
+	bool		 journal = lease_journaled(wr->s);
 	double		 until = 0;
 	int		 n;
 
 	for (;;) {
 		n = lease_pending(wr->s, wr->rec, WRITE_BATCH, 500);
-		if (n == 0 || n == WRITE_BATCH || lease_calls(wr->s) == 0)
+		if (n == 0 || n == WRITE_BATCH ||
+		    (!journal && lease_calls(wr->s) == 0))
 			return n;
 		if (until == 0)
-			until = clock_mono() + GATHER_MS / 1000.0;
-		else if (clock_mono() >= until)
+			until = clock_mono() + (journal ? JOURNAL_GATHER_MS :
+			    GATHER_MS) / 1000.0;
+		else if (clock_mono() >= until || atomic_load(&wr->stop))
 			return n;
 		nanosleep(&pause, NULL);
 	}
