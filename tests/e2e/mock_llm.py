@@ -1420,14 +1420,19 @@ class BulkOpenAI:
     (openai_completion, openai_chunks).  A streamed call gets a role
     chunk, `pieces` chunks of `content` `pause` seconds apart, the finish
     chunk, the usage chunk when asked for, then [DONE]; a whole one waits
-    pieces x pause seconds.  stats() counts the calls received, completed
-    (everything written) and cut (the peer left first)."""
+    pieces x pause seconds.  With `together`, no call goes past its first
+    chunk (or, whole, starts its wait) before that many have arrived, or
+    60 s passed: however slowly they come, they are then in flight at
+    once.  stats() counts the calls received, completed (everything
+    written) and cut (the peer left first)."""
 
-    def __init__(self, content, pieces=8, pause=1.0, usage=(9, 8)):
+    def __init__(self, content, pieces=8, pause=1.0, usage=(9, 8),
+                 together=0):
         import subprocess
         import sys
         spec = json.dumps({"content": content, "pieces": pieces,
-                           "pause": pause, "usage": list(usage)})
+                           "pause": pause, "usage": list(usage),
+                           "together": together})
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "bulk", spec],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -1474,6 +1479,14 @@ def _bulk_main(spec):
     def event(obj):
         return ("data: %s\n\n" % json.dumps(obj)).encode()
 
+    everyone = None
+
+    async def together():
+        try:
+            await asyncio.wait_for(everyone.wait(), 60)
+        except asyncio.TimeoutError:
+            pass
+
     async def answer(reader, writer):
         line = await reader.readline()
         length = 0
@@ -1495,10 +1508,13 @@ def _bulk_main(spec):
             return
         stats["received"] += 1
         stats["arrivals"].append(time.monotonic())
+        if stats["received"] >= spec["together"]:
+            everyone.set()
         req = json.loads(body or b"{}")
         model, usage = req.get("model", ""), tuple(spec["usage"])
         try:
             if not req.get("stream"):
+                await together()
                 await asyncio.sleep(n * spec["pause"])
                 out = json.dumps(openai_completion(model, [text],
                                                    usage)).encode()
@@ -1515,6 +1531,8 @@ def _bulk_main(spec):
                             "include_usage")))
                 # The role chunk, each piece after a pause, the rest.
                 writer.write(event(chunks[0]))
+                await writer.drain()
+                await together()
                 for chunk in chunks[1:1 + n]:
                     await writer.drain()
                     await asyncio.sleep(spec["pause"])
@@ -1530,6 +1548,8 @@ def _bulk_main(spec):
             writer.close()
 
     async def main():
+        nonlocal everyone
+        everyone = asyncio.Event()
         server = await asyncio.start_server(answer, "127.0.0.1", 0,
                                             backlog=4096)
         print(server.sockets[0].getsockname()[1], flush=True)

@@ -172,7 +172,9 @@ async def _streams(url, key, n, started, results):
 
 @pytest.fixture
 def bulk():
-    m = BulkOpenAI(CONTENT, pieces=12, pause=1.0, usage=(9, 8))
+    # Every call in flight at once, however long they take to arrive.
+    m = BulkOpenAI(CONTENT, pieces=12, pause=1.0, usage=(9, 8),
+                   together=CALLS)
     yield m
     m.close()
 
