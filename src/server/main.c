@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "api/api.h"
 #include "core/vault.h"
@@ -153,6 +154,11 @@ main(int argc, char *argv[])
 	int		 rc, check_only = 0;
 
 	tune_malloc(argv);
+	/*
+	 * Started again from /proc/self/exe, the process is named "exe" (in
+	 * ps, top, pgrep): its name again, for the master and its workers.
+	 */
+	(void)prctl(PR_SET_NAME, "keygated", 0, 0, 0);
 	/* Before anything can read them or crash with them. */
 	config_env_take();
 	if (harden_process(err, sizeof(err)) == -1) {

@@ -36,6 +36,15 @@ def log_line_matching(kg, pattern, timeout=5):
         return None
 
 
+def test_the_master_and_its_workers_are_named_keygated(make_stack):
+    """ps, top and pgrep show keygated, though it starts itself again
+    (from /proc/self/exe, to tune malloc) before anything else."""
+    s = make_stack(workers=2)
+    for pid in [s.kg.pid] + sorted(s.kg.wait_workers()):
+        with open("/proc/%d/comm" % pid) as f:
+            assert f.read().strip() == "keygated", pid
+
+
 def test_killed_worker_is_replaced_and_only_its_requests_fail(make_stack):
     s = make_stack(workers=3)
     workers = s.kg.wait_workers()
