@@ -610,17 +610,18 @@ journal_map(int fd, const char *path, char *err, size_t errsz)
 {
 	struct lease_journal head, *j;
 	struct stat	 st;
+	ssize_t		 n;
 	uint32_t	 seq, waiting;
 	bool		 fresh;
 
 	memset(&head, 0, sizeof(head));
-	if (fstat(fd, &st) == -1 || (st.st_size > 0 && pread(fd, &head,
-	    offsetof(struct lease_journal, ring), 0) !=
-	    (ssize_t)offsetof(struct lease_journal, ring))) {
+	if (fstat(fd, &st) == -1 || (n = pread(fd, &head,
+	    offsetof(struct lease_journal, ring), 0)) == -1) {
 		snprintf(err, errsz, "reading %s: %s", path, strerror(errno));
 		return NULL;
 	}
-	if (st.st_size > 0 && memcmp(head.magic, JOURNAL_MAGIC, 16) != 0) {
+	if (st.st_size > 0 && (n != (ssize_t)offsetof(struct lease_journal,
+	    ring) || memcmp(head.magic, JOURNAL_MAGIC, 16) != 0)) {
 		snprintf(err, errsz, "%s is not a keygate credits journal",
 		    path);
 		return NULL;

@@ -308,6 +308,14 @@ test_journal_refusals(void **state)
 	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "is not a keygate credits journal"));
 	free(s);
+	/* Shorter than a journal's header. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keygate", 7), 7);
+	close(fd);
+	assert_int_equal(journal(&s, path, &waiting, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "is not a keygate credits journal"));
+	free(s);
 	unlink(path);
 }
 
