@@ -415,6 +415,7 @@ call_perform(struct call *c)
 	call.max_response = MAX_REPLY;
 	call.gone = client_left;
 	call.gone_arg = c;
+	request_watch_client(c->req);
 	metrics_call_begin(w, c->stream);
 	began = clock_mono();
 	if (c->stream)

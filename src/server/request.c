@@ -269,8 +269,17 @@ request_write(struct request *req, const void *p, size_t n)
 	return rc;
 }
 
-bool
-request_abandoned(struct request *req)
+void
+request_watch_client(struct request *req)
+{
+	(void)peer_find(&req->peer, request_param(req, "SERVER_ADDR"),
+	    request_param(req, "SERVER_PORT"), request_param(req,
+	    "REMOTE_ADDR"), request_param(req, "REMOTE_PORT"));
+}
+
+/* The web server's side of request_abandoned(). */
+static bool
+fastcgi_abandoned(struct request *req)
 {
 	struct pollfd	 pfd;
 	unsigned char	 head[8];
@@ -292,6 +301,23 @@ request_abandoned(struct request *req)
 		return errno == ECONNRESET || errno == ENOTCONN;
 	/* A record header: version 1, then type 2 = FCGI_ABORT_REQUEST. */
 	return n == (ssize_t)sizeof(head) && head[0] == 1 && head[1] == 2;
+}
+
+bool
+request_abandoned(struct request *req)
+{
+	double	 now;
+
+	if (fastcgi_abandoned(req))
+		return true;
+	if (!req->peer.known)
+		return false;
+	/* Asked for each chunk of a stream: the kernel is asked less. */
+	now = clock_mono();
+	if (now - req->peer_asked < 0.2)
+		return false;
+	req->peer_asked = now;
+	return peer_state(&req->peer) == PEER_GONE;
 }
 
 int

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "lib/buf.h"
+#include "lib/peer.h"
 
 struct worker;
 struct json_object;
@@ -37,6 +38,8 @@ struct request {
 	struct buf	 headers;	/* extra response header lines */
 	int		 status;	/* status sent, 0 = not yet */
 	bool		 client_gone;	/* a write to the client failed */
+	struct peer	 peer;		/* the client's TCP connection */
+	double		 peer_asked;	/* monotonic s, when last looked at */
 	bool		 call_counted;	/* a gateway call in flight, counted */
 	struct principal *principal;	/* the authenticated caller (owned,
 					   a malloc'd block), or NULL */
@@ -81,10 +84,17 @@ int		 request_read_body(struct request *, size_t max)
 int		 request_write(struct request *, const void *, size_t)
 		    __attribute__((warn_unused_result));
 /*
- * True when the web server has given up on the request, because its
- * client left: the connection is closed or reads as ended (as nginx
- * judges a client gone), or holds FastCGI's ABORT_REQUEST.  Only
- * meaningful once the body has been read; never blocks.
+ * Starts watching the client's own TCP connection (lib/peer.h), named by
+ * the request's SERVER_ADDR, SERVER_PORT, REMOTE_ADDR and REMOTE_PORT: for
+ * web servers that notice a client that left only once they write to it.
+ * Call while the client is surely there, as its request has just arrived.
+ */
+void		 request_watch_client(struct request *);
+/*
+ * True when the client left: the web server closed the FastCGI connection
+ * or sent FastCGI's ABORT_REQUEST, or the client's TCP connection, when
+ * watched, is reset or closed (a FIN, as nginx judges a client gone).
+ * Only meaningful once the body has been read; never blocks.
  */
 bool		 request_abandoned(struct request *);
 /* Pushes what was written so far to the web server (for streams). */

@@ -169,22 +169,16 @@ def test_a_client_gone_mid_stream_ends_the_upstream_call(served, mock):
         assert resp.status == 200, resp.body[:300]
 
 
+@pytest.mark.parametrize("leaving", ["reset", "close"])
 @pytest.mark.parametrize("streamed", [False, True])
 def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
-        served, mock, streamed, web_server, request):
-    """The provider has answered nothing yet when the client leaves: the
-    web server closes its FastCGI connection, and keygated ends the
-    provider call within about a second.  Apache's
-    mod_proxy_fcgi does not watch the client until it has something to
-    write to it (keygated(8), fcgi/apache.conf)."""
-    if web_server == "apache":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="mod_proxy_fcgi notices a client that left "
-            "only when the answer begins"))
-    elif web_server == "lighttpd":
-        request.applymarker(pytest.mark.xfail(
-            strict=False, reason="lighttpd 1.4.69 passes a reset on to the "
-            "backend only in some states of the client connection"))
+        served, mock, streamed, leaving):
+    """The provider has answered nothing yet when the client leaves, by
+    resetting its connection or closing it (a FIN): keygated ends the
+    provider call within about a second and charges nothing.  lighttpd and
+    Apache do not watch the client then (nor close their FastCGI
+    connection), so keygated asks the kernel about the client's
+    connection (keygated(8))."""
     import socket
     import urllib.parse
     mock.behave("openai", Hang(30.0))
@@ -199,10 +193,9 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
                % (CHAT, head, len(body))).encode() + body)
     up = mock.wait_for(1)[0]
     left = time.monotonic()
-    # A client that gives up resets its connection (SO_LINGER 0): a bare
-    # FIN would also be a client that only half-closed, still reading.
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                 struct.pack("ii", 1, 0))
+    if leaving == "reset":
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
     c.close()
     assert up.done.wait(10), "the upstream call went on after the client " \
         "left"
