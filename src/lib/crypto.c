@@ -12,6 +12,14 @@
 int
 crypto_init(char *err, size_t errsz)
 {
+	/*
+	 * The kernel's generator (getrandom) for every random byte.  The
+	 * default one stirs its pool at every hash and cipher opened, with
+	 * getrusage(): a walk over every thread of the process, which in a
+	 * worker holding thousands of calls made each request's key check
+	 * cost milliseconds.  Only honoured before gcry_check_version().
+	 */
+	gcry_control(GCRYCTL_SET_PREFERRED_RNG_TYPE, GCRY_RNG_TYPE_SYSTEM);
 	if (gcry_check_version(GCRYPT_MIN_VERSION) == NULL) {
 		snprintf(err, errsz, "libgcrypt is older than %s",
 		    GCRYPT_MIN_VERSION);
@@ -29,16 +37,22 @@ crypto_init(char *err, size_t errsz)
 	return 0;
 }
 
-/*
- * libgcrypt notices a fork by its pid check and reseeds the child's pools;
- * stirring in fresh entropy here as well costs one getrandom() and does not
- * rely on that detection.
- */
-void
-crypto_after_fork(void)
+const char *
+crypto_generator(void)
 {
-	gcry_control(GCRYCTL_FAST_POLL, 0);
-	gcry_control(GCRYCTL_UPDATE_RANDOM_SEED_FILE, 0);
+	int	 type = 0;
+
+	gcry_control(GCRYCTL_GET_CURRENT_RNG_TYPE, &type);
+	switch (type) {
+	case GCRY_RNG_TYPE_SYSTEM:
+		return "system";
+	case GCRY_RNG_TYPE_FIPS:
+		return "fips";
+	case GCRY_RNG_TYPE_STANDARD:
+		return "standard";
+	default:
+		return "unknown";
+	}
 }
 
 void

@@ -16,13 +16,15 @@
 #define CRYPTO_KEY_LEN		32
 
 /*
- * Initialises libgcrypt (version check, secure memory).  The master calls
- * it once before forking; each worker calls crypto_after_fork() so that no
- * two processes ever draw the same random bytes.  0, or -1 with a message
- * logged by the caller from the returned text in err.
+ * Initialises libgcrypt (version check, secure memory, the kernel's random
+ * generator).  The master calls it once before forking: the generator
+ * keeps no state in the process, so no two processes ever draw the same
+ * bytes, and the nonce generator reseeds itself in a new process.  0, or
+ * -1 with a message logged by the caller from the returned text in err.
  */
 int	crypto_init(char *err, size_t errsz) __attribute__((warn_unused_result));
-void	crypto_after_fork(void);
+/* The random generator in use: "system" (getrandom), "standard", "fips". */
+const char *crypto_generator(void);
 /* Fills p with n bytes from the strong generator (keys, secrets). */
 void	crypto_random(void *p, size_t n);
 /* Fills p with n unpredictable bytes from the nonce generator (ids). */

@@ -755,7 +755,6 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 			log_error("%s", err);
 		return WORKER_EXIT_FATAL;
 	}
-	crypto_after_fork();
 	/*
 	 * The app's code runs one thread at a time: one malloc arena is
 	 * enough, and spares the memory of one per thread.

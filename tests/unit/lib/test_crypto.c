@@ -776,6 +776,17 @@ test_random(void **state)
 	crypto_random(a, 0);
 }
 
+/*
+ * The kernel's generator: libgcrypt's own would stir its pool at every
+ * hash and cipher opened, with getrusage(), a walk over every thread.
+ */
+static void
+test_the_generator_is_the_kernels(void **state)
+{
+	(void)state;
+	assert_string_equal(crypto_generator(), "system");
+}
+
 /* ------------------------------------------------------------------ */
 /* The generator after fork()                                          */
 /* ------------------------------------------------------------------ */
@@ -810,33 +821,36 @@ move_all(int fd, uint8_t *p, size_t n, bool out)
 	return 0;
 }
 
-/* In the child: FORK_DRAWS 12-byte IVs, one crypto_random() call each. */
+/* In the child: FORK_DRAWS 12-byte IVs, one draw() call each. */
 static void __attribute__((noreturn))
-child_draws(int fd)
+child_draws(int fd, void (*draw)(void *, size_t))
 {
 	static uint8_t batch[FORK_BATCH][CRYPTO_GCM_IV_LEN];
 	size_t	 i, j;
 
 	for (i = 0; i < FORK_DRAWS / FORK_BATCH; i++) {
 		for (j = 0; j < FORK_BATCH; j++)
-			crypto_random(batch[j], CRYPTO_GCM_IV_LEN);
+			draw(batch[j], CRYPTO_GCM_IV_LEN);
 		if (move_all(fd, &batch[0][0], sizeof(batch), true) != 0)
 			_exit(2);
 	}
 	_exit(close(fd) == 0 ? 0 : 3);
 }
 
+/*
+ * Five processes draw from one generator seeded before they forked: no
+ * draw repeats among them.
+ */
 static void
-test_random_after_fork(void **state)
+draws_after_fork(void (*draw)(void *, size_t))
 {
 	int	 fds[FORK_KIDS][2], status, k;
 	pid_t	 pids[FORK_KIDS];
 	uint8_t	 warm[CRYPTO_GCM_IV_LEN];
 	size_t	 i, total = (FORK_KIDS + 1) * FORK_DRAWS;
 
-	(void)state;
 	/* The parent's generator is seeded and in use before the fork. */
-	crypto_random(warm, sizeof(warm));
+	draw(warm, sizeof(warm));
 	fflush(NULL);
 	for (k = 0; k < FORK_KIDS; k++) {
 		assert_int_equal(pipe(fds[k]), 0);
@@ -844,12 +858,12 @@ test_random_after_fork(void **state)
 		assert_true(pids[k] >= 0);
 		if (pids[k] == 0) {
 			close(fds[k][0]);
-			child_draws(fds[k][1]);
+			child_draws(fds[k][1], draw);
 		}
 		close(fds[k][1]);
 	}
 	for (i = 0; i < FORK_DRAWS; i++)
-		crypto_random(forked_ivs[FORK_KIDS * FORK_DRAWS + i],
+		draw(forked_ivs[FORK_KIDS * FORK_DRAWS + i],
 		    CRYPTO_GCM_IV_LEN);
 	for (k = 0; k < FORK_KIDS; k++) {
 		if (move_all(fds[k][0], forked_ivs[(size_t)k * FORK_DRAWS],
@@ -869,7 +883,23 @@ test_random_after_fork(void **state)
 			    total, FORK_KIDS + 1);
 }
 
+static void
+test_random_after_fork(void **state)
+{
+	(void)state;
+	draws_after_fork(crypto_random);
+}
+
+/* Nonces name calls (a leased call's id): no two workers share one. */
+static void
+test_nonces_after_fork(void **state)
+{
+	(void)state;
+	draws_after_fork(crypto_nonce);
+}
+
 UNIT_MAIN(unit_crypto_setup,
+    cmocka_unit_test(test_the_generator_is_the_kernels),
     cmocka_unit_test(test_gcm_spec_vectors),
     cmocka_unit_test(test_gcm_wycheproof_valid),
     cmocka_unit_test(test_gcm_wycheproof_modified_tag),
@@ -883,4 +913,5 @@ UNIT_MAIN(unit_crypto_setup,
     cmocka_unit_test(test_sha256),
     cmocka_unit_test(test_equal),
     cmocka_unit_test(test_random),
-    cmocka_unit_test(test_random_after_fork))
+    cmocka_unit_test(test_random_after_fork),
+    cmocka_unit_test(test_nonces_after_fork))
