@@ -36,6 +36,8 @@ struct api_state {
 	double		 last_touch;		/* monotonic s */
 	double		 last_sweep;		/* monotonic s, 0 = never */
 	double		 last_holds;		/* monotonic s, 0 = never */
+	double		 last_heap_trim;	/* monotonic s, 0 = never */
+	bool		 heap_trim_due;		/* handles were freed since */
 	unsigned long	 connects;		/* of w->db, last seen */
 	unsigned	 db_back;		/* db_news.back, last seen */
 	struct auth_settings auth;		/* from the configuration */

@@ -35,6 +35,7 @@
  */
 #define KEPT_CALLS	0	/* handles kept whatever their age */
 #define KEPT_IDLE	5.0	/* s */
+#define HEAP_TRIM_INTERVAL 10.0	/* s between malloc_trim()s at most */
 
 /*
  * Every DORMANT_INTERVAL per worker: with dormant_disable_days set,
@@ -117,10 +118,23 @@ api_after(struct worker *w)
 	holds = sweep_holds(w, st, now);
 	/*
 	 * Provider connections a burst of calls left, and any no call has
-	 * used for a while, go: their descriptors and memory.
+	 * used for a while, go: their descriptors and memory.  The heap they
+	 * used goes back to the system too, but at most every
+	 * HEAP_TRIM_INTERVAL: malloc_trim() walks the whole heap, which with
+	 * thousands of calls in flight costs more than the calls themselves
+	 * when handles are let go one by one under steady load.
 	 */
 	if (upstream_trim(app(w)->upstream, KEPT_CALLS, KEPT_IDLE, &left) > 0)
-		(void)malloc_trim(0);	/* and the heap they used */
+		st->heap_trim_due = true;
+	if (st->heap_trim_due) {
+		if (now - st->last_heap_trim >= HEAP_TRIM_INTERVAL) {
+			(void)malloc_trim(0);
+			st->heap_trim_due = false;
+			st->last_heap_trim = now;
+		} else
+			holds = sooner(holds, (int)((HEAP_TRIM_INTERVAL -
+			    (now - st->last_heap_trim)) * 1000) + 1);
+	}
 	if (left > 0)
 		holds = sooner(holds, (int)(KEPT_IDLE * 1000));
 	if (st->ntouch == 0)

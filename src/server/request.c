@@ -275,6 +275,7 @@ request_watch_client(struct request *req)
 	(void)peer_find(&req->peer, request_param(req, "SERVER_ADDR"),
 	    request_param(req, "SERVER_PORT"), request_param(req,
 	    "REMOTE_ADDR"), request_param(req, "REMOTE_PORT"));
+	req->peer_asked = clock_mono();
 }
 
 /* The web server's side of request_abandoned(). */
@@ -306,15 +307,19 @@ fastcgi_abandoned(struct request *req)
 bool
 request_abandoned(struct request *req)
 {
-	double	 now;
+	double	 now = clock_mono();
 
+	/*
+	 * Asked at every turn of a provider call's loop, which is several
+	 * times for each piece of a stream: the connection is looked at ten
+	 * times a second at most, the kernel four times.
+	 */
+	if (now - req->gone_asked < 0.1)
+		return false;
+	req->gone_asked = now;
 	if (fastcgi_abandoned(req))
 		return true;
-	if (!req->peer.known)
-		return false;
-	/* Asked for each chunk of a stream: the kernel is asked less. */
-	now = clock_mono();
-	if (now - req->peer_asked < 0.2)
+	if (!req->peer.known || now - req->peer_asked < 0.25)
 		return false;
 	req->peer_asked = now;
 	return peer_state(&req->peer) == PEER_GONE;

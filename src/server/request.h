@@ -39,7 +39,8 @@ struct request {
 	int		 status;	/* status sent, 0 = not yet */
 	bool		 client_gone;	/* a write to the client failed */
 	struct peer	 peer;		/* the client's TCP connection */
-	double		 peer_asked;	/* monotonic s, when last looked at */
+	double		 gone_asked;	/* monotonic s: request_abandoned() */
+	double		 peer_asked;	/* monotonic s: the kernel, last */
 	bool		 call_counted;	/* a gateway call in flight, counted */
 	struct principal *principal;	/* the authenticated caller (owned,
 					   a malloc'd block), or NULL */
