@@ -9,7 +9,7 @@
  * reset (gone), half-closed (CLOSE_WAIT: the client sent its FIN, which
  * nginx too takes for a client that left) or still established.
  *
- * One NETLINK_SOCK_DIAG socket per process, opened on first use, asks by
+ * A NETLINK_SOCK_DIAG socket per thread, opened on first use, asks by
  * the connection's four numbers (an exact lookup, not a dump).  The kernel
  * answers while the request is being sent, so the answer is read without
  * waiting.  The socket's cookie, taken when it was first found, makes sure
@@ -44,14 +44,34 @@ enum lookup {
 static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 			    0xff, 0xff };
 
-static pthread_mutex_t	 diag_lock = PTHREAD_MUTEX_INITIALIZER;
-static int		 diag_fd = -1;
-static pid_t		 diag_pid;	/* the process diag_fd belongs to */
-static uint32_t		 diag_seq;
+/*
+ * Each thread its own socket: thousands of calls, each asking a few times
+ * a second, would queue on one socket's lock, and a thread that lost its
+ * CPU while holding it would stall the others.  Closed as the thread ends.
+ */
+static __thread int	 diag_fd = -1;
+static __thread pid_t	 diag_pid;	/* the process diag_fd belongs to */
+static __thread uint32_t diag_seq;
+static pthread_key_t	 diag_key;
+static pthread_once_t	 diag_once = PTHREAD_ONCE_INIT;
 static atomic_uint	 misses;	/* peer_find()s in a row that failed */
 static atomic_uint	 skipped;
 
-/* The process's netlink socket, opened again in a forked child. */
+/* As a thread ends: its socket (kept plus one, 0 being none). */
+static void
+diag_close(void *p)
+{
+	close((int)((intptr_t)p - 1));
+}
+
+static void
+diag_key_make(void)
+{
+	if (pthread_key_create(&diag_key, diag_close) != 0)
+		abort();
+}
+
+/* The thread's netlink socket, opened again in a forked child. */
 static int
 diag_socket(void)
 {
@@ -59,12 +79,24 @@ diag_socket(void)
 
 	if (diag_fd >= 0 && diag_pid == pid)
 		return diag_fd;
+	/* A child's copy of its parent's socket would share its answers. */
 	if (diag_fd >= 0)
 		close(diag_fd);
+	pthread_once(&diag_once, diag_key_make);
 	diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC,
 	    NETLINK_SOCK_DIAG);
 	diag_pid = pid;
+	(void)pthread_setspecific(diag_key, diag_fd >= 0 ?
+	    (void *)(intptr_t)(diag_fd + 1) : NULL);
 	return diag_fd;
+}
+
+static void
+diag_forget(void)
+{
+	close(diag_fd);
+	diag_fd = -1;
+	(void)pthread_setspecific(diag_key, NULL);
 }
 
 /* What a request's answers are handed to, one socket at a time. */
@@ -73,16 +105,9 @@ struct diag_reader {
 	int	 seen;
 };
 
-static void
-diag_forget(void)
-{
-	close(diag_fd);
-	diag_fd = -1;
-}
-
 /*
  * Reads the answers to request seq up to the last (one answer, or a dump's
- * end); the caller holds diag_lock.  A socket left with a dump half read
+ * end).  A socket left with a dump half read
  * would refuse the next one: on failure it is closed.
  */
 static enum lookup
@@ -155,7 +180,6 @@ diag_ask(struct nlmsghdr *req, size_t len, struct diag_reader *rd)
 	kernel.nl_family = AF_NETLINK;
 	req->nlmsg_len = (uint32_t)len;
 	req->nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	pthread_mutex_lock(&diag_lock);
 	if ((fd = diag_socket()) >= 0) {
 		req->nlmsg_seq = ++diag_seq;
 		if (sendto(fd, req, len, 0, (const struct sockaddr *)&kernel,
@@ -165,7 +189,6 @@ diag_ask(struct nlmsghdr *req, size_t len, struct diag_reader *rd)
 		else
 			diag_forget();
 	}
-	pthread_mutex_unlock(&diag_lock);
 	return rc;
 }
 

@@ -306,7 +306,7 @@ ask_often(void *arg)
 	return (void *)(intptr_t)open;
 }
 
-/* Threads ask at once (one socket per process): each gets its answer. */
+/* Threads ask at once, each on a socket of its own, and get their answers. */
 static void
 test_threads_and_forked_children_ask_at_once(void **state)
 {
