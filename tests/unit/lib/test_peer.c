@@ -116,6 +116,14 @@ conn_close(struct conn *c)
 	close(c->listener);
 }
 
+/* The client closes its connection: a FIN. */
+static void
+client_closes(struct conn *c)
+{
+	close(c->client);
+	c->client = -1;
+}
+
 /* The client resets its connection, as one that gives up may. */
 static void
 client_resets(struct conn *c)
@@ -147,8 +155,7 @@ test_a_closed_connection_is_gone(void **state)
 	assert_true(p.known);
 	assert_int_equal(peer_state(&p), PEER_OPEN);
 	assert_int_equal(peer_state(&p), PEER_OPEN);
-	close(c.client);
-	c.client = -1;
+	client_closes(&c);
 	assert_int_equal(peer_state(&p), PEER_GONE);
 	/* Once the web server closes its end too, it stays gone. */
 	close(c.server);
@@ -214,8 +221,7 @@ test_ipv6_and_ipv4_through_a_dual_stack_listener(void **state)
 		    c.rport));
 		assert_int_equal(peer_state(&p), PEER_OPEN);
 	}
-	close(c.client);
-	c.client = -1;
+	client_closes(&c);
 	assert_int_equal(peer_state(&p), PEER_GONE);
 	conn_close(&c);
 }
@@ -236,8 +242,7 @@ test_a_server_port_that_is_not_the_sockets(void **state)
 	assert_true(peer_find(&p, c.local, "80", c.remote, c.rport));
 	assert_int_equal(p.local_port, atoi(c.lport));
 	assert_int_equal(peer_state(&p), PEER_OPEN);
-	close(c.client);
-	c.client = -1;
+	client_closes(&c);
 	assert_int_equal(peer_state(&p), PEER_GONE);
 	conn_close(&c);
 }
