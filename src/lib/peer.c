@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,6 +38,9 @@ enum lookup {
 	LOOKUP_NONE,		/* no such socket (any more) */
 	LOOKUP_FAILED		/* the kernel could not be asked */
 };
+
+/* The kernel's number for an established TCP socket (net/tcp_states.h). */
+#define STATE_ESTABLISHED	1
 
 /* The first 12 bytes of an IPv4 address mapped into IPv6. */
 static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -258,7 +260,7 @@ keep_match(struct diag_reader *rd, const struct inet_diag_msg *m)
 	size_t	 alen = br->p->family == AF_INET ? 4 : 16;
 
 	if (m->idiag_family != br->p->family ||
-	    m->idiag_state != TCP_ESTABLISHED ||
+	    m->idiag_state != STATE_ESTABLISHED ||
 	    m->id.idiag_dport != htons(br->p->remote_port) ||
 	    memcmp(m->id.idiag_dst, br->p->remote, alen) != 0 ||
 	    memcmp(m->id.idiag_src, br->p->local, alen) != 0)
@@ -287,7 +289,7 @@ diag_by_remote(struct peer *p, struct inet_diag_msg *out)
 	memset(&req, 0, sizeof(req));
 	req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
 	diag_request(&req.r, p);
-	req.r.idiag_states = 1U << TCP_ESTABLISHED;
+	req.r.idiag_states = 1U << STATE_ESTABLISHED;
 	req.r.id.idiag_sport = 0;
 	rc = diag_ask(&req.h, sizeof(req), &br.rd);
 	if (rc != LOOKUP_FOUND)
@@ -350,7 +352,7 @@ find_as(struct peer *p, int family, const uint8_t local[16],
 		memcpy(p->remote, remote, 16);
 	}
 	if ((diag_lookup(p, &m) != LOOKUP_FOUND ||
-	    m.idiag_state != TCP_ESTABLISHED) &&
+	    m.idiag_state != STATE_ESTABLISHED) &&
 	    diag_by_remote(p, &m) != LOOKUP_FOUND)
 		return false;
 	p->cookie[0] = m.id.idiag_cookie[0];
@@ -398,7 +400,7 @@ peer_state(const struct peer *p)
 		return PEER_UNKNOWN;
 	switch (diag_lookup(p, &m)) {
 	case LOOKUP_FOUND:
-		return m.idiag_state == TCP_ESTABLISHED ? PEER_OPEN :
+		return m.idiag_state == STATE_ESTABLISHED ? PEER_OPEN :
 		    PEER_GONE;
 	case LOOKUP_NONE:
 		return PEER_GONE;
