@@ -175,7 +175,8 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
         served, mock, streamed, leaving):
     """The provider has answered nothing yet when the client leaves, by
     resetting its connection or closing it (a FIN): keygated ends the
-    provider call within about a second and charges nothing.  lighttpd and
+    provider call within about a second, holds nothing, and logs the
+    request as closed by the client (499).  lighttpd and
     Apache do not watch the client then (nor close their FastCGI
     connection), so keygated asks the kernel about the client's
     connection (keygated(8))."""
@@ -186,8 +187,9 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
                        "stream": streamed}).encode()
     u = urllib.parse.urlsplit(served.url)
     c = socket.create_connection((u.hostname, u.port), timeout=10)
+    rid = "e2e-web-" + secrets.token_hex(8)
     head = "".join("%s: %s\r\n" % kv for kv in dict(
-        auth(), **openai_key(mock)).items())
+        auth(), **openai_key(mock), **{"X-Request-Id": rid}).items())
     c.sendall(("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: "
                "application/json\r\nContent-Length: %d\r\n\r\n"
                % (CHAT, head, len(body))).encode() + body)
@@ -203,8 +205,12 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
     print("\nprovider call ended %.2f s after the client left" % took)
     assert up.closed_at is not None and not up.completed
     assert up.closed_at - left < 3, took
-    rid = served.psql("SELECT count(*) FROM credit_reservations")
-    assert rid == [["0"]], rid
+    # Nothing held, and keygated's log says the client closed the request.
+    held = served.psql("SELECT count(*) FROM credit_reservations")
+    assert held == [["0"]], held
+    lines = ks.wait_until(lambda: served.kg.request_log(rid), 10,
+                          interval=0.2, what="the access log line")
+    assert [l["status"] for l in lines] == [499], lines
 
 
 # ---------------------------------------------------------------------------
