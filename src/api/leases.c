@@ -155,7 +155,14 @@ renew(struct writer *wr, struct db *db, double now)
 static int
 gather(struct writer *wr)
 {
-	const struct timespec pause = { 0, 250 * 1000 };
+	/*
+	 * How often a gathering writer looks again: with a journal, seldom
+	 * (a wake-up per look, thousands a second, costs more than the
+	 * batch), yet soon enough to write a full batch before the ring
+	 * fills.
+	 */
+	const struct timespec quick = { 0, 250 * 1000 };
+	const struct timespec slow = { 0, 2 * 1000 * 1000 };
 	bool		 journal = lease_journaled(wr->s);
 	double		 until = 0;
 	int		 n;
@@ -170,7 +177,7 @@ gather(struct writer *wr)
 			    GATHER_MS) / 1000.0;
 		else if (clock_mono() >= until || atomic_load(&wr->stop))
 			return n;
-		nanosleep(&pause, NULL);
+		nanosleep(journal ? &slow : &quick, NULL);
 	}
 }
 
