@@ -18,6 +18,7 @@
 #include "providers/providers.h"
 #include "server/http.h"
 #include "server/request.h"
+#include "server/worker.h"
 
 /* Sends one SSE event (named, or not when event is NULL). */
 static int
@@ -120,10 +121,27 @@ emit_with_keygate(struct call *c, struct json_object *o)
 	return put_chunk(c, o, NULL, 0);
 }
 
+/*
+ * A stream's pieces arrive while the call waits, without the worker's lock
+ * (lib/upstream.h): parsing, translating and passing on a chunk touch the
+ * call's own state only, so thousands of streams do not queue for the lock
+ * at every chunk.  What touches the worker's (the settlement: the database
+ * connection, the holds) takes the lock first, until the piece is done.
+ */
+static void
+stream_lock(struct call *c)
+{
+	if (c->req->unlocked) {
+		worker_acquire(c->req->w);
+		c->req->unlocked = false;
+	}
+}
+
 /* Settles on what the stream told, once: the translators keep usage. */
 static void
 settle_stream(struct call *c, const char *status)
 {
+	stream_lock(c);
 	call_settle(c, c->pc.have_usage ? status : "partial");
 }
 
@@ -419,11 +437,10 @@ call_stream_init(struct call *c)
 	provider_stream_init(&c->ps, c->prov, &c->pc, &sink, c, MAX_EVENT);
 }
 
+/* A piece of the provider's reply, without the worker's lock. */
 static int
-on_stream_data(void *arg, long status, const char *p, size_t n)
+piece(struct call *c, long status, const char *p, size_t n)
 {
-	struct call	*c = arg;
-
 	c->status = status;
 	if (status != 200) {
 		if (c->errbody.len + n > 65536)
@@ -439,6 +456,20 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 	if (provider_stream_feed(&c->ps, p, n) != 0)
 		return -1;
 	return c->req->client_gone ? -1 : 0;
+}
+
+static int
+on_stream_data(void *arg, long status, const char *p, size_t n)
+{
+	struct call	*c = arg;
+	int		 rc;
+
+	c->req->unlocked = true;
+	rc = piece(c, status, p, n);
+	if (!c->req->unlocked)
+		worker_release(c->req->w);
+	c->req->unlocked = false;
+	return rc;
 }
 
 void

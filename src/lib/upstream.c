@@ -88,10 +88,9 @@ on_data(char *p, size_t size, size_t n, void *arg)
 
 	s->last_byte = clock_mono();
 	if (s->fn != NULL) {
+		/* Still waiting: fn takes what it needs (upstream.h). */
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
-		waiting(false);
 		rc = s->fn(s->ctx, status, p, len);
-		waiting(true);
 		if (rc == -1) {
 			s->aborted = 1;
 			return 0;	/* curl stops: CURLE_WRITE_ERROR */

@@ -97,7 +97,10 @@ enum upstream_result upstream_perform(struct upstream_call *,
 		    long *status, struct buf *body, char *err, size_t errsz);
 /*
  * As upstream_perform(), handing the reply to fn as it arrives instead of
- * collecting it.  UPSTREAM_ABORTED when fn returned -1.
+ * collecting it.  UPSTREAM_ABORTED when fn returned -1.  fn runs while the
+ * call is waiting (the hook of upstream_set_waiting() is not called
+ * around it): it takes itself what the process must not touch from two
+ * threads at once.
  */
 enum upstream_result upstream_stream(struct upstream_call *,
 		    upstream_data_fn fn, void *ctx, long *status, char *err,

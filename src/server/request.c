@@ -126,7 +126,8 @@ unlock_for_io(struct request *req)
 {
 	struct worker	*w = req->w;
 
-	if (w == NULL || (w->app->pinned != NULL && w->app->pinned(w)))
+	if (w == NULL || req->unlocked ||
+	    (w->app->pinned != NULL && w->app->pinned(w)))
 		return false;
 	worker_release(w);
 	return true;

@@ -42,6 +42,11 @@ struct request {
 	double		 gone_asked;	/* monotonic s: request_abandoned() */
 	double		 peer_asked;	/* monotonic s: the kernel, last */
 	bool		 call_counted;	/* a gateway call in flight, counted */
+	/*
+	 * The worker's lock is not this thread's (a stream's piece passed
+	 * on while the call waits): a write then has nothing to let go.
+	 */
+	bool		 unlocked;
 	struct principal *principal;	/* the authenticated caller (owned,
 					   a malloc'd block), or NULL */
 	const char	*key_id;	/* authenticated key id, for the log */

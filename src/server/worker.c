@@ -756,8 +756,9 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 		return WORKER_EXIT_FATAL;
 	}
 	/*
-	 * The app's code runs one thread at a time: one malloc arena is
-	 * enough, and spares the memory of one per thread.
+	 * The app's code runs one thread at a time (but for the pieces of
+	 * streams, which allocate little): one malloc arena is enough, and
+	 * spares the memory of one per thread.
 	 */
 	mallopt(M_ARENA_MAX, 1);
 	if (w->app->start != NULL && w->app->start(w) == -1)
