@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,57 @@
 
 /* Deep enough for any chat request, shallow enough to bound the stack. */
 #define JSON_MAX_DEPTH 64
+
+/*
+ * Tokeners kept for the next parse, by any thread.  A new one allocates its
+ * stack of JSON_MAX_DEPTH levels, 2.5 KiB: a block big enough that malloc
+ * first sweeps its lists of small free blocks, and a stream parses every
+ * chunk.  One is kept reset, its scratch buffer wiped, unless that buffer
+ * grew beyond TOKENER_KEPT_BUF (a long string was read).
+ */
+#define TOKENERS_KEPT		16
+#define TOKENER_KEPT_BUF	4096
+
+static pthread_mutex_t	 tokeners_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct json_tokener *tokeners[TOKENERS_KEPT];
+static int		 ntokeners;
+
+/* A tokener ready for a text; NULL = out of memory. */
+static struct json_tokener *
+tokener_take(void)
+{
+	struct json_tokener *tok = NULL;
+
+	pthread_mutex_lock(&tokeners_mu);
+	if (ntokeners > 0)
+		tok = tokeners[--ntokeners];
+	pthread_mutex_unlock(&tokeners_mu);
+	if (tok == NULL && (tok = json_tokener_new_ex(JSON_MAX_DEPTH)) != NULL)
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+		    JSON_TOKENER_VALIDATE_UTF8);
+	return tok;
+}
+
+/* After a parse, whatever its outcome. */
+static void
+tokener_give(struct json_tokener *tok)
+{
+	/* What a failed parse left on its stack goes. */
+	json_tokener_reset(tok);
+	/* The scratch buffer held the last string read. */
+	if (tok->pb != NULL && tok->pb->buf != NULL)
+		explicit_bzero(tok->pb->buf, (size_t)tok->pb->size);
+	if (tok->pb == NULL || tok->pb->size <= TOKENER_KEPT_BUF) {
+		pthread_mutex_lock(&tokeners_mu);
+		if (ntokeners < TOKENERS_KEPT) {
+			tokeners[ntokeners++] = tok;
+			tok = NULL;
+		}
+		pthread_mutex_unlock(&tokeners_mu);
+	}
+	if (tok != NULL)
+		json_tokener_free(tok);
+}
 
 int
 json_utf8_valid(const char *p, size_t n)
@@ -117,14 +169,11 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 		snprintf(err, errsz, "request body is not valid JSON");
 		return NULL;
 	}
-	if (len > (size_t)INT32_MAX ||
-	    (tok = json_tokener_new_ex(JSON_MAX_DEPTH)) == NULL) {
+	if (len > (size_t)INT32_MAX || (tok = tokener_take()) == NULL) {
 		*why = JSON_PARSE_SYNTAX;
 		snprintf(err, errsz, "request body could not be parsed");
 		return NULL;
 	}
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
-	    JSON_TOKENER_VALIDATE_UTF8);
 	obj = json_tokener_parse_ex(tok, text, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
@@ -155,10 +204,7 @@ json_parse(const char *text, size_t len, enum json_parse_error *why,
 			json_object_put(obj);
 		obj = NULL;
 	}
-	/* The tokener's scratch buffer held the last string it read. */
-	if (tok->pb != NULL && tok->pb->buf != NULL)
-		explicit_bzero(tok->pb->buf, (size_t)tok->pb->size);
-	json_tokener_free(tok);
+	tokener_give(tok);
 	return obj;
 }
 

@@ -1,6 +1,9 @@
 /* Unit tests for src/lib/json.c and src/lib/buf.c. */
 #include "../unit.h"
 
+#include <pthread.h>
+#include <stdio.h>
+
 #include "lib/buf.h"
 #include "lib/json.h"
 
@@ -73,6 +76,90 @@ test_parse_errors(void **state)
 		deep[i] = ']';
 	assert_null(parse(deep, 200, &why, err));
 	assert_int_equal(why, JSON_PARSE_DEPTH);
+}
+
+/*
+ * Tokeners are used again: a parse that failed anywhere (in a string, a
+ * number, a literal, an object, too deep) leaves nothing for the next.
+ */
+static void
+test_parse_after_failures(void **state)
+{
+	static const char *const bad[] = { "{\"a\":", "{\"a\":\"abc",
+	    "[1,2", "{\"a\":tru", "{\"a\":-", "\"\\u12", "{\"a\" 1}",
+	    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[" };
+	enum json_parse_error why;
+	char	 err[160];
+	struct json_object *o, *v;
+	size_t	 i;
+	int	 round;
+
+	(void)state;
+	for (round = 0; round < 40; round++)
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			assert_null(parse(bad[i], strlen(bad[i]), &why, err));
+			o = parse("{\"b\":[2,\"x\"]}", 13, &why, err);
+			assert_non_null(o);
+			assert_int_equal(why, JSON_PARSE_OK);
+			assert_int_equal(json_object_object_length(o), 1);
+			assert_true(json_object_object_get_ex(o, "b", &v));
+			assert_int_equal(json_object_array_length(v), 2);
+			assert_int_equal(json_object_get_int(
+			    json_object_array_get_idx(v, 0)), 2);
+			json_object_put(o);
+			o = parse("7", 1, &why, err);
+			assert_non_null(o);
+			assert_int_equal(json_object_get_int(o), 7);
+			json_object_put(o);
+		}
+}
+
+/* Threads parse at once, each its own text, and each gets its own back. */
+static void *
+parse_many(void *arg)
+{
+	long	 id = (long)arg, i;
+	char	 text[96], err[160];
+	enum json_parse_error why;
+	struct json_object *o, *v;
+	int	 n;
+
+	for (i = 0; i < 2000; i++) {
+		n = snprintf(text, sizeof(text), "{\"t\":%ld,\"i\":%ld,"
+		    "\"s\":\"%ld-%ld\"}", id, i, id, i);
+		if (i % 7 == 0 && json_parse(text, (size_t)n - 1, &why, err,
+		    sizeof(err)) != NULL)
+			return (void *)1;	/* cut short: must fail */
+		if ((o = json_parse(text, (size_t)n, &why, err,
+		    sizeof(err))) == NULL)
+			return (void *)1;
+		if (!json_object_object_get_ex(o, "t", &v) ||
+		    json_object_get_int64(v) != id ||
+		    !json_object_object_get_ex(o, "i", &v) ||
+		    json_object_get_int64(v) != i) {
+			json_object_put(o);
+			return (void *)1;
+		}
+		json_object_put(o);
+	}
+	return NULL;
+}
+
+static void
+test_parse_threads(void **state)
+{
+	pthread_t	 t[8];
+	void		*rc;
+	long		 i;
+
+	(void)state;
+	for (i = 0; i < 8; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, parse_many,
+		    (void *)i), 0);
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(t[i], &rc), 0);
+		assert_null(rc);
+	}
 }
 
 /* Valid JSON that would not survive the way on is refused, and said why. */
@@ -159,6 +246,8 @@ test_utf8(void **state)
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_parse_ok),
     cmocka_unit_test(test_parse_errors),
+    cmocka_unit_test(test_parse_after_failures),
+    cmocka_unit_test(test_parse_threads),
     cmocka_unit_test(test_values_portable),
     cmocka_unit_test(test_wipe),
     cmocka_unit_test(test_utf8))
