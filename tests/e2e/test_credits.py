@@ -919,5 +919,19 @@ def test_random_movements_keep_every_balance_the_sum_of_its_rows(
             _exact(billed, tids, leased)
         except AssertionError as e:
             raise AssertionError("seed %d, after %s: %s" % (seed, steps, e))
+    if "hold" not in {k for t in tids for k, _, _ in ledger(billed, t)}:
+        # A sequence that never afforded a call (seed 447232291): one more
+        # step that does, so that a hold is always among what was checked.
+        steps.append(("funded call", False))
+        r = billed.post("/v1/tenants/%s/credits" % parent, {"amount": 1},
+                        headers=ks.auth())
+        assert r.status == 200, r.body
+        mock.behave("openai", Complete(usage=(9, 4)))
+        r = chat(billed, keys[parent], BODY)
+        assert r.status == 200, r.body
+        try:
+            _exact(billed, tids, leased)
+        except AssertionError as e:
+            raise AssertionError("seed %d, after %s: %s" % (seed, steps, e))
     kinds = {k for t in tids for k, _, _ in ledger(billed, t)}
     assert {"mint", "hold"} <= kinds, (seed, kinds)
