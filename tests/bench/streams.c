@@ -4,11 +4,13 @@
  * them through libcurl's multi interface (the event loop keygated(8) names
  * as the alternative: curl_multi_socket_action() told by epoll which
  * sockets are ready, so that a turn costs what is ready, not every
- * stream).  Nothing of keygated runs: only libcurl, reading
- * streams from the benchmarks' mock and throwing them away, so the
- * difference is the waiting alone.
+ * stream), or that loop reading for threads that wait on a condition
+ * variable, each woken with the pieces of its own stream (the loop does
+ * the network, a thread per stream does what the pieces need).  Nothing
+ * of keygated runs: only libcurl, reading streams from the benchmarks'
+ * mock and throwing them away, so the difference is the waiting alone.
  *
- *   keygate-streams threads|loop STREAMS ROUNDS URL
+ *   keygate-streams threads|loop|handoff STREAMS ROUNDS URL
  *
  * Opens STREAMS streams at once, each ROUNDS times in a row, and prints
  * the wall time, the CPU time per stream and the context switches.
@@ -17,10 +19,12 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -220,6 +224,194 @@ loop(long n)
 	return 0;
 }
 
+/*
+ * handoff: one loop thread drives every transfer; the thread of each
+ * stream hands its handle to the loop and sleeps until the loop gives it
+ * pieces (copied into its buffer) or the end.
+ */
+struct waiter {
+	struct waiter	*next;		/* in the loop's inbox */
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	CURL		*h;
+	char		 buf[16384];
+	size_t		 len;		/* bytes in buf */
+	int		 done;
+	CURLcode	 rc;
+};
+
+static pthread_mutex_t	 inbox_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct waiter	*inbox;
+static int		 inbox_fd = -1;
+static long		 waiting_streams;	/* still to finish, all rounds */
+
+static size_t
+hand_piece(char *p, size_t size, size_t n, void *arg)
+{
+	struct waiter	*wt = arg;
+	size_t		 len = size * n;
+
+	pthread_mutex_lock(&wt->mu);
+	if (wt->len + len > sizeof(wt->buf)) {
+		pthread_mutex_unlock(&wt->mu);
+		return CURL_WRITEFUNC_PAUSE;	/* not in this benchmark */
+	}
+	memcpy(wt->buf + wt->len, p, len);
+	if (wt->len == 0)
+		pthread_cond_signal(&wt->cv);
+	wt->len += len;
+	pthread_mutex_unlock(&wt->mu);
+	return len;
+}
+
+static void *
+hand_thread(void *arg)
+{
+	struct waiter	 wt;
+	char		 mine[sizeof(wt.buf)];
+	uint64_t	 one = 1;
+	size_t		 n;
+	long		 i;
+
+	(void)arg;
+	memset(&wt, 0, sizeof(wt));
+	pthread_mutex_init(&wt.mu, NULL);
+	pthread_cond_init(&wt.cv, NULL);
+	if ((wt.h = stream_handle()) == NULL) {
+		__atomic_add_fetch(&failed, rounds, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&waiting_streams, rounds, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	curl_easy_setopt(wt.h, CURLOPT_WRITEFUNCTION, hand_piece);
+	curl_easy_setopt(wt.h, CURLOPT_WRITEDATA, &wt);
+	curl_easy_setopt(wt.h, CURLOPT_PRIVATE, (void *)&wt);
+	for (i = 0; i < rounds; i++) {
+		wt.done = 0;
+		pthread_mutex_lock(&inbox_mu);
+		wt.next = inbox;
+		inbox = &wt;
+		pthread_mutex_unlock(&inbox_mu);
+		(void)!write(inbox_fd, &one, sizeof(one));
+		pthread_mutex_lock(&wt.mu);
+		for (;;) {
+			while (wt.len == 0 && !wt.done)
+				pthread_cond_wait(&wt.cv, &wt.mu);
+			n = wt.len;
+			memcpy(mine, wt.buf, n);
+			wt.len = 0;
+			if (n == 0 && wt.done)
+				break;
+			pthread_mutex_unlock(&wt.mu);
+			drop(mine, 1, n, NULL);
+			pthread_mutex_lock(&wt.mu);
+		}
+		pthread_mutex_unlock(&wt.mu);
+		count(wt.rc, wt.h);
+		__atomic_sub_fetch(&waiting_streams, 1, __ATOMIC_RELAXED);
+	}
+	curl_easy_cleanup(wt.h);
+	pthread_cond_destroy(&wt.cv);
+	pthread_mutex_destroy(&wt.mu);
+	return NULL;
+}
+
+static void *
+hand_loop(void *arg)
+{
+	struct epoll_event ev[256];
+	struct waiter	*wt, *next;
+	CURLMsg		*msg;
+	CURLM		*m = arg;
+	uint64_t	 count8;
+	int		 running = 0, k, j, flags, queued;
+
+	while (__atomic_load_n(&waiting_streams, __ATOMIC_RELAXED) > 0) {
+		k = epoll_wait(epfd, ev, 256, timeout_ms < 0 ? 100 :
+		    (int)timeout_ms);
+		if (k == 0)
+			curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0,
+			    &running);
+		for (j = 0; j < k; j++) {
+			if (ev[j].data.fd == inbox_fd) {
+				(void)!read(inbox_fd, &count8, sizeof(count8));
+				pthread_mutex_lock(&inbox_mu);
+				wt = inbox;
+				inbox = NULL;
+				pthread_mutex_unlock(&inbox_mu);
+				for (; wt != NULL; wt = next) {
+					next = wt->next;
+					curl_multi_add_handle(m, wt->h);
+				}
+				continue;
+			}
+			flags = (ev[j].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+			    (ev[j].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+			    (ev[j].events & (EPOLLERR | EPOLLHUP) ?
+			    CURL_CSELECT_ERR : 0);
+			curl_multi_socket_action(m, ev[j].data.fd, flags,
+			    &running);
+		}
+		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
+			    (char **)&wt);
+			curl_multi_remove_handle(m, wt->h);
+			pthread_mutex_lock(&wt->mu);
+			wt->rc = msg->data.result;
+			wt->done = 1;
+			pthread_cond_signal(&wt->cv);
+			pthread_mutex_unlock(&wt->mu);
+		}
+	}
+	return NULL;
+}
+
+static int
+handoff(long n)
+{
+	struct epoll_event ev;
+	pthread_t	*t, lt;
+	pthread_attr_t	 attr;
+	CURLM		*m;
+	long		 i, started = 0;
+
+	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    (inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
+	    (m = curl_multi_init()) == NULL ||
+	    (t = calloc((size_t)n, sizeof(*t))) == NULL)
+		return -1;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.fd = inbox_fd;
+	(void)epoll_ctl(epfd, EPOLL_CTL_ADD, inbox_fd, &ev);
+	curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
+	waiting_streams = n * rounds;
+	if (pthread_create(&lt, NULL, hand_loop, m) != 0)
+		return -1;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256u << 10);
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&t[started], &attr, hand_thread, NULL) !=
+		    0) {
+			__atomic_add_fetch(&failed, rounds, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&waiting_streams, rounds,
+			    __ATOMIC_RELAXED);
+			continue;
+		}
+		started++;
+	}
+	pthread_attr_destroy(&attr);
+	for (i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	(void)!write(inbox_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
+	pthread_join(lt, NULL);
+	curl_multi_cleanup(m);
+	free(t);
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -230,9 +422,11 @@ main(int argc, char *argv[])
 	int		 rc;
 
 	if (argc != 5 || (strcmp(argv[1], "threads") != 0 &&
-	    strcmp(argv[1], "loop") != 0) || (n = atol(argv[2])) < 1 ||
+	    strcmp(argv[1], "loop") != 0 &&
+	    strcmp(argv[1], "handoff") != 0) || (n = atol(argv[2])) < 1 ||
 	    (rounds = atol(argv[3])) < 1) {
-		fprintf(stderr, "usage: keygate-streams threads|loop STREAMS "
+		fprintf(stderr, "usage: keygate-streams threads|loop|handoff "
+		    "STREAMS "
 		    "ROUNDS URL\n");
 		return 2;
 	}
@@ -244,7 +438,8 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = argv[1][0] == 't' ? threads(n) : loop(n);
+	rc = argv[1][0] == 't' ? threads(n) : argv[1][0] == 'l' ? loop(n) :
+	    handoff(n);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rc == -1) {
 		fprintf(stderr, "keygate-streams: out of memory\n");
