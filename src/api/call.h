@@ -68,6 +68,12 @@ struct call {
 	struct messages_stream ms;	/* chunks into Messages events */
 	bool		 embed;		/* POST /v1/embeddings */
 	struct json_object *body;	/* the request, borrowed */
+	/* While the provider loop runs the stream (call_stream.c). */
+	bool		 in_loop;
+	bool		 deferring;	/* the sink's calls wait for the
+					   call's thread */
+	struct later	*later;		/* those calls, in order */
+	size_t		 nlater;
 };
 
 /* call.c */

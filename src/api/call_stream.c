@@ -9,6 +9,7 @@
  * on is counted for the bill.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -122,26 +123,62 @@ emit_with_keygate(struct call *c, struct json_object *o)
 }
 
 /*
- * A stream's pieces arrive while the call waits, without the worker's lock
- * (lib/upstream.h): parsing, translating and passing on a chunk touch the
- * call's own state only, so thousands of streams do not queue for the lock
- * at every chunk.  What touches the worker's (the settlement: the database
- * connection, the holds) takes the lock first, until the piece is done.
+ * A stream's pieces are read, translated and passed on in the worker's
+ * provider loop (lib/upstream.h), which never waits and never holds the
+ * worker's lock: parsing, translating and passing on a chunk touch the
+ * call's own state only.  What needs the worker (the settlement: the
+ * database connection, the holds) waits for the call's own thread: from
+ * the first event that settles on, the sink's calls are kept, in order,
+ * and made there once the provider's reply has ended (which follows that
+ * event at once: the usage, the end or an error closes a stream).
  */
-static void
-stream_lock(struct call *c)
+enum later_kind { LATER_CHUNK, LATER_END, LATER_FAIL, LATER_NATIVE };
+
+struct later {
+	enum later_kind	 kind;
+	struct json_object *o;		/* the chunk, error or event (a ref) */
+	struct json_object *chunks;	/* LATER_NATIVE's (a ref) */
+	enum provider_step step;
+	char		*raw;		/* the event as it came, or NULL */
+	size_t		 len;
+};
+
+/* Keeps a sink call for the call's thread; 0, or -1 (out of memory). */
+static int
+defer(struct call *c, enum later_kind kind, struct json_object *o,
+    const struct sse_event *raw, enum provider_step step,
+    struct json_object *chunks)
 {
-	if (c->req->unlocked) {
-		worker_acquire(c->req->w);
-		c->req->unlocked = false;
+	struct later	*l;
+
+	if (c->nlater % 8 == 0) {
+		l = realloc(c->later, (c->nlater + 8) * sizeof(*l));
+		if (l == NULL)
+			return -1;
+		c->later = l;
 	}
+	l = &c->later[c->nlater];
+	memset(l, 0, sizeof(*l));
+	if (raw != NULL) {
+		if ((l->raw = malloc(raw->len + 1)) == NULL)
+			return -1;
+		memcpy(l->raw, raw->data, raw->len);
+		l->raw[raw->len] = '\0';
+		l->len = raw->len;
+	}
+	l->kind = kind;
+	l->o = o != NULL ? json_object_get(o) : NULL;
+	l->chunks = chunks != NULL ? json_object_get(chunks) : NULL;
+	l->step = step;
+	c->nlater++;
+	c->deferring = true;
+	return 0;
 }
 
 /* Settles on what the stream told, once: the translators keep usage. */
 static void
 settle_stream(struct call *c, const char *status)
 {
-	stream_lock(c);
 	call_settle(c, c->pc.have_usage ? status : "partial");
 }
 
@@ -403,6 +440,8 @@ on_chunk(void *arg, struct json_object *o, const struct sse_event *raw)
 {
 	struct call	*c = arg;
 
+	if (c->in_loop && (c->deferring || (o != NULL && is_usage_chunk(o))))
+		return defer(c, LATER_CHUNK, o, raw, PROVIDER_MORE, NULL);
 	if (o == NULL)
 		return emit(c, raw->data, raw->len);	/* not ours to judge */
 	return send_chunk(c, o, raw != NULL ? raw->data : NULL,
@@ -412,22 +451,86 @@ on_chunk(void *arg, struct json_object *o, const struct sse_event *raw)
 static int
 on_end(void *arg)
 {
-	return emit_done(arg);
+	struct call	*c = arg;
+
+	if (c->in_loop)
+		return defer(c, LATER_END, NULL, NULL, PROVIDER_END, NULL);
+	return emit_done(c);
 }
 
 static int
 on_fail(void *arg, struct json_object *err)
 {
-	return fail_stream(arg, err);
+	struct call	*c = arg;
+
+	if (c->in_loop)
+		return defer(c, LATER_FAIL, err, NULL, PROVIDER_ERROR, NULL);
+	return fail_stream(c, err);
+}
+
+static int
+on_native(void *arg, struct json_object *ev, enum provider_step step,
+    struct json_object *chunks)
+{
+	struct call	*c = arg;
+
+	if (c->in_loop && (c->deferring || ((step == PROVIDER_ERROR ||
+	    c->pc.usage_final) && !c->kg_sent)))
+		return defer(c, LATER_NATIVE, ev, NULL, step, chunks);
+	return pass_native(c, ev, step, chunks);
 }
 
 static const struct provider_sink sink = {
 	.chunk = on_chunk,
 	.end = on_end,
 	.fail = on_fail,
-	.native = pass_native,
+	.native = on_native,
 };
 
+/*
+ * Makes the sink calls kept while the stream ran in the loop, in order,
+ * until one fails; frees them all.  With the worker's lock.
+ */
+static void
+run_later(struct call *c)
+{
+	struct later	*l;
+	size_t		 i;
+	int		 rc = 0;
+
+	for (i = 0; i < c->nlater; i++) {
+		l = &c->later[i];
+		if (rc == 0) {
+			switch (l->kind) {
+			case LATER_CHUNK:
+				if (l->o == NULL)
+					rc = emit(c, l->raw, l->len);
+				else
+					rc = send_chunk(c, l->o, l->raw,
+					    l->len);
+				break;
+			case LATER_END:
+				rc = emit_done(c);
+				break;
+			case LATER_FAIL:
+				rc = fail_stream(c, l->o);
+				break;
+			case LATER_NATIVE:
+				rc = pass_native(c, l->o, l->step, l->chunks);
+				break;
+			}
+		}
+		if (l->o != NULL)
+			json_object_put(l->o);
+		if (l->chunks != NULL)
+			json_object_put(l->chunks);
+		free(l->raw);
+	}
+	free(c->later);
+	c->later = NULL;
+	c->nlater = 0;
+	c->deferring = false;
+}
 
 /* The stream's parser, feeding this file's sink. */
 void
@@ -437,7 +540,7 @@ call_stream_init(struct call *c)
 	provider_stream_init(&c->ps, c->prov, &c->pc, &sink, c, MAX_EVENT);
 }
 
-/* A piece of the provider's reply, without the worker's lock. */
+/* A piece of the provider's reply, in the loop. */
 static int
 piece(struct call *c, long status, const char *p, size_t n)
 {
@@ -462,14 +565,18 @@ static int
 on_stream_data(void *arg, long status, const char *p, size_t n)
 {
 	struct call	*c = arg;
-	int		 rc;
+	int		 rc = piece(c, status, p, n);
 
-	c->req->unlocked = true;
-	rc = piece(c, status, p, n);
-	if (!c->req->unlocked)
-		worker_release(c->req->w);
-	c->req->unlocked = false;
-	return rc;
+	return rc == 0 && request_backlog(c->req) ? UPSTREAM_BACKLOG : rc;
+}
+
+/* The loop asks: what the client could not take yet, sent now? */
+static int
+on_drain(void *arg)
+{
+	struct call	*c = arg;
+
+	return request_drain(c->req);
 }
 
 void
@@ -479,7 +586,17 @@ call_respond_stream(struct call *c, struct upstream_call *call)
 	char		 err[160], msg[256];
 	long		 status;
 
+	if (request_loop_begin(c->req) == -1) {
+		c->req->client_gone = true;
+		return;
+	}
+	call->drain = on_drain;
+	call->out_fd = request_fd(c->req);
+	c->in_loop = true;
 	r = upstream_stream(call, on_stream_data, c, &status, err, sizeof(err));
+	c->in_loop = false;
+	request_loop_end(c->req);
+	run_later(c);
 	/* Left before the first event: the prompt, as for a whole call. */
 	if (!c->started && r == UPSTREAM_ABORTED && c->req->client_gone &&
 	    call->sent)

@@ -1,12 +1,18 @@
 #include "autoconfig.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -41,6 +47,8 @@ struct sink {
 	void		*ctx;
 	int		(*gone)(void *);	/* from the call */
 	void		*gone_arg;
+	int		(*drain)(void *);	/* from the call */
+	int		 out_fd;
 	CURL		*h;
 	size_t		 max;
 	long		 idle;		/* s allowed without a byte, 0 = any */
@@ -49,6 +57,13 @@ struct sink {
 	int		 aborted;
 	int		 idled;
 	int		 left;		/* gone() said so */
+	/* In the loop (struct upstream): */
+	struct upstream	*loop;		/* NULL = in the caller's thread */
+	struct sink	*next, *prev;	/* its inbox, then its calls */
+	bool		 blocked;	/* fn's output waits on out_fd */
+	bool		 done;		/* the loop let go of it */
+	CURLcode	 rc;
+	pthread_cond_t	 cv;		/* the caller waits here for done */
 };
 
 /*
@@ -77,6 +92,8 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return 0;
 }
 
+static int	backlog(struct sink *);
+
 static size_t
 on_data(char *p, size_t size, size_t n, void *arg)
 {
@@ -86,11 +103,15 @@ on_data(char *p, size_t size, size_t n, void *arg)
 	long		 status = 0;
 	int		 rc;
 
+	if (s->blocked)
+		return CURL_WRITEFUNC_PAUSE;	/* given again once unpaused */
 	s->last_byte = clock_mono();
 	if (s->fn != NULL) {
 		/* Still waiting: fn takes what it needs (upstream.h). */
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
 		rc = s->fn(s->ctx, status, p, len);
+		if (rc == UPSTREAM_BACKLOG)
+			rc = backlog(s);
 		if (rc == -1) {
 			s->aborted = 1;
 			return 0;	/* curl stops: CURLE_WRITE_ERROR */
@@ -206,14 +227,23 @@ on_seek(void *arg, curl_off_t offset, int origin)
 }
 
 /*
- * Kept connections: the handles of finished calls, each with the
- * connection it made, kept to be used again by any thread, and the DNS
- * answers and TLS sessions, shared by all of them (so that a new
- * connection resumes a TLS session instead of a full handshake).  The
- * connections themselves are not shared between handles: libcurl does
- * not support that across threads.
+ * The calls of a process wait in one loop, a thread of its own: libcurl's
+ * multi interface told by epoll which sockets are ready
+ * (curl_multi_socket_action), so that a turn costs what is ready, not
+ * every call in flight.  A caller hands its handle to the loop and sleeps
+ * until the call ends; the loop reads the reply, runs the receiver of a
+ * stream on each piece, and looks at every call a few times a second for
+ * what no socket tells (the client gone, the idle timeout, a receiver's
+ * backlog).  The loop's connections are kept by the multi handle and used
+ * again by any call; the handles of finished calls are kept too, with the
+ * DNS answers and TLS sessions they share (so that a new connection
+ * resumes a TLS session instead of a full handshake).
  */
 #define UPSTREAM_KEPT_HANDLES 256
+#define UPSTREAM_SWEEP		0.25	/* s between looks at every call */
+#define UPSTREAM_EVENTS		256	/* readied sockets taken a turn */
+#define TAG_INBOX		UINT64_MAX
+#define TAG_OUT			(UINT64_C(1) << 63)	/* | a sink's address */
 
 struct upstream {
 	pthread_mutex_t	 mu;		/* guards idle[] */
@@ -223,6 +253,20 @@ struct upstream {
 	int		 nidle;
 	CURLSH		*share;		/* NULL = none (out of memory) */
 	pthread_mutex_t	 locks[CURL_LOCK_DATA_LAST];
+	/* The loop. */
+	pthread_t	 thread;
+	bool		 running;	/* the thread was started */
+	pthread_mutex_t	 in_mu;		/* guards what follows, and done */
+	struct sink	*inbox;		/* calls handed over, not yet taken */
+	bool		 stop;
+	/* The loop's own, touched by its thread only. */
+	CURLM		*multi;
+	int		 epfd;
+	int		 wake_fd;	/* eventfd: the inbox has calls */
+	double		 timer;		/* monotonic s curl wants a turn at,
+					   0 = none */
+	double		 swept;		/* monotonic s of the last sweep */
+	struct sink	*calls;		/* in flight */
 };
 
 static void
@@ -250,6 +294,55 @@ upstream_global_init(void)
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
+static void	*loop_main(void *);
+static int	 on_socket(CURL *, curl_socket_t, int, void *, void *);
+static int	 on_timer(CURLM *, long, void *);
+
+/* The loop's parts and its thread; 0, or -1 (its parts are freed). */
+static int
+loop_start(struct upstream *u)
+{
+	struct epoll_event ev;
+
+	u->epfd = u->wake_fd = -1;
+	if ((u->multi = curl_multi_init()) == NULL ||
+	    (u->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    (u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
+		goto fail;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.u64 = TAG_INBOX;
+	if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->wake_fd, &ev) == -1)
+		goto fail;
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
+	    (long)UPSTREAM_KEPT_HANDLES);
+	if (pthread_create(&u->thread, NULL, loop_main, u) != 0)
+		goto fail;
+	u->running = true;
+	return 0;
+fail:
+	if (u->multi != NULL)
+		curl_multi_cleanup(u->multi);
+	if (u->epfd != -1)
+		close(u->epfd);
+	if (u->wake_fd != -1)
+		close(u->wake_fd);
+	u->multi = NULL;
+	return -1;
+}
+
+static void
+wake_loop(struct upstream *u)
+{
+	uint64_t one = 1;
+
+	(void)!write(u->wake_fd, &one, sizeof(one));
+}
+
 struct upstream *
 upstream_new(void)
 {
@@ -259,6 +352,7 @@ upstream_new(void)
 	if ((u = calloc(1, sizeof(*u))) == NULL)
 		return NULL;
 	pthread_mutex_init(&u->mu, NULL);
+	pthread_mutex_init(&u->in_mu, NULL);
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&u->locks[i], NULL);
 	if ((u->share = curl_share_init()) != NULL) {
@@ -271,6 +365,12 @@ upstream_new(void)
 		curl_share_setopt(u->share, CURLSHOPT_SHARE,
 		    CURL_LOCK_DATA_SSL_SESSION);
 	}
+	if (loop_start(u) == -1) {
+		if (u->share != NULL)
+			curl_share_cleanup(u->share);
+		free(u);
+		return NULL;
+	}
 	return u;
 }
 
@@ -281,6 +381,17 @@ upstream_free(struct upstream *u)
 
 	if (u == NULL)
 		return;
+	if (u->running) {
+		/* No call is in flight any more: its callers have returned. */
+		pthread_mutex_lock(&u->in_mu);
+		u->stop = true;
+		pthread_mutex_unlock(&u->in_mu);
+		wake_loop(u);
+		pthread_join(u->thread, NULL);
+		curl_multi_cleanup(u->multi);
+		close(u->epfd);
+		close(u->wake_fd);
+	}
 	for (i = 0; i < u->nidle; i++)
 		curl_easy_cleanup(u->idle[i]);
 	if (u->share != NULL)
@@ -397,6 +508,293 @@ outcome(const struct upstream_call *c, const struct sink *sink, CURLcode rc,
 	return UPSTREAM_UNREACHABLE;
 }
 
+/*
+ * The loop's side.  Everything below runs in the loop's thread, but for
+ * loop_perform(), the caller's.
+ */
+
+/* curl's wish for socket fd: watched for what, or no more. */
+static int
+on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *sockp)
+{
+	struct upstream	*u = arg;
+	struct epoll_event ev;
+
+	(void)h;
+	(void)sockp;
+	if (what == CURL_POLL_REMOVE) {
+		(void)epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) |
+	    (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+	ev.data.u64 = (uint64_t)fd;
+	if (epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev) == -1 &&
+	    epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+		return -1;
+	return 0;
+}
+
+/* curl's wish for a turn in ms (-1 = none). */
+static int
+on_timer(CURLM *m, long ms, void *arg)
+{
+	struct upstream	*u = arg;
+
+	(void)m;
+	u->timer = ms < 0 ? 0 : clock_mono() + (double)ms / 1000.0;
+	return 0;
+}
+
+/* Watches, or stops watching, the receiver's output of s. */
+static void
+watch_out(struct upstream *u, struct sink *s, bool on)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLOUT;
+	ev.data.u64 = TAG_OUT | (uint64_t)(uintptr_t)s;
+	if (on && epoll_ctl(u->epfd, EPOLL_CTL_ADD, s->out_fd, &ev) == -1)
+		(void)epoll_ctl(u->epfd, EPOLL_CTL_MOD, s->out_fd, &ev);
+	else if (!on)
+		(void)epoll_ctl(u->epfd, EPOLL_CTL_DEL, s->out_fd, NULL);
+}
+
+/*
+ * The receiver of s kept output it could not send yet: no more pieces
+ * until it has.  In the loop, the transfer pauses while out_fd is
+ * watched; a caller's own thread (no loop) waits on out_fd at once.
+ * 0, or -1 when the receiver failed.
+ */
+static int
+backlog(struct sink *s)
+{
+	struct upstream	*u = s->loop;
+	struct pollfd	 pfd;
+	int		 rc;
+
+	if (s->drain == NULL)
+		return -1;
+	if (u != NULL) {
+		s->blocked = true;
+		watch_out(u, s, true);
+		return 0;
+	}
+	while ((rc = s->drain(s->ctx)) == 1) {
+		pfd.fd = s->out_fd;
+		pfd.events = POLLOUT;
+		pfd.revents = 0;
+		(void)poll(&pfd, 1, 250);
+	}
+	return rc;
+}
+
+/* Hands s back to its caller, whose thread goes on; s is gone after. */
+static void
+finish(struct upstream *u, struct sink *s, CURLcode rc)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		u->calls = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	if (s->blocked)
+		watch_out(u, s, false);
+	s->blocked = false;
+	pthread_mutex_lock(&u->in_mu);
+	s->rc = rc;
+	s->done = true;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&u->in_mu);
+}
+
+/* Ends s before curl did: the provider's connection is closed at once. */
+static void
+cut(struct upstream *u, struct sink *s)
+{
+	curl_multi_remove_handle(u->multi, s->h);
+	finish(u, s, CURLE_ABORTED_BY_CALLBACK);
+}
+
+/* The calls curl has ended. */
+static void
+reap(struct upstream *u)
+{
+	struct sink	*s;
+	CURLMsg		*msg;
+	int		 queued;
+
+	while ((msg = curl_multi_info_read(u->multi, &queued)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		s = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
+		    (char **)&s);
+		curl_multi_remove_handle(u->multi, msg->easy_handle);
+		if (s != NULL)
+			finish(u, s, msg->data.result);
+	}
+}
+
+/* The receiver of s can take more: what it kept goes first. */
+static void
+unblock(struct upstream *u, struct sink *s)
+{
+	int	 rc = s->drain(s->ctx);
+
+	if (rc == 1)
+		return;
+	if (rc == -1) {
+		s->aborted = 1;
+		cut(u, s);
+		return;
+	}
+	watch_out(u, s, false);
+	s->blocked = false;
+	s->last_byte = clock_mono();
+	/* Pieces held meanwhile come now (on_data may block again). */
+	curl_easy_pause(s->h, CURLPAUSE_CONT);
+}
+
+/*
+ * What no socket tells, for every call: the client gone, no byte within
+ * the idle timeout, a receiver whose output stays stuck (its drain says
+ * when it has waited too long).
+ */
+static void
+sweep(struct upstream *u, double now)
+{
+	struct sink	*s, *next;
+
+	u->swept = now;
+	for (s = u->calls; s != NULL; s = next) {
+		next = s->next;
+		if (s->blocked) {
+			if (s->drain(s->ctx) == -1) {
+				s->aborted = 1;
+				cut(u, s);
+			}
+			continue;
+		}
+		if (s->idle > 0 && now - s->last_byte > (double)s->idle) {
+			s->idled = 1;
+			cut(u, s);
+		} else if (s->gone != NULL && s->gone(s->gone_arg)) {
+			s->left = 1;
+			cut(u, s);
+		}
+	}
+}
+
+/* Takes the calls handed over into curl. */
+static bool
+take_inbox(struct upstream *u)
+{
+	struct sink	*s, *next;
+	uint64_t	 n;
+	bool		 stop;
+
+	(void)!read(u->wake_fd, &n, sizeof(n));
+	pthread_mutex_lock(&u->in_mu);
+	s = u->inbox;
+	u->inbox = NULL;
+	stop = u->stop;
+	pthread_mutex_unlock(&u->in_mu);
+	for (; s != NULL; s = next) {
+		next = s->next;
+		s->prev = NULL;
+		s->next = u->calls;
+		if (u->calls != NULL)
+			u->calls->prev = s;
+		u->calls = s;
+		s->last_byte = clock_mono();
+		if (curl_multi_add_handle(u->multi, s->h) != CURLM_OK)
+			finish(u, s, CURLE_OUT_OF_MEMORY);
+	}
+	return stop;
+}
+
+static void *
+loop_main(void *arg)
+{
+	struct upstream	*u = arg;
+	struct epoll_event ev[UPSTREAM_EVENTS];
+	struct sink	*s;
+	double		 now, next;
+	int		 n, i, flags, running;
+
+	u->swept = clock_mono();
+	for (;;) {
+		now = clock_mono();
+		next = u->swept + UPSTREAM_SWEEP;
+		if (u->timer != 0 && u->timer < next)
+			next = u->timer;
+		n = epoll_wait(u->epfd, ev, UPSTREAM_EVENTS, next <= now ? 0 :
+		    (int)((next - now) * 1000.0) + 1);
+		for (i = 0; i < n; i++) {
+			if (ev[i].data.u64 == TAG_INBOX) {
+				if (take_inbox(u))
+					return NULL;
+			} else if (ev[i].data.u64 & TAG_OUT) {
+				s = (struct sink *)(uintptr_t)(ev[i].data.u64 &
+				    ~TAG_OUT);
+				if (s->blocked)
+					unblock(u, s);
+			} else {
+				flags = (ev[i].events & EPOLLIN ?
+				    CURL_CSELECT_IN : 0) |
+				    (ev[i].events & EPOLLOUT ?
+				    CURL_CSELECT_OUT : 0) |
+				    (ev[i].events & (EPOLLERR | EPOLLHUP) ?
+				    CURL_CSELECT_ERR : 0);
+				curl_multi_socket_action(u->multi,
+				    (curl_socket_t)ev[i].data.u64, flags,
+				    &running);
+			}
+		}
+		now = clock_mono();
+		if (u->timer != 0 && u->timer <= now) {
+			u->timer = 0;
+			curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT,
+			    0, &running);
+		}
+		reap(u);
+		if (now - u->swept >= UPSTREAM_SWEEP) {
+			sweep(u, now);
+			reap(u);
+		}
+	}
+}
+
+/*
+ * Hands the call of s to the loop and waits until it has ended; in the
+ * caller's thread.
+ */
+static CURLcode
+loop_perform(struct upstream *u, struct sink *s)
+{
+	CURLcode	 rc;
+
+	s->loop = u;
+	curl_easy_setopt(s->h, CURLOPT_PRIVATE, (void *)s);
+	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_lock(&u->in_mu);
+	s->next = u->inbox;
+	u->inbox = s;
+	pthread_mutex_unlock(&u->in_mu);
+	wake_loop(u);
+	pthread_mutex_lock(&u->in_mu);
+	while (!s->done)
+		pthread_cond_wait(&s->cv, &u->in_mu);
+	rc = s->rc;
+	pthread_mutex_unlock(&u->in_mu);
+	pthread_cond_destroy(&s->cv);
+	return rc;
+}
+
 static enum upstream_result
 run(struct upstream_call *c, struct sink *sink, long *status,
     char *err, size_t errsz)
@@ -428,11 +826,16 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	sink->h = h;
 	sink->gone = c->gone;
 	sink->gone_arg = c->gone_arg;
+	sink->drain = c->drain;
+	sink->out_fd = c->out_fd;
 	sink->idle = c->idle_timeout;
 	sink->last_byte = clock_mono();
-	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(h, CURLOPT_XFERINFODATA, sink);
+	if (c->via == NULL) {
+		/* The loop's sweep does this for its calls. */
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, sink);
+	}
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -456,7 +859,8 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 		    (curl_off_t)c->body_len);
 	}
 	waiting(true);
-	rc = curl_easy_perform(h);
+	rc = c->via != NULL ? loop_perform(c->via, sink) :
+	    curl_easy_perform(h);
 	waiting(false);
 	c->sent = curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &sent) ==
 	    CURLE_OK && sent >= (curl_off_t)c->body_len &&

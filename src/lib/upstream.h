@@ -15,9 +15,10 @@
 #define UPSTREAM_MAX_HEADERS 8
 
 /*
- * Connections kept open between calls: a worker owns one set, shared by
- * the calls of all its threads, so that calls to a provider reuse a
- * connection instead of a TCP and TLS handshake each.
+ * The calls of a process and the connections kept open between them: a
+ * worker owns one, shared by all its threads.  Its calls wait in one
+ * event loop, a thread of its own, instead of a thread each; calls to a
+ * provider reuse a connection instead of a TCP and TLS handshake each.
  */
 struct upstream;
 
@@ -39,6 +40,16 @@ struct upstream_call {
 	 */
 	int		(*gone)(void *gone_arg);
 	void		*gone_arg;
+	/*
+	 * A stream's receiver that may keep output it could not send at
+	 * once (its fn returned UPSTREAM_BACKLOG): no piece comes until
+	 * drain(ctx), called when out_fd can be written and a few times a
+	 * second, returns 0 (all sent).  1 = some is left; -1 = the
+	 * receiver failed or waited too long: the call ends, aborted.
+	 * NULL = fn never keeps anything back.
+	 */
+	int		(*drain)(void *ctx);
+	int		 out_fd;
 	bool		 sent;			/* out: the whole request went
 						   out (the provider has it) */
 	char		 retry_after[32];	/* out: the Retry-After header */
@@ -57,8 +68,10 @@ enum upstream_result {
 /*
  * Receives a streamed reply piece by piece: status is the HTTP status (known
  * from the first piece on).  Returns 0 to go on, -1 to abort the call (the
- * connection to the provider is closed at once).
+ * connection to the provider is closed at once), or UPSTREAM_BACKLOG when
+ * it took the piece but kept some of its output back (see drain).
  */
+#define UPSTREAM_BACKLOG	1
 typedef int	(*upstream_data_fn)(void *ctx, long status, const char *p,
 		    size_t n);
 
@@ -78,9 +91,15 @@ void		 upstream_set_waiting(void (*fn)(void *arg, bool waiting),
 		    void *arg);
 /* Initialises libcurl once per process, before threads or requests. */
 int		 upstream_global_init(void) __attribute__((warn_unused_result));
-/* Kept connections, none open yet; NULL when out of memory. */
+/*
+ * The loop, started, with no connection open yet; NULL when out of memory
+ * or out of threads.  After fork(), never before: the loop is a thread.
+ */
 struct upstream	*upstream_new(void) __attribute__((warn_unused_result));
-/* Closes them and frees; NULL is accepted. */
+/*
+ * Stops the loop, closes the connections and frees; no call may be in
+ * flight.  NULL is accepted.
+ */
 void		 upstream_free(struct upstream *);
 /*
  * Lets go of kept handles (and their connections) beyond keep that have
@@ -91,16 +110,18 @@ int		 upstream_trim(struct upstream *, int keep, double idle,
 		    int *left);
 /*
  * Performs the call; on UPSTREAM_OK *status and body hold the answer.
- * err gets a short reason for the other results (no secrets).
+ * err gets a short reason for the other results (no secrets).  With via
+ * set, the call runs in via's loop while the caller's thread sleeps;
+ * gone() and body are then touched from the loop's thread.
  */
 enum upstream_result upstream_perform(struct upstream_call *,
 		    long *status, struct buf *body, char *err, size_t errsz);
 /*
  * As upstream_perform(), handing the reply to fn as it arrives instead of
  * collecting it.  UPSTREAM_ABORTED when fn returned -1.  fn runs while the
- * call is waiting (the hook of upstream_set_waiting() is not called
- * around it): it takes itself what the process must not touch from two
- * threads at once.
+ * call is waiting, in the loop's thread when via is set (the hook of
+ * upstream_set_waiting() is not called around it): it must neither block
+ * nor touch what the process must not touch from two threads at once.
  */
 enum upstream_result upstream_stream(struct upstream_call *,
 		    upstream_data_fn fn, void *ctx, long *status, char *err,

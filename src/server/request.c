@@ -16,6 +16,8 @@
 #include "server/request.h"
 #include "server/worker.h"
 
+static int	 drain_wait(struct request *);
+
 struct request_io {
 	FCGX_Request	 fcgx;
 	bool		 active;	/* a request is accepted, not finished */
@@ -95,7 +97,12 @@ request_io_accept(struct request_io *io, struct request *req)
 void
 request_io_finish(struct request_io *io, struct request *req)
 {
-	(void)req;
+	if (io->active && req->records) {
+		req->in_loop = false;
+		req->w = NULL;		/* the worker's lock is not held */
+		if (drain_wait(req) == -1)
+			io->fcgx.keepConnection = 0;
+	}
 	if (io->active) {
 		wipe_key_params(io);
 		/*
@@ -126,7 +133,7 @@ unlock_for_io(struct request *req)
 {
 	struct worker	*w = req->w;
 
-	if (w == NULL || req->unlocked ||
+	if (w == NULL || req->in_loop ||
 	    (w->app->pinned != NULL && w->app->pinned(w)))
 		return false;
 	worker_release(w);
@@ -181,6 +188,7 @@ void
 request_set_deadlines(struct request *req, int body_s, int write_s)
 {
 	req->body_timeout = body_s;
+	req->write_timeout = write_s;
 	sock_timeout(req->io->fcgx.ipcFd, SO_SNDTIMEO, write_s);
 }
 
@@ -247,6 +255,120 @@ request_read_body(struct request *req, size_t max)
 	return 0;
 }
 
+/*
+ * Our own FastCGI records: what libfcgi's stream would send, but without
+ * waiting (libfcgi's writes block, or fail on a socket that would block).
+ * libfcgi's buffer is empty from request_loop_begin() on; its closing
+ * records go after ours, from request_io_finish().
+ */
+static int
+put_records(struct request *req, const char *p, size_t n)
+{
+	FCGI_Header	 h;
+	int		 id = req->io->fcgx.requestId;
+	size_t		 len;
+
+	while (n > 0) {
+		len = n > 65535 ? 65535 : n;
+		memset(&h, 0, sizeof(h));
+		h.version = FCGI_VERSION_1;
+		h.type = FCGI_STDOUT;
+		h.requestIdB1 = (unsigned char)((id >> 8) & 0xff);
+		h.requestIdB0 = (unsigned char)(id & 0xff);
+		h.contentLengthB1 = (unsigned char)((len >> 8) & 0xff);
+		h.contentLengthB0 = (unsigned char)(len & 0xff);
+		if (buf_append(&req->out, &h, sizeof(h)) == -1 ||
+		    buf_append(&req->out, p, len) == -1)
+			return -1;
+		p += len;
+		n -= len;
+	}
+	return 0;
+}
+
+int
+request_drain(struct request *req)
+{
+	ssize_t		 n;
+	double		 now;
+
+	while (req->out_off < req->out.len) {
+		n = send(req->io->fcgx.ipcFd, req->out.data + req->out_off,
+		    req->out.len - req->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			req->out_off += (size_t)n;
+			req->stuck_since = 0;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			now = clock_mono();
+			if (req->stuck_since == 0)
+				req->stuck_since = now;
+			else if (req->write_timeout > 0 &&
+			    now - req->stuck_since > req->write_timeout)
+				goto gone;
+			return 1;
+		}
+		goto gone;
+	}
+	buf_reset(&req->out);
+	req->out_off = 0;
+	req->stuck_since = 0;
+	return 0;
+gone:
+	req->client_gone = true;
+	return -1;
+}
+
+/* Sends what waits, waiting as long as the write timeout allows. */
+static int
+drain_wait(struct request *req)
+{
+	struct pollfd	 pfd;
+	bool		 released;
+	int		 rc;
+
+	while ((rc = request_drain(req)) == 1) {
+		pfd.fd = req->io->fcgx.ipcFd;
+		pfd.events = POLLOUT;
+		pfd.revents = 0;
+		released = unlock_for_io(req);
+		(void)poll(&pfd, 1, 250);
+		relock(req, released);
+	}
+	return rc;
+}
+
+bool
+request_backlog(const struct request *req)
+{
+	return req->out_off < req->out.len;
+}
+
+int
+request_fd(const struct request *req)
+{
+	return req->io->fcgx.ipcFd;
+}
+
+int
+request_loop_begin(struct request *req)
+{
+	if (!req->records && FCGX_FFlush(req->io->fcgx.out) != 0)
+		return -1;
+	req->records = true;
+	req->in_loop = true;
+	return 0;
+}
+
+void
+request_loop_end(struct request *req)
+{
+	req->in_loop = false;
+}
+
 int
 request_write(struct request *req, const void *p, size_t n)
 {
@@ -254,6 +376,13 @@ request_write(struct request *req, const void *p, size_t n)
 	bool		 released;
 	int		 rc = 0;
 
+	if (req->records) {
+		if (put_records(req, p, n) == -1)
+			return -1;
+		if (req->in_loop)
+			return request_drain(req) == -1 ? -1 : 0;
+		return req->out.len > 65536 ? drain_wait(req) : 0;
+	}
 	released = write_would_wait(req, n) && unlock_for_io(req);
 
 	while (n > 0) {
@@ -329,8 +458,13 @@ request_abandoned(struct request *req)
 int
 request_flush(struct request *req)
 {
-	bool	 released = unlock_for_io(req);
+	bool	 released;
 	int	 rc;
+
+	if (req->records)
+		return (req->in_loop ? request_drain(req) : drain_wait(req)) ==
+		    -1 ? -1 : 0;
+	released = unlock_for_io(req);
 
 	rc = FCGX_FFlush(req->io->fcgx.out) == 0 ? 0 : -1;
 	relock(req, released);
@@ -340,7 +474,7 @@ request_flush(struct request *req)
 void
 request_clear(struct request *req)
 {
-	struct buf	 body = req->body, headers = req->headers;
+	struct buf	 body = req->body, headers = req->headers, out = req->out;
 
 	free(req->path);
 	free(req->principal);
@@ -353,6 +487,8 @@ request_clear(struct request *req)
 	}
 	buf_reset(&body);
 	buf_reset(&headers);
+	/* A stream's records: freed, not kept (they may have grown). */
+	buf_free(&out);
 	memset(req, 0, sizeof(*req));
 	/* Keep the buffers' memory for the next request. */
 	req->body = body;

@@ -43,10 +43,16 @@ struct request {
 	double		 peer_asked;	/* monotonic s: the kernel, last */
 	bool		 call_counted;	/* a gateway call in flight, counted */
 	/*
-	 * The worker's lock is not this thread's (a stream's piece passed
-	 * on while the call waits): a write then has nothing to let go.
+	 * Written from the provider loop (request_loop_begin()): the answer
+	 * goes out as FastCGI records of our own, sent without waiting;
+	 * what the web server cannot take yet waits in out.
 	 */
-	bool		 unlocked;
+	bool		 in_loop;
+	bool		 records;	/* since then, to the end */
+	struct buf	 out;		/* records not sent yet, from out_off */
+	size_t		 out_off;
+	int		 write_timeout;	/* s a write may wait, 0 = any */
+	double		 stuck_since;	/* monotonic s out stopped draining */
 	struct principal *principal;	/* the authenticated caller (owned,
 					   a malloc'd block), or NULL */
 	const char	*key_id;	/* authenticated key id, for the log */
@@ -106,6 +112,26 @@ bool		 request_abandoned(struct request *);
 /* Pushes what was written so far to the web server (for streams). */
 int		 request_flush(struct request *)
 		    __attribute__((warn_unused_result));
+/*
+ * From here on the request's answer is written by another thread that
+ * must never wait (the provider loop, lib/upstream.h): request_write()
+ * and request_flush() send what the web server takes at once and keep
+ * the rest.  0, or -1 when the connection failed.
+ */
+int		 request_loop_begin(struct request *)
+		    __attribute__((warn_unused_result));
+/* Back to writes that wait (the rest still goes out first). */
+void		 request_loop_end(struct request *);
+/* True while written output waits for the web server to take it. */
+bool		 request_backlog(const struct request *);
+/*
+ * Sends what waits, without waiting: 0 all sent, 1 some left, -1 the
+ * connection failed or has taken nothing for the write timeout (the
+ * client is then gone).
+ */
+int		 request_drain(struct request *);
+/* The descriptor request_drain() writes to. */
+int		 request_fd(const struct request *);
 /* Releases what the request owns; the struct can be reused. */
 void		 request_clear(struct request *);
 
