@@ -1,9 +1,9 @@
-"""Calls in flight: a provider call waits on a thread of its worker, not on
+"""Calls in flight: a provider call waits in its worker's event loop, not on
 the worker, so a host holds thousands of them at once, each billed once,
 with PostgreSQL connections bounded by the workers; /health and whoami
 still answer meanwhile.  Slow uploads, slow readers and a key's cap on
 calls in flight each end in a clear answer that costs nothing it should
-not; SIGTERM and SIGHUP under a backlog that never empties lose nothing."""
+not, and a client that stops reading holds up no other stream; SIGTERM and SIGHUP under a backlog that never empties lose nothing."""
 
 import asyncio
 import json
@@ -19,7 +19,7 @@ import pytest
 
 import keygate_stack as ks
 from credit_helpers import MODES, credit_mode
-from mock_llm import BulkOpenAI, Complete
+from mock_llm import BulkOpenAI, Choose, Complete
 
 OPENAI_KEY = "sk-proj-" + "f" * 40
 CALLS = int(os.environ.get("KEYGATE_E2E_CALLS", "2000"))
@@ -381,6 +381,72 @@ def test_a_client_that_stops_reading_is_let_go(make_stack, openai):
     ks.wait_until(lambda: ex.finished_at is not None, 10,
                   what="the provider call to end")
     assert not ex.completed
+
+
+def _stream_via_web(s, key, timeout=20):
+    """One stream through the web server, read to its end: the raw answer."""
+    with socket.create_connection(("127.0.0.1", s.web.port),
+                                  timeout=timeout) as c:
+        c.sendall(raw_request(key, chat_body()))
+        raw = b""
+        while True:
+            got = c.recv(65536)
+            if not got:
+                return raw
+            raw += got
+
+
+def test_a_client_that_stops_reading_holds_up_no_other_stream(make_stack,
+                                                              openai):
+    """A worker's streams are written by one loop that never waits: while
+    one client reads nothing (its answer stuck, the provider's transfer
+    paused), other streams of the same worker go on to their end, in full
+    and billed; the stuck one is let go when its client leaves."""
+    mock = openai
+    s = gateway(make_stack, mock, workers=1, client_timeout="60")
+    big = Complete(content="z" * 4000000, pieces=4000)
+    small = Complete(content=CONTENT, pieces=12, pause=0.05)
+    mock.behave("openai", Choose(lambda ex: big if (ex.json or {}).get(
+        "max_tokens") == 1000000 else small))
+    stuck_tid, stuck_key = tenant(s, 1000)
+    tid, key = tenant(s, 1000)
+    body = json.dumps(chat_body(max_tokens=1000000)).encode()
+    conn = ks.fcgi_send(s.kg.socket_path, "POST", "/v1/chat/completions",
+                        {"HTTP_AUTHORIZATION": "Bearer " + stuck_key,
+                         "HTTP_X_OPENAI_KEY": OPENAI_KEY,
+                         "CONTENT_TYPE": "application/json",
+                         "CONTENT_LENGTH": str(len(body))}, body)
+    try:
+        mock.wait_for(1)
+        stuck = mock.seen("openai")[0]
+        time.sleep(1.0)
+        # 4 MB cannot be in the sockets' buffers: the stream is stuck.
+        assert not stuck.completed
+        for _ in range(3):
+            status, content, done, usage = stream_content(
+                _stream_via_web(s, key))
+            assert (status, content, done) == (200, CONTENT, True)
+            assert usage is not None
+        assert s.psql("SELECT status, count(*) FROM usage WHERE "
+                      "tenant_id = '%s' GROUP BY status" % tid) == \
+            [["ok", "3"]]
+        # All of that while the stuck stream was still open.
+        assert not stuck.completed
+        assert s.psql("SELECT count(*) FROM usage WHERE tenant_id = '%s'"
+                      % stuck_tid) == [["0"]]
+    finally:
+        conn.close()
+    ks.wait_until(lambda: s.psql(
+        "SELECT count(*) FROM usage WHERE tenant_id = '%s'" % stuck_tid) ==
+        [["1"]], 20, what="the usage row of the stuck stream")
+    row = s.psql("SELECT status, credits_charged FROM usage WHERE "
+                 "tenant_id = '%s'" % stuck_tid)[0]
+    assert row[0] == "partial", row
+    assert int(row[1]) > 0
+    assert s.psql("SELECT count(*) FROM credit_reservations") == [["0"]]
+    ks.wait_until(lambda: stuck.finished_at is not None, 10,
+                  what="the provider call to end")
+    assert not stuck.completed
 
 
 def _load_streams(s, key, stop, results):
