@@ -29,9 +29,8 @@
 #define DORMANT_INTERVAL 600.0	/* s between sweeps for dormant keys */
 #define HOLDS_INTERVAL	2.0	/* s between sweeps for orphaned holds */
 /*
- * Provider handles idle this long are let go, with their connections and
- * descriptors: lib/upstream.c uses no connection idle for 4 s again, so
- * a handle kept longer would only hold a connection to be closed.
+ * Provider handles idle this long are let go (their connections are the
+ * provider loop's, which closes them after 5 s without a call).
  */
 #define KEPT_CALLS	0	/* handles kept whatever their age */
 #define KEPT_IDLE	5.0	/* s */
@@ -117,8 +116,9 @@ api_after(struct worker *w)
 	sweep_dormant(w, st, now);
 	holds = sweep_holds(w, st, now);
 	/*
-	 * Provider connections a burst of calls left, and any no call has
-	 * used for a while, go: their descriptors and memory.  The heap they
+	 * Provider handles a burst of calls left, and any no call has used
+	 * for a while, go: their memory (the connections are the provider
+	 * loop's, at most 256 kept, lib/upstream.c).  The heap they
 	 * used goes back to the system too, but at most every
 	 * HEAP_TRIM_INTERVAL: malloc_trim() walks the whole heap, which with
 	 * thousands of calls in flight costs more than the calls themselves

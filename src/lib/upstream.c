@@ -60,6 +60,7 @@ struct sink {
 	/* In the loop (struct upstream): */
 	struct upstream	*loop;		/* NULL = in the caller's thread */
 	struct sink	*next, *prev;	/* its inbox, then its calls */
+	double		 gone_at;	/* monotonic s gone() was last asked */
 	bool		 blocked;	/* fn's output waits on out_fd */
 	bool		 done;		/* the loop let go of it */
 	CURLcode	 rc;
@@ -241,6 +242,8 @@ on_seek(void *arg, curl_off_t offset, int origin)
  */
 #define UPSTREAM_KEPT_HANDLES 256
 #define UPSTREAM_SWEEP		0.25	/* s between looks at every call */
+#define UPSTREAM_GONE_EVERY	0.5	/* s between asking gone() of one */
+#define UPSTREAM_IDLE_CLOSE	5.0	/* s without a call: connections close */
 #define UPSTREAM_EVENTS		256	/* readied sockets taken a turn */
 #define TAG_INBOX		UINT64_MAX
 #define TAG_OUT			(UINT64_C(1) << 63)	/* | a sink's address */
@@ -266,6 +269,8 @@ struct upstream {
 	double		 timer;		/* monotonic s curl wants a turn at,
 					   0 = none */
 	double		 swept;		/* monotonic s of the last sweep */
+	double		 last_end;	/* monotonic s a call last ended */
+	bool		 used;		/* connections may be open */
 	struct sink	*calls;		/* in flight */
 };
 
@@ -298,6 +303,22 @@ static void	*loop_main(void *);
 static int	 on_socket(CURL *, curl_socket_t, int, void *, void *);
 static int	 on_timer(CURLM *, long, void *);
 
+/* The loop's multi handle, with no connection; NULL = out of memory. */
+static CURLM *
+multi_new(struct upstream *u)
+{
+	CURLM	*m;
+
+	if ((m = curl_multi_init()) == NULL)
+		return NULL;
+	curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(m, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(m, CURLMOPT_TIMERDATA, u);
+	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_KEPT_HANDLES);
+	return m;
+}
+
 /* The loop's parts and its thread; 0, or -1 (its parts are freed). */
 static int
 loop_start(struct upstream *u)
@@ -305,7 +326,7 @@ loop_start(struct upstream *u)
 	struct epoll_event ev;
 
 	u->epfd = u->wake_fd = -1;
-	if ((u->multi = curl_multi_init()) == NULL ||
+	if ((u->multi = multi_new(u)) == NULL ||
 	    (u->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
 	    (u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		goto fail;
@@ -314,12 +335,6 @@ loop_start(struct upstream *u)
 	ev.data.u64 = TAG_INBOX;
 	if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->wake_fd, &ev) == -1)
 		goto fail;
-	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
-	    (long)UPSTREAM_KEPT_HANDLES);
 	if (pthread_create(&u->thread, NULL, loop_main, u) != 0)
 		goto fail;
 	u->running = true;
@@ -604,6 +619,7 @@ finish(struct upstream *u, struct sink *s, CURLcode rc)
 	if (s->blocked)
 		watch_out(u, s, false);
 	s->blocked = false;
+	u->last_end = clock_mono();
 	pthread_mutex_lock(&u->in_mu);
 	s->rc = rc;
 	s->done = true;
@@ -660,9 +676,9 @@ unblock(struct upstream *u, struct sink *s)
 }
 
 /*
- * What no socket tells, for every call: the client gone, no byte within
- * the idle timeout, a receiver whose output stays stuck (its drain says
- * when it has waited too long).
+ * What no socket tells, for every call: the client gone (asked twice a
+ * second), no byte within the idle timeout, a receiver whose output stays
+ * stuck (its drain says when it has waited too long).
  */
 static void
 sweep(struct upstream *u, double now)
@@ -682,9 +698,14 @@ sweep(struct upstream *u, double now)
 		if (s->idle > 0 && now - s->last_byte > (double)s->idle) {
 			s->idled = 1;
 			cut(u, s);
-		} else if (s->gone != NULL && s->gone(s->gone_arg)) {
-			s->left = 1;
-			cut(u, s);
+		} else if (s->gone != NULL &&
+		    now - s->gone_at >= UPSTREAM_GONE_EVERY) {
+			/* Two or three system calls a time: not every sweep. */
+			s->gone_at = now;
+			if (s->gone(s->gone_arg)) {
+				s->left = 1;
+				cut(u, s);
+			}
 		}
 	}
 }
@@ -710,11 +731,32 @@ take_inbox(struct upstream *u)
 		if (u->calls != NULL)
 			u->calls->prev = s;
 		u->calls = s;
-		s->last_byte = clock_mono();
+		s->last_byte = s->gone_at = clock_mono();
+		u->used = true;
 		if (curl_multi_add_handle(u->multi, s->h) != CURLM_OK)
 			finish(u, s, CURLE_OUT_OF_MEMORY);
 	}
 	return stop;
+}
+
+/*
+ * No call for a while: the connections kept go, with their descriptors
+ * and memory (libcurl closes a kept connection only when a new one is
+ * made), by starting over with a new multi handle.
+ */
+static void
+idle_close(struct upstream *u, double now)
+{
+	CURLM	*m;
+
+	if (u->calls != NULL || !u->used ||
+	    now - u->last_end < UPSTREAM_IDLE_CLOSE ||
+	    (m = multi_new(u)) == NULL)
+		return;
+	curl_multi_cleanup(u->multi);
+	u->multi = m;
+	u->timer = 0;
+	u->used = false;
 }
 
 static void *
@@ -765,6 +807,7 @@ loop_main(void *arg)
 		if (now - u->swept >= UPSTREAM_SWEEP) {
 			sweep(u, now);
 			reap(u);
+			idle_close(u, now);
 		}
 	}
 }

@@ -690,6 +690,39 @@ def test_calls_to_a_provider_reuse_one_connection(workdir, pg, mock):
         s.close()
 
 
+def _connections_to(port):
+    """Established TCP connections to 127.0.0.1:port on this host."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            rem, state = fields[2], fields[3]
+            if state == "01" and rem == "0100007F:%04X" % port:
+                n += 1
+    return n
+
+
+def test_kept_provider_connections_close_when_no_call_comes(workdir, pg,
+                                                            mock):
+    """The connection kept after a call is closed once no call has come
+    for 5 s: a burst leaves no descriptors open to providers."""
+    s = _stack(workdir, pg, mock, workers=1)
+    try:
+        t = Tenant(s)
+        h, _ = with_key(mock, "openai")
+        resp = t.chat(chat_body(), h)
+        assert resp.status == 200, resp.body
+        # keygated's end of the kept connection.
+        assert _connections_to(mock.port) >= 1
+        ks.wait_until(lambda: _connections_to(mock.port) == 0, 15,
+                      what="the kept provider connection to close")
+        # And the next call makes a new one, as well as it went before.
+        resp = t.chat(chat_body(), h)
+        assert resp.status == 200, resp.body
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------------------
 # Upstream failures
 
