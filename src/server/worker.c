@@ -209,9 +209,11 @@ struct job {
  * connections go to the other workers.  As soon as it waits on anything
  * else (a provider, a slow client, a body still arriving) it lets go of
  * w->lock, and another thread becomes the leader: an idle one, or one
- * made for it.  The app's code runs under w->lock, one thread at a time,
- * so that the caches, the database connection and the app's state need no
- * locks of their own; a request that never waits never changes thread.
+ * made for it.  A provider call waits in the worker's provider loop
+ * (lib/upstream.c), its thread asleep until the call has ended.  The
+ * app's code runs under w->lock, one thread at a time, so that the
+ * caches, the database connection and the app's state need no locks of
+ * their own; a request that never waits never changes thread.
  * The process's first thread handles signals and the app's timer.
  */
 struct pool {
@@ -757,8 +759,8 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 	}
 	/*
 	 * The app's code runs one thread at a time (but for the pieces of
-	 * streams, which allocate little): one malloc arena is enough, and
-	 * spares the memory of one per thread.
+	 * streams, in the provider loop, which allocate little): one malloc
+	 * arena is enough, and spares the memory of one per thread.
 	 */
 	mallopt(M_ARENA_MAX, 1);
 	if (w->app->start != NULL && w->app->start(w) == -1)
