@@ -134,6 +134,12 @@ emit_with_keygate(struct call *c, struct json_object *o)
  */
 enum later_kind { LATER_CHUNK, LATER_END, LATER_FAIL, LATER_NATIVE };
 
+/*
+ * Events kept at most: a stream ends right after what settles it; one
+ * that goes on is cut there (what was kept is still made).
+ */
+#define LATER_MAX	64
+
 struct later {
 	enum later_kind	 kind;
 	struct json_object *o;		/* the chunk, error or event (a ref) */
@@ -151,6 +157,8 @@ defer(struct call *c, enum later_kind kind, struct json_object *o,
 {
 	struct later	*l;
 
+	if (c->nlater >= LATER_MAX)
+		return -1;
 	if (c->nlater % 8 == 0) {
 		l = realloc(c->later, (c->nlater + 8) * sizeof(*l));
 		if (l == NULL)

@@ -105,4 +105,7 @@ const server = http.createServer((req, res) => {
 // keep their connections open are not cut off.
 server.keepAliveTimeout = 120000;
 server.headersTimeout = 121000;
-server.listen(port, '127.0.0.1');
+// Thousands of connections may arrive at once: an accept queue as long as
+// the kernel allows (node's default, 511, resets the connections beyond
+// it once the queue overflows, and the gateway in front fails those calls).
+server.listen({ port, host: '127.0.0.1', backlog: 65535 });

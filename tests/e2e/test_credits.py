@@ -321,6 +321,45 @@ def test_stream_cut_after_some_chunks_is_charged_once(billed, mock):
     assert micro(billed, tid, "credits_reserved") == 0
 
 
+def test_a_stream_that_goes_on_after_its_usage_is_charged_once(billed, mock):
+    """A hostile provider sends its usage, then chunk after chunk without
+    an end: the call is charged once, on that usage, and the stream is
+    closed properly after a bounded number of them."""
+    from mock_llm import Stream
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
+             "model": "gpt-4o-mini"}
+    usage = dict(chunk, choices=[], usage={"prompt_tokens": 1000,
+                                           "completion_tokens": 2000,
+                                           "total_tokens": 3000})
+    more = [dict(chunk, choices=[{"index": 0, "delta": {"content": "x"}}])
+            for _ in range(300)]
+    mock.behave("openai", Stream(
+        [dict(chunk, choices=[{"index": 0, "delta": {"role": "assistant",
+                                                     "content": "hi"}}]),
+         dict(chunk, choices=[{"index": 0, "delta": {},
+                               "finish_reason": "stop"}]), usage] + more +
+        ["[DONE]"]))
+    tid, key = tenant(billed, 1)
+    r = chat(billed, key, dict(BODY, stream=True,
+                               stream_options={"include_usage": True}))
+    assert r.status == 200
+    events = [l[6:] for l in r.body.decode().split("\n")
+              if l.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert len(events) < 300, len(events)
+    kept = [ks.json.loads(e) for e in events[:-1]]
+    told = [e for e in kept if e.get("usage")]
+    assert len(told) == 1 and told[0]["usage"]["completion_tokens"] == 2000
+    charged = round(told[0]["keygate"]["credits_charged"] * 1e6)
+    # The usage told, at the prices per million tokens (micro-credits).
+    assert charged == (1000 * IN + 2000 * OUT) // 1000000
+    rows = billed.psql("SELECT count(*), sum(credits_charged), "
+                       "min(status) FROM usage WHERE tenant_id = '%s'" % tid)
+    assert rows == [["1", str(charged), "ok"]]
+    assert micro(billed, tid) == 1000000 - charged
+    assert micro(billed, tid, "credits_reserved") == 0
+
+
 def test_client_leaving_mid_stream_is_charged_once(billed, mock):
     import socket
     import time
