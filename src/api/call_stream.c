@@ -575,7 +575,14 @@ on_stream_data(void *arg, long status, const char *p, size_t n)
 	struct call	*c = arg;
 	int		 rc = piece(c, status, p, n);
 
-	return rc == 0 && request_backlog(c->req) ? UPSTREAM_BACKLOG : rc;
+	if (rc != 0)
+		return rc;
+	/* The end was told: what comes after is not read. */
+	if (c->ps.over)
+		rc |= UPSTREAM_FINISHED;
+	if (request_backlog(c->req))
+		rc |= UPSTREAM_BACKLOG;
+	return rc;
 }
 
 /* The loop asks: what the client could not take yet, sent now? */

@@ -57,6 +57,8 @@ struct sink {
 	int		 aborted;
 	int		 idled;
 	int		 left;		/* gone() said so */
+	int		 ended;		/* cut after fn had all it needed */
+	double		 finished;	/* monotonic s fn said so, 0 = not yet */
 	/* In the loop (struct upstream): */
 	struct upstream	*loop;		/* NULL = in the caller's thread */
 	struct sink	*next, *prev;	/* its inbox, then its calls */
@@ -111,8 +113,10 @@ on_data(char *p, size_t size, size_t n, void *arg)
 		/* Still waiting: fn takes what it needs (upstream.h). */
 		curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
 		rc = s->fn(s->ctx, status, p, len);
-		if (rc == UPSTREAM_BACKLOG)
-			rc = backlog(s);
+		if (rc > 0 && (rc & UPSTREAM_FINISHED) && s->finished == 0)
+			s->finished = s->last_byte;
+		if (rc > 0)
+			rc = rc & UPSTREAM_BACKLOG ? backlog(s) : 0;
 		if (rc == -1) {
 			s->aborted = 1;
 			return 0;	/* curl stops: CURLE_WRITE_ERROR */
@@ -243,6 +247,7 @@ on_seek(void *arg, curl_off_t offset, int origin)
 #define UPSTREAM_KEPT_HANDLES 256
 #define UPSTREAM_SWEEP		0.25	/* s between looks at every call */
 #define UPSTREAM_GONE_EVERY	0.5	/* s between asking gone() of one */
+#define UPSTREAM_GRACE		1.0	/* s a finished stream may take to end */
 #define UPSTREAM_IDLE_CLOSE	5.0	/* s without a call: connections close */
 #define UPSTREAM_EVENTS		256	/* readied sockets taken a turn */
 #define TAG_INBOX		UINT64_MAX
@@ -504,7 +509,7 @@ static enum upstream_result
 outcome(const struct upstream_call *c, const struct sink *sink, CURLcode rc,
     char *err, size_t errsz)
 {
-	if (rc == CURLE_OK)
+	if (rc == CURLE_OK || sink->ended)
 		return UPSTREAM_OK;
 	if (sink->aborted || sink->left) {
 		snprintf(err, errsz, "the receiver stopped the call");
@@ -678,7 +683,8 @@ unblock(struct upstream *u, struct sink *s)
 /*
  * What no socket tells, for every call: the client gone (asked twice a
  * second), no byte within the idle timeout, a receiver whose output stays
- * stuck (its drain says when it has waited too long).
+ * stuck (its drain says when it has waited too long), a reply whose
+ * receiver has had all it needed a while ago.
  */
 static void
 sweep(struct upstream *u, double now)
@@ -695,7 +701,11 @@ sweep(struct upstream *u, double now)
 			}
 			continue;
 		}
-		if (s->idle > 0 && now - s->last_byte > (double)s->idle) {
+		if (s->finished > 0 && now - s->finished >= UPSTREAM_GRACE) {
+			/* The provider does not end what it has finished. */
+			s->ended = 1;
+			cut(u, s);
+		} else if (s->idle > 0 && now - s->last_byte > (double)s->idle) {
 			s->idled = 1;
 			cut(u, s);
 		} else if (s->gone != NULL &&

@@ -68,10 +68,14 @@ enum upstream_result {
 /*
  * Receives a streamed reply piece by piece: status is the HTTP status (known
  * from the first piece on).  Returns 0 to go on, -1 to abort the call (the
- * connection to the provider is closed at once), or UPSTREAM_BACKLOG when
- * it took the piece but kept some of its output back (see drain).
+ * connection to the provider is closed at once), or, having taken the
+ * piece, UPSTREAM_BACKLOG when it kept some of its output back (see
+ * drain), UPSTREAM_FINISHED when it has all it needs (the reply ends
+ * within a second even if the provider does not end it: UPSTREAM_OK), or
+ * both or'ed.
  */
 #define UPSTREAM_BACKLOG	1
+#define UPSTREAM_FINISHED	2
 typedef int	(*upstream_data_fn)(void *ctx, long status, const char *p,
 		    size_t n);
 

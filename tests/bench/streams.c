@@ -149,6 +149,18 @@ on_timer(CURLM *m, long ms, void *arg)
 	return 0;
 }
 
+/* Tells curl what epoll said of one of its sockets. */
+static void
+ready(CURLM *m, const struct epoll_event *ev, int *running)
+{
+	int	 flags;
+
+	flags = (ev->events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+	    (ev->events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+	    (ev->events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+	curl_multi_socket_action(m, ev->data.fd, flags, running);
+}
+
 /* Takes the ended streams off, and starts the next round of each. */
 static void
 ended(CURLM *m)
@@ -180,7 +192,7 @@ loop(long n)
 	CURL		*h;
 	long		*left;
 	long		 i;
-	int		 running = 1, k, j, flags;
+	int		 running = 1, k, j;
 
 	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
 	    (m = curl_multi_init()) == NULL ||
@@ -204,14 +216,8 @@ loop(long n)
 		if (k == 0)
 			curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0,
 			    &running);
-		for (j = 0; j < k; j++) {
-			flags = (ev[j].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-			    (ev[j].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-			    (ev[j].events & (EPOLLERR | EPOLLHUP) ?
-			    CURL_CSELECT_ERR : 0);
-			curl_multi_socket_action(m, ev[j].data.fd, flags,
-			    &running);
-		}
+		for (j = 0; j < k; j++)
+			ready(m, &ev[j], &running);
 		ended(m);
 		/* A round started: curl counts it once it has run. */
 		if (running == 0)
@@ -323,7 +329,7 @@ hand_loop(void *arg)
 	CURLMsg		*msg;
 	CURLM		*m = arg;
 	uint64_t	 count8;
-	int		 running = 0, k, j, flags, queued;
+	int		 running = 0, k, j, queued;
 
 	while (__atomic_load_n(&waiting_streams, __ATOMIC_RELAXED) > 0) {
 		k = epoll_wait(epfd, ev, 256, timeout_ms < 0 ? 100 :
@@ -344,12 +350,7 @@ hand_loop(void *arg)
 				}
 				continue;
 			}
-			flags = (ev[j].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-			    (ev[j].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-			    (ev[j].events & (EPOLLERR | EPOLLHUP) ?
-			    CURL_CSELECT_ERR : 0);
-			curl_multi_socket_action(m, ev[j].data.fd, flags,
-			    &running);
+			ready(m, &ev[j], &running);
 		}
 		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
 			if (msg->msg != CURLMSG_DONE)

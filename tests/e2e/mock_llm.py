@@ -298,7 +298,9 @@ class Complete:
     `data: [DONE]`.  `pause` seconds pass before every event after the
     first.  `stop_after` closes the connection after that many events,
     without [DONE]; `hang_after` stalls after that many events until the
-    peer closes (or `hang` seconds).  `usage=None` sends no usage at all,
+    peer closes (or `hang` seconds); `linger` keeps the body open that many
+    seconds after the last event ([DONE] included), as a server that ends
+    its answer late.  `usage=None` sends no usage at all,
     asked for or not, as some OpenAI-compatible servers do.  `comments`
     sends OpenRouter's keep-alive comments before the first chunk and
     between chunks.
@@ -324,6 +326,7 @@ class Complete:
 
     def __init__(self, content="Hello from the mock provider.", pieces=4,
                  pause=0.0, stop_after=None, hang_after=None, hang=30.0,
+                 linger=0.0,
                  comments=False, usage=(11, 7), finish_reason="stop",
                  headers=None, newline=None, split=False, multiline=False,
                  wait=0.0, answer=None, dims=3, tool_call=None,
@@ -333,6 +336,7 @@ class Complete:
         self.pause = pause
         self.stop_after = stop_after
         self.hang_after = hang_after
+        self.linger = linger
         self.hang = hang
         self.comments = comments
         self.usage = usage
@@ -935,6 +939,8 @@ class MockLLM:
                 self._watch(h, ex, 0.05)
                 frame = frame[half:]
             self._write_chunk(h, ex, frame)
+        if b.linger:
+            self._watch(h, ex, b.linger)
         self._write_chunk(h, ex, b"", last=True)
         ex.completed = True
 

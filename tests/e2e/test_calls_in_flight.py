@@ -347,6 +347,17 @@ def test_a_slow_upload_gets_408_and_holds_no_worker(make_stack, openai):
                   "'never-created'") == [["0"]]
 
 
+def _unread_stream(s, key):
+    """A stream asked for straight over FastCGI, with max_tokens 1000000,
+    whose answer is never read: the open connection."""
+    body = json.dumps(chat_body(max_tokens=1000000)).encode()
+    return ks.fcgi_send(s.kg.socket_path, "POST", "/v1/chat/completions",
+                        {"HTTP_AUTHORIZATION": "Bearer " + key,
+                         "HTTP_X_OPENAI_KEY": OPENAI_KEY,
+                         "CONTENT_TYPE": "application/json",
+                         "CONTENT_LENGTH": str(len(body))}, body)
+
+
 def test_a_client_that_stops_reading_is_let_go(make_stack, openai):
     """A stream to a client that reads nothing ends once a write has
     waited client_timeout: the provider call is ended, what was produced
@@ -355,12 +366,7 @@ def test_a_client_that_stops_reading_is_let_go(make_stack, openai):
     s = gateway(make_stack, mock, workers=1, client_timeout="2")
     mock.behave("openai", Complete(content="z" * 4000000, pieces=4000))
     tid, key = tenant(s, 1000)
-    body = json.dumps(chat_body(max_tokens=1000000)).encode()
-    conn = ks.fcgi_send(s.kg.socket_path, "POST", "/v1/chat/completions",
-                        {"HTTP_AUTHORIZATION": "Bearer " + key,
-                         "HTTP_X_OPENAI_KEY": OPENAI_KEY,
-                         "CONTENT_TYPE": "application/json",
-                         "CONTENT_LENGTH": str(len(body))}, body)
+    conn = _unread_stream(s, key)
     try:
         mock.wait_for(1)
         for _ in range(3):
@@ -410,12 +416,7 @@ def test_a_client_that_stops_reading_holds_up_no_other_stream(make_stack,
         "max_tokens") == 1000000 else small))
     stuck_tid, stuck_key = tenant(s, 1000)
     tid, key = tenant(s, 1000)
-    body = json.dumps(chat_body(max_tokens=1000000)).encode()
-    conn = ks.fcgi_send(s.kg.socket_path, "POST", "/v1/chat/completions",
-                        {"HTTP_AUTHORIZATION": "Bearer " + stuck_key,
-                         "HTTP_X_OPENAI_KEY": OPENAI_KEY,
-                         "CONTENT_TYPE": "application/json",
-                         "CONTENT_LENGTH": str(len(body))}, body)
+    conn = _unread_stream(s, stuck_key)
     try:
         mock.wait_for(1)
         stuck = mock.seen("openai")[0]

@@ -607,18 +607,36 @@ def test_amounts_are_written_as_exact_decimals(billed):
     assert b'"credits_balance":1.100002' in r.body, r.body
 
 
-@pytest.mark.parametrize("usage", [(-5, -7), (40, -1), (10**15, 9),
-                                   (40, 2**63 - 1)],
-                         ids=["negative", "negative-output", "huge-prompt",
-                              "huge-output"])
-def test_absurd_provider_usage_still_settles_with_one_row(billed, mock, usage):
+ABSURD = pytest.mark.parametrize(
+    "usage", [(-5, -7), (40, -1), (10**15, 9), (40, 2**63 - 1)],
+    ids=["negative", "negative-output", "huge-prompt", "huge-output"])
+
+
+@ABSURD
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_absurd_provider_usage_still_settles_with_one_row(billed, mock, usage,
+                                                          stream):
     """Whatever counts the provider claims, the hold is settled, exactly
-    one usage row is written, and no more than the balance is taken."""
+    one usage row is written, and no more than the balance is taken;
+    streamed, the settlement waits for the stream's end in the worker's
+    provider loop, and the keygate block says what it charged."""
     mock.behave("openai", Complete(usage=usage))
     tid, key = tenant(billed, 1)
-    r = chat(billed, key)
-    assert r.status == 200, r.body
-    charged = round(r.json["keygate"]["credits_charged"] * 1e6)
+    if stream:
+        r = chat(billed, key, dict(BODY, stream=True,
+                                   stream_options={"include_usage": True}))
+        assert r.status == 200, r.body
+        events = [l[6:] for l in r.body.decode().split("\n")
+                  if l.startswith("data: ")]
+        assert events[-1] == "[DONE]", events[-3:]
+        block = [ks.json.loads(e)["keygate"] for e in events[:-1]
+                 if "keygate" in ks.json.loads(e)]
+        assert len(block) >= 1
+        charged = round(block[-1]["credits_charged"] * 1e6)
+    else:
+        r = chat(billed, key)
+        assert r.status == 200, r.body
+        charged = round(r.json["keygate"]["credits_charged"] * 1e6)
     assert 0 <= charged <= 1000000
     assert micro(billed, tid) == 1000000 - charged
     assert micro(billed, tid, "credits_reserved") == 0

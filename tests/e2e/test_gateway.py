@@ -1013,6 +1013,24 @@ def test_stream_slower_than_the_idle_timeout_in_total(pooled, mock):
     assert chunks == [c for c in up.chunks() if c["choices"]]
 
 
+def test_stream_the_provider_ends_late_ends_at_its_done(gw, mock):
+    """A provider that keeps its answer open after [DONE] (10 s here): the
+    client's stream, keygate block included, ends within a second or so
+    all the same, and keygate closes the provider's connection."""
+    request_id = rid()
+    _, _, s = stream_from(gw, mock, Complete(pieces=3, linger=10),
+                          request_id)
+    events = s.read_all()
+    chunks, _ = split_keygate(data_events(events), request_id, "user",
+                              "openai")
+    up = mock.only("openai")
+    assert chunks == [c for c in up.chunks() if c["choices"]]
+    assert events[-1].data == "[DONE]"
+    assert s.ended_at - s.sent_at < 5, "the stream waited for the provider"
+    assert wait_closed(up, 5), "keygate kept the finished upstream open"
+    assert up.events[-1] == "[DONE]" and not up.completed
+
+
 def test_stream_that_stalls_ends_after_the_idle_timeout(pooled, mock):
     _, _, s = stream_from(pooled, mock, Complete(hang_after=2))
     events = s.read_all()
