@@ -61,6 +61,7 @@ struct sink {
 	double		 finished;	/* monotonic s fn said so, 0 = not yet */
 	/* In the loop (struct upstream): */
 	struct upstream	*loop;		/* NULL = in the caller's thread */
+	struct lane	*lane;		/* whose multi handle has it */
 	struct sink	*next, *prev;	/* its inbox, then its calls */
 	double		 gone_at;	/* monotonic s gone() was last asked */
 	bool		 blocked;	/* fn's output waits on out_fd */
@@ -239,12 +240,24 @@ on_seek(void *arg, curl_off_t offset, int origin)
  * until the call ends; the loop reads the reply, runs the receiver of a
  * stream on each piece, and looks at every call a few times a second for
  * what no socket tells (the client gone, the idle timeout, a receiver's
- * backlog).  The loop's connections are kept by the multi handle and used
- * again by any call; the handles of finished calls are kept too, with the
+ * backlog).  The loop's connections are kept by its multi handles and
+ * used again by later calls; the handles of finished calls are kept too
+ * (up to as many as the lanes keep connections), with the
  * DNS answers and TLS sessions they share (so that a new connection
  * resumes a TLS session instead of a full handshake).
+ *
+ * The calls are spread over several multi handles, lanes: libcurl looks
+ * for a connection to use again by walking every connection its multi
+ * handle has to that host, in use or not, as a call starts, and, once it
+ * keeps more than it may, again as one ends.  With a thousand calls in
+ * flight to one provider that walk cost more than the rest of the call.
+ * A call goes to the lane with the fewest calls (the first of them on a
+ * tie, so that a quiet host uses one lane and its connections), and a
+ * lane walks only its own.
  */
-#define UPSTREAM_KEPT_HANDLES 256
+#define UPSTREAM_LANES		32
+#define UPSTREAM_LANE_CONNS	64	/* connections a lane keeps */
+#define UPSTREAM_KEPT_HANDLES	(UPSTREAM_LANES * UPSTREAM_LANE_CONNS)
 #define UPSTREAM_SWEEP		0.25	/* s between looks at every call */
 #define UPSTREAM_GONE_EVERY	0.5	/* s between asking gone() of one */
 #define UPSTREAM_GRACE		1.0	/* s a finished stream may take to end */
@@ -252,6 +265,17 @@ on_seek(void *arg, curl_off_t offset, int origin)
 #define UPSTREAM_EVENTS		256	/* readied sockets taken a turn */
 #define TAG_INBOX		UINT64_MAX
 #define TAG_OUT			(UINT64_C(1) << 63)	/* | a sink's address */
+#define TAG_LANE_SHIFT		32	/* a socket's: lane << 32 | fd */
+
+struct lane {
+	struct upstream	*u;
+	CURLM		*multi;
+	double		 timer;		/* monotonic s curl wants a turn at,
+					   0 = none */
+	double		 last_end;	/* monotonic s a call last ended */
+	int		 calls;		/* in flight */
+	bool		 used;		/* connections may be open */
+};
 
 struct upstream {
 	pthread_mutex_t	 mu;		/* guards idle[] */
@@ -268,14 +292,10 @@ struct upstream {
 	struct sink	*inbox;		/* calls handed over, not yet taken */
 	bool		 stop;
 	/* The loop's own, touched by its thread only. */
-	CURLM		*multi;
+	struct lane	 lanes[UPSTREAM_LANES];
 	int		 epfd;
 	int		 wake_fd;	/* eventfd: the inbox has calls */
-	double		 timer;		/* monotonic s curl wants a turn at,
-					   0 = none */
 	double		 swept;		/* monotonic s of the last sweep */
-	double		 last_end;	/* monotonic s a call last ended */
-	bool		 used;		/* connections may be open */
 	struct sink	*calls;		/* in flight */
 };
 
@@ -308,20 +328,32 @@ static void	*loop_main(void *);
 static int	 on_socket(CURL *, curl_socket_t, int, void *, void *);
 static int	 on_timer(CURLM *, long, void *);
 
-/* The loop's multi handle, with no connection; NULL = out of memory. */
+/* A lane's multi handle, with no connection; NULL = out of memory. */
 static CURLM *
-multi_new(struct upstream *u)
+multi_new(struct lane *l)
 {
 	CURLM	*m;
 
 	if ((m = curl_multi_init()) == NULL)
 		return NULL;
 	curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
-	curl_multi_setopt(m, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(m, CURLMOPT_SOCKETDATA, l);
 	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
-	curl_multi_setopt(m, CURLMOPT_TIMERDATA, u);
-	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_KEPT_HANDLES);
+	curl_multi_setopt(m, CURLMOPT_TIMERDATA, l);
+	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_LANE_CONNS);
 	return m;
+}
+
+static void
+lanes_free(struct upstream *u)
+{
+	int	 i;
+
+	for (i = 0; i < UPSTREAM_LANES; i++) {
+		if (u->lanes[i].multi != NULL)
+			curl_multi_cleanup(u->lanes[i].multi);
+		u->lanes[i].multi = NULL;
+	}
 }
 
 /* The loop's parts and its thread; 0, or -1 (its parts are freed). */
@@ -329,10 +361,15 @@ static int
 loop_start(struct upstream *u)
 {
 	struct epoll_event ev;
+	int		 i;
 
 	u->epfd = u->wake_fd = -1;
-	if ((u->multi = multi_new(u)) == NULL ||
-	    (u->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	for (i = 0; i < UPSTREAM_LANES; i++) {
+		u->lanes[i].u = u;
+		if ((u->lanes[i].multi = multi_new(&u->lanes[i])) == NULL)
+			goto fail;
+	}
+	if ((u->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
 	    (u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		goto fail;
 	memset(&ev, 0, sizeof(ev));
@@ -345,13 +382,11 @@ loop_start(struct upstream *u)
 	u->running = true;
 	return 0;
 fail:
-	if (u->multi != NULL)
-		curl_multi_cleanup(u->multi);
+	lanes_free(u);
 	if (u->epfd != -1)
 		close(u->epfd);
 	if (u->wake_fd != -1)
 		close(u->wake_fd);
-	u->multi = NULL;
 	return -1;
 }
 
@@ -408,7 +443,7 @@ upstream_free(struct upstream *u)
 		pthread_mutex_unlock(&u->in_mu);
 		wake_loop(u);
 		pthread_join(u->thread, NULL);
-		curl_multi_cleanup(u->multi);
+		lanes_free(u);
 		close(u->epfd);
 		close(u->wake_fd);
 	}
@@ -422,25 +457,25 @@ upstream_free(struct upstream *u)
 int
 upstream_trim(struct upstream *u, int keep, double idle, int *left)
 {
-	CURL	*h;
+	CURL	*h[64];
 	double	 now = clock_mono();
-	int	 freed = 0, n = 0;
+	int	 freed = 0, n = 0, k, i;
 
-	for (; u != NULL; freed++) {
-		h = NULL;
+	/* The oldest first, a few at a time, each freed outside the lock. */
+	for (; u != NULL; freed += k) {
 		pthread_mutex_lock(&u->mu);
-		if (u->nidle > keep && now - u->since[0] >= idle) {
-			h = u->idle[0];
-			u->nidle--;
-			memmove(u->idle, u->idle + 1, u->nidle * sizeof(*u->idle));
-			memmove(u->since, u->since + 1,
-			    u->nidle * sizeof(*u->since));
-		}
+		for (k = 0; k < (int)(sizeof(h) / sizeof(h[0])) &&
+		    u->nidle - k > keep && now - u->since[k] >= idle; k++)
+			h[k] = u->idle[k];
+		u->nidle -= k;
+		memmove(u->idle, u->idle + k, u->nidle * sizeof(*u->idle));
+		memmove(u->since, u->since + k, u->nidle * sizeof(*u->since));
 		n = u->nidle;
 		pthread_mutex_unlock(&u->mu);
-		if (h == NULL)
+		if (k == 0)
 			break;
-		curl_easy_cleanup(h);
+		for (i = 0; i < k; i++)
+			curl_easy_cleanup(h[i]);
 	}
 	*left = n > keep ? n - keep : 0;
 	return freed;
@@ -537,7 +572,8 @@ outcome(const struct upstream_call *c, const struct sink *sink, CURLcode rc,
 static int
 on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *sockp)
 {
-	struct upstream	*u = arg;
+	struct lane	*l = arg;
+	struct upstream	*u = l->u;
 	struct epoll_event ev;
 
 	(void)h;
@@ -549,7 +585,8 @@ on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *sockp)
 	memset(&ev, 0, sizeof(ev));
 	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) |
 	    (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	ev.data.u64 = (uint64_t)fd;
+	ev.data.u64 = (uint64_t)(l - u->lanes) << TAG_LANE_SHIFT |
+	    (uint32_t)fd;
 	if (epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev) == -1 &&
 	    epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
 		return -1;
@@ -560,10 +597,10 @@ on_socket(CURL *h, curl_socket_t fd, int what, void *arg, void *sockp)
 static int
 on_timer(CURLM *m, long ms, void *arg)
 {
-	struct upstream	*u = arg;
+	struct lane	*l = arg;
 
 	(void)m;
-	u->timer = ms < 0 ? 0 : clock_mono() + (double)ms / 1000.0;
+	l->timer = ms < 0 ? 0 : clock_mono() + (double)ms / 1000.0;
 	return 0;
 }
 
@@ -624,7 +661,8 @@ finish(struct upstream *u, struct sink *s, CURLcode rc)
 	if (s->blocked)
 		watch_out(u, s, false);
 	s->blocked = false;
-	u->last_end = clock_mono();
+	s->lane->calls--;
+	s->lane->last_end = clock_mono();
 	pthread_mutex_lock(&u->in_mu);
 	s->rc = rc;
 	s->done = true;
@@ -636,7 +674,7 @@ finish(struct upstream *u, struct sink *s, CURLcode rc)
 static void
 cut(struct upstream *u, struct sink *s)
 {
-	curl_multi_remove_handle(u->multi, s->h);
+	curl_multi_remove_handle(s->lane->multi, s->h);
 	finish(u, s, CURLE_ABORTED_BY_CALLBACK);
 }
 
@@ -646,18 +684,35 @@ reap(struct upstream *u)
 {
 	struct sink	*s;
 	CURLMsg		*msg;
-	int		 queued;
+	CURLM		*m;
+	int		 i, queued;
 
-	while ((msg = curl_multi_info_read(u->multi, &queued)) != NULL) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		s = NULL;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-		    (char **)&s);
-		curl_multi_remove_handle(u->multi, msg->easy_handle);
-		if (s != NULL)
-			finish(u, s, msg->data.result);
+	for (i = 0; i < UPSTREAM_LANES; i++) {
+		m = u->lanes[i].multi;
+		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			s = NULL;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
+			    (char **)&s);
+			curl_multi_remove_handle(m, msg->easy_handle);
+			if (s != NULL)
+				finish(u, s, msg->data.result);
+		}
 	}
+}
+
+/* The lane a new call goes to: the fewest calls, the first on a tie. */
+static struct lane *
+lane_for_call(struct upstream *u)
+{
+	struct lane	*best = &u->lanes[0];
+	int		 i;
+
+	for (i = 1; i < UPSTREAM_LANES && best->calls > 0; i++)
+		if (u->lanes[i].calls < best->calls)
+			best = &u->lanes[i];
+	return best;
 }
 
 /* The receiver of s can take more: what it kept goes first. */
@@ -742,31 +797,38 @@ take_inbox(struct upstream *u)
 			u->calls->prev = s;
 		u->calls = s;
 		s->last_byte = s->gone_at = clock_mono();
-		u->used = true;
-		if (curl_multi_add_handle(u->multi, s->h) != CURLM_OK)
+		s->lane = lane_for_call(u);
+		s->lane->calls++;
+		s->lane->used = true;
+		if (curl_multi_add_handle(s->lane->multi, s->h) != CURLM_OK)
 			finish(u, s, CURLE_OUT_OF_MEMORY);
 	}
 	return stop;
 }
 
 /*
- * No call for a while: the connections kept go, with their descriptors
- * and memory (libcurl closes a kept connection only when a new one is
- * made), by starting over with a new multi handle.
+ * No call in a lane for a while: the connections it kept go, with their
+ * descriptors and memory (libcurl closes a kept connection only when a
+ * new one is made), by starting it over with a new multi handle.
  */
 static void
 idle_close(struct upstream *u, double now)
 {
-	CURLM	*m;
+	struct lane	*l;
+	CURLM		*m;
+	int		 i;
 
-	if (u->calls != NULL || !u->used ||
-	    now - u->last_end < UPSTREAM_IDLE_CLOSE ||
-	    (m = multi_new(u)) == NULL)
-		return;
-	curl_multi_cleanup(u->multi);
-	u->multi = m;
-	u->timer = 0;
-	u->used = false;
+	for (i = 0; i < UPSTREAM_LANES; i++) {
+		l = &u->lanes[i];
+		if (l->calls > 0 || !l->used ||
+		    now - l->last_end < UPSTREAM_IDLE_CLOSE ||
+		    (m = multi_new(l)) == NULL)
+			continue;
+		curl_multi_cleanup(l->multi);
+		l->multi = m;
+		l->timer = 0;
+		l->used = false;
+	}
 }
 
 static void *
@@ -775,6 +837,7 @@ loop_main(void *arg)
 	struct upstream	*u = arg;
 	struct epoll_event ev[UPSTREAM_EVENTS];
 	struct sink	*s;
+	struct lane	*l;
 	double		 now, next;
 	int		 n, i, flags, running;
 
@@ -782,8 +845,9 @@ loop_main(void *arg)
 	for (;;) {
 		now = clock_mono();
 		next = u->swept + UPSTREAM_SWEEP;
-		if (u->timer != 0 && u->timer < next)
-			next = u->timer;
+		for (i = 0; i < UPSTREAM_LANES; i++)
+			if (u->lanes[i].timer != 0 && u->lanes[i].timer < next)
+				next = u->lanes[i].timer;
 		n = epoll_wait(u->epfd, ev, UPSTREAM_EVENTS, next <= now ? 0 :
 		    (int)((next - now) * 1000.0) + 1);
 		for (i = 0; i < n; i++) {
@@ -802,16 +866,20 @@ loop_main(void *arg)
 				    CURL_CSELECT_OUT : 0) |
 				    (ev[i].events & (EPOLLERR | EPOLLHUP) ?
 				    CURL_CSELECT_ERR : 0);
-				curl_multi_socket_action(u->multi,
-				    (curl_socket_t)ev[i].data.u64, flags,
-				    &running);
+				l = &u->lanes[ev[i].data.u64 >> TAG_LANE_SHIFT];
+				curl_multi_socket_action(l->multi,
+				    (curl_socket_t)(uint32_t)ev[i].data.u64,
+				    flags, &running);
 			}
 		}
 		now = clock_mono();
-		if (u->timer != 0 && u->timer <= now) {
-			u->timer = 0;
-			curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT,
-			    0, &running);
+		for (i = 0; i < UPSTREAM_LANES; i++) {
+			l = &u->lanes[i];
+			if (l->timer != 0 && l->timer <= now) {
+				l->timer = 0;
+				curl_multi_socket_action(l->multi,
+				    CURL_SOCKET_TIMEOUT, 0, &running);
+			}
 		}
 		reap(u);
 		if (now - u->swept >= UPSTREAM_SWEEP) {

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 
 import pytest
@@ -686,6 +687,46 @@ def test_calls_to_a_provider_reuse_one_connection(workdir, pg, mock):
         assert len(seen) == 3
         assert len({e.peer for e in seen}) == 1, [e.peer for e in seen]
         assert [e.bearer for e in seen] == [k1, k2, k1]
+    finally:
+        s.close()
+
+
+def test_concurrent_calls_reuse_their_connections(workdir, pg, mock):
+    """Calls in flight together each have a connection of their own, and
+    the next calls as many at once use those again: no new connection
+    while enough are kept (a worker spreads its calls over several
+    connection pools, each keeping its own)."""
+    s = _stack(workdir, pg, mock, workers=1)
+    try:
+        t = Tenant(s)
+        h, _ = with_key(mock, "openai")
+        mock.behave("openai", Complete(wait=1.0))
+        n = 40
+
+        def wave():
+            out, since = [None] * n, mock.mark()
+
+            def call(i):
+                out[i] = t.chat(chat_body(), h, timeout=30)
+            threads = [threading.Thread(target=call, args=(i,))
+                       for i in range(n)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            assert [r.status for r in out] == [200] * n, \
+                [r.body[:200] for r in out if r.status != 200]
+            seen = mock.seen("openai", since=since)
+            assert len(seen) == n
+            return {e.peer for e in seen}
+
+        first = wave()
+        # Every call of a wave was in flight with the others.
+        assert len(first) == n, len(first)
+        second = wave()
+        assert second <= first, sorted(second - first)
+        third = wave()
+        assert third <= first, sorted(third - first)
     finally:
         s.close()
 
