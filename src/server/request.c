@@ -2,8 +2,10 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -94,6 +96,23 @@ request_io_accept(struct request_io *io, struct request *req)
 	return 0;
 }
 
+/*
+ * Whether the web server sent what was not read.  libfcgi closes a
+ * connection by shutting its sending side and reading until the web
+ * server closes its own (up to 2 s): a wake-up more for every request,
+ * its thread held meanwhile.  That wait is for bytes still to come, which
+ * a close would answer with a reset that may cost the web server the
+ * answer; with nothing unread and the request read to its end, nothing
+ * is to come, and the connection is closed at once (as a detached one).
+ */
+static bool
+unread(int fd)
+{
+	int	 n = 0;
+
+	return fd < 0 || ioctl(fd, FIONREAD, &n) == -1 || n > 0;
+}
+
 void
 request_io_finish(struct request_io *io, struct request *req)
 {
@@ -112,6 +131,9 @@ request_io_finish(struct request_io *io, struct request *req)
 		 * listen socket.
 		 */
 		io->fcgx.keepConnection = 0;
+		io->fcgx.detached = io->fcgx.in != NULL &&
+		    FCGX_HasSeenEOF(io->fcgx.in) == EOF &&
+		    !unread(io->fcgx.ipcFd);
 		FCGX_Finish_r(&io->fcgx);
 	}
 	io->active = false;
