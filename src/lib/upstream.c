@@ -255,7 +255,7 @@ on_seek(void *arg, curl_off_t offset, int origin)
  * tie, so that a quiet host uses one lane and its connections), and a
  * lane walks only its own.
  */
-#define UPSTREAM_LANES		32
+#define UPSTREAM_LANES		32	/* at most 32: a bit each in driven */
 #define UPSTREAM_LANE_CONNS	64	/* connections a lane keeps */
 #define UPSTREAM_KEPT_HANDLES	(UPSTREAM_LANES * UPSTREAM_LANE_CONNS)
 #define UPSTREAM_SWEEP		0.25	/* s between looks at every call */
@@ -266,6 +266,8 @@ on_seek(void *arg, curl_off_t offset, int origin)
 #define TAG_INBOX		UINT64_MAX
 #define TAG_OUT			(UINT64_C(1) << 63)	/* | a sink's address */
 #define TAG_LANE_SHIFT		32	/* a socket's: lane << 32 | fd */
+
+_Static_assert(UPSTREAM_LANES <= 32, "a lane is a bit of a uint32_t");
 
 struct lane {
 	struct upstream	*u;
@@ -297,6 +299,7 @@ struct upstream {
 	int		 wake_fd;	/* eventfd: the inbox has calls */
 	double		 swept;		/* monotonic s of the last sweep */
 	struct sink	*calls;		/* in flight */
+	uint32_t	 driven;	/* lanes curl ran since the last reap */
 };
 
 static void
@@ -678,7 +681,7 @@ cut(struct upstream *u, struct sink *s)
 	finish(u, s, CURLE_ABORTED_BY_CALLBACK);
 }
 
-/* The calls curl has ended. */
+/* The calls curl has ended, in the lanes it ran since the last look. */
 static void
 reap(struct upstream *u)
 {
@@ -688,6 +691,8 @@ reap(struct upstream *u)
 	int		 i, queued;
 
 	for (i = 0; i < UPSTREAM_LANES; i++) {
+		if (!(u->driven & UINT32_C(1) << i))
+			continue;
 		m = u->lanes[i].multi;
 		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
 			if (msg->msg != CURLMSG_DONE)
@@ -700,6 +705,7 @@ reap(struct upstream *u)
 				finish(u, s, msg->data.result);
 		}
 	}
+	u->driven = 0;
 }
 
 /* The lane a new call goes to: the fewest calls, the first on a tie. */
@@ -732,6 +738,7 @@ unblock(struct upstream *u, struct sink *s)
 	s->blocked = false;
 	s->last_byte = clock_mono();
 	/* Pieces held meanwhile come now (on_data may block again). */
+	u->driven |= UINT32_C(1) << (s->lane - u->lanes);
 	curl_easy_pause(s->h, CURLPAUSE_CONT);
 }
 
@@ -800,6 +807,7 @@ take_inbox(struct upstream *u)
 		s->lane = lane_for_call(u);
 		s->lane->calls++;
 		s->lane->used = true;
+		u->driven |= UINT32_C(1) << (s->lane - u->lanes);
 		if (curl_multi_add_handle(s->lane->multi, s->h) != CURLM_OK)
 			finish(u, s, CURLE_OUT_OF_MEMORY);
 	}
@@ -867,6 +875,7 @@ loop_main(void *arg)
 				    (ev[i].events & (EPOLLERR | EPOLLHUP) ?
 				    CURL_CSELECT_ERR : 0);
 				l = &u->lanes[ev[i].data.u64 >> TAG_LANE_SHIFT];
+				u->driven |= UINT32_C(1) << (l - u->lanes);
 				curl_multi_socket_action(l->multi,
 				    (curl_socket_t)(uint32_t)ev[i].data.u64,
 				    flags, &running);
@@ -877,6 +886,7 @@ loop_main(void *arg)
 			l = &u->lanes[i];
 			if (l->timer != 0 && l->timer <= now) {
 				l->timer = 0;
+				u->driven |= UINT32_C(1) << i;
 				curl_multi_socket_action(l->multi,
 				    CURL_SOCKET_TIMEOUT, 0, &running);
 			}
