@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/hold.h"
 #include "core/tenants.h"
 #include "server/http.h"
 #include "server/router.h"
@@ -44,6 +45,7 @@ struct app {
 	struct rl_shared	*limits;	/* in shared, NULL = none */
 	struct metrics		*metrics;	/* in shared, NULL = none */
 	struct metrics_seen	 metrics_seen;
+	struct hold_queue	 holds;		/* calls' credits to send */
 };
 
 static inline struct app *

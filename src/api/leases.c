@@ -68,6 +68,24 @@ relock(void *arg)
 	worker_acquire(arg);
 }
 
+static bool
+quiet(void *arg)
+{
+	return worker_quiet(arg);
+}
+
+static void
+park(void *arg)
+{
+	worker_park(arg);
+}
+
+static void
+unpark(void *arg)
+{
+	worker_unpark(arg);
+}
+
 void
 leases_holder(struct worker *w, struct holder *who)
 {
@@ -80,6 +98,10 @@ leases_holder(struct worker *w, struct holder *who)
 	who->unlock = unlock;
 	who->relock = relock;
 	who->arg = w;
+	who->queue = &app(w)->holds;
+	who->quiet = quiet;
+	who->park = park;
+	who->unpark = unpark;
 }
 
 bool

@@ -561,3 +561,196 @@ credits_lease_renew(struct db *db, char (*ids)[LEASE_ID_LEN + 1], int n,
 	buf_free(&b);
 	return rc;
 }
+
+/*
+ * Closes the n array literals in col (an empty one is "{}") and points
+ * p[j] at each.  0, or -1.
+ */
+static int
+literals(struct buf *col, const char **p, int n)
+{
+	int	 j;
+
+	for (j = 0; j < n; j++) {
+		if (buf_puts(&col[j], col[j].len == 0 ? "{}" : "}") == -1)
+			return -1;
+		p[j] = col[j].data;
+	}
+	return 0;
+}
+
+/* The holds of r found in the database: sets held.  0, or -1. */
+static int
+held_of(struct db *db, struct credits_hold_req *r, int n)
+{
+	struct db_res	*res;
+	struct buf	 ids = { 0 };
+	const char	*p[1];
+	int		 i, j, rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++)
+		rc = element(&ids, r[i].id);
+	if (rc == 0)
+		rc = literals(&ids, p, 1);
+	if (rc == 0 && (res = db_query(db, STMT_CREDITS_HELD, 1, p)) != NULL) {
+		for (j = 0; j < db_rows(res); j++)
+			for (i = 0; i < n; i++)
+				if (strcmp(r[i].id, db_value(res, j, 0)) == 0)
+					r[i].held = true;
+		db_res_free(res);
+	} else
+		rc = -1;
+	buf_free(&ids);
+	return rc;
+}
+
+int
+credits_reserve_many(struct db *db, struct credits_hold_req *r, int n)
+{
+	struct db_res	*res = NULL;
+	struct buf	 col[6];
+	struct holder	 h;
+	const char	*p[8], *v[6];
+	char		 amt[24], secs[16];
+	int		 i, j, rc = 0;
+
+	memset(col, 0, sizeof(col));
+	for (i = 0; i < n; i++)
+		r[i].held = false;
+	for (i = 0; i < n && rc == 0; i++) {
+		snprintf(amt, sizeof(amt), "%lld", r[i].amount);
+		snprintf(secs, sizeof(secs), "%d", r[i].ttl > 0 ? r[i].ttl : 1);
+		v[0] = r[i].id;
+		v[1] = r[i].tenant;
+		v[2] = r[i].key_id;
+		v[3] = r[i].request_id;
+		v[4] = amt;
+		v[5] = secs;
+		for (j = 0; j < 6 && rc == 0; j++)
+			rc = element(&col[j], v[j]);
+	}
+	holder_of(&h, getpid(), 1);
+	p[6] = h.host;
+	p[7] = h.pid;
+	if (rc == 0 && literals(col, p, 6) == 0)
+		res = db_query(db, STMT_CREDITS_RESERVE_MANY, 8, p);
+	for (j = 0; j < 6; j++)
+		buf_free(&col[j]);
+	/* Failed: nothing was held, or all was and the answer was lost. */
+	if (res == NULL)
+		return rc == 0 ? held_of(db, r, n) : -1;
+	for (j = 0; j < db_rows(res); j++)
+		for (i = 0; i < n; i++)
+			if (strcmp(r[i].id, db_value(res, j, 0)) == 0)
+				r[i].held = true;
+	db_res_free(res);
+	return 0;
+}
+
+/* Which of the pending settlements of r were made: sets them.  0, or -1. */
+static int
+settled_of(struct db *db, struct credits_settle_req *r, int n)
+{
+	struct db_res	*res;
+	struct buf	 ids = { 0 };
+	const char	*p[1];
+	int		 i, j, rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++)
+		if (!r[i].settled)
+			rc = element(&ids, r[i].id);
+	if (rc == 0)
+		rc = literals(&ids, p, 1);
+	if (rc == 0 && (res = db_query(db, STMT_CREDITS_SETTLED_MANY, 1,
+	    p)) != NULL) {
+		for (j = 0; j < db_rows(res); j++)
+			for (i = 0; i < n; i++)
+				if (!r[i].settled &&
+				    strcmp(r[i].id, db_value(res, j, 0)) == 0) {
+					r[i].settled = true;
+					r[i].charged = atoll(db_value(res, j,
+					    1));
+				}
+		db_res_free(res);
+	} else
+		rc = -1;
+	buf_free(&ids);
+	return rc;
+}
+
+/* Sends the settlements of r not made yet, once.  0, or -1. */
+static int
+settle_pending(struct db *db, struct credits_settle_req *r, int n)
+{
+	struct db_res	*res = NULL;
+	struct buf	 col[12];
+	const char	*p[12], *v[12];
+	char		 num[4][24];
+	int		 i, j, rc = 0;
+
+	memset(col, 0, sizeof(col));
+	for (i = 0; i < n && rc == 0; i++) {
+		if (r[i].settled)
+			continue;
+		snprintf(num[0], sizeof(num[0]), "%lld",
+		    r[i].cost > 0 ? r[i].cost : 0);
+		snprintf(num[1], sizeof(num[1]), "%ld",
+		    token_count(r[i].u->prompt_tokens));
+		snprintf(num[2], sizeof(num[2]), "%ld",
+		    token_count(r[i].u->completion_tokens));
+		snprintf(num[3], sizeof(num[3]), "%.4f", r[i].u->markup);
+		v[0] = r[i].id;
+		v[1] = num[0];
+		v[2] = r[i].u->tenant;
+		v[3] = r[i].u->key_id;
+		v[4] = r[i].u->request_id;
+		v[5] = r[i].u->provider;
+		v[6] = r[i].u->model;
+		v[7] = r[i].u->pool ? "pool" : "user";
+		v[8] = num[1];
+		v[9] = num[2];
+		v[10] = r[i].u->pool ? num[3] : NULL;
+		v[11] = r[i].u->status;
+		for (j = 0; j < 12 && rc == 0; j++)
+			rc = element(&col[j], v[j]);
+	}
+	if (rc == 0 && literals(col, p, 12) == 0)
+		res = db_query(db, STMT_CREDITS_SETTLE_MANY, 12, p);
+	for (j = 0; j < 12; j++)
+		buf_free(&col[j]);
+	if (res == NULL)
+		return -1;
+	for (j = 0; j < db_rows(res); j++)
+		for (i = 0; i < n; i++)
+			if (!r[i].settled &&
+			    strcmp(r[i].id, db_value(res, j, 0)) == 0) {
+				r[i].settled = true;
+				r[i].charged = r[i].cost > 0 ? r[i].cost : 0;
+			}
+	db_res_free(res);
+	return 0;
+}
+
+int
+credits_settle_many(struct db *db, struct credits_settle_req *r, int n)
+{
+	const struct timespec pause = { 0, 500 * 1000 * 1000 };
+	int		 i, try;
+
+	for (i = 0; i < n; i++) {
+		r[i].settled = false;
+		r[i].charged = 0;
+	}
+	/* As credits_settle(): what a lost connection took is asked after. */
+	for (try = 0; ; try++) {
+		if (try == 0 || settled_of(db, r, n) == 0) {
+			for (i = 0; i < n && r[i].settled; i++)
+				continue;
+			if (i == n || settle_pending(db, r, n) == 0)
+				return 0;
+		}
+		if (db_status(db) != DB_UNAVAILABLE || try >= SETTLE_TRIES)
+			return -1;
+		nanosleep(&pause, NULL);
+	}
+}

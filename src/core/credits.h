@@ -164,6 +164,50 @@ int		 credits_settle(struct db *, const char *id, long long cost,
 		    const struct credits_usage *, long long *charged)
 		    __attribute__((warn_unused_result));
 
+/* One call's hold, in a batch of them. */
+struct credits_hold_req {
+	const char	*tenant;
+	const char	*key_id;	/* NULL for a token */
+	const char	*request_id;
+	long long	 amount;
+	int		 ttl;
+	char		 id[40];	/* the hold's id, chosen by the caller */
+	bool		 held;		/* it was held */
+};
+
+/*
+ * Holds for n calls in one statement, each under the id it names, owned
+ * by this process as credits_reserve() does.  A tenant's calls are held in
+ * the order given for as long as its free balance holds all of them so
+ * far; held says which were (the others are for credits_reserve()).  When
+ * the statement failed, asks which holds exist, for a statement that
+ * committed before its connection was lost.  0, or -1 when not even that
+ * could be known (db_status() says why).
+ */
+int		 credits_reserve_many(struct db *, struct credits_hold_req *,
+		    int n) __attribute__((warn_unused_result));
+
+/* One call's settlement, in a batch of them. */
+struct credits_settle_req {
+	const char	*id;		/* the reservation */
+	long long	 cost;
+	const struct credits_usage *u;
+	long long	 charged;	/* what was taken, once settled */
+	bool		 settled;
+};
+
+/*
+ * Settles n reservations in one statement, each as credits_settle() does,
+ * but only those of tenants whose balance pays all of their costs, and
+ * whose holds still exist; settled says which (the others are for
+ * credits_settle()).  Sent again while PostgreSQL is out of reach, as
+ * credits_settle() is, after asking which were settled.  0, or -1: the
+ * statement failed (DB_UNAVAILABLE: for good; those not settled stay
+ * held; otherwise it changed nothing).
+ */
+int		 credits_settle_many(struct db *, struct credits_settle_req *,
+		    int n) __attribute__((warn_unused_result));
+
 /*
  * Leases (see core/lease.h).  A new lease of this host for tenant: up to
  * want of its free balance, at least need, owned by process owner (the

@@ -10,6 +10,7 @@
 #include "core/lease.h"
 #include "lib/clock.h"
 #include "lib/crypto.h"
+#include "lib/db.h"
 
 /*
  * A lease grows by what 64 more calls like this one would hold, so that a
@@ -119,29 +120,6 @@ lease_take(const struct holder *who, const char *tenant, long long amount,
 	return HOLD_OK;
 }
 
-enum hold_result
-hold_take(const struct holder *who, struct hold *h, const char *tenant,
-    const char *key_id, const char *request_id, long long amount, int ttl,
-    long long *available)
-{
-	enum hold_result r;
-
-	hold_init(h);
-	*available = 0;
-	if ((r = lease_take(who, tenant, amount, ttl, &h->lease,
-	    available)) != HOLD_OK || h->lease >= 0)
-		return r;
-	switch (credits_reserve(who->db, tenant, key_id, request_id, amount,
-	    ttl, h->resv, available)) {
-	case CREDITS_OK:
-		return HOLD_OK;
-	case CREDITS_SHORT:
-		return HOLD_SHORT;
-	default:
-		return HOLD_DB;
-	}
-}
-
 /*
  * A uuid (version 4) of the call's own, for its usage row.  Unique, not
  * secret: from the nonce generator, which unlike the strong one does not
@@ -160,6 +138,170 @@ call_id(char out[LEASE_ID_LEN + 1])
 	    "%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4],
 	    b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
 	    b[15]);
+}
+
+/* A hold or a settlement waiting in the queue, on its thread's stack. */
+struct hold_op {
+	bool		 take;		/* a hold, else a settlement */
+	bool		 done;
+	enum hold_result result;
+	struct credits_hold_req hold;	/* a hold's */
+	struct credits_settle_req settle; /* a settlement's */
+	long long	 available;	/* a hold's, when short */
+};
+
+/* The settlements of op[0..n), in one statement where they can be. */
+static void
+send_settlements(const struct holder *who, struct hold_op **op, int n)
+{
+	struct credits_settle_req r[HOLD_BATCH];
+	struct credits_settle_req *s;
+	bool		 lost = false;
+	int		 i;
+
+	for (i = 0; i < n; i++)
+		r[i] = op[i]->settle;
+	if (n > 1 && credits_settle_many(who->db, r, n) == -1)
+		/* For good, when out of reach: the holds stay, as alone. */
+		lost = db_status(who->db) == DB_UNAVAILABLE;
+	for (i = 0; i < n; i++) {
+		s = &op[i]->settle;
+		s->charged = r[i].charged;
+		op[i]->result = HOLD_OK;
+		if (lost)
+			op[i]->result = HOLD_DB;
+		else if (!r[i].settled && credits_settle(who->db, s->id,
+		    s->cost, s->u, &s->charged) == -1)
+			op[i]->result = HOLD_DB;
+	}
+}
+
+/* The holds of op[0..n), in one statement where they can be. */
+static void
+send_holds(const struct holder *who, struct hold_op **op, int n)
+{
+	struct credits_hold_req r[HOLD_BATCH];
+	struct credits_hold_req *h;
+	int		 i;
+
+	for (i = 0; i < n; i++)
+		r[i] = op[i]->hold;
+	if (n > 1 && credits_reserve_many(who->db, r, n) == -1) {
+		for (i = 0; i < n; i++)
+			op[i]->result = HOLD_DB;
+		return;
+	}
+	/* Alone, or not held together: as alone, for the 402's figures. */
+	for (i = 0; i < n; i++) {
+		h = &op[i]->hold;
+		if (r[i].held) {
+			op[i]->result = HOLD_OK;
+			continue;
+		}
+		switch (credits_reserve(who->db, h->tenant, h->key_id,
+		    h->request_id, h->amount, h->ttl, h->id,
+		    &op[i]->available)) {
+		case CREDITS_OK:
+			op[i]->result = HOLD_OK;
+			break;
+		case CREDITS_SHORT:
+			op[i]->result = HOLD_SHORT;
+			break;
+		default:
+			op[i]->result = HOLD_DB;
+			break;
+		}
+	}
+}
+
+/*
+ * Sends what waits in the queue: settlements first (they free what they
+ * held), then holds, each kind in the order it came.  With the lock held.
+ */
+static void
+flush(const struct holder *who)
+{
+	struct hold_queue *q = who->queue;
+	struct hold_op	*takes[HOLD_BATCH], *settles[HOLD_BATCH];
+	int		 i, nt = 0, ns = 0;
+
+	for (i = 0; i < q->n; i++) {
+		if (q->op[i]->take)
+			takes[nt++] = q->op[i];
+		else
+			settles[ns++] = q->op[i];
+	}
+	q->n = 0;
+	if (ns > 0)
+		send_settlements(who, settles, ns);
+	if (nt > 0)
+		send_holds(who, takes, nt);
+	for (i = 0; i < ns; i++)
+		settles[i]->done = true;
+	for (i = 0; i < nt; i++)
+		takes[i]->done = true;
+	who->unpark(who->arg);
+}
+
+/*
+ * Queues op and waits until it was sent: by this thread, once no other
+ * thread of the process has work to do (or the queue is full), or by
+ * another that got there last.
+ */
+static void
+batched(const struct holder *who, struct hold_op *op)
+{
+	struct hold_queue *q = who->queue;
+
+	if (q->n == HOLD_BATCH)
+		flush(who);
+	q->op[q->n++] = op;
+	while (!op->done) {
+		if (q->n == HOLD_BATCH || who->quiet(who->arg)) {
+			flush(who);
+			break;
+		}
+		who->park(who->arg);
+	}
+}
+
+enum hold_result
+hold_take(const struct holder *who, struct hold *h, const char *tenant,
+    const char *key_id, const char *request_id, long long amount, int ttl,
+    long long *available)
+{
+	struct hold_op	 op;
+	enum hold_result r;
+
+	hold_init(h);
+	*available = 0;
+	if ((r = lease_take(who, tenant, amount, ttl, &h->lease,
+	    available)) != HOLD_OK || h->lease >= 0)
+		return r;
+	if (who->queue != NULL) {
+		memset(&op, 0, sizeof(op));
+		op.take = true;
+		op.hold.tenant = tenant;
+		op.hold.key_id = key_id;
+		op.hold.request_id = request_id;
+		op.hold.amount = amount;
+		op.hold.ttl = ttl;
+		call_id(op.hold.id);
+		batched(who, &op);
+		if (op.result == HOLD_OK)
+			memcpy(h->resv, op.hold.id, sizeof(h->resv));
+		*available = op.available;
+		return op.result;
+	}
+	switch (credits_reserve(who->db, tenant, key_id, request_id, amount,
+	    ttl, h->resv, available)) {
+	case CREDITS_OK:
+		return HOLD_OK;
+	case CREDITS_SHORT:
+		return HOLD_SHORT;
+	default:
+		return HOLD_DB;
+	}
 }
 
 /* Charges a hold in the lease; its record is then the writer's. */
@@ -203,12 +345,21 @@ enum hold_result
 hold_finish(const struct holder *who, struct hold *h, long long cost,
     const struct credits_usage *u, long long *charged)
 {
+	struct hold_op	 op;
 	enum hold_result r = HOLD_OK;
 
 	*charged = 0;
 	if (h->lease >= 0)
 		r = lease_finish(who, h->lease, cost, u, charged);
-	else if (h->resv[0] != '\0' &&
+	else if (h->resv[0] != '\0' && who->queue != NULL) {
+		memset(&op, 0, sizeof(op));
+		op.settle.id = h->resv;
+		op.settle.cost = cost;
+		op.settle.u = u;
+		batched(who, &op);
+		*charged = op.settle.charged;
+		r = op.result;
+	} else if (h->resv[0] != '\0' &&
 	    credits_settle(who->db, h->resv, cost, u, charged) == -1)
 		r = HOLD_DB;
 	hold_init(h);

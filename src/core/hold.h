@@ -23,7 +23,19 @@
 
 struct credits_usage;
 struct db;
+struct hold_op;
 struct lease_shared;
+
+/*
+ * The holds and settlements of a process's calls waiting to be sent to
+ * the database together, in one statement each: see hold_take().
+ */
+#define HOLD_BATCH	64
+
+struct hold_queue {
+	struct hold_op	*op[HOLD_BATCH];
+	int		 n;
+};
 
 /* What holding needs of the process it runs in. */
 struct holder {
@@ -38,6 +50,18 @@ struct holder {
 	void		(*unlock)(void *);
 	void		(*relock)(void *);
 	void		*arg;
+	/*
+	 * Holds and settlements in the database wait here (NULL: each is
+	 * sent alone) while other threads of the process have work to do,
+	 * and are sent together by the last one to get there: quiet() says
+	 * whether any other thread runs or waits to; park() lets go of the
+	 * process's lock and waits until all are quiet or unpark() is
+	 * called, and takes the lock back.
+	 */
+	struct hold_queue *queue;
+	bool		(*quiet)(void *);
+	void		(*park)(void *);
+	void		(*unpark)(void *);
 };
 
 struct hold {
@@ -68,7 +92,10 @@ bool	hold_taken(const struct hold *);
 /*
  * Holds amount of tenant's credits for a call of request_id (by key_id,
  * NULL for a token) that ends within ttl s.  HOLD_OK, HOLD_SHORT or
- * HOLD_DB.
+ * HOLD_DB.  With a queue, a hold in the database waits for the other
+ * threads' holds and settlements, and all go in one statement each: a
+ * tenant's row is then locked once per batch rather than once per call,
+ * which is what bounds the calls per second of one tenant.
  */
 enum hold_result hold_take(const struct holder *, struct hold *,
 	    const char *tenant, const char *key_id, const char *request_id,

@@ -584,6 +584,81 @@ static const struct {
 	/* What a settlement that may have been lost with its connection did. */
 	[STMT_CREDITS_SETTLED] = { "credits_settled", 1,
 	  "SELECT credits_charged FROM usage WHERE reservation_id = $1::uuid" },
+	/*
+	 * Holds for several calls in one statement (ids chosen by the
+	 * caller): a tenant's rows are locked in the order of their ids, so
+	 * that two of these never wait for each other, and its calls are
+	 * held in the order given for as long as its free balance holds all
+	 * of them so far.  The calls not held are to be tried one by one.
+	 */
+	[STMT_CREDITS_RESERVE_MANY] = { "credits_reserve_many", 8,
+	  "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], "
+	  "$3::uuid[], $4::text[], $5::bigint[], $6::int[]) WITH ORDINALITY "
+	  "AS b(id, tenant_id, api_key_id, request_id, amount, secs, ord)), "
+	  "a AS (SELECT id, credits_balance - credits_reserved AS free "
+	  "FROM tenants WHERE id IN (SELECT tenant_id FROM b) ORDER BY id "
+	  "FOR UPDATE), "
+	  "w AS (SELECT b.*, a.free, sum(b.amount) OVER (PARTITION BY "
+	  "b.tenant_id ORDER BY b.ord) AS upto FROM b JOIN a ON "
+	  "a.id = b.tenant_id), "
+	  "ok AS (SELECT * FROM w WHERE upto <= free), "
+	  "t AS (UPDATE tenants SET credits_reserved = credits_reserved + "
+	  "s.n FROM (SELECT tenant_id, sum(amount) AS n FROM ok GROUP BY 1) s "
+	  "WHERE tenants.id = s.tenant_id), "
+	  "r AS (INSERT INTO credit_reservations (id, tenant_id, api_key_id, "
+	  "request_id, amount, owner_host, owner_pid, deadline) SELECT id, "
+	  "tenant_id, api_key_id, request_id, amount, $7, $8::int, now() + "
+	  "make_interval(secs => secs) FROM ok), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
+	  "reservation_id, request_id) SELECT tenant_id, 'hold', amount, id, "
+	  "request_id FROM ok) "
+	  "SELECT id::text FROM ok", true },
+	/* Which of these holds exist (after a batch whose end was lost). */
+	[STMT_CREDITS_HELD] = { "credits_held", 1,
+	  "SELECT id::text FROM credit_reservations WHERE id = ANY($1::uuid[])" },
+	/*
+	 * Settles several calls in one statement, each with its usage row
+	 * and ledger row as credits_settle does: only the calls of tenants
+	 * whose balance pays all of their costs (so none is cut to what is
+	 * left, and the order does not matter), and only holds that still
+	 * exist.  The others are to be settled one by one.  Holds are locked
+	 * before tenants, as everywhere.
+	 */
+	[STMT_CREDITS_SETTLE_MANY] = { "credits_settle_many", 12,
+	  "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], "
+	  "$3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], "
+	  "$8::text[], $9::int[], $10::int[], $11::numeric[], $12::text[]) "
+	  "AS b(id, cost, tenant_id, api_key_id, request_id, provider, model, "
+	  "key_source, prompt_tokens, completion_tokens, markup, status)), "
+	  "h AS (SELECT id, tenant_id, amount FROM credit_reservations "
+	  "WHERE id IN (SELECT id FROM b) FOR UPDATE), "
+	  "a AS (SELECT id, credits_balance - credits_reserved AS free "
+	  "FROM tenants WHERE id IN (SELECT tenant_id FROM h) ORDER BY id "
+	  "FOR UPDATE), "
+	  "f AS (SELECT h.tenant_id FROM h JOIN b ON b.id = h.id JOIN a ON "
+	  "a.id = h.tenant_id GROUP BY h.tenant_id, a.free "
+	  "HAVING sum(b.cost) <= a.free + sum(h.amount)), "
+	  "g AS (SELECT b.*, h.tenant_id AS holder, h.amount FROM b JOIN h "
+	  "ON h.id = b.id WHERE h.tenant_id IN (SELECT tenant_id FROM f)), "
+	  "d AS (DELETE FROM credit_reservations WHERE id IN "
+	  "(SELECT id FROM g)), "
+	  "s AS (UPDATE tenants SET credits_reserved = credits_reserved - "
+	  "x.held, credits_balance = credits_balance - x.charged FROM "
+	  "(SELECT holder, sum(amount) AS held, sum(cost) AS charged FROM g "
+	  "GROUP BY 1) x WHERE tenants.id = x.holder), "
+	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, amount, held, "
+	  "reservation_id, request_id) SELECT holder, 'charge', -cost, "
+	  "-amount, id, request_id FROM g), "
+	  "u AS (INSERT INTO usage (tenant_id, api_key_id, request_id, "
+	  "provider, model, key_source, prompt_tokens, completion_tokens, "
+	  "credits_charged, markup, status, reservation_id, "
+	  "credits_forgiven) SELECT tenant_id, api_key_id, request_id, "
+	  "provider, model, key_source, prompt_tokens, completion_tokens, "
+	  "cost, markup, status, id, 0 FROM g) "
+	  "SELECT id::text FROM g", true },
+	[STMT_CREDITS_SETTLED_MANY] = { "credits_settled_many", 1,
+	  "SELECT reservation_id::text, credits_charged FROM usage "
+	  "WHERE reservation_id = ANY($1::uuid[])" },
 	/* $3 is 'mint' or 'transfer_in', $4 the giver, $5 the request. */
 	[STMT_CREDITS_ADD] = { "credits_add", 5,
 	  "WITH t AS (UPDATE tenants SET credits_balance = credits_balance + "

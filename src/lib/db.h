@@ -155,6 +155,16 @@ enum stmt {
 				    request, provider, model, source, prompt,
 				    completion, markup, status) -> charged */
 	STMT_CREDITS_SETTLED,	/* (reservation id) -> charged, or no row */
+	STMT_CREDITS_RESERVE_MANY, /* (ids, tenants, keys, requests, amounts,
+				    seconds to deadline: array literals; host,
+				    pid) -> ids of the holds taken */
+	STMT_CREDITS_HELD,	/* (ids as uuid[]) -> those that are held */
+	STMT_CREDITS_SETTLE_MANY, /* (ids, costs, tenants, keys, requests,
+				    providers, models, sources, prompts,
+				    completions, markups, statuses: array
+				    literals) -> ids settled */
+	STMT_CREDITS_SETTLED_MANY, /* (ids as uuid[]) -> id, charged of those
+				    settled */
 	STMT_CREDITS_ADD,	/* (tenant, amount, kind, giver, request)
 				   -> balance */
 	STMT_CREDITS_DEBIT,	/* (tenant, amount, receiver, request)

@@ -341,10 +341,19 @@ promote(struct worker *w)
 	pthread_mutex_unlock(&pool.mu);
 }
 
+/* Lets go of w->lock; the last thread with work wakes a parked one. */
+static void
+letgo(struct worker *w)
+{
+	if (atomic_fetch_sub(&w->active, 1) == 1 && w->nparked > 0)
+		pthread_cond_signal(&w->parked);
+	pthread_mutex_unlock(&w->lock);
+}
+
 void
 worker_release(struct worker *w)
 {
-	pthread_mutex_unlock(&w->lock);
+	letgo(w);
 	if (!atomic_load_explicit(&pool.leading, memory_order_relaxed))
 		promote(w);
 }
@@ -352,7 +361,43 @@ worker_release(struct worker *w)
 void
 worker_acquire(struct worker *w)
 {
+	atomic_fetch_add(&w->active, 1);
 	pthread_mutex_lock(&w->lock);
+}
+
+bool
+worker_quiet(struct worker *w)
+{
+	return atomic_load(&w->active) <= 1;
+}
+
+/*
+ * Others decrement w->active only with w->lock held, so a worker found
+ * busy stays so until this thread waits: the last of them to let go
+ * signals it.  The timeout (1 s) only bounds a wait nothing should
+ * prolong.
+ */
+void
+worker_park(struct worker *w)
+{
+	struct timespec	 until;
+
+	w->nparked++;
+	atomic_fetch_sub(&w->active, 1);
+	if (!atomic_load_explicit(&pool.leading, memory_order_relaxed))
+		promote(w);
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec++;
+	(void)pthread_cond_timedwait(&w->parked, &w->lock, &until);
+	atomic_fetch_add(&w->active, 1);
+	w->nparked--;
+}
+
+void
+worker_unpark(struct worker *w)
+{
+	if (w->nparked > 0)
+		pthread_cond_broadcast(&w->parked);
 }
 
 /* lib/upstream's hook: a provider call waits without the lock. */
@@ -544,7 +589,7 @@ serve_job(struct worker *w, struct job *job)
 	 * No other leader is woken: this thread leads next, once the
 	 * answer is flushed (at most a socket buffer's worth, mostly).
 	 */
-	pthread_mutex_unlock(&w->lock);
+	letgo(w);
 	request_io_finish(job->io, &job->req);
 	request_clear(&job->req);
 }
@@ -691,7 +736,7 @@ first_loop(struct worker *w, int epfd, int sigfd)
 		if (ms >= 0 && after_wait() == 0) {
 			worker_acquire(w);
 			run_after(w);
-			pthread_mutex_unlock(&w->lock);
+			letgo(w);
 		}
 	}
 	if (!pool.stopping)
@@ -769,6 +814,7 @@ worker_setup(struct worker *w, int *epfd, int *sigfd)
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&pool.follow, &attr);
+	pthread_cond_init(&w->parked, &attr);
 	pthread_condattr_destroy(&attr);
 	if ((pool.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (pool.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -59,6 +60,11 @@ struct worker_app {
  */
 struct worker {
 	pthread_mutex_t		 lock;
+	pthread_cond_t		 parked;	/* see worker_park() */
+	atomic_int		 active;	/* threads holding lock or
+						   waiting for it, but for
+						   the parked ones */
+	int			 nparked;	/* with lock held */
 	const struct config	*cfg;		/* borrowed from the master */
 	const struct worker_app	*app;
 	int			 listen_fd;	/* shared, non-blocking */
@@ -75,6 +81,17 @@ struct worker {
  */
 void	worker_release(struct worker *);
 void	worker_acquire(struct worker *);
+/*
+ * For work that goes faster done for many requests at once (their
+ * credits, in one statement): with w->lock held, worker_quiet() says that
+ * no other thread of the worker holds or waits for the lock; otherwise
+ * worker_park() lets go of it and waits until they all have let go (or
+ * parked), or until worker_unpark(), and takes it back.  Other
+ * connections are accepted meanwhile.
+ */
+bool	worker_quiet(struct worker *);
+void	worker_park(struct worker *);
+void	worker_unpark(struct worker *);
 
 /* Worker exit codes the master tells apart. */
 #define WORKER_EXIT_OK		0	/* stopped or recycled: respawn */

@@ -992,3 +992,123 @@ def test_random_movements_keep_every_balance_the_sum_of_its_rows(
             raise AssertionError("seed %d, after %s: %s" % (seed, steps, e))
     kinds = {k for t in tids for k, _, _ in ledger(billed, t)}
     assert {"mint", "hold"} <= kinds, (seed, kinds)
+
+
+# ---------------------------------------------------------------------------
+# Holds and settlements sent together
+
+def _burst(s, key, n, body=BODY):
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        return list(ex.map(lambda _: chat(s, key, body), range(n)))
+
+
+def _together(s, tid, kind):
+    """How many of the tenant's ledger rows of `kind` there are, and in
+    how many transactions they were written (now() is a transaction's)."""
+    return tuple(int(v) for v in s.psql(
+        "SELECT count(*), count(DISTINCT created_at) FROM credit_ledger "
+        "WHERE tenant_id = '%s' AND kind = '%s'" % (tid, kind))[0])
+
+
+@pytest.fixture
+def one_worker(make_stack, mock):
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=1)
+    return make_stack(**cfg)
+
+
+def test_calls_arriving_together_are_held_together_and_never_overspend(
+        one_worker, mock):
+    """Forty calls at once on one worker, the tenant funded for exactly
+    25 estimates, the provider answering after 2 s: holds taken while
+    other requests of the worker are under way go to PostgreSQL together,
+    as do the settlements of calls that end together; still exactly 25
+    calls are held, each charged once, and the ledger adds up."""
+    s = one_worker
+    est, _ = estimate()
+    tid, key = tenant(s, None)
+    set_balance(s, tid, 25 * est)
+    mock.behave("openai", Complete(usage=(100, 100), wait=2))
+    results = _burst(s, key, 40)
+    assert sorted(r.status for r in results) == [200] * 25 + [402] * 15
+    assert len(mock.seen("openai")) == 25
+    for r in results:
+        if r.status == 402:
+            err = ks.assert_error(r, 402, "insufficient_credits")
+            assert err["available_credits"] < est / 1e6, err
+    holds, hold_txs = _together(s, tid, "hold")
+    charges, charge_txs = _together(s, tid, "charge")
+    assert holds == charges == 25
+    assert hold_txs < holds and charge_txs < charges, \
+        (hold_txs, charge_txs)
+    calls, charged = usage_of(s, tid)
+    assert calls == 25
+    assert charged == 25 * cost(100, 100)
+    assert micro(s, tid) == 25 * est - charged
+    assert micro(s, tid, "credits_reserved") == 0
+    _exact(s, [tid])
+
+
+@pytest.mark.parametrize("funds,usage", [(20, (100, 150)), (10, (100, 10**6))],
+                         ids=["paid", "cut-to-balance"])
+def test_calls_ending_together_over_their_holds_are_charged_exactly(
+        one_worker, mock, funds, usage):
+    """Ten calls at once whose provider counts more tokens than was held:
+    when the balance pays all of them they are charged in full, settled
+    together; when it does not, each is charged what is left in turn,
+    never below zero, and the rest is written as forgiven."""
+    s = one_worker
+    est, _ = estimate()
+    tid, key = tenant(s, None)
+    set_balance(s, tid, funds * est)
+    mock.behave("openai", Complete(usage=usage, wait=1))
+    results = _burst(s, key, 10)
+    assert [r.status for r in results] == [200] * 10, \
+        [(r.status, r.body[:200]) for r in results if r.status != 200]
+    said = sorted(round(r.json["keygate"]["credits_charged"] * 1e6)
+                  for r in results)
+    rows = s.psql("SELECT credits_charged, credits_forgiven FROM usage "
+                  "WHERE tenant_id = '%s'" % tid)
+    assert sorted(int(c) for c, _ in rows) == said
+    if funds == 20:
+        assert said == [cost(*usage)] * 10
+        assert all(int(f) == 0 for _, f in rows), rows
+        charges, txs = _together(s, tid, "charge")
+        assert txs < charges == 10
+        assert micro(s, tid) == funds * est - 10 * cost(*usage)
+    else:
+        assert sum(said) == funds * est
+        assert micro(s, tid) == 0
+        assert sum(int(c) + int(f) for c, f in rows) == 10 * cost(*usage)
+    assert micro(s, tid, "credits_reserved") == 0
+    _exact(s, [tid])
+
+
+def test_postgresql_restarted_while_many_calls_wait_charges_each_once(
+        make_stack, own_pg, mock):
+    """Twenty calls of a worker wait on the provider when PostgreSQL
+    restarts: their settlements, sent together on a connection that is
+    gone, are sent again once it is back, and each call is charged once."""
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=1)
+    s = make_stack(cluster=own_pg, **cfg)
+    tid, key = tenant(s, 1)
+    mock.behave("openai", Complete(wait=4, usage=(40, 9)))
+    out = []
+    t = threading.Thread(target=lambda: out.extend(_burst(s, key, 20)),
+                         daemon=True)
+    t.start()
+    ks.wait_until(lambda: len(mock.seen()) == 20, 20,
+                  what="twenty provider calls")
+    own_pg.restart()
+    t.join(90)
+    assert len(out) == 20, "no answer"
+    assert [r.status for r in out] == [200] * 20, \
+        [(r.status, r.body[:200]) for r in out if r.status != 200]
+    assert all(round(r.json["keygate"]["credits_charged"] * 1e6) ==
+               cost(40, 9) for r in out)
+    assert s.psql("SELECT count(*), sum(credits_charged) FROM usage WHERE "
+                  "tenant_id = '%s'" % tid) == [["20", str(20 * cost(40, 9))]]
+    assert micro(s, tid) == 1000000 - 20 * cost(40, 9)
+    assert micro(s, tid, "credits_reserved") == 0
+    _exact(s, [tid])
