@@ -579,6 +579,18 @@ literals(struct buf *col, const char **p, int n)
 	return 0;
 }
 
+/* Sets held in each of r whose id is in the first column of res. */
+static void
+mark_held(const struct db_res *res, struct credits_hold_req *r, int n)
+{
+	int	 i, j;
+
+	for (j = 0; j < db_rows(res); j++)
+		for (i = 0; i < n; i++)
+			if (strcmp(r[i].id, db_value(res, j, 0)) == 0)
+				r[i].held = true;
+}
+
 /* The holds of r found in the database: sets held.  0, or -1. */
 static int
 held_of(struct db *db, struct credits_hold_req *r, int n)
@@ -586,17 +598,14 @@ held_of(struct db *db, struct credits_hold_req *r, int n)
 	struct db_res	*res;
 	struct buf	 ids = { 0 };
 	const char	*p[1];
-	int		 i, j, rc = 0;
+	int		 i, rc = 0;
 
 	for (i = 0; i < n && rc == 0; i++)
 		rc = element(&ids, r[i].id);
 	if (rc == 0)
 		rc = literals(&ids, p, 1);
 	if (rc == 0 && (res = db_query(db, STMT_CREDITS_HELD, 1, p)) != NULL) {
-		for (j = 0; j < db_rows(res); j++)
-			for (i = 0; i < n; i++)
-				if (strcmp(r[i].id, db_value(res, j, 0)) == 0)
-					r[i].held = true;
+		mark_held(res, r, n);
 		db_res_free(res);
 	} else
 		rc = -1;
@@ -639,10 +648,7 @@ credits_reserve_many(struct db *db, struct credits_hold_req *r, int n)
 	/* Failed: nothing was held, or all was and the answer was lost. */
 	if (res == NULL)
 		return rc == 0 ? held_of(db, r, n) : -1;
-	for (j = 0; j < db_rows(res); j++)
-		for (i = 0; i < n; i++)
-			if (strcmp(r[i].id, db_value(res, j, 0)) == 0)
-				r[i].held = true;
+	mark_held(res, r, n);
 	db_res_free(res);
 	return 0;
 }
