@@ -75,9 +75,9 @@ quiet(void *arg)
 }
 
 static void
-park(void *arg)
+park(void *arg, double until)
 {
-	worker_park(arg);
+	worker_park(arg, until);
 }
 
 static void

@@ -245,8 +245,8 @@ flush(const struct holder *who)
 
 /*
  * Queues op and waits until it was sent: by this thread, once no other
- * thread of the process has work to do (or the queue is full), or by
- * another that got there last.
+ * thread of the process has work to do, the queue is full or its first
+ * has waited HOLD_GATHER s; or by another.
  */
 static void
 batched(const struct holder *who, struct hold_op *op)
@@ -255,13 +255,18 @@ batched(const struct holder *who, struct hold_op *op)
 
 	if (q->n == HOLD_BATCH)
 		flush(who);
+	if (q->n == 0)
+		q->since = clock_mono();
 	q->op[q->n++] = op;
 	while (!op->done) {
-		if (q->n == HOLD_BATCH || who->quiet(who->arg)) {
+		if (q->n == HOLD_BATCH || who->quiet(who->arg) ||
+		    clock_mono() >= q->since + HOLD_GATHER) {
 			flush(who);
 			break;
 		}
-		who->park(who->arg);
+		/* The first waits for the others only so long. */
+		who->park(who->arg, q->op[0] == op ? q->since + HOLD_GATHER :
+		    0);
 	}
 }
 

@@ -31,10 +31,12 @@ struct lease_shared;
  * the database together, in one statement each: see hold_take().
  */
 #define HOLD_BATCH	64
+#define HOLD_GATHER	0.005
 
 struct hold_queue {
 	struct hold_op	*op[HOLD_BATCH];
 	int		 n;
+	double		 since;		/* monotonic s the first came */
 };
 
 /* What holding needs of the process it runs in. */
@@ -55,12 +57,13 @@ struct holder {
 	 * sent alone) while other threads of the process have work to do,
 	 * and are sent together by the last one to get there: quiet() says
 	 * whether any other thread runs or waits to; park() lets go of the
-	 * process's lock and waits until all are quiet or unpark() is
-	 * called, and takes the lock back.
+	 * process's lock and waits until all are quiet, unpark() is called
+	 * or the monotonic time until (s, 0 = none) has come, and takes the
+	 * lock back.  The first in the queue waits at most HOLD_GATHER s.
 	 */
 	struct hold_queue *queue;
 	bool		(*quiet)(void *);
-	void		(*park)(void *);
+	void		(*park)(void *, double until);
 	void		(*unpark)(void *);
 };
 

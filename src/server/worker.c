@@ -378,17 +378,20 @@ worker_quiet(struct worker *w)
  * prolong.
  */
 void
-worker_park(struct worker *w)
+worker_park(struct worker *w, double until)
 {
-	struct timespec	 until;
+	struct timespec	 t;
+	double		 limit = clock_mono() + 1.0;
 
 	w->nparked++;
 	atomic_fetch_sub(&w->active, 1);
 	if (!atomic_load_explicit(&pool.leading, memory_order_relaxed))
 		promote(w);
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec++;
-	(void)pthread_cond_timedwait(&w->parked, &w->lock, &until);
+	if (until <= 0 || until > limit)
+		until = limit;
+	t.tv_sec = (time_t)until;
+	t.tv_nsec = (long)((until - (double)t.tv_sec) * 1e9);
+	(void)pthread_cond_timedwait(&w->parked, &w->lock, &t);
 	atomic_fetch_add(&w->active, 1);
 	w->nparked--;
 }

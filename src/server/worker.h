@@ -86,11 +86,12 @@ void	worker_acquire(struct worker *);
  * credits, in one statement): with w->lock held, worker_quiet() says that
  * no other thread of the worker holds or waits for the lock; otherwise
  * worker_park() lets go of it and waits until they all have let go (or
- * parked), or until worker_unpark(), and takes it back.  Other
+ * parked), until worker_unpark(), or until the monotonic time until
+ * (s; 0 = none), and takes it back.  Other
  * connections are accepted meanwhile.
  */
 bool	worker_quiet(struct worker *);
-void	worker_park(struct worker *);
+void	worker_park(struct worker *, double until);
 void	worker_unpark(struct worker *);
 
 /* Worker exit codes the master tells apart. */

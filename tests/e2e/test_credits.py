@@ -1002,6 +1002,24 @@ def _burst(s, key, n, body=BODY):
         return list(ex.map(lambda _: chat(s, key, body), range(n)))
 
 
+def _held_burst(s, mock, key, n, answered):
+    """n calls at once, their answers held by the mock until `answered`
+    of them reached it, then let go together.  Returns the responses."""
+    out = []
+    mock.hold("openai")
+    t = threading.Thread(target=lambda: out.extend(_burst(s, key, n)),
+                         daemon=True)
+    t.start()
+    try:
+        ks.wait_until(lambda: len(mock.seen("openai")) >= answered, 30,
+                      what="%d provider calls" % answered)
+    finally:
+        mock.release("openai")
+    t.join(60)
+    assert len(out) == n, "no answer"
+    return out
+
+
 def _together(s, tid, kind):
     """How many of the tenant's ledger rows of `kind` there are, and in
     how many transactions they were written (now() is a transaction's)."""
@@ -1020,16 +1038,17 @@ def one_worker(make_stack, mock):
 def test_calls_arriving_together_are_held_together_and_never_overspend(
         one_worker, mock):
     """Forty calls at once on one worker, the tenant funded for exactly
-    25 estimates, the provider answering after 2 s: holds taken while
-    other requests of the worker are under way go to PostgreSQL together,
-    as do the settlements of calls that end together; still exactly 25
-    calls are held, each charged once, and the ledger adds up."""
+    25 estimates, the provider answering all of them at once: holds taken
+    while other requests of the worker are under way go to PostgreSQL
+    together, as do the settlements of calls that end together; still
+    exactly 25 calls are held, each charged once, and the ledger adds
+    up."""
     s = one_worker
     est, _ = estimate()
     tid, key = tenant(s, None)
     set_balance(s, tid, 25 * est)
-    mock.behave("openai", Complete(usage=(100, 100), wait=2))
-    results = _burst(s, key, 40)
+    mock.behave("openai", Complete(usage=(100, 100)))
+    results = _held_burst(s, mock, key, 40, 25)
     assert sorted(r.status for r in results) == [200] * 25 + [402] * 15
     assert len(mock.seen("openai")) == 25
     for r in results:
@@ -1061,8 +1080,8 @@ def test_calls_ending_together_over_their_holds_are_charged_exactly(
     est, _ = estimate()
     tid, key = tenant(s, None)
     set_balance(s, tid, funds * est)
-    mock.behave("openai", Complete(usage=usage, wait=1))
-    results = _burst(s, key, 10)
+    mock.behave("openai", Complete(usage=usage))
+    results = _held_burst(s, mock, key, 10, 10)
     assert [r.status for r in results] == [200] * 10, \
         [(r.status, r.body[:200]) for r in results if r.status != 200]
     said = sorted(round(r.json["keygate"]["credits_charged"] * 1e6)
