@@ -333,6 +333,40 @@ client_left(void *arg)
 	return c->req->client_gone;
 }
 
+/* client_left() of many calls, asked together (in the provider loop). */
+static void
+clients_left(void *const *arg, size_t n, bool *gone)
+{
+	struct request	**reqs = calloc(n, sizeof(*reqs));
+	bool		*left = calloc(n, sizeof(*left));
+	size_t		*at = calloc(n, sizeof(*at)), i, m = 0;
+	struct call	*c;
+
+	if (reqs == NULL || left == NULL || at == NULL) {
+		for (i = 0; i < n; i++)
+			gone[i] = client_left(arg[i]) != 0;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		c = arg[i];
+		gone[i] = c->req->client_gone;
+		if (!gone[i]) {
+			reqs[m] = c->req;
+			at[m++] = i;
+		}
+	}
+	request_abandoned_many(reqs, m, left);
+	for (i = 0; i < m; i++)
+		if (left[i]) {
+			reqs[i]->client_gone = true;
+			gone[at[i]] = true;
+		}
+out:
+	free(reqs);
+	free(left);
+	free(at);
+}
+
 /* Settles the call and answers reply (taken) with the keygate block. */
 static void
 answer_whole(struct call *c, struct json_object *reply)
@@ -414,6 +448,7 @@ call_perform(struct call *c)
 	call.idle_timeout = w->cfg->upstream_idle_timeout;
 	call.max_response = MAX_REPLY;
 	call.gone = client_left;
+	call.gone_many = clients_left;
 	call.gone_arg = c;
 	request_watch_client(c->req);
 	metrics_call_begin(w, c->stream);

@@ -52,8 +52,11 @@ static const uint8_t	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
  * CPU while holding it would stall the others.  Closed as the thread ends.
  */
 static __thread int	 diag_fd = -1;
-static __thread pid_t	 diag_pid;	/* the process diag_fd belongs to */
+static __thread unsigned diag_gen;	/* the process diag_fd belongs to */
+static atomic_uint	 forks;		/* children made so far, as seen in
+					   a child */
 static __thread uint32_t diag_seq;
+static __thread unsigned long asked;	/* requests sent */
 static pthread_key_t	 diag_key;
 static pthread_once_t	 diag_once = PTHREAD_ONCE_INIT;
 static atomic_uint	 misses;	/* peer_find()s in a row that failed */
@@ -67,27 +70,38 @@ diag_close(void *p)
 }
 
 static void
+forked(void)
+{
+	atomic_fetch_add(&forks, 1);
+}
+
+static void
 diag_key_make(void)
 {
-	if (pthread_key_create(&diag_key, diag_close) != 0)
+	if (pthread_key_create(&diag_key, diag_close) != 0 ||
+	    pthread_atfork(NULL, NULL, forked) != 0)
 		abort();
 }
 
-/* The thread's netlink socket, opened again in a forked child. */
+/*
+ * The thread's netlink socket, opened again in a forked child (told by
+ * a count of forks rather than by asking the process's id each time).
+ */
 static int
 diag_socket(void)
 {
-	pid_t	 pid = getpid();
+	unsigned gen;
 
-	if (diag_fd >= 0 && diag_pid == pid)
+	pthread_once(&diag_once, diag_key_make);
+	gen = atomic_load_explicit(&forks, memory_order_relaxed) + 1;
+	if (diag_fd >= 0 && diag_gen == gen)
 		return diag_fd;
 	/* A child's copy of its parent's socket would share its answers. */
 	if (diag_fd >= 0)
 		close(diag_fd);
-	pthread_once(&diag_once, diag_key_make);
 	diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC,
 	    NETLINK_SOCK_DIAG);
-	diag_pid = pid;
+	diag_gen = gen;
 	(void)pthread_setspecific(diag_key, diag_fd >= 0 ?
 	    (void *)(intptr_t)(diag_fd + 1) : NULL);
 	return diag_fd;
@@ -184,6 +198,7 @@ diag_ask(struct nlmsghdr *req, size_t len, struct diag_reader *rd)
 	req->nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	if ((fd = diag_socket()) >= 0) {
 		req->nlmsg_seq = ++diag_seq;
+		asked++;
 		if (sendto(fd, req, len, 0, (const struct sockaddr *)&kernel,
 		    sizeof(kernel)) == (ssize_t)len)
 			rc = diag_answers(fd, req->nlmsg_seq,
@@ -408,4 +423,160 @@ peer_state(const struct peer *p)
 		break;
 	}
 	return PEER_UNKNOWN;
+}
+
+unsigned long
+peer_questions(void)
+{
+	return asked;
+}
+
+/*
+ * Questions sent together: one message of BATCH requests, one read of
+ * their answers (the kernel answers each as it reads the message, so all
+ * are there when sendto() returns).  An answer is at most a few hundred
+ * bytes; the socket's default buffer holds BATCH of them many times over.
+ */
+#define BATCH		64
+#define ANSWER_MAX	1024
+
+struct diag_req {
+	struct nlmsghdr		 h;
+	struct inet_diag_req_v2	 r;
+};
+
+/* The buffers of a thread's batches, kept: the provider loop asks often. */
+static __thread struct batch_buf {
+	struct diag_req	 req[BATCH];
+	char		 ans[BATCH][ANSWER_MAX];
+	struct mmsghdr	 msg[BATCH];
+	struct iovec	 iov[BATCH];
+}			*batch_buf;
+static pthread_key_t	 batch_key;
+static pthread_once_t	 batch_once = PTHREAD_ONCE_INIT;
+
+static void
+batch_key_make(void)
+{
+	if (pthread_key_create(&batch_key, free) != 0)
+		abort();
+}
+
+/* The state one answer tells, or PEER__MAX when it tells nothing clear. */
+static enum peer_state
+answer_state(const struct nlmsghdr *h, size_t len)
+{
+	const struct nlmsgerr *e;
+	const struct inet_diag_msg *m;
+
+	if (!NLMSG_OK(h, len))
+		return PEER__MAX;
+	if (h->nlmsg_type == NLMSG_ERROR) {
+		if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+			return PEER__MAX;
+		e = NLMSG_DATA(h);
+		/* ESTALE: the numbers name another socket now. */
+		return e->error == -ENOENT || e->error == -ESTALE ? PEER_GONE :
+		    PEER__MAX;
+	}
+	if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+		return PEER__MAX;
+	m = NLMSG_DATA(h);
+	return m->idiag_state == STATE_ESTABLISHED ? PEER_OPEN : PEER_GONE;
+}
+
+/*
+ * Asks about p[0..n) (n <= BATCH, all known) in one message; out[i] is
+ * PEER__MAX where no clear answer came.  False when nothing could be sent.
+ */
+static bool
+ask_batch(struct batch_buf *b, const struct peer *const *p, size_t n,
+    enum peer_state *out)
+{
+	struct sockaddr_nl	 kernel;
+	uint32_t		 seq0;
+	size_t			 i, j, len;
+	int			 fd, got;
+
+	memset(&kernel, 0, sizeof(kernel));
+	kernel.nl_family = AF_NETLINK;
+	if ((fd = diag_socket()) < 0)
+		return false;
+	seq0 = diag_seq + 1;
+	diag_seq += (uint32_t)n;
+	for (i = 0; i < n; i++) {
+		memset(&b->req[i], 0, sizeof(b->req[i]));
+		b->req[i].h.nlmsg_len = sizeof(b->req[i]);
+		b->req[i].h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+		b->req[i].h.nlmsg_flags = NLM_F_REQUEST;
+		b->req[i].h.nlmsg_seq = seq0 + (uint32_t)i;
+		diag_request(&b->req[i].r, p[i]);
+		b->req[i].r.idiag_states = ~0U;
+		b->req[i].r.id.idiag_cookie[0] = p[i]->cookie[0];
+		b->req[i].r.id.idiag_cookie[1] = p[i]->cookie[1];
+		out[i] = PEER__MAX;
+	}
+	asked++;
+	len = n * sizeof(b->req[0]);
+	if (sendto(fd, b->req, len, 0, (const struct sockaddr *)&kernel,
+	    sizeof(kernel)) != (ssize_t)len) {
+		diag_forget();
+		return false;
+	}
+	for (i = 0; i < n; i++) {
+		b->iov[i].iov_base = b->ans[i];
+		b->iov[i].iov_len = ANSWER_MAX;
+		memset(&b->msg[i], 0, sizeof(b->msg[i]));
+		b->msg[i].msg_hdr.msg_iov = &b->iov[i];
+		b->msg[i].msg_hdr.msg_iovlen = 1;
+	}
+	got = recvmmsg(fd, b->msg, (unsigned)n, MSG_DONTWAIT, NULL);
+	for (i = 0; got > 0 && i < (size_t)got; i++) {
+		const struct nlmsghdr *h = (const void *)b->ans[i];
+
+		if (b->msg[i].msg_hdr.msg_flags & MSG_TRUNC ||
+		    b->msg[i].msg_len < sizeof(*h))
+			continue;
+		j = h->nlmsg_seq - seq0;
+		if (j < n)
+			out[j] = answer_state(h, b->msg[i].msg_len);
+	}
+	/* Anything unread would be taken for the next question's answer. */
+	if (got != (int)n)
+		diag_forget();
+	return true;
+}
+
+void
+peer_states(const struct peer *const *p, size_t n, enum peer_state *out)
+{
+	const struct peer *known[BATCH];
+	enum peer_state	 st[BATCH];
+	size_t		 at[BATCH], i, k, j;
+
+	pthread_once(&batch_once, batch_key_make);
+	if (batch_buf == NULL && n > 1 &&
+	    (batch_buf = malloc(sizeof(*batch_buf))) != NULL)
+		(void)pthread_setspecific(batch_key, batch_buf);
+	for (i = 0; i < n; i++)
+		out[i] = PEER_UNKNOWN;
+	for (i = 0; i < n; ) {
+		/* The next BATCH known peers. */
+		for (k = 0; i < n && k < BATCH; i++)
+			if (p[i]->known) {
+				known[k] = p[i];
+				at[k++] = i;
+			}
+		if (k == 0)
+			break;
+		if (k == 1 || batch_buf == NULL ||
+		    !ask_batch(batch_buf, known, k, st))
+			for (j = 0; j < k; j++)
+				st[j] = PEER__MAX;
+		/* No clear answer: asked alone, as peer_state() would. */
+		for (j = 0; j < k; j++)
+			out[at[j]] = st[j] != PEER__MAX ? st[j] :
+			    peer_state(known[j]);
+	}
 }

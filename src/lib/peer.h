@@ -2,6 +2,7 @@
 #define KEYGATE_LIB_PEER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /*
@@ -42,5 +43,13 @@ bool		 peer_find(struct peer *p, const char *local, const char *lport,
 		    const char *remote, const char *rport);
 /* Where the connection p stands now.  Safe from several threads. */
 enum peer_state	 peer_state(const struct peer *p);
+/*
+ * peer_state() of p[0..n) into out[0..n), the questions sent to the
+ * kernel 64 at a time in one message and their answers read at once.
+ */
+void		 peer_states(const struct peer *const *p, size_t n,
+		    enum peer_state *out);
+/* The messages this thread has sent the kernel so far. */
+unsigned long	 peer_questions(void);
 
 #endif

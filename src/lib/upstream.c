@@ -47,6 +47,7 @@ struct sink {
 	void		*ctx;
 	int		(*gone)(void *);	/* from the call */
 	void		*gone_arg;
+	void		(*gone_many)(void *const *, size_t, bool *);
 	int		(*drain)(void *);	/* from the call */
 	int		 out_fd;
 	CURL		*h;
@@ -299,6 +300,10 @@ struct upstream {
 	int		 wake_fd;	/* eventfd: the inbox has calls */
 	double		 swept;		/* monotonic s of the last sweep */
 	struct sink	*calls;		/* in flight */
+	struct sink	**due;		/* the sweep's calls to ask gone_many */
+	void		**due_arg;
+	bool		*due_gone;
+	size_t		 due_cap;
 	uint32_t	 driven;	/* lanes curl ran since the last reap */
 };
 
@@ -454,6 +459,9 @@ upstream_free(struct upstream *u)
 		curl_easy_cleanup(u->idle[i]);
 	if (u->share != NULL)
 		curl_share_cleanup(u->share);
+	free(u->due);
+	free(u->due_arg);
+	free(u->due_gone);
 	free(u);
 }
 
@@ -742,16 +750,44 @@ unblock(struct upstream *u, struct sink *s)
 	curl_easy_pause(s->h, CURLPAUSE_CONT);
 }
 
+/* Room for n calls in the sweep's arrays; false when out of memory. */
+static bool
+due_room(struct upstream *u, size_t n)
+{
+	struct sink	**d;
+	void		**a;
+	bool		*g;
+	size_t		 cap = u->due_cap > 0 ? u->due_cap : 64;
+
+	if (n <= u->due_cap)
+		return true;
+	while (cap < n)
+		cap *= 2;
+	if ((d = realloc(u->due, cap * sizeof(*d))) != NULL)
+		u->due = d;
+	if ((a = realloc(u->due_arg, cap * sizeof(*a))) != NULL)
+		u->due_arg = a;
+	if ((g = realloc(u->due_gone, cap * sizeof(*g))) != NULL)
+		u->due_gone = g;
+	if (d == NULL || a == NULL || g == NULL)
+		return false;
+	u->due_cap = cap;
+	return true;
+}
+
 /*
  * What no socket tells, for every call: the client gone (asked twice a
- * second), no byte within the idle timeout, a receiver whose output stays
- * stuck (its drain says when it has waited too long), a reply whose
- * receiver has had all it needed a while ago.
+ * second, of all calls due at once where the call allows), no byte within
+ * the idle timeout, a receiver whose output stays stuck (its drain says
+ * when it has waited too long), a reply whose receiver has had all it
+ * needed a while ago.
  */
 static void
 sweep(struct upstream *u, double now)
 {
 	struct sink	*s, *next;
+	void		(*many)(void *const *, size_t, bool *) = NULL;
+	size_t		 n = 0, i;
 
 	u->swept = now;
 	for (s = u->calls; s != NULL; s = next) {
@@ -774,12 +810,25 @@ sweep(struct upstream *u, double now)
 		    now - s->gone_at >= UPSTREAM_GONE_EVERY) {
 			/* Two or three system calls a time: not every sweep. */
 			s->gone_at = now;
-			if (s->gone(s->gone_arg)) {
+			if (s->gone_many != NULL && (many == NULL ||
+			    many == s->gone_many) && due_room(u, n + 1)) {
+				many = s->gone_many;
+				u->due[n] = s;
+				u->due_arg[n++] = s->gone_arg;
+			} else if (s->gone(s->gone_arg)) {
 				s->left = 1;
 				cut(u, s);
 			}
 		}
 	}
+	if (n == 0)
+		return;
+	many(u->due_arg, n, u->due_gone);
+	for (i = 0; i < n; i++)
+		if (u->due_gone[i]) {
+			u->due[i]->left = 1;
+			cut(u, u->due[i]);
+		}
 }
 
 /* Takes the calls handed over into curl. */
@@ -957,6 +1006,7 @@ run(struct upstream_call *c, struct sink *sink, long *status,
 	sink->h = h;
 	sink->gone = c->gone;
 	sink->gone_arg = c->gone_arg;
+	sink->gone_many = c->gone_many;
 	sink->drain = c->drain;
 	sink->out_fd = c->out_fd;
 	sink->idle = c->idle_timeout;

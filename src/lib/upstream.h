@@ -41,6 +41,12 @@ struct upstream_call {
 	int		(*gone)(void *gone_arg);
 	void		*gone_arg;
 	/*
+	 * In the loop, gone() of many calls at once (optional): gone[i] of
+	 * arg[i], for calls with the same gone_many.  The loop then asks
+	 * every call due in one go, rather than one by one.
+	 */
+	void		(*gone_many)(void *const *arg, size_t n, bool *gone);
+	/*
 	 * A stream's receiver that may keep output it could not send at
 	 * once (its fn returned UPSTREAM_BACKLOG): no piece comes until
 	 * drain(ctx), called when out_fd can be written and a few times a

@@ -430,13 +430,32 @@ request_watch_client(struct request *req)
 	req->peer_asked = clock_mono();
 }
 
+/*
+ * What the web server's connection tells, once poll() found it readable
+ * or closed (revents): has the web server given the request up?
+ */
+static bool
+fastcgi_told(int fd, short revents)
+{
+	unsigned char	 head[8];
+	ssize_t		 n;
+
+	if (revents & (POLLHUP | POLLERR | POLLNVAL))
+		return true;
+	n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0)
+		return true;
+	if (n < 0)
+		return errno == ECONNRESET || errno == ENOTCONN;
+	/* A record header: version 1, then type 2 = FCGI_ABORT_REQUEST. */
+	return n == (ssize_t)sizeof(head) && head[0] == 1 && head[1] == 2;
+}
+
 /* The web server's side of request_abandoned(). */
 static bool
 fastcgi_abandoned(struct request *req)
 {
 	struct pollfd	 pfd;
-	unsigned char	 head[8];
-	ssize_t		 n;
 
 	pfd.fd = req->io->fcgx.ipcFd;
 	pfd.events = POLLIN;
@@ -445,15 +464,7 @@ fastcgi_abandoned(struct request *req)
 		return true;
 	if (poll(&pfd, 1, 0) != 1)
 		return false;
-	if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
-		return true;
-	n = recv(pfd.fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
-	if (n == 0)
-		return true;
-	if (n < 0)
-		return errno == ECONNRESET || errno == ENOTCONN;
-	/* A record header: version 1, then type 2 = FCGI_ABORT_REQUEST. */
-	return n == (ssize_t)sizeof(head) && head[0] == 1 && head[1] == 2;
+	return fastcgi_told(pfd.fd, pfd.revents);
 }
 
 bool
@@ -475,6 +486,51 @@ request_abandoned(struct request *req)
 		return false;
 	req->peer_asked = now;
 	return peer_state(&req->peer) == PEER_GONE;
+}
+
+void
+request_abandoned_many(struct request *const *r, size_t n, bool *gone)
+{
+	struct pollfd	*pfd = calloc(n, sizeof(*pfd));
+	const struct peer **peers = calloc(n, sizeof(*peers));
+	enum peer_state	*st = calloc(n, sizeof(*st));
+	size_t		*at = calloc(n, sizeof(*at)), i, m = 0;
+	double		 now = clock_mono();
+
+	if (pfd == NULL || peers == NULL || st == NULL || at == NULL) {
+		for (i = 0; i < n; i++)
+			gone[i] = request_abandoned(r[i]);
+		goto out;
+	}
+	/* One poll() for every web server connection. */
+	for (i = 0; i < n; i++) {
+		pfd[i].fd = r[i]->io->fcgx.ipcFd;
+		pfd[i].events = POLLIN;
+		gone[i] = pfd[i].fd < 0;
+		r[i]->gone_asked = now;
+	}
+	if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0)
+		for (i = 0; i < n; i++)
+			if (pfd[i].revents != 0 && !gone[i])
+				gone[i] = fastcgi_told(pfd[i].fd,
+				    pfd[i].revents);
+	/* The clients' own connections, asked of the kernel together. */
+	for (i = 0; i < n; i++) {
+		if (gone[i] || !r[i]->peer.known)
+			continue;
+		r[i]->peer_asked = now;
+		peers[m] = &r[i]->peer;
+		at[m++] = i;
+	}
+	peer_states(peers, m, st);
+	for (i = 0; i < m; i++)
+		if (st[i] == PEER_GONE)
+			gone[at[i]] = true;
+out:
+	free(pfd);
+	free(peers);
+	free(st);
+	free(at);
 }
 
 int

@@ -109,6 +109,12 @@ void		 request_watch_client(struct request *);
  * Only meaningful once the body has been read; never blocks.
  */
 bool		 request_abandoned(struct request *);
+/*
+ * request_abandoned() of r[0..n) into gone[0..n), asked of the web
+ * server's connections and the kernel once for all, every time.
+ */
+void		 request_abandoned_many(struct request *const *r, size_t n,
+		    bool *gone);
 /* Pushes what was written so far to the web server (for streams). */
 int		 request_flush(struct request *)
 		    __attribute__((warn_unused_result));

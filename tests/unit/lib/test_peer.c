@@ -384,6 +384,116 @@ test_a_run_of_misses_looks_less_often(void **state)
 	conn_close(&c);
 }
 
+/*
+ * Hundreds of connections asked about at once: their questions go to the
+ * kernel 64 to a message, and each answer is the one a question of its
+ * own gets.
+ */
+static void
+test_many_connections_asked_together(void **state)
+{
+	enum { N = 300 };
+	struct sockaddr_in in;
+	socklen_t	 len = sizeof(in);
+	struct conn	*c = calloc(N, sizeof(*c));
+	struct peer	*p = calloc(N + 2, sizeof(*p));
+	const struct peer **list = calloc(N + 3, sizeof(*list));
+	enum peer_state	*got = calloc(N + 3, sizeof(*got));
+	int		 listener, i, resets = 0;
+	unsigned long	 before;
+
+	(void)state;
+	assert_non_null(c);
+	assert_non_null(p);
+	assert_non_null(list);
+	assert_non_null(got);
+	listener = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&in, 0, sizeof(in));
+	in.sin_family = AF_INET;
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(listener, (struct sockaddr *)&in, sizeof(in)),
+	    0);
+	assert_int_equal(listen(listener, 16), 0);
+	assert_int_equal(getsockname(listener, (struct sockaddr *)&in, &len),
+	    0);
+	for (i = 0; i < N; i++) {
+		struct sockaddr_storage ss;
+
+		c[i].listener = -1;
+		c[i].client = socket(AF_INET, SOCK_STREAM, 0);
+		assert_int_equal(connect(c[i].client, (struct sockaddr *)&in,
+		    sizeof(in)), 0);
+		c[i].server = accept(listener, NULL, NULL);
+		assert_true(c[i].server >= 0);
+		len = sizeof(ss);
+		assert_int_equal(getsockname(c[i].server,
+		    (struct sockaddr *)&ss, &len), 0);
+		name_of(&ss, c[i].local, sizeof(c[i].local), c[i].lport,
+		    sizeof(c[i].lport));
+		len = sizeof(ss);
+		assert_int_equal(getpeername(c[i].server,
+		    (struct sockaddr *)&ss, &len), 0);
+		name_of(&ss, c[i].remote, sizeof(c[i].remote), c[i].rport,
+		    sizeof(c[i].rport));
+		assert_true(find(&p[i], &c[i]));
+		list[i] = &p[i];
+	}
+	/* Every third client closes, every seventh resets, one server end
+	 * is closed after its client's FIN; the rest stay. */
+	for (i = 0; i < N; i++)
+		if (i % 3 == 0)
+			client_closes(&c[i]);
+		else if (i % 7 == 0) {
+			client_resets(&c[i]);
+			resets++;
+		}
+	close(c[3].server);
+	c[3].server = -1;
+	/* Two calls on one connection, and one never found. */
+	list[N] = &p[1];
+	assert_false(peer_find(&p[N + 1], "192.0.2.1", "80", "192.0.2.2",
+	    "40000"));
+	list[N + 1] = &p[N + 1];
+	list[N + 2] = &p[2];
+	before = peer_questions();
+	peer_states(list, N + 3, got);
+	/* 302 known peers (one of them twice): five messages. */
+	assert_int_equal(peer_questions() - before, (N + 1 + 63) / 64);
+	assert_true(resets > 0);
+	for (i = 0; i < N; i++) {
+		enum peer_state want = i % 3 == 0 || i % 7 == 0 ? PEER_GONE :
+		    PEER_OPEN;
+
+		assert_int_equal(got[i], want);
+		assert_int_equal(peer_state(&p[i]), want);
+	}
+	assert_int_equal(got[N], PEER_OPEN);
+	assert_int_equal(got[N + 1], PEER_UNKNOWN);
+	assert_int_equal(got[N + 2], PEER_OPEN);
+	/* A few, and one alone. */
+	before = peer_questions();
+	peer_states(list + 1, 10, got);
+	assert_int_equal(peer_questions() - before, 1);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(got[i], (i + 1) % 3 == 0 || (i + 1) % 7 == 0 ?
+		    PEER_GONE : PEER_OPEN);
+	before = peer_questions();
+	peer_states(list + 4, 1, got);
+	assert_int_equal(peer_questions() - before, 1);
+	assert_int_equal(got[0], PEER_OPEN);
+	for (i = 0; i < N; i++) {
+		if (c[i].client >= 0)
+			close(c[i].client);
+		if (c[i].server >= 0)
+			close(c[i].server);
+	}
+	close(listener);
+	free(c);
+	free(p);
+	free(list);
+	free(got);
+}
+
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_a_closed_connection_is_gone),
     cmocka_unit_test(test_a_reset_connection_is_gone),
@@ -393,4 +503,5 @@ UNIT_MAIN(NULL,
     cmocka_unit_test(test_what_is_not_found_is_never_gone),
     cmocka_unit_test(test_what_a_web_server_might_send_otherwise),
     cmocka_unit_test(test_threads_and_forked_children_ask_at_once),
-    cmocka_unit_test(test_a_run_of_misses_looks_less_often))
+    cmocka_unit_test(test_a_run_of_misses_looks_less_often),
+    cmocka_unit_test(test_many_connections_asked_together))
