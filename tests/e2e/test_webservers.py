@@ -8,7 +8,8 @@ Every test runs once behind each server (the `web_server` fixture): the
 credential headers reach keygated, and keygated's headers (request id,
 rate limit, Retry-After, Allow) the client; a streamed completion arrives
 chunk by chunk; a body over max_body_bytes is keygate's 413; a client that
-leaves mid-stream ends the upstream call; HEAD answers like GET without a
+leaves mid-stream ends the upstream call, and among many calls waiting,
+those whose clients left end and no other; HEAD answers like GET without a
 body; and a key sent in the query string never reaches the access log."""
 
 import json
@@ -211,6 +212,72 @@ def test_a_client_gone_before_the_first_byte_ends_the_upstream_call(
     lines = ks.wait_until(lambda: served.kg.request_log(rid), 10,
                           interval=0.2, what="the access log line")
     assert [l["status"] for l in lines] == [499], lines
+
+
+def test_clients_that_leave_among_many_waiting_end_only_their_calls(
+        served, mock):
+    """24 calls wait on a provider that answers nothing for 6 s, streamed
+    and not, spread over the workers; 8 of their clients leave (resets
+    and FINs) at once.  keygated asks about all the calls of a worker
+    together: exactly those 8 provider calls end, within about a second,
+    logged as 499; the 16 others stay until the provider gives up on
+    them, and nothing is held afterwards."""
+    import socket
+    import urllib.parse
+    mock.behave("openai", Hang(6.0))
+    u = urllib.parse.urlsplit(served.url)
+    conns, rids = [], []
+    for i in range(24):
+        body = json.dumps({"model": "gpt-4o-mini", "stream": i % 2 == 0,
+                           "messages": [{"role": "user",
+                                         "content": "client %d" % i}]})
+        rid = "e2e-many-%d-%s" % (i, secrets.token_hex(6))
+        head = "".join("%s: %s\r\n" % kv for kv in dict(
+            auth(), **openai_key(mock), **{"X-Request-Id": rid}).items())
+        c = socket.create_connection((u.hostname, u.port), timeout=20)
+        c.sendall(("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: "
+                   "application/json\r\nContent-Length: %d\r\n\r\n"
+                   % (CHAT, head, len(body))).encode() + body.encode())
+        conns.append(c)
+        rids.append(rid)
+    ups = {}
+    for ex in mock.wait_for(24, timeout=15):
+        ups[int(ex.json["messages"][0]["content"].split()[1])] = ex
+    assert sorted(ups) == list(range(24))
+    leaving = [i for i in range(24) if i % 3 == 0]
+    left = time.monotonic()
+    for i in leaving:
+        if i % 2 == 0:
+            conns[i].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                struct.pack("ii", 1, 0))
+        conns[i].close()
+    for i in leaving:
+        assert ups[i].done.wait(10), "call %d went on after its client " \
+            "left" % i
+        assert ups[i].closed_at is not None and not ups[i].completed
+        assert ups[i].closed_at - left < 3, (i, ups[i].closed_at - left)
+    # The others are still waiting on the provider, none cut.
+    for i in range(24):
+        if i not in leaving:
+            assert not ups[i].done.is_set(), "call %d was ended though " \
+                "its client stayed" % i
+            assert ups[i].closed_at is None, i
+    for i in range(24):
+        if i not in leaving:
+            assert ups[i].done.wait(20), i
+            assert ups[i].closed_at is None, i
+            conns[i].settimeout(20)
+            assert conns[i].recv(64).startswith(b"HTTP/1.1 "), i
+            conns[i].close()
+    statuses = {}
+    for i in range(24):
+        lines = ks.wait_until(lambda: served.kg.request_log(rids[i]), 10,
+                              interval=0.2, what="the access log line")
+        statuses[i] = [l["status"] for l in lines]
+    assert [i for i in range(24) if statuses[i] == [499]] == leaving, \
+        statuses
+    held = served.psql("SELECT count(*) FROM credit_reservations")
+    assert held == [["0"]], held
 
 
 # ---------------------------------------------------------------------------
