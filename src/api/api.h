@@ -1,6 +1,7 @@
 #ifndef KEYGATE_API_API_H
 #define KEYGATE_API_API_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -67,6 +68,8 @@ const struct auth_settings *api_auth_settings(const struct worker *);
 /* The settings core/gateway.c chooses keys with. */
 const struct gateway_settings *api_gateway_settings(const struct worker *);
 struct lease_shared *api_leases(struct worker *);
+/* The host's locks for sending a tenant's credits (core/hold.h). */
+pthread_mutex_t	*api_sending(struct worker *);
 
 /* Handlers, one group per file. */
 void	api_health(struct request *);

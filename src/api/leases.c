@@ -102,6 +102,7 @@ leases_holder(struct worker *w, struct holder *who)
 	who->quiet = quiet;
 	who->park = park;
 	who->unpark = unpark;
+	who->sending = api_sending(w);
 }
 
 bool

@@ -11,6 +11,7 @@
 #include "api/metrics.h"
 #include "core/authfail.h"
 #include "core/calls.h"
+#include "core/hold.h"
 #include "core/keycache.h"
 #include "core/lease.h"
 #include "core/ratelimit.h"
@@ -68,6 +69,8 @@ leases_offset(void)
 /* Last, what the workers tell each other of the database. */
 struct db_news {
 	atomic_uint	 back;		/* bumped by a worker that reconnected */
+	/* Who sends holds and settlements for a tenant (core/hold.h). */
+	pthread_mutex_t	 sending[HOLD_SENDING];
 };
 
 static size_t
@@ -113,6 +116,14 @@ api_db_news(struct worker *w)
 		st->db_back = back;
 		db_retry_now(app(w)->db);
 	}
+}
+
+pthread_mutex_t *
+api_sending(struct worker *w)
+{
+	struct db_news	*news = db_news(w->shared);
+
+	return news != NULL ? news->sending : NULL;
 }
 
 struct calls_shared *
@@ -195,6 +206,7 @@ api_shared_init(void *p, const struct config *cfg)
 	    af_shared_init(api_shared_failures(p)) == -1 ||
 	    calls_shared_init(api_shared_calls(p)) == -1 ||
 	    lease_shared_init(lease_table(p)) == -1 ||
+	    hold_sending_init(db_news(p)->sending) == -1 ||
 	    journal_open(lease_table(p), cfg) == -1)
 		return -1;
 	return metrics_shared_init(api_shared_metrics(p));

@@ -1,5 +1,7 @@
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -214,6 +216,139 @@ send_holds(const struct holder *who, struct hold_op **op, int n)
 	}
 }
 
+int
+hold_sending_init(pthread_mutex_t *p)
+{
+	pthread_mutexattr_t a;
+	int		 i, rc = 0;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return -1;
+	if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
+	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
+		rc = -1;
+	for (i = 0; rc == 0 && i < HOLD_SENDING; i++)
+		if (pthread_mutex_init(&p[i], &a) != 0)
+			rc = -1;
+	pthread_mutexattr_destroy(&a);
+	return rc;
+}
+
+/* The sending lock of op's tenant. */
+static unsigned
+sending_slot(const struct hold_op *op)
+{
+	const char	*t = op->take ? op->hold.tenant : op->settle.u->tenant;
+	uint32_t	 h = 2166136261u;
+
+	for (; *t != '\0'; t++)
+		h = (h ^ (unsigned char)*t) * 16777619u;
+	return h % HOLD_SENDING;
+}
+
+/* The sending locks of the queue's tenants, as bits. */
+static uint32_t
+queue_slots(const struct hold_queue *q)
+{
+	uint32_t	 want = 0;
+	int		 i;
+
+	for (i = 0; i < q->n; i++)
+		want |= UINT32_C(1) << sending_slot(q->op[i]);
+	return want;
+}
+
+bool
+hold_sending_lock(pthread_mutex_t *m, bool wait)
+{
+	struct timespec	 t;
+	int		 rc;
+
+	if (!wait)
+		rc = pthread_mutex_trylock(m);
+	else {
+		clock_gettime(CLOCK_REALTIME, &t);
+		t.tv_sec += HOLD_SENDING_WAIT;
+		rc = pthread_mutex_timedlock(m, &t);
+	}
+	/* Its holder died: it sent or not, the database tells. */
+	if (rc == EOWNERDEAD)
+		rc = pthread_mutex_consistent(m);
+	return rc == 0;
+}
+
+/*
+ * Takes the sending locks in want (lowest first), without waiting when
+ * wait is false: the bits of those had.
+ */
+static uint32_t
+slots_take(const struct holder *who, uint32_t want, bool wait)
+{
+	uint32_t	 had = 0;
+	unsigned	 k;
+
+	for (k = 0; k < HOLD_SENDING; k++)
+		if (want & UINT32_C(1) << k) {
+			if (!hold_sending_lock(&who->sending[k], wait))
+				break;
+			had |= UINT32_C(1) << k;
+		}
+	return had;
+}
+
+static void
+slots_give(const struct holder *who, uint32_t had)
+{
+	unsigned	 k;
+
+	for (k = 0; k < HOLD_SENDING; k++)
+		if (had & UINT32_C(1) << k)
+			pthread_mutex_unlock(&who->sending[k]);
+}
+
+/*
+ * The sending locks of the queue's tenants, with the worker's lock held.
+ * While another process has one, the worker's lock is let go and this
+ * thread waits until it is free, then takes the worker's lock back and
+ * tries again (never holding a sending lock while it waits for its own
+ * worker); what was queued meanwhile goes too.  After HOLD_GATHER s of
+ * this, or once a lock was not free within HOLD_SENDING_WAIT s, it sends
+ * without the locks it could not have; and a queue of HOLD_SENDING_MANY
+ * never waits (its statement checking its rows again costs little for
+ * each call, while waking the worker's threads for each turn would cost
+ * more).  The bits of the locks had.
+ */
+static uint32_t
+slots_for_queue(const struct holder *who)
+{
+	uint32_t	 want, had, busy;
+	double		 until = clock_mono() + HOLD_GATHER;
+	unsigned	 k;
+
+	if (who->sending == NULL)
+		return 0;
+	for (;;) {
+		want = queue_slots(who->queue);
+		if ((had = slots_take(who, want, false)) == want ||
+		    who->queue->n >= HOLD_SENDING_MANY ||
+		    clock_mono() >= until)
+			return had;
+		busy = want & ~had;
+		slots_give(who, had);
+		who->unlock(who->arg);
+		for (k = 0; k < HOLD_SENDING; k++)
+			if (busy & UINT32_C(1) << k) {
+				if (!hold_sending_lock(&who->sending[k], true)) {
+					until = 0;
+					break;
+				}
+				pthread_mutex_unlock(&who->sending[k]);
+				break;
+			}
+		who->relock(who->arg);
+	}
+}
+
 /*
  * Sends what waits in the queue: settlements first (they free what they
  * held), then holds, each kind in the order it came.  With the lock held.
@@ -223,8 +358,12 @@ flush(const struct holder *who)
 {
 	struct hold_queue *q = who->queue;
 	struct hold_op	*takes[HOLD_BATCH], *settles[HOLD_BATCH];
+	uint32_t	 had;
 	int		 i, nt = 0, ns = 0;
 
+	/* The others wait for this thread (also while it waits for locks). */
+	q->sending = true;
+	had = slots_for_queue(who);
 	for (i = 0; i < q->n; i++) {
 		if (q->op[i]->take)
 			takes[nt++] = q->op[i];
@@ -236,37 +375,45 @@ flush(const struct holder *who)
 		send_settlements(who, settles, ns);
 	if (nt > 0)
 		send_holds(who, takes, nt);
+	slots_give(who, had);
 	for (i = 0; i < ns; i++)
 		settles[i]->done = true;
 	for (i = 0; i < nt; i++)
 		takes[i]->done = true;
+	q->sending = false;
 	who->unpark(who->arg);
 }
 
 /*
  * Queues op and waits until it was sent: by this thread, once no other
  * thread of the process has work to do, the queue is full or its first
- * has waited HOLD_GATHER s; or by another.
+ * has waited HOLD_GATHER s; or by another (which may be waiting for the
+ * host's sending locks meanwhile).
  */
 static void
 batched(const struct holder *who, struct hold_op *op)
 {
 	struct hold_queue *q = who->queue;
 
-	if (q->n == HOLD_BATCH)
-		flush(who);
+	while (q->n == HOLD_BATCH) {
+		if (q->sending)
+			who->park(who->arg, 0);
+		else
+			flush(who);
+	}
 	if (q->n == 0)
 		q->since = clock_mono();
 	q->op[q->n++] = op;
 	while (!op->done) {
-		if (q->n == HOLD_BATCH || who->quiet(who->arg) ||
-		    clock_mono() >= q->since + HOLD_GATHER) {
+		if (!q->sending && (q->n == HOLD_BATCH ||
+		    who->quiet(who->arg) ||
+		    clock_mono() >= q->since + HOLD_GATHER)) {
 			flush(who);
-			break;
+			continue;
 		}
 		/* The first waits for the others only so long. */
-		who->park(who->arg, q->op[0] == op ? q->since + HOLD_GATHER :
-		    0);
+		who->park(who->arg, q->op[0] == op && !q->sending ?
+		    q->since + HOLD_GATHER : 0);
 	}
 }
 

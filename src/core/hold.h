@@ -1,6 +1,7 @@
 #ifndef KEYGATE_CORE_HOLD_H
 #define KEYGATE_CORE_HOLD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -37,6 +38,7 @@ struct hold_queue {
 	struct hold_op	*op[HOLD_BATCH];
 	int		 n;
 	double		 since;		/* monotonic s the first came */
+	bool		 sending;	/* a thread sends it (or waits to) */
 };
 
 /* What holding needs of the process it runs in. */
@@ -65,7 +67,32 @@ struct holder {
 	bool		(*quiet)(void *);
 	void		(*park)(void *, double until);
 	void		(*unpark)(void *);
+	/*
+	 * HOLD_SENDING locks shared by the processes of the host (NULL:
+	 * none), made by hold_sending_init(): a queue is sent holding the
+	 * locks of its tenants (by a hash of the id), so that two processes
+	 * never send for one tenant at once.  Their statements would take
+	 * turns on the tenant's row anyway, each waiting inside PostgreSQL
+	 * and checking its rows again once the other committed (which
+	 * doubled the database's CPU per call); this way the second waits
+	 * without its lock, and what its threads queue meanwhile goes with
+	 * it.  Only an order of sending: a lock not had within
+	 * HOLD_SENDING_WAIT s (or whose holder died) is gone without.
+	 */
+	pthread_mutex_t	*sending;
 };
+
+#define HOLD_SENDING		16
+#define HOLD_SENDING_WAIT	2
+#define HOLD_SENDING_MANY	4
+
+/* Makes the HOLD_SENDING locks at p, in memory shared by processes. */
+int		 hold_sending_init(pthread_mutex_t *p);
+/*
+ * Takes one of them, waiting up to HOLD_SENDING_WAIT s or not at all:
+ * false when not had.  A lock whose holder died is had.
+ */
+bool		 hold_sending_lock(pthread_mutex_t *m, bool wait);
 
 struct hold {
 	char		 resv[40];	/* reservation id, "" = none */

@@ -1103,6 +1103,40 @@ def test_calls_ending_together_over_their_holds_are_charged_exactly(
     _exact(s, [tid])
 
 
+def test_workers_sending_for_one_tenant_in_turn_never_overspend(
+        make_stack, mock):
+    """Sixty calls at once spread over four workers, one tenant funded
+    for exactly 35 estimates, the provider answering all at once: the
+    workers send the tenant's holds and settlements in turn (the host's
+    sending locks, keygated(8)), each with what its threads queued
+    meanwhile; exactly 35 calls are held, each charged once, and the
+    ledger adds up."""
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=4)
+    s = make_stack(**cfg)
+    est, _ = estimate()
+    tid, key = tenant(s, None)
+    set_balance(s, tid, 35 * est)
+    mock.behave("openai", Complete(usage=(100, 100)))
+    results = _held_burst(s, mock, key, 60, 35)
+    assert sorted(r.status for r in results) == [200] * 35 + [402] * 25
+    assert len(mock.seen("openai")) == 35
+    holds, _ = _together(s, tid, "hold")
+    charges, _ = _together(s, tid, "charge")
+    assert holds == charges == 35
+    calls, charged = usage_of(s, tid)
+    assert calls == 35
+    assert charged == 35 * cost(100, 100)
+    assert micro(s, tid) == 35 * est - charged
+    assert micro(s, tid, "credits_reserved") == 0
+    _exact(s, [tid])
+    # Several workers held and charged some of them.
+    pids = {l["pid"] for l in s.kg.log_lines()
+            if l.get("path") == "/v1/chat/completions" and
+            l.get("status") == 200}
+    assert len(pids) > 1, pids
+
+
 def test_postgresql_restarted_while_many_calls_wait_charges_each_once(
         make_stack, own_pg, mock):
     """Twenty calls of a worker wait on the provider when PostgreSQL
