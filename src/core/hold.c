@@ -1,6 +1,5 @@
 #include "autoconfig.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "lib/clock.h"
 #include "lib/crypto.h"
 #include "lib/db.h"
+#include "lib/shmlock.h"
 
 /*
  * A lease grows by what 64 more calls like this one would hold, so that a
@@ -219,19 +219,7 @@ send_holds(const struct holder *who, struct hold_op **op, int n)
 int
 hold_sending_init(pthread_mutex_t *p)
 {
-	pthread_mutexattr_t a;
-	int		 i, rc = 0;
-
-	if (pthread_mutexattr_init(&a) != 0)
-		return -1;
-	if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) != 0 ||
-	    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) != 0)
-		rc = -1;
-	for (i = 0; rc == 0 && i < HOLD_SENDING; i++)
-		if (pthread_mutex_init(&p[i], &a) != 0)
-			rc = -1;
-	pthread_mutexattr_destroy(&a);
-	return rc;
+	return shmlock_init(p, HOLD_SENDING, sizeof(*p));
 }
 
 /* The sending lock of op's tenant. */
@@ -258,23 +246,18 @@ queue_slots(const struct hold_queue *q)
 	return want;
 }
 
-bool
-hold_sending_lock(pthread_mutex_t *m, bool wait)
+/*
+ * Takes a sending lock, waiting up to HOLD_SENDING_WAIT s or not at all:
+ * false when not had.  One whose holder died is had (it sent or not, the
+ * database tells; the lock guards nothing else).
+ */
+static bool
+sending_lock(pthread_mutex_t *m, bool wait)
 {
-	struct timespec	 t;
-	int		 rc;
+	bool	 abandoned;
 
-	if (!wait)
-		rc = pthread_mutex_trylock(m);
-	else {
-		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_sec += HOLD_SENDING_WAIT;
-		rc = pthread_mutex_timedlock(m, &t);
-	}
-	/* Its holder died: it sent or not, the database tells. */
-	if (rc == EOWNERDEAD)
-		rc = pthread_mutex_consistent(m);
-	return rc == 0;
+	return shmlock_take(m, wait ? HOLD_SENDING_WAIT * 1000L : 0,
+	    &abandoned) == 0;
 }
 
 /*
@@ -289,7 +272,7 @@ slots_take(const struct holder *who, uint32_t want, bool wait)
 
 	for (k = 0; k < HOLD_SENDING; k++)
 		if (want & UINT32_C(1) << k) {
-			if (!hold_sending_lock(&who->sending[k], wait))
+			if (!sending_lock(&who->sending[k], wait))
 				break;
 			had |= UINT32_C(1) << k;
 		}
@@ -338,7 +321,7 @@ slots_for_queue(const struct holder *who)
 		who->unlock(who->arg);
 		for (k = 0; k < HOLD_SENDING; k++)
 			if (busy & UINT32_C(1) << k) {
-				if (!hold_sending_lock(&who->sending[k], true)) {
+				if (!sending_lock(&who->sending[k], true)) {
 					until = 0;
 					break;
 				}

@@ -87,12 +87,9 @@ struct holder {
 #define HOLD_SENDING_MANY	4
 
 /* Makes the HOLD_SENDING locks at p, in memory shared by processes. */
-int		 hold_sending_init(pthread_mutex_t *p);
-/*
- * Takes one of them, waiting up to HOLD_SENDING_WAIT s or not at all:
- * false when not had.  A lock whose holder died is had.
- */
-bool		 hold_sending_lock(pthread_mutex_t *m, bool wait);
+int		 hold_sending_init(pthread_mutex_t *p)
+		    __attribute__((warn_unused_result));
+
 
 struct hold {
 	char		 resv[40];	/* reservation id, "" = none */

@@ -1028,6 +1028,36 @@ def _together(s, tid, kind):
         "WHERE tenant_id = '%s' AND kind = '%s'" % (tid, kind))[0])
 
 
+def _funded_burst(s, mock, n, funded):
+    """n calls at once by a new tenant funded for exactly `funded`
+    estimates, the provider answering them together: `funded` are
+    answered, the rest refused with 402, and only the answered reach the
+    provider.  Returns the tenant, the estimate and the responses."""
+    est, _ = estimate()
+    tid, key = tenant(s, None)
+    set_balance(s, tid, funded * est)
+    mock.behave("openai", Complete(usage=(100, 100)))
+    results = _held_burst(s, mock, key, n, funded)
+    assert sorted(r.status for r in results) == \
+        [200] * funded + [402] * (n - funded)
+    assert len(mock.seen("openai")) == funded
+    return tid, est, results
+
+
+def _charged_each_once(s, tid, est, calls):
+    """`calls` calls held and charged once each, the ledger exact."""
+    holds, hold_txs = _together(s, tid, "hold")
+    charges, charge_txs = _together(s, tid, "charge")
+    assert holds == charges == calls
+    n, charged = usage_of(s, tid)
+    assert n == calls
+    assert charged == calls * cost(100, 100)
+    assert micro(s, tid) == calls * est - charged
+    assert micro(s, tid, "credits_reserved") == 0
+    _exact(s, [tid])
+    return hold_txs, charge_txs
+
+
 @pytest.fixture
 def one_worker(make_stack, mock):
     cfg = dict(mock.config())
@@ -1044,28 +1074,13 @@ def test_calls_arriving_together_are_held_together_and_never_overspend(
     exactly 25 calls are held, each charged once, and the ledger adds
     up."""
     s = one_worker
-    est, _ = estimate()
-    tid, key = tenant(s, None)
-    set_balance(s, tid, 25 * est)
-    mock.behave("openai", Complete(usage=(100, 100)))
-    results = _held_burst(s, mock, key, 40, 25)
-    assert sorted(r.status for r in results) == [200] * 25 + [402] * 15
-    assert len(mock.seen("openai")) == 25
+    tid, est, results = _funded_burst(s, mock, 40, 25)
     for r in results:
         if r.status == 402:
             err = ks.assert_error(r, 402, "insufficient_credits")
             assert err["available_credits"] < est / 1e6, err
-    holds, hold_txs = _together(s, tid, "hold")
-    charges, charge_txs = _together(s, tid, "charge")
-    assert holds == charges == 25
-    assert hold_txs < holds and charge_txs < charges, \
-        (hold_txs, charge_txs)
-    calls, charged = usage_of(s, tid)
-    assert calls == 25
-    assert charged == 25 * cost(100, 100)
-    assert micro(s, tid) == 25 * est - charged
-    assert micro(s, tid, "credits_reserved") == 0
-    _exact(s, [tid])
+    hold_txs, charge_txs = _charged_each_once(s, tid, est, 25)
+    assert hold_txs < 25 and charge_txs < 25, (hold_txs, charge_txs)
 
 
 @pytest.mark.parametrize("funds,usage", [(20, (100, 150)), (10, (100, 10**6))],
@@ -1114,22 +1129,8 @@ def test_workers_sending_for_one_tenant_in_turn_never_overspend(
     cfg = dict(mock.config())
     cfg.update(credits_enforce="true", validate_llm_keys="false", workers=4)
     s = make_stack(**cfg)
-    est, _ = estimate()
-    tid, key = tenant(s, None)
-    set_balance(s, tid, 35 * est)
-    mock.behave("openai", Complete(usage=(100, 100)))
-    results = _held_burst(s, mock, key, 60, 35)
-    assert sorted(r.status for r in results) == [200] * 35 + [402] * 25
-    assert len(mock.seen("openai")) == 35
-    holds, _ = _together(s, tid, "hold")
-    charges, _ = _together(s, tid, "charge")
-    assert holds == charges == 35
-    calls, charged = usage_of(s, tid)
-    assert calls == 35
-    assert charged == 35 * cost(100, 100)
-    assert micro(s, tid) == 35 * est - charged
-    assert micro(s, tid, "credits_reserved") == 0
-    _exact(s, [tid])
+    tid, est, _ = _funded_burst(s, mock, 60, 35)
+    _charged_each_once(s, tid, est, 35)
     # Several workers held and charged some of them.
     pids = {l["pid"] for l in s.kg.log_lines()
             if l.get("path") == "/v1/chat/completions" and

@@ -5,9 +5,6 @@
  */
 #include "../unit.h"
 
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/credits.h"
@@ -150,60 +147,7 @@ test_a_journaled_call_does_not_wait(void **state)
 	rmdir(dir);
 }
 
-/* The host's sending locks, in memory shared with a child process. */
-static pthread_mutex_t *
-sending_locks(void)
-{
-	pthread_mutex_t *m = mmap(NULL, HOLD_SENDING * sizeof(*m),
-	    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	assert_true(m != MAP_FAILED);
-	assert_int_equal(hold_sending_init(m), 0);
-	return m;
-}
-
-/*
- * A sending lock held by a live process is not had (at once, nor after
- * the wait); one whose holder died is, and works as a lock again.
- */
-static void
-test_a_sending_lock_outlives_a_killed_holder(void **state)
-{
-	pthread_mutex_t	*m = sending_locks();
-	int		 fds[2], status;
-	char		 c;
-	pid_t		 pid;
-
-	(void)state;
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* Takes lock 3, says so, and waits to be killed. */
-		if (!hold_sending_lock(&m[3], false))
-			_exit(1);
-		(void)!write(fds[1], "x", 1);
-		for (;;)
-			pause();
-	}
-	assert_int_equal(read(fds[0], &c, 1), 1);
-	assert_false(hold_sending_lock(&m[3], false));
-	assert_false(hold_sending_lock(&m[3], true));
-	/* Others are free meanwhile. */
-	assert_true(hold_sending_lock(&m[4], false));
-	pthread_mutex_unlock(&m[4]);
-	kill(pid, SIGKILL);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(hold_sending_lock(&m[3], false));
-	pthread_mutex_unlock(&m[3]);
-	assert_true(hold_sending_lock(&m[3], true));
-	pthread_mutex_unlock(&m[3]);
-	close(fds[0]);
-	close(fds[1]);
-	munmap(m, HOLD_SENDING * sizeof(*m));
-}
 
 UNIT_MAIN(NULL,
     cmocka_unit_test(test_a_leased_call_is_charged_once_written),
-    cmocka_unit_test(test_a_journaled_call_does_not_wait),
-    cmocka_unit_test(test_a_sending_lock_outlives_a_killed_holder))
+    cmocka_unit_test(test_a_journaled_call_does_not_wait))
