@@ -16,6 +16,8 @@
  * a later answer is about the same socket and not a new one that reuses
  * the numbers, nor the listening socket the lookup falls back to.
  */
+#include "autoconfig.h"
+
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
