@@ -279,22 +279,21 @@ took(struct db *db, struct db_res *res, const char *tenant, char id[40],
 
 enum credits_result
 credits_reserve(struct db *db, const char *tenant, const char *key_id,
-    const char *request_id, long long amount, int ttl, char id[40],
+    const char *request_id, long long amount, int ttl, const char *id,
     long long *available)
 {
 	struct db_res	*res;
 	struct holder	 h;
-	char		 amt[24];
-	const char	*p[7] = { tenant, key_id, request_id, amt, h.host, h.pid,
-	    h.secs };
+	char		 amt[24], got[40];
+	const char	*p[8] = { tenant, key_id, request_id, amt, h.host, h.pid,
+	    h.secs, id };
 
-	id[0] = '\0';
 	*available = 0;
 	snprintf(amt, sizeof(amt), "%lld", amount);
 	holder_of(&h, getpid(), ttl);
-	if ((res = db_query(db, STMT_CREDITS_RESERVE, 7, p)) == NULL)
+	if ((res = db_query(db, STMT_CREDITS_RESERVE, 8, p)) == NULL)
 		return CREDITS_DB;
-	return took(db, res, tenant, id, NULL, available);
+	return took(db, res, tenant, got, NULL, available);
 }
 
 int

@@ -119,14 +119,15 @@ void		 credits_format(long long micro, char *out, size_t outsz);
  */
 struct json_object *credits_json(long long micro);
 /*
- * Holds amount for a request; on CREDITS_OK id names the reservation, on
- * CREDITS_SHORT *available says what there was.  Its own transaction.
+ * Holds amount for a request as the reservation id (a uuid the caller
+ * chose); on CREDITS_SHORT *available says what there was.  Its own
+ * transaction.
  * The hold names this process (host name, pid) as its owner and ends at
  * the latest ttl seconds from now: see credits_release_stale().
  */
 enum credits_result credits_reserve(struct db *, const char *tenant,
 		    const char *key_id, const char *request_id, long long amount,
-		    int ttl, char id[40], long long *available)
+		    int ttl, const char *id, long long *available)
 		    __attribute__((warn_unused_result));
 /* This host's name as holds record it, in out. */
 void		 credits_host(char *out, size_t outsz);

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <gcrypt.h>
 
@@ -65,6 +66,34 @@ void
 crypto_nonce(void *p, size_t n)
 {
 	gcry_create_nonce(p, n);
+}
+
+void
+crypto_time_id(uint8_t *p, size_t n)
+{
+	struct timespec	 ts;
+	uint64_t	 ms;
+	int		 i;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	for (i = 5; i >= 0; i--, ms >>= 8)
+		p[i] = (uint8_t)(ms & 0xff);
+	gcry_create_nonce(p + 6, n - 6);
+}
+
+void
+crypto_uuid7(char out[CRYPTO_UUID_LEN + 1])
+{
+	uint8_t		 b[16];
+
+	crypto_time_id(b, sizeof(b));
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x70);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	snprintf(out, CRYPTO_UUID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-"
+	    "%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+	    b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+	    b[13], b[14], b[15]);
 }
 
 int

@@ -29,6 +29,19 @@ const char *crypto_generator(void);
 void	crypto_random(void *p, size_t n);
 /* Fills p with n unpredictable bytes from the nonce generator (ids). */
 void	crypto_nonce(void *p, size_t n);
+/*
+ * A time-ordered uuid (RFC 9562 version 7: the Unix time in milliseconds,
+ * then 74 bits from the nonce generator) as text, in out[37].  Ids made
+ * one after another sort in that order, so rows keyed by them are added
+ * at the end of their indexes instead of on random pages.
+ */
+#define CRYPTO_UUID_LEN	36
+void	crypto_uuid7(char out[CRYPTO_UUID_LEN + 1]);
+/*
+ * n bytes (at least 6) of an id in time order: the Unix time in
+ * milliseconds (48 bits, big-endian), then nonce bytes.
+ */
+void	crypto_time_id(uint8_t *p, size_t n);
 /* HMAC-SHA256(key, msg) into out[32]; 0, or -1 when libgcrypt refuses. */
 int	crypto_hmac_sha256(const void *key, size_t keylen, const void *msg,
 	    size_t msglen, uint8_t out[CRYPTO_SHA256_LEN])

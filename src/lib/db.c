@@ -415,13 +415,13 @@ static const struct {
 	 * more than the balance.  A statement of its own, so the lock lasts
 	 * one round trip and the commit.
 	 */
-	[STMT_CREDITS_RESERVE] = { "credits_reserve", 7,
+	[STMT_CREDITS_RESERVE] = { "credits_reserve", 8,
 	  "WITH t AS (UPDATE tenants SET credits_reserved = credits_reserved "
 	  "+ $4::bigint WHERE id = $1::uuid AND credits_balance - "
 	  "credits_reserved >= $4::bigint RETURNING id), "
-	  "r AS (INSERT INTO credit_reservations (tenant_id, api_key_id, "
+	  "r AS (INSERT INTO credit_reservations (id, tenant_id, api_key_id, "
 	  "request_id, amount, owner_host, owner_pid, deadline) "
-	  "SELECT t.id, $2::uuid, $3, $4::bigint, $5, $6::int, "
+	  "SELECT $8::uuid, t.id, $2::uuid, $3, $4::bigint, $5, $6::int, "
 	  "now() + make_interval(secs => $7::int) FROM t RETURNING id), "
 	  "l AS (INSERT INTO credit_ledger (tenant_id, kind, held, "
 	  "reservation_id, request_id) SELECT $1::uuid, 'hold', $4::bigint, "

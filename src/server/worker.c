@@ -139,7 +139,8 @@ request_init(struct worker *w, struct request *req)
 	if (request_id_sane(rid))
 		snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
 	else {
-		crypto_nonce(rnd, sizeof(rnd));
+		/* In time order: usage rows are found by it (an index). */
+		crypto_time_id(rnd, sizeof(rnd));
 		memcpy(req->request_id, "req_", 4);
 		crypto_hex(rnd, sizeof(rnd), req->request_id + 4);
 	}

@@ -6,8 +6,10 @@ the pool costs (1 + markup) times the same call with the tenant's key."""
 import concurrent.futures
 import math
 import os
+import re
 import signal
 import threading
+import time
 
 import pytest
 
@@ -96,6 +98,41 @@ def test_settled_to_real_usage_with_one_usage_row(billed, mock):
                        "min(request_id) FROM credit_ledger WHERE "
                        "tenant_id = '%s' AND kind <> 'mint'" % tid) == \
         [["1", r.headers["x-request-id"]]]
+
+
+def test_ids_of_calls_one_after_another_are_in_time_order(billed, mock):
+    """A call's request id and its hold's id begin with the time they were
+    made (the hold's is a version 7 uuid), so that usage rows, millions in
+    a year, are added at the end of their indexes: calls made one after
+    another have ids in that order, each still different."""
+    mock.behave("openai", Complete(usage=(40, 9)))
+    tid, key = tenant(billed, 1)
+    before = int(time.time() * 1000)
+    rids = []
+    for _ in range(4):
+        r = chat(billed, key)
+        assert r.status == 200, r.body
+        rids.append(r.json["keygate"]["request_id"])
+        assert r.headers["x-request-id"] == rids[-1]
+        time.sleep(0.003)
+    after = int(time.time() * 1000)
+    for rid in rids:
+        assert re.fullmatch(r"req_[0-9a-f]{24}", rid), rid
+        assert before <= int(rid[4:16], 16) <= after, (rid, before, after)
+    assert rids == sorted(rids) and len(set(rids)) == 4, rids
+    rows = billed.psql("SELECT request_id, reservation_id FROM usage "
+                       "WHERE tenant_id = '%s' ORDER BY id" % tid)
+    assert [row[0] for row in rows] == rids
+    resv = [row[1] for row in rows]
+    for u in resv:
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-"
+                            r"[89ab][0-9a-f]{3}-[0-9a-f]{12}", u), u
+        assert before <= int(u[:8] + u[9:13], 16) <= after, u
+    assert resv == sorted(resv) and len(set(resv)) == 4, resv
+    # The ledger's hold and charge name the same reservations.
+    assert billed.psql("SELECT DISTINCT reservation_id FROM credit_ledger "
+                       "WHERE tenant_id = '%s' AND kind <> 'mint' "
+                       "ORDER BY 1" % tid) == [[u] for u in resv]
 
 
 def test_concurrent_requests_never_overspend(billed, mock):

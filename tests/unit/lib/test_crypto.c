@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/crypto.h"
@@ -891,6 +892,89 @@ test_random_after_fork(void **state)
 }
 
 /* Nonces name calls (a leased call's id): no two workers share one. */
+/* The Unix time in ms that an id made by crypto_time_id() begins with. */
+static uint64_t
+id_ms(const uint8_t *p)
+{
+	uint64_t ms = 0;
+	int	 i;
+
+	for (i = 0; i < 6; i++)
+		ms = ms << 8 | p[i];
+	return ms;
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Time-ordered ids: they begin with the time they were made, so that ids
+ * made later sort after (as text and as PostgreSQL compares uuids: byte
+ * by byte), and what follows is not the same twice.
+ */
+static void
+test_time_ids(void **state)
+{
+	uint8_t	 a[12], b[12];
+	uint64_t before, after;
+	const struct timespec pause = { 0, 3 * 1000 * 1000 };
+
+	(void)state;
+	before = now_ms();
+	crypto_time_id(a, sizeof(a));
+	crypto_time_id(b, sizeof(b));
+	after = now_ms();
+	assert_true(id_ms(a) >= before && id_ms(a) <= after);
+	assert_true(id_ms(b) >= id_ms(a) && id_ms(b) <= after);
+	assert_memory_not_equal(a + 6, b + 6, 6);
+	nanosleep(&pause, NULL);
+	crypto_time_id(b, sizeof(b));
+	assert_true(id_ms(b) > id_ms(a));
+	assert_true(memcmp(b, a, sizeof(a)) > 0);
+}
+
+static void
+test_uuid7(void **state)
+{
+	char	 u[CRYPTO_UUID_LEN + 1], v[CRYPTO_UUID_LEN + 1];
+	uint8_t	 b[16];
+	uint64_t before, after;
+	const struct timespec pause = { 0, 3 * 1000 * 1000 };
+	size_t	 i;
+	char	 hex[33];
+
+	(void)state;
+	before = now_ms();
+	crypto_uuid7(u);
+	after = now_ms();
+	assert_int_equal(strlen(u), 36);
+	for (i = 0; i < 36; i++)
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			assert_int_equal(u[i], '-');
+		else
+			assert_non_null(strchr("0123456789abcdef", u[i]));
+	/* Version 7, variant 10 (RFC 9562). */
+	assert_int_equal(u[14], '7');
+	assert_non_null(strchr("89ab", u[19]));
+	memset(hex, 0, sizeof(hex));
+	for (i = 0; i < 36; i++)
+		if (u[i] != '-')
+			hex[strlen(hex)] = u[i];
+	assert_int_equal(unhex(hex, b, sizeof(b)), 16);
+	assert_true(id_ms(b) >= before && id_ms(b) <= after);
+	nanosleep(&pause, NULL);
+	crypto_uuid7(v);
+	assert_true(strcmp(v, u) > 0);
+	crypto_uuid7(u);
+	assert_string_not_equal(u, v);
+}
+
 static void
 test_nonces_after_fork(void **state)
 {
@@ -913,5 +997,7 @@ UNIT_MAIN(unit_crypto_setup,
     cmocka_unit_test(test_sha256),
     cmocka_unit_test(test_equal),
     cmocka_unit_test(test_random),
+    cmocka_unit_test(test_time_ids),
+    cmocka_unit_test(test_uuid7),
     cmocka_unit_test(test_random_after_fork),
     cmocka_unit_test(test_nonces_after_fork))
