@@ -135,6 +135,52 @@ def test_ids_of_calls_one_after_another_are_in_time_order(billed, mock):
                        "ORDER BY 1" % tid) == [[u] for u in resv]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_request_id_sent_again_is_charged_again(make_stack, mock, workdir,
+                                                  mode):
+    """A client chooses its X-Request-Id and may send the same one again
+    (a retry, a fixed id for tracing), even for calls under way together:
+    every call is still held, charged and written once, each usage row
+    with that request id, and the ledger is exact, with holds in the
+    database as with leases."""
+    cfg = dict(mock.config())
+    cfg.update(credits_enforce="true", validate_llm_keys="false", workers=3,
+               **credit_mode(mode, workdir))
+    s = make_stack(**cfg)
+    mock.behave("openai", Complete(usage=(40, 9)))
+    tid, key = tenant(s, 1)
+    headers = dict(ks.auth(key), **{"X-OpenAI-Key": OPENAI_KEY,
+                                    "X-Request-Id": "trace-7"})
+    for _ in range(2):
+        r = s.post("/v1/chat/completions", BODY, headers=headers)
+        assert r.status == 200, r.body
+        assert r.headers["x-request-id"] == "trace-7"
+        assert r.json["keygate"]["request_id"] == "trace-7"
+        assert round(r.json["keygate"]["credits_charged"] * 1e6) == \
+            cost(40, 9)
+    r = SSEReader(s.url + "/v1/chat/completions", dict(BODY, stream=True),
+                  headers)
+    assert r.status == 200, r.body
+    assert r.read_all()[-1].data == "[DONE]"
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(
+            lambda _: s.post("/v1/chat/completions", BODY, headers=headers),
+            range(6)))
+    assert [t.status for t in together] == [200] * 6, \
+        [t.body for t in together if t.status != 200]
+    assert len(mock.seen("openai")) == 9
+    assert s.psql("SELECT DISTINCT request_id FROM usage WHERE "
+                  "tenant_id = '%s'" % tid) == [["trace-7"]]
+    n, charged = usage_of(s, tid)
+    assert n == 9
+    assert charged == 9 * cost(40, 9)
+    _exact(s, [tid], leased=mode != "holds")
+    # The tenant's next call, with an id of its own, is charged as ever.
+    r = chat(s, key)
+    assert r.status == 200, r.body
+    assert usage_of(s, tid) == (10, 10 * cost(40, 9))
+
+
 def test_concurrent_requests_never_overspend(billed, mock):
     tid, funds, results = overspend_burst(billed, mock)
     ok = [r for r in results if r.status == 200]
